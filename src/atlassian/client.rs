@@ -1,0 +1,288 @@
+//! The shared HTTP plumbing: settings, authentication, URLs and the paced send.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail, ensure};
+use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
+use reqwest::{Method, RequestBuilder, Response, Url, redirect};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::error::ApiError;
+use super::pacing::Pacer;
+use crate::jobs::ApiFamily;
+
+/// Everything the client needs, already resolved from the config.
+#[derive(Clone, Debug)]
+pub struct AtlassianSettings {
+    pub site_url: String,
+    pub site_email: String,
+    pub site_api_token: SecretString,
+    pub admin_url: String,
+    pub admin_api_key: SecretString,
+    pub org_id: String,
+    pub directory_id: String,
+    pub request_timeout: Duration,
+    pub requests_per_second: f64,
+}
+
+/// A handle on Atlassian Cloud. Clones share the connection pool and the pacing buckets.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    site_url: Url,
+    site_email: String,
+    site_api_token: SecretString,
+    admin_url: Url,
+    admin_api_key: SecretString,
+    org_id: String,
+    directory_id: String,
+    pacer: Pacer,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &self.inner;
+        f.debug_struct("Client")
+            .field("site_url", &inner.site_url.as_str())
+            .field("site_email", &inner.site_email)
+            .field("admin_url", &inner.admin_url.as_str())
+            .field("org_id", &inner.org_id)
+            .field("directory_id", &inner.directory_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub fn new(settings: AtlassianSettings) -> anyhow::Result<Client> {
+        let rate = settings.requests_per_second;
+        ensure!(
+            rate.is_finite() && rate > 0.0,
+            "requests_per_second must be a positive number, got {rate}"
+        );
+        ensure!(
+            !settings.request_timeout.is_zero(),
+            "the Atlassian request timeout must be positive"
+        );
+        for (name, id) in [
+            ("org_id", &settings.org_id),
+            ("directory_id", &settings.directory_id),
+        ] {
+            ensure!(
+                is_sendable_id(id),
+                "{name} `{id}` cannot be used in a URL path"
+            );
+        }
+        let inner = Inner {
+            http: http_client(settings.request_timeout)?,
+            site_url: base_url("site_url", &settings.site_url)?,
+            site_email: settings.site_email,
+            site_api_token: settings.site_api_token,
+            admin_url: base_url("admin_url", &settings.admin_url)?,
+            admin_api_key: settings.admin_api_key,
+            org_id: settings.org_id,
+            directory_id: settings.directory_id,
+            pacer: Pacer::new(rate),
+        };
+        Ok(Client {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// `{site_url}/{segments…}`, each segment percent-encoded on its own.
+    pub(super) fn site_endpoint(&self, segments: &[&str]) -> Url {
+        endpoint(&self.inner.site_url, segments)
+    }
+
+    /// `{admin_url}/{segments…}`.
+    pub(super) fn admin_endpoint(&self, segments: &[&str]) -> Url {
+        endpoint(&self.inner.admin_url, segments)
+    }
+
+    /// `{admin_url}/admin/v2/orgs/{org}/directories/{directory}/{segments…}`.
+    pub(super) fn directory_endpoint(&self, segments: &[&str]) -> Url {
+        let inner = &self.inner;
+        let prefix = [
+            "admin",
+            "v2",
+            "orgs",
+            &inner.org_id,
+            "directories",
+            &inner.directory_id,
+        ];
+        endpoint(&inner.admin_url, &[&prefix[..], segments].concat())
+    }
+
+    /// A request carrying the family's credentials.
+    pub(super) fn request(&self, family: ApiFamily, method: Method, url: Url) -> RequestBuilder {
+        let inner = &self.inner;
+        let builder = inner.http.request(method, url);
+        match family {
+            ApiFamily::Site => builder.basic_auth(
+                &inner.site_email,
+                Some(inner.site_api_token.expose_secret()),
+            ),
+            ApiFamily::Admin => builder.bearer_auth(inner.admin_api_key.expose_secret()),
+        }
+    }
+
+    /// Sends once the family's bucket allows it. Rate limits, bad credentials and server
+    /// errors mean the same on every endpoint and come back as errors; any other response is
+    /// for the caller to classify. A rate limit with a known wait pauses the whole family.
+    pub(super) async fn send(
+        &self,
+        family: ApiFamily,
+        request: RequestBuilder,
+    ) -> Result<Response, ApiError> {
+        self.inner.pacer.acquire(family).await;
+        let response = request
+            .send()
+            .await
+            .map_err(|err| ApiError::transport(&err))?;
+        let checked = ApiError::check_shared_rules(family, response).await;
+        if let Err(ApiError::RateLimited {
+            status,
+            wait: Some(wait),
+        }) = &checked
+        {
+            tracing::warn!(
+                ?family,
+                status,
+                ?wait,
+                "Atlassian rate limit: pausing the family"
+            );
+            let until = tokio::time::Instant::now() + *wait;
+            self.inner.pacer.pause_until(family, until);
+        }
+        checked
+    }
+}
+
+/// Ids that come from outside (webhooks, lookups) become URL path segments. The URL parser
+/// drops `.`/`..` segments and strips tabs and newlines, which would silently address a
+/// different resource, so such ids are never sent.
+pub(super) fn is_sendable_id(id: &str) -> bool {
+    !matches!(id, "" | "." | "..") && !id.chars().any(char::is_control)
+}
+
+fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
+    let mut headers = HeaderMap::new();
+    headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+    reqwest::Client::builder()
+        .user_agent(concat!("offboard/", env!("CARGO_PKG_VERSION")))
+        .default_headers(headers)
+        .timeout(timeout)
+        // A mutation must reach the endpoint we named or fail visibly, never be replayed
+        // elsewhere with or without its credentials.
+        .redirect(redirect::Policy::none())
+        .build()
+        .context("failed to build the Atlassian HTTP client")
+}
+
+fn base_url(name: &str, value: &str) -> anyhow::Result<Url> {
+    let url = Url::parse(value).with_context(|| format!("{name} `{value}` is not a URL"))?;
+    if !matches!(url.scheme(), "https" | "http") || url.cannot_be_a_base() {
+        bail!("{name} `{value}` must be an http(s) URL");
+    }
+    // Credentials belong in their own settings; in a URL they would end up in error messages.
+    ensure!(
+        url.username().is_empty() && url.password().is_none(),
+        "{name} must not contain credentials"
+    );
+    ensure!(
+        url.query().is_none() && url.fragment().is_none(),
+        "{name} `{value}` must not have a query or fragment"
+    );
+    Ok(url)
+}
+
+/// Appends segments to a base URL with or without a trailing slash. Each segment is
+/// percent-encoded as a whole, so `/`, `?` or `#` inside an id cannot change the path.
+fn endpoint(base: &Url, segments: &[&str]) -> Url {
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .expect("base URLs are checked to be hierarchical in Client::new")
+        .pop_if_empty()
+        .extend(segments);
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> AtlassianSettings {
+        AtlassianSettings {
+            site_url: "https://acme.atlassian.net/".into(),
+            site_email: "bot@acme.com".into(),
+            site_api_token: SecretString::from("site-secret-token"),
+            admin_url: "https://api.atlassian.com".into(),
+            admin_api_key: SecretString::from("admin-secret-key"),
+            org_id: "org 1".into(),
+            directory_id: "dir-1".into(),
+            request_timeout: Duration::from_secs(10),
+            requests_per_second: 5.0,
+        }
+    }
+
+    #[test]
+    fn base_urls_with_and_without_trailing_slash_give_the_same_endpoints() {
+        for base in ["https://x.test/jira", "https://x.test/jira/"] {
+            let url = endpoint(&Url::parse(base).unwrap(), &["rest", "qm:a/b?c#d"]);
+            assert_eq!(url.as_str(), "https://x.test/jira/rest/qm:a%2Fb%3Fc%23d");
+        }
+        let root = endpoint(&Url::parse("https://x.test").unwrap(), &["users"]);
+        assert_eq!(root.as_str(), "https://x.test/users");
+    }
+
+    #[test]
+    fn directory_endpoints_encode_the_configured_ids() {
+        let client = Client::new(settings()).unwrap();
+        let url = client.directory_endpoint(&["users", "a%2F..", "suspend"]);
+        assert_eq!(
+            url.as_str(),
+            "https://api.atlassian.com/admin/v2/orgs/org%201/directories/dir-1/users/a%252F../suspend"
+        );
+    }
+
+    #[test]
+    fn ids_that_the_url_parser_would_rewrite_are_not_sendable() {
+        for id in ["", ".", "..", "a\tb", "a\nb"] {
+            assert!(!is_sendable_id(id), "{id:?}");
+        }
+        for id in ["qm:1234-abcd", "5b10ac8d82e05b22cc7d4ef5", "...", "a..b"] {
+            assert!(is_sendable_id(id), "{id:?}");
+        }
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        let cases: [fn(&mut AtlassianSettings); 6] = [
+            |s| s.requests_per_second = 0.0,
+            |s| s.requests_per_second = f64::NAN,
+            |s| s.site_url = "acme.atlassian.net".into(),
+            |s| s.admin_url = "https://user:pw@api.atlassian.com".into(),
+            |s| s.directory_id = "..".into(),
+            |s| s.request_timeout = Duration::ZERO,
+        ];
+        for break_it in cases {
+            let mut broken = settings();
+            break_it(&mut broken);
+            assert!(Client::new(broken).is_err());
+        }
+    }
+
+    #[test]
+    fn debug_output_holds_no_secret() {
+        let client = Client::new(settings()).unwrap();
+        let shown = format!("{client:?} {:?}", settings());
+        assert!(shown.contains("acme.atlassian.net"));
+        assert!(!shown.contains("site-secret-token"));
+        assert!(!shown.contains("admin-secret-key"));
+    }
+}

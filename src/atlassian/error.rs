@@ -1,0 +1,263 @@
+//! The shared rules that turn a response or a transport failure into what the worker does next.
+
+use std::error::Error as _;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::{Response, StatusCode};
+
+use crate::jobs::ApiFamily;
+
+/// Rejected bodies are kept for the audit trail, so they are bounded.
+const BODY_LIMIT: usize = 2048;
+
+/// A server asking for more than this is more likely wrong than right; after this long we ask
+/// again rather than stall a family indefinitely.
+const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(3600);
+
+/// Why a call did not go through. Each variant is a different next step for the worker.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 429 or 503: snooze without consuming an attempt. `wait` comes from `Retry-After`
+    /// (seconds or HTTP date), else `X-RateLimit-Reset`; `None` means the caller backs off.
+    #[error("Atlassian is rate limiting (HTTP {status}){}", wait_hint(.wait))]
+    RateLimited { status: u16, wait: Option<Duration> },
+    /// 401: the credentials of this family are bad; the worker pauses with reason `auth`.
+    #[error("Atlassian rejected the {} credentials (HTTP 401)", family_name(*.family))]
+    Unauthorized { family: ApiFamily },
+    /// Other 5xx, network errors, timeouts, unparseable lookup bodies: retry with backoff.
+    #[error("transient Atlassian failure: {detail}")]
+    Transient { detail: String },
+    /// Any other 4xx (403 included): permanent for this job. `body` is truncated to ~2 KB.
+    #[error("Atlassian refused the request (HTTP {status}): {body}")]
+    Rejected { status: u16, body: String },
+}
+
+impl ApiError {
+    /// Applies the rules that hold for every endpoint; any other response is returned for the
+    /// endpoint to classify.
+    pub(crate) async fn check_shared_rules(
+        family: ApiFamily,
+        response: Response,
+    ) -> Result<Response, ApiError> {
+        let status = response.status();
+        match status {
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                Err(ApiError::RateLimited {
+                    status: status.as_u16(),
+                    wait: rate_limit_wait(response.headers(), Utc::now()),
+                })
+            }
+            StatusCode::UNAUTHORIZED => Err(ApiError::Unauthorized { family }),
+            _ if status.is_server_error() => Err(ApiError::Transient {
+                detail: format!("HTTP {status}: {}", read_body_prefix(response).await),
+            }),
+            _ => Ok(response),
+        }
+    }
+
+    /// A permanent refusal, with the start of the body: Atlassian puts the reason there
+    /// (`forbidden.targetUnverified`, "user cannot be removed").
+    pub(crate) async fn rejected(response: Response) -> ApiError {
+        ApiError::Rejected {
+            status: response.status().as_u16(),
+            body: read_body_prefix(response).await,
+        }
+    }
+
+    /// The request never got a response (connect, TLS, timeout, broken body).
+    pub(crate) fn transport(err: &reqwest::Error) -> ApiError {
+        let mut detail = err.to_string();
+        let mut source = err.source();
+        while let Some(cause) = source {
+            let _ = write!(detail, ": {cause}");
+            source = cause.source();
+        }
+        ApiError::Transient { detail }
+    }
+}
+
+fn wait_hint(wait: &Option<Duration>) -> String {
+    wait.map(|wait| format!(", retry in {}s", wait.as_secs()))
+        .unwrap_or_default()
+}
+
+fn family_name(family: ApiFamily) -> &'static str {
+    match family {
+        ApiFamily::Site => "site",
+        ApiFamily::Admin => "admin",
+    }
+}
+
+/// How long the server asked us to wait: `Retry-After` first (Atlassian does not always send
+/// it, JRACLOUD-82801), then `X-RateLimit-Reset`. A time already past means "now".
+pub(crate) fn rate_limit_wait(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    let header = |name| headers.get(name).and_then(|value| value.to_str().ok());
+    let wait = header(RETRY_AFTER.as_str())
+        .and_then(|value| parse_retry_after(value, now))
+        .or_else(|| header("x-ratelimit-reset").and_then(|value| parse_reset(value, now)))?;
+    Some(wait.min(MAX_RATE_LIMIT_WAIT))
+}
+
+/// `Retry-After` is either delay-seconds or an HTTP date (RFC 9110 §10.2.3).
+fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = DateTime::parse_from_rfc2822(value).ok()?;
+    Some(until(at.with_timezone(&Utc), now))
+}
+
+/// `X-RateLimit-Reset` is an ISO 8601 UTC timestamp; tolerate a missing offset.
+fn parse_reset(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    let at = DateTime::parse_from_rfc3339(value)
+        .map(|at| at.with_timezone(&Utc))
+        .or_else(|_| {
+            NaiveDateTime::parse_from_str(value, "%Y-%m-%dT%H:%M:%S%.f").map(|at| at.and_utc())
+        })
+        .ok()?;
+    Some(until(at, now))
+}
+
+fn until(at: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+    (at - now).to_std().unwrap_or(Duration::ZERO)
+}
+
+/// Reads at most about `BODY_LIMIT` bytes: a huge error page must not be buffered whole. A
+/// body that breaks off midway keeps what arrived.
+async fn read_body_prefix(mut response: Response) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() <= BODY_LIMIT {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    truncate_utf8(&bytes, BODY_LIMIT)
+}
+
+/// Cuts on a character boundary so the result stays valid UTF-8.
+fn truncate_utf8(bytes: &[u8], limit: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    text[..text.floor_char_boundary(limit)].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::HeaderValue;
+
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2025-03-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    fn wait(pairs: &[(&'static str, &'static str)]) -> Option<Duration> {
+        rate_limit_wait(&headers(pairs), now())
+    }
+
+    #[test]
+    fn retry_after_in_seconds() {
+        assert_eq!(wait(&[("retry-after", "7")]), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn retry_after_as_an_http_date() {
+        let value = "Sat, 01 Mar 2025 12:00:30 GMT";
+        assert_eq!(
+            wait(&[("retry-after", value)]),
+            Some(Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn retry_after_wins_over_the_reset_time() {
+        let pairs = [
+            ("retry-after", "3"),
+            ("x-ratelimit-reset", "2025-03-01T12:01:00Z"),
+        ];
+        assert_eq!(wait(&pairs), Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn reset_time_is_relative_to_now() {
+        let pairs = [("x-ratelimit-reset", "2025-03-01T12:01:00Z")];
+        assert_eq!(wait(&pairs), Some(Duration::from_secs(60)));
+        let fractional = [("x-ratelimit-reset", "2025-03-01T12:00:10.500Z")];
+        assert_eq!(wait(&fractional), Some(Duration::from_millis(10_500)));
+        let no_offset = [("x-ratelimit-reset", "2025-03-01T12:00:05")];
+        assert_eq!(wait(&no_offset), Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn unparseable_retry_after_falls_back_to_the_reset_time() {
+        let pairs = [
+            ("retry-after", "soon"),
+            ("x-ratelimit-reset", "2025-03-01T12:00:02Z"),
+        ];
+        assert_eq!(wait(&pairs), Some(Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn a_time_already_past_means_now() {
+        let pairs = [("x-ratelimit-reset", "2025-03-01T11:00:00Z")];
+        assert_eq!(wait(&pairs), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn absurd_waits_are_capped() {
+        assert_eq!(
+            wait(&[("retry-after", "999999999")]),
+            Some(MAX_RATE_LIMIT_WAIT)
+        );
+    }
+
+    #[test]
+    fn no_usable_header_means_no_wait() {
+        assert_eq!(wait(&[]), None);
+        assert_eq!(
+            wait(&[("retry-after", "-1"), ("x-ratelimit-reset", "tomorrow")]),
+            None
+        );
+    }
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        let text = "é".repeat(10);
+        assert_eq!(truncate_utf8(text.as_bytes(), 5), "éé");
+        assert_eq!(truncate_utf8(b"short", 2048), "short");
+    }
+
+    #[test]
+    fn messages_name_the_family_and_wait() {
+        let limited = ApiError::RateLimited {
+            status: 429,
+            wait: Some(Duration::from_secs(2)),
+        };
+        assert_eq!(
+            limited.to_string(),
+            "Atlassian is rate limiting (HTTP 429), retry in 2s"
+        );
+        let unauthorized = ApiError::Unauthorized {
+            family: ApiFamily::Admin,
+        };
+        assert_eq!(
+            unauthorized.to_string(),
+            "Atlassian rejected the admin credentials (HTTP 401)"
+        );
+    }
+}

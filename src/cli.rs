@@ -1,0 +1,325 @@
+//! The command line (INTERFACE §1). Exit codes: 0 success, 1 runtime failure, 2 usage or
+//! configuration error.
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+use crate::jobs::{Action, JobState};
+use crate::serve::{self, Role};
+use crate::store::{self, JobFilter, JobWithEvents, StoreError, StoreOptions};
+
+/// offboard: safe, durable, idempotent offboarding of Atlassian Cloud accounts from signed
+/// HR and Jira webhooks.
+#[derive(Parser, Debug)]
+#[command(name = "offboard", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Apply pending migrations, then receive webhooks and/or run the worker until SIGINT or
+    /// SIGTERM.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// What this process runs: the HTTP receiver, the worker, or both.
+        #[arg(long, value_enum, default_value_t = RoleArg::All)]
+        role: RoleArg,
+    },
+    /// Apply pending migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Validate the configuration, resolve its secrets and print a summary (never a secret).
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Print the headers a genuine sender of SOURCE would attach to the body in FILE (or
+    /// stdin), one `Name: value` per line.
+    Sign {
+        /// The source's name, as in POST /hooks/NAME.
+        #[arg(long)]
+        source: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The body to sign; stdin when absent.
+        file: Option<PathBuf>,
+    },
+    /// Inspect and move jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ConfigArg {
+    /// The configuration file (default: $OFFBOARD_CONFIG, else ./offboard.toml, else
+    /// built-in defaults).
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum RoleArg {
+    All,
+    Api,
+    Worker,
+}
+
+#[derive(Subcommand, Debug)]
+enum JobsCommand {
+    /// List jobs, newest first.
+    List {
+        #[arg(long, value_name = "S")]
+        state: Option<String>,
+        #[arg(long, value_name = "E")]
+        email: Option<String>,
+        #[arg(long, value_name = "A")]
+        action: Option<String>,
+        /// At most this many jobs (1..=500).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Show one job with its audit events.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Cancel a pending or awaiting_approval job (and the later steps of its chain).
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Put a failed job back to pending with its attempts reset.
+    Retry {
+        id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Let a job awaiting approval run.
+    Approve {
+        id: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+/// A failure with the exit code it maps to.
+enum Failure {
+    Usage(String),
+    Runtime(String),
+}
+
+impl From<crate::config::ConfigError> for Failure {
+    fn from(err: crate::config::ConfigError) -> Self {
+        Failure::Usage(err.to_string())
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            eprintln!("{}", message.trim_end());
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(message)) => {
+            eprintln!("error: {}", message.trim_end());
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn load(arg: &ConfigArg) -> Result<Config, Failure> {
+    Ok(Config::discover(arg.config.as_deref())?)
+}
+
+async fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Serve { config, role } => {
+            let config = load(&config)?;
+            crate::telemetry::init();
+            let role = match role {
+                RoleArg::All => Role::All,
+                RoleArg::Api => Role::Api,
+                RoleArg::Worker => Role::Worker,
+            };
+            serve::run(config, role)
+                .await
+                .map_err(|e| Failure::Runtime(format!("{e:#}")))
+        }
+        Command::Migrate { config } => {
+            let config = load(&config)?;
+            open_store(&config).await?;
+            println!("migrations applied to {}", config.database_url.redacted());
+            Ok(())
+        }
+        Command::Check { config } => {
+            let config = load(&config)?;
+            print!("{}", config.summary());
+            Ok(())
+        }
+        Command::Sign {
+            source,
+            config,
+            file,
+        } => sign(&load(&config)?, &source, file.as_deref()),
+        Command::Jobs { command } => jobs(command).await,
+    }
+}
+
+fn sign(config: &Config, source: &str, file: Option<&Path>) -> Result<(), Failure> {
+    let source = config.source(source).ok_or_else(|| {
+        let known: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+        Failure::Usage(format!(
+            "no source named `{source}` in {} (configured: {})",
+            config.origin,
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        ))
+    })?;
+    let body = match file {
+        Some(path) => std::fs::read(path)
+            .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))?,
+        None => {
+            let mut body = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut body)
+                .map_err(|e| Failure::Runtime(format!("cannot read stdin: {e}")))?;
+            body
+        }
+    };
+    for (name, value) in source.verifier.sign(&body, chrono::Utc::now()) {
+        println!("{name}: {value}");
+    }
+    Ok(())
+}
+
+async fn open_store(config: &Config) -> Result<std::sync::Arc<dyn store::Store>, Failure> {
+    store::open_migrated(config.database_url.expose(), &StoreOptions::default())
+        .await
+        .map_err(|e| Failure::Runtime(format!("{e:#}")))
+}
+
+fn parse_id(text: &str) -> Result<store::JobId, Failure> {
+    store::parse_job_id(text).map_err(Failure::Usage)
+}
+
+fn store_failure(err: StoreError) -> Failure {
+    Failure::Runtime(err.to_string())
+}
+
+const CLI_ACTOR: &str = "cli";
+
+async fn jobs(command: JobsCommand) -> Result<(), Failure> {
+    match command {
+        JobsCommand::List {
+            state,
+            email,
+            action,
+            limit,
+            json,
+            config,
+        } => {
+            let filter = JobFilter {
+                state: state
+                    .map(|s| s.parse::<JobState>())
+                    .transpose()
+                    .map_err(Failure::Usage)?,
+                email,
+                action: action
+                    .map(|a| a.parse::<Action>())
+                    .transpose()
+                    .map_err(Failure::Usage)?,
+                before: None,
+                limit: limit.clamp(1, 500),
+            };
+            let store = open_store(&load(&config)?).await?;
+            let jobs = store.list_jobs(&filter).await.map_err(store_failure)?;
+            if json {
+                print_json(&serde_json::json!({ "jobs": jobs }));
+            } else {
+                print!("{}", crate::report::jobs_table(&jobs));
+            }
+            Ok(())
+        }
+        JobsCommand::Show { id, json, config } => {
+            let id = parse_id(&id)?;
+            let store = open_store(&load(&config)?).await?;
+            let job: JobWithEvents = store
+                .get_job(id)
+                .await
+                .map_err(store_failure)?
+                .ok_or_else(|| Failure::Runtime(format!("job {id} not found")))?;
+            if json {
+                print_json(&job);
+            } else {
+                print!("{}", crate::report::job_details(&job));
+            }
+            Ok(())
+        }
+        JobsCommand::Cancel { id, config } => {
+            let id = parse_id(&id)?;
+            let store = open_store(&load(&config)?).await?;
+            let job = store
+                .cancel(id, CLI_ACTOR, "cancelled by operator")
+                .await
+                .map_err(store_failure)?;
+            println!("job {} is now {}", job.id, job.state);
+            Ok(())
+        }
+        JobsCommand::Retry { id, config } => {
+            let id = parse_id(&id)?;
+            let store = open_store(&load(&config)?).await?;
+            let job = store.retry(id, CLI_ACTOR).await.map_err(store_failure)?;
+            println!("job {} is now {}", job.id, job.state);
+            Ok(())
+        }
+        JobsCommand::Approve { id, config } => {
+            let id = parse_id(&id)?;
+            let store = open_store(&load(&config)?).await?;
+            let job = store.approve(id, CLI_ACTOR).await.map_err(store_failure)?;
+            println!("job {} is now {}", job.id, job.state);
+            Ok(())
+        }
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => println!("{text}"),
+        Err(e) => eprintln!("error: cannot render JSON: {e}"),
+    }
+}

@@ -1,0 +1,230 @@
+//! A person's email address, the key that ties webhooks, jobs and Atlassian accounts together.
+//!
+//! Parsing is deliberately stricter than RFC 5322: quoted local parts, comments, IP-literal
+//! domains and non-ASCII addresses never name an Atlassian account, and accepting them would
+//! only let a malformed payload reach the worker. Addresses are lower-cased so that one person
+//! is one key, whatever casing the HR system used.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// A validated, lower-cased email address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Email(String);
+
+/// RFC 5321 limits: 64 bytes before the `@`, 254 for the whole path.
+const MAX_LOCAL_LEN: usize = 64;
+const MAX_LEN: usize = 254;
+const MAX_LABEL_LEN: usize = 63;
+/// Printable ASCII that only appears in quoted or commented addresses, which are refused.
+const FORBIDDEN: &str = "\"<>(),;:\\[]";
+
+impl Email {
+    /// Validates and lower-cases `text`. Surrounding whitespace is an error, not trimmed: a
+    /// payload that pads addresses is malformed and should be looked at. The error says why the
+    /// address was refused without repeating it, so callers decide how much of it to show.
+    pub fn parse(text: &str) -> Result<Email, String> {
+        if text.len() > MAX_LEN {
+            return Err(format!("longer than {MAX_LEN} bytes"));
+        }
+        if let Some(bad) = text.chars().find(|&c| !is_allowed(c)) {
+            return Err(format!(
+                "contains {bad:?}, which is not allowed in an address"
+            ));
+        }
+        let (local, domain) = text.split_once('@').ok_or("missing `@`")?;
+        if domain.contains('@') {
+            return Err("more than one `@`".into());
+        }
+        check_local_part(local)?;
+        check_domain(domain)?;
+        Ok(Email(text.to_ascii_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The part after the `@`, lower-cased.
+    pub fn domain(&self) -> &str {
+        self.0.split_once('@').map_or("", |(_, domain)| domain)
+    }
+}
+
+impl fmt::Display for Email {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn is_allowed(c: char) -> bool {
+    // `is_ascii_graphic` already excludes whitespace, control characters and non-ASCII.
+    c.is_ascii_graphic() && !FORBIDDEN.contains(c)
+}
+
+fn check_local_part(local: &str) -> Result<(), String> {
+    if local.is_empty() {
+        return Err("nothing before the `@`".into());
+    }
+    if local.len() > MAX_LOCAL_LEN {
+        return Err(format!(
+            "the part before the `@` is longer than {MAX_LOCAL_LEN} bytes"
+        ));
+    }
+    Ok(())
+}
+
+fn check_domain(domain: &str) -> Result<(), String> {
+    let labels: Vec<&str> = domain.split('.').collect();
+    if labels.len() < 2 {
+        return Err("the domain needs at least two labels, e.g. example.com".into());
+    }
+    labels.into_iter().try_for_each(check_label)
+}
+
+fn check_label(label: &str) -> Result<(), String> {
+    if label.is_empty() {
+        return Err("the domain has an empty label (leading, trailing or double dot)".into());
+    }
+    if label.len() > MAX_LABEL_LEN {
+        return Err(format!(
+            "a domain label is longer than {MAX_LABEL_LEN} bytes"
+        ));
+    }
+    if !label
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        return Err("the domain may only contain letters, digits, `-` and `.`".into());
+    }
+    if label.starts_with('-') || label.ends_with('-') {
+        return Err("a domain label starts or ends with `-`".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn accepts_and_lower_cases_ordinary_addresses() {
+        let cases = [
+            ("alice@example.com", "alice@example.com", "example.com"),
+            (
+                "Alice.Smith@Example.COM",
+                "alice.smith@example.com",
+                "example.com",
+            ),
+            ("o'brien@example.ie", "o'brien@example.ie", "example.ie"),
+            (
+                "first+tag@mail.example.co.uk",
+                "first+tag@mail.example.co.uk",
+                "mail.example.co.uk",
+            ),
+            ("a@b.c", "a@b.c", "b.c"),
+            (
+                "x_y-z@sub-domain.example.org",
+                "x_y-z@sub-domain.example.org",
+                "sub-domain.example.org",
+            ),
+            ("1234@123.example", "1234@123.example", "123.example"),
+            (
+                "!#$%&*+/=?^_`{|}~-@example.com",
+                "!#$%&*+/=?^_`{|}~-@example.com",
+                "example.com",
+            ),
+        ];
+        for (input, stored, domain) in cases {
+            let email = Email::parse(input).unwrap_or_else(|e| panic!("{input:?}: {e}"));
+            assert_eq!(email.as_str(), stored);
+            assert_eq!(email.to_string(), stored);
+            assert_eq!(email.domain(), domain);
+            assert_eq!(
+                serde_json::to_value(&email).unwrap(),
+                serde_json::json!(stored)
+            );
+        }
+    }
+
+    #[test]
+    fn accepts_the_length_limits_exactly() {
+        let local = "a".repeat(64);
+        assert!(Email::parse(&format!("{local}@example.com")).is_ok());
+        let label = "b".repeat(63);
+        assert!(Email::parse(&format!("a@{label}.com")).is_ok());
+        let long_domain = format!("{0}.{0}.{0}.{1}.com", "c".repeat(63), "d".repeat(56));
+        let at_limit = format!("a@{long_domain}");
+        assert_eq!(at_limit.len(), 254);
+        assert!(Email::parse(&at_limit).is_ok());
+    }
+
+    #[test]
+    fn refuses_malformed_addresses_with_a_reason() {
+        let long_local = format!("{}@example.com", "a".repeat(65));
+        let long_label = format!("a@{}.com", "b".repeat(64));
+        let long_total = format!("a@{0}.{0}.{0}.{1}.com", "c".repeat(63), "d".repeat(57));
+        let cases: &[(&str, &str)] = &[
+            ("", "missing `@`"),
+            ("alice", "missing `@`"),
+            ("alice@", "two labels"),
+            ("@example.com", "nothing before"),
+            ("a@b@example.com", "more than one `@`"),
+            (" alice@example.com", "' '"),
+            ("alice@example.com ", "' '"),
+            ("alice@example.com\n", "'\\n'"),
+            ("al ice@example.com", "' '"),
+            ("al\tice@example.com", "'\\t'"),
+            ("\"alice\"@example.com", "'\"'"),
+            ("<alice@example.com>", "'<'"),
+            ("alice(x)@example.com", "'('"),
+            ("a,b@example.com", "','"),
+            ("a;b@example.com", "';'"),
+            ("a:b@example.com", "':'"),
+            ("a\\b@example.com", "'\\\\'"),
+            ("alice@[127.0.0.1]", "'['"),
+            ("jörg@example.com", "'ö'"),
+            ("alice@exämple.com", "'ä'"),
+            ("alice@\u{0}example.com", "'\\0'"),
+            ("alice@localhost", "two labels"),
+            ("alice@example..com", "empty label"),
+            ("alice@.example.com", "empty label"),
+            ("alice@example.com.", "empty label"),
+            ("alice@-example.com", "starts or ends with `-`"),
+            ("alice@example-.com", "starts or ends with `-`"),
+            ("alice@exa_mple.com", "letters, digits"),
+            ("alice@exa!mple.com", "letters, digits"),
+            (&long_local, "longer than 64"),
+            (&long_label, "longer than 63"),
+            (&long_total, "longer than 254"),
+        ];
+        for (input, reason) in cases {
+            let error = Email::parse(input).expect_err(input);
+            assert!(
+                error.contains(reason),
+                "{input:?}: {error:?} should mention {reason:?}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_never_panics_and_is_idempotent(text in any::<String>()) {
+            if let Ok(email) = Email::parse(&text) {
+                prop_assert_eq!(email.as_str(), text.to_ascii_lowercase());
+                prop_assert_eq!(Email::parse(email.as_str()), Ok(email.clone()));
+            }
+        }
+
+        #[test]
+        fn plausible_addresses_round_trip(
+            text in "[A-Za-z0-9._%+'-]{1,20}@([a-zA-Z0-9]([a-zA-Z0-9-]{0,8}[a-zA-Z0-9])?\\.){1,3}[a-z]{2,6}"
+        ) {
+            let email = Email::parse(&text).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(email.as_str(), text.to_ascii_lowercase());
+        }
+    }
+}

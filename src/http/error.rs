@@ -1,0 +1,98 @@
+//! The one error type at the HTTP boundary: a stable code, a status and a message that never
+//! carries a secret. Internal causes are logged, not returned.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::store::StoreError;
+use crate::verify::VerifyError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no source named `{0}` is configured")]
+    UnknownSource(String),
+    #[error("the signature or token is missing or invalid")]
+    InvalidSignature,
+    #[error("the signed timestamp is outside the accepted tolerance")]
+    StaleTimestamp,
+    #[error("the body is larger than {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("the body could not be read: {0}")]
+    BodyRead(String),
+    #[error("the body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("missing or invalid admin token")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidTransition(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the store is unavailable; nothing was accepted, try again later")]
+    Unavailable,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::UnknownSource(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::InvalidSignature | ApiError::StaleTimestamp | ApiError::Unauthorized => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyRead(_) | ApiError::InvalidJson(_) | ApiError::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::InvalidTransition(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::UnknownSource(_) => "unknown_source",
+            ApiError::InvalidSignature => "invalid_signature",
+            ApiError::StaleTimestamp => "stale_timestamp",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::BodyRead(_) => "bad_request",
+            ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::InvalidTransition(_) => "invalid_transition",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unavailable => "unavailable",
+        }
+    }
+}
+
+impl From<VerifyError> for ApiError {
+    fn from(err: VerifyError) -> Self {
+        match err {
+            VerifyError::InvalidSignature => ApiError::InvalidSignature,
+            VerifyError::StaleTimestamp => ApiError::StaleTimestamp,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound(id) => ApiError::NotFound(format!("job {id} not found")),
+            StoreError::InvalidTransition { .. } => ApiError::InvalidTransition(err.to_string()),
+            other => {
+                tracing::error!(error = %other, "store error");
+                ApiError::Unavailable
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": self.code(), "message": self.to_string() });
+        (self.status(), Json(body)).into_response()
+    }
+}

@@ -1,0 +1,201 @@
+//! `POST /hooks/{source}`: read the body once under a cap, verify it on the raw bytes, parse,
+//! map with the source's rules, and answer 2xx only after the delivery and its jobs are
+//! committed (INTERFACE §4).
+
+use axum::Json;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use chrono::Utc;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::config::{Config, Source};
+use crate::rules::{self, Plan};
+use crate::store::{
+    DeliveryContent, DeliveryStatus, NewCancel, NewChain, NewDelivery, NewStep, Refusal,
+};
+use crate::verify::{Scheme, Verified, is_hibob_ping};
+
+/// Delivery ids longer than this are replaced by their hash: they are keys, not payloads.
+const MAX_DELIVERY_ID_LEN: usize = 200;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/hooks/{source}", post(receive))
+}
+
+#[tracing::instrument(name = "webhook", skip_all, fields(source = %source_name, delivery_id))]
+async fn receive(
+    State(state): State<AppState>,
+    Path(source_name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let config = &state.config;
+    let source = config
+        .source(&source_name)
+        .ok_or_else(|| ApiError::UnknownSource(truncate(&source_name, 64)))?;
+    let body = read_capped(&headers, body, config.max_body_bytes).await?;
+
+    // HiBob's setup call must get a fast 2xx before any verification or JSON handling.
+    if source.verifier.scheme == Scheme::HiBob && is_hibob_ping(&body) {
+        return Ok((StatusCode::OK, Json(json!({ "ping": true }))).into_response());
+    }
+
+    let verified = source
+        .verifier
+        .verify(&headers, &body, Utc::now())
+        .inspect_err(|e| tracing::warn!(reason = e.code(), "rejected webhook"))?;
+    let payload: Value = serde_json::from_slice(&body).map_err(|e| {
+        tracing::warn!("verified webhook is not JSON");
+        ApiError::InvalidJson(e.to_string())
+    })?;
+    let body_sha256 = hex::encode(Sha256::digest(&body));
+    let delivery_id = delivery_id(source, &verified, &headers, &payload, &body_sha256);
+    tracing::Span::current().record("delivery_id", delivery_id.as_str());
+
+    let content = map_payload(config, source, &payload);
+    let delivery = NewDelivery {
+        source: source.name.clone(),
+        delivery_id,
+        body_sha256,
+        received_at: Utc::now(),
+        content,
+    };
+    let receipt = state.store.accept_delivery(delivery).await?;
+    let status = match (receipt.status, receipt.duplicate) {
+        (DeliveryStatus::Unmappable, _) => StatusCode::UNPROCESSABLE_ENTITY,
+        (DeliveryStatus::Accepted, true) => StatusCode::OK,
+        (DeliveryStatus::Accepted, false) => StatusCode::ACCEPTED,
+    };
+    tracing::info!(
+        status = status.as_u16(),
+        duplicate = receipt.duplicate,
+        jobs = receipt.job_ids().len(),
+        "webhook recorded"
+    );
+    Ok((status, Json(receipt.body)).into_response())
+}
+
+/// Reads the whole body, refusing before reading further once it exceeds `limit`.
+async fn read_capped(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::PayloadTooLarge(limit)
+        } else {
+            ApiError::BodyRead(e.to_string())
+        }
+    })
+}
+
+/// The dedupe key: the source's `id_header` or `id_pointer`, else the scheme's own id, else
+/// the SHA-256 of the raw body.
+fn delivery_id(
+    source: &Source,
+    verified: &Verified,
+    headers: &HeaderMap,
+    payload: &Value,
+    body_sha256: &str,
+) -> String {
+    let from_header = source
+        .id_header
+        .as_ref()
+        .and_then(|name| headers.get(name))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let from_pointer = source
+        .id_pointer
+        .as_deref()
+        .and_then(|p| payload.pointer(p))
+        .and_then(|v| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
+    let id = from_header
+        .or(from_pointer)
+        .or_else(|| verified.delivery_id.clone())
+        .filter(|id| !id.is_empty());
+    match id {
+        Some(id) if id.len() <= MAX_DELIVERY_ID_LEN => id,
+        Some(id) => format!("sha256:{}", hex::encode(Sha256::digest(id.as_bytes()))),
+        None => format!("sha256:{body_sha256}"),
+    }
+}
+
+/// Applies the source's rules; protected people are refused here, before any job exists.
+fn map_payload(config: &Config, source: &Source, payload: &Value) -> DeliveryContent {
+    let plans = match rules::map_delivery(&source.rules, payload, Utc::now()) {
+        Ok(plans) => plans,
+        Err(unmappable) => {
+            tracing::warn!(error = %unmappable, "webhook unmappable");
+            return DeliveryContent::Unmappable {
+                error: unmappable.to_string(),
+            };
+        }
+    };
+    let mut cancels = Vec::new();
+    let mut chains = Vec::new();
+    let mut refused: Vec<Refusal> = Vec::new();
+    for plan in plans {
+        match plan {
+            Plan::Cancel { rule, email } => cancels.push(NewCancel {
+                email: email.as_str().to_owned(),
+                rule,
+            }),
+            Plan::Chain(chain) => {
+                let email = chain.email.as_str().to_owned();
+                if let Some(reason) = config.safety.protects_email(&email) {
+                    let refusal = Refusal {
+                        email,
+                        reason: reason.to_owned(),
+                    };
+                    if !refused.contains(&refusal) {
+                        tracing::warn!(rule = %chain.rule, reason, "refused a protected person");
+                        refused.push(refusal);
+                    }
+                    continue;
+                }
+                chains.push(NewChain {
+                    email,
+                    account_id: chain.account_id,
+                    rule: chain.rule,
+                    approval: chain.approval,
+                    max_attempts: config.worker.max_attempts,
+                    steps: chain
+                        .steps
+                        .into_iter()
+                        .map(|s| NewStep {
+                            action: s.action,
+                            params: s.params,
+                            run_at: s.run_at,
+                        })
+                        .collect(),
+                });
+            }
+        }
+    }
+    DeliveryContent::Accepted {
+        cancels,
+        chains,
+        refused,
+    }
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}

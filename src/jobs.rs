@@ -1,0 +1,260 @@
+//! The job state machine and the vocabulary of offboarding actions.
+//!
+//! A job is one action against one person. States (INTERFACE §5) and who moves a job out of
+//! each:
+//! - `pending`: due at `run_at`; the worker claims it (→ running) or an operator cancels it.
+//! - `awaiting_approval`: an operator approves (→ pending) or cancels it.
+//! - `running`: held by a worker under a lease; the worker finishes it (→ succeeded/failed),
+//!   snoozes or retries it (→ pending), or, if the worker died, lease rescue returns it to
+//!   pending.
+//! - `succeeded`, `failed`, `cancelled`: final, except that an operator may retry a failed job.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// The state of a job. Stored as its snake_case name, guarded by a CHECK constraint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Pending,
+    AwaitingApproval,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Pending,
+        JobState::AwaitingApproval,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::AwaitingApproval => "awaiting_approval",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Live jobs block a second job for the same (action, email).
+    pub fn is_live(self) -> bool {
+        matches!(
+            self,
+            JobState::Pending | JobState::AwaitingApproval | JobState::Running
+        )
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown job state `{s}` (expected one of: pending, awaiting_approval, running, succeeded, failed, cancelled)"
+                )
+            })
+    }
+}
+
+/// How a `succeeded` job ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The API performed the change.
+    Done,
+    /// The API said the account is already gone or already in that state.
+    AlreadyDone,
+    /// No account has that email: nothing to do.
+    NotFound,
+    /// Dry run: the target was resolved, no mutating call was made.
+    DryRun,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Done => "done",
+            Outcome::AlreadyDone => "already_done",
+            Outcome::NotFound => "not_found",
+            Outcome::DryRun => "dry_run",
+        }
+    }
+}
+
+impl FromStr for Outcome {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            Outcome::Done,
+            Outcome::AlreadyDone,
+            Outcome::NotFound,
+            Outcome::DryRun,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+        .ok_or_else(|| format!("unknown outcome `{s}`"))
+    }
+}
+
+/// Which Atlassian credentials and host an action uses; each has its own token bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ApiFamily {
+    /// `site_url`, HTTP Basic.
+    Site,
+    /// `admin_url`, Bearer org API key.
+    Admin,
+}
+
+/// The kind of Atlassian account an action may touch (the account-type guard).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TargetAccount {
+    /// JSM portal-only customers (`accountType = customer`).
+    Customer,
+    /// Managed accounts (`accountType = atlassian`).
+    Managed,
+}
+
+/// The ten offboarding actions (INTERFACE §6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    RevokePortalAccess,
+    DeletePortalCustomer,
+    RemoveFromServiceDesk,
+    RemoveFromCustomerOrganization,
+    SuspendAccess,
+    RestoreAccess,
+    RemoveFromDirectory,
+    RemoveFromGroup,
+    DeactivateAccount,
+    DeleteAccount,
+}
+
+impl Action {
+    pub const ALL: [Action; 10] = [
+        Action::RevokePortalAccess,
+        Action::DeletePortalCustomer,
+        Action::RemoveFromServiceDesk,
+        Action::RemoveFromCustomerOrganization,
+        Action::SuspendAccess,
+        Action::RestoreAccess,
+        Action::RemoveFromDirectory,
+        Action::RemoveFromGroup,
+        Action::DeactivateAccount,
+        Action::DeleteAccount,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::RevokePortalAccess => "revoke_portal_access",
+            Action::DeletePortalCustomer => "delete_portal_customer",
+            Action::RemoveFromServiceDesk => "remove_from_service_desk",
+            Action::RemoveFromCustomerOrganization => "remove_from_customer_organization",
+            Action::SuspendAccess => "suspend_access",
+            Action::RestoreAccess => "restore_access",
+            Action::RemoveFromDirectory => "remove_from_directory",
+            Action::RemoveFromGroup => "remove_from_group",
+            Action::DeactivateAccount => "deactivate_account",
+            Action::DeleteAccount => "delete_account",
+        }
+    }
+
+    /// The account type this action may touch.
+    pub fn target(self) -> TargetAccount {
+        match self {
+            Action::RevokePortalAccess
+            | Action::DeletePortalCustomer
+            | Action::RemoveFromServiceDesk
+            | Action::RemoveFromCustomerOrganization => TargetAccount::Customer,
+            _ => TargetAccount::Managed,
+        }
+    }
+
+    /// The API family of the mutating call.
+    pub fn family(self) -> ApiFamily {
+        match self.target() {
+            TargetAccount::Customer => ApiFamily::Site,
+            TargetAccount::Managed => ApiFamily::Admin,
+        }
+    }
+
+    /// The one parameter an action needs besides the account, if any.
+    pub fn required_param(self) -> Option<&'static str> {
+        match self {
+            Action::RemoveFromServiceDesk => Some("service_desk_id"),
+            Action::RemoveFromCustomerOrganization => Some("organization_id"),
+            Action::RemoveFromGroup => Some("group_id"),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Action {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Action::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
+                format!(
+                    "unknown action `{s}` (expected one of: {})",
+                    known.join(", ")
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for action in Action::ALL {
+            assert_eq!(action.as_str().parse::<Action>().unwrap(), action);
+            assert_eq!(
+                serde_json::to_value(action).unwrap(),
+                serde_json::json!(action.as_str())
+            );
+        }
+        for state in JobState::ALL {
+            assert_eq!(state.as_str().parse::<JobState>().unwrap(), state);
+        }
+        assert!("delete".parse::<Action>().is_err());
+        assert!("Pending".parse::<JobState>().is_err());
+    }
+
+    #[test]
+    fn customer_actions_use_the_site_family() {
+        assert_eq!(Action::DeletePortalCustomer.family(), ApiFamily::Site);
+        assert_eq!(Action::DeleteAccount.family(), ApiFamily::Admin);
+        assert_eq!(Action::SuspendAccess.target(), TargetAccount::Managed);
+    }
+}

@@ -1,0 +1,23 @@
+//! offboard turns signed webhooks from HR systems and Jira into safe, durable, idempotent
+//! offboarding actions against Atlassian Cloud.
+//!
+//! The modules follow the data flow: [`http`] receives a webhook, [`verify`] checks its
+//! signature on the raw bytes, [`rules`] maps the payload to job requests, [`store`] commits
+//! the delivery and its jobs in one transaction, and [`worker`] claims due jobs and runs them
+//! through [`atlassian`]. [`config`] loads and validates everything at start; [`cli`] is the
+//! command line over the same pieces.
+
+pub mod atlassian;
+pub mod cli;
+pub mod config;
+pub mod duration;
+pub mod email;
+pub mod http;
+pub mod jobs;
+pub mod report;
+pub mod rules;
+pub mod serve;
+pub mod store;
+pub mod telemetry;
+pub mod verify;
+pub mod worker;

@@ -1,0 +1,5 @@
+//! The `offboard` binary: parse the command line and hand over to the library.
+
+fn main() -> std::process::ExitCode {
+    offboard::cli::main()
+}

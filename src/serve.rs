@@ -1,0 +1,164 @@
+//! `offboard serve`: migrate, open the store, then run the HTTP receiver and/or the worker
+//! until a shutdown signal, and drain.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::store::{self, Store, StoreOptions};
+use crate::worker;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    All,
+    Api,
+    Worker,
+}
+
+impl Role {
+    fn runs_api(self) -> bool {
+        matches!(self, Role::All | Role::Api)
+    }
+
+    fn runs_worker(self) -> bool {
+        matches!(self, Role::All | Role::Worker)
+    }
+}
+
+/// A started service: its address (when it serves HTTP) and the task that ends when it has
+/// drained after `shutdown` was cancelled.
+pub struct Service {
+    pub addr: Option<SocketAddr>,
+    pub store: Arc<dyn Store>,
+    pub shutdown: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Service {
+    /// Opens and migrates the store, binds `config.listen` (port 0 picks a free port), and
+    /// starts what `role` asks for.
+    pub async fn start(config: Config, role: Role) -> anyhow::Result<Service> {
+        let config = Arc::new(config);
+        let store = store::open_migrated(config.database_url.expose(), &StoreOptions::default())
+            .await
+            .with_context(|| format!("cannot open the store {}", config.database_url.redacted()))?;
+        Self::start_with_store(config, store, role).await
+    }
+
+    pub async fn start_with_store(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        role: Role,
+    ) -> anyhow::Result<Service> {
+        let shutdown = CancellationToken::new();
+        tracing::info!(
+            config = %config.origin,
+            store = %config.database_url.redacted(),
+            dry_run = config.dry_run,
+            role = ?role,
+            sources = config.sources.len(),
+            "starting offboard {}",
+            env!("CARGO_PKG_VERSION")
+        );
+        let worker = role
+            .runs_worker()
+            .then(|| worker::spawn(config.clone(), store.clone(), shutdown.clone()));
+        let (addr, server) = if role.runs_api() {
+            if config.admin_token.is_none() {
+                tracing::warn!("no admin_token configured: every /api route answers 401");
+            }
+            let listener = TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "listening");
+            let app = http::router(AppState {
+                config: config.clone(),
+                store: store.clone(),
+            });
+            let stop = shutdown.clone();
+            let server = tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+                    .context("HTTP server failed")
+            });
+            (Some(addr), Some(server))
+        } else {
+            (None, None)
+        };
+        let stop = shutdown.clone();
+        let task = tokio::spawn(async move {
+            let served = match server {
+                Some(server) => server.await.context("HTTP server task panicked")?,
+                None => {
+                    stop.cancelled().await;
+                    Ok(())
+                }
+            };
+            if let Some(worker) = worker {
+                worker.await.context("worker task panicked")?;
+            }
+            served
+        });
+        Ok(Service {
+            addr,
+            store,
+            shutdown,
+            task,
+        })
+    }
+
+    /// Waits until the service has drained after `shutdown` was cancelled.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("service task panicked")?
+    }
+
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}
+
+/// Runs until SIGINT or SIGTERM, then drains.
+pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
+    let service = Service::start(config, role).await?;
+    let shutdown = service.shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: no new work is taken, in-flight work finishes");
+        shutdown.cancel();
+    });
+    service.wait().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

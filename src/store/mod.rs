@@ -1,0 +1,190 @@
+//! The durable job store: deliveries, jobs, their append-only audit events and the worker's
+//! paused flag. One [`Store`] trait, two backends chosen by the `database_url` scheme:
+//! Postgres for production (several replicas claim with `FOR UPDATE SKIP LOCKED`) and SQLite
+//! as the embedded default (one process, writes serialised by immediate transactions).
+//!
+//! Every write that moves a job names the claim it holds (`claim_seq`) and the state it
+//! expects, so a worker whose lease was rescued cannot overwrite a newer state.
+
+mod model;
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+
+pub use model::*;
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+use crate::jobs::{JobState, Outcome};
+
+/// What can go wrong in the store. `Unavailable` means the database could not be reached or
+/// did not commit: callers answer 503 and try again later.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("job {0} not found")]
+    NotFound(JobId),
+    #[error("cannot {transition} job {id}: it is {state}")]
+    InvalidTransition {
+        id: JobId,
+        transition: Transition,
+        state: JobState,
+    },
+    #[error("the store is unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("store error: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("corrupt row in the store: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(err),
+            other => StoreError::Database(other),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Connection settings that are not part of the URL.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+    /// Postgres `statement_timeout`: no query may hold locks longer than this.
+    pub statement_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The operations offboard needs from its database. Both backends pass the same contract
+/// test suite (`tests/store_contract.rs`).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies the embedded migrations that have not run yet.
+    async fn migrate(&self) -> StoreResult<()>;
+
+    /// A cheap round trip, for readiness checks.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Records a delivery and, in the same transaction, cancels and enqueues what it asks
+    /// for. A delivery id already recorded for the source returns the first response with
+    /// `duplicate = true` and changes nothing.
+    async fn accept_delivery(&self, delivery: NewDelivery) -> StoreResult<DeliveryReceipt>;
+
+    /// Claims up to `limit` due jobs for `owner`, marking them running with a lease, and
+    /// commits before returning. A job waits while the step it depends on has not succeeded.
+    async fn claim_due(&self, owner: &str, limit: u32, lease: Duration) -> StoreResult<Vec<Job>>;
+
+    /// Finishes a claimed job as succeeded. `false` when the claim is no longer held.
+    async fn complete(&self, job: &Job, outcome: Outcome, detail: &str) -> StoreResult<bool>;
+
+    /// Fails a claimed job for good and cancels the later steps of its chain.
+    async fn fail(&self, job: &Job, error: &str, detail: &str) -> StoreResult<bool>;
+
+    /// Puts a claimed job back to pending, due at `run_at`. With `refund_attempt` the try does
+    /// not count (rate-limit snoozes, auth pauses); otherwise it does, and `error` becomes the
+    /// job's `last_error`.
+    async fn retry_later(
+        &self,
+        job: &Job,
+        run_at: DateTime<Utc>,
+        refund_attempt: bool,
+        error: Option<&str>,
+        detail: &str,
+    ) -> StoreResult<bool>;
+
+    /// Returns running jobs whose lease expired to pending (or fails them with `max_attempts`
+    /// when they have used every attempt). Returns the ids it touched.
+    async fn rescue_expired(&self) -> StoreResult<Vec<JobId>>;
+
+    /// Operator transitions (INTERFACE §5), each writing an event with the actor.
+    async fn cancel(&self, id: JobId, actor: &str, reason: &str) -> StoreResult<Job>;
+    async fn approve(&self, id: JobId, actor: &str) -> StoreResult<Job>;
+    async fn retry(&self, id: JobId, actor: &str) -> StoreResult<Job>;
+
+    async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>>;
+    async fn get_job(&self, id: JobId) -> StoreResult<Option<JobWithEvents>>;
+    async fn list_deliveries(&self, source: Option<&str>, limit: u32)
+    -> StoreResult<Vec<Delivery>>;
+
+    /// Counts jobs that made a successful mutating call (outcome `done`) since `since`.
+    async fn count_done_since(&self, since: DateTime<Utc>) -> StoreResult<u64>;
+
+    /// Counts jobs per state, for metrics and the console.
+    async fn count_by_state(&self) -> StoreResult<Vec<(JobState, u64)>>;
+
+    async fn worker_state(&self) -> StoreResult<WorkerState>;
+    /// Pauses the worker. An existing pause keeps its original reason.
+    async fn pause(&self, reason: PauseReason) -> StoreResult<WorkerState>;
+    async fn resume(&self) -> StoreResult<WorkerState>;
+
+    /// Signalled whenever jobs may have become claimable (enqueue, approve, retry), by this
+    /// process or, on Postgres, by any replica through `LISTEN`/`NOTIFY`.
+    fn wakeup(&self) -> Arc<Notify>;
+}
+
+/// Opens the store a `database_url` names: `postgres://…`/`postgresql://…` or `sqlite://…`
+/// (`sqlite://offboard.db` is a file relative to the working directory, created if missing).
+pub async fn open(database_url: &str, options: &StoreOptions) -> anyhow::Result<Arc<dyn Store>> {
+    let scheme = database_url.split(':').next().unwrap_or_default();
+    match scheme {
+        "postgres" | "postgresql" => Ok(Arc::new(
+            PostgresStore::connect(database_url, options).await?,
+        )),
+        "sqlite" => Ok(Arc::new(SqliteStore::open(database_url, options).await?)),
+        _ => anyhow::bail!(
+            "database_url must start with postgres://, postgresql:// or sqlite:// (got scheme `{scheme}`)"
+        ),
+    }
+}
+
+/// Opens the store and applies pending migrations.
+pub async fn open_migrated(
+    database_url: &str,
+    options: &StoreOptions,
+) -> anyhow::Result<Arc<dyn Store>> {
+    let store = open(database_url, options).await?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| anyhow::anyhow!("failed to apply migrations: {e}"))?;
+    Ok(store)
+}
+
+/// Renders the detail of a dependent step cancelled because an earlier step did not succeed.
+pub(crate) const PREVIOUS_STEP_FAILED: &str = "previous_step_failed";
+
+/// The longest `last_error` or event detail we keep; API bodies can be large.
+pub(crate) const MAX_DETAIL_BYTES: usize = 4096;
+
+pub(crate) fn truncate_detail(text: &str) -> &str {
+    if text.len() <= MAX_DETAIL_BYTES {
+        return text;
+    }
+    let mut end = MAX_DETAIL_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}

@@ -1,0 +1,372 @@
+//! Rows of the store as the rest of offboard sees them, shaped like the JSON of the API.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::{Map, Value};
+
+use crate::jobs::{Action, JobState, Outcome};
+
+/// Jobs are numbered by the database; the API shows the number as an opaque string.
+pub type JobId = i64;
+
+/// Parses a job id as given on the command line or in a URL.
+pub fn parse_job_id(text: &str) -> Result<JobId, String> {
+    text.trim()
+        .parse::<JobId>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| format!("`{text}` is not a job id"))
+}
+
+fn id_as_string<S: Serializer>(id: &JobId, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(id)
+}
+
+fn opt_id_as_string<S: Serializer>(id: &Option<JobId>, s: S) -> Result<S::Ok, S::Error> {
+    match id {
+        Some(id) => s.collect_str(id),
+        None => s.serialize_none(),
+    }
+}
+
+/// Times in the API are RFC 3339 UTC with a `Z`.
+pub fn rfc3339(at: &DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn time_as_rfc3339<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(at))
+}
+
+/// One job as stored (INTERFACE §4 "A job in JSON").
+#[derive(Clone, Debug, Serialize)]
+pub struct Job {
+    #[serde(serialize_with = "id_as_string")]
+    pub id: JobId,
+    pub action: Action,
+    pub params: Map<String, Value>,
+    pub state: JobState,
+    pub email: String,
+    pub account_id: Option<String>,
+    #[serde(serialize_with = "opt_id_as_string")]
+    pub depends_on: Option<JobId>,
+    #[serde(serialize_with = "time_as_rfc3339")]
+    pub run_at: DateTime<Utc>,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub last_error: Option<String>,
+    pub outcome: Option<Outcome>,
+    pub source: Option<String>,
+    pub rule: Option<String>,
+    pub delivery_id: Option<String>,
+    #[serde(serialize_with = "time_as_rfc3339")]
+    pub created_at: DateTime<Utc>,
+    #[serde(serialize_with = "time_as_rfc3339")]
+    pub updated_at: DateTime<Utc>,
+    /// Which claim of this job a worker holds; internal, not part of the API.
+    #[serde(skip)]
+    pub claim_seq: i64,
+    /// The worker holding the lease while running; internal.
+    #[serde(skip)]
+    pub lease_owner: Option<String>,
+}
+
+impl Job {
+    /// The string value of an action parameter such as `group_id`.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params.get(name).and_then(Value::as_str)
+    }
+}
+
+/// One entry of a job's audit trail.
+#[derive(Clone, Debug, Serialize)]
+pub struct JobEvent {
+    #[serde(serialize_with = "time_as_rfc3339")]
+    pub at: DateTime<Utc>,
+    pub from: Option<JobState>,
+    pub to: JobState,
+    pub actor: String,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct JobWithEvents {
+    #[serde(flatten)]
+    pub job: Job,
+    pub events: Vec<JobEvent>,
+}
+
+/// Filters of `jobs list` and `GET /api/v1/jobs`.
+#[derive(Clone, Debug, Default)]
+pub struct JobFilter {
+    pub state: Option<JobState>,
+    /// Matched case-insensitively.
+    pub email: Option<String>,
+    pub action: Option<Action>,
+    /// Only jobs with a smaller id (the next page of a newest-first listing).
+    pub before: Option<JobId>,
+    pub limit: u32,
+}
+
+/// A verified delivery, mapped by the rules, ready to be recorded.
+#[derive(Clone, Debug)]
+pub struct NewDelivery {
+    pub source: String,
+    pub delivery_id: String,
+    pub body_sha256: String,
+    pub received_at: DateTime<Utc>,
+    pub content: DeliveryContent,
+}
+
+#[derive(Clone, Debug)]
+pub enum DeliveryContent {
+    /// A matching rule could not map the payload: recorded so a retry gets the same answer.
+    Unmappable { error: String },
+    Accepted {
+        cancels: Vec<NewCancel>,
+        chains: Vec<NewChain>,
+        refused: Vec<Refusal>,
+    },
+}
+
+/// The steps of one rule for one person: each later step runs only after the earlier one
+/// succeeded.
+#[derive(Clone, Debug)]
+pub struct NewChain {
+    pub email: String,
+    pub account_id: Option<String>,
+    pub rule: String,
+    pub approval: bool,
+    pub max_attempts: i32,
+    pub steps: Vec<NewStep>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewStep {
+    pub action: Action,
+    pub params: Map<String, Value>,
+    pub run_at: DateTime<Utc>,
+}
+
+/// A `cancel = true` rule matched for this person.
+#[derive(Clone, Debug)]
+pub struct NewCancel {
+    pub email: String,
+    pub rule: String,
+}
+
+/// A person the delivery named whom we refused to enqueue (e.g. a protected email).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    pub email: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Accepted,
+    Unmappable,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Accepted => "accepted",
+            DeliveryStatus::Unmappable => "unmappable",
+        }
+    }
+}
+
+impl FromStr for DeliveryStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "accepted" => Ok(DeliveryStatus::Accepted),
+            "unmappable" => Ok(DeliveryStatus::Unmappable),
+            other => Err(format!("unknown delivery status `{other}`")),
+        }
+    }
+}
+
+/// What recording a delivery produced: the HTTP body to answer with, now and on every
+/// repetition of the same delivery.
+#[derive(Clone, Debug)]
+pub struct DeliveryReceipt {
+    pub duplicate: bool,
+    pub status: DeliveryStatus,
+    /// For `accepted`: `{"delivery_id","duplicate","jobs","cancelled","refused"}`;
+    /// for `unmappable`: `{"error":"unmappable","message"}`.
+    pub body: Value,
+}
+
+impl DeliveryReceipt {
+    pub fn job_ids(&self) -> Vec<String> {
+        self.body
+            .get("jobs")
+            .and_then(Value::as_array)
+            .map(|jobs| {
+                jobs.iter()
+                    .filter_map(|job| job.get("id").and_then(Value::as_str).map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// A recorded delivery, as listed by the admin API.
+#[derive(Clone, Debug, Serialize)]
+pub struct Delivery {
+    #[serde(serialize_with = "id_as_string")]
+    pub id: i64,
+    pub source: String,
+    pub delivery_id: String,
+    #[serde(serialize_with = "time_as_rfc3339")]
+    pub received_at: DateTime<Utc>,
+    pub status: DeliveryStatus,
+    pub error: Option<String>,
+    pub job_ids: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PauseReason {
+    Manual,
+    Auth,
+    BlastRadius,
+}
+
+impl PauseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseReason::Manual => "manual",
+            PauseReason::Auth => "auth",
+            PauseReason::BlastRadius => "blast_radius",
+        }
+    }
+}
+
+impl fmt::Display for PauseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PauseReason {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "manual" => Ok(PauseReason::Manual),
+            "auth" => Ok(PauseReason::Auth),
+            "blast_radius" => Ok(PauseReason::BlastRadius),
+            other => Err(format!("unknown pause reason `{other}`")),
+        }
+    }
+}
+
+/// Whether the worker may claim jobs, shared by every replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WorkerState {
+    pub paused: bool,
+    pub reason: Option<PauseReason>,
+    /// The last resume: the blast-radius window starts no earlier than this.
+    #[serde(skip)]
+    pub resumed_at: Option<DateTime<Utc>>,
+}
+
+/// Parses a column that holds one of our enums, reporting a corrupt row otherwise.
+pub(crate) fn parse_column<T: FromStr<Err = String>>(text: &str) -> Result<T, super::StoreError> {
+    text.parse().map_err(super::StoreError::Corrupt)
+}
+
+pub(crate) fn parse_params(text: &str) -> Result<Map<String, Value>, super::StoreError> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        _ => Err(super::StoreError::Corrupt(format!(
+            "job params are not a JSON object: {text}"
+        ))),
+    }
+}
+
+/// The `accepted` response body, as stored and replayed.
+pub(crate) fn accepted_body(
+    delivery_id: &str,
+    jobs: &[Job],
+    cancelled: &[JobId],
+    refused: &[Refusal],
+) -> Value {
+    serde_json::json!({
+        "delivery_id": delivery_id,
+        "duplicate": false,
+        "jobs": jobs,
+        "cancelled": cancelled.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
+        "refused": refused,
+    })
+}
+
+pub(crate) fn unmappable_body(error: &str) -> Value {
+    serde_json::json!({ "error": "unmappable", "message": error })
+}
+
+/// Turns a stored response into the answer to a repeated delivery.
+pub(crate) fn duplicate_receipt(
+    status: &str,
+    response: &str,
+) -> Result<DeliveryReceipt, super::StoreError> {
+    let status: DeliveryStatus = parse_column(status)?;
+    let mut body: Value = serde_json::from_str(response)
+        .map_err(|e| super::StoreError::Corrupt(format!("stored response is not JSON: {e}")))?;
+    if status == DeliveryStatus::Accepted
+        && let Some(obj) = body.as_object_mut()
+    {
+        obj.insert("duplicate".into(), Value::Bool(true));
+    }
+    Ok(DeliveryReceipt {
+        duplicate: true,
+        status,
+        body,
+    })
+}
+
+pub(crate) fn parse_job_ids(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+/// The operator transitions of INTERFACE §5.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// pending | awaiting_approval → cancelled
+    Cancel,
+    /// awaiting_approval → pending
+    Approve,
+    /// failed → pending, attempts reset
+    Retry,
+}
+
+impl Transition {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transition::Cancel => "cancel",
+            Transition::Approve => "approve",
+            Transition::Retry => "retry",
+        }
+    }
+
+    /// The states a job may be in for this transition.
+    pub fn allowed_from(self) -> &'static [JobState] {
+        match self {
+            Transition::Cancel => &[JobState::Pending, JobState::AwaitingApproval],
+            Transition::Approve => &[JobState::AwaitingApproval],
+            Transition::Retry => &[JobState::Failed],
+        }
+    }
+}
+
+impl fmt::Display for Transition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

@@ -1,0 +1,798 @@
+//! The production store. The database clock (`now()`) is the one clock for leases and
+//! timestamps, so replicas with skewed clocks still agree on who holds a job.
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, QueryBuilder, Row, SqlSafeStr, Transaction};
+use tokio::sync::Notify;
+
+use super::model::*;
+use super::{PREVIOUS_STEP_FAILED, Store, StoreError, StoreOptions, StoreResult, truncate_detail};
+use crate::jobs::{JobState, Outcome};
+
+/// The channel replicas `LISTEN` on; a payload-free `NOTIFY` means "jobs may be due".
+const WAKEUP_CHANNEL: &str = "offboard_jobs";
+
+macro_rules! job_columns {
+    () => {
+        "id, action, params, state, email, account_id, depends_on, run_at, attempts, \
+         max_attempts, last_error, outcome, source, rule, delivery_id, created_at, updated_at, \
+         claim_seq, lease_owner"
+    };
+}
+
+pub struct PostgresStore {
+    pool: PgPool,
+    wakeup: Arc<Notify>,
+    listener: OnceLock<()>,
+}
+
+impl PostgresStore {
+    pub async fn connect(url: &str, options: &StoreOptions) -> anyhow::Result<Self> {
+        let statement_timeout = format!("{}ms", options.statement_timeout.as_millis());
+        let connect = PgConnectOptions::from_str(url)
+            .map_err(|e| anyhow::anyhow!("invalid Postgres database_url: {e}"))?
+            .application_name("offboard")
+            .options([("statement_timeout", statement_timeout.as_str())]);
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to Postgres: {e}"))?;
+        Ok(Self::from_pool(pool))
+    }
+
+    pub fn from_pool(pool: PgPool) -> Self {
+        PostgresStore {
+            pool,
+            wakeup: Arc::new(Notify::new()),
+            listener: OnceLock::new(),
+        }
+    }
+
+    fn migrator() -> Migrator {
+        Migrator::with_migrations(vec![Migration::new(
+            20261128000001,
+            Cow::Borrowed("initial"),
+            MigrationType::Simple,
+            include_str!("../../migrations/postgres/20261128000001_initial.sql").into_sql_str(),
+            false,
+        )])
+    }
+
+    /// Wakes local waiters and, through `LISTEN`, those of every other replica.
+    async fn notify_in(tx: &mut Transaction<'_, Postgres>) -> StoreResult<()> {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(WAKEUP_CHANNEL)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
+    }
+
+    fn spawn_listener(&self) {
+        let pool = self.pool.clone();
+        let wakeup = self.wakeup.clone();
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                match listen(&pool, &wakeup).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "job wake-up listener lost its connection; polling until it is back");
+                        // Polling covers the gap; a spurious wake-up is harmless.
+                        wakeup.notify_one();
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                }
+            }
+        });
+    }
+
+    async fn transition(
+        &self,
+        id: JobId,
+        transition: Transition,
+        actor: &str,
+        detail: &str,
+    ) -> StoreResult<Job> {
+        let mut tx = self.pool.begin().await?;
+        let state: Option<String> =
+            sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let state: JobState = parse_column(&state.ok_or(StoreError::NotFound(id))?)?;
+        if !transition.allowed_from().contains(&state) {
+            return Err(StoreError::InvalidTransition {
+                id,
+                transition,
+                state,
+            });
+        }
+        let query = match transition {
+            Transition::Cancel => sqlx::query(concat!(
+                "UPDATE jobs SET state = 'cancelled', last_error = $2, finalized_at = now(), updated_at = now() ",
+                "WHERE id = $1 RETURNING ", job_columns!()
+            ))
+            .bind(id)
+            .bind(detail),
+            Transition::Approve => sqlx::query(concat!(
+                "UPDATE jobs SET state = 'pending', updated_at = now() WHERE id = $1 RETURNING ",
+                job_columns!()
+            ))
+            .bind(id),
+            Transition::Retry => sqlx::query(concat!(
+                "UPDATE jobs SET state = 'pending', attempts = 0, last_error = NULL, outcome = NULL, ",
+                "finalized_at = NULL, run_at = now(), updated_at = now() WHERE id = $1 RETURNING ",
+                job_columns!()
+            ))
+            .bind(id),
+        };
+        let row = query
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| live_conflict(e, id))?;
+        let job = job_from_row(&row)?;
+        insert_event(&mut tx, id, Some(state), job.state, actor, detail).await?;
+        if job.state == JobState::Cancelled {
+            cancel_dependents(&mut tx, &[id]).await?;
+        } else {
+            Self::notify_in(&mut tx).await?;
+        }
+        tx.commit().await?;
+        self.wakeup.notify_one();
+        Ok(job)
+    }
+}
+
+async fn listen(pool: &PgPool, wakeup: &Notify) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(WAKEUP_CHANNEL).await?;
+    loop {
+        // `try_recv` returns None after a reconnect, when notifications may have been missed.
+        if listener.try_recv().await?.is_none() {
+            tracing::info!("job wake-up listener reconnected");
+        }
+        wakeup.notify_one();
+    }
+}
+
+/// A retry that would make a second live job for the same person and action.
+fn live_conflict(err: sqlx::Error, id: JobId) -> StoreError {
+    if let sqlx::Error::Database(db) = &err
+        && db.constraint() == Some("jobs_one_live_per_action_email")
+    {
+        return StoreError::InvalidTransition {
+            id,
+            transition: Transition::Retry,
+            state: JobState::Failed,
+        };
+    }
+    err.into()
+}
+
+fn job_from_row(row: &PgRow) -> StoreResult<Job> {
+    Ok(Job {
+        id: row.try_get("id")?,
+        action: parse_column(row.try_get::<&str, _>("action")?)?,
+        params: parse_params(row.try_get::<&str, _>("params")?)?,
+        state: parse_column(row.try_get::<&str, _>("state")?)?,
+        email: row.try_get("email")?,
+        account_id: row.try_get("account_id")?,
+        depends_on: row.try_get("depends_on")?,
+        run_at: row.try_get("run_at")?,
+        attempts: row.try_get("attempts")?,
+        max_attempts: row.try_get("max_attempts")?,
+        last_error: row.try_get("last_error")?,
+        outcome: row
+            .try_get::<Option<&str>, _>("outcome")?
+            .map(parse_column::<Outcome>)
+            .transpose()?,
+        source: row.try_get("source")?,
+        rule: row.try_get("rule")?,
+        delivery_id: row.try_get("delivery_id")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        claim_seq: row.try_get("claim_seq")?,
+        lease_owner: row.try_get("lease_owner")?,
+    })
+}
+
+async fn insert_event(
+    tx: &mut Transaction<'_, Postgres>,
+    job_id: JobId,
+    from: Option<JobState>,
+    to: JobState,
+    actor: &str,
+    detail: &str,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail) \
+         VALUES ($1, now(), $2, $3, $4, $5)",
+    )
+    .bind(job_id)
+    .bind(from.map(JobState::as_str))
+    .bind(to.as_str())
+    .bind(actor)
+    .bind(truncate_detail(detail))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Cancels the live later steps of these jobs' chains, transitively.
+async fn cancel_dependents(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[JobId],
+) -> StoreResult<Vec<JobId>> {
+    let rows = sqlx::query(
+        "WITH RECURSIVE chain (id) AS ( \
+             SELECT id FROM jobs WHERE depends_on = ANY($1) \
+             UNION SELECT j.id FROM jobs j JOIN chain c ON j.depends_on = c.id \
+         ), target AS ( \
+             SELECT id, state AS old_state FROM jobs \
+             WHERE id IN (SELECT id FROM chain) AND state IN ('pending', 'awaiting_approval') \
+             FOR UPDATE \
+         ), cancelled AS ( \
+             UPDATE jobs SET state = 'cancelled', last_error = $2, finalized_at = now(), updated_at = now() \
+             FROM target WHERE jobs.id = target.id RETURNING jobs.id, target.old_state \
+         ) \
+         INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail) \
+         SELECT id, now(), old_state, 'cancelled', 'offboard', $2 FROM cancelled RETURNING job_id",
+    )
+    .bind(ids)
+    .bind(PREVIOUS_STEP_FAILED)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter()
+        .map(|r| r.try_get::<i64, _>(0).map_err(StoreError::from))
+        .collect()
+}
+
+/// Inserts one step, or returns the live job that already does the same to the same person.
+async fn insert_or_existing_job(
+    tx: &mut Transaction<'_, Postgres>,
+    delivery: &NewDelivery,
+    chain: &NewChain,
+    step: &NewStep,
+    depends_on: Option<JobId>,
+) -> StoreResult<Job> {
+    let state = if chain.approval {
+        JobState::AwaitingApproval
+    } else {
+        JobState::Pending
+    };
+    let params = serde_json::Value::Object(step.params.clone()).to_string();
+    // Each round either inserts, or finds the live job that blocked the insert; the job it
+    // found can finish in between, so a few rounds may be needed under contention.
+    for _ in 0..5 {
+        let inserted = sqlx::query(concat!(
+            "INSERT INTO jobs (action, params, state, email, account_id, depends_on, run_at, max_attempts, ",
+            "source, rule, delivery_id, created_at, updated_at) ",
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), now()) ",
+            "ON CONFLICT (action, email) WHERE state IN ('pending', 'awaiting_approval', 'running') DO NOTHING ",
+            "RETURNING ", job_columns!()
+        ))
+        .bind(step.action.as_str())
+        .bind(&params)
+        .bind(state.as_str())
+        .bind(&chain.email)
+        .bind(&chain.account_id)
+        .bind(depends_on)
+        .bind(step.run_at)
+        .bind(chain.max_attempts)
+        .bind(&delivery.source)
+        .bind(&chain.rule)
+        .bind(&delivery.delivery_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(row) = inserted {
+            let job = job_from_row(&row)?;
+            let detail = format!(
+                "created by rule {} of source {} (delivery {})",
+                chain.rule, delivery.source, delivery.delivery_id
+            );
+            insert_event(
+                tx,
+                job.id,
+                None,
+                state,
+                &format!("source:{}", delivery.source),
+                &detail,
+            )
+            .await?;
+            return Ok(job);
+        }
+        let existing = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE action = $1 AND email = $2 ",
+            "AND state IN ('pending', 'awaiting_approval', 'running')"
+        ))
+        .bind(step.action.as_str())
+        .bind(&chain.email)
+        .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(row) = existing {
+            return job_from_row(&row);
+        }
+    }
+    Err(StoreError::Corrupt(format!(
+        "could not insert or find the live {} job for {}",
+        step.action, chain.email
+    )))
+}
+
+async fn cancel_for_email(
+    tx: &mut Transaction<'_, Postgres>,
+    cancel: &NewCancel,
+    delivery: &NewDelivery,
+) -> StoreResult<Vec<JobId>> {
+    let detail = format!(
+        "cancelled by rule {} of source {} (delivery {})",
+        cancel.rule, delivery.source, delivery.delivery_id
+    );
+    let rows = sqlx::query(
+        "WITH target AS ( \
+             SELECT id, state AS old_state FROM jobs \
+             WHERE email = $1 AND state IN ('pending', 'awaiting_approval') FOR UPDATE \
+         ), cancelled AS ( \
+             UPDATE jobs SET state = 'cancelled', last_error = $2, finalized_at = now(), updated_at = now() \
+             FROM target WHERE jobs.id = target.id RETURNING jobs.id, target.old_state \
+         ) \
+         INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail) \
+         SELECT id, now(), old_state, 'cancelled', $3, $4 FROM cancelled RETURNING job_id",
+    )
+    .bind(&cancel.email)
+    .bind(format!("cancelled by rule {}", cancel.rule))
+    .bind(format!("source:{}", delivery.source))
+    .bind(&detail)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut ids: Vec<JobId> = rows
+        .iter()
+        .map(|r| r.try_get::<i64, _>(0))
+        .collect::<Result<_, _>>()?;
+    ids.sort_unstable();
+    let dependents = cancel_dependents(tx, &ids).await?;
+    ids.extend(dependents);
+    Ok(ids)
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        Self::migrator().run(&self.pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(inner) => StoreError::from(inner),
+            other => StoreError::Corrupt(other.to_string()),
+        })
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn accept_delivery(&self, delivery: NewDelivery) -> StoreResult<DeliveryReceipt> {
+        let mut tx = self.pool.begin().await?;
+        let (status, error) = match &delivery.content {
+            DeliveryContent::Unmappable { error } => {
+                (DeliveryStatus::Unmappable, Some(error.as_str()))
+            }
+            DeliveryContent::Accepted { .. } => (DeliveryStatus::Accepted, None),
+        };
+        // A concurrent insert of the same delivery blocks here until the first one commits,
+        // then conflicts: the first writer wins and everyone else replays its response.
+        let row_id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, status, error, response) \
+             VALUES ($1, $2, $3, $4, $5, $6, '{}') \
+             ON CONFLICT (source, delivery_id) DO NOTHING RETURNING id",
+        )
+        .bind(&delivery.source)
+        .bind(&delivery.delivery_id)
+        .bind(delivery.received_at)
+        .bind(&delivery.body_sha256)
+        .bind(status.as_str())
+        .bind(error)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row_id) = row_id else {
+            let row = sqlx::query(
+                "SELECT status, response FROM deliveries WHERE source = $1 AND delivery_id = $2",
+            )
+            .bind(&delivery.source)
+            .bind(&delivery.delivery_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            return duplicate_receipt(row.try_get("status")?, row.try_get("response")?);
+        };
+
+        let (body, job_ids, notify) = match &delivery.content {
+            DeliveryContent::Unmappable { error } => (unmappable_body(error), Vec::new(), false),
+            DeliveryContent::Accepted {
+                cancels,
+                chains,
+                refused,
+            } => {
+                let mut cancelled = Vec::new();
+                for cancel in cancels {
+                    cancelled.extend(cancel_for_email(&mut tx, cancel, &delivery).await?);
+                }
+                let mut jobs: Vec<Job> = Vec::new();
+                for chain in chains {
+                    let mut previous = None;
+                    for step in &chain.steps {
+                        let job = insert_or_existing_job(&mut tx, &delivery, chain, step, previous)
+                            .await?;
+                        previous = Some(job.id);
+                        if !jobs.iter().any(|j| j.id == job.id) {
+                            jobs.push(job);
+                        }
+                    }
+                }
+                let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
+                let body = accepted_body(&delivery.delivery_id, &jobs, &cancelled, refused);
+                (body, ids, !jobs.is_empty())
+            }
+        };
+        sqlx::query("UPDATE deliveries SET response = $1, job_ids = $2 WHERE id = $3")
+            .bind(body.to_string())
+            .bind(serde_json::to_string(&job_ids).unwrap_or_else(|_| "[]".into()))
+            .bind(row_id)
+            .execute(&mut *tx)
+            .await?;
+        if notify {
+            Self::notify_in(&mut tx).await?;
+        }
+        tx.commit().await?;
+        if notify {
+            self.wakeup.notify_one();
+        }
+        Ok(DeliveryReceipt {
+            duplicate: false,
+            status,
+            body,
+        })
+    }
+
+    async fn claim_due(&self, owner: &str, limit: u32, lease: Duration) -> StoreResult<Vec<Job>> {
+        let rows = sqlx::query(concat!(
+            "WITH due AS ( ",
+            "  SELECT id FROM jobs j WHERE state = 'pending' AND run_at <= now() ",
+            "  AND (depends_on IS NULL OR EXISTS ( ",
+            "       SELECT 1 FROM jobs d WHERE d.id = j.depends_on AND d.state = 'succeeded')) ",
+            "  ORDER BY run_at, id LIMIT $1 FOR UPDATE SKIP LOCKED ",
+            "), claimed AS ( ",
+            "  UPDATE jobs SET state = 'running', attempts = attempts + 1, claim_seq = claim_seq + 1, ",
+            "    lease_owner = $2, lease_expires_at = now() + make_interval(secs => $3), updated_at = now() ",
+            "  FROM due WHERE jobs.id = due.id RETURNING jobs.* ",
+            "), events AS ( ",
+            "  INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail) ",
+            "  SELECT id, now(), 'pending', 'running', 'worker:' || $2, 'claimed, attempt ' || attempts FROM claimed ",
+            ") SELECT ", job_columns!(), " FROM claimed ORDER BY run_at, id"
+        ))
+        .bind(i64::from(limit))
+        .bind(owner)
+        .bind(lease.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn complete(&self, job: &Job, outcome: Outcome, detail: &str) -> StoreResult<bool> {
+        let row = sqlx::query(
+            "WITH done AS ( \
+               UPDATE jobs SET state = 'succeeded', outcome = $3, finalized_at = now(), updated_at = now(), \
+                 lease_owner = NULL, lease_expires_at = NULL \
+               WHERE id = $1 AND state = 'running' AND claim_seq = $2 RETURNING id \
+             ) \
+             INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail) \
+             SELECT id, now(), 'running', 'succeeded', $4, $5 FROM done RETURNING job_id",
+        )
+        .bind(job.id)
+        .bind(job.claim_seq)
+        .bind(outcome.as_str())
+        .bind(worker_actor(job))
+        .bind(truncate_detail(detail))
+        .fetch_optional(&self.pool)
+        .await?;
+        if row.is_some() {
+            // A later step of the chain may have become claimable.
+            sqlx::query("SELECT pg_notify($1, '')")
+                .bind(WAKEUP_CHANNEL)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(row.is_some())
+    }
+
+    async fn fail(&self, job: &Job, error: &str, detail: &str) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE jobs SET state = 'failed', last_error = $3, finalized_at = now(), updated_at = now(), \
+               lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $1 AND state = 'running' AND claim_seq = $2 RETURNING id",
+        )
+        .bind(job.id)
+        .bind(job.claim_seq)
+        .bind(truncate_detail(error))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if row.is_none() {
+            return Ok(false);
+        }
+        insert_event(
+            &mut tx,
+            job.id,
+            Some(JobState::Running),
+            JobState::Failed,
+            &worker_actor(job),
+            detail,
+        )
+        .await?;
+        cancel_dependents(&mut tx, &[job.id]).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn retry_later(
+        &self,
+        job: &Job,
+        run_at: DateTime<Utc>,
+        refund_attempt: bool,
+        error: Option<&str>,
+        detail: &str,
+    ) -> StoreResult<bool> {
+        let row = sqlx::query(
+            "WITH moved AS ( \
+               UPDATE jobs SET state = 'pending', run_at = $3, \
+                 attempts = CASE WHEN $4 THEN greatest(attempts - 1, 0) ELSE attempts END, \
+                 last_error = coalesce($5, last_error), lease_owner = NULL, lease_expires_at = NULL, \
+                 updated_at = now() \
+               WHERE id = $1 AND state = 'running' AND claim_seq = $2 RETURNING id \
+             ) \
+             INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail) \
+             SELECT id, now(), 'running', 'pending', $6, $7 FROM moved RETURNING job_id",
+        )
+        .bind(job.id)
+        .bind(job.claim_seq)
+        .bind(run_at)
+        .bind(refund_attempt)
+        .bind(error.map(truncate_detail))
+        .bind(worker_actor(job))
+        .bind(truncate_detail(detail))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    async fn rescue_expired(&self) -> StoreResult<Vec<JobId>> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "WITH expired AS ( \
+               SELECT id, lease_owner FROM jobs WHERE state = 'running' AND lease_expires_at < now() \
+               FOR UPDATE SKIP LOCKED \
+             ), rescued AS ( \
+               UPDATE jobs SET \
+                 state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'pending' END, \
+                 last_error = CASE WHEN attempts >= max_attempts THEN 'max_attempts' ELSE 'lease_expired' END, \
+                 finalized_at = CASE WHEN attempts >= max_attempts THEN now() END, \
+                 run_at = now(), lease_owner = NULL, lease_expires_at = NULL, updated_at = now() \
+               FROM expired WHERE jobs.id = expired.id \
+               RETURNING jobs.id, jobs.state, expired.lease_owner AS old_owner \
+             ), events AS ( \
+               INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail) \
+               SELECT id, now(), 'running', state, 'offboard', \
+                 'lease of worker ' || coalesce(old_owner, '?') || ' expired' FROM rescued \
+             ) SELECT id, state FROM rescued",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut failed = Vec::new();
+        for row in &rows {
+            let id: i64 = row.try_get("id")?;
+            if row.try_get::<&str, _>("state")? == "failed" {
+                failed.push(id);
+            }
+            ids.push(id);
+        }
+        if !failed.is_empty() {
+            cancel_dependents(&mut tx, &failed).await?;
+        }
+        if !ids.is_empty() {
+            Self::notify_in(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn cancel(&self, id: JobId, actor: &str, reason: &str) -> StoreResult<Job> {
+        self.transition(id, Transition::Cancel, actor, reason).await
+    }
+
+    async fn approve(&self, id: JobId, actor: &str) -> StoreResult<Job> {
+        self.transition(id, Transition::Approve, actor, "approved")
+            .await
+    }
+
+    async fn retry(&self, id: JobId, actor: &str) -> StoreResult<Job> {
+        self.transition(id, Transition::Retry, actor, "retried, attempts reset")
+            .await
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
+        let mut query = QueryBuilder::<Postgres>::new(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE true"
+        ));
+        if let Some(state) = filter.state {
+            query.push(" AND state = ").push_bind(state.as_str());
+        }
+        if let Some(email) = &filter.email {
+            query.push(" AND email = ").push_bind(email.to_lowercase());
+        }
+        if let Some(action) = filter.action {
+            query.push(" AND action = ").push_bind(action.as_str());
+        }
+        if let Some(before) = filter.before {
+            query.push(" AND id < ").push_bind(before);
+        }
+        query
+            .push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(filter.limit));
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn get_job(&self, id: JobId) -> StoreResult<Option<JobWithEvents>> {
+        let Some(row) = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let job = job_from_row(&row)?;
+        let rows = sqlx::query(
+            "SELECT at, from_state, to_state, actor, detail FROM job_events WHERE job_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let events = rows
+            .iter()
+            .map(|r| {
+                Ok(JobEvent {
+                    at: r.try_get("at")?,
+                    from: r
+                        .try_get::<Option<&str>, _>("from_state")?
+                        .map(parse_column)
+                        .transpose()?,
+                    to: parse_column(r.try_get::<&str, _>("to_state")?)?,
+                    actor: r.try_get("actor")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect::<StoreResult<_>>()?;
+        Ok(Some(JobWithEvents { job, events }))
+    }
+
+    async fn list_deliveries(
+        &self,
+        source: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<Delivery>> {
+        let rows = sqlx::query(
+            "SELECT id, source, delivery_id, received_at, status, error, job_ids FROM deliveries \
+             WHERE ($1::text IS NULL OR source = $1) ORDER BY id DESC LIMIT $2",
+        )
+        .bind(source)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Delivery {
+                    id: r.try_get("id")?,
+                    source: r.try_get("source")?,
+                    delivery_id: r.try_get("delivery_id")?,
+                    received_at: r.try_get("received_at")?,
+                    status: parse_column(r.try_get::<&str, _>("status")?)?,
+                    error: r.try_get("error")?,
+                    job_ids: parse_job_ids(r.try_get("job_ids")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn count_done_since(&self, since: DateTime<Utc>) -> StoreResult<u64> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE outcome = 'done' AND finalized_at >= $1",
+        )
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count.max(0) as u64)
+    }
+
+    async fn count_by_state(&self) -> StoreResult<Vec<(JobState, u64)>> {
+        let rows = sqlx::query("SELECT state, count(*) AS n FROM jobs GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    parse_column(r.try_get::<&str, _>("state")?)?,
+                    r.try_get::<i64, _>("n")?.max(0) as u64,
+                ))
+            })
+            .collect()
+    }
+
+    async fn worker_state(&self) -> StoreResult<WorkerState> {
+        let row = sqlx::query("SELECT paused, reason, resumed_at FROM worker_state WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        worker_state_from_row(&row)
+    }
+
+    async fn pause(&self, reason: PauseReason) -> StoreResult<WorkerState> {
+        let row = sqlx::query(
+            "UPDATE worker_state SET paused = true, reason = coalesce(reason, $1), updated_at = now() \
+             WHERE id = 1 RETURNING paused, reason, resumed_at",
+        )
+        .bind(reason.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        worker_state_from_row(&row)
+    }
+
+    async fn resume(&self) -> StoreResult<WorkerState> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE worker_state SET paused = false, reason = NULL, resumed_at = now(), updated_at = now() \
+             WHERE id = 1 RETURNING paused, reason, resumed_at",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        Self::notify_in(&mut tx).await?;
+        tx.commit().await?;
+        self.wakeup.notify_one();
+        worker_state_from_row(&row)
+    }
+
+    fn wakeup(&self) -> Arc<Notify> {
+        self.listener.get_or_init(|| self.spawn_listener());
+        self.wakeup.clone()
+    }
+}
+
+fn worker_state_from_row(row: &PgRow) -> StoreResult<WorkerState> {
+    Ok(WorkerState {
+        paused: row.try_get("paused")?,
+        reason: row
+            .try_get::<Option<&str>, _>("reason")?
+            .map(parse_column)
+            .transpose()?,
+        resumed_at: row.try_get("resumed_at")?,
+    })
+}
+
+fn worker_actor(job: &Job) -> String {
+    format!("worker:{}", job.lease_owner.as_deref().unwrap_or("?"))
+}

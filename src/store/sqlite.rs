@@ -1,0 +1,823 @@
+//! The embedded store: one SQLite file in WAL mode. Every write runs in a `BEGIN IMMEDIATE`
+//! transaction, which takes the write lock up front, so two writers never both read and then
+//! race to write; readers are not blocked. Times are integer microseconds (UTC) from this
+//! process's clock.
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, SqlSafeStr, Sqlite, Transaction};
+use tokio::sync::Notify;
+
+use super::model::*;
+use super::{PREVIOUS_STEP_FAILED, Store, StoreError, StoreOptions, StoreResult, truncate_detail};
+use crate::jobs::{JobState, Outcome};
+
+macro_rules! job_columns {
+    () => {
+        "id, action, params, state, email, account_id, depends_on, run_at, attempts, \
+         max_attempts, last_error, outcome, source, rule, delivery_id, created_at, updated_at, \
+         claim_seq, lease_owner"
+    };
+}
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    wakeup: Arc<Notify>,
+}
+
+fn micros(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+fn from_micros(value: i64) -> StoreResult<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(value)
+        .ok_or_else(|| StoreError::Corrupt(format!("time out of range: {value}")))
+}
+
+fn now_micros() -> i64 {
+    micros(Utc::now())
+}
+
+type Tx = Transaction<'static, Sqlite>;
+
+impl SqliteStore {
+    pub async fn open(url: &str, options: &StoreOptions) -> anyhow::Result<Self> {
+        let connect = SqliteConnectOptions::from_str(url)
+            .map_err(|e| anyhow::anyhow!("invalid SQLite database_url: {e}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit we answered 2xx for survives a power cut, not just a crash.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(options.statement_timeout.max(Duration::from_secs(5)));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections.clamp(1, 8))
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open SQLite database {url}: {e}"))?;
+        Ok(SqliteStore {
+            pool,
+            wakeup: Arc::new(Notify::new()),
+        })
+    }
+
+    fn migrator() -> Migrator {
+        Migrator::with_migrations(vec![Migration::new(
+            20261128000001,
+            Cow::Borrowed("initial"),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/20261128000001_initial.sql").into_sql_str(),
+            false,
+        )])
+    }
+
+    async fn begin_write(&self) -> StoreResult<Tx> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    async fn transition(
+        &self,
+        id: JobId,
+        transition: Transition,
+        actor: &str,
+        detail: &str,
+    ) -> StoreResult<Job> {
+        let mut tx = self.begin_write().await?;
+        let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let state: JobState = parse_column(&state.ok_or(StoreError::NotFound(id))?)?;
+        if !transition.allowed_from().contains(&state) {
+            return Err(StoreError::InvalidTransition {
+                id,
+                transition,
+                state,
+            });
+        }
+        let now = now_micros();
+        let query = match transition {
+            Transition::Cancel => sqlx::query(concat!(
+                "UPDATE jobs SET state = 'cancelled', last_error = ?3, finalized_at = ?2, updated_at = ?2 ",
+                "WHERE id = ?1 RETURNING ",
+                job_columns!()
+            ))
+            .bind(id)
+            .bind(now)
+            .bind(detail),
+            Transition::Approve => sqlx::query(concat!(
+                "UPDATE jobs SET state = 'pending', updated_at = ?2 WHERE id = ?1 RETURNING ",
+                job_columns!()
+            ))
+            .bind(id)
+            .bind(now),
+            Transition::Retry => sqlx::query(concat!(
+                "UPDATE jobs SET state = 'pending', attempts = 0, last_error = NULL, outcome = NULL, ",
+                "finalized_at = NULL, run_at = ?2, updated_at = ?2 WHERE id = ?1 RETURNING ",
+                job_columns!()
+            ))
+            .bind(id)
+            .bind(now),
+        };
+        let row = query
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| live_conflict(e, id))?;
+        let job = job_from_row(&row)?;
+        insert_event(&mut tx, id, Some(state), job.state, actor, detail, now).await?;
+        if job.state == JobState::Cancelled {
+            cancel_dependents(&mut tx, &[id], now).await?;
+        }
+        tx.commit().await?;
+        self.wakeup.notify_one();
+        Ok(job)
+    }
+
+    /// Runs one guarded worker write: the UPDATE must name the claim the worker holds.
+    async fn finish_claim(
+        &self,
+        job: &Job,
+        update: &'static str,
+        to: JobState,
+        bind: impl FnOnce(
+            sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments>,
+        ) -> sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments>,
+        detail: &str,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let now = now_micros();
+        let query = sqlx::query(update)
+            .bind(job.id)
+            .bind(job.claim_seq)
+            .bind(now);
+        let updated = bind(query).execute(&mut *tx).await?.rows_affected();
+        if updated == 0 {
+            return Ok(false);
+        }
+        insert_event(
+            &mut tx,
+            job.id,
+            Some(JobState::Running),
+            to,
+            &worker_actor(job),
+            detail,
+            now,
+        )
+        .await?;
+        if to == JobState::Failed {
+            cancel_dependents(&mut tx, &[job.id], now).await?;
+        }
+        tx.commit().await?;
+        if to != JobState::Failed {
+            self.wakeup.notify_one();
+        }
+        Ok(true)
+    }
+}
+
+fn live_conflict(err: sqlx::Error, id: JobId) -> StoreError {
+    if let sqlx::Error::Database(db) = &err
+        && db.is_unique_violation()
+    {
+        return StoreError::InvalidTransition {
+            id,
+            transition: Transition::Retry,
+            state: JobState::Failed,
+        };
+    }
+    err.into()
+}
+
+fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
+    Ok(Job {
+        id: row.try_get("id")?,
+        action: parse_column(row.try_get::<&str, _>("action")?)?,
+        params: parse_params(row.try_get::<&str, _>("params")?)?,
+        state: parse_column(row.try_get::<&str, _>("state")?)?,
+        email: row.try_get("email")?,
+        account_id: row.try_get("account_id")?,
+        depends_on: row.try_get("depends_on")?,
+        run_at: from_micros(row.try_get("run_at")?)?,
+        attempts: row.try_get("attempts")?,
+        max_attempts: row.try_get("max_attempts")?,
+        last_error: row.try_get("last_error")?,
+        outcome: row
+            .try_get::<Option<&str>, _>("outcome")?
+            .map(parse_column::<Outcome>)
+            .transpose()?,
+        source: row.try_get("source")?,
+        rule: row.try_get("rule")?,
+        delivery_id: row.try_get("delivery_id")?,
+        created_at: from_micros(row.try_get("created_at")?)?,
+        updated_at: from_micros(row.try_get("updated_at")?)?,
+        claim_seq: row.try_get("claim_seq")?,
+        lease_owner: row.try_get("lease_owner")?,
+    })
+}
+
+async fn insert_event(
+    tx: &mut Tx,
+    job_id: JobId,
+    from: Option<JobState>,
+    to: JobState,
+    actor: &str,
+    detail: &str,
+    now: i64,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .bind(job_id)
+    .bind(now)
+    .bind(from.map(JobState::as_str))
+    .bind(to.as_str())
+    .bind(actor)
+    .bind(truncate_detail(detail))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Cancels `targets` (which must be live and not running) with one event each.
+async fn cancel_jobs(
+    tx: &mut Tx,
+    targets: &[(JobId, String)],
+    reason: &str,
+    actor: &str,
+    detail: &str,
+    now: i64,
+) -> StoreResult<()> {
+    for (id, old_state) in targets {
+        sqlx::query(
+            "UPDATE jobs SET state = 'cancelled', last_error = ?2, finalized_at = ?3, updated_at = ?3 \
+             WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(reason)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+        let from: JobState = parse_column(old_state)?;
+        insert_event(tx, *id, Some(from), JobState::Cancelled, actor, detail, now).await?;
+    }
+    Ok(())
+}
+
+/// Cancels the live later steps of these jobs' chains, transitively.
+async fn cancel_dependents(tx: &mut Tx, ids: &[JobId], now: i64) -> StoreResult<Vec<JobId>> {
+    let mut cancelled = Vec::new();
+    let mut frontier: Vec<JobId> = ids.to_vec();
+    while let Some(parent) = frontier.pop() {
+        let children: Vec<(JobId, String)> =
+            sqlx::query_as("SELECT id, state FROM jobs WHERE depends_on = ?1")
+                .bind(parent)
+                .fetch_all(&mut **tx)
+                .await?;
+        let live: Vec<(JobId, String)> = children
+            .iter()
+            .filter(|(_, state)| state == "pending" || state == "awaiting_approval")
+            .cloned()
+            .collect();
+        cancel_jobs(
+            tx,
+            &live,
+            PREVIOUS_STEP_FAILED,
+            "offboard",
+            PREVIOUS_STEP_FAILED,
+            now,
+        )
+        .await?;
+        cancelled.extend(live.iter().map(|(id, _)| *id));
+        frontier.extend(children.iter().map(|(id, _)| *id));
+    }
+    Ok(cancelled)
+}
+
+async fn cancel_for_email(
+    tx: &mut Tx,
+    cancel: &NewCancel,
+    delivery: &NewDelivery,
+    now: i64,
+) -> StoreResult<Vec<JobId>> {
+    let targets: Vec<(JobId, String)> = sqlx::query_as(
+        "SELECT id, state FROM jobs WHERE email = ?1 AND state IN ('pending', 'awaiting_approval') ORDER BY id",
+    )
+    .bind(&cancel.email)
+    .fetch_all(&mut **tx)
+    .await?;
+    let detail = format!(
+        "cancelled by rule {} of source {} (delivery {})",
+        cancel.rule, delivery.source, delivery.delivery_id
+    );
+    cancel_jobs(
+        tx,
+        &targets,
+        &format!("cancelled by rule {}", cancel.rule),
+        &format!("source:{}", delivery.source),
+        &detail,
+        now,
+    )
+    .await?;
+    let mut ids: Vec<JobId> = targets.iter().map(|(id, _)| *id).collect();
+    let dependents = cancel_dependents(tx, &ids, now).await?;
+    ids.extend(dependents);
+    Ok(ids)
+}
+
+async fn insert_or_existing_job(
+    tx: &mut Tx,
+    delivery: &NewDelivery,
+    chain: &NewChain,
+    step: &NewStep,
+    depends_on: Option<JobId>,
+    now: i64,
+) -> StoreResult<Job> {
+    let state = if chain.approval {
+        JobState::AwaitingApproval
+    } else {
+        JobState::Pending
+    };
+    // The immediate transaction holds the write lock, so the live job cannot change between
+    // the conflict and the lookup.
+    let inserted = sqlx::query(concat!(
+        "INSERT INTO jobs (action, params, state, email, account_id, depends_on, run_at, max_attempts, ",
+        "source, rule, delivery_id, created_at, updated_at) ",
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12) ",
+        "ON CONFLICT DO NOTHING RETURNING ",
+        job_columns!()
+    ))
+    .bind(step.action.as_str())
+    .bind(serde_json::Value::Object(step.params.clone()).to_string())
+    .bind(state.as_str())
+    .bind(&chain.email)
+    .bind(&chain.account_id)
+    .bind(depends_on)
+    .bind(micros(step.run_at))
+    .bind(chain.max_attempts)
+    .bind(&delivery.source)
+    .bind(&chain.rule)
+    .bind(&delivery.delivery_id)
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(row) = inserted {
+        let job = job_from_row(&row)?;
+        let detail = format!(
+            "created by rule {} of source {} (delivery {})",
+            chain.rule, delivery.source, delivery.delivery_id
+        );
+        insert_event(
+            tx,
+            job.id,
+            None,
+            state,
+            &format!("source:{}", delivery.source),
+            &detail,
+            now,
+        )
+        .await?;
+        return Ok(job);
+    }
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE action = ?1 AND email = ?2 ",
+        "AND state IN ('pending', 'awaiting_approval', 'running')"
+    ))
+    .bind(step.action.as_str())
+    .bind(&chain.email)
+    .fetch_one(&mut **tx)
+    .await?;
+    job_from_row(&row)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> StoreResult<()> {
+        Self::migrator().run(&self.pool).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(inner) => StoreError::from(inner),
+            other => StoreError::Corrupt(other.to_string()),
+        })
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn accept_delivery(&self, delivery: NewDelivery) -> StoreResult<DeliveryReceipt> {
+        let mut tx = self.begin_write().await?;
+        let existing = sqlx::query(
+            "SELECT status, response FROM deliveries WHERE source = ?1 AND delivery_id = ?2",
+        )
+        .bind(&delivery.source)
+        .bind(&delivery.delivery_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = existing {
+            return duplicate_receipt(row.try_get("status")?, row.try_get("response")?);
+        }
+        let now = now_micros();
+        let (status, error, body, job_ids) = match &delivery.content {
+            DeliveryContent::Unmappable { error } => (
+                DeliveryStatus::Unmappable,
+                Some(error.as_str()),
+                unmappable_body(error),
+                Vec::new(),
+            ),
+            DeliveryContent::Accepted {
+                cancels,
+                chains,
+                refused,
+            } => {
+                let mut cancelled = Vec::new();
+                for cancel in cancels {
+                    cancelled.extend(cancel_for_email(&mut tx, cancel, &delivery, now).await?);
+                }
+                let mut jobs: Vec<Job> = Vec::new();
+                for chain in chains {
+                    let mut previous = None;
+                    for step in &chain.steps {
+                        let job =
+                            insert_or_existing_job(&mut tx, &delivery, chain, step, previous, now)
+                                .await?;
+                        previous = Some(job.id);
+                        if !jobs.iter().any(|j| j.id == job.id) {
+                            jobs.push(job);
+                        }
+                    }
+                }
+                let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
+                let body = accepted_body(&delivery.delivery_id, &jobs, &cancelled, refused);
+                (DeliveryStatus::Accepted, None, body, ids)
+            }
+        };
+        sqlx::query(
+            "INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, status, error, job_ids, response) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .bind(&delivery.source)
+        .bind(&delivery.delivery_id)
+        .bind(micros(delivery.received_at))
+        .bind(&delivery.body_sha256)
+        .bind(status.as_str())
+        .bind(error)
+        .bind(serde_json::to_string(&job_ids).unwrap_or_else(|_| "[]".into()))
+        .bind(body.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if !job_ids.is_empty() {
+            self.wakeup.notify_one();
+        }
+        Ok(DeliveryReceipt {
+            duplicate: false,
+            status,
+            body,
+        })
+    }
+
+    async fn claim_due(&self, owner: &str, limit: u32, lease: Duration) -> StoreResult<Vec<Job>> {
+        let mut tx = self.begin_write().await?;
+        let now = now_micros();
+        let lease_until = now.saturating_add(i64::try_from(lease.as_micros()).unwrap_or(i64::MAX));
+        let rows = sqlx::query(concat!(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, claim_seq = claim_seq + 1, ",
+            "  lease_owner = ?2, lease_expires_at = ?3, updated_at = ?4 ",
+            "WHERE id IN ( ",
+            "  SELECT id FROM jobs j WHERE state = 'pending' AND run_at <= ?4 ",
+            "  AND (depends_on IS NULL OR EXISTS ( ",
+            "       SELECT 1 FROM jobs d WHERE d.id = j.depends_on AND d.state = 'succeeded')) ",
+            "  ORDER BY run_at, id LIMIT ?1) ",
+            "RETURNING ",
+            job_columns!()
+        ))
+        .bind(i64::from(limit))
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut jobs = rows
+            .iter()
+            .map(job_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        jobs.sort_by_key(|job| (job.run_at, job.id));
+        let actor = format!("worker:{owner}");
+        for job in &jobs {
+            let detail = format!("claimed, attempt {}", job.attempts);
+            insert_event(
+                &mut tx,
+                job.id,
+                Some(JobState::Pending),
+                JobState::Running,
+                &actor,
+                &detail,
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(jobs)
+    }
+
+    async fn complete(&self, job: &Job, outcome: Outcome, detail: &str) -> StoreResult<bool> {
+        let outcome = outcome.as_str();
+        self.finish_claim(
+            job,
+            "UPDATE jobs SET state = 'succeeded', outcome = ?4, finalized_at = ?3, updated_at = ?3, \
+               lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = ?1 AND state = 'running' AND claim_seq = ?2",
+            JobState::Succeeded,
+            |q| q.bind(outcome),
+            detail,
+        )
+        .await
+    }
+
+    async fn fail(&self, job: &Job, error: &str, detail: &str) -> StoreResult<bool> {
+        let error = truncate_detail(error).to_owned();
+        self.finish_claim(
+            job,
+            "UPDATE jobs SET state = 'failed', last_error = ?4, finalized_at = ?3, updated_at = ?3, \
+               lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = ?1 AND state = 'running' AND claim_seq = ?2",
+            JobState::Failed,
+            |q| q.bind(error),
+            detail,
+        )
+        .await
+    }
+
+    async fn retry_later(
+        &self,
+        job: &Job,
+        run_at: DateTime<Utc>,
+        refund_attempt: bool,
+        error: Option<&str>,
+        detail: &str,
+    ) -> StoreResult<bool> {
+        let error = error.map(|e| truncate_detail(e).to_owned());
+        self.finish_claim(
+            job,
+            "UPDATE jobs SET state = 'pending', run_at = ?4, \
+               attempts = CASE WHEN ?5 THEN max(attempts - 1, 0) ELSE attempts END, \
+               last_error = coalesce(?6, last_error), lease_owner = NULL, lease_expires_at = NULL, \
+               updated_at = ?3 \
+             WHERE id = ?1 AND state = 'running' AND claim_seq = ?2",
+            JobState::Pending,
+            |q| q.bind(micros(run_at)).bind(refund_attempt).bind(error),
+            detail,
+        )
+        .await
+    }
+
+    async fn rescue_expired(&self) -> StoreResult<Vec<JobId>> {
+        let mut tx = self.begin_write().await?;
+        let now = now_micros();
+        let expired: Vec<(JobId, i32, i32, Option<String>)> = sqlx::query_as(
+            "SELECT id, attempts, max_attempts, lease_owner FROM jobs \
+             WHERE state = 'running' AND lease_expires_at < ?1 ORDER BY id",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut failed = Vec::new();
+        for (id, attempts, max_attempts, owner) in &expired {
+            let exhausted = attempts >= max_attempts;
+            let (state, error) = if exhausted {
+                (JobState::Failed, "max_attempts")
+            } else {
+                (JobState::Pending, "lease_expired")
+            };
+            sqlx::query(
+                "UPDATE jobs SET state = ?2, last_error = ?3, finalized_at = ?4, run_at = ?5, \
+                   lease_owner = NULL, lease_expires_at = NULL, updated_at = ?5 WHERE id = ?1",
+            )
+            .bind(id)
+            .bind(state.as_str())
+            .bind(error)
+            .bind(exhausted.then_some(now))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let detail = format!(
+                "lease of worker {} expired",
+                owner.as_deref().unwrap_or("?")
+            );
+            insert_event(
+                &mut tx,
+                *id,
+                Some(JobState::Running),
+                state,
+                "offboard",
+                &detail,
+                now,
+            )
+            .await?;
+            if exhausted {
+                failed.push(*id);
+            }
+        }
+        cancel_dependents(&mut tx, &failed, now).await?;
+        tx.commit().await?;
+        if !expired.is_empty() {
+            self.wakeup.notify_one();
+        }
+        Ok(expired.into_iter().map(|(id, ..)| id).collect())
+    }
+
+    async fn cancel(&self, id: JobId, actor: &str, reason: &str) -> StoreResult<Job> {
+        self.transition(id, Transition::Cancel, actor, reason).await
+    }
+
+    async fn approve(&self, id: JobId, actor: &str) -> StoreResult<Job> {
+        self.transition(id, Transition::Approve, actor, "approved")
+            .await
+    }
+
+    async fn retry(&self, id: JobId, actor: &str) -> StoreResult<Job> {
+        self.transition(id, Transition::Retry, actor, "retried, attempts reset")
+            .await
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
+        let mut query = QueryBuilder::<Sqlite>::new(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE 1 = 1"
+        ));
+        if let Some(state) = filter.state {
+            query.push(" AND state = ").push_bind(state.as_str());
+        }
+        if let Some(email) = &filter.email {
+            query.push(" AND email = ").push_bind(email.to_lowercase());
+        }
+        if let Some(action) = filter.action {
+            query.push(" AND action = ").push_bind(action.as_str());
+        }
+        if let Some(before) = filter.before {
+            query.push(" AND id < ").push_bind(before);
+        }
+        query
+            .push(" ORDER BY id DESC LIMIT ")
+            .push_bind(i64::from(filter.limit));
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn get_job(&self, id: JobId) -> StoreResult<Option<JobWithEvents>> {
+        let Some(row) = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE id = ?1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let job = job_from_row(&row)?;
+        let rows = sqlx::query(
+            "SELECT at, from_state, to_state, actor, detail FROM job_events WHERE job_id = ?1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        let events = rows
+            .iter()
+            .map(|r| {
+                Ok(JobEvent {
+                    at: from_micros(r.try_get("at")?)?,
+                    from: r
+                        .try_get::<Option<&str>, _>("from_state")?
+                        .map(parse_column)
+                        .transpose()?,
+                    to: parse_column(r.try_get::<&str, _>("to_state")?)?,
+                    actor: r.try_get("actor")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect::<StoreResult<_>>()?;
+        Ok(Some(JobWithEvents { job, events }))
+    }
+
+    async fn list_deliveries(
+        &self,
+        source: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<Delivery>> {
+        let rows = sqlx::query(
+            "SELECT id, source, delivery_id, received_at, status, error, job_ids FROM deliveries \
+             WHERE (?1 IS NULL OR source = ?1) ORDER BY id DESC LIMIT ?2",
+        )
+        .bind(source)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Delivery {
+                    id: r.try_get("id")?,
+                    source: r.try_get("source")?,
+                    delivery_id: r.try_get("delivery_id")?,
+                    received_at: from_micros(r.try_get("received_at")?)?,
+                    status: parse_column(r.try_get::<&str, _>("status")?)?,
+                    error: r.try_get("error")?,
+                    job_ids: parse_job_ids(r.try_get("job_ids")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn count_done_since(&self, since: DateTime<Utc>) -> StoreResult<u64> {
+        let count: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM jobs WHERE outcome = 'done' AND finalized_at >= ?1",
+        )
+        .bind(micros(since))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(count.max(0) as u64)
+    }
+
+    async fn count_by_state(&self) -> StoreResult<Vec<(JobState, u64)>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT state, count(*) FROM jobs GROUP BY state")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|(state, n)| Ok((parse_column(state)?, (*n).max(0) as u64)))
+            .collect()
+    }
+
+    async fn worker_state(&self) -> StoreResult<WorkerState> {
+        let row = sqlx::query("SELECT paused, reason, resumed_at FROM worker_state WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        worker_state_from_row(&row)
+    }
+
+    async fn pause(&self, reason: PauseReason) -> StoreResult<WorkerState> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "UPDATE worker_state SET paused = 1, reason = coalesce(reason, ?1), updated_at = ?2 \
+             WHERE id = 1 RETURNING paused, reason, resumed_at",
+        )
+        .bind(reason.as_str())
+        .bind(now_micros())
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        worker_state_from_row(&row)
+    }
+
+    async fn resume(&self) -> StoreResult<WorkerState> {
+        let mut tx = self.begin_write().await?;
+        let now = now_micros();
+        let row = sqlx::query(
+            "UPDATE worker_state SET paused = 0, reason = NULL, resumed_at = ?1, updated_at = ?1 \
+             WHERE id = 1 RETURNING paused, reason, resumed_at",
+        )
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.wakeup.notify_one();
+        worker_state_from_row(&row)
+    }
+
+    fn wakeup(&self) -> Arc<Notify> {
+        self.wakeup.clone()
+    }
+}
+
+fn worker_state_from_row(row: &SqliteRow) -> StoreResult<WorkerState> {
+    Ok(WorkerState {
+        paused: row.try_get("paused")?,
+        reason: row
+            .try_get::<Option<&str>, _>("reason")?
+            .map(parse_column)
+            .transpose()?,
+        resumed_at: row
+            .try_get::<Option<i64>, _>("resumed_at")?
+            .map(from_micros)
+            .transpose()?,
+    })
+}
+
+fn worker_actor(job: &Job) -> String {
+    format!("worker:{}", job.lease_owner.as_deref().unwrap_or("?"))
+}

@@ -1,0 +1,373 @@
+//! The worker: claims due jobs under a lease, runs each in its own task (at most
+//! `concurrency` at once), and records what happened. It wakes on enqueue (Postgres `LISTEN`
+//! or the in-process signal) and polls as a fallback, rescues jobs whose worker died, honours
+//! the shared pause flag and the blast-radius limit, and on shutdown stops claiming and lets
+//! in-flight jobs finish for a bounded time.
+
+mod backoff;
+mod execute;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::Utc;
+use secrecy::SecretString;
+use tokio::sync::{Mutex, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::atlassian::{AtlassianSettings, Client};
+use crate::config::{AtlassianConfig, Config};
+use crate::store::{Job, PauseReason, Store, StoreError};
+use execute::{Guards, Step};
+
+pub use backoff::full_jitter;
+
+/// How often an idle worker looks for due jobs without a wake-up: a scheduled job starts
+/// within this long of its `run_at`.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How often expired leases are looked for.
+const RESCUE_INTERVAL: Duration = Duration::from_secs(5);
+/// How long in-flight jobs may take to finish after shutdown; after that they are abandoned
+/// and their leases expire, so another worker runs them again.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Timeout of every Atlassian request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Store errors are retried with backoff up to this delay.
+const MAX_STORE_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Starts the worker; the handle ends once it has drained after `shutdown`.
+pub fn spawn(
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let Some(atlassian) = &config.atlassian else {
+            tracing::warn!("no [atlassian] section: the worker is idle and jobs stay pending");
+            shutdown.cancelled().await;
+            return;
+        };
+        let client = match Client::new(settings(atlassian, config.worker.requests_per_second)) {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the Atlassian client: the worker is idle");
+                shutdown.cancelled().await;
+                return;
+            }
+        };
+        let worker = Worker {
+            owner: worker_name(),
+            config: config.clone(),
+            store,
+            client,
+            mutation_gate: Mutex::new(()),
+            mutations_in_flight: AtomicU64::new(0),
+        };
+        Arc::new(worker).run(shutdown).await;
+    })
+}
+
+/// The client settings; an unconfigured half gets an unroutable URL, and jobs that need it
+/// fail `atlassian_not_configured` before any request.
+fn settings(atlassian: &AtlassianConfig, requests_per_second: f64) -> AtlassianSettings {
+    let unconfigured = "http://unconfigured.invalid/";
+    AtlassianSettings {
+        site_url: atlassian
+            .site
+            .as_ref()
+            .map_or(unconfigured.into(), |s| s.url.to_string()),
+        site_email: atlassian
+            .site
+            .as_ref()
+            .map_or(String::new(), |s| s.email.clone()),
+        site_api_token: atlassian
+            .site
+            .as_ref()
+            .map_or(SecretString::from(""), |s| s.api_token.clone()),
+        admin_url: atlassian
+            .admin
+            .as_ref()
+            .map_or(unconfigured.into(), |a| a.url.to_string()),
+        admin_api_key: atlassian
+            .admin
+            .as_ref()
+            .map_or(SecretString::from(""), |a| a.api_key.clone()),
+        org_id: atlassian
+            .admin
+            .as_ref()
+            .map_or("unconfigured".into(), |a| a.org_id.clone()),
+        directory_id: atlassian
+            .admin
+            .as_ref()
+            .map_or("unconfigured".into(), |a| a.directory_id.clone()),
+        request_timeout: REQUEST_TIMEOUT,
+        requests_per_second,
+    }
+}
+
+/// A name that tells operators which process holds a lease.
+fn worker_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "offboard".into());
+    let suffix: u16 = rand::random();
+    format!("{host}-{}-{suffix:04x}", std::process::id())
+}
+
+struct Worker {
+    owner: String,
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+    client: Client,
+    /// Serialises "count recent mutations, then reserve one" so concurrent tasks of this
+    /// process cannot all pass the blast-radius check at once.
+    mutation_gate: Mutex<()>,
+    mutations_in_flight: AtomicU64,
+}
+
+impl Worker {
+    async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let concurrency = self.config.worker.concurrency;
+        let slots = Arc::new(Semaphore::new(concurrency));
+        let wakeup = self.store.wakeup();
+        let mut tasks = JoinSet::new();
+        let mut store_backoff = Duration::from_millis(100);
+        let mut next_rescue = tokio::time::Instant::now();
+        tracing::info!(owner = %self.owner, concurrency, dry_run = self.config.dry_run, "worker started");
+        while !shutdown.is_cancelled() {
+            while tasks.try_join_next().is_some() {}
+            if tokio::time::Instant::now() >= next_rescue {
+                next_rescue = tokio::time::Instant::now() + RESCUE_INTERVAL;
+                match self.store.rescue_expired().await {
+                    Ok(ids) if !ids.is_empty() => {
+                        tracing::warn!(jobs = ?ids, "rescued jobs whose worker lease expired");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "lease rescue failed"),
+                }
+            }
+            let claimed = match self.claim(&slots).await {
+                Ok(claimed) => {
+                    store_backoff = Duration::from_millis(100);
+                    claimed
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in = ?store_backoff, "cannot claim jobs: store unavailable");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(store_backoff) => {}
+                    }
+                    store_backoff = (store_backoff * 2).min(MAX_STORE_BACKOFF);
+                    continue;
+                }
+            };
+            let claimed_any = !claimed.is_empty();
+            for (job, permit) in claimed {
+                let worker = self.clone();
+                tasks.spawn(async move {
+                    worker.run_job(job).await;
+                    drop(permit);
+                });
+            }
+            // With free slots left and nothing claimed, wait for a reason to look again.
+            if !claimed_any || slots.available_permits() == 0 {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = wakeup.notified() => {}
+                    () = tokio::time::sleep(POLL_INTERVAL) => {}
+                    Some(_) = tasks.join_next(), if slots.available_permits() == 0 => {}
+                }
+            }
+        }
+        let in_flight = tasks.len();
+        if in_flight > 0 {
+            tracing::info!(in_flight, "draining in-flight jobs");
+        }
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                abandoned = tasks.len(),
+                "in-flight jobs did not finish in time; their leases will expire and they will run again"
+            );
+            tasks.abort_all();
+        }
+        tracing::info!(owner = %self.owner, "worker stopped");
+    }
+
+    /// Claims as many due jobs as there are free slots, unless the worker is paused.
+    async fn claim(
+        &self,
+        slots: &Arc<Semaphore>,
+    ) -> Result<Vec<(Job, tokio::sync::OwnedSemaphorePermit)>, StoreError> {
+        let free = slots.available_permits();
+        if free == 0 {
+            return Ok(Vec::new());
+        }
+        if self.store.worker_state().await?.paused {
+            return Ok(Vec::new());
+        }
+        let jobs = self
+            .store
+            .claim_due(
+                &self.owner,
+                u32::try_from(free).unwrap_or(u32::MAX),
+                self.config.worker.lease,
+            )
+            .await?;
+        Ok(jobs
+            .into_iter()
+            .filter_map(|job| {
+                slots
+                    .clone()
+                    .try_acquire_owned()
+                    .ok()
+                    .map(|permit| (job, permit))
+            })
+            .collect())
+    }
+
+    #[tracing::instrument(skip_all, fields(job_id = job.id, action = %job.action, attempt = job.attempts))]
+    async fn run_job(&self, job: Job) {
+        let step = self.execute(&job).await;
+        tracing::info!(step = ?step, "job step finished");
+        self.record(&job, step).await;
+    }
+
+    async fn execute(&self, job: &Job) -> Step {
+        let guards = Guards {
+            safety: &self.config.safety,
+            dry_run: self.config.dry_run,
+            site_configured: self
+                .config
+                .atlassian
+                .as_ref()
+                .is_some_and(|a| a.site.is_some()),
+            admin_configured: self
+                .config
+                .atlassian
+                .as_ref()
+                .is_some_and(|a| a.admin.is_some()),
+        };
+        let mutation = match execute::plan(&self.client, &guards, job).await {
+            Ok(mutation) => mutation,
+            Err(step) => return step,
+        };
+        if guards.dry_run {
+            return execute::dry_run(&self.client, &mutation);
+        }
+        match self.reserve_mutation().await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Step::Snooze {
+                    wait: Some(Duration::ZERO),
+                    detail: "blast radius reached: the worker paused before this call".into(),
+                };
+            }
+            Err(e) => {
+                return Step::Transient {
+                    detail: format!("cannot check the blast radius: {e}"),
+                };
+            }
+        }
+        let step = execute::apply(&self.client, &mutation).await;
+        self.mutations_in_flight.fetch_sub(1, Ordering::SeqCst);
+        step
+    }
+
+    /// Reserves one mutating call under the blast-radius limit; pauses the worker (reason
+    /// `blast_radius`) and returns false when the limit is reached.
+    async fn reserve_mutation(&self) -> Result<bool, StoreError> {
+        let _gate = self.mutation_gate.lock().await;
+        let state = self.store.worker_state().await?;
+        if state.paused {
+            return Ok(false);
+        }
+        let hour_ago = Utc::now() - chrono::Duration::hours(1);
+        let since = state.resumed_at.map_or(hour_ago, |r| r.max(hour_ago));
+        let done = self.store.count_done_since(since).await?;
+        let in_flight = self.mutations_in_flight.load(Ordering::SeqCst);
+        if done + in_flight >= self.config.safety.max_actions_per_hour {
+            tracing::warn!(
+                done,
+                in_flight,
+                limit = self.config.safety.max_actions_per_hour,
+                "blast radius reached: pausing the worker"
+            );
+            self.store.pause(PauseReason::BlastRadius).await?;
+            return Ok(false);
+        }
+        self.mutations_in_flight.fetch_add(1, Ordering::SeqCst);
+        Ok(true)
+    }
+
+    /// Writes the step to the store, retrying while the store is unavailable. If it never
+    /// gets through, the lease expires and the job runs again: every action is idempotent.
+    async fn record(&self, job: &Job, step: Step) {
+        let mut delay = Duration::from_millis(200);
+        for _ in 0..6 {
+            match self.write_step(job, &step).await {
+                Ok(true) => return,
+                Ok(false) => {
+                    tracing::warn!(
+                        "the job's lease was lost before its result was written; the newer state stands"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, retry_in = ?delay, "cannot record the job's result");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(MAX_STORE_BACKOFF);
+                }
+            }
+        }
+    }
+
+    async fn write_step(&self, job: &Job, step: &Step) -> Result<bool, StoreError> {
+        let store = &self.store;
+        let worker = &self.config.worker;
+        match step {
+            Step::Succeeded { outcome, detail } => store.complete(job, *outcome, detail).await,
+            Step::Failed { error, detail } => store.fail(job, error, detail).await,
+            Step::Snooze { wait, detail } => {
+                let wait = wait.unwrap_or_else(|| {
+                    full_jitter(job.attempts, worker.backoff_base, worker.backoff_max)
+                });
+                let run_at = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+                store.retry_later(job, run_at, true, None, detail).await
+            }
+            Step::Transient { detail } => {
+                if job.attempts >= job.max_attempts {
+                    return store.fail(job, "max_attempts", detail).await;
+                }
+                let wait = full_jitter(job.attempts, worker.backoff_base, worker.backoff_max);
+                let run_at = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+                store
+                    .retry_later(job, run_at, false, Some(detail), detail)
+                    .await
+            }
+            Step::Unauthorized { detail } => {
+                tracing::error!(
+                    "Atlassian answered 401: pausing the worker (reason auth) until an operator resumes it"
+                );
+                store.pause(PauseReason::Auth).await?;
+                store
+                    .retry_later(
+                        job,
+                        Utc::now(),
+                        true,
+                        None,
+                        &format!("{detail}; worker paused (auth)"),
+                    )
+                    .await
+            }
+        }
+    }
+}

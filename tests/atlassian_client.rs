@@ -1,0 +1,655 @@
+//! The Atlassian client against the fake Atlassian over a real port.
+
+mod support;
+
+use std::time::Duration;
+
+use offboard::atlassian::{
+    Account, ApiError, Applied, AtlassianSettings, Client, Mutation, PlannedRequest,
+};
+use offboard::jobs::ApiFamily;
+use serde_json::{Value, json};
+use support::fake_atlassian::{
+    ADMIN_KEY, AuthKind, DIRECTORY_ID, FakeAccount, FakeAtlassian, FakeStatus, Fault, FaultKind,
+    Matcher, ORG_ID, RecordedRequest, SITE_EMAIL, SITE_TOKEN,
+};
+use tokio::time::Instant;
+
+/// Site URL without and admin URL with a trailing slash: both forms must work.
+fn settings(fake: &FakeAtlassian) -> AtlassianSettings {
+    AtlassianSettings {
+        site_url: fake.url.clone(),
+        site_email: SITE_EMAIL.into(),
+        site_api_token: SITE_TOKEN.into(),
+        admin_url: format!("{}/", fake.url),
+        admin_api_key: ADMIN_KEY.into(),
+        org_id: ORG_ID.into(),
+        directory_id: DIRECTORY_ID.into(),
+        request_timeout: Duration::from_secs(5),
+        requests_per_second: 1000.0,
+    }
+}
+
+fn client(fake: &FakeAtlassian) -> Client {
+    Client::new(settings(fake)).unwrap()
+}
+
+fn last_request(fake: &FakeAtlassian) -> RecordedRequest {
+    fake.requests().pop().expect("a request reached the fake")
+}
+
+fn site_auth() -> AuthKind {
+    AuthKind::Basic {
+        user: SITE_EMAIL.into(),
+    }
+}
+
+fn ids(accounts: &[Account]) -> Vec<&str> {
+    accounts.iter().map(|a| a.account_id.as_str()).collect()
+}
+
+fn suspend(account_id: &str) -> Mutation {
+    Mutation::SuspendAccess {
+        account_id: account_id.into(),
+    }
+}
+
+#[tokio::test]
+async fn site_search_keeps_only_exact_email_matches() {
+    let fake = FakeAtlassian::start().await;
+    fake.add_customer("qm:1", "Alice@Example.com");
+    fake.add_managed("m-1", "alice@example.com");
+    fake.add_customer("qm:2", "malice@example.com");
+    fake.add_customer("qm:3", "alice@example.com.au");
+    fake.add_account(FakeAccount {
+        email: None,
+        display_name: "alice@example.com".into(),
+        ..FakeAccount::customer("qm:4", "hidden@example.com")
+    });
+
+    let found = client(&fake)
+        .find_site_accounts("alice@EXAMPLE.com")
+        .await
+        .unwrap();
+
+    assert_eq!(ids(&found), ["m-1", "qm:1"]);
+    assert_eq!(found[0].account_type, "atlassian");
+    assert_eq!(found[1].account_type, "customer");
+    assert_eq!(found[1].email.as_deref(), Some("Alice@Example.com"));
+    assert_eq!(found[1].status.as_deref(), Some("active"));
+    let request = last_request(&fake);
+    assert_eq!(request.method, "GET");
+    assert_eq!(request.path, "/rest/api/3/user/search");
+    assert_eq!(
+        request.query.as_deref(),
+        Some("query=alice%40EXAMPLE.com&maxResults=50")
+    );
+    assert_eq!(request.auth, site_auth());
+}
+
+#[tokio::test]
+async fn directory_search_follows_cursors() {
+    let fake = FakeAtlassian::start().await;
+    fake.set_directory_page_size(2);
+    for (id, email) in [
+        ("m-1", "bob@x.com"),
+        ("m-2", "BOB@x.com"),
+        ("m-3", "bob@X.com"),
+    ] {
+        fake.add_managed(id, email);
+    }
+    fake.add_managed("m-4", "bobby@x.com");
+    fake.add_customer("qm:1", "bob@x.com");
+
+    let found = client(&fake)
+        .find_directory_accounts("bob@x.com")
+        .await
+        .unwrap();
+
+    assert_eq!(ids(&found), ["m-1", "m-2", "m-3"]);
+    assert_eq!(found[0].status.as_deref(), Some("active"));
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 2);
+    let path = format!("/admin/v2/orgs/{ORG_ID}/directories/{DIRECTORY_ID}/users/search");
+    for request in &requests {
+        assert_eq!(
+            (request.method.as_str(), request.path.as_str()),
+            ("POST", path.as_str())
+        );
+        assert_eq!(request.auth, AuthKind::Bearer);
+    }
+    assert_eq!(requests[0].body, Some(json!({ "emails": ["bob@x.com"] })));
+    let cursor = requests[1].body.as_ref().unwrap()["cursor"].clone();
+    assert!(cursor.is_string(), "{:?}", requests[1].body);
+    assert_eq!(
+        requests[1].body,
+        Some(json!({ "emails": ["bob@x.com"], "cursor": cursor }))
+    );
+}
+
+struct Expected {
+    mutation: Mutation,
+    method: &'static str,
+    path: String,
+    query: Option<&'static str>,
+    body: Option<Value>,
+    servicedesk_api: bool,
+}
+
+fn expected_requests() -> Vec<Expected> {
+    let dir = format!("/admin/v2/orgs/{ORG_ID}/directories/{DIRECTORY_ID}");
+    let customer = |mutation, method, path: &str, body| Expected {
+        mutation,
+        method,
+        path: path.to_owned(),
+        query: None,
+        body,
+        servicedesk_api: true,
+    };
+    let managed = |mutation, method, path: String| Expected {
+        mutation,
+        method,
+        path,
+        query: None,
+        body: None,
+        servicedesk_api: false,
+    };
+    vec![
+        customer(
+            Mutation::RevokePortalAccess {
+                account_id: "qm:c1".into(),
+            },
+            "PUT",
+            "/rest/servicedeskapi/customer/user/qm:c1/revoke-portal-only-access",
+            None,
+        ),
+        Expected {
+            query: Some("accountId=qm%3Ac2"),
+            servicedesk_api: false,
+            ..customer(
+                Mutation::DeletePortalCustomer {
+                    account_id: "qm:c2".into(),
+                },
+                "DELETE",
+                "/rest/api/3/user",
+                None,
+            )
+        },
+        customer(
+            Mutation::RemoveFromServiceDesk {
+                service_desk_id: "10".into(),
+                account_id: "qm:c3".into(),
+            },
+            "DELETE",
+            "/rest/servicedeskapi/servicedesk/10/customer",
+            Some(json!({ "accountIds": ["qm:c3"] })),
+        ),
+        customer(
+            Mutation::RemoveFromCustomerOrganization {
+                organization_id: "20".into(),
+                account_id: "qm:c4".into(),
+            },
+            "DELETE",
+            "/rest/servicedeskapi/organization/20/user",
+            Some(json!({ "accountIds": ["qm:c4"] })),
+        ),
+        managed(suspend("m1"), "POST", format!("{dir}/users/m1/suspend")),
+        managed(
+            Mutation::RestoreAccess {
+                account_id: "m2".into(),
+            },
+            "POST",
+            format!("{dir}/users/m2/restore"),
+        ),
+        managed(
+            Mutation::RemoveFromDirectory {
+                account_id: "m3".into(),
+            },
+            "DELETE",
+            format!("{dir}/users/m3"),
+        ),
+        managed(
+            Mutation::RemoveFromGroup {
+                group_id: "g-1".into(),
+                account_id: "m4".into(),
+            },
+            "DELETE",
+            format!("{dir}/groups/g-1/memberships/m4"),
+        ),
+        managed(
+            Mutation::DeactivateAccount {
+                account_id: "m5".into(),
+            },
+            "POST",
+            "/users/m5/manage/lifecycle/disable".into(),
+        ),
+        managed(
+            Mutation::DeleteAccount {
+                account_id: "m6".into(),
+            },
+            "POST",
+            "/users/m6/manage/lifecycle/delete".into(),
+        ),
+    ]
+}
+
+/// Accounts for `expected_requests`, each in the state its mutation acts on.
+fn add_targets(fake: &FakeAtlassian) {
+    for id in ["qm:c1", "qm:c2"] {
+        fake.add_customer(id, &format!("{id}@example.com"));
+    }
+    fake.add_account(FakeAccount {
+        service_desks: ["10".to_owned()].into(),
+        ..FakeAccount::customer("qm:c3", "c3@example.com")
+    });
+    fake.add_account(FakeAccount {
+        organizations: ["20".to_owned()].into(),
+        ..FakeAccount::customer("qm:c4", "c4@example.com")
+    });
+    for id in ["m1", "m3", "m5", "m6"] {
+        fake.add_managed(id, &format!("{id}@example.com"));
+    }
+    fake.add_account(FakeAccount {
+        status: FakeStatus::Suspended,
+        ..FakeAccount::managed("m2", "m2@example.com")
+    });
+    fake.add_account(FakeAccount {
+        groups: ["g-1".to_owned()].into(),
+        ..FakeAccount::managed("m4", "m4@example.com")
+    });
+}
+
+#[tokio::test]
+async fn each_mutation_sends_the_documented_request() {
+    let fake = FakeAtlassian::start().await;
+    add_targets(&fake);
+    let client = client(&fake);
+
+    for expected in expected_requests() {
+        let m = &expected.mutation;
+        assert_eq!(client.apply(m).await.unwrap(), Applied::Done, "{m:?}");
+        let request = last_request(&fake);
+        assert_eq!(request.method, expected.method, "{m:?}");
+        assert_eq!(request.path, expected.path, "{m:?}");
+        assert_eq!(request.query.as_deref(), expected.query, "{m:?}");
+        assert_eq!(request.body, expected.body, "{m:?}");
+        let auth = match m.family() {
+            ApiFamily::Site => site_auth(),
+            ApiFamily::Admin => AuthKind::Bearer,
+        };
+        assert_eq!(request.auth, auth, "{m:?}");
+        let experimental = expected.servicedesk_api.then_some("opt-in");
+        assert_eq!(request.header("x-experimentalapi"), experimental, "{m:?}");
+        assert_eq!(request.header("accept"), Some("application/json"));
+        let user_agent = request.header("user-agent").unwrap();
+        assert!(user_agent.starts_with("offboard/"), "{user_agent}");
+
+        let url = match expected.query {
+            Some(query) => format!("{}{}?{query}", fake.url, expected.path),
+            None => format!("{}{}", fake.url, expected.path),
+        };
+        let planned = PlannedRequest {
+            method: expected.method.into(),
+            url,
+            body: expected.body.clone(),
+        };
+        assert_eq!(client.describe(m), planned);
+    }
+}
+
+#[tokio::test]
+async fn mutations_change_the_fake_accounts() {
+    let fake = FakeAtlassian::start().await;
+    add_targets(&fake);
+    let client = client(&fake);
+    for expected in expected_requests() {
+        client.apply(&expected.mutation).await.unwrap();
+    }
+
+    let account = |id: &str| fake.account(id).unwrap();
+    assert!(account("qm:c1").portal_access_revoked);
+    assert_eq!(account("qm:c2").status, FakeStatus::Deleted);
+    assert!(account("qm:c3").service_desks.is_empty());
+    assert!(account("qm:c4").organizations.is_empty());
+    assert_eq!(account("m1").status, FakeStatus::Suspended);
+    assert_eq!(account("m2").status, FakeStatus::Active);
+    assert_eq!(account("m3").status, FakeStatus::Removed);
+    assert!(account("m4").groups.is_empty());
+    assert_eq!(account("m5").status, FakeStatus::Deactivated);
+    assert_eq!(account("m6").status, FakeStatus::PendingDelete);
+    assert!(fake.requests().iter().all(|r| !r.is_lookup()));
+    assert_eq!(fake.mutating_requests().len(), 10);
+}
+
+#[tokio::test]
+async fn not_found_means_already_done_except_for_desks_and_organizations() {
+    let fake = FakeAtlassian::start().await;
+    let client = client(&fake);
+
+    for expected in expected_requests() {
+        let m = &expected.mutation;
+        let result = client.apply(m).await;
+        match m {
+            Mutation::RemoveFromServiceDesk { .. }
+            | Mutation::RemoveFromCustomerOrganization { .. } => {
+                assert!(
+                    matches!(result, Err(ApiError::Rejected { status: 404, .. })),
+                    "{m:?}: {result:?}"
+                );
+            }
+            _ => assert_eq!(result.unwrap(), Applied::AlreadyDone, "{m:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn deleting_twice_is_already_done_the_second_time() {
+    let fake = FakeAtlassian::start().await;
+    fake.add_customer("qm:1", "c@example.com");
+    fake.add_managed("m-1", "m@example.com");
+    let client = client(&fake);
+    let deletes = [
+        Mutation::DeletePortalCustomer {
+            account_id: "qm:1".into(),
+        },
+        Mutation::DeleteAccount {
+            account_id: "m-1".into(),
+        },
+    ];
+    for m in &deletes {
+        assert_eq!(client.apply(m).await.unwrap(), Applied::Done);
+        assert_eq!(client.apply(m).await.unwrap(), Applied::AlreadyDone);
+    }
+}
+
+/// Applies a suspension to an existing account with one fault injected.
+async fn suspend_with_fault(fake: &FakeAtlassian, client: &Client, kind: FaultKind) -> ApiError {
+    fake.add_managed("m-1", "m@example.com");
+    fake.inject(Fault::once(Matcher::Mutating, kind));
+    client.apply(&suspend("m-1")).await.unwrap_err()
+}
+
+#[tokio::test]
+async fn rate_limit_with_retry_after() {
+    let fake = FakeAtlassian::start().await;
+    let kind = FaultKind::Status429 {
+        retry_after: Some(2),
+        reset_after: Some(30),
+    };
+    let error = suspend_with_fault(&fake, &client(&fake), kind).await;
+    assert!(
+        matches!(
+            error,
+            ApiError::RateLimited {
+                status: 429,
+                wait: Some(wait)
+            } if wait == Duration::from_secs(2)
+        ),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_with_only_a_reset_time() {
+    let fake = FakeAtlassian::start().await;
+    let kind = FaultKind::Status429 {
+        retry_after: None,
+        reset_after: Some(3),
+    };
+    let error = suspend_with_fault(&fake, &client(&fake), kind).await;
+    let ApiError::RateLimited {
+        status: 429,
+        wait: Some(wait),
+    } = error
+    else {
+        panic!("{error:?}");
+    };
+    // The header has whole seconds, so up to one second is lost in truncation.
+    assert!(
+        wait > Duration::from_secs(1) && wait <= Duration::from_secs(3),
+        "{wait:?}"
+    );
+}
+
+#[tokio::test]
+async fn rate_limit_without_headers_leaves_the_wait_to_the_caller() {
+    let fake = FakeAtlassian::start().await;
+    let kind = FaultKind::Status429 {
+        retry_after: None,
+        reset_after: None,
+    };
+    let error = suspend_with_fault(&fake, &client(&fake), kind).await;
+    assert!(
+        matches!(
+            error,
+            ApiError::RateLimited {
+                status: 429,
+                wait: None
+            }
+        ),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn service_unavailable_is_a_rate_limit() {
+    let fake = FakeAtlassian::start().await;
+    let kind = FaultKind::Status503 {
+        retry_after: Some(1),
+    };
+    let error = suspend_with_fault(&fake, &client(&fake), kind).await;
+    assert!(
+        matches!(
+            error,
+            ApiError::RateLimited {
+                status: 503,
+                wait: Some(wait)
+            } if wait == Duration::from_secs(1)
+        ),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_rate_limit_pauses_only_its_family() {
+    let fake = FakeAtlassian::start().await;
+    fake.add_customer("qm:1", "c@example.com");
+    let client = client(&fake);
+    let kind = FaultKind::Status429 {
+        retry_after: Some(1),
+        reset_after: None,
+    };
+    suspend_with_fault(&fake, &client, kind).await;
+
+    let start = Instant::now();
+    client.find_site_accounts("c@example.com").await.unwrap();
+    assert!(start.elapsed() < Duration::from_millis(500));
+    client
+        .find_directory_accounts("m@example.com")
+        .await
+        .unwrap();
+    assert!(start.elapsed() >= Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn server_errors_are_transient() {
+    let fake = FakeAtlassian::start().await;
+    let error = suspend_with_fault(&fake, &client(&fake), FaultKind::Status500).await;
+    assert!(matches!(error, ApiError::Transient { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn unauthorized_names_the_family() {
+    let fake = FakeAtlassian::start().await;
+    let error = suspend_with_fault(&fake, &client(&fake), FaultKind::Status401).await;
+    assert!(
+        matches!(
+            error,
+            ApiError::Unauthorized {
+                family: ApiFamily::Admin
+            }
+        ),
+        "{error:?}"
+    );
+
+    let wrong_token = Client::new(AtlassianSettings {
+        site_api_token: "not-the-token".into(),
+        ..settings(&fake)
+    })
+    .unwrap();
+    let error = wrong_token.find_site_accounts("a@b.c").await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ApiError::Unauthorized {
+                family: ApiFamily::Site
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(last_request(&fake).auth, AuthKind::Invalid);
+}
+
+#[tokio::test]
+async fn forbidden_is_rejected_with_its_body() {
+    let fake = FakeAtlassian::start().await;
+    let body = r#"{"key":"forbidden.targetUnverified"}"#;
+    let kind = FaultKind::Status403 { body: body.into() };
+    let error = suspend_with_fault(&fake, &client(&fake), kind).await;
+    assert!(
+        matches!(&error, ApiError::Rejected { status: 403, body: got } if got == body),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn long_rejection_bodies_are_truncated() {
+    let fake = FakeAtlassian::start().await;
+    let kind = FaultKind::Status403 {
+        body: "é".repeat(5000),
+    };
+    let error = suspend_with_fault(&fake, &client(&fake), kind).await;
+    let ApiError::Rejected { status: 403, body } = error else {
+        panic!("{error:?}");
+    };
+    assert!(body.len() <= 2048 && body.len() >= 2000, "{}", body.len());
+    assert!(body.chars().all(|c| c == 'é'));
+}
+
+#[tokio::test]
+async fn a_hanging_request_times_out_as_transient() {
+    let fake = FakeAtlassian::start().await;
+    let client = Client::new(AtlassianSettings {
+        request_timeout: Duration::from_millis(300),
+        ..settings(&fake)
+    })
+    .unwrap();
+    let error = suspend_with_fault(&fake, &client, FaultKind::Hang).await;
+    fake.release_held();
+    assert!(matches!(error, ApiError::Transient { .. }), "{error:?}");
+}
+
+#[tokio::test]
+async fn a_released_request_completes() {
+    let fake = FakeAtlassian::start().await;
+    fake.add_managed("m-1", "m@example.com");
+    fake.inject(Fault::once(
+        Matcher::PathContains("/suspend".into()),
+        FaultKind::Hang,
+    ));
+    let client = client(&fake);
+    let pending = tokio::spawn(async move { client.apply(&suspend("m-1")).await });
+    while fake.requests().is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!pending.is_finished());
+    fake.release_held();
+    assert_eq!(pending.await.unwrap().unwrap(), Applied::Done);
+}
+
+#[tokio::test]
+async fn hostile_ids_cannot_change_the_path() {
+    let fake = FakeAtlassian::start().await;
+    let client = client(&fake);
+    let dir = format!("/admin/v2/orgs/{ORG_ID}/directories/{DIRECTORY_ID}");
+    for (id, segment) in [
+        ("../x", "..%2Fx"),
+        ("a?b", "a%3Fb"),
+        ("a#b", "a%23b"),
+        ("%2E%2E", "%252E%252E"),
+    ] {
+        assert_eq!(
+            client.apply(&suspend(id)).await.unwrap(),
+            Applied::AlreadyDone
+        );
+        assert_eq!(
+            last_request(&fake).path,
+            format!("{dir}/users/{segment}/suspend")
+        );
+    }
+
+    let delete = Mutation::DeletePortalCustomer {
+        account_id: "a&accountId=b".into(),
+    };
+    client.apply(&delete).await.unwrap();
+    assert_eq!(
+        last_request(&fake).query.as_deref(),
+        Some("accountId=a%26accountId%3Db")
+    );
+}
+
+#[tokio::test]
+async fn ids_the_url_parser_would_rewrite_are_never_sent() {
+    let fake = FakeAtlassian::start().await;
+    let client = client(&fake);
+    for id in ["..", ".", "", "a\nb"] {
+        let error = client.apply(&suspend(id)).await.unwrap_err();
+        assert!(
+            matches!(error, ApiError::Rejected { status: 400, .. }),
+            "{id:?}: {error:?}"
+        );
+    }
+    let group = Mutation::RemoveFromGroup {
+        group_id: "..".into(),
+        account_id: "m-1".into(),
+    };
+    assert!(client.apply(&group).await.is_err());
+    assert!(fake.requests().is_empty());
+}
+
+#[tokio::test]
+async fn thirty_lookups_at_ten_per_second_take_two_seconds() {
+    let fake = FakeAtlassian::start().await;
+    fake.add_customer("qm:1", "c@example.com");
+    let client = Client::new(AtlassianSettings {
+        requests_per_second: 10.0,
+        ..settings(&fake)
+    })
+    .unwrap();
+
+    let start = Instant::now();
+    let lookups: Vec<_> = (0..30)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.find_site_accounts("c@example.com").await })
+        })
+        .collect();
+    for lookup in lookups {
+        assert_eq!(lookup.await.unwrap().unwrap().len(), 1);
+    }
+    // A burst of 10, then 20 more at 10 per second.
+    assert!(
+        start.elapsed() >= Duration::from_millis(1900),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn debug_output_holds_no_secret() {
+    let fake = FakeAtlassian::start().await;
+    let shown = format!("{:?}", client(&fake));
+    assert!(shown.contains(&fake.url), "{shown}");
+    assert!(!shown.contains(SITE_TOKEN), "{shown}");
+    assert!(!shown.contains(ADMIN_KEY), "{shown}");
+}

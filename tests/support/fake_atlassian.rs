@@ -1,0 +1,871 @@
+//! An in-process stand-in for Atlassian Cloud: the site and admin endpoints offboard calls,
+//! served from one `127.0.0.1:0` listener (point `site_url` and `admin_url` at `url`).
+//!
+//! It keeps accounts in memory and changes them like the real API would, checks credentials,
+//! records every request (faulted ones too) and can inject rate limits, errors, latency and
+//! hanging requests.
+
+// Each test binary uses a different part of the fake.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+pub const SITE_EMAIL: &str = "bot@example.com";
+pub const SITE_TOKEN: &str = "site-token";
+pub const ADMIN_KEY: &str = "admin-key";
+pub const ORG_ID: &str = "org-1";
+pub const DIRECTORY_ID: &str = "dir-1";
+
+const DEFAULT_DIRECTORY_PAGE_SIZE: usize = 100;
+const DEFAULT_SITE_MAX_RESULTS: usize = 50;
+const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Where an account stands, as the assertions of a test see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FakeStatus {
+    Active,
+    /// Directory suspend; restore brings it back to `Active`.
+    Suspended,
+    /// Lifecycle disable.
+    Deactivated,
+    /// Lifecycle delete, inside the grace period: a second delete answers 404.
+    PendingDelete,
+    /// Removed from the org directory (still a site user).
+    Removed,
+    /// Deleted by the site delete-user call: gone from every endpoint.
+    Deleted,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FakeAccount {
+    pub account_id: String,
+    /// `atlassian`, `customer` or `app`.
+    pub account_type: String,
+    /// `None` models a user whose privacy settings hide the email: searches never show it.
+    pub email: Option<String>,
+    pub display_name: String,
+    pub status: FakeStatus,
+    /// Listed by the directory search and reachable by the directory endpoints.
+    pub in_directory: bool,
+    pub portal_access_revoked: bool,
+    pub groups: BTreeSet<String>,
+    pub service_desks: BTreeSet<String>,
+    pub organizations: BTreeSet<String>,
+}
+
+impl FakeAccount {
+    /// An active JSM portal-only customer.
+    pub fn customer(account_id: &str, email: &str) -> FakeAccount {
+        FakeAccount {
+            account_id: account_id.to_owned(),
+            account_type: "customer".to_owned(),
+            email: Some(email.to_owned()),
+            display_name: display_name_for(email),
+            status: FakeStatus::Active,
+            in_directory: false,
+            portal_access_revoked: false,
+            groups: BTreeSet::new(),
+            service_desks: BTreeSet::new(),
+            organizations: BTreeSet::new(),
+        }
+    }
+
+    /// An active managed account in the org directory.
+    pub fn managed(account_id: &str, email: &str) -> FakeAccount {
+        FakeAccount {
+            account_type: "atlassian".to_owned(),
+            in_directory: true,
+            ..FakeAccount::customer(account_id, email)
+        }
+    }
+
+    fn is_gone(&self) -> bool {
+        self.status == FakeStatus::Deleted
+    }
+
+    fn in_directory_now(&self) -> bool {
+        self.in_directory && !self.is_gone()
+    }
+}
+
+fn display_name_for(email: &str) -> String {
+    email.split('@').next().unwrap_or(email).to_owned()
+}
+
+/// Which `Authorization` a request carried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthKind {
+    None,
+    /// HTTP Basic with the right token, for this user.
+    Basic {
+        user: String,
+    },
+    /// Bearer with the right admin key.
+    Bearer,
+    /// Present but wrong or malformed.
+    Invalid,
+}
+
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// As sent, still percent-encoded.
+    pub path: String,
+    pub query: Option<String>,
+    pub auth: AuthKind,
+    pub headers: HeaderMap,
+    /// The body, if it parsed as JSON.
+    pub body: Option<Value>,
+    pub received_at: Instant,
+}
+
+impl RecordedRequest {
+    /// The two searches; everything else counts as mutating.
+    pub fn is_lookup(&self) -> bool {
+        (self.method == "GET" && self.path.ends_with("/rest/api/3/user/search"))
+            || (self.method == "POST" && self.path.ends_with("/users/search"))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Matcher {
+    Any,
+    Mutating,
+    Lookup,
+    PathContains(String),
+}
+
+impl Matcher {
+    fn matches(&self, request: &RecordedRequest) -> bool {
+        match self {
+            Matcher::Any => true,
+            Matcher::Mutating => !request.is_lookup(),
+            Matcher::Lookup => request.is_lookup(),
+            Matcher::PathContains(part) => request.path.contains(part.as_str()),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum FaultKind {
+    /// `reset_after` sends `X-RateLimit-Reset` as now + n seconds, ISO 8601 UTC.
+    Status429 {
+        retry_after: Option<u64>,
+        reset_after: Option<u64>,
+    },
+    Status503 {
+        retry_after: Option<u64>,
+    },
+    Status500,
+    Status401,
+    Status403 {
+        body: String,
+    },
+    /// Delays the request, which then proceeds normally.
+    Latency(Duration),
+    /// Holds the request open until `release_held`, then lets it proceed normally.
+    Hang,
+}
+
+/// Applies `kind` to the next `times` requests that `matcher` accepts. Faults are tried in
+/// the order they were injected; one request consumes at most one fault.
+#[derive(Clone, Debug)]
+pub struct Fault {
+    pub matcher: Matcher,
+    pub times: usize,
+    pub kind: FaultKind,
+}
+
+impl Fault {
+    pub fn once(matcher: Matcher, kind: FaultKind) -> Fault {
+        Fault {
+            matcher,
+            times: 1,
+            kind,
+        }
+    }
+}
+
+pub struct FakeAtlassian {
+    pub url: String,
+    shared: Arc<Shared>,
+    server: JoinHandle<()>,
+}
+
+impl Drop for FakeAtlassian {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl FakeAtlassian {
+    /// Serves on `127.0.0.1:0` in the current tokio runtime until dropped.
+    pub async fn start() -> FakeAtlassian {
+        let shared = Arc::new(Shared::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("failed to bind the fake Atlassian");
+        let address = listener
+            .local_addr()
+            .expect("bound listener has an address");
+        let app = router(shared.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .await
+                .expect("the fake Atlassian stopped serving");
+        });
+        FakeAtlassian {
+            url: format!("http://{address}"),
+            shared,
+            server,
+        }
+    }
+
+    pub fn add_customer(&self, account_id: &str, email: &str) {
+        self.add_account(FakeAccount::customer(account_id, email));
+    }
+
+    pub fn add_managed(&self, account_id: &str, email: &str) {
+        self.add_account(FakeAccount::managed(account_id, email));
+    }
+
+    /// Adds or replaces an account; its service desks and organizations become known.
+    pub fn add_account(&self, account: FakeAccount) {
+        let mut state = self.shared.lock();
+        state
+            .service_desks
+            .extend(account.service_desks.iter().cloned());
+        state
+            .organizations
+            .extend(account.organizations.iter().cloned());
+        state.accounts.insert(account.account_id.clone(), account);
+    }
+
+    /// Makes a service desk exist without any customer on it.
+    pub fn add_service_desk(&self, service_desk_id: &str) {
+        self.shared
+            .lock()
+            .service_desks
+            .insert(service_desk_id.to_owned());
+    }
+
+    /// Makes a customer organization exist without any member.
+    pub fn add_organization(&self, organization_id: &str) {
+        self.shared
+            .lock()
+            .organizations
+            .insert(organization_id.to_owned());
+    }
+
+    pub fn account(&self, account_id: &str) -> Option<FakeAccount> {
+        self.shared.lock().accounts.get(account_id).cloned()
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().requests.clone()
+    }
+
+    pub fn mutating_requests(&self) -> Vec<RecordedRequest> {
+        let state = self.shared.lock();
+        state
+            .requests
+            .iter()
+            .filter(|request| !request.is_lookup())
+            .cloned()
+            .collect()
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        self.shared.lock().faults.push(fault);
+    }
+
+    /// Lets every request currently held by `FaultKind::Hang` proceed.
+    pub fn release_held(&self) {
+        self.shared
+            .release
+            .send_modify(|generation| *generation += 1);
+    }
+
+    /// Page size of the directory search (default 100).
+    pub fn set_directory_page_size(&self, size: usize) {
+        self.shared.lock().directory_page_size = size.max(1);
+    }
+
+    /// A delay added to every request before it is handled.
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.lock().latency = latency;
+    }
+}
+
+struct Shared {
+    state: Mutex<FakeState>,
+    /// Bumped by `release_held`; held requests wait for a change.
+    release: watch::Sender<u64>,
+}
+
+impl Default for Shared {
+    fn default() -> Shared {
+        Shared {
+            state: Mutex::new(FakeState {
+                accounts: BTreeMap::new(),
+                service_desks: BTreeSet::new(),
+                organizations: BTreeSet::new(),
+                requests: Vec::new(),
+                faults: Vec::new(),
+                directory_page_size: DEFAULT_DIRECTORY_PAGE_SIZE,
+                latency: Duration::ZERO,
+            }),
+            release: watch::Sender::new(0),
+        }
+    }
+}
+
+impl Shared {
+    /// A test that panicked while holding the lock already failed; later readers may go on.
+    fn lock(&self) -> MutexGuard<'_, FakeState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+struct FakeState {
+    accounts: BTreeMap<String, FakeAccount>,
+    service_desks: BTreeSet<String>,
+    organizations: BTreeSet<String>,
+    requests: Vec<RecordedRequest>,
+    faults: Vec<Fault>,
+    directory_page_size: usize,
+    latency: Duration,
+}
+
+impl FakeState {
+    fn take_fault(&mut self, request: &RecordedRequest) -> Option<FaultKind> {
+        let index = self
+            .faults
+            .iter()
+            .position(|fault| fault.times > 0 && fault.matcher.matches(request))?;
+        let fault = &mut self.faults[index];
+        fault.times -= 1;
+        let kind = fault.kind.clone();
+        if fault.times == 0 {
+            self.faults.remove(index);
+        }
+        Some(kind)
+    }
+
+    /// An account the site endpoints can see.
+    fn live_account(&mut self, account_id: &str) -> Option<&mut FakeAccount> {
+        self.accounts
+            .get_mut(account_id)
+            .filter(|account| !account.is_gone())
+    }
+
+    /// A managed account the lifecycle endpoints can act on.
+    fn managed_account(&mut self, account_id: &str) -> Option<&mut FakeAccount> {
+        self.live_account(account_id).filter(|account| {
+            account.account_type == "atlassian" && account.status != FakeStatus::PendingDelete
+        })
+    }
+
+    fn directory_account(&mut self, account_id: &str) -> Option<&mut FakeAccount> {
+        self.accounts
+            .get_mut(account_id)
+            .filter(|account| account.in_directory_now())
+    }
+}
+
+type Fake = State<Arc<Shared>>;
+
+fn router(shared: Arc<Shared>) -> Router {
+    let directory = "/admin/v2/orgs/{org}/directories/{dir}";
+    Router::new()
+        .route("/rest/api/3/user/search", get(site_search))
+        .route("/rest/api/3/user", delete(delete_user))
+        .route(
+            "/rest/servicedeskapi/customer/user/{account_id}/revoke-portal-only-access",
+            put(revoke_portal_access),
+        )
+        .route(
+            "/rest/servicedeskapi/servicedesk/{desk}/customer",
+            delete(remove_from_service_desk),
+        )
+        .route(
+            "/rest/servicedeskapi/organization/{organization}/user",
+            delete(remove_from_organization),
+        )
+        .route(
+            "/users/{account_id}/manage/lifecycle/disable",
+            post(lifecycle_disable),
+        )
+        .route(
+            "/users/{account_id}/manage/lifecycle/delete",
+            post(lifecycle_delete),
+        )
+        .route(&format!("{directory}/users/search"), post(directory_search))
+        .route(
+            &format!("{directory}/users/{{account_id}}/suspend"),
+            post(suspend),
+        )
+        .route(
+            &format!("{directory}/users/{{account_id}}/restore"),
+            post(restore),
+        )
+        .route(
+            &format!("{directory}/users/{{account_id}}"),
+            delete(remove_from_directory),
+        )
+        .route(
+            &format!("{directory}/groups/{{group}}/memberships/{{account_id}}"),
+            delete(remove_from_group),
+        )
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(middleware::from_fn_with_state(shared.clone(), front_door))
+        .with_state(shared)
+}
+
+/// Records the request, then applies latency, faults and authentication before routing.
+async fn front_door(State(shared): Fake, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+    };
+    let recorded = record(&parts, &bytes);
+    let (fault, latency) = {
+        let mut state = shared.lock();
+        state.requests.push(recorded.clone());
+        (state.take_fault(&recorded), state.latency)
+    };
+    tokio::time::sleep(latency).await;
+    if let Some(response) = apply_fault(&shared, fault).await {
+        return response;
+    }
+    if !is_authorized(&recorded) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Client must be authenticated to access this resource.",
+        );
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
+
+fn record(parts: &axum::http::request::Parts, body: &Bytes) -> RecordedRequest {
+    RecordedRequest {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        auth: auth_kind(&parts.headers),
+        headers: parts.headers.clone(),
+        body: serde_json::from_slice(body).ok(),
+        received_at: Instant::now(),
+    }
+}
+
+fn auth_kind(headers: &HeaderMap) -> AuthKind {
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return AuthKind::None;
+    };
+    let value = value.to_str().unwrap_or_default();
+    if let Some(encoded) = value.strip_prefix("Basic ") {
+        let decoded = BASE64.decode(encoded.trim()).unwrap_or_default();
+        let credentials = String::from_utf8(decoded).unwrap_or_default();
+        if let Some((user, SITE_TOKEN)) = credentials.split_once(':') {
+            return AuthKind::Basic {
+                user: user.to_owned(),
+            };
+        }
+    }
+    if value.strip_prefix("Bearer ") == Some(ADMIN_KEY) {
+        return AuthKind::Bearer;
+    }
+    AuthKind::Invalid
+}
+
+/// Site endpoints (`/rest/…`) take the site user's Basic auth, everything else the Bearer key.
+fn is_authorized(request: &RecordedRequest) -> bool {
+    if request.path.starts_with("/rest/") {
+        request.auth
+            == AuthKind::Basic {
+                user: SITE_EMAIL.to_owned(),
+            }
+    } else {
+        request.auth == AuthKind::Bearer
+    }
+}
+
+/// The response a fault answers with, or `None` when the request should go on.
+async fn apply_fault(shared: &Shared, fault: Option<FaultKind>) -> Option<Response> {
+    match fault? {
+        FaultKind::Status429 {
+            retry_after,
+            reset_after,
+        } => Some(rate_limited(
+            StatusCode::TOO_MANY_REQUESTS,
+            retry_after,
+            reset_after,
+        )),
+        FaultKind::Status503 { retry_after } => Some(rate_limited(
+            StatusCode::SERVICE_UNAVAILABLE,
+            retry_after,
+            None,
+        )),
+        FaultKind::Status500 => Some(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal server error",
+        )),
+        FaultKind::Status401 => Some(error(StatusCode::UNAUTHORIZED, "Unauthorized")),
+        FaultKind::Status403 { body } => Some(
+            (
+                StatusCode::FORBIDDEN,
+                [(CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response(),
+        ),
+        FaultKind::Latency(delay) => {
+            tokio::time::sleep(delay).await;
+            None
+        }
+        FaultKind::Hang => {
+            let mut released = shared.release.subscribe();
+            released.borrow_and_update();
+            // An error means the fake is shutting down: nothing will answer anyway.
+            let _ = released.changed().await;
+            None
+        }
+    }
+}
+
+fn rate_limited(
+    status: StatusCode,
+    retry_after: Option<u64>,
+    reset_after: Option<u64>,
+) -> Response {
+    let mut response = error(status, "Rate limit exceeded");
+    let headers = response.headers_mut();
+    if let Some(seconds) = retry_after {
+        headers.insert(RETRY_AFTER, seconds.into());
+    }
+    if let Some(seconds) = reset_after {
+        let reset = chrono::Utc::now() + chrono::Duration::seconds(seconds as i64);
+        let value = reset.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        headers.insert(
+            "x-ratelimit-reset",
+            value.parse().expect("a timestamp is a valid header value"),
+        );
+    }
+    response
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "errorMessages": [message] }))).into_response()
+}
+
+#[derive(Deserialize)]
+struct SiteSearchParams {
+    query: Option<String>,
+    #[serde(rename = "maxResults")]
+    max_results: Option<usize>,
+}
+
+/// Fuzzy like the real one: any account whose email or display name contains the query.
+async fn site_search(State(shared): Fake, Query(params): Query<SiteSearchParams>) -> Response {
+    let Some(query) = params.query.map(|query| query.to_lowercase()) else {
+        return error(StatusCode::BAD_REQUEST, "query is required");
+    };
+    let limit = params.max_results.unwrap_or(DEFAULT_SITE_MAX_RESULTS);
+    let state = shared.lock();
+    let found: Vec<Value> = state
+        .accounts
+        .values()
+        .filter(|account| !account.is_gone())
+        .filter(|account| {
+            let email = account.email.as_deref().unwrap_or_default();
+            email.to_lowercase().contains(&query)
+                || account.display_name.to_lowercase().contains(&query)
+        })
+        .take(limit)
+        .map(site_user_json)
+        .collect();
+    Json(found).into_response()
+}
+
+fn site_user_json(account: &FakeAccount) -> Value {
+    let mut user = json!({
+        "accountId": account.account_id,
+        "accountType": account.account_type,
+        "displayName": account.display_name,
+        "active": matches!(account.status, FakeStatus::Active | FakeStatus::Suspended | FakeStatus::Removed),
+    });
+    if let Some(email) = &account.email {
+        user["emailAddress"] = json!(email);
+    }
+    user
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DirectorySearch {
+    emails: Option<Vec<String>>,
+    search_term: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+/// Exact (case-insensitive) email filter or fuzzy search term, paginated with an opaque
+/// cursor in `links.next` that comes back in the body.
+async fn directory_search(
+    State(shared): Fake,
+    Path((org, dir)): Path<(String, String)>,
+    Json(search): Json<DirectorySearch>,
+) -> Response {
+    if !is_our_directory(&org, &dir) {
+        return error(StatusCode::NOT_FOUND, "directory not found");
+    }
+    if search.emails.is_some() && search.search_term.is_some() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "emails and searchTerm are mutually exclusive",
+        );
+    }
+    let Some(offset) = parse_cursor(search.cursor.as_deref()) else {
+        return error(StatusCode::BAD_REQUEST, "invalid cursor");
+    };
+    let state = shared.lock();
+    let page_size = search.limit.unwrap_or(state.directory_page_size);
+    let matching: Vec<&FakeAccount> = state
+        .accounts
+        .values()
+        .filter(|account| account.in_directory_now())
+        .filter(|account| directory_filter(account, &search))
+        .collect();
+    let data: Vec<Value> = matching
+        .iter()
+        .skip(offset)
+        .take(page_size)
+        .map(|account| directory_user_json(account))
+        .collect();
+    let next =
+        (offset + page_size < matching.len()).then(|| format!("page:{}", offset + page_size));
+    Json(json!({ "data": data, "links": { "next": next } })).into_response()
+}
+
+fn parse_cursor(cursor: Option<&str>) -> Option<usize> {
+    match cursor {
+        None => Some(0),
+        Some(cursor) => cursor.strip_prefix("page:")?.parse().ok(),
+    }
+}
+
+fn directory_filter(account: &FakeAccount, search: &DirectorySearch) -> bool {
+    let email = account.email.as_deref().unwrap_or_default().to_lowercase();
+    if let Some(emails) = &search.emails {
+        return emails.iter().any(|wanted| wanted.to_lowercase() == email);
+    }
+    search.search_term.as_ref().is_none_or(|term| {
+        let term = term.to_lowercase();
+        email.contains(&term) || account.display_name.to_lowercase().contains(&term)
+    })
+}
+
+fn directory_user_json(account: &FakeAccount) -> Value {
+    let account_status = match account.status {
+        FakeStatus::Deactivated => "inactive",
+        FakeStatus::PendingDelete => "closed",
+        _ => "active",
+    };
+    let membership_status = match account.status {
+        FakeStatus::Suspended => "suspended",
+        _ => "active",
+    };
+    json!({
+        "accountId": account.account_id,
+        "accountType": account.account_type,
+        "accountStatus": account_status,
+        "membershipStatus": membership_status,
+        "email": account.email,
+        "name": account.display_name,
+    })
+}
+
+fn is_our_directory(org: &str, dir: &str) -> bool {
+    org == ORG_ID && dir == DIRECTORY_ID
+}
+
+#[derive(Deserialize)]
+struct DeleteUserParams {
+    #[serde(rename = "accountId")]
+    account_id: Option<String>,
+}
+
+async fn delete_user(State(shared): Fake, Query(params): Query<DeleteUserParams>) -> Response {
+    let Some(account_id) = params.account_id else {
+        return error(StatusCode::BAD_REQUEST, "accountId is required");
+    };
+    let mut state = shared.lock();
+    let Some(account) = state.live_account(&account_id) else {
+        return error(StatusCode::NOT_FOUND, "user not found");
+    };
+    account.status = FakeStatus::Deleted;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn revoke_portal_access(State(shared): Fake, Path(account_id): Path<String>) -> Response {
+    let mut state = shared.lock();
+    let Some(account) = state.live_account(&account_id) else {
+        return error(StatusCode::NOT_FOUND, "The account ID is invalid.");
+    };
+    if account.account_type != "customer" {
+        return error(StatusCode::BAD_REQUEST, "not a portal-only customer");
+    }
+    account.portal_access_revoked = true;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AccountIds {
+    account_ids: Vec<String>,
+}
+
+/// 204 even for accounts that were not on the desk, like the real one.
+async fn remove_from_service_desk(
+    State(shared): Fake,
+    Path(desk): Path<String>,
+    Json(body): Json<AccountIds>,
+) -> Response {
+    let mut state = shared.lock();
+    if !state.service_desks.contains(&desk) {
+        return error(StatusCode::NOT_FOUND, "service desk not found");
+    }
+    for account_id in &body.account_ids {
+        if let Some(account) = state.accounts.get_mut(account_id) {
+            account.service_desks.remove(&desk);
+        }
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn remove_from_organization(
+    State(shared): Fake,
+    Path(organization): Path<String>,
+    Json(body): Json<AccountIds>,
+) -> Response {
+    let mut state = shared.lock();
+    if !state.organizations.contains(&organization) {
+        return error(StatusCode::NOT_FOUND, "organization not found");
+    }
+    for account_id in &body.account_ids {
+        if let Some(account) = state.accounts.get_mut(account_id) {
+            account.organizations.remove(&organization);
+        }
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn lifecycle_disable(State(shared): Fake, Path(account_id): Path<String>) -> Response {
+    let mut state = shared.lock();
+    let Some(account) = state.managed_account(&account_id) else {
+        return error(StatusCode::NOT_FOUND, "account not found");
+    };
+    account.status = FakeStatus::Deactivated;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn lifecycle_delete(State(shared): Fake, Path(account_id): Path<String>) -> Response {
+    let mut state = shared.lock();
+    let Some(account) = state.managed_account(&account_id) else {
+        return error(StatusCode::NOT_FOUND, "account not found");
+    };
+    account.status = FakeStatus::PendingDelete;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn suspend(
+    State(shared): Fake,
+    Path((org, dir, account_id)): Path<(String, String, String)>,
+) -> Response {
+    change_directory_account(&shared, &org, &dir, &account_id, |account| {
+        account.status = FakeStatus::Suspended;
+    })
+}
+
+async fn restore(
+    State(shared): Fake,
+    Path((org, dir, account_id)): Path<(String, String, String)>,
+) -> Response {
+    change_directory_account(&shared, &org, &dir, &account_id, |account| {
+        if account.status == FakeStatus::Suspended {
+            account.status = FakeStatus::Active;
+        }
+    })
+}
+
+async fn remove_from_directory(
+    State(shared): Fake,
+    Path((org, dir, account_id)): Path<(String, String, String)>,
+) -> Response {
+    change_directory_account(&shared, &org, &dir, &account_id, |account| {
+        account.status = FakeStatus::Removed;
+        account.in_directory = false;
+        account.groups.clear();
+    })
+}
+
+/// 404 when the account is not in the directory or not in the group.
+async fn remove_from_group(
+    State(shared): Fake,
+    Path((org, dir, group, account_id)): Path<(String, String, String, String)>,
+) -> Response {
+    if !is_our_directory(&org, &dir) {
+        return error(StatusCode::NOT_FOUND, "directory not found");
+    }
+    let mut state = shared.lock();
+    let removed = state
+        .directory_account(&account_id)
+        .is_some_and(|account| account.groups.remove(&group));
+    if removed {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, "membership not found")
+    }
+}
+
+fn change_directory_account(
+    shared: &Shared,
+    org: &str,
+    dir: &str,
+    account_id: &str,
+    change: impl FnOnce(&mut FakeAccount),
+) -> Response {
+    if !is_our_directory(org, dir) {
+        return error(StatusCode::NOT_FOUND, "directory not found");
+    }
+    let mut state = shared.lock();
+    let Some(account) = state.directory_account(account_id) else {
+        return error(StatusCode::NOT_FOUND, "user not found in directory");
+    };
+    change(account);
+    StatusCode::NO_CONTENT.into_response()
+}
