@@ -1,0 +1,197 @@
+//! `spawn_app`: the real service on `127.0.0.1:0` over a real store, with its Atlassian base
+//! URLs pointed at the in-process fake.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use offboard::config::{Config, ConfigOrigin};
+use offboard::jobs::JobState;
+use offboard::serve::{Role, Service};
+use offboard::store::{Job, JobWithEvents, Store};
+use serde_json::Value;
+
+use super::db::TestDb;
+use super::fake_atlassian::{self, FakeAtlassian};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+/// The `[atlassian]` section that points at `fake`.
+pub fn atlassian_toml(fake: &FakeAtlassian) -> String {
+    format!(
+        r#"
+[atlassian]
+site_url = "{url}"
+site_email = "{email}"
+site_api_token = "{token}"
+admin_url = "{url}"
+admin_api_key = "{key}"
+org_id = "{org}"
+directory_id = "{dir}"
+"#,
+        url = fake.url,
+        email = fake_atlassian::SITE_EMAIL,
+        token = fake_atlassian::SITE_TOKEN,
+        key = fake_atlassian::ADMIN_KEY,
+        org = fake_atlassian::ORG_ID,
+        dir = fake_atlassian::DIRECTORY_ID,
+    )
+}
+
+/// Builds a config: the test's listen address, store and admin token, then `toml` (which may
+/// start with more top-level keys, then tables).
+pub fn test_config(db: &TestDb, toml: &str) -> Config {
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\ndatabase_url = \"{}\"\nadmin_token = \"{ADMIN_TOKEN}\"\n{toml}",
+        db.url
+    );
+    Config::from_toml(&text, ConfigOrigin::Defaults, &|_| None)
+        .unwrap_or_else(|e| panic!("test config is invalid: {e}\n{text}"))
+}
+
+pub struct TestApp {
+    pub base_url: String,
+    pub store: Arc<dyn Store>,
+    pub config: Arc<Config>,
+    pub http: reqwest::Client,
+    service: Option<Service>,
+}
+
+impl TestApp {
+    pub async fn spawn(db: &TestDb, toml: &str) -> TestApp {
+        Self::spawn_with_role(db, toml, Role::All).await
+    }
+
+    pub async fn spawn_with_role(db: &TestDb, toml: &str, role: Role) -> TestApp {
+        let config = Arc::new(test_config(db, toml));
+        let store = db.store().await;
+        let service = Service::start_with_store(config.clone(), store.clone(), role)
+            .await
+            .expect("start the service");
+        let base_url = service
+            .addr
+            .map(|addr| format!("http://{addr}"))
+            .unwrap_or_default();
+        TestApp {
+            base_url,
+            store,
+            config,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+            service: Some(service),
+        }
+    }
+
+    /// Posts `body` to `/hooks/{source}` with exactly these headers.
+    pub async fn post_hook(
+        &self,
+        source: &str,
+        body: impl Into<reqwest::Body>,
+        headers: &[(String, String)],
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(format!("{}/hooks/{source}", self.base_url))
+            .header("content-type", "application/json")
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        request.send().await.expect("POST /hooks")
+    }
+
+    /// Signs `body` as the source's genuine sender would, then posts it.
+    pub async fn send_signed(&self, source: &str, body: &[u8]) -> reqwest::Response {
+        let headers = self.sign(source, body);
+        self.post_hook(source, body.to_vec(), &headers).await
+    }
+
+    pub fn sign(&self, source: &str, body: &[u8]) -> Vec<(String, String)> {
+        self.config
+            .source(source)
+            .unwrap_or_else(|| panic!("no source {source}"))
+            .verifier
+            .sign(body, chrono::Utc::now())
+    }
+
+    /// Sends and expects a 2xx; returns the parsed body.
+    pub async fn deliver(&self, source: &str, body: &Value) -> Value {
+        let response = self.send_signed(source, body.to_string().as_bytes()).await;
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        assert!(status.is_success(), "delivery answered {status}: {text}");
+        serde_json::from_str(&text).expect("JSON body")
+    }
+
+    pub async fn job(&self, id: &str) -> JobWithEvents {
+        let id = id.parse().expect("job id");
+        self.store
+            .get_job(id)
+            .await
+            .expect("get job")
+            .expect("job exists")
+    }
+
+    /// Waits (polling the store) until the job is in a final state, or panics after `timeout`.
+    pub async fn wait_final(&self, id: &str, timeout: Duration) -> JobWithEvents {
+        self.wait_for(id, timeout, |job| {
+            matches!(
+                job.state,
+                JobState::Succeeded | JobState::Failed | JobState::Cancelled
+            )
+        })
+        .await
+    }
+
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        timeout: Duration,
+        done: impl Fn(&Job) -> bool,
+    ) -> JobWithEvents {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let job = self.job(id).await;
+            if done(&job.job) {
+                return job;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("job {id} did not reach the expected state in {timeout:?}: {job:#?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base_url))
+            .bearer_auth(ADMIN_TOKEN)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(service) = self.service.take() {
+            service.stop().await.expect("service stops cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(service) = &self.service {
+            service.shutdown.cancel();
+        }
+    }
+}
+
+/// The job ids of a 202/200 webhook answer.
+pub fn job_ids(body: &Value) -> Vec<String> {
+    body["jobs"]
+        .as_array()
+        .map(|jobs| {
+            jobs.iter()
+                .map(|j| j["id"].as_str().expect("job id").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
