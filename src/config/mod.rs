@@ -471,7 +471,7 @@ fn parse_raw(text: &str, problems: &mut Problems) -> Option<RawConfig> {
     };
     let mut unknown = Vec::new();
     let raw: Result<RawConfig, _> = serde_ignored::deserialize(deserializer, |path| {
-        unknown.push(path.to_string());
+        unknown.push(key_path(&path));
     });
     for path in unknown {
         problems.0.push(format!(
@@ -486,6 +486,22 @@ fn parse_raw(text: &str, problems: &mut Problems) -> Option<RawConfig> {
                 e.to_string().trim_end()
             ));
             None
+        }
+    }
+}
+
+/// Renders an ignored key's path the way the other messages name keys: `sources[0].rules[1].emial`.
+fn key_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", key_path(parent)),
+        Path::Map { parent, key } => match key_path(parent) {
+            prefix if prefix.is_empty() => key.clone(),
+            prefix => format!("{prefix}.{key}"),
+        },
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
+            key_path(parent)
         }
     }
 }

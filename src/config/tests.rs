@@ -1,1 +1,332 @@
+use std::collections::HashMap;
 
+use secrecy::ExposeSecret;
+
+use super::*;
+
+fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let vars: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    move |name| vars.get(name).cloned()
+}
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(text, ConfigOrigin::Defaults, &env_of(&[]))
+}
+
+fn problems(text: &str) -> Vec<String> {
+    match parse(text) {
+        Ok(_) => panic!("expected problems in:\n{text}"),
+        Err(ConfigError(problems)) => problems,
+    }
+}
+
+fn assert_problem(text: &str, needle: &str) {
+    let problems = problems(text);
+    assert!(
+        problems.iter().any(|p| p.contains(needle)),
+        "no problem mentions {needle:?}: {problems:#?}"
+    );
+}
+
+const SOURCE: &str = r#"
+[[sources]]
+name = "hr"
+scheme = "hub-signature"
+secrets = ["It's a Secret to Everybody"]
+
+  [[sources.rules]]
+  name = "contract-ended"
+  when = { "/type" = "contract.ended" }
+  email = "/data/email"
+  actions = ["suspend_access", { action = "delete_account", after = "30d" }]
+"#;
+
+#[test]
+fn defaults_are_sqlite_local_and_dry_run() {
+    let config = parse("").unwrap();
+    assert_eq!(config.database_url.expose(), DEFAULT_DATABASE_URL);
+    assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+    assert!(config.dry_run, "dry_run must default to true");
+    assert!(config.admin_token.is_none());
+    assert_eq!(config.max_body_bytes, 1024 * 1024);
+    assert_eq!(config.worker.concurrency, 4);
+    assert_eq!(config.safety.max_actions_per_hour, 100);
+    assert!(config.sources.is_empty());
+}
+
+#[test]
+fn the_interface_example_is_valid() {
+    let text = format!(
+        r#"
+listen = "127.0.0.1:9090"
+database_url = "postgres://offboard:pw@db/offboard"
+dry_run = false
+admin_token = "env:OFFBOARD_ADMIN_TOKEN"
+max_body_bytes = 1048576
+
+[atlassian]
+site_url = "https://example.atlassian.net"
+site_email = "automation@example.com"
+site_api_token = "env:ATLASSIAN_API_TOKEN"
+admin_url = "https://api.atlassian.com"
+admin_api_key = "env:ATLASSIAN_ADMIN_API_KEY"
+org_id = "org"
+directory_id = "dir"
+
+[worker]
+concurrency = 4
+max_attempts = 8
+lease_seconds = 120
+requests_per_second = 5.0
+backoff_base_seconds = 5
+backoff_max_seconds = 3600
+
+[safety]
+protected_emails = ["it-admin@example.com"]
+protected_domains = ["example-admins.com"]
+protected_account_ids = []
+max_actions_per_hour = 100
+{SOURCE}
+  [[sources.rules]]
+  name = "rehired"
+  when = {{ "/type" = "contract.extended" }}
+  email = "/data/email"
+  cancel = true
+"#
+    );
+    let env = env_of(&[
+        ("OFFBOARD_ADMIN_TOKEN", "admin-secret-1"),
+        ("ATLASSIAN_API_TOKEN", "site-secret-2"),
+        ("ATLASSIAN_ADMIN_API_KEY", "admin-key-3"),
+    ]);
+    let config = Config::from_toml(&text, ConfigOrigin::Defaults, &env).unwrap();
+    assert!(!config.dry_run);
+    assert!(config.database_url.is_postgres());
+    assert_eq!(config.sources[0].rules.len(), 2);
+    let atlassian = config.atlassian.as_ref().unwrap();
+    assert_eq!(
+        atlassian.site.as_ref().unwrap().api_token.expose_secret(),
+        "site-secret-2"
+    );
+    assert_eq!(atlassian.admin.as_ref().unwrap().org_id, "org");
+    let summary = config.summary();
+    assert!(summary.contains("hr (hub-signature"), "{summary}");
+    assert!(summary.contains("suspend_access, then delete_account after 30d"), "{summary}");
+    assert!(summary.contains("actions: suspend_access, delete_account"), "{summary}");
+}
+
+#[test]
+fn unknown_keys_are_named_with_their_path() {
+    assert_problem("dry_rn = false", "dry_rn");
+    assert_problem("[safety]\nprotected_email = [\"a@b.co\"]", "safety.protected_email");
+    assert_problem("[worker]\nconcurency = 2", "worker.concurency");
+    let text = SOURCE.replace("email = \"/data/email\"", "emial = \"/data/email\"");
+    let found = problems(&text);
+    assert!(
+        found.iter().any(|p| p.contains("`sources[0].rules[0].emial`")),
+        "{found:#?}"
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let text = r#"
+listen = "nowhere"
+database_url = "mysql://x"
+max_body_bytes = 1
+
+[worker]
+requests_per_second = 0.0
+backoff_base_seconds = 10
+backoff_max_seconds = 5
+
+[[sources]]
+name = "hr"
+scheme = "smoke-signals"
+secrets = []
+
+[[sources]]
+name = "hr"
+scheme = "token"
+secrets = ["t"]
+  [[sources.rules]]
+  name = "r"
+  actions = ["delete_everything", "remove_from_group"]
+"#;
+    let found = problems(text);
+    for needle in [
+        "listen",
+        "database_url",
+        "max_body_bytes",
+        "worker.requests_per_second",
+        "backoff_max_seconds",
+        "unknown scheme",
+        "at least one secret",
+        "duplicate source name",
+        "email",
+        "delete_everything",
+        "group_id",
+    ] {
+        assert!(
+            found.iter().any(|p| p.contains(needle)),
+            "no problem mentions {needle:?}: {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn bad_values_say_what_to_fix() {
+    assert_problem(
+        &SOURCE.replace("after = \"30d\"", "after = \"30 days\""),
+        "30 days",
+    );
+    assert_problem(
+        &format!("{}\n[atlassian]\nsite_url = \"not a url\"\nsite_email = \"a@b.co\"\nsite_api_token = \"x\"", ""),
+        "atlassian.site_url",
+    );
+    assert_problem("[safety]\nprotected_emails = [\"nope\"]", "safety.protected_emails[0]");
+    assert_problem("[safety]\nmax_actions_per_hour = 0", "safety.max_actions_per_hour");
+    assert_problem(
+        &SOURCE.replace("name = \"hr\"", "name = \"HR Source\""),
+        "sources[0].name",
+    );
+    assert_problem(
+        &SOURCE.replace("scheme = \"hub-signature\"", "scheme = \"standard-webhooks\""),
+        "sources[0].secrets[0]",
+    );
+    assert_problem(
+        &SOURCE.replace("secrets = [", "id_pointer = \"data/id\"\nsecrets = ["),
+        "sources[0].id_pointer",
+    );
+}
+
+#[test]
+fn live_mode_needs_credentials_for_the_configured_actions() {
+    let found = problems(&format!("dry_run = false\n{SOURCE}"));
+    assert!(found.iter().any(|p| p.starts_with("atlassian")), "{found:#?}");
+    // Managed actions need the admin half; the site half is optional then.
+    let text = format!(
+        "dry_run = false\n[atlassian]\nadmin_api_key = \"k\"\norg_id = \"o\"\n{SOURCE}"
+    );
+    let found = problems(&text);
+    assert!(
+        found.iter().any(|p| p.contains("atlassian.directory_id")),
+        "{found:#?}"
+    );
+    assert!(!found.iter().any(|p| p.contains("site_url")), "{found:#?}");
+}
+
+#[test]
+fn secret_references_resolve_from_env_and_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "from-a-file\n").unwrap();
+    let text = format!(
+        "admin_token = \"file:{}\"\n{}",
+        file.display(),
+        SOURCE.replace("\"It's a Secret to Everybody\"", "\"env:HR_SECRET\", \"literal-second\"")
+    );
+    let config = Config::from_toml(&text, ConfigOrigin::Defaults, &env_of(&[("HR_SECRET", "from-env")]))
+        .unwrap();
+    assert_eq!(config.admin_token.unwrap().expose_secret(), "from-a-file");
+    let secrets: Vec<&str> = config.sources[0]
+        .verifier
+        .secrets
+        .iter()
+        .map(|s| s.expose_secret())
+        .collect();
+    assert_eq!(secrets, ["from-env", "literal-second"]);
+
+    let found = problems(&SOURCE.replace("\"It's a Secret to Everybody\"", "\"env:NOT_SET_ANYWHERE\""));
+    assert!(found.iter().any(|p| p.contains("NOT_SET_ANYWHERE is not set")), "{found:#?}");
+    assert_problem("admin_token = \"file:/nonexistent/offboard-token\"", "/nonexistent/offboard-token");
+}
+
+#[test]
+fn environment_overrides_win() {
+    let env = env_of(&[
+        ("DATABASE_URL", "postgres://u:pw@h/db"),
+        ("OFFBOARD_LISTEN", "0.0.0.0:9999"),
+        ("OFFBOARD_ADMIN_TOKEN", "over"),
+        ("OFFBOARD_DRY_RUN", "0"),
+    ]);
+    let config = Config::from_toml(
+        "listen = \"127.0.0.1:1\"\ndry_run = true\nadmin_token = \"file-token\"",
+        ConfigOrigin::Defaults,
+        &env,
+    )
+    .unwrap();
+    assert!(config.database_url.is_postgres());
+    assert_eq!(config.listen.port(), 9999);
+    assert_eq!(config.admin_token.unwrap().expose_secret(), "over");
+    assert!(!config.dry_run);
+
+    let bad = Config::from_toml("", ConfigOrigin::Defaults, &env_of(&[("OFFBOARD_DRY_RUN", "maybe")]));
+    assert!(bad.unwrap_err().to_string().contains("OFFBOARD_DRY_RUN"));
+    // An empty admin token counts as unset.
+    let empty = Config::from_toml("", ConfigOrigin::Defaults, &env_of(&[("OFFBOARD_ADMIN_TOKEN", "")]))
+        .unwrap();
+    assert!(empty.admin_token.is_none());
+}
+
+#[test]
+fn no_secret_appears_in_debug_summary_or_errors() {
+    let text = format!(
+        r#"
+database_url = "postgres://offboard:db-password-1@db/offboard"
+admin_token = "admin-token-2"
+[atlassian]
+site_url = "https://example.atlassian.net"
+site_email = "bot@example.com"
+site_api_token = "site-token-3"
+admin_api_key = "admin-key-4"
+org_id = "o"
+directory_id = "d"
+{SOURCE}"#
+    );
+    let config = parse(&text).unwrap();
+    let shown = format!("{config:?}\n{}", config.summary());
+    for secret in [
+        "db-password-1",
+        "admin-token-2",
+        "site-token-3",
+        "admin-key-4",
+        "Secret to Everybody",
+    ] {
+        assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
+    }
+    assert!(config.summary().contains("postgres://offboard:***@db/offboard"));
+
+    // A bad value next to a secret: the error names the key, not the secret.
+    let broken = text.replace("org_id = \"o\"", "org_id = \"\"");
+    let message = parse(&broken).unwrap_err().to_string();
+    for secret in ["db-password-1", "admin-token-2", "site-token-3", "admin-key-4"] {
+        assert!(!message.contains(secret), "{secret} leaked: {message}");
+    }
+}
+
+#[test]
+fn protected_domains_cover_subdomains_only() {
+    let config = parse(
+        "[safety]\nprotected_emails = [\"Boss@Example.com\"]\nprotected_domains = [\"admins.example.com\"]",
+    )
+    .unwrap();
+    let safety = &config.safety;
+    assert_eq!(safety.protects_email("boss@example.com"), Some("protected_email"));
+    assert_eq!(safety.protects_email("BOSS@EXAMPLE.COM"), Some("protected_email"));
+    assert_eq!(safety.protects_email("a@admins.example.com"), Some("protected_domain"));
+    assert_eq!(safety.protects_email("a@eu.admins.example.com"), Some("protected_domain"));
+    assert_eq!(safety.protects_email("a@evil-admins.example.com"), None);
+    assert_eq!(safety.protects_email("a@example.com"), None);
+}
+
+#[test]
+fn malformed_toml_is_one_clear_problem() {
+    let found = problems("listen = ");
+    assert_eq!(found.len(), 1);
+    assert!(found[0].starts_with("invalid TOML"), "{found:#?}");
+    assert_problem("dry_run = \"yes\"", "invalid configuration");
+}
