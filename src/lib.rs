@@ -14,6 +14,7 @@ pub mod duration;
 pub mod email;
 pub mod http;
 pub mod jobs;
+pub mod metrics;
 pub mod report;
 pub mod rules;
 pub mod serve;

@@ -137,27 +137,31 @@ impl Client {
     pub(super) async fn send(
         &self,
         family: ApiFamily,
+        endpoint: &'static str,
         request: RequestBuilder,
     ) -> Result<Response, ApiError> {
         self.inner.pacer.acquire(family).await;
-        let response = request
-            .send()
-            .await
-            .map_err(|err| ApiError::transport(&err))?;
+        let started = std::time::Instant::now();
+        let sent = request.send().await;
+        crate::metrics::atlassian_request(
+            endpoint,
+            sent.as_ref().ok().map(|r| r.status().as_u16()),
+            started.elapsed(),
+        );
+        let response = sent.map_err(|err| ApiError::transport(&err))?;
         let checked = ApiError::check_shared_rules(family, response).await;
-        if let Err(ApiError::RateLimited {
-            status,
-            wait: Some(wait),
-        }) = &checked
-        {
-            tracing::warn!(
-                ?family,
-                status,
-                ?wait,
-                "Atlassian rate limit: pausing the family"
-            );
-            let until = tokio::time::Instant::now() + *wait;
-            self.inner.pacer.pause_until(family, until);
+        if let Err(ApiError::RateLimited { status, wait }) = &checked {
+            crate::metrics::rate_limit_wait(family);
+            if let Some(wait) = wait {
+                tracing::warn!(
+                    ?family,
+                    status,
+                    ?wait,
+                    "Atlassian rate limit: pausing the family"
+                );
+                let until = tokio::time::Instant::now() + *wait;
+                self.inner.pacer.pause_until(family, until);
+            }
         }
         checked
     }

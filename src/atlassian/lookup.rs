@@ -69,7 +69,9 @@ impl Client {
             .append_pair("query", email)
             .append_pair("maxResults", SITE_SEARCH_MAX_RESULTS);
         let request = self.request(ApiFamily::Site, Method::GET, url);
-        let response = self.send(ApiFamily::Site, request).await?;
+        let response = self
+            .send(ApiFamily::Site, "site_user_search", request)
+            .await?;
         let users: Vec<SiteUser> = read_lookup(response).await?;
         Ok(users
             .into_iter()
@@ -116,7 +118,9 @@ impl Client {
         let request = self
             .request(ApiFamily::Admin, Method::POST, url)
             .json(&body);
-        let response = self.send(ApiFamily::Admin, request).await?;
+        let response = self
+            .send(ApiFamily::Admin, "directory_user_search", request)
+            .await?;
         read_lookup(response).await
     }
 }

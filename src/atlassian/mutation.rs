@@ -47,6 +47,22 @@ pub enum Mutation {
 }
 
 impl Mutation {
+    /// The endpoint's name in metrics: the action it carries out.
+    pub fn endpoint(&self) -> &'static str {
+        match self {
+            Mutation::RevokePortalAccess { .. } => "revoke_portal_access",
+            Mutation::DeletePortalCustomer { .. } => "delete_portal_customer",
+            Mutation::RemoveFromServiceDesk { .. } => "remove_from_service_desk",
+            Mutation::RemoveFromCustomerOrganization { .. } => "remove_from_customer_organization",
+            Mutation::SuspendAccess { .. } => "suspend_access",
+            Mutation::RestoreAccess { .. } => "restore_access",
+            Mutation::RemoveFromDirectory { .. } => "remove_from_directory",
+            Mutation::RemoveFromGroup { .. } => "remove_from_group",
+            Mutation::DeactivateAccount { .. } => "deactivate_account",
+            Mutation::DeleteAccount { .. } => "delete_account",
+        }
+    }
+
     /// Customer mutations go to the site with Basic auth, managed ones to the admin API.
     pub fn family(&self) -> ApiFamily {
         match self {
@@ -151,7 +167,7 @@ impl Client {
 
     pub async fn apply(&self, m: &Mutation) -> Result<Applied, ApiError> {
         refuse_unsendable_ids(m)?;
-        let response = self.send_plan(self.plan(m)).await?;
+        let response = self.send_plan(m.endpoint(), self.plan(m)).await?;
         match m {
             Mutation::RevokePortalAccess { .. } => revoke_portal_access(response).await,
             Mutation::DeletePortalCustomer { .. } => delete_portal_customer(response).await,
@@ -168,7 +184,7 @@ impl Client {
         }
     }
 
-    async fn send_plan(&self, plan: Plan) -> Result<Response, ApiError> {
+    async fn send_plan(&self, endpoint: &'static str, plan: Plan) -> Result<Response, ApiError> {
         let mut request = self.request(plan.family, plan.method, plan.url);
         if plan.servicedesk_api {
             request = request.header("X-ExperimentalApi", "opt-in");
@@ -176,7 +192,7 @@ impl Client {
         if let Some(body) = &plan.body {
             request = request.json(body);
         }
-        self.send(plan.family, request).await
+        self.send(plan.family, endpoint, request).await
     }
 
     fn plan(&self, m: &Mutation) -> Plan {

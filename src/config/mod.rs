@@ -500,9 +500,9 @@ fn key_path(path: &serde_ignored::Path<'_>) -> String {
             prefix if prefix.is_empty() => key.clone(),
             prefix => format!("{prefix}.{key}"),
         },
-        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
-            key_path(parent)
-        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => key_path(parent),
     }
 }
 

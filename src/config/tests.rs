@@ -114,19 +114,30 @@ max_actions_per_hour = 100
     assert_eq!(atlassian.admin.as_ref().unwrap().org_id, "org");
     let summary = config.summary();
     assert!(summary.contains("hr (hub-signature"), "{summary}");
-    assert!(summary.contains("suspend_access, then delete_account after 30d"), "{summary}");
-    assert!(summary.contains("actions: suspend_access, delete_account"), "{summary}");
+    assert!(
+        summary.contains("suspend_access, then delete_account after 30d"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("actions: suspend_access, delete_account"),
+        "{summary}"
+    );
 }
 
 #[test]
 fn unknown_keys_are_named_with_their_path() {
     assert_problem("dry_rn = false", "dry_rn");
-    assert_problem("[safety]\nprotected_email = [\"a@b.co\"]", "safety.protected_email");
+    assert_problem(
+        "[safety]\nprotected_email = [\"a@b.co\"]",
+        "safety.protected_email",
+    );
     assert_problem("[worker]\nconcurency = 2", "worker.concurency");
     let text = SOURCE.replace("email = \"/data/email\"", "emial = \"/data/email\"");
     let found = problems(&text);
     assert!(
-        found.iter().any(|p| p.contains("`sources[0].rules[0].emial`")),
+        found
+            .iter()
+            .any(|p| p.contains("`sources[0].rules[0].emial`")),
         "{found:#?}"
     );
 }
@@ -184,17 +195,29 @@ fn bad_values_say_what_to_fix() {
         "30 days",
     );
     assert_problem(
-        &format!("{}\n[atlassian]\nsite_url = \"not a url\"\nsite_email = \"a@b.co\"\nsite_api_token = \"x\"", ""),
+        &format!(
+            "{}\n[atlassian]\nsite_url = \"not a url\"\nsite_email = \"a@b.co\"\nsite_api_token = \"x\"",
+            ""
+        ),
         "atlassian.site_url",
     );
-    assert_problem("[safety]\nprotected_emails = [\"nope\"]", "safety.protected_emails[0]");
-    assert_problem("[safety]\nmax_actions_per_hour = 0", "safety.max_actions_per_hour");
+    assert_problem(
+        "[safety]\nprotected_emails = [\"nope\"]",
+        "safety.protected_emails[0]",
+    );
+    assert_problem(
+        "[safety]\nmax_actions_per_hour = 0",
+        "safety.max_actions_per_hour",
+    );
     assert_problem(
         &SOURCE.replace("name = \"hr\"", "name = \"HR Source\""),
         "sources[0].name",
     );
     assert_problem(
-        &SOURCE.replace("scheme = \"hub-signature\"", "scheme = \"standard-webhooks\""),
+        &SOURCE.replace(
+            "scheme = \"hub-signature\"",
+            "scheme = \"standard-webhooks\"",
+        ),
         "sources[0].secrets[0]",
     );
     assert_problem(
@@ -206,11 +229,13 @@ fn bad_values_say_what_to_fix() {
 #[test]
 fn live_mode_needs_credentials_for_the_configured_actions() {
     let found = problems(&format!("dry_run = false\n{SOURCE}"));
-    assert!(found.iter().any(|p| p.starts_with("atlassian")), "{found:#?}");
-    // Managed actions need the admin half; the site half is optional then.
-    let text = format!(
-        "dry_run = false\n[atlassian]\nadmin_api_key = \"k\"\norg_id = \"o\"\n{SOURCE}"
+    assert!(
+        found.iter().any(|p| p.starts_with("atlassian")),
+        "{found:#?}"
     );
+    // Managed actions need the admin half; the site half is optional then.
+    let text =
+        format!("dry_run = false\n[atlassian]\nadmin_api_key = \"k\"\norg_id = \"o\"\n{SOURCE}");
     let found = problems(&text);
     assert!(
         found.iter().any(|p| p.contains("atlassian.directory_id")),
@@ -227,10 +252,17 @@ fn secret_references_resolve_from_env_and_files() {
     let text = format!(
         "admin_token = \"file:{}\"\n{}",
         file.display(),
-        SOURCE.replace("\"It's a Secret to Everybody\"", "\"env:HR_SECRET\", \"literal-second\"")
+        SOURCE.replace(
+            "\"It's a Secret to Everybody\"",
+            "\"env:HR_SECRET\", \"literal-second\""
+        )
     );
-    let config = Config::from_toml(&text, ConfigOrigin::Defaults, &env_of(&[("HR_SECRET", "from-env")]))
-        .unwrap();
+    let config = Config::from_toml(
+        &text,
+        ConfigOrigin::Defaults,
+        &env_of(&[("HR_SECRET", "from-env")]),
+    )
+    .unwrap();
     assert_eq!(config.admin_token.unwrap().expose_secret(), "from-a-file");
     let secrets: Vec<&str> = config.sources[0]
         .verifier
@@ -240,9 +272,18 @@ fn secret_references_resolve_from_env_and_files() {
         .collect();
     assert_eq!(secrets, ["from-env", "literal-second"]);
 
-    let found = problems(&SOURCE.replace("\"It's a Secret to Everybody\"", "\"env:NOT_SET_ANYWHERE\""));
-    assert!(found.iter().any(|p| p.contains("NOT_SET_ANYWHERE is not set")), "{found:#?}");
-    assert_problem("admin_token = \"file:/nonexistent/offboard-token\"", "/nonexistent/offboard-token");
+    let found =
+        problems(&SOURCE.replace("\"It's a Secret to Everybody\"", "\"env:NOT_SET_ANYWHERE\""));
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("NOT_SET_ANYWHERE is not set")),
+        "{found:#?}"
+    );
+    assert_problem(
+        "admin_token = \"file:/nonexistent/offboard-token\"",
+        "/nonexistent/offboard-token",
+    );
 }
 
 #[test]
@@ -264,11 +305,19 @@ fn environment_overrides_win() {
     assert_eq!(config.admin_token.unwrap().expose_secret(), "over");
     assert!(!config.dry_run);
 
-    let bad = Config::from_toml("", ConfigOrigin::Defaults, &env_of(&[("OFFBOARD_DRY_RUN", "maybe")]));
+    let bad = Config::from_toml(
+        "",
+        ConfigOrigin::Defaults,
+        &env_of(&[("OFFBOARD_DRY_RUN", "maybe")]),
+    );
     assert!(bad.unwrap_err().to_string().contains("OFFBOARD_DRY_RUN"));
     // An empty admin token counts as unset.
-    let empty = Config::from_toml("", ConfigOrigin::Defaults, &env_of(&[("OFFBOARD_ADMIN_TOKEN", "")]))
-        .unwrap();
+    let empty = Config::from_toml(
+        "",
+        ConfigOrigin::Defaults,
+        &env_of(&[("OFFBOARD_ADMIN_TOKEN", "")]),
+    )
+    .unwrap();
     assert!(empty.admin_token.is_none());
 }
 
@@ -298,12 +347,21 @@ directory_id = "d"
     ] {
         assert!(!shown.contains(secret), "{secret} leaked:\n{shown}");
     }
-    assert!(config.summary().contains("postgres://offboard:***@db/offboard"));
+    assert!(
+        config
+            .summary()
+            .contains("postgres://offboard:***@db/offboard")
+    );
 
     // A bad value next to a secret: the error names the key, not the secret.
     let broken = text.replace("org_id = \"o\"", "org_id = \"\"");
     let message = parse(&broken).unwrap_err().to_string();
-    for secret in ["db-password-1", "admin-token-2", "site-token-3", "admin-key-4"] {
+    for secret in [
+        "db-password-1",
+        "admin-token-2",
+        "site-token-3",
+        "admin-key-4",
+    ] {
         assert!(!message.contains(secret), "{secret} leaked: {message}");
     }
 }
@@ -315,10 +373,22 @@ fn protected_domains_cover_subdomains_only() {
     )
     .unwrap();
     let safety = &config.safety;
-    assert_eq!(safety.protects_email("boss@example.com"), Some("protected_email"));
-    assert_eq!(safety.protects_email("BOSS@EXAMPLE.COM"), Some("protected_email"));
-    assert_eq!(safety.protects_email("a@admins.example.com"), Some("protected_domain"));
-    assert_eq!(safety.protects_email("a@eu.admins.example.com"), Some("protected_domain"));
+    assert_eq!(
+        safety.protects_email("boss@example.com"),
+        Some("protected_email")
+    );
+    assert_eq!(
+        safety.protects_email("BOSS@EXAMPLE.COM"),
+        Some("protected_email")
+    );
+    assert_eq!(
+        safety.protects_email("a@admins.example.com"),
+        Some("protected_domain")
+    );
+    assert_eq!(
+        safety.protects_email("a@eu.admins.example.com"),
+        Some("protected_domain")
+    );
     assert_eq!(safety.protects_email("a@evil-admins.example.com"), None);
     assert_eq!(safety.protects_email("a@example.com"), None);
 }

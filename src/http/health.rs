@@ -3,12 +3,14 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::error::ApiError;
 
 /// How long the store may take to answer a readiness probe.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -17,6 +19,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
 }
 
 /// The process is up and serving HTTP.
@@ -39,5 +42,23 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "error": "unavailable", "message": "the store did not answer in time" })),
         ),
+    }
+}
+
+/// Prometheus metrics in the OpenMetrics text format.
+async fn metrics(State(state): State<AppState>) -> Response {
+    match crate::metrics::render(state.store.as_ref()).await {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: store unavailable");
+            ApiError::Unavailable.into_response()
+        }
     }
 }

@@ -29,34 +29,71 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/hooks/{source}", post(receive))
 }
 
-#[tracing::instrument(name = "webhook", skip_all, fields(source = %source_name, delivery_id))]
 async fn receive(
     State(state): State<AppState>,
     Path(source_name): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    let result = handle(&state, &source_name, &headers, body).await;
+    // The source label is bounded: unknown names from the URL are folded into one value.
+    let label = if state.config.source(&source_name).is_some() {
+        source_name.as_str()
+    } else {
+        "_unknown"
+    };
+    let outcome = match &result {
+        Ok(Answer::Ping) => "ping",
+        Ok(Answer::Recorded { status, .. }) => match *status {
+            StatusCode::ACCEPTED => "accepted",
+            StatusCode::UNPROCESSABLE_ENTITY => "unmappable",
+            _ => "duplicate",
+        },
+        Err(e) => e.code(),
+    };
+    crate::metrics::delivery(label, outcome);
+    Ok(match result? {
+        Answer::Ping => (StatusCode::OK, Json(json!({ "ping": true }))).into_response(),
+        Answer::Recorded { status, body } => (status, Json(body)).into_response(),
+    })
+}
+
+/// How a delivery was answered.
+enum Answer {
+    /// HiBob's setup call: nothing verified, nothing recorded.
+    Ping,
+    /// Recorded (or replayed): the status and the stored body.
+    Recorded { status: StatusCode, body: Value },
+}
+
+#[tracing::instrument(name = "webhook", skip_all, fields(source = %source_name, delivery_id))]
+async fn handle(
+    state: &AppState,
+    source_name: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Answer, ApiError> {
     let config = &state.config;
     let source = config
-        .source(&source_name)
-        .ok_or_else(|| ApiError::UnknownSource(truncate(&source_name, 64)))?;
-    let body = read_capped(&headers, body, config.max_body_bytes).await?;
+        .source(source_name)
+        .ok_or_else(|| ApiError::UnknownSource(truncate(source_name, 64)))?;
+    let body = read_capped(headers, body, config.max_body_bytes).await?;
 
     // HiBob's setup call must get a fast 2xx before any verification or JSON handling.
     if source.verifier.scheme == Scheme::HiBob && is_hibob_ping(&body) {
-        return Ok((StatusCode::OK, Json(json!({ "ping": true }))).into_response());
+        return Ok(Answer::Ping);
     }
 
     let verified = source
         .verifier
-        .verify(&headers, &body, Utc::now())
+        .verify(headers, &body, Utc::now())
         .inspect_err(|e| tracing::warn!(reason = e.code(), "rejected webhook"))?;
     let payload: Value = serde_json::from_slice(&body).map_err(|e| {
         tracing::warn!("verified webhook is not JSON");
         ApiError::InvalidJson(e.to_string())
     })?;
     let body_sha256 = hex::encode(Sha256::digest(&body));
-    let delivery_id = delivery_id(source, &verified, &headers, &payload, &body_sha256);
+    let delivery_id = delivery_id(source, &verified, headers, &payload, &body_sha256);
     tracing::Span::current().record("delivery_id", delivery_id.as_str());
 
     let content = map_payload(config, source, &payload);
@@ -79,7 +116,10 @@ async fn receive(
         jobs = receipt.job_ids().len(),
         "webhook recorded"
     );
-    Ok((status, Json(receipt.body)).into_response())
+    Ok(Answer::Recorded {
+        status,
+        body: receipt.body,
+    })
 }
 
 /// Reads the whole body, refusing before reading further once it exceeds `limit`.

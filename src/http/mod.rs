@@ -1,8 +1,10 @@
 //! The HTTP surface: webhooks, health, admin API. One `router()` per resource, merged here.
 
+mod admin;
 mod error;
 mod health;
 mod hooks;
+mod request_id;
 
 use std::sync::Arc;
 
@@ -24,5 +26,12 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
         .merge(hooks::router())
+        .merge(admin::router(state.clone()))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(request_id::request_id))
         .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
 }

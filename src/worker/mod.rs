@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::atlassian::{AtlassianSettings, Client};
 use crate::config::{AtlassianConfig, Config};
+use crate::jobs::JobState;
 use crate::store::{Job, PauseReason, Store, StoreError};
 use execute::{Guards, Step};
 
@@ -330,12 +331,28 @@ impl Worker {
         }
     }
 
+    async fn fail(&self, job: &Job, error: &str, detail: &str) -> Result<bool, StoreError> {
+        let written = self.store.fail(job, error, detail).await?;
+        if written {
+            // Error codes are ours (`api_error:<status>` at most adds a status): few values.
+            crate::metrics::job_finished(job.action.as_str(), JobState::Failed, error);
+        }
+        Ok(written)
+    }
+
     async fn write_step(&self, job: &Job, step: &Step) -> Result<bool, StoreError> {
         let store = &self.store;
         let worker = &self.config.worker;
+        let action = job.action.as_str();
         match step {
-            Step::Succeeded { outcome, detail } => store.complete(job, *outcome, detail).await,
-            Step::Failed { error, detail } => store.fail(job, error, detail).await,
+            Step::Succeeded { outcome, detail } => {
+                let written = store.complete(job, *outcome, detail).await?;
+                if written {
+                    crate::metrics::job_finished(action, JobState::Succeeded, outcome.as_str());
+                }
+                Ok(written)
+            }
+            Step::Failed { error, detail } => self.fail(job, error, detail).await,
             Step::Snooze { wait, detail } => {
                 let wait = wait.unwrap_or_else(|| {
                     full_jitter(job.attempts, worker.backoff_base, worker.backoff_max)
@@ -345,7 +362,7 @@ impl Worker {
             }
             Step::Transient { detail } => {
                 if job.attempts >= job.max_attempts {
-                    return store.fail(job, "max_attempts", detail).await;
+                    return self.fail(job, "max_attempts", detail).await;
                 }
                 let wait = full_jitter(job.attempts, worker.backoff_base, worker.backoff_max);
                 let run_at = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();

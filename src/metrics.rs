@@ -1,0 +1,209 @@
+//! Prometheus metrics (`GET /metrics`), all named `offboard_*`. Counters are process-wide;
+//! queue depth and the pause flag are read from the store at scrape time, so every replica
+//! reports the shared truth.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::jobs::{ApiFamily, JobState};
+use crate::store::{PauseReason, Store};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    source: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    action: String,
+    state: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    endpoint: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FamilyLabels {
+    family: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+struct Metrics {
+    registry: Registry,
+    deliveries: Family<DeliveryLabels, Counter>,
+    jobs_finished: Family<JobLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<EndpointLabels, Histogram>,
+    rate_limit_waits: Family<FamilyLabels, Counter>,
+    queue_depth: Family<StateLabels, Gauge>,
+    worker_paused: Family<ReasonLabels, Gauge>,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let mut registry = Registry::with_prefix("offboard");
+    let deliveries = Family::<DeliveryLabels, Counter>::default();
+    registry.register(
+        "deliveries",
+        "Webhook deliveries by source and result",
+        deliveries.clone(),
+    );
+    let jobs_finished = Family::<JobLabels, Counter>::default();
+    registry.register(
+        "jobs_finished",
+        "Jobs that reached a final state, by action, state and outcome or error",
+        jobs_finished.clone(),
+    );
+    let requests = Family::<RequestLabels, Counter>::default();
+    registry.register(
+        "atlassian_requests",
+        "Requests to Atlassian by endpoint and HTTP status (`error` for no response)",
+        requests.clone(),
+    );
+    let latency = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
+        Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+    });
+    registry.register(
+        "atlassian_request_duration_seconds",
+        "Latency of requests to Atlassian by endpoint",
+        latency.clone(),
+    );
+    let rate_limit_waits = Family::<FamilyLabels, Counter>::default();
+    registry.register(
+        "rate_limit_waits",
+        "429/503 answers that made an API family wait",
+        rate_limit_waits.clone(),
+    );
+    let queue_depth = Family::<StateLabels, Gauge>::default();
+    registry.register("jobs", "Jobs in the store by state", queue_depth.clone());
+    let worker_paused = Family::<ReasonLabels, Gauge>::default();
+    registry.register(
+        "worker_paused",
+        "1 when the worker is paused, with the reason as a label",
+        worker_paused.clone(),
+    );
+    Metrics {
+        registry,
+        deliveries,
+        jobs_finished,
+        requests,
+        latency,
+        rate_limit_waits,
+        queue_depth,
+        worker_paused,
+    }
+});
+
+/// A webhook answered: `result` is `accepted`, `duplicate`, or the error code.
+pub fn delivery(source: &str, result: &str) {
+    METRICS
+        .deliveries
+        .get_or_create(&DeliveryLabels {
+            source: source.to_owned(),
+            result: result.to_owned(),
+        })
+        .inc();
+}
+
+/// A job reached a final state; `result` is its outcome or error code.
+pub fn job_finished(action: &str, state: JobState, result: &str) {
+    METRICS
+        .jobs_finished
+        .get_or_create(&JobLabels {
+            action: action.to_owned(),
+            state: state.as_str().to_owned(),
+            result: result.to_owned(),
+        })
+        .inc();
+}
+
+/// One request to Atlassian; `status` is `None` when no response came back.
+pub fn atlassian_request(endpoint: &str, status: Option<u16>, elapsed: Duration) {
+    let status = status.map_or_else(|| "error".to_owned(), |s| s.to_string());
+    METRICS
+        .requests
+        .get_or_create(&RequestLabels {
+            endpoint: endpoint.to_owned(),
+            status,
+        })
+        .inc();
+    METRICS
+        .latency
+        .get_or_create(&EndpointLabels {
+            endpoint: endpoint.to_owned(),
+        })
+        .observe(elapsed.as_secs_f64());
+}
+
+pub fn rate_limit_wait(family: ApiFamily) {
+    let family = match family {
+        ApiFamily::Site => "site",
+        ApiFamily::Admin => "admin",
+    };
+    METRICS
+        .rate_limit_waits
+        .get_or_create(&FamilyLabels {
+            family: family.to_owned(),
+        })
+        .inc();
+}
+
+/// Renders every metric, refreshing the store-backed gauges first.
+pub async fn render(store: &dyn Store) -> anyhow::Result<String> {
+    let counts = store.count_by_state().await?;
+    for state in JobState::ALL {
+        let count = counts
+            .iter()
+            .find(|(s, _)| *s == state)
+            .map_or(0, |(_, n)| *n);
+        METRICS
+            .queue_depth
+            .get_or_create(&StateLabels {
+                state: state.as_str().to_owned(),
+            })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+    let worker = store.worker_state().await?;
+    for reason in [
+        PauseReason::Manual,
+        PauseReason::Auth,
+        PauseReason::BlastRadius,
+    ] {
+        let paused = worker.paused && worker.reason == Some(reason);
+        METRICS
+            .worker_paused
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str().to_owned(),
+            })
+            .set(i64::from(paused));
+    }
+    let mut out = String::new();
+    encode(&mut out, &METRICS.registry)?;
+    Ok(out)
+}
