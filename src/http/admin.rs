@@ -1,39 +1,42 @@
 //! The admin API (`/api/v1/...`, INTERFACE §4): jobs, deliveries and the worker's pause flag,
 //! behind a bearer token compared in constant time.
 
+use axum::Json;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use secrecy::ExposeSecret as _;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use crate::jobs::{Action, JobState};
-use crate::store::{JobFilter, JobId, JobWithEvents, PauseReason, WorkerState, parse_job_id};
+use crate::store::{
+    Delivery, Job, JobFilter, JobId, JobWithEvents, PauseReason, WorkerState, parse_job_id,
+};
 
 /// Who the audit trail names for changes made through this API.
 const API_ACTOR: &str = "api";
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
 
-pub fn router(state: AppState) -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/jobs", get(list_jobs))
-        .route("/api/v1/jobs/{id}", get(get_job))
-        .route("/api/v1/jobs/{id}/cancel", post(cancel_job))
-        .route("/api/v1/jobs/{id}/retry", post(retry_job))
-        .route("/api/v1/jobs/{id}/approve", post(approve_job))
-        .route("/api/v1/deliveries", get(list_deliveries))
-        .route("/api/v1/worker", get(worker_state))
-        .route("/api/v1/worker/pause", post(pause_worker))
-        .route("/api/v1/worker/resume", post(resume_worker))
+pub fn router(state: AppState) -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_jobs))
+        .routes(routes!(get_job))
+        .routes(routes!(cancel_job))
+        .routes(routes!(retry_job))
+        .routes(routes!(approve_job))
+        .routes(routes!(list_deliveries))
+        .routes(routes!(worker_state))
+        .routes(routes!(pause_worker))
+        .routes(routes!(resume_worker))
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 
@@ -64,13 +67,26 @@ pub(crate) fn token_matches(expected: &str, presented: &str) -> bool {
     bool::from(expected.ct_eq(&presented))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 struct JobsQuery {
+    /// Only jobs in this state.
     state: Option<String>,
+    /// Only jobs for this person (case-insensitive).
     email: Option<String>,
+    /// Only jobs of this action.
     action: Option<String>,
+    /// At most this many jobs (default 50, at most 500).
     limit: Option<String>,
+    /// Only jobs older than this job id: the `next_before` of the previous page.
     before: Option<String>,
+}
+
+/// A page of jobs, newest first.
+#[derive(Serialize, ToSchema)]
+struct JobPage {
+    jobs: Vec<Job>,
+    /// Pass as `before` for the next page; null on the last page.
+    next_before: Option<String>,
 }
 
 /// `limit` as given, clamped to 1..=500; anything but a number is a 400, not a silent default.
@@ -86,10 +102,18 @@ fn parse_limit(limit: Option<String>) -> Result<u32, ApiError> {
     }
 }
 
+/// Lists jobs, newest first.
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "admin", params(JobsQuery),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, body = JobPage),
+        (status = 400, description = "`bad_request`: an unknown state or action, a bad limit", body = ErrorBody),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    ))]
 async fn list_jobs(
     State(state): State<AppState>,
     Query(query): Query<JobsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<JobPage>, ApiError> {
     let limit = parse_limit(query.limit)?;
     let filter = JobFilter {
         state: non_empty(query.state)
@@ -111,7 +135,7 @@ async fn list_jobs(
     let next_before = (jobs.len() == limit as usize)
         .then(|| jobs.last().map(|j| j.id.to_string()))
         .flatten();
-    Ok(Json(json!({ "jobs": jobs, "next_before": next_before })))
+    Ok(Json(JobPage { jobs, next_before }))
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {
@@ -122,6 +146,15 @@ fn job_id(text: &str) -> Result<JobId, ApiError> {
     parse_job_id(text).map_err(|_| ApiError::NotFound(format!("job {text} not found")))
 }
 
+/// One job with its audit trail.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "admin",
+    params(("id" = String, Path, description = "Job id")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, body = JobWithEvents),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+    ))]
 async fn get_job(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -135,61 +168,127 @@ async fn get_job(
         .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))
 }
 
+/// Cancels a pending or awaiting_approval job and the later steps of its chain.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "admin",
+    params(("id" = String, Path, description = "Job id")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The job after the transition", body = Job),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`invalid_transition`", body = ErrorBody),
+    ))]
 async fn cancel_job(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Job>, ApiError> {
     let job = state
         .store
         .cancel(job_id(&id)?, API_ACTOR, "cancelled by operator")
         .await?;
-    Ok(Json(json!(job)))
+    Ok(Json(job))
 }
 
+/// Puts a failed job back to pending with its attempts reset.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "admin",
+    params(("id" = String, Path, description = "Job id")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The job after the transition", body = Job),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`invalid_transition`", body = ErrorBody),
+    ))]
 async fn retry_job(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Job>, ApiError> {
     let job = state.store.retry(job_id(&id)?, API_ACTOR).await?;
-    Ok(Json(json!(job)))
+    Ok(Json(job))
 }
 
+/// Lets a job awaiting approval run.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/approve", tag = "admin",
+    params(("id" = String, Path, description = "Job id")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, description = "The job after the transition", body = Job),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 409, description = "`invalid_transition`", body = ErrorBody),
+    ))]
 async fn approve_job(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Job>, ApiError> {
     let job = state.store.approve(job_id(&id)?, API_ACTOR).await?;
-    Ok(Json(json!(job)))
+    Ok(Json(job))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 struct DeliveriesQuery {
+    /// Only deliveries of this source.
     source: Option<String>,
+    /// At most this many (default 50, at most 500).
     limit: Option<String>,
 }
 
+/// Recorded deliveries, newest first. Raw bodies are never stored, only their SHA-256.
+#[derive(Serialize, ToSchema)]
+struct DeliveryList {
+    deliveries: Vec<Delivery>,
+}
+
+/// Lists recorded deliveries, newest first.
+#[utoipa::path(get, path = "/api/v1/deliveries", tag = "admin", params(DeliveriesQuery),
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, body = DeliveryList),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    ))]
 async fn list_deliveries(
     State(state): State<AppState>,
     Query(query): Query<DeliveriesQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeliveryList>, ApiError> {
     let limit = parse_limit(query.limit)?;
     let source = non_empty(query.source);
     let deliveries = state
         .store
         .list_deliveries(source.as_deref(), limit)
         .await?;
-    Ok(Json(json!({ "deliveries": deliveries })))
+    Ok(Json(DeliveryList { deliveries }))
 }
 
+/// Whether the worker is paused, and why.
+#[utoipa::path(get, path = "/api/v1/worker", tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, body = WorkerState),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    ))]
 async fn worker_state(State(state): State<AppState>) -> Result<Json<WorkerState>, ApiError> {
     Ok(Json(state.store.worker_state().await?))
 }
 
+/// Pauses the worker on every replica (reason `manual`); an existing pause keeps its reason.
+#[utoipa::path(post, path = "/api/v1/worker/pause", tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, body = WorkerState),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    ))]
 async fn pause_worker(State(state): State<AppState>) -> Result<Json<WorkerState>, ApiError> {
     tracing::warn!("worker paused by an operator");
     Ok(Json(state.store.pause(PauseReason::Manual).await?))
 }
 
+/// Resumes the worker; the blast-radius window restarts now.
+#[utoipa::path(post, path = "/api/v1/worker/resume", tag = "admin",
+    security(("admin_token" = [])),
+    responses(
+        (status = 200, body = WorkerState),
+        (status = 401, description = "`unauthorized`", body = ErrorBody),
+    ))]
 async fn resume_worker(State(state): State<AppState>) -> Result<Json<WorkerState>, ApiError> {
     tracing::info!("worker resumed by an operator");
     Ok(Json(state.store.resume().await?))

@@ -2,32 +2,38 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 
 /// How long the store may take to answer a readiness probe.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
 }
 
 /// The process is up and serving HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "Up")))]
 async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// The store answers: webhooks can be accepted.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+    (status = 200, description = "The store answered within 2 s"),
+    (status = 503, description = "The store is unavailable", body = ErrorBody),
+))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
@@ -45,7 +51,11 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     }
 }
 
-/// Prometheus metrics in the OpenMetrics text format.
+/// Prometheus metrics in the OpenMetrics text format, all named `offboard_*`.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses(
+    (status = 200, description = "Metrics", content_type = "application/openmetrics-text", body = String),
+    (status = 503, description = "The store is unavailable", body = ErrorBody),
+))]
 async fn metrics(State(state): State<AppState>) -> Response {
     match crate::metrics::render(state.store.as_ref()).await {
         Ok(text) => (

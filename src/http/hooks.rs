@@ -3,18 +3,20 @@
 //! committed (INTERFACE §4).
 
 use axum::Json;
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use chrono::Utc;
+use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use crate::config::{Config, Source};
 use crate::rules::{self, Plan};
 use crate::store::{
@@ -25,10 +27,41 @@ use crate::verify::{Scheme, Verified, is_hibob_ping};
 /// Delivery ids longer than this are replaced by their hash: they are keys, not payloads.
 const MAX_DELIVERY_ID_LEN: usize = 200;
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/hooks/{source}", post(receive))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(receive))
 }
 
+/// The answer to an accepted (202) or repeated (200) delivery, as stored with it.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)] // Describes the stored JSON for the OpenAPI document.
+struct DeliveryAnswer {
+    delivery_id: String,
+    duplicate: bool,
+    jobs: Vec<crate::store::Job>,
+    /// Ids of jobs a cancel rule cancelled.
+    cancelled: Vec<String>,
+    refused: Vec<Refusal>,
+}
+
+/// Receives one delivery from a configured source. The body is verified on its raw bytes
+/// with the source's scheme; a 2xx is sent only after the delivery and its jobs are committed.
+#[utoipa::path(
+    post,
+    path = "/hooks/{source}",
+    tag = "webhooks",
+    params(("source" = String, Path, description = "The source's `name` in the config")),
+    request_body(content = String, description = "The sender's body, signed", content_type = "application/json"),
+    responses(
+        (status = 202, description = "Verified, recorded, jobs committed (possibly none)", body = DeliveryAnswer),
+        (status = 200, description = "The same delivery again (`duplicate: true`), or HiBob's ping", body = DeliveryAnswer),
+        (status = 400, description = "`invalid_json`: verified but not JSON", body = ErrorBody),
+        (status = 401, description = "`invalid_signature` or `stale_timestamp`", body = ErrorBody),
+        (status = 404, description = "`unknown_source`", body = ErrorBody),
+        (status = 413, description = "`payload_too_large`", body = ErrorBody),
+        (status = 422, description = "`unmappable`: recorded; the same delivery again gets the same answer", body = ErrorBody),
+        (status = 503, description = "`unavailable`: nothing was accepted; retry", body = ErrorBody),
+    )
+)]
 async fn receive(
     State(state): State<AppState>,
     Path(source_name): Path<String>,

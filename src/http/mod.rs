@@ -1,4 +1,6 @@
-//! The HTTP surface: webhooks, health, admin API. One `router()` per resource, merged here.
+//! The HTTP surface: webhooks, health, metrics, admin API. One `router()` per resource, merged
+//! here; the OpenAPI document is generated from the same route definitions, so it cannot
+//! drift from the routes that exist.
 
 mod admin;
 mod error;
@@ -8,9 +10,13 @@ mod request_id;
 
 use std::sync::Arc;
 
-use axum::Router;
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
 
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
 
 use crate::config::Config;
 use crate::store::Store;
@@ -22,11 +28,56 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// Where the OpenAPI document is served.
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "offboard",
+        description = "Signed webhooks in, safe and audited Atlassian offboarding actions out."
+    ),
+    tags(
+        (name = "webhooks", description = "Signed deliveries from HR systems and Jira"),
+        (name = "health", description = "Liveness, readiness and metrics"),
+        (name = "admin", description = "Jobs, deliveries and the worker; bearer admin_token")
+    ),
+    modifiers(&AdminTokenScheme)
+)]
+struct ApiDoc;
+
+struct AdminTokenScheme;
+
+impl utoipa::Modify for AdminTokenScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The routes and the OpenAPI document that describes them.
+pub fn routes(state: AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .merge(hooks::router())
-        .merge(admin::router(state.clone()))
+        .merge(admin::router(state))
+        .split_for_parts()
+}
+
+pub fn router(state: AppState) -> Router {
+    let (routes, openapi) = routes(state.clone());
+    let openapi = Arc::new(openapi);
+    routes
+        .route(
+            OPENAPI_PATH,
+            get(move || {
+                let openapi = openapi.clone();
+                async move { Json(openapi.as_ref().clone()) }
+            }),
+        )
         .fallback(not_found)
         .layer(axum::middleware::from_fn(request_id::request_id))
         .with_state(state)

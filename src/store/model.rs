@@ -6,6 +6,7 @@ use std::str::FromStr;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 use crate::jobs::{Action, JobState, Outcome};
 
@@ -42,16 +43,22 @@ fn time_as_rfc3339<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::
 }
 
 /// One job as stored (INTERFACE §4 "A job in JSON").
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Job {
+    /// Opaque id.
     #[serde(serialize_with = "id_as_string")]
+    #[schema(value_type = String)]
     pub id: JobId,
     pub action: Action,
+    /// Action parameters such as `group_id`; `{}` when none.
+    #[schema(value_type = Object)]
     pub params: Map<String, Value>,
     pub state: JobState,
     pub email: String,
     pub account_id: Option<String>,
+    /// The earlier step of the chain this job waits for.
     #[serde(serialize_with = "opt_id_as_string")]
+    #[schema(value_type = Option<String>)]
     pub depends_on: Option<JobId>,
     #[serde(serialize_with = "time_as_rfc3339")]
     pub run_at: DateTime<Utc>,
@@ -82,7 +89,7 @@ impl Job {
 }
 
 /// One entry of a job's audit trail.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct JobEvent {
     #[serde(serialize_with = "time_as_rfc3339")]
     pub at: DateTime<Utc>,
@@ -92,7 +99,8 @@ pub struct JobEvent {
     pub detail: String,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// A job with its audit trail, oldest event first; creation is the first event.
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct JobWithEvents {
     #[serde(flatten)]
     pub job: Job,
@@ -159,13 +167,13 @@ pub struct NewCancel {
 }
 
 /// A person the delivery named whom we refused to enqueue (e.g. a protected email).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Refusal {
     pub email: String,
     pub reason: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
     Accepted,
@@ -218,9 +226,10 @@ impl DeliveryReceipt {
 }
 
 /// A recorded delivery, as listed by the admin API.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Delivery {
     #[serde(serialize_with = "id_as_string")]
+    #[schema(value_type = String)]
     pub id: i64,
     pub source: String,
     pub delivery_id: String,
@@ -231,7 +240,7 @@ pub struct Delivery {
     pub job_ids: Vec<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PauseReason {
     Manual,
@@ -268,7 +277,7 @@ impl FromStr for PauseReason {
 }
 
 /// Whether the worker may claim jobs, shared by every replica.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct WorkerState {
     pub paused: bool,
     pub reason: Option<PauseReason>,

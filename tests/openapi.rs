@@ -1,0 +1,113 @@
+//! The OpenAPI document describes exactly the routes that answer.
+
+mod support;
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use support::app::TestApp;
+use support::db::TestDb;
+
+const CONFIG: &str = r#"
+[[sources]]
+name = "jira"
+scheme = "token"
+secrets = ["jira-token"]
+"#;
+
+/// Every route of INTERFACE §4, as (method, path template).
+const ROUTES: [(&str, &str); 13] = [
+    ("post", "/hooks/{source}"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
+    ("get", "/api/v1/jobs"),
+    ("get", "/api/v1/jobs/{id}"),
+    ("post", "/api/v1/jobs/{id}/cancel"),
+    ("post", "/api/v1/jobs/{id}/retry"),
+    ("post", "/api/v1/jobs/{id}/approve"),
+    ("get", "/api/v1/deliveries"),
+    ("get", "/api/v1/worker"),
+    ("post", "/api/v1/worker/pause"),
+    ("post", "/api/v1/worker/resume"),
+];
+
+#[tokio::test]
+async fn the_document_matches_the_routes() {
+    let db = TestDb::sqlite();
+    let app = TestApp::spawn(&db, CONFIG).await;
+    let response = app
+        .http
+        .get(format!("{}/api/v1/openapi.json", app.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let doc: Value = response.json().await.unwrap();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        doc["openapi"]
+    );
+
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
+                documented.push((method.clone(), path.clone()));
+            }
+        }
+    }
+    documented.sort();
+    let mut expected: Vec<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    expected.sort();
+    assert_eq!(
+        documented, expected,
+        "the document and the interface disagree"
+    );
+
+    // Every documented operation is routed: neither the fallback 404 nor a 405.
+    for (method, path) in &documented {
+        let concrete = path.replace("{source}", "jira").replace("{id}", "1");
+        let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let response = app.admin(method.clone(), &concrete).send().await.unwrap();
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        assert_ne!(
+            status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {concrete}"
+        );
+        assert!(
+            !(status == StatusCode::NOT_FOUND && body.contains("no such route")),
+            "{method} {concrete} is documented but not routed"
+        );
+    }
+
+    // An undocumented path is not routed.
+    let response = app
+        .admin(Method::GET, "/api/v1/nothing")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+
+    // The schemas carry the job's contract fields and the admin security scheme.
+    let job = &doc["components"]["schemas"]["Job"]["properties"];
+    for field in [
+        "id",
+        "action",
+        "params",
+        "state",
+        "email",
+        "depends_on",
+        "run_at",
+        "outcome",
+    ] {
+        assert!(job.get(field).is_some(), "Job schema lacks {field}");
+    }
+    assert!(doc["components"]["securitySchemes"]["admin_token"].is_object());
+    app.stop().await;
+}
