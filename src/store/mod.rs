@@ -71,7 +71,9 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             max_connections: 16,
-            acquire_timeout: Duration::from_secs(5),
+            // Webhook senders time out after a few seconds (Personio, Okta: 3 s): when the
+            // database is gone, answer 503 before they give up on us.
+            acquire_timeout: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(10),
         }
     }

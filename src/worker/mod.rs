@@ -35,8 +35,9 @@ const RESCUE_INTERVAL: Duration = Duration::from_secs(5);
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timeout of every Atlassian request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Store errors are retried with backoff up to this delay.
-const MAX_STORE_BACKOFF: Duration = Duration::from_secs(30);
+/// Store errors are retried with backoff up to this delay, so work resumes within seconds of
+/// the database coming back.
+const MAX_STORE_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Starts the worker; the handle ends once it has drained after `shutdown`.
 pub fn spawn(
@@ -118,6 +119,17 @@ fn worker_name() -> String {
         .unwrap_or_else(|| "offboard".into());
     let suffix: u16 = rand::random();
     format!("{host}-{}-{suffix:04x}", std::process::id())
+}
+
+/// A mutating call counted against the blast radius while it is in flight. It stays counted
+/// until its result is in the store: released earlier, the call would be neither in flight
+/// nor done for a moment, and another task could slip past the limit.
+struct Reservation<'a>(&'a AtomicU64);
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 struct Worker {
@@ -237,12 +249,16 @@ impl Worker {
 
     #[tracing::instrument(skip_all, fields(job_id = job.id, action = %job.action, attempt = job.attempts))]
     async fn run_job(&self, job: Job) {
-        let step = self.execute(&job).await;
+        let (step, reservation) = self.execute(&job).await;
         tracing::info!(step = ?step, "job step finished");
         self.record(&job, step).await;
+        // Only once the result is in the store does `count_done_since` see the call.
+        drop(reservation);
     }
 
-    async fn execute(&self, job: &Job) -> Step {
+    /// The next step of the job, and the blast-radius reservation of its mutating call, if
+    /// one was made: it must be held until the step is recorded.
+    async fn execute(&self, job: &Job) -> (Step, Option<Reservation<'_>>) {
         let guards = Guards {
             safety: &self.config.safety,
             dry_run: self.config.dry_run,
@@ -259,37 +275,40 @@ impl Worker {
         };
         let mutation = match execute::plan(&self.client, &guards, job).await {
             Ok(mutation) => mutation,
-            Err(step) => return step,
+            Err(step) => return (step, None),
         };
         if guards.dry_run {
-            return execute::dry_run(&self.client, &mutation);
+            return (execute::dry_run(&self.client, &mutation), None);
         }
-        match self.reserve_mutation().await {
-            Ok(true) => {}
-            Ok(false) => {
-                return Step::Snooze {
+        let reservation = match self.reserve_mutation().await {
+            Ok(Some(reservation)) => reservation,
+            Ok(None) => {
+                let step = Step::Snooze {
                     wait: Some(Duration::ZERO),
                     detail: "blast radius reached: the worker paused before this call".into(),
                 };
+                return (step, None);
             }
             Err(e) => {
-                return Step::Transient {
+                let step = Step::Transient {
                     detail: format!("cannot check the blast radius: {e}"),
                 };
+                return (step, None);
             }
-        }
-        let step = execute::apply(&self.client, &mutation).await;
-        self.mutations_in_flight.fetch_sub(1, Ordering::SeqCst);
-        step
+        };
+        (
+            execute::apply(&self.client, &mutation).await,
+            Some(reservation),
+        )
     }
 
     /// Reserves one mutating call under the blast-radius limit; pauses the worker (reason
-    /// `blast_radius`) and returns false when the limit is reached.
-    async fn reserve_mutation(&self) -> Result<bool, StoreError> {
+    /// `blast_radius`) and returns `None` when the limit is reached.
+    async fn reserve_mutation(&self) -> Result<Option<Reservation<'_>>, StoreError> {
         let _gate = self.mutation_gate.lock().await;
         let state = self.store.worker_state().await?;
         if state.paused {
-            return Ok(false);
+            return Ok(None);
         }
         let hour_ago = Utc::now() - chrono::Duration::hours(1);
         let since = state.resumed_at.map_or(hour_ago, |r| r.max(hour_ago));
@@ -303,17 +322,19 @@ impl Worker {
                 "blast radius reached: pausing the worker"
             );
             self.store.pause(PauseReason::BlastRadius).await?;
-            return Ok(false);
+            return Ok(None);
         }
         self.mutations_in_flight.fetch_add(1, Ordering::SeqCst);
-        Ok(true)
+        Ok(Some(Reservation(&self.mutations_in_flight)))
     }
 
-    /// Writes the step to the store, retrying while the store is unavailable. If it never
-    /// gets through, the lease expires and the job runs again: every action is idempotent.
+    /// Writes the step to the store, retrying while the store is unavailable: the result
+    /// of a call Atlassian already executed must not be lost to a database outage. If the
+    /// process dies first, the lease expires and the job runs again (every action is
+    /// idempotent); a write that arrives after that finds its claim gone and changes nothing.
     async fn record(&self, job: &Job, step: Step) {
         let mut delay = Duration::from_millis(200);
-        for _ in 0..6 {
+        loop {
             match self.write_step(job, &step).await {
                 Ok(true) => return,
                 Ok(false) => {
@@ -323,7 +344,7 @@ impl Worker {
                     return;
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, retry_in = ?delay, "cannot record the job's result");
+                    tracing::error!(error = %e, retry_in = ?delay, "cannot record the job's result; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(MAX_STORE_BACKOFF);
                 }

@@ -169,6 +169,18 @@ impl TestApp {
             .bearer_auth(ADMIN_TOKEN)
     }
 
+    /// A second handle on the same running service (for concurrent senders); dropping it
+    /// does not stop the service.
+    pub fn clone_handle(&self) -> TestApp {
+        TestApp {
+            base_url: self.base_url.clone(),
+            store: self.store.clone(),
+            config: self.config.clone(),
+            http: self.http.clone(),
+            service: None,
+        }
+    }
+
     pub async fn stop(mut self) {
         if let Some(service) = self.service.take() {
             service.stop().await.expect("service stops cleanly");

@@ -37,6 +37,16 @@ impl TestDb {
         }
     }
 
+    /// A database someone else owns (e.g. a `PgCluster`); nothing is dropped afterwards.
+    pub fn existing(backend: Backend, url: String) -> TestDb {
+        TestDb {
+            backend,
+            url,
+            _dir: None,
+            cleanup: None,
+        }
+    }
+
     pub fn sqlite() -> TestDb {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = format!("sqlite://{}", dir.path().join("offboard.db").display());
