@@ -816,10 +816,10 @@ fn validate_worker(raw: RawWorker, problems: &mut Problems) -> WorkerConfig {
         );
     }
     let rps = raw.requests_per_second.unwrap_or(d.requests_per_second);
-    if !(rps.is_finite() && rps > 0.0 && rps <= 1000.0) {
+    if !(rps.is_finite() && rps > 0.0 && rps <= 100_000.0) {
         problems.at(
             "worker.requests_per_second",
-            "must be a number above 0 and at most 1000",
+            "must be a number above 0 and at most 100000",
         );
     }
     WorkerConfig {

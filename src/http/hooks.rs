@@ -226,15 +226,11 @@ fn map_payload(config: &Config, source: &Source, payload: &Value) -> DeliveryCon
     let mut refused: Vec<Refusal> = Vec::new();
     for plan in plans {
         match plan {
-            Plan::Cancel { rule, email } => cancels.push(NewCancel {
-                email: email.as_str().to_owned(),
-                rule,
-            }),
+            Plan::Cancel { rule, email } => cancels.push(NewCancel { email, rule }),
             Plan::Chain(chain) => {
-                let email = chain.email.as_str().to_owned();
-                if let Some(reason) = config.safety.protects_email(&email) {
+                if let Some(reason) = config.safety.protects_email(chain.email.as_str()) {
                     let refusal = Refusal {
-                        email,
+                        email: chain.email.as_str().to_owned(),
                         reason: reason.to_owned(),
                     };
                     if !refused.contains(&refusal) {
@@ -244,7 +240,7 @@ fn map_payload(config: &Config, source: &Source, payload: &Value) -> DeliveryCon
                     continue;
                 }
                 chains.push(NewChain {
-                    email,
+                    email: chain.email,
                     account_id: chain.account_id,
                     rule: chain.rule,
                     approval: chain.approval,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
+use crate::email::Email;
 use crate::jobs::{Action, JobState, Outcome};
 
 /// Jobs are numbered by the database; the API shows the number as an opaque string.
@@ -144,7 +145,7 @@ pub enum DeliveryContent {
 /// succeeded.
 #[derive(Clone, Debug)]
 pub struct NewChain {
-    pub email: String,
+    pub email: Email,
     pub account_id: Option<String>,
     pub rule: String,
     pub approval: bool,
@@ -162,7 +163,7 @@ pub struct NewStep {
 /// A `cancel = true` rule matched for this person.
 #[derive(Clone, Debug)]
 pub struct NewCancel {
-    pub email: String,
+    pub email: Email,
     pub rule: String,
 }
 

@@ -285,7 +285,7 @@ async fn insert_or_existing_job(
         .bind(step.action.as_str())
         .bind(&params)
         .bind(state.as_str())
-        .bind(&chain.email)
+        .bind(chain.email.as_str())
         .bind(&chain.account_id)
         .bind(depends_on)
         .bind(step.run_at)
@@ -319,7 +319,7 @@ async fn insert_or_existing_job(
             "AND state IN ('pending', 'awaiting_approval', 'running')"
         ))
         .bind(step.action.as_str())
-        .bind(&chain.email)
+        .bind(chain.email.as_str())
         .fetch_optional(&mut **tx)
         .await?;
         if let Some(row) = existing {
@@ -352,7 +352,7 @@ async fn cancel_for_email(
          INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail) \
          SELECT id, now(), old_state, 'cancelled', $3, $4 FROM cancelled RETURNING job_id",
     )
-    .bind(&cancel.email)
+    .bind(cancel.email.as_str())
     .bind(format!("cancelled by rule {}", cancel.rule))
     .bind(format!("source:{}", delivery.source))
     .bind(&detail)
@@ -506,11 +506,9 @@ impl Store for PostgresStore {
         .fetch_optional(&self.pool)
         .await?;
         if row.is_some() {
-            // A later step of the chain may have become claimable.
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(WAKEUP_CHANNEL)
-                .execute(&self.pool)
-                .await?;
+            // A later step of the chain may have become claimable. Only this process is woken:
+            // a NOTIFY here would cost every job a round trip, and other replicas poll.
+            self.wakeup.notify_one();
         }
         Ok(row.is_some())
     }
@@ -572,6 +570,9 @@ impl Store for PostgresStore {
         .bind(truncate_detail(detail))
         .fetch_optional(&self.pool)
         .await?;
+        if row.is_some() && run_at <= Utc::now() {
+            self.wakeup.notify_one();
+        }
         Ok(row.is_some())
     }
 

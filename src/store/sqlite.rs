@@ -314,7 +314,7 @@ async fn cancel_for_email(
     let targets: Vec<(JobId, String)> = sqlx::query_as(
         "SELECT id, state FROM jobs WHERE email = ?1 AND state IN ('pending', 'awaiting_approval') ORDER BY id",
     )
-    .bind(&cancel.email)
+    .bind(cancel.email.as_str())
     .fetch_all(&mut **tx)
     .await?;
     let detail = format!(
@@ -361,7 +361,7 @@ async fn insert_or_existing_job(
     .bind(step.action.as_str())
     .bind(serde_json::Value::Object(step.params.clone()).to_string())
     .bind(state.as_str())
-    .bind(&chain.email)
+    .bind(chain.email.as_str())
     .bind(&chain.account_id)
     .bind(depends_on)
     .bind(micros(step.run_at))
@@ -397,7 +397,7 @@ async fn insert_or_existing_job(
         "AND state IN ('pending', 'awaiting_approval', 'running')"
     ))
     .bind(step.action.as_str())
-    .bind(&chain.email)
+    .bind(chain.email.as_str())
     .fetch_one(&mut **tx)
     .await?;
     job_from_row(&row)

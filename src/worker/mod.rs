@@ -5,15 +5,15 @@
 //! in-flight jobs finish for a bounded time.
 
 mod backoff;
+mod blast_radius;
 mod execute;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
 use secrecy::SecretString;
-use tokio::sync::{Mutex, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +21,7 @@ use crate::atlassian::{AtlassianSettings, Client};
 use crate::config::{AtlassianConfig, Config};
 use crate::jobs::JobState;
 use crate::store::{Job, PauseReason, Store, StoreError};
+use blast_radius::{BlastRadius, Reservation};
 use execute::{Guards, Step};
 
 pub use backoff::full_jitter;
@@ -64,8 +65,7 @@ pub fn spawn(
             config: config.clone(),
             store,
             client,
-            mutation_gate: Mutex::new(()),
-            mutations_in_flight: AtomicU64::new(0),
+            blast_radius: BlastRadius::new(config.safety.max_actions_per_hour),
         };
         Arc::new(worker).run(shutdown).await;
     })
@@ -121,26 +121,12 @@ fn worker_name() -> String {
     format!("{host}-{}-{suffix:04x}", std::process::id())
 }
 
-/// A mutating call counted against the blast radius while it is in flight. It stays counted
-/// until its result is in the store: released earlier, the call would be neither in flight
-/// nor done for a moment, and another task could slip past the limit.
-struct Reservation<'a>(&'a AtomicU64);
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 struct Worker {
     owner: String,
     config: Arc<Config>,
     store: Arc<dyn Store>,
     client: Client,
-    /// Serialises "count recent mutations, then reserve one" so concurrent tasks of this
-    /// process cannot all pass the blast-radius check at once.
-    mutation_gate: Mutex<()>,
-    mutations_in_flight: AtomicU64,
+    blast_radius: BlastRadius,
 }
 
 impl Worker {
@@ -280,7 +266,7 @@ impl Worker {
         if guards.dry_run {
             return (execute::dry_run(&self.client, &mutation), None);
         }
-        let reservation = match self.reserve_mutation().await {
+        let reservation = match self.blast_radius.reserve(self.store.as_ref()).await {
             Ok(Some(reservation)) => reservation,
             Ok(None) => {
                 let step = Step::Snooze {
@@ -300,32 +286,6 @@ impl Worker {
             execute::apply(&self.client, &mutation).await,
             Some(reservation),
         )
-    }
-
-    /// Reserves one mutating call under the blast-radius limit; pauses the worker (reason
-    /// `blast_radius`) and returns `None` when the limit is reached.
-    async fn reserve_mutation(&self) -> Result<Option<Reservation<'_>>, StoreError> {
-        let _gate = self.mutation_gate.lock().await;
-        let state = self.store.worker_state().await?;
-        if state.paused {
-            return Ok(None);
-        }
-        let hour_ago = Utc::now() - chrono::Duration::hours(1);
-        let since = state.resumed_at.map_or(hour_ago, |r| r.max(hour_ago));
-        let done = self.store.count_done_since(since).await?;
-        let in_flight = self.mutations_in_flight.load(Ordering::SeqCst);
-        if done + in_flight >= self.config.safety.max_actions_per_hour {
-            tracing::warn!(
-                done,
-                in_flight,
-                limit = self.config.safety.max_actions_per_hour,
-                "blast radius reached: pausing the worker"
-            );
-            self.store.pause(PauseReason::BlastRadius).await?;
-            return Ok(None);
-        }
-        self.mutations_in_flight.fetch_add(1, Ordering::SeqCst);
-        Ok(Some(Reservation(&self.mutations_in_flight)))
     }
 
     /// Writes the step to the store, retrying while the store is unavailable: the result

@@ -1,0 +1,1695 @@
+//! The store contract: every operation of `Store`, run once against SQLite and once against
+//! Postgres. Both backends must give the same answers; where they differ, this suite is the
+//! judge.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use offboard::email::Email;
+use offboard::jobs::{Action, JobState, Outcome};
+use offboard::store::{
+    DeliveryContent, DeliveryReceipt, DeliveryStatus, Job, JobFilter, JobId, JobWithEvents,
+    NewCancel, NewChain, NewDelivery, NewStep, PauseReason, Refusal, Store, StoreError,
+    StoreResult, Transition,
+};
+use serde_json::{Map, Value, json};
+use sqlx::Connection;
+use support::db::{Backend, TestDb};
+use tokio::sync::Notify;
+
+/// Long enough that no lease expires during a test unless the test wants it to.
+const LEASE: Duration = Duration::from_secs(60);
+const WORKER: &str = "w1";
+const OPERATOR: &str = "admin:alice";
+
+static NEXT_DELIVERY: AtomicU64 = AtomicU64::new(1);
+
+fn fresh_delivery_id() -> String {
+    format!("d-{}", NEXT_DELIVERY.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A `run_at` that is already due.
+fn due() -> DateTime<Utc> {
+    Utc::now() - TimeDelta::minutes(1)
+}
+
+/// A `run_at` that is not due during the test.
+fn later() -> DateTime<Utc> {
+    Utc::now() + TimeDelta::hours(1)
+}
+
+fn params_for(action: Action) -> Map<String, Value> {
+    let mut params = Map::new();
+    if let Some(name) = action.required_param() {
+        params.insert(name.to_owned(), json!("x-1"));
+    }
+    params
+}
+
+/// One rule's steps for one person, in order, without approval.
+fn chain(email: &str, actions: &[Action], run_at: DateTime<Utc>) -> NewChain {
+    NewChain {
+        email: Email::parse(email).expect("valid email"),
+        account_id: None,
+        rule: "offboard".to_owned(),
+        approval: false,
+        max_attempts: 3,
+        steps: actions
+            .iter()
+            .map(|&action| NewStep {
+                action,
+                params: params_for(action),
+                run_at,
+            })
+            .collect(),
+    }
+}
+
+fn accepted(cancels: Vec<NewCancel>, chains: Vec<NewChain>) -> DeliveryContent {
+    DeliveryContent::Accepted {
+        cancels,
+        chains,
+        refused: Vec::new(),
+    }
+}
+
+fn delivery(source: &str, delivery_id: &str, content: DeliveryContent) -> NewDelivery {
+    NewDelivery {
+        source: source.to_owned(),
+        delivery_id: delivery_id.to_owned(),
+        body_sha256: "ab".repeat(32),
+        received_at: Utc::now(),
+        content,
+    }
+}
+
+/// Accepts a fresh delivery from `hr` carrying these chains.
+async fn accept(store: &dyn Store, chains: Vec<NewChain>) -> DeliveryReceipt {
+    store
+        .accept_delivery(delivery(
+            "hr",
+            &fresh_delivery_id(),
+            accepted(vec![], chains),
+        ))
+        .await
+        .expect("accept delivery")
+}
+
+fn receipt_ids(receipt: &DeliveryReceipt) -> Vec<JobId> {
+    receipt
+        .job_ids()
+        .iter()
+        .map(|id| id.parse().expect("numeric job id"))
+        .collect()
+}
+
+/// Enqueues one job and returns it as stored.
+async fn enqueue(store: &dyn Store, email: &str, action: Action, run_at: DateTime<Utc>) -> Job {
+    let receipt = accept(store, vec![chain(email, &[action], run_at)]).await;
+    let ids = receipt_ids(&receipt);
+    assert_eq!(ids.len(), 1, "{}", receipt.body);
+    show(store, ids[0]).await.job
+}
+
+async fn show(store: &dyn Store, id: JobId) -> JobWithEvents {
+    store
+        .get_job(id)
+        .await
+        .expect("get job")
+        .unwrap_or_else(|| panic!("job {id} exists"))
+}
+
+async fn all_jobs(store: &dyn Store) -> Vec<Job> {
+    store
+        .list_jobs(&JobFilter {
+            limit: 10_000,
+            ..JobFilter::default()
+        })
+        .await
+        .expect("list jobs")
+}
+
+/// Claims, asserting that exactly this job is due.
+async fn claim_exactly(store: &dyn Store, id: JobId, lease: Duration) -> Job {
+    let claimed = store.claim_due(WORKER, 10, lease).await.expect("claim");
+    let ids: Vec<JobId> = claimed.iter().map(|j| j.id).collect();
+    assert_eq!(ids, vec![id], "exactly job {id} should be claimable");
+    claimed.into_iter().next().expect("one job")
+}
+
+/// A job in `state`, for `email` and `action`; pending and awaiting jobs are not due.
+async fn job_in_state(store: &dyn Store, state: JobState, email: &str, action: Action) -> Job {
+    let id = match state {
+        JobState::Pending => enqueue(store, email, action, later()).await.id,
+        JobState::AwaitingApproval => {
+            let receipt = accept(
+                store,
+                vec![NewChain {
+                    approval: true,
+                    ..chain(email, &[action], later())
+                }],
+            )
+            .await;
+            receipt_ids(&receipt)[0]
+        }
+        JobState::Cancelled => {
+            let job = enqueue(store, email, action, later()).await;
+            store.cancel(job.id, OPERATOR, "setup").await.unwrap();
+            job.id
+        }
+        JobState::Running | JobState::Succeeded | JobState::Failed => {
+            let job = enqueue(store, email, action, due()).await;
+            let claimed = claim_exactly(store, job.id, LEASE).await;
+            if state == JobState::Succeeded {
+                assert!(store.complete(&claimed, Outcome::Done, "ok").await.unwrap());
+            } else if state == JobState::Failed {
+                assert!(store.fail(&claimed, "api_error:500", "boom").await.unwrap());
+            }
+            job.id
+        }
+    };
+    let job = show(store, id).await.job;
+    assert_eq!(job.state, state);
+    job
+}
+
+/// Nothing about the job, its events included, differs from `before`.
+async fn assert_unchanged(store: &dyn Store, before: &JobWithEvents) {
+    let after = show(store, before.job.id).await;
+    assert_eq!(format!("{after:?}"), format!("{before:?}"));
+}
+
+fn assert_invalid(result: StoreResult<Job>, id: JobId, transition: Transition, state: JobState) {
+    match result {
+        Err(StoreError::InvalidTransition {
+            id: got_id,
+            transition: got_transition,
+            state: got_state,
+        }) => {
+            assert_eq!((got_id, got_transition, got_state), (id, transition, state));
+        }
+        other => panic!("expected InvalidTransition({transition} from {state}), got {other:?}"),
+    }
+}
+
+fn sorted(mut ids: Vec<JobId>) -> Vec<JobId> {
+    ids.sort_unstable();
+    ids
+}
+
+fn string_ids(value: &Value) -> Vec<JobId> {
+    value
+        .as_array()
+        .expect("array of ids")
+        .iter()
+        .map(|id| id.as_str().expect("id string").parse().expect("numeric id"))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// accept_delivery
+
+async fn accept_records_delivery_and_jobs(db: TestDb) {
+    let store = db.store().await;
+    let run_at = due();
+    let mut suspend_then_delete = chain(
+        "leaver@example.com",
+        &[Action::SuspendAccess, Action::RemoveFromGroup],
+        run_at,
+    );
+    suspend_then_delete.account_id = Some("acc-1".to_owned());
+    suspend_then_delete.max_attempts = 5;
+    let refused = vec![Refusal {
+        email: "ceo@example.com".to_owned(),
+        reason: "protected_email".to_owned(),
+    }];
+    let new = delivery(
+        "hr",
+        "evt-1",
+        DeliveryContent::Accepted {
+            cancels: vec![],
+            chains: vec![
+                suspend_then_delete,
+                chain("other@example.com", &[Action::DeleteAccount], run_at),
+            ],
+            refused,
+        },
+    );
+    let receipt = store.accept_delivery(new).await.unwrap();
+
+    assert!(!receipt.duplicate);
+    assert_eq!(receipt.status, DeliveryStatus::Accepted);
+    let body = &receipt.body;
+    assert_eq!(body["delivery_id"], "evt-1");
+    assert_eq!(body["duplicate"], false);
+    assert_eq!(body["cancelled"], json!([]));
+    assert_eq!(
+        body["refused"],
+        json!([{ "email": "ceo@example.com", "reason": "protected_email" }])
+    );
+    let jobs = body["jobs"].as_array().expect("jobs array");
+    assert_eq!(jobs.len(), 3, "{body}");
+    assert!(jobs.iter().all(|j| j["id"].is_string()), "{body}");
+    assert_eq!(jobs[0]["action"], "suspend_access");
+    assert_eq!(jobs[0]["state"], "pending");
+    assert_eq!(jobs[0]["depends_on"], Value::Null);
+    assert_eq!(jobs[1]["action"], "remove_from_group");
+    assert_eq!(
+        jobs[1]["depends_on"], jobs[0]["id"],
+        "second step waits for the first"
+    );
+    assert_eq!(
+        jobs[2]["depends_on"],
+        Value::Null,
+        "a new chain starts fresh"
+    );
+
+    let ids = receipt_ids(&receipt);
+    let first = show(&*store, ids[0]).await;
+    assert_eq!(first.job.email, "leaver@example.com");
+    assert_eq!(first.job.account_id.as_deref(), Some("acc-1"));
+    assert_eq!(first.job.source.as_deref(), Some("hr"));
+    assert_eq!(first.job.rule.as_deref(), Some("offboard"));
+    assert_eq!(first.job.delivery_id.as_deref(), Some("evt-1"));
+    assert_eq!(first.job.max_attempts, 5);
+    assert_eq!(first.job.attempts, 0);
+    assert_eq!(
+        first.job.run_at.timestamp_micros(),
+        run_at.timestamp_micros()
+    );
+    let second = show(&*store, ids[1]).await.job;
+    assert_eq!(second.depends_on, Some(ids[0]));
+    assert_eq!(second.param("group_id"), Some("x-1"));
+
+    assert_eq!(first.events.len(), 1);
+    let created = &first.events[0];
+    assert_eq!(created.from, None);
+    assert_eq!(created.to, JobState::Pending);
+    assert_eq!(created.actor, "source:hr");
+    assert!(!created.detail.is_empty());
+
+    assert_eq!(all_jobs(&*store).await.len(), 3);
+    let deliveries = store.list_deliveries(None, 10).await.unwrap();
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].source, "hr");
+    assert_eq!(deliveries[0].delivery_id, "evt-1");
+    assert_eq!(deliveries[0].status, DeliveryStatus::Accepted);
+    assert_eq!(deliveries[0].error, None);
+    assert_eq!(deliveries[0].job_ids, receipt.job_ids());
+}
+both_stores!(
+    accept_records_delivery_and_jobs_on,
+    accept_records_delivery_and_jobs
+);
+
+async fn repeated_delivery_replays_first_body(db: TestDb) {
+    let store = db.store().await;
+    let first = store
+        .accept_delivery(delivery(
+            "hr",
+            "evt-1",
+            accepted(
+                vec![],
+                vec![chain("a@example.com", &[Action::SuspendAccess], due())],
+            ),
+        ))
+        .await
+        .unwrap();
+    let jobs_before = all_jobs(&*store).await.len();
+
+    // Different content under the same id: the first answer stands and nothing is created.
+    let again = store
+        .accept_delivery(delivery(
+            "hr",
+            "evt-1",
+            accepted(
+                vec![NewCancel {
+                    email: Email::parse("a@example.com").unwrap(),
+                    rule: "rehire".to_owned(),
+                }],
+                vec![chain("b@example.com", &[Action::DeleteAccount], due())],
+            ),
+        ))
+        .await
+        .unwrap();
+
+    assert!(again.duplicate);
+    assert_eq!(again.status, DeliveryStatus::Accepted);
+    let mut expected = first.body.clone();
+    expected["duplicate"] = json!(true);
+    assert_eq!(again.body, expected);
+    assert_eq!(all_jobs(&*store).await.len(), jobs_before);
+    assert_eq!(store.list_deliveries(None, 10).await.unwrap().len(), 1);
+    let job = show(&*store, receipt_ids(&first)[0]).await.job;
+    assert_eq!(
+        job.state,
+        JobState::Pending,
+        "the replayed cancel did not run"
+    );
+}
+both_stores!(
+    repeated_delivery_replays_first_body_on,
+    repeated_delivery_replays_first_body
+);
+
+async fn same_delivery_id_from_other_source_is_new(db: TestDb) {
+    let store = db.store().await;
+    let from_hr = store
+        .accept_delivery(delivery(
+            "hr",
+            "evt-1",
+            accepted(
+                vec![],
+                vec![chain("a@example.com", &[Action::SuspendAccess], due())],
+            ),
+        ))
+        .await
+        .unwrap();
+    let from_jira = store
+        .accept_delivery(delivery(
+            "jira",
+            "evt-1",
+            accepted(
+                vec![],
+                vec![chain("b@example.com", &[Action::SuspendAccess], due())],
+            ),
+        ))
+        .await
+        .unwrap();
+
+    assert!(!from_jira.duplicate);
+    assert_eq!(from_jira.body["duplicate"], false);
+    assert_ne!(receipt_ids(&from_jira), receipt_ids(&from_hr));
+    assert_eq!(all_jobs(&*store).await.len(), 2);
+    assert_eq!(store.list_deliveries(None, 10).await.unwrap().len(), 2);
+}
+both_stores!(
+    same_delivery_id_from_other_source_is_new_on,
+    same_delivery_id_from_other_source_is_new
+);
+
+async fn unmappable_delivery_is_recorded_and_replayed(db: TestDb) {
+    let store = db.store().await;
+    let unmappable = || {
+        delivery(
+            "hr",
+            "evt-9",
+            DeliveryContent::Unmappable {
+                error: "/email is missing".to_owned(),
+            },
+        )
+    };
+    let first = store.accept_delivery(unmappable()).await.unwrap();
+    assert!(!first.duplicate);
+    assert_eq!(first.status, DeliveryStatus::Unmappable);
+    assert_eq!(
+        first.body,
+        json!({ "error": "unmappable", "message": "/email is missing" })
+    );
+
+    let again = store.accept_delivery(unmappable()).await.unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.status, DeliveryStatus::Unmappable);
+    assert_eq!(again.body, first.body);
+
+    assert!(all_jobs(&*store).await.is_empty());
+    let deliveries = store.list_deliveries(None, 10).await.unwrap();
+    assert_eq!(deliveries.len(), 1);
+    assert_eq!(deliveries[0].status, DeliveryStatus::Unmappable);
+    assert_eq!(deliveries[0].error.as_deref(), Some("/email is missing"));
+    assert!(deliveries[0].job_ids.is_empty());
+}
+both_stores!(
+    unmappable_delivery_is_recorded_and_replayed_on,
+    unmappable_delivery_is_recorded_and_replayed
+);
+
+async fn approval_chain_starts_awaiting_approval(db: TestDb) {
+    let store = db.store().await;
+    let receipt = accept(
+        &*store,
+        vec![NewChain {
+            approval: true,
+            ..chain(
+                "a@example.com",
+                &[Action::SuspendAccess, Action::DeleteAccount],
+                due(),
+            )
+        }],
+    )
+    .await;
+    let ids = receipt_ids(&receipt);
+    assert_eq!(ids.len(), 2);
+    for id in &ids {
+        let job = show(&*store, *id).await;
+        assert_eq!(job.job.state, JobState::AwaitingApproval);
+        assert_eq!(job.events[0].from, None);
+        assert_eq!(job.events[0].to, JobState::AwaitingApproval);
+    }
+    assert_eq!(receipt.body["jobs"][0]["state"], "awaiting_approval");
+    assert!(
+        store.claim_due(WORKER, 10, LEASE).await.unwrap().is_empty(),
+        "awaiting jobs are not claimable even when due"
+    );
+}
+both_stores!(
+    approval_chain_starts_awaiting_approval_on,
+    approval_chain_starts_awaiting_approval
+);
+
+// ---------------------------------------------------------------------------------------------
+// One live job per (action, email)
+
+async fn one_live_job_per_person_and_action(db: TestDb) {
+    let store = db.store().await;
+    let email = "leaver@example.com";
+    let first = enqueue(&*store, email, Action::SuspendAccess, due()).await;
+
+    let again = accept(&*store, vec![chain(email, &[Action::SuspendAccess], due())]).await;
+    assert_eq!(receipt_ids(&again), vec![first.id], "pending job is reused");
+    let other_action = enqueue(&*store, email, Action::DeleteAccount, later()).await;
+    assert_ne!(other_action.id, first.id, "another action is another job");
+    assert_eq!(all_jobs(&*store).await.len(), 2);
+
+    // Running is live too.
+    let claimed = claim_exactly(&*store, first.id, LEASE).await;
+    let while_running = accept(&*store, vec![chain(email, &[Action::SuspendAccess], due())]).await;
+    assert_eq!(receipt_ids(&while_running), vec![first.id]);
+
+    // Each way of finishing frees the slot for a new job.
+    assert!(store.complete(&claimed, Outcome::Done, "ok").await.unwrap());
+    let after_success = enqueue(&*store, email, Action::SuspendAccess, due()).await;
+    assert_ne!(after_success.id, first.id);
+
+    let claimed = claim_exactly(&*store, after_success.id, LEASE).await;
+    assert!(store.fail(&claimed, "api_error:403", "no").await.unwrap());
+    let after_failure = enqueue(&*store, email, Action::SuspendAccess, due()).await;
+    assert!(![first.id, after_success.id].contains(&after_failure.id));
+
+    store
+        .cancel(after_failure.id, OPERATOR, "mistake")
+        .await
+        .unwrap();
+    let after_cancel = enqueue(&*store, email, Action::SuspendAccess, later()).await;
+    assert!(![first.id, after_success.id, after_failure.id].contains(&after_cancel.id));
+
+    // Awaiting approval is live: an unapproved request returns it.
+    let awaiting = job_in_state(
+        &*store,
+        JobState::AwaitingApproval,
+        email,
+        Action::RemoveFromDirectory,
+    )
+    .await;
+    let plain = accept(
+        &*store,
+        vec![chain(email, &[Action::RemoveFromDirectory], due())],
+    )
+    .await;
+    assert_eq!(receipt_ids(&plain), vec![awaiting.id]);
+    assert_eq!(all_jobs(&*store).await.len(), 6);
+}
+both_stores!(
+    one_live_job_per_person_and_action_on,
+    one_live_job_per_person_and_action
+);
+
+// ---------------------------------------------------------------------------------------------
+// Cancel rules
+
+async fn cancel_rule_cancels_live_jobs_of_that_email(db: TestDb) {
+    let store = db.store().await;
+    let x = "rehired@example.com";
+    let succeeded = job_in_state(&*store, JobState::Succeeded, x, Action::DeleteAccount).await;
+    let failed = job_in_state(&*store, JobState::Failed, x, Action::RemoveFromGroup).await;
+    let running = job_in_state(&*store, JobState::Running, x, Action::RemoveFromDirectory).await;
+    // Pending with a dependent step, from another source than the cancel.
+    let chained = store
+        .accept_delivery(delivery(
+            "jira",
+            &fresh_delivery_id(),
+            accepted(
+                vec![],
+                vec![chain(
+                    x,
+                    &[Action::SuspendAccess, Action::RevokePortalAccess],
+                    later(),
+                )],
+            ),
+        ))
+        .await
+        .unwrap();
+    let chained = receipt_ids(&chained);
+    let awaiting = job_in_state(
+        &*store,
+        JobState::AwaitingApproval,
+        x,
+        Action::DeactivateAccount,
+    )
+    .await;
+    let bystander = enqueue(&*store, "stays@example.com", Action::SuspendAccess, later()).await;
+    let untouched = [succeeded.id, failed.id, running.id, bystander.id];
+    let mut before = Vec::new();
+    for id in untouched {
+        before.push(show(&*store, id).await);
+    }
+
+    let receipt = store
+        .accept_delivery(delivery(
+            "hr2",
+            "evt-rehire",
+            accepted(
+                vec![NewCancel {
+                    email: Email::parse(x).unwrap(),
+                    rule: "rehire".to_owned(),
+                }],
+                vec![],
+            ),
+        ))
+        .await
+        .unwrap();
+
+    let cancelled = sorted(string_ids(&receipt.body["cancelled"]));
+    assert_eq!(
+        cancelled,
+        sorted(vec![chained[0], chained[1], awaiting.id]),
+        "{}",
+        receipt.body
+    );
+    assert_eq!(receipt.body["jobs"], json!([]));
+    for id in [chained[0], chained[1], awaiting.id] {
+        let job = show(&*store, id).await;
+        assert_eq!(job.job.state, JobState::Cancelled, "job {id}");
+        let last = job.events.last().unwrap();
+        assert_eq!(last.to, JobState::Cancelled);
+        assert!(last.from.is_some_and(JobState::is_live));
+    }
+    let direct = show(&*store, chained[0]).await;
+    assert_eq!(
+        direct.job.last_error.as_deref(),
+        Some("cancelled by rule rehire")
+    );
+    assert_eq!(direct.events.last().unwrap().actor, "source:hr2");
+    assert_eq!(
+        show(&*store, awaiting.id).await.events.last().unwrap().from,
+        Some(JobState::AwaitingApproval)
+    );
+    for job in &before {
+        assert_unchanged(&*store, job).await;
+    }
+}
+both_stores!(
+    cancel_rule_cancels_live_jobs_of_that_email_on,
+    cancel_rule_cancels_live_jobs_of_that_email
+);
+
+// ---------------------------------------------------------------------------------------------
+// claim_due
+
+async fn claim_due_takes_only_claimable_jobs(db: TestDb) {
+    let store = db.store().await;
+    let ready = enqueue(&*store, "ready@example.com", Action::SuspendAccess, due()).await;
+    let not_due = enqueue(&*store, "later@example.com", Action::SuspendAccess, later()).await;
+    job_in_state(
+        &*store,
+        JobState::AwaitingApproval,
+        "wait@example.com",
+        Action::SuspendAccess,
+    )
+    .await;
+    let chained = accept(
+        &*store,
+        vec![chain(
+            "chain@example.com",
+            &[Action::SuspendAccess, Action::DeleteAccount],
+            due(),
+        )],
+    )
+    .await;
+    let [head, tail] = receipt_ids(&chained)[..] else {
+        panic!("two steps");
+    };
+
+    let claimed = store.claim_due(WORKER, 10, LEASE).await.unwrap();
+    assert_eq!(
+        sorted(claimed.iter().map(|j| j.id).collect()),
+        sorted(vec![ready.id, head])
+    );
+    for job in &claimed {
+        assert_eq!(job.state, JobState::Running);
+        assert_eq!(job.attempts, 1);
+        assert_eq!(job.claim_seq, 1);
+        assert_eq!(job.lease_owner.as_deref(), Some(WORKER));
+        let stored = show(&*store, job.id).await;
+        assert_eq!(stored.job.state, JobState::Running);
+        assert_eq!(stored.job.claim_seq, 1);
+        let event = stored.events.last().unwrap();
+        assert_eq!(event.from, Some(JobState::Pending));
+        assert_eq!(event.to, JobState::Running);
+        assert_eq!(event.actor, format!("worker:{WORKER}"));
+    }
+    assert!(
+        store.claim_due(WORKER, 10, LEASE).await.unwrap().is_empty(),
+        "the next step waits while the first is running"
+    );
+    assert_eq!(show(&*store, not_due.id).await.job.state, JobState::Pending);
+
+    let head_job = claimed.iter().find(|j| j.id == head).unwrap();
+    assert!(store.complete(head_job, Outcome::Done, "ok").await.unwrap());
+    let next = claim_exactly(&*store, tail, LEASE).await;
+    assert_eq!(next.depends_on, Some(head));
+}
+both_stores!(
+    claim_due_takes_only_claimable_jobs_on,
+    claim_due_takes_only_claimable_jobs
+);
+
+async fn claim_due_respects_limit(db: TestDb) {
+    let store = db.store().await;
+    let chains = (0..5)
+        .map(|i| {
+            chain(
+                &format!("p{i}@example.com"),
+                &[Action::SuspendAccess],
+                due(),
+            )
+        })
+        .collect();
+    accept(&*store, chains).await;
+
+    let first = store.claim_due(WORKER, 2, LEASE).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let second = store.claim_due("w2", 2, LEASE).await.unwrap();
+    assert_eq!(second.len(), 2);
+    let third = store.claim_due(WORKER, 2, LEASE).await.unwrap();
+    assert_eq!(third.len(), 1);
+    assert!(store.claim_due(WORKER, 2, LEASE).await.unwrap().is_empty());
+    let ids: HashSet<JobId> = first
+        .iter()
+        .chain(&second)
+        .chain(&third)
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(ids.len(), 5);
+    assert!(
+        second
+            .iter()
+            .all(|j| j.lease_owner.as_deref() == Some("w2"))
+    );
+}
+both_stores!(claim_due_respects_limit_on, claim_due_respects_limit);
+
+// ---------------------------------------------------------------------------------------------
+// complete / fail / retry_later
+
+async fn complete_finishes_a_claimed_job(db: TestDb) {
+    let store = db.store().await;
+    let job = enqueue(&*store, "a@example.com", Action::SuspendAccess, due()).await;
+    let claimed = claim_exactly(&*store, job.id, LEASE).await;
+
+    assert!(
+        store
+            .complete(&claimed, Outcome::AlreadyDone, "already suspended")
+            .await
+            .unwrap()
+    );
+    let done = show(&*store, job.id).await;
+    assert_eq!(done.job.state, JobState::Succeeded);
+    assert_eq!(done.job.outcome, Some(Outcome::AlreadyDone));
+    assert_eq!(done.job.lease_owner, None);
+    let event = done.events.last().unwrap();
+    assert_eq!(event.from, Some(JobState::Running));
+    assert_eq!(event.to, JobState::Succeeded);
+    assert_eq!(event.actor, format!("worker:{WORKER}"));
+    assert_eq!(event.detail, "already suspended");
+
+    // No longer running: every worker write is refused and changes nothing.
+    assert!(
+        !store
+            .complete(&claimed, Outcome::Done, "again")
+            .await
+            .unwrap()
+    );
+    assert!(!store.fail(&claimed, "late", "late").await.unwrap());
+    assert!(
+        !store
+            .retry_later(&claimed, due(), false, Some("late"), "late")
+            .await
+            .unwrap()
+    );
+    assert_unchanged(&*store, &done).await;
+}
+both_stores!(
+    complete_finishes_a_claimed_job_on,
+    complete_finishes_a_claimed_job
+);
+
+async fn fail_cancels_the_rest_of_the_chain(db: TestDb) {
+    let store = db.store().await;
+    let receipt = accept(
+        &*store,
+        vec![chain(
+            "a@example.com",
+            &[
+                Action::SuspendAccess,
+                Action::RemoveFromDirectory,
+                Action::DeleteAccount,
+            ],
+            due(),
+        )],
+    )
+    .await;
+    let ids = receipt_ids(&receipt);
+    let unrelated = enqueue(&*store, "b@example.com", Action::SuspendAccess, later()).await;
+    let claimed = claim_exactly(&*store, ids[0], LEASE).await;
+
+    assert!(
+        store
+            .fail(&claimed, "api_error:403", "forbidden: body")
+            .await
+            .unwrap()
+    );
+    let failed = show(&*store, ids[0]).await;
+    assert_eq!(failed.job.state, JobState::Failed);
+    assert_eq!(failed.job.last_error.as_deref(), Some("api_error:403"));
+    assert_eq!(failed.job.lease_owner, None);
+    let event = failed.events.last().unwrap();
+    assert_eq!(
+        (event.from, event.to),
+        (Some(JobState::Running), JobState::Failed)
+    );
+    assert_eq!(event.detail, "forbidden: body");
+
+    for id in &ids[1..] {
+        let job = show(&*store, *id).await;
+        assert_eq!(job.job.state, JobState::Cancelled, "step {id}");
+        assert_eq!(job.job.last_error.as_deref(), Some("previous_step_failed"));
+        let event = job.events.last().unwrap();
+        assert_eq!(
+            (event.from, event.to),
+            (Some(JobState::Pending), JobState::Cancelled)
+        );
+    }
+    assert_eq!(
+        show(&*store, unrelated.id).await.job.state,
+        JobState::Pending
+    );
+}
+both_stores!(
+    fail_cancels_the_rest_of_the_chain_on,
+    fail_cancels_the_rest_of_the_chain
+);
+
+async fn retry_later_counts_or_refunds_the_attempt(db: TestDb) {
+    let store = db.store().await;
+    let job = enqueue(&*store, "a@example.com", Action::SuspendAccess, due()).await;
+
+    let claimed = claim_exactly(&*store, job.id, LEASE).await;
+    assert_eq!(claimed.attempts, 1);
+    let retry_at = due();
+    assert!(
+        store
+            .retry_later(&claimed, retry_at, false, Some("api_error:500"), "backoff")
+            .await
+            .unwrap()
+    );
+    let waiting = show(&*store, job.id).await;
+    assert_eq!(waiting.job.state, JobState::Pending);
+    assert_eq!(waiting.job.attempts, 1, "the try counted");
+    assert_eq!(waiting.job.last_error.as_deref(), Some("api_error:500"));
+    assert_eq!(waiting.job.lease_owner, None);
+    assert_eq!(
+        waiting.job.run_at.timestamp_micros(),
+        retry_at.timestamp_micros()
+    );
+    let event = waiting.events.last().unwrap();
+    assert_eq!(
+        (event.from, event.to),
+        (Some(JobState::Running), JobState::Pending)
+    );
+    assert_eq!(event.actor, format!("worker:{WORKER}"));
+    assert_eq!(event.detail, "backoff");
+
+    let claimed = claim_exactly(&*store, job.id, LEASE).await;
+    assert_eq!(claimed.attempts, 2);
+    assert_eq!(claimed.claim_seq, 2);
+    assert!(
+        store
+            .retry_later(&claimed, later(), true, None, "rate limited")
+            .await
+            .unwrap()
+    );
+    let snoozed = show(&*store, job.id).await.job;
+    assert_eq!(snoozed.state, JobState::Pending);
+    assert_eq!(snoozed.attempts, 1, "a snooze gives the attempt back");
+    assert_eq!(
+        snoozed.last_error.as_deref(),
+        Some("api_error:500"),
+        "no new error keeps the last one"
+    );
+    assert!(
+        store.claim_due(WORKER, 10, LEASE).await.unwrap().is_empty(),
+        "snoozed until run_at"
+    );
+}
+both_stores!(
+    retry_later_counts_or_refunds_the_attempt_on,
+    retry_later_counts_or_refunds_the_attempt
+);
+
+async fn stale_claim_cannot_write(db: TestDb) {
+    let store = db.store().await;
+    let job = enqueue(&*store, "a@example.com", Action::SuspendAccess, due()).await;
+    let stale = claim_exactly(&*store, job.id, Duration::from_millis(1)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(store.rescue_expired().await.unwrap(), vec![job.id]);
+    let fresh = claim_exactly(&*store, job.id, LEASE).await;
+    assert_eq!(fresh.claim_seq, stale.claim_seq + 1);
+    let before = show(&*store, job.id).await;
+
+    assert!(!store.complete(&stale, Outcome::Done, "late").await.unwrap());
+    assert!(!store.fail(&stale, "late", "late").await.unwrap());
+    assert!(
+        !store
+            .retry_later(&stale, due(), false, Some("late"), "late")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .retry_later(&stale, due(), true, None, "late")
+            .await
+            .unwrap()
+    );
+    assert_unchanged(&*store, &before).await;
+
+    assert!(store.complete(&fresh, Outcome::Done, "ok").await.unwrap());
+    assert_eq!(show(&*store, job.id).await.job.state, JobState::Succeeded);
+}
+both_stores!(stale_claim_cannot_write_on, stale_claim_cannot_write);
+
+// ---------------------------------------------------------------------------------------------
+// rescue_expired
+
+async fn rescue_returns_expired_jobs_to_pending(db: TestDb) {
+    let store = db.store().await;
+    let held = enqueue(&*store, "held@example.com", Action::SuspendAccess, due()).await;
+    let held = claim_exactly(&*store, held.id, LEASE).await;
+    let lost = enqueue(&*store, "lost@example.com", Action::SuspendAccess, due()).await;
+    let lost_claim = claim_exactly(&*store, lost.id, Duration::from_millis(1)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    assert_eq!(store.rescue_expired().await.unwrap(), vec![lost.id]);
+    let rescued = show(&*store, lost.id).await;
+    assert_eq!(rescued.job.state, JobState::Pending);
+    assert_eq!(rescued.job.last_error.as_deref(), Some("lease_expired"));
+    assert_eq!(rescued.job.lease_owner, None);
+    assert_eq!(rescued.job.attempts, 1);
+    let event = rescued.events.last().unwrap();
+    assert_eq!(
+        (event.from, event.to),
+        (Some(JobState::Running), JobState::Pending)
+    );
+    assert_eq!(event.actor, "offboard");
+    assert_eq!(show(&*store, held.id).await.job.state, JobState::Running);
+    assert!(store.rescue_expired().await.unwrap().is_empty());
+
+    assert!(
+        !store
+            .complete(&lost_claim, Outcome::Done, "late")
+            .await
+            .unwrap()
+    );
+    assert_unchanged(&*store, &rescued).await;
+    let again = claim_exactly(&*store, lost.id, LEASE).await;
+    assert_eq!(again.attempts, 2);
+}
+both_stores!(
+    rescue_returns_expired_jobs_to_pending_on,
+    rescue_returns_expired_jobs_to_pending
+);
+
+async fn rescue_fails_jobs_out_of_attempts(db: TestDb) {
+    let store = db.store().await;
+    let receipt = accept(
+        &*store,
+        vec![NewChain {
+            max_attempts: 1,
+            ..chain(
+                "a@example.com",
+                &[Action::SuspendAccess, Action::DeleteAccount],
+                due(),
+            )
+        }],
+    )
+    .await;
+    let ids = receipt_ids(&receipt);
+    let claimed = claim_exactly(&*store, ids[0], Duration::from_millis(1)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    assert_eq!(store.rescue_expired().await.unwrap(), vec![ids[0]]);
+    let failed = show(&*store, ids[0]).await;
+    assert_eq!(failed.job.state, JobState::Failed);
+    assert_eq!(failed.job.last_error.as_deref(), Some("max_attempts"));
+    assert_eq!(
+        failed.events.last().map(|e| (e.from, e.to)),
+        Some((Some(JobState::Running), JobState::Failed))
+    );
+    let dependent = show(&*store, ids[1]).await.job;
+    assert_eq!(dependent.state, JobState::Cancelled);
+    assert_eq!(
+        dependent.last_error.as_deref(),
+        Some("previous_step_failed")
+    );
+
+    assert!(
+        !store
+            .complete(&claimed, Outcome::Done, "late")
+            .await
+            .unwrap()
+    );
+    assert_unchanged(&*store, &failed).await;
+}
+both_stores!(
+    rescue_fails_jobs_out_of_attempts_on,
+    rescue_fails_jobs_out_of_attempts
+);
+
+// ---------------------------------------------------------------------------------------------
+// Operator transitions
+
+async fn operate(store: &dyn Store, transition: Transition, id: JobId) -> StoreResult<Job> {
+    match transition {
+        Transition::Cancel => store.cancel(id, OPERATOR, "left by mistake").await,
+        Transition::Approve => store.approve(id, OPERATOR).await,
+        Transition::Retry => store.retry(id, OPERATOR).await,
+    }
+}
+
+/// INTERFACE §5, written out independently of the store's own table.
+fn expected_target(transition: Transition, from: JobState) -> Option<JobState> {
+    use JobState::*;
+    match (transition, from) {
+        (Transition::Cancel, Pending | AwaitingApproval) => Some(Cancelled),
+        (Transition::Approve, AwaitingApproval) => Some(Pending),
+        (Transition::Retry, Failed) => Some(Pending),
+        _ => None,
+    }
+}
+
+async fn operator_transitions_follow_the_state_machine(db: TestDb) {
+    let store = db.store().await;
+    // States outer: the running job of each round must be the only due one.
+    for from in JobState::ALL {
+        for transition in [Transition::Cancel, Transition::Approve, Transition::Retry] {
+            let email = format!("{transition}-{from}@example.com");
+            let job = job_in_state(&*store, from, &email, Action::SuspendAccess).await;
+            let before = show(&*store, job.id).await;
+            let result = operate(&*store, transition, job.id).await;
+            let Some(to) = expected_target(transition, from) else {
+                assert_invalid(result, job.id, transition, from);
+                assert_unchanged(&*store, &before).await;
+                continue;
+            };
+            let returned = result.unwrap_or_else(|e| panic!("{transition} from {from}: {e}"));
+            assert_eq!(returned.state, to, "{transition} from {from}");
+            let after = show(&*store, job.id).await;
+            assert_eq!(after.job.state, to);
+            assert_eq!(after.events.len(), before.events.len() + 1);
+            let event = after.events.last().unwrap();
+            assert_eq!((event.from, event.to), (Some(from), to));
+            assert_eq!(event.actor, OPERATOR);
+            assert!(!event.detail.is_empty());
+            if transition == Transition::Cancel {
+                assert_eq!(event.detail, "left by mistake");
+                assert_eq!(after.job.last_error.as_deref(), Some("left by mistake"));
+            }
+            if transition == Transition::Retry {
+                assert_eq!(after.job.attempts, 0);
+                assert_eq!(after.job.last_error, None);
+                assert_eq!(after.job.outcome, None);
+            }
+        }
+    }
+}
+both_stores!(
+    operator_transitions_follow_the_state_machine_on,
+    operator_transitions_follow_the_state_machine
+);
+
+async fn operator_transitions_on_a_missing_job(db: TestDb) {
+    let store = db.store().await;
+    for transition in [Transition::Cancel, Transition::Approve, Transition::Retry] {
+        match operate(&*store, transition, 424_242).await {
+            Err(StoreError::NotFound(424_242)) => {}
+            other => panic!("{transition} of a missing job: {other:?}"),
+        }
+    }
+    assert!(store.get_job(424_242).await.unwrap().is_none());
+}
+both_stores!(
+    operator_transitions_on_a_missing_job_on,
+    operator_transitions_on_a_missing_job
+);
+
+async fn approved_and_retried_jobs_run_again(db: TestDb) {
+    let store = db.store().await;
+    let receipt = accept(
+        &*store,
+        vec![NewChain {
+            approval: true,
+            ..chain("a@example.com", &[Action::SuspendAccess], due())
+        }],
+    )
+    .await;
+    let id = receipt_ids(&receipt)[0];
+    store.approve(id, OPERATOR).await.unwrap();
+    let claimed = claim_exactly(&*store, id, LEASE).await;
+    assert!(store.fail(&claimed, "api_error:500", "boom").await.unwrap());
+
+    let retried = store.retry(id, OPERATOR).await.unwrap();
+    assert_eq!(retried.state, JobState::Pending);
+    assert!(retried.run_at <= Utc::now() + TimeDelta::seconds(1));
+    let again = claim_exactly(&*store, id, LEASE).await;
+    assert_eq!(again.attempts, 1, "retry resets attempts");
+    assert_eq!(again.claim_seq, 2);
+}
+both_stores!(
+    approved_and_retried_jobs_run_again_on,
+    approved_and_retried_jobs_run_again
+);
+
+async fn operator_cancel_cancels_later_steps(db: TestDb) {
+    let store = db.store().await;
+    let receipt = accept(
+        &*store,
+        vec![chain(
+            "a@example.com",
+            &[Action::SuspendAccess, Action::DeleteAccount],
+            later(),
+        )],
+    )
+    .await;
+    let ids = receipt_ids(&receipt);
+    store
+        .cancel(ids[0], OPERATOR, "wrong person")
+        .await
+        .unwrap();
+    let dependent = show(&*store, ids[1]).await.job;
+    assert_eq!(dependent.state, JobState::Cancelled);
+    assert_eq!(
+        dependent.last_error.as_deref(),
+        Some("previous_step_failed")
+    );
+}
+both_stores!(
+    operator_cancel_cancels_later_steps_on,
+    operator_cancel_cancels_later_steps
+);
+
+async fn retry_refused_while_another_job_is_live(db: TestDb) {
+    let store = db.store().await;
+    let email = "a@example.com";
+    let failed = job_in_state(&*store, JobState::Failed, email, Action::SuspendAccess).await;
+    let live = enqueue(&*store, email, Action::SuspendAccess, later()).await;
+    assert_ne!(live.id, failed.id);
+    let failed_before = show(&*store, failed.id).await;
+    let live_before = show(&*store, live.id).await;
+
+    let result = store.retry(failed.id, OPERATOR).await;
+    assert_invalid(result, failed.id, Transition::Retry, JobState::Failed);
+    assert_unchanged(&*store, &failed_before).await;
+    assert_unchanged(&*store, &live_before).await;
+}
+both_stores!(
+    retry_refused_while_another_job_is_live_on,
+    retry_refused_while_another_job_is_live
+);
+
+// ---------------------------------------------------------------------------------------------
+// Reads
+
+async fn list_jobs_filters_and_pages(db: TestDb) {
+    let store = db.store().await;
+    let ann_suspend = enqueue(&*store, "ann@example.com", Action::SuspendAccess, due()).await;
+    let bob_suspend = enqueue(&*store, "bob@example.com", Action::SuspendAccess, later()).await;
+    let ann_delete = enqueue(&*store, "ann@example.com", Action::DeleteAccount, later()).await;
+    let cid = enqueue(&*store, "cid@example.com", Action::DeleteAccount, later()).await;
+    let dee = enqueue(&*store, "dee@example.com", Action::RemoveFromGroup, later()).await;
+    claim_exactly(&*store, ann_suspend.id, LEASE).await;
+    let list = |filter: JobFilter| {
+        let store = store.clone();
+        async move {
+            let jobs = store.list_jobs(&filter).await.unwrap();
+            jobs.iter().map(|j| j.id).collect::<Vec<_>>()
+        }
+    };
+    let all = |limit| JobFilter {
+        limit,
+        ..JobFilter::default()
+    };
+
+    assert_eq!(
+        list(all(100)).await,
+        vec![
+            dee.id,
+            cid.id,
+            ann_delete.id,
+            bob_suspend.id,
+            ann_suspend.id
+        ],
+        "newest first"
+    );
+    assert_eq!(
+        list(JobFilter {
+            state: Some(JobState::Running),
+            ..all(100)
+        })
+        .await,
+        vec![ann_suspend.id]
+    );
+    assert_eq!(
+        list(JobFilter {
+            email: Some("Ann@Example.COM".to_owned()),
+            ..all(100)
+        })
+        .await,
+        vec![ann_delete.id, ann_suspend.id]
+    );
+    assert_eq!(
+        list(JobFilter {
+            action: Some(Action::DeleteAccount),
+            ..all(100)
+        })
+        .await,
+        vec![cid.id, ann_delete.id]
+    );
+    assert_eq!(
+        list(JobFilter {
+            email: Some("ann@example.com".to_owned()),
+            action: Some(Action::DeleteAccount),
+            state: Some(JobState::Pending),
+            ..all(100)
+        })
+        .await,
+        vec![ann_delete.id]
+    );
+
+    let page1 = list(all(2)).await;
+    assert_eq!(page1, vec![dee.id, cid.id]);
+    let page2 = list(JobFilter {
+        before: Some(page1[1]),
+        ..all(2)
+    })
+    .await;
+    assert_eq!(page2, vec![ann_delete.id, bob_suspend.id]);
+    let page3 = list(JobFilter {
+        before: Some(page2[1]),
+        ..all(2)
+    })
+    .await;
+    assert_eq!(page3, vec![ann_suspend.id]);
+    assert!(
+        list(JobFilter {
+            before: Some(ann_suspend.id),
+            ..all(2)
+        })
+        .await
+        .is_empty()
+    );
+}
+both_stores!(list_jobs_filters_and_pages_on, list_jobs_filters_and_pages);
+
+async fn get_job_lists_events_oldest_first(db: TestDb) {
+    let store = db.store().await;
+    let job = enqueue(&*store, "a@example.com", Action::SuspendAccess, due()).await;
+    let claimed = claim_exactly(&*store, job.id, LEASE).await;
+    assert!(
+        store
+            .retry_later(&claimed, due(), false, Some("api_error:502"), "backoff")
+            .await
+            .unwrap()
+    );
+    let claimed = claim_exactly(&*store, job.id, LEASE).await;
+    assert!(
+        store
+            .complete(&claimed, Outcome::Done, "done")
+            .await
+            .unwrap()
+    );
+
+    let shown = show(&*store, job.id).await;
+    let steps: Vec<_> = shown.events.iter().map(|e| (e.from, e.to)).collect();
+    use JobState::*;
+    assert_eq!(
+        steps,
+        vec![
+            (None, Pending),
+            (Some(Pending), Running),
+            (Some(Running), Pending),
+            (Some(Pending), Running),
+            (Some(Running), Succeeded),
+        ]
+    );
+    assert!(shown.events.windows(2).all(|w| w[0].at <= w[1].at));
+    assert_eq!(shown.job.attempts, 2);
+}
+both_stores!(
+    get_job_lists_events_oldest_first_on,
+    get_job_lists_events_oldest_first
+);
+
+async fn list_deliveries_newest_first(db: TestDb) {
+    let store = db.store().await;
+    let mut receipts = Vec::new();
+    for (i, source) in ["a", "b", "a"].into_iter().enumerate() {
+        let new = delivery(
+            source,
+            &format!("evt-{i}"),
+            accepted(
+                vec![],
+                vec![chain(
+                    &format!("p{i}@example.com"),
+                    &[Action::SuspendAccess],
+                    later(),
+                )],
+            ),
+        );
+        receipts.push(store.accept_delivery(new).await.unwrap());
+    }
+
+    let all = store.list_deliveries(None, 10).await.unwrap();
+    let ids: Vec<&str> = all.iter().map(|d| d.delivery_id.as_str()).collect();
+    assert_eq!(ids, vec!["evt-2", "evt-1", "evt-0"]);
+    assert!(all.windows(2).all(|w| w[0].id > w[1].id));
+    for (listed, receipt) in all.iter().zip(receipts.iter().rev()) {
+        assert_eq!(listed.job_ids, receipt.job_ids());
+    }
+
+    let from_a = store.list_deliveries(Some("a"), 10).await.unwrap();
+    let ids: Vec<&str> = from_a.iter().map(|d| d.delivery_id.as_str()).collect();
+    assert_eq!(ids, vec!["evt-2", "evt-0"]);
+    assert!(from_a.iter().all(|d| d.source == "a"));
+
+    let newest = store.list_deliveries(None, 1).await.unwrap();
+    assert_eq!(newest.len(), 1);
+    assert_eq!(newest[0].delivery_id, "evt-2");
+    assert!(
+        store
+            .list_deliveries(Some("c"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+both_stores!(
+    list_deliveries_newest_first_on,
+    list_deliveries_newest_first
+);
+
+async fn counts_done_jobs_and_states(db: TestDb) {
+    let store = db.store().await;
+    let start = Utc::now() - TimeDelta::seconds(5);
+    let outcomes = [
+        Outcome::Done,
+        Outcome::AlreadyDone,
+        Outcome::NotFound,
+        Outcome::DryRun,
+    ];
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        let job = enqueue(
+            &*store,
+            &format!("o{i}@example.com"),
+            Action::SuspendAccess,
+            due(),
+        )
+        .await;
+        let claimed = claim_exactly(&*store, job.id, LEASE).await;
+        assert!(store.complete(&claimed, outcome, "ok").await.unwrap());
+    }
+    job_in_state(
+        &*store,
+        JobState::Failed,
+        "f@example.com",
+        Action::SuspendAccess,
+    )
+    .await;
+    assert_eq!(store.count_done_since(start).await.unwrap(), 1);
+
+    let between = Utc::now();
+    let job = enqueue(&*store, "o9@example.com", Action::SuspendAccess, due()).await;
+    let claimed = claim_exactly(&*store, job.id, LEASE).await;
+    assert!(store.complete(&claimed, Outcome::Done, "ok").await.unwrap());
+    assert_eq!(store.count_done_since(start).await.unwrap(), 2);
+    assert_eq!(store.count_done_since(between).await.unwrap(), 1);
+    assert_eq!(store.count_done_since(later()).await.unwrap(), 0);
+
+    job_in_state(
+        &*store,
+        JobState::Running,
+        "r@example.com",
+        Action::SuspendAccess,
+    )
+    .await;
+    job_in_state(
+        &*store,
+        JobState::Pending,
+        "p@example.com",
+        Action::SuspendAccess,
+    )
+    .await;
+    job_in_state(
+        &*store,
+        JobState::Pending,
+        "p@example.com",
+        Action::DeleteAccount,
+    )
+    .await;
+    job_in_state(
+        &*store,
+        JobState::AwaitingApproval,
+        "w@example.com",
+        Action::SuspendAccess,
+    )
+    .await;
+    job_in_state(
+        &*store,
+        JobState::Cancelled,
+        "c@example.com",
+        Action::SuspendAccess,
+    )
+    .await;
+    let counts: HashMap<JobState, u64> =
+        store.count_by_state().await.unwrap().into_iter().collect();
+    let count = |state| counts.get(&state).copied().unwrap_or(0);
+    assert_eq!(count(JobState::Succeeded), 5);
+    assert_eq!(count(JobState::Failed), 1);
+    assert_eq!(count(JobState::Running), 1);
+    assert_eq!(count(JobState::Pending), 2);
+    assert_eq!(count(JobState::AwaitingApproval), 1);
+    assert_eq!(count(JobState::Cancelled), 1);
+}
+both_stores!(counts_done_jobs_and_states_on, counts_done_jobs_and_states);
+
+// ---------------------------------------------------------------------------------------------
+// Worker state and wake-ups
+
+async fn pause_keeps_first_reason_and_resume_clears_it(db: TestDb) {
+    let store = db.store().await;
+    let initial = store.worker_state().await.unwrap();
+    assert!(!initial.paused);
+    assert_eq!(initial.reason, None);
+    assert_eq!(initial.resumed_at, None);
+
+    let paused = store.pause(PauseReason::Auth).await.unwrap();
+    assert!(paused.paused);
+    assert_eq!(paused.reason, Some(PauseReason::Auth));
+    let again = store.pause(PauseReason::BlastRadius).await.unwrap();
+    assert_eq!(
+        again.reason,
+        Some(PauseReason::Auth),
+        "the first reason stays"
+    );
+    assert_eq!(store.worker_state().await.unwrap(), again);
+
+    let before_resume = Utc::now() - TimeDelta::seconds(1);
+    let resumed = store.resume().await.unwrap();
+    assert!(!resumed.paused);
+    assert_eq!(resumed.reason, None);
+    let resumed_at = resumed.resumed_at.expect("resumed_at set");
+    assert!(resumed_at >= before_resume && resumed_at <= Utc::now() + TimeDelta::seconds(1));
+    assert_eq!(store.worker_state().await.unwrap(), resumed);
+
+    let manual = store.pause(PauseReason::Manual).await.unwrap();
+    assert_eq!(manual.reason, Some(PauseReason::Manual));
+    assert_eq!(
+        manual.resumed_at,
+        Some(resumed_at),
+        "pause keeps the last resume"
+    );
+}
+both_stores!(
+    pause_keeps_first_reason_and_resume_clears_it_on,
+    pause_keeps_first_reason_and_resume_clears_it
+);
+
+/// Consumes any wake-up already pending, so the next one observed is fresh.
+async fn drain(notify: &Notify) {
+    while tokio::time::timeout(Duration::from_millis(50), notify.notified())
+        .await
+        .is_ok()
+    {}
+}
+
+async fn expect_wakeup(notify: &Notify, what: &str) {
+    tokio::time::timeout(Duration::from_secs(2), notify.notified())
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not signal the wake-up"));
+}
+
+async fn enqueue_approve_and_retry_wake_the_worker(db: TestDb) {
+    let store = db.store().await;
+    let notify = store.wakeup();
+    drain(&notify).await;
+    enqueue(&*store, "a@example.com", Action::SuspendAccess, due()).await;
+    expect_wakeup(&notify, "accept_delivery").await;
+
+    let awaiting = job_in_state(
+        &*store,
+        JobState::AwaitingApproval,
+        "b@example.com",
+        Action::SuspendAccess,
+    )
+    .await;
+    drain(&notify).await;
+    store.approve(awaiting.id, OPERATOR).await.unwrap();
+    expect_wakeup(&notify, "approve").await;
+
+    let claimed = store.claim_due(WORKER, 10, LEASE).await.unwrap();
+    for job in &claimed {
+        assert!(store.fail(job, "api_error:500", "boom").await.unwrap());
+    }
+    drain(&notify).await;
+    store.retry(claimed[0].id, OPERATOR).await.unwrap();
+    expect_wakeup(&notify, "retry").await;
+}
+both_stores!(
+    enqueue_approve_and_retry_wake_the_worker_on,
+    enqueue_approve_and_retry_wake_the_worker
+);
+
+// ---------------------------------------------------------------------------------------------
+// What the database itself enforces
+
+/// Runs one statement on a raw connection of its own, bypassing the store.
+async fn raw_execute(db: &TestDb, sql: &str, binds: &[&str]) -> Result<u64, sqlx::Error> {
+    match db.backend {
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&db.url).await?;
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
+            for value in binds {
+                query = query.bind(value.to_string());
+            }
+            Ok(query.execute(&mut conn).await?.rows_affected())
+        }
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url).await?;
+            let sql = (1..=binds.len()).fold(sql.to_owned(), |sql, n| {
+                sql.replacen('?', &format!("${n}"), 1)
+            });
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for value in binds {
+                query = query.bind(value.to_string());
+            }
+            Ok(query.execute(&mut conn).await?.rows_affected())
+        }
+    }
+}
+
+async fn job_events_are_append_only(db: TestDb) {
+    let store = db.store().await;
+    let job = enqueue(&*store, "a@example.com", Action::SuspendAccess, due()).await;
+    let before = show(&*store, job.id).await;
+
+    for sql in [
+        "UPDATE job_events SET detail = 'rewritten'",
+        "DELETE FROM job_events",
+    ] {
+        let Err(err) = raw_execute(&db, sql, &[]).await else {
+            panic!("job_events accepted `{sql}`");
+        };
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    assert_unchanged(&*store, &before).await;
+}
+both_stores!(job_events_are_append_only_on, job_events_are_append_only);
+
+async fn check_constraints_reject_invalid_rows(db: TestDb) {
+    let store = db.store().await;
+    let now = match db.backend {
+        Backend::Sqlite => "0",
+        Backend::Postgres => "now()",
+    };
+    let insert = format!(
+        "INSERT INTO jobs (action, state, email, run_at, max_attempts, created_at, updated_at) \
+         VALUES ('suspend_access', ?, ?, {now}, 3, {now}, {now})"
+    );
+    raw_execute(&db, &insert, &["pending", "raw@example.com"])
+        .await
+        .expect("a valid row is accepted: the statement itself is right");
+
+    for (state, email) in [
+        ("bogus", "raw1@example.com"),
+        ("Pending", "raw2@example.com"),
+        ("pending", "Upper@Example.com"),
+        ("pending", ""),
+        ("running", "raw3@example.com"),   // no lease
+        ("succeeded", "raw4@example.com"), // no outcome, not finalized
+    ] {
+        let err = raw_execute(&db, &insert, &[state, email])
+            .await
+            .expect_err("invalid row");
+        let is_check = err
+            .as_database_error()
+            .is_some_and(|e| e.is_check_violation());
+        assert!(is_check, "({state}, {email}): {err}");
+    }
+    assert_eq!(all_jobs(&*store).await.len(), 1);
+}
+both_stores!(
+    check_constraints_reject_invalid_rows_on,
+    check_constraints_reject_invalid_rows
+);
+
+// ---------------------------------------------------------------------------------------------
+// Races
+
+async fn concurrent_same_delivery_has_one_winner(db: TestDb) {
+    let store = db.store().await;
+    let new = delivery(
+        "hr",
+        "evt-race",
+        accepted(
+            vec![],
+            vec![chain(
+                "a@example.com",
+                &[Action::SuspendAccess, Action::DeleteAccount],
+                later(),
+            )],
+        ),
+    );
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let store = store.clone();
+            let new = new.clone();
+            tokio::spawn(async move { store.accept_delivery(new).await })
+        })
+        .collect();
+    let mut receipts = Vec::new();
+    for task in tasks {
+        receipts.push(task.await.unwrap().expect("accept under contention"));
+    }
+
+    assert_eq!(receipts.iter().filter(|r| !r.duplicate).count(), 1);
+    let ids = receipts[0].job_ids();
+    assert_eq!(ids.len(), 2);
+    assert!(receipts.iter().all(|r| r.job_ids() == ids));
+    assert!(
+        receipts
+            .iter()
+            .all(|r| r.body["duplicate"] == json!(r.duplicate))
+    );
+    assert_eq!(store.list_deliveries(None, 100).await.unwrap().len(), 1);
+    assert_eq!(all_jobs(&*store).await.len(), 2);
+}
+both_stores!(
+    concurrent_same_delivery_has_one_winner_on,
+    concurrent_same_delivery_has_one_winner
+);
+
+async fn concurrent_deliveries_for_one_person_share_one_job(db: TestDb) {
+    let store = db.store().await;
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let store = store.clone();
+            let new = delivery(
+                if i % 2 == 0 { "hr" } else { "jira" },
+                &format!("evt-{i}"),
+                accepted(
+                    vec![],
+                    vec![chain("a@example.com", &[Action::SuspendAccess], later())],
+                ),
+            );
+            tokio::spawn(async move { store.accept_delivery(new).await })
+        })
+        .collect();
+    let mut receipts = Vec::new();
+    for task in tasks {
+        receipts.push(task.await.unwrap().expect("accept under contention"));
+    }
+
+    assert!(receipts.iter().all(|r| !r.duplicate));
+    let jobs = all_jobs(&*store).await;
+    assert_eq!(jobs.len(), 1, "exactly one live job");
+    assert!(jobs[0].state.is_live());
+    for receipt in &receipts {
+        assert_eq!(receipt_ids(receipt), vec![jobs[0].id], "{}", receipt.body);
+    }
+    assert_eq!(store.list_deliveries(None, 100).await.unwrap().len(), 10);
+}
+both_stores!(
+    concurrent_deliveries_for_one_person_share_one_job_on,
+    concurrent_deliveries_for_one_person_share_one_job
+);
+
+async fn parallel_claims_never_share_a_job(db: TestDb) {
+    let store = db.store().await;
+    let chains = (0..100)
+        .map(|i| {
+            chain(
+                &format!("p{i}@example.com"),
+                &[Action::SuspendAccess],
+                due(),
+            )
+        })
+        .collect();
+    accept(&*store, chains).await;
+
+    let tasks: Vec<_> = (0..8)
+        .map(|worker| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let owner = format!("w{worker}");
+                let mut mine = Vec::new();
+                loop {
+                    let batch = store.claim_due(&owner, 5, LEASE).await?;
+                    if batch.is_empty() {
+                        return Ok::<_, StoreError>(mine);
+                    }
+                    assert!(batch.len() <= 5);
+                    mine.extend(batch.iter().map(|j| j.id));
+                }
+            })
+        })
+        .collect();
+    let mut claimed = Vec::new();
+    for task in tasks {
+        claimed.extend(task.await.unwrap().expect("claim under contention"));
+    }
+
+    let unique: HashSet<JobId> = claimed.iter().copied().collect();
+    assert_eq!(unique.len(), claimed.len(), "a job was claimed twice");
+    assert_eq!(unique.len(), 100);
+    let counts: HashMap<JobState, u64> =
+        store.count_by_state().await.unwrap().into_iter().collect();
+    assert_eq!(counts.get(&JobState::Running), Some(&100));
+    assert!(all_jobs(&*store).await.iter().all(|j| j.claim_seq == 1));
+}
+both_stores!(
+    parallel_claims_never_share_a_job_on,
+    parallel_claims_never_share_a_job
+);
