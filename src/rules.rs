@@ -321,13 +321,15 @@ impl Person<'_> {
         })
     }
 
-    /// The optional cross-check: absent or null means "not given", which is not an error.
+    /// The optional cross-check: absent, null or empty means "not given", which is not an
+    /// error (Jira smart values render a missing field as "").
     fn account_id(&self) -> Result<Option<String>, Unmappable> {
         let Some(pointer) = &self.rule.account_id else {
             return Ok(None);
         };
         match self.doc.pointer(pointer) {
             None | Some(Value::Null) => Ok(None),
+            Some(Value::String(id)) if id.is_empty() => Ok(None),
             Some(Value::String(id)) if !id.is_empty() => Ok(Some(id.clone())),
             Some(other) => Err(self.fail_at(
                 pointer,
@@ -836,10 +838,7 @@ mod tests {
                 json!({"email": "a@example.com", "id": "abc"}),
                 Ok(Some("abc")),
             ),
-            (
-                json!({"email": "a@example.com", "id": ""}),
-                Err("an empty string"),
-            ),
+            (json!({"email": "a@example.com", "id": ""}), Ok(None)),
             (json!({"email": "a@example.com", "id": 42}), Err("a number")),
             (
                 json!({"email": "a@example.com", "id": ["abc"]}),

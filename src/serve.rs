@@ -69,46 +69,41 @@ impl Service {
         let worker = role
             .runs_worker()
             .then(|| worker::spawn(config.clone(), store.clone(), shutdown.clone()));
-        let (addr, server) = if role.runs_api() {
-            if config.admin_token.is_none() {
-                tracing::warn!("no admin_token configured: every /api route answers 401");
-            }
-            let listener = TcpListener::bind(config.listen)
-                .await
-                .with_context(|| format!("cannot listen on {}", config.listen))?;
-            let addr = listener.local_addr()?;
-            tracing::info!(%addr, "listening");
-            let app = http::router(AppState {
-                config: config.clone(),
-                store: store.clone(),
-            });
-            let stop = shutdown.clone();
-            let server = tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-                    .context("HTTP server failed")
-            });
-            (Some(addr), Some(server))
+        // Every role listens: a worker-only process still answers /healthz, /readyz and
+        // /metrics, so it can be probed and its counters scraped.
+        if role.runs_api() && config.admin_token.is_none() {
+            tracing::warn!("no admin_token configured: every /api route answers 401");
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "listening");
+        let state = AppState {
+            config: config.clone(),
+            store: store.clone(),
+        };
+        let app = if role.runs_api() {
+            http::router(state)
         } else {
-            (None, None)
+            http::ops_router(state)
         };
         let stop = shutdown.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+                .context("HTTP server failed")
+        });
         let task = tokio::spawn(async move {
-            let served = match server {
-                Some(server) => server.await.context("HTTP server task panicked")?,
-                None => {
-                    stop.cancelled().await;
-                    Ok(())
-                }
-            };
+            let served = server.await.context("HTTP server task panicked")?;
             if let Some(worker) = worker {
                 worker.await.context("worker task panicked")?;
             }
             served
         });
         Ok(Service {
-            addr,
+            addr: Some(addr),
             store,
             shutdown,
             task,

@@ -405,3 +405,18 @@ async fn health_metrics_and_request_id(db: TestDb) {
     app.stop().await;
 }
 both_stores!(health_metrics_on, health_metrics_and_request_id);
+
+#[tokio::test]
+async fn a_worker_only_process_serves_health_and_metrics_only() {
+    let db = TestDb::sqlite();
+    let app = TestApp::spawn_with_role(&db, CONFIG, offboard::serve::Role::Worker).await;
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let response = app.http.get(format!("{}{path}", app.base_url)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+    let hook = app.send_signed("jira", b"{}").await;
+    assert_eq!(hook.status(), StatusCode::NOT_FOUND);
+    let (status, _) = get_json(&app, "/api/v1/jobs").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    app.stop().await;
+}

@@ -1121,7 +1121,13 @@ async fn retry_refused_while_another_job_is_live(db: TestDb) {
     let live_before = show(&*store, live.id).await;
 
     let result = store.retry(failed.id, OPERATOR).await;
-    assert_invalid(result, failed.id, Transition::Retry, JobState::Failed);
+    match result {
+        Err(StoreError::LiveJobExists { id, action }) => {
+            assert_eq!(id, failed.id);
+            assert_eq!(action, failed.action);
+        }
+        other => panic!("expected LiveJobExists, got {other:?}"),
+    }
     assert_unchanged(&*store, &failed_before).await;
     assert_unchanged(&*store, &live_before).await;
 }

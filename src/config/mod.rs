@@ -523,14 +523,20 @@ fn validate(
         SocketAddr::from(([127, 0, 0, 1], 8080))
     });
 
-    let database_url = DatabaseUrl::new(
-        &env("DATABASE_URL")
-            .or(raw.database_url)
-            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
-    );
+    // The URL may hold a password, so it may be a secret reference like any other.
+    let database_url = match env("DATABASE_URL").filter(|u| !u.is_empty()) {
+        Some(url) => DatabaseUrl::new(&url),
+        None => match raw.database_url {
+            Some(raw) => resolve_secret(&raw, "database_url", env, problems)
+                .map(|url| DatabaseUrl::new(url.expose_secret()))
+                .unwrap_or_else(|| DatabaseUrl::new(DEFAULT_DATABASE_URL)),
+            None => DatabaseUrl::new(DEFAULT_DATABASE_URL),
+        },
+    };
     validate_database_url(&database_url, problems);
 
-    let dry_run = match env("OFFBOARD_DRY_RUN") {
+    // Empty counts as unset, as for OFFBOARD_ADMIN_TOKEN: compose files pass empty variables.
+    let dry_run = match env("OFFBOARD_DRY_RUN").filter(|v| !v.is_empty()) {
         Some(value) => match value.as_str() {
             "true" | "1" => true,
             "false" | "0" => false,

@@ -400,3 +400,17 @@ fn malformed_toml_is_one_clear_problem() {
     assert!(found[0].starts_with("invalid TOML"), "{found:#?}");
     assert_problem("dry_run = \"yes\"", "invalid configuration");
 }
+
+#[test]
+fn database_url_may_be_a_secret_reference_and_empty_overrides_are_unset() {
+    let env = env_of(&[("PG_URL", "postgres://u:pw@h/db"), ("OFFBOARD_DRY_RUN", "")]);
+    let config = Config::from_toml(
+        "database_url = \"env:PG_URL\"\ndry_run = false",
+        ConfigOrigin::Defaults,
+        &env,
+    )
+    .unwrap();
+    assert!(config.database_url.is_postgres());
+    assert!(!config.dry_run, "an empty OFFBOARD_DRY_RUN leaves the file's value");
+    assert_problem("database_url = \"env:NOT_SET_PG\"", "NOT_SET_PG is not set");
+}

@@ -91,7 +91,9 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::NotFound(id) => ApiError::NotFound(format!("job {id} not found")),
-            StoreError::InvalidTransition { .. } => ApiError::InvalidTransition(err.to_string()),
+            StoreError::InvalidTransition { .. } | StoreError::LiveJobExists { .. } => {
+                ApiError::InvalidTransition(err.to_string())
+            }
             other => {
                 tracing::error!(error = %other, "store error");
                 ApiError::Unavailable

@@ -3,6 +3,7 @@
 //! drift from the routes that exist.
 
 mod admin;
+mod console;
 mod error;
 mod health;
 mod hooks;
@@ -71,6 +72,7 @@ pub fn router(state: AppState) -> Router {
     let (routes, openapi) = routes(state.clone());
     let openapi = Arc::new(openapi);
     routes
+        .merge(console::router())
         .route(
             OPENAPI_PATH,
             get(move || {
@@ -78,6 +80,17 @@ pub fn router(state: AppState) -> Router {
                 async move { Json(openapi.as_ref().clone()) }
             }),
         )
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(request_id::request_id))
+        .with_state(state)
+}
+
+/// What a worker-only process serves: health and metrics, so it can be probed and scraped.
+pub fn ops_router(state: AppState) -> Router {
+    let (routes, _) = OpenApiRouter::new()
+        .merge(health::router())
+        .split_for_parts();
+    routes
         .fallback(not_found)
         .layer(axum::middleware::from_fn(request_id::request_id))
         .with_state(state)

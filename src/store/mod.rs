@@ -35,6 +35,8 @@ pub enum StoreError {
         transition: Transition,
         state: JobState,
     },
+    #[error("cannot retry job {id}: another live {action} job for the same person exists")]
+    LiveJobExists { id: JobId, action: crate::jobs::Action },
     #[error("the store is unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
     #[error("store error: {0}")]

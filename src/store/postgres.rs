@@ -105,12 +105,14 @@ impl PostgresStore {
         detail: &str,
     ) -> StoreResult<Job> {
         let mut tx = self.pool.begin().await?;
-        let state: Option<String> =
-            sqlx::query_scalar("SELECT state FROM jobs WHERE id = $1 FOR UPDATE")
+        let current: Option<(String, String)> =
+            sqlx::query_as("SELECT state, action FROM jobs WHERE id = $1 FOR UPDATE")
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let state: JobState = parse_column(&state.ok_or(StoreError::NotFound(id))?)?;
+        let (state, action) = current.ok_or(StoreError::NotFound(id))?;
+        let state: JobState = parse_column(&state)?;
+        let action: crate::jobs::Action = parse_column(&action)?;
         if !transition.allowed_from().contains(&state) {
             return Err(StoreError::InvalidTransition {
                 id,
@@ -140,7 +142,7 @@ impl PostgresStore {
         let row = query
             .fetch_one(&mut *tx)
             .await
-            .map_err(|e| live_conflict(e, id))?;
+            .map_err(|e| live_conflict(e, id, action))?;
         let job = job_from_row(&row)?;
         insert_event(&mut tx, id, Some(state), job.state, actor, detail).await?;
         if job.state == JobState::Cancelled {
@@ -167,15 +169,11 @@ async fn listen(pool: &PgPool, wakeup: &Notify) -> Result<(), sqlx::Error> {
 }
 
 /// A retry that would make a second live job for the same person and action.
-fn live_conflict(err: sqlx::Error, id: JobId) -> StoreError {
+fn live_conflict(err: sqlx::Error, id: JobId, action: crate::jobs::Action) -> StoreError {
     if let sqlx::Error::Database(db) = &err
         && db.constraint() == Some("jobs_one_live_per_action_email")
     {
-        return StoreError::InvalidTransition {
-            id,
-            transition: Transition::Retry,
-            state: JobState::Failed,
-        };
+        return StoreError::LiveJobExists { id, action };
     }
     err.into()
 }

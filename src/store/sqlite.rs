@@ -94,11 +94,14 @@ impl SqliteStore {
         detail: &str,
     ) -> StoreResult<Job> {
         let mut tx = self.begin_write().await?;
-        let state: Option<String> = sqlx::query_scalar("SELECT state FROM jobs WHERE id = ?1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let state: JobState = parse_column(&state.ok_or(StoreError::NotFound(id))?)?;
+        let current: Option<(String, String)> =
+            sqlx::query_as("SELECT state, action FROM jobs WHERE id = ?1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (state, action) = current.ok_or(StoreError::NotFound(id))?;
+        let state: JobState = parse_column(&state)?;
+        let action: crate::jobs::Action = parse_column(&action)?;
         if !transition.allowed_from().contains(&state) {
             return Err(StoreError::InvalidTransition {
                 id,
@@ -133,7 +136,7 @@ impl SqliteStore {
         let row = query
             .fetch_one(&mut *tx)
             .await
-            .map_err(|e| live_conflict(e, id))?;
+            .map_err(|e| live_conflict(e, id, action))?;
         let job = job_from_row(&row)?;
         insert_event(&mut tx, id, Some(state), job.state, actor, detail, now).await?;
         if job.state == JobState::Cancelled {
@@ -186,15 +189,11 @@ impl SqliteStore {
     }
 }
 
-fn live_conflict(err: sqlx::Error, id: JobId) -> StoreError {
+fn live_conflict(err: sqlx::Error, id: JobId, action: crate::jobs::Action) -> StoreError {
     if let sqlx::Error::Database(db) = &err
         && db.is_unique_violation()
     {
-        return StoreError::InvalidTransition {
-            id,
-            transition: Transition::Retry,
-            state: JobState::Failed,
-        };
+        return StoreError::LiveJobExists { id, action };
     }
     err.into()
 }

@@ -4,16 +4,21 @@
 //!
 //! Asking the store before every call would serialise all workers on two queries, so the
 //! count is cached for up to a second and topped up locally: the estimate is the stored count,
-//! plus every call reserved here since it was read, plus the calls still in flight. That
-//! over-counts (a call can be both reserved-since and in flight), never under-counts this
-//! process's calls, and whenever the estimate reaches the limit the store is asked again
-//! before anything is refused. Other replicas' calls are seen within the refresh interval.
+//! plus the calls that were in flight when it was read, plus every call reserved here since.
+//! That over-counts (some of those calls fail, or are already in the count), never
+//! under-counts this process's calls, and whenever the estimate reaches the limit the store is
+//! asked again before anything is refused. Other replicas' calls are seen within the refresh
+//! interval.
+//!
+//! The count that decides is exact for this process: it is taken while no finished call is
+//! between "result written" and "reservation released", so each call is either in the store or
+//! in flight, never both (which would pause too early) and never neither (too late).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, RwLock};
 use tokio::time::Instant;
 
 use crate::store::{PauseReason, Store, StoreError};
@@ -25,22 +30,39 @@ pub struct BlastRadius {
     limit: u64,
     window: Mutex<Window>,
     in_flight: AtomicU64,
+    /// Shared while a finished call's result is written and its reservation released;
+    /// exclusive while the store is counted.
+    settling: RwLock<()>,
 }
 
 #[derive(Default)]
 struct Window {
     stored: u64,
-    reserved_since: u64,
+    /// Calls that may have reached the store since it was read: those in flight then, and
+    /// those reserved since.
+    unseen: u64,
     read_at: Option<Instant>,
 }
 
-/// One mutating call counted while in flight. Keep it until the call's result is in the
-/// store: released earlier, the call would be neither in flight nor counted for a moment.
-pub struct Reservation<'a>(&'a AtomicU64);
+/// One mutating call counted while in flight. Release it with [`Reservation::settle`], which
+/// writes the call's result first.
+pub struct Reservation<'a>(&'a BlastRadius);
+
+impl Reservation<'_> {
+    /// Runs `record` (the write of the call's result to the store), then releases the
+    /// reservation, with no store count in between.
+    pub async fn settle<T>(self, record: impl Future<Output = T>) -> T {
+        let radius = self.0;
+        let _settling = radius.settling.read().await;
+        let recorded = record.await;
+        drop(self);
+        recorded
+    }
+}
 
 impl Drop for Reservation<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -50,6 +72,7 @@ impl BlastRadius {
             limit,
             window: Mutex::new(Window::default()),
             in_flight: AtomicU64::new(0),
+            settling: RwLock::new(()),
         }
     }
 
@@ -57,8 +80,7 @@ impl BlastRadius {
     /// reached (or the worker is already paused).
     pub async fn reserve(&self, store: &dyn Store) -> Result<Option<Reservation<'_>>, StoreError> {
         let mut window = self.window.lock().await;
-        let in_flight = self.in_flight.load(Ordering::SeqCst);
-        let estimate = window.stored + window.reserved_since + in_flight;
+        let estimate = window.stored + window.unseen;
         let stale = window.read_at.is_none_or(|at| at.elapsed() >= REFRESH);
         if stale || estimate >= self.limit {
             let state = store.worker_state().await?;
@@ -67,9 +89,14 @@ impl BlastRadius {
             }
             let hour_ago = Utc::now() - chrono::Duration::hours(1);
             let since = state.resumed_at.map_or(hour_ago, |r| r.max(hour_ago));
+            let (stored, in_flight) = {
+                let _counting = self.settling.write().await;
+                let stored = store.count_done_since(since).await?;
+                (stored, self.in_flight.load(Ordering::SeqCst))
+            };
             *window = Window {
-                stored: store.count_done_since(since).await?,
-                reserved_since: 0,
+                stored,
+                unseen: in_flight,
                 read_at: Some(Instant::now()),
             };
             if window.stored + in_flight >= self.limit {
@@ -85,8 +112,8 @@ impl BlastRadius {
                 return Ok(None);
             }
         }
-        window.reserved_since += 1;
+        window.unseen += 1;
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        Ok(Some(Reservation(&self.in_flight)))
+        Ok(Some(Reservation(self)))
     }
 }

@@ -237,9 +237,11 @@ impl Worker {
     async fn run_job(&self, job: Job) {
         let (step, reservation) = self.execute(&job).await;
         tracing::info!(step = ?step, "job step finished");
-        self.record(&job, step).await;
-        // Only once the result is in the store does `count_done_since` see the call.
-        drop(reservation);
+        match reservation {
+            // Only once the result is in the store does `count_done_since` see the call.
+            Some(reservation) => reservation.settle(self.record(&job, step)).await,
+            None => self.record(&job, step).await,
+        }
     }
 
     /// The next step of the job, and the blast-radius reservation of its mutating call, if

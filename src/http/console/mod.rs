@@ -1,0 +1,160 @@
+//! The operator console: server-rendered HTML over the same store operations as the admin
+//! API, for people who would rather click than curl. Not part of the OpenAPI document.
+//!
+//! Sign-in is the admin token entered once; after that a signed, stateless session cookie
+//! (see [`session`]) and a CSRF token in every form. Nothing needs JavaScript.
+
+mod deliveries;
+mod jobs;
+mod login;
+mod session;
+mod view;
+mod worker;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+    X_FRAME_OPTIONS,
+};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use maud::{Markup, html};
+
+use super::AppState;
+use crate::store::StoreError;
+use view::{Chrome, Section};
+
+const LOGIN_PATH: &str = "/console/login";
+/// Who the audit trail names for changes made in the console.
+const ACTOR: &str = "console";
+const STYLESHEET: &str = include_str!("style.css");
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/console", get(jobs::list))
+        .route("/console/style.css", get(stylesheet))
+        .route(LOGIN_PATH, get(login::form).post(login::submit))
+        .route("/console/logout", post(login::logout))
+        .route("/console/jobs/{id}", get(jobs::show))
+        .route(
+            "/console/jobs/{id}/{transition}",
+            get(jobs::confirm).post(jobs::transition),
+        )
+        .route("/console/deliveries", get(deliveries::list))
+        .route("/console/worker/pause", post(worker::pause))
+        .route("/console/worker/resume", post(worker::resume))
+        .layer(middleware::from_fn(protective_headers))
+}
+
+/// The pages run no script and load nothing from elsewhere, so the policy can forbid both;
+/// no framing, so nobody can overlay the approve button with something innocent-looking.
+async fn protective_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    headers
+        .entry(CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    (
+        [
+            (CONTENT_TYPE, "text/css; charset=utf-8"),
+            (CACHE_CONTROL, "public, max-age=300"),
+        ],
+        STYLESHEET,
+    )
+}
+
+/// What a signed-in page needs for its header.
+async fn chrome(
+    state: &AppState,
+    session: &session::Session,
+    section: Section,
+    here: String,
+) -> Result<Chrome, ConsoleError> {
+    Ok(Chrome {
+        section,
+        worker: state.store.worker_state().await?,
+        dry_run: state.config.dry_run,
+        csrf: session.csrf.clone(),
+        here,
+    })
+}
+
+fn page(title: &str, chrome: Option<&Chrome>, content: Markup) -> Html<String> {
+    Html(view::document(title, chrome, content).into_string())
+}
+
+/// Console failures as HTML pages; like the API's errors, internals are logged, never shown.
+#[derive(Debug, thiserror::Error)]
+enum ConsoleError {
+    #[error("This form is not valid any more: the session ended or the page is stale.")]
+    Forbidden,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("The database is not answering right now. Nothing was changed; try again shortly.")]
+    Unavailable,
+}
+
+impl ConsoleError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ConsoleError::Forbidden => StatusCode::FORBIDDEN,
+            ConsoleError::NotFound(_) => StatusCode::NOT_FOUND,
+            ConsoleError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ConsoleError::Conflict(_) => StatusCode::CONFLICT,
+            ConsoleError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl From<StoreError> for ConsoleError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound(id) => ConsoleError::NotFound(format!("There is no job #{id}.")),
+            StoreError::InvalidTransition { .. } => ConsoleError::Conflict(format!(
+                "{}: someone or something changed the job first. Nothing was changed.",
+                err
+            )),
+            other => {
+                tracing::error!(error = %other, "store error in the console");
+                ConsoleError::Unavailable
+            }
+        }
+    }
+}
+
+impl IntoResponse for ConsoleError {
+    fn into_response(self) -> Response {
+        let title = self.status().canonical_reason().unwrap_or("Error");
+        let content = html! {
+            h1 { (title) }
+            p.notice { (self.to_string()) }
+            p {
+                a href="/console" { "Back to the jobs" }
+                @if matches!(self, ConsoleError::Forbidden) {
+                    " · " a href=(LOGIN_PATH) { "Log in again" }
+                }
+            }
+        };
+        (self.status(), page(title, None, content)).into_response()
+    }
+}
