@@ -1,0 +1,608 @@
+//! The operator console over a real port: sign-in, the session cookie, CSRF, escaping, and
+//! the buttons, on both stores. The browser's cookie jar is played by hand: `Set-Cookie` is
+//! read and `Cookie` sent back.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use offboard::jobs::JobState;
+use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use support::app::{ADMIN_TOKEN, TestApp, job_ids, test_config};
+use support::db::TestDb;
+
+/// One rule needs approval and has a hostile name, one runs directly. No [atlassian]: the
+/// worker stays idle, so jobs stay where the test puts them.
+const CONFIG: &str = r#"
+[[sources]]
+name = "jira"
+scheme = "token"
+secrets = ["jira-token"]
+
+  [[sources.rules]]
+  name = "<script>alert('rule')</script>"
+  when = { "/kind" = "approve" }
+  email = "/email"
+  approval = true
+  actions = ["delete_portal_customer"]
+
+  [[sources.rules]]
+  name = "direct"
+  when = { "/kind" = "direct" }
+  email = "/email"
+  actions = ["revoke_portal_access", { action = "delete_portal_customer", after = "30d" }]
+"#;
+
+/// A browser without a cookie jar: redirects are looked at, not followed.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client")
+}
+
+struct Page {
+    status: StatusCode,
+    location: Option<String>,
+    set_cookie: Option<String>,
+    body: String,
+}
+
+impl Page {
+    async fn read(response: reqwest::Response) -> Page {
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .map(|v: &reqwest::header::HeaderValue| v.to_str().expect("ASCII").to_owned())
+        };
+        let (location, set_cookie) = (header(LOCATION), header(SET_COOKIE));
+        Page {
+            status: response.status(),
+            location,
+            set_cookie,
+            body: response.text().await.expect("body"),
+        }
+    }
+
+    /// The CSRF token of the first form on the page.
+    fn csrf(&self) -> String {
+        let marker = "name=\"csrf\" value=\"";
+        let start = self.body.find(marker).expect("a form with a CSRF token") + marker.len();
+        let end = start + self.body[start..].find('"').expect("closing quote");
+        self.body[start..end].to_owned()
+    }
+
+    /// The number of job rows in a jobs table.
+    fn job_rows(&self) -> usize {
+        self.body.matches("<td class=\"email\">").count()
+    }
+}
+
+/// A signed-in visitor: the cookie the login set, sent back by hand.
+struct Console {
+    base_url: String,
+    http: reqwest::Client,
+    cookie: Option<String>,
+}
+
+impl Console {
+    fn new(base_url: &str) -> Console {
+        Console {
+            base_url: base_url.to_owned(),
+            http: browser(),
+            cookie: None,
+        }
+    }
+
+    async fn signed_in(app: &TestApp) -> Console {
+        let mut console = Console::new(&app.base_url);
+        let page = console.login(ADMIN_TOKEN).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+        let set_cookie = page.set_cookie.expect("a session cookie");
+        let pair = set_cookie.split(';').next().unwrap().to_owned();
+        console.cookie = Some(pair);
+        console
+    }
+
+    async fn login(&self, token: &str) -> Page {
+        self.send(
+            Method::POST,
+            "/console/login",
+            Some(format!("token={token}")),
+        )
+        .await
+    }
+
+    async fn get(&self, path: &str) -> Page {
+        self.send(Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, form: &str) -> Page {
+        self.send(Method::POST, path, Some(form.to_owned())).await
+    }
+
+    async fn send(&self, method: Method, path: &str, form: Option<String>) -> Page {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url));
+        if let Some(cookie) = &self.cookie {
+            request = request.header(COOKIE, cookie);
+        }
+        if let Some(form) = form {
+            request = request
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(form);
+        }
+        Page::read(request.send().await.expect("request")).await
+    }
+}
+
+async fn awaiting_job(app: &TestApp, email: &str) -> String {
+    let body = app
+        .deliver("jira", &json!({ "kind": "approve", "email": email }))
+        .await;
+    job_ids(&body)[0].clone()
+}
+
+async fn last_event_actor(app: &TestApp, id: &str) -> (JobState, String) {
+    let job = app.job(id).await;
+    let last = job.events.last().expect("events").clone();
+    (job.job.state, last.actor)
+}
+
+async fn a_wrong_token_signs_nobody_in(db: TestDb) {
+    let app = TestApp::spawn(&db, CONFIG).await;
+    let console = Console::new(&app.base_url);
+
+    let page = console.get("/console").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location.as_deref(), Some("/console/login"));
+
+    let page = console.get("/console/login").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("name=\"token\""), "{}", page.body);
+
+    for wrong in ["wrong", "", "test-admin-toke", "test-admin-token2"] {
+        let page = console.login(wrong).await;
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{wrong}");
+        assert!(page.set_cookie.is_none(), "{wrong}");
+        assert!(page.body.contains("not the admin token"), "{}", page.body);
+    }
+
+    // A cookie made up by hand, or an old one, is no session.
+    for forged in [
+        "offboard_session=99999999999.00",
+        "offboard_session=test-admin-token",
+        "offboard_session=1.0000000000000000000000000000000000000000000000000000000000000000",
+    ] {
+        let forged_console = Console {
+            cookie: Some(forged.to_owned()),
+            ..Console::new(&app.base_url)
+        };
+        let page = forged_console.get("/console").await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{forged}");
+    }
+    app.stop().await;
+}
+both_stores!(wrong_token_on, a_wrong_token_signs_nobody_in);
+
+async fn the_session_cookie_is_safe(db: TestDb) {
+    let app = TestApp::spawn(&db, CONFIG).await;
+    let console = Console::new(&app.base_url);
+    let page = console.login(ADMIN_TOKEN).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location.as_deref(), Some("/console"));
+    let cookie = page.set_cookie.expect("Set-Cookie");
+    let attributes: Vec<&str> = cookie.split(';').map(str::trim).collect();
+    for expected in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+        assert!(attributes.contains(&expected), "{expected} in {cookie}");
+    }
+    let value = attributes[0]
+        .strip_prefix("offboard_session=")
+        .expect("named offboard_session");
+    assert!(!cookie.contains(ADMIN_TOKEN));
+    let (expiry, signature) = value.split_once('.').expect("<expiry>.<signature>");
+    let expiry: i64 = expiry.parse().expect("expiry is a number");
+    let lifetime = expiry - chrono::Utc::now().timestamp();
+    assert!(
+        (12 * 3600 - 60..=12 * 3600).contains(&lifetime),
+        "{lifetime}"
+    );
+    assert_eq!(signature.len(), 64);
+    assert!(signature.bytes().all(|b| b.is_ascii_hexdigit()));
+
+    let console = Console::signed_in(&app).await;
+    let response = console
+        .http
+        .get(format!("{}/console", app.base_url))
+        .header(COOKIE, console.cookie.as_deref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers();
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["cache-control"], "no-store");
+
+    // Signed in, the login form moves on; the stylesheet is served.
+    let page = console.get("/console/login").await;
+    assert_eq!(page.location.as_deref(), Some("/console"));
+    let css = console.get("/console/style.css").await;
+    assert_eq!(css.status, StatusCode::OK);
+    assert!(css.body.contains(".badge"));
+
+    // Log out: the cookie is cleared and the login form is next.
+    let csrf = console.get("/console").await.csrf();
+    let page = console
+        .post("/console/logout", &format!("csrf={csrf}"))
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location.as_deref(), Some("/console/login"));
+    let cleared = page.set_cookie.expect("a clearing Set-Cookie");
+    assert!(cleared.starts_with("offboard_session=;"), "{cleared}");
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    app.stop().await;
+}
+both_stores!(session_cookie_on, the_session_cookie_is_safe);
+
+async fn pages_render_and_escape_what_senders_control(db: TestDb) {
+    let app = TestApp::spawn(&db, CONFIG).await;
+    let awaiting = awaiting_job(&app, "waiting@example.com").await;
+    let direct = job_ids(
+        &app.deliver(
+            "jira",
+            &json!({ "kind": "direct", "email": "direct@example.com" }),
+        )
+        .await,
+    );
+    // The unmappable error echoes the payload's value: it reaches the deliveries page.
+    let response = app
+        .send_signed(
+            "jira",
+            json!({ "kind": "direct", "email": "<script>alert('payload')</script>" })
+                .to_string()
+                .as_bytes(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let console = Console::signed_in(&app).await;
+
+    let jobs = console.get("/console").await;
+    assert_eq!(jobs.status, StatusCode::OK);
+    assert_eq!(jobs.job_rows(), 3);
+    for expected in [
+        "waiting@example.com",
+        "direct@example.com",
+        "delete_portal_customer",
+        "revoke_portal_access",
+        "&lt;script&gt;alert('rule')&lt;/script&gt;",
+        "Worker running",
+        "Dry run",
+        "in 30 days",
+        "just now",
+        " UTC",
+        "0/8",
+        &format!("href=\"/console/jobs/{awaiting}\""),
+    ] {
+        assert!(
+            jobs.body.contains(expected),
+            "{expected} in:\n{}",
+            jobs.body
+        );
+    }
+    let tab = console.get("/console?state=awaiting_approval").await;
+    assert_eq!(tab.job_rows(), 1);
+    assert!(tab.body.contains("waiting@example.com"));
+    let tab = console.get("/console?state=pending").await;
+    assert_eq!(tab.job_rows(), 2);
+    let tab = console.get("/console?email=DIRECT@example.com").await;
+    assert_eq!(tab.job_rows(), 2);
+    assert_eq!(
+        console.get("/console?state=bogus").await.status,
+        StatusCode::BAD_REQUEST
+    );
+
+    let job = console.get(&format!("/console/jobs/{awaiting}")).await;
+    assert_eq!(job.status, StatusCode::OK);
+    assert!(job.body.contains("Audit trail"));
+    assert!(job.body.contains("source:jira"));
+    assert!(
+        job.body
+            .contains("&lt;script&gt;alert('rule')&lt;/script&gt;")
+    );
+    let later = console.get(&format!("/console/jobs/{}", direct[1])).await;
+    assert!(
+        later
+            .body
+            .contains(&format!("href=\"/console/jobs/{}\"", direct[0])),
+        "the later step links the step it waits for"
+    );
+
+    let deliveries = console.get("/console/deliveries").await;
+    assert_eq!(deliveries.status, StatusCode::OK);
+    assert!(deliveries.body.contains("unmappable"));
+    assert!(deliveries.body.contains("accepted"));
+    assert!(
+        deliveries
+            .body
+            .contains("&lt;script&gt;alert('payload')&lt;/script&gt;"),
+        "{}",
+        deliveries.body
+    );
+    for page in [&jobs, &job, &deliveries] {
+        assert!(!page.body.contains("<script"), "unescaped: {}", page.body);
+    }
+    assert_eq!(
+        console.get("/console/jobs/999999").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        console.get("/console/jobs/abc").await.status,
+        StatusCode::NOT_FOUND
+    );
+    app.stop().await;
+}
+both_stores!(pages_on, pages_render_and_escape_what_senders_control);
+
+async fn the_jobs_list_pages_with_before(db: TestDb) {
+    let app = TestApp::spawn(&db, CONFIG).await;
+    for i in 0..26 {
+        app.deliver(
+            "jira",
+            &json!({ "kind": "direct", "email": format!("p{i}@example.com") }),
+        )
+        .await;
+    }
+    let console = Console::signed_in(&app).await;
+    let first = console.get("/console").await;
+    assert_eq!(first.job_rows(), 50);
+    let marker = "href=\"/console?before=";
+    let start = first.body.find(marker).expect("a link to older jobs") + marker.len();
+    let before = &first.body[start..start + first.body[start..].find('"').unwrap()];
+    let second = console.get(&format!("/console?before={before}")).await;
+    assert_eq!(second.job_rows(), 2);
+    assert!(
+        !second.body.contains(marker),
+        "the last page has no older link"
+    );
+    assert!(second.body.contains("Newest"));
+    app.stop().await;
+}
+both_stores!(paging_on, the_jobs_list_pages_with_before);
+
+async fn a_post_without_session_or_csrf_changes_nothing(db: TestDb) {
+    let app = TestApp::spawn(&db, CONFIG).await;
+    let id = awaiting_job(&app, "keep@example.com").await;
+    let console = Console::signed_in(&app).await;
+    let csrf = console
+        .get(&format!("/console/jobs/{id}/approve"))
+        .await
+        .csrf();
+    let events_before = app.job(&id).await.events.len();
+
+    let anonymous = Console::new(&app.base_url);
+    let other_session = {
+        // A session a second later: its CSRF token differs from this one's.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        Console::signed_in(&app).await
+    };
+    let approve = format!("/console/jobs/{id}/approve");
+    let cancel = format!("/console/jobs/{id}/cancel");
+    let attempts: Vec<(&Console, &str, String)> = vec![
+        (&console, approve.as_str(), String::new()),
+        (&console, approve.as_str(), "csrf=".to_owned()),
+        (&console, approve.as_str(), "csrf=00ff".to_owned()),
+        (&console, approve.as_str(), format!("csrf={}", &csrf[1..])),
+        (&console, cancel.as_str(), "return_to=/console".to_owned()),
+        (&other_session, approve.as_str(), format!("csrf={csrf}")),
+        (&anonymous, approve.as_str(), format!("csrf={csrf}")),
+        (&anonymous, cancel.as_str(), format!("csrf={csrf}")),
+        (&console, "/console/worker/pause", String::new()),
+        (&anonymous, "/console/worker/pause", format!("csrf={csrf}")),
+        (&console, "/console/logout", "csrf=nope".to_owned()),
+    ];
+    for (who, path, form) in attempts {
+        let page = who.post(path, &form).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{path} {form}");
+        assert!(page.set_cookie.is_none());
+    }
+    // Not even a form body at all.
+    let response = console
+        .http
+        .post(format!("{}{approve}", app.base_url))
+        .header(COOKIE, console.cookie.as_deref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+
+    let job = app.job(&id).await;
+    assert_eq!(job.job.state, JobState::AwaitingApproval);
+    assert_eq!(job.events.len(), events_before);
+    assert!(!app.store.worker_state().await.unwrap().paused);
+    // The session still works after all that.
+    let page = console.post(&approve, &format!("csrf={csrf}")).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    app.stop().await;
+}
+both_stores!(csrf_on, a_post_without_session_or_csrf_changes_nothing);
+
+async fn approve_cancel_and_retry_go_through_confirmation(db: TestDb) {
+    let app = TestApp::spawn(&db, CONFIG).await;
+    let to_approve = awaiting_job(&app, "approve@example.com").await;
+    let to_cancel = awaiting_job(&app, "cancel@example.com").await;
+    let chain = job_ids(
+        &app.deliver(
+            "jira",
+            &json!({ "kind": "direct", "email": "fail@example.com" }),
+        )
+        .await,
+    );
+    // Fail the first step as a worker would.
+    let claimed = app
+        .store
+        .claim_due("test-worker", 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let failing = claimed
+        .iter()
+        .find(|job| job.id.to_string() == chain[0])
+        .expect("the due step was claimed");
+    assert!(
+        app.store
+            .fail(failing, "api_error:500", "boom")
+            .await
+            .unwrap()
+    );
+    let console = Console::signed_in(&app).await;
+
+    // Only the allowed buttons are offered.
+    let page = console.get(&format!("/console/jobs/{to_approve}")).await;
+    assert!(
+        page.body
+            .contains(&format!("/console/jobs/{to_approve}/approve"))
+    );
+    assert!(
+        page.body
+            .contains(&format!("/console/jobs/{to_approve}/cancel"))
+    );
+    assert!(
+        !page
+            .body
+            .contains(&format!("/console/jobs/{to_approve}/retry"))
+    );
+    let page = console.get(&format!("/console/jobs/{}", chain[0])).await;
+    assert!(page.body.contains("api_error:500"));
+    assert!(
+        page.body
+            .contains(&format!("/console/jobs/{}/retry", chain[0]))
+    );
+    assert!(
+        !page
+            .body
+            .contains(&format!("/console/jobs/{}/cancel", chain[0]))
+    );
+
+    for (id, transition, expected) in [
+        (to_approve.as_str(), "approve", JobState::Pending),
+        (to_cancel.as_str(), "cancel", JobState::Cancelled),
+        (chain[0].as_str(), "retry", JobState::Pending),
+    ] {
+        let path = format!("/console/jobs/{id}/{transition}");
+        let confirm = console.get(&path).await;
+        assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.body);
+        assert!(confirm.body.contains(&format!("action=\"{path}\"")));
+        assert!(confirm.body.contains("Back, change nothing"));
+        // Looking at the confirmation page changes nothing.
+        assert_ne!(app.job(id).await.job.state, expected);
+
+        let done = console
+            .post(&path, &format!("csrf={}", confirm.csrf()))
+            .await;
+        assert_eq!(done.status, StatusCode::SEE_OTHER, "{}", done.body);
+        assert_eq!(
+            done.location.as_deref(),
+            Some(format!("/console/jobs/{id}").as_str())
+        );
+        assert_eq!(
+            last_event_actor(&app, id).await,
+            (expected, "console".to_owned())
+        );
+        let page = console.get(&format!("/console/jobs/{id}")).await;
+        assert!(page.body.contains("<td>console</td>"));
+
+        // The same transition again is refused, on the confirmation page and on POST.
+        assert_eq!(console.get(&path).await.status, StatusCode::CONFLICT);
+        let again = console
+            .post(&path, &format!("csrf={}", confirm.csrf()))
+            .await;
+        assert_eq!(again.status, StatusCode::CONFLICT);
+        assert_eq!(app.job(id).await.job.state, expected);
+    }
+    assert_eq!(
+        console
+            .get(&format!("/console/jobs/{to_approve}/nuke"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    app.stop().await;
+}
+both_stores!(
+    transitions_on,
+    approve_cancel_and_retry_go_through_confirmation
+);
+
+async fn pause_and_resume_from_the_header(db: TestDb) {
+    let app = TestApp::spawn(&db, CONFIG).await;
+    let console = Console::signed_in(&app).await;
+    let page = console.get("/console/deliveries").await;
+    assert!(page.body.contains("Pause worker"));
+    let csrf = page.csrf();
+
+    let paused = console
+        .post(
+            "/console/worker/pause",
+            &format!("csrf={csrf}&return_to=%2Fconsole%2Fdeliveries"),
+        )
+        .await;
+    assert_eq!(paused.status, StatusCode::SEE_OTHER);
+    assert_eq!(paused.location.as_deref(), Some("/console/deliveries"));
+    let state = app.store.worker_state().await.unwrap();
+    assert!(state.paused);
+    assert_eq!(state.reason.map(|r| r.as_str()), Some("manual"));
+    let page = console.get("/console").await;
+    assert!(page.body.contains("Worker paused"));
+    assert!(page.body.contains("by an operator"));
+    assert!(page.body.contains("Resume worker"));
+
+    let resumed = console
+        .post(
+            "/console/worker/resume",
+            &format!("csrf={csrf}&return_to=https%3A%2F%2Fevil.example%2F"),
+        )
+        .await;
+    assert_eq!(resumed.status, StatusCode::SEE_OTHER);
+    assert_eq!(resumed.location.as_deref(), Some("/console"));
+    assert!(!app.store.worker_state().await.unwrap().paused);
+    app.stop().await;
+}
+both_stores!(pause_on, pause_and_resume_from_the_header);
+
+async fn without_an_admin_token_nobody_signs_in(db: TestDb) {
+    let mut config = test_config(&db, CONFIG);
+    config.admin_token = None;
+    let service = offboard::serve::Service::start_with_store(
+        Arc::new(config),
+        db.store().await,
+        offboard::serve::Role::Api,
+    )
+    .await
+    .unwrap();
+    let console = Console::new(&format!("http://{}", service.addr.unwrap()));
+
+    let page = console.get("/console/login").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("The console is disabled"));
+    assert!(!page.body.contains("name=\"token\""));
+    for token in ["", ADMIN_TOKEN, "anything"] {
+        let page = console.login(token).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{token}");
+        assert!(page.set_cookie.is_none());
+    }
+    let page = console.get("/console").await;
+    assert_eq!(page.location.as_deref(), Some("/console/login"));
+    service.stop().await.unwrap();
+}
+both_stores!(disabled_on, without_an_admin_token_nobody_signs_in);

@@ -1,0 +1,377 @@
+//! The console in a real browser: headless Chromium driven over WebDriver (chromedriver)
+//! signs in through the form, approves one job and cancels another through the buttons and
+//! confirmation pages; the admin API then confirms the states. It also leaves screenshots of
+//! the pages it saw under `target/` (`console-jobs.png`: the jobs list in several states).
+//!
+//! Needs Debian's `chromium` and `chromium-driver`; `.ci/run` installs them. Without them the
+//! test prints a notice and passes, except with `CI=true`, where it fails.
+
+mod support;
+
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use offboard::jobs::Outcome;
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::app::{ADMIN_TOKEN, TestApp, job_ids};
+use support::db::TestDb;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// Generous: a cold Chromium start on a busy two-core CI machine takes seconds.
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// No [atlassian] section: the worker idles, so jobs stay where the test puts them.
+const CONFIG: &str = r#"
+[[sources]]
+name = "hr"
+scheme = "token"
+secrets = ["hr-token"]
+
+  [[sources.rules]]
+  name = "manager-approval"
+  when = { "/kind" = "approve" }
+  email = "/email"
+  approval = true
+  actions = ["delete_portal_customer"]
+
+  [[sources.rules]]
+  name = "contract-ended"
+  when = { "/kind" = "later" }
+  email = "/email"
+  delay = "3d"
+  actions = ["revoke_portal_access", { action = "delete_portal_customer", after = "30d" }]
+
+  [[sources.rules]]
+  name = "immediate"
+  when = { "/kind" = "now" }
+  email = "/email"
+  actions = ["revoke_portal_access"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_approves_and_cancels_in_a_real_browser() {
+    if !browser_installed() {
+        return;
+    }
+    let driver = ChromeDriver::start();
+    let profile = tempfile::tempdir().expect("temp profile dir");
+    let client = connect(&driver, profile.path()).await;
+
+    let scenario = tokio::spawn(scenario(client.clone()));
+    let outcome = tokio::time::timeout(SCENARIO_TIMEOUT, scenario).await;
+    // Quit Chromium whatever happened, then report.
+    let _ = client.close().await;
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(failed)) => std::panic::resume_unwind(failed.into_panic()),
+        Err(_) => panic!("the browser scenario took longer than {SCENARIO_TIMEOUT:?}"),
+    }
+}
+
+fn browser_installed() -> bool {
+    let missing: Vec<&str> = [CHROMIUM, CHROMEDRIVER]
+        .into_iter()
+        .filter(|path| !Path::new(path).exists())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but {missing:?} is missing: the browser test must run in CI");
+    }
+    // Written past the test harness's capture so the skip is visible.
+    let _ = writeln!(
+        std::io::stderr(),
+        "notice: {missing:?} not found (apt-get install chromium chromium-driver); skipping the console browser test"
+    );
+    false
+}
+
+/// chromedriver on a free port, ended when dropped.
+struct ChromeDriver {
+    child: Child,
+    url: String,
+}
+
+impl ChromeDriver {
+    fn start() -> ChromeDriver {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        ChromeDriver {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    async fn wait_ready(&self) {
+        let http = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = http.get(format!("{}/status", self.url)).send().await;
+            if status.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "chromedriver did not answer on {}",
+                self.url
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn connect(driver: &ChromeDriver, profile: &Path) -> Client {
+    driver.wait_ready().await;
+    let args = [
+        "--headless=new".to_owned(),
+        "--no-sandbox".to_owned(),
+        "--disable-gpu".to_owned(),
+        "--disable-dev-shm-usage".to_owned(),
+        "--disable-background-networking".to_owned(),
+        "--disable-component-update".to_owned(),
+        "--disable-sync".to_owned(),
+        "--no-first-run".to_owned(),
+        "--window-size=1440,1000".to_owned(),
+        format!("--user-data-dir={}", profile.display()),
+    ];
+    let capabilities = json!({
+        "browserName": "chrome",
+        "goog:chromeOptions": { "binary": CHROMIUM, "args": args },
+    });
+    let Value::Object(capabilities) = capabilities else {
+        unreachable!("a JSON object literal")
+    };
+    // The crate graph enables both of rustls's providers (sqlx: ring, reqwest: aws-lc-rs), so
+    // rustls cannot pick one by itself; fantoccini's connector needs one even for plain HTTP.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    ClientBuilder::rustls()
+        .expect("WebDriver HTTP client")
+        .capabilities(capabilities)
+        .connect(&driver.url)
+        .await
+        .expect("a headless Chromium session")
+}
+
+async fn scenario(browser: Client) {
+    let db = TestDb::sqlite();
+    let app = TestApp::spawn(&db, CONFIG).await;
+    finished_jobs(&app).await;
+    let approve = awaiting(&app, "alice.approve@example.com").await;
+    let cancel = awaiting(&app, "bob.cancel@example.com").await;
+    awaiting(&app, "carol.waits@example.com").await;
+    app.deliver(
+        "hr",
+        &json!({ "kind": "later", "email": "dave.later@example.com" }),
+    )
+    .await;
+
+    sign_in(&browser, &app).await;
+    let source = browser.source().await.expect("page source");
+    for email in ["alice.approve@example.com", "bob.cancel@example.com"] {
+        assert!(source.contains(email), "{email} on the jobs page");
+    }
+
+    transition(&browser, &app, &approve, "approve").await;
+    // Back to the list, through the awaiting-approval tab this time.
+    click(&browser, "header nav a[href='/console']").await;
+    click(
+        &browser,
+        "nav.tabs a[href='/console?state=awaiting_approval']",
+    )
+    .await;
+    transition(&browser, &app, &cancel, "cancel").await;
+
+    assert_state(&app, &approve, "pending").await;
+    assert_state(&app, &cancel, "cancelled").await;
+
+    click(&browser, "header nav a[href='/console/deliveries']").await;
+    wait_for_path(&browser, "/console/deliveries").await;
+    let deliveries = browser.source().await.expect("deliveries page");
+    assert!(deliveries.contains(&format!("href=\"/console/jobs/{approve}\"")));
+    save_screenshot(&browser, "console-deliveries.png").await;
+
+    browser
+        .goto(&format!("{}/console", app.base_url))
+        .await
+        .expect("jobs page");
+    save_screenshot(&browser, "console-jobs.png").await;
+    app.stop().await;
+}
+
+/// A succeeded (dry run) and a failed job, finished the way the worker would finish them.
+async fn finished_jobs(app: &TestApp) {
+    for email in ["erin.done@example.com", "frank.fails@example.com"] {
+        app.deliver("hr", &json!({ "kind": "now", "email": email }))
+            .await;
+    }
+    let claimed = app
+        .store
+        .claim_due("browser-test", 10, Duration::from_secs(60))
+        .await
+        .expect("claim");
+    for job in &claimed {
+        if job.email.starts_with("erin") {
+            app.store
+                .complete(job, Outcome::DryRun, "dry run: would revoke portal access")
+                .await
+                .expect("complete");
+        } else {
+            app.store
+                .fail(
+                    job,
+                    "api_error:403",
+                    "403 Forbidden: the account is managed by an IdP",
+                )
+                .await
+                .expect("fail");
+        }
+    }
+}
+
+async fn awaiting(app: &TestApp, email: &str) -> String {
+    let body = app
+        .deliver("hr", &json!({ "kind": "approve", "email": email }))
+        .await;
+    job_ids(&body)[0].clone()
+}
+
+async fn sign_in(browser: &Client, app: &TestApp) {
+    browser
+        .goto(&format!("{}/console", app.base_url))
+        .await
+        .expect("open the console");
+    let url = browser.current_url().await.expect("url");
+    assert_eq!(
+        url.path(),
+        "/console/login",
+        "signed out, the console asks for the token"
+    );
+    browser
+        .find(Locator::Css("input[name='token']"))
+        .await
+        .expect("the token field")
+        .send_keys(ADMIN_TOKEN)
+        .await
+        .expect("type the token");
+    click(browser, "section.login button[type='submit']").await;
+    wait_for_path(browser, "/console").await;
+}
+
+/// From the jobs list: the job's page, its button, the confirmation page, the final button.
+async fn transition(browser: &Client, app: &TestApp, id: &str, name: &str) {
+    click(browser, &format!("table.jobs a[href='/console/jobs/{id}']")).await;
+    wait_for_path(browser, &format!("/console/jobs/{id}")).await;
+    click(
+        browser,
+        &format!("div.actions a[href='/console/jobs/{id}/{name}']"),
+    )
+    .await;
+    wait_for_path(browser, &format!("/console/jobs/{id}/{name}")).await;
+    let confirm = browser.source().await.expect("confirmation page");
+    assert!(confirm.contains("Back, change nothing"));
+    assert_ne!(
+        api_state(app, id).await,
+        if name == "approve" {
+            "pending"
+        } else {
+            "cancelled"
+        },
+        "the confirmation page alone changes nothing"
+    );
+    save_screenshot(browser, &format!("console-confirm-{name}.png")).await;
+    click(browser, "section.confirm button[type='submit']").await;
+    wait_for_path(browser, &format!("/console/jobs/{id}")).await;
+    let page = browser.source().await.expect("job page");
+    assert!(
+        page.contains("<td>console</td>"),
+        "the audit trail names the console"
+    );
+    save_screenshot(browser, &format!("console-job-after-{name}.png")).await;
+}
+
+async fn click(browser: &Client, css: &str) {
+    browser
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .click()
+        .await
+        .unwrap_or_else(|e| panic!("click {css}: {e}"));
+}
+
+async fn wait_for_path(browser: &Client, path: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let url = browser.current_url().await.expect("url");
+        if url.path() == path {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "expected {path}, the browser is at {url}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn api_job(app: &TestApp, id: &str) -> Value {
+    app.admin(Method::GET, &format!("/api/v1/jobs/{id}"))
+        .send()
+        .await
+        .expect("GET job")
+        .json()
+        .await
+        .expect("JSON")
+}
+
+async fn api_state(app: &TestApp, id: &str) -> String {
+    api_job(app, id).await["state"]
+        .as_str()
+        .expect("state")
+        .to_owned()
+}
+
+async fn assert_state(app: &TestApp, id: &str, expected: &str) {
+    let job = api_job(app, id).await;
+    assert_eq!(job["state"], expected, "{job}");
+    let last = job["events"]
+        .as_array()
+        .and_then(|e| e.last())
+        .expect("events");
+    assert_eq!(last["actor"], "console", "{job}");
+}
+
+/// Kept under `target/` for a person to look at; not compared against anything.
+async fn save_screenshot(browser: &Client, name: &str) {
+    let png = browser.screenshot().await.expect("screenshot");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    std::fs::create_dir_all(&target).expect("target dir");
+    std::fs::write(target.join(name), png).expect("write the screenshot");
+}
