@@ -273,12 +273,22 @@ async fn insert_or_existing_job(
     // Each round either inserts, or finds the live job that blocked the insert; the job it
     // found can finish in between, so a few rounds may be needed under contention.
     for _ in 0..5 {
+        let detail = format!(
+            "created by rule {} of source {} (delivery {})",
+            chain.rule, delivery.source, delivery.delivery_id
+        );
+        // The job and its creation event in one round trip.
         let inserted = sqlx::query(concat!(
-            "INSERT INTO jobs (action, params, state, email, account_id, depends_on, run_at, max_attempts, ",
-            "source, rule, delivery_id, created_at, updated_at) ",
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), now()) ",
-            "ON CONFLICT (action, email) WHERE state IN ('pending', 'awaiting_approval', 'running') DO NOTHING ",
-            "RETURNING ", job_columns!()
+            "WITH created AS ( ",
+            "  INSERT INTO jobs (action, params, state, email, account_id, depends_on, run_at, max_attempts, ",
+            "    source, rule, delivery_id, created_at, updated_at) ",
+            "  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), now()) ",
+            "  ON CONFLICT (action, email) WHERE state IN ('pending', 'awaiting_approval', 'running') DO NOTHING ",
+            "  RETURNING * ",
+            "), event AS ( ",
+            "  INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail) ",
+            "  SELECT id, now(), NULL, state, $12, $13 FROM created ",
+            ") SELECT ", job_columns!(), " FROM created"
         ))
         .bind(step.action.as_str())
         .bind(&params)
@@ -291,24 +301,12 @@ async fn insert_or_existing_job(
         .bind(&delivery.source)
         .bind(&chain.rule)
         .bind(&delivery.delivery_id)
+        .bind(format!("source:{}", delivery.source))
+        .bind(truncate_detail(&detail))
         .fetch_optional(&mut **tx)
         .await?;
         if let Some(row) = inserted {
-            let job = job_from_row(&row)?;
-            let detail = format!(
-                "created by rule {} of source {} (delivery {})",
-                chain.rule, delivery.source, delivery.delivery_id
-            );
-            insert_event(
-                tx,
-                job.id,
-                None,
-                state,
-                &format!("source:{}", delivery.source),
-                &detail,
-            )
-            .await?;
-            return Ok(job);
+            return job_from_row(&row);
         }
         let existing = sqlx::query(concat!(
             "SELECT ",
@@ -442,15 +440,18 @@ impl Store for PostgresStore {
                 (body, ids, !jobs.is_empty())
             }
         };
-        sqlx::query("UPDATE deliveries SET response = $1, job_ids = $2 WHERE id = $3")
-            .bind(body.to_string())
-            .bind(serde_json::to_string(&job_ids).unwrap_or_else(|_| "[]".into()))
-            .bind(row_id)
-            .execute(&mut *tx)
-            .await?;
-        if notify {
-            Self::notify_in(&mut tx).await?;
-        }
+        // The stored answer and, when jobs were created, the wake-up for every replica.
+        sqlx::query(
+            "WITH stored AS (UPDATE deliveries SET response = $1, job_ids = $2 WHERE id = $3 RETURNING id) \
+             SELECT pg_notify($4, '') FROM stored WHERE $5",
+        )
+        .bind(body.to_string())
+        .bind(serde_json::to_string(&job_ids).unwrap_or_else(|_| "[]".into()))
+        .bind(row_id)
+        .bind(WAKEUP_CHANNEL)
+        .bind(notify)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         if notify {
             self.wakeup.notify_one();
