@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::Config;
+use crate::config::{Config, DatabaseUrl};
 use crate::jobs::{Action, JobState};
 use crate::serve::{self, Role};
 use crate::store::{self, JobFilter, JobWithEvents, StoreError, StoreOptions};
@@ -178,9 +178,9 @@ async fn run(command: Command) -> Result<(), Failure> {
                 .map_err(|e| Failure::Runtime(format!("{e:#}")))
         }
         Command::Migrate { config } => {
-            let config = load(&config)?;
-            open_store(&config).await?;
-            println!("migrations applied to {}", config.database_url.redacted());
+            let url = database_url(&config)?;
+            open_store(&url).await?;
+            println!("migrations applied to {}", url.redacted());
             Ok(())
         }
         Command::Check { config } => {
@@ -227,8 +227,14 @@ fn sign(config: &Config, source: &str, file: Option<&Path>) -> Result<(), Failur
     Ok(())
 }
 
-async fn open_store(config: &Config) -> Result<std::sync::Arc<dyn store::Store>, Failure> {
-    store::open_migrated(config.database_url.expose(), &StoreOptions::default())
+/// The jobs commands and `migrate` need only the store: they do not require every secret of
+/// the config to be resolvable in the operator's shell.
+fn database_url(arg: &ConfigArg) -> Result<DatabaseUrl, Failure> {
+    Ok(Config::discover_database_url(arg.config.as_deref())?)
+}
+
+async fn open_store(url: &DatabaseUrl) -> Result<std::sync::Arc<dyn store::Store>, Failure> {
+    store::open_migrated(url.expose(), &StoreOptions::default())
         .await
         .map_err(|e| Failure::Runtime(format!("{e:#}")))
 }
@@ -266,7 +272,7 @@ async fn jobs(command: JobsCommand) -> Result<(), Failure> {
                 before: None,
                 limit: limit.clamp(1, 500),
             };
-            let store = open_store(&load(&config)?).await?;
+            let store = open_store(&database_url(&config)?).await?;
             let jobs = store.list_jobs(&filter).await.map_err(store_failure)?;
             if json {
                 print_json(&serde_json::json!({ "jobs": jobs }));
@@ -277,7 +283,7 @@ async fn jobs(command: JobsCommand) -> Result<(), Failure> {
         }
         JobsCommand::Show { id, json, config } => {
             let id = parse_id(&id)?;
-            let store = open_store(&load(&config)?).await?;
+            let store = open_store(&database_url(&config)?).await?;
             let job: JobWithEvents = store
                 .get_job(id)
                 .await
@@ -292,7 +298,7 @@ async fn jobs(command: JobsCommand) -> Result<(), Failure> {
         }
         JobsCommand::Cancel { id, config } => {
             let id = parse_id(&id)?;
-            let store = open_store(&load(&config)?).await?;
+            let store = open_store(&database_url(&config)?).await?;
             let job = store
                 .cancel(id, CLI_ACTOR, "cancelled by operator")
                 .await
@@ -302,14 +308,14 @@ async fn jobs(command: JobsCommand) -> Result<(), Failure> {
         }
         JobsCommand::Retry { id, config } => {
             let id = parse_id(&id)?;
-            let store = open_store(&load(&config)?).await?;
+            let store = open_store(&database_url(&config)?).await?;
             let job = store.retry(id, CLI_ACTOR).await.map_err(store_failure)?;
             println!("job {} is now {}", job.id, job.state);
             Ok(())
         }
         JobsCommand::Approve { id, config } => {
             let id = parse_id(&id)?;
-            let store = open_store(&load(&config)?).await?;
+            let store = open_store(&database_url(&config)?).await?;
             let job = store.approve(id, CLI_ACTOR).await.map_err(store_failure)?;
             println!("job {} is now {}", job.id, job.state);
             Ok(())

@@ -211,20 +211,30 @@ impl Config {
     /// `$OFFBOARD_CONFIG`, else `./offboard.toml` if present, else the built-in defaults.
     pub fn discover(explicit: Option<&Path>) -> Result<Config, ConfigError> {
         let env = |name: &str| std::env::var(name).ok();
-        let path = explicit
-            .map(Path::to_path_buf)
-            .or_else(|| {
-                env("OFFBOARD_CONFIG")
-                    .filter(|p| !p.is_empty())
-                    .map(PathBuf::from)
-            })
-            .or_else(|| {
-                let local = PathBuf::from("offboard.toml");
-                local.exists().then_some(local)
-            });
-        match path {
+        match config_path(explicit) {
             Some(path) => Self::load(&path, &env),
             None => Self::from_toml("", ConfigOrigin::Defaults, &env),
+        }
+    }
+
+    /// Only the store's URL, for the commands that need nothing else (`jobs …`, `migrate`):
+    /// an operator's shell need not hold every webhook secret to list jobs. The file is still
+    /// parsed in full and unknown keys are still errors.
+    pub fn discover_database_url(explicit: Option<&Path>) -> Result<DatabaseUrl, ConfigError> {
+        let env = |name: &str| std::env::var(name).ok();
+        let text = match config_path(explicit) {
+            Some(path) => read_config(&path)?,
+            None => String::new(),
+        };
+        let mut problems = Problems::default();
+        let Some(raw) = parse_raw(&text, &mut problems) else {
+            return Err(ConfigError(problems.0));
+        };
+        let url = database_url(raw.database_url, &env, &mut problems);
+        if problems.0.is_empty() {
+            Ok(url)
+        } else {
+            Err(ConfigError(problems.0))
         }
     }
 
@@ -523,17 +533,7 @@ fn validate(
         SocketAddr::from(([127, 0, 0, 1], 8080))
     });
 
-    // The URL may hold a password, so it may be a secret reference like any other.
-    let database_url = match env("DATABASE_URL").filter(|u| !u.is_empty()) {
-        Some(url) => DatabaseUrl::new(&url),
-        None => match raw.database_url {
-            Some(raw) => resolve_secret(&raw, "database_url", env, problems)
-                .map(|url| DatabaseUrl::new(url.expose_secret()))
-                .unwrap_or_else(|| DatabaseUrl::new(DEFAULT_DATABASE_URL)),
-            None => DatabaseUrl::new(DEFAULT_DATABASE_URL),
-        },
-    };
-    validate_database_url(&database_url, problems);
+    let database_url = database_url(raw.database_url, env, problems);
 
     // Empty counts as unset, as for OFFBOARD_ADMIN_TOKEN: compose files pass empty variables.
     let dry_run = match env("OFFBOARD_DRY_RUN").filter(|v| !v.is_empty()) {
@@ -605,6 +605,51 @@ fn validate(
         safety,
         sources,
     }
+}
+
+/// `--config`, else `$OFFBOARD_CONFIG`, else `./offboard.toml` if present.
+fn config_path(explicit: Option<&Path>) -> Option<PathBuf> {
+    explicit
+        .map(Path::to_path_buf)
+        .or_else(|| {
+            std::env::var("OFFBOARD_CONFIG")
+                .ok()
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+        })
+        .or_else(|| {
+            let local = PathBuf::from("offboard.toml");
+            local.exists().then_some(local)
+        })
+}
+
+fn read_config(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(vec![format!(
+            "cannot read config file {}: {e}",
+            path.display()
+        )])
+    })
+}
+
+/// `DATABASE_URL`, else the file's `database_url` (which may hold a password, so it may be a
+/// secret reference like any other), else the SQLite default.
+fn database_url(
+    raw: Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+    problems: &mut Problems,
+) -> DatabaseUrl {
+    let url = match env("DATABASE_URL").filter(|u| !u.is_empty()) {
+        Some(url) => DatabaseUrl::new(&url),
+        None => match raw {
+            Some(raw) => resolve_secret(&raw, "database_url", env, problems)
+                .map(|url| DatabaseUrl::new(url.expose_secret()))
+                .unwrap_or_else(|| DatabaseUrl::new(DEFAULT_DATABASE_URL)),
+            None => DatabaseUrl::new(DEFAULT_DATABASE_URL),
+        },
+    };
+    validate_database_url(&url, problems);
+    url
 }
 
 fn validate_database_url(url: &DatabaseUrl, problems: &mut Problems) {

@@ -411,6 +411,32 @@ fn database_url_may_be_a_secret_reference_and_empty_overrides_are_unset() {
     )
     .unwrap();
     assert!(config.database_url.is_postgres());
-    assert!(!config.dry_run, "an empty OFFBOARD_DRY_RUN leaves the file's value");
+    assert!(
+        !config.dry_run,
+        "an empty OFFBOARD_DRY_RUN leaves the file's value"
+    );
     assert_problem("database_url = \"env:NOT_SET_PG\"", "NOT_SET_PG is not set");
+}
+
+#[test]
+fn the_store_url_alone_needs_no_other_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("offboard.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "database_url = \"sqlite://x.db\"\n{}",
+            SOURCE.replace(
+                "\"It's a Secret to Everybody\"",
+                "\"env:UNSET_HR_SECRET_FOR_TEST\""
+            )
+        ),
+    )
+    .unwrap();
+    assert!(Config::discover(Some(&path)).is_err());
+    let url = Config::discover_database_url(Some(&path)).unwrap();
+    assert_eq!(url.expose(), "sqlite://x.db");
+    std::fs::write(&path, "databse_url = \"sqlite://x.db\"").unwrap();
+    let err = Config::discover_database_url(Some(&path)).unwrap_err();
+    assert!(err.to_string().contains("databse_url"), "{err}");
 }
