@@ -22,3 +22,10 @@ pub mod store;
 pub mod telemetry;
 pub mod verify;
 pub mod worker;
+
+/// Makes ring the process's TLS crypto provider. reqwest is built without one of its own (its
+/// default, aws-lc, would be a second crypto library built from C); sqlx already brings ring.
+/// Idempotent: installing fails only when a provider is already installed.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -56,6 +56,7 @@ impl Service {
         store: Arc<dyn Store>,
         role: Role,
     ) -> anyhow::Result<Service> {
+        crate::install_tls_provider();
         let shutdown = CancellationToken::new();
         tracing::info!(
             config = %config.origin,

@@ -411,7 +411,12 @@ async fn a_worker_only_process_serves_health_and_metrics_only() {
     let db = TestDb::sqlite();
     let app = TestApp::spawn_with_role(&db, CONFIG, offboard::serve::Role::Worker).await;
     for path in ["/healthz", "/readyz", "/metrics"] {
-        let response = app.http.get(format!("{}{path}", app.base_url)).send().await.unwrap();
+        let response = app
+            .http
+            .get(format!("{}{path}", app.base_url))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::OK, "{path}");
     }
     let hook = app.send_signed("jira", b"{}").await;

@@ -175,9 +175,7 @@ pub(super) fn is_sendable_id(id: &str) -> bool {
 }
 
 fn http_client(timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    // reqwest is built without a crypto provider of its own; use ring, which sqlx already
-    // brings. Installing fails only when a provider is already installed, which is fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::install_tls_provider();
     let mut headers = HeaderMap::new();
     headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
     reqwest::Client::builder()

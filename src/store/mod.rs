@@ -36,7 +36,10 @@ pub enum StoreError {
         state: JobState,
     },
     #[error("cannot retry job {id}: another live {action} job for the same person exists")]
-    LiveJobExists { id: JobId, action: crate::jobs::Action },
+    LiveJobExists {
+        id: JobId,
+        action: crate::jobs::Action,
+    },
     #[error("the store is unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
     #[error("store error: {0}")]
@@ -73,9 +76,10 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             max_connections: 16,
-            // Webhook senders time out after a few seconds (Personio, Okta: 3 s): when the
-            // database is gone, answer 503 before they give up on us.
-            acquire_timeout: Duration::from_secs(2),
+            // When the database is gone, answer 503 within a few seconds, before most senders
+            // give up on us; a pool still busy after this long sheds load the same way, which
+            // is safe: the sender retries and nothing was accepted.
+            acquire_timeout: Duration::from_secs(3),
             statement_timeout: Duration::from_secs(10),
         }
     }

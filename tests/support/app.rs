@@ -62,6 +62,9 @@ impl TestApp {
     }
 
     pub async fn spawn_with_role(db: &TestDb, toml: &str, role: Role) -> TestApp {
+        // Test builds link two rustls providers (a dev-dependency brings aws-lc), so rustls
+        // cannot pick one by itself for the test's own HTTP client.
+        offboard::install_tls_provider();
         let config = Arc::new(test_config(db, toml));
         let store = db.store().await;
         let service = Service::start_with_store(config.clone(), store.clone(), role)
