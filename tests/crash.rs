@@ -1,0 +1,189 @@
+//! A worker process killed with SIGKILL in the middle of a mutating call loses nothing: after
+//! its lease runs out, another worker runs the job again, and every job ends succeeded.
+
+mod support;
+
+use std::io::Write as _;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use offboard::jobs::{JobState, Outcome};
+use offboard::serve::Role;
+use serde_json::json;
+use support::app::{TestApp, atlassian_toml, job_ids};
+use support::db::TestDb;
+use support::fake_atlassian::{FakeAtlassian, Fault, FaultKind, Matcher};
+use tokio::time::Instant;
+
+const LEASE_SECONDS: u64 = 5;
+
+/// The enqueueing side: an API-only service with one source.
+fn api_toml() -> String {
+    r#"
+[[sources]]
+name = "hr"
+scheme = "token"
+secrets = ["s3cret-token"]
+  [[sources.rules]]
+  name = "leaver"
+  for_each = "/people"
+  email = "/email"
+  actions = ["delete_account"]
+"#
+    .into()
+}
+
+/// The worker side: live, one job at a time, a short lease.
+fn worker_toml(fake: &FakeAtlassian) -> String {
+    format!(
+        r#"dry_run = false
+{}
+[worker]
+concurrency = 1
+lease_seconds = {LEASE_SECONDS}
+requests_per_second = 100.0
+backoff_base_seconds = 1
+backoff_max_seconds = 2
+"#,
+        atlassian_toml(fake)
+    )
+}
+
+/// The child process; killed on drop so a failing test leaves no worker behind.
+struct WorkerProcess {
+    child: Child,
+}
+
+impl WorkerProcess {
+    fn start(config: &std::path::Path, dir: &std::path::Path) -> WorkerProcess {
+        let verbose = std::env::var_os("TEST_LOG").is_some();
+        let log = || {
+            if verbose {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            }
+        };
+        let child = Command::new(env!("CARGO_BIN_EXE_offboard"))
+            .args(["serve", "--role", "worker", "--config"])
+            .arg(config)
+            .current_dir(dir)
+            .env_remove("DATABASE_URL")
+            .env_remove("OFFBOARD_CONFIG")
+            .env_remove("OFFBOARD_LISTEN")
+            .env_remove("OFFBOARD_ADMIN_TOKEN")
+            .env_remove("OFFBOARD_DRY_RUN")
+            .stdin(Stdio::null())
+            .stdout(log())
+            .stderr(log())
+            .spawn()
+            .expect("start the offboard binary");
+        WorkerProcess { child }
+    }
+
+    /// SIGKILL: no drain, no lease release, no result written.
+    fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL the worker");
+        self.child.wait().expect("reap the worker");
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn a_killed_worker_loses_no_job(db: TestDb) {
+    // reqwest has no TLS crypto provider of its own; the service installs ring only when it
+    // builds an Atlassian client, which the API-only app never does.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let fake = FakeAtlassian::start().await;
+    let emails = [
+        "first@example.com",
+        "second@example.com",
+        "third@example.com",
+    ];
+    for (i, email) in emails.iter().enumerate() {
+        fake.add_managed(&format!("acc-{i}"), email);
+    }
+    fake.inject(Fault::once(Matcher::Mutating, FaultKind::Hang));
+
+    let api = TestApp::spawn_with_role(&db, &api_toml(), Role::Api).await;
+    let people: Vec<_> = emails.iter().map(|e| json!({ "email": e })).collect();
+    let ids = job_ids(&api.deliver("hr", &json!({ "people": people })).await);
+    assert_eq!(ids.len(), 3);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("offboard.toml");
+    let text = format!("database_url = \"{}\"\n{}", db.url, worker_toml(&fake));
+    std::fs::File::create(&config)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .expect("write the worker config");
+    let mut process = WorkerProcess::start(&config, dir.path());
+
+    // The process has sent its mutating call, and the fake holds it open.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fake.mutating_requests().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the worker process never sent its call"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let held = fake.mutating_requests()[0].path.clone();
+    let mut running = Vec::new();
+    for id in &ids {
+        if api.job(id).await.job.state == JobState::Running {
+            running.push(id.clone());
+        }
+    }
+    assert_eq!(running.len(), 1, "one job is in flight");
+    process.kill();
+    // Whether or not the held call now reaches "Atlassian", the job must end succeeded.
+    fake.release_held();
+
+    let killed_at = Instant::now();
+    let worker = TestApp::spawn_with_role(&db, &worker_toml(&fake), Role::Worker).await;
+    for id in &ids {
+        let job = worker.wait_final(id, Duration::from_secs(30)).await;
+        assert_eq!(job.job.state, JobState::Succeeded, "{job:#?}");
+        assert!(
+            matches!(job.job.outcome, Some(Outcome::Done | Outcome::AlreadyDone)),
+            "{job:#?}"
+        );
+    }
+    let rescued = worker.job(&running[0]).await;
+    assert!(
+        rescued
+            .events
+            .iter()
+            .any(|e| e.from == Some(JobState::Running) && e.detail.contains("expired")),
+        "the killed worker's lease expired: {rescued:#?}"
+    );
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(LEASE_SECONDS * 4),
+        "the job was picked up late"
+    );
+
+    let counts = worker.store.count_by_state().await.expect("count jobs");
+    assert_eq!(counts, vec![(JobState::Succeeded, 3)], "{counts:?}");
+    let sent = fake.mutating_requests();
+    assert_eq!(sent.len(), 4, "three calls and one repeat: {sent:#?}");
+    assert_eq!(sent.iter().filter(|r| r.path == held).count(), 2);
+    for (i, _) in emails.iter().enumerate() {
+        let account = fake.account(&format!("acc-{i}")).expect("account");
+        assert_eq!(
+            account.status,
+            support::fake_atlassian::FakeStatus::PendingDelete
+        );
+    }
+    worker.stop().await;
+    api.stop().await;
+}
+
+both_stores!(
+    a_killed_worker_loses_no_job_on,
+    a_killed_worker_loses_no_job
+);

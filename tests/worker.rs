@@ -1,0 +1,1257 @@
+//! The worker against the fake Atlassian, on both stores: signed webhook in, job committed,
+//! the exact Atlassian request out (or, for every guard, none), and the job's end state.
+//! Every assertion about what Atlassian saw reads the fake's request log.
+
+mod support;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use offboard::jobs::{JobState, Outcome};
+use offboard::serve::Role;
+use offboard::store::{JobWithEvents, PauseReason};
+use serde_json::{Value, json};
+use support::app::{TestApp, atlassian_toml, job_ids};
+use support::db::TestDb;
+use support::fake_atlassian::{
+    AuthKind, DIRECTORY_ID, FakeAccount, FakeAtlassian, FakeStatus, Fault, FaultKind, Matcher,
+    ORG_ID, RecordedRequest, SITE_EMAIL,
+};
+use tokio::time::Instant;
+
+const SOURCE: &str = "hr";
+const TOKEN: &str = "s3cret-token";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The service's configuration, test-friendly by default: live, fast backoff, short lease.
+struct Settings {
+    dry_run: bool,
+    concurrency: usize,
+    max_attempts: u32,
+    requests_per_second: f64,
+    max_actions_per_hour: u64,
+    /// More `[safety]` lines.
+    safety: &'static str,
+    /// The `[[sources.rules]]` tables of the source.
+    rules: String,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            dry_run: false,
+            concurrency: 4,
+            max_attempts: 8,
+            requests_per_second: 200.0,
+            max_actions_per_hour: 1000,
+            safety: "",
+            rules: rule(r#"["suspend_access"]"#),
+        }
+    }
+}
+
+impl Settings {
+    fn with_rule(actions: &str) -> Settings {
+        Settings {
+            rules: rule(actions),
+            ..Settings::default()
+        }
+    }
+
+    fn toml(&self, fake: &FakeAtlassian) -> String {
+        format!(
+            r#"dry_run = {dry_run}
+{atlassian}
+[worker]
+concurrency = {concurrency}
+max_attempts = {max_attempts}
+lease_seconds = 5
+requests_per_second = {rps:?}
+backoff_base_seconds = 1
+backoff_max_seconds = 2
+
+[safety]
+max_actions_per_hour = {max_actions}
+{safety}
+
+[[sources]]
+name = "{SOURCE}"
+scheme = "token"
+secrets = ["{TOKEN}"]
+{rules}"#,
+            dry_run = self.dry_run,
+            atlassian = atlassian_toml(fake),
+            concurrency = self.concurrency,
+            max_attempts = self.max_attempts,
+            rps = self.requests_per_second,
+            max_actions = self.max_actions_per_hour,
+            safety = self.safety,
+            rules = self.rules,
+        )
+    }
+}
+
+/// One rule: every delivery names one person (`/email`, optional `/account_id`).
+fn rule(actions: &str) -> String {
+    format!(
+        r#"
+  [[sources.rules]]
+  name = "leaver"
+  email = "/email"
+  account_id = "/account_id"
+  actions = {actions}
+"#
+    )
+}
+
+/// reqwest is built without a TLS crypto provider of its own; the service installs ring when
+/// it builds its Atlassian client, but the test's HTTP client may be built first.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The service over `db` with the fake behind it.
+struct Harness {
+    fake: FakeAtlassian,
+    app: TestApp,
+}
+
+impl Harness {
+    async fn start(db: &TestDb, settings: Settings, accounts: Vec<FakeAccount>) -> Harness {
+        install_crypto_provider();
+        let fake = FakeAtlassian::start().await;
+        for account in accounts {
+            fake.add_account(account);
+        }
+        let app = TestApp::spawn(db, &settings.toml(&fake)).await;
+        Harness { fake, app }
+    }
+
+    /// Delivers one signed webhook and returns the ids of the jobs it created.
+    async fn enqueue(&self, body: Value) -> Vec<String> {
+        job_ids(&self.app.deliver(SOURCE, &body).await)
+    }
+
+    /// Delivers a webhook that creates exactly one job and waits until that job is final.
+    async fn run_one(&self, body: Value) -> JobWithEvents {
+        let ids = self.enqueue(body).await;
+        assert_eq!(ids.len(), 1, "expected one job, got {ids:?}");
+        self.app.wait_final(&ids[0], WAIT).await
+    }
+
+    async fn wait_all_final(&self, ids: &[String]) -> Vec<JobWithEvents> {
+        let mut jobs = Vec::new();
+        for id in ids {
+            jobs.push(self.app.wait_final(id, WAIT).await);
+        }
+        jobs
+    }
+
+    async fn states(&self, ids: &[String]) -> Vec<JobState> {
+        let mut states = Vec::new();
+        for id in ids {
+            states.push(self.app.job(id).await.job.state);
+        }
+        states
+    }
+
+    async fn worker_paused(&self) -> Option<PauseReason> {
+        let state = self.app.store.worker_state().await.expect("worker state");
+        state
+            .paused
+            .then(|| state.reason.expect("a pause has a reason"))
+    }
+
+    async fn stop(self) {
+        self.app.stop().await;
+    }
+}
+
+/// Polls `check` until it holds, or panics after `timeout`.
+async fn eventually(what: &str, timeout: Duration, check: impl AsyncFn() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn person(email: &str) -> Value {
+    json!({ "email": email })
+}
+
+fn person_with_id(email: &str, account_id: &str) -> Value {
+    json!({ "email": email, "account_id": account_id })
+}
+
+#[track_caller]
+fn assert_succeeded(job: &JobWithEvents, outcome: Outcome) {
+    assert_eq!(job.job.state, JobState::Succeeded, "{job:#?}");
+    assert_eq!(job.job.outcome, Some(outcome), "{job:#?}");
+}
+
+#[track_caller]
+fn assert_failed(job: &JobWithEvents, error: &str) {
+    assert_eq!(job.job.state, JobState::Failed, "{job:#?}");
+    assert_eq!(job.job.last_error.as_deref(), Some(error), "{job:#?}");
+}
+
+#[track_caller]
+fn assert_no_mutation(fake: &FakeAtlassian) {
+    let sent = fake.mutating_requests();
+    assert!(
+        sent.is_empty(),
+        "no mutating request may be sent: {sent:#?}"
+    );
+}
+
+/// Every event detail of the job, one per line.
+fn event_log(job: &JobWithEvents) -> String {
+    job.events
+        .iter()
+        .map(|e| format!("{:?} -> {}: {}", e.from, e.to, e.detail))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Events of the job moving back to pending (snoozes and retries).
+fn back_to_pending(job: &JobWithEvents) -> Vec<&str> {
+    job.events
+        .iter()
+        .filter(|e| e.from == Some(JobState::Running) && e.to == JobState::Pending)
+        .map(|e| e.detail.as_str())
+        .collect()
+}
+
+fn directory(rest: &str) -> String {
+    format!("/admin/v2/orgs/{ORG_ID}/directories/{DIRECTORY_ID}{rest}")
+}
+
+fn site_auth() -> AuthKind {
+    AuthKind::Basic {
+        user: SITE_EMAIL.to_owned(),
+    }
+}
+
+fn managed_in_status(account_id: &str, email: &str, status: FakeStatus) -> FakeAccount {
+    FakeAccount {
+        status,
+        ..FakeAccount::managed(account_id, email)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The ten actions, end to end
+// ---------------------------------------------------------------------------------------
+
+/// One action: the account it acts on, the request it must send, and the change it makes.
+struct ActionCase {
+    /// The action table of the rule.
+    action: &'static str,
+    account: FakeAccount,
+    method: &'static str,
+    path: String,
+    query: Option<&'static str>,
+    body: Option<Value>,
+    site: bool,
+    changed: fn(&FakeAccount) -> bool,
+}
+
+fn action_cases() -> Vec<ActionCase> {
+    let on_desk = FakeAccount {
+        service_desks: ["10".to_owned()].into(),
+        ..FakeAccount::customer("qm:desk-1", "desk@example.com")
+    };
+    let in_org = FakeAccount {
+        organizations: ["3".to_owned()].into(),
+        ..FakeAccount::customer("qm:org-1", "org@example.com")
+    };
+    let in_group = FakeAccount {
+        groups: ["g-42".to_owned()].into(),
+        ..FakeAccount::managed("acc-group", "group@example.com")
+    };
+    vec![
+        ActionCase {
+            action: r#"{ action = "revoke_portal_access" }"#,
+            account: FakeAccount::customer("qm:revoke-1", "revoke@example.com"),
+            method: "PUT",
+            path: "/rest/servicedeskapi/customer/user/qm:revoke-1/revoke-portal-only-access".into(),
+            query: None,
+            body: None,
+            site: true,
+            changed: |a| a.portal_access_revoked,
+        },
+        ActionCase {
+            action: r#"{ action = "delete_portal_customer" }"#,
+            account: FakeAccount::customer("qm:delete-1", "delete@example.com"),
+            method: "DELETE",
+            path: "/rest/api/3/user".into(),
+            query: Some("accountId=qm%3Adelete-1"),
+            body: None,
+            site: true,
+            changed: |a| a.status == FakeStatus::Deleted,
+        },
+        ActionCase {
+            action: r#"{ action = "remove_from_service_desk", service_desk_id = "10" }"#,
+            account: on_desk,
+            method: "DELETE",
+            path: "/rest/servicedeskapi/servicedesk/10/customer".into(),
+            query: None,
+            body: Some(json!({ "accountIds": ["qm:desk-1"] })),
+            site: true,
+            changed: |a| a.service_desks.is_empty(),
+        },
+        ActionCase {
+            action: r#"{ action = "remove_from_customer_organization", organization_id = "3" }"#,
+            account: in_org,
+            method: "DELETE",
+            path: "/rest/servicedeskapi/organization/3/user".into(),
+            query: None,
+            body: Some(json!({ "accountIds": ["qm:org-1"] })),
+            site: true,
+            changed: |a| a.organizations.is_empty(),
+        },
+        ActionCase {
+            action: r#"{ action = "suspend_access" }"#,
+            account: FakeAccount::managed("acc-suspend", "suspend@example.com"),
+            method: "POST",
+            path: directory("/users/acc-suspend/suspend"),
+            query: None,
+            body: None,
+            site: false,
+            changed: |a| a.status == FakeStatus::Suspended,
+        },
+        ActionCase {
+            action: r#"{ action = "restore_access" }"#,
+            account: managed_in_status("acc-restore", "restore@example.com", FakeStatus::Suspended),
+            method: "POST",
+            path: directory("/users/acc-restore/restore"),
+            query: None,
+            body: None,
+            site: false,
+            changed: |a| a.status == FakeStatus::Active,
+        },
+        ActionCase {
+            action: r#"{ action = "remove_from_directory" }"#,
+            account: FakeAccount::managed("acc-remove", "remove@example.com"),
+            method: "DELETE",
+            path: directory("/users/acc-remove"),
+            query: None,
+            body: None,
+            site: false,
+            changed: |a| !a.in_directory && a.status == FakeStatus::Removed,
+        },
+        ActionCase {
+            action: r#"{ action = "remove_from_group", group_id = "g-42" }"#,
+            account: in_group,
+            method: "DELETE",
+            path: directory("/groups/g-42/memberships/acc-group"),
+            query: None,
+            body: None,
+            site: false,
+            changed: |a| a.groups.is_empty(),
+        },
+        ActionCase {
+            action: r#"{ action = "deactivate_account" }"#,
+            account: FakeAccount::managed("acc-deactivate", "deactivate@example.com"),
+            method: "POST",
+            path: "/users/acc-deactivate/manage/lifecycle/disable".into(),
+            query: None,
+            body: None,
+            site: false,
+            changed: |a| a.status == FakeStatus::Deactivated,
+        },
+        ActionCase {
+            action: r#"{ action = "delete_account" }"#,
+            account: FakeAccount::managed("acc-delete", "delete-managed@example.com"),
+            method: "POST",
+            path: "/users/acc-delete/manage/lifecycle/delete".into(),
+            query: None,
+            body: None,
+            site: false,
+            changed: |a| a.status == FakeStatus::PendingDelete,
+        },
+    ]
+}
+
+#[track_caller]
+fn assert_lookup(request: &RecordedRequest, email: &str, site: bool) {
+    if site {
+        assert_eq!(request.method, "GET", "{request:#?}");
+        assert_eq!(request.path, "/rest/api/3/user/search", "{request:#?}");
+        assert_eq!(request.auth, site_auth(), "{request:#?}");
+    } else {
+        assert_eq!(request.method, "POST", "{request:#?}");
+        assert_eq!(request.path, directory("/users/search"), "{request:#?}");
+        assert_eq!(request.auth, AuthKind::Bearer, "{request:#?}");
+        assert_eq!(
+            request.body,
+            Some(json!({ "emails": [email] })),
+            "{request:#?}"
+        );
+    }
+}
+
+async fn every_action_sends_its_request(db: TestDb) {
+    let cases = action_cases();
+    let rules: String = cases
+        .iter()
+        .enumerate()
+        .map(|(i, case)| {
+            format!(
+                r#"
+  [[sources.rules]]
+  name = "case-{i}"
+  when = {{ "/case" = "{i}" }}
+  email = "/email"
+  account_id = "/account_id"
+  actions = [{}]
+"#,
+                case.action
+            )
+        })
+        .collect();
+    let settings = Settings {
+        rules,
+        ..Settings::default()
+    };
+    let accounts = cases.iter().map(|c| c.account.clone()).collect();
+    let h = Harness::start(&db, settings, accounts).await;
+    for (i, case) in cases.iter().enumerate() {
+        let account = &case.account;
+        let email = account.email.clone().expect("test accounts have emails");
+        let before = h.fake.requests().len();
+        let job = h
+            .run_one(
+                json!({ "case": i.to_string(), "email": email, "account_id": account.account_id }),
+            )
+            .await;
+        assert_succeeded(&job, Outcome::Done);
+
+        let sent = &h.fake.requests()[before..];
+        assert_eq!(
+            sent.len(),
+            2,
+            "{}: one lookup, one mutation: {sent:#?}",
+            case.action
+        );
+        assert_lookup(&sent[0], &email, case.site);
+        let mutation = &sent[1];
+        assert!(!mutation.is_lookup(), "{mutation:#?}");
+        assert_eq!(mutation.method, case.method, "{}", case.action);
+        assert_eq!(mutation.path, case.path, "{}", case.action);
+        assert_eq!(mutation.query.as_deref(), case.query, "{}", case.action);
+        assert_eq!(mutation.body, case.body, "{}", case.action);
+        let auth = if case.site {
+            site_auth()
+        } else {
+            AuthKind::Bearer
+        };
+        assert_eq!(mutation.auth, auth, "{}", case.action);
+        let agent = mutation.header("user-agent").unwrap_or_default();
+        assert!(agent.starts_with("offboard/"), "User-Agent {agent:?}");
+
+        let now = h.fake.account(&account.account_id).expect("account");
+        assert!((case.changed)(&now), "{}: {now:#?}", case.action);
+    }
+    assert_eq!(h.fake.mutating_requests().len(), cases.len());
+    h.stop().await;
+}
+
+both_stores!(
+    every_action_sends_its_request_on,
+    every_action_sends_its_request
+);
+
+/// A 404 from the mutation means the account is already gone or in that state.
+async fn not_found_from_the_mutation_is_already_done(db: TestDb) {
+    let settings = Settings {
+        rules: r#"
+  [[sources.rules]]
+  name = "group"
+  when = { "/kind" = "group" }
+  email = "/email"
+  actions = [{ action = "remove_from_group", group_id = "g-gone" }]
+
+  [[sources.rules]]
+  name = "delete"
+  when = { "/kind" = "delete" }
+  email = "/email"
+  actions = ["delete_account"]
+"#
+        .into(),
+        ..Settings::default()
+    };
+    let accounts = vec![
+        FakeAccount::managed("acc-1", "nogroup@example.com"),
+        managed_in_status("acc-2", "deleting@example.com", FakeStatus::PendingDelete),
+    ];
+    let h = Harness::start(&db, settings, accounts).await;
+
+    let job = h
+        .run_one(json!({ "kind": "group", "email": "nogroup@example.com" }))
+        .await;
+    assert_succeeded(&job, Outcome::AlreadyDone);
+    let job = h
+        .run_one(json!({ "kind": "delete", "email": "deleting@example.com" }))
+        .await;
+    assert_succeeded(&job, Outcome::AlreadyDone);
+
+    let sent = h.fake.mutating_requests();
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    assert_eq!(sent[0].path, directory("/groups/g-gone/memberships/acc-1"));
+    assert_eq!(sent[1].path, "/users/acc-2/manage/lifecycle/delete");
+    h.stop().await;
+}
+
+both_stores!(
+    not_found_from_the_mutation_is_already_done_on,
+    not_found_from_the_mutation_is_already_done
+);
+
+// ---------------------------------------------------------------------------------------
+// Lookups and guards: none of these may send a mutating request
+// ---------------------------------------------------------------------------------------
+
+async fn no_account_is_not_found(db: TestDb) {
+    let settings = Settings {
+        rules: r#"
+  [[sources.rules]]
+  name = "customer"
+  when = { "/kind" = "customer" }
+  email = "/email"
+  account_id = "/account_id"
+  actions = ["delete_portal_customer"]
+
+  [[sources.rules]]
+  name = "managed"
+  when = { "/kind" = "managed" }
+  email = "/email"
+  account_id = "/account_id"
+  actions = ["delete_account"]
+"#
+        .into(),
+        ..Settings::default()
+    };
+    // A near miss that the fuzzy site search returns, but that is not the same email.
+    let accounts = vec![FakeAccount::customer("qm:1", "ghost@example.com.au")];
+    let h = Harness::start(&db, settings, accounts).await;
+    for kind in ["customer", "managed"] {
+        let job = h
+            .run_one(json!({ "kind": kind, "email": "ghost@example.com", "account_id": "qm:1" }))
+            .await;
+        assert_succeeded(&job, Outcome::NotFound);
+    }
+    assert_eq!(h.fake.requests().len(), 2, "one lookup each");
+    assert_no_mutation(&h.fake);
+    h.stop().await;
+}
+
+both_stores!(no_account_is_not_found_on, no_account_is_not_found);
+
+async fn two_accounts_with_one_email_are_ambiguous(db: TestDb) {
+    let settings = Settings {
+        rules: r#"
+  [[sources.rules]]
+  name = "customer"
+  when = { "/kind" = "customer" }
+  email = "/email"
+  actions = ["delete_portal_customer"]
+
+  [[sources.rules]]
+  name = "managed"
+  when = { "/kind" = "managed" }
+  email = "/email"
+  actions = ["suspend_access"]
+"#
+        .into(),
+        ..Settings::default()
+    };
+    let accounts = vec![
+        FakeAccount::customer("qm:a", "twin@example.com"),
+        FakeAccount::customer("qm:b", "TWIN@example.com"),
+        FakeAccount::managed("acc-a", "double@example.com"),
+        FakeAccount::managed("acc-b", "Double@Example.com"),
+    ];
+    let h = Harness::start(&db, settings, accounts).await;
+    let job = h
+        .run_one(json!({ "kind": "customer", "email": "twin@example.com" }))
+        .await;
+    assert_failed(&job, "ambiguous_account");
+    let job = h
+        .run_one(json!({ "kind": "managed", "email": "double@example.com" }))
+        .await;
+    assert_failed(&job, "ambiguous_account");
+    assert_no_mutation(&h.fake);
+    h.stop().await;
+}
+
+both_stores!(
+    two_accounts_with_one_email_are_ambiguous_on,
+    two_accounts_with_one_email_are_ambiguous
+);
+
+async fn a_different_account_id_is_a_mismatch(db: TestDb) {
+    let accounts = vec![FakeAccount::managed("acc-real", "leaver@example.com")];
+    let h = Harness::start(&db, Settings::default(), accounts).await;
+    let job = h
+        .run_one(person_with_id("leaver@example.com", "acc-someone-else"))
+        .await;
+    assert_failed(&job, "account_mismatch");
+    assert!(event_log(&job).contains("acc-real"), "{}", event_log(&job));
+    assert_no_mutation(&h.fake);
+    assert_eq!(
+        h.fake.account("acc-real").unwrap().status,
+        FakeStatus::Active
+    );
+    h.stop().await;
+}
+
+both_stores!(
+    a_different_account_id_is_a_mismatch_on,
+    a_different_account_id_is_a_mismatch
+);
+
+async fn actions_only_touch_their_account_type(db: TestDb) {
+    let settings = Settings {
+        rules: r#"
+  [[sources.rules]]
+  name = "customer"
+  when = { "/kind" = "customer" }
+  email = "/email"
+  actions = ["delete_portal_customer"]
+
+  [[sources.rules]]
+  name = "managed"
+  when = { "/kind" = "managed" }
+  email = "/email"
+  actions = ["delete_account"]
+"#
+        .into(),
+        ..Settings::default()
+    };
+    // A customer listed in the directory, so the managed lookup finds it.
+    let listed_customer = FakeAccount {
+        in_directory: true,
+        ..FakeAccount::customer("qm:listed", "customer@example.com")
+    };
+    let accounts = vec![
+        FakeAccount::managed("acc-staff", "staff@example.com"),
+        listed_customer,
+    ];
+    let h = Harness::start(&db, settings, accounts).await;
+    let job = h
+        .run_one(json!({ "kind": "customer", "email": "staff@example.com" }))
+        .await;
+    assert_failed(&job, "account_type_mismatch");
+    let job = h
+        .run_one(json!({ "kind": "managed", "email": "customer@example.com" }))
+        .await;
+    assert_failed(&job, "account_type_mismatch");
+    assert_no_mutation(&h.fake);
+    h.stop().await;
+}
+
+both_stores!(
+    actions_only_touch_their_account_type_on,
+    actions_only_touch_their_account_type
+);
+
+/// The job's email is not protected; the account id the lookup returns is.
+async fn a_protected_account_id_is_never_touched(db: TestDb) {
+    let settings = Settings {
+        safety: r#"protected_account_ids = ["acc-ceo"]"#,
+        ..Settings::default()
+    };
+    let accounts = vec![FakeAccount::managed("acc-ceo", "ceo@example.com")];
+    let h = Harness::start(&db, settings, accounts).await;
+    let job = h.run_one(person("CEO@example.com")).await;
+    assert_failed(&job, "protected_account");
+    assert_no_mutation(&h.fake);
+    assert_eq!(
+        h.fake.account("acc-ceo").unwrap().status,
+        FakeStatus::Active
+    );
+    h.stop().await;
+}
+
+both_stores!(
+    a_protected_account_id_is_never_touched_on,
+    a_protected_account_id_is_never_touched
+);
+
+/// A job enqueued before its person's domain became protected: the worker checks again
+/// against what the lookup returned (the account's email, in its own case).
+async fn protection_added_after_enqueue_still_holds(db: TestDb) {
+    install_crypto_provider();
+    let fake = FakeAtlassian::start().await;
+    fake.add_managed("acc-admin", "Root@Sub.Example-Admins.com");
+    let unprotected = Settings::default();
+    let api = TestApp::spawn_with_role(&db, &unprotected.toml(&fake), Role::Api).await;
+    let ids = job_ids(
+        &api.deliver(SOURCE, &person("root@sub.example-admins.com"))
+            .await,
+    );
+    assert_eq!(ids.len(), 1);
+
+    let protected = Settings {
+        safety: r#"protected_domains = ["example-admins.com"]"#,
+        ..Settings::default()
+    };
+    let worker = TestApp::spawn_with_role(&db, &protected.toml(&fake), Role::Worker).await;
+    let job = worker.wait_final(&ids[0], WAIT).await;
+    assert_failed(&job, "protected_account");
+    assert_eq!(fake.requests().len(), 1, "only the lookup");
+    assert_no_mutation(&fake);
+    worker.stop().await;
+    api.stop().await;
+}
+
+both_stores!(
+    protection_added_after_enqueue_still_holds_on,
+    protection_added_after_enqueue_still_holds
+);
+
+async fn dry_run_records_the_request_it_would_send(db: TestDb) {
+    let settings = Settings {
+        dry_run: true,
+        rules: r#"
+  [[sources.rules]]
+  name = "managed"
+  when = { "/kind" = "managed" }
+  email = "/email"
+  actions = ["suspend_access"]
+
+  [[sources.rules]]
+  name = "desk"
+  when = { "/kind" = "desk" }
+  email = "/email"
+  actions = [{ action = "remove_from_service_desk", service_desk_id = "10" }]
+"#
+        .into(),
+        ..Settings::default()
+    };
+    let accounts = vec![
+        FakeAccount::managed("acc-1", "leaver@example.com"),
+        FakeAccount::customer("qm:1", "customer@example.com"),
+    ];
+    let h = Harness::start(&db, settings, accounts).await;
+
+    let job = h
+        .run_one(json!({ "kind": "managed", "email": "leaver@example.com" }))
+        .await;
+    assert_succeeded(&job, Outcome::DryRun);
+    let url = format!("{}{}", h.fake.url, directory("/users/acc-1/suspend"));
+    let log = event_log(&job);
+    assert!(log.contains(&format!("POST {url}")), "{log}");
+
+    let job = h
+        .run_one(json!({ "kind": "desk", "email": "customer@example.com" }))
+        .await;
+    assert_succeeded(&job, Outcome::DryRun);
+    let url = format!("{}/rest/servicedeskapi/servicedesk/10/customer", h.fake.url);
+    let log = event_log(&job);
+    assert!(log.contains(&format!("DELETE {url}")), "{log}");
+    assert!(log.contains("qm:1"), "the body is recorded too: {log}");
+
+    assert_eq!(h.fake.requests().len(), 2, "only the lookups");
+    assert_no_mutation(&h.fake);
+    assert_eq!(h.fake.account("acc-1").unwrap().status, FakeStatus::Active);
+    h.stop().await;
+}
+
+both_stores!(
+    dry_run_records_the_request_it_would_send_on,
+    dry_run_records_the_request_it_would_send
+);
+
+// ---------------------------------------------------------------------------------------
+// Rate limits, server errors, credentials
+// ---------------------------------------------------------------------------------------
+
+/// The first mutating request gets `fault`; returns the finished job and the time from the
+/// faulted request to the next request of the job (its retry's lookup).
+async fn snooze_then_done(db: TestDb, fault: FaultKind) -> (JobWithEvents, Duration) {
+    let accounts = vec![FakeAccount::managed("acc-1", "leaver@example.com")];
+    let h = Harness::start(&db, Settings::default(), accounts).await;
+    h.fake.inject(Fault::once(Matcher::Mutating, fault));
+    let job = h.run_one(person("leaver@example.com")).await;
+    assert_succeeded(&job, Outcome::Done);
+    assert_eq!(job.job.attempts, 1, "a snooze is not an attempt: {job:#?}");
+    let snoozes = back_to_pending(&job);
+    assert_eq!(snoozes.len(), 1, "{}", event_log(&job));
+
+    let requests = h.fake.requests();
+    assert_eq!(
+        requests.len(),
+        4,
+        "lookup, limited, lookup, done: {requests:#?}"
+    );
+    let limited = &requests[1];
+    assert!(!limited.is_lookup());
+    let retry = &requests[2];
+    let gap = retry.received_at - limited.received_at;
+    assert_eq!(h.fake.mutating_requests().len(), 2);
+    assert_eq!(
+        h.fake.account("acc-1").unwrap().status,
+        FakeStatus::Suspended
+    );
+    h.stop().await;
+    (job, gap)
+}
+
+async fn retry_after_on_429_is_honoured(db: TestDb) {
+    let fault = FaultKind::Status429 {
+        retry_after: Some(2),
+        reset_after: None,
+    };
+    let (job, gap) = snooze_then_done(db, fault).await;
+    assert!(gap >= Duration::from_secs(2), "retried after {gap:?}");
+    assert!(
+        back_to_pending(&job)[0].contains("429"),
+        "{}",
+        event_log(&job)
+    );
+}
+
+both_stores!(
+    retry_after_on_429_is_honoured_on,
+    retry_after_on_429_is_honoured
+);
+
+async fn retry_after_on_503_is_honoured(db: TestDb) {
+    let fault = FaultKind::Status503 {
+        retry_after: Some(2),
+    };
+    let (job, gap) = snooze_then_done(db, fault).await;
+    assert!(gap >= Duration::from_secs(2), "retried after {gap:?}");
+    assert!(
+        back_to_pending(&job)[0].contains("503"),
+        "{}",
+        event_log(&job)
+    );
+}
+
+both_stores!(
+    retry_after_on_503_is_honoured_on,
+    retry_after_on_503_is_honoured
+);
+
+/// Without `Retry-After`, `X-RateLimit-Reset` (whole seconds, so 1–2 s away) sets the wait.
+async fn rate_limit_reset_is_honoured(db: TestDb) {
+    let fault = FaultKind::Status429 {
+        retry_after: None,
+        reset_after: Some(2),
+    };
+    let (_, gap) = snooze_then_done(db, fault).await;
+    assert!(gap >= Duration::from_millis(950), "retried after {gap:?}");
+}
+
+both_stores!(
+    rate_limit_reset_is_honoured_on,
+    rate_limit_reset_is_honoured
+);
+
+/// Neither header: back off (at most `backoff_base_seconds` after the first try).
+async fn rate_limit_without_a_wait_backs_off(db: TestDb) {
+    let fault = FaultKind::Status429 {
+        retry_after: None,
+        reset_after: None,
+    };
+    let (job, gap) = snooze_then_done(db, fault).await;
+    assert!(gap < Duration::from_secs(2), "retried after {gap:?}");
+    assert!(
+        back_to_pending(&job)[0].contains("429"),
+        "{}",
+        event_log(&job)
+    );
+}
+
+both_stores!(
+    rate_limit_without_a_wait_backs_off_on,
+    rate_limit_without_a_wait_backs_off
+);
+
+async fn server_errors_are_retried(db: TestDb) {
+    let accounts = vec![FakeAccount::managed("acc-1", "leaver@example.com")];
+    let h = Harness::start(&db, Settings::default(), accounts).await;
+    h.fake.inject(Fault {
+        matcher: Matcher::Mutating,
+        times: 2,
+        kind: FaultKind::Status500,
+    });
+    let job = h.run_one(person("leaver@example.com")).await;
+    assert_succeeded(&job, Outcome::Done);
+    assert_eq!(job.job.attempts, 3, "{job:#?}");
+    let retries = back_to_pending(&job);
+    assert_eq!(retries.len(), 2, "{}", event_log(&job));
+    assert!(retries.iter().all(|d| d.contains("500")), "{retries:?}");
+    assert_eq!(h.fake.mutating_requests().len(), 3);
+    h.stop().await;
+}
+
+both_stores!(server_errors_are_retried_on, server_errors_are_retried);
+
+async fn server_errors_exhaust_the_attempts(db: TestDb) {
+    let settings = Settings {
+        max_attempts: 2,
+        ..Settings::default()
+    };
+    let accounts = vec![FakeAccount::managed("acc-1", "leaver@example.com")];
+    let h = Harness::start(&db, settings, accounts).await;
+    h.fake.inject(Fault {
+        matcher: Matcher::Mutating,
+        times: 1000,
+        kind: FaultKind::Status500,
+    });
+    let job = h.run_one(person("leaver@example.com")).await;
+    assert_failed(&job, "max_attempts");
+    assert_eq!(job.job.attempts, 2);
+    let last = job.events.last().expect("events");
+    assert_eq!(last.to, JobState::Failed);
+    assert!(last.detail.contains("HTTP 500"), "{}", event_log(&job));
+    assert_eq!(h.fake.mutating_requests().len(), 2);
+    assert_eq!(h.fake.account("acc-1").unwrap().status, FakeStatus::Active);
+    h.stop().await;
+}
+
+both_stores!(
+    server_errors_exhaust_the_attempts_on,
+    server_errors_exhaust_the_attempts
+);
+
+/// A 401 fails nothing: the worker pauses (`auth`), jobs wait untouched, resume finishes them.
+async fn unauthorized_pauses_the_worker(db: TestDb) {
+    let settings = Settings {
+        concurrency: 1,
+        ..Settings::default()
+    };
+    let accounts = vec![
+        FakeAccount::managed("acc-1", "one@example.com"),
+        FakeAccount::managed("acc-2", "two@example.com"),
+    ];
+    let h = Harness::start(&db, settings, accounts).await;
+    h.fake
+        .inject(Fault::once(Matcher::Mutating, FaultKind::Status401));
+    let mut ids = h.enqueue(person("one@example.com")).await;
+    ids.extend(h.enqueue(person("two@example.com")).await);
+
+    eventually("the worker pauses for auth", WAIT, async || {
+        h.worker_paused().await == Some(PauseReason::Auth)
+    })
+    .await;
+    eventually("the job is back to pending", WAIT, async || {
+        h.states(&ids).await == [JobState::Pending, JobState::Pending]
+    })
+    .await;
+    // Paused means paused: nothing is claimed or sent meanwhile.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(h.states(&ids).await, [JobState::Pending, JobState::Pending]);
+    assert_eq!(h.fake.mutating_requests().len(), 1);
+    for id in &ids {
+        let job = h.app.job(id).await;
+        assert_eq!(job.job.attempts, 0, "no attempt is used: {job:#?}");
+        assert_eq!(job.job.last_error, None, "{job:#?}");
+    }
+
+    h.app.store.resume().await.expect("resume");
+    for job in h.wait_all_final(&ids).await {
+        assert_succeeded(&job, Outcome::Done);
+        assert_eq!(job.job.attempts, 1);
+    }
+    assert_eq!(h.fake.mutating_requests().len(), 3);
+    assert_eq!(h.worker_paused().await, None);
+    h.stop().await;
+}
+
+both_stores!(
+    unauthorized_pauses_the_worker_on,
+    unauthorized_pauses_the_worker
+);
+
+/// A 403 is about this account: the job fails with the body, the worker goes on.
+async fn forbidden_fails_the_job_with_the_body(db: TestDb) {
+    let accounts = vec![FakeAccount::managed("acc-1", "leaver@example.com")];
+    let h = Harness::start(&db, Settings::default(), accounts).await;
+    let body = r#"{"key":"forbidden.targetUnverified"}"#;
+    h.fake.inject(Fault::once(
+        Matcher::Mutating,
+        FaultKind::Status403 { body: body.into() },
+    ));
+    let job = h.run_one(person("leaver@example.com")).await;
+    assert_failed(&job, "api_error:403");
+    assert!(
+        event_log(&job).contains("forbidden.targetUnverified"),
+        "{}",
+        event_log(&job)
+    );
+    assert_eq!(h.fake.mutating_requests().len(), 1);
+    assert_eq!(h.worker_paused().await, None);
+    h.stop().await;
+}
+
+both_stores!(
+    forbidden_fails_the_job_with_the_body_on,
+    forbidden_fails_the_job_with_the_body
+);
+
+// ---------------------------------------------------------------------------------------
+// Blast radius, chains, pacing, schedule
+// ---------------------------------------------------------------------------------------
+
+/// `limit` mutating calls, then the pause, however the concurrent jobs interleave; the rest
+/// wait, and a resume (which restarts the count) lets them through.
+async fn blast_radius_case(db: TestDb, jobs: usize, limit: usize, concurrency: usize) {
+    let settings = Settings {
+        concurrency,
+        max_actions_per_hour: limit as u64,
+        rules: r#"
+  [[sources.rules]]
+  name = "everyone"
+  for_each = "/people"
+  email = "/email"
+  actions = ["suspend_access"]
+"#
+        .into(),
+        ..Settings::default()
+    };
+    let emails: Vec<String> = (0..jobs)
+        .map(|i| format!("leaver{i}@example.com"))
+        .collect();
+    let accounts = emails
+        .iter()
+        .enumerate()
+        .map(|(i, email)| FakeAccount::managed(&format!("acc-{i}"), email))
+        .collect();
+    let h = Harness::start(&db, settings, accounts).await;
+    let people: Vec<Value> = emails.iter().map(|e| json!({ "email": e })).collect();
+    let ids = h.enqueue(json!({ "people": people })).await;
+    assert_eq!(ids.len(), jobs);
+
+    let count = async |state: JobState| {
+        h.states(&ids)
+            .await
+            .into_iter()
+            .filter(|s| *s == state)
+            .count()
+    };
+    eventually("the worker pauses or every job is done", WAIT, async || {
+        let paused = h.worker_paused().await.is_some();
+        let running = count(JobState::Running).await;
+        (paused && running == 0) || count(JobState::Succeeded).await == ids.len()
+    })
+    .await;
+    assert_eq!(h.fake.mutating_requests().len(), limit);
+    assert_eq!(h.worker_paused().await, Some(PauseReason::BlastRadius));
+    assert_eq!(count(JobState::Succeeded).await, limit);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(count(JobState::Pending).await, jobs - limit);
+    assert_eq!(h.fake.mutating_requests().len(), limit);
+
+    h.app.store.resume().await.expect("resume");
+    for job in h.wait_all_final(&ids).await {
+        assert_succeeded(&job, Outcome::Done);
+    }
+    assert_eq!(h.fake.mutating_requests().len(), jobs);
+    h.stop().await;
+}
+
+async fn blast_radius_pauses_the_worker(db: TestDb) {
+    blast_radius_case(db, 4, 2, 4).await;
+}
+
+/// Many tasks reserving at once, finishing while others count: still exactly the limit.
+async fn blast_radius_holds_under_concurrency(db: TestDb) {
+    blast_radius_case(db, 12, 6, 16).await;
+}
+
+both_stores!(
+    blast_radius_holds_under_concurrency_on,
+    blast_radius_holds_under_concurrency
+);
+
+both_stores!(
+    blast_radius_pauses_the_worker_on,
+    blast_radius_pauses_the_worker
+);
+
+const SUSPEND_THEN_DELETE: &str =
+    r#"["suspend_access", { action = "delete_account", after = "0s" }]"#;
+
+async fn a_chain_runs_in_order(db: TestDb) {
+    let accounts = vec![FakeAccount::managed("acc-1", "leaver@example.com")];
+    let h = Harness::start(&db, Settings::with_rule(SUSPEND_THEN_DELETE), accounts).await;
+    // A slow suspend leaves the delete plenty of time to jump the queue, if it could.
+    let slow = Duration::from_millis(600);
+    h.fake.inject(Fault::once(
+        Matcher::PathContains("/suspend".into()),
+        FaultKind::Latency(slow),
+    ));
+    let ids = h.enqueue(person("leaver@example.com")).await;
+    assert_eq!(ids.len(), 2);
+    let jobs = h.wait_all_final(&ids).await;
+    let (suspend, delete) = (&jobs[0], &jobs[1]);
+    assert_succeeded(suspend, Outcome::Done);
+    assert_succeeded(delete, Outcome::Done);
+    assert_eq!(delete.job.depends_on, Some(suspend.job.id));
+
+    let sent = h.fake.mutating_requests();
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    assert_eq!(sent[0].path, directory("/users/acc-1/suspend"));
+    assert_eq!(sent[1].path, "/users/acc-1/manage/lifecycle/delete");
+    assert!(sent[1].received_at >= sent[0].received_at + slow);
+    let suspended_at = suspend.events.last().unwrap().at;
+    let delete_claimed_at = delete
+        .events
+        .iter()
+        .find(|e| e.to == JobState::Running)
+        .expect("the delete was claimed")
+        .at;
+    assert!(delete_claimed_at >= suspended_at, "{jobs:#?}");
+    assert_eq!(
+        h.fake.account("acc-1").unwrap().status,
+        FakeStatus::PendingDelete
+    );
+    h.stop().await;
+}
+
+both_stores!(a_chain_runs_in_order_on, a_chain_runs_in_order);
+
+async fn a_failed_step_cancels_the_rest_of_the_chain(db: TestDb) {
+    let accounts = vec![FakeAccount::managed("acc-1", "leaver@example.com")];
+    let h = Harness::start(&db, Settings::with_rule(SUSPEND_THEN_DELETE), accounts).await;
+    h.fake.inject(Fault::once(
+        Matcher::PathContains("/suspend".into()),
+        FaultKind::Status403 {
+            body: r#"{"key":"forbidden.action"}"#.into(),
+        },
+    ));
+    let ids = h.enqueue(person("leaver@example.com")).await;
+    assert_eq!(ids.len(), 2);
+    let jobs = h.wait_all_final(&ids).await;
+    assert_failed(&jobs[0], "api_error:403");
+    assert_eq!(jobs[1].job.state, JobState::Cancelled, "{:#?}", jobs[1]);
+    assert_eq!(
+        jobs[1].job.last_error.as_deref(),
+        Some("previous_step_failed")
+    );
+    // Give a wrongly released delete the time to be sent.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let sent = h.fake.mutating_requests();
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert!(
+        h.fake
+            .requests()
+            .iter()
+            .all(|r| !r.path.contains("lifecycle")),
+        "the delete was never sent"
+    );
+    h.stop().await;
+}
+
+both_stores!(
+    a_failed_step_cancels_the_rest_of_the_chain_on,
+    a_failed_step_cancels_the_rest_of_the_chain
+);
+
+/// 30 jobs (60 admin requests) at 10 requests/s: a burst of 10, then never faster than 10/s.
+async fn requests_stay_within_the_bucket(db: TestDb) {
+    const RATE: f64 = 10.0;
+    const BURST: f64 = 10.0;
+    let settings = Settings {
+        concurrency: 16,
+        requests_per_second: RATE,
+        rules: r#"
+  [[sources.rules]]
+  name = "everyone"
+  for_each = "/people"
+  email = "/email"
+  actions = ["suspend_access"]
+"#
+        .into(),
+        ..Settings::default()
+    };
+    let emails: Vec<String> = (0..30).map(|i| format!("p{i}@example.com")).collect();
+    let accounts = emails
+        .iter()
+        .enumerate()
+        .map(|(i, email)| FakeAccount::managed(&format!("acc-{i}"), email))
+        .collect();
+    let h = Harness::start(&db, settings, accounts).await;
+    let people: Vec<Value> = emails.iter().map(|e| json!({ "email": e })).collect();
+    let ids = h.enqueue(json!({ "people": people })).await;
+    assert_eq!(ids.len(), 30);
+    for job in h.wait_all_final(&ids).await {
+        assert_succeeded(&job, Outcome::Done);
+    }
+
+    let times: Vec<Instant> = h.fake.requests().iter().map(|r| r.received_at).collect();
+    assert_eq!(times.len(), 60);
+    // Arrival order can differ from send order by a hair; the slack covers that.
+    let slack = 0.05;
+    for i in 0..times.len() {
+        for j in i..times.len() {
+            let span = times[j].saturating_duration_since(times[i]).as_secs_f64();
+            let sent = (j - i + 1) as f64;
+            assert!(
+                sent <= BURST + RATE * (span + slack),
+                "{sent} requests within {span:.3}s exceed the bucket"
+            );
+        }
+    }
+    let total = times[59].saturating_duration_since(times[0]);
+    assert!(
+        total <= Duration::from_secs(7),
+        "60 requests took {total:?}: far slower than 10/s"
+    );
+    h.stop().await;
+}
+
+both_stores!(
+    requests_stay_within_the_bucket_on,
+    requests_stay_within_the_bucket
+);
+
+/// A job due 1.5 s from now starts no earlier than its `run_at` and within a second of it.
+async fn a_scheduled_job_starts_on_time(db: TestDb) {
+    let settings = Settings {
+        rules: r#"
+  [[sources.rules]]
+  name = "later"
+  email = "/email"
+  at = "/at"
+  actions = ["suspend_access"]
+"#
+        .into(),
+        ..Settings::default()
+    };
+    let accounts = vec![FakeAccount::managed("acc-1", "leaver@example.com")];
+    let h = Harness::start(&db, settings, accounts).await;
+    let (wall, clock) = (Utc::now(), Instant::now());
+    let at = wall + chrono::Duration::milliseconds(1500);
+    let ids = h
+        .enqueue(json!({ "email": "leaver@example.com", "at": at.timestamp_millis() }))
+        .await;
+    assert_eq!(ids.len(), 1);
+    let job = h.app.wait_final(&ids[0], WAIT).await;
+    assert_succeeded(&job, Outcome::Done);
+    assert_eq!(job.job.run_at.timestamp_millis(), at.timestamp_millis());
+
+    let first = h.fake.requests()[0].received_at;
+    let started = wall + chrono::Duration::from_std(first - clock).unwrap();
+    let late = started - job.job.run_at;
+    assert!(
+        late >= chrono::Duration::milliseconds(-20),
+        "started {late} before its run_at"
+    );
+    assert!(
+        late <= chrono::Duration::seconds(1),
+        "started {late} after its run_at"
+    );
+    h.stop().await;
+}
+
+both_stores!(
+    a_scheduled_job_starts_on_time_on,
+    a_scheduled_job_starts_on_time
+);
