@@ -164,9 +164,9 @@ async fn connect(driver: &ChromeDriver, profile: &Path) -> Client {
     let Value::Object(capabilities) = capabilities else {
         unreachable!("a JSON object literal")
     };
-    // The crate graph enables both of rustls's providers (sqlx: ring, reqwest: aws-lc-rs), so
-    // rustls cannot pick one by itself; fantoccini's connector needs one even for plain HTTP.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // Test builds link two rustls providers (a dev-dependency brings aws-lc), so rustls
+    // cannot pick one by itself.
+    offboard::install_tls_provider();
     ClientBuilder::rustls()
         .expect("WebDriver HTTP client")
         .capabilities(capabilities)

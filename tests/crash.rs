@@ -96,9 +96,9 @@ impl Drop for WorkerProcess {
 }
 
 async fn a_killed_worker_loses_no_job(db: TestDb) {
-    // reqwest has no TLS crypto provider of its own; the service installs ring only when it
-    // builds an Atlassian client, which the API-only app never does.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // Test builds link two rustls providers (a dev-dependency brings aws-lc), so rustls
+    // cannot pick one by itself.
+    offboard::install_tls_provider();
     let fake = FakeAtlassian::start().await;
     let emails = [
         "first@example.com",

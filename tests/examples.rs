@@ -156,9 +156,9 @@ struct Running {
 }
 
 async fn start(db: &TestDb, config: Config) -> Running {
-    // reqwest is built without a TLS crypto provider and the worker, which installs one, is
-    // not running.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    // Test builds link two rustls providers (a dev-dependency brings aws-lc), so rustls
+    // cannot pick one by itself.
+    offboard::install_tls_provider();
     let store = db.store().await;
     let service = Service::start_with_store(Arc::new(config), store.clone(), Role::Api)
         .await

@@ -190,10 +190,10 @@ impl App {
     }
 }
 
-/// reqwest is built without a TLS crypto provider; the service installs ring when it builds
-/// its Atlassian client, which these configs never do, so the test client installs it.
+/// Test builds link two rustls providers (a dev-dependency brings aws-lc), so rustls cannot
+/// pick one by itself for the test's own HTTP client.
 fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    offboard::install_tls_provider();
 }
 
 async fn spawn(db: &TestDb) -> App {

@@ -104,10 +104,10 @@ fn rule(actions: &str) -> String {
     )
 }
 
-/// reqwest is built without a TLS crypto provider of its own; the service installs ring when
-/// it builds its Atlassian client, but the test's HTTP client may be built first.
+/// Test builds link two rustls providers (a dev-dependency brings aws-lc), so rustls cannot
+/// pick one by itself for the test's own HTTP client.
 fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    offboard::install_tls_provider();
 }
 
 /// The service over `db` with the fake behind it.
