@@ -59,6 +59,9 @@ async fn an_operator_approves_and_cancels_in_a_real_browser() {
     if !browser_installed() {
         return;
     }
+    // Test builds link two rustls providers (a dev-dependency brings aws-lc), so rustls
+    // cannot pick one by itself; every HTTP client here needs one, even for plain HTTP.
+    offboard::install_tls_provider();
     let driver = ChromeDriver::start();
     let profile = tempfile::tempdir().expect("temp profile dir");
     let client = connect(&driver, profile.path()).await;
@@ -164,9 +167,6 @@ async fn connect(driver: &ChromeDriver, profile: &Path) -> Client {
     let Value::Object(capabilities) = capabilities else {
         unreachable!("a JSON object literal")
     };
-    // Test builds link two rustls providers (a dev-dependency brings aws-lc), so rustls
-    // cannot pick one by itself.
-    offboard::install_tls_provider();
     ClientBuilder::rustls()
         .expect("WebDriver HTTP client")
         .capabilities(capabilities)
