@@ -231,6 +231,11 @@ impl FakeAtlassian {
             .local_addr()
             .expect("bound listener has an address");
         let app = router(shared.clone());
+        // Like a real server: small responses go out at once instead of waiting for the
+        // client's delayed ACK (Nagle), which would add milliseconds to every call.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
                 .await
@@ -295,6 +300,11 @@ impl FakeAtlassian {
             .filter(|request| !request.is_lookup())
             .cloned()
             .collect()
+    }
+
+    /// How many requests arrived so far, without copying the log (for polling loops).
+    pub fn request_count(&self) -> usize {
+        self.shared.lock().requests.len()
     }
 
     pub fn inject(&self, fault: Fault) {
@@ -456,7 +466,10 @@ async fn front_door(State(shared): Fake, request: Request, next: Next) -> Respon
         state.requests.push(recorded.clone());
         (state.take_fault(&recorded), state.latency)
     };
-    tokio::time::sleep(latency).await;
+    // A zero sleep still waits for the timer's next millisecond tick.
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     if let Some(response) = apply_fault(&shared, fault).await {
         return response;
     }
@@ -591,7 +604,7 @@ struct SiteSearchParams {
 
 /// Fuzzy like the real one: any account whose email or display name contains the query.
 async fn site_search(State(shared): Fake, Query(params): Query<SiteSearchParams>) -> Response {
-    let Some(query) = params.query.map(|query| query.to_lowercase()) else {
+    let Some(query) = params.query else {
         return error(StatusCode::BAD_REQUEST, "query is required");
     };
     let limit = params.max_results.unwrap_or(DEFAULT_SITE_MAX_RESULTS);
@@ -602,8 +615,8 @@ async fn site_search(State(shared): Fake, Query(params): Query<SiteSearchParams>
         .filter(|account| !account.is_gone())
         .filter(|account| {
             let email = account.email.as_deref().unwrap_or_default();
-            email.to_lowercase().contains(&query)
-                || account.display_name.to_lowercase().contains(&query)
+            contains_ignoring_case(email, &query)
+                || contains_ignoring_case(&account.display_name, &query)
         })
         .take(limit)
         .map(site_user_json)
@@ -679,14 +692,25 @@ fn parse_cursor(cursor: Option<&str>) -> Option<usize> {
 }
 
 fn directory_filter(account: &FakeAccount, search: &DirectorySearch) -> bool {
-    let email = account.email.as_deref().unwrap_or_default().to_lowercase();
+    let email = account.email.as_deref().unwrap_or_default();
     if let Some(emails) = &search.emails {
-        return emails.iter().any(|wanted| wanted.to_lowercase() == email);
+        return emails
+            .iter()
+            .any(|wanted| wanted.eq_ignore_ascii_case(email));
     }
     search.search_term.as_ref().is_none_or(|term| {
-        let term = term.to_lowercase();
-        email.contains(&term) || account.display_name.to_lowercase().contains(&term)
+        contains_ignoring_case(email, term) || contains_ignoring_case(&account.display_name, term)
     })
+}
+
+/// Case-insensitive (ASCII) substring test without allocating: the fake scans every account
+/// on each search, and benchmarks run it thousands of times a second.
+fn contains_ignoring_case(haystack: &str, needle: &str) -> bool {
+    let (haystack, needle) = (haystack.as_bytes(), needle.as_bytes());
+    needle.is_empty()
+        || haystack
+            .windows(needle.len())
+            .any(|window| window.eq_ignore_ascii_case(needle))
 }
 
 fn directory_user_json(account: &FakeAccount) -> Value {

@@ -1,0 +1,235 @@
+//! Ingestion benchmark: signed webhooks over HTTP into a running service, on PostgreSQL and
+//! on SQLite, plus the durable-commit ceiling of the same PostgreSQL.
+//!
+//! ```sh
+//! cargo run --release --example ingest_bench -- [--concurrency 32] [--requests 4000] \
+//!     [--database-url postgres://postgres@127.0.0.1:5432/postgres]
+//! ```
+//!
+//! Every request is a distinct Standard Webhooks delivery (verified HMAC, rules, one job) and
+//! counts only when answered 202, i.e. after its delivery and job were committed. The ceiling
+//! is the rate of plain one-row INSERT transactions into the same server at the same
+//! concurrency: what any durable receiver could at best reach there.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use offboard::config::{Config, ConfigOrigin};
+use offboard::serve::{Role, Service};
+use offboard::store::{self, StoreOptions};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection, PgConnection};
+
+struct Args {
+    concurrency: usize,
+    requests: usize,
+    server: String,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        concurrency: 32,
+        requests: 4000,
+        server: std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_default();
+        match flag.as_str() {
+            "--concurrency" => args.concurrency = value.parse().expect("--concurrency N"),
+            "--requests" => args.requests = value.parse().expect("--requests N"),
+            "--database-url" => args.server = value,
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    args
+}
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn config(database_url: &str) -> Config {
+    let text = format!(
+        r#"
+listen = "127.0.0.1:0"
+database_url = "{database_url}"
+
+[[sources]]
+name = "hr"
+scheme = "standard-webhooks"
+secrets = ["{SECRET}"]
+  [[sources.rules]]
+  name = "leaver"
+  when = {{ "/type" = "employee.left" }}
+  email = "/data/email"
+  actions = ["suspend_access"]
+"#
+    );
+    Config::from_toml(&text, ConfigOrigin::Defaults, &|_| None).expect("bench config")
+}
+
+struct Figures {
+    accepted: usize,
+    elapsed: Duration,
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn run_ingest(database_url: &str, concurrency: usize, requests: usize) -> Figures {
+    let config = Arc::new(config(database_url));
+    let options = StoreOptions {
+        max_connections: concurrency as u32,
+        ..StoreOptions::default()
+    };
+    let store = store::open_migrated(database_url, &options)
+        .await
+        .expect("open store");
+    let service = Service::start_with_store(config.clone(), store, Role::Api)
+        .await
+        .expect("start service");
+    let url = format!("http://{}/hooks/hr", service.addr.expect("listening"));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .expect("client");
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, url, next, config) =
+            (client.clone(), url.clone(), next.clone(), config.clone());
+        tasks.spawn(async move {
+            let verifier = &config.source("hr").expect("source").verifier;
+            let mut latencies = Vec::new();
+            let mut accepted = 0;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= requests {
+                    break;
+                }
+                let body = format!(
+                    r#"{{"type":"employee.left","data":{{"email":"person{i}@example.com","id":{i}}}}}"#
+                );
+                let sent = Instant::now();
+                let mut request = client.post(&url).body(body.clone());
+                for (name, value) in verifier.sign(body.as_bytes(), chrono::Utc::now()) {
+                    request = request.header(name, value);
+                }
+                let response = request.send().await.expect("POST");
+                let status = response.status();
+                let _ = response.bytes().await;
+                latencies.push(sent.elapsed());
+                if status == reqwest::StatusCode::ACCEPTED {
+                    accepted += 1;
+                }
+            }
+            (accepted, latencies)
+        });
+    }
+    let mut accepted = 0;
+    let mut latencies = Vec::with_capacity(requests);
+    for (a, l) in tasks.join_all().await {
+        accepted += a;
+        latencies.extend(l);
+    }
+    let elapsed = started.elapsed();
+    service.stop().await.expect("stop");
+    latencies.sort();
+    Figures {
+        accepted,
+        elapsed,
+        p50: percentile(&latencies, 0.50),
+        p99: percentile(&latencies, 0.99),
+    }
+}
+
+/// One-row INSERT transactions (autocommit) at the same concurrency, into the same server.
+async fn insert_ceiling(database_url: &str, concurrency: usize, rows: usize) -> f64 {
+    let pool = PgPoolOptions::new()
+        .max_connections(concurrency as u32)
+        .connect(database_url)
+        .await
+        .expect("connect");
+    sqlx::query("CREATE TABLE ceiling (id BIGSERIAL PRIMARY KEY, payload TEXT NOT NULL)")
+        .execute(&pool)
+        .await
+        .expect("create table");
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (pool, next) = (pool.clone(), next.clone());
+        tasks.spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < rows {
+                sqlx::query("INSERT INTO ceiling (payload) VALUES ($1)")
+                    .bind("person@example.com")
+                    .execute(&pool)
+                    .await
+                    .expect("insert");
+            }
+        });
+    }
+    tasks.join_all().await;
+    rows as f64 / started.elapsed().as_secs_f64()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+fn print(store: &str, figures: &Figures, requests: usize) {
+    println!(
+        "{store:<9} accepted {}/{requests} in {:.2} s: {:.0} accepted/s, p50 {:.2} ms, p99 {:.2} ms",
+        figures.accepted,
+        figures.elapsed.as_secs_f64(),
+        figures.accepted as f64 / figures.elapsed.as_secs_f64(),
+        figures.p50.as_secs_f64() * 1000.0,
+        figures.p99.as_secs_f64() * 1000.0,
+    );
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let args = args();
+    println!(
+        "ingest benchmark: {} signed deliveries, concurrency {}",
+        args.requests, args.concurrency
+    );
+
+    let name = format!("offboard_bench_{:08x}", rand::random::<u32>());
+    let mut admin = PgConnection::connect(&args.server)
+        .await
+        .expect("connect to Postgres");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    let base = args
+        .server
+        .rsplit_once('/')
+        .map_or(args.server.as_str(), |(b, _)| b);
+    let pg_url = format!("{base}/{name}");
+
+    let postgres = run_ingest(&pg_url, args.concurrency, args.requests).await;
+    print("postgres", &postgres, args.requests);
+    let ceiling = insert_ceiling(&pg_url, args.concurrency, args.requests).await;
+    let rate = postgres.accepted as f64 / postgres.elapsed.as_secs_f64();
+    println!(
+        "postgres  ceiling: {ceiling:.0} one-row INSERT transactions/s at {} connections; accepted/s is {:.0}% of it",
+        args.concurrency,
+        100.0 * rate / ceiling
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .expect("drop database");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sqlite_url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let sqlite = run_ingest(&sqlite_url, args.concurrency, args.requests).await;
+    print("sqlite", &sqlite, args.requests);
+}

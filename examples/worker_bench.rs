@@ -1,0 +1,326 @@
+//! Worker benchmark on PostgreSQL, against the in-process fake Atlassian.
+//!
+//! ```sh
+//! cargo run --release --example worker_bench -- [--jobs 6000] [--database-url postgres://postgres@127.0.0.1/postgres]
+//! ```
+//!
+//! Prints: throughput (jobs/s) at concurrency 1, 4 and 16 with a zero-latency fake and no
+//! rate limit; pickup latency from the commit of an enqueue (by a separate store, as another
+//! replica would) to the job's first request at the fake, on an idle worker; and the request
+//! rate the worker keeps with `requests_per_second = 10`. Each run gets a fresh database,
+//! dropped afterwards.
+
+#[path = "../tests/support/fake_atlassian.rs"]
+mod fake_atlassian;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use fake_atlassian::FakeAtlassian;
+use offboard::config::{Config, ConfigOrigin};
+use offboard::email::Email;
+use offboard::jobs::{Action, JobState};
+use offboard::serve::{Role, Service};
+use offboard::store::{self, DeliveryContent, NewChain, NewDelivery, NewStep, Store, StoreOptions};
+use sqlx::{Connection, PgConnection};
+
+struct Args {
+    jobs: usize,
+    server: String,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        jobs: 6000,
+        server: std::env::var("TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_default();
+        match flag.as_str() {
+            "--jobs" => args.jobs = value.parse().expect("--jobs N"),
+            "--database-url" => args.server = value,
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    args
+}
+
+/// A fresh database for one measurement, dropped on drop.
+struct BenchDb {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl BenchDb {
+    async fn create(server: &str) -> BenchDb {
+        let name = format!("offboard_bench_{:08x}", rand::random::<u32>());
+        let mut conn = PgConnection::connect(server)
+            .await
+            .expect("connect to Postgres");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create database");
+        let base = server.rsplit_once('/').map_or(server, |(base, _)| base);
+        BenchDb {
+            server: server.to_owned(),
+            url: format!("{base}/{name}"),
+            name,
+        }
+    }
+
+    async fn drop_now(self) {
+        let mut conn = PgConnection::connect(&self.server).await.expect("connect");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        )))
+        .execute(&mut conn)
+        .await
+        .expect("drop database");
+    }
+}
+
+fn config(db: &BenchDb, fake: &FakeAtlassian, concurrency: usize, rps: f64) -> Config {
+    let text = format!(
+        r#"
+listen = "127.0.0.1:0"
+database_url = "{db}"
+dry_run = false
+
+[atlassian]
+site_url = "{url}"
+site_email = "{email}"
+site_api_token = "{token}"
+admin_url = "{url}"
+admin_api_key = "{key}"
+org_id = "{org}"
+directory_id = "{dir}"
+
+[worker]
+concurrency = {concurrency}
+requests_per_second = {rps}
+backoff_base_seconds = 1
+backoff_max_seconds = 2
+
+[safety]
+max_actions_per_hour = 1000000
+"#,
+        db = db.url,
+        url = fake.url,
+        email = fake_atlassian::SITE_EMAIL,
+        token = fake_atlassian::SITE_TOKEN,
+        key = fake_atlassian::ADMIN_KEY,
+        org = fake_atlassian::ORG_ID,
+        dir = fake_atlassian::DIRECTORY_ID,
+    );
+    Config::from_toml(&text, ConfigOrigin::Defaults, &|_| None).expect("bench config")
+}
+
+fn email(i: usize) -> Email {
+    Email::parse(&format!("bench{i}@example.com")).expect("email")
+}
+
+/// Enqueues `people` revoke jobs, `per_delivery` people per delivery.
+async fn enqueue(store: &dyn Store, people: std::ops::Range<usize>, per_delivery: usize) {
+    let people: Vec<usize> = people.collect();
+    for batch in people.chunks(per_delivery) {
+        let chains = batch
+            .iter()
+            .map(|i| NewChain {
+                email: email(*i),
+                account_id: None,
+                rule: "bench".into(),
+                approval: false,
+                max_attempts: 8,
+                steps: vec![NewStep {
+                    action: Action::RevokePortalAccess,
+                    params: serde_json::Map::new(),
+                    run_at: Utc::now(),
+                }],
+            })
+            .collect();
+        store
+            .accept_delivery(NewDelivery {
+                source: "bench".into(),
+                delivery_id: format!("d-{}-{}", batch[0], rand::random::<u64>()),
+                body_sha256: "0".repeat(64),
+                received_at: Utc::now(),
+                content: DeliveryContent::Accepted {
+                    cancels: Vec::new(),
+                    chains,
+                    refused: Vec::new(),
+                },
+            })
+            .await
+            .expect("enqueue");
+    }
+}
+
+/// Waits until the fake has seen `requests` requests (cheap to poll), then until the store
+/// says every job succeeded. Polling the store itself every few milliseconds would cost the
+/// database more than the worker does.
+async fn wait_all_succeeded(store: &dyn Store, fake: &FakeAtlassian, requests: usize, total: u64) {
+    while fake.request_count() < requests {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    loop {
+        let counts = store.count_by_state().await.expect("count");
+        let done = counts
+            .iter()
+            .find(|(s, _)| *s == JobState::Succeeded)
+            .map_or(0, |(_, n)| *n);
+        let failed = counts
+            .iter()
+            .find(|(s, _)| *s == JobState::Failed)
+            .map_or(0, |(_, n)| *n);
+        assert_eq!(failed, 0, "jobs failed during the benchmark");
+        if done >= total {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn open(url: &str) -> Arc<dyn Store> {
+    store::open_migrated(url, &StoreOptions::default())
+        .await
+        .expect("open store")
+}
+
+async fn throughput(server: &str, jobs: usize, concurrency: usize) -> f64 {
+    let db = BenchDb::create(server).await;
+    let fake = FakeAtlassian::start().await;
+    for i in 0..jobs {
+        fake.add_customer(&format!("qm:{i}"), email(i).as_str());
+    }
+    let store = open(&db.url).await;
+    enqueue(store.as_ref(), 0..jobs, 100).await;
+    let config = Arc::new(config(&db, &fake, concurrency, 100_000.0));
+    let started = Instant::now();
+    let service = Service::start_with_store(config, store.clone(), Role::Worker)
+        .await
+        .expect("start worker");
+    wait_all_succeeded(store.as_ref(), &fake, 2 * jobs, jobs as u64).await;
+    let elapsed = started.elapsed();
+    service.stop().await.expect("stop");
+    drop(store);
+    db.drop_now().await;
+    jobs as f64 / elapsed.as_secs_f64()
+}
+
+async fn pickup_latency(server: &str, samples: usize) -> (Duration, Duration) {
+    let db = BenchDb::create(server).await;
+    let fake = FakeAtlassian::start().await;
+    for i in 0..samples {
+        fake.add_customer(&format!("qm:{i}"), email(i).as_str());
+    }
+    let worker_store = open(&db.url).await;
+    // Another replica enqueues: the worker learns of it through LISTEN/NOTIFY.
+    let api_store = open(&db.url).await;
+    let config = Arc::new(config(&db, &fake, 4, 100_000.0));
+    let service = Service::start_with_store(config, worker_store.clone(), Role::Worker)
+        .await
+        .expect("start worker");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut latencies = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let seen = fake.request_count();
+        enqueue(api_store.as_ref(), i..i + 1, 1).await;
+        let committed = tokio::time::Instant::now();
+        while fake.request_count() <= seen {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        let started = fake.requests()[seen].received_at;
+        latencies.push(started.duration_since(committed));
+        wait_all_succeeded(worker_store.as_ref(), &fake, 2 * (i + 1), (i + 1) as u64).await;
+        // Let the worker go idle again between samples.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    service.stop().await.expect("stop");
+    drop((worker_store, api_store));
+    db.drop_now().await;
+    latencies.sort();
+    (percentile(&latencies, 0.50), percentile(&latencies, 0.99))
+}
+
+/// Runs jobs through a worker paced at `rps` and returns (overall rate, worst excess over
+/// the bucket in any window).
+async fn pacing(server: &str, jobs: usize, rps: f64) -> (f64, usize, i64) {
+    let db = BenchDb::create(server).await;
+    let fake = FakeAtlassian::start().await;
+    for i in 0..jobs {
+        fake.add_customer(&format!("qm:{i}"), email(i).as_str());
+    }
+    let store = open(&db.url).await;
+    enqueue(store.as_ref(), 0..jobs, 100).await;
+    let config = Arc::new(config(&db, &fake, 16, rps));
+    let service = Service::start_with_store(config, store.clone(), Role::Worker)
+        .await
+        .expect("start worker");
+    wait_all_succeeded(store.as_ref(), &fake, 2 * jobs, jobs as u64).await;
+    service.stop().await.expect("stop");
+    drop(store);
+    db.drop_now().await;
+    let times: Vec<tokio::time::Instant> = fake.requests().iter().map(|r| r.received_at).collect();
+    let span = times.last().unwrap().duration_since(times[0]).as_secs_f64();
+    // Steady rate: requests after the initial burst, over the time they took.
+    let burst = rps.ceil().max(1.0) as usize;
+    let steady = (times.len() - burst) as f64 / span;
+    // The bucket allows at most burst + rps * t requests in any window of length t.
+    let mut worst_excess = i64::MIN;
+    for (i, start) in times.iter().enumerate() {
+        for (j, end) in times.iter().enumerate().skip(i) {
+            let t = end.duration_since(*start).as_secs_f64();
+            let allowed = burst as f64 + rps * t;
+            let excess = (j - i + 1) as i64 - allowed.floor() as i64;
+            worst_excess = worst_excess.max(excess);
+        }
+    }
+    (steady, times.len(), worst_excess)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let args = args();
+    println!(
+        "worker benchmark on {} (fresh database per run)",
+        redact(&args.server)
+    );
+    for concurrency in [1, 4, 16] {
+        let rate = throughput(&args.server, args.jobs, concurrency).await;
+        println!(
+            "throughput: concurrency {concurrency:>2}: {rate:>7.0} jobs/s ({} jobs, 2 requests each)",
+            args.jobs
+        );
+    }
+    let (p50, p99) = pickup_latency(&args.server, 200).await;
+    println!(
+        "pickup latency (commit by another store → first request at the fake), idle worker: p50 {:.2} ms, p99 {:.2} ms",
+        p50.as_secs_f64() * 1000.0,
+        p99.as_secs_f64() * 1000.0
+    );
+    let (rate, requests, excess) = pacing(&args.server, 60, 10.0).await;
+    println!(
+        "pacing at requests_per_second = 10: {rate:.2} requests/s after the burst ({requests} requests); worst excess over the bucket in any window: {excess} (≤ 0 means never above)"
+    );
+}
+
+fn redact(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
