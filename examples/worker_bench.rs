@@ -61,7 +61,7 @@ impl BenchDb {
         let mut conn = PgConnection::connect(server)
             .await
             .expect("connect to Postgres");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut conn)
             .await
             .expect("create database");
@@ -75,10 +75,10 @@ impl BenchDb {
 
     async fn drop_now(self) {
         let mut conn = PgConnection::connect(&self.server).await.expect("connect");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
+        sqlx::query(&format!(
             "DROP DATABASE IF EXISTS {} WITH (FORCE)",
             self.name
-        )))
+        ))
         .execute(&mut conn)
         .await
         .expect("drop database");

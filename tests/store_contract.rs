@@ -1496,7 +1496,7 @@ async fn raw_execute(db: &TestDb, sql: &str, binds: &[&str]) -> Result<u64, sqlx
     match db.backend {
         Backend::Sqlite => {
             let mut conn = sqlx::SqliteConnection::connect(&db.url).await?;
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()));
+            let mut query = sqlx::query(sql);
             for value in binds {
                 query = query.bind(value.to_string());
             }
@@ -1507,7 +1507,7 @@ async fn raw_execute(db: &TestDb, sql: &str, binds: &[&str]) -> Result<u64, sqlx
             let sql = (1..=binds.len()).fold(sql.to_owned(), |sql, n| {
                 sql.replacen('?', &format!("${n}"), 1)
             });
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            let mut query = sqlx::query(&sql);
             for value in binds {
                 query = query.bind(value.to_string());
             }

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, QueryBuilder, Row, SqlSafeStr, Transaction};
+use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use tokio::sync::Notify;
 
 use super::model::*;
@@ -62,13 +62,20 @@ impl PostgresStore {
     }
 
     fn migrator() -> Migrator {
-        Migrator::with_migrations(vec![Migration::new(
-            20261128000001,
-            Cow::Borrowed("initial"),
-            MigrationType::Simple,
-            include_str!("../../migrations/postgres/20261128000001_initial.sql").into_sql_str(),
-            false,
-        )])
+        Migrator {
+            migrations: Cow::Owned(vec![Migration::new(
+                20261128000001,
+                Cow::Borrowed("initial"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!(
+                    "../../migrations/postgres/20261128000001_initial.sql"
+                )),
+                false,
+            )]),
+            ignore_missing: false,
+            locking: true,
+            no_tx: false,
+        }
     }
 
     /// Wakes local waiters and, through `LISTEN`, those of every other replica.

@@ -15,7 +15,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, SqlSafeStr, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use tokio::sync::Notify;
 
 use super::model::*;
@@ -73,13 +73,20 @@ impl SqliteStore {
     }
 
     fn migrator() -> Migrator {
-        Migrator::with_migrations(vec![Migration::new(
-            20261128000001,
-            Cow::Borrowed("initial"),
-            MigrationType::Simple,
-            include_str!("../../migrations/sqlite/20261128000001_initial.sql").into_sql_str(),
-            false,
-        )])
+        Migrator {
+            migrations: Cow::Owned(vec![Migration::new(
+                20261128000001,
+                Cow::Borrowed("initial"),
+                MigrationType::Simple,
+                Cow::Borrowed(include_str!(
+                    "../../migrations/sqlite/20261128000001_initial.sql"
+                )),
+                false,
+            )]),
+            ignore_missing: false,
+            locking: true,
+            no_tx: false,
+        }
     }
 
     async fn begin_write(&self) -> StoreResult<Tx> {
@@ -154,8 +161,9 @@ impl SqliteStore {
         update: &'static str,
         to: JobState,
         bind: impl FnOnce(
-            sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments>,
-        ) -> sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments>,
+            sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments<'static>>,
+        )
+            -> sqlx::query::Query<'static, Sqlite, sqlx::sqlite::SqliteArguments<'static>>,
         detail: &str,
     ) -> StoreResult<bool> {
         let mut tx = self.begin_write().await?;

@@ -83,7 +83,7 @@ impl TestDb {
         let mut conn = PgConnection::connect(&server)
             .await
             .unwrap_or_else(|e| panic!("cannot connect to TEST_DATABASE_URL: {e}"));
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+        sqlx::query(&format!("CREATE SCHEMA {name}"))
             .execute(&mut conn)
             .await
             .expect("create test schema");
@@ -118,11 +118,9 @@ impl Drop for TestDb {
                 .expect("runtime");
             rt.block_on(async move {
                 if let Ok(mut conn) = PgConnection::connect(&server).await {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "DROP SCHEMA IF EXISTS {name} CASCADE"
-                    )))
-                    .execute(&mut conn)
-                    .await;
+                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                        .execute(&mut conn)
+                        .await;
                 }
             });
         })
