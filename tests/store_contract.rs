@@ -12,9 +12,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use offboard::email::Email;
 use offboard::jobs::{Action, JobState, Outcome};
 use offboard::store::{
-    DeliveryContent, DeliveryReceipt, DeliveryStatus, Job, JobFilter, JobId, JobWithEvents,
-    NewCancel, NewChain, NewDelivery, NewStep, PauseReason, Refusal, Store, StoreError,
-    StoreResult, Transition,
+    Completion, DeliveryContent, DeliveryReceipt, DeliveryStatus, Job, JobFilter, JobId,
+    JobWithEvents, NewCancel, NewChain, NewDelivery, NewStep, PauseReason, Refusal, Store,
+    StoreError, StoreResult, Transition,
 };
 use serde_json::{Map, Value, json};
 use sqlx::Connection;
@@ -1698,4 +1698,53 @@ async fn parallel_claims_never_share_a_job(db: TestDb) {
 both_stores!(
     parallel_claims_never_share_a_job_on,
     parallel_claims_never_share_a_job
+);
+
+async fn complete_many_writes_each_claim_it_still_holds(db: TestDb) {
+    let store = db.store().await;
+    for i in 0..3 {
+        enqueue(
+            store.as_ref(),
+            &format!("batch{i}@example.com"),
+            Action::SuspendAccess,
+            due(),
+        )
+        .await;
+    }
+    let claimed = store
+        .claim_due("w", 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    let mut stale = claimed[1].clone();
+    stale.claim_seq -= 1;
+    let item = |job: Job, outcome| Completion {
+        job,
+        outcome,
+        detail: "batched".into(),
+    };
+    let written = store
+        .complete_many(&[
+            item(claimed[0].clone(), Outcome::Done),
+            item(stale, Outcome::Done),
+            item(claimed[2].clone(), Outcome::AlreadyDone),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(written, vec![true, false, true]);
+    let first = show(store.as_ref(), claimed[0].id).await;
+    assert_eq!(first.job.state, JobState::Succeeded);
+    assert_eq!(first.job.outcome, Some(Outcome::Done));
+    assert_eq!(first.events.last().unwrap().detail, "batched");
+    assert_eq!(
+        show(store.as_ref(), claimed[1].id).await.job.state,
+        JobState::Running
+    );
+    let third = show(store.as_ref(), claimed[2].id).await;
+    assert_eq!(third.job.outcome, Some(Outcome::AlreadyDone));
+    assert!(store.complete_many(&[]).await.unwrap().is_empty());
+}
+both_stores!(
+    complete_many_writes_each_claim_it_still_holds_on,
+    complete_many_writes_each_claim_it_still_holds
 );

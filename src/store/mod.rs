@@ -46,6 +46,9 @@ pub enum StoreError {
     Database(#[source] sqlx::Error),
     #[error("corrupt row in the store: {0}")]
     Corrupt(String),
+    /// A batched write this item was part of failed; the batch's error, as text.
+    #[error("a batched write failed: {0}")]
+    Batch(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -104,8 +107,25 @@ pub trait Store: Send + Sync + 'static {
     /// commits before returning. A job waits while the step it depends on has not succeeded.
     async fn claim_due(&self, owner: &str, limit: u32, lease: Duration) -> StoreResult<Vec<Job>>;
 
-    /// Finishes a claimed job as succeeded. `false` when the claim is no longer held.
-    async fn complete(&self, job: &Job, outcome: Outcome, detail: &str) -> StoreResult<bool>;
+    /// Finishes claimed jobs as succeeded, in one transaction: the worker batches the
+    /// results of its concurrent tasks so a busy queue costs one commit per batch, not per
+    /// job. For each item, `false` when its claim is no longer held.
+    async fn complete_many(&self, items: &[Completion]) -> StoreResult<Vec<bool>>;
+
+    /// Finishes one claimed job as succeeded. `false` when the claim is no longer held.
+    async fn complete(&self, job: &Job, outcome: Outcome, detail: &str) -> StoreResult<bool> {
+        let item = Completion {
+            job: job.clone(),
+            outcome,
+            detail: detail.to_owned(),
+        };
+        Ok(self
+            .complete_many(std::slice::from_ref(&item))
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(false))
+    }
 
     /// Fails a claimed job for good and cancels the later steps of its chain.
     async fn fail(&self, job: &Job, error: &str, detail: &str) -> StoreResult<bool>;

@@ -89,6 +89,14 @@ impl Job {
     }
 }
 
+/// A claimed job that succeeded, to be recorded.
+#[derive(Clone, Debug)]
+pub struct Completion {
+    pub job: Job,
+    pub outcome: Outcome,
+    pub detail: String,
+}
+
 /// One entry of a job's audit trail.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct JobEvent {

@@ -497,29 +497,43 @@ impl Store for PostgresStore {
         rows.iter().map(job_from_row).collect()
     }
 
-    async fn complete(&self, job: &Job, outcome: Outcome, detail: &str) -> StoreResult<bool> {
-        let row = sqlx::query(
-            "WITH done AS ( \
-               UPDATE jobs SET state = 'succeeded', outcome = $3, finalized_at = now(), updated_at = now(), \
-                 lease_owner = NULL, lease_expires_at = NULL \
-               WHERE id = $1 AND state = 'running' AND claim_seq = $2 RETURNING id \
-             ) \
-             INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail) \
-             SELECT id, now(), 'running', 'succeeded', $4, $5 FROM done RETURNING job_id",
+    async fn complete_many(&self, items: &[Completion]) -> StoreResult<Vec<bool>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = items.iter().map(|i| i.job.id).collect();
+        let claims: Vec<i64> = items.iter().map(|i| i.job.claim_seq).collect();
+        let outcomes: Vec<&str> = items.iter().map(|i| i.outcome.as_str()).collect();
+        let actors: Vec<String> = items.iter().map(|i| worker_actor(&i.job)).collect();
+        let details: Vec<&str> = items.iter().map(|i| truncate_detail(&i.detail)).collect();
+        let done: Vec<i64> = sqlx::query_scalar(
+            "WITH input AS ( \
+               SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[]) \
+                 AS i (id, claim_seq, outcome, actor, detail) \
+             ), done AS ( \
+               UPDATE jobs SET state = 'succeeded', outcome = input.outcome, finalized_at = now(), \
+                 updated_at = now(), lease_owner = NULL, lease_expires_at = NULL \
+               FROM input \
+               WHERE jobs.id = input.id AND jobs.state = 'running' AND jobs.claim_seq = input.claim_seq \
+               RETURNING jobs.id, input.actor, input.detail \
+             ), events AS ( \
+               INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail) \
+               SELECT id, now(), 'running', 'succeeded', actor, detail FROM done \
+             ) SELECT id FROM done",
         )
-        .bind(job.id)
-        .bind(job.claim_seq)
-        .bind(outcome.as_str())
-        .bind(worker_actor(job))
-        .bind(truncate_detail(detail))
-        .fetch_optional(&self.pool)
+        .bind(&ids)
+        .bind(&claims)
+        .bind(&outcomes)
+        .bind(&actors)
+        .bind(&details)
+        .fetch_all(&self.pool)
         .await?;
-        if row.is_some() {
-            // A later step of the chain may have become claimable. Only this process is woken:
-            // a NOTIFY here would cost every job a round trip, and other replicas poll.
+        if !done.is_empty() {
+            // Later steps of these chains may have become claimable. Only this process is
+            // woken: a NOTIFY here would cost every batch a round trip, and other replicas poll.
             self.wakeup.notify_one();
         }
-        Ok(row.is_some())
+        Ok(ids.iter().map(|id| done.contains(id)).collect())
     }
 
     async fn fail(&self, job: &Job, error: &str, detail: &str) -> StoreResult<bool> {

@@ -540,18 +540,46 @@ impl Store for SqliteStore {
         Ok(jobs)
     }
 
-    async fn complete(&self, job: &Job, outcome: Outcome, detail: &str) -> StoreResult<bool> {
-        let outcome = outcome.as_str();
-        self.finish_claim(
-            job,
-            "UPDATE jobs SET state = 'succeeded', outcome = ?4, finalized_at = ?3, updated_at = ?3, \
-               lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = ?1 AND state = 'running' AND claim_seq = ?2",
-            JobState::Succeeded,
-            |q| q.bind(outcome),
-            detail,
-        )
-        .await
+    async fn complete_many(&self, items: &[Completion]) -> StoreResult<Vec<bool>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin_write().await?;
+        let now = now_micros();
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            let job = &item.job;
+            let updated = sqlx::query(
+                "UPDATE jobs SET state = 'succeeded', outcome = ?4, finalized_at = ?3, updated_at = ?3, \
+                   lease_owner = NULL, lease_expires_at = NULL \
+                 WHERE id = ?1 AND state = 'running' AND claim_seq = ?2",
+            )
+            .bind(job.id)
+            .bind(job.claim_seq)
+            .bind(now)
+            .bind(item.outcome.as_str())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if updated > 0 {
+                insert_event(
+                    &mut tx,
+                    job.id,
+                    Some(JobState::Running),
+                    JobState::Succeeded,
+                    &worker_actor(job),
+                    &item.detail,
+                    now,
+                )
+                .await?;
+            }
+            results.push(updated > 0);
+        }
+        tx.commit().await?;
+        if results.contains(&true) {
+            self.wakeup.notify_one();
+        }
+        Ok(results)
     }
 
     async fn fail(&self, job: &Job, error: &str, detail: &str) -> StoreResult<bool> {

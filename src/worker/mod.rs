@@ -13,14 +13,14 @@ use std::time::Duration;
 
 use chrono::Utc;
 use secrecy::SecretString;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::atlassian::{AtlassianSettings, Client};
 use crate::config::{AtlassianConfig, Config};
-use crate::jobs::JobState;
-use crate::store::{Job, PauseReason, Store, StoreError};
+use crate::jobs::{JobState, Outcome};
+use crate::store::{Completion, Job, PauseReason, Store, StoreError};
 use blast_radius::{BlastRadius, Reservation};
 use execute::{Guards, Step};
 
@@ -36,6 +36,10 @@ const RESCUE_INTERVAL: Duration = Duration::from_secs(5);
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Timeout of every Atlassian request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Results waiting for the batch writer; tasks wait when it is full.
+const COMPLETION_QUEUE: usize = 1024;
+/// The most results one batch writes.
+const MAX_COMPLETION_BATCH: usize = 128;
 /// Store errors are retried with backoff up to this delay, so work resumes within seconds of
 /// the database coming back.
 const MAX_STORE_BACKOFF: Duration = Duration::from_secs(5);
@@ -60,7 +64,11 @@ pub fn spawn(
                 return;
             }
         };
+        let (completions, pending) = mpsc::channel(COMPLETION_QUEUE);
+        tokio::spawn(complete_in_batches(store.clone(), pending));
         let worker = Worker {
+            completions,
+            claim_batch: (config.worker.concurrency / 4).max(1),
             owner: worker_name(),
             config: config.clone(),
             store,
@@ -122,6 +130,11 @@ fn worker_name() -> String {
 }
 
 struct Worker {
+    /// Successful results go to one writer that records them in batches.
+    completions: mpsc::Sender<PendingCompletion>,
+    /// While jobs are running, claim only once this many slots are free: one claim
+    /// statement per few jobs instead of one per job.
+    claim_batch: usize,
     owner: String,
     config: Arc<Config>,
     store: Arc<dyn Store>,
@@ -140,6 +153,13 @@ impl Worker {
         tracing::info!(owner = %self.owner, concurrency, dry_run = self.config.dry_run, "worker started");
         while !shutdown.is_cancelled() {
             while tasks.try_join_next().is_some() {}
+            if slots.available_permits() < self.claim_batch && !tasks.is_empty() {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = tasks.join_next() => {}
+                }
+                continue;
+            }
             if tokio::time::Instant::now() >= next_rescue {
                 next_rescue = tokio::time::Instant::now() + RESCUE_INTERVAL;
                 match self.store.rescue_expired().await {
@@ -314,6 +334,30 @@ impl Worker {
         }
     }
 
+    /// Hands the result to the batch writer and waits until it is in the store.
+    async fn complete(
+        &self,
+        job: &Job,
+        outcome: Outcome,
+        detail: &str,
+    ) -> Result<bool, StoreError> {
+        let (reply, written) = oneshot::channel();
+        let completion = Completion {
+            job: job.clone(),
+            outcome,
+            detail: detail.to_owned(),
+        };
+        let stopped = || StoreError::Batch("the result writer stopped".into());
+        self.completions
+            .send((completion, reply))
+            .await
+            .map_err(|_| stopped())?;
+        written
+            .await
+            .map_err(|_| stopped())?
+            .map_err(StoreError::Batch)
+    }
+
     async fn fail(&self, job: &Job, error: &str, detail: &str) -> Result<bool, StoreError> {
         let written = self.store.fail(job, error, detail).await?;
         if written {
@@ -329,7 +373,7 @@ impl Worker {
         let action = job.action.as_str();
         match step {
             Step::Succeeded { outcome, detail } => {
-                let written = store.complete(job, *outcome, detail).await?;
+                let written = self.complete(job, *outcome, detail).await?;
                 if written {
                     crate::metrics::job_finished(action, JobState::Succeeded, outcome.as_str());
                 }
@@ -367,6 +411,42 @@ impl Worker {
                         &format!("{detail}; worker paused (auth)"),
                     )
                     .await
+            }
+        }
+    }
+}
+
+/// A result on its way to the store, and where to say whether it was written.
+type PendingCompletion = (Completion, oneshot::Sender<Result<bool, String>>);
+
+/// Writes successful results in batches: whatever arrived while the previous batch was being
+/// committed goes into the next one, so a busy worker pays one commit for many jobs and an
+/// idle one pays no extra latency. Ends when every worker task is gone.
+async fn complete_in_batches(
+    store: Arc<dyn Store>,
+    mut pending: mpsc::Receiver<PendingCompletion>,
+) {
+    while let Some(first) = pending.recv().await {
+        let mut items = vec![first.0];
+        let mut replies = vec![first.1];
+        while items.len() < MAX_COMPLETION_BATCH {
+            let Ok((item, reply)) = pending.try_recv() else {
+                break;
+            };
+            items.push(item);
+            replies.push(reply);
+        }
+        match store.complete_many(&items).await {
+            Ok(written) => {
+                for (reply, written) in replies.into_iter().zip(written) {
+                    let _ = reply.send(Ok(written));
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(message.clone()));
+                }
             }
         }
     }
