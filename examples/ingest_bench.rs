@@ -88,7 +88,7 @@ async fn run_ingest(database_url: &str, concurrency: usize, requests: usize) -> 
     let service = Service::start_with_store(config.clone(), store, Role::Api)
         .await
         .expect("start service");
-    let url = format!("http://{}/hooks/hr", service.addr.expect("listening"));
+    let url = format!("http://{}/hooks/hr", service.addr);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()

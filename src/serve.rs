@@ -31,10 +31,10 @@ impl Role {
     }
 }
 
-/// A started service: its address (when it serves HTTP) and the task that ends when it has
-/// drained after `shutdown` was cancelled.
+/// A started service: the address it listens on (every role serves HTTP) and the task that
+/// ends when it has drained after `shutdown` was cancelled.
 pub struct Service {
-    pub addr: Option<SocketAddr>,
+    pub addr: SocketAddr,
     pub store: Arc<dyn Store>,
     pub shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
@@ -104,7 +104,7 @@ impl Service {
             served
         });
         Ok(Service {
-            addr: Some(addr),
+            addr,
             store,
             shutdown,
             task,

@@ -107,7 +107,7 @@ async fn without_a_configured_token_the_admin_api_is_closed(db: TestDb) {
     )
     .await
     .unwrap();
-    let url = format!("http://{}/api/v1/jobs", service.addr.unwrap());
+    let url = format!("http://{}/api/v1/jobs", service.addr);
     let client = reqwest::Client::new();
     for auth in ["Bearer ", "Bearer test-admin-token", "Bearer"] {
         let response = client

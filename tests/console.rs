@@ -590,7 +590,7 @@ async fn without_an_admin_token_nobody_signs_in(db: TestDb) {
     )
     .await
     .unwrap();
-    let console = Console::new(&format!("http://{}", service.addr.unwrap()));
+    let console = Console::new(&format!("http://{}", service.addr));
 
     let page = console.get("/console/login").await;
     assert_eq!(page.status, StatusCode::OK);

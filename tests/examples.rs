@@ -163,7 +163,7 @@ async fn start(db: &TestDb, config: Config) -> Running {
     let service = Service::start_with_store(Arc::new(config), store.clone(), Role::Api)
         .await
         .expect("start the service");
-    let addr = service.addr.expect("the API is listening");
+    let addr = service.addr;
     Running {
         base_url: format!("http://{addr}"),
         store,

@@ -70,10 +70,7 @@ impl TestApp {
         let service = Service::start_with_store(config.clone(), store.clone(), role)
             .await
             .expect("start the service");
-        let base_url = service
-            .addr
-            .map(|addr| format!("http://{addr}"))
-            .unwrap_or_default();
+        let base_url = format!("http://{}", service.addr);
         TestApp {
             base_url,
             store,
