@@ -117,7 +117,13 @@ async fn a_killed_worker_loses_no_job(db: TestDb) {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("offboard.toml");
-    let text = format!("database_url = \"{}\"\n{}", db.url, worker_toml(&fake));
+    // Port 0: the worker process serves /healthz and /metrics, and the two store variants
+    // of this test run at the same time.
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\ndatabase_url = \"{}\"\n{}",
+        db.url,
+        worker_toml(&fake)
+    );
     std::fs::File::create(&config)
         .and_then(|mut file| file.write_all(text.as_bytes()))
         .expect("write the worker config");
