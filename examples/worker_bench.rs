@@ -250,7 +250,7 @@ async fn pickup_latency(server: &str, samples: usize) -> (Duration, Duration) {
 
 /// Runs jobs through a worker paced at `rps` and returns (overall rate, worst excess over
 /// the bucket in any window).
-async fn pacing(server: &str, jobs: usize, rps: f64) -> (f64, usize, i64) {
+async fn pacing(server: &str, jobs: usize, rps: f64) -> (f64, usize, (i64, i64)) {
     let db = BenchDb::create(server).await;
     let fake = FakeAtlassian::start().await;
     for i in 0..jobs {
@@ -271,16 +271,21 @@ async fn pacing(server: &str, jobs: usize, rps: f64) -> (f64, usize, i64) {
     // Steady rate: requests after the initial burst, over the time they took.
     let burst = rps.ceil().max(1.0) as usize;
     let steady = (times.len() - burst) as f64 / span;
-    // The bucket allows at most burst + rps * t requests in any window of length t.
-    let mut worst_excess = i64::MIN;
-    for (i, start) in times.iter().enumerate() {
-        for (j, end) in times.iter().enumerate().skip(i) {
-            let t = end.duration_since(*start).as_secs_f64();
-            let allowed = burst as f64 + rps * t;
-            let excess = (j - i + 1) as i64 - allowed.floor() as i64;
-            worst_excess = worst_excess.max(excess);
+    // The bucket allows at most burst + rps * t requests in any window of length t. Times are
+    // arrival times at the fake, so loopback jitter can bring two requests closer than they
+    // were sent: report the excess as measured and with 5 ms of jitter allowed.
+    let excess = |jitter: f64| {
+        let mut worst = i64::MIN;
+        for (i, start) in times.iter().enumerate() {
+            for (j, end) in times.iter().enumerate().skip(i) {
+                let t = end.duration_since(*start).as_secs_f64() + jitter;
+                let allowed = burst as f64 + rps * t;
+                worst = worst.max((j - i + 1) as i64 - allowed.floor() as i64);
+            }
         }
-    }
+        worst
+    };
+    let worst_excess = (excess(0.0), excess(0.005));
     (steady, times.len(), worst_excess)
 }
 
@@ -311,7 +316,8 @@ async fn main() {
     );
     let (rate, requests, excess) = pacing(&args.server, 60, 10.0).await;
     println!(
-        "pacing at requests_per_second = 10: {rate:.2} requests/s after the burst ({requests} requests); worst excess over the bucket in any window: {excess} (≤ 0 means never above)"
+        "pacing at requests_per_second = 10: {rate:.2} requests/s after the burst ({requests} requests); worst excess over the bucket in any window: {} as measured at the fake, {} allowing 5 ms of arrival jitter (≤ 0 means never above)",
+        excess.0, excess.1
     );
 }
 

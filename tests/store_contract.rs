@@ -1748,3 +1748,30 @@ both_stores!(
     complete_many_writes_each_claim_it_still_holds_on,
     complete_many_writes_each_claim_it_still_holds
 );
+
+async fn nothing_is_claimed_while_paused(db: TestDb) {
+    let store = db.store().await;
+    enqueue(
+        store.as_ref(),
+        "paused@example.com",
+        Action::SuspendAccess,
+        due(),
+    )
+    .await;
+    store.pause(PauseReason::Manual).await.unwrap();
+    let claimed = store
+        .claim_due("w", 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(claimed.is_empty(), "claimed while paused: {claimed:?}");
+    store.resume().await.unwrap();
+    let claimed = store
+        .claim_due("w", 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+}
+both_stores!(
+    nothing_is_claimed_while_paused_on,
+    nothing_is_claimed_while_paused
+);

@@ -104,7 +104,8 @@ pub trait Store: Send + Sync + 'static {
     async fn accept_delivery(&self, delivery: NewDelivery) -> StoreResult<DeliveryReceipt>;
 
     /// Claims up to `limit` due jobs for `owner`, marking them running with a lease, and
-    /// commits before returning. A job waits while the step it depends on has not succeeded.
+    /// commits before returning. A job waits while the step it depends on has not succeeded;
+    /// nothing is claimed while the worker is paused (checked in the same statement).
     async fn claim_due(&self, owner: &str, limit: u32, lease: Duration) -> StoreResult<Vec<Job>>;
 
     /// Finishes claimed jobs as succeeded, in one transaction: the worker batches the

@@ -477,6 +477,7 @@ impl Store for PostgresStore {
         let rows = sqlx::query(concat!(
             "WITH due AS ( ",
             "  SELECT id FROM jobs j WHERE state = 'pending' AND run_at <= now() ",
+            "  AND NOT EXISTS (SELECT 1 FROM worker_state WHERE paused) ",
             "  AND (depends_on IS NULL OR EXISTS ( ",
             "       SELECT 1 FROM jobs d WHERE d.id = j.depends_on AND d.state = 'succeeded')) ",
             "  ORDER BY run_at, id LIMIT $1 FOR UPDATE SKIP LOCKED ",

@@ -505,6 +505,7 @@ impl Store for SqliteStore {
             "  lease_owner = ?2, lease_expires_at = ?3, updated_at = ?4 ",
             "WHERE id IN ( ",
             "  SELECT id FROM jobs j WHERE state = 'pending' AND run_at <= ?4 ",
+            "  AND NOT EXISTS (SELECT 1 FROM worker_state WHERE paused) ",
             "  AND (depends_on IS NULL OR EXISTS ( ",
             "       SELECT 1 FROM jobs d WHERE d.id = j.depends_on AND d.state = 'succeeded')) ",
             "  ORDER BY run_at, id LIMIT ?1) ",

@@ -221,16 +221,14 @@ impl Worker {
         tracing::info!(owner = %self.owner, "worker stopped");
     }
 
-    /// Claims as many due jobs as there are free slots, unless the worker is paused.
+    /// Claims as many due jobs as there are free slots; the store claims nothing while the
+    /// worker is paused.
     async fn claim(
         &self,
         slots: &Arc<Semaphore>,
     ) -> Result<Vec<(Job, tokio::sync::OwnedSemaphorePermit)>, StoreError> {
         let free = slots.available_permits();
         if free == 0 {
-            return Ok(Vec::new());
-        }
-        if self.store.worker_state().await?.paused {
             return Ok(Vec::new());
         }
         let jobs = self
