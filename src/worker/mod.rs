@@ -24,7 +24,7 @@ use crate::store::{Completion, Job, PauseReason, Store, StoreError};
 use blast_radius::{BlastRadius, Reservation};
 use execute::{Guards, Step};
 
-pub use backoff::full_jitter;
+use backoff::full_jitter;
 
 /// How often an idle worker looks for due jobs without a wake-up: a scheduled job starts
 /// within this long of its `run_at`.

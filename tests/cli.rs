@@ -1,0 +1,255 @@
+//! The command line as an operator uses it (INTERFACE §1): the jobs commands and their exit
+//! codes, and `serve` writing JSON logs that never carry a secret.
+
+mod support;
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use offboard::serve::Role;
+use serde_json::{Value, json};
+use support::app::{TestApp, job_ids};
+use support::db::TestDb;
+
+const SECRET: &str = "cli-secret-token-3f9a";
+
+fn source_toml() -> String {
+    format!(
+        r#"
+[[sources]]
+name = "hr"
+scheme = "token"
+secrets = ["{SECRET}"]
+  [[sources.rules]]
+  name = "needs-approval"
+  email = "/email"
+  approval = true
+  actions = ["delete_portal_customer"]
+"#
+    )
+}
+
+fn offboard(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_offboard"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("DATABASE_URL")
+        .env_remove("OFFBOARD_CONFIG")
+        .output()
+        .expect("run offboard")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_commands_move_jobs_and_exit_with_the_documented_codes() {
+    let db = TestDb::sqlite();
+    let app = TestApp::spawn_with_role(&db, &source_toml(), Role::Api).await;
+    let a = job_ids(
+        &app.deliver("hr", &json!({ "email": "a@example.com" }))
+            .await,
+    )[0]
+    .clone();
+    let b = job_ids(
+        &app.deliver("hr", &json!({ "email": "b@example.com" }))
+            .await,
+    )[0]
+    .clone();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("offboard.toml");
+    std::fs::write(
+        &config,
+        format!("database_url = \"{}\"\n{}", db.url, source_toml()),
+    )
+    .unwrap();
+
+    let listed = offboard(&config, &["jobs", "list", "--json"]);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let listed: Value = serde_json::from_slice(&listed.stdout).expect("--json prints JSON");
+    let ids: Vec<&str> = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [b.as_str(), a.as_str()], "newest first");
+
+    let table = offboard(
+        &config,
+        &[
+            "jobs",
+            "list",
+            "--state",
+            "awaiting_approval",
+            "--email",
+            "A@example.com",
+        ],
+    );
+    assert_eq!(table.status.code(), Some(0));
+    let table = text(&table.stdout);
+    assert!(
+        table.contains("a@example.com") && !table.contains("b@example.com"),
+        "{table}"
+    );
+
+    let shown = offboard(&config, &["jobs", "show", &a, "--json"]);
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["events"][0]["from"], Value::Null);
+    assert_eq!(shown["state"], "awaiting_approval");
+
+    let approved = offboard(&config, &["jobs", "approve", &a]);
+    assert_eq!(
+        approved.status.code(),
+        Some(0),
+        "{}",
+        text(&approved.stderr)
+    );
+    assert!(text(&approved.stdout).contains("pending"));
+    let again = offboard(&config, &["jobs", "approve", &a]);
+    assert_eq!(
+        again.status.code(),
+        Some(1),
+        "a refused transition is a runtime failure"
+    );
+    assert!(
+        text(&again.stderr).contains("cannot approve"),
+        "{}",
+        text(&again.stderr)
+    );
+
+    assert_eq!(
+        offboard(&config, &["jobs", "cancel", &b]).status.code(),
+        Some(0)
+    );
+    assert_eq!(
+        offboard(&config, &["jobs", "retry", &b]).status.code(),
+        Some(1)
+    );
+    assert_eq!(
+        offboard(&config, &["jobs", "show", "999999"]).status.code(),
+        Some(1)
+    );
+    assert_eq!(
+        offboard(&config, &["jobs", "show", "abc"]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        offboard(&config, &["jobs", "list", "--state", "bogus"])
+            .status
+            .code(),
+        Some(2)
+    );
+
+    let after = app.job(&b).await;
+    let last = after.events.last().unwrap();
+    assert_eq!(
+        (last.actor.as_str(), after.job.state.as_str()),
+        ("cli", "cancelled")
+    );
+
+    std::fs::write(&config, "dry_rn = false\n").unwrap();
+    let typo = offboard(&config, &["check"]);
+    assert_eq!(typo.status.code(), Some(2));
+    assert!(text(&typo.stderr).contains("dry_rn"));
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_logs_json_with_request_ids_and_never_a_secret() {
+    offboard::install_tls_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("offboard.toml");
+    let db = dir.path().join("offboard.db");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"sqlite://{}\"\n{}",
+            db.display(),
+            source_toml()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_offboard"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("OFFBOARD_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start offboard serve");
+    let (lines, received) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut logged = Vec::new();
+    let addr = loop {
+        let line = received
+            .recv_timeout(Duration::from_secs(20))
+            .expect("serve logs that it is listening");
+        let event: Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        logged.push(line);
+        if event["message"] == "listening" {
+            break event["addr"].as_str().expect("addr field").to_owned();
+        }
+    };
+
+    let http = reqwest::Client::new();
+    let url = format!("http://{addr}/hooks/hr");
+    for (token, expected) in [(SECRET, 202), ("wrong-token-value", 401)] {
+        let response = http
+            .post(&url)
+            .header("authorization", format!("Bearer {token}"))
+            .header("x-request-id", "trace-cli-1")
+            .body(json!({ "email": "logged@example.com" }).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), expected);
+    }
+    let interrupt = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    assert!(interrupt.unwrap().success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "serve exits 0 after SIGINT: {status:?}");
+    reader.join().unwrap();
+    logged.extend(received.try_iter());
+
+    for line in &logged {
+        serde_json::from_str::<Value>(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        assert!(
+            !line.contains(SECRET),
+            "a log line carries the secret: {line}"
+        );
+        assert!(
+            !line.contains("wrong-token-value"),
+            "a log line carries a token: {line}"
+        );
+        assert!(
+            !line.contains("logged@example.com"),
+            "a log line carries the raw body: {line}"
+        );
+    }
+    let recorded = logged
+        .iter()
+        .find(|l| l.contains("webhook recorded"))
+        .expect("the accepted delivery is logged");
+    for field in ["trace-cli-1", "\"source\":\"hr\"", "delivery_id"] {
+        assert!(recorded.contains(field), "{field} missing from {recorded}");
+    }
+    assert!(
+        logged
+            .iter()
+            .any(|l| l.contains("rejected webhook") && l.contains("invalid_signature"))
+    );
+}
