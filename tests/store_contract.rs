@@ -269,6 +269,12 @@ async fn accept_records_delivery_and_jobs(db: TestDb) {
     );
 
     let ids = receipt_ids(&receipt);
+    // The answer shows each job exactly as the API shows it when read back (Postgres builds
+    // the answer in SQL, so its shape is checked here, field by field).
+    for (answered, id) in jobs.iter().zip(&ids) {
+        let stored = serde_json::to_value(show(&*store, *id).await.job).unwrap();
+        assert_eq!(answered, &stored);
+    }
     let first = show(&*store, ids[0]).await;
     assert_eq!(first.job.email, "leaver@example.com");
     assert_eq!(first.job.account_id.as_deref(), Some("acc-1"));
@@ -1775,3 +1781,92 @@ both_stores!(
     nothing_is_claimed_while_paused_on,
     nothing_is_claimed_while_paused
 );
+
+/// A copy of the delivery commits while this one is being accepted: this one must roll back
+/// whatever it did and answer with the copy's response (on Postgres the delivery row is
+/// written last, so this is the path where its insert conflicts).
+async fn a_copy_committed_meanwhile_wins(db: TestDb) {
+    let store = db.store().await;
+    let winner =
+        r#"{"delivery_id":"raced","duplicate":false,"jobs":[],"cancelled":[],"refused":[]}"#;
+    let (begin, now) = match db.backend {
+        Backend::Sqlite => ("BEGIN IMMEDIATE", "0"),
+        Backend::Postgres => ("BEGIN", "now()"),
+    };
+    let insert = format!(
+        "INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, status, response) \
+         VALUES ('hr', 'raced', {now}, '{}', 'accepted', '{winner}')",
+        "cd".repeat(32)
+    );
+    // The copy's transaction: the row exists but is not committed yet.
+    let mut copy = RawConn::open(&db).await;
+    copy.run(begin).await;
+    copy.run(&insert).await;
+
+    let accepting = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .accept_delivery(delivery(
+                    "hr",
+                    "raced",
+                    accepted(
+                        vec![],
+                        vec![chain("raced@example.com", &[Action::SuspendAccess], due())],
+                    ),
+                ))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !accepting.is_finished(),
+        "the accept must wait for the copy's transaction"
+    );
+    copy.run("COMMIT").await;
+
+    let receipt = accepting.await.unwrap().expect("the accept answers");
+    assert!(receipt.duplicate);
+    assert_eq!(receipt.body["duplicate"], true);
+    assert_eq!(
+        receipt.body["jobs"],
+        json!([]),
+        "the copy's answer, not a new one"
+    );
+    assert!(
+        all_jobs(&*store).await.is_empty(),
+        "the loser's job was rolled back"
+    );
+    assert_eq!(store.list_deliveries(None, 10).await.unwrap().len(), 1);
+}
+both_stores!(
+    a_copy_committed_meanwhile_wins_on,
+    a_copy_committed_meanwhile_wins
+);
+
+/// A raw connection that runs statements outside the store, for races the store must lose.
+enum RawConn {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl RawConn {
+    async fn open(db: &TestDb) -> RawConn {
+        match db.backend {
+            Backend::Sqlite => {
+                RawConn::Sqlite(sqlx::SqliteConnection::connect(&db.url).await.unwrap())
+            }
+            Backend::Postgres => {
+                RawConn::Postgres(sqlx::PgConnection::connect(&db.url).await.unwrap())
+            }
+        }
+    }
+
+    async fn run(&mut self, sql: &str) {
+        match self {
+            RawConn::Sqlite(conn) => sqlx::raw_sql(sql).execute(conn).await.map(drop),
+            RawConn::Postgres(conn) => sqlx::raw_sql(sql).execute(conn).await.map(drop),
+        }
+        .expect(sql);
+    }
+}

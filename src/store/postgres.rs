@@ -14,6 +14,7 @@ use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use tokio::sync::Notify;
 
 use super::model::*;
+use super::pg_notifier::Notifier;
 use super::{PREVIOUS_STEP_FAILED, Store, StoreError, StoreOptions, StoreResult, truncate_detail};
 use crate::jobs::{JobState, Outcome};
 
@@ -32,6 +33,7 @@ pub struct PostgresStore {
     pool: PgPool,
     wakeup: Arc<Notify>,
     listener: OnceLock<()>,
+    notifier: OnceLock<Notifier>,
 }
 
 impl PostgresStore {
@@ -58,33 +60,73 @@ impl PostgresStore {
             pool,
             wakeup: Arc::new(Notify::new()),
             listener: OnceLock::new(),
+            notifier: OnceLock::new(),
         }
     }
 
     fn migrator() -> Migrator {
         Migrator {
-            migrations: Cow::Owned(vec![Migration::new(
-                20261128000001,
-                Cow::Borrowed("initial"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!(
-                    "../../migrations/postgres/20261128000001_initial.sql"
-                )),
-                false,
-            )]),
+            migrations: Cow::Owned(vec![
+                Migration::new(
+                    20261128000001,
+                    Cow::Borrowed("initial"),
+                    MigrationType::Simple,
+                    Cow::Borrowed(include_str!(
+                        "../../migrations/postgres/20261128000001_initial.sql"
+                    )),
+                    false,
+                ),
+                Migration::new(
+                    20261128000002,
+                    Cow::Borrowed("accept in one call"),
+                    MigrationType::Simple,
+                    Cow::Borrowed(include_str!(
+                        "../../migrations/postgres/20261128000002_accept_in_one_call.sql"
+                    )),
+                    false,
+                ),
+            ]),
             ignore_missing: false,
             locking: true,
             no_tx: false,
         }
     }
 
-    /// Wakes local waiters and, through `LISTEN`, those of every other replica.
-    async fn notify_in(tx: &mut Transaction<'_, Postgres>) -> StoreResult<()> {
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(WAKEUP_CHANNEL)
-            .execute(&mut **tx)
-            .await?;
-        Ok(())
+    /// After a commit that may have made jobs due: wakes this process's worker at once and,
+    /// through `NOTIFY`, those of every other replica shortly after.
+    fn announce(&self) {
+        self.wakeup.notify_one();
+        self.notifier
+            .get_or_init(|| Notifier::spawn(&self.pool.connect_options(), WAKEUP_CHANNEL))
+            .announce();
+    }
+
+    /// One call of `offboard_accept_delivery`. `fetch_all` reads up to ReadyForQuery, which
+    /// Postgres sends only after the implicit transaction committed: no answer leaves before
+    /// the delivery is durable.
+    async fn call_accept(
+        &self,
+        delivery: &NewDelivery,
+        error: Option<&str>,
+        chains: &[serde_json::Value],
+        cancels: &[serde_json::Value],
+        refused: &[Refusal],
+    ) -> Result<Vec<PgRow>, sqlx::Error> {
+        sqlx::query(
+            "SELECT duplicate, status, response FROM offboard_accept_delivery( \
+             $1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&delivery.source)
+        .bind(&delivery.delivery_id)
+        .bind(delivery.received_at)
+        .bind(&delivery.body_sha256)
+        .bind(error)
+        .bind(sqlx::types::Json(&chains))
+        .bind(sqlx::types::Json(&cancels))
+        .bind(sqlx::types::Json(refused))
+        .bind(PREVIOUS_STEP_FAILED)
+        .fetch_all(&self.pool)
+        .await
     }
 
     fn spawn_listener(&self) {
@@ -157,11 +199,11 @@ impl PostgresStore {
         insert_event(&mut tx, id, Some(state), job.state, actor, detail).await?;
         if job.state == JobState::Cancelled {
             cancel_dependents(&mut tx, &[id]).await?;
-        } else {
-            Self::notify_in(&mut tx).await?;
         }
         tx.commit().await?;
-        self.wakeup.notify_one();
+        if job.state != JobState::Cancelled {
+            self.announce();
+        }
         Ok(job)
     }
 }
@@ -266,112 +308,45 @@ async fn cancel_dependents(
         .collect()
 }
 
-/// Inserts one step, or returns the live job that already does the same to the same person.
-async fn insert_or_existing_job(
-    tx: &mut Transaction<'_, Postgres>,
-    delivery: &NewDelivery,
-    chain: &NewChain,
-    step: &NewStep,
-    depends_on: Option<JobId>,
-) -> StoreResult<Job> {
-    let state = if chain.approval {
-        JobState::AwaitingApproval
-    } else {
-        JobState::Pending
-    };
-    let params = serde_json::Value::Object(step.params.clone()).to_string();
-    // Each round either inserts, or finds the live job that blocked the insert; the job it
-    // found can finish in between, so a few rounds may be needed under contention.
-    for _ in 0..5 {
-        let detail = format!(
-            "created by rule {} of source {} (delivery {})",
-            chain.rule, delivery.source, delivery.delivery_id
-        );
-        // The job and its creation event in one round trip.
-        let inserted = sqlx::query(concat!(
-            "WITH created AS ( ",
-            "  INSERT INTO jobs (action, params, state, email, account_id, depends_on, run_at, max_attempts, ",
-            "    source, rule, delivery_id, created_at, updated_at) ",
-            "  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now(), now()) ",
-            "  ON CONFLICT (action, email) WHERE state IN ('pending', 'awaiting_approval', 'running') DO NOTHING ",
-            "  RETURNING * ",
-            "), event AS ( ",
-            "  INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail) ",
-            "  SELECT id, now(), NULL, state, $12, $13 FROM created ",
-            ") SELECT ", job_columns!(), " FROM created"
-        ))
-        .bind(step.action.as_str())
-        .bind(&params)
-        .bind(state.as_str())
-        .bind(chain.email.as_str())
-        .bind(&chain.account_id)
-        .bind(depends_on)
-        .bind(step.run_at)
-        .bind(chain.max_attempts)
-        .bind(&delivery.source)
-        .bind(&chain.rule)
-        .bind(&delivery.delivery_id)
-        .bind(format!("source:{}", delivery.source))
-        .bind(truncate_detail(&detail))
-        .fetch_optional(&mut **tx)
-        .await?;
-        if let Some(row) = inserted {
-            return job_from_row(&row);
-        }
-        let existing = sqlx::query(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE action = $1 AND email = $2 ",
-            "AND state IN ('pending', 'awaiting_approval', 'running')"
-        ))
-        .bind(step.action.as_str())
-        .bind(chain.email.as_str())
-        .fetch_optional(&mut **tx)
-        .await?;
-        if let Some(row) = existing {
-            return job_from_row(&row);
-        }
-    }
-    Err(StoreError::Corrupt(format!(
-        "could not insert or find the live {} job for {}",
-        step.action, chain.email
-    )))
+/// One chain as `offboard_accept_delivery` takes it; details are decided (and truncated) here.
+fn chain_json(chain: &NewChain, delivery: &NewDelivery) -> serde_json::Value {
+    let detail = format!(
+        "created by rule {} of source {} (delivery {})",
+        chain.rule, delivery.source, delivery.delivery_id
+    );
+    let steps: Vec<serde_json::Value> = chain
+        .steps
+        .iter()
+        .map(|step| {
+            serde_json::json!({
+                "action": step.action.as_str(),
+                "params": step.params,
+                "run_at": step.run_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "email": chain.email.as_str(),
+        "account_id": chain.account_id,
+        "rule": chain.rule,
+        "approval": chain.approval,
+        "max_attempts": chain.max_attempts,
+        "detail": truncate_detail(&detail),
+        "steps": steps,
+    })
 }
 
-async fn cancel_for_email(
-    tx: &mut Transaction<'_, Postgres>,
-    cancel: &NewCancel,
-    delivery: &NewDelivery,
-) -> StoreResult<Vec<JobId>> {
+/// One cancellation as `offboard_accept_delivery` takes it.
+fn cancel_json(cancel: &NewCancel, delivery: &NewDelivery) -> serde_json::Value {
     let detail = format!(
         "cancelled by rule {} of source {} (delivery {})",
         cancel.rule, delivery.source, delivery.delivery_id
     );
-    let rows = sqlx::query(
-        "WITH target AS ( \
-             SELECT id, state AS old_state FROM jobs \
-             WHERE email = $1 AND state IN ('pending', 'awaiting_approval') FOR UPDATE \
-         ), cancelled AS ( \
-             UPDATE jobs SET state = 'cancelled', last_error = $2, finalized_at = now(), updated_at = now() \
-             FROM target WHERE jobs.id = target.id RETURNING jobs.id, target.old_state \
-         ) \
-         INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail) \
-         SELECT id, now(), old_state, 'cancelled', $3, $4 FROM cancelled RETURNING job_id",
-    )
-    .bind(cancel.email.as_str())
-    .bind(format!("cancelled by rule {}", cancel.rule))
-    .bind(format!("source:{}", delivery.source))
-    .bind(&detail)
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut ids: Vec<JobId> = rows
-        .iter()
-        .map(|r| r.try_get::<i64, _>(0))
-        .collect::<Result<_, _>>()?;
-    ids.sort_unstable();
-    let dependents = cancel_dependents(tx, &ids).await?;
-    ids.extend(dependents);
-    Ok(ids)
+    serde_json::json!({
+        "email": cancel.email.as_str(),
+        "last_error": truncate_detail(&format!("cancelled by rule {}", cancel.rule)),
+        "detail": truncate_detail(&detail),
+    })
 }
 
 #[async_trait]
@@ -389,82 +364,52 @@ impl Store for PostgresStore {
     }
 
     async fn accept_delivery(&self, delivery: NewDelivery) -> StoreResult<DeliveryReceipt> {
-        let mut tx = self.pool.begin().await?;
-        let (status, error) = match &delivery.content {
+        let (error, chains, cancels, refused) = match &delivery.content {
             DeliveryContent::Unmappable { error } => {
-                (DeliveryStatus::Unmappable, Some(error.as_str()))
+                (Some(error.as_str()), &[][..], &[][..], &[][..])
             }
-            DeliveryContent::Accepted { .. } => (DeliveryStatus::Accepted, None),
-        };
-        // A concurrent insert of the same delivery blocks here until the first one commits,
-        // then conflicts: the first writer wins and everyone else replays its response.
-        let row_id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, status, error, response) \
-             VALUES ($1, $2, $3, $4, $5, $6, '{}') \
-             ON CONFLICT (source, delivery_id) DO NOTHING RETURNING id",
-        )
-        .bind(&delivery.source)
-        .bind(&delivery.delivery_id)
-        .bind(delivery.received_at)
-        .bind(&delivery.body_sha256)
-        .bind(status.as_str())
-        .bind(error)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row_id) = row_id else {
-            let row = sqlx::query(
-                "SELECT status, response FROM deliveries WHERE source = $1 AND delivery_id = $2",
-            )
-            .bind(&delivery.source)
-            .bind(&delivery.delivery_id)
-            .fetch_one(&mut *tx)
-            .await?;
-            return duplicate_receipt(row.try_get("status")?, row.try_get("response")?);
-        };
-
-        let (body, job_ids, notify) = match &delivery.content {
-            DeliveryContent::Unmappable { error } => (unmappable_body(error), Vec::new(), false),
             DeliveryContent::Accepted {
                 cancels,
                 chains,
                 refused,
-            } => {
-                let mut cancelled = Vec::new();
-                for cancel in cancels {
-                    cancelled.extend(cancel_for_email(&mut tx, cancel, &delivery).await?);
-                }
-                let mut jobs: Vec<Job> = Vec::new();
-                for chain in chains {
-                    let mut previous = None;
-                    for step in &chain.steps {
-                        let job = insert_or_existing_job(&mut tx, &delivery, chain, step, previous)
-                            .await?;
-                        previous = Some(job.id);
-                        if !jobs.iter().any(|j| j.id == job.id) {
-                            jobs.push(job);
-                        }
-                    }
-                }
-                let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
-                let body = accepted_body(&delivery.delivery_id, &jobs, &cancelled, refused);
-                (body, ids, !jobs.is_empty())
+            } => (None, &chains[..], &cancels[..], &refused[..]),
+        };
+        let chains: Vec<serde_json::Value> =
+            chains.iter().map(|c| chain_json(c, &delivery)).collect();
+        let cancels: Vec<serde_json::Value> =
+            cancels.iter().map(|c| cancel_json(c, &delivery)).collect();
+        // A concurrent copy of this delivery that commits first makes the call roll back
+        // (OBDUP); the next call replays that copy's answer.
+        let mut attempt = 0;
+        let rows = loop {
+            attempt += 1;
+            match self
+                .call_accept(&delivery, error, &chains, &cancels, refused)
+                .await
+            {
+                Err(sqlx::Error::Database(e))
+                    if e.code().as_deref() == Some("OBDUP") && attempt < 3 => {}
+                other => break other?,
             }
         };
-        // The stored answer and, when jobs were created, the wake-up for every replica.
-        sqlx::query(
-            "WITH stored AS (UPDATE deliveries SET response = $1, job_ids = $2 WHERE id = $3 RETURNING id) \
-             SELECT pg_notify($4, '') FROM stored WHERE $5",
-        )
-        .bind(body.to_string())
-        .bind(serde_json::to_string(&job_ids).unwrap_or_else(|_| "[]".into()))
-        .bind(row_id)
-        .bind(WAKEUP_CHANNEL)
-        .bind(notify)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        if notify {
-            self.wakeup.notify_one();
+        let row = rows
+            .first()
+            .ok_or_else(|| StoreError::Corrupt("accepting a delivery returned no row".into()))?;
+        let duplicate: bool = row.try_get("duplicate")?;
+        let status: &str = row.try_get("status")?;
+        let response: &str = row.try_get("response")?;
+        if duplicate {
+            return duplicate_receipt(status, response);
+        }
+        let body: serde_json::Value = serde_json::from_str(response)
+            .map_err(|e| StoreError::Corrupt(format!("stored response is not JSON: {e}")))?;
+        let status: DeliveryStatus = parse_column(status)?;
+        if body
+            .get("jobs")
+            .and_then(serde_json::Value::as_array)
+            .is_some_and(|j| !j.is_empty())
+        {
+            self.announce();
         }
         Ok(DeliveryReceipt {
             duplicate: false,
@@ -634,10 +579,10 @@ impl Store for PostgresStore {
         if !failed.is_empty() {
             cancel_dependents(&mut tx, &failed).await?;
         }
-        if !ids.is_empty() {
-            Self::notify_in(&mut tx).await?;
-        }
         tx.commit().await?;
+        if !ids.is_empty() {
+            self.announce();
+        }
         Ok(ids)
     }
 
@@ -795,9 +740,8 @@ impl Store for PostgresStore {
         )
         .fetch_one(&mut *tx)
         .await?;
-        Self::notify_in(&mut tx).await?;
         tx.commit().await?;
-        self.wakeup.notify_one();
+        self.announce();
         worker_state_from_row(&row)
     }
 
