@@ -1870,3 +1870,49 @@ impl RawConn {
         .expect(sql);
     }
 }
+
+/// Another replica (a second store on the same database) is woken through LISTEN/NOTIFY by
+/// new jobs, approvals, retries and a resume; the notification is sent after the commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn other_replicas_are_woken_on_postgres() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let api = db.store().await;
+    let worker = db.store().await;
+    let notify = worker.wakeup();
+    // LISTEN is issued by a background task: wait until a notification gets through.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            api.resume().await.unwrap();
+            if tokio::time::timeout(Duration::from_millis(100), notify.notified())
+                .await
+                .is_ok()
+            {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the second store starts listening");
+
+    drain(&notify).await;
+    enqueue(&*api, "a@example.com", Action::SuspendAccess, due()).await;
+    expect_wakeup(&notify, "accept_delivery on another store").await;
+
+    let awaiting = job_in_state(
+        &*api,
+        JobState::AwaitingApproval,
+        "b@example.com",
+        Action::SuspendAccess,
+    )
+    .await;
+    drain(&notify).await;
+    api.approve(awaiting.id, OPERATOR).await.unwrap();
+    expect_wakeup(&notify, "approve on another store").await;
+
+    api.pause(PauseReason::Manual).await.unwrap();
+    drain(&notify).await;
+    api.resume().await.unwrap();
+    expect_wakeup(&notify, "resume on another store").await;
+}
