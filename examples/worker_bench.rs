@@ -1,7 +1,7 @@
 //! Worker benchmark on PostgreSQL, against the in-process fake Atlassian.
 //!
 //! ```sh
-//! cargo run --release --example worker_bench -- [--jobs 6000] [--database-url postgres://postgres@127.0.0.1/postgres]
+//! cargo run --release --example worker_bench -- [--jobs 6000] [--concurrency 1,4,16] [--database-url postgres://postgres@127.0.0.1/postgres]
 //! ```
 //!
 //! Prints: throughput (jobs/s) at concurrency 1, 4 and 16 with a zero-latency fake and no
@@ -28,11 +28,14 @@ use sqlx::{Connection, PgConnection};
 struct Args {
     jobs: usize,
     server: String,
+    /// The concurrency levels of the throughput runs.
+    concurrency: Vec<usize>,
 }
 
 fn args() -> Args {
     let mut args = Args {
         jobs: 6000,
+        concurrency: vec![1, 4, 16],
         server: std::env::var("TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
     };
@@ -41,6 +44,12 @@ fn args() -> Args {
         let value = it.next().unwrap_or_default();
         match flag.as_str() {
             "--jobs" => args.jobs = value.parse().expect("--jobs N"),
+            "--concurrency" => {
+                args.concurrency = value
+                    .split(',')
+                    .map(|c| c.trim().parse().expect("--concurrency N[,N...]"))
+                    .collect();
+            }
             "--database-url" => args.server = value,
             other => panic!("unknown flag {other}"),
         }
@@ -301,7 +310,7 @@ async fn main() {
         "worker benchmark on {} (fresh database per run)",
         redact(&args.server)
     );
-    for concurrency in [1, 4, 16] {
+    for &concurrency in &args.concurrency {
         let rate = throughput(&args.server, args.jobs, concurrency).await;
         println!(
             "throughput: concurrency {concurrency:>2}: {rate:>7.0} jobs/s ({} jobs, 2 requests each)",
