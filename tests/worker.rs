@@ -1255,3 +1255,62 @@ both_stores!(
     a_scheduled_job_starts_on_time_on,
     a_scheduled_job_starts_on_time
 );
+
+/// `concurrency` bounds the jobs calling Atlassian at once: with every mutating call held
+/// open, exactly `concurrency` jobs have started, and the rest start once those finish (a
+/// success frees its slot before the result is written, never before the call returned).
+async fn concurrency_bounds_jobs_in_flight(db: TestDb) {
+    let settings = Settings {
+        concurrency: 3,
+        ..Settings::default()
+    };
+    let accounts = (0..7)
+        .map(|i| FakeAccount::managed(&format!("acc-{i}"), &format!("p{i}@example.com")))
+        .collect();
+    let h = Harness::start(&db, settings, accounts).await;
+    h.fake.inject(Fault {
+        matcher: Matcher::Mutating,
+        times: usize::MAX,
+        kind: FaultKind::Hang,
+    });
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        ids.extend(
+            h.enqueue(json!({ "email": format!("p{i}@example.com") }))
+                .await,
+        );
+    }
+    let deadline = Instant::now() + WAIT;
+    while h.fake.mutating_requests().len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "three jobs should reach their call"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Time for a fourth job to start, if the worker would start one.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(h.fake.mutating_requests().len(), 3);
+    assert_eq!(
+        h.fake.requests().len(),
+        6,
+        "three lookups, three held calls"
+    );
+
+    // Released in rounds: each round lets the held calls through and the next ones start.
+    while h.fake.mutating_requests().len() < 7 {
+        assert!(Instant::now() < deadline, "every job should reach its call");
+        h.fake.release_held();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.fake.release_held();
+    for id in &ids {
+        let job = h.app.wait_final(id, WAIT).await;
+        assert_succeeded(&job, Outcome::Done);
+    }
+    h.stop().await;
+}
+both_stores!(
+    concurrency_bounds_jobs_in_flight_on,
+    concurrency_bounds_jobs_in_flight
+);

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use secrecy::SecretString;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -67,6 +67,7 @@ pub fn spawn(
         let (completions, pending) = mpsc::channel(COMPLETION_QUEUE);
         tokio::spawn(complete_in_batches(store.clone(), pending));
         let worker = Worker {
+            slot_freed: Arc::new(Notify::new()),
             completions,
             claim_batch: (config.worker.concurrency / 4).max(1),
             owner: worker_name(),
@@ -129,7 +130,23 @@ fn worker_name() -> String {
     format!("{host}-{}-{suffix:04x}", std::process::id())
 }
 
+/// One of the worker's `concurrency` places for a running job; freeing it wakes the claim loop.
+struct Slot {
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    freed: Arc<Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // The permit goes back first, so the woken loop sees the free slot.
+        drop(self.permit.take());
+        self.freed.notify_one();
+    }
+}
+
 struct Worker {
+    /// Rung whenever a slot is freed.
+    slot_freed: Arc<Notify>,
     /// Successful results go to one writer that records them in batches.
     completions: mpsc::Sender<PendingCompletion>,
     /// While jobs are running, claim only once this many slots are free: one claim
@@ -153,10 +170,11 @@ impl Worker {
         tracing::info!(owner = %self.owner, concurrency, dry_run = self.config.dry_run, "worker started");
         while !shutdown.is_cancelled() {
             while tasks.try_join_next().is_some() {}
-            if slots.available_permits() < self.claim_batch && !tasks.is_empty() {
+            if slots.available_permits() < self.claim_batch {
+                // Some slots are taken, so one will be freed.
                 tokio::select! {
                     () = shutdown.cancelled() => break,
-                    _ = tasks.join_next() => {}
+                    () = self.slot_freed.notified() => {}
                 }
                 continue;
             }
@@ -188,10 +206,11 @@ impl Worker {
             let claimed_any = !claimed.is_empty();
             for (job, permit) in claimed {
                 let worker = self.clone();
-                tasks.spawn(async move {
-                    worker.run_job(job).await;
-                    drop(permit);
-                });
+                let slot = Slot {
+                    permit: Some(permit),
+                    freed: self.slot_freed.clone(),
+                };
+                tasks.spawn(async move { worker.run_job(job, slot).await });
             }
             // With free slots left and nothing claimed, wait for a reason to look again.
             if !claimed_any || slots.available_permits() == 0 {
@@ -199,7 +218,7 @@ impl Worker {
                     () = shutdown.cancelled() => break,
                     () = wakeup.notified() => {}
                     () = tokio::time::sleep(POLL_INTERVAL) => {}
-                    Some(_) = tasks.join_next(), if slots.available_permits() == 0 => {}
+                    () = self.slot_freed.notified(), if slots.available_permits() == 0 => {}
                 }
             }
         }
@@ -252,14 +271,25 @@ impl Worker {
     }
 
     #[tracing::instrument(skip_all, fields(job_id = job.id, action = %job.action, attempt = job.attempts))]
-    async fn run_job(&self, job: Job) {
+    async fn run_job(&self, job: Job, slot: Slot) {
         let (step, reservation) = self.execute(&job).await;
         tracing::info!(step = ?step, "job step finished");
+        // A success is written by the batch writer: the slot goes to the next job meanwhile,
+        // so Atlassian calls and database commits overlap. Other steps keep the slot until
+        // written, so that e.g. a 401's pause is in the store before anything else is claimed.
+        let slot = match step {
+            Step::Succeeded { .. } => {
+                drop(slot);
+                None
+            }
+            _ => Some(slot),
+        };
         match reservation {
             // Only once the result is in the store does `count_done_since` see the call.
             Some(reservation) => reservation.settle(self.record(&job, step)).await,
             None => self.record(&job, step).await,
         }
+        drop(slot);
     }
 
     /// The next step of the job, and the blast-radius reservation of its mutating call, if
