@@ -1916,3 +1916,150 @@ async fn other_replicas_are_woken_on_postgres() {
     api.resume().await.unwrap();
     expect_wakeup(&notify, "resume on another store").await;
 }
+
+/// Deliveries that arrive together: on Postgres those of the common shape are written as one
+/// batch. Each still gets its own answer, shaped exactly like the job read back; people named
+/// by several get one live job, shared; a delivery already recorded replays its answer; a
+/// copy inside the same batch replays the first copy's answer.
+async fn deliveries_arriving_together_keep_every_rule(db: TestDb) {
+    let store = db.store().await;
+    let mut shaped = chain("shape@example.com", &[Action::RemoveFromGroup], due());
+    shaped.account_id = Some("acc-9".to_owned());
+    shaped.approval = true;
+    shaped.max_attempts = 4;
+    let recorded = store
+        .accept_delivery(delivery("hr", "already", accepted(vec![], vec![])))
+        .await
+        .unwrap();
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut expected = Vec::new();
+    for i in 0..40 {
+        let (id, content) = match i {
+            0 => ("shaped".to_owned(), accepted(vec![], vec![shaped.clone()])),
+            1 | 2 => (
+                "copy".to_owned(),
+                accepted(
+                    vec![],
+                    vec![chain("copy@example.com", &[Action::SuspendAccess], due())],
+                ),
+            ),
+            3 => (
+                "already".to_owned(),
+                accepted(
+                    vec![],
+                    vec![chain("late@example.com", &[Action::SuspendAccess], due())],
+                ),
+            ),
+            4 => (
+                "refusing".to_owned(),
+                DeliveryContent::Accepted {
+                    cancels: vec![],
+                    chains: vec![],
+                    refused: vec![Refusal {
+                        email: "ceo@example.com".into(),
+                        reason: "protected_email".into(),
+                    }],
+                },
+            ),
+            // Everyone else names the same person, some with a second person too.
+            _ => {
+                let mut chains = vec![chain("shared@example.com", &[Action::SuspendAccess], due())];
+                if i % 2 == 0 {
+                    chains.push(chain(
+                        &format!("p{i}@example.com"),
+                        &[Action::DeleteAccount],
+                        due(),
+                    ));
+                }
+                (format!("d{i}"), accepted(vec![], chains))
+            }
+        };
+        expected.push(id.clone());
+        let store = store.clone();
+        tasks.spawn(async move {
+            (
+                i,
+                store
+                    .accept_delivery(delivery("hr", &id, content))
+                    .await
+                    .unwrap(),
+            )
+        });
+    }
+    let mut receipts: Vec<(usize, DeliveryReceipt)> = tasks.join_all().await;
+    receipts.sort_by_key(|(i, _)| *i);
+
+    // The shaped job is answered exactly as it reads back.
+    let shaped_body = &receipts[0].1.body;
+    let answered = &shaped_body["jobs"][0];
+    let id: JobId = answered["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        answered,
+        &serde_json::to_value(show(&*store, id).await.job).unwrap()
+    );
+    assert_eq!(answered["state"], "awaiting_approval");
+    assert_eq!(answered["account_id"], "acc-9");
+    assert_eq!(answered["params"], json!({ "group_id": "x-1" }));
+
+    // Two copies: one first answer, one replay of it.
+    let (first, second) = (&receipts[1].1, &receipts[2].1);
+    assert_ne!(first.duplicate, second.duplicate, "exactly one copy is new");
+    assert_eq!(first.job_ids(), second.job_ids());
+    assert_eq!(first.job_ids().len(), 1);
+
+    // Recorded before: its old answer, and no job for the person it names now.
+    assert!(receipts[3].1.duplicate);
+    assert_eq!(receipts[3].1.body["jobs"], recorded.body["jobs"]);
+    assert_eq!(receipts[3].1.body["duplicate"], true);
+
+    assert_eq!(receipts[4].1.body["jobs"], json!([]));
+    assert_eq!(
+        receipts[4].1.body["refused"][0]["reason"],
+        "protected_email"
+    );
+
+    // One live job for the shared person, in every answer that named them.
+    let shared: HashSet<String> = receipts[5..]
+        .iter()
+        .map(|(_, r)| r.body["jobs"][0]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(shared.len(), 1, "{shared:?}");
+    for (i, receipt) in &receipts[5..] {
+        assert!(!receipt.duplicate);
+        let jobs = receipt.body["jobs"].as_array().unwrap();
+        assert_eq!(
+            jobs.len(),
+            if i % 2 == 0 { 2 } else { 1 },
+            "{}",
+            receipt.body
+        );
+        if i % 2 == 0 {
+            assert_eq!(jobs[1]["email"], format!("p{i}@example.com"));
+        }
+    }
+    let jobs = all_jobs(&*store).await;
+    let shared_id: JobId = shared.iter().next().unwrap().parse().unwrap();
+    assert_eq!(
+        jobs.iter()
+            .filter(|j| j.email == "shared@example.com")
+            .count(),
+        1
+    );
+    assert!(!jobs.iter().any(|j| j.email == "late@example.com"));
+    // 1 shaped + 1 copy + 1 shared + 17 second persons (even i in 5..40).
+    assert_eq!(jobs.len(), 20);
+    let events = show(&*store, shared_id).await.events;
+    assert_eq!(events.len(), 1, "one creation event for the shared job");
+
+    let deliveries = store.list_deliveries(None, 100).await.unwrap();
+    let ids: HashSet<&str> = deliveries.iter().map(|d| d.delivery_id.as_str()).collect();
+    assert_eq!(deliveries.len(), ids.len(), "no delivery recorded twice");
+    for id in &expected {
+        assert!(ids.contains(id.as_str()), "{id} recorded");
+    }
+}
+both_stores!(
+    deliveries_arriving_together_keep_every_rule_on,
+    deliveries_arriving_together_keep_every_rule
+);

@@ -7,6 +7,7 @@
 //! expects, so a worker whose lease was rescued cannot overwrite a newer state.
 
 mod model;
+mod pg_accept;
 mod pg_notifier;
 mod postgres;
 mod sqlite;

@@ -14,6 +14,7 @@ use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use tokio::sync::Notify;
 
 use super::model::*;
+use super::pg_accept::{self, Batcher};
 use super::pg_notifier::Notifier;
 use super::{PREVIOUS_STEP_FAILED, Store, StoreError, StoreOptions, StoreResult, truncate_detail};
 use crate::jobs::{JobState, Outcome};
@@ -34,6 +35,7 @@ pub struct PostgresStore {
     wakeup: Arc<Notify>,
     listener: OnceLock<()>,
     notifier: OnceLock<Notifier>,
+    batcher: OnceLock<Batcher>,
 }
 
 impl PostgresStore {
@@ -61,6 +63,7 @@ impl PostgresStore {
             wakeup: Arc::new(Notify::new()),
             listener: OnceLock::new(),
             notifier: OnceLock::new(),
+            batcher: OnceLock::new(),
         }
     }
 
@@ -99,34 +102,6 @@ impl PostgresStore {
         self.notifier
             .get_or_init(|| Notifier::spawn(&self.pool.connect_options(), WAKEUP_CHANNEL))
             .announce();
-    }
-
-    /// One call of `offboard_accept_delivery`. `fetch_all` reads up to ReadyForQuery, which
-    /// Postgres sends only after the implicit transaction committed: no answer leaves before
-    /// the delivery is durable.
-    async fn call_accept(
-        &self,
-        delivery: &NewDelivery,
-        error: Option<&str>,
-        chains: &[serde_json::Value],
-        cancels: &[serde_json::Value],
-        refused: &[Refusal],
-    ) -> Result<Vec<PgRow>, sqlx::Error> {
-        sqlx::query(
-            "SELECT duplicate, status, response FROM offboard_accept_delivery( \
-             $1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&delivery.source)
-        .bind(&delivery.delivery_id)
-        .bind(delivery.received_at)
-        .bind(&delivery.body_sha256)
-        .bind(error)
-        .bind(sqlx::types::Json(&chains))
-        .bind(sqlx::types::Json(&cancels))
-        .bind(sqlx::types::Json(refused))
-        .bind(PREVIOUS_STEP_FAILED)
-        .fetch_all(&self.pool)
-        .await
     }
 
     fn spawn_listener(&self) {
@@ -308,47 +283,6 @@ async fn cancel_dependents(
         .collect()
 }
 
-/// One chain as `offboard_accept_delivery` takes it; details are decided (and truncated) here.
-fn chain_json(chain: &NewChain, delivery: &NewDelivery) -> serde_json::Value {
-    let detail = format!(
-        "created by rule {} of source {} (delivery {})",
-        chain.rule, delivery.source, delivery.delivery_id
-    );
-    let steps: Vec<serde_json::Value> = chain
-        .steps
-        .iter()
-        .map(|step| {
-            serde_json::json!({
-                "action": step.action.as_str(),
-                "params": step.params,
-                "run_at": step.run_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "email": chain.email.as_str(),
-        "account_id": chain.account_id,
-        "rule": chain.rule,
-        "approval": chain.approval,
-        "max_attempts": chain.max_attempts,
-        "detail": truncate_detail(&detail),
-        "steps": steps,
-    })
-}
-
-/// One cancellation as `offboard_accept_delivery` takes it.
-fn cancel_json(cancel: &NewCancel, delivery: &NewDelivery) -> serde_json::Value {
-    let detail = format!(
-        "cancelled by rule {} of source {} (delivery {})",
-        cancel.rule, delivery.source, delivery.delivery_id
-    );
-    serde_json::json!({
-        "email": cancel.email.as_str(),
-        "last_error": truncate_detail(&format!("cancelled by rule {}", cancel.rule)),
-        "detail": truncate_detail(&detail),
-    })
-}
-
 #[async_trait]
 impl Store for PostgresStore {
     async fn migrate(&self) -> StoreResult<()> {
@@ -364,58 +298,18 @@ impl Store for PostgresStore {
     }
 
     async fn accept_delivery(&self, delivery: NewDelivery) -> StoreResult<DeliveryReceipt> {
-        let (error, chains, cancels, refused) = match &delivery.content {
-            DeliveryContent::Unmappable { error } => {
-                (Some(error.as_str()), &[][..], &[][..], &[][..])
-            }
-            DeliveryContent::Accepted {
-                cancels,
-                chains,
-                refused,
-            } => (None, &chains[..], &cancels[..], &refused[..]),
+        let receipt = if pg_accept::batchable(&delivery) {
+            self.batcher
+                .get_or_init(|| Batcher::spawn(self.pool.clone()))
+                .accept(delivery)
+                .await?
+        } else {
+            pg_accept::accept_one(&self.pool, &delivery).await?
         };
-        let chains: Vec<serde_json::Value> =
-            chains.iter().map(|c| chain_json(c, &delivery)).collect();
-        let cancels: Vec<serde_json::Value> =
-            cancels.iter().map(|c| cancel_json(c, &delivery)).collect();
-        // A concurrent copy of this delivery that commits first makes the call roll back
-        // (OBDUP); the next call replays that copy's answer.
-        let mut attempt = 0;
-        let rows = loop {
-            attempt += 1;
-            match self
-                .call_accept(&delivery, error, &chains, &cancels, refused)
-                .await
-            {
-                Err(sqlx::Error::Database(e))
-                    if e.code().as_deref() == Some("OBDUP") && attempt < 3 => {}
-                other => break other?,
-            }
-        };
-        let row = rows
-            .first()
-            .ok_or_else(|| StoreError::Corrupt("accepting a delivery returned no row".into()))?;
-        let duplicate: bool = row.try_get("duplicate")?;
-        let status: &str = row.try_get("status")?;
-        let response: &str = row.try_get("response")?;
-        if duplicate {
-            return duplicate_receipt(status, response);
-        }
-        let body: serde_json::Value = serde_json::from_str(response)
-            .map_err(|e| StoreError::Corrupt(format!("stored response is not JSON: {e}")))?;
-        let status: DeliveryStatus = parse_column(status)?;
-        if body
-            .get("jobs")
-            .and_then(serde_json::Value::as_array)
-            .is_some_and(|j| !j.is_empty())
-        {
+        if !receipt.duplicate && !receipt.job_ids().is_empty() {
             self.announce();
         }
-        Ok(DeliveryReceipt {
-            duplicate: false,
-            status,
-            body,
-        })
+        Ok(receipt)
     }
 
     async fn claim_due(&self, owner: &str, limit: u32, lease: Duration) -> StoreResult<Vec<Job>> {

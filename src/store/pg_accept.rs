@@ -1,0 +1,355 @@
+//! Accepting deliveries on Postgres.
+//!
+//! Ingestion is bound by the database's CPU, and most of what a delivery costs there is per
+//! statement and per commit, not per row. So deliveries of the common shape (accepted, no
+//! cancellation, single-step chains) that arrive together are gathered into one batch and
+//! written by one set-based call, `offboard_accept_batch`, in one transaction. Each waits
+//! for its batch to commit before it is answered, as before. Everything else, and every
+//! delivery of a batch that hit a race, goes through `offboard_accept_delivery` alone.
+//!
+//! Both functions live in `migrations/postgres/20261128000002_accept_in_one_call.sql`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::Row;
+use sqlx::postgres::{PgPool, PgRow};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::model::*;
+use super::{PREVIOUS_STEP_FAILED, StoreError, StoreResult, truncate_detail};
+use crate::jobs::JobState;
+
+/// The most deliveries in one batch.
+const MAX_BATCH: usize = 64;
+/// Batches in flight at once: while one commits, the next is already being written.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// Whether the batch path can take this delivery.
+pub(super) fn batchable(delivery: &NewDelivery) -> bool {
+    match &delivery.content {
+        DeliveryContent::Accepted {
+            cancels, chains, ..
+        } => cancels.is_empty() && chains.iter().all(|chain| chain.steps.len() == 1),
+        DeliveryContent::Unmappable { .. } => false,
+    }
+}
+
+type Pending = (NewDelivery, oneshot::Sender<StoreResult<DeliveryReceipt>>);
+
+/// Gathers deliveries into batches; its tasks end when it is dropped.
+pub(super) struct Batcher {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Batcher {
+    pub(super) fn spawn(pool: PgPool) -> Batcher {
+        let (queue, pending) = mpsc::channel(MAX_BATCH * BATCHES_IN_FLIGHT);
+        let pending = Arc::new(Mutex::new(pending));
+        for _ in 0..BATCHES_IN_FLIGHT {
+            tokio::spawn(write_batches(pool.clone(), pending.clone()));
+        }
+        Batcher { queue }
+    }
+
+    /// Accepts one delivery as part of the next batch; returns once that batch committed.
+    pub(super) async fn accept(&self, delivery: NewDelivery) -> StoreResult<DeliveryReceipt> {
+        let stopped = || StoreError::Batch("the delivery batcher stopped".into());
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send((delivery, reply))
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// Takes whatever is waiting (up to `MAX_BATCH`) and writes it; an idle receiver thus
+/// writes each delivery at once, a busy one in batches.
+async fn write_batches(pool: PgPool, pending: Arc<Mutex<mpsc::Receiver<Pending>>>) {
+    loop {
+        let batch = {
+            let mut pending = pending.lock().await;
+            let Some(first) = pending.recv().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match pending.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        write_batch(&pool, batch).await;
+    }
+}
+
+async fn write_batch(pool: &PgPool, batch: Vec<Pending>) {
+    // A copy of a delivery already in the batch is accepted after it, so it replays its answer.
+    let mut keys = HashSet::new();
+    let (members, copies): (Vec<Pending>, Vec<Pending>) = batch
+        .into_iter()
+        .partition(|(d, _)| keys.insert((d.source.clone(), d.delivery_id.clone())));
+    let deliveries: Vec<&NewDelivery> = members.iter().map(|(d, _)| d).collect();
+    match call_batch(pool, &deliveries).await {
+        Ok(receipts) => {
+            for ((_, reply), receipt) in members.into_iter().zip(receipts) {
+                let _ = reply.send(receipt);
+            }
+        }
+        // The database answered but refused the batch (a race with a copy or a finishing
+        // job, a deadlock with another batch): each delivery on its own sorts it out.
+        Err(sqlx::Error::Database(e)) => {
+            if !matches!(e.code().as_deref(), Some("OBDUP" | "OBRTY")) {
+                tracing::warn!(error = %e, deliveries = members.len(), "a delivery batch failed; accepting its deliveries one by one");
+            }
+            let mut alone = tokio::task::JoinSet::new();
+            for (delivery, reply) in members {
+                let pool = pool.clone();
+                alone.spawn(async move {
+                    let _ = reply.send(accept_one(&pool, &delivery).await);
+                });
+            }
+            alone.join_all().await;
+        }
+        // No database to talk to: nothing was accepted, each sender gets a 503 and retries.
+        Err(e) => {
+            let message = e.to_string();
+            for (_, reply) in members {
+                let _ = reply.send(Err(StoreError::Batch(message.clone())));
+            }
+        }
+    }
+    for (delivery, reply) in copies {
+        let _ = reply.send(accept_one(pool, &delivery).await);
+    }
+}
+
+/// One call of `offboard_accept_batch` for these deliveries (each `batchable`, no two with
+/// the same key); a receipt per delivery, in order.
+async fn call_batch(
+    pool: &PgPool,
+    deliveries: &[&NewDelivery],
+) -> Result<Vec<StoreResult<DeliveryReceipt>>, sqlx::Error> {
+    let n = deliveries.len();
+    let mut d_source = Vec::with_capacity(n);
+    let mut d_delivery_id = Vec::with_capacity(n);
+    let mut d_received_at: Vec<DateTime<Utc>> = Vec::with_capacity(n);
+    let mut d_body_sha256 = Vec::with_capacity(n);
+    let mut d_refused = Vec::with_capacity(n);
+    let mut j_delivery: Vec<i32> = Vec::new();
+    let mut j_action = Vec::new();
+    let mut j_params = Vec::new();
+    let mut j_state = Vec::new();
+    let mut j_email = Vec::new();
+    let mut j_account_id: Vec<Option<&str>> = Vec::new();
+    let mut j_run_at: Vec<DateTime<Utc>> = Vec::new();
+    let mut j_max_attempts = Vec::new();
+    let mut j_rule = Vec::new();
+    let mut j_detail = Vec::new();
+    for (index, delivery) in deliveries.iter().enumerate() {
+        let DeliveryContent::Accepted {
+            chains, refused, ..
+        } = &delivery.content
+        else {
+            unreachable!("only batchable deliveries are batched");
+        };
+        d_source.push(delivery.source.as_str());
+        d_delivery_id.push(delivery.delivery_id.as_str());
+        d_received_at.push(delivery.received_at);
+        d_body_sha256.push(delivery.body_sha256.as_str());
+        d_refused.push(serde_json::to_string(refused).unwrap_or_else(|_| "[]".into()));
+        for chain in chains {
+            for step in &chain.steps {
+                j_delivery.push(i32::try_from(index + 1).unwrap_or(i32::MAX));
+                j_action.push(step.action.as_str());
+                j_params.push(serde_json::Value::Object(step.params.clone()).to_string());
+                j_state.push(initial_state(chain).as_str());
+                j_email.push(chain.email.as_str());
+                j_account_id.push(chain.account_id.as_deref());
+                j_run_at.push(step.run_at);
+                j_max_attempts.push(chain.max_attempts);
+                j_rule.push(chain.rule.as_str());
+                j_detail.push(creation_detail(chain, delivery));
+            }
+        }
+    }
+    // `fetch_all` reads up to ReadyForQuery, which Postgres sends only after the implicit
+    // transaction committed: no answer leaves before the batch is durable.
+    let rows = sqlx::query(
+        "SELECT k, duplicate, status, response FROM offboard_accept_batch( \
+         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+    )
+    .bind(&d_source)
+    .bind(&d_delivery_id)
+    .bind(&d_received_at)
+    .bind(&d_body_sha256)
+    .bind(&d_refused)
+    .bind(&j_delivery)
+    .bind(&j_action)
+    .bind(&j_params)
+    .bind(&j_state)
+    .bind(&j_email)
+    .bind(&j_account_id)
+    .bind(&j_run_at)
+    .bind(&j_max_attempts)
+    .bind(&j_rule)
+    .bind(&j_detail)
+    .fetch_all(pool)
+    .await?;
+    let mut receipts: Vec<Option<StoreResult<DeliveryReceipt>>> = (0..n).map(|_| None).collect();
+    for row in &rows {
+        let k: i32 = row.try_get("k")?;
+        let slot = usize::try_from(k - 1)
+            .ok()
+            .and_then(|i| receipts.get_mut(i));
+        if let Some(slot) = slot {
+            *slot = Some(receipt_from_row(row));
+        }
+    }
+    Ok(receipts
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or_else(|| {
+                Err(StoreError::Corrupt(
+                    "accepting a batch returned no answer for a delivery".into(),
+                ))
+            })
+        })
+        .collect())
+}
+
+/// Accepts one delivery with `offboard_accept_delivery`, whatever its shape.
+pub(super) async fn accept_one(
+    pool: &PgPool,
+    delivery: &NewDelivery,
+) -> StoreResult<DeliveryReceipt> {
+    let (error, chains, cancels, refused) = match &delivery.content {
+        DeliveryContent::Unmappable { error } => (Some(error.as_str()), &[][..], &[][..], &[][..]),
+        DeliveryContent::Accepted {
+            cancels,
+            chains,
+            refused,
+        } => (None, &chains[..], &cancels[..], &refused[..]),
+    };
+    let chains: Vec<serde_json::Value> = chains.iter().map(|c| chain_json(c, delivery)).collect();
+    let cancels: Vec<serde_json::Value> =
+        cancels.iter().map(|c| cancel_json(c, delivery)).collect();
+    // A concurrent copy of this delivery that commits first makes the call roll back
+    // (OBDUP); the next call replays that copy's answer.
+    let mut attempt = 0;
+    let rows = loop {
+        attempt += 1;
+        match call_one(pool, delivery, error, &chains, &cancels, refused).await {
+            Err(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some("OBDUP") && attempt < 3 => {}
+            other => break other?,
+        }
+    };
+    let row = rows
+        .first()
+        .ok_or_else(|| StoreError::Corrupt("accepting a delivery returned no row".into()))?;
+    receipt_from_row(row)
+}
+
+/// One call of `offboard_accept_delivery`. `fetch_all` reads up to ReadyForQuery, which
+/// Postgres sends only after the implicit transaction committed: no answer leaves before
+/// the delivery is durable.
+async fn call_one(
+    pool: &PgPool,
+    delivery: &NewDelivery,
+    error: Option<&str>,
+    chains: &[serde_json::Value],
+    cancels: &[serde_json::Value],
+    refused: &[Refusal],
+) -> Result<Vec<PgRow>, sqlx::Error> {
+    sqlx::query(
+        "SELECT duplicate, status, response FROM offboard_accept_delivery( \
+         $1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&delivery.source)
+    .bind(&delivery.delivery_id)
+    .bind(delivery.received_at)
+    .bind(&delivery.body_sha256)
+    .bind(error)
+    .bind(sqlx::types::Json(chains))
+    .bind(sqlx::types::Json(cancels))
+    .bind(sqlx::types::Json(refused))
+    .bind(PREVIOUS_STEP_FAILED)
+    .fetch_all(pool)
+    .await
+}
+
+/// The receipt in a row of either function: `duplicate`, `status`, `response`.
+fn receipt_from_row(row: &PgRow) -> StoreResult<DeliveryReceipt> {
+    let duplicate: bool = row.try_get("duplicate")?;
+    let status: &str = row.try_get("status")?;
+    let response: &str = row.try_get("response")?;
+    if duplicate {
+        return duplicate_receipt(status, response);
+    }
+    let body: serde_json::Value = serde_json::from_str(response)
+        .map_err(|e| StoreError::Corrupt(format!("stored response is not JSON: {e}")))?;
+    Ok(DeliveryReceipt {
+        duplicate: false,
+        status: parse_column(status)?,
+        body,
+    })
+}
+
+fn initial_state(chain: &NewChain) -> JobState {
+    if chain.approval {
+        JobState::AwaitingApproval
+    } else {
+        JobState::Pending
+    }
+}
+
+/// The detail of a job's creation event.
+fn creation_detail(chain: &NewChain, delivery: &NewDelivery) -> String {
+    let detail = format!(
+        "created by rule {} of source {} (delivery {})",
+        chain.rule, delivery.source, delivery.delivery_id
+    );
+    truncate_detail(&detail).to_owned()
+}
+
+/// One chain as `offboard_accept_delivery` takes it; details are decided (and truncated) here.
+fn chain_json(chain: &NewChain, delivery: &NewDelivery) -> serde_json::Value {
+    let steps: Vec<serde_json::Value> = chain
+        .steps
+        .iter()
+        .map(|step| {
+            serde_json::json!({
+                "action": step.action.as_str(),
+                "params": step.params,
+                "run_at": step.run_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "email": chain.email.as_str(),
+        "account_id": chain.account_id,
+        "rule": chain.rule,
+        "approval": chain.approval,
+        "max_attempts": chain.max_attempts,
+        "detail": creation_detail(chain, delivery),
+        "steps": steps,
+    })
+}
+
+/// One cancellation as `offboard_accept_delivery` takes it.
+fn cancel_json(cancel: &NewCancel, delivery: &NewDelivery) -> serde_json::Value {
+    let detail = format!(
+        "cancelled by rule {} of source {} (delivery {})",
+        cancel.rule, delivery.source, delivery.delivery_id
+    );
+    serde_json::json!({
+        "email": cancel.email.as_str(),
+        "last_error": truncate_detail(&format!("cancelled by rule {}", cancel.rule)),
+        "detail": truncate_detail(&detail),
+    })
+}
