@@ -236,7 +236,11 @@ CREATE FUNCTION offboard_accept_batch(
     j_rule text[],
     j_detail text[]
 ) RETURNS TABLE (k integer, duplicate boolean, status text, response text)
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql
+-- Arrays of unknown length would be planned anew on every call; the generic plans are
+-- index probes by construction (see the LATERAL lookups), so keep them.
+SET plan_cache_mode = force_generic_plan
+AS $$
 #variable_conflict use_column
 DECLARE
     v_dups integer[];
