@@ -3,13 +3,15 @@
 //!
 //! ```sh
 //! cargo run --release --example ingest_bench -- [--concurrency 32] [--requests 4000] \
-//!     [--database-url postgres://postgres@127.0.0.1:5432/postgres]
+//!     [--rounds 5] [--database-url postgres://postgres@127.0.0.1:5432/postgres]
 //! ```
 //!
 //! Every request is a distinct Standard Webhooks delivery (verified HMAC, rules, one job) and
 //! counts only when answered 202, i.e. after its delivery and job were committed. The ceiling
 //! is the rate of plain one-row INSERT transactions into the same server at the same
-//! concurrency: what any durable receiver could at best reach there.
+//! concurrency: what any durable receiver could at best reach there. On a small machine both
+//! move by 10-20% from run to run, so the Postgres pair is measured `--rounds` times, each
+//! ingest right before its ceiling, and the medians are reported with every round.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,6 +26,7 @@ use sqlx::{Connection, PgConnection};
 struct Args {
     concurrency: usize,
     requests: usize,
+    rounds: usize,
     server: String,
 }
 
@@ -31,6 +34,7 @@ fn args() -> Args {
     let mut args = Args {
         concurrency: 32,
         requests: 4000,
+        rounds: 5,
         server: std::env::var("TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
     };
@@ -40,6 +44,7 @@ fn args() -> Args {
         match flag.as_str() {
             "--concurrency" => args.concurrency = value.parse().expect("--concurrency N"),
             "--requests" => args.requests = value.parse().expect("--requests N"),
+            "--rounds" => args.rounds = value.parse::<usize>().expect("--rounds N").max(1),
             "--database-url" => args.server = value,
             other => panic!("unknown flag {other}"),
         }
@@ -151,10 +156,12 @@ async fn insert_ceiling(database_url: &str, concurrency: usize, rows: usize) -> 
         .connect(database_url)
         .await
         .expect("connect");
-    sqlx::query("CREATE TABLE ceiling (id BIGSERIAL PRIMARY KEY, payload TEXT NOT NULL)")
-        .execute(&pool)
-        .await
-        .expect("create table");
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS ceiling (id BIGSERIAL PRIMARY KEY, payload TEXT NOT NULL)",
+    )
+    .execute(&pool)
+    .await
+    .expect("create table");
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -172,6 +179,11 @@ async fn insert_ceiling(database_url: &str, concurrency: usize, rows: usize) -> 
     }
     tasks.join_all().await;
     rows as f64 / started.elapsed().as_secs_f64()
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -212,14 +224,30 @@ async fn main() {
         .map_or(args.server.as_str(), |(b, _)| b);
     let pg_url = format!("{base}/{name}");
 
-    let postgres = run_ingest(&pg_url, args.concurrency, args.requests).await;
-    print("postgres", &postgres, args.requests);
-    let ceiling = insert_ceiling(&pg_url, args.concurrency, args.requests).await;
-    let rate = postgres.accepted as f64 / postgres.elapsed.as_secs_f64();
+    let (mut rates, mut ceilings, mut ratios, mut p99s) = (vec![], vec![], vec![], vec![]);
+    for round in 1..=args.rounds {
+        let postgres = run_ingest(&pg_url, args.concurrency, args.requests).await;
+        print(&format!("postgres #{round}"), &postgres, args.requests);
+        let ceiling = insert_ceiling(&pg_url, args.concurrency, args.requests).await;
+        let rate = postgres.accepted as f64 / postgres.elapsed.as_secs_f64();
+        println!(
+            "postgres #{round} ceiling: {ceiling:.0} one-row INSERT transactions/s at {} connections; accepted/s is {:.0}% of it",
+            args.concurrency,
+            100.0 * rate / ceiling
+        );
+        rates.push(rate);
+        ceilings.push(ceiling);
+        ratios.push(100.0 * rate / ceiling);
+        p99s.push(postgres.p99.as_secs_f64() * 1000.0);
+    }
     println!(
-        "postgres  ceiling: {ceiling:.0} one-row INSERT transactions/s at {} connections; accepted/s is {:.0}% of it",
-        args.concurrency,
-        100.0 * rate / ceiling
+        "postgres  median of {} rounds: {:.0} accepted/s, ceiling {:.0}/s, {:.0}% of the ceiling, p99 {:.2} ms (worst {:.2} ms)",
+        args.rounds,
+        median(&mut rates),
+        median(&mut ceilings),
+        median(&mut ratios),
+        median(&mut p99s),
+        p99s.iter().copied().fold(0.0, f64::max),
     );
     sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
         .execute(&mut admin)
