@@ -370,7 +370,8 @@ impl Store for PostgresStore {
         .await?;
         if !done.is_empty() {
             // Later steps of these chains may have become claimable. Only this process is
-            // woken: a NOTIFY here would cost every batch a round trip, and other replicas poll.
+            // woken, since it is the one with free slots; a NOTIFY for every batch would
+            // wake every replica for every completion, and other replicas poll.
             self.wakeup.notify_one();
         }
         Ok(ids.iter().map(|id| done.contains(id)).collect())
