@@ -8,6 +8,7 @@
 //! command line over the same pieces.
 
 pub mod atlassian;
+pub mod batch;
 pub mod cli;
 pub mod config;
 pub mod duration;

@@ -14,7 +14,7 @@ use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use tokio::sync::Notify;
 
 use super::model::*;
-use super::pg_accept::{self, Batcher};
+use super::pg_accept::{self, AcceptBatcher};
 use super::pg_notifier::Notifier;
 use super::{PREVIOUS_STEP_FAILED, Store, StoreError, StoreOptions, StoreResult, truncate_detail};
 use crate::jobs::{JobState, Outcome};
@@ -35,7 +35,7 @@ pub struct PostgresStore {
     wakeup: Arc<Notify>,
     listener: OnceLock<()>,
     notifier: OnceLock<Notifier>,
-    batcher: OnceLock<Batcher>,
+    batcher: OnceLock<AcceptBatcher>,
 }
 
 impl PostgresStore {
@@ -300,9 +300,10 @@ impl Store for PostgresStore {
     async fn accept_delivery(&self, delivery: NewDelivery) -> StoreResult<DeliveryReceipt> {
         let receipt = if pg_accept::batchable(&delivery) {
             self.batcher
-                .get_or_init(|| Batcher::spawn(self.pool.clone()))
-                .accept(delivery)
-                .await?
+                .get_or_init(|| pg_accept::spawn_batcher(self.pool.clone()))
+                .submit(delivery)
+                .await
+                .map_err(|_| StoreError::Batch("the delivery writer stopped".into()))??
         } else {
             pg_accept::accept_one(&self.pool, &delivery).await?
         };

@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use chrono::Utc;
 use secrecy::SecretString;
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::atlassian::{AtlassianSettings, Client};
+use crate::batch::Batcher;
 use crate::config::{AtlassianConfig, Config};
 use crate::jobs::{JobState, Outcome};
 use crate::store::{Completion, Job, PauseReason, Store, StoreError};
@@ -64,8 +65,7 @@ pub fn spawn(
                 return;
             }
         };
-        let (completions, pending) = mpsc::channel(COMPLETION_QUEUE);
-        tokio::spawn(complete_in_batches(store.clone(), pending));
+        let completions = complete_in_batches(store.clone());
         let worker = Worker {
             slot_freed: Arc::new(Notify::new()),
             completions,
@@ -148,7 +148,7 @@ struct Worker {
     /// Rung whenever a slot is freed.
     slot_freed: Arc<Notify>,
     /// Successful results go to one writer that records them in batches.
-    completions: mpsc::Sender<PendingCompletion>,
+    completions: Batcher<Completion, Result<bool, String>>,
     /// While jobs are running, claim only once this many slots are free: one claim
     /// statement per few jobs instead of one per job.
     claim_batch: usize,
@@ -369,20 +369,15 @@ impl Worker {
         outcome: Outcome,
         detail: &str,
     ) -> Result<bool, StoreError> {
-        let (reply, written) = oneshot::channel();
         let completion = Completion {
             job: job.clone(),
             outcome,
             detail: detail.to_owned(),
         };
-        let stopped = || StoreError::Batch("the result writer stopped".into());
         self.completions
-            .send((completion, reply))
+            .submit(completion)
             .await
-            .map_err(|_| stopped())?;
-        written
-            .await
-            .map_err(|_| stopped())?
+            .map_err(|_| StoreError::Batch("the result writer stopped".into()))?
             .map_err(StoreError::Batch)
     }
 
@@ -444,38 +439,16 @@ impl Worker {
     }
 }
 
-/// A result on its way to the store, and where to say whether it was written.
-type PendingCompletion = (Completion, oneshot::Sender<Result<bool, String>>);
-
-/// Writes successful results in batches: whatever arrived while the previous batch was being
-/// committed goes into the next one, so a busy worker pays one commit for many jobs and an
-/// idle one pays no extra latency. Ends when every worker task is gone.
-async fn complete_in_batches(
-    store: Arc<dyn Store>,
-    mut pending: mpsc::Receiver<PendingCompletion>,
-) {
-    while let Some(first) = pending.recv().await {
-        let mut items = vec![first.0];
-        let mut replies = vec![first.1];
-        while items.len() < MAX_COMPLETION_BATCH {
-            let Ok((item, reply)) = pending.try_recv() else {
-                break;
-            };
-            items.push(item);
-            replies.push(reply);
-        }
-        match store.complete_many(&items).await {
-            Ok(written) => {
-                for (reply, written) in replies.into_iter().zip(written) {
-                    let _ = reply.send(Ok(written));
-                }
-            }
-            Err(e) => {
-                let message = e.to_string();
-                for reply in replies {
-                    let _ = reply.send(Err(message.clone()));
-                }
+/// The writer of successful results: whatever finished while the previous batch was being
+/// committed goes into the next one (`crate::batch`).
+fn complete_in_batches(store: Arc<dyn Store>) -> Batcher<Completion, Result<bool, String>> {
+    Batcher::spawn(COMPLETION_QUEUE, MAX_COMPLETION_BATCH, move |items| {
+        let store = store.clone();
+        async move {
+            match store.complete_many(&items).await {
+                Ok(written) => written.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e.to_string()); items.len()],
             }
         }
-    }
+    })
 }
