@@ -2063,3 +2063,49 @@ both_stores!(
     deliveries_arriving_together_keep_every_rule_on,
     deliveries_arriving_together_keep_every_rule
 );
+
+/// A delivery the database refuses fails alone, even when it arrived together with others
+/// and was first written in the same batch: the others are recorded and answered.
+async fn a_refused_delivery_fails_only_itself(db: TestDb) {
+    let store = db.store().await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let mut new = delivery(
+                "hr",
+                &format!("mixed-{i}"),
+                accepted(
+                    vec![],
+                    vec![chain(
+                        &format!("m{i}@example.com"),
+                        &[Action::SuspendAccess],
+                        due(),
+                    )],
+                ),
+            );
+            if i == 12 {
+                // Breaks the CHECK on the body digest.
+                new.body_sha256 = "not-a-digest".to_owned();
+            }
+            (i, store.accept_delivery(new).await)
+        });
+    }
+    for (i, result) in tasks.join_all().await {
+        match result {
+            Ok(receipt) => {
+                assert_ne!(i, 12, "the refused delivery must not be accepted");
+                assert_eq!(receipt.job_ids().len(), 1);
+            }
+            Err(e) => assert_eq!(i, 12, "delivery {i} failed: {e}"),
+        }
+    }
+    assert_eq!(store.list_deliveries(None, 100).await.unwrap().len(), 23);
+    let jobs = all_jobs(&*store).await;
+    assert_eq!(jobs.len(), 23);
+    assert!(!jobs.iter().any(|j| j.email == "m12@example.com"));
+}
+both_stores!(
+    a_refused_delivery_fails_only_itself_on,
+    a_refused_delivery_fails_only_itself
+);

@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,6 +20,7 @@ use tokio::sync::Notify;
 
 use super::model::*;
 use super::{PREVIOUS_STEP_FAILED, Store, StoreError, StoreOptions, StoreResult, truncate_detail};
+use crate::batch::Batcher;
 use crate::jobs::{JobState, Outcome};
 
 macro_rules! job_columns {
@@ -33,6 +34,8 @@ macro_rules! job_columns {
 pub struct SqliteStore {
     pool: SqlitePool,
     wakeup: Arc<Notify>,
+    /// Deliveries are recorded by one writer, many to a transaction (`crate::batch`).
+    batcher: OnceLock<Batcher<NewDelivery, StoreResult<DeliveryReceipt>>>,
 }
 
 fn micros(at: DateTime<Utc>) -> i64 {
@@ -69,6 +72,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             wakeup: Arc::new(Notify::new()),
+            batcher: OnceLock::new(),
         })
     }
 
@@ -410,6 +414,143 @@ async fn insert_or_existing_job(
     job_from_row(&row)
 }
 
+/// The most deliveries recorded in one transaction.
+const MAX_BATCH: usize = 64;
+
+/// SQLite has one writer at a time and pays a synced commit per transaction, so deliveries
+/// that arrive together are recorded in one `BEGIN IMMEDIATE` transaction, each exactly as
+/// it would be alone (a later one sees the earlier ones, so copies and shared people come
+/// out the same).
+fn spawn_batcher(pool: SqlitePool) -> Batcher<NewDelivery, StoreResult<DeliveryReceipt>> {
+    Batcher::spawn(MAX_BATCH, MAX_BATCH, move |batch: Vec<NewDelivery>| {
+        let pool = pool.clone();
+        async move {
+            match accept_together(&pool, &batch).await {
+                Ok(receipts) => receipts.into_iter().map(Ok).collect(),
+                // One delivery the store refused fails only itself: the others are recorded
+                // alone. (Not when the transaction could not start or commit: then nothing
+                // was recorded and another try would wait as long again.)
+                Err(Together::Within(e)) if batch.len() > 1 => {
+                    tracing::warn!(error = %e, deliveries = batch.len(), "a delivery batch failed; recording its deliveries one by one");
+                    let mut receipts = Vec::with_capacity(batch.len());
+                    for delivery in &batch {
+                        let alone = accept_together(&pool, std::slice::from_ref(delivery)).await;
+                        receipts.push(match alone {
+                            Ok(mut one) => Ok(one.pop().expect("one receipt per delivery")),
+                            Err(Together::Within(e) | Together::Transaction(e)) => Err(e),
+                        });
+                    }
+                    receipts
+                }
+                Err(Together::Within(e) | Together::Transaction(e)) => {
+                    let message = e.to_string();
+                    batch
+                        .iter()
+                        .map(|_| Err(StoreError::Batch(message.clone())))
+                        .collect()
+                }
+            }
+        }
+    })
+}
+
+/// Why recording deliveries together failed.
+enum Together {
+    /// Beginning or committing the transaction: nothing was recorded.
+    Transaction(StoreError),
+    /// Recording one of the deliveries.
+    Within(StoreError),
+}
+
+/// Records these deliveries in one transaction; a receipt for each, in order.
+async fn accept_together(
+    pool: &SqlitePool,
+    deliveries: &[NewDelivery],
+) -> Result<Vec<DeliveryReceipt>, Together> {
+    let transaction = |e: sqlx::Error| Together::Transaction(e.into());
+    let mut tx = pool
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(transaction)?;
+    let now = now_micros();
+    let mut receipts = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        receipts.push(
+            accept_in(&mut tx, delivery, now)
+                .await
+                .map_err(Together::Within)?,
+        );
+    }
+    tx.commit().await.map_err(transaction)?;
+    Ok(receipts)
+}
+
+/// Records one delivery and its jobs inside `tx`, or finds it already recorded.
+async fn accept_in(tx: &mut Tx, delivery: &NewDelivery, now: i64) -> StoreResult<DeliveryReceipt> {
+    let existing = sqlx::query(
+        "SELECT status, response FROM deliveries WHERE source = ?1 AND delivery_id = ?2",
+    )
+    .bind(&delivery.source)
+    .bind(&delivery.delivery_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(row) = existing {
+        return duplicate_receipt(row.try_get("status")?, row.try_get("response")?);
+    }
+    let (status, error, body, job_ids) = match &delivery.content {
+        DeliveryContent::Unmappable { error } => (
+            DeliveryStatus::Unmappable,
+            Some(error.as_str()),
+            unmappable_body(error),
+            Vec::new(),
+        ),
+        DeliveryContent::Accepted {
+            cancels,
+            chains,
+            refused,
+        } => {
+            let mut cancelled = Vec::new();
+            for cancel in cancels {
+                cancelled.extend(cancel_for_email(tx, cancel, delivery, now).await?);
+            }
+            let mut jobs: Vec<Job> = Vec::new();
+            for chain in chains {
+                let mut previous = None;
+                for step in &chain.steps {
+                    let job =
+                        insert_or_existing_job(tx, delivery, chain, step, previous, now).await?;
+                    previous = Some(job.id);
+                    if !jobs.iter().any(|j| j.id == job.id) {
+                        jobs.push(job);
+                    }
+                }
+            }
+            let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
+            let body = accepted_body(&delivery.delivery_id, &jobs, &cancelled, refused);
+            (DeliveryStatus::Accepted, None, body, ids)
+        }
+    };
+    sqlx::query(
+        "INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, status, error, job_ids, response) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )
+    .bind(&delivery.source)
+    .bind(&delivery.delivery_id)
+    .bind(micros(delivery.received_at))
+    .bind(&delivery.body_sha256)
+    .bind(status.as_str())
+    .bind(error)
+    .bind(serde_json::to_string(&job_ids).unwrap_or_else(|_| "[]".into()))
+    .bind(body.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(DeliveryReceipt {
+        duplicate: false,
+        status,
+        body,
+    })
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> StoreResult<()> {
@@ -425,75 +566,16 @@ impl Store for SqliteStore {
     }
 
     async fn accept_delivery(&self, delivery: NewDelivery) -> StoreResult<DeliveryReceipt> {
-        let mut tx = self.begin_write().await?;
-        let existing = sqlx::query(
-            "SELECT status, response FROM deliveries WHERE source = ?1 AND delivery_id = ?2",
-        )
-        .bind(&delivery.source)
-        .bind(&delivery.delivery_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = existing {
-            return duplicate_receipt(row.try_get("status")?, row.try_get("response")?);
-        }
-        let now = now_micros();
-        let (status, error, body, job_ids) = match &delivery.content {
-            DeliveryContent::Unmappable { error } => (
-                DeliveryStatus::Unmappable,
-                Some(error.as_str()),
-                unmappable_body(error),
-                Vec::new(),
-            ),
-            DeliveryContent::Accepted {
-                cancels,
-                chains,
-                refused,
-            } => {
-                let mut cancelled = Vec::new();
-                for cancel in cancels {
-                    cancelled.extend(cancel_for_email(&mut tx, cancel, &delivery, now).await?);
-                }
-                let mut jobs: Vec<Job> = Vec::new();
-                for chain in chains {
-                    let mut previous = None;
-                    for step in &chain.steps {
-                        let job =
-                            insert_or_existing_job(&mut tx, &delivery, chain, step, previous, now)
-                                .await?;
-                        previous = Some(job.id);
-                        if !jobs.iter().any(|j| j.id == job.id) {
-                            jobs.push(job);
-                        }
-                    }
-                }
-                let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
-                let body = accepted_body(&delivery.delivery_id, &jobs, &cancelled, refused);
-                (DeliveryStatus::Accepted, None, body, ids)
-            }
-        };
-        sqlx::query(
-            "INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, status, error, job_ids, response) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .bind(&delivery.source)
-        .bind(&delivery.delivery_id)
-        .bind(micros(delivery.received_at))
-        .bind(&delivery.body_sha256)
-        .bind(status.as_str())
-        .bind(error)
-        .bind(serde_json::to_string(&job_ids).unwrap_or_else(|_| "[]".into()))
-        .bind(body.to_string())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        if !job_ids.is_empty() {
+        let receipt = self
+            .batcher
+            .get_or_init(|| spawn_batcher(self.pool.clone()))
+            .submit(delivery)
+            .await
+            .map_err(|_| StoreError::Batch("the delivery writer stopped".into()))??;
+        if !receipt.duplicate && !receipt.job_ids().is_empty() {
             self.wakeup.notify_one();
         }
-        Ok(DeliveryReceipt {
-            duplicate: false,
-            status,
-            body,
-        })
+        Ok(receipt)
     }
 
     async fn claim_due(&self, owner: &str, limit: u32, lease: Duration) -> StoreResult<Vec<Job>> {
