@@ -216,7 +216,7 @@ $$;
 -- j_*: one entry per job request; j_delivery is the 1-based index of its delivery.
 -- Returns one row per delivery: its index, whether it was already recorded, its answer.
 --
--- Raises OBDUP when a delivery was recorded concurrently and OBRETRY when a live job it
+-- Raises OBDUP when a delivery was recorded concurrently and OBRTY when a live job it
 -- found finished before it could be read; the client then accepts each delivery of the
 -- batch on its own with offboard_accept_delivery, which handles both races.
 CREATE FUNCTION offboard_accept_batch(
