@@ -2109,3 +2109,88 @@ both_stores!(
     a_refused_delivery_fails_only_itself_on,
     a_refused_delivery_fails_only_itself
 );
+
+/// Chains arriving together (on Postgres, one batch writes all first steps, then all second
+/// steps): each later step depends on the live job of the step before it, whether that job
+/// was created by the same delivery, by another one of the batch, or was there already.
+async fn chains_arriving_together_link_their_steps(db: TestDb) {
+    let store = db.store().await;
+    let before = enqueue(&*store, "old@example.com", Action::SuspendAccess, later()).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let chains = vec![
+                chain(
+                    "both@example.com",
+                    &[Action::SuspendAccess, Action::DeleteAccount],
+                    due(),
+                ),
+                chain(
+                    "old@example.com",
+                    &[Action::SuspendAccess, Action::RemoveFromDirectory],
+                    due(),
+                ),
+                chain(
+                    &format!("own{i}@example.com"),
+                    &[
+                        Action::SuspendAccess,
+                        Action::DeactivateAccount,
+                        Action::DeleteAccount,
+                    ],
+                    due(),
+                ),
+            ];
+            store
+                .accept_delivery(delivery(
+                    "hr",
+                    &format!("chain-{i}"),
+                    accepted(vec![], chains),
+                ))
+                .await
+                .unwrap()
+        });
+    }
+    let receipts = tasks.join_all().await;
+    let mut shared = HashSet::new();
+    for receipt in &receipts {
+        let jobs = receipt.body["jobs"].as_array().unwrap();
+        assert_eq!(jobs.len(), 7, "{}", receipt.body);
+        let id = |n: usize| jobs[n]["id"].clone();
+        assert_eq!(jobs[0]["depends_on"], Value::Null);
+        assert_eq!(
+            jobs[1]["depends_on"],
+            id(0),
+            "the second step waits for the first"
+        );
+        assert_eq!(
+            jobs[2]["id"],
+            json!(before.id.to_string()),
+            "the live job that was there"
+        );
+        assert_eq!(
+            jobs[3]["depends_on"],
+            id(2),
+            "a step after an existing job waits for it"
+        );
+        assert_eq!(jobs[4]["depends_on"], Value::Null);
+        assert_eq!(jobs[5]["depends_on"], id(4));
+        assert_eq!(jobs[6]["depends_on"], id(5));
+        for job in jobs {
+            let stored = show(&*store, job["id"].as_str().unwrap().parse().unwrap()).await;
+            assert_eq!(job, &serde_json::to_value(&stored.job).unwrap());
+        }
+        shared.insert((id(0), id(1), id(3)));
+    }
+    assert_eq!(
+        shared.len(),
+        1,
+        "one live job per person and action: {shared:?}"
+    );
+    // 1 before + 2 shared + 1 after the old one + 20 × 3 own.
+    assert_eq!(all_jobs(&*store).await.len(), 64);
+}
+both_stores!(
+    chains_arriving_together_link_their_steps_on,
+    chains_arriving_together_link_their_steps
+);

@@ -207,13 +207,14 @@ END;
 $$;
 
 -- Accepting many deliveries in one call, for the common shape: accepted, no cancellation,
--- every chain a single step. Concurrent requests are gathered by the client into one batch
--- (src/store/pg_accept.rs), so a busy receiver pays one commit and a few statements for a
--- whole batch instead of for every delivery: set-based, the rows cost about a fifth of
--- what the one-delivery function costs per delivery.
+-- no person asked twice for the same action in one delivery. Concurrent requests are
+-- gathered by the client into one batch (src/store/pg_accept.rs), so a busy receiver pays
+-- one commit and a few statements for a whole batch instead of for every delivery:
+-- set-based, the rows cost about a fifth of what the one-delivery function costs.
 --
 -- d_*: one entry per delivery, (source, delivery_id) unique within the batch.
--- j_*: one entry per job request; j_delivery is the 1-based index of its delivery.
+-- j_*: one entry per job request, each chain's steps in order; j_delivery is the 1-based
+-- index of its delivery, j_previous that of the chain's previous step (NULL for a first).
 -- Returns one row per delivery: its index, whether it was already recorded, its answer.
 --
 -- Raises OBDUP when a delivery was recorded concurrently and OBRTY when a live job it
@@ -226,6 +227,7 @@ CREATE FUNCTION offboard_accept_batch(
     d_body_sha256 text[],
     d_refused text[],
     j_delivery integer[],
+    j_previous integer[],
     j_action text[],
     j_params text[],
     j_state text[],
@@ -246,7 +248,10 @@ DECLARE
     v_dups integer[];
     v_dup_status text[];
     v_dup_response text[];
-    v_missing boolean;
+    -- The live job of each job request, once it has one.
+    v_job_of bigint[] := array_fill(NULL::bigint, ARRAY[coalesce(cardinality(j_action), 0)]);
+    v_turn integer[];
+    v_resolved integer;
     v_expected integer;
     v_recorded integer;
 BEGIN
@@ -263,62 +268,72 @@ BEGIN
     RETURN QUERY SELECT u.k, true, u.status, u.response
         FROM unnest(v_dups, v_dup_status, v_dup_response) AS u (k, status, response);
 
-    -- New jobs, in (action, email) order so that concurrent batches lock alike, with their
-    -- creation events. A person who already has a live job of that action gets no new one.
-    WITH input AS (
-        SELECT * FROM unnest(j_delivery, j_action, j_params, j_state, j_email, j_account_id,
-            j_run_at, j_max_attempts, j_rule, j_detail)
-            AS i (k, action, params, state, email, account_id, run_at, max_attempts, rule, detail)
-        WHERE NOT i.k = ANY (v_dups)
-    ), created AS (
-        INSERT INTO jobs (action, params, state, email, account_id, run_at, max_attempts,
-            source, rule, delivery_id, created_at, updated_at)
-        SELECT i.action, i.params, i.state, i.email, i.account_id, i.run_at, i.max_attempts,
-            d_source[i.k], i.rule, d_delivery_id[i.k], now(), now()
-        FROM input i ORDER BY i.action, i.email, i.k
-        ON CONFLICT (action, email) WHERE state IN ('pending', 'awaiting_approval', 'running')
-        DO NOTHING
-        RETURNING jobs.id, jobs.state, jobs.source, jobs.delivery_id, jobs.action, jobs.email
-    )
-    INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail)
-    SELECT DISTINCT ON (c.id) c.id, now(), NULL, c.state, 'source:' || c.source, i.detail
-    FROM created c
-    JOIN input i ON i.action = c.action AND i.email = c.email
-        AND d_source[i.k] = c.source AND d_delivery_id[i.k] = c.delivery_id
-    ORDER BY c.id;
+    -- First steps, then second steps (which depend on the first), and so on.
+    LOOP
+        SELECT coalesce(array_agg(i.n::integer), '{}') INTO v_turn
+        FROM unnest(j_delivery, j_previous) WITH ORDINALITY AS i (k, previous, n)
+        WHERE NOT i.k = ANY (v_dups) AND v_job_of[i.n] IS NULL
+          AND (i.previous IS NULL OR v_job_of[i.previous] IS NOT NULL);
+        EXIT WHEN cardinality(v_turn) = 0;
 
-    -- Every job request now has a live job: the one created above or the one that was
-    -- there. One that finished in between is retried by the one-delivery path.
-    SELECT EXISTS (
-        SELECT 1
-        FROM unnest(j_delivery, j_action, j_email) AS i (k, action, email)
+        -- New jobs, in (action, email) order so that concurrent batches lock alike, with
+        -- their creation events. A person who already has a live job of that action gets no
+        -- new one.
+        WITH input AS (
+            SELECT i.*, v_job_of[i.previous] AS depends_on
+            FROM unnest(j_delivery, j_previous, j_action, j_params, j_state, j_email,
+                j_account_id, j_run_at, j_max_attempts, j_rule, j_detail) WITH ORDINALITY
+                AS i (k, previous, action, params, state, email, account_id, run_at,
+                    max_attempts, rule, detail, n)
+            WHERE i.n = ANY (v_turn)
+        ), created AS (
+            INSERT INTO jobs (action, params, state, email, account_id, depends_on, run_at,
+                max_attempts, source, rule, delivery_id, created_at, updated_at)
+            SELECT i.action, i.params, i.state, i.email, i.account_id, i.depends_on, i.run_at,
+                i.max_attempts, d_source[i.k], i.rule, d_delivery_id[i.k], now(), now()
+            FROM input i ORDER BY i.action, i.email, i.k
+            ON CONFLICT (action, email) WHERE state IN ('pending', 'awaiting_approval', 'running')
+            DO NOTHING
+            RETURNING jobs.id, jobs.state, jobs.source, jobs.delivery_id, jobs.action, jobs.email
+        )
+        INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail)
+        SELECT DISTINCT ON (c.id) c.id, now(), NULL, c.state, 'source:' || c.source, i.detail
+        FROM created c
+        JOIN input i ON i.action = c.action AND i.email = c.email
+            AND d_source[i.k] = c.source AND d_delivery_id[i.k] = c.delivery_id
+        ORDER BY c.id;
+
+        -- Each of these requests now has a live job: the one created above or the one that
+        -- was there. One that finished in between is retried by the one-delivery path.
+        SELECT array_agg(coalesce(v_job_of[i.n], live.id) ORDER BY i.n), count(live.id)
+        INTO v_job_of, v_resolved
+        FROM unnest(j_action, j_email) WITH ORDINALITY AS i (action, email, n)
         LEFT JOIN LATERAL (
-            SELECT j.id FROM jobs j WHERE j.action = i.action AND j.email = i.email
-              AND j.state IN ('pending', 'awaiting_approval', 'running') LIMIT 1
-        ) live ON true
-        WHERE NOT i.k = ANY (v_dups) AND live.id IS NULL
-    ) INTO v_missing;
-    IF v_missing THEN
-        RAISE EXCEPTION 'a live job finished while the batch was being accepted'
-            USING ERRCODE = 'OBRTY';
-    END IF;
+            SELECT j.id FROM jobs j
+            WHERE i.n = ANY (v_turn) AND j.action = i.action AND j.email = i.email
+              AND j.state IN ('pending', 'awaiting_approval', 'running')
+            LIMIT 1
+        ) live ON true;
+        IF v_resolved <> cardinality(v_turn) THEN
+            RAISE EXCEPTION 'a live job finished while the batch was being accepted'
+                USING ERRCODE = 'OBRTY';
+        END IF;
+    END LOOP;
 
     v_expected := cardinality(d_source) - cardinality(v_dups);
     RETURN QUERY
     WITH found AS (
         -- Each delivery's jobs once, in the order its rules asked for them.
-        SELECT DISTINCT ON (i.k, (live.j).id) i.k, i.n, live.j
-        FROM unnest(j_delivery, j_action, j_email) WITH ORDINALITY AS i (k, action, email, n)
-        CROSS JOIN LATERAL (
-            SELECT j FROM jobs j WHERE j.action = i.action AND j.email = i.email
-              AND j.state IN ('pending', 'awaiting_approval', 'running') LIMIT 1
-        ) live
+        SELECT DISTINCT ON (i.k, v_job_of[i.n]) i.k, i.n, v_job_of[i.n] AS id
+        FROM unnest(j_delivery) WITH ORDINALITY AS i (k, n)
         WHERE NOT i.k = ANY (v_dups)
-        ORDER BY i.k, (live.j).id, i.n
+        ORDER BY i.k, v_job_of[i.n], i.n
     ), per_delivery AS (
-        SELECT f.k, jsonb_agg(offboard_job_json(f.j) ORDER BY f.n) AS jobs,
-            array_agg((f.j).id ORDER BY f.n) AS ids
-        FROM found f GROUP BY f.k
+        SELECT f.k, jsonb_agg(offboard_job_json(job.jrow) ORDER BY f.n) AS jobs,
+            array_agg(f.id ORDER BY f.n) AS ids
+        FROM found f
+        CROSS JOIN LATERAL (SELECT j AS jrow FROM jobs j WHERE j.id = f.id LIMIT 1) job
+        GROUP BY f.k
     ), input AS (
         SELECT d.*, coalesce(p.jobs, '[]') AS jobs, coalesce(p.ids, '{}') AS ids
         FROM unnest(d_source, d_delivery_id, d_received_at, d_body_sha256, d_refused)

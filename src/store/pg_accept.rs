@@ -2,7 +2,7 @@
 //!
 //! Ingestion is bound by the database's CPU, and most of what a delivery costs there is per
 //! statement and per commit, not per row. So deliveries of the common shape (accepted, no
-//! cancellation, single-step chains) that arrive together are gathered into one batch and
+//! cancellation, see `batchable`) that arrive together are gathered into one batch and
 //! written by one set-based call, `offboard_accept_batch`, in one transaction. Each waits
 //! for its batch to commit before it is answered, as before. Everything else, and every
 //! delivery of a batch that hit a race, goes through `offboard_accept_delivery` alone.
@@ -23,12 +23,23 @@ use crate::jobs::JobState;
 /// The most deliveries in one batch.
 const MAX_BATCH: usize = 64;
 
-/// Whether the batch path can take this delivery.
+/// Whether the batch path can take this delivery. The batch inserts all first steps, then
+/// all second steps, and so on; one delivery asking twice for the same action for the same
+/// person could then come out differently than rule by rule, so it goes alone.
 pub(super) fn batchable(delivery: &NewDelivery) -> bool {
     match &delivery.content {
         DeliveryContent::Accepted {
             cancels, chains, ..
-        } => cancels.is_empty() && chains.iter().all(|chain| chain.steps.len() == 1),
+        } => {
+            let mut asked = HashSet::new();
+            cancels.is_empty()
+                && chains.iter().all(|chain| {
+                    chain
+                        .steps
+                        .iter()
+                        .all(|step| asked.insert((step.action, chain.email.as_str())))
+                })
+        }
         DeliveryContent::Unmappable { .. } => false,
     }
 }
@@ -105,6 +116,7 @@ async fn call_batch(
     let mut d_body_sha256 = Vec::with_capacity(n);
     let mut d_refused = Vec::with_capacity(n);
     let mut j_delivery: Vec<i32> = Vec::new();
+    let mut j_previous: Vec<Option<i32>> = Vec::new();
     let mut j_action = Vec::new();
     let mut j_params = Vec::new();
     let mut j_state = Vec::new();
@@ -127,8 +139,12 @@ async fn call_batch(
         d_body_sha256.push(delivery.body_sha256.as_str());
         d_refused.push(serde_json::to_string(refused).unwrap_or_else(|_| "[]".into()));
         for chain in chains {
+            let mut previous = None;
             for step in &chain.steps {
-                j_delivery.push(i32::try_from(index + 1).unwrap_or(i32::MAX));
+                let this = position(j_action.len());
+                j_delivery.push(position(index));
+                j_previous.push(previous);
+                previous = Some(this);
                 j_action.push(step.action.as_str());
                 j_params.push(serde_json::Value::Object(step.params.clone()).to_string());
                 j_state.push(initial_state(chain).as_str());
@@ -145,7 +161,7 @@ async fn call_batch(
     // transaction committed: no answer leaves before the batch is durable.
     let rows = sqlx::query(
         "SELECT k, duplicate, status, response FROM offboard_accept_batch( \
-         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
     )
     .bind(&d_source)
     .bind(&d_delivery_id)
@@ -153,6 +169,7 @@ async fn call_batch(
     .bind(&d_body_sha256)
     .bind(&d_refused)
     .bind(&j_delivery)
+    .bind(&j_previous)
     .bind(&j_action)
     .bind(&j_params)
     .bind(&j_state)
@@ -184,6 +201,11 @@ async fn call_batch(
             })
         })
         .collect())
+}
+
+/// The 1-based position SQL arrays use for this 0-based index (batches are small).
+fn position(index: usize) -> i32 {
+    i32::try_from(index + 1).unwrap_or(i32::MAX)
 }
 
 /// Accepts one delivery with `offboard_accept_delivery`, whatever its shape.
