@@ -161,6 +161,26 @@ pub struct NewChain {
     pub steps: Vec<NewStep>,
 }
 
+impl NewChain {
+    /// The state its jobs start in.
+    pub(crate) fn initial_state(&self) -> JobState {
+        if self.approval {
+            JobState::AwaitingApproval
+        } else {
+            JobState::Pending
+        }
+    }
+
+    /// The detail of each of its jobs' creation event.
+    pub(crate) fn creation_detail(&self, delivery: &NewDelivery) -> String {
+        let detail = format!(
+            "created by rule {} of source {} (delivery {})",
+            self.rule, delivery.source, delivery.delivery_id
+        );
+        super::truncate_detail(&detail).to_owned()
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct NewStep {
     pub action: Action,
@@ -168,11 +188,34 @@ pub struct NewStep {
     pub run_at: DateTime<Utc>,
 }
 
+impl NewStep {
+    /// The `params` column: a JSON object.
+    pub(crate) fn params_json(&self) -> String {
+        serde_json::to_string(&self.params).unwrap_or_else(|_| "{}".into())
+    }
+}
+
 /// A `cancel = true` rule matched for this person.
 #[derive(Clone, Debug)]
 pub struct NewCancel {
     pub email: Email,
     pub rule: String,
+}
+
+impl NewCancel {
+    /// The `last_error` of the jobs it cancels.
+    pub(crate) fn last_error(&self) -> String {
+        super::truncate_detail(&format!("cancelled by rule {}", self.rule)).to_owned()
+    }
+
+    /// The detail of their cancellation events.
+    pub(crate) fn detail(&self, delivery: &NewDelivery) -> String {
+        let detail = format!(
+            "cancelled by rule {} of source {} (delivery {})",
+            self.rule, delivery.source, delivery.delivery_id
+        );
+        super::truncate_detail(&detail).to_owned()
+    }
 }
 
 /// A person the delivery named whom we refused to enqueue (e.g. a protected email).
@@ -221,6 +264,17 @@ pub struct DeliveryReceipt {
 }
 
 impl DeliveryReceipt {
+    /// Whether this is a first answer naming jobs, which may now be due: the worker is
+    /// woken for it.
+    pub(crate) fn may_have_made_jobs_due(&self) -> bool {
+        !self.duplicate
+            && self
+                .body
+                .get("jobs")
+                .and_then(Value::as_array)
+                .is_some_and(|jobs| !jobs.is_empty())
+    }
+
     pub fn job_ids(&self) -> Vec<String> {
         self.body
             .get("jobs")

@@ -16,9 +16,8 @@ use sqlx::Row;
 use sqlx::postgres::{PgPool, PgRow};
 
 use super::model::*;
-use super::{PREVIOUS_STEP_FAILED, StoreError, StoreResult, truncate_detail};
+use super::{PREVIOUS_STEP_FAILED, StoreError, StoreResult};
 use crate::batch::Batcher;
-use crate::jobs::JobState;
 
 /// The most deliveries in one batch.
 const MAX_BATCH: usize = 64;
@@ -146,14 +145,14 @@ async fn call_batch(
                 j_previous.push(previous);
                 previous = Some(this);
                 j_action.push(step.action.as_str());
-                j_params.push(serde_json::Value::Object(step.params.clone()).to_string());
-                j_state.push(initial_state(chain).as_str());
+                j_params.push(step.params_json());
+                j_state.push(chain.initial_state().as_str());
                 j_email.push(chain.email.as_str());
                 j_account_id.push(chain.account_id.as_deref());
                 j_run_at.push(step.run_at);
                 j_max_attempts.push(chain.max_attempts);
                 j_rule.push(chain.rule.as_str());
-                j_detail.push(creation_detail(chain, delivery));
+                j_detail.push(chain.creation_detail(delivery));
             }
         }
     }
@@ -286,23 +285,6 @@ fn receipt_from_row(row: &PgRow) -> StoreResult<DeliveryReceipt> {
     })
 }
 
-fn initial_state(chain: &NewChain) -> JobState {
-    if chain.approval {
-        JobState::AwaitingApproval
-    } else {
-        JobState::Pending
-    }
-}
-
-/// The detail of a job's creation event.
-fn creation_detail(chain: &NewChain, delivery: &NewDelivery) -> String {
-    let detail = format!(
-        "created by rule {} of source {} (delivery {})",
-        chain.rule, delivery.source, delivery.delivery_id
-    );
-    truncate_detail(&detail).to_owned()
-}
-
 /// One chain as `offboard_accept_delivery` takes it; details are decided (and truncated) here.
 fn chain_json(chain: &NewChain, delivery: &NewDelivery) -> serde_json::Value {
     let steps: Vec<serde_json::Value> = chain
@@ -322,20 +304,16 @@ fn chain_json(chain: &NewChain, delivery: &NewDelivery) -> serde_json::Value {
         "rule": chain.rule,
         "approval": chain.approval,
         "max_attempts": chain.max_attempts,
-        "detail": creation_detail(chain, delivery),
+        "detail": chain.creation_detail(delivery),
         "steps": steps,
     })
 }
 
 /// One cancellation as `offboard_accept_delivery` takes it.
 fn cancel_json(cancel: &NewCancel, delivery: &NewDelivery) -> serde_json::Value {
-    let detail = format!(
-        "cancelled by rule {} of source {} (delivery {})",
-        cancel.rule, delivery.source, delivery.delivery_id
-    );
     serde_json::json!({
         "email": cancel.email.as_str(),
-        "last_error": truncate_detail(&format!("cancelled by rule {}", cancel.rule)),
-        "detail": truncate_detail(&detail),
+        "last_error": cancel.last_error(),
+        "detail": cancel.detail(delivery),
     })
 }

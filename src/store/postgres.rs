@@ -307,7 +307,7 @@ impl Store for PostgresStore {
         } else {
             pg_accept::accept_one(&self.pool, &delivery).await?
         };
-        if !receipt.duplicate && !receipt.job_ids().is_empty() {
+        if receipt.may_have_made_jobs_due() {
             self.announce();
         }
         Ok(receipt)

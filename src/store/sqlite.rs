@@ -328,16 +328,12 @@ async fn cancel_for_email(
     .bind(cancel.email.as_str())
     .fetch_all(&mut **tx)
     .await?;
-    let detail = format!(
-        "cancelled by rule {} of source {} (delivery {})",
-        cancel.rule, delivery.source, delivery.delivery_id
-    );
     cancel_jobs(
         tx,
         &targets,
-        &format!("cancelled by rule {}", cancel.rule),
+        &cancel.last_error(),
         &format!("source:{}", delivery.source),
-        &detail,
+        &cancel.detail(delivery),
         now,
     )
     .await?;
@@ -355,11 +351,7 @@ async fn insert_or_existing_job(
     depends_on: Option<JobId>,
     now: i64,
 ) -> StoreResult<Job> {
-    let state = if chain.approval {
-        JobState::AwaitingApproval
-    } else {
-        JobState::Pending
-    };
+    let state = chain.initial_state();
     // The immediate transaction holds the write lock, so the live job cannot change between
     // the conflict and the lookup.
     let inserted = sqlx::query(concat!(
@@ -370,7 +362,7 @@ async fn insert_or_existing_job(
         job_columns!()
     ))
     .bind(step.action.as_str())
-    .bind(serde_json::Value::Object(step.params.clone()).to_string())
+    .bind(step.params_json())
     .bind(state.as_str())
     .bind(chain.email.as_str())
     .bind(&chain.account_id)
@@ -385,17 +377,13 @@ async fn insert_or_existing_job(
     .await?;
     if let Some(row) = inserted {
         let job = job_from_row(&row)?;
-        let detail = format!(
-            "created by rule {} of source {} (delivery {})",
-            chain.rule, delivery.source, delivery.delivery_id
-        );
         insert_event(
             tx,
             job.id,
             None,
             state,
             &format!("source:{}", delivery.source),
-            &detail,
+            &chain.creation_detail(delivery),
             now,
         )
         .await?;
@@ -572,7 +560,7 @@ impl Store for SqliteStore {
             .submit(delivery)
             .await
             .map_err(|_| StoreError::Batch("the delivery writer stopped".into()))??;
-        if !receipt.duplicate && !receipt.job_ids().is_empty() {
+        if receipt.may_have_made_jobs_due() {
             self.wakeup.notify_one();
         }
         Ok(receipt)

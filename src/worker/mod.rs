@@ -277,13 +277,7 @@ impl Worker {
         // A success is written by the batch writer: the slot goes to the next job meanwhile,
         // so Atlassian calls and database commits overlap. Other steps keep the slot until
         // written, so that e.g. a 401's pause is in the store before anything else is claimed.
-        let slot = match step {
-            Step::Succeeded { .. } => {
-                drop(slot);
-                None
-            }
-            _ => Some(slot),
-        };
+        let slot = (!matches!(step, Step::Succeeded { .. })).then_some(slot);
         match reservation {
             // Only once the result is in the store does `count_done_since` see the call.
             Some(reservation) => reservation.settle(self.record(&job, step)).await,
