@@ -2194,3 +2194,56 @@ both_stores!(
     chains_arriving_together_link_their_steps_on,
     chains_arriving_together_link_their_steps
 );
+
+/// INTERFACE §4: never a 2xx before the delivery and its jobs are committed. A commit that
+/// fails after the writing statements succeeded (here a deferred trigger refuses one
+/// delivery) must come back as an error, with nothing recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_commit_that_fails_is_not_an_answer_on_postgres() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let store = db.store().await;
+    raw_execute(
+        &db,
+        "CREATE FUNCTION refuse_at_commit() RETURNS trigger LANGUAGE plpgsql AS $$ \
+         BEGIN IF NEW.delivery_id = 'refused-at-commit' THEN \
+         RAISE EXCEPTION 'refused at commit'; END IF; RETURN NULL; END $$",
+        &[],
+    )
+    .await
+    .unwrap();
+    raw_execute(
+        &db,
+        "CREATE CONSTRAINT TRIGGER refuse_at_commit AFTER INSERT ON deliveries \
+         DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION refuse_at_commit()",
+        &[],
+    )
+    .await
+    .unwrap();
+
+    let refused = store
+        .accept_delivery(delivery(
+            "hr",
+            "refused-at-commit",
+            accepted(
+                vec![],
+                vec![chain("late@example.com", &[Action::SuspendAccess], due())],
+            ),
+        ))
+        .await;
+    assert!(
+        refused.is_err(),
+        "answered although the commit failed: {refused:?}"
+    );
+    assert!(store.list_deliveries(None, 10).await.unwrap().is_empty());
+    assert!(all_jobs(&*store).await.is_empty());
+
+    // The connection the failed commit ran on is fine for the next delivery.
+    let next = accept(
+        &*store,
+        vec![chain("next@example.com", &[Action::SuspendAccess], due())],
+    )
+    .await;
+    assert_eq!(next.job_ids().len(), 1);
+}
