@@ -193,6 +193,7 @@ pub async fn render(store: &dyn Store) -> anyhow::Result<String> {
     for reason in [
         PauseReason::Manual,
         PauseReason::Auth,
+        PauseReason::Permission,
         PauseReason::BlastRadius,
     ] {
         let paused = worker.paused && worker.reason == Some(reason);

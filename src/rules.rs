@@ -192,6 +192,18 @@ impl Rule {
         }
     }
 
+    /// Each step's action with its parameters (`group_id`, …), for checks of the ids a rule
+    /// names; empty for a cancel rule.
+    pub fn steps(&self) -> Vec<(Action, &Map<String, Value>)> {
+        match &self.effect {
+            Effect::Cancel => Vec::new(),
+            Effect::Chain { steps, .. } => steps
+                .iter()
+                .map(|step| (step.action, &step.params))
+                .collect(),
+        }
+    }
+
     pub fn is_cancel(&self) -> bool {
         matches!(self.effect, Effect::Cancel)
     }

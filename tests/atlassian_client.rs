@@ -193,14 +193,20 @@ fn expected_requests() -> Vec<Expected> {
             "/rest/servicedeskapi/organization/20/user",
             Some(json!({ "accountIds": ["qm:c4"] })),
         ),
-        managed(suspend("m1"), "POST", format!("{dir}/users/m1/suspend")),
-        managed(
-            Mutation::RestoreAccess {
-                account_id: "m2".into(),
-            },
-            "POST",
-            format!("{dir}/users/m2/restore"),
-        ),
+        Expected {
+            body: Some(json!({})),
+            ..managed(suspend("m1"), "POST", format!("{dir}/users/m1/suspend"))
+        },
+        Expected {
+            body: Some(json!({})),
+            ..managed(
+                Mutation::RestoreAccess {
+                    account_id: "m2".into(),
+                },
+                "POST",
+                format!("{dir}/users/m2/restore"),
+            )
+        },
         managed(
             Mutation::RemoveFromDirectory {
                 account_id: "m3".into(),
@@ -216,13 +222,17 @@ fn expected_requests() -> Vec<Expected> {
             "DELETE",
             format!("{dir}/groups/g-1/memberships/m4"),
         ),
-        managed(
-            Mutation::DeactivateAccount {
-                account_id: "m5".into(),
-            },
-            "POST",
-            "/users/m5/manage/lifecycle/disable".into(),
-        ),
+        Expected {
+            body: Some(json!({ "message": "offboarded by rule r" })),
+            ..managed(
+                Mutation::DeactivateAccount {
+                    account_id: "m5".into(),
+                    message: "offboarded by rule r".into(),
+                },
+                "POST",
+                "/users/m5/manage/lifecycle/disable".into(),
+            )
+        },
         managed(
             Mutation::DeleteAccount {
                 account_id: "m6".into(),
@@ -321,25 +331,92 @@ async fn mutations_change_the_fake_accounts() {
     assert_eq!(fake.mutating_requests().len(), 10);
 }
 
+/// With no account and no group, desk or organization at all: a missing account is already
+/// done, a missing configured target never is.
 #[tokio::test]
-async fn not_found_means_already_done_except_for_desks_and_organizations() {
+async fn not_found_means_already_done_except_for_configured_targets() {
     let fake = FakeAtlassian::start().await;
     let client = client(&fake);
 
     for expected in expected_requests() {
         let m = &expected.mutation;
         let result = client.apply(m).await;
+        let missing = |kind: &str, id: &str| matches!(&result, Err(ApiError::MissingTarget { kind: k, id: i }) if *k == kind && i == id);
         match m {
-            Mutation::RemoveFromServiceDesk { .. }
-            | Mutation::RemoveFromCustomerOrganization { .. } => {
-                assert!(
-                    matches!(result, Err(ApiError::Rejected { status: 404, .. })),
-                    "{m:?}: {result:?}"
-                );
+            Mutation::RemoveFromServiceDesk { .. } => {
+                assert!(missing("service_desk", "10"), "{result:?}")
             }
+            Mutation::RemoveFromCustomerOrganization { .. } => {
+                assert!(missing("organization", "20"), "{result:?}")
+            }
+            Mutation::RemoveFromGroup { .. } => assert!(missing("group", "g-1"), "{result:?}"),
             _ => assert_eq!(result.unwrap(), Applied::AlreadyDone, "{m:?}"),
         }
     }
+}
+
+/// "Not a member" of a group that exists is already done: the group is read back to tell.
+#[tokio::test]
+async fn not_a_member_of_an_existing_group_is_already_done() {
+    let fake = FakeAtlassian::start().await;
+    fake.add_group("g-1");
+    fake.add_managed("m4", "m4@example.com");
+    let client = client(&fake);
+    let m = Mutation::RemoveFromGroup {
+        group_id: "g-1".into(),
+        account_id: "m4".into(),
+    };
+    assert_eq!(client.apply(&m).await.unwrap(), Applied::AlreadyDone);
+    let reads = fake.read_requests();
+    assert_eq!(reads.len(), 1);
+    assert_eq!(
+        reads[0].path,
+        format!("/admin/v2/orgs/{ORG_ID}/directories/{DIRECTORY_ID}/groups/g-1")
+    );
+}
+
+/// A 409 is read back: already in the target state is already done, anything else fails
+/// with the body and the status read back.
+#[tokio::test]
+async fn a_conflict_is_read_back_before_it_counts_as_done() {
+    let fake = FakeAtlassian::start().await;
+    fake.add_account(FakeAccount {
+        status: FakeStatus::Deactivated,
+        ..FakeAccount::managed("m-off", "off@example.com")
+    });
+    fake.add_account(FakeAccount {
+        status: FakeStatus::Active,
+        ..FakeAccount::managed("m-on", "on@example.com")
+    });
+    let client = client(&fake);
+    let deactivate = |id: &str| Mutation::DeactivateAccount {
+        account_id: id.into(),
+        message: "m".into(),
+    };
+    assert_eq!(
+        client.apply(&deactivate("m-off")).await.unwrap(),
+        Applied::AlreadyDone
+    );
+    // Restoring an active account conflicts, and it is already active: done.
+    let restore = Mutation::RestoreAccess {
+        account_id: "m-on".into(),
+    };
+    assert_eq!(client.apply(&restore).await.unwrap(), Applied::AlreadyDone);
+    let suspend_twice = suspend("m-on");
+    assert_eq!(client.apply(&suspend_twice).await.unwrap(), Applied::Done);
+    assert_eq!(
+        client.apply(&suspend_twice).await.unwrap(),
+        Applied::AlreadyDone
+    );
+    // Suspending a deactivated account conflicts, and it is not suspended: a failure.
+    let result = client.apply(&suspend("m-off")).await;
+    let Err(ApiError::Rejected { status: 409, body }) = result else {
+        panic!("{result:?}");
+    };
+    assert!(
+        body.contains("isn't eligible") && body.contains("deactivated"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -389,13 +466,33 @@ async fn rate_limit_with_retry_after() {
     );
 }
 
+/// Atlassian's form: minute precision, so the wait runs to the end of the named minute.
 #[tokio::test]
-async fn rate_limit_with_only_a_reset_time() {
+async fn rate_limit_with_only_a_reset_minute() {
     let fake = FakeAtlassian::start().await;
     let kind = FaultKind::Status429 {
         retry_after: None,
         reset_after: Some(3),
     };
+    let error = suspend_with_fault(&fake, &client(&fake), kind).await;
+    let ApiError::RateLimited {
+        status: 429,
+        wait: Some(wait),
+    } = error
+    else {
+        panic!("{error:?}");
+    };
+    assert!(
+        wait > Duration::from_secs(3) && wait <= Duration::from_secs(63),
+        "{wait:?}"
+    );
+}
+
+/// RFC 3339 with seconds is honoured as it is.
+#[tokio::test]
+async fn rate_limit_with_only_a_reset_time_in_seconds() {
+    let fake = FakeAtlassian::start().await;
+    let kind = FaultKind::Status429ResetSeconds { reset_after: 3 };
     let error = suspend_with_fault(&fake, &client(&fake), kind).await;
     let ApiError::RateLimited {
         status: 429,

@@ -317,7 +317,7 @@ fn action_cases() -> Vec<ActionCase> {
             method: "POST",
             path: directory("/users/acc-suspend/suspend"),
             query: None,
-            body: None,
+            body: Some(json!({})),
             site: false,
             changed: |a| a.status == FakeStatus::Suspended,
         },
@@ -327,7 +327,7 @@ fn action_cases() -> Vec<ActionCase> {
             method: "POST",
             path: directory("/users/acc-restore/restore"),
             query: None,
-            body: None,
+            body: Some(json!({})),
             site: false,
             changed: |a| a.status == FakeStatus::Active,
         },
@@ -357,7 +357,9 @@ fn action_cases() -> Vec<ActionCase> {
             method: "POST",
             path: "/users/acc-deactivate/manage/lifecycle/disable".into(),
             query: None,
-            body: None,
+            body: Some(json!({
+                "message": "Deactivated by offboard (source hr, rule case-8, job 9)"
+            })),
             site: false,
             changed: |a| a.status == FakeStatus::Deactivated,
         },
@@ -463,7 +465,8 @@ both_stores!(
     every_action_sends_its_request
 );
 
-/// A 404 from the mutation means the account is already gone or in that state.
+/// A 404 from the mutation means the account is already gone or in that state; for a
+/// group, only once the group was read back and exists.
 async fn not_found_from_the_mutation_is_already_done(db: TestDb) {
     let settings = Settings {
         rules: r#"
@@ -471,7 +474,7 @@ async fn not_found_from_the_mutation_is_already_done(db: TestDb) {
   name = "group"
   when = { "/kind" = "group" }
   email = "/email"
-  actions = [{ action = "remove_from_group", group_id = "g-gone" }]
+  actions = [{ action = "remove_from_group", group_id = "g-other" }]
 
   [[sources.rules]]
   name = "delete"
@@ -487,6 +490,7 @@ async fn not_found_from_the_mutation_is_already_done(db: TestDb) {
         managed_in_status("acc-2", "deleting@example.com", FakeStatus::PendingDelete),
     ];
     let h = Harness::start(&db, settings, accounts).await;
+    h.fake.add_group("g-other");
 
     let job = h
         .run_one(json!({ "kind": "group", "email": "nogroup@example.com" }))
@@ -499,8 +503,17 @@ async fn not_found_from_the_mutation_is_already_done(db: TestDb) {
 
     let sent = h.fake.mutating_requests();
     assert_eq!(sent.len(), 2, "{sent:#?}");
-    assert_eq!(sent[0].path, directory("/groups/g-gone/memberships/acc-1"));
+    assert_eq!(sent[0].path, directory("/groups/g-other/memberships/acc-1"));
     assert_eq!(sent[1].path, "/users/acc-2/manage/lifecycle/delete");
+    let reads: Vec<String> = h
+        .fake
+        .read_requests()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(reads.contains(&directory("/groups/g-other")), "{reads:#?}");
+    // The repeated delete answered 409, read back as for_deletion.
+    assert!(reads.contains(&directory("/users/acc-2")), "{reads:#?}");
     h.stop().await;
 }
 
@@ -542,7 +555,17 @@ async fn no_account_is_not_found(db: TestDb) {
             .await;
         assert_succeeded(&job, Outcome::NotFound);
     }
-    assert_eq!(h.fake.requests().len(), 2, "one lookup each");
+    let paths: Vec<String> = h.fake.requests().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/rest/api/3/user/search",
+            // Before believing "nobody", the permission behind the search is confirmed.
+            "/rest/api/3/mypermissions",
+            &directory("/users/search"),
+        ],
+        "one lookup each, and the permission check for the customer"
+    );
     assert_no_mutation(&h.fake);
     h.stop().await;
 }
@@ -770,7 +793,7 @@ both_stores!(
 // ---------------------------------------------------------------------------------------
 
 /// The first mutating request gets `fault`; returns the finished job and the time from the
-/// faulted request to the next request of the job (its retry's lookup).
+/// faulted request to the next request of the job (its retry).
 async fn snooze_then_done(db: TestDb, fault: FaultKind) -> (JobWithEvents, Duration) {
     let accounts = vec![FakeAccount::managed("acc-1", "leaver@example.com")];
     let h = Harness::start(&db, Settings::default(), accounts).await;
@@ -782,14 +805,12 @@ async fn snooze_then_done(db: TestDb, fault: FaultKind) -> (JobWithEvents, Durat
     assert_eq!(snoozes.len(), 1, "{}", event_log(&job));
 
     let requests = h.fake.requests();
-    assert_eq!(
-        requests.len(),
-        4,
-        "lookup, limited, lookup, done: {requests:#?}"
-    );
+    // The retry acts on the account recorded before the first call: no second lookup.
+    assert_eq!(requests.len(), 3, "lookup, limited, done: {requests:#?}");
     let limited = &requests[1];
     assert!(!limited.is_lookup());
     let retry = &requests[2];
+    assert!(!retry.is_lookup());
     let gap = retry.received_at - limited.received_at;
     assert_eq!(h.fake.mutating_requests().len(), 2);
     assert_eq!(
@@ -837,12 +858,10 @@ both_stores!(
     retry_after_on_503_is_honoured
 );
 
-/// Without `Retry-After`, `X-RateLimit-Reset` (whole seconds, so 1–2 s away) sets the wait.
+/// Without `Retry-After`, `X-RateLimit-Reset` (RFC 3339 in whole seconds, so 1–2 s away)
+/// sets the wait.
 async fn rate_limit_reset_is_honoured(db: TestDb) {
-    let fault = FaultKind::Status429 {
-        retry_after: None,
-        reset_after: Some(2),
-    };
+    let fault = FaultKind::Status429ResetSeconds { reset_after: 2 };
     let (_, gap) = snooze_then_done(db, fault).await;
     assert!(gap >= Duration::from_millis(950), "retried after {gap:?}");
 }

@@ -94,6 +94,15 @@ impl Client {
         })
     }
 
+    pub(super) fn org_id(&self) -> &str {
+        &self.inner.org_id
+    }
+
+    /// The configured `directory_id`.
+    pub fn directory_id(&self) -> &str {
+        &self.inner.directory_id
+    }
+
     /// `{site_url}/{segments…}`, each segment percent-encoded on its own.
     pub(super) fn site_endpoint(&self, segments: &[&str]) -> Url {
         endpoint(&self.inner.site_url, segments)

@@ -33,6 +33,10 @@ pub enum ApiError {
     /// Any other 4xx (403 included): permanent for this job. `body` is truncated to ~2 KB.
     #[error("Atlassian refused the request (HTTP {status}): {body}")]
     Rejected { status: u16, body: String },
+    /// A 404 for something our configuration names (a group, service desk or customer
+    /// organization): a mistake in the rules, never "already done".
+    #[error("the {kind} `{id}` does not exist in Atlassian (HTTP 404)")]
+    MissingTarget { kind: &'static str, id: String },
 }
 
 impl ApiError {
@@ -64,6 +68,15 @@ impl ApiError {
         ApiError::Rejected {
             status: response.status().as_u16(),
             body: read_body_prefix(response).await,
+        }
+    }
+
+    /// An id that the URL parser would rewrite: nothing was sent, and the call can never
+    /// succeed as given.
+    pub(crate) fn unsendable(id: &str) -> ApiError {
+        ApiError::Rejected {
+            status: StatusCode::BAD_REQUEST.as_u16(),
+            body: format!("not sent: the id {id:?} cannot be used in a URL"),
         }
     }
 
@@ -111,16 +124,21 @@ fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     Some(until(at.with_timezone(&Utc), now))
 }
 
-/// `X-RateLimit-Reset` is an ISO 8601 UTC timestamp; tolerate a missing offset.
+/// `X-RateLimit-Reset` is ISO 8601 UTC. Atlassian sends it at minute precision
+/// (`2026-03-01T12:01Z`, JRACLOUD-69262): the limit lifts somewhere inside that minute, and
+/// retrying early only earns a longer wait, so the wait runs to the minute's end. RFC 3339
+/// with seconds, and a missing offset, are honoured as they are.
 fn parse_reset(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let value = value.trim();
-    let at = DateTime::parse_from_rfc3339(value)
-        .map(|at| at.with_timezone(&Utc))
-        .or_else(|_| {
-            NaiveDateTime::parse_from_str(value, "%Y-%m-%dT%H:%M:%S%.f").map(|at| at.and_utc())
-        })
-        .ok()?;
-    Some(until(at, now))
+    let naive = value.strip_suffix('Z').unwrap_or(value);
+    if let Ok(at) = DateTime::parse_from_rfc3339(value) {
+        return Some(until(at.with_timezone(&Utc), now));
+    }
+    if let Ok(at) = NaiveDateTime::parse_from_str(naive, "%Y-%m-%dT%H:%M:%S%.f") {
+        return Some(until(at.and_utc(), now));
+    }
+    let minute = NaiveDateTime::parse_from_str(naive, "%Y-%m-%dT%H:%M").ok()?;
+    Some(until(minute.and_utc() + chrono::Duration::minutes(1), now))
 }
 
 fn until(at: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
@@ -129,7 +147,7 @@ fn until(at: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
 
 /// Reads at most about `BODY_LIMIT` bytes: a huge error page must not be buffered whole. A
 /// body that breaks off midway keeps what arrived.
-async fn read_body_prefix(mut response: Response) -> String {
+pub(super) async fn read_body_prefix(mut response: Response) -> String {
     let mut bytes = Vec::new();
     while bytes.len() <= BODY_LIMIT {
         match response.chunk().await {
@@ -201,6 +219,40 @@ mod tests {
         assert_eq!(wait(&fractional), Some(Duration::from_millis(10_500)));
         let no_offset = [("x-ratelimit-reset", "2025-03-01T12:00:05")];
         assert_eq!(wait(&no_offset), Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn reset_time_at_minute_precision_as_atlassian_sends_it() {
+        // Until the named minute is over.
+        let minute = [("x-ratelimit-reset", "2025-03-01T12:02Z")];
+        assert_eq!(wait(&minute), Some(Duration::from_secs(180)));
+        let no_zone = [("x-ratelimit-reset", "2025-03-01T12:01")];
+        assert_eq!(wait(&no_zone), Some(Duration::from_secs(120)));
+        let this_minute = [("x-ratelimit-reset", "2025-03-01T12:00Z")];
+        assert_eq!(wait(&this_minute), Some(Duration::from_secs(60)));
+        let with_seconds_and_zone = [("x-ratelimit-reset", "2025-03-01T12:00:30Z")];
+        assert_eq!(wait(&with_seconds_and_zone), Some(Duration::from_secs(30)));
+        for broken in [
+            "2025-03-01T12Z",
+            "2025-03-01T12:0Z",
+            "12:01Z",
+            "2025-03-01T12:01ZZ",
+        ] {
+            let pairs = [("x-ratelimit-reset", broken)];
+            assert_eq!(
+                rate_limit_wait(&headers_owned(&pairs), now()),
+                None,
+                "{broken}"
+            );
+        }
+    }
+
+    fn headers_owned(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
     }
 
     #[test]

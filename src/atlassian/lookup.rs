@@ -1,12 +1,13 @@
 //! Finding the accounts behind an email: the site user search for customers and site users,
-//! the org directory search for managed accounts.
+//! the org directory search for managed accounts; and reading one account's own record by
+//! id, which also sees the accounts those searches no longer return (revoked, suspended).
 
-use reqwest::{Method, Response};
+use reqwest::{Method, Response, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::client::Client;
+use super::client::{Client, is_sendable_id};
 use super::error::ApiError;
 use crate::jobs::ApiFamily;
 
@@ -17,16 +18,24 @@ const SITE_SEARCH_MAX_RESULTS: &str = "50";
 /// cursors is broken, and a partial answer could hide a second account.
 const MAX_DIRECTORY_PAGES: usize = 10;
 
-/// An account a lookup found for an email.
+/// An account a lookup found for an email, or read by its id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Account {
     pub account_id: String,
     /// `atlassian`, `customer`, `app`, or whatever else Atlassian reports.
     pub account_type: String,
     pub email: Option<String>,
-    /// Site search: `active`/`inactive`; directory search: its `accountStatus`.
+    /// Site: `active`/`inactive`; directory: its `accountStatus` (`active|inactive|closed`).
     pub status: Option<String>,
+    /// Directory only: the composite `status`
+    /// (`active|suspended|not_invited|deactivated|for_deletion`).
+    pub directory_status: Option<String>,
+    /// Directory only: `membershipStatus` (`active|suspended|no_membership`).
+    pub membership_status: Option<String>,
 }
+
+/// The "Browse users and groups" global permission's key in `mypermissions`.
+const BROWSE_USERS: &str = "USER_PICKER";
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -57,6 +66,26 @@ struct DirectoryUser {
     account_type: Option<String>,
     email: Option<String>,
     account_status: Option<String>,
+    status: Option<String>,
+    membership_status: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct DirectoryRecord {
+    data: DirectoryUser,
+}
+
+#[derive(Deserialize)]
+struct MyPermissions {
+    #[serde(default)]
+    permissions: std::collections::HashMap<String, Permission>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Permission {
+    #[serde(default)]
+    have_permission: bool,
 }
 
 impl Client {
@@ -105,6 +134,56 @@ impl Client {
         })
     }
 
+    /// One site user by id (`GET /rest/api/3/user?accountId=`): also revoked customers,
+    /// whom the search no longer returns. `None` for a 404. A 403 means the site
+    /// credentials lack "Browse users and groups".
+    pub async fn site_user(&self, account_id: &str) -> Result<Option<Account>, ApiError> {
+        let mut url = self.site_endpoint(&["rest", "api", "3", "user"]);
+        url.query_pairs_mut().append_pair("accountId", account_id);
+        let request = self.request(ApiFamily::Site, Method::GET, url);
+        let response = self.send(ApiFamily::Site, "site_user", request).await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let user: SiteUser = read_lookup(response).await?;
+        Ok(Some(user.into()))
+    }
+
+    /// One directory user by id, with its lifecycle status. `None` for a 404: the account
+    /// is not (or no longer) in the directory.
+    pub async fn directory_user(&self, account_id: &str) -> Result<Option<Account>, ApiError> {
+        if !is_sendable_id(account_id) {
+            return Err(ApiError::unsendable(account_id));
+        }
+        let url = self.directory_endpoint(&["users", account_id]);
+        let request = self.request(ApiFamily::Admin, Method::GET, url);
+        let response = self
+            .send(ApiFamily::Admin, "directory_user", request)
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let record: DirectoryRecord = read_lookup(response).await?;
+        Ok(Some(record.data.into()))
+    }
+
+    /// Whether the site credentials hold "Browse users and groups". Without it the user
+    /// search answers `200 []` to every query, so "no match" would be a lie.
+    pub async fn can_browse_users(&self) -> Result<bool, ApiError> {
+        let mut url = self.site_endpoint(&["rest", "api", "3", "mypermissions"]);
+        url.query_pairs_mut()
+            .append_pair("permissions", BROWSE_USERS);
+        let request = self.request(ApiFamily::Site, Method::GET, url);
+        let response = self
+            .send(ApiFamily::Site, "site_permissions", request)
+            .await?;
+        let answer: MyPermissions = read_lookup(response).await?;
+        Ok(answer
+            .permissions
+            .get(BROWSE_USERS)
+            .is_some_and(|permission| permission.have_permission))
+    }
+
     async fn directory_search_page(
         &self,
         email: &str,
@@ -127,7 +206,7 @@ impl Client {
 
 /// A lookup succeeds only with a 2xx whose body parses; a 2xx that does not parse is most
 /// likely a proxy or maintenance page, so it is worth another try.
-async fn read_lookup<T: DeserializeOwned>(response: Response) -> Result<T, ApiError> {
+pub(super) async fn read_lookup<T: DeserializeOwned>(response: Response) -> Result<T, ApiError> {
     if !response.status().is_success() {
         return Err(ApiError::rejected(response).await);
     }
@@ -140,11 +219,13 @@ async fn read_lookup<T: DeserializeOwned>(response: Response) -> Result<T, ApiEr
     })
 }
 
-fn has_email(account: &Account, email: &str) -> bool {
+/// Exact after ASCII case folding only: Unicode case mapping would let a look-alike match
+/// (`\u{212A}elvin@…`, KELVIN SIGN, lower-cases to `kelvin@…`).
+pub(crate) fn has_email(account: &Account, email: &str) -> bool {
     account
         .email
         .as_deref()
-        .is_some_and(|found| found.to_lowercase() == email.to_lowercase())
+        .is_some_and(|found| found.eq_ignore_ascii_case(email))
 }
 
 impl From<SiteUser> for Account {
@@ -157,6 +238,8 @@ impl From<SiteUser> for Account {
             account_type: user.account_type.unwrap_or_default(),
             email: user.email_address,
             status,
+            directory_status: None,
+            membership_status: None,
         }
     }
 }
@@ -168,6 +251,81 @@ impl From<DirectoryUser> for Account {
             account_type: user.account_type.unwrap_or_default(),
             email: user.email,
             status: user.account_status,
+            directory_status: user.status,
+            membership_status: user.membership_status,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn account_with(email: &str) -> Account {
+        Account {
+            account_id: "a".into(),
+            account_type: "customer".into(),
+            email: Some(email.into()),
+            status: None,
+            directory_status: None,
+            membership_status: None,
+        }
+    }
+
+    #[test]
+    fn a_kelvin_sign_is_not_a_k() {
+        assert!(!has_email(
+            &account_with("\u{212A}elvin@example.com"),
+            "kelvin@example.com"
+        ));
+        assert!(has_email(
+            &account_with("KELVIN@Example.COM"),
+            "kelvin@example.com"
+        ));
+    }
+
+    proptest! {
+        /// Any non-ASCII character in place of an ASCII letter, including those whose Unicode
+        /// case mapping is ASCII (U+212A, U+017F, U+0130), never matches.
+        #[test]
+        fn only_ascii_case_folding_matches(
+            local in "[a-z]{1,12}",
+            position in any::<prop::sample::Index>(),
+            replacement in any::<char>().prop_filter("non-ASCII", |c| !c.is_ascii()),
+            upper in any::<bool>(),
+        ) {
+            let wanted = format!("{local}@example.com");
+            let at = position.index(local.len());
+            let mut look_alike: String = local.clone();
+            look_alike.replace_range(at..=at, &replacement.to_string());
+            let look_alike = format!("{look_alike}@example.com");
+            prop_assert!(!has_email(&account_with(&look_alike), &wanted));
+            let cased = if upper { wanted.to_ascii_uppercase() } else { wanted.clone() };
+            prop_assert!(has_email(&account_with(&cased), &wanted));
+        }
+    }
+
+    /// Every character whose Unicode case mapping yields an ASCII letter, checked one by one.
+    #[test]
+    fn no_unicode_case_mapping_reaches_an_ascii_address() {
+        let mut look_alikes = 0;
+        for c in (0..=u32::from(char::MAX)).filter_map(char::from_u32) {
+            let mapped: String = c.to_lowercase().chain(c.to_uppercase()).collect();
+            let Some(ascii) = mapped.chars().find(char::is_ascii_alphabetic) else {
+                continue;
+            };
+            if c.is_ascii() {
+                continue;
+            }
+            look_alikes += 1;
+            let wanted = format!("{}x@example.com", ascii.to_ascii_lowercase());
+            assert!(
+                !has_email(&account_with(&format!("{c}x@example.com")), &wanted),
+                "{c:?}"
+            );
+        }
+        assert!(look_alikes >= 3, "U+212A, U+017F and U+0130 at least");
     }
 }

@@ -1,4 +1,5 @@
-//! The Atlassian Cloud client: two lookups and the ten offboarding mutations.
+//! The Atlassian Cloud client: the lookups (by email and by id), the ten offboarding
+//! mutations, and the read-only checks of `offboard doctor` (`targets`).
 //!
 //! Site calls (`site_url`, HTTP Basic) and admin calls (`admin_url`, Bearer org API key) share
 //! one [`Client`]. Every request first takes a token from its family's bucket (`pacing`), so
@@ -11,8 +12,10 @@ mod error;
 mod lookup;
 mod mutation;
 mod pacing;
+mod targets;
 
 pub use client::{AtlassianSettings, Client};
 pub use error::ApiError;
 pub use lookup::Account;
 pub use mutation::{Applied, Mutation, PlannedRequest};
+pub use targets::ALL_DIRECTORIES;

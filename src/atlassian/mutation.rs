@@ -5,7 +5,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::client::{Client, is_sendable_id};
-use super::error::ApiError;
+use super::error::{ApiError, read_body_prefix};
+use super::lookup::Account;
 use crate::jobs::ApiFamily;
 
 /// One mutating call against one account.
@@ -40,6 +41,8 @@ pub enum Mutation {
     },
     DeactivateAccount {
         account_id: String,
+        /// Shown to the account's admins: names what deactivated it.
+        message: String,
     },
     DeleteAccount {
         account_id: String,
@@ -99,7 +102,7 @@ impl Mutation {
             | Mutation::SuspendAccess { account_id }
             | Mutation::RestoreAccess { account_id }
             | Mutation::RemoveFromDirectory { account_id }
-            | Mutation::DeactivateAccount { account_id }
+            | Mutation::DeactivateAccount { account_id, .. }
             | Mutation::DeleteAccount { account_id } => vec![account_id],
         }
     }
@@ -144,6 +147,13 @@ impl Plan {
         }
     }
 
+    fn with_body(family: ApiFamily, method: Method, url: Url, body: Value) -> Plan {
+        Plan {
+            body: Some(body),
+            ..Plan::new(family, method, url)
+        }
+    }
+
     fn servicedesk(method: Method, url: Url, account_id: &str) -> Plan {
         Plan {
             body: Some(json!({ "accountIds": [account_id] })),
@@ -171,16 +181,30 @@ impl Client {
         match m {
             Mutation::RevokePortalAccess { .. } => revoke_portal_access(response).await,
             Mutation::DeletePortalCustomer { .. } => delete_portal_customer(response).await,
-            Mutation::RemoveFromServiceDesk { .. } => remove_from_service_desk(response).await,
-            Mutation::RemoveFromCustomerOrganization { .. } => {
-                remove_from_customer_organization(response).await
+            Mutation::RemoveFromServiceDesk {
+                service_desk_id, ..
+            } => remove_from_service_desk(response, service_desk_id).await,
+            Mutation::RemoveFromCustomerOrganization {
+                organization_id, ..
+            } => remove_from_customer_organization(response, organization_id).await,
+            Mutation::SuspendAccess { account_id } => {
+                suspend_access(self, response, account_id).await
             }
-            Mutation::SuspendAccess { .. } => suspend_access(response).await,
-            Mutation::RestoreAccess { .. } => restore_access(response).await,
-            Mutation::RemoveFromDirectory { .. } => remove_from_directory(response).await,
-            Mutation::RemoveFromGroup { .. } => remove_from_group(response).await,
-            Mutation::DeactivateAccount { .. } => deactivate_account(response).await,
-            Mutation::DeleteAccount { .. } => delete_account(response).await,
+            Mutation::RestoreAccess { account_id } => {
+                restore_access(self, response, account_id).await
+            }
+            Mutation::RemoveFromDirectory { account_id } => {
+                remove_from_directory(self, response, account_id).await
+            }
+            Mutation::RemoveFromGroup { group_id, .. } => {
+                remove_from_group(self, response, group_id).await
+            }
+            Mutation::DeactivateAccount { account_id, .. } => {
+                deactivate_account(self, response, account_id).await
+            }
+            Mutation::DeleteAccount { account_id } => {
+                delete_account(self, response, account_id).await
+            }
         }
     }
 
@@ -227,13 +251,15 @@ impl Client {
                 let url = self.site_endpoint(&[&path[..], &["user"]].concat());
                 Plan::servicedesk(Method::DELETE, url, account_id)
             }
+            // A bodyless POST here is refused with 415 by at least one public report, and an
+            // empty object is what working scripts send.
             Mutation::SuspendAccess { account_id } => {
                 let url = self.directory_endpoint(&["users", account_id, "suspend"]);
-                Plan::new(Admin, Method::POST, url)
+                Plan::with_body(Admin, Method::POST, url, json!({}))
             }
             Mutation::RestoreAccess { account_id } => {
                 let url = self.directory_endpoint(&["users", account_id, "restore"]);
-                Plan::new(Admin, Method::POST, url)
+                Plan::with_body(Admin, Method::POST, url, json!({}))
             }
             Mutation::RemoveFromDirectory { account_id } => {
                 let url = self.directory_endpoint(&["users", account_id]);
@@ -246,9 +272,14 @@ impl Client {
                 let path = ["groups", group_id, "memberships", account_id];
                 Plan::new(Admin, Method::DELETE, self.directory_endpoint(&path))
             }
-            Mutation::DeactivateAccount { account_id } => {
+            // The documented body: an optional message, shown with the deactivation.
+            Mutation::DeactivateAccount {
+                account_id,
+                message,
+            } => {
                 let path = ["users", account_id, "manage", "lifecycle", "disable"];
-                Plan::new(Admin, Method::POST, self.admin_endpoint(&path))
+                let body = json!({ "message": message });
+                Plan::with_body(Admin, Method::POST, self.admin_endpoint(&path), body)
             }
             Mutation::DeleteAccount { account_id } => {
                 let path = ["users", account_id, "manage", "lifecycle", "delete"];
@@ -263,10 +294,7 @@ impl Client {
 fn refuse_unsendable_ids(m: &Mutation) -> Result<(), ApiError> {
     match m.ids().into_iter().find(|id| !is_sendable_id(id)) {
         None => Ok(()),
-        Some(id) => Err(ApiError::Rejected {
-            status: StatusCode::BAD_REQUEST.as_u16(),
-            body: format!("not sent: the id {id:?} cannot be used in a URL"),
-        }),
+        Some(id) => Err(ApiError::unsendable(id)),
     }
 }
 
@@ -282,49 +310,138 @@ async fn delete_portal_customer(response: Response) -> Result<Applied, ApiError>
     not_found_is_already_done(response).await
 }
 
-/// Remove customers from a service desk: 204 even when the customer was not on it, and 404
-/// means the desk is missing. The desk id comes from our rules, so that is a mistake to
-/// report, not a job that is done.
-async fn remove_from_service_desk(response: Response) -> Result<Applied, ApiError> {
-    only_success_is_done(response).await
+/// Remove customers from a service desk: 204 even when the customer was not on it, so a 404
+/// means the desk is missing. The desk id comes from our rules: a mistake to report.
+async fn remove_from_service_desk(response: Response, desk: &str) -> Result<Applied, ApiError> {
+    not_found_is_a_missing_target(response, "service_desk", desk).await
 }
 
-/// Remove users from an organization: the codes are unconfirmed and the organization id is
-/// ours, so a 404 is read like the service desk's: the organization is missing.
-async fn remove_from_customer_organization(response: Response) -> Result<Applied, ApiError> {
-    only_success_is_done(response).await
+/// Remove users from an organization: 404 means the organization is missing, and the id is
+/// ours. Whether a non-member answers 204 or 400 is unconfirmed; a 400 stays a failure
+/// with its body, never a success we cannot vouch for.
+async fn remove_from_customer_organization(
+    response: Response,
+    organization: &str,
+) -> Result<Applied, ApiError> {
+    not_found_is_a_missing_target(response, "organization", organization).await
 }
 
-/// Directory suspend: 404 means the account is gone from the directory.
-async fn suspend_access(response: Response) -> Result<Applied, ApiError> {
-    not_found_is_already_done(response).await
+/// Directory suspend: 404 means the account is gone from the directory. A 409 (a repeat,
+/// possibly) is read back: an account already suspended is already done.
+async fn suspend_access(
+    client: &Client,
+    response: Response,
+    account_id: &str,
+) -> Result<Applied, ApiError> {
+    let in_target = |a: &Account| {
+        a.directory_status.as_deref() == Some("suspended")
+            || a.membership_status.as_deref() == Some("suspended")
+    };
+    lifecycle_answer(client, response, account_id, in_target, false).await
 }
 
-/// Directory restore: 404 means the account is gone, so there is nothing left to restore.
-async fn restore_access(response: Response) -> Result<Applied, ApiError> {
-    not_found_is_already_done(response).await
+/// Directory restore: 404 means the account is gone, so there is nothing left to restore. A
+/// 409 is read back: an active account is already restored.
+async fn restore_access(
+    client: &Client,
+    response: Response,
+    account_id: &str,
+) -> Result<Applied, ApiError> {
+    let in_target = |a: &Account| a.directory_status.as_deref() == Some("active");
+    lifecycle_answer(client, response, account_id, in_target, false).await
 }
 
-/// Directory remove: 404 means the account already left the directory.
-async fn remove_from_directory(response: Response) -> Result<Applied, ApiError> {
-    not_found_is_already_done(response).await
+/// Directory remove: 404 means the account already left the directory; so does a 409 whose
+/// read-back no longer finds it.
+async fn remove_from_directory(
+    client: &Client,
+    response: Response,
+    account_id: &str,
+) -> Result<Applied, ApiError> {
+    lifecycle_answer(client, response, account_id, |_| false, true).await
 }
 
-/// Group membership removal: 404 means the account, and with it the membership, is gone. A
-/// 404 for a missing group cannot be told apart, and such a group has no member left anyway.
-async fn remove_from_group(response: Response) -> Result<Applied, ApiError> {
-    not_found_is_already_done(response).await
+/// Group membership removal: a 404 is either "not a member" or "no such group", and only
+/// the second is a mistake in our rules, so the group is read back to tell them apart.
+async fn remove_from_group(
+    client: &Client,
+    response: Response,
+    group_id: &str,
+) -> Result<Applied, ApiError> {
+    match response.status() {
+        status if status.is_success() => Ok(Applied::Done),
+        StatusCode::NOT_FOUND => match client.group_exists(group_id).await? {
+            true => Ok(Applied::AlreadyDone),
+            false => Err(ApiError::MissingTarget {
+                kind: "group",
+                id: group_id.to_owned(),
+            }),
+        },
+        _ => Err(ApiError::rejected(response).await),
+    }
 }
 
-/// Lifecycle disable: 404 means the account is gone.
-async fn deactivate_account(response: Response) -> Result<Applied, ApiError> {
-    not_found_is_already_done(response).await
+/// Lifecycle disable: 404 means the account is gone. 409 "not eligible" is also what a
+/// repeat answers, so the account is read back: already deactivated is already done.
+async fn deactivate_account(
+    client: &Client,
+    response: Response,
+    account_id: &str,
+) -> Result<Applied, ApiError> {
+    let in_target = |a: &Account| {
+        a.directory_status.as_deref() == Some("deactivated")
+            || a.status.as_deref() == Some("inactive")
+    };
+    lifecycle_answer(client, response, account_id, in_target, false).await
 }
 
-/// Lifecycle delete: 404 means the account is gone. A repeat inside the 14-day grace period
-/// is unconfirmed; if it answers 404, that too is an account already on its way out.
-async fn delete_account(response: Response) -> Result<Applied, ApiError> {
-    not_found_is_already_done(response).await
+/// Lifecycle delete: 200 with `{"message":"Success"}`; 404 means the account is gone. A 409
+/// (a repeat inside the 14-day grace period, possibly) is read back: an account already
+/// scheduled for deletion or closed, or no longer in the directory, is already done.
+async fn delete_account(
+    client: &Client,
+    response: Response,
+    account_id: &str,
+) -> Result<Applied, ApiError> {
+    let in_target = |a: &Account| {
+        a.directory_status.as_deref() == Some("for_deletion")
+            || a.status.as_deref() == Some("closed")
+    };
+    lifecycle_answer(client, response, account_id, in_target, true).await
+}
+
+/// 2xx: done; 404: the account is already gone; 409: the account is read back from the
+/// directory, and is already done only if it is in the target state (or, with
+/// `gone_is_done`, no longer there). Anything else is permanent.
+async fn lifecycle_answer(
+    client: &Client,
+    response: Response,
+    account_id: &str,
+    in_target: impl Fn(&Account) -> bool,
+    gone_is_done: bool,
+) -> Result<Applied, ApiError> {
+    if response.status() != StatusCode::CONFLICT {
+        return not_found_is_already_done(response).await;
+    }
+    let status = response.status().as_u16();
+    let body = read_body_prefix(response).await;
+    match client.directory_user(account_id).await? {
+        Some(account) if in_target(&account) => Ok(Applied::AlreadyDone),
+        None if gone_is_done => Ok(Applied::AlreadyDone),
+        found => {
+            let now = found.map_or("not in the directory".to_owned(), |a| {
+                format!(
+                    "status {}, accountStatus {}",
+                    a.directory_status.as_deref().unwrap_or("unknown"),
+                    a.status.as_deref().unwrap_or("unknown")
+                )
+            });
+            Err(ApiError::Rejected {
+                status,
+                body: format!("{body} (read back: {now})"),
+            })
+        }
+    }
 }
 
 /// 2xx: done; 404: the account is already gone; anything else is permanent.
@@ -336,11 +453,19 @@ async fn not_found_is_already_done(response: Response) -> Result<Applied, ApiErr
     }
 }
 
-/// 2xx: done; anything else, 404 included, is permanent.
-async fn only_success_is_done(response: Response) -> Result<Applied, ApiError> {
-    if response.status().is_success() {
-        Ok(Applied::Done)
-    } else {
-        Err(ApiError::rejected(response).await)
+/// 2xx: done; 404: the configured target (`kind`, `id`) does not exist; anything else is
+/// permanent.
+async fn not_found_is_a_missing_target(
+    response: Response,
+    kind: &'static str,
+    id: &str,
+) -> Result<Applied, ApiError> {
+    match response.status() {
+        status if status.is_success() => Ok(Applied::Done),
+        StatusCode::NOT_FOUND => Err(ApiError::MissingTarget {
+            kind,
+            id: id.to_owned(),
+        }),
+        _ => Err(ApiError::rejected(response).await),
     }
 }

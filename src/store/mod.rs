@@ -130,6 +130,19 @@ pub trait Store: Send + Sync + 'static {
             .unwrap_or(false))
     }
 
+    /// Records the account a claimed job acts on, before its first mutating call, so that a
+    /// re-run after a lost lease and the later steps of its chain act on the same account.
+    /// `false` when the claim is no longer held.
+    async fn record_account(
+        &self,
+        job: &Job,
+        account_id: &str,
+        account_type: &str,
+    ) -> StoreResult<bool>;
+
+    /// One job without its events (the earlier step of a chain, for the account it recorded).
+    async fn job(&self, id: JobId) -> StoreResult<Option<Job>>;
+
     /// Fails a claimed job for good and cancels the later steps of its chain.
     async fn fail(&self, job: &Job, error: &str, detail: &str) -> StoreResult<bool>;
 

@@ -80,6 +80,11 @@ pub struct Job {
     /// The worker holding the lease while running; internal.
     #[serde(skip)]
     pub lease_owner: Option<String>,
+    /// Set once `account_id` was resolved from Atlassian (a lookup, or an earlier step of the
+    /// chain): the job then acts on that account without searching by email again. Without
+    /// it, an `account_id` is the payload's claim, to be checked against the lookup. Internal.
+    #[serde(skip)]
+    pub account_type: Option<String>,
 }
 
 impl Job {
@@ -307,7 +312,11 @@ pub struct Delivery {
 #[serde(rename_all = "snake_case")]
 pub enum PauseReason {
     Manual,
+    /// Atlassian rejected the credentials (401), or the directory search refused them (403).
     Auth,
+    /// The site credentials lack "Browse users and groups": the user search would answer
+    /// every lookup with an empty list.
+    Permission,
     BlastRadius,
 }
 
@@ -316,6 +325,7 @@ impl PauseReason {
         match self {
             PauseReason::Manual => "manual",
             PauseReason::Auth => "auth",
+            PauseReason::Permission => "permission",
             PauseReason::BlastRadius => "blast_radius",
         }
     }
@@ -333,6 +343,7 @@ impl FromStr for PauseReason {
         match s {
             "manual" => Ok(PauseReason::Manual),
             "auth" => Ok(PauseReason::Auth),
+            "permission" => Ok(PauseReason::Permission),
             "blast_radius" => Ok(PauseReason::BlastRadius),
             other => Err(format!("unknown pause reason `{other}`")),
         }

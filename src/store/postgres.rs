@@ -26,7 +26,7 @@ macro_rules! job_columns {
     () => {
         "id, action, params, state, email, account_id, depends_on, run_at, attempts, \
          max_attempts, last_error, outcome, source, rule, delivery_id, created_at, updated_at, \
-         claim_seq, lease_owner"
+         claim_seq, lease_owner, account_type"
     };
 }
 
@@ -85,6 +85,15 @@ impl PostgresStore {
                     MigrationType::Simple,
                     Cow::Borrowed(include_str!(
                         "../../migrations/postgres/20261128000002_accept_in_one_call.sql"
+                    )),
+                    false,
+                ),
+                Migration::new(
+                    20261201000001,
+                    Cow::Borrowed("recorded account"),
+                    MigrationType::Simple,
+                    Cow::Borrowed(include_str!(
+                        "../../migrations/postgres/20261201000001_recorded_account.sql"
                     )),
                     false,
                 ),
@@ -229,6 +238,7 @@ fn job_from_row(row: &PgRow) -> StoreResult<Job> {
         updated_at: row.try_get("updated_at")?,
         claim_seq: row.try_get("claim_seq")?,
         lease_owner: row.try_get("lease_owner")?,
+        account_type: row.try_get("account_type")?,
     })
 }
 
@@ -376,6 +386,37 @@ impl Store for PostgresStore {
             self.wakeup.notify_one();
         }
         Ok(ids.iter().map(|id| done.contains(id)).collect())
+    }
+
+    async fn record_account(
+        &self,
+        job: &Job,
+        account_id: &str,
+        account_type: &str,
+    ) -> StoreResult<bool> {
+        let updated = sqlx::query(
+            "UPDATE jobs SET account_id = $3, account_type = $4, updated_at = now() \
+             WHERE id = $1 AND state = 'running' AND claim_seq = $2",
+        )
+        .bind(job.id)
+        .bind(job.claim_seq)
+        .bind(account_id)
+        .bind(account_type)
+        .execute(&self.pool)
+        .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    async fn job(&self, id: JobId) -> StoreResult<Option<Job>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(job_from_row).transpose()
     }
 
     async fn fail(&self, job: &Job, error: &str, detail: &str) -> StoreResult<bool> {

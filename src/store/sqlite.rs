@@ -27,7 +27,7 @@ macro_rules! job_columns {
     () => {
         "id, action, params, state, email, account_id, depends_on, run_at, attempts, \
          max_attempts, last_error, outcome, source, rule, delivery_id, created_at, updated_at, \
-         claim_seq, lease_owner"
+         claim_seq, lease_owner, account_type"
     };
 }
 
@@ -78,15 +78,26 @@ impl SqliteStore {
 
     fn migrator() -> Migrator {
         Migrator {
-            migrations: Cow::Owned(vec![Migration::new(
-                20261128000001,
-                Cow::Borrowed("initial"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!(
-                    "../../migrations/sqlite/20261128000001_initial.sql"
-                )),
-                false,
-            )]),
+            migrations: Cow::Owned(vec![
+                Migration::new(
+                    20261128000001,
+                    Cow::Borrowed("initial"),
+                    MigrationType::Simple,
+                    Cow::Borrowed(include_str!(
+                        "../../migrations/sqlite/20261128000001_initial.sql"
+                    )),
+                    false,
+                ),
+                Migration::new(
+                    20261201000001,
+                    Cow::Borrowed("recorded account"),
+                    MigrationType::Simple,
+                    Cow::Borrowed(include_str!(
+                        "../../migrations/sqlite/20261201000001_recorded_account.sql"
+                    )),
+                    false,
+                ),
+            ]),
             ignore_missing: false,
             locking: true,
             no_tx: false,
@@ -234,6 +245,7 @@ fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
         updated_at: from_micros(row.try_get("updated_at")?)?,
         claim_seq: row.try_get("claim_seq")?,
         lease_owner: row.try_get("lease_owner")?,
+        account_type: row.try_get("account_type")?,
     })
 }
 
@@ -651,6 +663,40 @@ impl Store for SqliteStore {
             self.wakeup.notify_one();
         }
         Ok(results)
+    }
+
+    async fn record_account(
+        &self,
+        job: &Job,
+        account_id: &str,
+        account_type: &str,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let updated = sqlx::query(
+            "UPDATE jobs SET account_id = ?3, account_type = ?4, updated_at = ?5 \
+             WHERE id = ?1 AND state = 'running' AND claim_seq = ?2",
+        )
+        .bind(job.id)
+        .bind(job.claim_seq)
+        .bind(account_id)
+        .bind(account_type)
+        .bind(now_micros())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    async fn job(&self, id: JobId) -> StoreResult<Option<Job>> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE id = ?1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(job_from_row).transpose()
     }
 
     async fn fail(&self, job: &Job, error: &str, detail: &str) -> StoreResult<bool> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::atlassian::{Account, ApiError, Applied, Client, Mutation};
 use crate::config::Safety;
 use crate::jobs::{Action, ApiFamily, Outcome, TargetAccount};
-use crate::store::Job;
+use crate::store::{Job, PauseReason};
 
 /// What the worker does with the job next.
 #[derive(Debug)]
@@ -29,8 +29,10 @@ pub enum Step {
     Transient {
         detail: String,
     },
-    /// 401: pause the worker (reason `auth`) and put the job back untouched.
-    Unauthorized {
+    /// Credentials or permissions are wrong for every job, not this one: pause the worker
+    /// with `reason` and put the job back without using an attempt.
+    Pause {
+        reason: PauseReason,
         detail: String,
     },
 }
@@ -39,6 +41,13 @@ impl Step {
     fn failed(error: impl Into<String>, detail: impl Into<String>) -> Step {
         Step::Failed {
             error: error.into(),
+            detail: detail.into(),
+        }
+    }
+
+    fn not_found(detail: impl Into<String>) -> Step {
+        Step::Succeeded {
+            outcome: Outcome::NotFound,
             detail: detail.into(),
         }
     }
@@ -53,8 +62,22 @@ pub struct Guards<'a> {
     pub admin_configured: bool,
 }
 
-/// Resolves the job's target and checks every guard; `Ok` holds the call to make.
-pub async fn plan(client: &Client, guards: &Guards<'_>, job: &Job) -> Result<Mutation, Step> {
+/// The call to make, and the account to record on the job before making it, when the job
+/// did not have it yet.
+#[derive(Debug)]
+pub struct Target {
+    pub mutation: Mutation,
+    pub record: Option<Account>,
+}
+
+/// Resolves the job's account and checks every guard; `Ok` holds the call to make. `earlier`
+/// is the step this job depends on, whose recorded account the job acts on.
+pub async fn plan(
+    client: &Client,
+    guards: &Guards<'_>,
+    job: &Job,
+    earlier: Option<&Job>,
+) -> Result<Target, Step> {
     let configured = match job.action.family() {
         ApiFamily::Site => guards.site_configured,
         ApiFamily::Admin => guards.admin_configured,
@@ -69,36 +92,102 @@ pub async fn plan(client: &Client, guards: &Guards<'_>, job: &Job) -> Result<Mut
             ),
         ));
     }
+    let (account, newly_resolved) = resolve(client, job, earlier).await?;
+    check_account(guards.safety, job, &account)?;
+    let mutation = mutation_for(job, &account.account_id)?;
+    Ok(Target {
+        mutation,
+        record: newly_resolved.then_some(account),
+    })
+}
+
+/// The account the job acts on, and whether it was resolved just now (so it must be
+/// recorded). A recorded account, or the one the chain's earlier step recorded, is used as
+/// it is: the email search no longer returns a revoked customer or a suspended account.
+async fn resolve(
+    client: &Client,
+    job: &Job,
+    earlier: Option<&Job>,
+) -> Result<(Account, bool), Step> {
+    if let Some(account) = recorded_account(job) {
+        return Ok((account, false));
+    }
+    if let Some(earlier) = earlier {
+        if earlier.outcome == Some(Outcome::NotFound) {
+            return Err(Step::not_found(format!(
+                "the earlier step of this chain (job {}) found no account; nothing to do",
+                earlier.id
+            )));
+        }
+        if let Some(account) = recorded_account(earlier) {
+            return Ok((account, true));
+        }
+    }
+    let account = look_up_by_email(client, job).await?;
+    Ok((account, true))
+}
+
+/// The account a job recorded: an id resolved from Atlassian, with its type.
+fn recorded_account(job: &Job) -> Option<Account> {
+    let (account_id, account_type) = (job.account_id.as_ref()?, job.account_type.as_ref()?);
+    Some(Account {
+        account_id: account_id.clone(),
+        account_type: account_type.clone(),
+        email: None,
+        status: None,
+        directory_status: None,
+        membership_status: None,
+    })
+}
+
+/// Exactly one account must have the job's email. Before "nobody has it" is believed for a
+/// customer, the site credentials must still hold "Browse users and groups": without it
+/// the search answers an empty list to everything.
+async fn look_up_by_email(client: &Client, job: &Job) -> Result<Account, Step> {
+    let family = job.action.family();
     let found = match job.action.target() {
         TargetAccount::Customer => client.find_site_accounts(&job.email).await,
         TargetAccount::Managed => client.find_directory_accounts(&job.email).await,
     };
-    let accounts = found.map_err(|e| classify_error(e, "lookup"))?;
-    let account = match accounts.as_slice() {
+    let accounts = found.map_err(|e| classify_lookup_error(e, family, "lookup"))?;
+    match accounts.as_slice() {
         [] => {
-            return Err(Step::Succeeded {
-                outcome: Outcome::NotFound,
-                detail: "no account has this email; nothing to do".into(),
-            });
+            if family == ApiFamily::Site {
+                confirm_browse_permission(client).await?;
+            }
+            Err(Step::not_found("no account has this email; nothing to do"))
         }
-        [one] => one,
+        [one] => Ok(one.clone()),
         many => {
             let ids: Vec<&str> = many.iter().map(|a| a.account_id.as_str()).collect();
-            return Err(Step::failed(
+            Err(Step::failed(
                 "ambiguous_account",
                 format!(
                     "{} accounts have this email: {}",
                     many.len(),
                     ids.join(", ")
                 ),
-            ));
+            ))
         }
-    };
-    check_account(guards.safety, job, account)?;
-    mutation_for(job, &account.account_id)
+    }
 }
 
-/// The guards on the looked-up account, before any mutating call.
+async fn confirm_browse_permission(client: &Client) -> Result<(), Step> {
+    let call = "GET /rest/api/3/mypermissions";
+    match client.can_browse_users().await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Step::Pause {
+            reason: PauseReason::Permission,
+            detail: format!(
+                "{call}: the site credentials lack \"Browse users and groups\" (USER_PICKER), \
+                 so the user search finds nobody; not recording not_found"
+            ),
+        }),
+        Err(e) => Err(classify_lookup_error(e, ApiFamily::Site, call)),
+    }
+}
+
+/// The guards on the account, before any mutating call.
 fn check_account(safety: &Safety, job: &Job, account: &Account) -> Result<(), Step> {
     if let Some(expected) = &job.account_id
         && expected != &account.account_id
@@ -166,9 +255,22 @@ fn mutation_for(job: &Job, account_id: &str) -> Result<Mutation, Step> {
             group_id: param("group_id")?,
             account_id,
         },
-        Action::DeactivateAccount => Mutation::DeactivateAccount { account_id },
+        Action::DeactivateAccount => Mutation::DeactivateAccount {
+            account_id,
+            message: deactivation_message(job),
+        },
         Action::DeleteAccount => Mutation::DeleteAccount { account_id },
     })
+}
+
+/// Shown with the deactivation in Atlassian: which source and rule asked for it.
+fn deactivation_message(job: &Job) -> String {
+    format!(
+        "Deactivated by offboard (source {}, rule {}, job {})",
+        job.source.as_deref().unwrap_or("unknown"),
+        job.rule.as_deref().unwrap_or("unknown"),
+        job.id
+    )
 }
 
 /// The dry-run result: the request that would have been sent, for the audit trail.
@@ -211,9 +313,30 @@ fn classify_error(err: ApiError, call: &str) -> Step {
     let detail = format!("{call}: {err}");
     match err {
         ApiError::RateLimited { wait, .. } => Step::Snooze { wait, detail },
-        ApiError::Unauthorized { .. } => Step::Unauthorized { detail },
+        ApiError::Unauthorized { .. } => Step::Pause {
+            reason: PauseReason::Auth,
+            detail,
+        },
         ApiError::Transient { .. } => Step::Transient { detail },
         ApiError::Rejected { status, .. } => Step::failed(format!("api_error:{status}"), detail),
+        ApiError::MissingTarget { kind, id } => {
+            Step::failed(format!("missing_target:{kind}:{id}"), detail)
+        }
+    }
+}
+
+/// A lookup refused with 403 is about the credentials, not about this person: the site
+/// credentials lack "Browse users and groups", or the admin key may not read the directory.
+fn classify_lookup_error(err: ApiError, family: ApiFamily, call: &str) -> Step {
+    match err {
+        ApiError::Rejected { status: 403, .. } => Step::Pause {
+            reason: match family {
+                ApiFamily::Site => PauseReason::Permission,
+                ApiFamily::Admin => PauseReason::Auth,
+            },
+            detail: format!("{call}: {err}"),
+        },
+        other => classify_error(other, call),
     }
 }
 

@@ -17,11 +17,11 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::atlassian::{AtlassianSettings, Client};
+use crate::atlassian::{Account, AtlassianSettings, Client};
 use crate::batch::Batcher;
 use crate::config::{AtlassianConfig, Config};
 use crate::jobs::{JobState, Outcome};
-use crate::store::{Completion, Job, PauseReason, Store, StoreError};
+use crate::store::{Completion, Job, Store, StoreError};
 use blast_radius::{BlastRadius, Reservation};
 use execute::{Guards, Step};
 
@@ -303,10 +303,20 @@ impl Worker {
                 .as_ref()
                 .is_some_and(|a| a.admin.is_some()),
         };
-        let mutation = match execute::plan(&self.client, &guards, job).await {
-            Ok(mutation) => mutation,
+        let earlier = match self.earlier_step(job).await {
+            Ok(earlier) => earlier,
             Err(step) => return (step, None),
         };
+        let target = match execute::plan(&self.client, &guards, job, earlier.as_ref()).await {
+            Ok(target) => target,
+            Err(step) => return (step, None),
+        };
+        if let Some(account) = &target.record
+            && let Err(step) = self.record_account(job, account).await
+        {
+            return (step, None);
+        }
+        let mutation = target.mutation;
         if guards.dry_run {
             return (execute::dry_run(&self.client, &mutation), None);
         }
@@ -330,6 +340,40 @@ impl Worker {
             execute::apply(&self.client, &mutation).await,
             Some(reservation),
         )
+    }
+
+    /// The step this job depends on, when the job has no account of its own yet: a later
+    /// step acts on the account the earlier one recorded.
+    async fn earlier_step(&self, job: &Job) -> Result<Option<Job>, Step> {
+        let Some(id) = job.depends_on.filter(|_| job.account_type.is_none()) else {
+            return Ok(None);
+        };
+        self.store.job(id).await.map_err(|e| Step::Transient {
+            detail: format!("cannot read the earlier step (job {id}) of this chain: {e}"),
+        })
+    }
+
+    /// Records the resolved account on the job before any mutating call: if the process
+    /// dies after the call, the re-run acts on the same account instead of searching by
+    /// email, which may no longer find it.
+    async fn record_account(&self, job: &Job, account: &Account) -> Result<(), Step> {
+        match self
+            .store
+            .record_account(job, &account.account_id, &account.account_type)
+            .await
+        {
+            Ok(true) => {
+                tracing::info!(account_id = %account.account_id, "account resolved and recorded");
+                Ok(())
+            }
+            // The write of this step then finds the claim gone too, and changes nothing.
+            Ok(false) => Err(Step::Transient {
+                detail: "the lease was lost before the account could be recorded".into(),
+            }),
+            Err(e) => Err(Step::Transient {
+                detail: format!("cannot record the account before calling Atlassian: {e}"),
+            }),
+        }
     }
 
     /// Writes the step to the store, retrying while the store is unavailable: the result
@@ -414,18 +458,20 @@ impl Worker {
                     .retry_later(job, run_at, false, Some(detail), detail)
                     .await
             }
-            Step::Unauthorized { detail } => {
+            Step::Pause { reason, detail } => {
                 tracing::error!(
-                    "Atlassian answered 401: pausing the worker (reason auth) until an operator resumes it"
+                    %reason,
+                    %detail,
+                    "pausing the worker until an operator fixes this and resumes it"
                 );
-                store.pause(PauseReason::Auth).await?;
+                store.pause(*reason).await?;
                 store
                     .retry_later(
                         job,
                         Utc::now(),
                         true,
                         None,
-                        &format!("{detail}; worker paused (auth)"),
+                        &format!("{detail}; worker paused ({reason})"),
                     )
                     .await
             }

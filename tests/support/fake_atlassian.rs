@@ -4,6 +4,11 @@
 //! It keeps accounts in memory and changes them like the real API would, checks credentials,
 //! records every request (faulted ones too) and can inject rate limits, errors, latency and
 //! hanging requests.
+//!
+//! It must never be kinder than production. Each behaviour carries, in brackets, the key of
+//! its source in the Atlassian API reference the README's "Atlassian API" section points to
+//! (`[AX286]`, `[UM]`, …). Where no source pins a behaviour down (UNCONFIRMED there), the
+//! fake takes the less convenient plausible answer, so that offboard copes with both.
 
 // Each test binary uses a different part of the fake.
 #![allow(dead_code)]
@@ -138,10 +143,9 @@ pub struct RecordedRequest {
 }
 
 impl RecordedRequest {
-    /// The two searches; everything else counts as mutating.
+    /// Reads: every `GET` and the directory search (a `POST`); everything else mutates.
     pub fn is_lookup(&self) -> bool {
-        (self.method == "GET" && self.path.ends_with("/rest/api/3/user/search"))
-            || (self.method == "POST" && self.path.ends_with("/users/search"))
+        self.method == "GET" || (self.method == "POST" && self.path.ends_with("/users/search"))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -170,10 +174,15 @@ impl Matcher {
 
 #[derive(Clone, Debug)]
 pub enum FaultKind {
-    /// `reset_after` sends `X-RateLimit-Reset` as now + n seconds, ISO 8601 UTC.
+    /// `reset_after` sends `X-RateLimit-Reset` as now + n seconds at minute precision, the
+    /// way Atlassian formats it (`2026-03-01T12:01Z`) [69262].
     Status429 {
         retry_after: Option<u64>,
         reset_after: Option<u64>,
+    },
+    /// A 429 whose `X-RateLimit-Reset` is RFC 3339 with seconds, now + n seconds.
+    Status429ResetSeconds {
+        reset_after: u64,
     },
     Status503 {
         retry_after: Option<u64>,
@@ -256,7 +265,7 @@ impl FakeAtlassian {
         self.add_account(FakeAccount::managed(account_id, email));
     }
 
-    /// Adds or replaces an account; its service desks and organizations become known.
+    /// Adds or replaces an account; its groups, service desks and organizations become known.
     pub fn add_account(&self, account: FakeAccount) {
         let mut state = self.shared.lock();
         state
@@ -265,6 +274,7 @@ impl FakeAtlassian {
         state
             .organizations
             .extend(account.organizations.iter().cloned());
+        state.groups.extend(account.groups.iter().cloned());
         if let Some(old) = state.accounts.remove(&account.account_id) {
             state.unindex(&old);
         }
@@ -288,12 +298,34 @@ impl FakeAtlassian {
             .insert(organization_id.to_owned());
     }
 
+    /// Makes a directory group exist without any member.
+    pub fn add_group(&self, group_id: &str) {
+        self.shared.lock().groups.insert(group_id.to_owned());
+    }
+
+    /// Grants or withdraws the site user's "Browse users and groups" permission (granted by
+    /// default).
+    pub fn set_browse_users(&self, granted: bool) {
+        self.shared.lock().browse_users = granted;
+    }
+
     pub fn account(&self, account_id: &str) -> Option<FakeAccount> {
         self.shared.lock().accounts.get(account_id).cloned()
     }
 
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.shared.lock().requests.clone()
+    }
+
+    /// Requests that read (every `GET`, and the directory search).
+    pub fn read_requests(&self) -> Vec<RecordedRequest> {
+        let state = self.shared.lock();
+        state
+            .requests
+            .iter()
+            .filter(|request| request.is_lookup())
+            .cloned()
+            .collect()
     }
 
     pub fn mutating_requests(&self) -> Vec<RecordedRequest> {
@@ -348,6 +380,8 @@ impl Default for Shared {
                 by_email: BTreeMap::new(),
                 service_desks: BTreeSet::new(),
                 organizations: BTreeSet::new(),
+                groups: BTreeSet::new(),
+                browse_users: true,
                 requests: Vec::new(),
                 faults: Vec::new(),
                 directory_page_size: DEFAULT_DIRECTORY_PAGE_SIZE,
@@ -374,6 +408,9 @@ struct FakeState {
     by_email: BTreeMap<String, BTreeSet<String>>,
     service_desks: BTreeSet<String>,
     organizations: BTreeSet<String>,
+    groups: BTreeSet<String>,
+    /// The site user holds "Browse users and groups" (`USER_PICKER`).
+    browse_users: bool,
     requests: Vec<RecordedRequest>,
     faults: Vec<Fault>,
     directory_page_size: usize,
@@ -446,6 +483,14 @@ impl FakeState {
         Some(kind)
     }
 
+    /// Whether the site calls treat the account as active: a revoked portal customer is
+    /// "(Deactivated)" [KB-rev]; suspended [AX286], deactivated and deleting accounts are
+    /// not active either.
+    fn site_active(account: &FakeAccount) -> bool {
+        !account.portal_access_revoked
+            && matches!(account.status, FakeStatus::Active | FakeStatus::Removed)
+    }
+
     /// An account the site endpoints can see.
     fn live_account(&mut self, account_id: &str) -> Option<&mut FakeAccount> {
         self.accounts
@@ -453,11 +498,10 @@ impl FakeState {
             .filter(|account| !account.is_gone())
     }
 
-    /// A managed account the lifecycle endpoints can act on.
+    /// A managed account the lifecycle endpoints know.
     fn managed_account(&mut self, account_id: &str) -> Option<&mut FakeAccount> {
-        self.live_account(account_id).filter(|account| {
-            account.account_type == "atlassian" && account.status != FakeStatus::PendingDelete
-        })
+        self.live_account(account_id)
+            .filter(|account| account.account_type == "atlassian")
     }
 
     fn directory_account(&mut self, account_id: &str) -> Option<&mut FakeAccount> {
@@ -473,7 +517,17 @@ fn router(shared: Arc<Shared>) -> Router {
     let directory = "/admin/v2/orgs/{org}/directories/{dir}";
     Router::new()
         .route("/rest/api/3/user/search", get(site_search))
-        .route("/rest/api/3/user", delete(delete_user))
+        .route("/rest/api/3/users/search", get(all_users))
+        .route("/rest/api/3/user", get(site_user).delete(delete_user))
+        .route("/rest/api/3/myself", get(myself))
+        .route("/rest/api/3/mypermissions", get(my_permissions))
+        .route("/rest/servicedeskapi/servicedesk/{desk}", get(service_desk))
+        .route(
+            "/rest/servicedeskapi/organization/{organization}",
+            get(organization),
+        )
+        .route("/admin/v1/orgs/{org}", get(org))
+        .route("/admin/v2/orgs/{org}/directories", get(directories))
         .route(
             "/rest/servicedeskapi/customer/user/{account_id}/revoke-portal-only-access",
             put(revoke_portal_access),
@@ -505,8 +559,9 @@ fn router(shared: Arc<Shared>) -> Router {
         )
         .route(
             &format!("{directory}/users/{{account_id}}"),
-            delete(remove_from_directory),
+            get(directory_user).delete(remove_from_directory),
         )
+        .route(&format!("{directory}/groups/{{group}}"), get(group))
         .route(
             &format!("{directory}/groups/{{group}}/memberships/{{account_id}}"),
             delete(remove_from_group),
@@ -598,8 +653,17 @@ async fn apply_fault(shared: &Shared, fault: Option<FaultKind>) -> Option<Respon
         } => Some(rate_limited(
             StatusCode::TOO_MANY_REQUESTS,
             retry_after,
-            reset_after,
+            reset_after.map(|seconds| reset_at_minute(seconds)),
         )),
+        FaultKind::Status429ResetSeconds { reset_after } => {
+            let reset = chrono::Utc::now() + chrono::Duration::seconds(reset_after as i64);
+            let value = reset.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            Some(rate_limited(
+                StatusCode::TOO_MANY_REQUESTS,
+                None,
+                Some(value),
+            ))
+        }
         FaultKind::Status503 { retry_after } => Some(rate_limited(
             StatusCode::SERVICE_UNAVAILABLE,
             retry_after,
@@ -632,19 +696,19 @@ async fn apply_fault(shared: &Shared, fault: Option<FaultKind>) -> Option<Respon
     }
 }
 
-fn rate_limited(
-    status: StatusCode,
-    retry_after: Option<u64>,
-    reset_after: Option<u64>,
-) -> Response {
+/// `yyyy-MM-ddTHH:mmZ`: request time + the wait, UTC, at minute precision [69262].
+fn reset_at_minute(seconds: u64) -> String {
+    let reset = chrono::Utc::now() + chrono::Duration::seconds(seconds as i64);
+    reset.format("%Y-%m-%dT%H:%MZ").to_string()
+}
+
+fn rate_limited(status: StatusCode, retry_after: Option<u64>, reset: Option<String>) -> Response {
     let mut response = error(status, "Rate limit exceeded");
     let headers = response.headers_mut();
     if let Some(seconds) = retry_after {
         headers.insert(RETRY_AFTER, seconds.into());
     }
-    if let Some(seconds) = reset_after {
-        let reset = chrono::Utc::now() + chrono::Duration::seconds(seconds as i64);
-        let value = reset.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    if let Some(value) = reset {
         headers.insert(
             "x-ratelimit-reset",
             value.parse().expect("a timestamp is a valid header value"),
@@ -660,40 +724,240 @@ fn error(status: StatusCode, message: &str) -> Response {
 #[derive(Deserialize)]
 struct SiteSearchParams {
     query: Option<String>,
+    #[serde(rename = "accountId")]
+    account_id: Option<String>,
     #[serde(rename = "maxResults")]
     max_results: Option<usize>,
 }
 
 /// Fuzzy like the real one: any account whose email, display name or a word of it starts
-/// with the query ("query=john matches John Smith and johnson@example.com").
+/// with the query ("query=john matches John Smith and johnson@example.com") [AE-search].
+/// Active users only: suspended accounts [AX286] and revoked customers ("(Deactivated)")
+/// [KB-rev] are absent. Without "Browse users and groups" the answer is `200 []`, not an
+/// error [JS userSearch.ts, AE-search]. `query` with `accountId` is a 400 [AE-search].
 async fn site_search(State(shared): Fake, Query(params): Query<SiteSearchParams>) -> Response {
+    if params.query.is_some() && params.account_id.is_some() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "query and accountId cannot be combined",
+        );
+    }
     let Some(query) = params.query else {
         return error(StatusCode::BAD_REQUEST, "query is required");
     };
     let limit = params.max_results.unwrap_or(DEFAULT_SITE_MAX_RESULTS);
     let state = shared.lock();
+    if !state.browse_users {
+        return Json(json!([])).into_response();
+    }
     let found: Vec<Value> = state
         .prefix_matches(&query)
         .into_iter()
         .filter_map(|id| state.accounts.get(id))
-        .filter(|account| !account.is_gone())
+        .filter(|account| !account.is_gone() && FakeState::site_active(account))
         .take(limit)
         .map(site_user_json)
         .collect();
     Json(found).into_response()
 }
 
+/// `emailAddress` only where the user's privacy settings show it [AE-search].
 fn site_user_json(account: &FakeAccount) -> Value {
     let mut user = json!({
         "accountId": account.account_id,
         "accountType": account.account_type,
         "displayName": account.display_name,
-        "active": matches!(account.status, FakeStatus::Active | FakeStatus::Suspended | FakeStatus::Removed),
+        "active": FakeState::site_active(account),
     });
     if let Some(email) = &account.email {
         user["emailAddress"] = json!(email);
     }
     user
+}
+
+#[derive(Deserialize)]
+struct AccountIdParam {
+    #[serde(rename = "accountId")]
+    account_id: Option<String>,
+}
+
+/// One user by id, active or not: 403 without "Browse users and groups", 404 not found
+/// [AE-users]. A revoked customer reads `active: false` and a deleted one 404 (both
+/// UNCONFIRMED; the references are kept [KB-rev]).
+async fn site_user(State(shared): Fake, Query(params): Query<AccountIdParam>) -> Response {
+    let Some(account_id) = params.account_id else {
+        return error(StatusCode::BAD_REQUEST, "accountId is required");
+    };
+    let state = shared.lock();
+    if !state.browse_users {
+        return error(
+            StatusCode::FORBIDDEN,
+            "You do not have the permission to browse users.",
+        );
+    }
+    match state.accounts.get(&account_id).filter(|a| !a.is_gone()) {
+        Some(account) => Json(site_user_json(account)).into_response(),
+        None => error(StatusCode::NOT_FOUND, "User not found"),
+    }
+}
+
+#[derive(Deserialize)]
+struct PageParams {
+    #[serde(rename = "startAt")]
+    start_at: Option<usize>,
+    #[serde(rename = "maxResults")]
+    max_results: Option<usize>,
+}
+
+/// Get all users: active and inactive users "that have an Atlassian account", at most 1000
+/// a page (default 50); 403 without the permission, unlike the search [JS users.ts,
+/// AE-users]. Whether portal-only customers are listed is UNCONFIRMED: they are not here.
+async fn all_users(State(shared): Fake, Query(params): Query<PageParams>) -> Response {
+    let state = shared.lock();
+    if !state.browse_users {
+        return error(
+            StatusCode::FORBIDDEN,
+            "You do not have the permission to browse users.",
+        );
+    }
+    let limit = params.max_results.unwrap_or(50).min(1000);
+    let users: Vec<Value> = state
+        .accounts
+        .values()
+        .filter(|account| account.account_type != "customer" && !account.is_gone())
+        .skip(params.start_at.unwrap_or(0))
+        .take(limit)
+        .map(site_user_json)
+        .collect();
+    Json(users).into_response()
+}
+
+/// The site user whose credentials these are; 401 is handled at the front door [AE-my].
+async fn myself() -> Response {
+    Json(json!({
+        "accountId": "bot-account",
+        "accountType": "atlassian",
+        "active": true,
+        "displayName": "offboard bot",
+        "emailAddress": SITE_EMAIL,
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct PermissionsParam {
+    permissions: Option<String>,
+}
+
+/// `permissions` is required; an empty or unknown key is a 400; each key answers
+/// `havePermission` [AE-perm, JS permissions.ts].
+async fn my_permissions(State(shared): Fake, Query(params): Query<PermissionsParam>) -> Response {
+    let keys = params.permissions.unwrap_or_default();
+    if keys.trim().is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "The permissions parameter is required.",
+        );
+    }
+    let state = shared.lock();
+    let mut permissions = serde_json::Map::new();
+    for key in keys.split(',') {
+        let have = match key {
+            "USER_PICKER" => state.browse_users,
+            "ADMINISTER" => true,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("Unrecognized permission: {key}"),
+                );
+            }
+        };
+        permissions.insert(
+            key.to_owned(),
+            json!({ "id": key, "key": key, "name": key, "type": "GLOBAL",
+                    "description": "", "havePermission": have }),
+        );
+    }
+    Json(json!({ "permissions": permissions })).into_response()
+}
+
+/// A service desk by id: 404 when missing [AE-sd].
+async fn service_desk(State(shared): Fake, Path(desk): Path<String>) -> Response {
+    if !shared.lock().service_desks.contains(&desk) {
+        return error(StatusCode::NOT_FOUND, "The service desk does not exist.");
+    }
+    Json(
+        json!({ "id": desk, "projectId": format!("1{desk}"), "projectName": format!("Desk {desk}"),
+                 "projectKey": format!("SD{desk}"), "_links": {} }),
+    )
+    .into_response()
+}
+
+/// A customer organization by id: 404 when missing [AE-org].
+async fn organization(State(shared): Fake, Path(organization): Path<String>) -> Response {
+    if !shared.lock().organizations.contains(&organization) {
+        return error(StatusCode::NOT_FOUND, "The organization does not exist.");
+    }
+    Json(
+        json!({ "id": organization, "name": format!("Org {organization}"),
+                 "scimManaged": false, "_links": {} }),
+    )
+    .into_response()
+}
+
+/// The org: 404 for another org id [ORG, JS-admin orgs.ts].
+async fn org(Path(org): Path<String>) -> Response {
+    if org != ORG_ID {
+        return error(StatusCode::NOT_FOUND, "Organization not found");
+    }
+    Json(
+        json!({ "data": { "id": ORG_ID, "type": "orgs", "attributes": { "name": "Example" },
+                           "relationships": {}, "links": {} } }),
+    )
+    .into_response()
+}
+
+/// The org's directories, one page of one [JS-admin directory.ts]; errors are UNCONFIRMED,
+/// another org id gets 404.
+async fn directories(Path(org): Path<String>) -> Response {
+    if org != ORG_ID {
+        return error(StatusCode::NOT_FOUND, "Organization not found");
+    }
+    Json(
+        json!({ "data": [{ "directoryId": DIRECTORY_ID, "name": "Example", "icon": null }],
+                 "links": { "self": null, "prev": null, "next": null } }),
+    )
+    .into_response()
+}
+
+/// One directory user with its statuses; 404 when not in the directory [AEA].
+async fn directory_user(
+    State(shared): Fake,
+    Path((org, dir, account_id)): Path<(String, String, String)>,
+) -> Response {
+    if !is_our_directory(&org, &dir) {
+        return error(StatusCode::NOT_FOUND, "directory not found");
+    }
+    let mut state = shared.lock();
+    match state.directory_account(&account_id) {
+        Some(account) => Json(json!({ "data": directory_user_json(account) })).into_response(),
+        None => error(StatusCode::NOT_FOUND, "user not found"),
+    }
+}
+
+/// A group: 404 when missing (errors UNCONFIRMED) [JS-admin groups.ts].
+async fn group(
+    State(shared): Fake,
+    Path((org, dir, group)): Path<(String, String, String)>,
+) -> Response {
+    if !is_our_directory(&org, &dir) || !shared.lock().groups.contains(&group) {
+        return error(StatusCode::NOT_FOUND, "group not found");
+    }
+    Json(
+        json!({ "data": { "id": group, "name": format!("group {group}"), "description": null,
+                           "directoryId": DIRECTORY_ID, "externalSynced": false } }),
+    )
+    .into_response()
 }
 
 #[derive(Deserialize)]
@@ -784,21 +1048,22 @@ fn contains_ignoring_case(haystack: &str, needle: &str) -> bool {
             .any(|window| window.eq_ignore_ascii_case(needle))
 }
 
+/// `accountStatus` is active|inactive|closed; the composite `status` carries suspended,
+/// deactivated and for_deletion [JS-admin models].
 fn directory_user_json(account: &FakeAccount) -> Value {
-    let account_status = match account.status {
-        FakeStatus::Deactivated => "inactive",
-        FakeStatus::PendingDelete => "closed",
-        _ => "active",
-    };
-    let membership_status = match account.status {
-        FakeStatus::Suspended => "suspended",
-        _ => "active",
+    let (status, account_status, membership_status) = match account.status {
+        FakeStatus::Suspended => ("suspended", "active", "suspended"),
+        FakeStatus::Deactivated => ("deactivated", "inactive", "active"),
+        FakeStatus::PendingDelete => ("for_deletion", "inactive", "active"),
+        _ => ("active", "active", "active"),
     };
     json!({
         "accountId": account.account_id,
         "accountType": account.account_type,
+        "status": status,
         "accountStatus": account_status,
         "membershipStatus": membership_status,
+        "claimStatus": "managed",
         "email": account.email,
         "name": account.display_name,
     })
@@ -808,13 +1073,9 @@ fn is_our_directory(org: &str, dir: &str) -> bool {
     org == ORG_ID && dir == DIRECTORY_ID
 }
 
-#[derive(Deserialize)]
-struct DeleteUserParams {
-    #[serde(rename = "accountId")]
-    account_id: Option<String>,
-}
-
-async fn delete_user(State(shared): Fake, Query(params): Query<DeleteUserParams>) -> Response {
+/// Delete user: 204; 404 "user not found" [AE-users]. It deletes revoked customers too: it is
+/// what Atlassian's KB bulk-deletes portal customers with [KB-del].
+async fn delete_user(State(shared): Fake, Query(params): Query<AccountIdParam>) -> Response {
     let Some(account_id) = params.account_id else {
         return error(StatusCode::BAD_REQUEST, "accountId is required");
     };
@@ -826,9 +1087,14 @@ async fn delete_user(State(shared): Fake, Query(params): Query<DeleteUserParams>
     StatusCode::NO_CONTENT.into_response()
 }
 
+/// Revoke portal-only access: 204; 404 "The account ID is invalid" [AE-cust]. A repeat is
+/// UNCONFIRMED: here the revoked account is no longer valid for it, 404.
 async fn revoke_portal_access(State(shared): Fake, Path(account_id): Path<String>) -> Response {
     let mut state = shared.lock();
-    let Some(account) = state.live_account(&account_id) else {
+    let Some(account) = state
+        .live_account(&account_id)
+        .filter(|account| !account.portal_access_revoked)
+    else {
         return error(StatusCode::NOT_FOUND, "The account ID is invalid.");
     };
     if account.account_type != "customer" {
@@ -844,12 +1110,30 @@ struct AccountIds {
     account_ids: Vec<String>,
 }
 
-/// 204 even for accounts that were not on the desk, like the real one.
+/// The service desk customer endpoints are experimental and want `X-ExperimentalApi: opt-in`
+/// [AE-sd, JS-v5]; what happens without it is UNCONFIRMED, so it is refused here.
+fn experimental_refused(headers: &HeaderMap) -> Option<Response> {
+    let opted_in = headers
+        .get("x-experimentalapi")
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"opt-in"));
+    (!opted_in).then(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "This is an experimental API: opt in",
+        )
+    })
+}
+
+/// 204 even for accounts that were not on the desk; 404 when the desk is missing [AE-sd].
 async fn remove_from_service_desk(
     State(shared): Fake,
     Path(desk): Path<String>,
+    headers: HeaderMap,
     Json(body): Json<AccountIds>,
 ) -> Response {
+    if let Some(refused) = experimental_refused(&headers) {
+        return refused;
+    }
     let mut state = shared.lock();
     if !state.service_desks.contains(&desk) {
         return error(StatusCode::NOT_FOUND, "service desk not found");
@@ -862,6 +1146,8 @@ async fn remove_from_service_desk(
     StatusCode::NO_CONTENT.into_response()
 }
 
+/// 204; 404 when the organization is missing [AE-org]. A non-member or deleted user: 204 or
+/// 400 is UNCONFIRMED, so 400 "one or more user names are invalid" here.
 async fn remove_from_organization(
     State(shared): Fake,
     Path(organization): Path<String>,
@@ -871,6 +1157,18 @@ async fn remove_from_organization(
     if !state.organizations.contains(&organization) {
         return error(StatusCode::NOT_FOUND, "organization not found");
     }
+    let all_members = body.account_ids.iter().all(|id| {
+        state
+            .accounts
+            .get(id)
+            .is_some_and(|a| !a.is_gone() && a.organizations.contains(&organization))
+    });
+    if !all_members {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "One or more user names are invalid.",
+        );
+    }
     for account_id in &body.account_ids {
         if let Some(account) = state.accounts.get_mut(account_id) {
             account.organizations.remove(&organization);
@@ -879,44 +1177,103 @@ async fn remove_from_organization(
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn lifecycle_disable(State(shared): Fake, Path(account_id): Path<String>) -> Response {
+/// "The account isn't eligible for the requested action" [UM].
+fn not_eligible() -> Response {
+    error(
+        StatusCode::CONFLICT,
+        "The account isn't eligible for the requested action.",
+    )
+}
+
+/// A POST that wants a JSON body: a bodyless one is refused with 415 (UNCONFIRMED: one
+/// public script reports it for suspend [AEA]; the lifecycle message is optional [UM]).
+fn bodyless_refused(headers: &HeaderMap, body: &Bytes) -> Option<Response> {
+    let json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    let parses = serde_json::from_slice::<Value>(body).is_ok_and(|value| value.is_object());
+    (!json || !parses).then(|| error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Unsupported Media Type"))
+}
+
+/// Lifecycle disable: 204; 404; 409 when not eligible, a repeat included [UM].
+async fn lifecycle_disable(
+    State(shared): Fake,
+    Path(account_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(refused) = bodyless_refused(&headers, &body) {
+        return refused;
+    }
     let mut state = shared.lock();
     let Some(account) = state.managed_account(&account_id) else {
         return error(StatusCode::NOT_FOUND, "account not found");
     };
+    if matches!(
+        account.status,
+        FakeStatus::Deactivated | FakeStatus::PendingDelete
+    ) {
+        return not_eligible();
+    }
     account.status = FakeStatus::Deactivated;
     StatusCode::NO_CONTENT.into_response()
 }
 
+/// Lifecycle delete: **200** `{"message":"Success"}`; 404; 409 when not eligible, a repeat
+/// inside the 14-day grace period included [UM, TUT].
 async fn lifecycle_delete(State(shared): Fake, Path(account_id): Path<String>) -> Response {
     let mut state = shared.lock();
     let Some(account) = state.managed_account(&account_id) else {
         return error(StatusCode::NOT_FOUND, "account not found");
     };
+    if account.status == FakeStatus::PendingDelete {
+        return not_eligible();
+    }
     account.status = FakeStatus::PendingDelete;
-    StatusCode::NO_CONTENT.into_response()
+    Json(json!({ "message": "Success" })).into_response()
 }
 
+/// Directory suspend: 204; 404 [AEA]. A repeat is UNCONFIRMED: 409 here.
 async fn suspend(
     State(shared): Fake,
     Path((org, dir, account_id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
+    if let Some(refused) = bodyless_refused(&headers, &body) {
+        return refused;
+    }
     change_directory_account(&shared, &org, &dir, &account_id, |account| {
+        if account.status != FakeStatus::Active {
+            return Err(not_eligible());
+        }
         account.status = FakeStatus::Suspended;
+        Ok(())
     })
 }
 
+/// Directory restore: 204; 404 [AEA]. Restoring an account that is not suspended is
+/// UNCONFIRMED: 409 here.
 async fn restore(
     State(shared): Fake,
     Path((org, dir, account_id)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> Response {
+    if let Some(refused) = bodyless_refused(&headers, &body) {
+        return refused;
+    }
     change_directory_account(&shared, &org, &dir, &account_id, |account| {
-        if account.status == FakeStatus::Suspended {
-            account.status = FakeStatus::Active;
+        if account.status != FakeStatus::Suspended {
+            return Err(not_eligible());
         }
+        account.status = FakeStatus::Active;
+        Ok(())
     })
 }
 
+/// Directory remove: 204; 404 [AEA].
 async fn remove_from_directory(
     State(shared): Fake,
     Path((org, dir, account_id)): Path<(String, String, String)>,
@@ -925,10 +1282,13 @@ async fn remove_from_directory(
         account.status = FakeStatus::Removed;
         account.in_directory = false;
         account.groups.clear();
+        Ok(())
     })
 }
 
-/// 404 when the account is not in the directory or not in the group.
+/// Group membership removal: 2xx without a body, exact code UNCONFIRMED (200 here)
+/// [JS-admin]. 404 for a missing group, and, UNCONFIRMED, also for an account that is not a
+/// member, so that only a read of the group tells the two apart.
 async fn remove_from_group(
     State(shared): Fake,
     Path((org, dir, group, account_id)): Path<(String, String, String, String)>,
@@ -937,11 +1297,14 @@ async fn remove_from_group(
         return error(StatusCode::NOT_FOUND, "directory not found");
     }
     let mut state = shared.lock();
+    if !state.groups.contains(&group) {
+        return error(StatusCode::NOT_FOUND, "group not found");
+    }
     let removed = state
         .directory_account(&account_id)
         .is_some_and(|account| account.groups.remove(&group));
     if removed {
-        StatusCode::NO_CONTENT.into_response()
+        StatusCode::OK.into_response()
     } else {
         error(StatusCode::NOT_FOUND, "membership not found")
     }
@@ -952,7 +1315,7 @@ fn change_directory_account(
     org: &str,
     dir: &str,
     account_id: &str,
-    change: impl FnOnce(&mut FakeAccount),
+    change: impl FnOnce(&mut FakeAccount) -> Result<(), Response>,
 ) -> Response {
     if !is_our_directory(org, dir) {
         return error(StatusCode::NOT_FOUND, "directory not found");
@@ -961,6 +1324,8 @@ fn change_directory_account(
     let Some(account) = state.directory_account(account_id) else {
         return error(StatusCode::NOT_FOUND, "user not found in directory");
     };
-    change(account);
-    StatusCode::NO_CONTENT.into_response()
+    match change(account) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(refused) => refused,
+    }
 }

@@ -102,6 +102,9 @@ fn pause_explanation(reason: Option<PauseReason>) -> &'static str {
         Some(PauseReason::Auth) => {
             "Atlassian rejected the credentials (401): fix them, then resume"
         }
+        Some(PauseReason::Permission) => {
+            "the site credentials lack \"Browse users and groups\", so lookups would find nobody: grant it, then resume"
+        }
         Some(PauseReason::BlastRadius) => {
             "the hourly action limit (max_actions_per_hour) was reached: check what ran, then resume"
         }
