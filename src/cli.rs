@@ -53,6 +53,16 @@ enum Command {
         /// The body to sign; stdin when absent.
         file: Option<PathBuf>,
     },
+    /// Check the configuration against the live Atlassian APIs, read-only: credentials, the
+    /// "Browse users and groups" permission, org and directory, and every id a rule names.
+    /// Exit 0 when all pass, 1 when any fails.
+    Doctor {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print `{"ok", "checks": [{"name", "ok", "detail"}]}` instead of one line per check.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect and move jobs.
     Jobs {
         #[command(subcommand)]
@@ -193,6 +203,24 @@ async fn run(command: Command) -> Result<(), Failure> {
             config,
             file,
         } => sign(&load(&config)?, &source, file.as_deref()),
+        Command::Doctor { config, json } => {
+            let config = load(&config)?;
+            let report = crate::doctor::run(&config).await;
+            if json {
+                print_json(&report);
+            } else {
+                print!("{}", report.text());
+            }
+            if report.ok {
+                Ok(())
+            } else {
+                Err(Failure::Runtime(format!(
+                    "{} of {} checks failed",
+                    report.failures().count(),
+                    report.checks.len()
+                )))
+            }
+        }
         Command::Jobs { command } => jobs(command).await,
     }
 }

@@ -4,13 +4,15 @@
 //! The modules follow the data flow: [`http`] receives a webhook, [`verify`] checks its
 //! signature on the raw bytes, [`rules`] maps the payload to job requests, [`store`] commits
 //! the delivery and its jobs in one transaction, and [`worker`] claims due jobs and runs them
-//! through [`atlassian`]. [`config`] loads and validates everything at start; [`cli`] is the
-//! command line over the same pieces.
+//! through [`atlassian`]. [`config`] loads and validates everything at start; [`doctor`]
+//! checks it against the live Atlassian APIs; [`cli`] is the command line over the same
+//! pieces.
 
 pub mod atlassian;
 pub mod batch;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod duration;
 pub mod email;
 pub mod http;

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::doctor::LatestReport;
 use crate::http::{self, AppState};
 use crate::store::{self, Store, StoreOptions};
 use crate::worker;
@@ -37,6 +38,8 @@ pub struct Service {
     pub addr: SocketAddr,
     pub store: Arc<dyn Store>,
     pub shutdown: CancellationToken,
+    /// The latest doctor report; the check at start sets it when live.
+    pub doctor: LatestReport,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
@@ -83,7 +86,12 @@ impl Service {
         let state = AppState {
             config: config.clone(),
             store: store.clone(),
+            doctor: LatestReport::default(),
         };
+        let doctor = state.doctor.clone();
+        if !config.dry_run {
+            tokio::spawn(check_at_start(config.clone(), doctor.clone()));
+        }
         let app = if role.runs_api() {
             http::router(state)
         } else {
@@ -107,6 +115,7 @@ impl Service {
             addr,
             store,
             shutdown,
+            doctor,
             task,
         })
     }
@@ -120,6 +129,20 @@ impl Service {
         self.shutdown.cancel();
         self.wait().await
     }
+}
+
+/// Live, the doctor's checks run once at start: a wrong id or a missing permission is in
+/// the log (and the console's header) before the first job meets it. The service keeps
+/// running either way.
+async fn check_at_start(config: Arc<Config>, latest: LatestReport) {
+    let report = crate::doctor::run(&config).await;
+    for check in report.failures() {
+        tracing::error!(check = %check.name, detail = %check.detail, "doctor check failed");
+    }
+    if report.ok {
+        tracing::info!(checks = report.checks.len(), "doctor checks passed");
+    }
+    latest.set(report);
 }
 
 /// Runs until SIGINT or SIGTERM, then drains.

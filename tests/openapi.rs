@@ -15,7 +15,7 @@ secrets = ["jira-token"]
 "#;
 
 /// Every route of INTERFACE §4, as (method, path template).
-const ROUTES: [(&str, &str); 13] = [
+const ROUTES: [(&str, &str); 14] = [
     ("post", "/hooks/{source}"),
     ("get", "/healthz"),
     ("get", "/readyz"),
@@ -29,6 +29,7 @@ const ROUTES: [(&str, &str); 13] = [
     ("get", "/api/v1/worker"),
     ("post", "/api/v1/worker/pause"),
     ("post", "/api/v1/worker/resume"),
+    ("get", "/api/v1/doctor"),
 ];
 
 #[tokio::test]

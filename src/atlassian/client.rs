@@ -11,6 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::error::ApiError;
 use super::pacing::Pacer;
+use crate::config::AtlassianConfig;
 use crate::jobs::ApiFamily;
 
 /// Everything the client needs, already resolved from the config.
@@ -58,7 +59,43 @@ impl fmt::Debug for Client {
     }
 }
 
+/// Timeout of every Atlassian request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl AtlassianSettings {
+    /// The settings of a configured `[atlassian]` section. An unconfigured half gets an
+    /// unroutable URL: the worker fails jobs that need it (`atlassian_not_configured`) and
+    /// `doctor` reports it, both before any request.
+    pub fn from_config(atlassian: &AtlassianConfig, requests_per_second: f64) -> Self {
+        let unconfigured = "http://unconfigured.invalid/";
+        let site = atlassian.site.as_ref();
+        let admin = atlassian.admin.as_ref();
+        AtlassianSettings {
+            site_url: site.map_or(unconfigured.into(), |s| s.url.to_string()),
+            site_email: site.map_or(String::new(), |s| s.email.clone()),
+            site_api_token: site.map_or(SecretString::from(""), |s| s.api_token.clone()),
+            admin_url: admin.map_or(unconfigured.into(), |a| a.url.to_string()),
+            admin_api_key: admin.map_or(SecretString::from(""), |a| a.api_key.clone()),
+            org_id: admin.map_or("unconfigured".into(), |a| a.org_id.clone()),
+            directory_id: admin.map_or("unconfigured".into(), |a| a.directory_id.clone()),
+            request_timeout: REQUEST_TIMEOUT,
+            requests_per_second,
+        }
+    }
+}
+
 impl Client {
+    /// The client of a configured `[atlassian]` section.
+    pub fn from_config(
+        atlassian: &AtlassianConfig,
+        requests_per_second: f64,
+    ) -> anyhow::Result<Client> {
+        Client::new(AtlassianSettings::from_config(
+            atlassian,
+            requests_per_second,
+        ))
+    }
+
     pub fn new(settings: AtlassianSettings) -> anyhow::Result<Client> {
         let rate = settings.requests_per_second;
         ensure!(

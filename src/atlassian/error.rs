@@ -234,7 +234,7 @@ mod tests {
         assert_eq!(wait(&with_seconds_and_zone), Some(Duration::from_secs(30)));
         for broken in [
             "2025-03-01T12Z",
-            "2025-03-01T12:0Z",
+            "2025-03-01 12:01",
             "12:01Z",
             "2025-03-01T12:01ZZ",
         ] {

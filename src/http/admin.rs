@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(worker_state))
         .routes(routes!(pause_worker))
         .routes(routes!(resume_worker))
+        .routes(routes!(doctor))
         .route_layer(middleware::from_fn_with_state(state, require_admin))
 }
 
@@ -292,4 +293,18 @@ async fn pause_worker(State(state): State<AppState>) -> Result<Json<WorkerState>
 async fn resume_worker(State(state): State<AppState>) -> Result<Json<WorkerState>, ApiError> {
     tracing::info!("worker resumed by an operator");
     Ok(Json(state.store.resume().await?))
+}
+
+/// Runs the read-only checks of `offboard doctor` against the live Atlassian APIs. Answers
+/// 200 whether or not they pass; `ok` says.
+#[utoipa::path(get, path = "/api/v1/doctor", tag = "admin",
+    responses(
+        (status = 200, description = "The checks and their results", body = crate::doctor::Report),
+        (status = 401, description = "Missing or wrong admin token", body = ErrorBody)
+    ),
+    security(("admin_token" = [])))]
+async fn doctor(State(state): State<AppState>) -> Json<crate::doctor::Report> {
+    let report = crate::doctor::run(&state.config).await;
+    state.doctor.set(report.clone());
+    Json(report)
 }

@@ -20,6 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 pub use error::{ApiError, ErrorBody};
 
 use crate::config::Config;
+use crate::doctor::LatestReport;
 use crate::store::Store;
 
 /// What every handler can reach.
@@ -27,6 +28,8 @@ use crate::store::Store;
 pub struct AppState {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
+    /// The latest `doctor` report, shown in the console's header when it fails.
+    pub doctor: LatestReport,
 }
 
 /// Where the OpenAPI document is served.

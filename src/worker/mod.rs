@@ -12,14 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use secrecy::SecretString;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::atlassian::{Account, AtlassianSettings, Client};
+use crate::atlassian::{Account, Client};
 use crate::batch::Batcher;
-use crate::config::{AtlassianConfig, Config};
+use crate::config::Config;
 use crate::jobs::{JobState, Outcome};
 use crate::store::{Completion, Job, Store, StoreError};
 use blast_radius::{BlastRadius, Reservation};
@@ -35,8 +34,6 @@ const RESCUE_INTERVAL: Duration = Duration::from_secs(5);
 /// How long in-flight jobs may take to finish after shutdown; after that they are abandoned
 /// and their leases expire, so another worker runs them again.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
-/// Timeout of every Atlassian request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Results waiting for the batch writer; tasks wait when it is full.
 const COMPLETION_QUEUE: usize = 1024;
 /// The most results one batch writes.
@@ -57,7 +54,7 @@ pub fn spawn(
             shutdown.cancelled().await;
             return;
         };
-        let client = match Client::new(settings(atlassian, config.worker.requests_per_second)) {
+        let client = match Client::from_config(atlassian, config.worker.requests_per_second) {
             Ok(client) => client,
             Err(e) => {
                 tracing::error!(error = %e, "cannot build the Atlassian client: the worker is idle");
@@ -78,44 +75,6 @@ pub fn spawn(
         };
         Arc::new(worker).run(shutdown).await;
     })
-}
-
-/// The client settings; an unconfigured half gets an unroutable URL, and jobs that need it
-/// fail `atlassian_not_configured` before any request.
-fn settings(atlassian: &AtlassianConfig, requests_per_second: f64) -> AtlassianSettings {
-    let unconfigured = "http://unconfigured.invalid/";
-    AtlassianSettings {
-        site_url: atlassian
-            .site
-            .as_ref()
-            .map_or(unconfigured.into(), |s| s.url.to_string()),
-        site_email: atlassian
-            .site
-            .as_ref()
-            .map_or(String::new(), |s| s.email.clone()),
-        site_api_token: atlassian
-            .site
-            .as_ref()
-            .map_or(SecretString::from(""), |s| s.api_token.clone()),
-        admin_url: atlassian
-            .admin
-            .as_ref()
-            .map_or(unconfigured.into(), |a| a.url.to_string()),
-        admin_api_key: atlassian
-            .admin
-            .as_ref()
-            .map_or(SecretString::from(""), |a| a.api_key.clone()),
-        org_id: atlassian
-            .admin
-            .as_ref()
-            .map_or("unconfigured".into(), |a| a.org_id.clone()),
-        directory_id: atlassian
-            .admin
-            .as_ref()
-            .map_or("unconfigured".into(), |a| a.directory_id.clone()),
-        request_timeout: REQUEST_TIMEOUT,
-        requests_per_second,
-    }
 }
 
 /// A name that tells operators which process holds a lease.

@@ -70,6 +70,14 @@ impl TestApp {
         let service = Service::start_with_store(config.clone(), store.clone(), role)
             .await
             .expect("start the service");
+        // Live, the service checks its configuration against Atlassian at start; tests that
+        // count the fake's requests start counting once that is over.
+        if !config.dry_run && config.atlassian.is_some() {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while service.doctor.get().is_none() && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         let base_url = format!("http://{}", service.addr);
         TestApp {
             base_url,

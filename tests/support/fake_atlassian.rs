@@ -317,6 +317,11 @@ impl FakeAtlassian {
         self.shared.lock().requests.clone()
     }
 
+    /// Forgets the requests received so far (e.g. the service's checks at start).
+    pub fn clear_requests(&self) {
+        self.shared.lock().requests.clear();
+    }
+
     /// Requests that read (every `GET`, and the directory search).
     pub fn read_requests(&self) -> Vec<RecordedRequest> {
         let state = self.shared.lock();

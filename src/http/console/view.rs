@@ -19,6 +19,8 @@ pub(super) struct Chrome {
     pub section: Section,
     pub worker: WorkerState,
     pub dry_run: bool,
+    /// The checks that failed in the latest `doctor` run.
+    pub doctor_failures: Vec<String>,
     pub csrf: String,
     /// This page's path and query, where the pause and resume buttons come back to.
     pub here: String,
@@ -67,6 +69,12 @@ fn header(chrome: &Chrome) -> Markup {
                 } @else {
                     span.badge.state-succeeded { "Worker running" }
                     (header_button(chrome, "/console/worker/pause", "Pause worker"))
+                }
+                @if !chrome.doctor_failures.is_empty() {
+                    span.badge.state-failed.doctor
+                        title={ "offboard doctor failed: " (chrome.doctor_failures.join(", ")) " — run `offboard doctor` for how to fix each" } {
+                        "Doctor: " (chrome.doctor_failures.len()) " failing"
+                    }
                 }
                 @if chrome.dry_run {
                     span.badge.dry title="dry_run = true: jobs resolve their target and record what they would do, nothing changes in Atlassian" { "Dry run" }

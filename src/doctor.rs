@@ -1,0 +1,343 @@
+//! `offboard doctor` and `GET /api/v1/doctor`: read-only checks of the configuration against
+//! the live Atlassian APIs, so that wrong credentials, a missing permission or a mistyped id
+//! show up before the first job, not as jobs that "succeed" without doing anything.
+//!
+//! Only the API families the rules use are checked. No check calls a mutating endpoint.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::atlassian::{ALL_DIRECTORIES, ApiError, Client};
+use crate::config::Config;
+use crate::jobs::{Action, ApiFamily};
+
+/// One check: its name (`site_credentials`, `group:<id>`, …), whether it passed, and what it
+/// found or, when it failed, why and how to fix it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// Every check that applies to the configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Report {
+    pub ok: bool,
+    pub checks: Vec<Check>,
+}
+
+impl Report {
+    fn new(checks: Vec<Check>) -> Report {
+        Report {
+            ok: checks.iter().all(|check| check.ok),
+            checks,
+        }
+    }
+
+    /// One line per check: `PASS name` or `FAIL name: reason — how to fix`.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        if self.checks.is_empty() {
+            out.push_str("no rule names an Atlassian action: nothing to check\n");
+        }
+        for check in &self.checks {
+            let _ = if check.ok {
+                writeln!(out, "PASS {}", check.name)
+            } else {
+                writeln!(out, "FAIL {}: {}", check.name, check.detail)
+            };
+        }
+        out
+    }
+
+    pub fn failures(&self) -> impl Iterator<Item = &Check> {
+        self.checks.iter().filter(|check| !check.ok)
+    }
+}
+
+/// The latest report of this process, for the console's header: set by `serve`'s check at
+/// start and by every `GET /api/v1/doctor`.
+#[derive(Clone, Default)]
+pub struct LatestReport(Arc<RwLock<Option<Report>>>);
+
+impl LatestReport {
+    pub fn get(&self) -> Option<Report> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub fn set(&self, report: Report) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Some(report);
+    }
+}
+
+/// The ids the rules name, by kind.
+#[derive(Default)]
+struct Targets {
+    groups: BTreeSet<String>,
+    service_desks: BTreeSet<String>,
+    organizations: BTreeSet<String>,
+    site: bool,
+    admin: bool,
+}
+
+fn targets(config: &Config) -> Targets {
+    let mut targets = Targets::default();
+    let steps = config
+        .sources
+        .iter()
+        .flat_map(|source| source.rules.iter())
+        .flat_map(|rule| rule.steps());
+    for (action, params) in steps {
+        match action.family() {
+            ApiFamily::Site => targets.site = true,
+            ApiFamily::Admin => targets.admin = true,
+        }
+        let Some(name) = action.required_param() else {
+            continue;
+        };
+        let Some(id) = params.get(name).and_then(|v| v.as_str()) else {
+            continue;
+        };
+        let set = match action {
+            Action::RemoveFromGroup => &mut targets.groups,
+            Action::RemoveFromServiceDesk => &mut targets.service_desks,
+            _ => &mut targets.organizations,
+        };
+        set.insert(id.to_owned());
+    }
+    targets
+}
+
+/// Runs every check that applies to `config`, each once, one after the other (they share the
+/// pacing of the client they are given).
+pub async fn run(config: &Config) -> Report {
+    let targets = targets(config);
+    let client = config
+        .atlassian
+        .as_ref()
+        .map(|a| Client::from_config(a, config.worker.requests_per_second));
+    let client = match client {
+        Some(Ok(client)) => Some(client),
+        Some(Err(e)) => {
+            let check = failed("atlassian", format!("{e:#} — fix [atlassian]"));
+            return Report::new(vec![check]);
+        }
+        None => None,
+    };
+    let site = config.atlassian.as_ref().is_some_and(|a| a.site.is_some());
+    let admin = config.atlassian.as_ref().is_some_and(|a| a.admin.is_some());
+    let mut checks = Vec::new();
+    if targets.site {
+        let client = client.as_ref().filter(|_| site);
+        checks.extend(site_checks(client, &targets).await);
+    }
+    if targets.admin {
+        let client = client.as_ref().filter(|_| admin);
+        checks.extend(admin_checks(client, &targets).await);
+    }
+    Report::new(checks)
+}
+
+async fn site_checks(client: Option<&Client>, targets: &Targets) -> Vec<Check> {
+    let dependent = site_dependents(targets);
+    let Some(client) = client else {
+        let mut checks = vec![failed(
+            "site_credentials",
+            "not configured, but a rule uses a customer action — set site_url, site_email and \
+             site_api_token in [atlassian]",
+        )];
+        checks.extend(not_checked(dependent, "no site credentials"));
+        return checks;
+    };
+    // GET /rest/api/3/myself
+    let credentials = match client.site_myself().await {
+        Ok(name) => passed("site_credentials", format!("authenticated as {name}")),
+        Err(e) => failed("site_credentials", explain(&e, SITE_FIX)),
+    };
+    if !credentials.ok {
+        let mut checks = vec![credentials];
+        checks.extend(not_checked(dependent, "the site credentials failed"));
+        return checks;
+    }
+    let mut checks = vec![credentials];
+    // GET /rest/api/3/mypermissions?permissions=USER_PICKER
+    checks.push(match client.can_browse_users().await {
+        Ok(true) => passed("site_browse_users", "the site user may browse users and groups"),
+        Ok(false) => failed(
+            "site_browse_users",
+            "the site user lacks the global permission \"Browse users and groups\", so every \
+             user search answers an empty list — grant it to site_email (Jira settings → \
+             System → Global permissions)",
+        ),
+        Err(e) => failed("site_browse_users", explain(&e, SITE_FIX)),
+    });
+    for id in &targets.service_desks {
+        // GET /rest/servicedeskapi/servicedesk/{id}
+        let found = client.service_desk_exists(id).await;
+        checks.push(existence(format!("service_desk:{id}"), found, "service desk", "service_desk_id"));
+    }
+    for id in &targets.organizations {
+        // GET /rest/servicedeskapi/organization/{id}
+        let found = client.organization_exists(id).await;
+        checks.push(existence(
+            format!("organization:{id}"),
+            found,
+            "customer organization",
+            "organization_id",
+        ));
+    }
+    checks
+}
+
+async fn admin_checks(client: Option<&Client>, targets: &Targets) -> Vec<Check> {
+    let dependent = admin_dependents(targets);
+    let Some(client) = client else {
+        let mut checks = vec![failed(
+            "admin_credentials",
+            "not configured, but a rule uses a managed-account action — set admin_api_key, \
+             org_id and directory_id in [atlassian]",
+        )];
+        checks.extend(not_checked(dependent, "no admin credentials"));
+        return checks;
+    };
+    // GET /admin/v1/orgs/{orgId}
+    let credentials = match client.org_exists().await {
+        Ok(true) => passed("admin_credentials", "the admin API key reaches the org"),
+        Ok(false) => failed(
+            "admin_credentials",
+            "the org_id is not an org this key can see (HTTP 404) — copy the org id from \
+             admin.atlassian.com (Settings → API keys)",
+        ),
+        Err(e) => failed("admin_credentials", explain(&e, ADMIN_FIX)),
+    };
+    if !credentials.ok {
+        let mut checks = vec![credentials];
+        checks.extend(not_checked(dependent, "the admin credentials failed"));
+        return checks;
+    }
+    let mut checks = vec![credentials, directory_check(client).await];
+    for id in &targets.groups {
+        // GET /admin/v2/orgs/{orgId}/directories/{directoryId}/groups/{id}
+        let found = client.group_exists(id).await;
+        checks.push(existence(format!("group:{id}"), found, "group", "group_id"));
+    }
+    checks
+}
+
+/// GET /admin/v2/orgs/{orgId}/directories, every page.
+async fn directory_check(client: &Client) -> Check {
+    let wanted = client.directory_id();
+    if wanted == ALL_DIRECTORIES {
+        return passed("directory", "`-`: every directory of the org");
+    }
+    match client.directory_ids().await {
+        Ok(ids) if ids.iter().any(|id| id == wanted) => {
+            passed("directory", format!("{wanted} is a directory of the org"))
+        }
+        Ok(ids) => failed(
+            "directory",
+            format!(
+                "{wanted} is not a directory of the org (it has: {}) — set directory_id to one \
+                 of them",
+                if ids.is_empty() {
+                    "none".to_owned()
+                } else {
+                    ids.join(", ")
+                }
+            ),
+        ),
+        Err(e) => failed("directory", explain(&e, ADMIN_FIX)),
+    }
+}
+
+const SITE_FIX: &str = "check site_url, and that site_api_token is an API token of site_email";
+const ADMIN_FIX: &str = "check admin_url, and that admin_api_key is an org API key without scopes";
+
+fn existence(
+    name: String,
+    found: Result<bool, ApiError>,
+    what: &str,
+    param: &str,
+) -> Check {
+    match found {
+        Ok(true) => passed(&name, format!("the {what} exists")),
+        Ok(false) => failed(
+            &name,
+            format!("no {what} has this id (HTTP 404) — fix the {param} in the rules"),
+        ),
+        Err(e) => failed(&name, explain(&e, "check the credentials' access to it")),
+    }
+}
+
+fn explain(err: &ApiError, fix: &str) -> String {
+    match err {
+        ApiError::Unauthorized { .. } => format!("{err} — {fix}"),
+        ApiError::Rejected { status: 403, .. } => {
+            format!("{err} — the credentials may not read this; {fix}")
+        }
+        ApiError::RateLimited { .. } | ApiError::Transient { .. } => {
+            format!("{err} — try again; if it persists, check the network and Atlassian's status")
+        }
+        _ => format!("{err} — {fix}"),
+    }
+}
+
+fn site_dependents(targets: &Targets) -> Vec<String> {
+    let mut names = vec!["site_browse_users".to_owned()];
+    names.extend(targets.service_desks.iter().map(|id| format!("service_desk:{id}")));
+    names.extend(targets.organizations.iter().map(|id| format!("organization:{id}")));
+    names
+}
+
+fn admin_dependents(targets: &Targets) -> Vec<String> {
+    let mut names = vec!["directory".to_owned()];
+    names.extend(targets.groups.iter().map(|id| format!("group:{id}")));
+    names
+}
+
+fn not_checked(names: Vec<String>, why: &str) -> Vec<Check> {
+    names
+        .into_iter()
+        .map(|name| failed(&name, format!("not checked: {why} — fix that first")))
+        .collect()
+}
+
+fn passed(name: &str, detail: impl Into<String>) -> Check {
+    Check {
+        name: name.to_owned(),
+        ok: true,
+        detail: detail.into(),
+    }
+}
+
+fn failed(name: &str, detail: impl Into<String>) -> Check {
+    Check {
+        name: name.to_owned(),
+        ok: false,
+        detail: detail.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_has_one_line_per_check() {
+        let report = Report::new(vec![
+            passed("site_credentials", "authenticated as bot"),
+            failed("group:g-1", "no group has this id (HTTP 404) — fix the group_id in the rules"),
+        ]);
+        assert!(!report.ok);
+        assert_eq!(
+            report.text(),
+            "PASS site_credentials\nFAIL group:g-1: no group has this id (HTTP 404) — fix the group_id in the rules\n"
+        );
+        assert!(Report::new(Vec::new()).ok);
+    }
+}
