@@ -67,7 +67,10 @@ pub struct LatestReport(Arc<RwLock<Option<Report>>>);
 
 impl LatestReport {
     pub fn get(&self) -> Option<Report> {
-        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn set(&self, report: Report) {
@@ -167,7 +170,10 @@ async fn site_checks(client: Option<&Client>, targets: &Targets) -> Vec<Check> {
     let mut checks = vec![credentials];
     // GET /rest/api/3/mypermissions?permissions=USER_PICKER
     checks.push(match client.can_browse_users().await {
-        Ok(true) => passed("site_browse_users", "the site user may browse users and groups"),
+        Ok(true) => passed(
+            "site_browse_users",
+            "the site user may browse users and groups",
+        ),
         Ok(false) => failed(
             "site_browse_users",
             "the site user lacks the global permission \"Browse users and groups\", so every \
@@ -179,7 +185,12 @@ async fn site_checks(client: Option<&Client>, targets: &Targets) -> Vec<Check> {
     for id in &targets.service_desks {
         // GET /rest/servicedeskapi/servicedesk/{id}
         let found = client.service_desk_exists(id).await;
-        checks.push(existence(format!("service_desk:{id}"), found, "service desk", "service_desk_id"));
+        checks.push(existence(
+            format!("service_desk:{id}"),
+            found,
+            "service desk",
+            "service_desk_id",
+        ));
     }
     for id in &targets.organizations {
         // GET /rest/servicedeskapi/organization/{id}
@@ -258,12 +269,7 @@ async fn directory_check(client: &Client) -> Check {
 const SITE_FIX: &str = "check site_url, and that site_api_token is an API token of site_email";
 const ADMIN_FIX: &str = "check admin_url, and that admin_api_key is an org API key without scopes";
 
-fn existence(
-    name: String,
-    found: Result<bool, ApiError>,
-    what: &str,
-    param: &str,
-) -> Check {
+fn existence(name: String, found: Result<bool, ApiError>, what: &str, param: &str) -> Check {
     match found {
         Ok(true) => passed(&name, format!("the {what} exists")),
         Ok(false) => failed(
@@ -289,8 +295,18 @@ fn explain(err: &ApiError, fix: &str) -> String {
 
 fn site_dependents(targets: &Targets) -> Vec<String> {
     let mut names = vec!["site_browse_users".to_owned()];
-    names.extend(targets.service_desks.iter().map(|id| format!("service_desk:{id}")));
-    names.extend(targets.organizations.iter().map(|id| format!("organization:{id}")));
+    names.extend(
+        targets
+            .service_desks
+            .iter()
+            .map(|id| format!("service_desk:{id}")),
+    );
+    names.extend(
+        targets
+            .organizations
+            .iter()
+            .map(|id| format!("organization:{id}")),
+    );
     names
 }
 
@@ -331,7 +347,10 @@ mod tests {
     fn text_has_one_line_per_check() {
         let report = Report::new(vec![
             passed("site_credentials", "authenticated as bot"),
-            failed("group:g-1", "no group has this id (HTTP 404) — fix the group_id in the rules"),
+            failed(
+                "group:g-1",
+                "no group has this id (HTTP 404) — fix the group_id in the rules",
+            ),
         ]);
         assert!(!report.ok);
         assert_eq!(

@@ -1339,3 +1339,346 @@ both_stores!(
     concurrency_bounds_jobs_in_flight_on,
     concurrency_bounds_jobs_in_flight
 );
+
+// ---------------------------------------------------------------------------------------
+// Production fidelity: one account per chain, no silent not_found, answers as documented
+// ---------------------------------------------------------------------------------------
+
+/// Search requests of the site or the directory.
+fn searches(fake: &FakeAtlassian) -> Vec<RecordedRequest> {
+    fake.requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/user/search") || r.path.ends_with("/users/search"))
+        .collect()
+}
+
+/// The quick start's chain: revoke now, delete later. The search stops returning the
+/// customer once revoked, so the delete must act on the account the revoke recorded.
+async fn revoke_then_delete_deletes_the_recorded_customer(db: TestDb) {
+    let settings = Settings::with_rule(
+        r#"["revoke_portal_access", { action = "delete_portal_customer", after = "1s" }]"#,
+    );
+    let accounts = vec![FakeAccount::customer("qm:leaver", "leaver@example.com")];
+    let h = Harness::start(&db, settings, accounts).await;
+    let ids = h.enqueue(person("leaver@example.com")).await;
+    assert_eq!(ids.len(), 2);
+    let revoke = h.app.wait_final(&ids[0], WAIT).await;
+    assert_succeeded(&revoke, Outcome::Done);
+    assert_eq!(revoke.job.account_id.as_deref(), Some("qm:leaver"));
+
+    // Revoked, the customer is "(Deactivated)": the site search no longer returns it
+    // (`a_revoked_customer_is_not_found_by_email`).
+    assert!(h.fake.account("qm:leaver").unwrap().portal_access_revoked);
+
+    let delete = h.app.wait_final(&ids[1], WAIT).await;
+    assert_succeeded(&delete, Outcome::Done);
+    assert_eq!(delete.job.account_id.as_deref(), Some("qm:leaver"));
+    assert_eq!(
+        h.fake.account("qm:leaver").unwrap().status,
+        FakeStatus::Deleted
+    );
+    let sent = h.fake.mutating_requests();
+    assert_eq!(sent.len(), 2, "{sent:#?}");
+    assert_eq!(sent[1].method, "DELETE");
+    assert_eq!(sent[1].query.as_deref(), Some("accountId=qm%3Aleaver"));
+    assert_eq!(searches(&h.fake).len(), 1, "one lookup for the whole chain");
+    h.stop().await;
+}
+
+both_stores!(
+    revoke_then_delete_deletes_the_recorded_customer_on,
+    revoke_then_delete_deletes_the_recorded_customer
+);
+
+/// Without the recorded account, the search after a revoke finds nobody: the fake must not
+/// be kinder than that, or the test above proves nothing.
+async fn a_revoked_customer_is_not_found_by_email(db: TestDb) {
+    let settings = Settings::with_rule(r#"["delete_portal_customer"]"#);
+    let accounts = vec![FakeAccount {
+        portal_access_revoked: true,
+        ..FakeAccount::customer("qm:gone", "revoked@example.com")
+    }];
+    let h = Harness::start(&db, settings, accounts).await;
+    let job = h.run_one(person("revoked@example.com")).await;
+    assert_succeeded(&job, Outcome::NotFound);
+    assert_eq!(job.job.account_id, None);
+    assert_no_mutation(&h.fake);
+    h.stop().await;
+}
+
+both_stores!(
+    a_revoked_customer_is_not_found_by_email_on,
+    a_revoked_customer_is_not_found_by_email
+);
+
+/// A 3-step chain costs one lookup; every step records the same account.
+async fn a_chain_costs_one_lookup(db: TestDb) {
+    let settings = Settings::with_rule(
+        r#"["suspend_access", { action = "remove_from_group", group_id = "g-1" }, "delete_account"]"#,
+    );
+    let accounts = vec![FakeAccount {
+        groups: ["g-1".to_owned()].into(),
+        ..FakeAccount::managed("acc-1", "leaver@example.com")
+    }];
+    let h = Harness::start(&db, settings, accounts).await;
+    let ids = h.enqueue(person("leaver@example.com")).await;
+    for job in h.wait_all_final(&ids).await {
+        assert_succeeded(&job, Outcome::Done);
+        assert_eq!(job.job.account_id.as_deref(), Some("acc-1"), "{job:#?}");
+    }
+    assert_eq!(searches(&h.fake).len(), 1);
+    assert_eq!(h.fake.requests().len(), 4, "one lookup and three calls");
+    h.stop().await;
+}
+
+both_stores!(a_chain_costs_one_lookup_on, a_chain_costs_one_lookup);
+
+/// A first step that found nobody ends the chain's later steps `not_found`, without a call.
+async fn a_chain_without_an_account_ends_not_found(db: TestDb) {
+    let settings = Settings::with_rule(r#"["suspend_access", "delete_account"]"#);
+    let h = Harness::start(&db, settings, Vec::new()).await;
+    let ids = h.enqueue(person("nobody@example.com")).await;
+    let jobs = h.wait_all_final(&ids).await;
+    assert_succeeded(&jobs[0], Outcome::NotFound);
+    assert_succeeded(&jobs[1], Outcome::NotFound);
+    assert!(
+        event_log(&jobs[1]).contains("found no account"),
+        "{}",
+        event_log(&jobs[1])
+    );
+    assert_eq!(h.fake.requests().len(), 1, "only the first step's lookup");
+    h.stop().await;
+}
+
+both_stores!(
+    a_chain_without_an_account_ends_not_found_on,
+    a_chain_without_an_account_ends_not_found
+);
+
+/// The account is recorded before the call: a job whose call was held open already shows
+/// it, and its retry after a rate limit uses it without searching again.
+async fn the_account_is_recorded_before_the_call(db: TestDb) {
+    let accounts = vec![FakeAccount::managed("acc-9", "leaver@example.com")];
+    let h = Harness::start(&db, Settings::default(), accounts).await;
+    h.fake
+        .inject(Fault::once(Matcher::Mutating, FaultKind::Hang));
+    let ids = h.enqueue(person("leaver@example.com")).await;
+    eventually("the call reaches Atlassian", WAIT, async || {
+        !h.fake.mutating_requests().is_empty()
+    })
+    .await;
+    let running = h.app.job(&ids[0]).await;
+    assert_eq!(running.job.state, JobState::Running);
+    assert_eq!(running.job.account_id.as_deref(), Some("acc-9"));
+    h.fake.release_held();
+    assert_succeeded(&h.app.wait_final(&ids[0], WAIT).await, Outcome::Done);
+    h.stop().await;
+}
+
+both_stores!(
+    the_account_is_recorded_before_the_call_on,
+    the_account_is_recorded_before_the_call
+);
+
+/// A site token without "Browse users and groups" sees `200 []` for every search: the worker
+/// pauses (reason `permission`) instead of recording `not_found`, and a resume continues.
+async fn a_vanished_permission_pauses_without_a_not_found(db: TestDb) {
+    let settings = Settings {
+        concurrency: 1,
+        ..Settings::with_rule(r#"["delete_portal_customer"]"#)
+    };
+    let accounts = vec![
+        FakeAccount::customer("qm:1", "one@example.com"),
+        FakeAccount::customer("qm:2", "two@example.com"),
+        FakeAccount::customer("qm:3", "three@example.com"),
+    ];
+    let h = Harness::start(&db, settings, accounts).await;
+    let first = h.run_one(person("one@example.com")).await;
+    assert_succeeded(&first, Outcome::Done);
+
+    // Mid-run, an admin takes the permission away.
+    h.fake.set_browse_users(false);
+    let mut ids = h.enqueue(person("two@example.com")).await;
+    ids.extend(h.enqueue(person("three@example.com")).await);
+    eventually("the worker pauses for the permission", WAIT, async || {
+        h.worker_paused().await == Some(PauseReason::Permission)
+    })
+    .await;
+    eventually("the job is back to pending", WAIT, async || {
+        h.states(&ids).await == [JobState::Pending, JobState::Pending]
+    })
+    .await;
+    for id in &ids {
+        let job = h.app.job(id).await;
+        assert_eq!(job.job.attempts, 0, "no attempt is used: {job:#?}");
+        assert_eq!(job.job.outcome, None, "{job:#?}");
+    }
+    let worker = h
+        .app
+        .http
+        .get(format!("{}/api/v1/worker", h.app.base_url))
+        .bearer_auth(support::app::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(worker, json!({ "paused": true, "reason": "permission" }));
+    let metrics = h
+        .app
+        .http
+        .get(format!("{}/metrics", h.app.base_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"offboard_worker_paused{reason="permission"} 1"#),
+        "{metrics}"
+    );
+
+    h.fake.set_browse_users(true);
+    h.app.store.resume().await.expect("resume");
+    for job in h.wait_all_final(&ids).await {
+        assert_succeeded(&job, Outcome::Done);
+    }
+    let counts = h.app.store.count_by_state().await.unwrap();
+    assert_eq!(counts, vec![(JobState::Succeeded, 3)]);
+    h.stop().await;
+}
+
+both_stores!(
+    a_vanished_permission_pauses_without_a_not_found_on,
+    a_vanished_permission_pauses_without_a_not_found
+);
+
+/// The directory search answering 403 is about the admin key, not the person: pause `auth`.
+async fn a_forbidden_directory_search_pauses_auth(db: TestDb) {
+    let accounts = vec![FakeAccount::managed("acc-1", "leaver@example.com")];
+    let h = Harness::start(&db, Settings::default(), accounts).await;
+    h.fake.inject(Fault::once(
+        Matcher::PathContains("/users/search".into()),
+        FaultKind::Status403 {
+            body: r#"{"key":"forbidden"}"#.into(),
+        },
+    ));
+    let ids = h.enqueue(person("leaver@example.com")).await;
+    eventually("the worker pauses for auth", WAIT, async || {
+        h.worker_paused().await == Some(PauseReason::Auth)
+    })
+    .await;
+    eventually("the job is back to pending", WAIT, async || {
+        h.states(&ids).await == [JobState::Pending]
+    })
+    .await;
+    h.app.store.resume().await.expect("resume");
+    assert_succeeded(&h.app.wait_final(&ids[0], WAIT).await, Outcome::Done);
+    h.stop().await;
+}
+
+both_stores!(
+    a_forbidden_directory_search_pauses_auth_on,
+    a_forbidden_directory_search_pauses_auth
+);
+
+/// A 409 is read back: already deactivated is `already_done`; suspending a deactivated
+/// account is not, and fails with the body in its events.
+async fn a_conflict_is_read_back(db: TestDb) {
+    let settings = Settings {
+        rules: r#"
+  [[sources.rules]]
+  name = "deactivate"
+  when = { "/kind" = "deactivate" }
+  email = "/email"
+  actions = ["deactivate_account"]
+
+  [[sources.rules]]
+  name = "suspend"
+  when = { "/kind" = "suspend" }
+  email = "/email"
+  actions = ["suspend_access"]
+"#
+        .into(),
+        ..Settings::default()
+    };
+    let accounts = vec![managed_in_status(
+        "acc-off",
+        "off@example.com",
+        FakeStatus::Deactivated,
+    )];
+    let h = Harness::start(&db, settings, accounts).await;
+    let job = h
+        .run_one(json!({ "kind": "deactivate", "email": "off@example.com" }))
+        .await;
+    assert_succeeded(&job, Outcome::AlreadyDone);
+    let job = h
+        .run_one(json!({ "kind": "suspend", "email": "off@example.com" }))
+        .await;
+    assert_failed(&job, "api_error:409");
+    let log = event_log(&job);
+    assert!(
+        log.contains("isn't eligible") && log.contains("deactivated"),
+        "{log}"
+    );
+    h.stop().await;
+}
+
+both_stores!(a_conflict_is_read_back_on, a_conflict_is_read_back);
+
+/// A 404 that can mean a wrong id in the rules fails `missing_target`, never `already_done`.
+async fn a_missing_configured_target_fails(db: TestDb) {
+    let settings = Settings {
+        rules: r#"
+  [[sources.rules]]
+  name = "group"
+  when = { "/kind" = "group" }
+  email = "/email"
+  actions = [{ action = "remove_from_group", group_id = "g-typo" }]
+
+  [[sources.rules]]
+  name = "desk"
+  when = { "/kind" = "desk" }
+  email = "/email"
+  actions = [{ action = "remove_from_service_desk", service_desk_id = "99" }]
+
+  [[sources.rules]]
+  name = "org"
+  when = { "/kind" = "org" }
+  email = "/email"
+  actions = [{ action = "remove_from_customer_organization", organization_id = "77" }]
+"#
+        .into(),
+        ..Settings::default()
+    };
+    let accounts = vec![
+        FakeAccount::managed("acc-1", "staff@example.com"),
+        FakeAccount::customer("qm:1", "customer@example.com"),
+    ];
+    let h = Harness::start(&db, settings, accounts).await;
+    let cases = [
+        ("group", "staff@example.com", "missing_target:group:g-typo"),
+        (
+            "desk",
+            "customer@example.com",
+            "missing_target:service_desk:99",
+        ),
+        (
+            "org",
+            "customer@example.com",
+            "missing_target:organization:77",
+        ),
+    ];
+    for (kind, email, error) in cases {
+        let job = h.run_one(json!({ "kind": kind, "email": email })).await;
+        assert_failed(&job, error);
+    }
+    h.stop().await;
+}
+
+both_stores!(
+    a_missing_configured_target_fails_on,
+    a_missing_configured_target_fails
+);

@@ -90,10 +90,9 @@ async fn chrome(
         section,
         worker: state.store.worker_state().await?,
         dry_run: state.config.dry_run,
-        doctor_failures: state
-            .doctor
-            .get()
-            .map_or(Vec::new(), |report| report.failures().map(|c| c.name.clone()).collect()),
+        doctor_failures: state.doctor.get().map_or(Vec::new(), |report| {
+            report.failures().map(|c| c.name.clone()).collect()
+        }),
         csrf: session.csrf.clone(),
         here,
     })
