@@ -12,14 +12,15 @@ use offboard::serve::Role;
 use serde_json::json;
 use support::app::{TestApp, atlassian_toml, job_ids};
 use support::db::TestDb;
-use support::fake_atlassian::{FakeAtlassian, Fault, FaultKind, Matcher};
+use support::fake_atlassian::{FakeAtlassian, FakeStatus, Fault, FaultKind, Matcher};
 use tokio::time::Instant;
 
 const LEASE_SECONDS: u64 = 5;
 
-/// The enqueueing side: an API-only service with one source.
-fn api_toml() -> String {
-    r#"
+/// The enqueueing side: an API-only service with one source whose rule runs `action`.
+fn api_toml_for(action: &str) -> String {
+    format!(
+        r#"
 [[sources]]
 name = "hr"
 scheme = "token"
@@ -28,9 +29,13 @@ secrets = ["s3cret-token"]
   name = "leaver"
   for_each = "/people"
   email = "/email"
-  actions = ["delete_account"]
+  actions = ["{action}"]
 "#
-    .into()
+    )
+}
+
+fn api_toml() -> String {
+    api_toml_for("delete_account")
 }
 
 /// The worker side: live, one job at a time, a short lease.
@@ -192,4 +197,75 @@ async fn a_killed_worker_loses_no_job(db: TestDb) {
 both_stores!(
     a_killed_worker_loses_no_job_on,
     a_killed_worker_loses_no_job
+);
+
+/// The chaos run that once ended `not_found`: the service dies after its DELETE reached
+/// Atlassian and before the result was stored. The deleted customer is no longer found by
+/// email, so the re-run must act on the recorded account: it gets the 404 and ends
+/// `already_done`, and the audit trail tells the truth.
+async fn a_rerun_acts_on_the_recorded_account(db: TestDb) {
+    offboard::install_tls_provider();
+    let fake = FakeAtlassian::start().await;
+    fake.add_customer("qm:leaver", "leaver@example.com");
+    fake.inject(Fault::once(Matcher::Mutating, FaultKind::HoldAnswer));
+
+    let api =
+        TestApp::spawn_with_role(&db, &api_toml_for("delete_portal_customer"), Role::Api).await;
+    let body = json!({ "people": [{ "email": "leaver@example.com" }] });
+    let ids = job_ids(&api.deliver("hr", &body).await);
+    assert_eq!(ids.len(), 1);
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("offboard.toml");
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\ndatabase_url = \"{}\"\n{}",
+        db.url,
+        worker_toml(&fake)
+    );
+    std::fs::write(&config, text).expect("write the worker config");
+    let mut process = WorkerProcess::start(&config, dir.path());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fake.mutating_requests().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the worker process never sent its call"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The DELETE is carried out; its answer is held, and the worker dies waiting for it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fake.account("qm:leaver").expect("account").status != FakeStatus::Deleted {
+        assert!(
+            Instant::now() < deadline,
+            "the DELETE was never carried out"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    process.kill();
+    fake.release_held();
+
+    let worker = TestApp::spawn_with_role(&db, &worker_toml(&fake), Role::Worker).await;
+    let job = worker.wait_final(&ids[0], Duration::from_secs(30)).await;
+    assert_eq!(job.job.state, JobState::Succeeded, "{job:#?}");
+    assert_eq!(job.job.outcome, Some(Outcome::AlreadyDone), "{job:#?}");
+    assert_eq!(job.job.account_id.as_deref(), Some("qm:leaver"));
+    let searches = fake
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/user/search"))
+        .count();
+    assert_eq!(searches, 1, "the re-run does not search again");
+    let deletes: Vec<_> = fake
+        .mutating_requests()
+        .into_iter()
+        .map(|r| r.query.unwrap_or_default())
+        .collect();
+    assert_eq!(deletes, ["accountId=qm%3Aleaver"; 2]);
+    worker.stop().await;
+    api.stop().await;
+}
+
+both_stores!(
+    a_rerun_acts_on_the_recorded_account_on,
+    a_rerun_acts_on_the_recorded_account
 );

@@ -881,6 +881,12 @@ async fn stale_claim_cannot_write(db: TestDb) {
     assert!(!store.fail(&stale, "late", "late").await.unwrap());
     assert!(
         !store
+            .record_account(&stale, "qm:late", "customer")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
             .retry_later(&stale, due(), false, Some("late"), "late")
             .await
             .unwrap()
@@ -897,6 +903,80 @@ async fn stale_claim_cannot_write(db: TestDb) {
     assert_eq!(show(&*store, job.id).await.job.state, JobState::Succeeded);
 }
 both_stores!(stale_claim_cannot_write_on, stale_claim_cannot_write);
+
+/// The account a running job records stays with it: through a lost lease and a re-run, and
+/// once finished. It is not part of the enqueued job before.
+async fn the_recorded_account_stays_with_the_job(db: TestDb) {
+    let store = db.store().await;
+    let job = enqueue(
+        &*store,
+        "a@example.com",
+        Action::DeletePortalCustomer,
+        due(),
+    )
+    .await;
+    assert_eq!(
+        (job.account_id.as_deref(), job.account_type.as_deref()),
+        (None, None)
+    );
+    assert!(
+        !store
+            .record_account(&job, "qm:1", "customer")
+            .await
+            .unwrap(),
+        "only a running job records its account"
+    );
+    let claimed = claim_exactly(&*store, job.id, Duration::from_millis(1)).await;
+    assert!(
+        store
+            .record_account(&claimed, "qm:1", "customer")
+            .await
+            .unwrap()
+    );
+    let read = store.job(job.id).await.unwrap().expect("the job");
+    assert_eq!(read.account_id.as_deref(), Some("qm:1"));
+    assert_eq!(read.account_type.as_deref(), Some("customer"));
+    assert_eq!(read.state, JobState::Running);
+
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(store.rescue_expired().await.unwrap(), vec![job.id]);
+    let rerun = claim_exactly(&*store, job.id, LEASE).await;
+    assert_eq!(rerun.account_id.as_deref(), Some("qm:1"));
+    assert_eq!(rerun.account_type.as_deref(), Some("customer"));
+    assert!(
+        store
+            .complete(&rerun, Outcome::AlreadyDone, "404")
+            .await
+            .unwrap()
+    );
+    let done = show(&*store, job.id).await.job;
+    assert_eq!(done.account_id.as_deref(), Some("qm:1"));
+    assert_eq!(done.account_type.as_deref(), Some("customer"));
+    assert!(store.job(JobId::MAX).await.unwrap().is_none());
+}
+both_stores!(
+    the_recorded_account_stays_with_the_job_on,
+    the_recorded_account_stays_with_the_job
+);
+
+/// `permission` is a pause reason like the others, kept until a resume.
+async fn pause_for_a_missing_permission(db: TestDb) {
+    let store = db.store().await;
+    let state = store.pause(PauseReason::Permission).await.unwrap();
+    assert_eq!(state.reason, Some(PauseReason::Permission));
+    let again = store.pause(PauseReason::Auth).await.unwrap();
+    assert_eq!(
+        again.reason,
+        Some(PauseReason::Permission),
+        "the first reason stays"
+    );
+    assert!(store.claim_due(WORKER, 10, LEASE).await.unwrap().is_empty());
+    assert!(!store.resume().await.unwrap().paused);
+}
+both_stores!(
+    pause_for_a_missing_permission_on,
+    pause_for_a_missing_permission
+);
 
 // ---------------------------------------------------------------------------------------------
 // rescue_expired

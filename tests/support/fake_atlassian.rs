@@ -196,6 +196,9 @@ pub enum FaultKind {
     Latency(Duration),
     /// Holds the request open until `release_held`, then lets it proceed normally.
     Hang,
+    /// Carries the request out at once, but holds its answer until `release_held`: the
+    /// change is made even if the caller dies waiting.
+    HoldAnswer,
 }
 
 /// Applies `kind` to the next `times` requests that `matcher` accepts. Faults are tried in
@@ -592,6 +595,7 @@ async fn front_door(State(shared): Fake, request: Request, next: Next) -> Respon
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
+    let hold_answer = matches!(fault, Some(FaultKind::HoldAnswer));
     if let Some(response) = apply_fault(&shared, fault).await {
         return response;
     }
@@ -601,8 +605,20 @@ async fn front_door(State(shared): Fake, request: Request, next: Next) -> Respon
             "Client must be authenticated to access this resource.",
         );
     }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    if hold_answer {
+        wait_for_release(&shared).await;
+    }
+    response
+}
+
+async fn wait_for_release(shared: &Shared) {
+    let mut released = shared.release.subscribe();
+    released.borrow_and_update();
+    // An error means the fake is shutting down: nothing will answer anyway.
+    let _ = released.changed().await;
 }
 
 fn record(parts: &axum::http::request::Parts, body: &Bytes) -> RecordedRequest {
@@ -692,12 +708,10 @@ async fn apply_fault(shared: &Shared, fault: Option<FaultKind>) -> Option<Respon
             None
         }
         FaultKind::Hang => {
-            let mut released = shared.release.subscribe();
-            released.borrow_and_update();
-            // An error means the fake is shutting down: nothing will answer anyway.
-            let _ = released.changed().await;
+            wait_for_release(shared).await;
             None
         }
+        FaultKind::HoldAnswer => None,
     }
 }
 
