@@ -1,0 +1,340 @@
+//! `offboard doctor`, `GET /api/v1/doctor` and the check at start, against the fake Atlassian:
+//! one line per check, the exit codes, the JSON, read-only, and a failing doctor in the
+//! console's header.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use serde_json::{Value, json};
+use support::app::{ADMIN_TOKEN, TestApp, atlassian_toml};
+use support::db::TestDb;
+use support::fake_atlassian::{FakeAccount, FakeAtlassian};
+
+/// Rules that name one group, one service desk and one organization.
+const RULES: &str = r#"
+[[sources]]
+name = "hr"
+scheme = "token"
+secrets = ["doctor-test-token-1"]
+  [[sources.rules]]
+  name = "staff"
+  when = { "/kind" = "staff" }
+  email = "/email"
+  actions = ["suspend_access", { action = "remove_from_group", group_id = "g-1" }]
+
+  [[sources.rules]]
+  name = "customer"
+  when = { "/kind" = "customer" }
+  email = "/email"
+  actions = [
+    { action = "remove_from_service_desk", service_desk_id = "10" },
+    { action = "remove_from_customer_organization", organization_id = "3" },
+    "delete_portal_customer",
+  ]
+"#;
+
+/// A fake where everything the rules name exists.
+async fn healthy_fake() -> FakeAtlassian {
+    let fake = FakeAtlassian::start().await;
+    fake.add_group("g-1");
+    fake.add_account(FakeAccount {
+        service_desks: ["10".to_owned()].into(),
+        organizations: ["3".to_owned()].into(),
+        ..FakeAccount::customer("qm:1", "c@example.com")
+    });
+    fake
+}
+
+fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("offboard.toml");
+    let db = dir.join("offboard.db");
+    let full = format!("database_url = \"sqlite://{}\"\n{text}", db.display());
+    std::fs::write(&path, full).expect("write config");
+    path
+}
+
+fn doctor(config: &Path, json: bool) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_offboard"));
+    command.arg("doctor").arg("--config").arg(config);
+    if json {
+        command.arg("--json");
+    }
+    command
+        .env_remove("DATABASE_URL")
+        .env_remove("OFFBOARD_CONFIG")
+        .output()
+        .expect("run offboard doctor")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_check_passes_against_a_healthy_site() {
+    let fake = healthy_fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &format!("{}\n{RULES}", atlassian_toml(&fake)));
+    let out = doctor(&config, false);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stdout),
+        "PASS site_credentials\nPASS site_browse_users\nPASS service_desk:10\n\
+         PASS organization:3\nPASS admin_credentials\nPASS directory\nPASS group:g-1\n"
+    );
+    // Read-only: nothing but reads reached Atlassian.
+    assert!(
+        fake.mutating_requests().is_empty(),
+        "{:#?}",
+        fake.mutating_requests()
+    );
+    let paths: Vec<String> = fake.requests().iter().map(|r| r.path.clone()).collect();
+    assert!(
+        paths.contains(&"/rest/api/3/myself".to_owned()),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&"/rest/api/3/mypermissions".to_owned()),
+        "{paths:?}"
+    );
+
+    let out = doctor(&config, true);
+    assert_eq!(out.status.code(), Some(0));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["ok"], json!(true));
+    let checks = report["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 7);
+    for check in checks {
+        let keys: Vec<&String> = check.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["detail", "name", "ok"], "{check}");
+        assert_eq!(check["ok"], json!(true), "{check}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_name_the_check_the_reason_and_the_fix() {
+    let fake = healthy_fake().await;
+    fake.set_browse_users(false);
+    let dir = tempfile::tempdir().unwrap();
+    let rules = RULES
+        .replace("group_id = \"g-1\"", "group_id = \"g-typo\"")
+        .replace("service_desk_id = \"10\"", "service_desk_id = \"11\"");
+    let atlassian =
+        atlassian_toml(&fake).replace("directory_id = \"dir-1\"", "directory_id = \"dir-x\"");
+    let config = write_config(dir.path(), &format!("{atlassian}\n{rules}"));
+    let out = doctor(&config, false);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 7, "{stdout}");
+    assert_eq!(lines[0], "PASS site_credentials");
+    for (check, reason) in [
+        ("site_browse_users", "Browse users and groups"),
+        ("service_desk:11", "no service desk has this id"),
+        (
+            "directory",
+            "dir-x is not a directory of the org (it has: dir-1)",
+        ),
+        ("group:g-typo", "no group has this id"),
+    ] {
+        let line = lines
+            .iter()
+            .find(|l| l.starts_with(&format!("FAIL {check}: ")))
+            .unwrap_or_else(|| panic!("no FAIL line for {check}: {stdout}"));
+        assert!(line.contains(reason) && line.contains(" — "), "{line}");
+    }
+    assert!(
+        text(&out.stderr).contains("4 of 7 checks failed"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(fake.mutating_requests().is_empty());
+
+    let out = doctor(&config, true);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(report["ok"], json!(false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_fail_first_and_skip_what_depends_on_them() {
+    let fake = healthy_fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let atlassian = atlassian_toml(&fake)
+        .replace(
+            "site_api_token = \"site-token\"",
+            "site_api_token = \"wrong-token\"",
+        )
+        .replace(
+            "admin_api_key = \"admin-key\"",
+            "admin_api_key = \"wrong-key\"",
+        );
+    let config = write_config(dir.path(), &format!("{atlassian}\n{RULES}"));
+    let out = doctor(&config, false);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(
+            "FAIL site_credentials: Atlassian rejected the site credentials (HTTP 401) — "
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "FAIL admin_credentials: Atlassian rejected the admin credentials (HTTP 401) — "
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("FAIL group:g-1: not checked: the admin credentials failed"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("wrong-token") && !stdout.contains("wrong-key"),
+        "{stdout}"
+    );
+    // One request per family: nothing more is tried with credentials that failed.
+    assert_eq!(fake.requests().len(), 2, "{:#?}", fake.requests());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_families_the_rules_use_are_checked() {
+    let fake = healthy_fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rules = r#"
+[[sources]]
+name = "hr"
+scheme = "token"
+secrets = ["doctor-test-token-1"]
+  [[sources.rules]]
+  name = "customer"
+  email = "/email"
+  actions = ["revoke_portal_access"]
+"#;
+    // No admin credentials at all, and none needed.
+    let site_only: String = atlassian_toml(&fake)
+        .lines()
+        .filter(|l| {
+            !l.starts_with("admin") && !l.starts_with("org_id") && !l.starts_with("directory_id")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let config = write_config(dir.path(), &format!("{site_only}\n{rules}"));
+    let out = doctor(&config, false);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_eq!(
+        text(&out.stdout),
+        "PASS site_credentials\nPASS site_browse_users\n"
+    );
+
+    // A managed action without admin credentials is already a configuration error.
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{site_only}\n{}",
+            rules.replace("revoke_portal_access", "suspend_access")
+        ),
+    );
+    let out = doctor(&config, false);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_error_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[atlassian]\nsite_urll = \"x\"\n");
+    let out = doctor(&config, false);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("site_urll"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Live, `serve` runs the checks at start; the console's header shows a failing doctor, and
+/// `GET /api/v1/doctor` answers 200 with the same JSON whether or not they pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_checks_at_start_and_the_console_shows_a_failing_doctor() {
+    offboard::install_tls_provider();
+    let fake = healthy_fake().await;
+    let db = TestDb::sqlite();
+    let rules = RULES.replace("group_id = \"g-1\"", "group_id = \"g-typo\"");
+    let toml = format!("dry_run = false\n{}\n{rules}", atlassian_toml(&fake));
+    let app = TestApp::spawn(&db, &toml).await;
+
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = http
+        .post(format!("{}/console/login", app.base_url))
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(format!("token={ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::SEE_OTHER);
+    assert!(login.headers().get(LOCATION).is_some());
+    let cookie = login.headers()[SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = http
+        .get(format!("{}/console", app.base_url))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Doctor: 1 failing"), "{page}");
+    assert!(page.contains("group:g-typo"), "{page}");
+
+    let unauthorized = http
+        .get(format!("{}/api/v1/doctor", app.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status(), StatusCode::UNAUTHORIZED);
+    fake.add_group("g-typo");
+    let answer = http
+        .get(format!("{}/api/v1/doctor", app.base_url))
+        .bearer_auth(ADMIN_TOKEN)
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    let report: Value = answer.json().await.unwrap();
+    assert_eq!(report["ok"], json!(true), "{report}");
+    assert_eq!(report["checks"].as_array().unwrap().len(), 7);
+    // The latest report is what the header shows: fixed now.
+    let page = http
+        .get(format!("{}/console", app.base_url))
+        .header(COOKIE, &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!page.contains("Doctor:"), "{page}");
+    app.stop().await;
+}
