@@ -7,8 +7,10 @@
 //! Prints: throughput (jobs/s) at concurrency 1, 4 and 16 with a zero-latency fake and no
 //! rate limit; pickup latency from the commit of an enqueue (by a separate store, as another
 //! replica would) to the job's first request at the fake, on an idle worker; and the request
-//! rate the worker keeps with `requests_per_second = 10`. Each run gets a fresh database,
-//! dropped afterwards.
+//! rate the worker keeps with `requests_per_second = 10`; and Atlassian requests per
+//! completed job for chains of 1, 2 and 3 steps (one lookup per chain, then one call per
+//! step: (steps + 1) / steps). Each run gets a fresh database, dropped afterwards.
+//! `--only chains` runs the last measurement alone.
 
 #[path = "../tests/support/fake_atlassian.rs"]
 mod fake_atlassian;
@@ -30,12 +32,17 @@ struct Args {
     server: String,
     /// The concurrency levels of the throughput runs.
     concurrency: Vec<usize>,
+    /// People per chain length in the requests-per-job runs.
+    chains: usize,
+    only_chains: bool,
 }
 
 fn args() -> Args {
     let mut args = Args {
         jobs: 6000,
         concurrency: vec![1, 4, 16],
+        chains: 300,
+        only_chains: false,
         server: std::env::var("TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
     };
@@ -51,6 +58,8 @@ fn args() -> Args {
                     .collect();
             }
             "--database-url" => args.server = value,
+            "--chains" => args.chains = value.parse().expect("--chains N"),
+            "--only" if value == "chains" => args.only_chains = true,
             other => panic!("unknown flag {other}"),
         }
     }
@@ -136,6 +145,27 @@ fn email(i: usize) -> Email {
 
 /// Enqueues `people` revoke jobs, `per_delivery` people per delivery.
 async fn enqueue(store: &dyn Store, people: std::ops::Range<usize>, per_delivery: usize) {
+    let revoke = [(Action::RevokePortalAccess, None)];
+    enqueue_chains(store, people, per_delivery, &revoke).await;
+}
+
+/// A managed leaver's chain, cut to its first `steps` steps.
+fn managed_chain(steps: usize) -> Vec<(Action, Option<(&'static str, &'static str)>)> {
+    let all = [
+        (Action::SuspendAccess, None),
+        (Action::RemoveFromGroup, Some(("group_id", "g-1"))),
+        (Action::DeleteAccount, None),
+    ];
+    all[..steps].to_vec()
+}
+
+/// Enqueues one chain of `steps` for each of `people`, `per_delivery` people per delivery.
+async fn enqueue_chains(
+    store: &dyn Store,
+    people: std::ops::Range<usize>,
+    per_delivery: usize,
+    steps: &[(Action, Option<(&str, &str)>)],
+) {
     let people: Vec<usize> = people.collect();
     for batch in people.chunks(per_delivery) {
         let chains = batch
@@ -146,11 +176,17 @@ async fn enqueue(store: &dyn Store, people: std::ops::Range<usize>, per_delivery
                 rule: "bench".into(),
                 approval: false,
                 max_attempts: 8,
-                steps: vec![NewStep {
-                    action: Action::RevokePortalAccess,
-                    params: serde_json::Map::new(),
-                    run_at: Utc::now(),
-                }],
+                steps: steps
+                    .iter()
+                    .map(|(action, param)| NewStep {
+                        action: *action,
+                        params: param
+                            .iter()
+                            .map(|(k, v)| ((*k).to_owned(), serde_json::json!(v)))
+                            .collect(),
+                        run_at: Utc::now(),
+                    })
+                    .collect(),
             })
             .collect();
         store
@@ -298,6 +334,31 @@ async fn pacing(server: &str, jobs: usize, rps: f64) -> (f64, usize, (i64, i64))
     (steady, times.len(), worst_excess)
 }
 
+/// Runs one chain of `steps` for each of `people` managed leavers and returns (jobs, Atlassian
+/// requests) once every job succeeded.
+async fn requests_per_job(server: &str, people: usize, steps: usize) -> (usize, usize) {
+    let db = BenchDb::create(server).await;
+    let fake = FakeAtlassian::start().await;
+    for i in 0..people {
+        let mut account = fake_atlassian::FakeAccount::managed(&format!("acc-{i}"), email(i).as_str());
+        account.groups.insert("g-1".to_owned());
+        fake.add_account(account);
+    }
+    let store = open(&db.url).await;
+    enqueue_chains(store.as_ref(), 0..people, 100, &managed_chain(steps)).await;
+    let config = Arc::new(config(&db, &fake, 16, 100_000.0));
+    let service = Service::start_with_store(config, store.clone(), Role::Worker)
+        .await
+        .expect("start worker");
+    let jobs = people * steps;
+    wait_all_succeeded(store.as_ref(), &fake, 0, jobs as u64).await;
+    service.stop().await.expect("stop");
+    let requests = fake.request_count();
+    drop(store);
+    db.drop_now().await;
+    (jobs, requests)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index]
@@ -310,6 +371,21 @@ async fn main() {
         "worker benchmark on {} (fresh database per run)",
         redact(&args.server)
     );
+    if !args.only_chains {
+        measure_throughput_latency_pacing(&args).await;
+    }
+    for steps in 1..=3 {
+        let (jobs, requests) = requests_per_job(&args.server, args.chains, steps).await;
+        println!(
+            "requests per job, {steps}-step chains: {:.3} ({requests} Atlassian requests for {jobs} jobs, {} people; target {:.3})",
+            requests as f64 / jobs as f64,
+            args.chains,
+            (steps + 1) as f64 / steps as f64
+        );
+    }
+}
+
+async fn measure_throughput_latency_pacing(args: &Args) {
     for &concurrency in &args.concurrency {
         let rate = throughput(&args.server, args.jobs, concurrency).await;
         println!(
