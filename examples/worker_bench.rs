@@ -163,6 +163,7 @@ async fn enqueue(store: &dyn Store, people: std::ops::Range<usize>, per_delivery
                     cancels: Vec::new(),
                     chains,
                     refused: Vec::new(),
+                    approval_required: None,
                 },
             })
             .await

@@ -497,6 +497,191 @@ both_stores!(
 );
 
 // ---------------------------------------------------------------------------------------------
+// Mass offboarding (INTERFACE §10)
+
+/// `approval_above = 3`: a delivery of more than three jobs waits for a person.
+fn mass_config() -> String {
+    format!(
+        r#"dry_run = true
+
+[safety]
+approval_above = 3
+protected_emails = ["it-admin@example.com"]
+
+[[sources]]
+name = "hr"
+scheme = "standard-webhooks"
+secrets = ["{HR_SECRET}"]
+
+  [[sources.rules]]
+  name = "leavers"
+  when = {{ "/type" = "leavers" }}
+  for_each = "/people"
+  email = "/email"
+  actions = ["suspend_access"]
+
+  [[sources.rules]]
+  name = "leavers-deleted"
+  when = {{ "/type" = "chains" }}
+  for_each = "/people"
+  email = "/email"
+  actions = ["suspend_access", {{ action = "delete_account", after = "30d" }}]
+"#
+    )
+}
+
+fn people(kind: &str, emails: &[&str]) -> Value {
+    let people: Vec<Value> = emails.iter().map(|e| json!({ "email": e })).collect();
+    json!({ "type": kind, "people": people })
+}
+
+/// The jobs a receipt names, as stored.
+async fn receipt_jobs(app: &TestApp, receipt: &Value) -> Vec<Job> {
+    let ids = job_ids(receipt);
+    let jobs: Vec<Job> = all_jobs(app)
+        .await
+        .into_iter()
+        .filter(|j| ids.contains(&j.id.to_string()))
+        .collect();
+    assert_eq!(jobs.len(), ids.len(), "{receipt}");
+    jobs
+}
+
+async fn more_than_approval_above_jobs_all_wait_for_approval(db: TestDb) {
+    install_crypto_provider();
+    let _gate = GATE.read().await;
+    let app = TestApp::spawn(&db, &mass_config()).await;
+
+    // Four people, one job each: one more than approval_above. (One is named twice, which
+    // on Postgres takes the one-delivery path; the chains below take the batch.)
+    let body = people(
+        "leavers",
+        &[
+            "a@example.com",
+            "b@example.com",
+            "c@example.com",
+            "d@example.com",
+            "A@example.com",
+        ],
+    );
+    let answer = send(&app, "hr", &body).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text);
+    assert_eq!(
+        answer.keys(),
+        BTreeSet::from([
+            "approval_required",
+            "cancelled",
+            "delivery_id",
+            "duplicate",
+            "jobs",
+            "refused"
+        ]),
+        "{}",
+        answer.text
+    );
+    let reason = answer.body["approval_required"].as_str().expect("a reason");
+    assert!(
+        reason.contains("4 jobs") && reason.contains("approval_above = 3"),
+        "{reason}"
+    );
+    let jobs = receipt_jobs(&app, &answer.body).await;
+    assert_eq!(jobs.len(), 4);
+    assert!(
+        jobs.iter().all(|j| j.state == JobState::AwaitingApproval),
+        "{jobs:?}"
+    );
+    for job in answer.body["jobs"].as_array().expect("jobs") {
+        assert_eq!(job["state"], "awaiting_approval", "{job}");
+    }
+    let created = app.job(&jobs[0].id.to_string()).await.events[0]
+        .detail
+        .clone();
+    assert!(created.contains("approval_above = 3"), "{created}");
+    let listed = app.store.list_deliveries(None, 10).await.unwrap();
+    assert_eq!(listed[0].approval_required.as_deref(), Some(reason));
+
+    // Steps of a chain are jobs too: two people with two steps each make four.
+    let answer = send(
+        &app,
+        "hr",
+        &people("chains", &["e@example.com", "f@example.com"]),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text);
+    assert!(
+        answer.body["approval_required"].is_string(),
+        "{}",
+        answer.text
+    );
+    let jobs = receipt_jobs(&app, &answer.body).await;
+    assert_eq!(jobs.len(), 4);
+    assert!(jobs.iter().all(|j| j.state == JobState::AwaitingApproval));
+
+    // Exactly approval_above: the rules decide (no approval here). A person named twice is
+    // one job and a protected person none, so this delivery asks for three.
+    let body = people(
+        "leavers",
+        &[
+            "g@example.com",
+            "h@example.com",
+            "G@example.com",
+            "i@example.com",
+            "it-admin@example.com",
+        ],
+    );
+    let answer = send(&app, "hr", &body).await;
+    let receipt = answer.expect_receipt(StatusCode::ACCEPTED);
+    assert_eq!(receipt["refused"].as_array().map(Vec::len), Some(1));
+    let jobs = receipt_jobs(&app, receipt).await;
+    assert_eq!(jobs.len(), 3);
+    assert!(
+        jobs.iter().all(|j| j.state == JobState::Pending),
+        "{jobs:?}"
+    );
+    app.stop().await;
+}
+both_stores!(
+    mass_offboarding_on,
+    more_than_approval_above_jobs_all_wait_for_approval
+);
+
+/// A mass delivery repeated gets the first answer, reason included, and creates nothing.
+async fn a_repeated_mass_delivery_replays_its_reason(db: TestDb) {
+    install_crypto_provider();
+    let _gate = GATE.read().await;
+    let app = TestApp::spawn(&db, &mass_config()).await;
+    let body = people(
+        "leavers",
+        &[
+            "a@example.com",
+            "b@example.com",
+            "c@example.com",
+            "d@example.com",
+        ],
+    )
+    .to_string();
+    let headers = app.sign("hr", body.as_bytes());
+    let first = post(&app, "hr", body.as_bytes(), &headers).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.text);
+    let again = post(&app, "hr", body.as_bytes(), &headers).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    assert!(
+        again.body["approval_required"].is_string(),
+        "{}",
+        again.text
+    );
+    let mut expected = first.body.clone();
+    expected["duplicate"] = json!(true);
+    assert_eq!(again.body, expected);
+    assert_eq!(all_jobs(&app).await.len(), 4);
+    app.stop().await;
+}
+both_stores!(
+    mass_offboarding_replay_on,
+    a_repeated_mass_delivery_replays_its_reason
+);
+
+// ---------------------------------------------------------------------------------------------
 // 200 duplicate
 
 async fn duplicate_replays_the_first_answer(db: TestDb) {

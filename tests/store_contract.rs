@@ -74,6 +74,7 @@ fn accepted(cancels: Vec<NewCancel>, chains: Vec<NewChain>) -> DeliveryContent {
         cancels,
         chains,
         refused: Vec::new(),
+        approval_required: None,
     }
 }
 
@@ -237,6 +238,7 @@ async fn accept_records_delivery_and_jobs(db: TestDb) {
                 chain("other@example.com", &[Action::DeleteAccount], run_at),
             ],
             refused,
+            approval_required: None,
         },
     );
     let receipt = store.accept_delivery(new).await.unwrap();
@@ -465,6 +467,125 @@ async fn approval_chain_starts_awaiting_approval(db: TestDb) {
 both_stores!(
     approval_chain_starts_awaiting_approval_on,
     approval_chain_starts_awaiting_approval
+);
+
+/// Mass offboarding (INTERFACE §10): above the limit every chain starts awaiting approval and
+/// the answer and the delivery row say why; at the limit nothing changes. Jobs are counted
+/// per (action, person), every step of a chain included.
+async fn mass_deliveries_wait_for_approval(db: TestDb) {
+    let store = db.store().await;
+    let two_steps = |email: &str| {
+        chain(
+            email,
+            &[Action::SuspendAccess, Action::DeleteAccount],
+            later(),
+        )
+    };
+    // Three jobs asked for (the repeated chain adds none): exactly the limit.
+    let mut at_limit = accepted(
+        vec![],
+        vec![
+            two_steps("x1@example.com"),
+            chain("x2@example.com", &[Action::SuspendAccess], later()),
+            chain("x1@example.com", &[Action::SuspendAccess], later()),
+        ],
+    );
+    at_limit.require_approval_above(3);
+    let DeliveryContent::Accepted {
+        chains,
+        approval_required,
+        ..
+    } = &at_limit
+    else {
+        unreachable!()
+    };
+    assert!(approval_required.is_none());
+    assert!(chains.iter().all(|c| !c.approval));
+
+    // Deliveries arriving together, so Postgres writes them as one batch: held ones, a
+    // plain one, and a held one that repeats a person (which goes alone).
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let mut content = match i {
+            0 => at_limit.clone(),
+            5 => accepted(
+                vec![],
+                vec![
+                    two_steps("y5@example.com"),
+                    two_steps("z5@example.com"),
+                    two_steps("y5@example.com"),
+                ],
+            ),
+            _ => accepted(
+                vec![],
+                vec![
+                    two_steps(&format!("y{i}@example.com")),
+                    two_steps(&format!("z{i}@example.com")),
+                ],
+            ),
+        };
+        content.require_approval_above(3);
+        let store = store.clone();
+        let new = delivery("hr", &format!("mass-{i}"), content);
+        tasks.spawn(async move { (i, store.accept_delivery(new).await.expect("accept")) });
+    }
+    let receipts = tasks.join_all().await;
+    for (i, receipt) in &receipts {
+        let ids = receipt_ids(receipt);
+        let states: Vec<JobState> = {
+            let mut states = Vec::new();
+            for id in &ids {
+                states.push(show(&*store, *id).await.job.state);
+            }
+            states
+        };
+        if *i == 0 {
+            assert_eq!(ids.len(), 3, "{}", receipt.body);
+            assert!(states.iter().all(|s| *s == JobState::Pending), "{states:?}");
+            assert!(
+                receipt.body.get("approval_required").is_none(),
+                "{}",
+                receipt.body
+            );
+            continue;
+        }
+        assert_eq!(ids.len(), 4, "{}", receipt.body);
+        assert!(
+            states.iter().all(|s| *s == JobState::AwaitingApproval),
+            "{i}: {states:?}"
+        );
+        let reason = receipt.body["approval_required"]
+            .as_str()
+            .expect("a reason");
+        assert!(reason.contains("4 jobs"), "{reason}");
+        for job in receipt.body["jobs"].as_array().unwrap() {
+            assert_eq!(job["state"], "awaiting_approval");
+        }
+        let created = &show(&*store, ids[0]).await.events[0].detail;
+        assert!(created.contains(reason), "{created}");
+    }
+    for listed in store.list_deliveries(None, 10).await.unwrap() {
+        assert_eq!(
+            listed.approval_required.is_some(),
+            listed.delivery_id != "mass-0",
+            "{listed:?}"
+        );
+    }
+    // The reason is replayed with the first answer.
+    let again = store
+        .accept_delivery(delivery("hr", "mass-1", accepted(vec![], vec![])))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert!(
+        again.body["approval_required"].is_string(),
+        "{}",
+        again.body
+    );
+}
+both_stores!(
+    mass_deliveries_wait_for_approval_on,
+    mass_deliveries_wait_for_approval
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1960,6 +2081,7 @@ async fn deliveries_arriving_together_keep_every_rule(db: TestDb) {
                         email: "ceo@example.com".into(),
                         reason: "protected_email".into(),
                     }],
+                    approval_required: None,
                 },
             ),
             // Everyone else names the same person, some with a second person too.

@@ -25,6 +25,7 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://offboard.db";
 pub const DEFAULT_ADMIN_URL: &str = "https://api.atlassian.com";
 const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 const MAX_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
+const DEFAULT_APPROVAL_ABOVE: u64 = 50;
 
 /// The validated configuration the service runs with.
 #[derive(Debug)]
@@ -151,6 +152,8 @@ pub struct Safety {
     pub protected_domains: Vec<String>,
     pub protected_account_ids: BTreeSet<String>,
     pub max_actions_per_hour: u64,
+    /// A delivery that would create more jobs than this has all of them wait for approval.
+    pub approval_above: u64,
 }
 
 impl Default for Safety {
@@ -160,6 +163,7 @@ impl Default for Safety {
             protected_domains: Vec::new(),
             protected_account_ids: BTreeSet::new(),
             max_actions_per_hour: 100,
+            approval_above: DEFAULT_APPROVAL_ABOVE,
         }
     }
 }
@@ -333,11 +337,13 @@ impl Config {
         ));
         let s = &self.safety;
         line(format!(
-            "safety: {} protected emails, {} protected domains, {} protected account ids, at most {} actions/hour",
+            "safety: {} protected emails, {} protected domains, {} protected account ids, at most {} actions/hour, \
+             approval needed for any delivery of more than {} jobs",
             s.protected_emails.len(),
             s.protected_domains.len(),
             s.protected_account_ids.len(),
-            s.max_actions_per_hour
+            s.max_actions_per_hour,
+            s.approval_above
         ));
         if self.sources.is_empty() {
             line("sources: none (every POST /hooks/... answers 404)".into());
@@ -451,6 +457,7 @@ struct RawSafety {
     #[serde(default)]
     protected_account_ids: Vec<String>,
     max_actions_per_hour: Option<i64>,
+    approval_above: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -920,11 +927,19 @@ fn validate_safety(raw: RawSafety, problems: &mut Problems) -> Safety {
         "safety.max_actions_per_hour",
         problems,
     ) as u64;
+    let approval_above = in_range(
+        raw.approval_above,
+        DEFAULT_APPROVAL_ABOVE as i64,
+        0..=1_000_000,
+        "safety.approval_above",
+        problems,
+    ) as u64;
     Safety {
         protected_emails,
         protected_domains,
         protected_account_ids,
         max_actions_per_hour,
+        approval_above,
     }
 }
 

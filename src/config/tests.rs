@@ -54,7 +54,24 @@ fn defaults_are_sqlite_local_and_dry_run() {
     assert_eq!(config.max_body_bytes, 1024 * 1024);
     assert_eq!(config.worker.concurrency, 4);
     assert_eq!(config.safety.max_actions_per_hour, 100);
+    assert_eq!(config.safety.approval_above, 50);
     assert!(config.sources.is_empty());
+}
+
+#[test]
+fn approval_above_is_read_checked_and_summarised() {
+    let config = parse("[safety]\napproval_above = 0").unwrap();
+    assert_eq!(config.safety.approval_above, 0);
+    let config = parse("[safety]\napproval_above = 7").unwrap();
+    assert!(
+        config
+            .summary()
+            .contains("approval needed for any delivery of more than 7 jobs"),
+        "{}",
+        config.summary()
+    );
+    assert_problem("[safety]\napproval_above = -1", "safety.approval_above");
+    assert_problem("[safety]\napproval_above = \"50\"", "approval_above");
 }
 
 #[test]

@@ -41,6 +41,9 @@ struct DeliveryAnswer {
     /// Ids of jobs a cancel rule cancelled.
     cancelled: Vec<String>,
     refused: Vec<Refusal>,
+    /// Present when the delivery would create more than `[safety] approval_above` jobs: why
+    /// every one of them waits in `awaiting_approval`.
+    approval_required: Option<String>,
 }
 
 /// Receives one delivery from a configured source. The body is verified on its raw bytes
@@ -258,11 +261,21 @@ fn map_payload(config: &Config, source: &Source, payload: &Value) -> DeliveryCon
             }
         }
     }
-    DeliveryContent::Accepted {
+    let mut content = DeliveryContent::Accepted {
         cancels,
         chains,
         refused,
+        approval_required: None,
+    };
+    content.require_approval_above(config.safety.approval_above);
+    if let DeliveryContent::Accepted {
+        approval_required: Some(reason),
+        ..
+    } = &content
+    {
+        tracing::warn!(reason, "mass offboarding: every job waits for approval");
     }
+    content
 }
 
 fn truncate(text: &str, max: usize) -> String {

@@ -114,6 +114,7 @@ async fn call_batch(
     let mut d_received_at: Vec<DateTime<Utc>> = Vec::with_capacity(n);
     let mut d_body_sha256 = Vec::with_capacity(n);
     let mut d_refused = Vec::with_capacity(n);
+    let mut d_approval_required = Vec::with_capacity(n);
     let mut j_delivery: Vec<i32> = Vec::new();
     let mut j_previous: Vec<Option<i32>> = Vec::new();
     let mut j_action = Vec::new();
@@ -137,6 +138,7 @@ async fn call_batch(
         d_received_at.push(delivery.received_at);
         d_body_sha256.push(delivery.body_sha256.as_str());
         d_refused.push(serde_json::to_string(refused).unwrap_or_else(|_| "[]".into()));
+        d_approval_required.push(delivery.approval_required());
         for chain in chains {
             let mut previous = None;
             for step in &chain.steps {
@@ -160,13 +162,14 @@ async fn call_batch(
     // transaction committed: no answer leaves before the batch is durable.
     let rows = sqlx::query(
         "SELECT k, duplicate, status, response FROM offboard_accept_batch( \
-         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
     )
     .bind(&d_source)
     .bind(&d_delivery_id)
     .bind(&d_received_at)
     .bind(&d_body_sha256)
     .bind(&d_refused)
+    .bind(&d_approval_required)
     .bind(&j_delivery)
     .bind(&j_previous)
     .bind(&j_action)
@@ -218,6 +221,7 @@ pub(super) async fn accept_one(
             cancels,
             chains,
             refused,
+            ..
         } => (None, &chains[..], &cancels[..], &refused[..]),
     };
     let chains: Vec<serde_json::Value> = chains.iter().map(|c| chain_json(c, delivery)).collect();
@@ -253,7 +257,7 @@ async fn call_one(
 ) -> Result<Vec<PgRow>, sqlx::Error> {
     sqlx::query(
         "SELECT duplicate, status, response FROM offboard_accept_delivery( \
-         $1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(&delivery.source)
     .bind(&delivery.delivery_id)
@@ -264,6 +268,7 @@ async fn call_one(
     .bind(sqlx::types::Json(cancels))
     .bind(sqlx::types::Json(refused))
     .bind(PREVIOUS_STEP_FAILED)
+    .bind(delivery.approval_required())
     .fetch_all(pool)
     .await
 }

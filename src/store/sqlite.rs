@@ -78,15 +78,26 @@ impl SqliteStore {
 
     fn migrator() -> Migrator {
         Migrator {
-            migrations: Cow::Owned(vec![Migration::new(
-                20261128000001,
-                Cow::Borrowed("initial"),
-                MigrationType::Simple,
-                Cow::Borrowed(include_str!(
-                    "../../migrations/sqlite/20261128000001_initial.sql"
-                )),
-                false,
-            )]),
+            migrations: Cow::Owned(vec![
+                Migration::new(
+                    20261128000001,
+                    Cow::Borrowed("initial"),
+                    MigrationType::Simple,
+                    Cow::Borrowed(include_str!(
+                        "../../migrations/sqlite/20261128000001_initial.sql"
+                    )),
+                    false,
+                ),
+                Migration::new(
+                    20261201000002,
+                    Cow::Borrowed("unsigned ids and mass approval"),
+                    MigrationType::Simple,
+                    Cow::Borrowed(include_str!(
+                        "../../migrations/sqlite/20261201000002_unsigned_ids_and_mass_approval.sql"
+                    )),
+                    false,
+                ),
+            ]),
             ignore_missing: false,
             locking: true,
             no_tx: false,
@@ -496,6 +507,7 @@ async fn accept_in(tx: &mut Tx, delivery: &NewDelivery, now: i64) -> StoreResult
             cancels,
             chains,
             refused,
+            approval_required,
         } => {
             let mut cancelled = Vec::new();
             for cancel in cancels {
@@ -514,13 +526,19 @@ async fn accept_in(tx: &mut Tx, delivery: &NewDelivery, now: i64) -> StoreResult
                 }
             }
             let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
-            let body = accepted_body(&delivery.delivery_id, &jobs, &cancelled, refused);
+            let body = accepted_body(
+                &delivery.delivery_id,
+                &jobs,
+                &cancelled,
+                refused,
+                approval_required.as_deref(),
+            );
             (DeliveryStatus::Accepted, None, body, ids)
         }
     };
     sqlx::query(
-        "INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, status, error, job_ids, response) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, status, error, job_ids, \
+         response, approval_required) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )
     .bind(&delivery.source)
     .bind(&delivery.delivery_id)
@@ -530,6 +548,7 @@ async fn accept_in(tx: &mut Tx, delivery: &NewDelivery, now: i64) -> StoreResult
     .bind(error)
     .bind(serde_json::to_string(&job_ids).unwrap_or_else(|_| "[]".into()))
     .bind(body.to_string())
+    .bind(delivery.approval_required())
     .execute(&mut **tx)
     .await?;
     Ok(DeliveryReceipt {
@@ -827,7 +846,8 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<Delivery>> {
         let rows = sqlx::query(
-            "SELECT id, source, delivery_id, received_at, status, error, job_ids FROM deliveries \
+            "SELECT id, source, delivery_id, received_at, status, error, job_ids, approval_required \
+             FROM deliveries \
              WHERE (?1 IS NULL OR source = ?1) ORDER BY id DESC LIMIT ?2",
         )
         .bind(source)
@@ -844,6 +864,7 @@ impl Store for SqliteStore {
                     status: parse_column(r.try_get::<&str, _>("status")?)?,
                     error: r.try_get("error")?,
                     job_ids: parse_job_ids(r.try_get("job_ids")?),
+                    approval_required: r.try_get("approval_required")?,
                 })
             })
             .collect()
