@@ -39,13 +39,12 @@ pub(super) async fn list(
                     @for delivery in &held {
                         li {
                             "Delivery " code { (delivery.delivery_id) } " from " strong { (delivery.source) } ": "
-                            (delivery.approval_required.as_deref().unwrap_or_default())
-                            " (" (delivery.job_ids.len()) " job" @if delivery.job_ids.len() != 1 { "s" } " listed)."
+                            (delivery.approval_required.as_deref().unwrap_or_default()) "."
                         }
                     }
                 }
                 p {
-                    "Nothing of them runs until a person approves each job: "
+                    "None of their jobs runs until a person approves it: "
                     a href="/console?state=awaiting_approval" { "review the jobs awaiting approval" } "."
                 }
             }
