@@ -1,7 +1,27 @@
--- Mass offboarding needs a person (src/store/model.rs, `require_approval_above`): a
--- delivery's answer says why all of its jobs wait for approval, and the delivery row keeps
--- that reason for the console. The accepting functions take the reason as a value decided
--- in Rust and store it; they gain a parameter, so they are dropped and created anew.
+-- Two rules of INTERFACE §10, both decided in Rust and handed to the accepting functions as
+-- values (src/store/model.rs).
+--
+-- Unsigned delivery ids are not trusted (`Dedupe`). Where the sender does not sign the id,
+-- the same id is the same delivery only with the same body, and a body accepted from the
+-- source since `replay_since` is a repeat whatever its id. The dedupe key becomes
+-- (source, delivery_id, key_body_sha256): key_body_sha256 is the body's SHA-256 for an
+-- unsigned id and empty for a signed one, whose id alone is the key. Deliveries recorded
+-- before this migration were keyed by their id alone, and keep that key.
+--
+-- Mass offboarding needs a person (`require_approval_above`): a delivery's answer says why
+-- all of its jobs wait for approval, and the delivery row keeps that reason for the console.
+--
+-- The accepting functions gain parameters, so they are dropped and created anew.
+
+ALTER TABLE deliveries ADD COLUMN key_body_sha256 text NOT NULL DEFAULT '';
+ALTER TABLE deliveries ALTER COLUMN key_body_sha256 DROP DEFAULT;
+ALTER TABLE deliveries ADD CONSTRAINT deliveries_key_body_sha256_check
+    CHECK (key_body_sha256 IN ('', body_sha256));
+ALTER TABLE deliveries DROP CONSTRAINT deliveries_source_delivery_id_key;
+ALTER TABLE deliveries ADD CONSTRAINT deliveries_dedupe_key
+    UNIQUE (source, delivery_id, key_body_sha256);
+-- The replay lookup: this source's copies of this body, newest first.
+CREATE INDEX deliveries_source_body_idx ON deliveries (source, body_sha256, received_at);
 
 ALTER TABLE deliveries ADD COLUMN approval_required text;
 
@@ -12,16 +32,27 @@ CREATE FUNCTION offboard_approval_json(p_reason text) RETURNS jsonb LANGUAGE sql
         ELSE jsonb_build_object('approval_required', p_reason) END
 $$;
 
+-- Two copies of one body under different unsigned ids can arrive at once, and no unique
+-- index can tell (the window is a range of time): they take this transaction lock first,
+-- so the later one's lookup sees the earlier one committed.
+CREATE FUNCTION offboard_body_lock(p_source text, p_body_sha256 text) RETURNS bigint
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT hashtextextended(p_source || '/' || p_body_sha256, 0)
+$$;
+
 DROP FUNCTION offboard_accept_delivery(text, text, timestamptz, text, text, jsonb, jsonb, jsonb, text);
 DROP FUNCTION offboard_accept_batch(text[], text[], timestamptz[], text[], text[], integer[],
     integer[], text[], text[], text[], text[], text[], timestamptz[], integer[], text[], text[]);
 
--- As in 20261128000002_accept_in_one_call.sql, plus p_approval_required.
+-- As in 20261128000002_accept_in_one_call.sql, plus the dedupe key's body part, the replay
+-- window's start (NULL for a signed id) and p_approval_required.
 CREATE FUNCTION offboard_accept_delivery(
     p_source text,
     p_delivery_id text,
     p_received_at timestamptz,
     p_body_sha256 text,
+    p_key_body_sha256 text,
+    p_replay_since timestamptz,
     p_error text,
     p_chains jsonb,
     p_cancels jsonb,
@@ -46,8 +77,21 @@ DECLARE
     v_dependents bigint[];
     v_cancelled bigint[] := '{}';
 BEGIN
+    IF p_replay_since IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock(offboard_body_lock(p_source, p_body_sha256));
+    END IF;
     SELECT d.status, d.response INTO status, response
-    FROM deliveries d WHERE d.source = p_source AND d.delivery_id = p_delivery_id;
+    FROM deliveries d
+    WHERE d.source = p_source AND d.delivery_id = p_delivery_id
+      AND (p_key_body_sha256 = '' OR d.body_sha256 = p_key_body_sha256)
+    ORDER BY d.id LIMIT 1;
+    IF NOT FOUND AND p_replay_since IS NOT NULL THEN
+        SELECT d.status, d.response INTO status, response
+        FROM deliveries d
+        WHERE d.source = p_source AND d.body_sha256 = p_body_sha256
+          AND d.received_at >= p_replay_since
+        ORDER BY d.received_at DESC, d.id DESC LIMIT 1;
+    END IF;
     IF FOUND THEN
         duplicate := true;
         RETURN;
@@ -166,11 +210,11 @@ BEGIN
         ) || offboard_approval_json(p_approval_required))::text;
     END IF;
 
-    INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, status, error,
-        job_ids, response, approval_required)
-    VALUES (p_source, p_delivery_id, p_received_at, p_body_sha256, status, p_error,
-        to_jsonb(v_job_ids::text[])::text, response, p_approval_required)
-    ON CONFLICT (source, delivery_id) DO NOTHING;
+    INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, key_body_sha256,
+        status, error, job_ids, response, approval_required)
+    VALUES (p_source, p_delivery_id, p_received_at, p_body_sha256, p_key_body_sha256,
+        status, p_error, to_jsonb(v_job_ids::text[])::text, response, p_approval_required)
+    ON CONFLICT (source, delivery_id, key_body_sha256) DO NOTHING;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'delivery % of source % was recorded concurrently', p_delivery_id, p_source
             USING ERRCODE = 'OBDUP';
@@ -178,12 +222,16 @@ BEGIN
 END;
 $$;
 
--- As in 20261128000002_accept_in_one_call.sql, plus d_approval_required.
+-- As in 20261128000002_accept_in_one_call.sql, plus d_key_body_sha256, d_replay_since and
+-- d_approval_required. The client keeps (source, delivery_id) unique within a batch, and
+-- (source, body_sha256) among the deliveries with a d_replay_since (src/store/pg_accept.rs).
 CREATE FUNCTION offboard_accept_batch(
     d_source text[],
     d_delivery_id text[],
     d_received_at timestamptz[],
     d_body_sha256 text[],
+    d_key_body_sha256 text[],
+    d_replay_since timestamptz[],
     d_refused text[],
     d_approval_required text[],
     j_delivery integer[],
@@ -215,15 +263,40 @@ DECLARE
     v_expected integer;
     v_recorded integer;
 BEGIN
-    -- Deliveries already recorded are answered with their stored answer and skipped.
+    -- Copies of one unsigned body queue as in offboard_accept_delivery, taken in key order
+    -- so that batches never wait for each other in a cycle. (The test is a cheap expression;
+    -- a batch of signed ids runs no statement for it.)
+    IF cardinality(array_remove(d_replay_since, NULL)) > 0 THEN
+        PERFORM pg_advisory_xact_lock(l.key)
+        FROM (
+            SELECT DISTINCT offboard_body_lock(u.source, u.body_sha256) AS key
+            FROM unnest(d_source, d_body_sha256, d_replay_since) AS u (source, body_sha256, since)
+            WHERE u.since IS NOT NULL
+            ORDER BY 1
+        ) l;
+    END IF;
+
+    -- Deliveries already recorded are answered with their stored answer and skipped: the
+    -- same key, else (for an unsigned id) the newest copy of the body within the window.
     -- Lookups here are LATERAL with LIMIT 1 so that they stay one index probe per entry:
     -- plans are cached, and a join planned while a table was small would scan it whole.
     SELECT coalesce(array_agg(i.k::integer), '{}'), array_agg(d.status), array_agg(d.response)
     INTO v_dups, v_dup_status, v_dup_response
-    FROM unnest(d_source, d_delivery_id) WITH ORDINALITY AS i (source, delivery_id, k)
+    FROM unnest(d_source, d_delivery_id, d_body_sha256, d_key_body_sha256, d_replay_since)
+        WITH ORDINALITY AS i (source, delivery_id, body_sha256, key_body_sha256, since, k)
     CROSS JOIN LATERAL (
-        SELECT d.status, d.response FROM deliveries d
-        WHERE d.source = i.source AND d.delivery_id = i.delivery_id LIMIT 1
+        SELECT m.status, m.response FROM (
+            (SELECT d.status, d.response, 1 AS rank FROM deliveries d
+             WHERE d.source = i.source AND d.delivery_id = i.delivery_id
+               AND (i.key_body_sha256 = '' OR d.body_sha256 = i.key_body_sha256)
+             ORDER BY d.id LIMIT 1)
+            UNION ALL
+            (SELECT d.status, d.response, 2 FROM deliveries d
+             WHERE i.since IS NOT NULL AND d.source = i.source
+               AND d.body_sha256 = i.body_sha256 AND d.received_at >= i.since
+             ORDER BY d.received_at DESC, d.id DESC LIMIT 1)
+        ) m
+        ORDER BY m.rank LIMIT 1
     ) d;
     RETURN QUERY SELECT u.k, true, u.status, u.response
         FROM unnest(v_dups, v_dup_status, v_dup_response) AS u (k, status, response);
@@ -296,23 +369,23 @@ BEGIN
         GROUP BY f.k
     ), input AS (
         SELECT d.*, coalesce(p.jobs, '[]') AS jobs, coalesce(p.ids, '{}') AS ids
-        FROM unnest(d_source, d_delivery_id, d_received_at, d_body_sha256, d_refused,
-                d_approval_required)
-            WITH ORDINALITY AS d (source, delivery_id, received_at, body_sha256, refused,
-                approval_required, k)
+        FROM unnest(d_source, d_delivery_id, d_received_at, d_body_sha256, d_key_body_sha256,
+                d_refused, d_approval_required)
+            WITH ORDINALITY AS d (source, delivery_id, received_at, body_sha256,
+                key_body_sha256, refused, approval_required, k)
         LEFT JOIN per_delivery p ON p.k = d.k
         WHERE NOT d.k::integer = ANY (v_dups)
     ), recorded AS (
-        INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, status, job_ids,
-            response, approval_required)
-        SELECT i.source, i.delivery_id, i.received_at, i.body_sha256, 'accepted',
-            to_jsonb(i.ids::text[])::text,
+        INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, key_body_sha256,
+            status, job_ids, response, approval_required)
+        SELECT i.source, i.delivery_id, i.received_at, i.body_sha256, i.key_body_sha256,
+            'accepted', to_jsonb(i.ids::text[])::text,
             (jsonb_build_object('delivery_id', i.delivery_id, 'duplicate', false, 'jobs', i.jobs,
                 'cancelled', '[]'::jsonb, 'refused', i.refused::jsonb)
                 || offboard_approval_json(i.approval_required))::text,
             i.approval_required
         FROM input i ORDER BY i.source, i.delivery_id
-        ON CONFLICT (source, delivery_id) DO NOTHING
+        ON CONFLICT (source, delivery_id, key_body_sha256) DO NOTHING
         RETURNING deliveries.source, deliveries.delivery_id, deliveries.response
     )
     SELECT i.k::integer, false, 'accepted'::text, r.response

@@ -133,13 +133,47 @@ pub struct JobFilter {
 #[derive(Clone, Debug)]
 pub struct NewDelivery {
     pub source: String,
+    /// The sender's id as the API shows it (or the body's hash where there is none).
     pub delivery_id: String,
     pub body_sha256: String,
+    /// How to tell whether it was recorded before.
+    pub dedupe: Dedupe,
     pub received_at: DateTime<Utc>,
     pub content: DeliveryContent,
 }
 
+/// How a delivery is told apart from those recorded before it (INTERFACE §10). Decided by
+/// the receiver from where the id came from; both stores apply it as given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dedupe {
+    /// The sender signs the delivery id: the id alone names the delivery, and the same id
+    /// with another body is still a repeat.
+    SignedId,
+    /// Anybody could have written the id. The same id is a repeat only with the same body
+    /// (another body is a new delivery, so a genuine one that reuses an id is not dropped),
+    /// and a body accepted from the source at or after `replay_since` is a repeat whatever
+    /// its id (so a captured body sent again under a fresh id creates nothing).
+    UnsignedId { replay_since: DateTime<Utc> },
+}
+
 impl NewDelivery {
+    /// The body part of the stored dedupe key `(source, delivery_id, key_body_sha256)`:
+    /// empty where the id alone is the key.
+    pub(crate) fn key_body_sha256(&self) -> &str {
+        match self.dedupe {
+            Dedupe::SignedId => "",
+            Dedupe::UnsignedId { .. } => &self.body_sha256,
+        }
+    }
+
+    /// Since when an accepted copy of the body makes this delivery a repeat.
+    pub(crate) fn replay_since(&self) -> Option<DateTime<Utc>> {
+        match self.dedupe {
+            Dedupe::SignedId => None,
+            Dedupe::UnsignedId { replay_since } => Some(replay_since),
+        }
+    }
+
     /// Why every job of this delivery waits for approval, when it is a mass offboarding.
     pub fn approval_required(&self) -> Option<&str> {
         match &self.content {

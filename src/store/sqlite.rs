@@ -484,16 +484,36 @@ async fn accept_together(
     Ok(receipts)
 }
 
-/// Records one delivery and its jobs inside `tx`, or finds it already recorded.
-async fn accept_in(tx: &mut Tx, delivery: &NewDelivery, now: i64) -> StoreResult<DeliveryReceipt> {
-    let existing = sqlx::query(
-        "SELECT status, response FROM deliveries WHERE source = ?1 AND delivery_id = ?2",
+/// The delivery as recorded before, if it is a repeat (`Dedupe`): the same key, else, for
+/// an unsigned id, the newest copy of its body within the replay window. The immediate
+/// transaction holds the write lock, so no copy can be recorded between this and the insert.
+async fn recorded_before(tx: &mut Tx, delivery: &NewDelivery) -> StoreResult<Option<SqliteRow>> {
+    let same_key = sqlx::query(
+        "SELECT status, response FROM deliveries WHERE source = ?1 AND delivery_id = ?2 \
+         AND (?3 = '' OR body_sha256 = ?3) ORDER BY id LIMIT 1",
     )
     .bind(&delivery.source)
     .bind(&delivery.delivery_id)
+    .bind(delivery.key_body_sha256())
     .fetch_optional(&mut **tx)
     .await?;
-    if let Some(row) = existing {
+    let Some(since) = delivery.replay_since().filter(|_| same_key.is_none()) else {
+        return Ok(same_key);
+    };
+    Ok(sqlx::query(
+        "SELECT status, response FROM deliveries WHERE source = ?1 AND body_sha256 = ?2 \
+         AND received_at >= ?3 ORDER BY received_at DESC, id DESC LIMIT 1",
+    )
+    .bind(&delivery.source)
+    .bind(&delivery.body_sha256)
+    .bind(micros(since))
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// Records one delivery and its jobs inside `tx`, or finds it already recorded.
+async fn accept_in(tx: &mut Tx, delivery: &NewDelivery, now: i64) -> StoreResult<DeliveryReceipt> {
+    if let Some(row) = recorded_before(tx, delivery).await? {
         return duplicate_receipt(row.try_get("status")?, row.try_get("response")?);
     }
     let (status, error, body, job_ids) = match &delivery.content {
@@ -537,13 +557,15 @@ async fn accept_in(tx: &mut Tx, delivery: &NewDelivery, now: i64) -> StoreResult
         }
     };
     sqlx::query(
-        "INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, status, error, job_ids, \
-         response, approval_required) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, key_body_sha256, \
+         status, error, job_ids, response, approval_required) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )
     .bind(&delivery.source)
     .bind(&delivery.delivery_id)
     .bind(micros(delivery.received_at))
     .bind(&delivery.body_sha256)
+    .bind(delivery.key_body_sha256())
     .bind(status.as_str())
     .bind(error)
     .bind(serde_json::to_string(&job_ids).unwrap_or_else(|_| "[]".into()))
