@@ -7,7 +7,8 @@
 //! for its batch to commit before it is answered, as before. Everything else, and every
 //! delivery of a batch that hit a race, goes through `offboard_accept_delivery` alone.
 //!
-//! Both functions live in `migrations/postgres/20261128000002_accept_in_one_call.sql`.
+//! Both functions were written in `migrations/postgres/20261128000002_accept_in_one_call.sql`;
+//! their current versions are in `20261201000002_unsigned_ids_and_mass_approval.sql`.
 
 use std::collections::HashSet;
 
