@@ -24,7 +24,9 @@ use offboard::config::{Config, ConfigOrigin};
 use offboard::email::Email;
 use offboard::jobs::{Action, JobState};
 use offboard::serve::{Role, Service};
-use offboard::store::{self, DeliveryContent, NewChain, NewDelivery, NewStep, Store, StoreOptions};
+use offboard::store::{
+    self, Dedupe, DeliveryContent, NewChain, NewDelivery, NewStep, Store, StoreOptions,
+};
 use sqlx::{Connection, PgConnection};
 
 struct Args {
@@ -194,11 +196,13 @@ async fn enqueue_chains(
                 source: "bench".into(),
                 delivery_id: format!("d-{}-{}", batch[0], rand::random::<u64>()),
                 body_sha256: "0".repeat(64),
+                dedupe: Dedupe::SignedId,
                 received_at: Utc::now(),
                 content: DeliveryContent::Accepted {
                     cancels: Vec::new(),
                     chains,
                     refused: Vec::new(),
+                    approval_required: None,
                 },
             })
             .await

@@ -9,7 +9,7 @@ pub struct Span(u64);
 impl Span {
     pub const ZERO: Span = Span(0);
 
-    pub fn from_secs(secs: u64) -> Self {
+    pub const fn from_secs(secs: u64) -> Self {
         Span(secs)
     }
 

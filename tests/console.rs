@@ -606,3 +606,63 @@ async fn without_an_admin_token_nobody_signs_in(db: TestDb) {
     service.stop().await.unwrap();
 }
 both_stores!(disabled_on, without_an_admin_token_nobody_signs_in);
+
+/// A mass offboarding (more than `approval_above` jobs) stands out on the deliveries page:
+/// a banner naming it, its count and that approval is needed, and a highlighted row.
+async fn mass_offboardings_stand_out_on_the_deliveries_page(db: TestDb) {
+    let config = r#"
+[safety]
+approval_above = 2
+
+[[sources]]
+name = "hr"
+scheme = "token"
+secrets = ["hr-token"]
+
+  [[sources.rules]]
+  name = "leavers"
+  for_each = "/people"
+  email = "/email"
+  actions = ["suspend_access"]
+"#;
+    let app = TestApp::spawn(&db, config).await;
+    let console = Console::signed_in(&app).await;
+    let one = json!({ "people": [{ "email": "one@example.com" }] });
+    app.deliver("hr", &one).await;
+    let page = console.get("/console/deliveries").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(!page.body.contains("mass-approval"), "{}", page.body);
+
+    let many = json!({ "people": [
+        { "email": "m1@example.com" }, { "email": "m2@example.com" }, { "email": "m3@example.com" }
+    ] });
+    let answer = app.deliver("hr", &many).await;
+    let delivery_id = answer["delivery_id"].as_str().expect("delivery id");
+    let page = console.get("/console/deliveries").await;
+    assert_eq!(page.status, StatusCode::OK);
+    for expected in [
+        "<section class=\"mass-approval\" role=\"alert\">",
+        "1 mass offboarding held for approval",
+        delivery_id,
+        "would create 3 jobs, more than [safety] approval_above = 2",
+        "href=\"/console?state=awaiting_approval\"",
+        "approval required",
+    ] {
+        assert!(
+            page.body.contains(expected),
+            "{expected} in:\n{}",
+            page.body
+        );
+    }
+    assert_eq!(
+        page.body.matches("<tr class=\"mass-approval\">").count(),
+        1,
+        "only the mass delivery's row is highlighted: {}",
+        page.body
+    );
+    app.stop().await;
+}
+both_stores!(
+    mass_offboarding_on,
+    mass_offboardings_stand_out_on_the_deliveries_page
+);

@@ -143,6 +143,17 @@ secrets = ["{TOKEN}", "{TOKEN_NEXT}"]
   actions = ["delete_portal_customer"]
 
 [[sources]]
+name = "jira-by-pointer"
+scheme = "hub-signature"
+secrets = ["{JIRA_SECRET}"]
+id_pointer = "/event/id"
+
+  [[sources.rules]]
+  name = "user-deleted"
+  email = "/user/emailAddress"
+  actions = ["delete_portal_customer"]
+
+[[sources]]
 name = "by-header"
 scheme = "token"
 secrets = ["{TOKEN}"]
@@ -494,6 +505,191 @@ async fn no_matching_rule_is_accepted_without_jobs(db: TestDb) {
 both_stores!(
     no_matching_rule_on,
     no_matching_rule_is_accepted_without_jobs
+);
+
+// ---------------------------------------------------------------------------------------------
+// Mass offboarding (INTERFACE §10)
+
+/// `approval_above = 3`: a delivery of more than three jobs waits for a person.
+fn mass_config() -> String {
+    format!(
+        r#"dry_run = true
+
+[safety]
+approval_above = 3
+protected_emails = ["it-admin@example.com"]
+
+[[sources]]
+name = "hr"
+scheme = "standard-webhooks"
+secrets = ["{HR_SECRET}"]
+
+  [[sources.rules]]
+  name = "leavers"
+  when = {{ "/type" = "leavers" }}
+  for_each = "/people"
+  email = "/email"
+  actions = ["suspend_access"]
+
+  [[sources.rules]]
+  name = "leavers-deleted"
+  when = {{ "/type" = "chains" }}
+  for_each = "/people"
+  email = "/email"
+  actions = ["suspend_access", {{ action = "delete_account", after = "30d" }}]
+"#
+    )
+}
+
+fn people(kind: &str, emails: &[&str]) -> Value {
+    let people: Vec<Value> = emails.iter().map(|e| json!({ "email": e })).collect();
+    json!({ "type": kind, "people": people })
+}
+
+/// The jobs a receipt names, as stored.
+async fn receipt_jobs(app: &TestApp, receipt: &Value) -> Vec<Job> {
+    let ids = job_ids(receipt);
+    let jobs: Vec<Job> = all_jobs(app)
+        .await
+        .into_iter()
+        .filter(|j| ids.contains(&j.id.to_string()))
+        .collect();
+    assert_eq!(jobs.len(), ids.len(), "{receipt}");
+    jobs
+}
+
+async fn more_than_approval_above_jobs_all_wait_for_approval(db: TestDb) {
+    install_crypto_provider();
+    let _gate = GATE.read().await;
+    let app = TestApp::spawn(&db, &mass_config()).await;
+
+    // Four people, one job each: one more than approval_above. (One is named twice, which
+    // on Postgres takes the one-delivery path; the chains below take the batch.)
+    let body = people(
+        "leavers",
+        &[
+            "a@example.com",
+            "b@example.com",
+            "c@example.com",
+            "d@example.com",
+            "A@example.com",
+        ],
+    );
+    let answer = send(&app, "hr", &body).await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text);
+    assert_eq!(
+        answer.keys(),
+        BTreeSet::from([
+            "approval_required",
+            "cancelled",
+            "delivery_id",
+            "duplicate",
+            "jobs",
+            "refused"
+        ]),
+        "{}",
+        answer.text
+    );
+    let reason = answer.body["approval_required"].as_str().expect("a reason");
+    assert!(
+        reason.contains("4 jobs") && reason.contains("approval_above = 3"),
+        "{reason}"
+    );
+    let jobs = receipt_jobs(&app, &answer.body).await;
+    assert_eq!(jobs.len(), 4);
+    assert!(
+        jobs.iter().all(|j| j.state == JobState::AwaitingApproval),
+        "{jobs:?}"
+    );
+    for job in answer.body["jobs"].as_array().expect("jobs") {
+        assert_eq!(job["state"], "awaiting_approval", "{job}");
+    }
+    let created = app.job(&jobs[0].id.to_string()).await.events[0]
+        .detail
+        .clone();
+    assert!(created.contains("approval_above = 3"), "{created}");
+    let listed = app.store.list_deliveries(None, 10).await.unwrap();
+    assert_eq!(listed[0].approval_required.as_deref(), Some(reason));
+
+    // Steps of a chain are jobs too: two people with two steps each make four.
+    let answer = send(
+        &app,
+        "hr",
+        &people("chains", &["e@example.com", "f@example.com"]),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text);
+    assert!(
+        answer.body["approval_required"].is_string(),
+        "{}",
+        answer.text
+    );
+    let jobs = receipt_jobs(&app, &answer.body).await;
+    assert_eq!(jobs.len(), 4);
+    assert!(jobs.iter().all(|j| j.state == JobState::AwaitingApproval));
+
+    // Exactly approval_above: the rules decide (no approval here). A person named twice is
+    // one job and a protected person none, so this delivery asks for three.
+    let body = people(
+        "leavers",
+        &[
+            "g@example.com",
+            "h@example.com",
+            "G@example.com",
+            "i@example.com",
+            "it-admin@example.com",
+        ],
+    );
+    let answer = send(&app, "hr", &body).await;
+    let receipt = answer.expect_receipt(StatusCode::ACCEPTED);
+    assert_eq!(receipt["refused"].as_array().map(Vec::len), Some(1));
+    let jobs = receipt_jobs(&app, receipt).await;
+    assert_eq!(jobs.len(), 3);
+    assert!(
+        jobs.iter().all(|j| j.state == JobState::Pending),
+        "{jobs:?}"
+    );
+    app.stop().await;
+}
+both_stores!(
+    mass_offboarding_on,
+    more_than_approval_above_jobs_all_wait_for_approval
+);
+
+/// A mass delivery repeated gets the first answer, reason included, and creates nothing.
+async fn a_repeated_mass_delivery_replays_its_reason(db: TestDb) {
+    install_crypto_provider();
+    let _gate = GATE.read().await;
+    let app = TestApp::spawn(&db, &mass_config()).await;
+    let body = people(
+        "leavers",
+        &[
+            "a@example.com",
+            "b@example.com",
+            "c@example.com",
+            "d@example.com",
+        ],
+    )
+    .to_string();
+    let headers = app.sign("hr", body.as_bytes());
+    let first = post(&app, "hr", body.as_bytes(), &headers).await;
+    assert_eq!(first.status, StatusCode::ACCEPTED, "{}", first.text);
+    let again = post(&app, "hr", body.as_bytes(), &headers).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text);
+    assert!(
+        again.body["approval_required"].is_string(),
+        "{}",
+        again.text
+    );
+    let mut expected = first.body.clone();
+    expected["duplicate"] = json!(true);
+    assert_eq!(again.body, expected);
+    assert_eq!(all_jobs(&app).await.len(), 4);
+    app.stop().await;
+}
+both_stores!(
+    mass_offboarding_replay_on,
+    a_repeated_mass_delivery_replays_its_reason
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1007,7 +1203,8 @@ async fn delivery_ids_come_from_the_configured_place(db: TestDb) {
     let token = header("authorization", &format!("Bearer {TOKEN}"));
     let only_token = [token.clone()];
 
-    // id_header: a different body with the same id is the same delivery.
+    // id_header: nobody signs a header, so a different body with the same id is a new
+    // delivery, and the same body with it a repeat.
     let id = header("X-Request-Id", "req-0001");
     let first = post(
         &app,
@@ -1018,10 +1215,20 @@ async fn delivery_ids_come_from_the_configured_place(db: TestDb) {
     .await;
     let first = first.expect_receipt(StatusCode::ACCEPTED).clone();
     assert_eq!(first["delivery_id"], "req-0001");
-    let again = post(
+    let other = post(
         &app,
         "by-header",
         br#"{"email":"h2@example.com"}"#,
+        &[token.clone(), id.clone()],
+    )
+    .await;
+    let other = other.expect_receipt(StatusCode::ACCEPTED);
+    assert_eq!(other["delivery_id"], "req-0001");
+    assert_ne!(other["jobs"], first["jobs"]);
+    let again = post(
+        &app,
+        "by-header",
+        br#"{"email":"h1@example.com"}"#,
         &[token.clone(), id],
     )
     .await;
@@ -1034,7 +1241,8 @@ async fn delivery_ids_come_from_the_configured_place(db: TestDb) {
         sha256_id(body)
     );
 
-    // id_pointer: strings and numbers.
+    // id_pointer: strings and numbers. The token scheme does not sign the body, so the
+    // pointer's id is not signed either: another body with it is a new delivery.
     let first = post(
         &app,
         "by-pointer",
@@ -1044,14 +1252,16 @@ async fn delivery_ids_come_from_the_configured_place(db: TestDb) {
     .await;
     let first = first.expect_receipt(StatusCode::ACCEPTED).clone();
     assert_eq!(first["delivery_id"], "evt-1");
-    let again = post(
+    let other = post(
         &app,
         "by-pointer",
         br#"{"email":"p2@example.com","event":{"id":"evt-1"}}"#,
         &only_token,
     )
     .await;
-    assert_eq!(again.expect_receipt(StatusCode::OK)["jobs"], first["jobs"]);
+    let other = other.expect_receipt(StatusCode::ACCEPTED);
+    assert_eq!(other["delivery_id"], "evt-1");
+    assert_ne!(other["jobs"], first["jobs"]);
     let numeric = post(
         &app,
         "by-pointer",
@@ -1081,7 +1291,7 @@ async fn delivery_ids_come_from_the_configured_place(db: TestDb) {
         resigned[0].1.as_str()
     );
 
-    // hub-signature: X-Atlassian-Webhook-Identifier, else the body's hash.
+    // hub-signature: X-Atlassian-Webhook-Identifier (not signed), else the body's hash.
     let deleted = |email: &str| {
         json!({ "webhookEvent": "user_deleted", "user": { "emailAddress": email } }).to_string()
     };
@@ -1099,7 +1309,11 @@ async fn delivery_ids_come_from_the_configured_place(db: TestDb) {
     let first = send_jira(deleted("j1@example.com"), Some("wh-77")).await;
     let first = first.expect_receipt(StatusCode::ACCEPTED).clone();
     assert_eq!(first["delivery_id"], "wh-77");
-    let again = send_jira(deleted("j2@example.com"), Some("wh-77")).await;
+    let other = send_jira(deleted("j2@example.com"), Some("wh-77")).await;
+    let other = other.expect_receipt(StatusCode::ACCEPTED);
+    assert_eq!(other["delivery_id"], "wh-77");
+    assert_ne!(other["jobs"], first["jobs"]);
+    let again = send_jira(deleted("j1@example.com"), Some("wh-77")).await;
     assert_eq!(again.expect_receipt(StatusCode::OK)["jobs"], first["jobs"]);
     let body = deleted("j3@example.com");
     let hashed = send_jira(body.clone(), None).await;
@@ -1116,16 +1330,267 @@ async fn delivery_ids_come_from_the_configured_place(db: TestDb) {
     let again = post(&app, "automation", body, &only_token).await;
     assert_eq!(again.expect_receipt(StatusCode::OK)["jobs"], first["jobs"]);
 
+    // A pointer into a body the scheme signs is a signed id: the same id is the same
+    // delivery, whatever the body.
+    let signed_pointer = async |body: &str| {
+        let headers = app.sign("jira-by-pointer", body.as_bytes());
+        post(&app, "jira-by-pointer", body.as_bytes(), &headers).await
+    };
+    let first = signed_pointer(
+        &json!({ "event": { "id": "evt-9" }, "user": { "emailAddress": "s1@example.com" } })
+            .to_string(),
+    )
+    .await;
+    let first = first.expect_receipt(StatusCode::ACCEPTED).clone();
+    assert_eq!(first["delivery_id"], "evt-9");
+    let again = signed_pointer(
+        &json!({ "event": { "id": "evt-9" }, "user": { "emailAddress": "s2@example.com" } })
+            .to_string(),
+    )
+    .await;
+    assert_eq!(again.expect_receipt(StatusCode::OK)["jobs"], first["jobs"]);
+
     let emails: BTreeSet<String> = all_jobs(&app).await.into_iter().map(|j| j.email).collect();
-    for never in ["h2@example.com", "p2@example.com", "j2@example.com"] {
-        assert!(
-            !emails.contains(never),
-            "{never} got a job from a duplicate"
-        );
+    for unsigned in ["h2@example.com", "p2@example.com", "j2@example.com"] {
+        assert!(emails.contains(unsigned), "{unsigned} got no job");
     }
+    assert!(
+        !emails.contains("s2@example.com"),
+        "a signed id's duplicate made a job"
+    );
     app.stop().await;
 }
 both_stores!(delivery_ids_on, delivery_ids_come_from_the_configured_place);
+
+// ---------------------------------------------------------------------------------------------
+// Unsigned delivery ids (INTERFACE §10)
+
+/// Jira admin webhooks, whose `X-Atlassian-Webhook-Identifier` is not signed: one source with
+/// the default replay window, one with a window of a second, one that also checks the body's
+/// `/timestamp`; and a Standard Webhooks source, whose `webhook-id` is signed.
+fn unsigned_config() -> String {
+    let rule = r#"
+  [[sources.rules]]
+  name = "user-deleted"
+  email = "/user/emailAddress"
+  actions = ["delete_portal_customer"]
+"#;
+    format!(
+        r#"dry_run = true
+
+[[sources]]
+name = "jira"
+scheme = "hub-signature"
+secrets = ["{JIRA_SECRET}"]
+{rule}
+[[sources]]
+name = "jira-short"
+scheme = "hub-signature"
+secrets = ["{JIRA_SECRET}"]
+replay_window = "1s"
+{rule}
+[[sources]]
+name = "jira-stamped"
+scheme = "hub-signature"
+secrets = ["{JIRA_SECRET}"]
+timestamp_pointer = "/timestamp"
+tolerance_seconds = 300
+{rule}
+[[sources]]
+name = "hr"
+scheme = "standard-webhooks"
+secrets = ["{HR_SECRET}"]
+{rule}"#
+    )
+}
+
+fn jira_body(email: &str) -> String {
+    json!({ "webhookEvent": "user_deleted", "user": { "emailAddress": email } }).to_string()
+}
+
+/// Posts `body` to a hub-signature source, genuinely signed, under delivery id `id`.
+async fn send_jira_as(app: &TestApp, source: &str, body: &str, id: &str) -> Answer {
+    let mut headers = app.sign(source, body.as_bytes());
+    headers.retain(|(name, _)| !name.eq_ignore_ascii_case("X-Atlassian-Webhook-Identifier"));
+    headers.push(header("X-Atlassian-Webhook-Identifier", id));
+    post(app, source, body.as_bytes(), &headers).await
+}
+
+async fn spawn_unsigned(db: &TestDb) -> App {
+    install_crypto_provider();
+    let gate = Box::new(GATE.read().await);
+    App {
+        app: TestApp::spawn(db, &unsigned_config()).await,
+        _gate: gate,
+    }
+}
+
+async fn an_unsigned_id_with_another_body_is_a_new_delivery(db: TestDb) {
+    let app = spawn_unsigned(&db).await;
+    let first = send_jira_as(&app, "jira", &jira_body("alice@example.com"), "wh-1").await;
+    let first = first.expect_receipt(StatusCode::ACCEPTED).clone();
+
+    // Another person's genuine delivery that reuses the id is not dropped.
+    let other = send_jira_as(&app, "jira", &jira_body("bob@example.com"), "wh-1").await;
+    let other = other.expect_receipt(StatusCode::ACCEPTED).clone();
+    assert_eq!(other["delivery_id"], "wh-1");
+    assert_eq!(other["jobs"][0]["email"], "bob@example.com");
+    assert_eq!(other["jobs"][0]["delivery_id"], "wh-1");
+    assert_ne!(job_ids(&other), job_ids(&first));
+
+    // The same id with the same body is the sender retrying: the first answer.
+    let again = send_jira_as(&app, "jira", &jira_body("alice@example.com"), "wh-1").await;
+    let mut expected = first.clone();
+    expected["duplicate"] = json!(true);
+    assert_eq!(*again.expect_receipt(StatusCode::OK), expected);
+
+    assert_eq!(all_jobs(&app).await.len(), 2);
+    assert_eq!(delivery_count(&app).await, 2);
+    app.stop().await;
+}
+both_stores!(
+    unsigned_id_other_body_on,
+    an_unsigned_id_with_another_body_is_a_new_delivery
+);
+
+async fn a_replayed_body_under_a_fresh_id_creates_nothing(db: TestDb) {
+    let app = spawn_unsigned(&db).await;
+    let body = jira_body("carol@example.com");
+    let first = send_jira_as(&app, "jira", &body, "wh-1").await;
+    let first = first.expect_receipt(StatusCode::ACCEPTED).clone();
+    // The first job finished, so nothing live would stop a new one.
+    for id in job_ids(&first) {
+        app.store
+            .cancel(id.parse().unwrap(), "test", "finished")
+            .await
+            .unwrap();
+    }
+
+    for fresh in ["wh-2", "wh-3"] {
+        let replay = send_jira_as(&app, "jira", &body, fresh).await;
+        let mut expected = first.clone();
+        expected["duplicate"] = json!(true);
+        assert_eq!(*replay.expect_receipt(StatusCode::OK), expected);
+    }
+    assert_eq!(all_jobs(&app).await.len(), 1, "no job from a replay");
+    assert_eq!(delivery_count(&app).await, 1);
+
+    // Outside the window (one second here) the body is accepted again.
+    let short = send_jira_as(&app, "jira-short", &body, "wh-1").await;
+    let short = short.expect_receipt(StatusCode::ACCEPTED).clone();
+    for id in job_ids(&short) {
+        app.store
+            .cancel(id.parse().unwrap(), "test", "finished")
+            .await
+            .unwrap();
+    }
+    let within = send_jira_as(&app, "jira-short", &body, "wh-2").await;
+    within.expect_receipt(StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let later = send_jira_as(&app, "jira-short", &body, "wh-3").await;
+    let later = later.expect_receipt(StatusCode::ACCEPTED);
+    assert_eq!(later["delivery_id"], "wh-3");
+    assert_eq!(later["jobs"][0]["state"], "pending");
+    assert_eq!(all_jobs(&app).await.len(), 3);
+    app.stop().await;
+}
+both_stores!(
+    replayed_body_on,
+    a_replayed_body_under_a_fresh_id_creates_nothing
+);
+
+/// Standard Webhooks signs `webhook-id` with the body: the id alone names the delivery, so
+/// the same id with another (genuinely signed) body is still a repeat, and the same body
+/// under a new id is a new delivery, as before.
+async fn a_signed_id_alone_names_the_delivery(db: TestDb) {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    let app = spawn_unsigned(&db).await;
+    let sign_as = |id: &str, body: &str| {
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(HR_SECRET.trim_start_matches("whsec_"))
+            .unwrap();
+        let timestamp = Utc::now().timestamp().to_string();
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+        mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
+        let signature =
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        vec![
+            header("webhook-id", id),
+            header("webhook-timestamp", &timestamp),
+            header("webhook-signature", &format!("v1,{signature}")),
+        ]
+    };
+    let (one, two) = (jira_body("dave@example.com"), jira_body("erin@example.com"));
+    let first = post(&app, "hr", one.as_bytes(), &sign_as("msg_1", &one)).await;
+    let first = first.expect_receipt(StatusCode::ACCEPTED).clone();
+    let other = post(&app, "hr", two.as_bytes(), &sign_as("msg_1", &two)).await;
+    assert_eq!(other.expect_receipt(StatusCode::OK)["jobs"], first["jobs"]);
+    let fresh = post(&app, "hr", one.as_bytes(), &sign_as("msg_2", &one)).await;
+    assert_eq!(
+        fresh.expect_receipt(StatusCode::ACCEPTED)["delivery_id"],
+        "msg_2"
+    );
+    let emails: Vec<String> = all_jobs(&app).await.into_iter().map(|j| j.email).collect();
+    assert_eq!(emails, vec!["dave@example.com"]);
+    assert_eq!(delivery_count(&app).await, 2);
+    app.stop().await;
+}
+both_stores!(signed_id_on, a_signed_id_alone_names_the_delivery);
+
+async fn a_stale_body_timestamp_is_401(db: TestDb) {
+    let app = spawn_unsigned(&db).await;
+    let stamped = |timestamp: Value| {
+        json!({
+            "timestamp": timestamp,
+            "webhookEvent": "user_deleted",
+            "user": { "emailAddress": "frank@example.com" }
+        })
+        .to_string()
+    };
+    let now = Utc::now();
+    let ten_minutes = TimeDelta::minutes(10);
+    for stale in [
+        json!((now - ten_minutes).timestamp_millis()),
+        json!((now + ten_minutes).timestamp_millis()),
+        json!((now - ten_minutes).timestamp()),
+        json!((now - ten_minutes).to_rfc3339()),
+    ] {
+        let answer = send_jira_as(&app, "jira-stamped", &stamped(stale.clone()), "wh-1").await;
+        answer.expect_error(StatusCode::UNAUTHORIZED, "stale_timestamp");
+    }
+    // No readable timestamp cannot show it is fresh: refused the same way, saying where.
+    for body in [
+        jira_body("frank@example.com"),
+        stamped(json!("soon")),
+        stamped(json!(null)),
+    ] {
+        let answer = send_jira_as(&app, "jira-stamped", &body, "wh-1").await;
+        answer.expect_error(StatusCode::UNAUTHORIZED, "stale_timestamp");
+        assert!(answer.text.contains("/timestamp"), "{}", answer.text);
+    }
+    assert_nothing_recorded(&app).await;
+
+    // Jira's epoch milliseconds, and the other forms, within the tolerance.
+    for (i, fresh) in [
+        json!(now.timestamp_millis()),
+        json!((now - TimeDelta::minutes(4)).timestamp_millis()),
+        json!(now.timestamp()),
+        json!(now.to_rfc3339()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let answer = send_jira_as(&app, "jira-stamped", &stamped(fresh), &format!("ok-{i}")).await;
+        answer.expect_receipt(StatusCode::ACCEPTED);
+    }
+    // A source without timestamp_pointer does not look.
+    send_jira_as(&app, "jira", &jira_body("frank@example.com"), "wh-1")
+        .await
+        .expect_receipt(StatusCode::ACCEPTED);
+    app.stop().await;
+}
+both_stores!(stale_body_timestamp_on, a_stale_body_timestamp_is_401);
 
 // ---------------------------------------------------------------------------------------------
 // Concurrency
@@ -1227,4 +1692,55 @@ async fn concurrent_copies_of_one_delivery_make_one_set_of_jobs(db: TestDb) {
 both_stores!(
     concurrent_copies_on,
     concurrent_copies_of_one_delivery_make_one_set_of_jobs
+);
+
+async fn concurrent_replays_under_fresh_ids_have_one_winner(db: TestDb) {
+    install_crypto_provider();
+    let _gate = GATE.write().await;
+    let app = TestApp::spawn(&db, &unsigned_config()).await;
+    let body = jira_body("racer@example.com");
+    let mut tasks = JoinSet::new();
+    for i in 0..20 {
+        let app = app.clone_handle();
+        let body = body.clone();
+        tasks.spawn(async move { send_jira_as(&app, "jira", &body, &format!("wh-{i}")).await });
+    }
+    // Meanwhile one id shared by ten different people: each is its own delivery.
+    let mut shared = JoinSet::new();
+    for i in 0..10 {
+        let app = app.clone_handle();
+        shared.spawn(async move {
+            send_jira_as(
+                &app,
+                "jira",
+                &jira_body(&format!("p{i}@example.com")),
+                "wh-shared",
+            )
+            .await
+        });
+    }
+    let answers = tasks.join_all().await;
+    let firsts: Vec<&Answer> = answers
+        .iter()
+        .filter(|a| a.status == StatusCode::ACCEPTED)
+        .collect();
+    assert_eq!(firsts.len(), 1, "exactly one copy of the body is accepted");
+    let first = firsts[0].expect_receipt(StatusCode::ACCEPTED);
+    for answer in &answers {
+        if answer.status != StatusCode::ACCEPTED {
+            let replay = answer.expect_receipt(StatusCode::OK);
+            assert_eq!(replay["delivery_id"], first["delivery_id"]);
+            assert_eq!(job_ids(replay), job_ids(first));
+        }
+    }
+    for answer in shared.join_all().await {
+        answer.expect_receipt(StatusCode::ACCEPTED);
+    }
+    assert_eq!(delivery_count(&app).await, 11);
+    assert_eq!(all_jobs(&app).await.len(), 11);
+    app.stop().await;
+}
+both_stores!(
+    concurrent_replays_on,
+    concurrent_replays_under_fresh_ids_have_one_winner
 );

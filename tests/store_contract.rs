@@ -12,7 +12,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use offboard::email::Email;
 use offboard::jobs::{Action, JobState, Outcome};
 use offboard::store::{
-    Completion, DeliveryContent, DeliveryReceipt, DeliveryStatus, Job, JobFilter, JobId,
+    Completion, Dedupe, DeliveryContent, DeliveryReceipt, DeliveryStatus, Job, JobFilter, JobId,
     JobWithEvents, NewCancel, NewChain, NewDelivery, NewStep, PauseReason, Refusal, Store,
     StoreError, StoreResult, Transition,
 };
@@ -74,6 +74,7 @@ fn accepted(cancels: Vec<NewCancel>, chains: Vec<NewChain>) -> DeliveryContent {
         cancels,
         chains,
         refused: Vec::new(),
+        approval_required: None,
     }
 }
 
@@ -82,6 +83,7 @@ fn delivery(source: &str, delivery_id: &str, content: DeliveryContent) -> NewDel
         source: source.to_owned(),
         delivery_id: delivery_id.to_owned(),
         body_sha256: "ab".repeat(32),
+        dedupe: Dedupe::SignedId,
         received_at: Utc::now(),
         content,
     }
@@ -237,6 +239,7 @@ async fn accept_records_delivery_and_jobs(db: TestDb) {
                 chain("other@example.com", &[Action::DeleteAccount], run_at),
             ],
             refused,
+            approval_required: None,
         },
     );
     let receipt = store.accept_delivery(new).await.unwrap();
@@ -398,6 +401,241 @@ both_stores!(
     same_delivery_id_from_other_source_is_new
 );
 
+// ---------------------------------------------------------------------------------------------
+// Unsigned delivery ids (INTERFACE §10)
+
+/// A body's SHA-256 as the receiver computes it, for a body named by `text`.
+fn body_hash(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// A delivery from `jira` whose id anybody could have written, received now, with a replay
+/// window that started `window` ago; one job for `email`.
+fn unsigned(id: &str, body: &str, window: TimeDelta, email: &str) -> NewDelivery {
+    let received_at = Utc::now();
+    NewDelivery {
+        source: "jira".to_owned(),
+        delivery_id: id.to_owned(),
+        body_sha256: body_hash(body),
+        dedupe: Dedupe::UnsignedId {
+            replay_since: received_at - window,
+        },
+        received_at,
+        content: accepted(
+            vec![],
+            vec![chain(email, &[Action::DeletePortalCustomer], due())],
+        ),
+    }
+}
+
+const MONTH: TimeDelta = TimeDelta::days(30);
+
+async fn unsigned_ids_need_the_same_body_to_be_repeats(db: TestDb) {
+    let store = db.store().await;
+    let first = store
+        .accept_delivery(unsigned("wh-1", "body-a", MONTH, "a@example.com"))
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+
+    // The same id with another body: a delivery of its own, with its own job, answered as new
+    // and showing the sender's id.
+    let other = store
+        .accept_delivery(unsigned("wh-1", "body-b", MONTH, "b@example.com"))
+        .await
+        .unwrap();
+    assert!(!other.duplicate, "{}", other.body);
+    assert_eq!(other.body["delivery_id"], "wh-1");
+    assert_eq!(other.body["duplicate"], false);
+    assert_eq!(receipt_ids(&other).len(), 1);
+    assert_ne!(receipt_ids(&other), receipt_ids(&first));
+
+    // The same id with the same body: the first answer again.
+    let again = store
+        .accept_delivery(unsigned("wh-1", "body-a", MONTH, "a@example.com"))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    let mut expected = first.body.clone();
+    expected["duplicate"] = json!(true);
+    assert_eq!(again.body, expected);
+
+    let listed = store.list_deliveries(None, 10).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.iter().all(|d| d.delivery_id == "wh-1"));
+    assert_eq!(all_jobs(&*store).await.len(), 2);
+
+    // A signed id is unchanged: the same id with another body is a repeat.
+    let signed = |body: &str, email: &str| NewDelivery {
+        body_sha256: body_hash(body),
+        ..delivery(
+            "hr",
+            "evt-signed",
+            accepted(vec![], vec![chain(email, &[Action::SuspendAccess], due())]),
+        )
+    };
+    let first = store
+        .accept_delivery(signed("body-c", "c@example.com"))
+        .await
+        .unwrap();
+    let again = store
+        .accept_delivery(signed("body-d", "d@example.com"))
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    assert!(again.duplicate);
+    assert_eq!(receipt_ids(&again), receipt_ids(&first));
+    assert_eq!(all_jobs(&*store).await.len(), 3);
+}
+both_stores!(
+    unsigned_ids_need_the_same_body_on,
+    unsigned_ids_need_the_same_body_to_be_repeats
+);
+
+async fn a_replayed_body_is_a_repeat_within_the_window_only(db: TestDb) {
+    let store = db.store().await;
+    let first = store
+        .accept_delivery(unsigned("wh-1", "body-a", MONTH, "a@example.com"))
+        .await
+        .unwrap();
+    // The first job finished: a new delivery would create a new one.
+    let job = receipt_ids(&first)[0];
+    store.cancel(job, OPERATOR, "done with").await.unwrap();
+
+    // A fresh id, the same body, within the window: the first answer, nothing new.
+    let replay = store
+        .accept_delivery(unsigned("wh-2", "body-a", MONTH, "a@example.com"))
+        .await
+        .unwrap();
+    assert!(replay.duplicate, "{}", replay.body);
+    assert_eq!(replay.body["delivery_id"], "wh-1", "the first answer");
+    assert_eq!(receipt_ids(&replay), vec![job]);
+    assert_eq!(all_jobs(&*store).await.len(), 1);
+    assert_eq!(store.list_deliveries(None, 10).await.unwrap().len(), 1);
+
+    // The same with a window that began after the first was received: a new delivery.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let outside = store
+        .accept_delivery(unsigned(
+            "wh-3",
+            "body-a",
+            TimeDelta::milliseconds(10),
+            "a@example.com",
+        ))
+        .await
+        .unwrap();
+    assert!(!outside.duplicate, "{}", outside.body);
+    assert_eq!(outside.body["delivery_id"], "wh-3");
+    let new_job = receipt_ids(&outside);
+    assert_eq!(new_job.len(), 1);
+    assert_ne!(new_job[0], job);
+    assert_eq!(show(&*store, new_job[0]).await.job.state, JobState::Pending);
+
+    // Now the newest copy of the body is the one a replay gets.
+    let replay = store
+        .accept_delivery(unsigned("wh-4", "body-a", MONTH, "a@example.com"))
+        .await
+        .unwrap();
+    assert!(replay.duplicate);
+    assert_eq!(replay.body["delivery_id"], "wh-3");
+
+    // Another source's copy of the body is not this source's, and a signed id never looks
+    // at bodies.
+    let elsewhere = store
+        .accept_delivery(NewDelivery {
+            source: "bamboo".to_owned(),
+            ..unsigned("wh-4", "body-a", MONTH, "z@example.com")
+        })
+        .await
+        .unwrap();
+    assert!(!elsewhere.duplicate);
+    let signed = store
+        .accept_delivery(NewDelivery {
+            dedupe: Dedupe::SignedId,
+            ..unsigned("wh-5", "body-a", MONTH, "y@example.com")
+        })
+        .await
+        .unwrap();
+    assert!(!signed.duplicate);
+    assert_eq!(store.list_deliveries(None, 10).await.unwrap().len(), 4);
+}
+both_stores!(
+    a_replayed_body_is_a_repeat_within_the_window_on,
+    a_replayed_body_is_a_repeat_within_the_window_only
+);
+
+/// Unsigned deliveries arriving together (on Postgres: one batch, plus the copies after it):
+/// copies of one body under fresh ids have one winner; deliveries that share only an id are
+/// each new; a body recorded before the batch replays its answer.
+async fn unsigned_deliveries_arriving_together(db: TestDb) {
+    let store = db.store().await;
+    let before = store
+        .accept_delivery(unsigned("old", "body-old", MONTH, "old@example.com"))
+        .await
+        .unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..30 {
+        let new = match i % 3 {
+            // One body under ten fresh ids.
+            0 => unsigned(
+                &format!("fresh-{i}"),
+                "body-same",
+                MONTH,
+                "same@example.com",
+            ),
+            // One id, ten bodies, ten people.
+            1 => unsigned(
+                "shared-id",
+                &format!("body-{i}"),
+                MONTH,
+                &format!("p{i}@example.com"),
+            ),
+            // The body recorded before, under fresh ids.
+            _ => unsigned(&format!("again-{i}"), "body-old", MONTH, "old@example.com"),
+        };
+        let store = store.clone();
+        tasks.spawn(async move { (i, store.accept_delivery(new).await.expect("accept")) });
+    }
+    let receipts = tasks.join_all().await;
+    let of = |kind: usize| {
+        receipts
+            .iter()
+            .filter(move |(i, _)| i % 3 == kind)
+            .map(|(_, r)| r)
+    };
+
+    let same: Vec<_> = of(0).collect();
+    assert_eq!(
+        same.iter().filter(|r| !r.duplicate).count(),
+        1,
+        "one winner"
+    );
+    let winner = same.iter().find(|r| !r.duplicate).unwrap();
+    for receipt in &same {
+        assert_eq!(receipt.body["delivery_id"], winner.body["delivery_id"]);
+        assert_eq!(receipt_ids(receipt), receipt_ids(winner));
+    }
+    let shared: Vec<_> = of(1).collect();
+    assert!(shared.iter().all(|r| !r.duplicate));
+    let mut jobs: Vec<JobId> = shared.iter().flat_map(|r| receipt_ids(r)).collect();
+    jobs.sort();
+    jobs.dedup();
+    assert_eq!(jobs.len(), 10, "each body its own job");
+    for receipt in of(2) {
+        assert!(receipt.duplicate);
+        assert_eq!(receipt.body["delivery_id"], "old");
+        assert_eq!(receipt_ids(receipt), receipt_ids(&before));
+    }
+    // old, one of the same body, ten of the shared id.
+    assert_eq!(store.list_deliveries(None, 100).await.unwrap().len(), 12);
+    assert_eq!(all_jobs(&*store).await.len(), 12);
+}
+both_stores!(
+    unsigned_deliveries_arriving_together_on,
+    unsigned_deliveries_arriving_together
+);
+
 async fn unmappable_delivery_is_recorded_and_replayed(db: TestDb) {
     let store = db.store().await;
     let unmappable = || {
@@ -465,6 +703,125 @@ async fn approval_chain_starts_awaiting_approval(db: TestDb) {
 both_stores!(
     approval_chain_starts_awaiting_approval_on,
     approval_chain_starts_awaiting_approval
+);
+
+/// Mass offboarding (INTERFACE §10): above the limit every chain starts awaiting approval and
+/// the answer and the delivery row say why; at the limit nothing changes. Jobs are counted
+/// per (action, person), every step of a chain included.
+async fn mass_deliveries_wait_for_approval(db: TestDb) {
+    let store = db.store().await;
+    let two_steps = |email: &str| {
+        chain(
+            email,
+            &[Action::SuspendAccess, Action::DeleteAccount],
+            later(),
+        )
+    };
+    // Three jobs asked for (the repeated chain adds none): exactly the limit.
+    let mut at_limit = accepted(
+        vec![],
+        vec![
+            two_steps("x1@example.com"),
+            chain("x2@example.com", &[Action::SuspendAccess], later()),
+            chain("x1@example.com", &[Action::SuspendAccess], later()),
+        ],
+    );
+    at_limit.require_approval_above(3);
+    let DeliveryContent::Accepted {
+        chains,
+        approval_required,
+        ..
+    } = &at_limit
+    else {
+        unreachable!()
+    };
+    assert!(approval_required.is_none());
+    assert!(chains.iter().all(|c| !c.approval));
+
+    // Deliveries arriving together, so Postgres writes them as one batch: held ones, a
+    // plain one, and a held one that repeats a person (which goes alone).
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..6 {
+        let mut content = match i {
+            0 => at_limit.clone(),
+            5 => accepted(
+                vec![],
+                vec![
+                    two_steps("y5@example.com"),
+                    two_steps("z5@example.com"),
+                    two_steps("y5@example.com"),
+                ],
+            ),
+            _ => accepted(
+                vec![],
+                vec![
+                    two_steps(&format!("y{i}@example.com")),
+                    two_steps(&format!("z{i}@example.com")),
+                ],
+            ),
+        };
+        content.require_approval_above(3);
+        let store = store.clone();
+        let new = delivery("hr", &format!("mass-{i}"), content);
+        tasks.spawn(async move { (i, store.accept_delivery(new).await.expect("accept")) });
+    }
+    let receipts = tasks.join_all().await;
+    for (i, receipt) in &receipts {
+        let ids = receipt_ids(receipt);
+        let states: Vec<JobState> = {
+            let mut states = Vec::new();
+            for id in &ids {
+                states.push(show(&*store, *id).await.job.state);
+            }
+            states
+        };
+        if *i == 0 {
+            assert_eq!(ids.len(), 3, "{}", receipt.body);
+            assert!(states.iter().all(|s| *s == JobState::Pending), "{states:?}");
+            assert!(
+                receipt.body.get("approval_required").is_none(),
+                "{}",
+                receipt.body
+            );
+            continue;
+        }
+        assert_eq!(ids.len(), 4, "{}", receipt.body);
+        assert!(
+            states.iter().all(|s| *s == JobState::AwaitingApproval),
+            "{i}: {states:?}"
+        );
+        let reason = receipt.body["approval_required"]
+            .as_str()
+            .expect("a reason");
+        assert!(reason.contains("4 jobs"), "{reason}");
+        for job in receipt.body["jobs"].as_array().unwrap() {
+            assert_eq!(job["state"], "awaiting_approval");
+        }
+        let created = &show(&*store, ids[0]).await.events[0].detail;
+        assert!(created.contains(reason), "{created}");
+    }
+    for listed in store.list_deliveries(None, 10).await.unwrap() {
+        assert_eq!(
+            listed.approval_required.is_some(),
+            listed.delivery_id != "mass-0",
+            "{listed:?}"
+        );
+    }
+    // The reason is replayed with the first answer.
+    let again = store
+        .accept_delivery(delivery("hr", "mass-1", accepted(vec![], vec![])))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert!(
+        again.body["approval_required"].is_string(),
+        "{}",
+        again.body
+    );
+}
+both_stores!(
+    mass_deliveries_wait_for_approval_on,
+    mass_deliveries_wait_for_approval
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1874,8 +2231,8 @@ async fn a_copy_committed_meanwhile_wins(db: TestDb) {
         Backend::Postgres => ("BEGIN", "now()"),
     };
     let insert = format!(
-        "INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, status, response) \
-         VALUES ('hr', 'raced', {now}, '{}', 'accepted', '{winner}')",
+        "INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, key_body_sha256, \
+         status, response) VALUES ('hr', 'raced', {now}, '{}', '', 'accepted', '{winner}')",
         "cd".repeat(32)
     );
     // The copy's transaction: the row exists but is not committed yet.
@@ -1922,6 +2279,79 @@ async fn a_copy_committed_meanwhile_wins(db: TestDb) {
 both_stores!(
     a_copy_committed_meanwhile_wins_on,
     a_copy_committed_meanwhile_wins
+);
+
+/// Another replica is recording a copy of the same body under another unsigned id and has
+/// not committed yet: this delivery must wait for it and then replay its answer, on the
+/// batch path and on the one-delivery path (a delivery with a cancel goes alone). On
+/// Postgres no unique index can see such a copy, so the wait is the body's transaction lock,
+/// which the other replica's accepting function holds.
+async fn a_copy_of_the_body_committed_meanwhile_wins(db: TestDb) {
+    let store = db.store().await;
+    for (round, cancels) in [(0, vec![]), (1, vec!["someone@example.com"])] {
+        let body = format!("body-raced-{round}");
+        let winner = format!(
+            r#"{{"delivery_id":"copy-{round}","duplicate":false,"jobs":[],"cancelled":[],"refused":[]}}"#
+        );
+        let (begin, now, lock) = match db.backend {
+            Backend::Sqlite => (
+                "BEGIN IMMEDIATE",
+                Utc::now().timestamp_micros().to_string(),
+                String::new(),
+            ),
+            Backend::Postgres => (
+                "BEGIN",
+                "now()".to_owned(),
+                format!(
+                    "SELECT pg_advisory_xact_lock(offboard_body_lock('jira', '{}'))",
+                    body_hash(&body)
+                ),
+            ),
+        };
+        let mut copy = RawConn::open(&db).await;
+        copy.run(begin).await;
+        if !lock.is_empty() {
+            copy.run(&lock).await;
+        }
+        copy.run(&format!(
+            "INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, \
+             key_body_sha256, status, response) \
+             VALUES ('jira', 'copy-{round}', {now}, '{hash}', '{hash}', 'accepted', '{winner}')",
+            hash = body_hash(&body)
+        ))
+        .await;
+
+        let mut new = unsigned(&format!("fresh-{round}"), &body, MONTH, "raced@example.com");
+        if let DeliveryContent::Accepted { cancels: c, .. } = &mut new.content {
+            *c = cancels
+                .iter()
+                .map(|email| NewCancel {
+                    email: Email::parse(email).unwrap(),
+                    rule: "rehired".to_owned(),
+                })
+                .collect();
+        }
+        let accepting = {
+            let store = store.clone();
+            tokio::spawn(async move { store.accept_delivery(new).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !accepting.is_finished(),
+            "round {round}: the accept must wait for the copy's transaction"
+        );
+        copy.run("COMMIT").await;
+
+        let receipt = accepting.await.unwrap().expect("the accept answers");
+        assert!(receipt.duplicate, "round {round}: {}", receipt.body);
+        assert_eq!(receipt.body["delivery_id"], format!("copy-{round}"));
+    }
+    assert!(all_jobs(&*store).await.is_empty(), "no job from a replay");
+    assert_eq!(store.list_deliveries(None, 10).await.unwrap().len(), 2);
+}
+both_stores!(
+    a_copy_of_the_body_committed_meanwhile_wins_on,
+    a_copy_of_the_body_committed_meanwhile_wins
 );
 
 /// A raw connection that runs statements outside the store, for races the store must lose.
@@ -2040,6 +2470,7 @@ async fn deliveries_arriving_together_keep_every_rule(db: TestDb) {
                         email: "ceo@example.com".into(),
                         reason: "protected_email".into(),
                     }],
+                    approval_required: None,
                 },
             ),
             // Everyone else names the same person, some with a second person too.

@@ -15,6 +15,7 @@ use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+use crate::duration::Span;
 use crate::email::Email;
 use crate::jobs::{Action, TargetAccount};
 use crate::rules::{ActionSpec, Rule, RuleSpec};
@@ -25,6 +26,9 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://offboard.db";
 pub const DEFAULT_ADMIN_URL: &str = "https://api.atlassian.com";
 const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 const MAX_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
+const DEFAULT_APPROVAL_ABOVE: u64 = 50;
+/// A month: longer than any sender retries a delivery, short enough to keep the index small.
+const DEFAULT_REPLAY_WINDOW: Span = Span::from_secs(30 * 86_400);
 
 /// The validated configuration the service runs with.
 #[derive(Debug)]
@@ -151,6 +155,8 @@ pub struct Safety {
     pub protected_domains: Vec<String>,
     pub protected_account_ids: BTreeSet<String>,
     pub max_actions_per_hour: u64,
+    /// A delivery that would create more jobs than this has all of them wait for approval.
+    pub approval_above: u64,
 }
 
 impl Default for Safety {
@@ -160,6 +166,7 @@ impl Default for Safety {
             protected_domains: Vec::new(),
             protected_account_ids: BTreeSet::new(),
             max_actions_per_hour: 100,
+            approval_above: DEFAULT_APPROVAL_ABOVE,
         }
     }
 }
@@ -196,9 +203,23 @@ pub struct Source {
     pub verifier: Verifier,
     pub id_header: Option<HeaderName>,
     pub id_pointer: Option<String>,
+    /// Where the delivery id is not signed, a body accepted within this span is a repeat
+    /// whatever its id (INTERFACE §10).
+    pub replay_window: Span,
+    /// A timestamp inside the signed body, held to the verifier's tolerance.
+    pub timestamp_pointer: Option<String>,
     pub rules: Vec<Rule>,
     /// One line per rule for `check`: its name and what it does.
     pub rule_summaries: Vec<String>,
+}
+
+impl Source {
+    /// Whether some delivery id of this source may come unsigned (INTERFACE §10). Only a
+    /// Standard Webhooks source without `id_header` signs every id it uses: `webhook-id`, or
+    /// an `id_pointer` into the signed body.
+    pub fn has_unsigned_ids(&self) -> bool {
+        self.id_header.is_some() || !self.verifier.scheme.signs_delivery_id()
+    }
 }
 
 impl Config {
@@ -333,11 +354,13 @@ impl Config {
         ));
         let s = &self.safety;
         line(format!(
-            "safety: {} protected emails, {} protected domains, {} protected account ids, at most {} actions/hour",
+            "safety: {} protected emails, {} protected domains, {} protected account ids, at most {} actions/hour, \
+             approval needed for any delivery of more than {} jobs",
             s.protected_emails.len(),
             s.protected_domains.len(),
             s.protected_account_ids.len(),
-            s.max_actions_per_hour
+            s.max_actions_per_hour,
+            s.approval_above
         ));
         if self.sources.is_empty() {
             line("sources: none (every POST /hooks/... answers 404)".into());
@@ -345,8 +368,18 @@ impl Config {
             line("sources:".into());
         }
         for source in &self.sources {
+            let mut freshness = format!("tolerance {}s", source.verifier.tolerance.as_secs());
+            if let Some(pointer) = &source.timestamp_pointer {
+                freshness.push_str(&format!(" (also for the body's {pointer})"));
+            }
+            if source.has_unsigned_ids() {
+                freshness.push_str(&format!(
+                    ", unsigned delivery ids: repeats need the same body, replay window {}",
+                    source.replay_window
+                ));
+            }
             line(format!(
-                "  {} ({}, {} secret{}, tolerance {}s): POST /hooks/{}",
+                "  {} ({}, {} secret{}, {freshness}): POST /hooks/{}",
                 source.name,
                 source.verifier.scheme.name(),
                 source.verifier.secrets.len(),
@@ -355,7 +388,6 @@ impl Config {
                 } else {
                     "s"
                 },
-                source.verifier.tolerance.as_secs(),
                 source.name
             ));
             for rule in &source.rule_summaries {
@@ -451,6 +483,7 @@ struct RawSafety {
     #[serde(default)]
     protected_account_ids: Vec<String>,
     max_actions_per_hour: Option<i64>,
+    approval_above: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -464,6 +497,8 @@ struct RawSource {
     prefix: Option<String>,
     id_header: Option<String>,
     id_pointer: Option<String>,
+    replay_window: Option<String>,
+    timestamp_pointer: Option<String>,
     #[serde(default)]
     rules: Vec<RuleSpec>,
 }
@@ -920,11 +955,19 @@ fn validate_safety(raw: RawSafety, problems: &mut Problems) -> Safety {
         "safety.max_actions_per_hour",
         problems,
     ) as u64;
+    let approval_above = in_range(
+        raw.approval_above,
+        DEFAULT_APPROVAL_ABOVE as i64,
+        0..=1_000_000,
+        "safety.approval_above",
+        problems,
+    ) as u64;
     Safety {
         protected_emails,
         protected_domains,
         protected_account_ids,
         max_actions_per_hour,
+        approval_above,
     }
 }
 
@@ -1022,6 +1065,27 @@ fn validate_source(
             format!("`{pointer}` is not a JSON Pointer (it must start with /)"),
         );
     }
+    let replay_window = validate_replay_window(&raw, scheme.as_ref(), path, problems);
+    if let Some(pointer) = &raw.timestamp_pointer {
+        let key = format!("{path}.timestamp_pointer");
+        if !pointer.starts_with('/') {
+            problems.at(
+                &key,
+                format!(
+                    "`{pointer}` is not a JSON Pointer (it must start with /, e.g. /timestamp)"
+                ),
+            );
+        } else if let Some(scheme) = scheme.as_ref().filter(|s| !s.signs_body()) {
+            problems.at(
+                &key,
+                format!(
+                    "scheme `{}` does not sign the body, so whoever holds one request could \
+                     change its timestamp; it guards nothing here",
+                    scheme.name()
+                ),
+            );
+        }
+    }
     let mut rules = Vec::new();
     let mut rule_summaries = Vec::new();
     let mut rule_names = BTreeSet::new();
@@ -1054,9 +1118,53 @@ fn validate_source(
         },
         id_header,
         id_pointer: raw.id_pointer.filter(|p| !p.is_empty()),
+        replay_window,
+        timestamp_pointer: raw.timestamp_pointer,
         rules,
         rule_summaries,
     })
+}
+
+/// `replay_window`: a duration of at least a second, and only where some delivery id is not
+/// signed (a Standard Webhooks source without `id_header` has only signed ones).
+fn validate_replay_window(
+    raw: &RawSource,
+    scheme: Option<&Scheme>,
+    path: &str,
+    problems: &mut Problems,
+) -> Span {
+    let Some(text) = &raw.replay_window else {
+        return DEFAULT_REPLAY_WINDOW;
+    };
+    let key = format!("{path}.replay_window");
+    let window = match Span::parse(text) {
+        Ok(window) if window == Span::ZERO => {
+            problems.at(
+                &key,
+                "must be at least 1s: a replayed body would otherwise create jobs again",
+            );
+            DEFAULT_REPLAY_WINDOW
+        }
+        Ok(window) => window,
+        Err(why) => {
+            problems.at(&key, why);
+            DEFAULT_REPLAY_WINDOW
+        }
+    };
+    if let Some(scheme) = scheme
+        && scheme.signs_delivery_id()
+        && raw.id_header.is_none()
+    {
+        problems.at(
+            &key,
+            format!(
+                "does not apply to scheme `{}`: it signs its delivery id, which alone identifies \
+                 a delivery",
+                scheme.name()
+            ),
+        );
+    }
+    window
 }
 
 fn summarize_rule(spec: &RuleSpec) -> String {

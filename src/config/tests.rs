@@ -54,7 +54,24 @@ fn defaults_are_sqlite_local_and_dry_run() {
     assert_eq!(config.max_body_bytes, 1024 * 1024);
     assert_eq!(config.worker.concurrency, 4);
     assert_eq!(config.safety.max_actions_per_hour, 100);
+    assert_eq!(config.safety.approval_above, 50);
     assert!(config.sources.is_empty());
+}
+
+#[test]
+fn approval_above_is_read_checked_and_summarised() {
+    let config = parse("[safety]\napproval_above = 0").unwrap();
+    assert_eq!(config.safety.approval_above, 0);
+    let config = parse("[safety]\napproval_above = 7").unwrap();
+    assert!(
+        config
+            .summary()
+            .contains("approval needed for any delivery of more than 7 jobs"),
+        "{}",
+        config.summary()
+    );
+    assert_problem("[safety]\napproval_above = -1", "safety.approval_above");
+    assert_problem("[safety]\napproval_above = \"50\"", "approval_above");
 }
 
 #[test]
@@ -439,4 +456,81 @@ fn the_store_url_alone_needs_no_other_secret() {
     std::fs::write(&path, "databse_url = \"sqlite://x.db\"").unwrap();
     let err = Config::discover_database_url(Some(&path)).unwrap_err();
     assert!(err.to_string().contains("databse_url"), "{err}");
+}
+
+#[test]
+fn replay_window_defaults_to_a_month_and_is_checked() {
+    let config = parse(SOURCE).unwrap();
+    let source = &config.sources[0];
+    assert_eq!(source.replay_window.as_secs(), 30 * 86_400);
+    assert!(source.has_unsigned_ids());
+    assert!(
+        config
+            .summary()
+            .contains("unsigned delivery ids: repeats need the same body, replay window 30d"),
+        "{}",
+        config.summary()
+    );
+    let with = |line: &str| SOURCE.replace("secrets = [", &format!("{line}\nsecrets = ["));
+    let config = parse(&with("replay_window = \"1s\"")).unwrap();
+    assert_eq!(config.sources[0].replay_window.as_secs(), 1);
+    assert_problem(&with("replay_window = \"0s\""), "sources[0].replay_window");
+    assert_problem(&with("replay_window = \"30 days\""), "30 days");
+    assert_problem(&with("replay_window = 30"), "replay_window");
+
+    // Standard Webhooks signs webhook-id: a replay window there would do nothing.
+    let standard = SOURCE
+        .replace("hub-signature", "standard-webhooks")
+        .replace(
+            "\"It's a Secret to Everybody\"",
+            "\"whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD\"",
+        );
+    let config = parse(&standard).unwrap();
+    assert!(!config.sources[0].has_unsigned_ids());
+    assert!(!config.summary().contains("replay window"));
+    let found = problems(&standard.replace("secrets = [", "replay_window = \"1d\"\nsecrets = ["));
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("sources[0].replay_window") && p.contains("signs its delivery id")),
+        "{found:#?}"
+    );
+    let by_header = standard.replace(
+        "secrets = [",
+        "id_header = \"X-Request-Id\"\nreplay_window = \"1d\"\nsecrets = [",
+    );
+    let config = parse(&by_header).unwrap();
+    assert!(config.sources[0].has_unsigned_ids());
+}
+
+#[test]
+fn timestamp_pointer_needs_a_pointer_into_a_signed_body() {
+    let with = |line: &str| SOURCE.replace("secrets = [", &format!("{line}\nsecrets = ["));
+    let config = parse(&with("timestamp_pointer = \"/timestamp\"")).unwrap();
+    assert_eq!(
+        config.sources[0].timestamp_pointer.as_deref(),
+        Some("/timestamp")
+    );
+    assert!(
+        config.summary().contains("also for the body's /timestamp"),
+        "{}",
+        config.summary()
+    );
+    assert_problem(
+        &with("timestamp_pointer = \"timestamp\""),
+        "sources[0].timestamp_pointer",
+    );
+    assert_problem(
+        &with("timestamp_pointer = \"\""),
+        "sources[0].timestamp_pointer",
+    );
+    let token = with("timestamp_pointer = \"/timestamp\"").replace("hub-signature", "token");
+    let found = problems(&token);
+    assert!(
+        found
+            .iter()
+            .any(|p| p.contains("sources[0].timestamp_pointer")
+                && p.contains("does not sign the body")),
+        "{found:#?}"
+    );
 }

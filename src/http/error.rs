@@ -27,6 +27,11 @@ pub enum ApiError {
     InvalidSignature,
     #[error("the signed timestamp is outside the accepted tolerance")]
     StaleTimestamp,
+    /// The source's `timestamp_pointer` finds no time in the verified body.
+    #[error(
+        "the signed body has no timestamp at {0} (epoch seconds, epoch milliseconds or RFC 3339)"
+    )]
+    MissingTimestamp(String),
     #[error("the body is larger than {0} bytes")]
     PayloadTooLarge(usize),
     #[error("the body could not be read: {0}")]
@@ -49,9 +54,10 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::UnknownSource(_) | ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::InvalidSignature | ApiError::StaleTimestamp | ApiError::Unauthorized => {
-                StatusCode::UNAUTHORIZED
-            }
+            ApiError::InvalidSignature
+            | ApiError::StaleTimestamp
+            | ApiError::MissingTimestamp(_)
+            | ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyRead(_) | ApiError::InvalidJson(_) | ApiError::BadRequest(_) => {
                 StatusCode::BAD_REQUEST
@@ -65,7 +71,7 @@ impl ApiError {
         match self {
             ApiError::UnknownSource(_) => "unknown_source",
             ApiError::InvalidSignature => "invalid_signature",
-            ApiError::StaleTimestamp => "stale_timestamp",
+            ApiError::StaleTimestamp | ApiError::MissingTimestamp(_) => "stale_timestamp",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::BodyRead(_) => "bad_request",
             ApiError::InvalidJson(_) => "invalid_json",

@@ -7,7 +7,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -20,9 +20,9 @@ use super::error::{ApiError, ErrorBody};
 use crate::config::{Config, Source};
 use crate::rules::{self, Plan};
 use crate::store::{
-    DeliveryContent, DeliveryStatus, NewCancel, NewChain, NewDelivery, NewStep, Refusal,
+    Dedupe, DeliveryContent, DeliveryStatus, NewCancel, NewChain, NewDelivery, NewStep, Refusal,
 };
-use crate::verify::{Scheme, Verified, is_hibob_ping};
+use crate::verify::{BodyTimestampError, Scheme, Verified, check_body_timestamp, is_hibob_ping};
 
 /// Delivery ids longer than this are replaced by their hash: they are keys, not payloads.
 const MAX_DELIVERY_ID_LEN: usize = 200;
@@ -41,6 +41,9 @@ struct DeliveryAnswer {
     /// Ids of jobs a cancel rule cancelled.
     cancelled: Vec<String>,
     refused: Vec<Refusal>,
+    /// Present when the delivery would create more than `[safety] approval_above` jobs: why
+    /// every one of them waits in `awaiting_approval`.
+    approval_required: Option<String>,
 }
 
 /// Receives one delivery from a configured source. The body is verified on its raw bytes
@@ -125,16 +128,26 @@ async fn handle(
         tracing::warn!("verified webhook is not JSON");
         ApiError::InvalidJson(e.to_string())
     })?;
+    let received_at = Utc::now();
+    check_body_time(source, &payload, received_at)?;
     let body_sha256 = hex::encode(Sha256::digest(&body));
-    let delivery_id = delivery_id(source, &verified, headers, &payload, &body_sha256);
+    let (delivery_id, id_signed) = delivery_id(source, &verified, headers, &payload, &body_sha256);
     tracing::Span::current().record("delivery_id", delivery_id.as_str());
+    let dedupe = if id_signed {
+        Dedupe::SignedId
+    } else {
+        Dedupe::UnsignedId {
+            replay_since: received_at - source.replay_window.to_chrono(),
+        }
+    };
 
     let content = map_payload(config, source, &payload);
     let delivery = NewDelivery {
         source: source.name.clone(),
         delivery_id,
         body_sha256,
-        received_at: Utc::now(),
+        dedupe,
+        received_at,
         content,
     };
     let receipt = state.store.accept_delivery(delivery).await?;
@@ -152,6 +165,21 @@ async fn handle(
     Ok(Answer::Recorded {
         status,
         body: receipt.body,
+    })
+}
+
+/// The source's `timestamp_pointer`, if any, held to its tolerance. A body without a
+/// readable time there is refused like a stale one, naming the pointer.
+fn check_body_time(source: &Source, payload: &Value, now: DateTime<Utc>) -> Result<(), ApiError> {
+    let Some(pointer) = &source.timestamp_pointer else {
+        return Ok(());
+    };
+    check_body_timestamp(payload, pointer, source.verifier.tolerance, now).map_err(|e| {
+        tracing::warn!(reason = %e, "rejected webhook");
+        match e {
+            BodyTimestampError::Stale => ApiError::StaleTimestamp,
+            BodyTimestampError::Unreadable => ApiError::MissingTimestamp(pointer.clone()),
+        }
     })
 }
 
@@ -175,21 +203,24 @@ async fn read_capped(headers: &HeaderMap, body: Body, limit: usize) -> Result<By
     })
 }
 
-/// The dedupe key: the source's `id_header` or `id_pointer`, else the scheme's own id, else
-/// the SHA-256 of the raw body.
+/// The delivery id: the source's `id_header` or `id_pointer`, else the scheme's own id, else
+/// the SHA-256 of the raw body; and whether the sender's signature covers it (INTERFACE §10).
+/// A header is never signed, a pointer is where the scheme signs the body, the scheme's own
+/// id where the scheme says so, and the body's hash stands for the body itself.
 fn delivery_id(
     source: &Source,
     verified: &Verified,
     headers: &HeaderMap,
     payload: &Value,
     body_sha256: &str,
-) -> String {
+) -> (String, bool) {
+    let scheme = &source.verifier.scheme;
     let from_header = source
         .id_header
         .as_ref()
         .and_then(|name| headers.get(name))
         .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+        .map(|id| (id.to_owned(), false));
     let from_pointer = source
         .id_pointer
         .as_deref()
@@ -198,15 +229,25 @@ fn delivery_id(
             Value::String(s) => Some(s.clone()),
             Value::Number(n) => Some(n.to_string()),
             _ => None,
-        });
+        })
+        .map(|id| (id, scheme.signs_body()));
+    let from_scheme = || {
+        verified
+            .delivery_id
+            .clone()
+            .map(|id| (id, scheme.signs_delivery_id()))
+    };
     let id = from_header
         .or(from_pointer)
-        .or_else(|| verified.delivery_id.clone())
-        .filter(|id| !id.is_empty());
+        .or_else(from_scheme)
+        .filter(|(id, _)| !id.is_empty());
     match id {
-        Some(id) if id.len() <= MAX_DELIVERY_ID_LEN => id,
-        Some(id) => format!("sha256:{}", hex::encode(Sha256::digest(id.as_bytes()))),
-        None => format!("sha256:{body_sha256}"),
+        Some((id, signed)) if id.len() <= MAX_DELIVERY_ID_LEN => (id, signed),
+        Some((id, signed)) => (
+            format!("sha256:{}", hex::encode(Sha256::digest(id.as_bytes()))),
+            signed,
+        ),
+        None => (format!("sha256:{body_sha256}"), true),
     }
 }
 
@@ -258,11 +299,21 @@ fn map_payload(config: &Config, source: &Source, payload: &Value) -> DeliveryCon
             }
         }
     }
-    DeliveryContent::Accepted {
+    let mut content = DeliveryContent::Accepted {
         cancels,
         chains,
         refused,
+        approval_required: None,
+    };
+    content.require_approval_above(config.safety.approval_above);
+    if let DeliveryContent::Accepted {
+        approval_required: Some(reason),
+        ..
+    } = &content
+    {
+        tracing::warn!(reason, "mass offboarding: every job waits for approval");
     }
+    content
 }
 
 fn truncate(text: &str, max: usize) -> String {

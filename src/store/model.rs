@@ -1,5 +1,6 @@
 //! Rows of the store as the rest of offboard sees them, shaped like the JSON of the API.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -137,10 +138,56 @@ pub struct JobFilter {
 #[derive(Clone, Debug)]
 pub struct NewDelivery {
     pub source: String,
+    /// The sender's id as the API shows it (or the body's hash where there is none).
     pub delivery_id: String,
     pub body_sha256: String,
+    /// How to tell whether it was recorded before.
+    pub dedupe: Dedupe,
     pub received_at: DateTime<Utc>,
     pub content: DeliveryContent,
+}
+
+/// How a delivery is told apart from those recorded before it (INTERFACE §10). Decided by
+/// the receiver from where the id came from; both stores apply it as given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dedupe {
+    /// The sender signs the delivery id: the id alone names the delivery, and the same id
+    /// with another body is still a repeat.
+    SignedId,
+    /// Anybody could have written the id. The same id is a repeat only with the same body
+    /// (another body is a new delivery, so a genuine one that reuses an id is not dropped),
+    /// and a body accepted from the source at or after `replay_since` is a repeat whatever
+    /// its id (so a captured body sent again under a fresh id creates nothing).
+    UnsignedId { replay_since: DateTime<Utc> },
+}
+
+impl NewDelivery {
+    /// The body part of the stored dedupe key `(source, delivery_id, key_body_sha256)`:
+    /// empty where the id alone is the key.
+    pub(crate) fn key_body_sha256(&self) -> &str {
+        match self.dedupe {
+            Dedupe::SignedId => "",
+            Dedupe::UnsignedId { .. } => &self.body_sha256,
+        }
+    }
+
+    /// Since when an accepted copy of the body makes this delivery a repeat.
+    pub(crate) fn replay_since(&self) -> Option<DateTime<Utc>> {
+        match self.dedupe {
+            Dedupe::SignedId => None,
+            Dedupe::UnsignedId { replay_since } => Some(replay_since),
+        }
+    }
+
+    /// Why every job of this delivery waits for approval, when it is a mass offboarding.
+    pub fn approval_required(&self) -> Option<&str> {
+        match &self.content {
+            DeliveryContent::Accepted {
+                approval_required, ..
+            } => approval_required.as_deref(),
+            DeliveryContent::Unmappable { .. } => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -151,7 +198,51 @@ pub enum DeliveryContent {
         cancels: Vec<NewCancel>,
         chains: Vec<NewChain>,
         refused: Vec<Refusal>,
+        /// Set by [`DeliveryContent::require_approval_above`]: why every chain waits for
+        /// approval. Part of the answer.
+        approval_required: Option<String>,
     },
+}
+
+impl DeliveryContent {
+    /// Mass offboarding needs a person (INTERFACE §10): when the delivery would create more
+    /// than `approval_above` jobs, every one of them starts awaiting approval, whatever its
+    /// rule says, and the answer says why.
+    ///
+    /// Jobs are counted as the delivery asks for them: every step of every chain, each
+    /// (action, person) once, as the store creates them. A live job that already exists and
+    /// would be returned instead counts too: which ones exist is known only inside the store's
+    /// transaction, and counting them errs towards asking a person. Such a job keeps its state.
+    pub fn require_approval_above(&mut self, approval_above: u64) {
+        let DeliveryContent::Accepted {
+            chains,
+            approval_required,
+            ..
+        } = self
+        else {
+            return;
+        };
+        let asked: HashSet<(Action, &str)> = chains
+            .iter()
+            .flat_map(|chain| {
+                chain
+                    .steps
+                    .iter()
+                    .map(|step| (step.action, chain.email.as_str()))
+            })
+            .collect();
+        let count = asked.len() as u64;
+        if count <= approval_above {
+            return;
+        }
+        for chain in chains.iter_mut() {
+            chain.approval = true;
+        }
+        *approval_required = Some(format!(
+            "this delivery would create {count} jobs, more than [safety] approval_above = \
+             {approval_above}: every one of them waits for approval"
+        ));
+    }
 }
 
 /// The steps of one rule for one person: each later step runs only after the earlier one
@@ -178,10 +269,14 @@ impl NewChain {
 
     /// The detail of each of its jobs' creation event.
     pub(crate) fn creation_detail(&self, delivery: &NewDelivery) -> String {
-        let detail = format!(
+        let mut detail = format!(
             "created by rule {} of source {} (delivery {})",
             self.rule, delivery.source, delivery.delivery_id
         );
+        if let Some(reason) = delivery.approval_required() {
+            detail.push_str("; ");
+            detail.push_str(reason);
+        }
         super::truncate_detail(&detail).to_owned()
     }
 }
@@ -306,6 +401,8 @@ pub struct Delivery {
     pub status: DeliveryStatus,
     pub error: Option<String>,
     pub job_ids: Vec<String>,
+    /// Why every job of this delivery waits for approval (a mass offboarding), else null.
+    pub approval_required: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -374,20 +471,25 @@ pub(crate) fn parse_params(text: &str) -> Result<Map<String, Value>, super::Stor
     }
 }
 
-/// The `accepted` response body, as stored and replayed.
+/// The `accepted` response body, as stored and replayed; `approval_required` only when set.
 pub(crate) fn accepted_body(
     delivery_id: &str,
     jobs: &[Job],
     cancelled: &[JobId],
     refused: &[Refusal],
+    approval_required: Option<&str>,
 ) -> Value {
-    serde_json::json!({
+    let mut body = serde_json::json!({
         "delivery_id": delivery_id,
         "duplicate": false,
         "jobs": jobs,
         "cancelled": cancelled.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
         "refused": refused,
-    })
+    });
+    if let (Some(reason), Some(obj)) = (approval_required, body.as_object_mut()) {
+        obj.insert("approval_required".into(), Value::from(reason));
+    }
+    body
 }
 
 pub(crate) fn unmappable_body(error: &str) -> Value {

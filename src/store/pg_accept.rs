@@ -7,7 +7,8 @@
 //! for its batch to commit before it is answered, as before. Everything else, and every
 //! delivery of a batch that hit a race, goes through `offboard_accept_delivery` alone.
 //!
-//! Both functions live in `migrations/postgres/20261128000002_accept_in_one_call.sql`.
+//! Both functions were written in `migrations/postgres/20261128000002_accept_in_one_call.sql`;
+//! their current versions are in `20261201000002_unsigned_ids_and_mass_approval.sql`.
 
 use std::collections::HashSet;
 
@@ -57,10 +58,18 @@ pub(super) fn spawn_batcher(pool: PgPool) -> AcceptBatcher {
 
 /// Writes one batch; an answer per delivery, in order.
 async fn write_batch(pool: &PgPool, batch: Vec<NewDelivery>) -> Vec<StoreResult<DeliveryReceipt>> {
-    // A copy of a delivery already in the batch is accepted after it, so it replays its answer.
-    let mut keys = HashSet::new();
-    let (members, copies): (Vec<usize>, Vec<usize>) =
-        (0..batch.len()).partition(|&i| keys.insert((&batch[i].source, &batch[i].delivery_id)));
+    // A copy of a delivery already in the batch is accepted after it, so it replays its answer:
+    // the same id, or for an unsigned id the same body. A delivery that merely shares an id
+    // goes after it too, which keeps (source, delivery_id) unique within the batch, as the
+    // function joins on it.
+    let mut ids = HashSet::new();
+    let mut bodies = HashSet::new();
+    let (members, copies): (Vec<usize>, Vec<usize>) = (0..batch.len()).partition(|&i| {
+        let delivery = &batch[i];
+        ids.insert((&delivery.source, &delivery.delivery_id))
+            && (delivery.replay_since().is_none()
+                || bodies.insert((&delivery.source, &delivery.body_sha256)))
+    });
     let mut answers: Vec<Option<StoreResult<DeliveryReceipt>>> =
         batch.iter().map(|_| None).collect();
     let deliveries: Vec<&NewDelivery> = members.iter().map(|&i| &batch[i]).collect();
@@ -113,7 +122,10 @@ async fn call_batch(
     let mut d_delivery_id = Vec::with_capacity(n);
     let mut d_received_at: Vec<DateTime<Utc>> = Vec::with_capacity(n);
     let mut d_body_sha256 = Vec::with_capacity(n);
+    let mut d_key_body_sha256 = Vec::with_capacity(n);
+    let mut d_replay_since: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
     let mut d_refused = Vec::with_capacity(n);
+    let mut d_approval_required = Vec::with_capacity(n);
     let mut j_delivery: Vec<i32> = Vec::new();
     let mut j_previous: Vec<Option<i32>> = Vec::new();
     let mut j_action = Vec::new();
@@ -136,7 +148,10 @@ async fn call_batch(
         d_delivery_id.push(delivery.delivery_id.as_str());
         d_received_at.push(delivery.received_at);
         d_body_sha256.push(delivery.body_sha256.as_str());
+        d_key_body_sha256.push(delivery.key_body_sha256());
+        d_replay_since.push(delivery.replay_since());
         d_refused.push(serde_json::to_string(refused).unwrap_or_else(|_| "[]".into()));
+        d_approval_required.push(delivery.approval_required());
         for chain in chains {
             let mut previous = None;
             for step in &chain.steps {
@@ -160,13 +175,16 @@ async fn call_batch(
     // transaction committed: no answer leaves before the batch is durable.
     let rows = sqlx::query(
         "SELECT k, duplicate, status, response FROM offboard_accept_batch( \
-         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
     )
     .bind(&d_source)
     .bind(&d_delivery_id)
     .bind(&d_received_at)
     .bind(&d_body_sha256)
+    .bind(&d_key_body_sha256)
+    .bind(&d_replay_since)
     .bind(&d_refused)
+    .bind(&d_approval_required)
     .bind(&j_delivery)
     .bind(&j_previous)
     .bind(&j_action)
@@ -218,6 +236,7 @@ pub(super) async fn accept_one(
             cancels,
             chains,
             refused,
+            ..
         } => (None, &chains[..], &cancels[..], &refused[..]),
     };
     let chains: Vec<serde_json::Value> = chains.iter().map(|c| chain_json(c, delivery)).collect();
@@ -253,17 +272,20 @@ async fn call_one(
 ) -> Result<Vec<PgRow>, sqlx::Error> {
     sqlx::query(
         "SELECT duplicate, status, response FROM offboard_accept_delivery( \
-         $1, $2, $3, $4, $5, $6, $7, $8, $9)",
+         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
     )
     .bind(&delivery.source)
     .bind(&delivery.delivery_id)
     .bind(delivery.received_at)
     .bind(&delivery.body_sha256)
+    .bind(delivery.key_body_sha256())
+    .bind(delivery.replay_since())
     .bind(error)
     .bind(sqlx::types::Json(chains))
     .bind(sqlx::types::Json(cancels))
     .bind(sqlx::types::Json(refused))
     .bind(PREVIOUS_STEP_FAILED)
+    .bind(delivery.approval_required())
     .fetch_all(pool)
     .await
 }

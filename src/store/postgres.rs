@@ -97,6 +97,15 @@ impl PostgresStore {
                     )),
                     false,
                 ),
+                Migration::new(
+                    20261201000002,
+                    Cow::Borrowed("unsigned ids and mass approval"),
+                    MigrationType::Simple,
+                    Cow::Borrowed(include_str!(
+                        "../../migrations/postgres/20261201000002_unsigned_ids_and_mass_approval.sql"
+                    )),
+                    false,
+                ),
             ]),
             ignore_missing: false,
             locking: true,
@@ -605,7 +614,8 @@ impl Store for PostgresStore {
         limit: u32,
     ) -> StoreResult<Vec<Delivery>> {
         let rows = sqlx::query(
-            "SELECT id, source, delivery_id, received_at, status, error, job_ids FROM deliveries \
+            "SELECT id, source, delivery_id, received_at, status, error, job_ids, approval_required \
+             FROM deliveries \
              WHERE ($1::text IS NULL OR source = $1) ORDER BY id DESC LIMIT $2",
         )
         .bind(source)
@@ -622,6 +632,7 @@ impl Store for PostgresStore {
                     status: parse_column(r.try_get::<&str, _>("status")?)?,
                     error: r.try_get("error")?,
                     job_ids: parse_job_ids(r.try_get("job_ids")?),
+                    approval_required: r.try_get("approval_required")?,
                 })
             })
             .collect()

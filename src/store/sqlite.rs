@@ -97,6 +97,15 @@ impl SqliteStore {
                     )),
                     false,
                 ),
+                Migration::new(
+                    20261201000002,
+                    Cow::Borrowed("unsigned ids and mass approval"),
+                    MigrationType::Simple,
+                    Cow::Borrowed(include_str!(
+                        "../../migrations/sqlite/20261201000002_unsigned_ids_and_mass_approval.sql"
+                    )),
+                    false,
+                ),
             ]),
             ignore_missing: false,
             locking: true,
@@ -485,16 +494,36 @@ async fn accept_together(
     Ok(receipts)
 }
 
-/// Records one delivery and its jobs inside `tx`, or finds it already recorded.
-async fn accept_in(tx: &mut Tx, delivery: &NewDelivery, now: i64) -> StoreResult<DeliveryReceipt> {
-    let existing = sqlx::query(
-        "SELECT status, response FROM deliveries WHERE source = ?1 AND delivery_id = ?2",
+/// The delivery as recorded before, if it is a repeat (`Dedupe`): the same key, else, for
+/// an unsigned id, the newest copy of its body within the replay window. The immediate
+/// transaction holds the write lock, so no copy can be recorded between this and the insert.
+async fn recorded_before(tx: &mut Tx, delivery: &NewDelivery) -> StoreResult<Option<SqliteRow>> {
+    let same_key = sqlx::query(
+        "SELECT status, response FROM deliveries WHERE source = ?1 AND delivery_id = ?2 \
+         AND (?3 = '' OR body_sha256 = ?3) ORDER BY id LIMIT 1",
     )
     .bind(&delivery.source)
     .bind(&delivery.delivery_id)
+    .bind(delivery.key_body_sha256())
     .fetch_optional(&mut **tx)
     .await?;
-    if let Some(row) = existing {
+    let Some(since) = delivery.replay_since().filter(|_| same_key.is_none()) else {
+        return Ok(same_key);
+    };
+    Ok(sqlx::query(
+        "SELECT status, response FROM deliveries WHERE source = ?1 AND body_sha256 = ?2 \
+         AND received_at >= ?3 ORDER BY received_at DESC, id DESC LIMIT 1",
+    )
+    .bind(&delivery.source)
+    .bind(&delivery.body_sha256)
+    .bind(micros(since))
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// Records one delivery and its jobs inside `tx`, or finds it already recorded.
+async fn accept_in(tx: &mut Tx, delivery: &NewDelivery, now: i64) -> StoreResult<DeliveryReceipt> {
+    if let Some(row) = recorded_before(tx, delivery).await? {
         return duplicate_receipt(row.try_get("status")?, row.try_get("response")?);
     }
     let (status, error, body, job_ids) = match &delivery.content {
@@ -508,6 +537,7 @@ async fn accept_in(tx: &mut Tx, delivery: &NewDelivery, now: i64) -> StoreResult
             cancels,
             chains,
             refused,
+            approval_required,
         } => {
             let mut cancelled = Vec::new();
             for cancel in cancels {
@@ -526,22 +556,31 @@ async fn accept_in(tx: &mut Tx, delivery: &NewDelivery, now: i64) -> StoreResult
                 }
             }
             let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
-            let body = accepted_body(&delivery.delivery_id, &jobs, &cancelled, refused);
+            let body = accepted_body(
+                &delivery.delivery_id,
+                &jobs,
+                &cancelled,
+                refused,
+                approval_required.as_deref(),
+            );
             (DeliveryStatus::Accepted, None, body, ids)
         }
     };
     sqlx::query(
-        "INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, status, error, job_ids, response) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, key_body_sha256, \
+         status, error, job_ids, response, approval_required) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )
     .bind(&delivery.source)
     .bind(&delivery.delivery_id)
     .bind(micros(delivery.received_at))
     .bind(&delivery.body_sha256)
+    .bind(delivery.key_body_sha256())
     .bind(status.as_str())
     .bind(error)
     .bind(serde_json::to_string(&job_ids).unwrap_or_else(|_| "[]".into()))
     .bind(body.to_string())
+    .bind(delivery.approval_required())
     .execute(&mut **tx)
     .await?;
     Ok(DeliveryReceipt {
@@ -873,7 +912,8 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<Delivery>> {
         let rows = sqlx::query(
-            "SELECT id, source, delivery_id, received_at, status, error, job_ids FROM deliveries \
+            "SELECT id, source, delivery_id, received_at, status, error, job_ids, approval_required \
+             FROM deliveries \
              WHERE (?1 IS NULL OR source = ?1) ORDER BY id DESC LIMIT ?2",
         )
         .bind(source)
@@ -890,6 +930,7 @@ impl Store for SqliteStore {
                     status: parse_column(r.try_get::<&str, _>("status")?)?,
                     error: r.try_get("error")?,
                     job_ids: parse_job_ids(r.try_get("job_ids")?),
+                    approval_required: r.try_get("approval_required")?,
                 })
             })
             .collect()

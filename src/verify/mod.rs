@@ -6,6 +6,7 @@
 //! [`Verifier::sign`] is the sender's side of the same code, for `offboard sign` and for tests.
 
 mod bamboohr;
+mod body_timestamp;
 mod deel;
 mod hibob;
 mod hub_signature;
@@ -26,6 +27,7 @@ use rand::distr::Alphanumeric;
 use secrecy::{ExposeSecret as _, SecretString};
 use subtle::ConstantTimeEq as _;
 
+pub use body_timestamp::{BodyTimestampError, check_body_timestamp};
 pub use hibob::is_hibob_ping;
 
 const SCHEME_NAMES: &str = "standard-webhooks, hub-signature, bamboohr, hibob, deel, token";
@@ -83,6 +85,19 @@ impl Scheme {
             Scheme::Deel => "deel",
             Scheme::Token { .. } => "token",
         }
+    }
+
+    /// Whether the sender's signature covers the raw body; `token` only proves the sender
+    /// knows the token, so anybody who captured one request can send any body with it.
+    pub fn signs_body(&self) -> bool {
+        !matches!(self, Scheme::Token { .. })
+    }
+
+    /// Whether the delivery id the scheme itself reads ([`Verified::delivery_id`]) is covered
+    /// by the signature. Only Standard Webhooks signs `webhook-id`; Jira's
+    /// `X-Atlassian-Webhook-Identifier` is a plain header anybody can set.
+    pub fn signs_delivery_id(&self) -> bool {
+        matches!(self, Scheme::StandardWebhooks)
     }
 
     /// Checks one secret at config load. The message never contains the secret.

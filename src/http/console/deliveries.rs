@@ -22,8 +22,33 @@ pub(super) async fn list(
     let deliveries = state.store.list_deliveries(None, RECENT).await?;
     let chrome = chrome(&state, &session, Section::Deliveries, uri.to_string()).await?;
     let now = Utc::now();
+    let held: Vec<_> = deliveries
+        .iter()
+        .filter(|d| d.approval_required.is_some())
+        .collect();
     let content = html! {
         h1 { "Recent deliveries" }
+        // A mass offboarding must not go unnoticed: its jobs wait until a person approves them.
+        @if !held.is_empty() {
+            section.mass-approval role="alert" {
+                h2 {
+                    (held.len()) " mass offboarding" @if held.len() != 1 { "s" }
+                    " held for approval"
+                }
+                ul {
+                    @for delivery in &held {
+                        li {
+                            "Delivery " code { (delivery.delivery_id) } " from " strong { (delivery.source) } ": "
+                            (delivery.approval_required.as_deref().unwrap_or_default()) "."
+                        }
+                    }
+                }
+                p {
+                    "None of their jobs runs until a person approves it: "
+                    a href="/console?state=awaiting_approval" { "review the jobs awaiting approval" } "."
+                }
+            }
+        }
         p.muted {
             "The last " (RECENT) " webhooks that passed their signature check, newest first. "
             "A repeated delivery gets the first one's answer and is not listed again; "
@@ -36,7 +61,7 @@ pub(super) async fn list(
             }
             tbody {
                 @for delivery in &deliveries {
-                    tr {
+                    tr.mass-approval[delivery.approval_required.is_some()] {
                         td.when { (when(&delivery.received_at, now)) }
                         td { (delivery.source) }
                         td { code { (delivery.delivery_id) } }
@@ -47,6 +72,10 @@ pub(super) async fn list(
                             }
                             @if let Some(error) = &delivery.error {
                                 div.error { (error) }
+                            }
+                            @if let Some(reason) = &delivery.approval_required {
+                                " " span.badge.state-awaiting_approval { "approval required" }
+                                div.reason { (reason) }
                             }
                         }
                         td {
