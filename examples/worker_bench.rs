@@ -344,7 +344,8 @@ async fn requests_per_job(server: &str, people: usize, steps: usize) -> (usize, 
     let db = BenchDb::create(server).await;
     let fake = FakeAtlassian::start().await;
     for i in 0..people {
-        let mut account = fake_atlassian::FakeAccount::managed(&format!("acc-{i}"), email(i).as_str());
+        let mut account =
+            fake_atlassian::FakeAccount::managed(&format!("acc-{i}"), email(i).as_str());
         account.groups.insert("g-1".to_owned());
         fake.add_account(account);
     }

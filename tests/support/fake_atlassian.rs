@@ -674,7 +674,7 @@ async fn apply_fault(shared: &Shared, fault: Option<FaultKind>) -> Option<Respon
         } => Some(rate_limited(
             StatusCode::TOO_MANY_REQUESTS,
             retry_after,
-            reset_after.map(|seconds| reset_at_minute(seconds)),
+            reset_after.map(reset_at_minute),
         )),
         FaultKind::Status429ResetSeconds { reset_after } => {
             let reset = chrono::Utc::now() + chrono::Duration::seconds(reset_after as i64);
@@ -1264,11 +1264,11 @@ async fn suspend(
         return refused;
     }
     change_directory_account(&shared, &org, &dir, &account_id, |account| {
-        if account.status != FakeStatus::Active {
-            return Err(not_eligible());
+        let eligible = account.status == FakeStatus::Active;
+        if eligible {
+            account.status = FakeStatus::Suspended;
         }
-        account.status = FakeStatus::Suspended;
-        Ok(())
+        eligible
     })
 }
 
@@ -1284,11 +1284,11 @@ async fn restore(
         return refused;
     }
     change_directory_account(&shared, &org, &dir, &account_id, |account| {
-        if account.status != FakeStatus::Suspended {
-            return Err(not_eligible());
+        let eligible = account.status == FakeStatus::Suspended;
+        if eligible {
+            account.status = FakeStatus::Active;
         }
-        account.status = FakeStatus::Active;
-        Ok(())
+        eligible
     })
 }
 
@@ -1301,7 +1301,7 @@ async fn remove_from_directory(
         account.status = FakeStatus::Removed;
         account.in_directory = false;
         account.groups.clear();
-        Ok(())
+        true
     })
 }
 
@@ -1334,7 +1334,8 @@ fn change_directory_account(
     org: &str,
     dir: &str,
     account_id: &str,
-    change: impl FnOnce(&mut FakeAccount) -> Result<(), Response>,
+    // `false`: the account is not eligible for the change (409).
+    change: impl FnOnce(&mut FakeAccount) -> bool,
 ) -> Response {
     if !is_our_directory(org, dir) {
         return error(StatusCode::NOT_FOUND, "directory not found");
@@ -1343,8 +1344,9 @@ fn change_directory_account(
     let Some(account) = state.directory_account(account_id) else {
         return error(StatusCode::NOT_FOUND, "user not found in directory");
     };
-    match change(account) {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(refused) => refused,
+    if change(account) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        not_eligible()
     }
 }
