@@ -750,3 +750,63 @@ async fn debug_output_holds_no_secret() {
     assert!(!shown.contains(SITE_TOKEN), "{shown}");
     assert!(!shown.contains(ADMIN_KEY), "{shown}");
 }
+
+/// The reads by id see what the searches do not: a revoked customer, a suspended account.
+/// Without "Browse users and groups" the site search answers `[]`, the read by id 403, and
+/// the permission check says so.
+#[tokio::test]
+async fn reads_by_id_and_the_browse_permission() {
+    let fake = FakeAtlassian::start().await;
+    fake.add_account(FakeAccount {
+        portal_access_revoked: true,
+        ..FakeAccount::customer("qm:revoked", "revoked@example.com")
+    });
+    fake.add_account(FakeAccount {
+        status: FakeStatus::Suspended,
+        ..FakeAccount::managed("m-s", "suspended@example.com")
+    });
+    let client = client(&fake);
+    assert!(
+        client
+            .find_site_accounts("revoked@example.com")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let revoked = client
+        .site_user("qm:revoked")
+        .await
+        .unwrap()
+        .expect("read by id");
+    assert_eq!(revoked.account_type, "customer");
+    assert_eq!(revoked.status.as_deref(), Some("inactive"));
+    assert_eq!(client.site_user("qm:nobody").await.unwrap(), None);
+    let suspended = client
+        .directory_user("m-s")
+        .await
+        .unwrap()
+        .expect("read by id");
+    assert_eq!(suspended.directory_status.as_deref(), Some("suspended"));
+    assert_eq!(suspended.status.as_deref(), Some("active"));
+    assert_eq!(client.directory_user("m-nobody").await.unwrap(), None);
+    assert!(client.can_browse_users().await.unwrap());
+
+    fake.add_customer("qm:live", "live@example.com");
+    fake.set_browse_users(false);
+    assert!(
+        client
+            .find_site_accounts("live@example.com")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!client.can_browse_users().await.unwrap());
+    let forbidden = client.site_user("qm:live").await;
+    assert!(
+        matches!(forbidden, Err(ApiError::Rejected { status: 403, .. })),
+        "{forbidden:?}"
+    );
+    let request = last_request(&fake);
+    assert_eq!(request.path, "/rest/api/3/user");
+    assert_eq!(request.query.as_deref(), Some("accountId=qm%3Alive"));
+}
