@@ -54,6 +54,35 @@ backoff_max_seconds = 2
     )
 }
 
+/// A worker process over `db` and `fake`, with its config in a temporary directory.
+fn worker_process(db: &TestDb, fake: &FakeAtlassian) -> (WorkerProcess, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("offboard.toml");
+    // Port 0: the worker process serves /healthz and /metrics, and the two store variants
+    // of each test run at the same time.
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\ndatabase_url = \"{}\"\n{}",
+        db.url,
+        worker_toml(fake)
+    );
+    std::fs::File::create(&config)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .expect("write the worker config");
+    (WorkerProcess::start(&config, dir.path()), dir)
+}
+
+/// Waits until the worker process has sent its mutating call.
+async fn wait_for_the_call(fake: &FakeAtlassian) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while fake.mutating_requests().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the worker process never sent its call"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The child process; killed on drop so a failing test leaves no worker behind.
 struct WorkerProcess {
     child: Child,
@@ -120,29 +149,9 @@ async fn a_killed_worker_loses_no_job(db: TestDb) {
     let ids = job_ids(&api.deliver("hr", &json!({ "people": people })).await);
     assert_eq!(ids.len(), 3);
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("offboard.toml");
-    // Port 0: the worker process serves /healthz and /metrics, and the two store variants
-    // of this test run at the same time.
-    let text = format!(
-        "listen = \"127.0.0.1:0\"\ndatabase_url = \"{}\"\n{}",
-        db.url,
-        worker_toml(&fake)
-    );
-    std::fs::File::create(&config)
-        .and_then(|mut file| file.write_all(text.as_bytes()))
-        .expect("write the worker config");
-    let mut process = WorkerProcess::start(&config, dir.path());
-
+    let (mut process, _dir) = worker_process(&db, &fake);
     // The process has sent its mutating call, and the fake holds it open.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while fake.mutating_requests().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the worker process never sent its call"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_the_call(&fake).await;
     let held = fake.mutating_requests()[0].path.clone();
     let mut running = Vec::new();
     for id in &ids {
@@ -215,23 +224,8 @@ async fn a_rerun_acts_on_the_recorded_account(db: TestDb) {
     let ids = job_ids(&api.deliver("hr", &body).await);
     assert_eq!(ids.len(), 1);
 
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("offboard.toml");
-    let text = format!(
-        "listen = \"127.0.0.1:0\"\ndatabase_url = \"{}\"\n{}",
-        db.url,
-        worker_toml(&fake)
-    );
-    std::fs::write(&config, text).expect("write the worker config");
-    let mut process = WorkerProcess::start(&config, dir.path());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while fake.mutating_requests().is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the worker process never sent its call"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (mut process, _dir) = worker_process(&db, &fake);
+    wait_for_the_call(&fake).await;
     // The DELETE is carried out; its answer is held, and the worker dies waiting for it.
     let deadline = Instant::now() + Duration::from_secs(10);
     while fake.account("qm:leaver").expect("account").status != FakeStatus::Deleted {

@@ -264,6 +264,16 @@ async fn a_configuration_error_exits_2() {
     );
 }
 
+async fn console_page(http: &reqwest::Client, app: &TestApp, cookie: &str) -> String {
+    let response = http
+        .get(format!("{}/console", app.base_url))
+        .header(COOKIE, cookie)
+        .send()
+        .await
+        .unwrap();
+    response.text().await.unwrap()
+}
+
 /// Live, `serve` runs the checks at start; the console's header shows a failing doctor, and
 /// `GET /api/v1/doctor` answers 200 with the same JSON whether or not they pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,15 +305,7 @@ async fn serve_checks_at_start_and_the_console_shows_a_failing_doctor() {
         .next()
         .unwrap()
         .to_owned();
-    let page = http
-        .get(format!("{}/console", app.base_url))
-        .header(COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = console_page(&http, &app, &cookie).await;
     assert!(page.contains("Doctor: 1 failing"), "{page}");
     assert!(page.contains("group:g-typo"), "{page}");
 
@@ -326,15 +328,7 @@ async fn serve_checks_at_start_and_the_console_shows_a_failing_doctor() {
     assert_eq!(report["ok"], json!(true), "{report}");
     assert_eq!(report["checks"].as_array().unwrap().len(), 7);
     // The latest report is what the header shows: fixed now.
-    let page = http
-        .get(format!("{}/console", app.base_url))
-        .header(COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = console_page(&http, &app, &cookie).await;
     assert!(!page.contains("Doctor:"), "{page}");
     app.stop().await;
 }
