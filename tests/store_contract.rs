@@ -12,9 +12,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use offboard::email::Email;
 use offboard::jobs::{Action, JobState, Outcome};
 use offboard::store::{
-    Completion, Dedupe, DeliveryContent, DeliveryReceipt, DeliveryStatus, Job, JobFilter, JobId,
-    JobWithEvents, NewCancel, NewChain, NewDelivery, NewStep, PauseReason, Refusal, Store,
-    StoreError, StoreResult, Transition,
+    AccountRecord, Completion, Dedupe, DeliveryContent, DeliveryReceipt, DeliveryStatus, Job,
+    JobFilter, JobId, JobWithEvents, NewCancel, NewChain, NewDelivery, NewStep, PauseReason,
+    Refusal, Store, StoreError, StoreResult, Transition,
 };
 use serde_json::{Map, Value, json};
 use sqlx::Connection;
@@ -1314,6 +1314,37 @@ async fn the_recorded_account_stays_with_the_job(db: TestDb) {
 both_stores!(
     the_recorded_account_stays_with_the_job_on,
     the_recorded_account_stays_with_the_job
+);
+
+/// Accounts are recorded in batches; each item is answered for its own claim.
+async fn accounts_are_recorded_in_batches(db: TestDb) {
+    let store = db.store().await;
+    let a = enqueue(&*store, "a@example.com", Action::SuspendAccess, due()).await;
+    let b = enqueue(&*store, "b@example.com", Action::SuspendAccess, due()).await;
+    let claimed = store.claim_due(WORKER, 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 2);
+    let record = |job: &Job, account: &str| AccountRecord {
+        job: job.clone(),
+        account_id: account.to_owned(),
+        account_type: "atlassian".to_owned(),
+    };
+    let mut stale = claimed[1].clone();
+    stale.claim_seq -= 1;
+    let written = store
+        .record_accounts(&[record(&claimed[0], "acc-a"), record(&stale, "acc-b")])
+        .await
+        .unwrap();
+    assert_eq!(written, [true, false]);
+    assert_eq!(
+        show(&*store, a.id).await.job.account_id.as_deref(),
+        Some("acc-a")
+    );
+    assert_eq!(show(&*store, b.id).await.job.account_id, None);
+    assert!(store.record_accounts(&[]).await.unwrap().is_empty());
+}
+both_stores!(
+    accounts_are_recorded_in_batches_on,
+    accounts_are_recorded_in_batches
 );
 
 /// `permission` is a pause reason like the others, kept until a resume.

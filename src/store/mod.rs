@@ -130,15 +130,31 @@ pub trait Store: Send + Sync + 'static {
             .unwrap_or(false))
     }
 
-    /// Records the account a claimed job acts on, before its first mutating call, so that a
-    /// re-run after a lost lease and the later steps of its chain act on the same account.
-    /// `false` when the claim is no longer held.
+    /// Records the account each claimed job acts on, before its first mutating call, so that
+    /// a re-run after a lost lease and the later steps of its chain act on the same account.
+    /// One transaction: the worker batches its concurrent tasks' records, as their results.
+    /// For each item, `false` when its claim is no longer held.
+    async fn record_accounts(&self, items: &[AccountRecord]) -> StoreResult<Vec<bool>>;
+
+    /// Records the account of one claimed job. `false` when the claim is no longer held.
     async fn record_account(
         &self,
         job: &Job,
         account_id: &str,
         account_type: &str,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<bool> {
+        let item = AccountRecord {
+            job: job.clone(),
+            account_id: account_id.to_owned(),
+            account_type: account_type.to_owned(),
+        };
+        Ok(self
+            .record_accounts(std::slice::from_ref(&item))
+            .await?
+            .first()
+            .copied()
+            .unwrap_or(false))
+    }
 
     /// One job without its events (the earlier step of a chain, for the account it recorded).
     async fn job(&self, id: JobId) -> StoreResult<Option<Job>>;

@@ -103,6 +103,14 @@ pub struct Completion {
     pub detail: String,
 }
 
+/// The account a claimed job resolved, to be recorded before its mutating call.
+#[derive(Clone, Debug)]
+pub struct AccountRecord {
+    pub job: Job,
+    pub account_id: String,
+    pub account_type: String,
+}
+
 /// One entry of a job's audit trail.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct JobEvent {

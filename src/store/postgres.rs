@@ -397,23 +397,29 @@ impl Store for PostgresStore {
         Ok(ids.iter().map(|id| done.contains(id)).collect())
     }
 
-    async fn record_account(
-        &self,
-        job: &Job,
-        account_id: &str,
-        account_type: &str,
-    ) -> StoreResult<bool> {
-        let updated = sqlx::query(
-            "UPDATE jobs SET account_id = $3, account_type = $4, updated_at = now() \
-             WHERE id = $1 AND state = 'running' AND claim_seq = $2",
+    async fn record_accounts(&self, items: &[AccountRecord]) -> StoreResult<Vec<bool>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = items.iter().map(|i| i.job.id).collect();
+        let claims: Vec<i64> = items.iter().map(|i| i.job.claim_seq).collect();
+        let accounts: Vec<&str> = items.iter().map(|i| i.account_id.as_str()).collect();
+        let types: Vec<&str> = items.iter().map(|i| i.account_type.as_str()).collect();
+        let recorded: Vec<i64> = sqlx::query_scalar(
+            "UPDATE jobs SET account_id = input.account_id, account_type = input.account_type, \
+               updated_at = now() \
+             FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) \
+               AS input (id, claim_seq, account_id, account_type) \
+             WHERE jobs.id = input.id AND jobs.state = 'running' AND jobs.claim_seq = input.claim_seq \
+             RETURNING jobs.id",
         )
-        .bind(job.id)
-        .bind(job.claim_seq)
-        .bind(account_id)
-        .bind(account_type)
-        .execute(&self.pool)
+        .bind(&ids)
+        .bind(&claims)
+        .bind(&accounts)
+        .bind(&types)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(updated.rows_affected() == 1)
+        Ok(ids.iter().map(|id| recorded.contains(id)).collect())
     }
 
     async fn job(&self, id: JobId) -> StoreResult<Option<Job>> {

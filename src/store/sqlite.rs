@@ -704,26 +704,29 @@ impl Store for SqliteStore {
         Ok(results)
     }
 
-    async fn record_account(
-        &self,
-        job: &Job,
-        account_id: &str,
-        account_type: &str,
-    ) -> StoreResult<bool> {
+    async fn record_accounts(&self, items: &[AccountRecord]) -> StoreResult<Vec<bool>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.begin_write().await?;
-        let updated = sqlx::query(
-            "UPDATE jobs SET account_id = ?3, account_type = ?4, updated_at = ?5 \
-             WHERE id = ?1 AND state = 'running' AND claim_seq = ?2",
-        )
-        .bind(job.id)
-        .bind(job.claim_seq)
-        .bind(account_id)
-        .bind(account_type)
-        .bind(now_micros())
-        .execute(&mut *tx)
-        .await?;
+        let now = now_micros();
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            let updated = sqlx::query(
+                "UPDATE jobs SET account_id = ?3, account_type = ?4, updated_at = ?5 \
+                 WHERE id = ?1 AND state = 'running' AND claim_seq = ?2",
+            )
+            .bind(item.job.id)
+            .bind(item.job.claim_seq)
+            .bind(&item.account_id)
+            .bind(&item.account_type)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            results.push(updated.rows_affected() == 1);
+        }
         tx.commit().await?;
-        Ok(updated.rows_affected() == 1)
+        Ok(results)
     }
 
     async fn job(&self, id: JobId) -> StoreResult<Option<Job>> {

@@ -20,7 +20,7 @@ use crate::atlassian::{Account, Client};
 use crate::batch::Batcher;
 use crate::config::Config;
 use crate::jobs::{JobState, Outcome};
-use crate::store::{Completion, Job, Store, StoreError};
+use crate::store::{AccountRecord, Completion, Job, Store, StoreError};
 use blast_radius::{BlastRadius, Reservation};
 use execute::{Guards, Step};
 
@@ -63,9 +63,11 @@ pub fn spawn(
             }
         };
         let completions = complete_in_batches(store.clone());
+        let account_records = record_accounts_in_batches(store.clone());
         let worker = Worker {
             slot_freed: Arc::new(Notify::new()),
             completions,
+            account_records,
             claim_batch: (config.worker.concurrency / 4).max(1),
             owner: worker_name(),
             config: config.clone(),
@@ -108,6 +110,8 @@ struct Worker {
     slot_freed: Arc<Notify>,
     /// Successful results go to one writer that records them in batches.
     completions: Batcher<Completion, Result<bool, String>>,
+    /// So do the accounts jobs resolved, each before its job's mutating call.
+    account_records: Batcher<AccountRecord, Result<bool, String>>,
     /// While jobs are running, claim only once this many slots are free: one claim
     /// statement per few jobs instead of one per job.
     claim_batch: usize,
@@ -316,11 +320,16 @@ impl Worker {
     /// dies after the call, the re-run acts on the same account instead of searching by
     /// email, which may no longer find it.
     async fn record_account(&self, job: &Job, account: &Account) -> Result<(), Step> {
-        match self
-            .store
-            .record_account(job, &account.account_id, &account.account_type)
-            .await
-        {
+        let record = AccountRecord {
+            job: job.clone(),
+            account_id: account.account_id.clone(),
+            account_type: account.account_type.clone(),
+        };
+        let written = match self.account_records.submit(record).await {
+            Ok(written) => written,
+            Err(_) => Err("the account writer stopped".to_owned()),
+        };
+        match written {
             Ok(true) => {
                 tracing::info!(account_id = %account.account_id, "account resolved and recorded");
                 Ok(())
@@ -438,16 +447,43 @@ impl Worker {
     }
 }
 
-/// The writer of successful results: whatever finished while the previous batch was being
-/// committed goes into the next one (`crate::batch`).
-fn complete_in_batches(store: Arc<dyn Store>) -> Batcher<Completion, Result<bool, String>> {
-    Batcher::spawn(COMPLETION_QUEUE, MAX_COMPLETION_BATCH, move |items| {
-        let store = store.clone();
-        async move {
-            match store.complete_many(&items).await {
-                Ok(written) => written.into_iter().map(Ok).collect(),
-                Err(e) => vec![Err(e.to_string()); items.len()],
+/// A writer of per-job rows, batched: whatever arrives while the previous batch is being
+/// committed goes into the next one (`crate::batch`), so concurrent jobs share one commit.
+/// Each job learns whether its claim still held, or the batch's error.
+fn write_in_batches<T, F, Fut>(store: Arc<dyn Store>, write: F) -> Batcher<T, Result<bool, String>>
+where
+    T: Send + 'static,
+    F: Fn(Arc<dyn Store>, Vec<T>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Vec<bool>, StoreError>> + Send,
+{
+    Batcher::spawn(
+        COMPLETION_QUEUE,
+        MAX_COMPLETION_BATCH,
+        move |items: Vec<T>| {
+            let count = items.len();
+            let written = write(store.clone(), items);
+            async move {
+                match written.await {
+                    Ok(written) => written.into_iter().map(Ok).collect(),
+                    Err(e) => vec![Err(e.to_string()); count],
+                }
             }
-        }
+        },
+    )
+}
+
+/// The writer of successful results.
+fn complete_in_batches(store: Arc<dyn Store>) -> Batcher<Completion, Result<bool, String>> {
+    write_in_batches(store, |store, items: Vec<Completion>| async move {
+        store.complete_many(&items).await
+    })
+}
+
+/// The writer of resolved accounts, each before its job's mutating call.
+fn record_accounts_in_batches(
+    store: Arc<dyn Store>,
+) -> Batcher<AccountRecord, Result<bool, String>> {
+    write_in_batches(store, |store, items: Vec<AccountRecord>| async move {
+        store.record_accounts(&items).await
     })
 }
