@@ -7,6 +7,7 @@ mod console;
 mod error;
 mod health;
 mod hooks;
+mod json_body;
 mod request_id;
 
 use std::sync::Arc;
