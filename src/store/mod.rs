@@ -1,7 +1,8 @@
 //! The durable job store: deliveries, jobs, their append-only audit events, the worker's
-//! paused flag and the console sessions ended by a logout. One [`Store`] trait, two backends chosen by the `database_url` scheme:
-//! Postgres for production (several replicas claim with `FOR UPDATE SKIP LOCKED`) and SQLite
-//! as the embedded default (one process, writes serialised by immediate transactions).
+//! paused flag and the console sessions ended by a logout. One [`Store`] trait, two backends
+//! chosen by the `database_url` scheme: Postgres for production (several replicas claim with
+//! `FOR UPDATE SKIP LOCKED`) and SQLite as the embedded default (one process, writes
+//! serialised by immediate transactions).
 //!
 //! Every write that moves a job names the claim it holds (`claim_seq`) and the state it
 //! expects, so a worker whose lease was rescued cannot overwrite a newer state.
