@@ -99,10 +99,14 @@ impl Service {
         };
         let stop = shutdown.clone();
         let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-                .context("HTTP server failed")
+            // The peer address is what the console's login throttle counts failures against.
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+            .context("HTTP server failed")
         });
         let task = tokio::spawn(async move {
             let served = server.await.context("HTTP server task panicked")?;

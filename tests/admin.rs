@@ -406,6 +406,115 @@ async fn health_metrics_and_request_id(db: TestDb) {
 }
 both_stores!(health_metrics_on, health_metrics_and_request_id);
 
+/// Sends one request and checks the answer is `{"error","message"}` with this status and
+/// code, as JSON that a browser may not sniff into something else.
+async fn expect_json_error(
+    request: reqwest::RequestBuilder,
+    status: StatusCode,
+    code: &str,
+) -> reqwest::header::HeaderMap {
+    let response = request.send().await.expect("request");
+    let headers = response.headers().clone();
+    let answered = response.status();
+    let text = response.text().await.expect("body");
+    let what = format!("{status} {code}: {answered} {text}");
+    assert_eq!(answered, status, "{what}");
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {what}"));
+    let keys: Vec<&str> = body
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["error", "message"], "{what}");
+    assert_eq!(body["error"], code, "{what}");
+    assert!(!body["message"].as_str().unwrap().is_empty(), "{what}");
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json"),
+        "{what}"
+    );
+    assert_eq!(headers["x-content-type-options"], "nosniff", "{what}");
+    headers
+}
+
+async fn every_error_is_json(db: TestDb) {
+    let app = TestApp::spawn(&db, CONFIG).await;
+    let url = |path: &str| format!("{}{path}", app.base_url);
+
+    // A path segment that is not UTF-8 once decoded.
+    for (method, path) in [
+        (Method::POST, "/hooks/%FF%FE"),
+        (Method::GET, "/api/v1/jobs/%FF"),
+        (Method::POST, "/api/v1/jobs/%C0/cancel"),
+    ] {
+        let request = app.admin(method, path);
+        expect_json_error(request, StatusCode::BAD_REQUEST, "bad_request").await;
+    }
+    // A repeated query parameter is refused, not read as one of its values.
+    for path in [
+        "/api/v1/jobs?limit=1&limit=2",
+        "/api/v1/jobs?state=pending&state=failed",
+        "/api/v1/deliveries?source=jira&source=other",
+    ] {
+        let request = app.admin(Method::GET, path);
+        expect_json_error(request, StatusCode::BAD_REQUEST, "bad_request").await;
+    }
+    for path in [
+        "/nope",
+        "/api/v1/nope",
+        "/hooks",
+        "/console/nope",
+        "/hooks/jira/extra",
+    ] {
+        let request = app.admin(Method::GET, path);
+        expect_json_error(request, StatusCode::NOT_FOUND, "not_found").await;
+    }
+    for (method, path) in [
+        (Method::GET, "/hooks/jira"),
+        (Method::DELETE, "/api/v1/jobs"),
+        (Method::PUT, "/healthz"),
+        (Method::GET, "/api/v1/worker/pause"),
+        (Method::DELETE, "/console/login"),
+    ] {
+        let request = app.admin(method.clone(), path);
+        let headers = expect_json_error(
+            request,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        )
+        .await;
+        assert!(headers.contains_key("allow"), "{method} {path}");
+    }
+    // The console's login form takes a form, not JSON.
+    let login = app
+        .http
+        .post(url("/console/login"))
+        .json(&json!({ "token": ADMIN_TOKEN }));
+    let headers = expect_json_error(
+        login,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+    assert!(!format!("{headers:?}").contains(ADMIN_TOKEN));
+
+    // Answers that are not errors carry nosniff too.
+    let worker = app
+        .admin(Method::GET, "/api/v1/worker")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(worker.status(), StatusCode::OK);
+    assert_eq!(worker.headers()["x-content-type-options"], "nosniff");
+    let health = app.http.get(url("/healthz")).send().await.unwrap();
+    assert_eq!(health.headers()["x-content-type-options"], "nosniff");
+    app.stop().await;
+}
+both_stores!(every_error_is_json_on, every_error_is_json);
+
 #[tokio::test]
 async fn a_worker_only_process_serves_health_and_metrics_only() {
     let db = TestDb::sqlite();
@@ -421,6 +530,15 @@ async fn a_worker_only_process_serves_health_and_metrics_only() {
     }
     let hook = app.send_signed("jira", b"{}").await;
     assert_eq!(hook.status(), StatusCode::NOT_FOUND);
+    let request = app.http.put(format!("{}/healthz", app.base_url));
+    expect_json_error(
+        request,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    )
+    .await;
+    let request = app.http.get(format!("{}/hooks/jira", app.base_url));
+    expect_json_error(request, StatusCode::NOT_FOUND, "not_found").await;
     let (status, _) = get_json(&app, "/api/v1/jobs").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     app.stop().await;

@@ -253,3 +253,155 @@ async fn serve_logs_json_with_request_ids_and_never_a_secret() {
             .any(|l| l.contains("rejected webhook") && l.contains("invalid_signature"))
     );
 }
+
+/// Runs the binary as an operator would, without the environment of whoever runs the tests.
+fn run(args: &[&str], config: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_offboard"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("DATABASE_URL")
+        .env_remove("OFFBOARD_CONFIG")
+        .env_remove("OFFBOARD_ADMIN_TOKEN")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run offboard")
+}
+
+/// A secret written where a list belongs, or left in an unclosed string, must not come back
+/// from `check`, `serve` or `sign`; the error still points at the key or the line.
+#[test]
+fn config_errors_never_print_the_offending_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("offboard.toml");
+    let body = dir.path().join("body.json");
+    std::fs::write(&body, "{}").unwrap();
+    let source = "[[sources]]\nname = \"hr\"\nscheme = \"token\"\n";
+    for (text, place) in [
+        (
+            format!("{source}secrets = \"TOKEN-LEAK\"\n"),
+            "at `sources.secrets`, line 4, column 11",
+        ),
+        (
+            format!("{source}secrets = [\"TOKEN-LEAK]\n"),
+            "invalid TOML at line 4",
+        ),
+        (
+            format!("admin_token = \"TOKEN-LEAK-0123456789\n{source}"),
+            "invalid TOML at line 1",
+        ),
+    ] {
+        std::fs::write(&config, &text).unwrap();
+        let body = body.to_str().unwrap();
+        for args in [
+            &["check"][..],
+            &["serve"],
+            &["sign", "--source", "hr", body],
+        ] {
+            let output = run(args, &config);
+            let (stdout, stderr) = (text_of(&output.stdout), text_of(&output.stderr));
+            assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+            for shown in [&stdout, &stderr] {
+                assert!(!shown.contains("TOKEN-LEAK"), "{args:?} leaked: {shown}");
+            }
+            assert!(
+                stderr.contains(place),
+                "{args:?} should say {place}: {stderr}"
+            );
+        }
+    }
+}
+
+fn text_of(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn check_refuses_a_short_admin_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("offboard.toml");
+    std::fs::write(&config, "admin_token = \"short-token\"\n").unwrap();
+    let output = run(&["check"], &config);
+    let stderr = text_of(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("admin_token: must be at least 16 characters"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("short-token"), "{stderr}");
+    std::fs::write(&config, "admin_token = \"a-long-enough-token\"\n").unwrap();
+    assert_eq!(run(&["check"], &config).status.code(), Some(0));
+}
+
+/// `?password=` is a password like the userinfo one: masked in `check`, in the start-up log
+/// and in the error when the store cannot be reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_the_database_url_query_is_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("offboard.toml");
+    let unreachable = "postgres://offboard@127.0.0.1:1/offboard?sslmode=disable&password=HUNTER2";
+    std::fs::write(&config, format!("database_url = \"{unreachable}\"\n")).unwrap();
+    let checked = run(&["check"], &config);
+    let summary = text_of(&checked.stdout);
+    assert_eq!(
+        checked.status.code(),
+        Some(0),
+        "{}",
+        text_of(&checked.stderr)
+    );
+    assert!(
+        summary.contains(
+            "store: postgres://offboard@127.0.0.1:1/offboard?sslmode=disable&password=***"
+        ),
+        "{summary}"
+    );
+    let served = run(&["serve"], &config);
+    let printed = format!("{}{}", text_of(&served.stdout), text_of(&served.stderr));
+    assert_eq!(served.status.code(), Some(1), "{printed}");
+    assert!(printed.contains("password=***"), "{printed}");
+    assert!(!printed.contains("HUNTER2"), "{printed}");
+
+    // A store that answers: the start-up log line shows the masked URL.
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let url = format!("{}&password=HUNTER2", db.url);
+    assert!(
+        db.url.contains('?'),
+        "the test schema is a query parameter: {}",
+        db.url
+    );
+    std::fs::write(
+        &config,
+        format!("listen = \"127.0.0.1:0\"\ndatabase_url = \"{url}\"\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_offboard"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("DATABASE_URL")
+        .env_remove("OFFBOARD_ADMIN_TOKEN")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start offboard serve");
+    // Only the start-up lines matter, so the process is killed once it listens; stderr is
+    // read to its end, never closed while the process may still write to it.
+    let mut logged = Vec::new();
+    for line in BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+    {
+        if line.contains("listening") {
+            child.kill().unwrap();
+        }
+        logged.push(line);
+    }
+    child.wait().unwrap();
+    let logged = logged.join("\n");
+    assert!(logged.contains("listening"), "{logged}");
+    assert!(logged.contains("password=***"), "{logged}");
+    assert!(!logged.contains("HUNTER2"), "{logged}");
+}

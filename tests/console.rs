@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -206,7 +207,11 @@ async fn the_session_cookie_is_safe(db: TestDb) {
         .strip_prefix("offboard_session=")
         .expect("named offboard_session");
     assert!(!cookie.contains(ADMIN_TOKEN));
-    let (expiry, signature) = value.split_once('.').expect("<expiry>.<signature>");
+    let parts: Vec<&str> = value.split('.').collect();
+    let [expiry, nonce, signature] = parts[..] else {
+        panic!("<expiry>.<nonce>.<signature>: {value}");
+    };
+    assert_eq!(nonce.len(), 32);
     let expiry: i64 = expiry.parse().expect("expiry is a number");
     let lifetime = expiry - chrono::Utc::now().timestamp();
     assert!(
@@ -579,6 +584,156 @@ async fn pause_and_resume_from_the_header(db: TestDb) {
     app.stop().await;
 }
 both_stores!(pause_on, pause_and_resume_from_the_header);
+
+/// A copy of the cookie and its CSRF token (say, from a shared machine or a log) is worth
+/// nothing once its owner logged out, on this process or after a restart; other sessions go on.
+async fn a_logout_ends_that_session_at_once(db: TestDb) {
+    let app = TestApp::spawn(&db, CONFIG).await;
+    let owner = Console::signed_in(&app).await;
+    let other = Console::signed_in(&app).await;
+    assert_ne!(owner.cookie, other.cookie);
+    let csrf = owner.get("/console").await.csrf();
+    let copy = Console {
+        cookie: owner.cookie.clone(),
+        ..Console::new(&app.base_url)
+    };
+    assert_eq!(copy.get("/console").await.status, StatusCode::OK);
+
+    let page = owner.post("/console/logout", &format!("csrf={csrf}")).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+
+    let refused = copy
+        .post("/console/worker/pause", &format!("csrf={csrf}"))
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    assert!(!app.store.worker_state().await.unwrap().paused);
+    for path in ["/console", "/console/deliveries", "/console/jobs/1"] {
+        let page = copy.get(path).await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{path}");
+        assert_eq!(page.location.as_deref(), Some("/console/login"), "{path}");
+    }
+    let login = copy.get("/console/login").await;
+    assert_eq!(login.status, StatusCode::OK);
+    assert!(login.body.contains("name=\"token\""));
+    let again = copy.post("/console/logout", &format!("csrf={csrf}")).await;
+    assert_eq!(again.status, StatusCode::FORBIDDEN);
+
+    // Another sign-in is another session: it goes on.
+    let other_csrf = other.get("/console").await.csrf();
+    let paused = other
+        .post("/console/worker/pause", &format!("csrf={other_csrf}"))
+        .await;
+    assert_eq!(paused.status, StatusCode::SEE_OTHER);
+    assert!(app.store.worker_state().await.unwrap().paused);
+    app.stop().await;
+
+    // The logout is in the store, not in the process that served it.
+    let restarted = TestApp::spawn(&db, CONFIG).await;
+    let copy = Console {
+        base_url: restarted.base_url.clone(),
+        ..copy
+    };
+    assert_eq!(copy.get("/console").await.status, StatusCode::SEE_OTHER);
+    let other = Console {
+        base_url: restarted.base_url.clone(),
+        ..other
+    };
+    assert_eq!(other.get("/console").await.status, StatusCode::OK);
+    restarted.stop().await;
+}
+both_stores!(logout_on, a_logout_ends_that_session_at_once);
+
+/// A visitor whose connections come from `address` (any 127/8 address is this host).
+fn browser_from(address: Ipv4Addr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(IpAddr::V4(address))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client")
+}
+
+async fn ten_failed_logins_a_minute_are_the_limit(db: TestDb) {
+    let app = TestApp::spawn(&db, CONFIG).await;
+    let guesser = Console {
+        http: browser_from(Ipv4Addr::new(127, 0, 0, 1)),
+        ..Console::new(&app.base_url)
+    };
+    for i in 0..10 {
+        let page = guesser.login(&format!("guess-{i}")).await;
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED, "try {i}");
+    }
+    // The eleventh try is refused whatever it holds, also the right token, so that nothing
+    // is learnt from it.
+    for token in ["guess-10", ADMIN_TOKEN] {
+        let response = guesser
+            .http
+            .post(format!("{}/console/login", app.base_url))
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(format!("token={token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS, "{token}");
+        let retry_after: u64 = response.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry_after), "{retry_after}");
+        assert!(response.headers().get(SET_COOKIE).is_none());
+        let body: serde_json::Value = response.json().await.expect("a JSON error");
+        assert_eq!(body["error"], "too_many_attempts");
+        assert!(!body.to_string().contains(ADMIN_TOKEN));
+    }
+    // A browser gets the login page again, with the same status and why.
+    let response = guesser
+        .http
+        .post(format!("{}/console/login", app.base_url))
+        .header("accept", "text/html,application/xhtml+xml")
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(format!("token={ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("Too many wrong tokens"), "{page}");
+    assert!(page.contains("name=\"token\""), "{page}");
+
+    // Another address has tries of its own.
+    let colleague = Console {
+        http: browser_from(Ipv4Addr::new(127, 0, 0, 2)),
+        ..Console::new(&app.base_url)
+    };
+    assert_eq!(
+        colleague.login("typo").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        colleague.login(ADMIN_TOKEN).await.status,
+        StatusCode::SEE_OTHER
+    );
+    app.stop().await;
+}
+both_stores!(login_limit_on, ten_failed_logins_a_minute_are_the_limit);
+
+/// Console pages answer in HTML, but a request axum refuses before the page runs is the
+/// JSON error every route gives.
+async fn refused_console_requests_are_json(db: TestDb) {
+    let app = TestApp::spawn(&db, CONFIG).await;
+    let console = Console::signed_in(&app).await;
+    let page = console.get("/console?state=failed&state=pending").await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
+    let body: serde_json::Value = serde_json::from_str(&page.body).expect("JSON");
+    assert_eq!(body["error"], "bad_request");
+    let page = console.get("/console/jobs/%FF").await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
+    let body: serde_json::Value = serde_json::from_str(&page.body).expect("JSON");
+    assert_eq!(body["error"], "bad_request");
+    app.stop().await;
+}
+both_stores!(refused_console_on, refused_console_requests_are_json);
 
 async fn without_an_admin_token_nobody_signs_in(db: TestDb) {
     let mut config = test_config(&db, CONFIG);

@@ -981,6 +981,84 @@ async fn verified_non_json_is_400(db: TestDb) {
 }
 both_stores!(non_json_on, verified_non_json_is_400);
 
+/// A later key must not retarget a templated body (INTERFACE §10): each of these is signed,
+/// and each is refused before any rule reads it.
+async fn repeated_keys_are_400(db: TestDb) {
+    let app = spawn(&db).await;
+    for (source, body) in [
+        (
+            "automation",
+            r#"{"email":"leaver@example.com","email":"victim@example.com"}"#,
+        ),
+        (
+            "hr",
+            r#"{"type":"contract.ended","data":{"email":"leaver@example.com","end_date":"2030-06-30","email":"victim@example.com"}}"#,
+        ),
+        (
+            "bamboo",
+            r#"{"employees":[{"fields":{"workEmail":"a@example.com"}},{"fields":{"workEmail":"b@example.com","workEmail":"victim@example.com"}}]}"#,
+        ),
+        (
+            "automation",
+            r#"{"email":"leaver@example.com","em\u0061il":"victim@example.com"}"#,
+        ),
+        (
+            "jira",
+            r#"{"webhookEvent":"user_deleted","webhookEvent":"user_deleted","user":{"emailAddress":"a@example.com"}}"#,
+        ),
+    ] {
+        let headers = app.sign(source, body.as_bytes());
+        let answer = post(&app, source, body.as_bytes(), &headers).await;
+        answer.expect_error(StatusCode::BAD_REQUEST, "invalid_json");
+        assert!(
+            answer.body["message"]
+                .as_str()
+                .unwrap()
+                .contains("duplicate key"),
+            "{}",
+            answer.text
+        );
+    }
+    assert_nothing_recorded(&app).await;
+    app.stop().await;
+}
+both_stores!(repeated_keys_on, repeated_keys_are_400);
+
+/// A byte-order mark before the JSON is skipped for parsing only: the signature covers the
+/// bytes as sent, BOM included, and so does the body's hash.
+async fn a_byte_order_mark_is_ignored(db: TestDb) {
+    let app = spawn(&db).await;
+    let body = b"\xEF\xBB\xBF{\"email\":\"leaver@example.com\"}";
+    let headers = app.sign("automation", body);
+    let answer = post(&app, "automation", body, &headers).await;
+    let receipt = answer.expect_receipt(StatusCode::ACCEPTED);
+    assert_eq!(receipt["delivery_id"], sha256_id(body));
+    assert_eq!(receipt["jobs"][0]["email"], "leaver@example.com");
+
+    // Signed without the BOM, sent with it: the signature is checked on what arrived.
+    let body = b"{\"type\":\"contract.ended\",\"data\":{\"email\":\"x@example.com\",\"end_date\":\"2030-06-30\"}}";
+    let mut with_bom = b"\xEF\xBB\xBF".to_vec();
+    with_bom.extend_from_slice(body);
+    let headers = app.sign("hr", body);
+    post(&app, "hr", &with_bom, &headers)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "invalid_signature");
+
+    for bad in [
+        &b"\xEF\xBB\xBF{\"email\":"[..],
+        b"\xEF\xBB\xBF",
+        b"\xEF\xBB\xBF\xEF\xBB\xBF{\"email\":\"a@example.com\"}",
+    ] {
+        let headers = app.sign("automation", bad);
+        post(&app, "automation", bad, &headers)
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_json");
+    }
+    assert_eq!(delivery_count(&app).await, 1);
+    app.stop().await;
+}
+both_stores!(byte_order_mark_on, a_byte_order_mark_is_ignored);
+
 async fn unmappable_is_422_recorded_and_replayed(db: TestDb) {
     let app = spawn(&db).await;
     let cases = [

@@ -1876,6 +1876,44 @@ async fn counts_done_jobs_and_states(db: TestDb) {
 both_stores!(counts_done_jobs_and_states_on, counts_done_jobs_and_states);
 
 // ---------------------------------------------------------------------------------------------
+// Console sessions
+
+fn session_digest(n: u8) -> String {
+    hex::encode([n; 32])
+}
+
+async fn revoked_sessions_are_refused_until_they_expire(db: TestDb) {
+    let store = db.store().await;
+    let (one, two, stale) = (session_digest(1), session_digest(2), session_digest(3));
+    assert!(!store.is_session_revoked(&one).await.unwrap());
+
+    store.revoke_session(&one, later()).await.unwrap();
+    store.revoke_session(&one, later()).await.unwrap();
+    assert!(store.is_session_revoked(&one).await.unwrap());
+    assert!(!store.is_session_revoked(&two).await.unwrap());
+
+    // A session past its expiry needs no row: a later revocation clears it away.
+    store
+        .revoke_session(&stale, Utc::now() - TimeDelta::seconds(1))
+        .await
+        .unwrap();
+    store.revoke_session(&two, later()).await.unwrap();
+    assert!(!store.is_session_revoked(&stale).await.unwrap());
+    assert!(store.is_session_revoked(&one).await.unwrap());
+    assert!(store.is_session_revoked(&two).await.unwrap());
+
+    // Only digests are kept: anything else (a raw cookie) is refused by the schema.
+    let raw = store
+        .revoke_session("1767225600.00ff.abcdef", later())
+        .await;
+    assert!(raw.is_err(), "{raw:?}");
+}
+both_stores!(
+    revoked_sessions_are_refused_until_they_expire_on,
+    revoked_sessions_are_refused_until_they_expire
+);
+
+// ---------------------------------------------------------------------------------------------
 // Worker state and wake-ups
 
 async fn pause_keeps_first_reason_and_resume_clears_it(db: TestDb) {

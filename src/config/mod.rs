@@ -29,6 +29,8 @@ const MAX_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
 const DEFAULT_APPROVAL_ABOVE: u64 = 50;
 /// A month: longer than any sender retries a delivery, short enough to keep the index small.
 const DEFAULT_REPLAY_WINDOW: Span = Span::from_secs(30 * 86_400);
+/// Shorter admin tokens are refused: they can be guessed.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
 
 /// The validated configuration the service runs with.
 #[derive(Debug)]
@@ -80,21 +82,74 @@ impl DatabaseUrl {
         url.starts_with("postgres://") || url.starts_with("postgresql://")
     }
 
-    /// The URL with any password replaced by `***`.
+    /// The URL with any password replaced by `***`: the userinfo one, and query parameters
+    /// such as `?password=` (which sqlx reads too) or `?sslpassword=`.
     pub fn redacted(&self) -> String {
         let url = self.expose();
-        match Url::parse(url) {
-            Ok(mut parsed) if parsed.password().is_some() => {
-                // set_password fails only for URLs that cannot have one, not the case here.
-                let _ = parsed.set_password(Some("***"));
-                parsed.to_string()
-            }
-            Ok(_) => url.to_owned(),
+        let Ok(mut parsed) = Url::parse(url) else {
             // Unparseable URLs are rejected at validation; never echo them raw in case they
             // hold a password.
-            Err(_) => "<invalid url>".to_owned(),
+            return "<invalid url>".to_owned();
+        };
+        if parsed.password().is_some() {
+            // set_password fails only for URLs that cannot have one, not the case here.
+            let _ = parsed.set_password(Some("***"));
+        }
+        if let Some(query) = parsed.query() {
+            let query = redact_query(query);
+            parsed.set_query(Some(&query));
+        }
+        parsed.to_string()
+    }
+}
+
+/// A query string with the value of every parameter that may hold a password replaced by
+/// `***`; the other parameters stay exactly as written.
+fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| {
+            let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+            let decoded = percent_decode(name).to_ascii_lowercase();
+            let secret = ["pass", "pwd", "secret", "token"]
+                .iter()
+                .any(|word| decoded.contains(word));
+            if secret && pair.contains('=') {
+                format!("{name}=***")
+            } else {
+                pair.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A query parameter's name as sqlx reads it (`%77` is `w`), so no spelling hides one.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
         }
     }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl fmt::Debug for DatabaseUrl {
@@ -508,9 +563,7 @@ fn parse_raw(text: &str, problems: &mut Problems) -> Option<RawConfig> {
     let deserializer = match toml::Deserializer::parse(text) {
         Ok(d) => d,
         Err(e) => {
-            problems
-                .0
-                .push(format!("invalid TOML: {}", e.to_string().trim_end()));
+            problems.0.push(toml_problem("invalid TOML", text, &e));
             return None;
         }
     };
@@ -526,13 +579,91 @@ fn parse_raw(text: &str, problems: &mut Problems) -> Option<RawConfig> {
     match raw {
         Ok(raw) => Some(raw),
         Err(e) => {
-            problems.0.push(format!(
-                "invalid configuration: {}",
-                e.to_string().trim_end()
-            ));
+            problems
+                .0
+                .push(toml_problem("invalid configuration", text, &e));
             None
         }
     }
+}
+
+/// A TOML syntax or type error as one line: where (key, line, column) and what, never the
+/// offending text. The toml crate's own rendering quotes the source line, and serde's type
+/// errors quote the value (`invalid type: string "…"`): either may be a secret written at
+/// the wrong key or left in an unclosed string.
+fn toml_problem(kind: &str, text: &str, error: &toml::de::Error) -> String {
+    let mut place = Vec::new();
+    if let Some(keys) = error_keys(error) {
+        place.push(format!("`{keys}`"));
+    }
+    if let Some(span) = error.span() {
+        let (line, column) = line_and_column(text, span.start);
+        place.push(format!("line {line}, column {column}"));
+    }
+    let message = redact_quoted_values(error.message());
+    if place.is_empty() {
+        format!("{kind}: {message}")
+    } else {
+        format!("{kind} at {}: {message}", place.join(", "))
+    }
+}
+
+/// The dotted key an error belongs to. The toml crate shows it only when it has no source
+/// text to quote, so it is read from that rendering.
+fn error_keys(error: &toml::de::Error) -> Option<String> {
+    let mut bare = error.clone();
+    bare.set_input(None);
+    let rendered = bare.to_string();
+    let rest = rendered.strip_prefix(error.message())?.trim();
+    let keys = rest.strip_prefix("in `")?.strip_suffix('`')?;
+    (!keys.is_empty()).then(|| keys.to_owned())
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// Replaces every quoted part of what an error says it found (`"…"`, `'…'`, `` `…` ``, before
+/// any `, expected …`, which describes the key, not the value) with `***`. Messages about a
+/// field name (`missing field `name``) quote a key, not a value, and stay as they are.
+fn redact_quoted_values(message: &str) -> String {
+    let (found, expected) = message
+        .find(", expected")
+        .map_or((message, ""), |at| message.split_at(at));
+    let names_a_field = ["missing field", "unknown field", "duplicate field"]
+        .iter()
+        .any(|prefix| found.starts_with(prefix));
+    if names_a_field {
+        return message.to_owned();
+    }
+    let mut out = String::with_capacity(message.len());
+    let mut chars = found.chars();
+    while let Some(c) = chars.next() {
+        if !matches!(c, '"' | '\'' | '`') {
+            out.push(c);
+            continue;
+        }
+        let mut escaped = false;
+        for d in chars.by_ref() {
+            match d {
+                _ if escaped => escaped = false,
+                '\\' if c != '`' => escaped = true,
+                _ if d == c => break,
+                _ => {}
+            }
+        }
+        out.push_str("***");
+    }
+    out.push_str(expected);
+    out
 }
 
 /// Renders an ignored key's path the way the other messages name keys: `sources[0].rules[1].emial`.
@@ -593,6 +724,23 @@ fn validate(
             .and_then(|r| resolve_secret(&r, "admin_token", env, problems)),
     }
     .filter(|t| !t.expose_secret().is_empty());
+    // Anyone who can reach the port may guess it, at the API or the console's login form.
+    if let Some(token) = &admin_token {
+        let length = token.expose_secret().chars().count();
+        if length < MIN_ADMIN_TOKEN_CHARS {
+            let key = if env("OFFBOARD_ADMIN_TOKEN").is_some() {
+                "OFFBOARD_ADMIN_TOKEN"
+            } else {
+                "admin_token"
+            };
+            problems.at(
+                key,
+                format!(
+                    "must be at least {MIN_ADMIN_TOKEN_CHARS} characters (it has {length}); make one with `openssl rand -hex 32`"
+                ),
+            );
+        }
+    }
 
     let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
     if !(1024..=MAX_MAX_BODY_BYTES).contains(&max_body_bytes) {

@@ -115,7 +115,7 @@ max_actions_per_hour = 100
 "#
     );
     let env = env_of(&[
-        ("OFFBOARD_ADMIN_TOKEN", "admin-secret-1"),
+        ("OFFBOARD_ADMIN_TOKEN", "admin-secret-1-of-the-api"),
         ("ATLASSIAN_API_TOKEN", "site-secret-2"),
         ("ATLASSIAN_ADMIN_API_KEY", "admin-key-3"),
     ]);
@@ -265,7 +265,7 @@ fn live_mode_needs_credentials_for_the_configured_actions() {
 fn secret_references_resolve_from_env_and_files() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("token");
-    std::fs::write(&file, "from-a-file\n").unwrap();
+    std::fs::write(&file, "from-a-file-token-0\n").unwrap();
     let text = format!(
         "admin_token = \"file:{}\"\n{}",
         file.display(),
@@ -280,7 +280,10 @@ fn secret_references_resolve_from_env_and_files() {
         &env_of(&[("HR_SECRET", "from-env")]),
     )
     .unwrap();
-    assert_eq!(config.admin_token.unwrap().expose_secret(), "from-a-file");
+    assert_eq!(
+        config.admin_token.unwrap().expose_secret(),
+        "from-a-file-token-0"
+    );
     let secrets: Vec<&str> = config.sources[0]
         .verifier
         .secrets
@@ -308,18 +311,21 @@ fn environment_overrides_win() {
     let env = env_of(&[
         ("DATABASE_URL", "postgres://u:pw@h/db"),
         ("OFFBOARD_LISTEN", "0.0.0.0:9999"),
-        ("OFFBOARD_ADMIN_TOKEN", "over"),
+        ("OFFBOARD_ADMIN_TOKEN", "overriding-admin-token"),
         ("OFFBOARD_DRY_RUN", "0"),
     ]);
     let config = Config::from_toml(
-        "listen = \"127.0.0.1:1\"\ndry_run = true\nadmin_token = \"file-token\"",
+        "listen = \"127.0.0.1:1\"\ndry_run = true\nadmin_token = \"token-from-the-file-0\"",
         ConfigOrigin::Defaults,
         &env,
     )
     .unwrap();
     assert!(config.database_url.is_postgres());
     assert_eq!(config.listen.port(), 9999);
-    assert_eq!(config.admin_token.unwrap().expose_secret(), "over");
+    assert_eq!(
+        config.admin_token.unwrap().expose_secret(),
+        "overriding-admin-token"
+    );
     assert!(!config.dry_run);
 
     let bad = Config::from_toml(
@@ -343,7 +349,7 @@ fn no_secret_appears_in_debug_summary_or_errors() {
     let text = format!(
         r#"
 database_url = "postgres://offboard:db-password-1@db/offboard"
-admin_token = "admin-token-2"
+admin_token = "admin-token-2-secret"
 [atlassian]
 site_url = "https://example.atlassian.net"
 site_email = "bot@example.com"
@@ -357,7 +363,7 @@ directory_id = "d"
     let shown = format!("{config:?}\n{}", config.summary());
     for secret in [
         "db-password-1",
-        "admin-token-2",
+        "admin-token-2-secret",
         "site-token-3",
         "admin-key-4",
         "Secret to Everybody",
@@ -375,7 +381,7 @@ directory_id = "d"
     let message = parse(&broken).unwrap_err().to_string();
     for secret in [
         "db-password-1",
-        "admin-token-2",
+        "admin-token-2-secret",
         "site-token-3",
         "admin-key-4",
     ] {
@@ -533,4 +539,151 @@ fn timestamp_pointer_needs_a_pointer_into_a_signed_body() {
                 && p.contains("does not sign the body")),
         "{found:#?}"
     );
+}
+
+/// Written where a list or a string belongs, or left in an unclosed string: a secret must not
+/// come back in the error, which still says where the problem is.
+#[test]
+fn toml_errors_never_quote_the_offending_value() {
+    let source = "[[sources]]\nname = \"hr\"\nscheme = \"token\"\n";
+    for (text, place) in [
+        (
+            format!("{source}secrets = \"TOKEN-LEAK\"\n"),
+            "at `sources.secrets`, line 4, column 11",
+        ),
+        (
+            format!("{source}secrets = [\"x\", [\"TOKEN-LEAK\"]]\n"),
+            "line 4",
+        ),
+        (
+            "admin_token = 7777777777777777\n".to_owned(),
+            "at `admin_token`, line 1, column 15",
+        ),
+        ("dry_run = \"TOKEN-LEAK\"".to_owned(), "at `dry_run`"),
+        (
+            "[worker]\nconcurrency = \"TOK\\\"EN-LEAK\"".to_owned(),
+            "at `worker.concurrency`",
+        ),
+        (
+            "admin_token = \"TOKEN-LEAK\n".to_owned(),
+            "line 1, column 26",
+        ),
+        ("admin_token = 'TOKEN-LEAK".to_owned(), "line 1"),
+        ("admin_token = \"\"\"TOKEN-LEAK".to_owned(), "line 1"),
+        ("admin_token = \"TOKEN\\qLEAK\"".to_owned(), "line 1"),
+        (
+            "admin_token = \"a\"\nadmin_token = \"TOKEN-LEAK\"\n".to_owned(),
+            "line 2, column 1",
+        ),
+        ("admin_token = TOKEN-LEAK".to_owned(), "line 1, column 15"),
+        (
+            "[atlassian]\nsite_api_token = [\"TOKEN-LEAK\"]".to_owned(),
+            "at `atlassian.site_api_token`",
+        ),
+    ] {
+        let found = problems(&text);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        let problem = &found[0];
+        assert!(!problem.contains("TOKEN"), "leaked: {problem}");
+        assert!(!problem.contains("7777"), "leaked: {problem}");
+        assert!(!problem.contains('\n'), "one line: {problem}");
+        assert!(problem.contains(place), "{problem} should say {place}");
+    }
+    // What was wrong is still said, and what was found is masked.
+    let found = problems(&format!("{source}secrets = \"TOKEN-LEAK\"\n"));
+    assert!(
+        found[0].ends_with("invalid type: string ***, expected a sequence"),
+        "{found:#?}"
+    );
+    let found = problems("admin_token = \"TOKEN-LEAK\n");
+    assert!(found[0].starts_with("invalid TOML at line 1"), "{found:#?}");
+}
+
+#[test]
+fn quoted_values_are_masked_but_field_names_stay() {
+    for (message, masked) in [
+        (
+            r#"invalid type: string "s3cr\"et", expected a sequence"#,
+            "invalid type: string ***, expected a sequence",
+        ),
+        (
+            "invalid type: character '\\'', expected a string",
+            "invalid type: character ***, expected a string",
+        ),
+        (
+            "invalid value: integer `12`, expected one of `a`, `b`",
+            "invalid value: integer ***, expected one of `a`, `b`",
+        ),
+        ("unknown variant `x`", "unknown variant ***"),
+        ("missing field `name`", "missing field `name`"),
+        (
+            "unknown field `emial`, expected one of `email`",
+            "unknown field `emial`, expected one of `email`",
+        ),
+        (
+            "invalid basic string, expected `\"`",
+            "invalid basic string, expected `\"`",
+        ),
+        (r#"unclosed "TOKEN"#, "unclosed ***"),
+    ] {
+        assert_eq!(redact_quoted_values(message), masked, "{message}");
+    }
+}
+
+#[test]
+fn database_url_passwords_in_the_query_are_masked_too() {
+    for (url, shown) in [
+        (
+            "postgres://u@h/db?password=HUNTER2",
+            "postgres://u@h/db?password=***",
+        ),
+        (
+            "postgres://u:HUNTER2@h/db?sslmode=require&password=HUNTER2&application_name=x",
+            "postgres://u:***@h/db?sslmode=require&password=***&application_name=x",
+        ),
+        (
+            "postgres://u@h/db?pass%77ord=HUNTER2",
+            "postgres://u@h/db?pass%77ord=***",
+        ),
+        (
+            "postgres://u@h/db?PASSWORD=HUNTER2&sslpassword=HUNTER2",
+            "postgres://u@h/db?PASSWORD=***&sslpassword=***",
+        ),
+        (
+            "postgres://u@h/db?options=-c%20search_path%3Dx",
+            "postgres://u@h/db?options=-c%20search_path%3Dx",
+        ),
+        ("postgres://u@h/db", "postgres://u@h/db"),
+    ] {
+        let config = parse(&format!("database_url = \"{url}\"")).unwrap();
+        assert_eq!(config.database_url.redacted(), shown);
+        let printed = format!("{config:?}\n{}", config.summary());
+        assert!(!printed.contains("HUNTER2"), "{printed}");
+        assert!(printed.contains(shown), "{printed}");
+    }
+    let env = env_of(&[("DATABASE_URL", "postgres://u@h/db?password=HUNTER2")]);
+    let config = Config::from_toml("", ConfigOrigin::Defaults, &env).unwrap();
+    assert!(!config.summary().contains("HUNTER2"));
+}
+
+#[test]
+fn an_admin_token_needs_sixteen_characters() {
+    let found = problems("admin_token = \"fifteen-chars-x\"");
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(found[0].starts_with("admin_token: must be at least 16 characters"));
+    assert!(!found[0].contains("fifteen-chars-x"), "{found:#?}");
+    // Characters, not bytes: fifteen of them are too few even in more than sixteen bytes.
+    assert_problem("admin_token = \"ééééééééééééééé\"", "at least 16");
+    assert!(parse("admin_token = \"sixteen-chars-xx\"").is_ok());
+    assert!(parse("admin_token = \"\"").unwrap().admin_token.is_none());
+
+    let short = env_of(&[("OFFBOARD_ADMIN_TOKEN", "short")]);
+    let err = Config::from_toml("", ConfigOrigin::Defaults, &short).unwrap_err();
+    assert!(
+        err.0[0].starts_with("OFFBOARD_ADMIN_TOKEN: must be"),
+        "{err}"
+    );
+    let empty = env_of(&[("OFFBOARD_ADMIN_TOKEN", "")]);
+    let config = Config::from_toml("admin_token = \"x\"", ConfigOrigin::Defaults, &empty);
+    assert!(config.unwrap().admin_token.is_none());
 }

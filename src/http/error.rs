@@ -48,6 +48,12 @@ pub enum ApiError {
     BadRequest(String),
     #[error("the store is unavailable; nothing was accepted, try again later")]
     Unavailable,
+    #[error("too many failed logins from this address; wait a minute, then try again")]
+    TooManyAttempts,
+    /// A request refused before any handler ran: a malformed path or query, a content type
+    /// or method the route does not take. The message is axum's own explanation.
+    #[error("{message}")]
+    Rejected { status: StatusCode, message: String },
 }
 
 impl ApiError {
@@ -64,6 +70,8 @@ impl ApiError {
             }
             ApiError::InvalidTransition(_) => StatusCode::CONFLICT,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Rejected { status, .. } => *status,
         }
     }
 
@@ -80,7 +88,24 @@ impl ApiError {
             ApiError::InvalidTransition(_) => "invalid_transition",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unavailable => "unavailable",
+            ApiError::TooManyAttempts => "too_many_attempts",
+            ApiError::Rejected { status, .. } => rejection_code(*status),
         }
+    }
+}
+
+/// The code of a refusal that did not come from a handler, by its status.
+fn rejection_code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        status if status.is_server_error() => "internal_error",
+        _ => "bad_request",
     }
 }
 

@@ -17,6 +17,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
+use super::json_body;
 use crate::config::{Config, Source};
 use crate::rules::{self, Plan};
 use crate::store::{
@@ -57,7 +58,7 @@ struct DeliveryAnswer {
     responses(
         (status = 202, description = "Verified, recorded, jobs committed (possibly none)", body = DeliveryAnswer),
         (status = 200, description = "The same delivery again (`duplicate: true`), or HiBob's ping", body = DeliveryAnswer),
-        (status = 400, description = "`invalid_json`: verified but not JSON", body = ErrorBody),
+        (status = 400, description = "`invalid_json`: verified but not JSON, or a key repeated in an object", body = ErrorBody),
         (status = 401, description = "`invalid_signature` or `stale_timestamp`", body = ErrorBody),
         (status = 404, description = "`unknown_source`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
@@ -124,7 +125,8 @@ async fn handle(
         .verifier
         .verify(headers, &body, Utc::now())
         .inspect_err(|e| tracing::warn!(reason = e.code(), "rejected webhook"))?;
-    let payload: Value = serde_json::from_slice(&body).map_err(|e| {
+    // Parsed only after verification, which ran on the bytes as received (any BOM included).
+    let payload = json_body::parse(&body).map_err(|e| {
         tracing::warn!("verified webhook is not JSON");
         ApiError::InvalidJson(e.to_string())
     })?;

@@ -7,10 +7,15 @@ mod console;
 mod error;
 mod health;
 mod hooks;
+mod json_body;
+mod rejections;
 mod request_id;
 
 use std::sync::Arc;
 
+use axum::http::HeaderValue;
+use axum::http::header::X_CONTENT_TYPE_OPTIONS;
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::OpenApi;
@@ -84,6 +89,8 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(rejections::json_rejections))
+        .layer(axum::middleware::map_response(no_sniffing))
         .layer(axum::middleware::from_fn(request_id::request_id))
         .with_state(state)
 }
@@ -95,8 +102,19 @@ pub fn ops_router(state: AppState) -> Router {
         .split_for_parts();
     routes
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(rejections::json_rejections))
+        .layer(axum::middleware::map_response(no_sniffing))
         .layer(axum::middleware::from_fn(request_id::request_id))
         .with_state(state)
+}
+
+/// A browser must take a JSON answer (which may echo what a sender wrote) as JSON, never
+/// sniff it into HTML; harmless on every other answer, so it is on all of them.
+async fn no_sniffing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    response
 }
 
 async fn not_found() -> ApiError {

@@ -1,7 +1,8 @@
-//! The durable job store: deliveries, jobs, their append-only audit events and the worker's
-//! paused flag. One [`Store`] trait, two backends chosen by the `database_url` scheme:
-//! Postgres for production (several replicas claim with `FOR UPDATE SKIP LOCKED`) and SQLite
-//! as the embedded default (one process, writes serialised by immediate transactions).
+//! The durable job store: deliveries, jobs, their append-only audit events, the worker's
+//! paused flag and the console sessions ended by a logout. One [`Store`] trait, two backends
+//! chosen by the `database_url` scheme: Postgres for production (several replicas claim with
+//! `FOR UPDATE SKIP LOCKED`) and SQLite as the embedded default (one process, writes
+//! serialised by immediate transactions).
 //!
 //! Every write that moves a job names the claim it holds (`claim_seq`) and the state it
 //! expects, so a worker whose lease was rescued cannot overwrite a newer state.
@@ -198,6 +199,19 @@ pub trait Store: Send + Sync + 'static {
     /// Pauses the worker. An existing pause keeps its original reason.
     async fn pause(&self, reason: PauseReason) -> StoreResult<WorkerState>;
     async fn resume(&self) -> StoreResult<WorkerState>;
+
+    /// Ends a console session on every replica: `session_sha256` (the SHA-256 of the session
+    /// cookie, lowercase hex) is refused from now on. `expires_at` is when the cookie expires
+    /// by itself; rows past it are deleted by later calls, so the list stays as short as the
+    /// sessions that could still be used.
+    async fn revoke_session(
+        &self,
+        session_sha256: &str,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    /// Whether a logout ended this session (`session_sha256` as in [`Store::revoke_session`]).
+    async fn is_session_revoked(&self, session_sha256: &str) -> StoreResult<bool>;
 
     /// Signalled whenever jobs may have become claimable (enqueue, approve, retry), by this
     /// process or, on Postgres, by any replica through `LISTEN`/`NOTIFY`.

@@ -106,6 +106,15 @@ impl PostgresStore {
                     )),
                     false,
                 ),
+                Migration::new(
+                    20261201000003,
+                    Cow::Borrowed("revoked sessions"),
+                    MigrationType::Simple,
+                    Cow::Borrowed(include_str!(
+                        "../../migrations/postgres/20261201000003_revoked_sessions.sql"
+                    )),
+                    false,
+                ),
             ]),
             ignore_missing: false,
             locking: true,
@@ -684,6 +693,37 @@ impl Store for PostgresStore {
         .fetch_one(&self.pool)
         .await?;
         worker_state_from_row(&row)
+    }
+
+    async fn revoke_session(
+        &self,
+        session_sha256: &str,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM revoked_sessions WHERE expires_at <= now()")
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO revoked_sessions (session_sha256, expires_at) VALUES ($1, $2) \
+             ON CONFLICT (session_sha256) DO NOTHING",
+        )
+        .bind(session_sha256)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn is_session_revoked(&self, session_sha256: &str) -> StoreResult<bool> {
+        let (revoked,): (bool,) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM revoked_sessions WHERE session_sha256 = $1)",
+        )
+        .bind(session_sha256)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(revoked)
     }
 
     async fn resume(&self) -> StoreResult<WorkerState> {

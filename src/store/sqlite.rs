@@ -106,6 +106,15 @@ impl SqliteStore {
                     )),
                     false,
                 ),
+                Migration::new(
+                    20261201000003,
+                    Cow::Borrowed("revoked sessions"),
+                    MigrationType::Simple,
+                    Cow::Borrowed(include_str!(
+                        "../../migrations/sqlite/20261201000003_revoked_sessions.sql"
+                    )),
+                    false,
+                ),
             ]),
             ignore_missing: false,
             locking: true,
@@ -978,6 +987,38 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await?;
         worker_state_from_row(&row)
+    }
+
+    async fn revoke_session(
+        &self,
+        session_sha256: &str,
+        expires_at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM revoked_sessions WHERE expires_at <= ?1")
+            .bind(now_micros())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO revoked_sessions (session_sha256, expires_at) VALUES (?1, ?2) \
+             ON CONFLICT (session_sha256) DO NOTHING",
+        )
+        .bind(session_sha256)
+        .bind(micros(expires_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn is_session_revoked(&self, session_sha256: &str) -> StoreResult<bool> {
+        let (revoked,): (bool,) = sqlx::query_as(
+            "SELECT EXISTS (SELECT 1 FROM revoked_sessions WHERE session_sha256 = ?1)",
+        )
+        .bind(session_sha256)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(revoked)
     }
 
     async fn resume(&self) -> StoreResult<WorkerState> {

@@ -1,6 +1,12 @@
 //! Signing in with the admin token, once, and signing out.
 
-use axum::extract::{Form, State};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Extension;
+use axum::extract::{ConnectInfo, Form, FromRequestParts, State};
+use axum::http::header::{ACCEPT, RETRY_AFTER};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
@@ -9,18 +15,22 @@ use secrecy::ExposeSecret as _;
 use serde::Deserialize;
 
 use super::session::{self, CheckedPost};
-use super::{LOGIN_PATH, page};
-use crate::http::AppState;
+use super::throttle::{Client, LoginThrottle};
+use super::{ConsoleError, LOGIN_PATH, page};
 use crate::http::admin::token_matches;
+use crate::http::{ApiError, AppState};
 
-pub(super) async fn form(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub(super) async fn form(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ConsoleError> {
     if session::signing_key(&state).is_none() {
-        return disabled(StatusCode::OK);
+        return Ok(disabled(StatusCode::OK));
     }
-    if session::is_signed_in(&state, &headers) {
-        return Redirect::to("/console").into_response();
+    if session::is_signed_in(&state, &headers).await? {
+        return Ok(Redirect::to("/console").into_response());
     }
-    login_page(StatusCode::OK, None)
+    Ok(login_page(StatusCode::OK, None))
 }
 
 #[derive(Deserialize)]
@@ -31,26 +41,79 @@ pub(super) struct LoginForm {
 
 pub(super) async fn submit(
     State(state): State<AppState>,
+    Extension(throttle): Extension<Arc<LoginThrottle>>,
+    client: LoginClient,
+    headers: HeaderMap,
     Form(login): Form<LoginForm>,
 ) -> Response {
     let Some(expected) = state.config.admin_token.as_ref() else {
         return disabled(StatusCode::FORBIDDEN);
     };
+    let client = client.0;
+    if let Err(wait) = throttle.check(client, Instant::now()) {
+        tracing::warn!("console login refused: too many failed attempts from this client");
+        return too_many_attempts(&headers, wait.as_secs().max(1));
+    }
     if !token_matches(expected.expose_secret(), &login.token) {
+        throttle.record_failure(client, Instant::now());
         tracing::warn!("console login with a wrong admin token");
         return login_page(
             StatusCode::UNAUTHORIZED,
             Some("That is not the admin token. Try again."),
         );
     }
+    throttle.forget(client);
     let key = expected.expose_secret().as_bytes();
     let cookie = session::issue(key, Utc::now());
     tracing::info!("operator signed in to the console");
     (session::set_cookie(&cookie), Redirect::to("/console")).into_response()
 }
 
-pub(super) async fn logout(_post: CheckedPost) -> Response {
-    (session::clear_cookie(), Redirect::to(LOGIN_PATH)).into_response()
+/// Who a login attempt comes from: the connection's peer address.
+pub(super) struct LoginClient(Client);
+
+impl<S: Send + Sync> FromRequestParts<S> for LoginClient {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        Ok(LoginClient(Client::of(peer)))
+    }
+}
+
+/// 429 with `Retry-After`: the login page for a browser, the JSON error for anything else.
+fn too_many_attempts(headers: &HeaderMap, wait_seconds: u64) -> Response {
+    let retry_after = [(RETRY_AFTER, wait_seconds.to_string())];
+    let wants_html = headers
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if !wants_html {
+        return (retry_after, ApiError::TooManyAttempts).into_response();
+    }
+    let message = format!(
+        "Too many wrong tokens from your address. Wait {wait_seconds} seconds, then try again."
+    );
+    (
+        retry_after,
+        login_page(StatusCode::TOO_MANY_REQUESTS, Some(&message)),
+    )
+        .into_response()
+}
+
+pub(super) async fn logout(
+    State(state): State<AppState>,
+    post: CheckedPost,
+) -> Result<Response, ConsoleError> {
+    post.end_session(&state).await?;
+    tracing::info!("operator signed out of the console");
+    Ok((session::clear_cookie(), Redirect::to(LOGIN_PATH)).into_response())
 }
 
 fn login_page(status: StatusCode, error: Option<&str>) -> Response {

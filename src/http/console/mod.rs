@@ -1,17 +1,20 @@
 //! The operator console: server-rendered HTML over the same store operations as the admin
 //! API, for people who would rather click than curl. Not part of the OpenAPI document.
 //!
-//! Sign-in is the admin token entered once; after that a signed, stateless session cookie
-//! (see [`session`]) and a CSRF token in every form. Nothing needs JavaScript.
+//! Sign-in is the admin token entered once, at most ten wrong tries a minute per client (see
+//! [`throttle`]); after that a signed session cookie that a logout ends for good (see
+//! [`session`]) and a CSRF token in every form. Nothing needs JavaScript.
 
 mod deliveries;
 mod jobs;
 mod login;
 mod session;
+mod throttle;
 mod view;
 mod worker;
 
-use axum::Router;
+use std::sync::Arc;
+
 use axum::extract::Request;
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
@@ -21,6 +24,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use maud::{Markup, html};
 
 use super::AppState;
@@ -33,6 +37,7 @@ const ACTOR: &str = "console";
 const STYLESHEET: &str = include_str!("style.css");
 
 pub fn router() -> Router<AppState> {
+    let throttle = Arc::new(throttle::LoginThrottle::default());
     Router::new()
         .route("/console", get(jobs::list))
         .route("/console/style.css", get(stylesheet))
@@ -46,6 +51,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/deliveries", get(deliveries::list))
         .route("/console/worker/pause", post(worker::pause))
         .route("/console/worker/resume", post(worker::resume))
+        .layer(Extension(throttle))
         .layer(middleware::from_fn(protective_headers))
 }
 

@@ -1,6 +1,7 @@
-//! Console sign-in without server-side state: the session cookie is an expiry signed with the
-//! admin token, and each form's CSRF token is the session cookie signed again. Changing the
-//! admin token therefore ends every session and voids every open form.
+//! Console sign-in: the session cookie is an expiry and a random nonce, signed with the admin
+//! token, and each form's CSRF token is the session cookie signed again. Changing the admin
+//! token therefore ends every session and voids every open form. A logout also ends its own
+//! session in the store, so a copy of the cookie stops working at once on every replica.
 
 use axum::extract::{Form, FromRequest, FromRequestParts, Request};
 use axum::http::header::{COOKIE, SET_COOKIE};
@@ -11,7 +12,7 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret as _;
 use serde::Deserialize;
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 use super::ConsoleError;
 use crate::http::AppState;
@@ -50,22 +51,27 @@ fn signature_matches(key: &[u8], context: &str, message: &str, presented_hex: &s
         .is_ok_and(|presented| mac(key, context, message).verify_slice(&presented).is_ok())
 }
 
-/// A fresh session cookie value: `<expiry_unix>.<hex HMAC>`. It never contains the token.
+/// A fresh session cookie value: `<expiry_unix>.<nonce>.<hex HMAC>`. The nonce makes every
+/// sign-in a session of its own, so logging one out leaves the others alone. It never
+/// contains the token.
 pub(super) fn issue(key: &[u8], now: DateTime<Utc>) -> String {
-    let expiry = (now.timestamp() + SESSION_SECONDS).to_string();
-    let signature = sign(key, SESSION_CONTEXT, &expiry);
-    format!("{expiry}.{signature}")
+    let expiry = now.timestamp() + SESSION_SECONDS;
+    let claims = format!("{expiry}.{}", hex::encode(rand::random::<[u8; 16]>()));
+    let signature = sign(key, SESSION_CONTEXT, &claims);
+    format!("{claims}.{signature}")
 }
 
-/// Whether `value` is a session this key issued that has not expired.
-pub(super) fn is_valid(key: &[u8], value: &str, now: DateTime<Utc>) -> bool {
-    let Some((expiry, signature)) = value.split_once('.') else {
-        return false;
-    };
-    let unexpired = expiry
-        .parse::<i64>()
-        .is_ok_and(|expiry| expiry > now.timestamp());
-    unexpired && signature_matches(key, SESSION_CONTEXT, expiry, signature)
+/// When `value` expires, if it is a session this key issued that has not expired yet.
+pub(super) fn expiry(key: &[u8], value: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let (claims, signature) = value.rsplit_once('.')?;
+    let (expiry, _nonce) = claims.split_once('.')?;
+    let expiry = DateTime::from_timestamp(expiry.parse().ok()?, 0)?;
+    (expiry > now && signature_matches(key, SESSION_CONTEXT, claims, signature)).then_some(expiry)
+}
+
+/// How the store knows a session: a digest, so the cookie itself is never written down.
+fn session_sha256(value: &str) -> String {
+    hex::encode(Sha256::digest(value.as_bytes()))
 }
 
 /// The CSRF token of every form shown to this session.
@@ -109,12 +115,40 @@ fn cookie_header(value: &str, max_age: i64) -> [(axum::http::HeaderName, HeaderV
     )]
 }
 
-/// The key and the presented cookie, when the cookie is a session that key issued and that
-/// has not expired.
-fn valid_session<'a>(state: &'a AppState, headers: &HeaderMap) -> Option<(&'a [u8], String)> {
-    let key = signing_key(state)?;
-    let cookie = presented_cookie(headers)?;
-    is_valid(key, cookie, Utc::now()).then(|| (key, cookie.to_owned()))
+/// A session that this key issued, has not expired and was not logged out.
+struct ValidSession<'a> {
+    key: &'a [u8],
+    cookie: String,
+    expires_at: DateTime<Utc>,
+}
+
+/// The presented session, if it is valid. A store that cannot answer whether it was logged
+/// out is an error, not a yes: a copied cookie must not work while the database is away.
+async fn valid_session<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+) -> Result<Option<ValidSession<'a>>, ConsoleError> {
+    let Some(key) = signing_key(state) else {
+        return Ok(None);
+    };
+    let Some(cookie) = presented_cookie(headers) else {
+        return Ok(None);
+    };
+    let Some(expires_at) = expiry(key, cookie, Utc::now()) else {
+        return Ok(None);
+    };
+    if state
+        .store
+        .is_session_revoked(&session_sha256(cookie))
+        .await?
+    {
+        return Ok(None);
+    }
+    Ok(Some(ValidSession {
+        key,
+        cookie: cookie.to_owned(),
+        expires_at,
+    }))
 }
 
 /// A signed-in operator. Extracting it from a page request without a valid session sends the
@@ -125,17 +159,19 @@ pub(super) struct Session {
 }
 
 impl FromRequestParts<AppState> for Session {
-    type Rejection = Redirect;
+    type Rejection = Response;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        valid_session(state, &parts.headers)
-            .map(|(key, cookie)| Session {
-                csrf: csrf_token(key, &cookie),
-            })
-            .ok_or_else(|| Redirect::to(super::LOGIN_PATH))
+        match valid_session(state, &parts.headers).await {
+            Ok(Some(session)) => Ok(Session {
+                csrf: csrf_token(session.key, &session.cookie),
+            }),
+            Ok(None) => Err(Redirect::to(super::LOGIN_PATH).into_response()),
+            Err(err) => Err(err.into_response()),
+        }
     }
 }
 
@@ -151,6 +187,19 @@ struct PostedForm {
 /// else is refused with 403 before the handler runs, so it changes nothing.
 pub(super) struct CheckedPost {
     pub return_to: Option<String>,
+    cookie: String,
+    expires_at: DateTime<Utc>,
+}
+
+impl CheckedPost {
+    /// Logs this session out on every replica, for the rest of its lifetime.
+    pub(super) async fn end_session(&self, state: &AppState) -> Result<(), ConsoleError> {
+        state
+            .store
+            .revoke_session(&session_sha256(&self.cookie), self.expires_at)
+            .await?;
+        Ok(())
+    }
 }
 
 impl FromRequest<AppState> for CheckedPost {
@@ -158,7 +207,11 @@ impl FromRequest<AppState> for CheckedPost {
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let forbidden = || ConsoleError::Forbidden.into_response();
-        let (key, cookie) = valid_session(state, request.headers()).ok_or_else(forbidden)?;
+        let session = valid_session(state, request.headers())
+            .await
+            .map_err(IntoResponse::into_response)?
+            .ok_or_else(forbidden)?;
+        let (key, cookie, expires_at) = (session.key, session.cookie, session.expires_at);
         let Form(form) = Form::<PostedForm>::from_request(request, state)
             .await
             .map_err(|_| forbidden())?;
@@ -168,13 +221,18 @@ impl FromRequest<AppState> for CheckedPost {
         }
         Ok(CheckedPost {
             return_to: form.return_to,
+            cookie,
+            expires_at,
         })
     }
 }
 
 /// Whether the browser already holds a valid session (the login page then moves on).
-pub(super) fn is_signed_in(state: &AppState, headers: &HeaderMap) -> bool {
-    valid_session(state, headers).is_some()
+pub(super) async fn is_signed_in(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<bool, ConsoleError> {
+    Ok(valid_session(state, headers).await?.is_some())
 }
 
 #[cfg(test)]
@@ -189,27 +247,43 @@ mod tests {
         let now = Utc::now();
         let value = issue(KEY, now);
         assert!(!value.contains("admin-token"));
-        assert!(is_valid(KEY, &value, now));
-        assert!(is_valid(KEY, &value, now + Duration::hours(11)));
-        assert!(!is_valid(KEY, &value, now + Duration::hours(12)));
-        assert!(!is_valid(b"rotated-token", &value, now));
+        let expires = DateTime::from_timestamp(now.timestamp() + 12 * 3600, 0);
+        assert_eq!(expiry(KEY, &value, now), expires);
+        assert!(expiry(KEY, &value, now + Duration::hours(11)).is_some());
+        assert!(expiry(KEY, &value, now + Duration::hours(12)).is_none());
+        assert!(expiry(b"rotated-token", &value, now).is_none());
+    }
+
+    #[test]
+    fn every_sign_in_is_a_session_of_its_own() {
+        let now = Utc::now();
+        let (one, two) = (issue(KEY, now), issue(KEY, now));
+        assert_ne!(one, two);
+        assert_ne!(session_sha256(&one), session_sha256(&two));
+        assert_eq!(session_sha256(&one).len(), 64);
     }
 
     #[test]
     fn a_tampered_session_is_refused() {
         let now = Utc::now();
         let value = issue(KEY, now);
-        let (expiry, signature) = value.split_once('.').unwrap();
-        let later = expiry.parse::<i64>().unwrap() + 3600;
+        let parts: Vec<&str> = value.split('.').collect();
+        let [expiry_text, nonce, signature] = parts[..] else {
+            panic!("three parts: {value}");
+        };
+        let later = expiry_text.parse::<i64>().unwrap() + 3600;
         for forged in [
-            format!("{later}.{signature}"),
-            format!("{expiry}.{}", &signature[1..]),
-            format!("{expiry}.zz{}", &signature[2..]),
-            expiry.to_owned(),
+            format!("{later}.{nonce}.{signature}"),
+            format!("{expiry_text}.0{}.{signature}", &nonce[1..]),
+            format!("{expiry_text}.{signature}"),
+            format!("{expiry_text}.{nonce}.{}", &signature[1..]),
+            format!("{expiry_text}.{nonce}.zz{}", &signature[2..]),
+            format!("{expiry_text}.{nonce}"),
+            expiry_text.to_owned(),
             String::new(),
-            ".".to_owned(),
+            "..".to_owned(),
         ] {
-            assert!(!is_valid(KEY, &forged, now), "{forged}");
+            assert!(expiry(KEY, &forged, now).is_none(), "{forged}");
         }
     }
 
@@ -222,7 +296,7 @@ mod tests {
         assert!(csrf_matches(KEY, &session, &token));
         assert!(!csrf_matches(KEY, &other, &token));
         assert!(!csrf_matches(KEY, &session, ""));
-        assert_ne!(token, session.split_once('.').unwrap().1);
+        assert_ne!(token, session.rsplit_once('.').unwrap().1);
     }
 
     #[test]
