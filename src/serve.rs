@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::http::server::Limits;
 use crate::http::{self, AppState};
 use crate::store::{self, Store, StoreOptions};
 use crate::worker;
@@ -56,6 +57,17 @@ impl Service {
         store: Arc<dyn Store>,
         role: Role,
     ) -> anyhow::Result<Service> {
+        let limits = Limits::new(config.max_connections);
+        Self::start_with_limits(config, store, role, limits).await
+    }
+
+    /// As `start_with_store`, with other HTTP time limits than INTERFACE §10's (for tests).
+    pub async fn start_with_limits(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        role: Role,
+        limits: Limits,
+    ) -> anyhow::Result<Service> {
         crate::install_tls_provider();
         let shutdown = CancellationToken::new();
         tracing::info!(
@@ -90,18 +102,13 @@ impl Service {
             http::ops_router(state)
         };
         let stop = shutdown.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-                .context("HTTP server failed")
-        });
+        let server = tokio::spawn(http::server::serve(listener, app, limits, stop));
         let task = tokio::spawn(async move {
-            let served = server.await.context("HTTP server task panicked")?;
+            server.await.context("HTTP server task panicked")?;
             if let Some(worker) = worker {
                 worker.await.context("worker task panicked")?;
             }
-            served
+            Ok(())
         });
         Ok(Service {
             addr,

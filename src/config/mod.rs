@@ -25,6 +25,8 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://offboard.db";
 pub const DEFAULT_ADMIN_URL: &str = "https://api.atlassian.com";
 const DEFAULT_MAX_BODY_BYTES: u64 = 1024 * 1024;
 const MAX_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
+const DEFAULT_MAX_CONNECTIONS: u64 = 1024;
+const MAX_MAX_CONNECTIONS: u64 = 65_536;
 
 /// The validated configuration the service runs with.
 #[derive(Debug)]
@@ -35,6 +37,8 @@ pub struct Config {
     pub dry_run: bool,
     pub admin_token: Option<SecretString>,
     pub max_body_bytes: usize,
+    /// HTTP connections served at once; more wait in the listen queue (INTERFACE §10).
+    pub max_connections: usize,
     pub atlassian: Option<AtlassianConfig>,
     pub worker: WorkerConfig,
     pub safety: Safety,
@@ -412,6 +416,7 @@ struct RawConfig {
     dry_run: Option<bool>,
     admin_token: Option<String>,
     max_body_bytes: Option<u64>,
+    max_connections: Option<u64>,
     atlassian: Option<RawAtlassian>,
     #[serde(default)]
     worker: RawWorker,
@@ -567,6 +572,14 @@ fn validate(
         );
     }
 
+    let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if !(1..=MAX_MAX_CONNECTIONS).contains(&max_connections) {
+        problems.at(
+            "max_connections",
+            format!("must be between 1 and {MAX_MAX_CONNECTIONS}"),
+        );
+    }
+
     let worker = validate_worker(raw.worker, problems);
     let safety = validate_safety(raw.safety, problems);
     let sources = validate_sources(raw.sources, env, problems);
@@ -600,6 +613,7 @@ fn validate(
         dry_run,
         admin_token,
         max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
+        max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
         atlassian,
         worker,
         safety,

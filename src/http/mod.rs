@@ -8,6 +8,7 @@ mod error;
 mod health;
 mod hooks;
 mod request_id;
+pub mod server;
 
 use std::sync::Arc;
 
