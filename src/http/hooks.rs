@@ -58,9 +58,10 @@ struct DeliveryAnswer {
         (status = 400, description = "`invalid_json`: verified but not JSON", body = ErrorBody),
         (status = 401, description = "`invalid_signature` or `stale_timestamp`", body = ErrorBody),
         (status = 404, description = "`unknown_source`", body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the headers took over 10 s or the body over 30 s; the connection is closed", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 422, description = "`unmappable`: recorded; the same delivery again gets the same answer", body = ErrorBody),
-        (status = 503, description = "`unavailable`: nothing was accepted; retry", body = ErrorBody),
+        (status = 503, description = "`unavailable`: nothing was accepted (or, if the message says so, the store did not confirm it in time); retry", body = ErrorBody),
     )
 )]
 async fn receive(
