@@ -4,17 +4,62 @@
 //! every request of it, and takes the next. An idle system thus writes each request at once,
 //! with no added delay, and a busy one pays one commit for many requests. Used for
 //! recording deliveries and job results, where the commit, not the rows, is what costs.
+//!
+//! A request made with a deadline (`submit_by`) that is still waiting when the deadline
+//! passes is withdrawn: the writer skips it, so its requester can say for certain that
+//! nothing was written. Once the writer has taken it, the outcome is the batch's, and a
+//! requester that stops waiting can only say that it does not know.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 /// A request on its way to the writer, and where its answer goes.
-type Pending<T, R> = (T, oneshot::Sender<R>);
+struct Pending<T, R> {
+    item: T,
+    turn: Arc<Turn>,
+    reply: oneshot::Sender<R>,
+}
+
+/// Who has a queued request: the writer takes it or its requester withdraws it, whichever
+/// comes first, and the other one sees that.
+struct Turn(AtomicU8);
+
+const QUEUED: u8 = 0;
+const TAKEN: u8 = 1;
+const WITHDRAWN: u8 = 2;
+
+impl Turn {
+    fn new() -> Arc<Turn> {
+        Arc::new(Turn(AtomicU8::new(QUEUED)))
+    }
+
+    fn settle(&self, to: u8) -> bool {
+        self.0
+            .compare_exchange(QUEUED, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
 
 /// The writer stopped (its task panicked or the runtime is shutting down).
 #[derive(Debug)]
 pub struct Stopped;
+
+/// Why a request made with a deadline has no answer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Late {
+    /// The writer stopped.
+    Stopped,
+    /// The deadline passed before the writer took the request: it was not and will not be
+    /// written.
+    Withdrawn,
+    /// The deadline passed while the request's batch was being written: it may or may not
+    /// have been.
+    InDoubt,
+}
 
 /// Hands requests of type `T` to one writer task that answers each with an `R`.
 pub struct Batcher<T, R> {
@@ -33,14 +78,21 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
         let (queue, mut pending) = mpsc::channel::<Pending<T, R>>(queued.max(1));
         tokio::spawn(async move {
             while let Some(first) = pending.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < max_batch {
-                    match pending.try_recv() {
-                        Ok(next) => batch.push(next),
-                        Err(_) => break,
+                let mut items = Vec::new();
+                let mut replies = Vec::new();
+                let mut next = Some(first);
+                while let Some(request) = next.take() {
+                    if request.turn.settle(TAKEN) {
+                        items.push(request.item);
+                        replies.push(request.reply);
+                    }
+                    if items.len() < max_batch {
+                        next = pending.try_recv().ok();
                     }
                 }
-                let (items, replies): (Vec<T>, Vec<oneshot::Sender<R>>) = batch.into_iter().unzip();
+                if items.is_empty() {
+                    continue;
+                }
                 let answers = write(items);
                 for (reply, answer) in replies.into_iter().zip(answers.await) {
                     // The requester may have gone away (e.g. its HTTP client hung up).
@@ -51,11 +103,39 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
         Batcher { queue }
     }
 
-    /// Queues one request and waits for its batch to be written.
+    /// Queues one request and waits for its batch to be written. The request is written
+    /// even if the caller stops waiting.
     pub async fn submit(&self, item: T) -> Result<R, Stopped> {
         let (reply, answer) = oneshot::channel();
-        self.queue.send((item, reply)).await.map_err(|_| Stopped)?;
+        let request = Pending {
+            item,
+            turn: Turn::new(),
+            reply,
+        };
+        self.queue.send(request).await.map_err(|_| Stopped)?;
         answer.await.map_err(|_| Stopped)
+    }
+
+    /// Queues one request and waits for its batch to be written, until `deadline`.
+    pub async fn submit_by(&self, item: T, deadline: Instant) -> Result<R, Late> {
+        let (reply, mut answer) = oneshot::channel();
+        let turn = Turn::new();
+        let request = Pending {
+            item,
+            turn: turn.clone(),
+            reply,
+        };
+        match tokio::time::timeout_at(deadline, self.queue.send(request)).await {
+            Err(_) => return Err(Late::Withdrawn),
+            Ok(Err(_)) => return Err(Late::Stopped),
+            Ok(Ok(())) => {}
+        }
+        match tokio::time::timeout_at(deadline, &mut answer).await {
+            Ok(answered) => answered.map_err(|_| Late::Stopped),
+            Err(_) if turn.settle(WITHDRAWN) => Err(Late::Withdrawn),
+            // Taken: the answer may have come in just now.
+            Err(_) => answer.try_recv().map_err(|_| Late::InDoubt),
+        }
     }
 }
 
@@ -101,5 +181,50 @@ mod tests {
             .await
             .expect("no waiting for a batch to fill");
         assert_eq!(answer.unwrap(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_request_still_queued_at_its_deadline_is_withdrawn_and_never_written() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let seen = written.clone();
+        let batcher = Arc::new(Batcher::spawn(64, 1, move |items: Vec<u32>| {
+            seen.lock().unwrap().extend(items.iter().copied());
+            async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                items
+            }
+        }));
+        let slow = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.submit(1).await.unwrap() }
+        });
+        // The writer is busy with 1 until 300 ms: 2 waits in the queue past its deadline.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let deadline = Instant::now() + Duration::from_millis(50);
+        assert_eq!(batcher.submit_by(2, deadline).await, Err(Late::Withdrawn));
+        assert_eq!(slow.await.unwrap(), 1);
+        assert_eq!(batcher.submit(3).await.unwrap(), 3);
+        assert_eq!(
+            *written.lock().unwrap(),
+            [1, 3],
+            "2 was withdrawn, not written"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_being_written_at_its_deadline_is_in_doubt() {
+        let batcher = Batcher::spawn(4, 8, |items: Vec<u32>| async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            items
+        });
+        let deadline = Instant::now() + Duration::from_millis(100);
+        assert_eq!(batcher.submit_by(7, deadline).await, Err(Late::InDoubt));
+    }
+
+    #[tokio::test]
+    async fn a_request_answered_before_its_deadline_gets_its_answer() {
+        let batcher = Batcher::spawn(4, 8, |items: Vec<u32>| async move { items });
+        let deadline = Instant::now() + Duration::from_secs(5);
+        assert_eq!(batcher.submit_by(7, deadline).await, Ok(7));
     }
 }

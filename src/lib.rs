@@ -17,6 +17,7 @@ pub mod duration;
 pub mod email;
 pub mod http;
 pub mod jobs;
+pub mod memory;
 pub mod metrics;
 pub mod report;
 pub mod rules;

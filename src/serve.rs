@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::doctor::LatestReport;
+use crate::http::server::Limits;
 use crate::http::{self, AppState};
 use crate::store::{self, Store, StoreOptions};
 use crate::worker;
@@ -59,6 +60,17 @@ impl Service {
         store: Arc<dyn Store>,
         role: Role,
     ) -> anyhow::Result<Service> {
+        let limits = Limits::new(config.max_connections);
+        Self::start_with_limits(config, store, role, limits).await
+    }
+
+    /// As `start_with_store`, with other HTTP time limits than INTERFACE §10's (for tests).
+    pub async fn start_with_limits(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        role: Role,
+        limits: Limits,
+    ) -> anyhow::Result<Service> {
         crate::install_tls_provider();
         let shutdown = CancellationToken::new();
         tracing::info!(
@@ -98,22 +110,13 @@ impl Service {
             http::ops_router(state)
         };
         let stop = shutdown.clone();
-        let server = tokio::spawn(async move {
-            // The peer address is what the console's login throttle counts failures against.
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-            .context("HTTP server failed")
-        });
+        let server = tokio::spawn(http::server::serve(listener, app, limits, stop));
         let task = tokio::spawn(async move {
-            let served = server.await.context("HTTP server task panicked")?;
+            server.await.context("HTTP server task panicked")?;
             if let Some(worker) = worker {
                 worker.await.context("worker task panicked")?;
             }
-            served
+            Ok(())
         });
         Ok(Service {
             addr,

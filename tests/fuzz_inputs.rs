@@ -1,17 +1,32 @@
-//! A proptest fuzz harness for what an unauthenticated caller controls: arbitrary headers and
-//! bodies go to every scheme's `Verifier::verify`, and arbitrary JSON goes to the rules of
-//! realistic sources through `rules::map_delivery`. Nothing may panic; genuine deliveries must
-//! still verify among the noise.
+//! A proptest fuzz harness for what an unauthenticated caller controls, and for the parsers
+//! of what an operator writes: arbitrary headers and bodies go to every scheme's
+//! `Verifier::verify`; arbitrary JSON goes to the rules of realistic sources and to arbitrary
+//! rules through `rules::map_delivery`; arbitrary TOML, as text and as structured documents,
+//! goes to the config loader; and arbitrary text goes to the duration parser and, through a
+//! rule's `at`, to the date and time parsing in every time zone. Nothing may panic; genuine
+//! deliveries must still verify among the noise; what parses must mean what it says. (There
+//! is no CSV parser yet, so there is no target for one.)
+//!
+//! Each target runs `FUZZ_CASES` cases (default 400, what CI runs). For a long run, set
+//! `FUZZ_SECONDS`: the target then runs batches of cases until that much time has passed and
+//! prints how many it ran, e.g.
+//! `FUZZ_SECONDS=600 nice -n 19 cargo test --release --test fuzz_inputs durations -- --nocapture`.
 
+use std::collections::{BTreeMap, HashSet};
+use std::fmt::Debug;
 use std::sync::LazyLock;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use offboard::config::{Config, ConfigOrigin};
-use offboard::rules;
+use offboard::duration::Span;
+use offboard::jobs::Action;
+use offboard::rules::{self, ActionSpec, ActionTable, Rule, RuleSpec};
 use proptest::prelude::*;
+use proptest::test_runner::{TestCaseError, TestCaseResult, TestRunner};
 use serde_json::{Map, Value};
 
 /// One source per scheme (two for the configurable ones), each with realistic rules.
@@ -444,87 +459,893 @@ fn tamper() -> impl Strategy<Value = Tamper> {
     ]
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig::with_cases(400))]
-
-    #[test]
-    fn arbitrary_headers_and_bodies_never_panic_any_verifier(
-        headers in headers(),
-        body in body(),
-        now in instant(),
-    ) {
-        for source in &SOURCES.sources {
-            let _ = source.verifier.verify(&headers, &body, now);
+/// Runs `test` on inputs drawn from `strategy`, `FUZZ_CASES` times or for `FUZZ_SECONDS`.
+/// A failure (or panic) is shrunk to a minimal input, which the panic message shows.
+fn fuzz<S>(target: &str, strategy: S, test: impl Fn(S::Value) -> TestCaseResult)
+where
+    S: Strategy,
+    S::Value: Debug,
+{
+    let setting = |name: &str| {
+        std::env::var(name).ok().map(|v| {
+            v.parse::<u64>()
+                .unwrap_or_else(|_| panic!("{name} must be a number"))
+        })
+    };
+    let deadline = setting("FUZZ_SECONDS").map(|s| Instant::now() + Duration::from_secs(s));
+    let cases = setting("FUZZ_CASES").unwrap_or(400);
+    let started = Instant::now();
+    let mut ran: u64 = 0;
+    loop {
+        let batch = if deadline.is_some() { 1000 } else { cases };
+        let config = ProptestConfig {
+            cases: u32::try_from(batch).unwrap_or(u32::MAX),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        };
+        // A fresh runner per batch draws a fresh random seed.
+        if let Err(failure) = TestRunner::new(config).run(&strategy, &test) {
+            panic!("{target}: {failure} (after {ran} passing cases)");
+        }
+        ran += batch;
+        if deadline.is_none_or(|d| Instant::now() >= d) {
+            break;
         }
     }
+    if deadline.is_some() {
+        eprintln!(
+            "fuzz {target}: {ran} cases in {:.1?}, no failure",
+            started.elapsed()
+        );
+    }
+}
 
-    #[test]
-    fn genuine_deliveries_verify_and_tampered_ones_never_panic(
-        source in prop::sample::select((0..SOURCES.sources.len()).collect::<Vec<_>>()),
-        body in body(),
-        tamper in tamper(),
-        noise in headers(),
-    ) {
-        let verifier = &SOURCES.sources[source].verifier;
-        let now = Utc::now();
-        let signed = verifier.sign(&body, now);
-        let mut delivery = HeaderMap::new();
-        for (name, value) in &signed {
-            let name = HeaderName::from_bytes(name.as_bytes()).expect("sign emits header names");
-            delivery.append(name, HeaderValue::from_str(value).expect("sign emits header values"));
-        }
-        // Unrelated headers a proxy might add.
-        for (name, value) in &noise {
-            if !signed.iter().any(|(n, _)| name.as_str().eq_ignore_ascii_case(n)) {
-                delivery.append(name.clone(), value.clone());
+#[test]
+fn verifiers_take_arbitrary_headers_and_bodies() {
+    fuzz(
+        "verifiers_take_arbitrary_headers_and_bodies",
+        (headers(), body(), instant()),
+        |(headers, body, now)| {
+            for source in &SOURCES.sources {
+                let _ = source.verifier.verify(&headers, &body, now);
             }
-        }
-        let mut body = body;
-        let names: Vec<HeaderName> = signed
-            .iter()
-            .map(|(n, _)| HeaderName::from_bytes(n.as_bytes()).expect("valid"))
-            .collect();
-        match &tamper {
-            Tamper::None | Tamper::AddHeader(..) => {}
-            Tamper::DropHeader(i) => {
-                delivery.remove(&names[i.index(names.len())]);
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn verifiers_accept_genuine_deliveries_and_survive_tampered_ones() {
+    let sources = prop::sample::select((0..SOURCES.sources.len()).collect::<Vec<_>>());
+    fuzz(
+        "verifiers_accept_genuine_deliveries_and_survive_tampered_ones",
+        (sources, body(), tamper(), headers()),
+        |(source, body, tamper, noise)| {
+            let verifier = &SOURCES.sources[source].verifier;
+            let now = Utc::now();
+            let signed = verifier.sign(&body, now);
+            let mut delivery = HeaderMap::new();
+            for (name, value) in &signed {
+                let name =
+                    HeaderName::from_bytes(name.as_bytes()).expect("sign emits header names");
+                delivery.append(
+                    name,
+                    HeaderValue::from_str(value).expect("sign emits header values"),
+                );
             }
-            Tamper::ReplaceValue(i, value) => {
-                delivery.insert(&names[i.index(names.len())], value.clone());
-            }
-            Tamper::PrependDuplicate(i, value) => {
-                let name = &names[i.index(names.len())];
-                let old: Vec<HeaderValue> = delivery.get_all(name).iter().cloned().collect();
-                delivery.insert(name, value.clone());
-                for v in old {
-                    delivery.append(name, v);
+            // Unrelated headers a proxy might add.
+            for (name, value) in &noise {
+                if !signed
+                    .iter()
+                    .any(|(n, _)| name.as_str().eq_ignore_ascii_case(n))
+                {
+                    delivery.append(name.clone(), value.clone());
                 }
             }
-            Tamper::ExtendBody(extra) => body.extend_from_slice(extra),
-        }
-        if let Tamper::AddHeader(name, value) = &tamper {
-            delivery.append(name.clone(), value.clone());
-        }
-        let result = verifier.verify(&delivery, &body, now);
-        if matches!(tamper, Tamper::None) {
-            prop_assert!(result.is_ok(), "{:?} rejected its own signature: {:?}", verifier.scheme, result);
-        }
-    }
-
-    #[test]
-    fn arbitrary_json_never_panics_the_rules(
-        body in prop_oneof![json_value(), shaped_body()],
-        now in instant(),
-    ) {
-        for source in &SOURCES.sources {
-            if let Ok(plans) = rules::map_delivery(&source.rules, &body, now) {
-                for plan in plans {
-                    if let rules::Plan::Chain(chain) = plan {
-                        prop_assert!(!chain.steps.is_empty());
-                        prop_assert_eq!(chain.email.as_str(), chain.email.as_str().to_ascii_lowercase());
+            let mut body = body;
+            let names: Vec<HeaderName> = signed
+                .iter()
+                .map(|(n, _)| HeaderName::from_bytes(n.as_bytes()).expect("valid"))
+                .collect();
+            match &tamper {
+                Tamper::None | Tamper::AddHeader(..) => {}
+                Tamper::DropHeader(i) => {
+                    delivery.remove(&names[i.index(names.len())]);
+                }
+                Tamper::ReplaceValue(i, value) => {
+                    delivery.insert(&names[i.index(names.len())], value.clone());
+                }
+                Tamper::PrependDuplicate(i, value) => {
+                    let name = &names[i.index(names.len())];
+                    let old: Vec<HeaderValue> = delivery.get_all(name).iter().cloned().collect();
+                    delivery.insert(name, value.clone());
+                    for v in old {
+                        delivery.append(name, v);
                     }
                 }
+                Tamper::ExtendBody(extra) => body.extend_from_slice(extra),
+            }
+            if let Tamper::AddHeader(name, value) = &tamper {
+                delivery.append(name.clone(), value.clone());
+            }
+            let result = verifier.verify(&delivery, &body, now);
+            if matches!(tamper, Tamper::None) {
+                prop_assert!(
+                    result.is_ok(),
+                    "{:?} rejected its own signature: {:?}",
+                    verifier.scheme,
+                    result
+                );
+            }
+            Ok(())
+        },
+    );
+}
+
+/// What every chain a rule plans must satisfy.
+fn check_plans(plans: Vec<rules::Plan>) -> TestCaseResult {
+    for plan in plans {
+        if let rules::Plan::Chain(chain) = plan {
+            prop_assert!(!chain.steps.is_empty());
+            prop_assert_eq!(
+                chain.email.as_str(),
+                chain.email.as_str().to_ascii_lowercase()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn rules_of_realistic_sources_take_arbitrary_json() {
+    fuzz(
+        "rules_of_realistic_sources_take_arbitrary_json",
+        (prop_oneof![json_value(), shaped_body()], instant()),
+        |(body, now)| {
+            for source in &SOURCES.sources {
+                if let Ok(plans) = rules::map_delivery(&source.rules, &body, now) {
+                    check_plans(plans)?;
+                }
+            }
+            Ok(())
+        },
+    );
+}
+
+/// JSON Pointers the generated rules and bodies share, and anything else.
+fn pointer() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => prop::sample::select(vec![
+            "", "/email", "/data/email", "/data", "/type", "/when", "/list", "/list/0",
+            "/a~1b", "/a~0b", "/0", "/-", "/employees", "/fields/workEmail",
+        ])
+        .prop_map(str::to_owned),
+        1 => "(/[a-z0-9~]{0,6}){0,4}",
+        1 => any::<String>(),
+    ]
+}
+
+fn condition_map() -> impl Strategy<Value = BTreeMap<String, Value>> {
+    prop::collection::btree_map(
+        pointer(),
+        prop_oneof![
+            leaf(),
+            prop::collection::vec(leaf(), 0..4).prop_map(Value::Array)
+        ],
+        0..3,
+    )
+}
+
+fn duration_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => (0u64..5000, prop::sample::select(vec!["s", "m", "h", "d"]))
+            .prop_map(|(n, unit)| format!("{n}{unit}")),
+        1 => "[0-9]{0,25}[smhdy ]?",
+        1 => "[ +-]?[0-9]{0,5}[.,_]?[0-9]{0,3}[smhd\u{b5}\u{1d42}]{0,2}",
+        1 => any::<String>(),
+    ]
+}
+
+fn action_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        6 => prop::sample::select(Action::ALL.to_vec()).prop_map(|a| a.as_str().to_owned()),
+        1 => any::<String>(),
+    ]
+}
+
+fn action_spec() -> impl Strategy<Value = ActionSpec> {
+    let params = prop::collection::btree_map(
+        prop_oneof![
+            prop::sample::select(vec!["group_id", "service_desk_id", "product", "role"])
+                .prop_map(str::to_owned),
+            any::<String>(),
+        ],
+        leaf(),
+        0..3,
+    );
+    prop_oneof![
+        action_name().prop_map(ActionSpec::Name),
+        (action_name(), proptest::option::of(duration_text()), params).prop_map(
+            |(action, after, params)| ActionSpec::Table(ActionTable {
+                action,
+                after,
+                params
+            })
+        ),
+    ]
+}
+
+fn timezone_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        8 => prop::sample::select(chrono_tz::TZ_VARIANTS.to_vec())
+            .prop_map(|tz| tz.name().to_owned()),
+        1 => any::<String>(),
+    ]
+}
+
+fn rule_spec() -> impl Strategy<Value = RuleSpec> {
+    let maybe = |p: f64| proptest::option::weighted(p, pointer());
+    (
+        (
+            "[a-z-]{0,12}",
+            proptest::option::of(condition_map()),
+            maybe(0.4),
+        ),
+        (
+            proptest::option::of(condition_map()),
+            maybe(0.95),
+            maybe(0.3),
+        ),
+        (maybe(0.5), proptest::option::weighted(0.5, timezone_name())),
+        (
+            proptest::option::weighted(0.3, duration_text()),
+            proptest::option::of(any::<bool>()),
+            proptest::option::weighted(0.9, prop::collection::vec(action_spec(), 0..4)),
+            proptest::option::weighted(0.2, any::<bool>()),
+        ),
+    )
+        .prop_map(
+            |(
+                (name, when, for_each),
+                (where_, email, account_id),
+                (at, timezone),
+                (delay, approval, actions, cancel),
+            )| RuleSpec {
+                name,
+                when,
+                for_each,
+                where_,
+                email,
+                account_id,
+                at,
+                timezone,
+                delay,
+                approval,
+                actions,
+                cancel,
+            },
+        )
+}
+
+#[test]
+fn arbitrary_rules_take_arbitrary_json() {
+    fuzz(
+        "arbitrary_rules_take_arbitrary_json",
+        (
+            prop::collection::vec(rule_spec(), 1..4),
+            prop_oneof![json_value(), shaped_body()],
+            instant(),
+        ),
+        |(specs, body, now)| {
+            let rules: Vec<Rule> = specs
+                .into_iter()
+                .filter_map(|spec| Rule::compile(spec).ok())
+                .collect();
+            if let Ok(plans) = rules::map_delivery(&rules, &body, now) {
+                check_plans(plans)?;
+            }
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn durations_parse_exactly_or_refuse() {
+    fuzz(
+        "durations_parse_exactly_or_refuse",
+        duration_text(),
+        |text| {
+            let parsed = Span::parse(&text);
+            // What the text says, if it is `<digits><unit>` (after trimming).
+            let trimmed = text.trim();
+            let expected = trimmed
+                .char_indices()
+                .last()
+                .and_then(|(at, unit)| {
+                    let digits = &trimmed[..at];
+                    let factor: u128 = match unit {
+                        's' => 1,
+                        'm' => 60,
+                        'h' => 3600,
+                        'd' => 86_400,
+                        _ => return None,
+                    };
+                    let all_digits =
+                        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit());
+                    all_digits.then(|| {
+                        digits
+                            .parse::<u128>()
+                            .ok()
+                            .and_then(|n| n.checked_mul(factor))
+                            .unwrap_or(u128::MAX)
+                    })
+                })
+                .filter(|secs| *secs <= 3660 * 86_400);
+            match (&parsed, expected) {
+                (Ok(span), Some(secs)) => {
+                    prop_assert_eq!(u128::from(span.as_secs()), secs);
+                    prop_assert_eq!(Span::parse(&span.to_string()), Ok(*span), "round trip");
+                    let _ = (span.to_chrono(), span.to_std());
+                }
+                (Err(_), None) => {}
+                _ => prop_assert!(
+                    false,
+                    "{:?} parsed as {:?}, expected {:?}",
+                    text,
+                    parsed,
+                    expected
+                ),
+            }
+            Ok(())
+        },
+    );
+}
+
+/// What a rule's `at` may find in a body: dates, timestamps and epoch millis, well formed
+/// or nearly so, in every range.
+fn at_value() -> impl Strategy<Value = Value> {
+    let date =
+        (0i32..10_000, 0u32..14, 0u32..33).prop_map(|(y, m, d)| format!("{y:04}-{m:02}-{d:02}"));
+    let offset = prop_oneof![
+        Just("Z".to_owned()),
+        (0u32..25, 0u32..61, any::<bool>())
+            .prop_map(|(h, m, east)| format!("{}{h:02}:{m:02}", if east { '+' } else { '-' })),
+    ];
+    let timestamp = (
+        date.clone(),
+        0u32..25,
+        0u32..61,
+        0u32..62,
+        "(\\.[0-9]{1,12})?",
+        offset,
+    )
+        .prop_map(|(d, h, m, s, frac, off)| format!("{d}T{h:02}:{m:02}:{s:02}{frac}{off}"));
+    prop_oneof![
+        4 => date.prop_map(Value::from),
+        3 => timestamp.prop_map(Value::from),
+        1 => any::<i64>().prop_map(Value::from),
+        1 => (-62_000_000_000_000i64..260_000_000_000_000).prop_map(Value::from),
+        1 => "[0-9]{1,22}".prop_map(Value::from),
+        1 => any::<f64>().prop_map(Value::from),
+        1 => any::<String>().prop_map(Value::from),
+        1 => leaf(),
+    ]
+}
+
+#[test]
+fn at_times_parse_in_every_timezone() {
+    let timezones = prop::sample::select(chrono_tz::TZ_VARIANTS.to_vec());
+    fuzz(
+        "at_times_parse_in_every_timezone",
+        (at_value(), timezones, 0u64..400, instant()),
+        |(when, timezone, delay_days, now)| {
+            let spec = RuleSpec {
+                name: "at".into(),
+                when: None,
+                for_each: None,
+                where_: None,
+                email: Some("/email".into()),
+                account_id: None,
+                at: Some("/when".into()),
+                timezone: Some(timezone.name().into()),
+                delay: Some(format!("{delay_days}d")),
+                approval: None,
+                actions: Some(vec![ActionSpec::Name("suspend_access".into())]),
+                cancel: None,
+            };
+            let rule = Rule::compile(spec).expect("a valid rule");
+            let body = serde_json::json!({ "email": "leaver@example.com", "when": when });
+            let Ok(plans) = rules::map_delivery(&[rule], &body, now) else {
+                return Ok(());
+            };
+            let Some(rules::Plan::Chain(chain)) = plans.first() else {
+                return Err(TestCaseError::fail(format!("no chain: {plans:?}")));
+            };
+            let delay = chrono::Duration::days(i64::try_from(delay_days).unwrap());
+            let start = chain.steps[0].run_at - delay;
+            let text = when.as_str().unwrap_or_default();
+            if let Ok(date) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+                // A date starts at the first instant of that day (or after it, when the day
+                // begins inside a gap) in the rule's zone.
+                let midnight = date.and_time(NaiveTime::MIN);
+                let local = start.with_timezone(&timezone).naive_local();
+                let before = (start - chrono::Duration::seconds(1))
+                    .with_timezone(&timezone)
+                    .naive_local();
+                prop_assert!(
+                    local >= midnight && before < midnight,
+                    "{} in {}: starts at {} ({} local)",
+                    text,
+                    timezone,
+                    start,
+                    local
+                );
+            } else if let Ok(time) = DateTime::parse_from_rfc3339(text) {
+                // Compared after adding the delay: a leap second (`:60`) does not survive
+                // subtracting it again.
+                prop_assert_eq!(chain.steps[0].run_at, time.with_timezone(&Utc) + delay);
+            } else if let Some(millis) = when.as_i64() {
+                let time = DateTime::from_timestamp_millis(millis);
+                prop_assert_eq!(Some(chain.steps[0].run_at), time.map(|t| t + delay));
+            }
+            Ok(())
+        },
+    );
+}
+
+/// The secret literals the generated configs use; none may show in a parsed config's Debug.
+const SECRET_LITERALS: [&str; 3] = [
+    "s3cret-admin-4f1d",
+    "s3cret-source-9a2c",
+    "s3cret-atlassian-77e0",
+];
+
+/// A TOML basic string: JSON's escapes are TOML's, except that TOML also escapes DEL.
+fn toml_string(text: &str) -> String {
+    serde_json::to_string(text)
+        .expect("strings serialize")
+        .replace('\u{7f}', "\\u007F")
+}
+
+/// Any TOML value, as text.
+fn toml_any() -> BoxedStrategy<String> {
+    let scalar = prop_oneof![
+        any::<String>().prop_map(|s| toml_string(&s)),
+        prop::sample::select(vec![
+            "\"\"",
+            "\"env:OFFBOARD_FUZZ\"",
+            "\"env:\"",
+            "\"file:/nonexistent/secret\"",
+            "\"file:\"",
+            "true",
+            "false",
+            "0",
+            "-1",
+            "1e400",
+            "nan",
+            "-inf",
+            "0x10",
+            "1_000",
+            "1979-05-27T07:32:00Z",
+            "1979-05-27",
+            "07:32:00",
+            "[]",
+            "{}",
+        ])
+        .prop_map(str::to_owned),
+        any::<i64>().prop_map(|i| i.to_string()),
+        any::<f64>().prop_map(toml_float),
+    ];
+    scalar
+        .prop_recursive(2, 12, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|items| format!("[{}]", items.join(", "))),
+                prop::collection::vec(("[a-z_]{1,8}", inner), 0..3).prop_map(|fields| {
+                    let fields: Vec<String> = fields
+                        .into_iter()
+                        .map(|(k, v)| format!("{k} = {v}"))
+                        .collect();
+                    format!("{{ {} }}", fields.join(", "))
+                }),
+            ]
+        })
+        .boxed()
+}
+
+fn toml_float(f: f64) -> String {
+    if f.is_nan() {
+        "nan".to_owned()
+    } else if f.is_infinite() {
+        if f > 0.0 { "inf" } else { "-inf" }.to_owned()
+    } else {
+        format!("{f:?}")
+    }
+}
+
+/// `plausible` mostly, any TOML value sometimes.
+fn typed(plausible: impl Strategy<Value = String> + 'static) -> BoxedStrategy<String> {
+    prop_oneof![4 => plausible.boxed(), 1 => toml_any()].boxed()
+}
+
+fn quoted(values: Vec<&'static str>) -> BoxedStrategy<String> {
+    prop::sample::select(values).prop_map(toml_string).boxed()
+}
+
+fn int(range: std::ops::Range<i64>) -> BoxedStrategy<String> {
+    range.prop_map(|i| i.to_string()).boxed()
+}
+
+fn boolean() -> BoxedStrategy<String> {
+    any::<bool>().prop_map(|b| b.to_string()).boxed()
+}
+
+fn list(item: BoxedStrategy<String>) -> BoxedStrategy<String> {
+    prop::collection::vec(item, 0..3)
+        .prop_map(|items| format!("[{}]", items.join(", ")))
+        .boxed()
+}
+
+/// `key = value` lines, each key present or not, sometimes with a key nobody knows.
+fn table(fields: Vec<(&'static str, BoxedStrategy<String>)>) -> BoxedStrategy<String> {
+    let lines: Vec<BoxedStrategy<Option<String>>> = fields
+        .into_iter()
+        .map(|(key, value)| {
+            proptest::option::weighted(0.6, value)
+                .prop_map(move |v| v.map(|v| format!("{key} = {v}\n")))
+                .boxed()
+        })
+        .collect();
+    (
+        lines,
+        proptest::option::weighted(0.1, ("[a-z_]{1,10}", toml_any())),
+    )
+        .prop_map(|(lines, unknown)| {
+            let mut text: String = lines.into_iter().flatten().collect();
+            if let Some((key, value)) = unknown {
+                text.push_str(&format!("{key} = {value}\n"));
+            }
+            text
+        })
+        .boxed()
+}
+
+fn rule_table() -> BoxedStrategy<String> {
+    let pointer_value = || typed(pointer().prop_map(|p| toml_string(&p)));
+    let conditions = || {
+        typed(
+            prop::collection::vec((pointer(), toml_any()), 0..3).prop_map(|fields| {
+                let fields: Vec<String> = fields
+                    .into_iter()
+                    .map(|(k, v)| format!("{} = {v}", toml_string(&k)))
+                    .collect();
+                format!("{{ {} }}", fields.join(", "))
+            }),
+        )
+    };
+    let action = prop_oneof![
+        action_name().prop_map(|a| toml_string(&a)),
+        (action_name(), duration_text(), "[a-z0-9-]{0,8}").prop_map(|(action, after, id)| {
+            format!(
+                "{{ action = {}, after = {}, group_id = {} }}",
+                toml_string(&action),
+                toml_string(&after),
+                toml_string(&id)
+            )
+        }),
+    ]
+    .boxed();
+    table(vec![
+        ("name", typed("[a-z-]{1,10}".prop_map(|n| toml_string(&n)))),
+        ("when", conditions()),
+        ("for_each", pointer_value()),
+        ("where", conditions()),
+        ("email", pointer_value()),
+        ("account_id", pointer_value()),
+        ("at", pointer_value()),
+        (
+            "timezone",
+            typed(timezone_name().prop_map(|t| toml_string(&t))),
+        ),
+        (
+            "delay",
+            typed(duration_text().prop_map(|d| toml_string(&d))),
+        ),
+        ("approval", typed(boolean())),
+        ("actions", typed(list(action))),
+        ("cancel", typed(boolean())),
+    ])
+}
+
+fn source_table() -> BoxedStrategy<String> {
+    let scheme = quoted(vec![
+        "standard-webhooks",
+        "hub-signature",
+        "bamboohr",
+        "hibob",
+        "deel",
+        "token",
+        "smoke-signals",
+    ]);
+    let secrets = list(quoted(vec![
+        SECRET_LITERALS[1],
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "env:OFFBOARD_FUZZ",
+        "",
+    ]));
+    let header = quoted(vec![
+        "X-Hub-Signature-256",
+        "Authorization",
+        "",
+        "bad header",
+    ]);
+    (
+        table(vec![
+            ("name", typed(quoted(vec!["hr", "jira", "bob", ""]))),
+            ("scheme", typed(scheme)),
+            ("secrets", typed(secrets)),
+            ("tolerance_seconds", typed(int(-10..100_000))),
+            ("header", typed(header)),
+            ("prefix", typed(quoted(vec!["", "Bearer ", "Token "]))),
+            (
+                "id_header",
+                typed(quoted(vec!["X-Delivery", "", "bad header"])),
+            ),
+            ("id_pointer", typed(pointer().prop_map(|p| toml_string(&p)))),
+        ]),
+        prop::collection::vec(rule_table(), 0..3),
+    )
+        .prop_map(|(source, rules)| {
+            let mut text = format!("[[sources]]\n{source}");
+            for rule in rules {
+                text.push_str(&format!("[[sources.rules]]\n{rule}"));
+            }
+            text
+        })
+        .boxed()
+}
+
+/// A config document shaped like INTERFACE §2's, every key usually of its type.
+fn structured_config() -> impl Strategy<Value = String> {
+    let top = table(vec![
+        (
+            "listen",
+            typed(quoted(vec![
+                "127.0.0.1:0",
+                "[::1]:8080",
+                "nowhere",
+                "127.0.0.1:99999",
+            ])),
+        ),
+        (
+            "database_url",
+            typed(quoted(vec![
+                "sqlite://offboard.db",
+                "postgres://u:pw@db/offboard?password=pw",
+                "mysql://x",
+                "",
+            ])),
+        ),
+        ("dry_run", typed(boolean())),
+        (
+            "admin_token",
+            typed(quoted(vec![SECRET_LITERALS[0], "", "short"])),
+        ),
+        ("max_body_bytes", typed(int(-1..100_000_000))),
+        ("max_connections", typed(int(-1..100_000))),
+    ]);
+    let atlassian = table(vec![
+        (
+            "site_url",
+            typed(quoted(vec![
+                "https://example.atlassian.net",
+                "not a url",
+                "",
+            ])),
+        ),
+        (
+            "site_email",
+            typed(quoted(vec!["automation@example.com", "nobody"])),
+        ),
+        ("site_api_token", typed(quoted(vec![SECRET_LITERALS[2]]))),
+        (
+            "admin_url",
+            typed(quoted(vec!["https://api.atlassian.com", "ftp://x"])),
+        ),
+        ("admin_api_key", typed(quoted(vec![SECRET_LITERALS[2]]))),
+        ("org_id", typed(quoted(vec!["org", ""]))),
+        ("directory_id", typed(quoted(vec!["dir", ""]))),
+    ]);
+    let worker = table(vec![
+        ("concurrency", typed(int(-1..1000))),
+        ("max_attempts", typed(int(-1..100))),
+        ("lease_seconds", typed(int(-1..100_000))),
+        (
+            "requests_per_second",
+            typed(any::<f64>().prop_map(toml_float)),
+        ),
+        ("backoff_base_seconds", typed(int(-1..10_000))),
+        ("backoff_max_seconds", typed(int(-1..100_000))),
+    ]);
+    let safety = table(vec![
+        (
+            "protected_emails",
+            typed(list(quoted(vec!["ceo@example.com", "*@example.com", ""]))),
+        ),
+        (
+            "protected_domains",
+            typed(list(quoted(vec!["example.com", ".example.com", ""]))),
+        ),
+        (
+            "protected_account_ids",
+            typed(list(quoted(vec!["abc", ""]))),
+        ),
+        ("max_actions_per_hour", typed(int(-1..100_000))),
+    ]);
+    (
+        top,
+        proptest::option::of(atlassian),
+        proptest::option::of(worker),
+        proptest::option::of(safety),
+        prop::collection::vec(source_table(), 0..3),
+    )
+        .prop_map(|(top, atlassian, worker, safety, sources)| {
+            let mut text = top;
+            for (name, section) in [
+                ("atlassian", atlassian),
+                ("worker", worker),
+                ("safety", safety),
+            ] {
+                if let Some(section) = section {
+                    text.push_str(&format!("[{name}]\n{section}"));
+                }
+            }
+            for source in sources {
+                text.push_str(&source);
+            }
+            text
+        })
+}
+
+/// The environment the generated configs see.
+fn fuzz_env(name: &str) -> Option<String> {
+    (name == "OFFBOARD_FUZZ").then(|| SECRET_LITERALS[1].to_owned())
+}
+
+fn check_config(text: &str) -> TestCaseResult {
+    if let Ok(config) = Config::from_toml(text, ConfigOrigin::Defaults, &fuzz_env) {
+        let shown = format!("{config:?}");
+        for secret in SECRET_LITERALS {
+            prop_assert!(
+                !shown.contains(secret),
+                "the config's Debug shows a secret: {}",
+                shown
+            );
+        }
+        let names: HashSet<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+        prop_assert_eq!(names.len(), config.sources.len(), "source names are unique");
+    }
+    Ok(())
+}
+
+#[test]
+fn config_takes_arbitrary_structured_toml() {
+    fuzz(
+        "config_takes_arbitrary_structured_toml",
+        structured_config(),
+        |text| check_config(&text),
+    );
+}
+
+/// TOML text: arbitrary, or a valid config damaged.
+#[derive(Debug, Clone)]
+enum TomlText {
+    Arbitrary(String),
+    Damaged(Vec<Damage>),
+}
+
+/// How a valid config is damaged.
+#[derive(Debug, Clone)]
+enum Damage {
+    Insert(prop::sample::Index, String),
+    Delete(prop::sample::Index, usize),
+    RepeatLine(prop::sample::Index),
+    DropLine(prop::sample::Index),
+}
+
+fn damage() -> impl Strategy<Value = Damage> {
+    let fragment = prop_oneof![
+        any::<String>(),
+        prop::sample::select(vec![
+            "\"",
+            "'",
+            "[",
+            "]",
+            "[[",
+            "]]",
+            "=",
+            "\n",
+            "{",
+            "}",
+            ",",
+            "#",
+            "\\",
+            "\"\"\"",
+            "'''",
+            "\n[[sources]]\n",
+            "\nname = \"hr\"\n",
+            " = ",
+            "\u{feff}",
+            "\r",
+        ])
+        .prop_map(str::to_owned),
+    ];
+    prop_oneof![
+        (any::<prop::sample::Index>(), fragment).prop_map(|(i, f)| Damage::Insert(i, f)),
+        (any::<prop::sample::Index>(), 1usize..40).prop_map(|(i, n)| Damage::Delete(i, n)),
+        any::<prop::sample::Index>().prop_map(Damage::RepeatLine),
+        any::<prop::sample::Index>().prop_map(Damage::DropLine),
+    ]
+}
+
+fn char_boundary_at(text: &str, index: &prop::sample::Index) -> usize {
+    let mut at = index.index(text.len() + 1);
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+fn damaged(mut text: String, damages: &[Damage]) -> String {
+    for damage in damages {
+        match damage {
+            Damage::Insert(i, fragment) => {
+                let at = char_boundary_at(&text, i);
+                text.insert_str(at, fragment);
+            }
+            Damage::Delete(i, n) => {
+                let from = char_boundary_at(&text, i);
+                let mut to = (from + n).min(text.len());
+                while !text.is_char_boundary(to) {
+                    to += 1;
+                }
+                text.replace_range(from..to, "");
+            }
+            Damage::RepeatLine(i) | Damage::DropLine(i) => {
+                let mut lines: Vec<&str> = text.lines().collect();
+                if lines.is_empty() {
+                    continue;
+                }
+                let at = i.index(lines.len());
+                if matches!(damage, Damage::RepeatLine(_)) {
+                    lines.insert(at, lines[at]);
+                } else {
+                    lines.remove(at);
+                }
+                text = lines.join("\n");
             }
         }
     }
+    text
+}
+
+#[test]
+fn config_takes_arbitrary_toml_text() {
+    let valid = format!(
+        "admin_token = \"{}\"\ndatabase_url = \"sqlite::memory:\"\n{CONFIG}",
+        SECRET_LITERALS[0]
+    );
+    let text = prop_oneof![
+        1 => any::<String>().prop_map(TomlText::Arbitrary),
+        1 => prop::collection::vec(any::<u8>(), 0..200)
+            .prop_map(|b| TomlText::Arbitrary(String::from_utf8_lossy(&b).into_owned())),
+        6 => prop::collection::vec(damage(), 1..6).prop_map(TomlText::Damaged),
+    ];
+    fuzz("config_takes_arbitrary_toml_text", text, |input| {
+        let text = match input {
+            TomlText::Arbitrary(text) => text,
+            TomlText::Damaged(damages) => damaged(valid.clone(), &damages),
+        };
+        check_config(&text)
+    });
 }

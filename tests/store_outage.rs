@@ -6,7 +6,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use offboard::jobs::{JobState, Outcome};
 use offboard::store::JobFilter;
@@ -141,6 +141,222 @@ secrets = ["hr-token"]
     let deliveries = app.store.list_deliveries(Some("hr"), 500).await.unwrap();
     assert_eq!(deliveries.len(), PEOPLE);
     app.stop().await;
+}
+
+/// INTERFACE §10 "Fast refusals": with the database gone, webhooks get 503 within 1 s and
+/// /readyz within 0.5 s, one after another and many at once; the bounds here leave room for
+/// a loaded test machine. Afterwards the refused deliveries are accepted as new (nothing was
+/// recorded for them) and what was accepted before the outage is still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_outage_is_refused_fast() {
+    let Some(cluster) = PgCluster::start() else {
+        return;
+    };
+    let fake = FakeAtlassian::start().await;
+    let toml = format!(
+        r#"{}
+[[sources]]
+name = "hr"
+scheme = "token"
+secrets = ["hr-token"]
+  [[sources.rules]]
+  name = "leaver"
+  email = "/email"
+  actions = ["delete_portal_customer"]
+"#,
+        atlassian_toml(&fake)
+    );
+    let db = TestDb::existing(Backend::Postgres, cluster.url());
+    let app = TestApp::spawn(&db, &toml).await;
+    // Before the outage: accepted, and the pool holds connections that are about to break.
+    for (i, status) in send_all(&app, 0..10).await {
+        assert_eq!(
+            status,
+            StatusCode::ACCEPTED,
+            "delivery {i} before the outage"
+        );
+    }
+    cluster.stop_server();
+
+    let mut timings = Vec::new();
+    for i in 10..16 {
+        let started = Instant::now();
+        let status = send(&app, i).await;
+        let took = started.elapsed();
+        timings.push(took);
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "delivery {i}");
+        assert!(
+            took < REFUSAL_BOUND,
+            "delivery {i} was refused after {took:?}"
+        );
+    }
+    eprintln!("sequential 503s with the store down: {timings:?}");
+
+    let started = Instant::now();
+    let concurrent = send_all_timed(&app, 16..56).await;
+    eprintln!(
+        "40 concurrent 503s with the store down: slowest {:?}, all done after {:?}",
+        concurrent.iter().map(|(_, _, took)| *took).max().unwrap(),
+        started.elapsed()
+    );
+    for (i, status, took) in &concurrent {
+        assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE, "delivery {i}");
+        assert!(
+            *took < REFUSAL_BOUND,
+            "delivery {i} was refused after {took:?}"
+        );
+    }
+
+    let mut ready_timings = Vec::new();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let ready = app
+            .http
+            .get(format!("{}/readyz", app.base_url))
+            .send()
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        ready_timings.push(took);
+        assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(took < READY_BOUND, "/readyz answered after {took:?}");
+    }
+    eprintln!("/readyz 503s with the store down: {ready_timings:?}");
+
+    cluster.start_server();
+    wait_ready(&app).await;
+    // Every refused delivery is new to the store: a 503 recorded nothing.
+    for (i, status) in send_all(&app, 10..56).await {
+        assert_eq!(
+            status,
+            StatusCode::ACCEPTED,
+            "delivery {i} after the outage"
+        );
+    }
+    let deliveries = app.store.list_deliveries(Some("hr"), 500).await.unwrap();
+    assert_eq!(
+        deliveries.len(),
+        56,
+        "the deliveries from before the outage are kept"
+    );
+    app.stop().await;
+}
+
+/// A store that is reached but does not answer (its write lock held by someone else): the
+/// sender still gets its 503 within the deadline, and since the write was under way the
+/// answer says so; once the lock is released the write commits, and the sender's retry
+/// replays the first answer.
+async fn a_stuck_store_is_refused_fast_and_the_retry_replays(db: TestDb) {
+    let app = TestApp::spawn(
+        &db,
+        r#"
+[[sources]]
+name = "hr"
+scheme = "token"
+secrets = ["hr-token"]
+  [[sources.rules]]
+  name = "leaver"
+  email = "/email"
+  actions = ["delete_portal_customer"]
+"#,
+    )
+    .await;
+    let lock = WriteLock::take(&db).await;
+    let started = Instant::now();
+    let refused = app
+        .post_hook(
+            "hr",
+            json!({ "email": email(1) }).to_string(),
+            &[("authorization".into(), "Bearer hr-token".into())],
+        )
+        .await;
+    let took = started.elapsed();
+    eprintln!("503 from a stuck {:?} store after {took:?}", db.backend);
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(took < REFUSAL_BOUND, "refused after {took:?}");
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "unavailable", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("send it again"),
+        "{body}"
+    );
+    lock.release().await;
+    let retried = send(&app, 1).await;
+    assert_eq!(
+        retried,
+        StatusCode::OK,
+        "the write under way committed: the retry is its duplicate"
+    );
+    let deliveries = app.store.list_deliveries(Some("hr"), 10).await.unwrap();
+    assert_eq!(deliveries.len(), 1);
+    app.stop().await;
+}
+
+both_stores!(
+    a_stuck_store_is_refused_fast_and_the_retry_replays_on,
+    a_stuck_store_is_refused_fast_and_the_retry_replays
+);
+
+/// Another client holding the lock that recording a delivery needs.
+enum WriteLock {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl WriteLock {
+    async fn take(db: &TestDb) -> WriteLock {
+        use sqlx::Connection as _;
+        match db.backend {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+                sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                WriteLock::Sqlite(conn)
+            }
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+                sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+                sqlx::query("LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE")
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                WriteLock::Postgres(conn)
+            }
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            WriteLock::Sqlite(mut conn) => {
+                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+            }
+            WriteLock::Postgres(mut conn) => {
+                sqlx::query("ROLLBACK").execute(&mut conn).await.unwrap();
+            }
+        }
+    }
+}
+
+/// How long a refusal may take here: INTERFACE §10 asks for 1 s, and for /readyz 0.5 s.
+const REFUSAL_BOUND: Duration = Duration::from_millis(2500);
+const READY_BOUND: Duration = Duration::from_millis(1500);
+
+async fn send_all_timed(
+    app: &TestApp,
+    people: std::ops::Range<usize>,
+) -> Vec<(usize, StatusCode, Duration)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in people {
+        let app = app.clone_handle();
+        tasks.spawn(async move {
+            let started = Instant::now();
+            let status = send(&app, i).await;
+            (i, status, started.elapsed())
+        });
+    }
+    tasks.join_all().await
 }
 
 /// Sends deliveries for these people concurrently.

@@ -31,6 +31,8 @@ const DEFAULT_APPROVAL_ABOVE: u64 = 50;
 const DEFAULT_REPLAY_WINDOW: Span = Span::from_secs(30 * 86_400);
 /// Shorter admin tokens are refused: they can be guessed.
 pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+const DEFAULT_MAX_CONNECTIONS: u64 = 1024;
+const MAX_MAX_CONNECTIONS: u64 = 65_536;
 
 /// The validated configuration the service runs with.
 #[derive(Debug)]
@@ -41,6 +43,8 @@ pub struct Config {
     pub dry_run: bool,
     pub admin_token: Option<SecretString>,
     pub max_body_bytes: usize,
+    /// HTTP connections served at once; more wait in the listen queue (INTERFACE §10).
+    pub max_connections: usize,
     pub atlassian: Option<AtlassianConfig>,
     pub worker: WorkerConfig,
     pub safety: Safety,
@@ -499,6 +503,7 @@ struct RawConfig {
     dry_run: Option<bool>,
     admin_token: Option<String>,
     max_body_bytes: Option<u64>,
+    max_connections: Option<u64>,
     atlassian: Option<RawAtlassian>,
     #[serde(default)]
     worker: RawWorker,
@@ -750,6 +755,14 @@ fn validate(
         );
     }
 
+    let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if !(1..=MAX_MAX_CONNECTIONS).contains(&max_connections) {
+        problems.at(
+            "max_connections",
+            format!("must be between 1 and {MAX_MAX_CONNECTIONS}"),
+        );
+    }
+
     let worker = validate_worker(raw.worker, problems);
     let safety = validate_safety(raw.safety, problems);
     let sources = validate_sources(raw.sources, env, problems);
@@ -783,6 +796,7 @@ fn validate(
         dry_run,
         admin_token,
         max_body_bytes: usize::try_from(max_body_bytes).unwrap_or(usize::MAX),
+        max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
         atlassian,
         worker,
         safety,

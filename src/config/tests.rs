@@ -52,6 +52,7 @@ fn defaults_are_sqlite_local_and_dry_run() {
     assert!(config.dry_run, "dry_run must default to true");
     assert!(config.admin_token.is_none());
     assert_eq!(config.max_body_bytes, 1024 * 1024);
+    assert_eq!(config.max_connections, 1024);
     assert_eq!(config.worker.concurrency, 4);
     assert_eq!(config.safety.max_actions_per_hour, 100);
     assert_eq!(config.safety.approval_above, 50);
@@ -165,6 +166,7 @@ fn every_problem_is_reported_at_once() {
 listen = "nowhere"
 database_url = "mysql://x"
 max_body_bytes = 1
+max_connections = 0
 
 [worker]
 requests_per_second = 0.0
@@ -189,6 +191,7 @@ secrets = ["t"]
         "listen",
         "database_url",
         "max_body_bytes",
+        "max_connections",
         "worker.requests_per_second",
         "backoff_max_seconds",
         "unknown scheme",

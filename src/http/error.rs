@@ -54,6 +54,13 @@ pub enum ApiError {
     /// or method the route does not take. The message is axum's own explanation.
     #[error("{message}")]
     Rejected { status: StatusCode, message: String },
+    /// The store did not confirm a delivery within its deadline, though it may yet commit:
+    /// the same 503, since the sender's retry is safe either way (a recorded delivery
+    /// replays its first answer).
+    #[error(
+        "the store did not confirm the delivery in time; send it again: if it was recorded, the first answer is replayed"
+    )]
+    Unconfirmed,
 }
 
 impl ApiError {
@@ -69,7 +76,7 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::InvalidTransition(_) => StatusCode::CONFLICT,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::Unconfirmed => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Rejected { status, .. } => *status,
         }
@@ -87,7 +94,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::InvalidTransition(_) => "invalid_transition",
             ApiError::BadRequest(_) => "bad_request",
-            ApiError::Unavailable => "unavailable",
+            ApiError::Unavailable | ApiError::Unconfirmed => "unavailable",
             ApiError::TooManyAttempts => "too_many_attempts",
             ApiError::Rejected { status, .. } => rejection_code(*status),
         }
@@ -124,6 +131,10 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(id) => ApiError::NotFound(format!("job {id} not found")),
             StoreError::InvalidTransition { .. } | StoreError::LiveJobExists { .. } => {
                 ApiError::InvalidTransition(err.to_string())
+            }
+            StoreError::Overdue { in_doubt: true } => {
+                tracing::error!(error = %err, "store error");
+                ApiError::Unconfirmed
             }
             other => {
                 tracing::error!(error = %other, "store error");

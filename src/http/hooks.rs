@@ -8,6 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
+use http_body_util::BodyExt as _;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -61,9 +62,10 @@ struct DeliveryAnswer {
         (status = 400, description = "`invalid_json`: verified but not JSON, or a key repeated in an object", body = ErrorBody),
         (status = 401, description = "`invalid_signature` or `stale_timestamp`", body = ErrorBody),
         (status = 404, description = "`unknown_source`", body = ErrorBody),
+        (status = 408, description = "`request_timeout`: the headers took over 10 s or the body over 30 s; the connection is closed", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 422, description = "`unmappable`: recorded; the same delivery again gets the same answer", body = ErrorBody),
-        (status = 503, description = "`unavailable`: nothing was accepted; retry", body = ErrorBody),
+        (status = 503, description = "`unavailable`: nothing was accepted (or, if the message says so, the store did not confirm it in time); retry", body = ErrorBody),
     )
 )]
 async fn receive(
@@ -186,6 +188,13 @@ fn check_body_time(source: &Source, payload: &Value, now: DateTime<Utc>) -> Resu
 }
 
 /// Reads the whole body, refusing before reading further once it exceeds `limit`.
+///
+/// Each chunk is copied into one buffer sized by `Content-Length` and dropped at once, so
+/// what a connection holds while a body arrives is that buffer alone. (Collecting the chunks
+/// instead keeps every read buffer they were cut from alive until the body ends; with slow
+/// senders that is many small allocations that the allocator does not give back after they
+/// go.) The buffer is large enough to be mapped on its own and returned when freed, and its
+/// pages count only once written.
 async fn read_capped(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -194,15 +203,19 @@ async fn read_capped(headers: &HeaderMap, body: Body, limit: usize) -> Result<By
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(ApiError::PayloadTooLarge(limit));
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            ApiError::PayloadTooLarge(limit)
-        } else {
-            ApiError::BodyRead(e.to_string())
+    let expected = declared.and_then(|len| usize::try_from(len).ok());
+    let mut buffer = Vec::with_capacity(expected.unwrap_or(0));
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::BodyRead(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if buffer.len() + data.len() > limit {
+                return Err(ApiError::PayloadTooLarge(limit));
+            }
+            buffer.extend_from_slice(&data);
         }
-    })
+    }
+    Ok(Bytes::from(buffer))
 }
 
 /// The delivery id: the source's `id_header` or `id_pointer`, else the scheme's own id, else

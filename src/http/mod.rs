@@ -10,6 +10,7 @@ mod hooks;
 mod json_body;
 mod rejections;
 mod request_id;
+pub mod server;
 
 use std::sync::Arc;
 

@@ -52,6 +52,15 @@ pub enum StoreError {
     /// A batched write this item was part of failed; the batch's error, as text.
     #[error("a batched write failed: {0}")]
     Batch(String),
+    /// A delivery was not recorded within `StoreOptions::accept_deadline`. Unless
+    /// `in_doubt`, it was not and will not be written; if `in_doubt`, its write was under
+    /// way and may yet commit.
+    #[error("{}", if *in_doubt {
+        "the store did not confirm the write in time; it may have committed"
+    } else {
+        "the store did not take the write in time; nothing was written"
+    })]
+    Overdue { in_doubt: bool },
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -69,11 +78,27 @@ impl From<sqlx::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+impl From<crate::batch::Late> for StoreError {
+    fn from(late: crate::batch::Late) -> Self {
+        match late {
+            crate::batch::Late::Stopped => StoreError::Batch("the delivery writer stopped".into()),
+            crate::batch::Late::Withdrawn => StoreError::Overdue { in_doubt: false },
+            crate::batch::Late::InDoubt => StoreError::Overdue { in_doubt: true },
+        }
+    }
+}
+
 /// Connection settings that are not part of the URL.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+    /// How long recording a delivery may take before its sender is answered 503
+    /// (INTERFACE §10: within 1 s when the store cannot be reached).
+    pub accept_deadline: Duration,
+    /// Postgres: how long recording a delivery waits for a connection. Connecting to a
+    /// database that refuses or drops connections is retried until this passes.
+    pub accept_acquire_timeout: Duration,
     /// Postgres `statement_timeout`: no query may hold locks longer than this.
     pub statement_timeout: Duration,
 }
@@ -86,6 +111,12 @@ impl Default for StoreOptions {
             // give up on us; a pool still busy after this long sheds load the same way, which
             // is safe: the sender retries and nothing was accepted.
             acquire_timeout: Duration::from_secs(3),
+            // Deliveries are answered faster than that: the sender is waiting, and retries. A
+            // batch of deliveries fails after `accept_acquire_timeout` when no connection can
+            // be had, and the ones queued behind it after as long again, so twice that stays
+            // within the deadline, which in turn leaves room within the 1 s contract.
+            accept_deadline: Duration::from_millis(800),
+            accept_acquire_timeout: Duration::from_millis(300),
             statement_timeout: Duration::from_secs(10),
         }
     }
@@ -103,7 +134,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records a delivery and, in the same transaction, cancels and enqueues what it asks
     /// for. A delivery id already recorded for the source returns the first response with
-    /// `duplicate = true` and changes nothing.
+    /// `duplicate = true` and changes nothing. Answers within `StoreOptions::accept_deadline`:
+    /// when the write is not done by then, `StoreError::Overdue`.
     async fn accept_delivery(&self, delivery: NewDelivery) -> StoreResult<DeliveryReceipt>;
 
     /// Claims up to `limit` due jobs for `owner`, marking them running with a lease, and

@@ -11,14 +11,44 @@
 //! their current versions are in `20261201000002_unsigned_ids_and_mass_approval.sql`.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use sqlx::Row;
-use sqlx::postgres::{PgPool, PgRow};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnection, PgPool, PgRow};
+use sqlx::{Postgres, Row};
+use tokio::time::Instant;
 
 use super::model::*;
-use super::{PREVIOUS_STEP_FAILED, StoreError, StoreResult};
+use super::{PREVIOUS_STEP_FAILED, StoreError, StoreOptions, StoreResult};
 use crate::batch::Batcher;
+
+/// How long accepting a delivery may take (`StoreOptions::accept_deadline` and
+/// `accept_acquire_timeout`).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Limits {
+    pub deadline: Duration,
+    pub acquire_timeout: Duration,
+}
+
+impl From<&StoreOptions> for Limits {
+    fn from(options: &StoreOptions) -> Self {
+        Limits {
+            deadline: options.accept_deadline,
+            acquire_timeout: options.accept_acquire_timeout,
+        }
+    }
+}
+
+/// A connection within `timeout`, else `Unavailable`: nothing was sent to the database.
+/// The pool's own acquire timeout is longer, for the worker; a sender waiting for its
+/// answer is better served by a fast 503 it retries.
+async fn connection(pool: &PgPool, timeout: Duration) -> StoreResult<PoolConnection<Postgres>> {
+    match tokio::time::timeout(timeout, pool.acquire()).await {
+        Ok(connection) => Ok(connection?),
+        Err(_) => Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
+    }
+}
 
 /// The most deliveries in one batch.
 const MAX_BATCH: usize = 64;
@@ -49,15 +79,48 @@ pub(super) fn batchable(delivery: &NewDelivery) -> bool {
 /// several overlapping ones, and measured faster: 4,500/s with two writers, 5,000/s with one.
 pub(super) type AcceptBatcher = Batcher<NewDelivery, StoreResult<DeliveryReceipt>>;
 
-pub(super) fn spawn_batcher(pool: PgPool) -> AcceptBatcher {
+pub(super) fn spawn_batcher(pool: PgPool, limits: Limits) -> AcceptBatcher {
     Batcher::spawn(MAX_BATCH, MAX_BATCH, move |batch| {
         let pool = pool.clone();
-        async move { write_batch(&pool, batch).await }
+        async move { write_batch(&pool, limits.acquire_timeout, batch).await }
     })
 }
 
+/// Accepts one delivery that does not go into a batch, by `deadline`.
+pub(super) async fn accept_alone(
+    pool: &PgPool,
+    limits: Limits,
+    delivery: &NewDelivery,
+    deadline: Instant,
+) -> StoreResult<DeliveryReceipt> {
+    let mut conn = connection(pool, limits.acquire_timeout).await?;
+    match tokio::time::timeout_at(deadline, accept_one(&mut conn, delivery)).await {
+        Ok(receipt) => receipt,
+        Err(_) => {
+            // Cut off mid-statement: the connection's state is unknown.
+            conn.close_on_drop();
+            Err(StoreError::Overdue { in_doubt: true })
+        }
+    }
+}
+
 /// Writes one batch; an answer per delivery, in order.
-async fn write_batch(pool: &PgPool, batch: Vec<NewDelivery>) -> Vec<StoreResult<DeliveryReceipt>> {
+async fn write_batch(
+    pool: &PgPool,
+    acquire_timeout: Duration,
+    batch: Vec<NewDelivery>,
+) -> Vec<StoreResult<DeliveryReceipt>> {
+    let mut conn = match connection(pool, acquire_timeout).await {
+        Ok(conn) => conn,
+        // No database to talk to: nothing was accepted, each sender gets a 503 and retries.
+        Err(e) => {
+            let message = e.to_string();
+            return batch
+                .iter()
+                .map(|_| Err(StoreError::Batch(message.clone())))
+                .collect();
+        }
+    };
     // A copy of a delivery already in the batch is accepted after it, so it replays its answer:
     // the same id, or for an unsigned id the same body. A delivery that merely shares an id
     // goes after it too, which keeps (source, delivery_id) unique within the batch, as the
@@ -73,7 +136,10 @@ async fn write_batch(pool: &PgPool, batch: Vec<NewDelivery>) -> Vec<StoreResult<
     let mut answers: Vec<Option<StoreResult<DeliveryReceipt>>> =
         batch.iter().map(|_| None).collect();
     let deliveries: Vec<&NewDelivery> = members.iter().map(|&i| &batch[i]).collect();
-    match call_batch(pool, &deliveries).await {
+    let called = call_batch(&mut conn, &deliveries).await;
+    // What follows takes connections of its own, and the pool may have only this one.
+    drop(conn);
+    match called {
         Ok(receipts) => {
             for (&i, receipt) in members.iter().zip(receipts) {
                 answers[i] = Some(receipt);
@@ -88,13 +154,14 @@ async fn write_batch(pool: &PgPool, batch: Vec<NewDelivery>) -> Vec<StoreResult<
             let mut alone = tokio::task::JoinSet::new();
             for &i in &members {
                 let (pool, delivery) = (pool.clone(), batch[i].clone());
-                alone.spawn(async move { (i, accept_one(&pool, &delivery).await) });
+                alone.spawn(async move { (i, accept_pooled(&pool, &delivery).await) });
             }
             for (i, answer) in alone.join_all().await {
                 answers[i] = Some(answer);
             }
         }
-        // No database to talk to: nothing was accepted, each sender gets a 503 and retries.
+        // The connection failed: the batch did not commit (or, if the connection broke
+        // just after the commit, the sender's retry replays its answer). A 503 either way.
         Err(e) => {
             let message = e.to_string();
             for &i in &members {
@@ -103,7 +170,7 @@ async fn write_batch(pool: &PgPool, batch: Vec<NewDelivery>) -> Vec<StoreResult<
         }
     }
     for &i in &copies {
-        answers[i] = Some(accept_one(pool, &batch[i]).await);
+        answers[i] = Some(accept_pooled(pool, &batch[i]).await);
     }
     answers
         .into_iter()
@@ -114,7 +181,7 @@ async fn write_batch(pool: &PgPool, batch: Vec<NewDelivery>) -> Vec<StoreResult<
 /// One call of `offboard_accept_batch` for these deliveries (each `batchable`, no two with
 /// the same key); a receipt per delivery, in order.
 async fn call_batch(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     deliveries: &[&NewDelivery],
 ) -> Result<Vec<StoreResult<DeliveryReceipt>>, sqlx::Error> {
     let n = deliveries.len();
@@ -196,7 +263,7 @@ async fn call_batch(
     .bind(&j_max_attempts)
     .bind(&j_rule)
     .bind(&j_detail)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     let mut receipts: Vec<Option<StoreResult<DeliveryReceipt>>> = (0..n).map(|_| None).collect();
     for row in &rows {
@@ -225,9 +292,14 @@ fn position(index: usize) -> i32 {
     i32::try_from(index + 1).unwrap_or(i32::MAX)
 }
 
+/// `accept_one` on a connection from the pool.
+async fn accept_pooled(pool: &PgPool, delivery: &NewDelivery) -> StoreResult<DeliveryReceipt> {
+    accept_one(&mut *pool.acquire().await?, delivery).await
+}
+
 /// Accepts one delivery with `offboard_accept_delivery`, whatever its shape.
-pub(super) async fn accept_one(
-    pool: &PgPool,
+async fn accept_one(
+    conn: &mut PgConnection,
     delivery: &NewDelivery,
 ) -> StoreResult<DeliveryReceipt> {
     let (error, chains, cancels, refused) = match &delivery.content {
@@ -247,7 +319,7 @@ pub(super) async fn accept_one(
     let mut attempt = 0;
     let rows = loop {
         attempt += 1;
-        match call_one(pool, delivery, error, &chains, &cancels, refused).await {
+        match call_one(conn, delivery, error, &chains, &cancels, refused).await {
             Err(sqlx::Error::Database(e))
                 if e.code().as_deref() == Some("OBDUP") && attempt < 3 => {}
             other => break other?,
@@ -263,7 +335,7 @@ pub(super) async fn accept_one(
 /// Postgres sends only after the implicit transaction committed: no answer leaves before
 /// the delivery is durable.
 async fn call_one(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     delivery: &NewDelivery,
     error: Option<&str>,
     chains: &[serde_json::Value],
@@ -286,7 +358,7 @@ async fn call_one(
     .bind(sqlx::types::Json(refused))
     .bind(PREVIOUS_STEP_FAILED)
     .bind(delivery.approval_required())
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await
 }
 

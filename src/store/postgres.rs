@@ -36,6 +36,7 @@ pub struct PostgresStore {
     listener: OnceLock<()>,
     notifier: OnceLock<Notifier>,
     batcher: OnceLock<AcceptBatcher>,
+    accept: pg_accept::Limits,
 }
 
 impl PostgresStore {
@@ -54,17 +55,14 @@ impl PostgresStore {
             .connect_with(connect)
             .await
             .map_err(|e| anyhow::anyhow!("cannot connect to Postgres: {e}"))?;
-        Ok(Self::from_pool(pool))
-    }
-
-    pub fn from_pool(pool: PgPool) -> Self {
-        PostgresStore {
+        Ok(PostgresStore {
             pool,
             wakeup: Arc::new(Notify::new()),
             listener: OnceLock::new(),
             notifier: OnceLock::new(),
             batcher: OnceLock::new(),
-        }
+            accept: pg_accept::Limits::from(options),
+        })
     }
 
     fn migrator() -> Migrator {
@@ -326,14 +324,14 @@ impl Store for PostgresStore {
     }
 
     async fn accept_delivery(&self, delivery: NewDelivery) -> StoreResult<DeliveryReceipt> {
+        let deadline = tokio::time::Instant::now() + self.accept.deadline;
         let receipt = if pg_accept::batchable(&delivery) {
             self.batcher
-                .get_or_init(|| pg_accept::spawn_batcher(self.pool.clone()))
-                .submit(delivery)
-                .await
-                .map_err(|_| StoreError::Batch("the delivery writer stopped".into()))??
+                .get_or_init(|| pg_accept::spawn_batcher(self.pool.clone(), self.accept))
+                .submit_by(delivery, deadline)
+                .await??
         } else {
-            pg_accept::accept_one(&self.pool, &delivery).await?
+            pg_accept::accept_alone(&self.pool, self.accept, &delivery, deadline).await?
         };
         if receipt.may_have_made_jobs_due() {
             self.announce();

@@ -36,6 +36,7 @@ pub struct SqliteStore {
     wakeup: Arc<Notify>,
     /// Deliveries are recorded by one writer, many to a transaction (`crate::batch`).
     batcher: OnceLock<Batcher<NewDelivery, StoreResult<DeliveryReceipt>>>,
+    accept_deadline: Duration,
 }
 
 fn micros(at: DateTime<Utc>) -> i64 {
@@ -73,6 +74,7 @@ impl SqliteStore {
             pool,
             wakeup: Arc::new(Notify::new()),
             batcher: OnceLock::new(),
+            accept_deadline: options.accept_deadline,
         })
     }
 
@@ -617,9 +619,8 @@ impl Store for SqliteStore {
         let receipt = self
             .batcher
             .get_or_init(|| spawn_batcher(self.pool.clone()))
-            .submit(delivery)
-            .await
-            .map_err(|_| StoreError::Batch("the delivery writer stopped".into()))??;
+            .submit_by(delivery, tokio::time::Instant::now() + self.accept_deadline)
+            .await??;
         if receipt.may_have_made_jobs_due() {
             self.wakeup.notify_one();
         }

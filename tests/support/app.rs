@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use offboard::config::{Config, ConfigOrigin};
+use offboard::http::server::Limits;
 use offboard::jobs::JobState;
 use offboard::serve::{Role, Service};
 use offboard::store::{Job, JobWithEvents, Store};
@@ -62,14 +63,27 @@ impl TestApp {
     }
 
     pub async fn spawn_with_role(db: &TestDb, toml: &str, role: Role) -> TestApp {
+        Self::spawn_with(db, toml, role, None).await
+    }
+
+    /// The service with other HTTP time limits than the default ones.
+    pub async fn spawn_with_limits(db: &TestDb, toml: &str, limits: Limits) -> TestApp {
+        Self::spawn_with(db, toml, Role::All, Some(limits)).await
+    }
+
+    async fn spawn_with(db: &TestDb, toml: &str, role: Role, limits: Option<Limits>) -> TestApp {
         // Test builds link two rustls providers (a dev-dependency brings aws-lc), so rustls
         // cannot pick one by itself for the test's own HTTP client.
         offboard::install_tls_provider();
         let config = Arc::new(test_config(db, toml));
         let store = db.store().await;
-        let service = Service::start_with_store(config.clone(), store.clone(), role)
-            .await
-            .expect("start the service");
+        let service = match limits {
+            Some(limits) => {
+                Service::start_with_limits(config.clone(), store.clone(), role, limits).await
+            }
+            None => Service::start_with_store(config.clone(), store.clone(), role).await,
+        }
+        .expect("start the service");
         // Live, the service checks its configuration against Atlassian at start; tests that
         // count the fake's requests start counting once that is over.
         if !config.dry_run && config.atlassian.is_some() {
