@@ -1,4 +1,4 @@
-//! The command line (INTERFACE §1). Exit codes: 0 success, 1 runtime failure, 2 usage or
+//! The command line (README, "Command line"). Exit codes: 0 success, 1 runtime failure, 2 usage or
 //! configuration error.
 
 use std::io::Read as _;

@@ -11,7 +11,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::atlassian::{ALL_DIRECTORIES, ApiError, Client};
+use crate::atlassian::{ALL_DIRECTORIES, CallError, Client};
 use crate::config::Config;
 use crate::jobs::{Action, ApiFamily};
 
@@ -269,7 +269,7 @@ async fn directory_check(client: &Client) -> Check {
 const SITE_FIX: &str = "check site_url, and that site_api_token is an API token of site_email";
 const ADMIN_FIX: &str = "check admin_url, and that admin_api_key is an org API key without scopes";
 
-fn existence(name: String, found: Result<bool, ApiError>, what: &str, param: &str) -> Check {
+fn existence(name: String, found: Result<bool, CallError>, what: &str, param: &str) -> Check {
     match found {
         Ok(true) => passed(&name, format!("the {what} exists")),
         Ok(false) => failed(
@@ -280,13 +280,13 @@ fn existence(name: String, found: Result<bool, ApiError>, what: &str, param: &st
     }
 }
 
-fn explain(err: &ApiError, fix: &str) -> String {
+fn explain(err: &CallError, fix: &str) -> String {
     match err {
-        ApiError::Unauthorized { .. } => format!("{err} — {fix}"),
-        ApiError::Rejected { status: 403, .. } => {
+        CallError::Unauthorized { .. } => format!("{err} — {fix}"),
+        CallError::Rejected { status: 403, .. } => {
             format!("{err} — the credentials may not read this; {fix}")
         }
-        ApiError::RateLimited { .. } | ApiError::Transient { .. } => {
+        CallError::RateLimited { .. } | CallError::Transient { .. } => {
             format!("{err} — try again; if it persists, check the network and Atlassian's status")
         }
         _ => format!("{err} — {fix}"),

@@ -1,6 +1,6 @@
 //! The job state machine and the vocabulary of offboarding actions.
 //!
-//! A job is one action against one person. States (INTERFACE §5) and who moves a job out of
+//! A job is one action against one person. States (README, "Jobs: states and outcomes") and who moves a job out of
 //! each:
 //! - `pending`: due at `run_at`; the worker claims it (→ running) or an operator cancels it.
 //! - `awaiting_approval`: an operator approves (→ pending) or cancels it.
@@ -126,6 +126,16 @@ pub enum ApiFamily {
     Admin,
 }
 
+impl ApiFamily {
+    /// Its name in messages, metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiFamily::Site => "site",
+            ApiFamily::Admin => "admin",
+        }
+    }
+}
+
 /// The kind of Atlassian account an action may touch (the account-type guard).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TargetAccount {
@@ -135,7 +145,7 @@ pub enum TargetAccount {
     Managed,
 }
 
-/// The ten offboarding actions (INTERFACE §6).
+/// The ten offboarding actions (README, "Which account a job acts on").
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
 )]

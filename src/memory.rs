@@ -1,7 +1,7 @@
 //! Giving freed memory back to the operating system.
 //!
 //! glibc's allocator keeps memory that was freed inside its arenas for reuse, and after
-//! many large requests (slow clients holding big bodies, INTERFACE §10) it would keep
+//! many large requests (slow clients holding big bodies, README, HTTP API) it would keep
 //! hundreds of MiB it no longer uses: it returns only the top of each heap, and once a large
 //! block was freed it serves blocks of that size from the heaps instead of mapping them on
 //! their own. `malloc_trim` returns every whole free page.

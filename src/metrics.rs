@@ -1,6 +1,6 @@
 //! Prometheus metrics (`GET /metrics`), all named `offboard_*`. Counters are process-wide;
-//! queue depth and the pause flag are read from the store at scrape time, so every replica
-//! reports the shared truth.
+//! queue depth and the pause flag are read from the store at scrape time (by the handler in
+//! `http/health.rs`, which hands them over), so every replica reports the shared truth.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::jobs::{ApiFamily, JobState};
-use crate::store::{PauseReason, Store};
+use crate::store::{PauseReason, WorkerState};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeliveryLabels {
@@ -162,21 +162,17 @@ pub fn atlassian_request(endpoint: &str, status: Option<u16>, elapsed: Duration)
 }
 
 pub fn rate_limit_wait(family: ApiFamily) {
-    let family = match family {
-        ApiFamily::Site => "site",
-        ApiFamily::Admin => "admin",
-    };
     METRICS
         .rate_limit_waits
         .get_or_create(&FamilyLabels {
-            family: family.to_owned(),
+            family: family.as_str().to_owned(),
         })
         .inc();
 }
 
-/// Renders every metric, refreshing the store-backed gauges first.
-pub async fn render(store: &dyn Store) -> anyhow::Result<String> {
-    let counts = store.count_by_state().await?;
+/// The scrape: `counts` per job state and the worker's pause flag, as the caller read them
+/// from the store, and every process-wide counter.
+pub fn render(counts: &[(JobState, u64)], worker: &WorkerState) -> anyhow::Result<String> {
     for state in JobState::ALL {
         let count = counts
             .iter()
@@ -189,13 +185,7 @@ pub async fn render(store: &dyn Store) -> anyhow::Result<String> {
             })
             .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
-    let worker = store.worker_state().await?;
-    for reason in [
-        PauseReason::Manual,
-        PauseReason::Auth,
-        PauseReason::Permission,
-        PauseReason::BlastRadius,
-    ] {
+    for reason in PauseReason::ALL {
         let paused = worker.paused && worker.reason == Some(reason);
         METRICS
             .worker_paused

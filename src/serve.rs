@@ -64,7 +64,7 @@ impl Service {
         Self::start_with_limits(config, store, role, limits).await
     }
 
-    /// As `start_with_store`, with other HTTP time limits than INTERFACE §10's (for tests).
+    /// As `start_with_store`, with other HTTP time limits than the documented ones (for tests).
     pub async fn start_with_limits(
         config: Arc<Config>,
         store: Arc<dyn Store>,

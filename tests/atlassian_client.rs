@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use offboard::atlassian::{
-    Account, ApiError, Applied, AtlassianSettings, Client, Mutation, PlannedRequest,
+    Account, Applied, AtlassianSettings, CallError, Client, Mutation, PlannedRequest,
 };
 use offboard::jobs::ApiFamily;
 use serde_json::{Value, json};
@@ -341,7 +341,7 @@ async fn not_found_means_already_done_except_for_configured_targets() {
     for expected in expected_requests() {
         let m = &expected.mutation;
         let result = client.apply(m).await;
-        let missing = |kind: &str, id: &str| matches!(&result, Err(ApiError::MissingTarget { kind: k, id: i }) if *k == kind && i == id);
+        let missing = |kind: &str, id: &str| matches!(&result, Err(CallError::MissingTarget { kind: k, id: i }) if *k == kind && i == id);
         match m {
             Mutation::RemoveFromServiceDesk { .. } => {
                 assert!(missing("service_desk", "10"), "{result:?}")
@@ -410,7 +410,7 @@ async fn a_conflict_is_read_back_before_it_counts_as_done() {
     );
     // Suspending a deactivated account conflicts, and it is not suspended: a failure.
     let result = client.apply(&suspend("m-off")).await;
-    let Err(ApiError::Rejected { status: 409, body }) = result else {
+    let Err(CallError::Rejected { status: 409, body }) = result else {
         panic!("{result:?}");
     };
     assert!(
@@ -440,7 +440,7 @@ async fn deleting_twice_is_already_done_the_second_time() {
 }
 
 /// Applies a suspension to an existing account with one fault injected.
-async fn suspend_with_fault(fake: &FakeAtlassian, client: &Client, kind: FaultKind) -> ApiError {
+async fn suspend_with_fault(fake: &FakeAtlassian, client: &Client, kind: FaultKind) -> CallError {
     fake.add_managed("m-1", "m@example.com");
     fake.inject(Fault::once(Matcher::Mutating, kind));
     client.apply(&suspend("m-1")).await.unwrap_err()
@@ -457,7 +457,7 @@ async fn rate_limit_with_retry_after() {
     assert!(
         matches!(
             error,
-            ApiError::RateLimited {
+            CallError::RateLimited {
                 status: 429,
                 wait: Some(wait)
             } if wait == Duration::from_secs(2)
@@ -475,7 +475,7 @@ async fn rate_limit_with_only_a_reset_minute() {
         reset_after: Some(3),
     };
     let error = suspend_with_fault(&fake, &client(&fake), kind).await;
-    let ApiError::RateLimited {
+    let CallError::RateLimited {
         status: 429,
         wait: Some(wait),
     } = error
@@ -494,7 +494,7 @@ async fn rate_limit_with_only_a_reset_time_in_seconds() {
     let fake = FakeAtlassian::start().await;
     let kind = FaultKind::Status429ResetSeconds { reset_after: 3 };
     let error = suspend_with_fault(&fake, &client(&fake), kind).await;
-    let ApiError::RateLimited {
+    let CallError::RateLimited {
         status: 429,
         wait: Some(wait),
     } = error
@@ -519,7 +519,7 @@ async fn rate_limit_without_headers_leaves_the_wait_to_the_caller() {
     assert!(
         matches!(
             error,
-            ApiError::RateLimited {
+            CallError::RateLimited {
                 status: 429,
                 wait: None
             }
@@ -538,7 +538,7 @@ async fn service_unavailable_is_a_rate_limit() {
     assert!(
         matches!(
             error,
-            ApiError::RateLimited {
+            CallError::RateLimited {
                 status: 503,
                 wait: Some(wait)
             } if wait == Duration::from_secs(1)
@@ -572,7 +572,7 @@ async fn a_rate_limit_pauses_only_its_family() {
 async fn server_errors_are_transient() {
     let fake = FakeAtlassian::start().await;
     let error = suspend_with_fault(&fake, &client(&fake), FaultKind::Status500).await;
-    assert!(matches!(error, ApiError::Transient { .. }), "{error:?}");
+    assert!(matches!(error, CallError::Transient { .. }), "{error:?}");
 }
 
 #[tokio::test]
@@ -582,7 +582,7 @@ async fn unauthorized_names_the_family() {
     assert!(
         matches!(
             error,
-            ApiError::Unauthorized {
+            CallError::Unauthorized {
                 family: ApiFamily::Admin
             }
         ),
@@ -598,7 +598,7 @@ async fn unauthorized_names_the_family() {
     assert!(
         matches!(
             error,
-            ApiError::Unauthorized {
+            CallError::Unauthorized {
                 family: ApiFamily::Site
             }
         ),
@@ -614,7 +614,7 @@ async fn forbidden_is_rejected_with_its_body() {
     let kind = FaultKind::Status403 { body: body.into() };
     let error = suspend_with_fault(&fake, &client(&fake), kind).await;
     assert!(
-        matches!(&error, ApiError::Rejected { status: 403, body: got } if got == body),
+        matches!(&error, CallError::Rejected { status: 403, body: got } if got == body),
         "{error:?}"
     );
 }
@@ -626,7 +626,7 @@ async fn long_rejection_bodies_are_truncated() {
         body: "é".repeat(5000),
     };
     let error = suspend_with_fault(&fake, &client(&fake), kind).await;
-    let ApiError::Rejected { status: 403, body } = error else {
+    let CallError::Rejected { status: 403, body } = error else {
         panic!("{error:?}");
     };
     assert!(body.len() <= 2048 && body.len() >= 2000, "{}", body.len());
@@ -643,7 +643,7 @@ async fn a_hanging_request_times_out_as_transient() {
     .unwrap();
     let error = suspend_with_fault(&fake, &client, FaultKind::Hang).await;
     fake.release_held();
-    assert!(matches!(error, ApiError::Transient { .. }), "{error:?}");
+    assert!(matches!(error, CallError::Transient { .. }), "{error:?}");
 }
 
 #[tokio::test]
@@ -702,7 +702,7 @@ async fn ids_the_url_parser_would_rewrite_are_never_sent() {
     for id in ["..", ".", "", "a\nb"] {
         let error = client.apply(&suspend(id)).await.unwrap_err();
         assert!(
-            matches!(error, ApiError::Rejected { status: 400, .. }),
+            matches!(error, CallError::Rejected { status: 400, .. }),
             "{id:?}: {error:?}"
         );
     }
@@ -803,7 +803,7 @@ async fn reads_by_id_and_the_browse_permission() {
     assert!(!client.can_browse_users().await.unwrap());
     let forbidden = client.site_user("qm:live").await;
     assert!(
-        matches!(forbidden, Err(ApiError::Rejected { status: 403, .. })),
+        matches!(forbidden, Err(CallError::Rejected { status: 403, .. })),
         "{forbidden:?}"
     );
     let request = last_request(&fake);

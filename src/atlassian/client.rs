@@ -9,7 +9,7 @@ use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 use reqwest::{Method, RequestBuilder, Response, Url, redirect};
 use secrecy::{ExposeSecret, SecretString};
 
-use super::error::ApiError;
+use super::error::CallError;
 use super::pacing::Pacer;
 use crate::config::AtlassianConfig;
 use crate::jobs::ApiFamily;
@@ -185,7 +185,7 @@ impl Client {
         family: ApiFamily,
         endpoint: &'static str,
         request: RequestBuilder,
-    ) -> Result<Response, ApiError> {
+    ) -> Result<Response, CallError> {
         self.inner.pacer.acquire(family).await;
         let started = std::time::Instant::now();
         let sent = request.send().await;
@@ -194,9 +194,9 @@ impl Client {
             sent.as_ref().ok().map(|r| r.status().as_u16()),
             started.elapsed(),
         );
-        let response = sent.map_err(|err| ApiError::transport(&err))?;
-        let checked = ApiError::check_shared_rules(family, response).await;
-        if let Err(ApiError::RateLimited { status, wait }) = &checked {
+        let response = sent.map_err(|err| CallError::transport(&err))?;
+        let checked = CallError::check_shared_rules(family, response).await;
+        if let Err(CallError::RateLimited { status, wait }) = &checked {
             crate::metrics::rate_limit_wait(family);
             if let Some(wait) = wait {
                 tracing::warn!(

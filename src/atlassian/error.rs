@@ -19,13 +19,13 @@ const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(3600);
 
 /// Why a call did not go through. Each variant is a different next step for the worker.
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub enum CallError {
     /// 429 or 503: snooze without consuming an attempt. `wait` comes from `Retry-After`
     /// (seconds or HTTP date), else `X-RateLimit-Reset`; `None` means the caller backs off.
     #[error("Atlassian is rate limiting (HTTP {status}){}", wait_hint(.wait))]
     RateLimited { status: u16, wait: Option<Duration> },
     /// 401: the credentials of this family are bad; the worker pauses with reason `auth`.
-    #[error("Atlassian rejected the {} credentials (HTTP 401)", family_name(*.family))]
+    #[error("Atlassian rejected the {} credentials (HTTP 401)", .family.as_str())]
     Unauthorized { family: ApiFamily },
     /// Other 5xx, network errors, timeouts, unparseable lookup bodies: retry with backoff.
     #[error("transient Atlassian failure: {detail}")]
@@ -39,23 +39,23 @@ pub enum ApiError {
     MissingTarget { kind: &'static str, id: String },
 }
 
-impl ApiError {
+impl CallError {
     /// Applies the rules that hold for every endpoint; any other response is returned for the
     /// endpoint to classify.
     pub(crate) async fn check_shared_rules(
         family: ApiFamily,
         response: Response,
-    ) -> Result<Response, ApiError> {
+    ) -> Result<Response, CallError> {
         let status = response.status();
         match status {
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
-                Err(ApiError::RateLimited {
+                Err(CallError::RateLimited {
                     status: status.as_u16(),
                     wait: rate_limit_wait(response.headers(), Utc::now()),
                 })
             }
-            StatusCode::UNAUTHORIZED => Err(ApiError::Unauthorized { family }),
-            _ if status.is_server_error() => Err(ApiError::Transient {
+            StatusCode::UNAUTHORIZED => Err(CallError::Unauthorized { family }),
+            _ if status.is_server_error() => Err(CallError::Transient {
                 detail: format!("HTTP {status}: {}", read_body_prefix(response).await),
             }),
             _ => Ok(response),
@@ -64,8 +64,8 @@ impl ApiError {
 
     /// A permanent refusal, with the start of the body: Atlassian puts the reason there
     /// (`forbidden.targetUnverified`, "user cannot be removed").
-    pub(crate) async fn rejected(response: Response) -> ApiError {
-        ApiError::Rejected {
+    pub(crate) async fn rejected(response: Response) -> CallError {
+        CallError::Rejected {
             status: response.status().as_u16(),
             body: read_body_prefix(response).await,
         }
@@ -73,35 +73,28 @@ impl ApiError {
 
     /// An id that the URL parser would rewrite: nothing was sent, and the call can never
     /// succeed as given.
-    pub(crate) fn unsendable(id: &str) -> ApiError {
-        ApiError::Rejected {
+    pub(crate) fn unsendable(id: &str) -> CallError {
+        CallError::Rejected {
             status: StatusCode::BAD_REQUEST.as_u16(),
             body: format!("not sent: the id {id:?} cannot be used in a URL"),
         }
     }
 
     /// The request never got a response (connect, TLS, timeout, broken body).
-    pub(crate) fn transport(err: &reqwest::Error) -> ApiError {
+    pub(crate) fn transport(err: &reqwest::Error) -> CallError {
         let mut detail = err.to_string();
         let mut source = err.source();
         while let Some(cause) = source {
             let _ = write!(detail, ": {cause}");
             source = cause.source();
         }
-        ApiError::Transient { detail }
+        CallError::Transient { detail }
     }
 }
 
 fn wait_hint(wait: &Option<Duration>) -> String {
     wait.map(|wait| format!(", retry in {}s", wait.as_secs()))
         .unwrap_or_default()
-}
-
-fn family_name(family: ApiFamily) -> &'static str {
-    match family {
-        ApiFamily::Site => "site",
-        ApiFamily::Admin => "admin",
-    }
 }
 
 /// How long the server asked us to wait: `Retry-After` first (Atlassian does not always send
@@ -296,7 +289,7 @@ mod tests {
 
     #[test]
     fn messages_name_the_family_and_wait() {
-        let limited = ApiError::RateLimited {
+        let limited = CallError::RateLimited {
             status: 429,
             wait: Some(Duration::from_secs(2)),
         };
@@ -304,7 +297,7 @@ mod tests {
             limited.to_string(),
             "Atlassian is rate limiting (HTTP 429), retry in 2s"
         );
-        let unauthorized = ApiError::Unauthorized {
+        let unauthorized = CallError::Unauthorized {
             family: ApiFamily::Admin,
         };
         assert_eq!(

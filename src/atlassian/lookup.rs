@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::client::{Client, is_sendable_id};
-use super::error::ApiError;
+use super::error::CallError;
 use crate::jobs::ApiFamily;
 
 /// The site search asks for this many candidates; an exact email is among the first few.
@@ -92,7 +92,7 @@ impl Client {
     /// Site user search. The search is fuzzy (names, partial emails), so only entries whose
     /// `emailAddress` equals `email` case-insensitively are kept; users who hide their email
     /// cannot be matched and are dropped.
-    pub async fn find_site_accounts(&self, email: &str) -> Result<Vec<Account>, ApiError> {
+    pub async fn find_site_accounts(&self, email: &str) -> Result<Vec<Account>, CallError> {
         let mut url = self.site_endpoint(&["rest", "api", "3", "user", "search"]);
         url.query_pairs_mut()
             .append_pair("query", email)
@@ -111,7 +111,7 @@ impl Client {
 
     /// Org directory search by exact email, following `links.next` cursors. The filter is
     /// repeated here so a lenient server cannot widen the match.
-    pub async fn find_directory_accounts(&self, email: &str) -> Result<Vec<Account>, ApiError> {
+    pub async fn find_directory_accounts(&self, email: &str) -> Result<Vec<Account>, CallError> {
         let mut accounts = Vec::new();
         let mut cursor = None;
         for _ in 0..MAX_DIRECTORY_PAGES {
@@ -127,7 +127,7 @@ impl Client {
                 return Ok(accounts);
             }
         }
-        Err(ApiError::Transient {
+        Err(CallError::Transient {
             detail: format!(
                 "the directory search for one email was still paginating after {MAX_DIRECTORY_PAGES} pages"
             ),
@@ -137,7 +137,7 @@ impl Client {
     /// One site user by id (`GET /rest/api/3/user?accountId=`): also revoked customers,
     /// whom the search no longer returns. `None` for a 404. A 403 means the site
     /// credentials lack "Browse users and groups".
-    pub async fn site_user(&self, account_id: &str) -> Result<Option<Account>, ApiError> {
+    pub async fn site_user(&self, account_id: &str) -> Result<Option<Account>, CallError> {
         let mut url = self.site_endpoint(&["rest", "api", "3", "user"]);
         url.query_pairs_mut().append_pair("accountId", account_id);
         let request = self.request(ApiFamily::Site, Method::GET, url);
@@ -151,9 +151,9 @@ impl Client {
 
     /// One directory user by id, with its lifecycle status. `None` for a 404: the account
     /// is not (or no longer) in the directory.
-    pub async fn directory_user(&self, account_id: &str) -> Result<Option<Account>, ApiError> {
+    pub async fn directory_user(&self, account_id: &str) -> Result<Option<Account>, CallError> {
         if !is_sendable_id(account_id) {
-            return Err(ApiError::unsendable(account_id));
+            return Err(CallError::unsendable(account_id));
         }
         let url = self.directory_endpoint(&["users", account_id]);
         let request = self.request(ApiFamily::Admin, Method::GET, url);
@@ -169,7 +169,7 @@ impl Client {
 
     /// Whether the site credentials hold "Browse users and groups". Without it the user
     /// search answers `200 []` to every query, so "no match" would be a lie.
-    pub async fn can_browse_users(&self) -> Result<bool, ApiError> {
+    pub async fn can_browse_users(&self) -> Result<bool, CallError> {
         let mut url = self.site_endpoint(&["rest", "api", "3", "mypermissions"]);
         url.query_pairs_mut()
             .append_pair("permissions", BROWSE_USERS);
@@ -188,7 +188,7 @@ impl Client {
         &self,
         email: &str,
         cursor: Option<&str>,
-    ) -> Result<DirectoryPage, ApiError> {
+    ) -> Result<DirectoryPage, CallError> {
         let url = self.directory_endpoint(&["users", "search"]);
         let mut body = json!({ "emails": [email] });
         if let Some(cursor) = cursor {
@@ -206,15 +206,15 @@ impl Client {
 
 /// A lookup succeeds only with a 2xx whose body parses; a 2xx that does not parse is most
 /// likely a proxy or maintenance page, so it is worth another try.
-pub(super) async fn read_lookup<T: DeserializeOwned>(response: Response) -> Result<T, ApiError> {
+pub(super) async fn read_lookup<T: DeserializeOwned>(response: Response) -> Result<T, CallError> {
     if !response.status().is_success() {
-        return Err(ApiError::rejected(response).await);
+        return Err(CallError::rejected(response).await);
     }
     let bytes = response
         .bytes()
         .await
-        .map_err(|err| ApiError::transport(&err))?;
-    serde_json::from_slice(&bytes).map_err(|err| ApiError::Transient {
+        .map_err(|err| CallError::transport(&err))?;
+    serde_json::from_slice(&bytes).map_err(|err| CallError::Transient {
         detail: format!("unexpected lookup response: {err}"),
     })
 }

@@ -4,7 +4,7 @@
 //! Site calls (`site_url`, HTTP Basic) and admin calls (`admin_url`, Bearer org API key) share
 //! one [`Client`]. Every request first takes a token from its family's bucket (`pacing`), so
 //! all clones of a client together stay under `requests_per_second`. Responses are classified
-//! into [`ApiError`] by the shared rules of `shared/reference/atlassian-api.md`, except that
+//! into [`CallError`] by the shared rules of Atlassian's API (README, "Which account a job acts on"), except that
 //! each mutation decides for itself what success and 404 mean (`mutation`).
 
 mod client;
@@ -15,7 +15,7 @@ mod pacing;
 mod targets;
 
 pub use client::{AtlassianSettings, Client};
-pub use error::ApiError;
+pub use error::CallError;
 pub use lookup::Account;
 pub use mutation::{Applied, Mutation, PlannedRequest};
 pub use targets::ALL_DIRECTORIES;

@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::client::{Client, is_sendable_id};
-use super::error::{ApiError, read_body_prefix};
+use super::error::{CallError, read_body_prefix};
 use super::lookup::Account;
 use crate::jobs::ApiFamily;
 
@@ -175,7 +175,7 @@ impl Client {
         }
     }
 
-    pub async fn apply(&self, m: &Mutation) -> Result<Applied, ApiError> {
+    pub async fn apply(&self, m: &Mutation) -> Result<Applied, CallError> {
         refuse_unsendable_ids(m)?;
         let response = self.send_plan(m.endpoint(), self.plan(m)).await?;
         match m {
@@ -208,7 +208,7 @@ impl Client {
         }
     }
 
-    async fn send_plan(&self, endpoint: &'static str, plan: Plan) -> Result<Response, ApiError> {
+    async fn send_plan(&self, endpoint: &'static str, plan: Plan) -> Result<Response, CallError> {
         let mut request = self.request(plan.family, plan.method, plan.url);
         if plan.servicedesk_api {
             request = request.header("X-ExperimentalApi", "opt-in");
@@ -291,28 +291,28 @@ impl Client {
 
 /// Ids that the URL parser would rewrite must not reach the wire: the call would hit a
 /// different resource. Nothing was sent, but the mutation can never succeed as given.
-fn refuse_unsendable_ids(m: &Mutation) -> Result<(), ApiError> {
+fn refuse_unsendable_ids(m: &Mutation) -> Result<(), CallError> {
     match m.ids().into_iter().find(|id| !is_sendable_id(id)) {
         None => Ok(()),
-        Some(id) => Err(ApiError::unsendable(id)),
+        Some(id) => Err(CallError::unsendable(id)),
     }
 }
 
 /// Revoke portal-only access: 404 "account ID is invalid". What a repeat returns is
 /// unconfirmed, so a missing account counts as already revoked.
-async fn revoke_portal_access(response: Response) -> Result<Applied, ApiError> {
+async fn revoke_portal_access(response: Response) -> Result<Applied, CallError> {
     not_found_is_already_done(response).await
 }
 
 /// Delete user: 404 is "user not found", i.e. already deleted. 400 "user cannot be removed"
 /// is permanent and falls to the shared rules.
-async fn delete_portal_customer(response: Response) -> Result<Applied, ApiError> {
+async fn delete_portal_customer(response: Response) -> Result<Applied, CallError> {
     not_found_is_already_done(response).await
 }
 
 /// Remove customers from a service desk: 204 even when the customer was not on it, so a 404
 /// means the desk is missing. The desk id comes from our rules: a mistake to report.
-async fn remove_from_service_desk(response: Response, desk: &str) -> Result<Applied, ApiError> {
+async fn remove_from_service_desk(response: Response, desk: &str) -> Result<Applied, CallError> {
     not_found_is_a_missing_target(response, "service_desk", desk).await
 }
 
@@ -322,7 +322,7 @@ async fn remove_from_service_desk(response: Response, desk: &str) -> Result<Appl
 async fn remove_from_customer_organization(
     response: Response,
     organization: &str,
-) -> Result<Applied, ApiError> {
+) -> Result<Applied, CallError> {
     not_found_is_a_missing_target(response, "organization", organization).await
 }
 
@@ -332,7 +332,7 @@ async fn suspend_access(
     client: &Client,
     response: Response,
     account_id: &str,
-) -> Result<Applied, ApiError> {
+) -> Result<Applied, CallError> {
     let in_target = |a: &Account| {
         a.directory_status.as_deref() == Some("suspended")
             || a.membership_status.as_deref() == Some("suspended")
@@ -346,7 +346,7 @@ async fn restore_access(
     client: &Client,
     response: Response,
     account_id: &str,
-) -> Result<Applied, ApiError> {
+) -> Result<Applied, CallError> {
     let in_target = |a: &Account| a.directory_status.as_deref() == Some("active");
     lifecycle_answer(client, response, account_id, in_target, false).await
 }
@@ -357,7 +357,7 @@ async fn remove_from_directory(
     client: &Client,
     response: Response,
     account_id: &str,
-) -> Result<Applied, ApiError> {
+) -> Result<Applied, CallError> {
     lifecycle_answer(client, response, account_id, |_| false, true).await
 }
 
@@ -367,17 +367,17 @@ async fn remove_from_group(
     client: &Client,
     response: Response,
     group_id: &str,
-) -> Result<Applied, ApiError> {
+) -> Result<Applied, CallError> {
     match response.status() {
         status if status.is_success() => Ok(Applied::Done),
         StatusCode::NOT_FOUND => match client.group_exists(group_id).await? {
             true => Ok(Applied::AlreadyDone),
-            false => Err(ApiError::MissingTarget {
+            false => Err(CallError::MissingTarget {
                 kind: "group",
                 id: group_id.to_owned(),
             }),
         },
-        _ => Err(ApiError::rejected(response).await),
+        _ => Err(CallError::rejected(response).await),
     }
 }
 
@@ -387,7 +387,7 @@ async fn deactivate_account(
     client: &Client,
     response: Response,
     account_id: &str,
-) -> Result<Applied, ApiError> {
+) -> Result<Applied, CallError> {
     let in_target = |a: &Account| {
         a.directory_status.as_deref() == Some("deactivated")
             || a.status.as_deref() == Some("inactive")
@@ -402,7 +402,7 @@ async fn delete_account(
     client: &Client,
     response: Response,
     account_id: &str,
-) -> Result<Applied, ApiError> {
+) -> Result<Applied, CallError> {
     let in_target = |a: &Account| {
         a.directory_status.as_deref() == Some("for_deletion")
             || a.status.as_deref() == Some("closed")
@@ -419,7 +419,7 @@ async fn lifecycle_answer(
     account_id: &str,
     in_target: impl Fn(&Account) -> bool,
     gone_is_done: bool,
-) -> Result<Applied, ApiError> {
+) -> Result<Applied, CallError> {
     if response.status() != StatusCode::CONFLICT {
         return not_found_is_already_done(response).await;
     }
@@ -436,7 +436,7 @@ async fn lifecycle_answer(
                     a.status.as_deref().unwrap_or("unknown")
                 )
             });
-            Err(ApiError::Rejected {
+            Err(CallError::Rejected {
                 status,
                 body: format!("{body} (read back: {now})"),
             })
@@ -445,11 +445,11 @@ async fn lifecycle_answer(
 }
 
 /// 2xx: done; 404: the account is already gone; anything else is permanent.
-async fn not_found_is_already_done(response: Response) -> Result<Applied, ApiError> {
+async fn not_found_is_already_done(response: Response) -> Result<Applied, CallError> {
     match response.status() {
         status if status.is_success() => Ok(Applied::Done),
         StatusCode::NOT_FOUND => Ok(Applied::AlreadyDone),
-        _ => Err(ApiError::rejected(response).await),
+        _ => Err(CallError::rejected(response).await),
     }
 }
 
@@ -459,13 +459,13 @@ async fn not_found_is_a_missing_target(
     response: Response,
     kind: &'static str,
     id: &str,
-) -> Result<Applied, ApiError> {
+) -> Result<Applied, CallError> {
     match response.status() {
         status if status.is_success() => Ok(Applied::Done),
-        StatusCode::NOT_FOUND => Err(ApiError::MissingTarget {
+        StatusCode::NOT_FOUND => Err(CallError::MissingTarget {
             kind,
             id: id.to_owned(),
         }),
-        _ => Err(ApiError::rejected(response).await),
+        _ => Err(CallError::rejected(response).await),
     }
 }

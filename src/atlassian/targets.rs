@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
 use super::client::{Client, is_sendable_id};
-use super::error::ApiError;
+use super::error::CallError;
 use super::lookup::read_lookup;
 use crate::jobs::ApiFamily;
 
@@ -44,7 +44,7 @@ struct Links {
 
 impl Client {
     /// `GET /rest/api/3/myself`: who the site credentials are. 401 means they are wrong.
-    pub async fn site_myself(&self) -> Result<String, ApiError> {
+    pub async fn site_myself(&self) -> Result<String, CallError> {
         let url = self.site_endpoint(&["rest", "api", "3", "myself"]);
         let request = self.request(ApiFamily::Site, Method::GET, url);
         let response = self.send(ApiFamily::Site, "site_myself", request).await?;
@@ -56,14 +56,14 @@ impl Client {
     }
 
     /// `GET /admin/v1/orgs/{orgId}`: whether the admin key reaches the configured org.
-    pub async fn org_exists(&self) -> Result<bool, ApiError> {
+    pub async fn org_exists(&self) -> Result<bool, CallError> {
         let org = self.org_id().to_owned();
         let url = self.admin_endpoint(&["admin", "v1", "orgs", &org]);
         exists(self, ApiFamily::Admin, "org", url).await
     }
 
     /// The org's directory ids (`GET /admin/v2/orgs/{orgId}/directories`, all pages).
-    pub async fn directory_ids(&self) -> Result<Vec<String>, ApiError> {
+    pub async fn directory_ids(&self) -> Result<Vec<String>, CallError> {
         let org = self.org_id().to_owned();
         let mut ids = Vec::new();
         let mut cursor: Option<String> = None;
@@ -83,7 +83,7 @@ impl Client {
                 return Ok(ids);
             }
         }
-        Err(ApiError::Transient {
+        Err(CallError::Transient {
             detail: format!(
                 "the directory list was still paginating after {MAX_DIRECTORY_PAGES} pages"
             ),
@@ -91,14 +91,14 @@ impl Client {
     }
 
     /// `GET …/directories/{directoryId}/groups/{groupId}`.
-    pub async fn group_exists(&self, group_id: &str) -> Result<bool, ApiError> {
+    pub async fn group_exists(&self, group_id: &str) -> Result<bool, CallError> {
         checked(group_id)?;
         let url = self.directory_endpoint(&["groups", group_id]);
         exists(self, ApiFamily::Admin, "group", url).await
     }
 
     /// `GET /rest/servicedeskapi/servicedesk/{serviceDeskId}`.
-    pub async fn service_desk_exists(&self, service_desk_id: &str) -> Result<bool, ApiError> {
+    pub async fn service_desk_exists(&self, service_desk_id: &str) -> Result<bool, CallError> {
         checked(service_desk_id)?;
         let path = ["rest", "servicedeskapi", "servicedesk", service_desk_id];
         let url = self.site_endpoint(&path);
@@ -106,7 +106,7 @@ impl Client {
     }
 
     /// `GET /rest/servicedeskapi/organization/{organizationId}`.
-    pub async fn organization_exists(&self, organization_id: &str) -> Result<bool, ApiError> {
+    pub async fn organization_exists(&self, organization_id: &str) -> Result<bool, CallError> {
         checked(organization_id)?;
         let path = ["rest", "servicedeskapi", "organization", organization_id];
         let url = self.site_endpoint(&path);
@@ -120,21 +120,21 @@ async fn exists(
     family: ApiFamily,
     endpoint: &'static str,
     url: reqwest::Url,
-) -> Result<bool, ApiError> {
+) -> Result<bool, CallError> {
     let request = client.request(family, Method::GET, url);
     let response = client.send(family, endpoint, request).await?;
     match response.status() {
         status if status.is_success() => Ok(true),
         StatusCode::NOT_FOUND => Ok(false),
-        _ => Err(ApiError::rejected(response).await),
+        _ => Err(CallError::rejected(response).await),
     }
 }
 
-fn checked(id: &str) -> Result<(), ApiError> {
+fn checked(id: &str) -> Result<(), CallError> {
     if is_sendable_id(id) {
         Ok(())
     } else {
-        Err(ApiError::unsendable(id))
+        Err(CallError::unsendable(id))
     }
 }
 

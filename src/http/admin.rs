@@ -1,4 +1,4 @@
-//! The admin API (`/api/v1/...`, INTERFACE §4): jobs, deliveries and the worker's pause flag,
+//! The admin API (`/api/v1/...`, README, HTTP API): jobs, deliveries and the worker's pause flag,
 //! behind a bearer token compared in constant time.
 
 use axum::Json;

@@ -14,7 +14,7 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 
 /// How long the store may take to answer a readiness probe: a store that cannot be reached
-/// is reported within 0.5 s (INTERFACE §10), and one this slow is not ready for webhooks.
+/// is reported within 0.5 s (README, HTTP API: "Fast refusals"), and one this slow is not ready for webhooks.
 const READY_TIMEOUT: Duration = Duration::from_millis(400);
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -52,13 +52,20 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     }
 }
 
+/// Reads what the metrics show of the store, then renders every metric.
+async fn scrape(state: &AppState) -> anyhow::Result<String> {
+    let counts = state.store.count_by_state().await?;
+    let worker = state.store.worker_state().await?;
+    crate::metrics::render(&counts, &worker)
+}
+
 /// Prometheus metrics in the OpenMetrics text format, all named `offboard_*`.
 #[utoipa::path(get, path = "/metrics", tag = "health", responses(
     (status = 200, description = "Metrics", content_type = "application/openmetrics-text", body = String),
     (status = 503, description = "The store is unavailable", body = ErrorBody),
 ))]
 async fn metrics(State(state): State<AppState>) -> Response {
-    match crate::metrics::render(state.store.as_ref()).await {
+    match scrape(&state).await {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,

@@ -1,6 +1,6 @@
 //! `POST /hooks/{source}`: read the body once under a cap, verify it on the raw bytes, parse,
 //! map with the source's rules, and answer 2xx only after the delivery and its jobs are
-//! committed (INTERFACE §4).
+//! committed (README, HTTP API).
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -219,7 +219,7 @@ async fn read_capped(headers: &HeaderMap, body: Body, limit: usize) -> Result<By
 }
 
 /// The delivery id: the source's `id_header` or `id_pointer`, else the scheme's own id, else
-/// the SHA-256 of the raw body; and whether the sender's signature covers it (INTERFACE §10).
+/// the SHA-256 of the raw body; and whether the sender's signature covers it (README, "Repeated deliveries").
 /// A header is never signed, a pointer is where the scheme signs the body, the scheme's own
 /// id where the scheme says so, and the body's hash stands for the body itself.
 fn delivery_id(

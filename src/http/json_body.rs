@@ -1,4 +1,4 @@
-//! Request bodies parsed as JSON that cannot be read two ways (INTERFACE §10).
+//! Request bodies parsed as JSON that cannot be read two ways (README, HTTP API).
 //!
 //! `serde_json::Value` keeps the last of two equal keys, so a sender's template that splices
 //! a field into `{"data":{"email":"{{user}}"}}` could be retargeted by a value that closes the

@@ -1,4 +1,4 @@
-//! Every error leaves as `{"error","message"}` (INTERFACE §10), also those no handler wrote:
+//! Every error leaves as `{"error","message"}` (README, HTTP API), also those no handler wrote:
 //! axum's own refusals of a malformed path, a repeated query parameter, a wrong content type
 //! or method come as plain text or with no body at all. This layer rewrites them on the way
 //! out, for every route, so no extractor or route added later can leak one.

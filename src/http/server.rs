@@ -1,5 +1,5 @@
 //! Serving the router over TCP with the limits slow and idle clients must not get around
-//! (INTERFACE §10): a request's headers within 10 s, its whole body within 30 s of them, a
+//! (README, HTTP API: "Slow clients"): a request's headers within 10 s, its whole body within 30 s of them, a
 //! kept-alive connection closed after 60 s without a request, and at most `max_connections`
 //! connections at once, the others waiting in the listen queue.
 //!
@@ -47,7 +47,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The limits of INTERFACE §10.
+    /// The limits the README documents (HTTP API, "Slow clients").
     pub fn new(max_connections: usize) -> Limits {
         Limits {
             header_timeout: Duration::from_secs(10),

@@ -94,7 +94,7 @@ pub struct StoreOptions {
     pub max_connections: u32,
     pub acquire_timeout: Duration,
     /// How long recording a delivery may take before its sender is answered 503
-    /// (INTERFACE §10: within 1 s when the store cannot be reached).
+    /// (README, HTTP API, "Fast refusals": within 1 s when the store cannot be reached).
     pub accept_deadline: Duration,
     /// Postgres: how long recording a delivery waits for a connection. Connecting to a
     /// database that refuses or drops connections is retried until this passes.
@@ -211,7 +211,7 @@ pub trait Store: Send + Sync + 'static {
     /// when they have used every attempt). Returns the ids it touched.
     async fn rescue_expired(&self) -> StoreResult<Vec<JobId>>;
 
-    /// Operator transitions (INTERFACE §5), each writing an event with the actor.
+    /// Operator transitions (README, "Jobs: states and outcomes"), each writing an event with the actor.
     async fn cancel(&self, id: JobId, actor: &str, reason: &str) -> StoreResult<Job>;
     async fn approve(&self, id: JobId, actor: &str) -> StoreResult<Job>;
     async fn retry(&self, id: JobId, actor: &str) -> StoreResult<Job>;

@@ -44,7 +44,7 @@ fn time_as_rfc3339<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::
     s.serialize_str(&rfc3339(at))
 }
 
-/// One job as stored (INTERFACE §4 "A job in JSON").
+/// One job as stored (the job JSON of the README's HTTP API).
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct Job {
     /// Opaque id.
@@ -155,7 +155,7 @@ pub struct NewDelivery {
     pub content: DeliveryContent,
 }
 
-/// How a delivery is told apart from those recorded before it (INTERFACE §10). Decided by
+/// How a delivery is told apart from those recorded before it (README, "Repeated deliveries"). Decided by
 /// the receiver from where the id came from; both stores apply it as given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dedupe {
@@ -213,7 +213,7 @@ pub enum DeliveryContent {
 }
 
 impl DeliveryContent {
-    /// Mass offboarding needs a person (INTERFACE §10): when the delivery would create more
+    /// Mass offboarding needs a person (README, "Mass offboarding needs a person"): when the delivery would create more
     /// than `approval_above` jobs, every one of them starts awaiting approval, whatever its
     /// rule says, and the answer says why.
     ///
@@ -426,6 +426,13 @@ pub enum PauseReason {
 }
 
 impl PauseReason {
+    pub const ALL: [PauseReason; 4] = [
+        PauseReason::Manual,
+        PauseReason::Auth,
+        PauseReason::Permission,
+        PauseReason::BlastRadius,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             PauseReason::Manual => "manual",
@@ -528,7 +535,7 @@ pub(crate) fn parse_job_ids(text: &str) -> Vec<String> {
     serde_json::from_str(text).unwrap_or_default()
 }
 
-/// The operator transitions of INTERFACE §5.
+/// The operator transitions (README, "Jobs: states and outcomes").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transition {
     /// pending | awaiting_approval → cancelled

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::atlassian::{Account, ApiError, Applied, Client, Mutation};
+use crate::atlassian::{Account, Applied, CallError, Client, Mutation};
 use crate::config::Safety;
 use crate::jobs::{Action, ApiFamily, Outcome, TargetAccount};
 use crate::store::{Job, PauseReason};
@@ -88,7 +88,7 @@ pub async fn plan(
             format!(
                 "{} needs the {} credentials in [atlassian], which are not configured",
                 job.action,
-                family_name(job.action.family())
+                job.action.family().as_str()
             ),
         ));
     }
@@ -309,17 +309,17 @@ pub async fn apply(client: &Client, mutation: &Mutation) -> Step {
     }
 }
 
-fn classify_error(err: ApiError, call: &str) -> Step {
+fn classify_error(err: CallError, call: &str) -> Step {
     let detail = format!("{call}: {err}");
     match err {
-        ApiError::RateLimited { wait, .. } => Step::Snooze { wait, detail },
-        ApiError::Unauthorized { .. } => Step::Pause {
+        CallError::RateLimited { wait, .. } => Step::Snooze { wait, detail },
+        CallError::Unauthorized { .. } => Step::Pause {
             reason: PauseReason::Auth,
             detail,
         },
-        ApiError::Transient { .. } => Step::Transient { detail },
-        ApiError::Rejected { status, .. } => Step::failed(format!("api_error:{status}"), detail),
-        ApiError::MissingTarget { kind, id } => {
+        CallError::Transient { .. } => Step::Transient { detail },
+        CallError::Rejected { status, .. } => Step::failed(format!("api_error:{status}"), detail),
+        CallError::MissingTarget { kind, id } => {
             Step::failed(format!("missing_target:{kind}:{id}"), detail)
         }
     }
@@ -327,9 +327,9 @@ fn classify_error(err: ApiError, call: &str) -> Step {
 
 /// A lookup refused with 403 is about the credentials, not about this person: the site
 /// credentials lack "Browse users and groups", or the admin key may not read the directory.
-fn classify_lookup_error(err: ApiError, family: ApiFamily, call: &str) -> Step {
+fn classify_lookup_error(err: CallError, family: ApiFamily, call: &str) -> Step {
     match err {
-        ApiError::Rejected { status: 403, .. } => Step::Pause {
+        CallError::Rejected { status: 403, .. } => Step::Pause {
             reason: match family {
                 ApiFamily::Site => PauseReason::Permission,
                 ApiFamily::Admin => PauseReason::Auth,
@@ -337,12 +337,5 @@ fn classify_lookup_error(err: ApiError, family: ApiFamily, call: &str) -> Step {
             detail: format!("{call}: {err}"),
         },
         other => classify_error(other, call),
-    }
-}
-
-fn family_name(family: ApiFamily) -> &'static str {
-    match family {
-        ApiFamily::Site => "site",
-        ApiFamily::Admin => "admin",
     }
 }

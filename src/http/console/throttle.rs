@@ -1,5 +1,5 @@
 //! Guessing the admin token through the login form is slowed to ten tries a minute per client
-//! (INTERFACE §10): after ten failed logins within a minute, every login from that client is
+//! (README, "Operator console"): after ten failed logins within a minute, every login from that client is
 //! refused until the oldest of those ten is a minute old.
 //!
 //! The count lives in this process. A client that reaches several replicas gets ten tries a
