@@ -132,16 +132,13 @@ pub async fn run(config: &Config) -> Report {
         }
         None => None,
     };
-    let site = config.atlassian.as_ref().is_some_and(|a| a.site.is_some());
-    let admin = config.atlassian.as_ref().is_some_and(|a| a.admin.is_some());
+    let configured = |family| client.as_ref().filter(|c| c.is_configured(family));
     let mut checks = Vec::new();
     if targets.site {
-        let client = client.as_ref().filter(|_| site);
-        checks.extend(site_checks(client, &targets).await);
+        checks.extend(site_checks(configured(ApiFamily::Site), &targets).await);
     }
     if targets.admin {
-        let client = client.as_ref().filter(|_| admin);
-        checks.extend(admin_checks(client, &targets).await);
+        checks.extend(admin_checks(configured(ApiFamily::Admin), &targets).await);
     }
     Report::new(checks)
 }
@@ -242,7 +239,12 @@ async fn admin_checks(client: Option<&Client>, targets: &Targets) -> Vec<Check> 
 
 /// GET /admin/v2/orgs/{orgId}/directories, every page.
 async fn directory_check(client: &Client) -> Check {
-    let wanted = client.directory_id();
+    let Some(wanted) = client.directory_id() else {
+        return failed(
+            "directory",
+            "not configured — set directory_id in [atlassian]",
+        );
+    };
     if wanted == ALL_DIRECTORIES {
         return passed("directory", "`-`: every directory of the org");
     }

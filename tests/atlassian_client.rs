@@ -5,7 +5,8 @@ mod support;
 use std::time::Duration;
 
 use offboard::atlassian::{
-    Account, Applied, AtlassianSettings, CallError, Client, Mutation, PlannedRequest,
+    Account, AdminSettings, Applied, AtlassianSettings, CallError, Client, Mutation,
+    PlannedRequest, SiteSettings,
 };
 use offboard::jobs::ApiFamily;
 use serde_json::{Value, json};
@@ -18,15 +19,23 @@ use tokio::time::Instant;
 /// Site URL without and admin URL with a trailing slash: both forms must work.
 fn settings(fake: &FakeAtlassian) -> AtlassianSettings {
     AtlassianSettings {
-        site_url: fake.url.clone(),
-        site_email: SITE_EMAIL.into(),
-        site_api_token: SITE_TOKEN.into(),
-        admin_url: format!("{}/", fake.url),
-        admin_api_key: ADMIN_KEY.into(),
-        org_id: ORG_ID.into(),
-        directory_id: DIRECTORY_ID.into(),
+        site: Some(site_settings(fake, SITE_TOKEN)),
+        admin: Some(AdminSettings {
+            url: format!("{}/", fake.url),
+            api_key: ADMIN_KEY.into(),
+            org_id: ORG_ID.into(),
+            directory_id: DIRECTORY_ID.into(),
+        }),
         request_timeout: Duration::from_secs(5),
         requests_per_second: 1000.0,
+    }
+}
+
+fn site_settings(fake: &FakeAtlassian, token: &str) -> SiteSettings {
+    SiteSettings {
+        url: fake.url.clone(),
+        email: SITE_EMAIL.into(),
+        api_token: token.into(),
     }
 }
 
@@ -303,7 +312,7 @@ async fn each_mutation_sends_the_documented_request() {
             url,
             body: expected.body.clone(),
         };
-        assert_eq!(client.describe(m), planned);
+        assert_eq!(client.describe(m).unwrap(), planned);
     }
 }
 
@@ -590,7 +599,7 @@ async fn unauthorized_names_the_family() {
     );
 
     let wrong_token = Client::new(AtlassianSettings {
-        site_api_token: "not-the-token".into(),
+        site: Some(site_settings(&fake, "not-the-token")),
         ..settings(&fake)
     })
     .unwrap();

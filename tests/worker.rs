@@ -1682,3 +1682,32 @@ both_stores!(
     a_missing_configured_target_fails_on,
     a_missing_configured_target_fails
 );
+
+/// A job whose API family has no credentials (the configuration changed after it was
+/// enqueued) fails `atlassian_not_configured` without a request.
+async fn a_family_without_credentials_fails_without_a_request(db: TestDb) {
+    install_crypto_provider();
+    let fake = FakeAtlassian::start().await;
+    fake.add_customer("qm:1", "customer@example.com");
+    let settings = Settings::with_rule(r#"["delete_portal_customer"]"#);
+    let api = TestApp::spawn_with_role(&db, &settings.toml(&fake), Role::Api).await;
+    let ids = job_ids(&api.deliver(SOURCE, &person("customer@example.com")).await);
+    let admin_only: String = atlassian_toml(&fake)
+        .lines()
+        .filter(|l| !l.starts_with("site"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let toml = format!("dry_run = false\n{admin_only}");
+    let worker = TestApp::spawn_with_role(&db, &toml, Role::Worker).await;
+    fake.clear_requests();
+    let job = worker.wait_final(&ids[0], WAIT).await;
+    assert_failed(&job, "atlassian_not_configured");
+    assert!(fake.requests().is_empty(), "{:#?}", fake.requests());
+    worker.stop().await;
+    api.stop().await;
+}
+
+both_stores!(
+    a_family_without_credentials_fails_without_a_request_on,
+    a_family_without_credentials_fails_without_a_request
+);

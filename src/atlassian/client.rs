@@ -14,18 +14,31 @@ use super::pacing::Pacer;
 use crate::config::AtlassianConfig;
 use crate::jobs::ApiFamily;
 
-/// Everything the client needs, already resolved from the config.
+/// Everything the client needs, already resolved from the config. A family without
+/// credentials is `None`: its calls fail `NotConfigured` before any request.
 #[derive(Clone, Debug)]
 pub struct AtlassianSettings {
-    pub site_url: String,
-    pub site_email: String,
-    pub site_api_token: SecretString,
-    pub admin_url: String,
-    pub admin_api_key: SecretString,
-    pub org_id: String,
-    pub directory_id: String,
+    pub site: Option<SiteSettings>,
+    pub admin: Option<AdminSettings>,
     pub request_timeout: Duration,
     pub requests_per_second: f64,
+}
+
+/// The site (`{site_url}/rest/…`), HTTP Basic.
+#[derive(Clone, Debug)]
+pub struct SiteSettings {
+    pub url: String,
+    pub email: String,
+    pub api_token: SecretString,
+}
+
+/// The organization and user-management APIs, Bearer org API key.
+#[derive(Clone, Debug)]
+pub struct AdminSettings {
+    pub url: String,
+    pub api_key: SecretString,
+    pub org_id: String,
+    pub directory_id: String,
 }
 
 /// A handle on Atlassian Cloud. Clones share the connection pool and the pacing buckets.
@@ -36,25 +49,35 @@ pub struct Client {
 
 struct Inner {
     http: reqwest::Client,
-    site_url: Url,
-    site_email: String,
-    site_api_token: SecretString,
-    admin_url: Url,
-    admin_api_key: SecretString,
+    site: Option<Site>,
+    admin: Option<Admin>,
+    pacer: Pacer,
+}
+
+struct Site {
+    url: Url,
+    email: String,
+    api_token: SecretString,
+}
+
+struct Admin {
+    url: Url,
+    api_key: SecretString,
     org_id: String,
     directory_id: String,
-    pacer: Pacer,
 }
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = &self.inner;
+        let site = inner.site.as_ref();
+        let admin = inner.admin.as_ref();
         f.debug_struct("Client")
-            .field("site_url", &inner.site_url.as_str())
-            .field("site_email", &inner.site_email)
-            .field("admin_url", &inner.admin_url.as_str())
-            .field("org_id", &inner.org_id)
-            .field("directory_id", &inner.directory_id)
+            .field("site_url", &site.map(|s| s.url.as_str()))
+            .field("site_email", &site.map(|s| &s.email))
+            .field("admin_url", &admin.map(|a| a.url.as_str()))
+            .field("org_id", &admin.map(|a| &a.org_id))
+            .field("directory_id", &admin.map(|a| &a.directory_id))
             .finish_non_exhaustive()
     }
 }
@@ -63,21 +86,20 @@ impl fmt::Debug for Client {
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl AtlassianSettings {
-    /// The settings of a configured `[atlassian]` section. An unconfigured half gets an
-    /// unroutable URL: the worker fails jobs that need it (`atlassian_not_configured`) and
-    /// `doctor` reports it, both before any request.
+    /// The settings of a configured `[atlassian]` section.
     pub fn from_config(atlassian: &AtlassianConfig, requests_per_second: f64) -> Self {
-        let unconfigured = "http://unconfigured.invalid/";
-        let site = atlassian.site.as_ref();
-        let admin = atlassian.admin.as_ref();
         AtlassianSettings {
-            site_url: site.map_or(unconfigured.into(), |s| s.url.to_string()),
-            site_email: site.map_or(String::new(), |s| s.email.clone()),
-            site_api_token: site.map_or(SecretString::from(""), |s| s.api_token.clone()),
-            admin_url: admin.map_or(unconfigured.into(), |a| a.url.to_string()),
-            admin_api_key: admin.map_or(SecretString::from(""), |a| a.api_key.clone()),
-            org_id: admin.map_or("unconfigured".into(), |a| a.org_id.clone()),
-            directory_id: admin.map_or("unconfigured".into(), |a| a.directory_id.clone()),
+            site: atlassian.site.as_ref().map(|s| SiteSettings {
+                url: s.url.to_string(),
+                email: s.email.clone(),
+                api_token: s.api_token.clone(),
+            }),
+            admin: atlassian.admin.as_ref().map(|a| AdminSettings {
+                url: a.url.to_string(),
+                api_key: a.api_key.clone(),
+                org_id: a.org_id.clone(),
+                directory_id: a.directory_id.clone(),
+            }),
             request_timeout: REQUEST_TIMEOUT,
             requests_per_second,
         }
@@ -106,24 +128,37 @@ impl Client {
             !settings.request_timeout.is_zero(),
             "the Atlassian request timeout must be positive"
         );
-        for (name, id) in [
-            ("org_id", &settings.org_id),
-            ("directory_id", &settings.directory_id),
-        ] {
-            ensure!(
-                is_sendable_id(id),
-                "{name} `{id}` cannot be used in a URL path"
-            );
-        }
+        let site = settings
+            .site
+            .map(|s| {
+                Ok::<_, anyhow::Error>(Site {
+                    url: base_url("site_url", &s.url)?,
+                    email: s.email,
+                    api_token: s.api_token,
+                })
+            })
+            .transpose()?;
+        let admin = settings
+            .admin
+            .map(|a| {
+                for (name, id) in [("org_id", &a.org_id), ("directory_id", &a.directory_id)] {
+                    ensure!(
+                        is_sendable_id(id),
+                        "{name} `{id}` cannot be used in a URL path"
+                    );
+                }
+                Ok(Admin {
+                    url: base_url("admin_url", &a.url)?,
+                    api_key: a.api_key,
+                    org_id: a.org_id,
+                    directory_id: a.directory_id,
+                })
+            })
+            .transpose()?;
         let inner = Inner {
             http: http_client(settings.request_timeout)?,
-            site_url: base_url("site_url", &settings.site_url)?,
-            site_email: settings.site_email,
-            site_api_token: settings.site_api_token,
-            admin_url: base_url("admin_url", &settings.admin_url)?,
-            admin_api_key: settings.admin_api_key,
-            org_id: settings.org_id,
-            directory_id: settings.directory_id,
+            site,
+            admin,
             pacer: Pacer::new(rate),
         };
         Ok(Client {
@@ -131,50 +166,74 @@ impl Client {
         })
     }
 
-    pub(super) fn org_id(&self) -> &str {
-        &self.inner.org_id
+    /// Whether the family has credentials.
+    pub fn is_configured(&self, family: ApiFamily) -> bool {
+        match family {
+            ApiFamily::Site => self.inner.site.is_some(),
+            ApiFamily::Admin => self.inner.admin.is_some(),
+        }
     }
 
-    /// The configured `directory_id`.
-    pub fn directory_id(&self) -> &str {
-        &self.inner.directory_id
+    fn site(&self) -> Result<&Site, CallError> {
+        self.inner.site.as_ref().ok_or(CallError::NotConfigured {
+            family: ApiFamily::Site,
+        })
+    }
+
+    fn admin(&self) -> Result<&Admin, CallError> {
+        self.inner.admin.as_ref().ok_or(CallError::NotConfigured {
+            family: ApiFamily::Admin,
+        })
+    }
+
+    pub(super) fn org_id(&self) -> Result<&str, CallError> {
+        Ok(&self.admin()?.org_id)
+    }
+
+    /// The configured `directory_id`, when the admin API is configured.
+    pub fn directory_id(&self) -> Option<&str> {
+        self.inner.admin.as_ref().map(|a| a.directory_id.as_str())
     }
 
     /// `{site_url}/{segments…}`, each segment percent-encoded on its own.
-    pub(super) fn site_endpoint(&self, segments: &[&str]) -> Url {
-        endpoint(&self.inner.site_url, segments)
+    pub(super) fn site_endpoint(&self, segments: &[&str]) -> Result<Url, CallError> {
+        Ok(endpoint(&self.site()?.url, segments))
     }
 
     /// `{admin_url}/{segments…}`.
-    pub(super) fn admin_endpoint(&self, segments: &[&str]) -> Url {
-        endpoint(&self.inner.admin_url, segments)
+    pub(super) fn admin_endpoint(&self, segments: &[&str]) -> Result<Url, CallError> {
+        Ok(endpoint(&self.admin()?.url, segments))
     }
 
     /// `{admin_url}/admin/v2/orgs/{org}/directories/{directory}/{segments…}`.
-    pub(super) fn directory_endpoint(&self, segments: &[&str]) -> Url {
-        let inner = &self.inner;
+    pub(super) fn directory_endpoint(&self, segments: &[&str]) -> Result<Url, CallError> {
+        let admin = self.admin()?;
         let prefix = [
             "admin",
             "v2",
             "orgs",
-            &inner.org_id,
+            &admin.org_id,
             "directories",
-            &inner.directory_id,
+            &admin.directory_id,
         ];
-        endpoint(&inner.admin_url, &[&prefix[..], segments].concat())
+        Ok(endpoint(&admin.url, &[&prefix[..], segments].concat()))
     }
 
     /// A request carrying the family's credentials.
-    pub(super) fn request(&self, family: ApiFamily, method: Method, url: Url) -> RequestBuilder {
-        let inner = &self.inner;
-        let builder = inner.http.request(method, url);
-        match family {
-            ApiFamily::Site => builder.basic_auth(
-                &inner.site_email,
-                Some(inner.site_api_token.expose_secret()),
-            ),
-            ApiFamily::Admin => builder.bearer_auth(inner.admin_api_key.expose_secret()),
-        }
+    pub(super) fn request(
+        &self,
+        family: ApiFamily,
+        method: Method,
+        url: Url,
+    ) -> Result<RequestBuilder, CallError> {
+        let builder = self.inner.http.request(method, url);
+        Ok(match family {
+            ApiFamily::Site => {
+                let site = self.site()?;
+                builder.basic_auth(&site.email, Some(site.api_token.expose_secret()))
+            }
+            ApiFamily::Admin => builder.bearer_auth(self.admin()?.api_key.expose_secret()),
+        })
     }
 
     /// Sends once the family's bucket allows it. Rate limits, bad credentials and server
@@ -269,13 +328,17 @@ mod tests {
 
     fn settings() -> AtlassianSettings {
         AtlassianSettings {
-            site_url: "https://acme.atlassian.net/".into(),
-            site_email: "bot@acme.com".into(),
-            site_api_token: SecretString::from("site-secret-token"),
-            admin_url: "https://api.atlassian.com".into(),
-            admin_api_key: SecretString::from("admin-secret-key"),
-            org_id: "org 1".into(),
-            directory_id: "dir-1".into(),
+            site: Some(SiteSettings {
+                url: "https://acme.atlassian.net/".into(),
+                email: "bot@acme.com".into(),
+                api_token: SecretString::from("site-secret-token"),
+            }),
+            admin: Some(AdminSettings {
+                url: "https://api.atlassian.com".into(),
+                api_key: SecretString::from("admin-secret-key"),
+                org_id: "org 1".into(),
+                directory_id: "dir-1".into(),
+            }),
             request_timeout: Duration::from_secs(10),
             requests_per_second: 5.0,
         }
@@ -294,7 +357,9 @@ mod tests {
     #[test]
     fn directory_endpoints_encode_the_configured_ids() {
         let client = Client::new(settings()).unwrap();
-        let url = client.directory_endpoint(&["users", "a%2F..", "suspend"]);
+        let url = client
+            .directory_endpoint(&["users", "a%2F..", "suspend"])
+            .unwrap();
         assert_eq!(
             url.as_str(),
             "https://api.atlassian.com/admin/v2/orgs/org%201/directories/dir-1/users/a%252F../suspend"
@@ -316,9 +381,9 @@ mod tests {
         let cases: [fn(&mut AtlassianSettings); 6] = [
             |s| s.requests_per_second = 0.0,
             |s| s.requests_per_second = f64::NAN,
-            |s| s.site_url = "acme.atlassian.net".into(),
-            |s| s.admin_url = "https://user:pw@api.atlassian.com".into(),
-            |s| s.directory_id = "..".into(),
+            |s| s.site.as_mut().unwrap().url = "acme.atlassian.net".into(),
+            |s| s.admin.as_mut().unwrap().url = "https://user:pw@api.atlassian.com".into(),
+            |s| s.admin.as_mut().unwrap().directory_id = "..".into(),
             |s| s.request_timeout = Duration::ZERO,
         ];
         for break_it in cases {
@@ -326,6 +391,28 @@ mod tests {
             break_it(&mut broken);
             assert!(Client::new(broken).is_err());
         }
+    }
+
+    #[test]
+    fn a_family_without_credentials_is_not_configured() {
+        let client = Client::new(AtlassianSettings {
+            site: None,
+            ..settings()
+        })
+        .unwrap();
+        assert!(!client.is_configured(ApiFamily::Site));
+        assert!(client.is_configured(ApiFamily::Admin));
+        let missing = client.site_endpoint(&["rest"]).unwrap_err();
+        assert!(
+            matches!(
+                missing,
+                CallError::NotConfigured {
+                    family: ApiFamily::Site
+                }
+            ),
+            "{missing:?}"
+        );
+        assert_eq!(client.directory_id(), Some("dir-1"));
     }
 
     #[test]

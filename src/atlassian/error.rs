@@ -33,6 +33,9 @@ pub enum CallError {
     /// Any other 4xx (403 included): permanent for this job. `body` is truncated to ~2 KB.
     #[error("Atlassian refused the request (HTTP {status}): {body}")]
     Rejected { status: u16, body: String },
+    /// The family has no credentials in `[atlassian]`: nothing was sent.
+    #[error("the {} credentials are not configured in [atlassian]", .family.as_str())]
+    NotConfigured { family: ApiFamily },
     /// A 404 for something our configuration names (a group, service desk or customer
     /// organization): a mistake in the rules, never "already done".
     #[error("the {kind} `{id}` does not exist in Atlassian (HTTP 404)")]

@@ -93,11 +93,11 @@ impl Client {
     /// `emailAddress` equals `email` case-insensitively are kept; users who hide their email
     /// cannot be matched and are dropped.
     pub async fn find_site_accounts(&self, email: &str) -> Result<Vec<Account>, CallError> {
-        let mut url = self.site_endpoint(&["rest", "api", "3", "user", "search"]);
+        let mut url = self.site_endpoint(&["rest", "api", "3", "user", "search"])?;
         url.query_pairs_mut()
             .append_pair("query", email)
             .append_pair("maxResults", SITE_SEARCH_MAX_RESULTS);
-        let request = self.request(ApiFamily::Site, Method::GET, url);
+        let request = self.request(ApiFamily::Site, Method::GET, url)?;
         let response = self
             .send(ApiFamily::Site, "site_user_search", request)
             .await?;
@@ -138,9 +138,9 @@ impl Client {
     /// whom the search no longer returns. `None` for a 404. A 403 means the site
     /// credentials lack "Browse users and groups".
     pub async fn site_user(&self, account_id: &str) -> Result<Option<Account>, CallError> {
-        let mut url = self.site_endpoint(&["rest", "api", "3", "user"]);
+        let mut url = self.site_endpoint(&["rest", "api", "3", "user"])?;
         url.query_pairs_mut().append_pair("accountId", account_id);
-        let request = self.request(ApiFamily::Site, Method::GET, url);
+        let request = self.request(ApiFamily::Site, Method::GET, url)?;
         let response = self.send(ApiFamily::Site, "site_user", request).await?;
         if response.status() == StatusCode::NOT_FOUND {
             return Ok(None);
@@ -155,8 +155,8 @@ impl Client {
         if !is_sendable_id(account_id) {
             return Err(CallError::unsendable(account_id));
         }
-        let url = self.directory_endpoint(&["users", account_id]);
-        let request = self.request(ApiFamily::Admin, Method::GET, url);
+        let url = self.directory_endpoint(&["users", account_id])?;
+        let request = self.request(ApiFamily::Admin, Method::GET, url)?;
         let response = self
             .send(ApiFamily::Admin, "directory_user", request)
             .await?;
@@ -170,10 +170,10 @@ impl Client {
     /// Whether the site credentials hold "Browse users and groups". Without it the user
     /// search answers `200 []` to every query, so "no match" would be a lie.
     pub async fn can_browse_users(&self) -> Result<bool, CallError> {
-        let mut url = self.site_endpoint(&["rest", "api", "3", "mypermissions"]);
+        let mut url = self.site_endpoint(&["rest", "api", "3", "mypermissions"])?;
         url.query_pairs_mut()
             .append_pair("permissions", BROWSE_USERS);
-        let request = self.request(ApiFamily::Site, Method::GET, url);
+        let request = self.request(ApiFamily::Site, Method::GET, url)?;
         let response = self
             .send(ApiFamily::Site, "site_permissions", request)
             .await?;
@@ -189,13 +189,13 @@ impl Client {
         email: &str,
         cursor: Option<&str>,
     ) -> Result<DirectoryPage, CallError> {
-        let url = self.directory_endpoint(&["users", "search"]);
+        let url = self.directory_endpoint(&["users", "search"])?;
         let mut body = json!({ "emails": [email] });
         if let Some(cursor) = cursor {
             body["cursor"] = json!(cursor);
         }
         let request = self
-            .request(ApiFamily::Admin, Method::POST, url)
+            .request(ApiFamily::Admin, Method::POST, url)?
             .json(&body);
         let response = self
             .send(ApiFamily::Admin, "directory_user_search", request)

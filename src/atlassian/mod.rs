@@ -14,7 +14,7 @@ mod mutation;
 mod pacing;
 mod targets;
 
-pub use client::{AtlassianSettings, Client};
+pub use client::{AdminSettings, AtlassianSettings, Client, SiteSettings};
 pub use error::CallError;
 pub use lookup::Account;
 pub use mutation::{Applied, Mutation, PlannedRequest};

@@ -166,18 +166,18 @@ impl Plan {
 impl Client {
     /// The request `apply` would send. A mutation with an id that `apply` refuses to send is
     /// described as the URL parser makes it; `apply` then fails it as `Rejected`.
-    pub fn describe(&self, m: &Mutation) -> PlannedRequest {
-        let plan = self.plan(m);
-        PlannedRequest {
+    pub fn describe(&self, m: &Mutation) -> Result<PlannedRequest, CallError> {
+        let plan = self.plan(m)?;
+        Ok(PlannedRequest {
             method: plan.method.to_string(),
             url: plan.url.to_string(),
             body: plan.body,
-        }
+        })
     }
 
     pub async fn apply(&self, m: &Mutation) -> Result<Applied, CallError> {
         refuse_unsendable_ids(m)?;
-        let response = self.send_plan(m.endpoint(), self.plan(m)).await?;
+        let response = self.send_plan(m.endpoint(), self.plan(m)?).await?;
         match m {
             Mutation::RevokePortalAccess { .. } => revoke_portal_access(response).await,
             Mutation::DeletePortalCustomer { .. } => delete_portal_customer(response).await,
@@ -209,7 +209,7 @@ impl Client {
     }
 
     async fn send_plan(&self, endpoint: &'static str, plan: Plan) -> Result<Response, CallError> {
-        let mut request = self.request(plan.family, plan.method, plan.url);
+        let mut request = self.request(plan.family, plan.method, plan.url)?;
         if plan.servicedesk_api {
             request = request.header("X-ExperimentalApi", "opt-in");
         }
@@ -219,19 +219,20 @@ impl Client {
         self.send(plan.family, endpoint, request).await
     }
 
-    fn plan(&self, m: &Mutation) -> Plan {
+    fn plan(&self, m: &Mutation) -> Result<Plan, CallError> {
         use ApiFamily::Admin;
-        match m {
+        Ok(match m {
             Mutation::RevokePortalAccess { account_id } => {
                 let path = ["rest", "servicedeskapi", "customer", "user", account_id];
-                let url = self.site_endpoint(&[&path[..], &["revoke-portal-only-access"]].concat());
+                let url =
+                    self.site_endpoint(&[&path[..], &["revoke-portal-only-access"]].concat())?;
                 Plan {
                     servicedesk_api: true,
                     ..Plan::new(ApiFamily::Site, Method::PUT, url)
                 }
             }
             Mutation::DeletePortalCustomer { account_id } => {
-                let mut url = self.site_endpoint(&["rest", "api", "3", "user"]);
+                let mut url = self.site_endpoint(&["rest", "api", "3", "user"])?;
                 url.query_pairs_mut().append_pair("accountId", account_id);
                 Plan::new(ApiFamily::Site, Method::DELETE, url)
             }
@@ -240,7 +241,7 @@ impl Client {
                 account_id,
             } => {
                 let path = ["rest", "servicedeskapi", "servicedesk", service_desk_id];
-                let url = self.site_endpoint(&[&path[..], &["customer"]].concat());
+                let url = self.site_endpoint(&[&path[..], &["customer"]].concat())?;
                 Plan::servicedesk(Method::DELETE, url, account_id)
             }
             Mutation::RemoveFromCustomerOrganization {
@@ -248,21 +249,21 @@ impl Client {
                 account_id,
             } => {
                 let path = ["rest", "servicedeskapi", "organization", organization_id];
-                let url = self.site_endpoint(&[&path[..], &["user"]].concat());
+                let url = self.site_endpoint(&[&path[..], &["user"]].concat())?;
                 Plan::servicedesk(Method::DELETE, url, account_id)
             }
             // A bodyless POST here is refused with 415 by at least one public report, and an
             // empty object is what working scripts send.
             Mutation::SuspendAccess { account_id } => {
-                let url = self.directory_endpoint(&["users", account_id, "suspend"]);
+                let url = self.directory_endpoint(&["users", account_id, "suspend"])?;
                 Plan::with_body(Admin, Method::POST, url, json!({}))
             }
             Mutation::RestoreAccess { account_id } => {
-                let url = self.directory_endpoint(&["users", account_id, "restore"]);
+                let url = self.directory_endpoint(&["users", account_id, "restore"])?;
                 Plan::with_body(Admin, Method::POST, url, json!({}))
             }
             Mutation::RemoveFromDirectory { account_id } => {
-                let url = self.directory_endpoint(&["users", account_id]);
+                let url = self.directory_endpoint(&["users", account_id])?;
                 Plan::new(Admin, Method::DELETE, url)
             }
             Mutation::RemoveFromGroup {
@@ -270,7 +271,7 @@ impl Client {
                 account_id,
             } => {
                 let path = ["groups", group_id, "memberships", account_id];
-                Plan::new(Admin, Method::DELETE, self.directory_endpoint(&path))
+                Plan::new(Admin, Method::DELETE, self.directory_endpoint(&path)?)
             }
             // The documented body: an optional message, shown with the deactivation.
             Mutation::DeactivateAccount {
@@ -279,13 +280,13 @@ impl Client {
             } => {
                 let path = ["users", account_id, "manage", "lifecycle", "disable"];
                 let body = json!({ "message": message });
-                Plan::with_body(Admin, Method::POST, self.admin_endpoint(&path), body)
+                Plan::with_body(Admin, Method::POST, self.admin_endpoint(&path)?, body)
             }
             Mutation::DeleteAccount { account_id } => {
                 let path = ["users", account_id, "manage", "lifecycle", "delete"];
-                Plan::new(Admin, Method::POST, self.admin_endpoint(&path))
+                Plan::new(Admin, Method::POST, self.admin_endpoint(&path)?)
             }
-        }
+        })
     }
 }
 

@@ -45,8 +45,8 @@ struct Links {
 impl Client {
     /// `GET /rest/api/3/myself`: who the site credentials are. 401 means they are wrong.
     pub async fn site_myself(&self) -> Result<String, CallError> {
-        let url = self.site_endpoint(&["rest", "api", "3", "myself"]);
-        let request = self.request(ApiFamily::Site, Method::GET, url);
+        let url = self.site_endpoint(&["rest", "api", "3", "myself"])?;
+        let request = self.request(ApiFamily::Site, Method::GET, url)?;
         let response = self.send(ApiFamily::Site, "site_myself", request).await?;
         let me: Myself = read_lookup(response).await?;
         Ok(me
@@ -57,22 +57,22 @@ impl Client {
 
     /// `GET /admin/v1/orgs/{orgId}`: whether the admin key reaches the configured org.
     pub async fn org_exists(&self) -> Result<bool, CallError> {
-        let org = self.org_id().to_owned();
-        let url = self.admin_endpoint(&["admin", "v1", "orgs", &org]);
+        let org = self.org_id()?.to_owned();
+        let url = self.admin_endpoint(&["admin", "v1", "orgs", &org])?;
         exists(self, ApiFamily::Admin, "org", url).await
     }
 
     /// The org's directory ids (`GET /admin/v2/orgs/{orgId}/directories`, all pages).
     pub async fn directory_ids(&self) -> Result<Vec<String>, CallError> {
-        let org = self.org_id().to_owned();
+        let org = self.org_id()?.to_owned();
         let mut ids = Vec::new();
         let mut cursor: Option<String> = None;
         for _ in 0..MAX_DIRECTORY_PAGES {
-            let mut url = self.admin_endpoint(&["admin", "v2", "orgs", &org, "directories"]);
+            let mut url = self.admin_endpoint(&["admin", "v2", "orgs", &org, "directories"])?;
             if let Some(cursor) = &cursor {
                 url.query_pairs_mut().append_pair("cursor", cursor);
             }
-            let request = self.request(ApiFamily::Admin, Method::GET, url);
+            let request = self.request(ApiFamily::Admin, Method::GET, url)?;
             let response = self
                 .send(ApiFamily::Admin, "org_directories", request)
                 .await?;
@@ -93,7 +93,7 @@ impl Client {
     /// `GET …/directories/{directoryId}/groups/{groupId}`.
     pub async fn group_exists(&self, group_id: &str) -> Result<bool, CallError> {
         checked(group_id)?;
-        let url = self.directory_endpoint(&["groups", group_id]);
+        let url = self.directory_endpoint(&["groups", group_id])?;
         exists(self, ApiFamily::Admin, "group", url).await
     }
 
@@ -101,7 +101,7 @@ impl Client {
     pub async fn service_desk_exists(&self, service_desk_id: &str) -> Result<bool, CallError> {
         checked(service_desk_id)?;
         let path = ["rest", "servicedeskapi", "servicedesk", service_desk_id];
-        let url = self.site_endpoint(&path);
+        let url = self.site_endpoint(&path)?;
         exists(self, ApiFamily::Site, "service_desk", url).await
     }
 
@@ -109,7 +109,7 @@ impl Client {
     pub async fn organization_exists(&self, organization_id: &str) -> Result<bool, CallError> {
         checked(organization_id)?;
         let path = ["rest", "servicedeskapi", "organization", organization_id];
-        let url = self.site_endpoint(&path);
+        let url = self.site_endpoint(&path)?;
         exists(self, ApiFamily::Site, "customer_organization", url).await
     }
 }
@@ -121,7 +121,7 @@ async fn exists(
     endpoint: &'static str,
     url: reqwest::Url,
 ) -> Result<bool, CallError> {
-    let request = client.request(family, Method::GET, url);
+    let request = client.request(family, Method::GET, url)?;
     let response = client.send(family, endpoint, request).await?;
     match response.status() {
         status if status.is_success() => Ok(true),

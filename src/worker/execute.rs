@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::atlassian::{Account, Applied, CallError, Client, Mutation};
+use crate::atlassian::{Account, Applied, CallError, Client, Mutation, PlannedRequest};
 use crate::config::Safety;
 use crate::jobs::{Action, ApiFamily, Outcome, TargetAccount};
 use crate::store::{Job, PauseReason};
@@ -57,16 +57,14 @@ impl Step {
 pub struct Guards<'a> {
     pub safety: &'a Safety,
     pub dry_run: bool,
-    /// Which API families have credentials configured.
-    pub site_configured: bool,
-    pub admin_configured: bool,
 }
 
-/// The call to make, and the account to record on the job before making it, when the job
-/// did not have it yet.
+/// The call to make, as it will be sent, and the account to record on the job before making
+/// it, when the job did not have it yet.
 #[derive(Debug)]
 pub struct Target {
     pub mutation: Mutation,
+    pub planned: PlannedRequest,
     pub record: Option<Account>,
 }
 
@@ -78,11 +76,7 @@ pub async fn plan(
     job: &Job,
     earlier: Option<&Job>,
 ) -> Result<Target, Step> {
-    let configured = match job.action.family() {
-        ApiFamily::Site => guards.site_configured,
-        ApiFamily::Admin => guards.admin_configured,
-    };
-    if !configured {
+    if !client.is_configured(job.action.family()) {
         return Err(Step::failed(
             "atlassian_not_configured",
             format!(
@@ -95,8 +89,12 @@ pub async fn plan(
     let (account, newly_resolved) = resolve(client, job, earlier).await?;
     check_account(guards.safety, job, &account)?;
     let mutation = mutation_for(job, &account.account_id)?;
+    let planned = client
+        .describe(&mutation)
+        .map_err(|e| classify_error(e, "the request"))?;
     Ok(Target {
         mutation,
+        planned,
         record: newly_resolved.then_some(account),
     })
 }
@@ -274,8 +272,8 @@ fn deactivation_message(job: &Job) -> String {
 }
 
 /// The dry-run result: the request that would have been sent, for the audit trail.
-pub fn dry_run(client: &Client, mutation: &Mutation) -> Step {
-    let planned = client.describe(mutation);
+pub fn dry_run(target: &Target) -> Step {
+    let planned = &target.planned;
     let body = planned
         .body
         .as_ref()
@@ -291,9 +289,9 @@ pub fn dry_run(client: &Client, mutation: &Mutation) -> Step {
 }
 
 /// Makes the mutating call and classifies its response.
-pub async fn apply(client: &Client, mutation: &Mutation) -> Step {
-    let planned = client.describe(mutation);
-    match client.apply(mutation).await {
+pub async fn apply(client: &Client, target: &Target) -> Step {
+    let planned = &target.planned;
+    match client.apply(&target.mutation).await {
         Ok(Applied::Done) => Step::Succeeded {
             outcome: Outcome::Done,
             detail: format!("{} {} succeeded", planned.method, planned.url),
@@ -319,6 +317,7 @@ fn classify_error(err: CallError, call: &str) -> Step {
         },
         CallError::Transient { .. } => Step::Transient { detail },
         CallError::Rejected { status, .. } => Step::failed(format!("api_error:{status}"), detail),
+        CallError::NotConfigured { .. } => Step::failed("atlassian_not_configured", detail),
         CallError::MissingTarget { kind, id } => {
             Step::failed(format!("missing_target:{kind}:{id}"), detail)
         }

@@ -255,16 +255,6 @@ impl Worker {
         let guards = Guards {
             safety: &self.config.safety,
             dry_run: self.config.dry_run,
-            site_configured: self
-                .config
-                .atlassian
-                .as_ref()
-                .is_some_and(|a| a.site.is_some()),
-            admin_configured: self
-                .config
-                .atlassian
-                .as_ref()
-                .is_some_and(|a| a.admin.is_some()),
         };
         let earlier = match self.earlier_step(job).await {
             Ok(earlier) => earlier,
@@ -279,9 +269,8 @@ impl Worker {
         {
             return (step, None);
         }
-        let mutation = target.mutation;
         if guards.dry_run {
-            return (execute::dry_run(&self.client, &mutation), None);
+            return (execute::dry_run(&target), None);
         }
         let reservation = match self.blast_radius.reserve(self.store.as_ref()).await {
             Ok(Some(reservation)) => reservation,
@@ -300,7 +289,7 @@ impl Worker {
             }
         };
         (
-            execute::apply(&self.client, &mutation).await,
+            execute::apply(&self.client, &target).await,
             Some(reservation),
         )
     }
