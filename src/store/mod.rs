@@ -8,9 +8,8 @@
 //! expects, so a worker whose lease was rescued cannot overwrite a newer state.
 
 mod model;
-mod pg_accept;
-mod pg_notifier;
 mod postgres;
+mod rows;
 mod sqlite;
 
 use std::sync::Arc;

@@ -18,18 +18,13 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use tokio::sync::Notify;
 
+mod accept;
+
 use super::model::*;
+use super::rows::{self, job_columns, worker_actor};
 use super::{PREVIOUS_STEP_FAILED, Store, StoreError, StoreOptions, StoreResult, truncate_detail};
 use crate::batch::Batcher;
-use crate::jobs::{JobState, Outcome};
-
-macro_rules! job_columns {
-    () => {
-        "id, action, params, state, email, account_id, depends_on, run_at, attempts, \
-         max_attempts, last_error, outcome, source, rule, delivery_id, created_at, updated_at, \
-         claim_seq, lease_owner, account_type"
-    };
-}
+use crate::jobs::JobState;
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -86,7 +81,7 @@ impl SqliteStore {
                     Cow::Borrowed("initial"),
                     MigrationType::Simple,
                     Cow::Borrowed(include_str!(
-                        "../../migrations/sqlite/20261128000001_initial.sql"
+                        "../../../migrations/sqlite/20261128000001_initial.sql"
                     )),
                     false,
                 ),
@@ -95,7 +90,7 @@ impl SqliteStore {
                     Cow::Borrowed("recorded account"),
                     MigrationType::Simple,
                     Cow::Borrowed(include_str!(
-                        "../../migrations/sqlite/20261201000001_recorded_account.sql"
+                        "../../../migrations/sqlite/20261201000001_recorded_account.sql"
                     )),
                     false,
                 ),
@@ -104,7 +99,7 @@ impl SqliteStore {
                     Cow::Borrowed("unsigned ids and mass approval"),
                     MigrationType::Simple,
                     Cow::Borrowed(include_str!(
-                        "../../migrations/sqlite/20261201000002_unsigned_ids_and_mass_approval.sql"
+                        "../../../migrations/sqlite/20261201000002_unsigned_ids_and_mass_approval.sql"
                     )),
                     false,
                 ),
@@ -113,7 +108,7 @@ impl SqliteStore {
                     Cow::Borrowed("revoked sessions"),
                     MigrationType::Simple,
                     Cow::Borrowed(include_str!(
-                        "../../migrations/sqlite/20261201000003_revoked_sessions.sql"
+                        "../../../migrations/sqlite/20261201000003_revoked_sessions.sql"
                     )),
                     false,
                 ),
@@ -241,34 +236,6 @@ fn live_conflict(err: sqlx::Error, id: JobId, action: crate::jobs::Action) -> St
     err.into()
 }
 
-fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
-    Ok(Job {
-        id: row.try_get("id")?,
-        action: parse_column(row.try_get::<&str, _>("action")?)?,
-        params: parse_params(row.try_get::<&str, _>("params")?)?,
-        state: parse_column(row.try_get::<&str, _>("state")?)?,
-        email: row.try_get("email")?,
-        account_id: row.try_get("account_id")?,
-        depends_on: row.try_get("depends_on")?,
-        run_at: from_micros(row.try_get("run_at")?)?,
-        attempts: row.try_get("attempts")?,
-        max_attempts: row.try_get("max_attempts")?,
-        last_error: row.try_get("last_error")?,
-        outcome: row
-            .try_get::<Option<&str>, _>("outcome")?
-            .map(parse_column::<Outcome>)
-            .transpose()?,
-        source: row.try_get("source")?,
-        rule: row.try_get("rule")?,
-        delivery_id: row.try_get("delivery_id")?,
-        created_at: from_micros(row.try_get("created_at")?)?,
-        updated_at: from_micros(row.try_get("updated_at")?)?,
-        claim_seq: row.try_get("claim_seq")?,
-        lease_owner: row.try_get("lease_owner")?,
-        account_type: row.try_get("account_type")?,
-    })
-}
-
 async fn insert_event(
     tx: &mut Tx,
     job_id: JobId,
@@ -348,259 +315,6 @@ async fn cancel_dependents(tx: &mut Tx, ids: &[JobId], now: i64) -> StoreResult<
     Ok(cancelled)
 }
 
-async fn cancel_for_email(
-    tx: &mut Tx,
-    cancel: &NewCancel,
-    delivery: &NewDelivery,
-    now: i64,
-) -> StoreResult<Vec<JobId>> {
-    let targets: Vec<(JobId, String)> = sqlx::query_as(
-        "SELECT id, state FROM jobs WHERE email = ?1 AND state IN ('pending', 'awaiting_approval') ORDER BY id",
-    )
-    .bind(cancel.email.as_str())
-    .fetch_all(&mut **tx)
-    .await?;
-    cancel_jobs(
-        tx,
-        &targets,
-        &cancel.last_error(),
-        &format!("source:{}", delivery.source),
-        &cancel.detail(delivery),
-        now,
-    )
-    .await?;
-    let mut ids: Vec<JobId> = targets.iter().map(|(id, _)| *id).collect();
-    let dependents = cancel_dependents(tx, &ids, now).await?;
-    ids.extend(dependents);
-    Ok(ids)
-}
-
-async fn insert_or_existing_job(
-    tx: &mut Tx,
-    delivery: &NewDelivery,
-    chain: &NewChain,
-    step: &NewStep,
-    depends_on: Option<JobId>,
-    now: i64,
-) -> StoreResult<Job> {
-    let state = chain.initial_state();
-    // The immediate transaction holds the write lock, so the live job cannot change between
-    // the conflict and the lookup.
-    let inserted = sqlx::query(concat!(
-        "INSERT INTO jobs (action, params, state, email, account_id, depends_on, run_at, max_attempts, ",
-        "source, rule, delivery_id, created_at, updated_at) ",
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12) ",
-        "ON CONFLICT DO NOTHING RETURNING ",
-        job_columns!()
-    ))
-    .bind(step.action.as_str())
-    .bind(step.params_json())
-    .bind(state.as_str())
-    .bind(chain.email.as_str())
-    .bind(&chain.account_id)
-    .bind(depends_on)
-    .bind(micros(step.run_at))
-    .bind(chain.max_attempts)
-    .bind(&delivery.source)
-    .bind(&chain.rule)
-    .bind(&delivery.delivery_id)
-    .bind(now)
-    .fetch_optional(&mut **tx)
-    .await?;
-    if let Some(row) = inserted {
-        let job = job_from_row(&row)?;
-        insert_event(
-            tx,
-            job.id,
-            None,
-            state,
-            &format!("source:{}", delivery.source),
-            &chain.creation_detail(delivery),
-            now,
-        )
-        .await?;
-        return Ok(job);
-    }
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM jobs WHERE action = ?1 AND email = ?2 ",
-        "AND state IN ('pending', 'awaiting_approval', 'running')"
-    ))
-    .bind(step.action.as_str())
-    .bind(chain.email.as_str())
-    .fetch_one(&mut **tx)
-    .await?;
-    job_from_row(&row)
-}
-
-/// The most deliveries recorded in one transaction.
-const MAX_BATCH: usize = 64;
-
-/// SQLite has one writer at a time and pays a synced commit per transaction, so deliveries
-/// that arrive together are recorded in one `BEGIN IMMEDIATE` transaction, each exactly as
-/// it would be alone (a later one sees the earlier ones, so copies and shared people come
-/// out the same).
-fn spawn_batcher(pool: SqlitePool) -> Batcher<NewDelivery, StoreResult<DeliveryReceipt>> {
-    Batcher::spawn(MAX_BATCH, MAX_BATCH, move |batch: Vec<NewDelivery>| {
-        let pool = pool.clone();
-        async move {
-            match accept_together(&pool, &batch).await {
-                Ok(receipts) => receipts.into_iter().map(Ok).collect(),
-                // One delivery the store refused fails only itself: the others are recorded
-                // alone. (Not when the transaction could not start or commit: then nothing
-                // was recorded and another try would wait as long again.)
-                Err(Together::Within(e)) if batch.len() > 1 => {
-                    tracing::warn!(error = %e, deliveries = batch.len(), "a delivery batch failed; recording its deliveries one by one");
-                    let mut receipts = Vec::with_capacity(batch.len());
-                    for delivery in &batch {
-                        let alone = accept_together(&pool, std::slice::from_ref(delivery)).await;
-                        receipts.push(match alone {
-                            Ok(mut one) => Ok(one.pop().expect("one receipt per delivery")),
-                            Err(Together::Within(e) | Together::Transaction(e)) => Err(e),
-                        });
-                    }
-                    receipts
-                }
-                Err(Together::Within(e) | Together::Transaction(e)) => {
-                    let message = e.to_string();
-                    batch
-                        .iter()
-                        .map(|_| Err(StoreError::Batch(message.clone())))
-                        .collect()
-                }
-            }
-        }
-    })
-}
-
-/// Why recording deliveries together failed.
-enum Together {
-    /// Beginning or committing the transaction: nothing was recorded.
-    Transaction(StoreError),
-    /// Recording one of the deliveries.
-    Within(StoreError),
-}
-
-/// Records these deliveries in one transaction; a receipt for each, in order.
-async fn accept_together(
-    pool: &SqlitePool,
-    deliveries: &[NewDelivery],
-) -> Result<Vec<DeliveryReceipt>, Together> {
-    let transaction = |e: sqlx::Error| Together::Transaction(e.into());
-    let mut tx = pool
-        .begin_with("BEGIN IMMEDIATE")
-        .await
-        .map_err(transaction)?;
-    let now = now_micros();
-    let mut receipts = Vec::with_capacity(deliveries.len());
-    for delivery in deliveries {
-        receipts.push(
-            accept_in(&mut tx, delivery, now)
-                .await
-                .map_err(Together::Within)?,
-        );
-    }
-    tx.commit().await.map_err(transaction)?;
-    Ok(receipts)
-}
-
-/// The delivery as recorded before, if it is a repeat (`Dedupe`): the same key, else, for
-/// an unsigned id, the newest copy of its body within the replay window. The immediate
-/// transaction holds the write lock, so no copy can be recorded between this and the insert.
-async fn recorded_before(tx: &mut Tx, delivery: &NewDelivery) -> StoreResult<Option<SqliteRow>> {
-    let same_key = sqlx::query(
-        "SELECT status, response FROM deliveries WHERE source = ?1 AND delivery_id = ?2 \
-         AND (?3 = '' OR body_sha256 = ?3) ORDER BY id LIMIT 1",
-    )
-    .bind(&delivery.source)
-    .bind(&delivery.delivery_id)
-    .bind(delivery.key_body_sha256())
-    .fetch_optional(&mut **tx)
-    .await?;
-    let Some(since) = delivery.replay_since().filter(|_| same_key.is_none()) else {
-        return Ok(same_key);
-    };
-    Ok(sqlx::query(
-        "SELECT status, response FROM deliveries WHERE source = ?1 AND body_sha256 = ?2 \
-         AND received_at >= ?3 ORDER BY received_at DESC, id DESC LIMIT 1",
-    )
-    .bind(&delivery.source)
-    .bind(&delivery.body_sha256)
-    .bind(micros(since))
-    .fetch_optional(&mut **tx)
-    .await?)
-}
-
-/// Records one delivery and its jobs inside `tx`, or finds it already recorded.
-async fn accept_in(tx: &mut Tx, delivery: &NewDelivery, now: i64) -> StoreResult<DeliveryReceipt> {
-    if let Some(row) = recorded_before(tx, delivery).await? {
-        return duplicate_receipt(row.try_get("status")?, row.try_get("response")?);
-    }
-    let (status, error, body, job_ids) = match &delivery.content {
-        DeliveryContent::Unmappable { error } => (
-            DeliveryStatus::Unmappable,
-            Some(error.as_str()),
-            unmappable_body(error),
-            Vec::new(),
-        ),
-        DeliveryContent::Accepted {
-            cancels,
-            chains,
-            refused,
-            approval_required,
-        } => {
-            let mut cancelled = Vec::new();
-            for cancel in cancels {
-                cancelled.extend(cancel_for_email(tx, cancel, delivery, now).await?);
-            }
-            let mut jobs: Vec<Job> = Vec::new();
-            for chain in chains {
-                let mut previous = None;
-                for step in &chain.steps {
-                    let job =
-                        insert_or_existing_job(tx, delivery, chain, step, previous, now).await?;
-                    previous = Some(job.id);
-                    if !jobs.iter().any(|j| j.id == job.id) {
-                        jobs.push(job);
-                    }
-                }
-            }
-            let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
-            let body = accepted_body(
-                &delivery.delivery_id,
-                &jobs,
-                &cancelled,
-                refused,
-                approval_required.as_deref(),
-            );
-            (DeliveryStatus::Accepted, None, body, ids)
-        }
-    };
-    sqlx::query(
-        "INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, key_body_sha256, \
-         status, error, job_ids, response, approval_required) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )
-    .bind(&delivery.source)
-    .bind(&delivery.delivery_id)
-    .bind(micros(delivery.received_at))
-    .bind(&delivery.body_sha256)
-    .bind(delivery.key_body_sha256())
-    .bind(status.as_str())
-    .bind(error)
-    .bind(serde_json::to_string(&job_ids).unwrap_or_else(|_| "[]".into()))
-    .bind(body.to_string())
-    .bind(delivery.approval_required())
-    .execute(&mut **tx)
-    .await?;
-    Ok(DeliveryReceipt {
-        duplicate: false,
-        status,
-        body,
-    })
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> StoreResult<()> {
@@ -618,7 +332,7 @@ impl Store for SqliteStore {
     async fn accept_delivery(&self, delivery: NewDelivery) -> StoreResult<DeliveryReceipt> {
         let receipt = self
             .batcher
-            .get_or_init(|| spawn_batcher(self.pool.clone()))
+            .get_or_init(|| accept::spawn_batcher(self.pool.clone()))
             .submit_by(delivery, tokio::time::Instant::now() + self.accept_deadline)
             .await??;
         if receipt.may_have_made_jobs_due() {
@@ -1042,20 +756,14 @@ impl Store for SqliteStore {
     }
 }
 
-fn worker_state_from_row(row: &SqliteRow) -> StoreResult<WorkerState> {
-    Ok(WorkerState {
-        paused: row.try_get("paused")?,
-        reason: row
-            .try_get::<Option<&str>, _>("reason")?
-            .map(parse_column)
-            .transpose()?,
-        resumed_at: row
-            .try_get::<Option<i64>, _>("resumed_at")?
-            .map(from_micros)
-            .transpose()?,
-    })
+fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
+    rows::job_from_row(row, |row, column| from_micros(row.try_get(column)?))
 }
 
-fn worker_actor(job: &Job) -> String {
-    format!("worker:{}", job.lease_owner.as_deref().unwrap_or("?"))
+fn worker_state_from_row(row: &SqliteRow) -> StoreResult<WorkerState> {
+    rows::worker_state_from_row(row, |row, column| {
+        row.try_get::<Option<i64>, _>(column)?
+            .map(from_micros)
+            .transpose()
+    })
 }

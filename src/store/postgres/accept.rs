@@ -19,9 +19,9 @@ use sqlx::postgres::{PgConnection, PgPool, PgRow};
 use sqlx::{Postgres, Row};
 use tokio::time::Instant;
 
-use super::model::*;
-use super::{PREVIOUS_STEP_FAILED, StoreError, StoreOptions, StoreResult};
 use crate::batch::Batcher;
+use crate::store::model::*;
+use crate::store::{PREVIOUS_STEP_FAILED, StoreError, StoreOptions, StoreResult};
 
 /// How long accepting a delivery may take (`StoreOptions::accept_deadline` and
 /// `accept_acquire_timeout`).

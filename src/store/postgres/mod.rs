@@ -1,6 +1,9 @@
 //! The production store. The database clock (`now()`) is the one clock for leases and
 //! timestamps, so replicas with skewed clocks still agree on who holds a job.
 
+mod accept;
+mod notifier;
+
 use std::borrow::Cow;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
@@ -14,21 +17,14 @@ use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use tokio::sync::Notify;
 
 use super::model::*;
-use super::pg_accept::{self, AcceptBatcher};
-use super::pg_notifier::Notifier;
+use super::rows::{self, job_columns, worker_actor};
 use super::{PREVIOUS_STEP_FAILED, Store, StoreError, StoreOptions, StoreResult, truncate_detail};
-use crate::jobs::{JobState, Outcome};
+use crate::jobs::JobState;
+use accept::AcceptBatcher;
+use notifier::Notifier;
 
 /// The channel replicas `LISTEN` on; a payload-free `NOTIFY` means "jobs may be due".
 const WAKEUP_CHANNEL: &str = "offboard_jobs";
-
-macro_rules! job_columns {
-    () => {
-        "id, action, params, state, email, account_id, depends_on, run_at, attempts, \
-         max_attempts, last_error, outcome, source, rule, delivery_id, created_at, updated_at, \
-         claim_seq, lease_owner, account_type"
-    };
-}
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -36,7 +32,7 @@ pub struct PostgresStore {
     listener: OnceLock<()>,
     notifier: OnceLock<Notifier>,
     batcher: OnceLock<AcceptBatcher>,
-    accept: pg_accept::Limits,
+    accept: accept::Limits,
 }
 
 impl PostgresStore {
@@ -61,7 +57,7 @@ impl PostgresStore {
             listener: OnceLock::new(),
             notifier: OnceLock::new(),
             batcher: OnceLock::new(),
-            accept: pg_accept::Limits::from(options),
+            accept: accept::Limits::from(options),
         })
     }
 
@@ -73,7 +69,7 @@ impl PostgresStore {
                     Cow::Borrowed("initial"),
                     MigrationType::Simple,
                     Cow::Borrowed(include_str!(
-                        "../../migrations/postgres/20261128000001_initial.sql"
+                        "../../../migrations/postgres/20261128000001_initial.sql"
                     )),
                     false,
                 ),
@@ -82,7 +78,7 @@ impl PostgresStore {
                     Cow::Borrowed("accept in one call"),
                     MigrationType::Simple,
                     Cow::Borrowed(include_str!(
-                        "../../migrations/postgres/20261128000002_accept_in_one_call.sql"
+                        "../../../migrations/postgres/20261128000002_accept_in_one_call.sql"
                     )),
                     false,
                 ),
@@ -91,7 +87,7 @@ impl PostgresStore {
                     Cow::Borrowed("recorded account"),
                     MigrationType::Simple,
                     Cow::Borrowed(include_str!(
-                        "../../migrations/postgres/20261201000001_recorded_account.sql"
+                        "../../../migrations/postgres/20261201000001_recorded_account.sql"
                     )),
                     false,
                 ),
@@ -100,7 +96,7 @@ impl PostgresStore {
                     Cow::Borrowed("unsigned ids and mass approval"),
                     MigrationType::Simple,
                     Cow::Borrowed(include_str!(
-                        "../../migrations/postgres/20261201000002_unsigned_ids_and_mass_approval.sql"
+                        "../../../migrations/postgres/20261201000002_unsigned_ids_and_mass_approval.sql"
                     )),
                     false,
                 ),
@@ -109,7 +105,7 @@ impl PostgresStore {
                     Cow::Borrowed("revoked sessions"),
                     MigrationType::Simple,
                     Cow::Borrowed(include_str!(
-                        "../../migrations/postgres/20261201000003_revoked_sessions.sql"
+                        "../../../migrations/postgres/20261201000003_revoked_sessions.sql"
                     )),
                     false,
                 ),
@@ -230,34 +226,6 @@ fn live_conflict(err: sqlx::Error, id: JobId, action: crate::jobs::Action) -> St
     err.into()
 }
 
-fn job_from_row(row: &PgRow) -> StoreResult<Job> {
-    Ok(Job {
-        id: row.try_get("id")?,
-        action: parse_column(row.try_get::<&str, _>("action")?)?,
-        params: parse_params(row.try_get::<&str, _>("params")?)?,
-        state: parse_column(row.try_get::<&str, _>("state")?)?,
-        email: row.try_get("email")?,
-        account_id: row.try_get("account_id")?,
-        depends_on: row.try_get("depends_on")?,
-        run_at: row.try_get("run_at")?,
-        attempts: row.try_get("attempts")?,
-        max_attempts: row.try_get("max_attempts")?,
-        last_error: row.try_get("last_error")?,
-        outcome: row
-            .try_get::<Option<&str>, _>("outcome")?
-            .map(parse_column::<Outcome>)
-            .transpose()?,
-        source: row.try_get("source")?,
-        rule: row.try_get("rule")?,
-        delivery_id: row.try_get("delivery_id")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-        claim_seq: row.try_get("claim_seq")?,
-        lease_owner: row.try_get("lease_owner")?,
-        account_type: row.try_get("account_type")?,
-    })
-}
-
 async fn insert_event(
     tx: &mut Transaction<'_, Postgres>,
     job_id: JobId,
@@ -325,13 +293,13 @@ impl Store for PostgresStore {
 
     async fn accept_delivery(&self, delivery: NewDelivery) -> StoreResult<DeliveryReceipt> {
         let deadline = tokio::time::Instant::now() + self.accept.deadline;
-        let receipt = if pg_accept::batchable(&delivery) {
+        let receipt = if accept::batchable(&delivery) {
             self.batcher
-                .get_or_init(|| pg_accept::spawn_batcher(self.pool.clone(), self.accept))
+                .get_or_init(|| accept::spawn_batcher(self.pool.clone(), self.accept))
                 .submit_by(delivery, deadline)
                 .await??
         } else {
-            pg_accept::accept_alone(&self.pool, self.accept, &delivery, deadline).await?
+            accept::accept_alone(&self.pool, self.accept, &delivery, deadline).await?
         };
         if receipt.may_have_made_jobs_due() {
             self.announce();
@@ -743,17 +711,10 @@ impl Store for PostgresStore {
     }
 }
 
-fn worker_state_from_row(row: &PgRow) -> StoreResult<WorkerState> {
-    Ok(WorkerState {
-        paused: row.try_get("paused")?,
-        reason: row
-            .try_get::<Option<&str>, _>("reason")?
-            .map(parse_column)
-            .transpose()?,
-        resumed_at: row.try_get("resumed_at")?,
-    })
+fn job_from_row(row: &PgRow) -> StoreResult<Job> {
+    rows::job_from_row(row, |row, column| Ok(row.try_get(column)?))
 }
 
-fn worker_actor(job: &Job) -> String {
-    format!("worker:{}", job.lease_owner.as_deref().unwrap_or("?"))
+fn worker_state_from_row(row: &PgRow) -> StoreResult<WorkerState> {
+    rows::worker_state_from_row(row, |row, column| Ok(row.try_get(column)?))
 }

@@ -1,0 +1,267 @@
+//! Recording a delivery on SQLite: the duplicate check, its cancellations, its chains (or
+//! the live jobs they resolve to) and the delivery with its answer, in the writer's
+//! transaction; deliveries that arrive together share one transaction (`crate::batch`).
+
+use sqlx::Row;
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+
+use super::{Tx, cancel_dependents, cancel_jobs, insert_event, job_from_row, micros, now_micros};
+use crate::batch::Batcher;
+use crate::store::model::*;
+use crate::store::rows::job_columns;
+use crate::store::{StoreError, StoreResult};
+
+async fn cancel_for_email(
+    tx: &mut Tx,
+    cancel: &NewCancel,
+    delivery: &NewDelivery,
+    now: i64,
+) -> StoreResult<Vec<JobId>> {
+    let targets: Vec<(JobId, String)> = sqlx::query_as(
+        "SELECT id, state FROM jobs WHERE email = ?1 AND state IN ('pending', 'awaiting_approval') ORDER BY id",
+    )
+    .bind(cancel.email.as_str())
+    .fetch_all(&mut **tx)
+    .await?;
+    cancel_jobs(
+        tx,
+        &targets,
+        &cancel.last_error(),
+        &format!("source:{}", delivery.source),
+        &cancel.detail(delivery),
+        now,
+    )
+    .await?;
+    let mut ids: Vec<JobId> = targets.iter().map(|(id, _)| *id).collect();
+    let dependents = cancel_dependents(tx, &ids, now).await?;
+    ids.extend(dependents);
+    Ok(ids)
+}
+
+async fn insert_or_existing_job(
+    tx: &mut Tx,
+    delivery: &NewDelivery,
+    chain: &NewChain,
+    step: &NewStep,
+    depends_on: Option<JobId>,
+    now: i64,
+) -> StoreResult<Job> {
+    let state = chain.initial_state();
+    // The immediate transaction holds the write lock, so the live job cannot change between
+    // the conflict and the lookup.
+    let inserted = sqlx::query(concat!(
+        "INSERT INTO jobs (action, params, state, email, account_id, depends_on, run_at, max_attempts, ",
+        "source, rule, delivery_id, created_at, updated_at) ",
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12) ",
+        "ON CONFLICT DO NOTHING RETURNING ",
+        job_columns!()
+    ))
+    .bind(step.action.as_str())
+    .bind(step.params_json())
+    .bind(state.as_str())
+    .bind(chain.email.as_str())
+    .bind(&chain.account_id)
+    .bind(depends_on)
+    .bind(micros(step.run_at))
+    .bind(chain.max_attempts)
+    .bind(&delivery.source)
+    .bind(&chain.rule)
+    .bind(&delivery.delivery_id)
+    .bind(now)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(row) = inserted {
+        let job = job_from_row(&row)?;
+        insert_event(
+            tx,
+            job.id,
+            None,
+            state,
+            &format!("source:{}", delivery.source),
+            &chain.creation_detail(delivery),
+            now,
+        )
+        .await?;
+        return Ok(job);
+    }
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE action = ?1 AND email = ?2 ",
+        "AND state IN ('pending', 'awaiting_approval', 'running')"
+    ))
+    .bind(step.action.as_str())
+    .bind(chain.email.as_str())
+    .fetch_one(&mut **tx)
+    .await?;
+    job_from_row(&row)
+}
+
+/// The most deliveries recorded in one transaction.
+const MAX_BATCH: usize = 64;
+
+/// SQLite has one writer at a time and pays a synced commit per transaction, so deliveries
+/// that arrive together are recorded in one `BEGIN IMMEDIATE` transaction, each exactly as
+/// it would be alone (a later one sees the earlier ones, so copies and shared people come
+/// out the same).
+pub(super) fn spawn_batcher(
+    pool: SqlitePool,
+) -> Batcher<NewDelivery, StoreResult<DeliveryReceipt>> {
+    Batcher::spawn(MAX_BATCH, MAX_BATCH, move |batch: Vec<NewDelivery>| {
+        let pool = pool.clone();
+        async move {
+            match accept_together(&pool, &batch).await {
+                Ok(receipts) => receipts.into_iter().map(Ok).collect(),
+                // One delivery the store refused fails only itself: the others are recorded
+                // alone. (Not when the transaction could not start or commit: then nothing
+                // was recorded and another try would wait as long again.)
+                Err(Together::Within(e)) if batch.len() > 1 => {
+                    tracing::warn!(error = %e, deliveries = batch.len(), "a delivery batch failed; recording its deliveries one by one");
+                    let mut receipts = Vec::with_capacity(batch.len());
+                    for delivery in &batch {
+                        let alone = accept_together(&pool, std::slice::from_ref(delivery)).await;
+                        receipts.push(match alone {
+                            Ok(mut one) => Ok(one.pop().expect("one receipt per delivery")),
+                            Err(Together::Within(e) | Together::Transaction(e)) => Err(e),
+                        });
+                    }
+                    receipts
+                }
+                Err(Together::Within(e) | Together::Transaction(e)) => {
+                    let message = e.to_string();
+                    batch
+                        .iter()
+                        .map(|_| Err(StoreError::Batch(message.clone())))
+                        .collect()
+                }
+            }
+        }
+    })
+}
+
+/// Why recording deliveries together failed.
+enum Together {
+    /// Beginning or committing the transaction: nothing was recorded.
+    Transaction(StoreError),
+    /// Recording one of the deliveries.
+    Within(StoreError),
+}
+
+/// Records these deliveries in one transaction; a receipt for each, in order.
+async fn accept_together(
+    pool: &SqlitePool,
+    deliveries: &[NewDelivery],
+) -> Result<Vec<DeliveryReceipt>, Together> {
+    let transaction = |e: sqlx::Error| Together::Transaction(e.into());
+    let mut tx = pool
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(transaction)?;
+    let now = now_micros();
+    let mut receipts = Vec::with_capacity(deliveries.len());
+    for delivery in deliveries {
+        receipts.push(
+            accept_in(&mut tx, delivery, now)
+                .await
+                .map_err(Together::Within)?,
+        );
+    }
+    tx.commit().await.map_err(transaction)?;
+    Ok(receipts)
+}
+
+/// The delivery as recorded before, if it is a repeat (`Dedupe`): the same key, else, for
+/// an unsigned id, the newest copy of its body within the replay window. The immediate
+/// transaction holds the write lock, so no copy can be recorded between this and the insert.
+async fn recorded_before(tx: &mut Tx, delivery: &NewDelivery) -> StoreResult<Option<SqliteRow>> {
+    let same_key = sqlx::query(
+        "SELECT status, response FROM deliveries WHERE source = ?1 AND delivery_id = ?2 \
+         AND (?3 = '' OR body_sha256 = ?3) ORDER BY id LIMIT 1",
+    )
+    .bind(&delivery.source)
+    .bind(&delivery.delivery_id)
+    .bind(delivery.key_body_sha256())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(since) = delivery.replay_since().filter(|_| same_key.is_none()) else {
+        return Ok(same_key);
+    };
+    Ok(sqlx::query(
+        "SELECT status, response FROM deliveries WHERE source = ?1 AND body_sha256 = ?2 \
+         AND received_at >= ?3 ORDER BY received_at DESC, id DESC LIMIT 1",
+    )
+    .bind(&delivery.source)
+    .bind(&delivery.body_sha256)
+    .bind(micros(since))
+    .fetch_optional(&mut **tx)
+    .await?)
+}
+
+/// Records one delivery and its jobs inside `tx`, or finds it already recorded.
+async fn accept_in(tx: &mut Tx, delivery: &NewDelivery, now: i64) -> StoreResult<DeliveryReceipt> {
+    if let Some(row) = recorded_before(tx, delivery).await? {
+        return duplicate_receipt(row.try_get("status")?, row.try_get("response")?);
+    }
+    let (status, error, body, job_ids) = match &delivery.content {
+        DeliveryContent::Unmappable { error } => (
+            DeliveryStatus::Unmappable,
+            Some(error.as_str()),
+            unmappable_body(error),
+            Vec::new(),
+        ),
+        DeliveryContent::Accepted {
+            cancels,
+            chains,
+            refused,
+            approval_required,
+        } => {
+            let mut cancelled = Vec::new();
+            for cancel in cancels {
+                cancelled.extend(cancel_for_email(tx, cancel, delivery, now).await?);
+            }
+            let mut jobs: Vec<Job> = Vec::new();
+            for chain in chains {
+                let mut previous = None;
+                for step in &chain.steps {
+                    let job =
+                        insert_or_existing_job(tx, delivery, chain, step, previous, now).await?;
+                    previous = Some(job.id);
+                    if !jobs.iter().any(|j| j.id == job.id) {
+                        jobs.push(job);
+                    }
+                }
+            }
+            let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
+            let body = accepted_body(
+                &delivery.delivery_id,
+                &jobs,
+                &cancelled,
+                refused,
+                approval_required.as_deref(),
+            );
+            (DeliveryStatus::Accepted, None, body, ids)
+        }
+    };
+    sqlx::query(
+        "INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, key_body_sha256, \
+         status, error, job_ids, response, approval_required) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )
+    .bind(&delivery.source)
+    .bind(&delivery.delivery_id)
+    .bind(micros(delivery.received_at))
+    .bind(&delivery.body_sha256)
+    .bind(delivery.key_body_sha256())
+    .bind(status.as_str())
+    .bind(error)
+    .bind(serde_json::to_string(&job_ids).unwrap_or_else(|_| "[]".into()))
+    .bind(body.to_string())
+    .bind(delivery.approval_required())
+    .execute(&mut **tx)
+    .await?;
+    Ok(DeliveryReceipt {
+        duplicate: false,
+        status,
+        body,
+    })
+}
