@@ -1316,6 +1316,25 @@ both_stores!(
     the_recorded_account_stays_with_the_job
 );
 
+/// The email filter folds ASCII case only: a KELVIN SIGN is not a `k`.
+async fn the_email_filter_folds_ascii_case_only(db: TestDb) {
+    let store = db.store().await;
+    let job = enqueue(&*store, "kelvin@example.com", Action::SuspendAccess, later()).await;
+    let find = |email: &str| JobFilter {
+        email: Some(email.to_owned()),
+        limit: 10,
+        ..JobFilter::default()
+    };
+    let found = store.list_jobs(&find("KELVIN@Example.com")).await.unwrap();
+    assert_eq!(found.iter().map(|j| j.id).collect::<Vec<_>>(), [job.id]);
+    let look_alike = store.list_jobs(&find("\u{212A}elvin@example.com")).await.unwrap();
+    assert!(look_alike.is_empty(), "{look_alike:#?}");
+}
+both_stores!(
+    the_email_filter_folds_ascii_case_only_on,
+    the_email_filter_folds_ascii_case_only
+);
+
 /// Accounts are recorded in batches; each item is answered for its own claim.
 async fn accounts_are_recorded_in_batches(db: TestDb) {
     let store = db.store().await;

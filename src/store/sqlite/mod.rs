@@ -581,7 +581,7 @@ impl Store for SqliteStore {
             query.push(" AND state = ").push_bind(state.as_str());
         }
         if let Some(email) = &filter.email {
-            query.push(" AND email = ").push_bind(email.to_lowercase());
+            query.push(" AND email = ").push_bind(email.to_ascii_lowercase());
         }
         if let Some(action) = filter.action {
             query.push(" AND action = ").push_bind(action.as_str());
