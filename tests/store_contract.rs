@@ -1319,7 +1319,13 @@ both_stores!(
 /// The email filter folds ASCII case only: a KELVIN SIGN is not a `k`.
 async fn the_email_filter_folds_ascii_case_only(db: TestDb) {
     let store = db.store().await;
-    let job = enqueue(&*store, "kelvin@example.com", Action::SuspendAccess, later()).await;
+    let job = enqueue(
+        &*store,
+        "kelvin@example.com",
+        Action::SuspendAccess,
+        later(),
+    )
+    .await;
     let find = |email: &str| JobFilter {
         email: Some(email.to_owned()),
         limit: 10,
@@ -1327,7 +1333,10 @@ async fn the_email_filter_folds_ascii_case_only(db: TestDb) {
     };
     let found = store.list_jobs(&find("KELVIN@Example.com")).await.unwrap();
     assert_eq!(found.iter().map(|j| j.id).collect::<Vec<_>>(), [job.id]);
-    let look_alike = store.list_jobs(&find("\u{212A}elvin@example.com")).await.unwrap();
+    let look_alike = store
+        .list_jobs(&find("\u{212A}elvin@example.com"))
+        .await
+        .unwrap();
     assert!(look_alike.is_empty(), "{look_alike:#?}");
 }
 both_stores!(

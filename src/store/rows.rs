@@ -1,12 +1,15 @@
-//! What both backends read the same way: the job's columns, a job row as a [`Job`], the
-//! worker's state row, and the actor a worker's events name. Only how a time is stored
-//! differs (Postgres `timestamptz`, SQLite microseconds), so each backend passes its reader.
+//! What both backends read the same way: the job's columns, a job, event, delivery and
+//! worker-state row as the domain sees it, the jobs listing, and the actor a worker's events
+//! name. Only how a time is stored differs (Postgres `timestamptz`, SQLite microseconds), so
+//! each backend passes its reader.
 
 use chrono::{DateTime, Utc};
-use sqlx::{ColumnIndex, Decode, Row, Type};
+use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
 use super::StoreResult;
-use super::model::{Job, WorkerState, parse_column, parse_params};
+use super::model::{
+    Delivery, Job, JobEvent, JobFilter, WorkerState, parse_column, parse_job_ids, parse_params,
+};
 use crate::jobs::Outcome;
 
 /// Every column of `jobs` that [`job_from_row`] reads.
@@ -75,6 +78,78 @@ where
             .map(parse_column)
             .transpose()?,
         resumed_at: time(row, "resumed_at")?,
+    })
+}
+
+/// The newest-first listing a [`JobFilter`] asks for, with the backend's placeholders.
+pub(super) fn jobs_query<'a, DB>(filter: &JobFilter) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    &'static str: Encode<'a, DB> + Type<DB>,
+    String: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut query =
+        QueryBuilder::<DB>::new(concat!("SELECT ", job_columns!(), " FROM jobs WHERE 1 = 1"));
+    if let Some(state) = filter.state {
+        query.push(" AND state = ").push_bind(state.as_str());
+    }
+    if let Some(email) = &filter.email {
+        // Emails are stored lower-cased in ASCII; no Unicode case mapping (KELVIN SIGN ≠ k).
+        query
+            .push(" AND email = ")
+            .push_bind(email.to_ascii_lowercase());
+    }
+    if let Some(action) = filter.action {
+        query.push(" AND action = ").push_bind(action.as_str());
+    }
+    if let Some(before) = filter.before {
+        query.push(" AND id < ").push_bind(before);
+    }
+    query
+        .push(" ORDER BY id DESC LIMIT ")
+        .push_bind(i64::from(filter.limit));
+    query
+}
+
+pub(super) fn event_from_row<'r, R>(row: &'r R, time: TimeReader<R>) -> StoreResult<JobEvent>
+where
+    R: Row,
+    &'r str: ColumnIndex<R> + Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(JobEvent {
+        at: time(row, "at")?,
+        from: row
+            .try_get::<Option<&str>, _>("from_state")?
+            .map(parse_column)
+            .transpose()?,
+        to: parse_column(row.try_get::<&str, _>("to_state")?)?,
+        actor: row.try_get("actor")?,
+        detail: row.try_get("detail")?,
+    })
+}
+
+/// The columns [`delivery_from_row`] reads.
+pub(super) const DELIVERY_COLUMNS: &str =
+    "id, source, delivery_id, received_at, status, error, job_ids, approval_required";
+
+pub(super) fn delivery_from_row<'r, R>(row: &'r R, time: TimeReader<R>) -> StoreResult<Delivery>
+where
+    R: Row,
+    &'r str: ColumnIndex<R> + Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(Delivery {
+        id: row.try_get("id")?,
+        source: row.try_get("source")?,
+        delivery_id: row.try_get("delivery_id")?,
+        received_at: time(row, "received_at")?,
+        status: parse_column(row.try_get::<&str, _>("status")?)?,
+        error: row.try_get("error")?,
+        job_ids: parse_job_ids(row.try_get("job_ids")?),
+        approval_required: row.try_get("approval_required")?,
     })
 }
 

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::Notify;
 
 use super::model::*;
@@ -528,26 +528,7 @@ impl Store for PostgresStore {
     }
 
     async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
-        let mut query = QueryBuilder::<Postgres>::new(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE true"
-        ));
-        if let Some(state) = filter.state {
-            query.push(" AND state = ").push_bind(state.as_str());
-        }
-        if let Some(email) = &filter.email {
-            query.push(" AND email = ").push_bind(email.to_ascii_lowercase());
-        }
-        if let Some(action) = filter.action {
-            query.push(" AND action = ").push_bind(action.as_str());
-        }
-        if let Some(before) = filter.before {
-            query.push(" AND id < ").push_bind(before);
-        }
-        query
-            .push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::from(filter.limit));
+        let mut query = rows::jobs_query::<Postgres>(filter);
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(job_from_row).collect()
     }
@@ -573,18 +554,7 @@ impl Store for PostgresStore {
         .await?;
         let events = rows
             .iter()
-            .map(|r| {
-                Ok(JobEvent {
-                    at: r.try_get("at")?,
-                    from: r
-                        .try_get::<Option<&str>, _>("from_state")?
-                        .map(parse_column)
-                        .transpose()?,
-                    to: parse_column(r.try_get::<&str, _>("to_state")?)?,
-                    actor: r.try_get("actor")?,
-                    detail: r.try_get("detail")?,
-                })
-            })
+            .map(event_from_row)
             .collect::<StoreResult<_>>()?;
         Ok(Some(JobWithEvents { job, events }))
     }
@@ -594,29 +564,15 @@ impl Store for PostgresStore {
         source: Option<&str>,
         limit: u32,
     ) -> StoreResult<Vec<Delivery>> {
-        let rows = sqlx::query(
-            "SELECT id, source, delivery_id, received_at, status, error, job_ids, approval_required \
-             FROM deliveries \
-             WHERE ($1::text IS NULL OR source = $1) ORDER BY id DESC LIMIT $2",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {} FROM deliveries WHERE ($1::text IS NULL OR source = $1) ORDER BY id DESC LIMIT $2",
+            rows::DELIVERY_COLUMNS
+        ))
         .bind(source)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Delivery {
-                    id: r.try_get("id")?,
-                    source: r.try_get("source")?,
-                    delivery_id: r.try_get("delivery_id")?,
-                    received_at: r.try_get("received_at")?,
-                    status: parse_column(r.try_get::<&str, _>("status")?)?,
-                    error: r.try_get("error")?,
-                    job_ids: parse_job_ids(r.try_get("job_ids")?),
-                    approval_required: r.try_get("approval_required")?,
-                })
-            })
-            .collect()
+        rows.iter().map(delivery_from_row).collect()
     }
 
     async fn count_done_since(&self, since: DateTime<Utc>) -> StoreResult<u64> {
@@ -717,4 +673,12 @@ fn job_from_row(row: &PgRow) -> StoreResult<Job> {
 
 fn worker_state_from_row(row: &PgRow) -> StoreResult<WorkerState> {
     rows::worker_state_from_row(row, |row, column| Ok(row.try_get(column)?))
+}
+
+fn event_from_row(row: &PgRow) -> StoreResult<JobEvent> {
+    rows::event_from_row(row, |row, column| Ok(row.try_get(column)?))
+}
+
+fn delivery_from_row(row: &PgRow) -> StoreResult<Delivery> {
+    rows::delivery_from_row(row, |row, column| Ok(row.try_get(column)?))
 }

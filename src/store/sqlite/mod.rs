@@ -15,7 +15,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{Row, Sqlite, Transaction};
 use tokio::sync::Notify;
 
 mod accept;
@@ -572,26 +572,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
-        let mut query = QueryBuilder::<Sqlite>::new(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE 1 = 1"
-        ));
-        if let Some(state) = filter.state {
-            query.push(" AND state = ").push_bind(state.as_str());
-        }
-        if let Some(email) = &filter.email {
-            query.push(" AND email = ").push_bind(email.to_ascii_lowercase());
-        }
-        if let Some(action) = filter.action {
-            query.push(" AND action = ").push_bind(action.as_str());
-        }
-        if let Some(before) = filter.before {
-            query.push(" AND id < ").push_bind(before);
-        }
-        query
-            .push(" ORDER BY id DESC LIMIT ")
-            .push_bind(i64::from(filter.limit));
+        let mut query = rows::jobs_query::<Sqlite>(filter);
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(job_from_row).collect()
     }
@@ -617,18 +598,7 @@ impl Store for SqliteStore {
         .await?;
         let events = rows
             .iter()
-            .map(|r| {
-                Ok(JobEvent {
-                    at: from_micros(r.try_get("at")?)?,
-                    from: r
-                        .try_get::<Option<&str>, _>("from_state")?
-                        .map(parse_column)
-                        .transpose()?,
-                    to: parse_column(r.try_get::<&str, _>("to_state")?)?,
-                    actor: r.try_get("actor")?,
-                    detail: r.try_get("detail")?,
-                })
-            })
+            .map(event_from_row)
             .collect::<StoreResult<_>>()?;
         Ok(Some(JobWithEvents { job, events }))
     }
@@ -638,29 +608,15 @@ impl Store for SqliteStore {
         source: Option<&str>,
         limit: u32,
     ) -> StoreResult<Vec<Delivery>> {
-        let rows = sqlx::query(
-            "SELECT id, source, delivery_id, received_at, status, error, job_ids, approval_required \
-             FROM deliveries \
-             WHERE (?1 IS NULL OR source = ?1) ORDER BY id DESC LIMIT ?2",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {} FROM deliveries WHERE (?1 IS NULL OR source = ?1) ORDER BY id DESC LIMIT ?2",
+            rows::DELIVERY_COLUMNS
+        ))
         .bind(source)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Delivery {
-                    id: r.try_get("id")?,
-                    source: r.try_get("source")?,
-                    delivery_id: r.try_get("delivery_id")?,
-                    received_at: from_micros(r.try_get("received_at")?)?,
-                    status: parse_column(r.try_get::<&str, _>("status")?)?,
-                    error: r.try_get("error")?,
-                    job_ids: parse_job_ids(r.try_get("job_ids")?),
-                    approval_required: r.try_get("approval_required")?,
-                })
-            })
-            .collect()
+        rows.iter().map(delivery_from_row).collect()
     }
 
     async fn count_done_since(&self, since: DateTime<Utc>) -> StoreResult<u64> {
@@ -766,4 +722,12 @@ fn worker_state_from_row(row: &SqliteRow) -> StoreResult<WorkerState> {
             .map(from_micros)
             .transpose()
     })
+}
+
+fn event_from_row(row: &SqliteRow) -> StoreResult<JobEvent> {
+    rows::event_from_row(row, |row, column| from_micros(row.try_get(column)?))
+}
+
+fn delivery_from_row(row: &SqliteRow) -> StoreResult<Delivery> {
+    rows::delivery_from_row(row, |row, column| from_micros(row.try_get(column)?))
 }
