@@ -211,12 +211,41 @@ pub trait Store: Send + Sync + 'static {
     async fn rescue_expired(&self) -> StoreResult<Vec<JobId>>;
 
     /// Operator transitions (README, "Jobs: states and outcomes"), each writing an event with the actor.
-    async fn cancel(&self, id: JobId, actor: &str, reason: &str) -> StoreResult<Job>;
-    async fn approve(&self, id: JobId, actor: &str) -> StoreResult<Job>;
-    async fn retry(&self, id: JobId, actor: &str) -> StoreResult<Job>;
+    /// Moves a job as `transition` allows from its current state, with an event naming the
+    /// actor and `detail`; a retry refused by the one-live-job rule is `LiveJobExists`.
+    async fn transition(
+        &self,
+        id: JobId,
+        transition: Transition,
+        actor: &str,
+        detail: &str,
+    ) -> StoreResult<Job>;
+
+    async fn cancel(&self, id: JobId, actor: &str, reason: &str) -> StoreResult<Job> {
+        self.transition(id, Transition::Cancel, actor, reason).await
+    }
+
+    async fn approve(&self, id: JobId, actor: &str) -> StoreResult<Job> {
+        self.transition(id, Transition::Approve, actor, "approved")
+            .await
+    }
+
+    async fn retry(&self, id: JobId, actor: &str) -> StoreResult<Job> {
+        self.transition(id, Transition::Retry, actor, "retried, attempts reset")
+            .await
+    }
 
     async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>>;
-    async fn get_job(&self, id: JobId) -> StoreResult<Option<JobWithEvents>>;
+    /// A job's audit trail, oldest first.
+    async fn events(&self, id: JobId) -> StoreResult<Vec<JobEvent>>;
+
+    async fn get_job(&self, id: JobId) -> StoreResult<Option<JobWithEvents>> {
+        let Some(job) = self.job(id).await? else {
+            return Ok(None);
+        };
+        let events = self.events(id).await?;
+        Ok(Some(JobWithEvents { job, events }))
+    }
     async fn list_deliveries(&self, source: Option<&str>, limit: u32)
     -> StoreResult<Vec<Delivery>>;
 

@@ -144,64 +144,6 @@ impl PostgresStore {
             }
         });
     }
-
-    async fn transition(
-        &self,
-        id: JobId,
-        transition: Transition,
-        actor: &str,
-        detail: &str,
-    ) -> StoreResult<Job> {
-        let mut tx = self.pool.begin().await?;
-        let current: Option<(String, String)> =
-            sqlx::query_as("SELECT state, action FROM jobs WHERE id = $1 FOR UPDATE")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let (state, action) = current.ok_or(StoreError::NotFound(id))?;
-        let state: JobState = parse_column(&state)?;
-        let action: crate::jobs::Action = parse_column(&action)?;
-        if !transition.allowed_from().contains(&state) {
-            return Err(StoreError::InvalidTransition {
-                id,
-                transition,
-                state,
-            });
-        }
-        let query = match transition {
-            Transition::Cancel => sqlx::query(concat!(
-                "UPDATE jobs SET state = 'cancelled', last_error = $2, finalized_at = now(), updated_at = now() ",
-                "WHERE id = $1 RETURNING ", job_columns!()
-            ))
-            .bind(id)
-            .bind(detail),
-            Transition::Approve => sqlx::query(concat!(
-                "UPDATE jobs SET state = 'pending', updated_at = now() WHERE id = $1 RETURNING ",
-                job_columns!()
-            ))
-            .bind(id),
-            Transition::Retry => sqlx::query(concat!(
-                "UPDATE jobs SET state = 'pending', attempts = 0, last_error = NULL, outcome = NULL, ",
-                "finalized_at = NULL, run_at = now(), updated_at = now() WHERE id = $1 RETURNING ",
-                job_columns!()
-            ))
-            .bind(id),
-        };
-        let row = query
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| live_conflict(e, id, action))?;
-        let job = job_from_row(&row)?;
-        insert_event(&mut tx, id, Some(state), job.state, actor, detail).await?;
-        if job.state == JobState::Cancelled {
-            cancel_dependents(&mut tx, &[id]).await?;
-        }
-        tx.commit().await?;
-        if job.state != JobState::Cancelled {
-            self.announce();
-        }
-        Ok(job)
-    }
 }
 
 async fn listen(pool: &PgPool, wakeup: &Notify) -> Result<(), sqlx::Error> {
@@ -513,18 +455,62 @@ impl Store for PostgresStore {
         Ok(ids)
     }
 
-    async fn cancel(&self, id: JobId, actor: &str, reason: &str) -> StoreResult<Job> {
-        self.transition(id, Transition::Cancel, actor, reason).await
-    }
-
-    async fn approve(&self, id: JobId, actor: &str) -> StoreResult<Job> {
-        self.transition(id, Transition::Approve, actor, "approved")
+    async fn transition(
+        &self,
+        id: JobId,
+        transition: Transition,
+        actor: &str,
+        detail: &str,
+    ) -> StoreResult<Job> {
+        let mut tx = self.pool.begin().await?;
+        let current: Option<(String, String)> =
+            sqlx::query_as("SELECT state, action FROM jobs WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (state, action) = current.ok_or(StoreError::NotFound(id))?;
+        let state: JobState = parse_column(&state)?;
+        let action: crate::jobs::Action = parse_column(&action)?;
+        if !transition.allowed_from().contains(&state) {
+            return Err(StoreError::InvalidTransition {
+                id,
+                transition,
+                state,
+            });
+        }
+        let query = match transition {
+            Transition::Cancel => sqlx::query(concat!(
+                "UPDATE jobs SET state = 'cancelled', last_error = $2, finalized_at = now(), updated_at = now() ",
+                "WHERE id = $1 RETURNING ", job_columns!()
+            ))
+            .bind(id)
+            .bind(detail),
+            Transition::Approve => sqlx::query(concat!(
+                "UPDATE jobs SET state = 'pending', updated_at = now() WHERE id = $1 RETURNING ",
+                job_columns!()
+            ))
+            .bind(id),
+            Transition::Retry => sqlx::query(concat!(
+                "UPDATE jobs SET state = 'pending', attempts = 0, last_error = NULL, outcome = NULL, ",
+                "finalized_at = NULL, run_at = now(), updated_at = now() WHERE id = $1 RETURNING ",
+                job_columns!()
+            ))
+            .bind(id),
+        };
+        let row = query
+            .fetch_one(&mut *tx)
             .await
-    }
-
-    async fn retry(&self, id: JobId, actor: &str) -> StoreResult<Job> {
-        self.transition(id, Transition::Retry, actor, "retried, attempts reset")
-            .await
+            .map_err(|e| live_conflict(e, id, action))?;
+        let job = job_from_row(&row)?;
+        insert_event(&mut tx, id, Some(state), job.state, actor, detail).await?;
+        if job.state == JobState::Cancelled {
+            cancel_dependents(&mut tx, &[id]).await?;
+        }
+        tx.commit().await?;
+        if job.state != JobState::Cancelled {
+            self.announce();
+        }
+        Ok(job)
     }
 
     async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
@@ -533,30 +519,14 @@ impl Store for PostgresStore {
         rows.iter().map(job_from_row).collect()
     }
 
-    async fn get_job(&self, id: JobId) -> StoreResult<Option<JobWithEvents>> {
-        let Some(row) = sqlx::query(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        else {
-            return Ok(None);
-        };
-        let job = job_from_row(&row)?;
+    async fn events(&self, id: JobId) -> StoreResult<Vec<JobEvent>> {
         let rows = sqlx::query(
             "SELECT at, from_state, to_state, actor, detail FROM job_events WHERE job_id = $1 ORDER BY id",
         )
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
-        let events = rows
-            .iter()
-            .map(event_from_row)
-            .collect::<StoreResult<_>>()?;
-        Ok(Some(JobWithEvents { job, events }))
+        rows.iter().map(event_from_row).collect()
     }
 
     async fn list_deliveries(

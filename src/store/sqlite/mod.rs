@@ -123,67 +123,6 @@ impl SqliteStore {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    async fn transition(
-        &self,
-        id: JobId,
-        transition: Transition,
-        actor: &str,
-        detail: &str,
-    ) -> StoreResult<Job> {
-        let mut tx = self.begin_write().await?;
-        let current: Option<(String, String)> =
-            sqlx::query_as("SELECT state, action FROM jobs WHERE id = ?1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let (state, action) = current.ok_or(StoreError::NotFound(id))?;
-        let state: JobState = parse_column(&state)?;
-        let action: crate::jobs::Action = parse_column(&action)?;
-        if !transition.allowed_from().contains(&state) {
-            return Err(StoreError::InvalidTransition {
-                id,
-                transition,
-                state,
-            });
-        }
-        let now = now_micros();
-        let query = match transition {
-            Transition::Cancel => sqlx::query(concat!(
-                "UPDATE jobs SET state = 'cancelled', last_error = ?3, finalized_at = ?2, updated_at = ?2 ",
-                "WHERE id = ?1 RETURNING ",
-                job_columns!()
-            ))
-            .bind(id)
-            .bind(now)
-            .bind(detail),
-            Transition::Approve => sqlx::query(concat!(
-                "UPDATE jobs SET state = 'pending', updated_at = ?2 WHERE id = ?1 RETURNING ",
-                job_columns!()
-            ))
-            .bind(id)
-            .bind(now),
-            Transition::Retry => sqlx::query(concat!(
-                "UPDATE jobs SET state = 'pending', attempts = 0, last_error = NULL, outcome = NULL, ",
-                "finalized_at = NULL, run_at = ?2, updated_at = ?2 WHERE id = ?1 RETURNING ",
-                job_columns!()
-            ))
-            .bind(id)
-            .bind(now),
-        };
-        let row = query
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| live_conflict(e, id, action))?;
-        let job = job_from_row(&row)?;
-        insert_event(&mut tx, id, Some(state), job.state, actor, detail, now).await?;
-        if job.state == JobState::Cancelled {
-            cancel_dependents(&mut tx, &[id], now).await?;
-        }
-        tx.commit().await?;
-        self.wakeup.notify_one();
-        Ok(job)
-    }
-
     /// Runs one guarded worker write: the UPDATE must name the claim the worker holds.
     async fn finish_claim(
         &self,
@@ -557,18 +496,65 @@ impl Store for SqliteStore {
         Ok(expired.into_iter().map(|(id, ..)| id).collect())
     }
 
-    async fn cancel(&self, id: JobId, actor: &str, reason: &str) -> StoreResult<Job> {
-        self.transition(id, Transition::Cancel, actor, reason).await
-    }
-
-    async fn approve(&self, id: JobId, actor: &str) -> StoreResult<Job> {
-        self.transition(id, Transition::Approve, actor, "approved")
+    async fn transition(
+        &self,
+        id: JobId,
+        transition: Transition,
+        actor: &str,
+        detail: &str,
+    ) -> StoreResult<Job> {
+        let mut tx = self.begin_write().await?;
+        let current: Option<(String, String)> =
+            sqlx::query_as("SELECT state, action FROM jobs WHERE id = ?1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (state, action) = current.ok_or(StoreError::NotFound(id))?;
+        let state: JobState = parse_column(&state)?;
+        let action: crate::jobs::Action = parse_column(&action)?;
+        if !transition.allowed_from().contains(&state) {
+            return Err(StoreError::InvalidTransition {
+                id,
+                transition,
+                state,
+            });
+        }
+        let now = now_micros();
+        let query = match transition {
+            Transition::Cancel => sqlx::query(concat!(
+                "UPDATE jobs SET state = 'cancelled', last_error = ?3, finalized_at = ?2, updated_at = ?2 ",
+                "WHERE id = ?1 RETURNING ",
+                job_columns!()
+            ))
+            .bind(id)
+            .bind(now)
+            .bind(detail),
+            Transition::Approve => sqlx::query(concat!(
+                "UPDATE jobs SET state = 'pending', updated_at = ?2 WHERE id = ?1 RETURNING ",
+                job_columns!()
+            ))
+            .bind(id)
+            .bind(now),
+            Transition::Retry => sqlx::query(concat!(
+                "UPDATE jobs SET state = 'pending', attempts = 0, last_error = NULL, outcome = NULL, ",
+                "finalized_at = NULL, run_at = ?2, updated_at = ?2 WHERE id = ?1 RETURNING ",
+                job_columns!()
+            ))
+            .bind(id)
+            .bind(now),
+        };
+        let row = query
+            .fetch_one(&mut *tx)
             .await
-    }
-
-    async fn retry(&self, id: JobId, actor: &str) -> StoreResult<Job> {
-        self.transition(id, Transition::Retry, actor, "retried, attempts reset")
-            .await
+            .map_err(|e| live_conflict(e, id, action))?;
+        let job = job_from_row(&row)?;
+        insert_event(&mut tx, id, Some(state), job.state, actor, detail, now).await?;
+        if job.state == JobState::Cancelled {
+            cancel_dependents(&mut tx, &[id], now).await?;
+        }
+        tx.commit().await?;
+        self.wakeup.notify_one();
+        Ok(job)
     }
 
     async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
@@ -577,30 +563,14 @@ impl Store for SqliteStore {
         rows.iter().map(job_from_row).collect()
     }
 
-    async fn get_job(&self, id: JobId) -> StoreResult<Option<JobWithEvents>> {
-        let Some(row) = sqlx::query(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE id = ?1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?
-        else {
-            return Ok(None);
-        };
-        let job = job_from_row(&row)?;
+    async fn events(&self, id: JobId) -> StoreResult<Vec<JobEvent>> {
         let rows = sqlx::query(
             "SELECT at, from_state, to_state, actor, detail FROM job_events WHERE job_id = ?1 ORDER BY id",
         )
         .bind(id)
         .fetch_all(&self.pool)
         .await?;
-        let events = rows
-            .iter()
-            .map(event_from_row)
-            .collect::<StoreResult<_>>()?;
-        Ok(Some(JobWithEvents { job, events }))
+        rows.iter().map(event_from_row).collect()
     }
 
     async fn list_deliveries(
