@@ -22,6 +22,22 @@ macro_rules! job_columns {
 }
 pub(super) use job_columns;
 
+/// The live states (`JobState::is_live`), as SQL: one live job per (action, email).
+macro_rules! live_states {
+    () => {
+        "'pending', 'awaiting_approval', 'running'"
+    };
+}
+pub(super) use live_states;
+
+/// The states a cancel takes a job out of (`Transition::Cancel`), as SQL.
+macro_rules! cancellable_states {
+    () => {
+        "'pending', 'awaiting_approval'"
+    };
+}
+pub(super) use cancellable_states;
+
 /// Reads the time in a column, as the backend stores it.
 pub(super) type TimeReader<R> = fn(&R, &str) -> StoreResult<DateTime<Utc>>;
 /// Reads a time that may be absent.
@@ -156,4 +172,24 @@ where
 /// The actor of the events a worker writes: the process that holds the lease.
 pub(super) fn worker_actor(job: &Job) -> String {
     format!("worker:{}", job.lease_owner.as_deref().unwrap_or("?"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::model::Transition;
+    use crate::jobs::JobState;
+
+    fn sql_list(states: impl IntoIterator<Item = JobState>) -> String {
+        let quoted: Vec<String> = states.into_iter().map(|s| format!("'{s}'")).collect();
+        quoted.join(", ")
+    }
+
+    /// The SQL lists are the Rust rules, written out: a change to one must change the other.
+    #[test]
+    fn the_sql_state_lists_are_the_domain_rules() {
+        let live = JobState::ALL.into_iter().filter(|s| s.is_live());
+        assert_eq!(live_states!(), sql_list(live));
+        let cancellable = Transition::Cancel.allowed_from().iter().copied();
+        assert_eq!(cancellable_states!(), sql_list(cancellable));
+    }
 }

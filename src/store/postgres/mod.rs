@@ -17,7 +17,7 @@ use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::Notify;
 
 use super::model::*;
-use super::rows::{self, job_columns, worker_actor};
+use super::rows::{self, cancellable_states, job_columns, worker_actor};
 use super::{PREVIOUS_STEP_FAILED, Store, StoreError, StoreOptions, StoreResult, truncate_detail};
 use crate::jobs::JobState;
 use accept::AcceptBatcher;
@@ -195,13 +195,15 @@ async fn cancel_dependents(
     tx: &mut Transaction<'_, Postgres>,
     ids: &[JobId],
 ) -> StoreResult<Vec<JobId>> {
-    let rows = sqlx::query(
+    let rows = sqlx::query(concat!(
         "WITH RECURSIVE chain (id) AS ( \
              SELECT id FROM jobs WHERE depends_on = ANY($1) \
              UNION SELECT j.id FROM jobs j JOIN chain c ON j.depends_on = c.id \
          ), target AS ( \
              SELECT id, state AS old_state FROM jobs \
-             WHERE id IN (SELECT id FROM chain) AND state IN ('pending', 'awaiting_approval') \
+             WHERE id IN (SELECT id FROM chain) AND state IN (",
+        cancellable_states!(),
+        ") \
              FOR UPDATE \
          ), cancelled AS ( \
              UPDATE jobs SET state = 'cancelled', last_error = $2, finalized_at = now(), updated_at = now() \
@@ -209,7 +211,7 @@ async fn cancel_dependents(
          ) \
          INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail) \
          SELECT id, now(), old_state, 'cancelled', 'offboard', $2 FROM cancelled RETURNING job_id",
-    )
+    ))
     .bind(ids)
     .bind(PREVIOUS_STEP_FAILED)
     .fetch_all(&mut **tx)

@@ -8,7 +8,7 @@ use sqlx::sqlite::{SqlitePool, SqliteRow};
 use super::{Tx, cancel_dependents, cancel_jobs, insert_event, job_from_row, micros, now_micros};
 use crate::batch::Batcher;
 use crate::store::model::*;
-use crate::store::rows::job_columns;
+use crate::store::rows::{cancellable_states, job_columns, live_states};
 use crate::store::{StoreError, StoreResult};
 
 async fn cancel_for_email(
@@ -17,9 +17,11 @@ async fn cancel_for_email(
     delivery: &NewDelivery,
     now: i64,
 ) -> StoreResult<Vec<JobId>> {
-    let targets: Vec<(JobId, String)> = sqlx::query_as(
-        "SELECT id, state FROM jobs WHERE email = ?1 AND state IN ('pending', 'awaiting_approval') ORDER BY id",
-    )
+    let targets: Vec<(JobId, String)> = sqlx::query_as(concat!(
+        "SELECT id, state FROM jobs WHERE email = ?1 AND state IN (",
+        cancellable_states!(),
+        ") ORDER BY id"
+    ))
     .bind(cancel.email.as_str())
     .fetch_all(&mut **tx)
     .await?;
@@ -88,7 +90,9 @@ async fn insert_or_existing_job(
         "SELECT ",
         job_columns!(),
         " FROM jobs WHERE action = ?1 AND email = ?2 ",
-        "AND state IN ('pending', 'awaiting_approval', 'running')"
+        "AND state IN (",
+        live_states!(),
+        ")"
     ))
     .bind(step.action.as_str())
     .bind(chain.email.as_str())
