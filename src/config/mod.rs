@@ -5,11 +5,11 @@
 //! setting.
 //!
 //! The rooms, in the order a file goes through them:
-//! - [`raw`]: the serde types that mirror the TOML, and the parse that names every unknown
+//! - `raw`: the serde types that mirror the TOML, and the parse that names every unknown
 //!   key and never quotes a value in its errors;
-//! - [`validate`]: raw → [`Config`], collecting every problem with its key path;
-//! - [`secret`]: `env:`/`file:` references, and [`DatabaseUrl`], shown only redacted;
-//! - [`summary`]: what `offboard check` prints;
+//! - `validate`: raw → [`Config`], collecting every problem with its key path;
+//! - `secret`: `env:`/`file:` references, and [`DatabaseUrl`], shown only redacted;
+//! - `summary`: what `offboard check` prints;
 //! - this file: the validated types, their defaults (each written once, here) and how a
 //!   configuration is found and loaded.
 
@@ -36,7 +36,7 @@ use crate::verify::Verifier;
 pub use secret::DatabaseUrl;
 
 // The defaults of the top-level keys and of `[[sources]]`; those of `[worker]` and `[safety]`
-// are their `Default` impls. Validation and the README table read from here.
+// are their `Default` impls. Validation reads them from here; the README table repeats them.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://offboard.db";
 pub const DEFAULT_ADMIN_URL: &str = "https://api.atlassian.com";
