@@ -115,6 +115,8 @@ pub struct WorkerConfig {
     pub backoff_max: Duration,
 }
 
+/// The defaults of `[worker]`, written only here: validation fills what the file leaves out
+/// from them.
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
@@ -139,6 +141,7 @@ pub struct Safety {
     pub approval_above: u64,
 }
 
+/// The defaults of `[safety]`, written only here, as for [`WorkerConfig`].
 impl Default for Safety {
     fn default() -> Self {
         Safety {

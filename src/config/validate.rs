@@ -28,6 +28,7 @@ use crate::verify::{Scheme, Verifier};
 const MAX_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
 const MAX_MAX_CONNECTIONS: u64 = 65_536;
 
+/// The whole configuration; an environment override wins over the key it overrides.
 pub(super) fn config(
     raw: RawConfig,
     origin: ConfigOrigin,
