@@ -1,7 +1,11 @@
+//! The configuration's tests in one file, over ~600 lines because they are one concept: a TOML
+//! text in, the validated `Config` or the exact problems out, whichever room does the work.
+
 use std::collections::HashMap;
 
 use secrecy::ExposeSecret;
 
+use super::raw::redact_quoted_values;
 use super::*;
 
 fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {

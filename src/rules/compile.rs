@@ -1,0 +1,336 @@
+//! A rule checked once, at start: [`Rule::compile`] turns a [`RuleSpec`] into a [`Rule`] or
+//! into every problem it has, each naming the rule and saying what to change.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+
+use chrono_tz::Tz;
+use serde_json::{Map, Value};
+
+use super::spec::{ActionSpec, RuleSpec};
+use crate::duration::Span;
+use crate::jobs::Action;
+
+/// `at` dates without a `timezone` are midnight UTC.
+const DEFAULT_TIMEZONE: Tz = Tz::UTC;
+
+/// A validated rule, ready to map deliveries.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub(super) name: String,
+    pub(super) when: Vec<Condition>,
+    pub(super) for_each: Option<String>,
+    pub(super) filter: Vec<Condition>,
+    pub(super) email: String,
+    pub(super) account_id: Option<String>,
+    pub(super) at: Option<String>,
+    pub(super) timezone: Tz,
+    pub(super) delay: Span,
+    pub(super) effect: Effect,
+}
+
+/// `pointer → accepted values`: the value found must equal one of them.
+#[derive(Debug, Clone)]
+pub(super) struct Condition {
+    pub(super) pointer: String,
+    pub(super) accepted: Vec<Value>,
+}
+
+#[derive(Debug, Clone)]
+pub(super) enum Effect {
+    Cancel,
+    Chain { approval: bool, steps: Vec<Step> },
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Step {
+    pub(super) action: Action,
+    pub(super) after: Span,
+    pub(super) params: Map<String, Value>,
+}
+
+impl Rule {
+    /// Validates a rule table, returning every problem at once so an operator fixes the config
+    /// in one pass. Each message names the rule and says what to change.
+    pub fn compile(spec: RuleSpec) -> Result<Rule, Vec<String>> {
+        let mut problems = Problems::new(&spec.name);
+        if spec.name.trim().is_empty() {
+            problems.add("`name` must not be empty");
+        }
+        if spec.where_.is_some() && spec.for_each.is_none() {
+            problems.add(
+                "`where` filters the elements of `for_each`: add `for_each` or remove `where`",
+            );
+        }
+        if spec.email.is_none() {
+            problems.add(
+                "missing `email`: add a JSON Pointer to the person's email, \
+                 e.g. email = \"/data/email\"",
+            );
+        }
+        let rule = Rule {
+            when: problems.conditions("when", spec.when.as_ref()),
+            for_each: problems.pointer("for_each", spec.for_each.as_deref()),
+            filter: problems.conditions("where", spec.where_.as_ref()),
+            email: problems
+                .pointer("email", spec.email.as_deref())
+                .unwrap_or_default(),
+            account_id: problems.pointer("account_id", spec.account_id.as_deref()),
+            at: problems.pointer("at", spec.at.as_deref()),
+            timezone: problems.timezone(spec.timezone.as_deref()),
+            delay: problems.duration("`delay`", spec.delay.as_deref()),
+            effect: problems.effect(&spec),
+            name: spec.name,
+        };
+        problems.into_result(rule)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The actions of the chain in order; empty for a cancel rule.
+    pub fn actions(&self) -> Vec<Action> {
+        match &self.effect {
+            Effect::Cancel => Vec::new(),
+            Effect::Chain { steps, .. } => steps.iter().map(|step| step.action).collect(),
+        }
+    }
+
+    /// Each step's action with its parameters (`group_id`, …), for checks of the ids a rule
+    /// names; empty for a cancel rule.
+    pub fn steps(&self) -> Vec<(Action, &Map<String, Value>)> {
+        match &self.effect {
+            Effect::Cancel => Vec::new(),
+            Effect::Chain { steps, .. } => steps
+                .iter()
+                .map(|step| (step.action, &step.params))
+                .collect(),
+        }
+    }
+
+    pub fn is_cancel(&self) -> bool {
+        matches!(self.effect, Effect::Cancel)
+    }
+}
+
+/// The problems found while compiling one rule, each prefixed with the rule's name.
+struct Problems {
+    rule: String,
+    found: Vec<String>,
+}
+
+impl Problems {
+    fn new(rule: &str) -> Self {
+        Problems {
+            rule: rule.to_string(),
+            found: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, problem: impl fmt::Display) {
+        self.found.push(format!("rule {:?}: {problem}", self.rule));
+    }
+
+    fn into_result(self, rule: Rule) -> Result<Rule, Vec<String>> {
+        if self.found.is_empty() {
+            Ok(rule)
+        } else {
+            Err(self.found)
+        }
+    }
+
+    fn pointer(&mut self, key: &str, pointer: Option<&str>) -> Option<String> {
+        let pointer = pointer?;
+        if let Err(why) = check_pointer(pointer) {
+            self.add(format!("`{key}` {pointer:?} is not a JSON Pointer: {why}"));
+        }
+        Some(pointer.to_string())
+    }
+
+    fn conditions(&mut self, key: &str, table: Option<&BTreeMap<String, Value>>) -> Vec<Condition> {
+        let mut conditions = Vec::new();
+        for (pointer, value) in table.into_iter().flatten() {
+            if let Err(why) = check_pointer(pointer) {
+                self.add(format!(
+                    "`{key}` key {pointer:?} is not a JSON Pointer: {why}"
+                ));
+            }
+            let accepted = match value {
+                Value::Array(values) => values.clone(),
+                single => vec![single.clone()],
+            };
+            if accepted.is_empty() {
+                self.add(format!(
+                    "`{key}` {pointer:?} lists no values, so the rule can never match: \
+                     list at least one"
+                ));
+            }
+            conditions.push(Condition {
+                pointer: pointer.clone(),
+                accepted,
+            });
+        }
+        conditions
+    }
+
+    fn timezone(&mut self, name: Option<&str>) -> Tz {
+        let Some(name) = name else {
+            return DEFAULT_TIMEZONE;
+        };
+        name.parse().unwrap_or_else(|_| {
+            self.add(format!(
+                "unknown `timezone` {name:?}: use an IANA name such as \"Europe/Berlin\" or \"UTC\""
+            ));
+            DEFAULT_TIMEZONE
+        })
+    }
+
+    fn duration(&mut self, what: &str, text: Option<&str>) -> Span {
+        let Some(text) = text else { return Span::ZERO };
+        Span::parse(text).unwrap_or_else(|why| {
+            self.add(format!("{what}: {why}"));
+            Span::ZERO
+        })
+    }
+
+    fn effect(&mut self, spec: &RuleSpec) -> Effect {
+        if spec.cancel == Some(true) {
+            self.cancel_conflicts(spec);
+            return Effect::Cancel;
+        }
+        let steps = match spec.actions.as_deref() {
+            Some(actions) if !actions.is_empty() => self.steps(actions),
+            _ => {
+                self.add(
+                    "no `actions`: list at least one, e.g. actions = [\"suspend_access\"], \
+                     or set cancel = true",
+                );
+                Vec::new()
+            }
+        };
+        Effect::Chain {
+            approval: spec.approval.unwrap_or(false),
+            steps,
+        }
+    }
+
+    /// A cancel rule acts the moment the delivery arrives and creates no job, so these keys
+    /// would be silently ignored; refusing them keeps a typo from hiding a misunderstanding.
+    fn cancel_conflicts(&mut self, spec: &RuleSpec) {
+        let set = [
+            ("actions", spec.actions.is_some()),
+            ("approval", spec.approval == Some(true)),
+            ("at", spec.at.is_some()),
+            ("delay", spec.delay.is_some()),
+            ("timezone", spec.timezone.is_some()),
+            ("account_id", spec.account_id.is_some()),
+        ];
+        for (key, _) in set.into_iter().filter(|(_, is_set)| *is_set) {
+            self.add(format!(
+                "`{key}` has no effect with `cancel = true` (a cancel rule only cancels \
+                 pending jobs): remove `{key}` or `cancel`"
+            ));
+        }
+    }
+
+    fn steps(&mut self, actions: &[ActionSpec]) -> Vec<Step> {
+        let mut seen = HashSet::new();
+        let mut steps = Vec::new();
+        for spec in actions {
+            let Some(step) = self.step(spec) else {
+                continue;
+            };
+            if seen.insert(step.action) {
+                steps.push(step);
+            } else {
+                self.add(format!(
+                    "action `{}` appears twice in `actions`: list it once",
+                    step.action
+                ));
+            }
+        }
+        steps
+    }
+
+    fn step(&mut self, spec: &ActionSpec) -> Option<Step> {
+        let no_params = BTreeMap::new();
+        let (name, after, params) = match spec {
+            ActionSpec::Name(name) => (name.as_str(), None, &no_params),
+            ActionSpec::Table(table) => {
+                (table.action.as_str(), table.after.as_deref(), &table.params)
+            }
+        };
+        let action: Action = match name.parse() {
+            Ok(action) => action,
+            Err(why) => {
+                self.add(format!("in `actions`: {why}"));
+                return None;
+            }
+        };
+        Some(Step {
+            action,
+            after: self.duration(&format!("`after` of `{action}`"), after),
+            params: self.params(action, params),
+        })
+    }
+
+    fn params(&mut self, action: Action, given: &BTreeMap<String, Value>) -> Map<String, Value> {
+        let required = action.required_param();
+        if let Some(required) = required
+            && !given.contains_key(required)
+        {
+            self.add(format!(
+                "`{action}` needs `{required}`: \
+                 write {{ action = \"{action}\", {required} = \"...\" }}"
+            ));
+        }
+        let mut params = Map::new();
+        for (key, value) in given {
+            if required != Some(key.as_str()) {
+                self.add(unknown_param(action, key));
+            } else if let Some(text) = param_text(value) {
+                params.insert(key.clone(), Value::String(text));
+            } else {
+                self.add(format!(
+                    "`{key}` of `{action}` must be a non-empty string or an integer, \
+                     e.g. {key} = \"10\""
+                ));
+            }
+        }
+        params
+    }
+}
+
+fn unknown_param(action: Action, key: &str) -> String {
+    let takes = match action.required_param() {
+        Some(required) => format!("it takes only `{required}` and `after`"),
+        None => "it takes only `after`".to_string(),
+    };
+    format!("unknown parameter `{key}` for `{action}`: {takes}")
+}
+
+fn param_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) if !text.is_empty() => Some(text.clone()),
+        Value::Number(number) if number.is_i64() || number.is_u64() => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+/// RFC 6901: empty (the whole document) or `/`-separated tokens where `~` only escapes as
+/// `~0` or `~1`.
+fn check_pointer(pointer: &str) -> Result<(), String> {
+    if !pointer.is_empty() && !pointer.starts_with('/') {
+        return Err(format!(
+            "it must be empty or start with `/`, e.g. \"/{pointer}\""
+        ));
+    }
+    let mut chars = pointer.chars();
+    while let Some(c) = chars.next() {
+        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return Err("`~` must be written `~0`, and `/` inside a key `~1`".into());
+        }
+    }
+    Ok(())
+}
