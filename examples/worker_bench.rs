@@ -21,12 +21,10 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use fake_atlassian::FakeAtlassian;
 use offboard::config::{Config, ConfigOrigin};
-use offboard::email::Email;
-use offboard::jobs::{Action, JobState};
+use offboard::domain::Email;
+use offboard::domain::{Action, JobState};
 use offboard::serve::{Role, Service};
-use offboard::store::{
-    self, Dedupe, DeliveryContent, NewChain, NewDelivery, NewStep, Store, StoreOptions,
-};
+use offboard::store::{self, Dedupe, DeliveryContent, NewChain, NewDelivery, NewStep, Store, StoreOptions};
 use sqlx::{Connection, PgConnection};
 
 struct Args {

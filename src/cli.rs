@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::config::{Config, DatabaseUrl};
-use crate::jobs::{Action, JobState};
+use crate::domain::{Action, JobState, JobWithEvents};
 use crate::serve::{self, Role};
-use crate::store::{self, JobFilter, JobWithEvents, StoreError, StoreOptions};
+use crate::store::{self, JobFilter, StoreError, StoreOptions};
 
 /// offboard: safe, durable, idempotent offboarding of Atlassian Cloud accounts from signed
 /// HR and Jira webhooks.
@@ -267,8 +267,8 @@ async fn open_store(url: &DatabaseUrl) -> Result<std::sync::Arc<dyn store::Store
         .map_err(|e| Failure::Runtime(format!("{e:#}")))
 }
 
-fn parse_id(text: &str) -> Result<store::JobId, Failure> {
-    store::parse_job_id(text).map_err(Failure::Usage)
+fn parse_id(text: &str) -> Result<crate::domain::JobId, Failure> {
+    crate::domain::parse_job_id(text).map_err(Failure::Usage)
 }
 
 fn store_failure(err: StoreError) -> Failure {

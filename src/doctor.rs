@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use crate::atlassian::{ALL_DIRECTORIES, CallError, Client};
 use crate::config::Config;
-use crate::jobs::{Action, ApiFamily};
+use crate::domain::{Action, ApiFamily};
 
 /// One check: its name (`site_credentials`, `group:<id>`, …), whether it passed, and what it
 /// found or, when it failed, why and how to fix it.

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::store::{Job, JobWithEvents, rfc3339};
+use crate::domain::{Job, JobWithEvents, rfc3339};
 
 pub fn jobs_table(jobs: &[Job]) -> String {
     if jobs.is_empty() {

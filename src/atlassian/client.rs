@@ -12,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use super::error::CallError;
 use super::pacing::Pacer;
 use crate::config::AtlassianConfig;
-use crate::jobs::ApiFamily;
+use crate::domain::ApiFamily;
 
 /// Everything the client needs, already resolved from the config. A family without
 /// credentials is `None`: its calls fail `NotConfigured` before any request.

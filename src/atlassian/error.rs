@@ -8,7 +8,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{Response, StatusCode};
 
-use crate::jobs::ApiFamily;
+use crate::domain::ApiFamily;
 
 /// Rejected bodies are kept for the audit trail, so they are bounded.
 const BODY_LIMIT: usize = 2048;

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::client::{Client, is_sendable_id};
 use super::error::CallError;
-use crate::jobs::ApiFamily;
+use crate::domain::ApiFamily;
 
 /// The site search asks for this many candidates; an exact email is among the first few.
 const SITE_SEARCH_MAX_RESULTS: &str = "50";

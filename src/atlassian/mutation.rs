@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::client::{Client, is_sendable_id};
 use super::error::{CallError, read_body_prefix};
 use super::lookup::Account;
-use crate::jobs::ApiFamily;
+use crate::domain::ApiFamily;
 
 /// One mutating call against one account.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, sleep_until};
 
-use crate::jobs::ApiFamily;
+use crate::domain::ApiFamily;
 
 /// The buckets of both families.
 #[derive(Debug)]

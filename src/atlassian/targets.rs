@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::client::{Client, is_sendable_id};
 use super::error::CallError;
 use super::lookup::read_lookup;
-use crate::jobs::ApiFamily;
+use crate::domain::ApiFamily;
 
 /// A directory listing longer than this is not an org anyone runs; stop asking.
 const MAX_DIRECTORY_PAGES: usize = 50;

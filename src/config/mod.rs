@@ -28,8 +28,8 @@ use http::HeaderName;
 use reqwest::Url;
 use secrecy::SecretString;
 
-use crate::duration::Span;
-use crate::jobs::Action;
+use crate::domain::duration::Span;
+use crate::domain::{Action, Safety};
 use crate::rules::Rule;
 use crate::verify::Verifier;
 
@@ -127,55 +127,6 @@ impl Default for WorkerConfig {
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(3600),
         }
-    }
-}
-
-/// Who must never be touched, and how much may happen per hour.
-#[derive(Clone, Debug)]
-pub struct Safety {
-    pub protected_emails: BTreeSet<String>,
-    pub protected_domains: Vec<String>,
-    pub protected_account_ids: BTreeSet<String>,
-    pub max_actions_per_hour: u64,
-    /// A delivery that would create more jobs than this has all of them wait for approval.
-    pub approval_above: u64,
-}
-
-/// The defaults of `[safety]`, written only here, as for [`WorkerConfig`].
-impl Default for Safety {
-    fn default() -> Self {
-        Safety {
-            protected_emails: BTreeSet::new(),
-            protected_domains: Vec::new(),
-            protected_account_ids: BTreeSet::new(),
-            max_actions_per_hour: 100,
-            approval_above: 50,
-        }
-    }
-}
-
-impl Safety {
-    /// Why this email must not be touched, if it is protected: listed itself, or in a
-    /// protected domain or one of its subdomains.
-    pub fn protects_email(&self, email: &str) -> Option<&'static str> {
-        let email = email.to_ascii_lowercase();
-        if self.protected_emails.contains(&email) {
-            return Some("protected_email");
-        }
-        let domain = email.rsplit_once('@').map(|(_, d)| d)?;
-        self.protected_domains
-            .iter()
-            .any(|protected| {
-                domain == protected
-                    || domain
-                        .strip_suffix(protected.as_str())
-                        .is_some_and(|rest| rest.ends_with('.'))
-            })
-            .then_some("protected_domain")
-    }
-
-    pub fn protects_account(&self, account_id: &str) -> bool {
-        self.protected_account_ids.contains(account_id)
     }
 }
 

@@ -2,7 +2,7 @@
 //! never a secret (the store's URL is shown redacted).
 
 use super::Config;
-use crate::jobs::Action;
+use crate::domain::Action;
 use crate::rules::{ActionSpec, RuleSpec};
 
 impl Config {

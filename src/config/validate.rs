@@ -16,12 +16,10 @@ use super::summary::summarize_rule;
 use super::{
     AdminCredentials, AtlassianConfig, Config, ConfigOrigin, DEFAULT_ADMIN_URL, DEFAULT_DRY_RUN,
     DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_REPLAY_WINDOW,
-    DEFAULT_TOLERANCE, MIN_ADMIN_TOKEN_CHARS, Problems, Safety, SiteCredentials, Source,
-    WorkerConfig,
+    DEFAULT_TOLERANCE, MIN_ADMIN_TOKEN_CHARS, Problems, SiteCredentials, Source, WorkerConfig,
 };
-use crate::duration::Span;
-use crate::email::Email;
-use crate::jobs::TargetAccount;
+use crate::domain::duration::Span;
+use crate::domain::{Email, Safety, TargetAccount};
 use crate::rules::Rule;
 use crate::verify::{Scheme, Verifier};
 

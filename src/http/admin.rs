@@ -16,10 +16,10 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
-use crate::jobs::{Action, JobState};
-use crate::store::{
-    Delivery, Job, JobFilter, JobId, JobWithEvents, PauseReason, WorkerState, parse_job_id,
+use crate::domain::{
+    Action, Job, JobId, JobState, JobWithEvents, PauseReason, WorkerState, parse_job_id,
 };
+use crate::store::{Delivery, JobFilter};
 
 /// Who the audit trail names for changes made through this API.
 const API_ACTOR: &str = "api";

@@ -39,7 +39,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 struct DeliveryAnswer {
     delivery_id: String,
     duplicate: bool,
-    jobs: Vec<crate::store::Job>,
+    jobs: Vec<crate::domain::Job>,
     /// Ids of jobs a cancel rule cancelled.
     cancelled: Vec<String>,
     refused: Vec<Refusal>,

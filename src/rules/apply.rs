@@ -8,9 +8,8 @@ use serde_json::{Map, Value};
 
 use super::compile::{Condition, Effect, Rule, Step};
 use super::instant::{later, parse_instant};
-use crate::duration::Span;
-use crate::email::Email;
-use crate::jobs::Action;
+use crate::domain::duration::Span;
+use crate::domain::{Action, Email};
 
 /// What a delivery asks for: either a chain of jobs for one person, or the cancellation of
 /// that person's pending jobs.

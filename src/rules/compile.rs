@@ -8,8 +8,8 @@ use chrono_tz::Tz;
 use serde_json::{Map, Value};
 
 use super::spec::{ActionSpec, RuleSpec};
-use crate::duration::Span;
-use crate::jobs::Action;
+use crate::domain::Action;
+use crate::domain::duration::Span;
 
 /// `at` dates without a `timezone` are midnight UTC.
 const DEFAULT_TIMEZONE: Tz = Tz::UTC;

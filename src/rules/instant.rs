@@ -5,7 +5,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde_json::Value;
 
-use crate::duration::Span;
+use crate::domain::duration::Span;
 
 pub(super) fn parse_instant(value: &Value, timezone: Tz) -> Option<DateTime<Utc>> {
     match value {

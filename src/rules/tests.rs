@@ -9,8 +9,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::*;
-use crate::email::Email;
-use crate::jobs::Action;
+use crate::domain::{Action, Email};
 use proptest::prelude::*;
 use serde_json::json;
 

@@ -19,11 +19,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::sync::Notify;
 
+use crate::domain::{
+    Job, JobEvent, JobId, JobState, JobWithEvents, Outcome, PauseReason, Transition, WorkerState,
+};
+
 pub use model::*;
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
-
-use crate::jobs::{JobState, Outcome};
 
 /// What can go wrong in the store. `Unavailable` means the database could not be reached or
 /// did not commit: callers answer 503 and try again later.
@@ -40,7 +42,7 @@ pub enum StoreError {
     #[error("cannot retry job {id}: another live {action} job for the same person exists")]
     LiveJobExists {
         id: JobId,
-        action: crate::jobs::Action,
+        action: crate::domain::Action,
     },
     #[error("the store is unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),

@@ -1,99 +1,14 @@
 //! Rows of the store as the rest of offboard sees them, shaped like the JSON of the API.
 
 use std::collections::HashSet;
-use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize, Serializer};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::email::Email;
-use crate::jobs::{Action, JobState, Outcome};
-
-/// Jobs are numbered by the database; the API shows the number as an opaque string.
-pub type JobId = i64;
-
-/// Parses a job id as given on the command line or in a URL.
-pub fn parse_job_id(text: &str) -> Result<JobId, String> {
-    text.trim()
-        .parse::<JobId>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| format!("`{text}` is not a job id"))
-}
-
-fn id_as_string<S: Serializer>(id: &JobId, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(id)
-}
-
-fn opt_id_as_string<S: Serializer>(id: &Option<JobId>, s: S) -> Result<S::Ok, S::Error> {
-    match id {
-        Some(id) => s.collect_str(id),
-        None => s.serialize_none(),
-    }
-}
-
-/// Times in the API are RFC 3339 UTC with a `Z`.
-pub fn rfc3339(at: &DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn time_as_rfc3339<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&rfc3339(at))
-}
-
-/// One job as stored (the job JSON of the README's HTTP API).
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct Job {
-    /// Opaque id.
-    #[serde(serialize_with = "id_as_string")]
-    #[schema(value_type = String)]
-    pub id: JobId,
-    pub action: Action,
-    /// Action parameters such as `group_id`; `{}` when none.
-    #[schema(value_type = Object)]
-    pub params: Map<String, Value>,
-    pub state: JobState,
-    pub email: String,
-    pub account_id: Option<String>,
-    /// The earlier step of the chain this job waits for.
-    #[serde(serialize_with = "opt_id_as_string")]
-    #[schema(value_type = Option<String>)]
-    pub depends_on: Option<JobId>,
-    #[serde(serialize_with = "time_as_rfc3339")]
-    pub run_at: DateTime<Utc>,
-    pub attempts: i32,
-    pub max_attempts: i32,
-    pub last_error: Option<String>,
-    pub outcome: Option<Outcome>,
-    pub source: Option<String>,
-    pub rule: Option<String>,
-    pub delivery_id: Option<String>,
-    #[serde(serialize_with = "time_as_rfc3339")]
-    pub created_at: DateTime<Utc>,
-    #[serde(serialize_with = "time_as_rfc3339")]
-    pub updated_at: DateTime<Utc>,
-    /// Which claim of this job a worker holds; internal, not part of the API.
-    #[serde(skip)]
-    pub claim_seq: i64,
-    /// The worker holding the lease while running; internal.
-    #[serde(skip)]
-    pub lease_owner: Option<String>,
-    /// Set once `account_id` was resolved from Atlassian (a lookup, or an earlier step of the
-    /// chain): the job then acts on that account without searching by email again. Without
-    /// it, an `account_id` is the payload's claim, to be checked against the lookup. Internal.
-    #[serde(skip)]
-    pub account_type: Option<String>,
-}
-
-impl Job {
-    /// The string value of an action parameter such as `group_id`.
-    pub fn param(&self, name: &str) -> Option<&str> {
-        self.params.get(name).and_then(Value::as_str)
-    }
-}
+use crate::domain::{Action, Email, Job, JobId, JobState, Outcome, id_as_string, time_as_rfc3339};
 
 /// A claimed job that succeeded, to be recorded.
 #[derive(Clone, Debug)]
@@ -109,25 +24,6 @@ pub struct AccountRecord {
     pub job: Job,
     pub account_id: String,
     pub account_type: String,
-}
-
-/// One entry of a job's audit trail.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct JobEvent {
-    #[serde(serialize_with = "time_as_rfc3339")]
-    pub at: DateTime<Utc>,
-    pub from: Option<JobState>,
-    pub to: JobState,
-    pub actor: String,
-    pub detail: String,
-}
-
-/// A job with its audit trail, oldest event first; creation is the first event.
-#[derive(Clone, Debug, Serialize, ToSchema)]
-pub struct JobWithEvents {
-    #[serde(flatten)]
-    pub job: Job,
-    pub events: Vec<JobEvent>,
 }
 
 /// Filters of `jobs list` and `GET /api/v1/jobs`.
@@ -413,66 +309,6 @@ pub struct Delivery {
     pub approval_required: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum PauseReason {
-    Manual,
-    /// Atlassian rejected the credentials (401), or the directory search refused them (403).
-    Auth,
-    /// The site credentials lack "Browse users and groups": the user search would answer
-    /// every lookup with an empty list.
-    Permission,
-    BlastRadius,
-}
-
-impl PauseReason {
-    pub const ALL: [PauseReason; 4] = [
-        PauseReason::Manual,
-        PauseReason::Auth,
-        PauseReason::Permission,
-        PauseReason::BlastRadius,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PauseReason::Manual => "manual",
-            PauseReason::Auth => "auth",
-            PauseReason::Permission => "permission",
-            PauseReason::BlastRadius => "blast_radius",
-        }
-    }
-}
-
-impl fmt::Display for PauseReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for PauseReason {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "manual" => Ok(PauseReason::Manual),
-            "auth" => Ok(PauseReason::Auth),
-            "permission" => Ok(PauseReason::Permission),
-            "blast_radius" => Ok(PauseReason::BlastRadius),
-            other => Err(format!("unknown pause reason `{other}`")),
-        }
-    }
-}
-
-/// Whether the worker may claim jobs, shared by every replica.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
-pub struct WorkerState {
-    pub paused: bool,
-    pub reason: Option<PauseReason>,
-    /// The last resume: the blast-radius window starts no earlier than this.
-    #[serde(skip)]
-    pub resumed_at: Option<DateTime<Utc>>,
-}
-
-/// Parses a column that holds one of our enums, reporting a corrupt row otherwise.
 pub(crate) fn parse_column<T: FromStr<Err = String>>(text: &str) -> Result<T, super::StoreError> {
     text.parse().map_err(super::StoreError::Corrupt)
 }
@@ -533,40 +369,4 @@ pub(crate) fn duplicate_receipt(
 
 pub(crate) fn parse_job_ids(text: &str) -> Vec<String> {
     serde_json::from_str(text).unwrap_or_default()
-}
-
-/// The operator transitions (README, "Jobs: states and outcomes").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transition {
-    /// pending | awaiting_approval → cancelled
-    Cancel,
-    /// awaiting_approval → pending
-    Approve,
-    /// failed → pending, attempts reset
-    Retry,
-}
-
-impl Transition {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Transition::Cancel => "cancel",
-            Transition::Approve => "approve",
-            Transition::Retry => "retry",
-        }
-    }
-
-    /// The states a job may be in for this transition.
-    pub fn allowed_from(self) -> &'static [JobState] {
-        match self {
-            Transition::Cancel => &[JobState::Pending, JobState::AwaitingApproval],
-            Transition::Approve => &[JobState::AwaitingApproval],
-            Transition::Retry => &[JobState::Failed],
-        }
-    }
-}
-
-impl fmt::Display for Transition {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
 }

@@ -7,10 +7,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
 use super::StoreResult;
-use super::model::{
-    Delivery, Job, JobEvent, JobFilter, WorkerState, parse_column, parse_job_ids, parse_params,
-};
-use crate::jobs::Outcome;
+use super::model::{Delivery, JobFilter, parse_column, parse_job_ids, parse_params};
+use crate::domain::{Job, JobEvent, Outcome, WorkerState};
 
 /// Every column of `jobs` that [`job_from_row`] reads.
 macro_rules! job_columns {
@@ -177,7 +175,7 @@ pub(super) fn worker_actor(job: &Job) -> String {
 #[cfg(test)]
 mod tests {
     use super::super::model::Transition;
-    use crate::jobs::JobState;
+    use crate::domain::JobState;
 
     fn sql_list(states: impl IntoIterator<Item = JobState>) -> String {
         let quoted: Vec<String> = states.into_iter().map(|s| format!("'{s}'")).collect();

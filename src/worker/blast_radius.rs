@@ -21,7 +21,8 @@ use chrono::Utc;
 use tokio::sync::{Mutex, RwLock};
 use tokio::time::Instant;
 
-use crate::store::{PauseReason, Store, StoreError};
+use crate::domain::PauseReason;
+use crate::store::{Store, StoreError};
 
 /// How long a count read from the store is trusted.
 const REFRESH: Duration = Duration::from_secs(1);

@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use crate::atlassian::{Account, Applied, CallError, Client, Mutation, PlannedRequest};
-use crate::config::Safety;
-use crate::jobs::{Action, ApiFamily, Outcome, TargetAccount};
-use crate::store::{Job, PauseReason};
+use crate::domain::{Action, ApiFamily, Job, Outcome, PauseReason, Safety, TargetAccount};
 
 /// What the worker does with the job next.
 #[derive(Debug)]

@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use crate::atlassian::{Account, Client};
 use crate::batch::Batcher;
 use crate::config::Config;
-use crate::jobs::{JobState, Outcome};
-use crate::store::{AccountRecord, Completion, Job, Store, StoreError};
+use crate::domain::{Job, JobState, Outcome};
+use crate::store::{AccountRecord, Completion, Store, StoreError};
 use blast_radius::{BlastRadius, Reservation};
 use execute::{Guards, Step};
 

@@ -11,9 +11,9 @@ use serde::Deserialize;
 use super::session::{CheckedPost, Session};
 use super::view::{self, Section, csrf_field, job_link, query_value, state_badge, when};
 use super::{ACTOR, ConsoleError, chrome, page};
+use crate::domain::{Job, JobId, JobState, JobWithEvents, Transition, parse_job_id};
 use crate::http::AppState;
-use crate::jobs::JobState;
-use crate::store::{Job, JobFilter, JobId, JobWithEvents, Transition, parse_job_id};
+use crate::store::JobFilter;
 
 const PAGE_SIZE: u32 = 50;
 

@@ -4,8 +4,7 @@
 use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, html};
 
-use crate::jobs::JobState;
-use crate::store::{PauseReason, WorkerState};
+use crate::domain::{JobState, PauseReason, WorkerState};
 
 /// Which part of the console a page belongs to, for the navigation.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -142,7 +141,7 @@ pub(super) fn job_link(id: impl std::fmt::Display) -> Markup {
 /// An absolute UTC time with how far it is from now underneath.
 pub(super) fn when(at: &DateTime<Utc>, now: DateTime<Utc>) -> Markup {
     html! {
-        time datetime=(crate::store::rfc3339(at)) {
+        time datetime=(crate::domain::rfc3339(at)) {
             (at.format("%Y-%m-%d %H:%M UTC"))
             br;
             span.relative { (relative(*at, now)) }

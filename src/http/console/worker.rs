@@ -5,8 +5,8 @@ use axum::response::Redirect;
 
 use super::ConsoleError;
 use super::session::CheckedPost;
+use crate::domain::PauseReason;
 use crate::http::AppState;
-use crate::store::PauseReason;
 
 pub(super) async fn pause(
     State(state): State<AppState>,

@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use super::model::*;
 use super::rows::{self, cancellable_states, job_columns, worker_actor};
 use super::{PREVIOUS_STEP_FAILED, Store, StoreError, StoreOptions, StoreResult, truncate_detail};
-use crate::jobs::JobState;
+use crate::domain::{Job, JobEvent, JobId, JobState, PauseReason, Transition, WorkerState};
 use accept::AcceptBatcher;
 use notifier::Notifier;
 
@@ -159,7 +159,7 @@ async fn listen(pool: &PgPool, wakeup: &Notify) -> Result<(), sqlx::Error> {
 }
 
 /// A retry that would make a second live job for the same person and action.
-fn live_conflict(err: sqlx::Error, id: JobId, action: crate::jobs::Action) -> StoreError {
+fn live_conflict(err: sqlx::Error, id: JobId, action: crate::domain::Action) -> StoreError {
     if let sqlx::Error::Database(db) = &err
         && db.constraint() == Some("jobs_one_live_per_action_email")
     {
@@ -472,7 +472,7 @@ impl Store for PostgresStore {
                 .await?;
         let (state, action) = current.ok_or(StoreError::NotFound(id))?;
         let state: JobState = parse_column(&state)?;
-        let action: crate::jobs::Action = parse_column(&action)?;
+        let action: crate::domain::Action = parse_column(&action)?;
         if !transition.allowed_from().contains(&state) {
             return Err(StoreError::InvalidTransition {
                 id,

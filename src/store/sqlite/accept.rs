@@ -7,6 +7,7 @@ use sqlx::sqlite::{SqlitePool, SqliteRow};
 
 use super::{Tx, cancel_dependents, cancel_jobs, insert_event, job_from_row, micros, now_micros};
 use crate::batch::Batcher;
+use crate::domain::{Job, JobId};
 use crate::store::model::*;
 use crate::store::rows::{cancellable_states, job_columns, live_states};
 use crate::store::{StoreError, StoreResult};

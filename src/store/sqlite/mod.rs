@@ -24,7 +24,7 @@ use super::model::*;
 use super::rows::{self, job_columns, worker_actor};
 use super::{PREVIOUS_STEP_FAILED, Store, StoreError, StoreOptions, StoreResult, truncate_detail};
 use crate::batch::Batcher;
-use crate::jobs::JobState;
+use crate::domain::{Job, JobEvent, JobId, JobState, PauseReason, Transition, WorkerState};
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -166,7 +166,7 @@ impl SqliteStore {
     }
 }
 
-fn live_conflict(err: sqlx::Error, id: JobId, action: crate::jobs::Action) -> StoreError {
+fn live_conflict(err: sqlx::Error, id: JobId, action: crate::domain::Action) -> StoreError {
     if let sqlx::Error::Database(db) = &err
         && db.is_unique_violation()
     {
@@ -511,7 +511,7 @@ impl Store for SqliteStore {
                 .await?;
         let (state, action) = current.ok_or(StoreError::NotFound(id))?;
         let state: JobState = parse_column(&state)?;
-        let action: crate::jobs::Action = parse_column(&action)?;
+        let action: crate::domain::Action = parse_column(&action)?;
         if !transition.allowed_from().contains(&state) {
             return Err(StoreError::InvalidTransition {
                 id,

@@ -1,0 +1,15 @@
+//! The ground floor: the vocabulary every other room speaks. Jobs and their states
+//! (`job`), the actions and what they touch (`action`), validated values (`ids`), the
+//! safety policy (`safety`) and durations (`duration`). Nothing here reads a file, a
+//! database or the network.
+
+mod action;
+pub mod duration;
+mod ids;
+mod job;
+mod safety;
+
+pub use action::*;
+pub use ids::*;
+pub use job::*;
+pub use safety::Safety;
