@@ -1,6 +1,6 @@
 //! Shared test helpers: real stores, the real service on a real port, a fake Atlassian.
 
-// Each test binary uses a different part of the support code.
+// The examples include parts of the support code by path and use only some of it.
 #![allow(dead_code)]
 
 pub mod app;
