@@ -16,6 +16,7 @@ mod doctor;
 mod examples;
 mod fuzz_inputs;
 mod hooks;
+mod migrations;
 mod openapi;
 mod slow_clients;
 mod smoke;
