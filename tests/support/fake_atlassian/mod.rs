@@ -243,6 +243,7 @@ impl Shared {
 }
 
 type Fake = State<Arc<Shared>>;
+
 /// The site routes (`/rest/…`) and the admin routes, behind the front door.
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
