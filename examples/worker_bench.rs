@@ -12,7 +12,7 @@
 //! step: (steps + 1) / steps). Each run gets a fresh database, dropped afterwards.
 //! `--only chains` runs the last measurement alone.
 
-#[path = "../tests/support/fake_atlassian.rs"]
+#[path = "../tests/support/fake_atlassian/mod.rs"]
 mod fake_atlassian;
 
 use std::sync::Arc;

@@ -28,13 +28,6 @@ pub struct TestDb {
 static SKIP_NOTICE: Once = Once::new();
 
 impl TestDb {
-    pub async fn new(backend: Backend) -> Option<TestDb> {
-        match backend {
-            Backend::Sqlite => Some(TestDb::sqlite()),
-            Backend::Postgres => TestDb::postgres().await,
-        }
-    }
-
     /// A database someone else owns (e.g. a `PgCluster`); nothing is dropped afterwards.
     pub fn existing(backend: Backend, url: String) -> TestDb {
         TestDb {

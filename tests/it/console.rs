@@ -2,18 +2,17 @@
 //! the buttons, on both stores. The browser's cookie jar is played by hand: `Set-Cookie` is
 //! read and `Cookie` sent back.
 
-mod support;
-
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::both_stores;
+use crate::support::app::{ADMIN_TOKEN, TestApp, job_ids, test_config};
+use crate::support::db::TestDb;
 use offboard::jobs::JobState;
 use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use support::app::{ADMIN_TOKEN, TestApp, job_ids, test_config};
-use support::db::TestDb;
 
 /// One rule needs approval and has a hostile name, one runs directly. No [atlassian]: the
 /// worker stays idle, so jobs stay where the test puts them.

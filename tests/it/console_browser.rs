@@ -6,20 +6,18 @@
 //! Needs Debian's `chromium` and `chromium-driver`; `.ci/run` installs them. Without them the
 //! test prints a notice and passes, except with `CI=true`, where it fails.
 
-mod support;
-
 use std::io::Write as _;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::support::app::{ADMIN_TOKEN, TestApp, job_ids};
+use crate::support::db::TestDb;
 use fantoccini::{Client, ClientBuilder, Locator};
 use offboard::jobs::Outcome;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::app::{ADMIN_TOKEN, TestApp, job_ids};
-use support::db::TestDb;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";

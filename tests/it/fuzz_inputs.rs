@@ -10,7 +10,7 @@
 //! Each target runs `FUZZ_CASES` cases (default 400, what CI runs). For a long run, set
 //! `FUZZ_SECONDS`: the target then runs batches of cases until that much time has passed and
 //! prints how many it ran, e.g.
-//! `FUZZ_SECONDS=600 nice -n 19 cargo test --release --test fuzz_inputs durations -- --nocapture`.
+//! `FUZZ_SECONDS=600 nice -n 19 cargo test --release --test it fuzz_inputs::durations -- --nocapture`.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Debug;

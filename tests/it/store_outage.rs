@@ -3,19 +3,18 @@
 //! by itself. Afterwards every delivery that got a 2xx has its job, and every job completed
 //! exactly once.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::both_stores;
+use crate::support::app::{TestApp, atlassian_toml};
+use crate::support::db::{Backend, TestDb};
+use crate::support::fake_atlassian::FakeAtlassian;
+use crate::support::pg_cluster::PgCluster;
 use offboard::jobs::{JobState, Outcome};
 use offboard::store::JobFilter;
 use reqwest::StatusCode;
 use serde_json::json;
-use support::app::{TestApp, atlassian_toml};
-use support::db::{Backend, TestDb};
-use support::fake_atlassian::FakeAtlassian;
-use support::pg_cluster::PgCluster;
 
 const PEOPLE: usize = 90;
 

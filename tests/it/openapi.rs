@@ -1,11 +1,9 @@
 //! The OpenAPI document describes exactly the routes that answer.
 
-mod support;
-
+use crate::support::app::TestApp;
+use crate::support::db::TestDb;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use support::app::TestApp;
-use support::db::TestDb;
 
 const CONFIG: &str = r#"
 [[sources]]

@@ -3,8 +3,6 @@
 //! at least one job, and the real binary's `sign` and `check` commands work on it without
 //! printing a secret.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -18,8 +16,9 @@ use offboard::store::Store;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use support::app::job_ids;
-use support::db::TestDb;
+use crate::both_stores;
+use crate::support::app::job_ids;
+use crate::support::db::TestDb;
 
 /// The examples the ingestion issue asks for; others may exist and are tested the same way.
 const REQUIRED: [&str; 5] = [

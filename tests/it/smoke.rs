@@ -1,15 +1,14 @@
 //! The whole path once per store: signed webhook in, job committed, worker calls the fake
 //! Atlassian with the right auth, job succeeded.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::both_stores;
+use crate::support::app::{TestApp, atlassian_toml, job_ids};
+use crate::support::db::TestDb;
+use crate::support::fake_atlassian::FakeAtlassian;
 use offboard::jobs::{JobState, Outcome};
 use serde_json::json;
-use support::app::{TestApp, atlassian_toml, job_ids};
-use support::db::TestDb;
-use support::fake_atlassian::FakeAtlassian;
 
 async fn webhook_to_done(db: TestDb) {
     let fake = FakeAtlassian::start().await;

@@ -4,8 +4,6 @@
 //! The configs run with `dry_run = true` and no `[atlassian]` section, so the worker stays idle
 //! and every job the endpoint commits is still pending when the test looks at it.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -23,8 +21,9 @@ use tokio::net::TcpStream;
 use tokio::sync::RwLock;
 use tokio::task::JoinSet;
 
-use support::app::{TestApp, job_ids};
-use support::db::{Backend, TestDb};
+use crate::both_stores;
+use crate::support::app::{TestApp, job_ids};
+use crate::support::db::{Backend, TestDb};
 
 const HR_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 const HR_SECRET_NEXT: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

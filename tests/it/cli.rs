@@ -1,17 +1,15 @@
 //! The command line as an operator uses it (INTERFACE §1): the jobs commands and their exit
 //! codes, and `serve` writing JSON logs that never carry a secret.
 
-mod support;
-
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use crate::support::app::{TestApp, job_ids};
+use crate::support::db::TestDb;
 use offboard::serve::Role;
 use serde_json::{Value, json};
-use support::app::{TestApp, job_ids};
-use support::db::TestDb;
 
 const SECRET: &str = "cli-secret-token-3f9a";
 

@@ -2,12 +2,12 @@
 //! Postgres. Both backends must give the same answers; where they differ, this suite is the
 //! judge.
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::both_stores;
+use crate::support::db::{Backend, TestDb};
 use chrono::{DateTime, TimeDelta, Utc};
 use offboard::email::Email;
 use offboard::jobs::{Action, JobState, Outcome};
@@ -18,7 +18,6 @@ use offboard::store::{
 };
 use serde_json::{Map, Value, json};
 use sqlx::Connection;
-use support::db::{Backend, TestDb};
 use tokio::sync::Notify;
 
 /// Long enough that no lease expires during a test unless the test wants it to.

@@ -1,14 +1,13 @@
 //! The admin API, `/metrics`, health and the request id, over a real port on both stores.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::both_stores;
+use crate::support::app::{ADMIN_TOKEN, TestApp, atlassian_toml, job_ids, test_config};
+use crate::support::db::TestDb;
+use crate::support::fake_atlassian::FakeAtlassian;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::app::{ADMIN_TOKEN, TestApp, atlassian_toml, job_ids, test_config};
-use support::db::TestDb;
-use support::fake_atlassian::FakeAtlassian;
 
 /// Two rules: one needs approval, one does not. No [atlassian]: the worker stays idle, so jobs
 /// stay where the test puts them.

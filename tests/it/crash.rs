@@ -1,18 +1,17 @@
 //! A worker process killed with SIGKILL in the middle of a mutating call loses nothing: after
 //! its lease runs out, another worker runs the job again, and every job ends succeeded.
 
-mod support;
-
 use std::io::Write as _;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::both_stores;
+use crate::support::app::{TestApp, atlassian_toml, job_ids};
+use crate::support::db::TestDb;
+use crate::support::fake_atlassian::{FakeAtlassian, FakeStatus, Fault, FaultKind, Matcher};
 use offboard::jobs::{JobState, Outcome};
 use offboard::serve::Role;
 use serde_json::json;
-use support::app::{TestApp, atlassian_toml, job_ids};
-use support::db::TestDb;
-use support::fake_atlassian::{FakeAtlassian, FakeStatus, Fault, FaultKind, Matcher};
 use tokio::time::Instant;
 
 const LEASE_SECONDS: u64 = 5;
@@ -196,7 +195,7 @@ async fn a_killed_worker_loses_no_job(db: TestDb) {
         let account = fake.account(&format!("acc-{i}")).expect("account");
         assert_eq!(
             account.status,
-            support::fake_atlassian::FakeStatus::PendingDelete
+            crate::support::fake_atlassian::FakeStatus::PendingDelete
         );
     }
     worker.stop().await;

@@ -1,19 +1,17 @@
 //! The Atlassian client against the fake Atlassian over a real port.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::fake_atlassian::{
+    ADMIN_KEY, AuthKind, DIRECTORY_ID, FakeAccount, FakeAtlassian, FakeStatus, Fault, FaultKind,
+    Matcher, ORG_ID, RecordedRequest, SITE_EMAIL, SITE_TOKEN,
+};
 use offboard::atlassian::{
     Account, AdminSettings, Applied, AtlassianSettings, CallError, Client, Mutation,
     PlannedRequest, SiteSettings,
 };
 use offboard::jobs::ApiFamily;
 use serde_json::{Value, json};
-use support::fake_atlassian::{
-    ADMIN_KEY, AuthKind, DIRECTORY_ID, FakeAccount, FakeAtlassian, FakeStatus, Fault, FaultKind,
-    Matcher, ORG_ID, RecordedRequest, SITE_EMAIL, SITE_TOKEN,
-};
 use tokio::time::Instant;
 
 /// Site URL without and admin URL with a trailing slash: both forms must work.

@@ -2,18 +2,16 @@
 //! one line per check, the exit codes, the JSON, read-only, and a failing doctor in the
 //! console's header.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use crate::support::app::{ADMIN_TOKEN, TestApp, atlassian_toml};
+use crate::support::db::TestDb;
+use crate::support::fake_atlassian::{FakeAccount, FakeAtlassian};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
-use support::app::{ADMIN_TOKEN, TestApp, atlassian_toml};
-use support::db::TestDb;
-use support::fake_atlassian::{FakeAccount, FakeAtlassian};
 
 /// Rules that name one group, one service desk and one organization.
 const RULES: &str = r#"

@@ -4,14 +4,13 @@
 //! silently, `max_connections` bounds what is served, and a shutdown lets the request in
 //! flight finish.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::both_stores;
+use crate::support::app::TestApp;
+use crate::support::db::TestDb;
 use offboard::http::server::Limits;
 use serde_json::Value;
-use support::app::TestApp;
-use support::db::TestDb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;

@@ -2,21 +2,20 @@
 //! the exact Atlassian request out (or, for every guard, none), and the job's end state.
 //! Every assertion about what Atlassian saw reads the fake's request log.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::both_stores;
+use crate::support::app::{TestApp, atlassian_toml, job_ids};
+use crate::support::db::TestDb;
+use crate::support::fake_atlassian::{
+    AuthKind, DIRECTORY_ID, FakeAccount, FakeAtlassian, FakeStatus, Fault, FaultKind, Matcher,
+    ORG_ID, RecordedRequest, SITE_EMAIL,
+};
 use chrono::Utc;
 use offboard::jobs::{JobState, Outcome};
 use offboard::serve::Role;
 use offboard::store::{JobWithEvents, PauseReason};
 use serde_json::{Value, json};
-use support::app::{TestApp, atlassian_toml, job_ids};
-use support::db::TestDb;
-use support::fake_atlassian::{
-    AuthKind, DIRECTORY_ID, FakeAccount, FakeAtlassian, FakeStatus, Fault, FaultKind, Matcher,
-    ORG_ID, RecordedRequest, SITE_EMAIL,
-};
 use tokio::time::Instant;
 
 const SOURCE: &str = "hr";
@@ -1517,7 +1516,7 @@ async fn a_vanished_permission_pauses_without_a_not_found(db: TestDb) {
         .app
         .http
         .get(format!("{}/api/v1/worker", h.app.base_url))
-        .bearer_auth(support::app::ADMIN_TOKEN)
+        .bearer_auth(crate::support::app::ADMIN_TOKEN)
         .send()
         .await
         .unwrap()

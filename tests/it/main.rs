@@ -1,0 +1,25 @@
+//! The integration tests, one crate: each test binary links the whole of offboard again, so
+//! one binary instead of one per file saves most of the link time. Each former
+//! `tests/<name>.rs` is the module `<name>` here; a new test file belongs here as a module too
+//! (a new `tests/<name>.rs` would be a binary of its own again).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod admin;
+mod atlassian_client;
+mod cli;
+mod console;
+mod console_browser;
+mod crash;
+mod doctor;
+mod examples;
+mod fuzz_inputs;
+mod hooks;
+mod migrations;
+mod openapi;
+mod slow_clients;
+mod smoke;
+mod store_contract;
+mod store_outage;
+mod worker;

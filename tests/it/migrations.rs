@@ -1,0 +1,201 @@
+//! A landed migration is never edited. sqlx records the checksum of every migration it applies
+//! (the SHA-384 of its SQL) and refuses to migrate a database whose recorded checksum differs,
+//! so an edited migration breaks every database that already ran it. Every file in
+//! `migrations/postgres/` and `migrations/sqlite/` is pinned here with its SHA-384 the moment
+//! it lands; a schema change is a new file.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use sha2::{Digest, Sha384};
+use sqlx::migrate::{Migration, MigrationType};
+
+/// Every landed migration and the SHA-384 of its file. A new migration gets its line here in
+/// the commit that adds it; a line is never changed or removed.
+const LANDED: &[(&str, &str)] = &[
+    (
+        "migrations/postgres/20261128000001_initial.sql",
+        "8e64e566119cc7ce4d576fd903f4c0146e20db97a3b4955da2f20cd14468ee80104c60e52fe520c83179d2292de49b0e",
+    ),
+    (
+        "migrations/postgres/20261128000002_accept_in_one_call.sql",
+        "4f9436977da3049526dc8f20660564c778082b55bb982dfeb0822ad4ad9707d63bc2ea546c7b9c8bf5ad3e0ad555f693",
+    ),
+    (
+        "migrations/postgres/20261201000001_recorded_account.sql",
+        "28be3aa4e95e68b3461926be8b162e0242d767250c89cce1d0b7e98c98b19fac0aa03904e5f2ba72c2a0573b05aed6fe",
+    ),
+    (
+        "migrations/postgres/20261201000002_unsigned_ids_and_mass_approval.sql",
+        "a3376df103c15e2875953a2369ecc9af7ef44ec904ad207e4cca641e814e5d3bd8471229e76910dfdba1c5f298ea1fa6",
+    ),
+    (
+        "migrations/postgres/20261201000003_revoked_sessions.sql",
+        "df48780b68595fce6362a72d986d26baedbf2f220c5326dc69fdce84ad9a609c8cdc2d6f96d26cdea46dd11800a7d320",
+    ),
+    (
+        "migrations/sqlite/20261128000001_initial.sql",
+        "8ce965bceeeb6f393d485ad05607e76a1c10e905a306aa67c697e538482f674959333d9c4d689c7b6922c7e52567a3fd",
+    ),
+    (
+        "migrations/sqlite/20261201000001_recorded_account.sql",
+        "c98df1a1774c91e5e09c2918a0586b80ac825c90404d8b3b3f87e2180ef22b037c6a5650259120fc714f2e74e6e011b5",
+    ),
+    (
+        "migrations/sqlite/20261201000002_unsigned_ids_and_mass_approval.sql",
+        "e103342b198585aaaa689edc2070cf654bea66fda6b0b6833de782c3999bf4a2f6ab05cf368ceb063f9bdd17b2397f79",
+    ),
+    (
+        "migrations/sqlite/20261201000003_revoked_sessions.sql",
+        "9efe12bb20e7543460a2d6d5eb6b7c34d835300b878e875f1c252e7745d2901d09e39206e69f909b43d75729cf8ba34b",
+    ),
+];
+
+const DIRECTORIES: [&str; 2] = ["migrations/postgres", "migrations/sqlite"];
+
+fn sha384_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha384::digest(bytes))
+}
+
+/// Every file in the migration directories, by its path from the repository root.
+fn migration_files() -> BTreeMap<String, Vec<u8>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = BTreeMap::new();
+    for directory in DIRECTORIES {
+        let entries = std::fs::read_dir(root.join(directory))
+            .unwrap_or_else(|e| panic!("cannot list {directory}: {e}"));
+        for entry in entries {
+            let entry = entry.unwrap_or_else(|e| panic!("cannot list {directory}: {e}"));
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let bytes = std::fs::read(entry.path())
+                .unwrap_or_else(|e| panic!("cannot read {directory}/{name}: {e}"));
+            files.insert(format!("{directory}/{name}"), bytes);
+        }
+    }
+    files
+}
+
+/// What is wrong with `files` against the pinned `landed` table, one message per file.
+fn problems(landed: &[(&str, &str)], files: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (path, pinned) in landed {
+        match files.get(*path) {
+            None => problems.push(format!(
+                "migration {path} was removed after it landed: restore it (databases that ran it \
+                 record it), and add a new migration for the change instead"
+            )),
+            Some(bytes) => {
+                let actual = sha384_hex(bytes);
+                if actual != *pinned {
+                    problems.push(format!(
+                        "migration {path} was edited after it landed: add a new migration instead, \
+                         and put the landed text back (SHA-384 pinned {pinned}, now {actual})"
+                    ));
+                }
+            }
+        }
+    }
+    for (path, bytes) in files {
+        if !landed.iter().any(|(pinned, _)| pinned == path) {
+            problems.push(format!(
+                "migration {path} is not pinned yet: add its checksum to LANDED in \
+                 tests/it/migrations.rs: (\"{path}\", \"{}\"),",
+                sha384_hex(bytes)
+            ));
+        }
+    }
+    problems
+}
+
+#[test]
+fn landed_migrations_are_never_edited_and_every_migration_is_pinned() {
+    let problems = problems(LANDED, &migration_files());
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The pin is the checksum sqlx itself records for the migration.
+#[test]
+fn the_pinned_digest_is_the_checksum_sqlx_records() {
+    for (path, bytes) in migration_files() {
+        let sql = String::from_utf8(bytes.clone()).expect("a migration is UTF-8");
+        let migration = Migration::new(
+            0,
+            Cow::Borrowed(""),
+            MigrationType::Simple,
+            Cow::Owned(sql),
+            false,
+        );
+        assert_eq!(
+            hex::encode(&*migration.checksum),
+            sha384_hex(&bytes),
+            "{path}"
+        );
+    }
+}
+
+fn files(entries: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
+    entries
+        .iter()
+        .map(|(path, sql)| (path.to_string(), sql.as_bytes().to_vec()))
+        .collect()
+}
+
+#[test]
+fn an_edited_removed_or_unpinned_migration_is_reported() {
+    let one = "CREATE TABLE one (id INTEGER);\n";
+    let two = "CREATE TABLE two (id INTEGER);\n";
+    let (one_sha, two_sha) = (sha384_hex(one.as_bytes()), sha384_hex(two.as_bytes()));
+    let landed = [
+        ("m/1_one.sql", one_sha.as_str()),
+        ("m/2_two.sql", two_sha.as_str()),
+    ];
+
+    assert!(
+        problems(
+            &landed,
+            &files(&[("m/1_one.sql", one), ("m/2_two.sql", two)])
+        )
+        .is_empty()
+    );
+
+    let edited = problems(
+        &landed,
+        &files(&[
+            ("m/1_one.sql", "CREATE TABLE one (id BIGINT);\n"),
+            ("m/2_two.sql", two),
+        ]),
+    );
+    assert_eq!(edited.len(), 1, "{edited:?}");
+    assert!(
+        edited[0].starts_with(
+            "migration m/1_one.sql was edited after it landed: add a new migration instead"
+        ),
+        "{edited:?}"
+    );
+
+    let removed = problems(&landed, &files(&[("m/1_one.sql", one)]));
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert!(
+        removed[0].starts_with("migration m/2_two.sql was removed after it landed"),
+        "{removed:?}"
+    );
+
+    let three = "CREATE TABLE three (id INTEGER);\n";
+    let unpinned = problems(
+        &landed,
+        &files(&[
+            ("m/1_one.sql", one),
+            ("m/2_two.sql", two),
+            ("m/3_three.sql", three),
+        ]),
+    );
+    assert_eq!(
+        unpinned,
+        [format!(
+            "migration m/3_three.sql is not pinned yet: add its checksum to LANDED in \
+             tests/it/migrations.rs: (\"m/3_three.sql\", \"{}\"),",
+            sha384_hex(three.as_bytes())
+        )]
+    );
+}

@@ -1,0 +1,135 @@
+//! The front door every request passes: it is recorded, then delayed or faulted, then its
+//! credentials are checked, before any route sees it.
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::{HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::Response;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::faults::{apply_fault, wait_for_release};
+use super::{ADMIN_KEY, Fake, FaultKind, SITE_EMAIL, SITE_TOKEN, error};
+
+const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// Which `Authorization` a request carried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthKind {
+    None,
+    /// HTTP Basic with the right token, for this user.
+    Basic {
+        user: String,
+    },
+    /// Bearer with the right admin key.
+    Bearer,
+    /// Present but wrong or malformed.
+    Invalid,
+}
+
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// As sent, still percent-encoded.
+    pub path: String,
+    pub query: Option<String>,
+    pub auth: AuthKind,
+    pub headers: HeaderMap,
+    /// The body, if it parsed as JSON.
+    pub body: Option<Value>,
+    pub received_at: Instant,
+}
+
+impl RecordedRequest {
+    /// Reads: every `GET` and the directory search (a `POST`); everything else mutates.
+    pub fn is_lookup(&self) -> bool {
+        self.method == "GET" || (self.method == "POST" && self.path.ends_with("/users/search"))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+}
+
+/// Records the request, then applies latency, faults and authentication before routing.
+pub(super) async fn front_door(State(shared): Fake, request: Request, next: Next) -> Response {
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+    };
+    let recorded = record(&parts, &bytes);
+    let (fault, latency) = {
+        let mut state = shared.lock();
+        state.requests.push(recorded.clone());
+        (state.take_fault(&recorded), state.latency)
+    };
+    // A zero sleep still waits for the timer's next millisecond tick.
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let hold_answer = matches!(fault, Some(FaultKind::HoldAnswer));
+    if let Some(response) = apply_fault(&shared, fault).await {
+        return response;
+    }
+    if !is_authorized(&recorded) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Client must be authenticated to access this resource.",
+        );
+    }
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    if hold_answer {
+        wait_for_release(&shared).await;
+    }
+    response
+}
+
+fn record(parts: &axum::http::request::Parts, body: &Bytes) -> RecordedRequest {
+    RecordedRequest {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        auth: auth_kind(&parts.headers),
+        headers: parts.headers.clone(),
+        body: serde_json::from_slice(body).ok(),
+        received_at: Instant::now(),
+    }
+}
+
+fn auth_kind(headers: &HeaderMap) -> AuthKind {
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return AuthKind::None;
+    };
+    let value = value.to_str().unwrap_or_default();
+    if let Some(encoded) = value.strip_prefix("Basic ") {
+        let decoded = BASE64.decode(encoded.trim()).unwrap_or_default();
+        let credentials = String::from_utf8(decoded).unwrap_or_default();
+        if let Some((user, SITE_TOKEN)) = credentials.split_once(':') {
+            return AuthKind::Basic {
+                user: user.to_owned(),
+            };
+        }
+    }
+    if value.strip_prefix("Bearer ") == Some(ADMIN_KEY) {
+        return AuthKind::Bearer;
+    }
+    AuthKind::Invalid
+}
+
+/// Site endpoints (`/rest/…`) take the site user's Basic auth, everything else the Bearer key.
+fn is_authorized(request: &RecordedRequest) -> bool {
+    if request.path.starts_with("/rest/") {
+        request.auth
+            == AuthKind::Basic {
+                user: SITE_EMAIL.to_owned(),
+            }
+    } else {
+        request.auth == AuthKind::Bearer
+    }
+}

@@ -1,0 +1,262 @@
+//! An in-process stand-in for Atlassian Cloud: the site and admin endpoints offboard calls,
+//! served from one `127.0.0.1:0` listener (point `site_url` and `admin_url` at `url`).
+//!
+//! It keeps accounts in memory and changes them like the real API would, checks credentials,
+//! records every request (faulted ones too) and can inject rate limits, errors, latency and
+//! hanging requests.
+//!
+//! It must never be kinder than production. Each behaviour carries, in brackets, the key of
+//! its source in the Atlassian API reference the README's "Atlassian API" section points to
+//! (`[AX286]`, `[UM]`, …). Where no source pins a behaviour down (UNCONFIRMED there), the
+//! fake takes the less convenient plausible answer, so that offboard copes with both.
+//!
+//! Here: the handle a test holds and the state behind it. `front_door` records every
+//! request and applies latency, `faults` and credentials before any route sees it; `site`
+//! serves the `/rest/…` endpoints, `admin` the org, its directory and the user lifecycle;
+//! `accounts` is what they read and change.
+
+// The benchmark in examples/ includes the fake by path and uses only part of it; some
+// controls (`request_count`) serve only the benchmark, a few no caller yet.
+#![allow(dead_code)]
+
+mod accounts;
+mod admin;
+mod faults;
+mod front_door;
+mod site;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use accounts::FakeState;
+// The benchmark in examples/ names only some of these.
+#[allow(unused_imports)]
+pub use accounts::{FakeAccount, FakeStatus};
+#[allow(unused_imports)]
+pub use faults::{Fault, FaultKind, Matcher};
+#[allow(unused_imports)]
+pub use front_door::{AuthKind, RecordedRequest};
+
+pub const SITE_EMAIL: &str = "bot@example.com";
+pub const SITE_TOKEN: &str = "site-token";
+pub const ADMIN_KEY: &str = "admin-key";
+pub const ORG_ID: &str = "org-1";
+pub const DIRECTORY_ID: &str = "dir-1";
+
+const DEFAULT_DIRECTORY_PAGE_SIZE: usize = 100;
+
+pub struct FakeAtlassian {
+    pub url: String,
+    shared: Arc<Shared>,
+    server: JoinHandle<()>,
+}
+
+impl Drop for FakeAtlassian {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl FakeAtlassian {
+    /// Serves on `127.0.0.1:0` in the current tokio runtime until dropped.
+    pub async fn start() -> FakeAtlassian {
+        let shared = Arc::new(Shared::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("failed to bind the fake Atlassian");
+        let address = listener
+            .local_addr()
+            .expect("bound listener has an address");
+        let app = router(shared.clone());
+        // Like a real server: small responses go out at once instead of waiting for the
+        // client's delayed ACK (Nagle), which would add milliseconds to every call.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .await
+                .expect("the fake Atlassian stopped serving");
+        });
+        FakeAtlassian {
+            url: format!("http://{address}"),
+            shared,
+            server,
+        }
+    }
+
+    pub fn add_customer(&self, account_id: &str, email: &str) {
+        self.add_account(FakeAccount::customer(account_id, email));
+    }
+
+    pub fn add_managed(&self, account_id: &str, email: &str) {
+        self.add_account(FakeAccount::managed(account_id, email));
+    }
+
+    /// Adds or replaces an account; its groups, service desks and organizations become known.
+    pub fn add_account(&self, account: FakeAccount) {
+        let mut state = self.shared.lock();
+        state
+            .service_desks
+            .extend(account.service_desks.iter().cloned());
+        state
+            .organizations
+            .extend(account.organizations.iter().cloned());
+        state.groups.extend(account.groups.iter().cloned());
+        if let Some(old) = state.accounts.remove(&account.account_id) {
+            state.unindex(&old);
+        }
+        state.index(&account);
+        state.accounts.insert(account.account_id.clone(), account);
+    }
+
+    /// Makes a service desk exist without any customer on it.
+    pub fn add_service_desk(&self, service_desk_id: &str) {
+        self.shared
+            .lock()
+            .service_desks
+            .insert(service_desk_id.to_owned());
+    }
+
+    /// Makes a customer organization exist without any member.
+    pub fn add_organization(&self, organization_id: &str) {
+        self.shared
+            .lock()
+            .organizations
+            .insert(organization_id.to_owned());
+    }
+
+    /// Makes a directory group exist without any member.
+    pub fn add_group(&self, group_id: &str) {
+        self.shared.lock().groups.insert(group_id.to_owned());
+    }
+
+    /// Grants or withdraws the site user's "Browse users and groups" permission (granted by
+    /// default).
+    pub fn set_browse_users(&self, granted: bool) {
+        self.shared.lock().browse_users = granted;
+    }
+
+    pub fn account(&self, account_id: &str) -> Option<FakeAccount> {
+        self.shared.lock().accounts.get(account_id).cloned()
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// Forgets the requests received so far (e.g. the service's checks at start).
+    pub fn clear_requests(&self) {
+        self.shared.lock().requests.clear();
+    }
+
+    /// Requests that read (every `GET`, and the directory search).
+    pub fn read_requests(&self) -> Vec<RecordedRequest> {
+        let state = self.shared.lock();
+        state
+            .requests
+            .iter()
+            .filter(|request| request.is_lookup())
+            .cloned()
+            .collect()
+    }
+
+    pub fn mutating_requests(&self) -> Vec<RecordedRequest> {
+        let state = self.shared.lock();
+        state
+            .requests
+            .iter()
+            .filter(|request| !request.is_lookup())
+            .cloned()
+            .collect()
+    }
+
+    /// How many requests arrived so far, without copying the log (for polling loops).
+    pub fn request_count(&self) -> usize {
+        self.shared.lock().requests.len()
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        self.shared.lock().faults.push(fault);
+    }
+
+    /// Lets every request currently held by `FaultKind::Hang` proceed.
+    pub fn release_held(&self) {
+        self.shared
+            .release
+            .send_modify(|generation| *generation += 1);
+    }
+
+    /// Page size of the directory search (default 100).
+    pub fn set_directory_page_size(&self, size: usize) {
+        self.shared.lock().directory_page_size = size.max(1);
+    }
+
+    /// A delay added to every request before it is handled.
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.lock().latency = latency;
+    }
+}
+
+struct Shared {
+    state: Mutex<FakeState>,
+    /// Bumped by `release_held`; held requests wait for a change.
+    release: watch::Sender<u64>,
+}
+
+impl Default for Shared {
+    fn default() -> Shared {
+        Shared {
+            state: Mutex::new(FakeState {
+                accounts: BTreeMap::new(),
+                by_prefix: BTreeMap::new(),
+                by_email: BTreeMap::new(),
+                service_desks: BTreeSet::new(),
+                organizations: BTreeSet::new(),
+                groups: BTreeSet::new(),
+                browse_users: true,
+                requests: Vec::new(),
+                faults: Vec::new(),
+                directory_page_size: DEFAULT_DIRECTORY_PAGE_SIZE,
+                latency: Duration::ZERO,
+            }),
+            release: watch::Sender::new(0),
+        }
+    }
+}
+
+impl Shared {
+    /// A test that panicked while holding the lock already failed; later readers may go on.
+    fn lock(&self) -> MutexGuard<'_, FakeState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+type Fake = State<Arc<Shared>>;
+
+/// The site routes (`/rest/…`) and the admin routes, behind the front door.
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .merge(site::routes())
+        .merge(admin::routes())
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            front_door::front_door,
+        ))
+        .with_state(shared)
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "errorMessages": [message] }))).into_response()
+}

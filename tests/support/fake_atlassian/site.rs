@@ -1,0 +1,331 @@
+//! The site endpoints (`/rest/…`, the Jira and service desk REST APIs), with the site
+//! user's Basic auth.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::accounts::FakeState;
+use super::{Fake, FakeAccount, FakeStatus, SITE_EMAIL, Shared, error};
+
+const DEFAULT_SITE_MAX_RESULTS: usize = 50;
+
+pub(super) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/rest/api/3/user/search", get(site_search))
+        .route("/rest/api/3/users/search", get(all_users))
+        .route("/rest/api/3/user", get(site_user).delete(delete_user))
+        .route("/rest/api/3/myself", get(myself))
+        .route("/rest/api/3/mypermissions", get(my_permissions))
+        .route("/rest/servicedeskapi/servicedesk/{desk}", get(service_desk))
+        .route(
+            "/rest/servicedeskapi/organization/{organization}",
+            get(organization),
+        )
+        .route(
+            "/rest/servicedeskapi/customer/user/{account_id}/revoke-portal-only-access",
+            put(revoke_portal_access),
+        )
+        .route(
+            "/rest/servicedeskapi/servicedesk/{desk}/customer",
+            delete(remove_from_service_desk),
+        )
+        .route(
+            "/rest/servicedeskapi/organization/{organization}/user",
+            delete(remove_from_organization),
+        )
+}
+
+#[derive(Deserialize)]
+struct SiteSearchParams {
+    query: Option<String>,
+    #[serde(rename = "accountId")]
+    account_id: Option<String>,
+    #[serde(rename = "maxResults")]
+    max_results: Option<usize>,
+}
+
+/// Fuzzy like the real one: any account whose email, display name or a word of it starts
+/// with the query ("query=john matches John Smith and johnson@example.com") [AE-search].
+/// Active users only: suspended accounts [AX286] and revoked customers ("(Deactivated)")
+/// [KB-rev] are absent. Without "Browse users and groups" the answer is `200 []`, not an
+/// error [JS userSearch.ts, AE-search]. `query` with `accountId` is a 400 [AE-search].
+async fn site_search(State(shared): Fake, Query(params): Query<SiteSearchParams>) -> Response {
+    if params.query.is_some() && params.account_id.is_some() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "query and accountId cannot be combined",
+        );
+    }
+    let Some(query) = params.query else {
+        return error(StatusCode::BAD_REQUEST, "query is required");
+    };
+    let limit = params.max_results.unwrap_or(DEFAULT_SITE_MAX_RESULTS);
+    let state = shared.lock();
+    if !state.browse_users {
+        return Json(json!([])).into_response();
+    }
+    let found: Vec<Value> = state
+        .prefix_matches(&query)
+        .into_iter()
+        .filter_map(|id| state.accounts.get(id))
+        .filter(|account| !account.is_gone() && FakeState::site_active(account))
+        .take(limit)
+        .map(site_user_json)
+        .collect();
+    Json(found).into_response()
+}
+
+/// `emailAddress` only where the user's privacy settings show it [AE-search].
+fn site_user_json(account: &FakeAccount) -> Value {
+    let mut user = json!({
+        "accountId": account.account_id,
+        "accountType": account.account_type,
+        "displayName": account.display_name,
+        "active": FakeState::site_active(account),
+    });
+    if let Some(email) = &account.email {
+        user["emailAddress"] = json!(email);
+    }
+    user
+}
+
+#[derive(Deserialize)]
+struct AccountIdParam {
+    #[serde(rename = "accountId")]
+    account_id: Option<String>,
+}
+
+/// One user by id, active or not: 403 without "Browse users and groups", 404 not found
+/// [AE-users]. A revoked customer reads `active: false` and a deleted one 404 (both
+/// UNCONFIRMED; the references are kept [KB-rev]).
+async fn site_user(State(shared): Fake, Query(params): Query<AccountIdParam>) -> Response {
+    let Some(account_id) = params.account_id else {
+        return error(StatusCode::BAD_REQUEST, "accountId is required");
+    };
+    let state = shared.lock();
+    if !state.browse_users {
+        return error(
+            StatusCode::FORBIDDEN,
+            "You do not have the permission to browse users.",
+        );
+    }
+    match state.accounts.get(&account_id).filter(|a| !a.is_gone()) {
+        Some(account) => Json(site_user_json(account)).into_response(),
+        None => error(StatusCode::NOT_FOUND, "User not found"),
+    }
+}
+
+#[derive(Deserialize)]
+struct PageParams {
+    #[serde(rename = "startAt")]
+    start_at: Option<usize>,
+    #[serde(rename = "maxResults")]
+    max_results: Option<usize>,
+}
+
+/// Get all users: active and inactive users "that have an Atlassian account", at most 1000
+/// a page (default 50); 403 without the permission, unlike the search [JS users.ts,
+/// AE-users]. Whether portal-only customers are listed is UNCONFIRMED: they are not here.
+async fn all_users(State(shared): Fake, Query(params): Query<PageParams>) -> Response {
+    let state = shared.lock();
+    if !state.browse_users {
+        return error(
+            StatusCode::FORBIDDEN,
+            "You do not have the permission to browse users.",
+        );
+    }
+    let limit = params.max_results.unwrap_or(50).min(1000);
+    let users: Vec<Value> = state
+        .accounts
+        .values()
+        .filter(|account| account.account_type != "customer" && !account.is_gone())
+        .skip(params.start_at.unwrap_or(0))
+        .take(limit)
+        .map(site_user_json)
+        .collect();
+    Json(users).into_response()
+}
+
+/// The site user whose credentials these are; 401 is handled at the front door [AE-my].
+async fn myself() -> Response {
+    Json(json!({
+        "accountId": "bot-account",
+        "accountType": "atlassian",
+        "active": true,
+        "displayName": "offboard bot",
+        "emailAddress": SITE_EMAIL,
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct PermissionsParam {
+    permissions: Option<String>,
+}
+
+/// `permissions` is required; an empty or unknown key is a 400; each key answers
+/// `havePermission` [AE-perm, JS permissions.ts].
+async fn my_permissions(State(shared): Fake, Query(params): Query<PermissionsParam>) -> Response {
+    let keys = params.permissions.unwrap_or_default();
+    if keys.trim().is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "The permissions parameter is required.",
+        );
+    }
+    let state = shared.lock();
+    let mut permissions = serde_json::Map::new();
+    for key in keys.split(',') {
+        let have = match key {
+            "USER_PICKER" => state.browse_users,
+            "ADMINISTER" => true,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("Unrecognized permission: {key}"),
+                );
+            }
+        };
+        permissions.insert(
+            key.to_owned(),
+            json!({ "id": key, "key": key, "name": key, "type": "GLOBAL",
+                    "description": "", "havePermission": have }),
+        );
+    }
+    Json(json!({ "permissions": permissions })).into_response()
+}
+
+/// A service desk by id: 404 when missing [AE-sd].
+async fn service_desk(State(shared): Fake, Path(desk): Path<String>) -> Response {
+    if !shared.lock().service_desks.contains(&desk) {
+        return error(StatusCode::NOT_FOUND, "The service desk does not exist.");
+    }
+    Json(
+        json!({ "id": desk, "projectId": format!("1{desk}"), "projectName": format!("Desk {desk}"),
+                 "projectKey": format!("SD{desk}"), "_links": {} }),
+    )
+    .into_response()
+}
+
+/// A customer organization by id: 404 when missing [AE-org].
+async fn organization(State(shared): Fake, Path(organization): Path<String>) -> Response {
+    if !shared.lock().organizations.contains(&organization) {
+        return error(StatusCode::NOT_FOUND, "The organization does not exist.");
+    }
+    Json(
+        json!({ "id": organization, "name": format!("Org {organization}"),
+                 "scimManaged": false, "_links": {} }),
+    )
+    .into_response()
+}
+
+/// Delete user: 204; 404 "user not found" [AE-users]. It deletes revoked customers too: it is
+/// what Atlassian's KB bulk-deletes portal customers with [KB-del].
+async fn delete_user(State(shared): Fake, Query(params): Query<AccountIdParam>) -> Response {
+    let Some(account_id) = params.account_id else {
+        return error(StatusCode::BAD_REQUEST, "accountId is required");
+    };
+    let mut state = shared.lock();
+    let Some(account) = state.live_account(&account_id) else {
+        return error(StatusCode::NOT_FOUND, "user not found");
+    };
+    account.status = FakeStatus::Deleted;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Revoke portal-only access: 204; 404 "The account ID is invalid" [AE-cust]. A repeat is
+/// UNCONFIRMED: here the revoked account is no longer valid for it, 404.
+async fn revoke_portal_access(State(shared): Fake, Path(account_id): Path<String>) -> Response {
+    let mut state = shared.lock();
+    let Some(account) = state
+        .live_account(&account_id)
+        .filter(|account| !account.portal_access_revoked)
+    else {
+        return error(StatusCode::NOT_FOUND, "The account ID is invalid.");
+    };
+    if account.account_type != "customer" {
+        return error(StatusCode::BAD_REQUEST, "not a portal-only customer");
+    }
+    account.portal_access_revoked = true;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AccountIds {
+    account_ids: Vec<String>,
+}
+
+/// The service desk customer endpoints are experimental and want `X-ExperimentalApi: opt-in`
+/// [AE-sd, JS-v5]; what happens without it is UNCONFIRMED, so it is refused here.
+fn experimental_refused(headers: &HeaderMap) -> Option<Response> {
+    let opted_in = headers
+        .get("x-experimentalapi")
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"opt-in"));
+    (!opted_in).then(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            "This is an experimental API: opt in",
+        )
+    })
+}
+
+/// 204 even for accounts that were not on the desk; 404 when the desk is missing [AE-sd].
+async fn remove_from_service_desk(
+    State(shared): Fake,
+    Path(desk): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<AccountIds>,
+) -> Response {
+    if let Some(refused) = experimental_refused(&headers) {
+        return refused;
+    }
+    let mut state = shared.lock();
+    if !state.service_desks.contains(&desk) {
+        return error(StatusCode::NOT_FOUND, "service desk not found");
+    }
+    for account_id in &body.account_ids {
+        if let Some(account) = state.accounts.get_mut(account_id) {
+            account.service_desks.remove(&desk);
+        }
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// 204; 404 when the organization is missing [AE-org]. A non-member or deleted user: 204 or
+/// 400 is UNCONFIRMED, so 400 "one or more user names are invalid" here.
+async fn remove_from_organization(
+    State(shared): Fake,
+    Path(organization): Path<String>,
+    Json(body): Json<AccountIds>,
+) -> Response {
+    let mut state = shared.lock();
+    if !state.organizations.contains(&organization) {
+        return error(StatusCode::NOT_FOUND, "organization not found");
+    }
+    let all_members = body.account_ids.iter().all(|id| {
+        state
+            .accounts
+            .get(id)
+            .is_some_and(|a| !a.is_gone() && a.organizations.contains(&organization))
+    });
+    if !all_members {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "One or more user names are invalid.",
+        );
+    }
+    for account_id in &body.account_ids {
+        if let Some(account) = state.accounts.get_mut(account_id) {
+            account.organizations.remove(&organization);
+        }
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
