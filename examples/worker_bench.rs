@@ -24,7 +24,9 @@ use offboard::config::{Config, ConfigOrigin};
 use offboard::domain::Email;
 use offboard::domain::{Action, JobState};
 use offboard::serve::{Role, Service};
-use offboard::store::{self, Dedupe, DeliveryContent, NewChain, NewDelivery, NewStep, Store, StoreOptions};
+use offboard::store::{
+    self, Dedupe, DeliveryContent, NewChain, NewDelivery, NewStep, Store, StoreOptions,
+};
 use sqlx::{Connection, PgConnection};
 
 struct Args {

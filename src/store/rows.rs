@@ -174,8 +174,7 @@ pub(super) fn worker_actor(job: &Job) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::model::Transition;
-    use crate::domain::JobState;
+    use crate::domain::{JobState, Transition};
 
     fn sql_list(states: impl IntoIterator<Item = JobState>) -> String {
         let quoted: Vec<String> = states.into_iter().map(|s| format!("'{s}'")).collect();

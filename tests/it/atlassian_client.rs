@@ -10,7 +10,7 @@ use offboard::atlassian::{
     Account, AdminSettings, Applied, AtlassianSettings, CallError, Client, Mutation,
     PlannedRequest, SiteSettings,
 };
-use offboard::jobs::ApiFamily;
+use offboard::domain::ApiFamily;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::both_stores;
 use crate::support::app::{ADMIN_TOKEN, TestApp, job_ids, test_config};
 use crate::support::db::TestDb;
-use offboard::jobs::JobState;
+use offboard::domain::JobState;
 use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use reqwest::{Method, StatusCode};
 use serde_json::json;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::support::app::{ADMIN_TOKEN, TestApp, job_ids};
 use crate::support::db::TestDb;
 use fantoccini::{Client, ClientBuilder, Locator};
-use offboard::jobs::Outcome;
+use offboard::domain::Outcome;
 use reqwest::Method;
 use serde_json::{Value, json};
 

@@ -9,7 +9,7 @@ use crate::both_stores;
 use crate::support::app::{TestApp, atlassian_toml, job_ids};
 use crate::support::db::TestDb;
 use crate::support::fake_atlassian::{FakeAtlassian, FakeStatus, Fault, FaultKind, Matcher};
-use offboard::jobs::{JobState, Outcome};
+use offboard::domain::{JobState, Outcome};
 use offboard::serve::Role;
 use serde_json::json;
 use tokio::time::Instant;

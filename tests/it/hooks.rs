@@ -4,12 +4,13 @@
 //! The configs run with `dry_run = true` and no `[atlassian]` section, so the worker stays idle
 //! and every job the endpoint commits is still pending when the test looks at it.
 
+use offboard::domain::Job;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use offboard::jobs::JobState;
-use offboard::store::{DeliveryStatus, Job, JobFilter};
+use offboard::domain::JobState;
+use offboard::store::{DeliveryStatus, JobFilter};
 use offboard::verify::{Scheme, Verifier};
 use reqwest::StatusCode;
 use secrecy::SecretString;

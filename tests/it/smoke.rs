@@ -7,7 +7,7 @@ use crate::both_stores;
 use crate::support::app::{TestApp, atlassian_toml, job_ids};
 use crate::support::db::TestDb;
 use crate::support::fake_atlassian::FakeAtlassian;
-use offboard::jobs::{JobState, Outcome};
+use offboard::domain::{JobState, Outcome};
 use serde_json::json;
 
 async fn webhook_to_done(db: TestDb) {

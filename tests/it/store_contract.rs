@@ -2,6 +2,7 @@
 //! Postgres. Both backends must give the same answers; where they differ, this suite is the
 //! judge.
 
+use offboard::domain::{Job, JobId, JobWithEvents, PauseReason, Transition};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -9,12 +10,11 @@ use std::time::Duration;
 use crate::both_stores;
 use crate::support::db::{Backend, TestDb};
 use chrono::{DateTime, TimeDelta, Utc};
-use offboard::email::Email;
-use offboard::jobs::{Action, JobState, Outcome};
+use offboard::domain::Email;
+use offboard::domain::{Action, JobState, Outcome};
 use offboard::store::{
-    AccountRecord, Completion, Dedupe, DeliveryContent, DeliveryReceipt, DeliveryStatus, Job,
-    JobFilter, JobId, JobWithEvents, NewCancel, NewChain, NewDelivery, NewStep, PauseReason,
-    Refusal, Store, StoreError, StoreResult, Transition,
+    AccountRecord, Completion, Dedupe, DeliveryContent, DeliveryReceipt, DeliveryStatus, JobFilter,
+    NewCancel, NewChain, NewDelivery, NewStep, Refusal, Store, StoreError, StoreResult,
 };
 use serde_json::{Map, Value, json};
 use sqlx::Connection;

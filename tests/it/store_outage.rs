@@ -11,7 +11,7 @@ use crate::support::app::{TestApp, atlassian_toml};
 use crate::support::db::{Backend, TestDb};
 use crate::support::fake_atlassian::FakeAtlassian;
 use crate::support::pg_cluster::PgCluster;
-use offboard::jobs::{JobState, Outcome};
+use offboard::domain::{JobState, Outcome};
 use offboard::store::JobFilter;
 use reqwest::StatusCode;
 use serde_json::json;

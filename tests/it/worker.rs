@@ -2,6 +2,7 @@
 //! the exact Atlassian request out (or, for every guard, none), and the job's end state.
 //! Every assertion about what Atlassian saw reads the fake's request log.
 
+use offboard::domain::{JobWithEvents, PauseReason};
 use std::time::Duration;
 
 use crate::both_stores;
@@ -12,9 +13,9 @@ use crate::support::fake_atlassian::{
     ORG_ID, RecordedRequest, SITE_EMAIL,
 };
 use chrono::Utc;
-use offboard::jobs::{JobState, Outcome};
+use offboard::domain::{JobState, Outcome};
 use offboard::serve::Role;
-use offboard::store::{JobWithEvents, PauseReason};
+
 use serde_json::{Value, json};
 use tokio::time::Instant;
 

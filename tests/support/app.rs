@@ -1,14 +1,15 @@
 //! `spawn_app`: the real service on `127.0.0.1:0` over a real store, with its Atlassian base
 //! URLs pointed at the in-process fake.
 
+use offboard::domain::{Job, JobWithEvents};
 use std::sync::Arc;
 use std::time::Duration;
 
 use offboard::config::{Config, ConfigOrigin};
+use offboard::domain::JobState;
 use offboard::http::server::Limits;
-use offboard::jobs::JobState;
 use offboard::serve::{Role, Service};
-use offboard::store::{Job, JobWithEvents, Store};
+use offboard::store::Store;
 use serde_json::Value;
 
 use super::db::TestDb;
