@@ -280,6 +280,31 @@ pub trait Store: Send + Sync + 'static {
     fn wakeup(&self) -> Arc<Notify>;
 }
 
+/// The embedded migrations of one backend, in order: (version, description, SQL). A landed
+/// migration is never edited (`tests/it/migrations.rs` pins each file's checksum).
+fn migrator(migrations: &[(i64, &'static str, &'static str)]) -> sqlx::migrate::Migrator {
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    use std::borrow::Cow;
+    let migrations = migrations
+        .iter()
+        .map(|&(version, description, sql)| {
+            Migration::new(
+                version,
+                Cow::Borrowed(description),
+                MigrationType::Simple,
+                Cow::Borrowed(sql),
+                false,
+            )
+        })
+        .collect();
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+    }
+}
+
 /// Opens the store a `database_url` names: `postgres://…`/`postgresql://…` or `sqlite://…`
 /// (`sqlite://offboard.db` is a file relative to the working directory, created if missing).
 pub async fn open(database_url: &str, options: &StoreOptions) -> anyhow::Result<Arc<dyn Store>> {

@@ -3,14 +3,13 @@
 //! race to write; readers are not blocked. Times are integer microseconds (UTC) from this
 //! process's clock.
 
-use std::borrow::Cow;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
@@ -74,49 +73,30 @@ impl SqliteStore {
     }
 
     fn migrator() -> Migrator {
-        Migrator {
-            migrations: Cow::Owned(vec![
-                Migration::new(
-                    20261128000001,
-                    Cow::Borrowed("initial"),
-                    MigrationType::Simple,
-                    Cow::Borrowed(include_str!(
-                        "../../../migrations/sqlite/20261128000001_initial.sql"
-                    )),
-                    false,
+        super::migrator(&[
+            (
+                20261128000001,
+                "initial",
+                include_str!("../../../migrations/sqlite/20261128000001_initial.sql"),
+            ),
+            (
+                20261201000001,
+                "recorded account",
+                include_str!("../../../migrations/sqlite/20261201000001_recorded_account.sql"),
+            ),
+            (
+                20261201000002,
+                "unsigned ids and mass approval",
+                include_str!(
+                    "../../../migrations/sqlite/20261201000002_unsigned_ids_and_mass_approval.sql"
                 ),
-                Migration::new(
-                    20261201000001,
-                    Cow::Borrowed("recorded account"),
-                    MigrationType::Simple,
-                    Cow::Borrowed(include_str!(
-                        "../../../migrations/sqlite/20261201000001_recorded_account.sql"
-                    )),
-                    false,
-                ),
-                Migration::new(
-                    20261201000002,
-                    Cow::Borrowed("unsigned ids and mass approval"),
-                    MigrationType::Simple,
-                    Cow::Borrowed(include_str!(
-                        "../../../migrations/sqlite/20261201000002_unsigned_ids_and_mass_approval.sql"
-                    )),
-                    false,
-                ),
-                Migration::new(
-                    20261201000003,
-                    Cow::Borrowed("revoked sessions"),
-                    MigrationType::Simple,
-                    Cow::Borrowed(include_str!(
-                        "../../../migrations/sqlite/20261201000003_revoked_sessions.sql"
-                    )),
-                    false,
-                ),
-            ]),
-            ignore_missing: false,
-            locking: true,
-            no_tx: false,
-        }
+            ),
+            (
+                20261201000003,
+                "revoked sessions",
+                include_str!("../../../migrations/sqlite/20261201000003_revoked_sessions.sql"),
+            ),
+        ])
     }
 
     async fn begin_write(&self) -> StoreResult<Tx> {
