@@ -124,7 +124,7 @@ impl Default for StoreOptions {
 }
 
 /// The operations offboard needs from its database. Both backends pass the same contract
-/// test suite (`tests/store_contract.rs`).
+/// test suite (`tests/it/store_contract.rs`).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Applies the embedded migrations that have not run yet.
