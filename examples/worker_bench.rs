@@ -22,11 +22,9 @@ use chrono::Utc;
 use fake_atlassian::FakeAtlassian;
 use offboard::config::{Config, ConfigOrigin};
 use offboard::domain::Email;
-use offboard::domain::{Action, JobState};
+use offboard::domain::{Action, JobState, NewChain, NewStep};
 use offboard::serve::{Role, Service};
-use offboard::store::{
-    self, Dedupe, DeliveryContent, NewChain, NewDelivery, NewStep, Store, StoreOptions,
-};
+use offboard::store::{self, Dedupe, DeliveryContent, NewDelivery, Store, StoreOptions};
 use sqlx::{Connection, PgConnection};
 
 struct Args {
@@ -177,7 +175,6 @@ async fn enqueue_chains(
                 account_id: None,
                 rule: "bench".into(),
                 approval: false,
-                max_attempts: 8,
                 steps: steps
                     .iter()
                     .map(|(action, param)| NewStep {
@@ -198,6 +195,7 @@ async fn enqueue_chains(
                 body_sha256: "0".repeat(64),
                 dedupe: Dedupe::SignedId,
                 received_at: Utc::now(),
+                max_attempts: 8,
                 content: DeliveryContent::Accepted {
                     cancels: Vec::new(),
                     chains,

@@ -1,5 +1,5 @@
 //! The ground floor: the vocabulary every other room speaks. Jobs and their states
-//! (`job`), the actions and what they touch (`action`), validated values (`ids`), the
+//! (`job`), the actions and what they touch (`action`), what a delivery asks for (`plan`), validated values (`ids`), the
 //! safety policy (`safety`) and durations (`duration`). Nothing here reads a file, a
 //! database or the network.
 
@@ -7,9 +7,11 @@ mod action;
 pub mod duration;
 mod ids;
 mod job;
+mod plan;
 mod safety;
 
 pub use action::*;
 pub use ids::*;
 pub use job::*;
+pub use plan::{NewCancel, NewChain, NewStep, Plan};
 pub use safety::Safety;

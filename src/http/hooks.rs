@@ -20,10 +20,9 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::json_body;
 use crate::config::{Config, Source};
-use crate::rules::{self, Plan};
-use crate::store::{
-    Dedupe, DeliveryContent, DeliveryStatus, NewCancel, NewChain, NewDelivery, NewStep, Refusal,
-};
+use crate::domain::{NewCancel, Plan};
+use crate::rules;
+use crate::store::{Dedupe, DeliveryContent, DeliveryStatus, NewDelivery, Refusal};
 use crate::verify::{BodyTimestampError, Scheme, Verified, check_body_timestamp, is_hibob_ping};
 
 /// Delivery ids longer than this are replaced by their hash: they are keys, not payloads.
@@ -152,6 +151,7 @@ async fn handle(
         body_sha256,
         dedupe,
         received_at,
+        max_attempts: config.worker.max_attempts,
         content,
     };
     let receipt = state.store.accept_delivery(delivery).await?;
@@ -295,22 +295,7 @@ fn map_payload(config: &Config, source: &Source, payload: &Value) -> DeliveryCon
                     }
                     continue;
                 }
-                chains.push(NewChain {
-                    email: chain.email,
-                    account_id: chain.account_id,
-                    rule: chain.rule,
-                    approval: chain.approval,
-                    max_attempts: config.worker.max_attempts,
-                    steps: chain
-                        .steps
-                        .into_iter()
-                        .map(|s| NewStep {
-                            action: s.action,
-                            params: s.params,
-                            run_at: s.run_at,
-                        })
-                        .collect(),
-                });
+                chains.push(chain);
             }
         }
     }

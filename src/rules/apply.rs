@@ -4,38 +4,12 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::compile::{Condition, Effect, Rule, Step};
 use super::instant::{later, parse_instant};
 use crate::domain::duration::Span;
-use crate::domain::{Action, Email};
-
-/// What a delivery asks for: either a chain of jobs for one person, or the cancellation of
-/// that person's pending jobs.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Plan {
-    Chain(ChainPlan),
-    Cancel { rule: String, email: Email },
-}
-
-/// The jobs of one rule for one person; each step depends on the one before it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChainPlan {
-    pub rule: String,
-    pub email: Email,
-    pub account_id: Option<String>,
-    pub approval: bool,
-    pub steps: Vec<StepPlan>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct StepPlan {
-    pub action: Action,
-    /// Parameter name → string value; `{}` when the action takes none.
-    pub params: Map<String, Value>,
-    pub run_at: DateTime<Utc>,
-}
+use crate::domain::{Email, NewChain, NewStep, Plan};
 
 /// Why a verified delivery cannot be turned into jobs: the 422 message. It names the rule, the
 /// element and the pointer, and quotes at most a short excerpt of the payload.
@@ -145,7 +119,7 @@ impl Person<'_> {
             .iter()
             .map(|step| self.step(step, start))
             .collect::<Result<_, _>>()?;
-        Ok(Plan::Chain(ChainPlan {
+        Ok(Plan::Chain(NewChain {
             rule: self.rule.name.clone(),
             email,
             account_id,
@@ -154,8 +128,8 @@ impl Person<'_> {
         }))
     }
 
-    fn step(&self, step: &Step, start: DateTime<Utc>) -> Result<StepPlan, Unmappable> {
-        Ok(StepPlan {
+    fn step(&self, step: &Step, start: DateTime<Utc>) -> Result<NewStep, Unmappable> {
+        Ok(NewStep {
             action: step.action,
             params: step.params.clone(),
             run_at: self.later(start, step.after)?,

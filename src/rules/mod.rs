@@ -24,7 +24,7 @@ mod compile;
 mod instant;
 mod spec;
 
-pub use apply::{ChainPlan, Plan, StepPlan, Unmappable, map_delivery};
+pub use apply::{Unmappable, map_delivery};
 pub use compile::Rule;
 pub use spec::{ActionSpec, ActionTable, RuleSpec};
 

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::*;
-use crate::domain::{Action, Email};
+use crate::domain::{Action, Email, NewChain, NewStep, Plan};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -36,7 +36,7 @@ fn compile_errors(lines: &str) -> Vec<String> {
     Rule::compile(spec(lines)).expect_err(lines)
 }
 
-fn chains(plans: Vec<Plan>) -> Vec<ChainPlan> {
+fn chains(plans: Vec<Plan>) -> Vec<NewChain> {
     plans
         .into_iter()
         .map(|plan| match plan {
@@ -46,7 +46,7 @@ fn chains(plans: Vec<Plan>) -> Vec<ChainPlan> {
         .collect()
 }
 
-fn only_chain(rule: &Rule, body: &Value) -> ChainPlan {
+fn only_chain(rule: &Rule, body: &Value) -> NewChain {
     let mut plans = chains(rule.apply(body, now()).unwrap());
     assert_eq!(plans.len(), 1, "{plans:?}");
     plans.remove(0)
@@ -787,18 +787,18 @@ fn the_interface_example_parses_compiles_and_maps() {
         {"status": "active", "data": {"email": "kim@example.com", "end_date": "2024-10-27"}},
     ]});
     let plans = map_delivery(&rules, &ended, now()).unwrap();
-    let expected = ChainPlan {
+    let expected = NewChain {
         rule: "contract-ended".into(),
         email: Email::parse("jo@example.com").unwrap(),
         account_id: Some("5b10".into()),
         approval: false,
         steps: vec![
-            StepPlan {
+            NewStep {
                 action: Action::SuspendAccess,
                 params: Map::new(),
                 run_at: utc("2024-10-26T22:00:00Z"),
             },
-            StepPlan {
+            NewStep {
                 action: Action::DeleteAccount,
                 params: Map::new(),
                 run_at: utc("2024-11-25T22:00:00Z"),

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
-use crate::domain::{Action, Email, Job, JobId, JobState, Outcome, id_as_string, time_as_rfc3339};
+use crate::domain::{
+    Action, Job, JobId, JobState, NewCancel, NewChain, Outcome, id_as_string, time_as_rfc3339,
+};
 
 /// A claimed job that succeeded, to be recorded.
 #[derive(Clone, Debug)]
@@ -48,6 +50,8 @@ pub struct NewDelivery {
     /// How to tell whether it was recorded before.
     pub dedupe: Dedupe,
     pub received_at: DateTime<Utc>,
+    /// The `max_attempts` of every job it creates.
+    pub max_attempts: i32,
     pub content: DeliveryContent,
 }
 
@@ -149,18 +153,6 @@ impl DeliveryContent {
     }
 }
 
-/// The steps of one rule for one person: each later step runs only after the earlier one
-/// succeeded.
-#[derive(Clone, Debug)]
-pub struct NewChain {
-    pub email: Email,
-    pub account_id: Option<String>,
-    pub rule: String,
-    pub approval: bool,
-    pub max_attempts: i32,
-    pub steps: Vec<NewStep>,
-}
-
 impl NewChain {
     /// The state its jobs start in.
     pub(crate) fn initial_state(&self) -> JobState {
@@ -183,27 +175,6 @@ impl NewChain {
         }
         super::truncate_detail(&detail).to_owned()
     }
-}
-
-#[derive(Clone, Debug)]
-pub struct NewStep {
-    pub action: Action,
-    pub params: Map<String, Value>,
-    pub run_at: DateTime<Utc>,
-}
-
-impl NewStep {
-    /// The `params` column: a JSON object.
-    pub(crate) fn params_json(&self) -> String {
-        serde_json::to_string(&self.params).unwrap_or_else(|_| "{}".into())
-    }
-}
-
-/// A `cancel = true` rule matched for this person.
-#[derive(Clone, Debug)]
-pub struct NewCancel {
-    pub email: Email,
-    pub rule: String,
 }
 
 impl NewCancel {

@@ -583,9 +583,9 @@ fn verifiers_accept_genuine_deliveries_and_survive_tampered_ones() {
 }
 
 /// What every chain a rule plans must satisfy.
-fn check_plans(plans: Vec<rules::Plan>) -> TestCaseResult {
+fn check_plans(plans: Vec<offboard::domain::Plan>) -> TestCaseResult {
     for plan in plans {
-        if let rules::Plan::Chain(chain) = plan {
+        if let offboard::domain::Plan::Chain(chain) = plan {
             prop_assert!(!chain.steps.is_empty());
             prop_assert_eq!(
                 chain.email.as_str(),
@@ -858,7 +858,7 @@ fn at_times_parse_in_every_timezone() {
             let Ok(plans) = rules::map_delivery(&[rule], &body, now) else {
                 return Ok(());
             };
-            let Some(rules::Plan::Chain(chain)) = plans.first() else {
+            let Some(offboard::domain::Plan::Chain(chain)) = plans.first() else {
                 return Err(TestCaseError::fail(format!("no chain: {plans:?}")));
             };
             let delay = chrono::Duration::days(i64::try_from(delay_days).unwrap());

@@ -2,7 +2,9 @@
 //! Postgres. Both backends must give the same answers; where they differ, this suite is the
 //! judge.
 
-use offboard::domain::{Job, JobId, JobWithEvents, PauseReason, Transition};
+use offboard::domain::{
+    Job, JobId, JobWithEvents, NewCancel, NewChain, NewStep, PauseReason, Transition,
+};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -14,7 +16,7 @@ use offboard::domain::Email;
 use offboard::domain::{Action, JobState, Outcome};
 use offboard::store::{
     AccountRecord, Completion, Dedupe, DeliveryContent, DeliveryReceipt, DeliveryStatus, JobFilter,
-    NewCancel, NewChain, NewDelivery, NewStep, Refusal, Store, StoreError, StoreResult,
+    NewDelivery, Refusal, Store, StoreError, StoreResult,
 };
 use serde_json::{Map, Value, json};
 use sqlx::Connection;
@@ -56,7 +58,6 @@ fn chain(email: &str, actions: &[Action], run_at: DateTime<Utc>) -> NewChain {
         account_id: None,
         rule: "offboard".to_owned(),
         approval: false,
-        max_attempts: 3,
         steps: actions
             .iter()
             .map(|&action| NewStep {
@@ -84,6 +85,7 @@ fn delivery(source: &str, delivery_id: &str, content: DeliveryContent) -> NewDel
         body_sha256: "ab".repeat(32),
         dedupe: Dedupe::SignedId,
         received_at: Utc::now(),
+        max_attempts: 3,
         content,
     }
 }
@@ -223,7 +225,6 @@ async fn accept_records_delivery_and_jobs(db: TestDb) {
         run_at,
     );
     suspend_then_delete.account_id = Some("acc-1".to_owned());
-    suspend_then_delete.max_attempts = 5;
     let refused = vec![Refusal {
         email: "ceo@example.com".to_owned(),
         reason: "protected_email".to_owned(),
@@ -241,6 +242,10 @@ async fn accept_records_delivery_and_jobs(db: TestDb) {
             approval_required: None,
         },
     );
+    let new = NewDelivery {
+        max_attempts: 5,
+        ..new
+    };
     let receipt = store.accept_delivery(new).await.unwrap();
 
     assert!(!receipt.duplicate);
@@ -421,6 +426,7 @@ fn unsigned(id: &str, body: &str, window: TimeDelta, email: &str) -> NewDelivery
             replay_since: received_at - window,
         },
         received_at,
+        max_attempts: 3,
         content: accepted(
             vec![],
             vec![chain(email, &[Action::DeletePortalCustomer], due())],
@@ -1436,18 +1442,16 @@ both_stores!(
 
 async fn rescue_fails_jobs_out_of_attempts(db: TestDb) {
     let store = db.store().await;
-    let receipt = accept(
-        &*store,
-        vec![NewChain {
-            max_attempts: 1,
-            ..chain(
-                "a@example.com",
-                &[Action::SuspendAccess, Action::DeleteAccount],
-                due(),
-            )
-        }],
-    )
-    .await;
+    let chains = vec![chain(
+        "a@example.com",
+        &[Action::SuspendAccess, Action::DeleteAccount],
+        due(),
+    )];
+    let one_attempt = NewDelivery {
+        max_attempts: 1,
+        ..delivery("hr", &fresh_delivery_id(), accepted(vec![], chains))
+    };
+    let receipt = store.accept_delivery(one_attempt).await.unwrap();
     let ids = receipt_ids(&receipt);
     let claimed = claim_exactly(&*store, ids[0], Duration::from_millis(1)).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -2532,7 +2536,6 @@ async fn deliveries_arriving_together_keep_every_rule(db: TestDb) {
     let mut shaped = chain("shape@example.com", &[Action::RemoveFromGroup], due());
     shaped.account_id = Some("acc-9".to_owned());
     shaped.approval = true;
-    shaped.max_attempts = 4;
     let recorded = store
         .accept_delivery(delivery("hr", "already", accepted(vec![], vec![])))
         .await
@@ -2584,15 +2587,11 @@ async fn deliveries_arriving_together_keep_every_rule(db: TestDb) {
         };
         expected.push(id.clone());
         let store = store.clone();
-        tasks.spawn(async move {
-            (
-                i,
-                store
-                    .accept_delivery(delivery("hr", &id, content))
-                    .await
-                    .unwrap(),
-            )
-        });
+        let mut new = delivery("hr", &id, content);
+        if i == 0 {
+            new.max_attempts = 4;
+        }
+        tasks.spawn(async move { (i, store.accept_delivery(new).await.unwrap()) });
     }
     let mut receipts: Vec<(usize, DeliveryReceipt)> = tasks.join_all().await;
     receipts.sort_by_key(|(i, _)| *i);

@@ -20,6 +20,7 @@ use sqlx::{Postgres, Row};
 use tokio::time::Instant;
 
 use crate::batch::Batcher;
+use crate::domain::{NewCancel, NewChain};
 use crate::store::model::*;
 use crate::store::{PREVIOUS_STEP_FAILED, StoreError, StoreOptions, StoreResult};
 
@@ -232,7 +233,7 @@ async fn call_batch(
                 j_email.push(chain.email.as_str());
                 j_account_id.push(chain.account_id.as_deref());
                 j_run_at.push(step.run_at);
-                j_max_attempts.push(chain.max_attempts);
+                j_max_attempts.push(delivery.max_attempts);
                 j_rule.push(chain.rule.as_str());
                 j_detail.push(chain.creation_detail(delivery));
             }
@@ -397,7 +398,7 @@ fn chain_json(chain: &NewChain, delivery: &NewDelivery) -> serde_json::Value {
         "account_id": chain.account_id,
         "rule": chain.rule,
         "approval": chain.approval,
-        "max_attempts": chain.max_attempts,
+        "max_attempts": delivery.max_attempts,
         "detail": chain.creation_detail(delivery),
         "steps": steps,
     })

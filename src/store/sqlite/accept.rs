@@ -7,7 +7,7 @@ use sqlx::sqlite::{SqlitePool, SqliteRow};
 
 use super::{Tx, cancel_dependents, cancel_jobs, insert_event, job_from_row, micros, now_micros};
 use crate::batch::Batcher;
-use crate::domain::{Job, JobId};
+use crate::domain::{Job, JobId, NewCancel, NewChain, NewStep};
 use crate::store::model::*;
 use crate::store::rows::{cancellable_states, job_columns, live_states};
 use crate::store::{StoreError, StoreResult};
@@ -66,7 +66,7 @@ async fn insert_or_existing_job(
     .bind(&chain.account_id)
     .bind(depends_on)
     .bind(micros(step.run_at))
-    .bind(chain.max_attempts)
+    .bind(delivery.max_attempts)
     .bind(&delivery.source)
     .bind(&chain.rule)
     .bind(&delivery.delivery_id)

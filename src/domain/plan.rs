@@ -1,0 +1,49 @@
+//! What the rules make of a delivery, which is what the store records: a chain of steps
+//! for one person, or the cancellation of that person's pending jobs. One type for each,
+//! from the rules to the database.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use super::{Action, Email};
+
+/// What a delivery asks for, per matching rule and person.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    Chain(NewChain),
+    Cancel { rule: String, email: Email },
+}
+
+/// The steps of one rule for one person: each later step runs only after the earlier one
+/// succeeded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewChain {
+    pub email: Email,
+    /// The payload's claim of the account, checked against the lookup.
+    pub account_id: Option<String>,
+    pub rule: String,
+    pub approval: bool,
+    pub steps: Vec<NewStep>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewStep {
+    pub action: Action,
+    /// Parameter name → string value; `{}` when the action takes none.
+    pub params: Map<String, Value>,
+    pub run_at: DateTime<Utc>,
+}
+
+impl NewStep {
+    /// The `params` column: a JSON object.
+    pub fn params_json(&self) -> String {
+        serde_json::to_string(&self.params).unwrap_or_else(|_| "{}".into())
+    }
+}
+
+/// A `cancel = true` rule matched for this person.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewCancel {
+    pub email: Email,
+    pub rule: String,
+}
