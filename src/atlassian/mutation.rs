@@ -126,7 +126,7 @@ pub enum Applied {
 }
 
 /// Everything needed to send one mutation.
-struct Plan {
+struct Request {
     family: ApiFamily,
     method: Method,
     url: Url,
@@ -136,9 +136,9 @@ struct Plan {
     servicedesk_api: bool,
 }
 
-impl Plan {
-    fn new(family: ApiFamily, method: Method, url: Url) -> Plan {
-        Plan {
+impl Request {
+    fn new(family: ApiFamily, method: Method, url: Url) -> Request {
+        Request {
             family,
             method,
             url,
@@ -147,18 +147,18 @@ impl Plan {
         }
     }
 
-    fn with_body(family: ApiFamily, method: Method, url: Url, body: Value) -> Plan {
-        Plan {
+    fn with_body(family: ApiFamily, method: Method, url: Url, body: Value) -> Request {
+        Request {
             body: Some(body),
-            ..Plan::new(family, method, url)
+            ..Request::new(family, method, url)
         }
     }
 
-    fn servicedesk(method: Method, url: Url, account_id: &str) -> Plan {
-        Plan {
+    fn servicedesk(method: Method, url: Url, account_id: &str) -> Request {
+        Request {
             body: Some(json!({ "accountIds": [account_id] })),
             servicedesk_api: true,
-            ..Plan::new(ApiFamily::Site, method, url)
+            ..Request::new(ApiFamily::Site, method, url)
         }
     }
 }
@@ -167,7 +167,7 @@ impl Client {
     /// The request `apply` would send. A mutation with an id that `apply` refuses to send is
     /// described as the URL parser makes it; `apply` then fails it as `Rejected`.
     pub fn describe(&self, m: &Mutation) -> Result<PlannedRequest, CallError> {
-        let plan = self.plan(m)?;
+        let plan = self.request_for(m)?;
         Ok(PlannedRequest {
             method: plan.method.to_string(),
             url: plan.url.to_string(),
@@ -177,7 +177,9 @@ impl Client {
 
     pub async fn apply(&self, m: &Mutation) -> Result<Applied, CallError> {
         refuse_unsendable_ids(m)?;
-        let response = self.send_plan(m.endpoint(), self.plan(m)?).await?;
+        let response = self
+            .send_request(m.endpoint(), self.request_for(m)?)
+            .await?;
         match m {
             Mutation::RevokePortalAccess { .. } => revoke_portal_access(response).await,
             Mutation::DeletePortalCustomer { .. } => delete_portal_customer(response).await,
@@ -208,7 +210,11 @@ impl Client {
         }
     }
 
-    async fn send_plan(&self, endpoint: &'static str, plan: Plan) -> Result<Response, CallError> {
+    async fn send_request(
+        &self,
+        endpoint: &'static str,
+        plan: Request,
+    ) -> Result<Response, CallError> {
         let mut request = self.request(plan.family, plan.method, plan.url)?;
         if plan.servicedesk_api {
             request = request.header("X-ExperimentalApi", "opt-in");
@@ -219,22 +225,22 @@ impl Client {
         self.send(plan.family, endpoint, request).await
     }
 
-    fn plan(&self, m: &Mutation) -> Result<Plan, CallError> {
+    fn request_for(&self, m: &Mutation) -> Result<Request, CallError> {
         use ApiFamily::Admin;
         Ok(match m {
             Mutation::RevokePortalAccess { account_id } => {
                 let path = ["rest", "servicedeskapi", "customer", "user", account_id];
                 let url =
                     self.site_endpoint(&[&path[..], &["revoke-portal-only-access"]].concat())?;
-                Plan {
+                Request {
                     servicedesk_api: true,
-                    ..Plan::new(ApiFamily::Site, Method::PUT, url)
+                    ..Request::new(ApiFamily::Site, Method::PUT, url)
                 }
             }
             Mutation::DeletePortalCustomer { account_id } => {
                 let mut url = self.site_endpoint(&["rest", "api", "3", "user"])?;
                 url.query_pairs_mut().append_pair("accountId", account_id);
-                Plan::new(ApiFamily::Site, Method::DELETE, url)
+                Request::new(ApiFamily::Site, Method::DELETE, url)
             }
             Mutation::RemoveFromServiceDesk {
                 service_desk_id,
@@ -242,7 +248,7 @@ impl Client {
             } => {
                 let path = ["rest", "servicedeskapi", "servicedesk", service_desk_id];
                 let url = self.site_endpoint(&[&path[..], &["customer"]].concat())?;
-                Plan::servicedesk(Method::DELETE, url, account_id)
+                Request::servicedesk(Method::DELETE, url, account_id)
             }
             Mutation::RemoveFromCustomerOrganization {
                 organization_id,
@@ -250,28 +256,28 @@ impl Client {
             } => {
                 let path = ["rest", "servicedeskapi", "organization", organization_id];
                 let url = self.site_endpoint(&[&path[..], &["user"]].concat())?;
-                Plan::servicedesk(Method::DELETE, url, account_id)
+                Request::servicedesk(Method::DELETE, url, account_id)
             }
             // A bodyless POST here is refused with 415 by at least one public report, and an
             // empty object is what working scripts send.
             Mutation::SuspendAccess { account_id } => {
                 let url = self.directory_endpoint(&["users", account_id, "suspend"])?;
-                Plan::with_body(Admin, Method::POST, url, json!({}))
+                Request::with_body(Admin, Method::POST, url, json!({}))
             }
             Mutation::RestoreAccess { account_id } => {
                 let url = self.directory_endpoint(&["users", account_id, "restore"])?;
-                Plan::with_body(Admin, Method::POST, url, json!({}))
+                Request::with_body(Admin, Method::POST, url, json!({}))
             }
             Mutation::RemoveFromDirectory { account_id } => {
                 let url = self.directory_endpoint(&["users", account_id])?;
-                Plan::new(Admin, Method::DELETE, url)
+                Request::new(Admin, Method::DELETE, url)
             }
             Mutation::RemoveFromGroup {
                 group_id,
                 account_id,
             } => {
                 let path = ["groups", group_id, "memberships", account_id];
-                Plan::new(Admin, Method::DELETE, self.directory_endpoint(&path)?)
+                Request::new(Admin, Method::DELETE, self.directory_endpoint(&path)?)
             }
             // The documented body: an optional message, shown with the deactivation.
             Mutation::DeactivateAccount {
@@ -280,11 +286,11 @@ impl Client {
             } => {
                 let path = ["users", account_id, "manage", "lifecycle", "disable"];
                 let body = json!({ "message": message });
-                Plan::with_body(Admin, Method::POST, self.admin_endpoint(&path)?, body)
+                Request::with_body(Admin, Method::POST, self.admin_endpoint(&path)?, body)
             }
             Mutation::DeleteAccount { account_id } => {
                 let path = ["users", account_id, "manage", "lifecycle", "delete"];
-                Plan::new(Admin, Method::POST, self.admin_endpoint(&path)?)
+                Request::new(Admin, Method::POST, self.admin_endpoint(&path)?)
             }
         })
     }

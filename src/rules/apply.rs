@@ -6,7 +6,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::compile::{Condition, Effect, Rule, Step};
+use super::compile::{Condition, Effect, Rule, RuleStep};
 use super::instant::{later, parse_instant};
 use crate::domain::duration::Span;
 use crate::domain::{Email, NewChain, NewStep, Plan};
@@ -128,7 +128,7 @@ impl Person<'_> {
         }))
     }
 
-    fn step(&self, step: &Step, start: DateTime<Utc>) -> Result<NewStep, Unmappable> {
+    fn step(&self, step: &RuleStep, start: DateTime<Utc>) -> Result<NewStep, Unmappable> {
         Ok(NewStep {
             action: step.action,
             params: step.params.clone(),

@@ -39,11 +39,14 @@ pub(super) struct Condition {
 #[derive(Debug, Clone)]
 pub(super) enum Effect {
     Cancel,
-    Chain { approval: bool, steps: Vec<Step> },
+    Chain {
+        approval: bool,
+        steps: Vec<RuleStep>,
+    },
 }
 
 #[derive(Debug, Clone)]
-pub(super) struct Step {
+pub(super) struct RuleStep {
     pub(super) action: Action,
     pub(super) after: Span,
     pub(super) params: Map<String, Value>,
@@ -234,7 +237,7 @@ impl Problems {
         }
     }
 
-    fn steps(&mut self, actions: &[ActionSpec]) -> Vec<Step> {
+    fn steps(&mut self, actions: &[ActionSpec]) -> Vec<RuleStep> {
         let mut seen = HashSet::new();
         let mut steps = Vec::new();
         for spec in actions {
@@ -253,7 +256,7 @@ impl Problems {
         steps
     }
 
-    fn step(&mut self, spec: &ActionSpec) -> Option<Step> {
+    fn step(&mut self, spec: &ActionSpec) -> Option<RuleStep> {
         let no_params = BTreeMap::new();
         let (name, after, params) = match spec {
             ActionSpec::Name(name) => (name.as_str(), None, &no_params),
@@ -268,7 +271,7 @@ impl Problems {
                 return None;
             }
         };
-        Some(Step {
+        Some(RuleStep {
             action,
             after: self.duration(&format!("`after` of `{action}`"), after),
             params: self.params(action, params),

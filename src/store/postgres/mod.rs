@@ -1,5 +1,9 @@
 //! The production store. The database clock (`now()`) is the one clock for leases and
 //! timestamps, so replicas with skewed clocks still agree on who holds a job.
+//!
+//! Over 600 lines, as one concept: the `Store` trait's operations on Postgres. Delivery
+//! acceptance is in `accept.rs`, wake-ups in `notifier.rs`, what both backends read alike in
+//! `../rows.rs`.
 
 mod accept;
 mod notifier;

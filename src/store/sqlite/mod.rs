@@ -2,6 +2,9 @@
 //! transaction, which takes the write lock up front, so two writers never both read and then
 //! race to write; readers are not blocked. Times are integer microseconds (UTC) from this
 //! process's clock.
+//!
+//! Over 600 lines, as one concept: the `Store` trait's operations on SQLite. Delivery
+//! acceptance is in `accept.rs`, what both backends read alike in `../rows.rs`.
 
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
