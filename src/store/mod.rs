@@ -333,6 +333,32 @@ pub async fn open_migrated(
     Ok(store)
 }
 
+/// What lease rescue makes of a running job whose worker's lease expired: one rule for both
+/// backends, handed to Postgres as bound values.
+pub(crate) mod lease_rescue {
+    use crate::domain::JobState;
+
+    /// Every attempt used: the job fails.
+    pub const EXHAUSTED: (JobState, &str) = (JobState::Failed, "max_attempts");
+    /// Attempts left: the job runs again at once.
+    pub const AGAIN: (JobState, &str) = (JobState::Pending, "lease_expired");
+    /// The rescue event's detail is `BEFORE_OWNER <worker> AFTER_OWNER`.
+    pub const BEFORE_OWNER: &str = "lease of worker ";
+    pub const AFTER_OWNER: &str = " expired";
+
+    pub fn outcome(attempts: i32, max_attempts: i32) -> (JobState, &'static str) {
+        if attempts >= max_attempts {
+            EXHAUSTED
+        } else {
+            AGAIN
+        }
+    }
+
+    pub fn detail(owner: Option<&str>) -> String {
+        format!("{BEFORE_OWNER}{}{AFTER_OWNER}", owner.unwrap_or("?"))
+    }
+}
+
 /// Renders the detail of a dependent step cancelled because an earlier step did not succeed.
 pub(crate) const PREVIOUS_STEP_FAILED: &str = "previous_step_failed";
 

@@ -398,14 +398,15 @@ impl Store for PostgresStore {
 
     async fn rescue_expired(&self) -> StoreResult<Vec<JobId>> {
         let mut tx = self.pool.begin().await?;
+        use super::lease_rescue::{AFTER_OWNER, AGAIN, BEFORE_OWNER, EXHAUSTED};
         let rows = sqlx::query(
             "WITH expired AS ( \
                SELECT id, lease_owner FROM jobs WHERE state = 'running' AND lease_expires_at < now() \
                FOR UPDATE SKIP LOCKED \
              ), rescued AS ( \
                UPDATE jobs SET \
-                 state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'pending' END, \
-                 last_error = CASE WHEN attempts >= max_attempts THEN 'max_attempts' ELSE 'lease_expired' END, \
+                 state = CASE WHEN attempts >= max_attempts THEN $1 ELSE $2 END, \
+                 last_error = CASE WHEN attempts >= max_attempts THEN $3 ELSE $4 END, \
                  finalized_at = CASE WHEN attempts >= max_attempts THEN now() END, \
                  run_at = now(), lease_owner = NULL, lease_expires_at = NULL, updated_at = now() \
                FROM expired WHERE jobs.id = expired.id \
@@ -413,16 +414,22 @@ impl Store for PostgresStore {
              ), events AS ( \
                INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail) \
                SELECT id, now(), 'running', state, 'offboard', \
-                 'lease of worker ' || coalesce(old_owner, '?') || ' expired' FROM rescued \
+                 $5 || coalesce(old_owner, '?') || $6 FROM rescued \
              ) SELECT id, state FROM rescued",
         )
+        .bind(EXHAUSTED.0.as_str())
+        .bind(AGAIN.0.as_str())
+        .bind(EXHAUSTED.1)
+        .bind(AGAIN.1)
+        .bind(BEFORE_OWNER)
+        .bind(AFTER_OWNER)
         .fetch_all(&mut *tx)
         .await?;
         let mut ids = Vec::with_capacity(rows.len());
         let mut failed = Vec::new();
         for row in &rows {
             let id: i64 = row.try_get("id")?;
-            if row.try_get::<&str, _>("state")? == "failed" {
+            if row.try_get::<&str, _>("state")? == EXHAUSTED.0.as_str() {
                 failed.push(id);
             }
             ids.push(id);

@@ -436,12 +436,8 @@ impl Store for SqliteStore {
         .await?;
         let mut failed = Vec::new();
         for (id, attempts, max_attempts, owner) in &expired {
-            let exhausted = attempts >= max_attempts;
-            let (state, error) = if exhausted {
-                (JobState::Failed, "max_attempts")
-            } else {
-                (JobState::Pending, "lease_expired")
-            };
+            let (state, error) = super::lease_rescue::outcome(*attempts, *max_attempts);
+            let exhausted = state == JobState::Failed;
             sqlx::query(
                 "UPDATE jobs SET state = ?2, last_error = ?3, finalized_at = ?4, run_at = ?5, \
                    lease_owner = NULL, lease_expires_at = NULL, updated_at = ?5 WHERE id = ?1",
@@ -453,10 +449,7 @@ impl Store for SqliteStore {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            let detail = format!(
-                "lease of worker {} expired",
-                owner.as_deref().unwrap_or("?")
-            );
+            let detail = super::lease_rescue::detail(owner.as_deref());
             insert_event(
                 &mut tx,
                 *id,
