@@ -612,28 +612,79 @@ fn rules_of_realistic_sources_take_arbitrary_json() {
     );
 }
 
-/// JSON Pointers the generated rules and bodies share, and anything else.
-fn pointer() -> impl Strategy<Value = String> {
+/// JSON Pointers the generated rules and bodies share.
+fn valid_pointer() -> impl Strategy<Value = String> {
     prop_oneof![
         4 => prop::sample::select(vec![
             "", "/email", "/data/email", "/data", "/type", "/when", "/list", "/list/0",
             "/a~1b", "/a~0b", "/0", "/-", "/employees", "/fields/workEmail",
         ])
         .prop_map(str::to_owned),
+        1 => "(/[a-z0-9]{0,6}){0,4}",
+    ]
+}
+
+/// Mostly a valid JSON Pointer, sometimes anything.
+fn pointer() -> impl Strategy<Value = String> {
+    prop_oneof![
+        8 => valid_pointer(),
         1 => "(/[a-z0-9~]{0,6}){0,4}",
         1 => any::<String>(),
     ]
 }
 
-fn condition_map() -> impl Strategy<Value = BTreeMap<String, Value>> {
-    prop::collection::btree_map(
-        pointer(),
+/// The values `rule_body` puts where the rules look, and the conditions accept.
+fn word() -> impl Strategy<Value = Value> {
+    prop::sample::select(vec![
+        Value::from("a"),
+        Value::from("b"),
+        Value::from(1),
+        Value::from(true),
+    ])
+}
+
+/// A body with something at every pointer `valid_pointer` names: emails where rules read
+/// emails, `at_value`s at `/when`, `word`s elsewhere, so that generated rules plan chains.
+fn rule_body() -> impl Strategy<Value = Value> {
+    let email = || {
         prop_oneof![
-            leaf(),
-            prop::collection::vec(leaf(), 0..4).prop_map(Value::Array)
-        ],
-        0..3,
+            4 => "[a-zA-Z0-9]{1,12}@[a-z0-9]{1,10}\\.[a-z]{2,6}".prop_map(Value::from),
+            1 => email(),
+        ]
+    };
+    (
+        (email(), email(), email()),
+        (word(), word(), word(), word()),
+        at_value(),
+        prop::collection::vec(email(), 0..4),
     )
+        .prop_map(|((e1, e2, e3), (w1, w2, w3, w4), when, list)| {
+            serde_json::json!({
+                "email": e1,
+                "data": { "email": e2, "type": w1 },
+                "type": w2,
+                "when": when,
+                "list": list,
+                "a/b": w3,
+                "a~b": w4,
+                "0": e3.clone(),
+                "employees": [{ "fields": { "workEmail": e3.clone() } }],
+                "fields": { "workEmail": e3 },
+            })
+        })
+}
+
+fn condition_map() -> impl Strategy<Value = BTreeMap<String, Value>> {
+    let values = prop_oneof![
+        3 => word(),
+        1 => leaf(),
+        2 => prop::collection::vec(word(), 1..3).prop_map(Value::Array),
+        1 => prop::collection::vec(leaf(), 1..4).prop_map(Value::Array),
+    ];
+    prop_oneof![
+        6 => prop::collection::btree_map(valid_pointer().prop_filter("not the root", |p| !p.is_empty()), values.clone(), 1..3),
+        1 => prop::collection::btree_map(pointer(), values, 0..3),
+    ]
 }
 
 fn duration_text() -> impl Strategy<Value = String> {
@@ -646,6 +697,15 @@ fn duration_text() -> impl Strategy<Value = String> {
     ]
 }
 
+/// A duration as rules write them: usually valid.
+fn rule_duration() -> impl Strategy<Value = String> {
+    prop_oneof![
+        12 => (0u64..400, prop::sample::select(vec!["s", "m", "h", "d"]))
+            .prop_map(|(n, unit)| format!("{n}{unit}")),
+        1 => duration_text(),
+    ]
+}
+
 fn action_name() -> impl Strategy<Value = String> {
     prop_oneof![
         6 => prop::sample::select(Action::ALL.to_vec()).prop_map(|a| a.as_str().to_owned()),
@@ -653,17 +713,42 @@ fn action_name() -> impl Strategy<Value = String> {
     ]
 }
 
+/// An action as a rule's `actions` lists it: usually well formed (with the parameter the
+/// action needs, and sometimes an `after`), sometimes anything.
 fn action_spec() -> impl Strategy<Value = ActionSpec> {
+    let wellformed = (
+        prop::sample::select(Action::ALL.to_vec()),
+        proptest::option::weighted(0.4, rule_duration()),
+        "[a-z0-9-]{1,8}",
+    )
+        .prop_map(
+            |(action, after, id)| match (action.required_param(), after) {
+                (None, None) => ActionSpec::Name(action.as_str().to_owned()),
+                (param, after) => ActionSpec::Table(ActionTable {
+                    action: action.as_str().to_owned(),
+                    after,
+                    params: param
+                        .map(|p| (p.to_owned(), Value::from(id)))
+                        .into_iter()
+                        .collect(),
+                }),
+            },
+        );
     let params = prop::collection::btree_map(
         prop_oneof![
-            prop::sample::select(vec!["group_id", "service_desk_id", "product", "role"])
-                .prop_map(str::to_owned),
+            prop::sample::select(vec![
+                "group_id",
+                "service_desk_id",
+                "organization_id",
+                "role"
+            ])
+            .prop_map(str::to_owned),
             any::<String>(),
         ],
         leaf(),
         0..3,
     );
-    prop_oneof![
+    let anything = prop_oneof![
         action_name().prop_map(ActionSpec::Name),
         (action_name(), proptest::option::of(duration_text()), params).prop_map(
             |(action, after, params)| ActionSpec::Table(ActionTable {
@@ -672,7 +757,8 @@ fn action_spec() -> impl Strategy<Value = ActionSpec> {
                 params
             })
         ),
-    ]
+    ];
+    prop_oneof![8 => wellformed, 1 => anything]
 }
 
 fn timezone_name() -> impl Strategy<Value = String> {
@@ -683,38 +769,45 @@ fn timezone_name() -> impl Strategy<Value = String> {
     ]
 }
 
+/// A rule as a `[[sources.rules]]` table gives it: usually one that compiles, so that
+/// mapping gets exercised, sometimes not.
 fn rule_spec() -> impl Strategy<Value = RuleSpec> {
     let maybe = |p: f64| proptest::option::weighted(p, pointer());
+    // Where the person is: mostly where `rule_body` puts emails, alone or in a list.
+    let person = prop_oneof![
+        6 => prop::sample::select(vec!["/email", "/data/email", "/fields/workEmail", "/0"])
+            .prop_map(|email| (None, Some(email.to_owned()))),
+        1 => Just((Some("/list".to_owned()), Some(String::new()))),
+        1 => Just((Some("/employees".to_owned()), Some("/fields/workEmail".to_owned()))),
+        1 => (maybe(0.5), proptest::option::weighted(0.95, pointer())),
+    ];
     (
         (
-            "[a-z-]{0,12}",
-            proptest::option::of(condition_map()),
-            maybe(0.4),
+            prop_oneof![8 => "[a-z-]{1,12}", 1 => any::<String>()],
+            proptest::option::weighted(0.5, condition_map()),
+            person,
         ),
-        (
-            proptest::option::of(condition_map()),
-            maybe(0.95),
-            maybe(0.3),
-        ),
+        (proptest::option::weighted(0.3, condition_map()), maybe(0.3)),
         (maybe(0.5), proptest::option::weighted(0.5, timezone_name())),
         (
-            proptest::option::weighted(0.3, duration_text()),
+            proptest::option::weighted(0.3, rule_duration()),
             proptest::option::of(any::<bool>()),
-            proptest::option::weighted(0.9, prop::collection::vec(action_spec(), 0..4)),
-            proptest::option::weighted(0.2, any::<bool>()),
+            proptest::option::weighted(0.97, prop::collection::vec(action_spec(), 1..4)),
+            proptest::option::weighted(0.1, any::<bool>()),
         ),
     )
         .prop_map(
             |(
-                (name, when, for_each),
-                (where_, email, account_id),
+                (name, when, (for_each, email)),
+                (where_, account_id),
                 (at, timezone),
                 (delay, approval, actions, cancel),
             )| RuleSpec {
                 name,
                 when,
+                // `where` filters a `for_each`; mostly it comes with one.
+                where_: where_.filter(|_| for_each.is_some() || cancel == Some(false)),
                 for_each,
-                where_,
                 email,
                 account_id,
                 at,
@@ -732,8 +825,8 @@ fn arbitrary_rules_take_arbitrary_json() {
     fuzz(
         "arbitrary_rules_take_arbitrary_json",
         (
-            prop::collection::vec(rule_spec(), 1..4),
-            prop_oneof![json_value(), shaped_body()],
+            prop::collection::vec(rule_spec(), 1..3),
+            prop_oneof![1 => json_value(), 1 => shaped_body(), 3 => rule_body()],
             instant(),
         ),
         |(specs, body, now)| {
@@ -896,7 +989,8 @@ fn at_times_parse_in_every_timezone() {
 /// The secret literals the generated configs use; none may show in a parsed config's Debug.
 const SECRET_LITERALS: [&str; 3] = [
     "s3cret-admin-4f1d",
-    "s3cret-source-9a2c",
+    // Base64 too, so that `standard-webhooks` takes it.
+    "s3cretS0urce9a2c",
     "s3cret-atlassian-77e0",
 ];
 
@@ -963,9 +1057,15 @@ fn toml_float(f: f64) -> String {
     }
 }
 
-/// `plausible` mostly, any TOML value sometimes.
+/// `plausible` mostly, any TOML value sometimes: most documents then get past the types
+/// into validation, and some of those through it.
 fn typed(plausible: impl Strategy<Value = String> + 'static) -> BoxedStrategy<String> {
-    prop_oneof![4 => plausible.boxed(), 1 => toml_any()].boxed()
+    prop_oneof![60 => plausible.boxed(), 1 => toml_any()].boxed()
+}
+
+/// A valid value mostly, an invalid one of the right type sometimes.
+fn pick(valid: Vec<&'static str>, invalid: Vec<&'static str>) -> BoxedStrategy<String> {
+    prop_oneof![19 => quoted(valid), 1 => quoted(invalid)].boxed()
 }
 
 fn quoted(values: Vec<&'static str>) -> BoxedStrategy<String> {
@@ -976,29 +1076,54 @@ fn int(range: std::ops::Range<i64>) -> BoxedStrategy<String> {
     range.prop_map(|i| i.to_string()).boxed()
 }
 
+/// An integer in `valid` mostly, in `wide` sometimes.
+fn int_in(valid: std::ops::Range<i64>, wide: std::ops::Range<i64>) -> BoxedStrategy<String> {
+    prop_oneof![19 => int(valid), 1 => int(wide)].boxed()
+}
+
 fn boolean() -> BoxedStrategy<String> {
     any::<bool>().prop_map(|b| b.to_string()).boxed()
 }
 
 fn list(item: BoxedStrategy<String>) -> BoxedStrategy<String> {
-    prop::collection::vec(item, 0..3)
+    sized_list(item, 0..3)
+}
+
+fn sized_list(item: BoxedStrategy<String>, size: std::ops::Range<usize>) -> BoxedStrategy<String> {
+    prop::collection::vec(item, size)
         .prop_map(|items| format!("[{}]", items.join(", ")))
         .boxed()
 }
+
+/// Keys a table needs: present nearly always.
+const REQUIRED: [&str; 11] = [
+    "name",
+    "scheme",
+    "secrets",
+    "email",
+    "actions",
+    "site_url",
+    "site_email",
+    "site_api_token",
+    "admin_api_key",
+    "org_id",
+    "directory_id",
+];
 
 /// `key = value` lines, each key present or not, sometimes with a key nobody knows.
 fn table(fields: Vec<(&'static str, BoxedStrategy<String>)>) -> BoxedStrategy<String> {
     let lines: Vec<BoxedStrategy<Option<String>>> = fields
         .into_iter()
         .map(|(key, value)| {
-            proptest::option::weighted(0.6, value)
+            let presence = if REQUIRED.contains(&key) { 0.97 } else { 0.6 };
+            proptest::option::weighted(presence, value)
                 .prop_map(move |v| v.map(|v| format!("{key} = {v}\n")))
                 .boxed()
         })
         .collect();
     (
         lines,
-        proptest::option::weighted(0.1, ("[a-z_]{1,10}", toml_any())),
+        proptest::option::weighted(0.03, ("[a-z_]{1,10}", toml_any())),
     )
         .prop_map(|(lines, unknown)| {
             let mut text: String = lines.into_iter().flatten().collect();
@@ -1010,11 +1135,13 @@ fn table(fields: Vec<(&'static str, BoxedStrategy<String>)>) -> BoxedStrategy<St
         .boxed()
 }
 
-fn rule_table() -> BoxedStrategy<String> {
+/// A `[[sources.rules]]` table; its name comes from its position, so that names repeat
+/// only sometimes.
+fn rule_table(index: usize) -> BoxedStrategy<String> {
     let pointer_value = || typed(pointer().prop_map(|p| toml_string(&p)));
     let conditions = || {
         typed(
-            prop::collection::vec((pointer(), toml_any()), 0..3).prop_map(|fields| {
+            prop::collection::vec((valid_pointer(), toml_any()), 1..3).prop_map(|fields| {
                 let fields: Vec<String> = fields
                     .into_iter()
                     .map(|(k, v)| format!("{} = {v}", toml_string(&k)))
@@ -1023,24 +1150,33 @@ fn rule_table() -> BoxedStrategy<String> {
             }),
         )
     };
-    let action = prop_oneof![
-        action_name().prop_map(|a| toml_string(&a)),
-        (action_name(), duration_text(), "[a-z0-9-]{0,8}").prop_map(|(action, after, id)| {
-            format!(
-                "{{ action = {}, after = {}, group_id = {} }}",
-                toml_string(&action),
-                toml_string(&after),
-                toml_string(&id)
-            )
-        }),
-    ]
-    .boxed();
+    let action = action_spec()
+        .prop_map(|spec| match spec {
+            ActionSpec::Name(name) => toml_string(&name),
+            ActionSpec::Table(table) => {
+                let mut fields = vec![format!("action = {}", toml_string(&table.action))];
+                if let Some(after) = &table.after {
+                    fields.push(format!("after = {}", toml_string(after)));
+                }
+                for (key, value) in &table.params {
+                    fields.push(format!("{} = {}", toml_string(key), toml_json(value)));
+                }
+                format!("{{ {} }}", fields.join(", "))
+            }
+        })
+        .boxed();
+    let name = prop_oneof![
+        9 => Just(toml_string(&format!("rule-{index}"))),
+        1 => quoted(vec!["rule-0", "", "Some Rule"]),
+    ];
     table(vec![
-        ("name", typed("[a-z-]{1,10}".prop_map(|n| toml_string(&n)))),
+        ("name", typed(name)),
         ("when", conditions()),
         ("for_each", pointer_value()),
-        ("where", conditions()),
-        ("email", pointer_value()),
+        (
+            "email",
+            typed(valid_pointer().prop_map(|p| toml_string(&p))),
+        ),
         ("account_id", pointer_value()),
         ("at", pointer_value()),
         (
@@ -1049,51 +1185,70 @@ fn rule_table() -> BoxedStrategy<String> {
         ),
         (
             "delay",
-            typed(duration_text().prop_map(|d| toml_string(&d))),
+            typed(rule_duration().prop_map(|d| toml_string(&d))),
         ),
         ("approval", typed(boolean())),
-        ("actions", typed(list(action))),
-        ("cancel", typed(boolean())),
+        ("actions", typed(sized_list(action, 1..3))),
     ])
 }
 
-fn source_table() -> BoxedStrategy<String> {
-    let scheme = quoted(vec![
-        "standard-webhooks",
-        "hub-signature",
-        "bamboohr",
-        "hibob",
-        "deel",
-        "token",
-        "smoke-signals",
-    ]);
-    let secrets = list(quoted(vec![
-        SECRET_LITERALS[1],
-        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-        "env:OFFBOARD_FUZZ",
-        "",
-    ]));
-    let header = quoted(vec![
-        "X-Hub-Signature-256",
-        "Authorization",
-        "",
-        "bad header",
-    ]);
+/// A JSON value the configs use (a leaf), as TOML.
+fn toml_json(value: &Value) -> String {
+    match value {
+        Value::String(s) => toml_string(s),
+        Value::Number(n) => n
+            .as_f64()
+            .filter(|_| !n.is_i64() && !n.is_u64())
+            .map(toml_float)
+            .unwrap_or_else(|| n.to_string()),
+        Value::Bool(b) => b.to_string(),
+        // TOML has no null: an empty table takes its place.
+        _ => "{}".to_owned(),
+    }
+}
+
+/// A `[[sources]]` table and its rules; its name comes from its position.
+fn source_table(index: usize) -> BoxedStrategy<String> {
+    let scheme = pick(
+        vec![
+            "standard-webhooks",
+            "hub-signature",
+            "bamboohr",
+            "hibob",
+            "deel",
+            "token",
+        ],
+        vec!["smoke-signals", ""],
+    );
+    let secrets = sized_list(
+        pick(
+            vec![
+                SECRET_LITERALS[1],
+                "env:OFFBOARD_FUZZ",
+                "whsec_czNjcmV0LXNvdXJjZS05YTJj",
+            ],
+            vec!["", "env:UNSET", "file:/nonexistent/secret"],
+        ),
+        1..3,
+    );
+    let name = prop_oneof![
+        9 => Just(toml_string(&format!("source-{index}"))),
+        1 => quoted(vec!["source-0", "", "Bad Name"]),
+    ];
+    let rules = (0..3usize).prop_flat_map(|n| (0..n).map(rule_table).collect::<Vec<_>>());
     (
         table(vec![
-            ("name", typed(quoted(vec!["hr", "jira", "bob", ""]))),
+            ("name", typed(name)),
             ("scheme", typed(scheme)),
             ("secrets", typed(secrets)),
-            ("tolerance_seconds", typed(int(-10..100_000))),
-            ("header", typed(header)),
-            ("prefix", typed(quoted(vec!["", "Bearer ", "Token "]))),
+            ("tolerance_seconds", typed(int_in(1..86_400, -10..100_000))),
             (
                 "id_header",
-                typed(quoted(vec!["X-Delivery", "", "bad header"])),
+                typed(pick(vec!["X-Delivery"], vec!["", "bad header"])),
             ),
             ("id_pointer", typed(pointer().prop_map(|p| toml_string(&p)))),
         ]),
-        prop::collection::vec(rule_table(), 0..3),
+        rules,
     )
         .prop_map(|(source, rules)| {
             let mut text = format!("[[sources]]\n{source}");
@@ -1110,84 +1265,100 @@ fn structured_config() -> impl Strategy<Value = String> {
     let top = table(vec![
         (
             "listen",
-            typed(quoted(vec![
-                "127.0.0.1:0",
-                "[::1]:8080",
-                "nowhere",
-                "127.0.0.1:99999",
-            ])),
+            typed(pick(
+                vec!["127.0.0.1:0", "[::1]:8080"],
+                vec!["nowhere", "127.0.0.1:99999"],
+            )),
         ),
         (
             "database_url",
-            typed(quoted(vec![
-                "sqlite://offboard.db",
-                "postgres://u:pw@db/offboard?password=pw",
-                "mysql://x",
-                "",
-            ])),
+            typed(pick(
+                vec![
+                    "sqlite://offboard.db",
+                    "postgres://u:pw@db/offboard?password=pw",
+                ],
+                vec!["mysql://x", ""],
+            )),
         ),
-        ("dry_run", typed(boolean())),
+        (
+            "dry_run",
+            typed(prop_oneof![4 => Just("true".to_owned()), 1 => Just("false".to_owned())]),
+        ),
         (
             "admin_token",
-            typed(quoted(vec![SECRET_LITERALS[0], "", "short"])),
+            typed(pick(vec![SECRET_LITERALS[0]], vec!["", "short"])),
         ),
-        ("max_body_bytes", typed(int(-1..100_000_000))),
-        ("max_connections", typed(int(-1..100_000))),
+        (
+            "max_body_bytes",
+            typed(int_in(1024..67_108_865, -1..i64::MAX)),
+        ),
+        ("max_connections", typed(int_in(1..65_537, -1..i64::MAX))),
     ]);
     let atlassian = table(vec![
         (
             "site_url",
-            typed(quoted(vec![
-                "https://example.atlassian.net",
-                "not a url",
-                "",
-            ])),
+            typed(pick(
+                vec!["https://example.atlassian.net"],
+                vec!["not a url", ""],
+            )),
         ),
         (
             "site_email",
-            typed(quoted(vec!["automation@example.com", "nobody"])),
+            typed(pick(vec!["automation@example.com"], vec!["nobody"])),
         ),
         ("site_api_token", typed(quoted(vec![SECRET_LITERALS[2]]))),
         (
             "admin_url",
-            typed(quoted(vec!["https://api.atlassian.com", "ftp://x"])),
+            typed(pick(vec!["https://api.atlassian.com"], vec!["ftp://x"])),
         ),
         ("admin_api_key", typed(quoted(vec![SECRET_LITERALS[2]]))),
-        ("org_id", typed(quoted(vec!["org", ""]))),
-        ("directory_id", typed(quoted(vec!["dir", ""]))),
+        ("org_id", typed(pick(vec!["org"], vec![""]))),
+        ("directory_id", typed(pick(vec!["dir"], vec![""]))),
     ]);
     let worker = table(vec![
-        ("concurrency", typed(int(-1..1000))),
-        ("max_attempts", typed(int(-1..100))),
-        ("lease_seconds", typed(int(-1..100_000))),
+        ("concurrency", typed(int_in(1..257, -1..i64::MAX))),
+        ("max_attempts", typed(int_in(1..101, -1..i64::MAX))),
+        ("lease_seconds", typed(int_in(5..86_401, -1..i64::MAX))),
         (
             "requests_per_second",
-            typed(any::<f64>().prop_map(toml_float)),
+            typed(
+                prop_oneof![9 => (0.01f64..1000.0).boxed(), 1 => any::<f64>().boxed()]
+                    .prop_map(toml_float),
+            ),
         ),
-        ("backoff_base_seconds", typed(int(-1..10_000))),
-        ("backoff_max_seconds", typed(int(-1..100_000))),
+        ("backoff_base_seconds", typed(int_in(1..100, -1..i64::MAX))),
+        (
+            "backoff_max_seconds",
+            typed(int_in(100..604_801, -1..i64::MAX)),
+        ),
     ]);
     let safety = table(vec![
         (
             "protected_emails",
-            typed(list(quoted(vec!["ceo@example.com", "*@example.com", ""]))),
+            typed(list(pick(
+                vec!["ceo@example.com"],
+                vec!["*@example.com", ""],
+            ))),
         ),
         (
             "protected_domains",
-            typed(list(quoted(vec!["example.com", ".example.com", ""]))),
+            typed(list(pick(vec!["example.com"], vec![".example.com", ""]))),
         ),
         (
             "protected_account_ids",
-            typed(list(quoted(vec!["abc", ""]))),
+            typed(list(pick(vec!["abc"], vec![""]))),
         ),
-        ("max_actions_per_hour", typed(int(-1..100_000))),
+        (
+            "max_actions_per_hour",
+            typed(int_in(1..100_000, -1..i64::MAX)),
+        ),
     ]);
     (
         top,
         proptest::option::of(atlassian),
         proptest::option::of(worker),
         proptest::option::of(safety),
-        prop::collection::vec(source_table(), 0..3),
+        (0..4usize).prop_flat_map(|n| (0..n).map(source_table).collect::<Vec<_>>()),
     )
         .prop_map(|(top, atlassian, worker, safety, sources)| {
             let mut text = top;

@@ -189,13 +189,32 @@ secrets = ["hr-token"]
     let mut timings = Vec::new();
     for i in 10..16 {
         let started = Instant::now();
-        let status = send(&app, i).await;
+        let answer = app
+            .post_hook(
+                "hr",
+                json!({ "email": email(i) }).to_string(),
+                &[("authorization".into(), "Bearer hr-token".into())],
+            )
+            .await;
         let took = started.elapsed();
         timings.push(took);
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "delivery {i}");
+        assert_eq!(
+            answer.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "delivery {i}"
+        );
         assert!(
             took < REFUSAL_BOUND,
             "delivery {i} was refused after {took:?}"
+        );
+        // A store that cannot be reached has certainly not committed: the answer says so,
+        // rather than that the write may have happened.
+        let body: serde_json::Value = answer.json().await.unwrap();
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("nothing was accepted")),
+            "delivery {i}: {body}"
         );
     }
     eprintln!("sequential 503s with the store down: {timings:?}");

@@ -148,21 +148,25 @@ async fn write_batch(
         }
         // The database answered but refused the batch (a race with a copy or a finishing
         // job, a deadlock with another writer): each delivery on its own sorts it out.
-        Err(sqlx::Error::Database(e)) => {
+        Err(sqlx::Error::Database(e)) if !server_gave_up(e.as_ref()) => {
             if !matches!(e.code().as_deref(), Some("OBDUP" | "OBRTY")) {
                 tracing::warn!(error = %e, deliveries = members.len(), "a delivery batch failed; accepting its deliveries one by one");
             }
             let mut alone = tokio::task::JoinSet::new();
             for &i in &members {
                 let (pool, delivery) = (pool.clone(), batch[i].clone());
-                alone.spawn(async move { (i, accept_pooled(&pool, &delivery).await) });
+                alone.spawn(
+                    async move { (i, accept_pooled(&pool, acquire_timeout, &delivery).await) },
+                );
             }
             for (i, answer) in alone.join_all().await {
                 answers[i] = Some(answer);
             }
         }
-        // The connection failed: the batch did not commit (or, if the connection broke
-        // just after the commit, the sender's retry replays its answer). A 503 either way.
+        // The connection failed, or the server is going away: the batch did not commit (or,
+        // if the connection broke just after the commit, the sender's retry replays its
+        // answer). A 503 either way, and no retry one by one, which would only wait for
+        // connections that are not coming.
         Err(e) => {
             let message = e.to_string();
             for &i in &members {
@@ -171,7 +175,7 @@ async fn write_batch(
         }
     }
     for &i in &copies {
-        answers[i] = Some(accept_pooled(pool, &batch[i]).await);
+        answers[i] = Some(accept_pooled(pool, acquire_timeout, &batch[i]).await);
     }
     answers
         .into_iter()
@@ -293,9 +297,23 @@ fn position(index: usize) -> i32 {
     i32::try_from(index + 1).unwrap_or(i32::MAX)
 }
 
-/// `accept_one` on a connection from the pool.
-async fn accept_pooled(pool: &PgPool, delivery: &NewDelivery) -> StoreResult<DeliveryReceipt> {
-    accept_one(&mut *pool.acquire().await?, delivery).await
+/// Whether an error the server sent means it cannot take writes now: it is shutting down or
+/// refusing connections (SQLSTATE class 57, which includes a statement cancelled by
+/// `statement_timeout`) or lost the connection (class 08).
+fn server_gave_up(error: &dyn sqlx::error::DatabaseError) -> bool {
+    error
+        .code()
+        .is_some_and(|code| code.starts_with("57") || code.starts_with("08"))
+}
+
+/// `accept_one` on a connection from the pool, waiting for one only as long as the
+/// request path does.
+async fn accept_pooled(
+    pool: &PgPool,
+    acquire_timeout: Duration,
+    delivery: &NewDelivery,
+) -> StoreResult<DeliveryReceipt> {
+    accept_one(&mut *connection(pool, acquire_timeout).await?, delivery).await
 }
 
 /// Accepts one delivery with `offboard_accept_delivery`, whatever its shape.
