@@ -1,6 +1,6 @@
 //! Slow clients against the real binary: resident memory of `offboard serve` (SQLite, dry
 //! run) before, during and after many connections that each announce a large body and then
-//! send it slowly, never finishing (INTERFACE §10 "Slow clients").
+//! send it slowly, never finishing (README, HTTP API: "Slow clients").
 //!
 //! ```sh
 //! cargo run --release --example slow_clients -- [--connections 200] [--body-kib 960] \

@@ -1,4 +1,4 @@
-//! The command line as an operator uses it (INTERFACE §1): the jobs commands and their exit
+//! The command line as an operator uses it (README, "Command line"): the jobs commands and their exit
 //! codes, and `serve` writing JSON logs that never carry a secret.
 
 use std::io::{BufRead as _, BufReader};

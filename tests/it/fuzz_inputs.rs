@@ -1260,7 +1260,7 @@ fn source_table(index: usize) -> BoxedStrategy<String> {
         .boxed()
 }
 
-/// A config document shaped like INTERFACE §2's, every key usually of its type.
+/// A config document shaped like the one in the README (Configuration), every key usually of its type.
 fn structured_config() -> impl Strategy<Value = String> {
     let top = table(vec![
         (

@@ -1,4 +1,4 @@
-//! `POST /hooks/{source}` over a real port, on both stores: every row of the INTERFACE §4
+//! `POST /hooks/{source}` over a real port, on both stores: every row of the README, "HTTP API"
 //! table, delivery ids, rotation, cancel rules and concurrent deliveries.
 //!
 //! The configs run with `dry_run = true` and no `[atlassian]` section, so the worker stays idle
@@ -240,7 +240,7 @@ impl Answer {
         Answer { status, text, body }
     }
 
-    /// A 202 or 200 webhook answer: exactly the five keys of INTERFACE §4.
+    /// A 202 or 200 webhook answer: exactly the five keys of README, "HTTP API".
     fn expect_receipt(&self, status: StatusCode) -> &Value {
         assert_eq!(self.status, status, "{}", self.text);
         let keys: BTreeSet<&str> = self.keys();
@@ -508,7 +508,7 @@ both_stores!(
 );
 
 // ---------------------------------------------------------------------------------------------
-// Mass offboarding (INTERFACE §10)
+// Mass offboarding (README, "HTTP API")
 
 /// `approval_above = 3`: a delivery of more than three jobs waits for a person.
 fn mass_config() -> String {
@@ -981,7 +981,7 @@ async fn verified_non_json_is_400(db: TestDb) {
 }
 both_stores!(non_json_on, verified_non_json_is_400);
 
-/// A later key must not retarget a templated body (INTERFACE §10): each of these is signed,
+/// A later key must not retarget a templated body (README, "HTTP API"): each of these is signed,
 /// and each is refused before any rule reads it.
 async fn repeated_keys_are_400(db: TestDb) {
     let app = spawn(&db).await;
@@ -1441,7 +1441,7 @@ async fn delivery_ids_come_from_the_configured_place(db: TestDb) {
 both_stores!(delivery_ids_on, delivery_ids_come_from_the_configured_place);
 
 // ---------------------------------------------------------------------------------------------
-// Unsigned delivery ids (INTERFACE §10)
+// Unsigned delivery ids (README, "HTTP API")
 
 /// Jira admin webhooks, whose `X-Atlassian-Webhook-Identifier` is not signed: one source with
 /// the default replay window, one with a window of a second, one that also checks the body's

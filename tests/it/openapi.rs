@@ -12,7 +12,7 @@ scheme = "token"
 secrets = ["jira-token"]
 "#;
 
-/// Every route of INTERFACE §4, as (method, path template).
+/// Every route of README, "HTTP API", as (method, path template).
 const ROUTES: [(&str, &str); 14] = [
     ("post", "/hooks/{source}"),
     ("get", "/healthz"),

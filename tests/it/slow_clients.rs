@@ -1,4 +1,4 @@
-//! Slow and idle clients over raw TCP (INTERFACE §10 "Slow clients"), with the time limits
+//! Slow and idle clients over raw TCP (README, HTTP API: "Slow clients"), with the time limits
 //! shortened: headers that do not arrive in time and bodies that do not finish in time get a
 //! 408 and the connection is closed, idle kept-alive connections are closed later and
 //! silently, `max_connections` bounds what is served, and a shutdown lets the request in

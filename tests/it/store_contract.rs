@@ -406,7 +406,7 @@ both_stores!(
 );
 
 // ---------------------------------------------------------------------------------------------
-// Unsigned delivery ids (INTERFACE §10)
+// Unsigned delivery ids (README, "HTTP API")
 
 /// A body's SHA-256 as the receiver computes it, for a body named by `text`.
 fn body_hash(text: &str) -> String {
@@ -710,7 +710,7 @@ both_stores!(
     approval_chain_starts_awaiting_approval
 );
 
-/// Mass offboarding (INTERFACE §10): above the limit every chain starts awaiting approval and
+/// Mass offboarding (README, "HTTP API"): above the limit every chain starts awaiting approval and
 /// the answer and the delivery row say why; at the limit nothing changes. Jobs are counted
 /// per (action, person), every step of a chain included.
 async fn mass_deliveries_wait_for_approval(db: TestDb) {
@@ -1495,7 +1495,7 @@ async fn operate(store: &dyn Store, transition: Transition, id: JobId) -> StoreR
     }
 }
 
-/// INTERFACE §5, written out independently of the store's own table.
+/// README, "Jobs: states and outcomes", written out independently of the store's own table.
 fn expected_target(transition: Transition, from: JobState) -> Option<JobState> {
     use JobState::*;
     match (transition, from) {
@@ -2801,7 +2801,7 @@ both_stores!(
     chains_arriving_together_link_their_steps
 );
 
-/// INTERFACE §4: never a 2xx before the delivery and its jobs are committed. A commit that
+/// README, "HTTP API": never a 2xx before the delivery and its jobs are committed. A commit that
 /// fails after the writing statements succeeded (here a deferred trigger refuses one
 /// delivery) must come back as an error, with nothing recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

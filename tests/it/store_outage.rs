@@ -151,7 +151,7 @@ secrets = ["hr-token"]
     app.stop().await;
 }
 
-/// INTERFACE §10 "Fast refusals": with the database gone, webhooks get 503 within 1 s and
+/// README (HTTP API, "Fast refusals"): with the database gone, webhooks get 503 within 1 s and
 /// /readyz within 0.5 s, one after another and many at once; the bounds here leave room for
 /// a loaded test machine. Afterwards the refused deliveries are accepted as new (nothing was
 /// recorded for them) and what was accepted before the outage is still there.
@@ -366,7 +366,7 @@ impl WriteLock {
     }
 }
 
-/// How long a refusal may take here: INTERFACE §10 asks for 1 s, and for /readyz 0.5 s.
+/// How long a refusal may take here: README, "HTTP API" asks for 1 s, and for /readyz 0.5 s.
 const REFUSAL_BOUND: Duration = Duration::from_millis(2500);
 const READY_BOUND: Duration = Duration::from_millis(1500);
 
