@@ -145,8 +145,12 @@ where
 }
 
 /// The columns [`delivery_from_row`] reads.
-pub(super) const DELIVERY_COLUMNS: &str =
-    "id, source, delivery_id, received_at, status, error, job_ids, approval_required";
+macro_rules! delivery_columns {
+    () => {
+        "id, source, delivery_id, received_at, status, error, job_ids, approval_required"
+    };
+}
+pub(super) use delivery_columns;
 
 pub(super) fn delivery_from_row<'r, R>(row: &'r R, time: TimeReader<R>) -> StoreResult<Delivery>
 where

@@ -20,7 +20,7 @@ use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::Notify;
 
 use super::model::*;
-use super::rows::{self, cancellable_states, job_columns, worker_actor};
+use super::rows::{self, cancellable_states, delivery_columns, job_columns, worker_actor};
 use super::{PREVIOUS_STEP_FAILED, Store, StoreError, StoreOptions, StoreResult, truncate_detail};
 use crate::domain::{Job, JobEvent, JobId, JobState, PauseReason, Transition, WorkerState};
 use accept::AcceptBatcher;
@@ -523,9 +523,10 @@ impl Store for PostgresStore {
         source: Option<&str>,
         limit: u32,
     ) -> StoreResult<Vec<Delivery>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {} FROM deliveries WHERE ($1::text IS NULL OR source = $1) ORDER BY id DESC LIMIT $2",
-            rows::DELIVERY_COLUMNS
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM deliveries WHERE ($1::text IS NULL OR source = $1) ORDER BY id DESC LIMIT $2"
         ))
         .bind(source)
         .bind(i64::from(limit))

@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 mod accept;
 
 use super::model::*;
-use super::rows::{self, job_columns, worker_actor};
+use super::rows::{self, delivery_columns, job_columns, worker_actor};
 use super::{PREVIOUS_STEP_FAILED, Store, StoreError, StoreOptions, StoreResult, truncate_detail};
 use crate::batch::Batcher;
 use crate::domain::{Job, JobEvent, JobId, JobState, PauseReason, Transition, WorkerState};
@@ -554,9 +554,10 @@ impl Store for SqliteStore {
         source: Option<&str>,
         limit: u32,
     ) -> StoreResult<Vec<Delivery>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {} FROM deliveries WHERE (?1 IS NULL OR source = ?1) ORDER BY id DESC LIMIT ?2",
-            rows::DELIVERY_COLUMNS
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM deliveries WHERE (?1 IS NULL OR source = ?1) ORDER BY id DESC LIMIT ?2"
         ))
         .bind(source)
         .bind(i64::from(limit))
