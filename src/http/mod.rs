@@ -7,7 +7,7 @@ mod console;
 mod error;
 mod health;
 mod hooks;
-mod json_body;
+pub mod json_body;
 mod rejections;
 mod request_id;
 pub mod server;

@@ -141,6 +141,7 @@ async fn serve_connection(
     let io = TokioIo::new(Watched {
         stream,
         clock: clock.clone(),
+        replacement: Replacement::None,
     });
     let service = ConnectionService {
         router,
@@ -152,6 +153,8 @@ async fn serve_connection(
         // hyper's read buffer grows to 400 KiB by default when reads fill it; what a
         // connection buffers beyond that is the body its handler reads (and caps).
         .max_buf_size(READ_BUFFER_BYTES)
+        // Without it, headers that arrive in one large read can exceed the buffer's limit.
+        .max_header_size(READ_BUFFER_BYTES)
         .serve_connection(io, service);
     let mut draining = false;
     loop {
@@ -187,12 +190,7 @@ async fn expire(conn: Connection, expiry: Expiry) {
     tracing::debug!(reason = message, "closing a slow connection");
     // The request (if one started) is dropped with its connection, as when a client hangs up.
     let mut stream = conn.into_parts().io.into_inner().stream;
-    let body = serde_json::json!({ "error": "request_timeout", "message": message }).to_string();
-    let answer = format!(
-        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n\
-         x-content-type-options: nosniff\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let answer = closing_json_answer("408 Request Timeout", "request_timeout", message);
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         stream.write_all(answer.as_bytes()).await?;
         stream.shutdown().await?;
@@ -268,6 +266,15 @@ impl Clock {
         }
     }
 
+    /// Whether the connection is reading a request's headers: hyper writes nothing then but
+    /// its own answer to headers it could not parse.
+    fn reading_a_head(&self) -> bool {
+        matches!(
+            *self.phase.lock().unwrap_or_else(|e| e.into_inner()),
+            Phase::Head(_)
+        )
+    }
+
     fn request_started(&self, body_done: bool) {
         self.update(|phase| {
             *phase = Phase::Request {
@@ -333,10 +340,71 @@ impl Clock {
     }
 }
 
-/// The socket, telling the clock when bytes arrive.
+/// The socket, telling the clock when bytes arrive, and answering in JSON where hyper would
+/// answer a request it could not parse (a malformed request line or header, or headers over
+/// `READ_BUFFER_BYTES`) with an empty 400, 414 or 431 of its own: every error the service
+/// sends is JSON, also those that never reach the router.
 struct Watched {
     stream: TcpStream,
     clock: Arc<Clock>,
+    replacement: Replacement,
+}
+
+/// Where the replacement of hyper's own answer stands.
+enum Replacement {
+    /// Nothing replaced: writes pass through.
+    None,
+    /// Writing the JSON answer in place of hyper's.
+    Writing { answer: Vec<u8>, written: usize },
+    /// Written; what hyper still writes of its answer is dropped (it closes the connection
+    /// after such an answer).
+    Done,
+}
+
+/// The JSON answer that replaces hyper's answer in `written`, when `written` starts one: a
+/// 400, 414 or 431 head without a content type, written before any request was read (the
+/// router's answers all have a content type, and are written once a request was read).
+fn replace_automatic_answer(written: &[u8]) -> Option<Vec<u8>> {
+    let head_end = written.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&written[..head_end]).ok()?;
+    let status = head.strip_prefix("HTTP/1.1 ")?.get(..3)?;
+    let has_content_type = head
+        .lines()
+        .any(|line| line.to_ascii_lowercase().starts_with("content-type:"));
+    if has_content_type {
+        return None;
+    }
+    let (status_line, code, message) = match status {
+        "400" => (
+            "400 Bad Request",
+            "bad_request",
+            "the request line or a header is malformed",
+        ),
+        "414" => (
+            "414 URI Too Long",
+            "uri_too_long",
+            "the request target is too long",
+        ),
+        "431" => (
+            "431 Request Header Fields Too Large",
+            "headers_too_large",
+            "the request headers are over 64 KiB or 100 fields",
+        ),
+        _ => return None,
+    };
+    Some(closing_json_answer(status_line, code, message).into_bytes())
+}
+
+/// A whole HTTP/1.1 error answer, written by hand where no router answers, after which the
+/// connection closes.
+fn closing_json_answer(status_line: &str, code: &str, message: &str) -> String {
+    let body = serde_json::json!({ "error": code, "message": message }).to_string();
+    format!(
+        "HTTP/1.1 {status_line}\r\ncontent-type: application/json\r\n\
+         x-content-type-options: nosniff\r\nconnection: close\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 impl AsyncRead for Watched {
@@ -360,7 +428,30 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let this = &mut *self;
+        if matches!(this.replacement, Replacement::None) && this.clock.reading_a_head() {
+            if let Some(answer) = replace_automatic_answer(buf) {
+                tracing::debug!("answering an unparsable request in JSON");
+                this.replacement = Replacement::Writing { answer, written: 0 };
+            }
+        }
+        match &mut this.replacement {
+            Replacement::None => Pin::new(&mut this.stream).poll_write(cx, buf),
+            Replacement::Writing { answer, written } => {
+                while *written < answer.len() {
+                    match Pin::new(&mut this.stream).poll_write(cx, &answer[*written..]) {
+                        Poll::Ready(Ok(0)) => {
+                            return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                        }
+                        Poll::Ready(Ok(n)) => *written += n,
+                        other => return other,
+                    }
+                }
+                this.replacement = Replacement::Done;
+                Poll::Ready(Ok(buf.len()))
+            }
+            Replacement::Done => Poll::Ready(Ok(buf.len())),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -376,7 +467,15 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        if matches!(self.replacement, Replacement::None) && !self.clock.reading_a_head() {
+            return Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        }
+        // A partial write is allowed: one slice at a time, through the replacement.
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        self.poll_write(cx, first)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -1,8 +1,8 @@
-//! Slow and idle clients over raw TCP (README, HTTP API: "Slow clients"), with the time limits
+//! Slow, idle and malformed clients over raw TCP (README, HTTP API: "Slow clients"), with the time limits
 //! shortened: headers that do not arrive in time and bodies that do not finish in time get a
 //! 408 and the connection is closed, idle kept-alive connections are closed later and
-//! silently, `max_connections` bounds what is served, and a shutdown lets the request in
-//! flight finish.
+//! silently, `max_connections` bounds what is served, a shutdown lets the request in
+//! flight finish, and requests too malformed to reach the router still get JSON errors.
 
 use std::time::Duration;
 
@@ -246,6 +246,73 @@ async fn no_more_than_max_connections_are_served_at_once() {
         started.elapsed() < Duration::from_secs(2),
         "served once another closed"
     );
+    app.stop().await;
+}
+
+/// The JSON error in a whole answer, after asserting its status and headers.
+fn json_error_in(answer: &str, status: u16) -> Value {
+    assert!(
+        answer.starts_with(&format!("HTTP/1.1 {status} ")),
+        "a {status}: {answer:?}"
+    );
+    let end = answer.find("\r\n\r\n").expect("a head");
+    let head = answer[..end].to_ascii_lowercase();
+    assert!(head.contains("content-type: application/json"), "{head}");
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+    let body: Value = serde_json::from_str(&answer[end + 4..]).expect("a JSON body");
+    assert_eq!(
+        body.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["error", "message"]
+    );
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_hyper_cannot_parse_get_json_errors_too() {
+    let db = TestDb::sqlite();
+    let app = TestApp::spawn_with_limits(&db, SOURCE, limits()).await;
+    let huge_header = format!(
+        "GET /healthz HTTP/1.1\r\nHost: offboard\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let many_headers = format!(
+        "GET /healthz HTTP/1.1\r\nHost: offboard\r\n{}\r\n",
+        (0..101)
+            .map(|i| format!("X-H{i}: v\r\n"))
+            .collect::<String>()
+    );
+    for (request, status, code) in [
+        ("GARBAGE\r\n\r\n".to_owned(), 400, "bad_request"),
+        (
+            "GET /healthz HTTP/1.1\r\nBad Header\r\n\r\n".to_owned(),
+            400,
+            "bad_request",
+        ),
+        (
+            "GET /he\x01lthz HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(),
+            400,
+            "bad_request",
+        ),
+        (huge_header, 431, "headers_too_large"),
+        (many_headers, 431, "headers_too_large"),
+    ] {
+        let mut stream = connect(&app).await;
+        // Over 64 KiB the service may stop reading and answer while we still write.
+        let _ = stream.write_all(request.as_bytes()).await;
+        let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+        let body = json_error_in(&answer, status);
+        assert_eq!(body["error"], code, "{request:.60}");
+    }
+
+    // On a kept-alive connection: the first request is answered as usual, the malformed
+    // second one in JSON.
+    let mut stream = connect(&app).await;
+    let healthz = "GET /healthz HTTP/1.1\r\nHost: offboard\r\n\r\n";
+    stream.write_all(healthz.as_bytes()).await.unwrap();
+    assert_eq!(read_answer(&mut stream).await.0, 200);
+    stream.write_all(b"NOT HTTP AT ALL\r\n\r\n").await.unwrap();
+    let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(10)).await;
+    assert_eq!(json_error_in(&answer, 400)["error"], "bad_request");
     app.stop().await;
 }
 
