@@ -429,11 +429,12 @@ impl AsyncWrite for Watched {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
-        if matches!(this.replacement, Replacement::None) && this.clock.reading_a_head() {
-            if let Some(answer) = replace_automatic_answer(buf) {
-                tracing::debug!("answering an unparsable request in JSON");
-                this.replacement = Replacement::Writing { answer, written: 0 };
-            }
+        if matches!(this.replacement, Replacement::None)
+            && this.clock.reading_a_head()
+            && let Some(answer) = replace_automatic_answer(buf)
+        {
+            tracing::debug!("answering an unparsable request in JSON");
+            this.replacement = Replacement::Writing { answer, written: 0 };
         }
         match &mut this.replacement {
             Replacement::None => Pin::new(&mut this.stream).poll_write(cx, buf),
