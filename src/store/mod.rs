@@ -10,6 +10,7 @@
 mod model;
 mod postgres;
 mod rows;
+mod same_sql;
 mod sqlite;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use crate::domain::{
 
 pub use model::*;
 pub use postgres::PostgresStore;
+pub use same_sql::SameSql;
 pub use sqlite::SqliteStore;
 
 /// What can go wrong in the store. `Unavailable` means the database could not be reached or
@@ -127,11 +129,18 @@ impl Default for StoreOptions {
 /// test suite (`tests/it/store_contract.rs`).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// The operations both backends run with the same SQL (`same_sql.rs`).
+    fn same_sql(&self) -> &dyn SameSql;
+
     /// Applies the embedded migrations that have not run yet.
-    async fn migrate(&self) -> StoreResult<()>;
+    async fn migrate(&self) -> StoreResult<()> {
+        self.same_sql().migrate().await
+    }
 
     /// A cheap round trip, for readiness checks.
-    async fn ping(&self) -> StoreResult<()>;
+    async fn ping(&self) -> StoreResult<()> {
+        self.same_sql().ping().await
+    }
 
     /// Records a delivery and, in the same transaction, cancels and enqueues what it asks
     /// for. A delivery id already recorded for the source returns the first response with
@@ -191,7 +200,9 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// One job without its events (the earlier step of a chain, for the account it recorded).
-    async fn job(&self, id: JobId) -> StoreResult<Option<Job>>;
+    async fn job(&self, id: JobId) -> StoreResult<Option<Job>> {
+        self.same_sql().job(id).await
+    }
 
     /// Fails a claimed job for good and cancels the later steps of its chain.
     async fn fail(&self, job: &Job, error: &str, detail: &str) -> StoreResult<bool>;
@@ -221,7 +232,16 @@ pub trait Store: Send + Sync + 'static {
         transition: Transition,
         actor: &str,
         detail: &str,
-    ) -> StoreResult<Job>;
+    ) -> StoreResult<Job> {
+        let job = self
+            .same_sql()
+            .transition(id, transition, actor, detail)
+            .await?;
+        if job.state != JobState::Cancelled {
+            self.announce();
+        }
+        Ok(job)
+    }
 
     async fn cancel(&self, id: JobId, actor: &str, reason: &str) -> StoreResult<Job> {
         self.transition(id, Transition::Cancel, actor, reason).await
@@ -237,9 +257,14 @@ pub trait Store: Send + Sync + 'static {
             .await
     }
 
-    async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>>;
+    async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
+        self.same_sql().list_jobs(filter).await
+    }
+
     /// A job's audit trail, oldest first.
-    async fn events(&self, id: JobId) -> StoreResult<Vec<JobEvent>>;
+    async fn events(&self, id: JobId) -> StoreResult<Vec<JobEvent>> {
+        self.same_sql().events(id).await
+    }
 
     async fn get_job(&self, id: JobId) -> StoreResult<Option<JobWithEvents>> {
         let Some(job) = self.job(id).await? else {
@@ -248,16 +273,27 @@ pub trait Store: Send + Sync + 'static {
         let events = self.events(id).await?;
         Ok(Some(JobWithEvents { job, events }))
     }
-    async fn list_deliveries(&self, source: Option<&str>, limit: u32)
-    -> StoreResult<Vec<Delivery>>;
+    async fn list_deliveries(
+        &self,
+        source: Option<&str>,
+        limit: u32,
+    ) -> StoreResult<Vec<Delivery>> {
+        self.same_sql().list_deliveries(source, limit).await
+    }
 
     /// Counts jobs that made a successful mutating call (outcome `done`) since `since`.
-    async fn count_done_since(&self, since: DateTime<Utc>) -> StoreResult<u64>;
+    async fn count_done_since(&self, since: DateTime<Utc>) -> StoreResult<u64> {
+        self.same_sql().count_done_since(since).await
+    }
 
     /// Counts jobs per state, for metrics and the console.
-    async fn count_by_state(&self) -> StoreResult<Vec<(JobState, u64)>>;
+    async fn count_by_state(&self) -> StoreResult<Vec<(JobState, u64)>> {
+        self.same_sql().count_by_state().await
+    }
 
-    async fn worker_state(&self) -> StoreResult<WorkerState>;
+    async fn worker_state(&self) -> StoreResult<WorkerState> {
+        self.same_sql().worker_state().await
+    }
     /// Pauses the worker. An existing pause keeps its original reason.
     async fn pause(&self, reason: PauseReason) -> StoreResult<WorkerState>;
     async fn resume(&self) -> StoreResult<WorkerState>;
@@ -270,31 +306,98 @@ pub trait Store: Send + Sync + 'static {
         &self,
         session_sha256: &str,
         expires_at: DateTime<Utc>,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<()> {
+        self.same_sql()
+            .revoke_session(session_sha256, expires_at)
+            .await
+    }
 
     /// Whether a logout ended this session (`session_sha256` as in [`Store::revoke_session`]).
-    async fn is_session_revoked(&self, session_sha256: &str) -> StoreResult<bool>;
+    async fn is_session_revoked(&self, session_sha256: &str) -> StoreResult<bool> {
+        self.same_sql().is_session_revoked(session_sha256).await
+    }
+
+    /// Wakes the workers that may claim a job made due: this process's, and on Postgres
+    /// every replica's.
+    fn announce(&self);
 
     /// Signalled whenever jobs may have become claimable (enqueue, approve, retry), by this
     /// process or, on Postgres, by any replica through `LISTEN`/`NOTIFY`.
     fn wakeup(&self) -> Arc<Notify>;
 }
 
-/// The embedded migrations of one backend, in order: (version, description, SQL). A landed
-/// migration is never edited (`tests/it/migrations.rs` pins each file's checksum).
-fn migrator(migrations: &[(i64, &'static str, &'static str)]) -> sqlx::migrate::Migrator {
+/// The two backends, for what differs between them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A migration of both backends, named by its file under `migrations/postgres/` and
+/// `migrations/sqlite/` without `.sql`: `<version>_<description with underscores>`, as sqlx
+/// names them.
+macro_rules! both {
+    ($file:literal) => {
+        (
+            $file,
+            Some(include_str!(concat!(
+                "../../migrations/postgres/",
+                $file,
+                ".sql"
+            ))),
+            Some(include_str!(concat!(
+                "../../migrations/sqlite/",
+                $file,
+                ".sql"
+            ))),
+        )
+    };
+}
+
+/// A migration of Postgres only.
+macro_rules! postgres_only {
+    ($file:literal) => {
+        (
+            $file,
+            Some(include_str!(concat!(
+                "../../migrations/postgres/",
+                $file,
+                ".sql"
+            ))),
+            None,
+        )
+    };
+}
+
+/// Every migration, in order: (file name, Postgres SQL, SQLite SQL). A landed migration is
+/// never edited (`tests/it/migrations.rs` pins each file's checksum).
+const MIGRATIONS: &[(&str, Option<&str>, Option<&str>)] = &[
+    both!("20261128000001_initial"),
+    postgres_only!("20261128000002_accept_in_one_call"),
+    both!("20261201000001_recorded_account"),
+    both!("20261201000002_unsigned_ids_and_mass_approval"),
+    both!("20261201000003_revoked_sessions"),
+];
+
+/// The embedded migrations of one backend, in order.
+fn migrator(backend: Backend) -> sqlx::migrate::Migrator {
     use sqlx::migrate::{Migration, MigrationType, Migrator};
     use std::borrow::Cow;
-    let migrations = migrations
+    let migrations = MIGRATIONS
         .iter()
-        .map(|&(version, description, sql)| {
-            Migration::new(
-                version,
-                Cow::Borrowed(description),
+        .filter_map(|&(file, postgres, sqlite)| {
+            let sql = match backend {
+                Backend::Postgres => postgres,
+                Backend::Sqlite => sqlite,
+            }?;
+            let (version, description) = file.split_once('_').expect("<version>_<description>");
+            Some(Migration::new(
+                version.parse().expect("a numeric migration version"),
+                Cow::Owned(description.replace('_', " ")),
                 MigrationType::Simple,
                 Cow::Borrowed(sql),
                 false,
-            )
+            ))
         })
         .collect();
     Migrator {

@@ -14,15 +14,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::Notify;
 
 use super::model::*;
-use super::rows::{self, cancellable_states, delivery_columns, job_columns, worker_actor};
+use super::rows::{cancellable_states, job_columns, worker_actor};
 use super::{PREVIOUS_STEP_FAILED, Store, StoreError, StoreOptions, StoreResult, truncate_detail};
-use crate::domain::{Job, JobEvent, JobId, JobState, PauseReason, Transition, WorkerState};
+use crate::domain::{Job, JobEvent, JobId, JobState, PauseReason, WorkerState};
 use accept::AcceptBatcher;
 use notifier::Notifier;
 
@@ -64,47 +63,6 @@ impl PostgresStore {
         })
     }
 
-    fn migrator() -> Migrator {
-        super::migrator(&[
-            (
-                20261128000001,
-                "initial",
-                include_str!("../../../migrations/postgres/20261128000001_initial.sql"),
-            ),
-            (
-                20261128000002,
-                "accept in one call",
-                include_str!("../../../migrations/postgres/20261128000002_accept_in_one_call.sql"),
-            ),
-            (
-                20261201000001,
-                "recorded account",
-                include_str!("../../../migrations/postgres/20261201000001_recorded_account.sql"),
-            ),
-            (
-                20261201000002,
-                "unsigned ids and mass approval",
-                include_str!(
-                    "../../../migrations/postgres/20261201000002_unsigned_ids_and_mass_approval.sql"
-                ),
-            ),
-            (
-                20261201000003,
-                "revoked sessions",
-                include_str!("../../../migrations/postgres/20261201000003_revoked_sessions.sql"),
-            ),
-        ])
-    }
-
-    /// After a commit that may have made jobs due: wakes this process's worker at once and,
-    /// through `NOTIFY`, those of every other replica shortly after.
-    fn announce(&self) {
-        self.wakeup.notify_one();
-        self.notifier
-            .get_or_init(|| Notifier::spawn(&self.pool.connect_options(), WAKEUP_CHANNEL))
-            .announce();
-    }
-
     fn spawn_listener(&self) {
         let pool = self.pool.clone();
         let wakeup = self.wakeup.clone();
@@ -138,37 +96,28 @@ async fn listen(pool: &PgPool, wakeup: &Notify) -> Result<(), sqlx::Error> {
     }
 }
 
-/// A retry that would make a second live job for the same person and action.
-fn live_conflict(err: sqlx::Error, id: JobId, action: crate::domain::Action) -> StoreError {
-    if let sqlx::Error::Database(db) = &err
-        && db.constraint() == Some("jobs_one_live_per_action_email")
-    {
-        return StoreError::LiveJobExists { id, action };
-    }
-    err.into()
+type Db = Postgres;
+const BACKEND: super::Backend = super::Backend::Postgres;
+/// Times are `timestamptz`; writes take the database's own clock (`now()`).
+type StoredTime = DateTime<Utc>;
+fn stored(at: DateTime<Utc>) -> StoredTime {
+    at
+}
+fn loaded(at: StoredTime) -> StoreResult<DateTime<Utc>> {
+    Ok(at)
 }
 
-async fn insert_event(
-    tx: &mut Transaction<'_, Postgres>,
-    job_id: JobId,
-    from: Option<JobState>,
-    to: JobState,
-    actor: &str,
-    detail: &str,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail) \
-         VALUES ($1, now(), $2, $3, $4, $5)",
-    )
-    .bind(job_id)
-    .bind(from.map(JobState::as_str))
-    .bind(to.as_str())
-    .bind(actor)
-    .bind(truncate_detail(detail))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+macro_rules! now_sql {
+    () => {
+        "now()"
+    };
 }
+macro_rules! for_update {
+    () => {
+        " FOR UPDATE"
+    };
+}
+super::same_sql::same_sql!();
 
 /// Cancels the live later steps of these jobs' chains, transitively.
 async fn cancel_dependents(
@@ -203,18 +152,6 @@ async fn cancel_dependents(
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn migrate(&self) -> StoreResult<()> {
-        Self::migrator().run(&self.pool).await.map_err(|e| match e {
-            sqlx::migrate::MigrateError::Execute(inner) => StoreError::from(inner),
-            other => StoreError::Corrupt(other.to_string()),
-        })
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
     async fn accept_delivery(&self, delivery: NewDelivery) -> StoreResult<DeliveryReceipt> {
         let deadline = tokio::time::Instant::now() + self.accept.deadline;
         let receipt = if accept::batchable(&delivery) {
@@ -319,18 +256,6 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(ids.iter().map(|id| recorded.contains(id)).collect())
-    }
-
-    async fn job(&self, id: JobId) -> StoreResult<Option<Job>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE id = $1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(job_from_row).transpose()
     }
 
     async fn fail(&self, job: &Job, error: &str, detail: &str) -> StoreResult<bool> {
@@ -444,128 +369,6 @@ impl Store for PostgresStore {
         Ok(ids)
     }
 
-    async fn transition(
-        &self,
-        id: JobId,
-        transition: Transition,
-        actor: &str,
-        detail: &str,
-    ) -> StoreResult<Job> {
-        let mut tx = self.pool.begin().await?;
-        let current: Option<(String, String)> =
-            sqlx::query_as("SELECT state, action FROM jobs WHERE id = $1 FOR UPDATE")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let (state, action) = current.ok_or(StoreError::NotFound(id))?;
-        let state: JobState = parse_column(&state)?;
-        let action: crate::domain::Action = parse_column(&action)?;
-        if !transition.allowed_from().contains(&state) {
-            return Err(StoreError::InvalidTransition {
-                id,
-                transition,
-                state,
-            });
-        }
-        let query = match transition {
-            Transition::Cancel => sqlx::query(concat!(
-                "UPDATE jobs SET state = 'cancelled', last_error = $2, finalized_at = now(), updated_at = now() ",
-                "WHERE id = $1 RETURNING ", job_columns!()
-            ))
-            .bind(id)
-            .bind(detail),
-            Transition::Approve => sqlx::query(concat!(
-                "UPDATE jobs SET state = 'pending', updated_at = now() WHERE id = $1 RETURNING ",
-                job_columns!()
-            ))
-            .bind(id),
-            Transition::Retry => sqlx::query(concat!(
-                "UPDATE jobs SET state = 'pending', attempts = 0, last_error = NULL, outcome = NULL, ",
-                "finalized_at = NULL, run_at = now(), updated_at = now() WHERE id = $1 RETURNING ",
-                job_columns!()
-            ))
-            .bind(id),
-        };
-        let row = query
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| live_conflict(e, id, action))?;
-        let job = job_from_row(&row)?;
-        insert_event(&mut tx, id, Some(state), job.state, actor, detail).await?;
-        if job.state == JobState::Cancelled {
-            cancel_dependents(&mut tx, &[id]).await?;
-        }
-        tx.commit().await?;
-        if job.state != JobState::Cancelled {
-            self.announce();
-        }
-        Ok(job)
-    }
-
-    async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
-        let mut query = rows::jobs_query::<Postgres>(filter);
-        let rows = query.build().fetch_all(&self.pool).await?;
-        rows.iter().map(job_from_row).collect()
-    }
-
-    async fn events(&self, id: JobId) -> StoreResult<Vec<JobEvent>> {
-        let rows = sqlx::query(
-            "SELECT at, from_state, to_state, actor, detail FROM job_events WHERE job_id = $1 ORDER BY id",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(event_from_row).collect()
-    }
-
-    async fn list_deliveries(
-        &self,
-        source: Option<&str>,
-        limit: u32,
-    ) -> StoreResult<Vec<Delivery>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            delivery_columns!(),
-            " FROM deliveries WHERE ($1::text IS NULL OR source = $1) ORDER BY id DESC LIMIT $2"
-        ))
-        .bind(source)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(delivery_from_row).collect()
-    }
-
-    async fn count_done_since(&self, since: DateTime<Utc>) -> StoreResult<u64> {
-        let count: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM jobs WHERE outcome = 'done' AND finalized_at >= $1",
-        )
-        .bind(since)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(count.max(0) as u64)
-    }
-
-    async fn count_by_state(&self) -> StoreResult<Vec<(JobState, u64)>> {
-        let rows = sqlx::query("SELECT state, count(*) AS n FROM jobs GROUP BY state")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    parse_column(r.try_get::<&str, _>("state")?)?,
-                    r.try_get::<i64, _>("n")?.max(0) as u64,
-                ))
-            })
-            .collect()
-    }
-
-    async fn worker_state(&self) -> StoreResult<WorkerState> {
-        let row = sqlx::query("SELECT paused, reason, resumed_at FROM worker_state WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
-        worker_state_from_row(&row)
-    }
-
     async fn pause(&self, reason: PauseReason) -> StoreResult<WorkerState> {
         let row = sqlx::query(
             "UPDATE worker_state SET paused = true, reason = coalesce(reason, $1), updated_at = now() \
@@ -575,37 +378,6 @@ impl Store for PostgresStore {
         .fetch_one(&self.pool)
         .await?;
         worker_state_from_row(&row)
-    }
-
-    async fn revoke_session(
-        &self,
-        session_sha256: &str,
-        expires_at: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM revoked_sessions WHERE expires_at <= now()")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO revoked_sessions (session_sha256, expires_at) VALUES ($1, $2) \
-             ON CONFLICT (session_sha256) DO NOTHING",
-        )
-        .bind(session_sha256)
-        .bind(expires_at)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn is_session_revoked(&self, session_sha256: &str) -> StoreResult<bool> {
-        let (revoked,): (bool,) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM revoked_sessions WHERE session_sha256 = $1)",
-        )
-        .bind(session_sha256)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(revoked)
     }
 
     async fn resume(&self) -> StoreResult<WorkerState> {
@@ -621,24 +393,21 @@ impl Store for PostgresStore {
         worker_state_from_row(&row)
     }
 
+    /// After a commit that may have made jobs due: wakes this process's worker at once and,
+    /// through `NOTIFY`, those of every other replica shortly after.
+    fn announce(&self) {
+        self.wakeup.notify_one();
+        self.notifier
+            .get_or_init(|| Notifier::spawn(&self.pool.connect_options(), WAKEUP_CHANNEL))
+            .announce();
+    }
+
+    fn same_sql(&self) -> &dyn super::SameSql {
+        &self.pool
+    }
+
     fn wakeup(&self) -> Arc<Notify> {
         self.listener.get_or_init(|| self.spawn_listener());
         self.wakeup.clone()
     }
-}
-
-fn job_from_row(row: &PgRow) -> StoreResult<Job> {
-    rows::job_from_row(row, |row, column| Ok(row.try_get(column)?))
-}
-
-fn worker_state_from_row(row: &PgRow) -> StoreResult<WorkerState> {
-    rows::worker_state_from_row(row, |row, column| Ok(row.try_get(column)?))
-}
-
-fn event_from_row(row: &PgRow) -> StoreResult<JobEvent> {
-    rows::event_from_row(row, |row, column| Ok(row.try_get(column)?))
-}
-
-fn delivery_from_row(row: &PgRow) -> StoreResult<Delivery> {
-    rows::delivery_from_row(row, |row, column| Ok(row.try_get(column)?))
 }

@@ -36,7 +36,7 @@ async fn cancel_for_email(
     )
     .await?;
     let mut ids: Vec<JobId> = targets.iter().map(|(id, _)| *id).collect();
-    let dependents = cancel_dependents(tx, &ids, now).await?;
+    let dependents = cancel_dependents(tx, &ids).await?;
     ids.extend(dependents);
     Ok(ids)
 }
@@ -82,7 +82,6 @@ async fn insert_or_existing_job(
             state,
             &format!("source:{}", delivery.source),
             &chain.creation_detail(delivery),
-            now,
         )
         .await?;
         return Ok(job);

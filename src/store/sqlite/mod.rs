@@ -12,21 +12,19 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 use tokio::sync::Notify;
 
 mod accept;
 
 use super::model::*;
-use super::rows::{self, delivery_columns, job_columns, worker_actor};
+use super::rows::{job_columns, worker_actor};
 use super::{PREVIOUS_STEP_FAILED, Store, StoreError, StoreOptions, StoreResult, truncate_detail};
 use crate::batch::Batcher;
-use crate::domain::{Job, JobEvent, JobId, JobState, PauseReason, Transition, WorkerState};
+use crate::domain::{Job, JobEvent, JobId, JobState, PauseReason, WorkerState};
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -50,6 +48,31 @@ fn now_micros() -> i64 {
 }
 
 type Tx = Transaction<'static, Sqlite>;
+
+type Db = Sqlite;
+const BACKEND: super::Backend = super::Backend::Sqlite;
+/// Times are integer microseconds (UTC).
+type StoredTime = i64;
+fn stored(at: DateTime<Utc>) -> StoredTime {
+    micros(at)
+}
+fn loaded(at: StoredTime) -> StoreResult<DateTime<Utc>> {
+    from_micros(at)
+}
+
+/// SQLite's clock, in the stored unit; `subsec` gives milliseconds.
+macro_rules! now_sql {
+    () => {
+        "CAST(unixepoch('subsec') * 1000000 AS INTEGER)"
+    };
+}
+/// The immediate transaction holds the database's write lock already.
+macro_rules! for_update {
+    () => {
+        ""
+    };
+}
+super::same_sql::same_sql!();
 
 impl SqliteStore {
     pub async fn open(url: &str, options: &StoreOptions) -> anyhow::Result<Self> {
@@ -75,35 +98,8 @@ impl SqliteStore {
         })
     }
 
-    fn migrator() -> Migrator {
-        super::migrator(&[
-            (
-                20261128000001,
-                "initial",
-                include_str!("../../../migrations/sqlite/20261128000001_initial.sql"),
-            ),
-            (
-                20261201000001,
-                "recorded account",
-                include_str!("../../../migrations/sqlite/20261201000001_recorded_account.sql"),
-            ),
-            (
-                20261201000002,
-                "unsigned ids and mass approval",
-                include_str!(
-                    "../../../migrations/sqlite/20261201000002_unsigned_ids_and_mass_approval.sql"
-                ),
-            ),
-            (
-                20261201000003,
-                "revoked sessions",
-                include_str!("../../../migrations/sqlite/20261201000003_revoked_sessions.sql"),
-            ),
-        ])
-    }
-
     async fn begin_write(&self) -> StoreResult<Tx> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        begin_write(&self.pool).await
     }
 
     /// Runs one guarded worker write: the UPDATE must name the claim the worker holds.
@@ -135,11 +131,10 @@ impl SqliteStore {
             to,
             &worker_actor(job),
             detail,
-            now,
         )
         .await?;
         if to == JobState::Failed {
-            cancel_dependents(&mut tx, &[job.id], now).await?;
+            cancel_dependents(&mut tx, &[job.id]).await?;
         }
         tx.commit().await?;
         if to != JobState::Failed {
@@ -147,39 +142,6 @@ impl SqliteStore {
         }
         Ok(true)
     }
-}
-
-fn live_conflict(err: sqlx::Error, id: JobId, action: crate::domain::Action) -> StoreError {
-    if let sqlx::Error::Database(db) = &err
-        && db.is_unique_violation()
-    {
-        return StoreError::LiveJobExists { id, action };
-    }
-    err.into()
-}
-
-async fn insert_event(
-    tx: &mut Tx,
-    job_id: JobId,
-    from: Option<JobState>,
-    to: JobState,
-    actor: &str,
-    detail: &str,
-    now: i64,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .bind(job_id)
-    .bind(now)
-    .bind(from.map(JobState::as_str))
-    .bind(to.as_str())
-    .bind(actor)
-    .bind(truncate_detail(detail))
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 /// Cancels `targets` (which must be live and not running) with one event each.
@@ -202,13 +164,14 @@ async fn cancel_jobs(
         .execute(&mut **tx)
         .await?;
         let from: JobState = parse_column(old_state)?;
-        insert_event(tx, *id, Some(from), JobState::Cancelled, actor, detail, now).await?;
+        insert_event(tx, *id, Some(from), JobState::Cancelled, actor, detail).await?;
     }
     Ok(())
 }
 
 /// Cancels the live later steps of these jobs' chains, transitively.
-async fn cancel_dependents(tx: &mut Tx, ids: &[JobId], now: i64) -> StoreResult<Vec<JobId>> {
+async fn cancel_dependents(tx: &mut Tx, ids: &[JobId]) -> StoreResult<Vec<JobId>> {
+    let now = now_micros();
     let mut cancelled = Vec::new();
     let mut frontier: Vec<JobId> = ids.to_vec();
     while let Some(parent) = frontier.pop() {
@@ -239,18 +202,6 @@ async fn cancel_dependents(tx: &mut Tx, ids: &[JobId], now: i64) -> StoreResult<
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn migrate(&self) -> StoreResult<()> {
-        Self::migrator().run(&self.pool).await.map_err(|e| match e {
-            sqlx::migrate::MigrateError::Execute(inner) => StoreError::from(inner),
-            other => StoreError::Corrupt(other.to_string()),
-        })
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
     async fn accept_delivery(&self, delivery: NewDelivery) -> StoreResult<DeliveryReceipt> {
         let receipt = self
             .batcher
@@ -300,7 +251,6 @@ impl Store for SqliteStore {
                 JobState::Running,
                 &actor,
                 &detail,
-                now,
             )
             .await?;
         }
@@ -337,7 +287,6 @@ impl Store for SqliteStore {
                     JobState::Succeeded,
                     &worker_actor(job),
                     &item.detail,
-                    now,
                 )
                 .await?;
             }
@@ -373,18 +322,6 @@ impl Store for SqliteStore {
         }
         tx.commit().await?;
         Ok(results)
-    }
-
-    async fn job(&self, id: JobId) -> StoreResult<Option<Job>> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            job_columns!(),
-            " FROM jobs WHERE id = ?1"
-        ))
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(job_from_row).transpose()
     }
 
     async fn fail(&self, job: &Job, error: &str, detail: &str) -> StoreResult<bool> {
@@ -457,140 +394,18 @@ impl Store for SqliteStore {
                 state,
                 "offboard",
                 &detail,
-                now,
             )
             .await?;
             if exhausted {
                 failed.push(*id);
             }
         }
-        cancel_dependents(&mut tx, &failed, now).await?;
+        cancel_dependents(&mut tx, &failed).await?;
         tx.commit().await?;
         if !expired.is_empty() {
             self.wakeup.notify_one();
         }
         Ok(expired.into_iter().map(|(id, ..)| id).collect())
-    }
-
-    async fn transition(
-        &self,
-        id: JobId,
-        transition: Transition,
-        actor: &str,
-        detail: &str,
-    ) -> StoreResult<Job> {
-        let mut tx = self.begin_write().await?;
-        let current: Option<(String, String)> =
-            sqlx::query_as("SELECT state, action FROM jobs WHERE id = ?1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let (state, action) = current.ok_or(StoreError::NotFound(id))?;
-        let state: JobState = parse_column(&state)?;
-        let action: crate::domain::Action = parse_column(&action)?;
-        if !transition.allowed_from().contains(&state) {
-            return Err(StoreError::InvalidTransition {
-                id,
-                transition,
-                state,
-            });
-        }
-        let now = now_micros();
-        let query = match transition {
-            Transition::Cancel => sqlx::query(concat!(
-                "UPDATE jobs SET state = 'cancelled', last_error = ?3, finalized_at = ?2, updated_at = ?2 ",
-                "WHERE id = ?1 RETURNING ",
-                job_columns!()
-            ))
-            .bind(id)
-            .bind(now)
-            .bind(detail),
-            Transition::Approve => sqlx::query(concat!(
-                "UPDATE jobs SET state = 'pending', updated_at = ?2 WHERE id = ?1 RETURNING ",
-                job_columns!()
-            ))
-            .bind(id)
-            .bind(now),
-            Transition::Retry => sqlx::query(concat!(
-                "UPDATE jobs SET state = 'pending', attempts = 0, last_error = NULL, outcome = NULL, ",
-                "finalized_at = NULL, run_at = ?2, updated_at = ?2 WHERE id = ?1 RETURNING ",
-                job_columns!()
-            ))
-            .bind(id)
-            .bind(now),
-        };
-        let row = query
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| live_conflict(e, id, action))?;
-        let job = job_from_row(&row)?;
-        insert_event(&mut tx, id, Some(state), job.state, actor, detail, now).await?;
-        if job.state == JobState::Cancelled {
-            cancel_dependents(&mut tx, &[id], now).await?;
-        }
-        tx.commit().await?;
-        self.wakeup.notify_one();
-        Ok(job)
-    }
-
-    async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
-        let mut query = rows::jobs_query::<Sqlite>(filter);
-        let rows = query.build().fetch_all(&self.pool).await?;
-        rows.iter().map(job_from_row).collect()
-    }
-
-    async fn events(&self, id: JobId) -> StoreResult<Vec<JobEvent>> {
-        let rows = sqlx::query(
-            "SELECT at, from_state, to_state, actor, detail FROM job_events WHERE job_id = ?1 ORDER BY id",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(event_from_row).collect()
-    }
-
-    async fn list_deliveries(
-        &self,
-        source: Option<&str>,
-        limit: u32,
-    ) -> StoreResult<Vec<Delivery>> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            delivery_columns!(),
-            " FROM deliveries WHERE (?1 IS NULL OR source = ?1) ORDER BY id DESC LIMIT ?2"
-        ))
-        .bind(source)
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(delivery_from_row).collect()
-    }
-
-    async fn count_done_since(&self, since: DateTime<Utc>) -> StoreResult<u64> {
-        let count: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM jobs WHERE outcome = 'done' AND finalized_at >= ?1",
-        )
-        .bind(micros(since))
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(count.max(0) as u64)
-    }
-
-    async fn count_by_state(&self) -> StoreResult<Vec<(JobState, u64)>> {
-        let rows: Vec<(String, i64)> =
-            sqlx::query_as("SELECT state, count(*) FROM jobs GROUP BY state")
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter()
-            .map(|(state, n)| Ok((parse_column(state)?, (*n).max(0) as u64)))
-            .collect()
-    }
-
-    async fn worker_state(&self) -> StoreResult<WorkerState> {
-        let row = sqlx::query("SELECT paused, reason, resumed_at FROM worker_state WHERE id = 1")
-            .fetch_one(&self.pool)
-            .await?;
-        worker_state_from_row(&row)
     }
 
     async fn pause(&self, reason: PauseReason) -> StoreResult<WorkerState> {
@@ -605,38 +420,6 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await?;
         worker_state_from_row(&row)
-    }
-
-    async fn revoke_session(
-        &self,
-        session_sha256: &str,
-        expires_at: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        sqlx::query("DELETE FROM revoked_sessions WHERE expires_at <= ?1")
-            .bind(now_micros())
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO revoked_sessions (session_sha256, expires_at) VALUES (?1, ?2) \
-             ON CONFLICT (session_sha256) DO NOTHING",
-        )
-        .bind(session_sha256)
-        .bind(micros(expires_at))
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    async fn is_session_revoked(&self, session_sha256: &str) -> StoreResult<bool> {
-        let (revoked,): (bool,) = sqlx::query_as(
-            "SELECT EXISTS (SELECT 1 FROM revoked_sessions WHERE session_sha256 = ?1)",
-        )
-        .bind(session_sha256)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(revoked)
     }
 
     async fn resume(&self) -> StoreResult<WorkerState> {
@@ -654,27 +437,15 @@ impl Store for SqliteStore {
         worker_state_from_row(&row)
     }
 
+    fn announce(&self) {
+        self.wakeup.notify_one();
+    }
+
+    fn same_sql(&self) -> &dyn super::SameSql {
+        &self.pool
+    }
+
     fn wakeup(&self) -> Arc<Notify> {
         self.wakeup.clone()
     }
-}
-
-fn job_from_row(row: &SqliteRow) -> StoreResult<Job> {
-    rows::job_from_row(row, |row, column| from_micros(row.try_get(column)?))
-}
-
-fn worker_state_from_row(row: &SqliteRow) -> StoreResult<WorkerState> {
-    rows::worker_state_from_row(row, |row, column| {
-        row.try_get::<Option<i64>, _>(column)?
-            .map(from_micros)
-            .transpose()
-    })
-}
-
-fn event_from_row(row: &SqliteRow) -> StoreResult<JobEvent> {
-    rows::event_from_row(row, |row, column| from_micros(row.try_get(column)?))
-}
-
-fn delivery_from_row(row: &SqliteRow) -> StoreResult<Delivery> {
-    rows::delivery_from_row(row, |row, column| from_micros(row.try_get(column)?))
 }
