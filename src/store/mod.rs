@@ -165,12 +165,7 @@ pub trait Store: Send + Sync + 'static {
             outcome,
             detail: detail.to_owned(),
         };
-        Ok(self
-            .complete_many(std::slice::from_ref(&item))
-            .await?
-            .first()
-            .copied()
-            .unwrap_or(false))
+        Ok(held(self.complete_many(std::slice::from_ref(&item)).await?))
     }
 
     /// Records the account each claimed job acts on, before its first mutating call, so that
@@ -191,12 +186,9 @@ pub trait Store: Send + Sync + 'static {
             account_id: account_id.to_owned(),
             account_type: account_type.to_owned(),
         };
-        Ok(self
-            .record_accounts(std::slice::from_ref(&item))
-            .await?
-            .first()
-            .copied()
-            .unwrap_or(false))
+        Ok(held(
+            self.record_accounts(std::slice::from_ref(&item)).await?,
+        ))
     }
 
     /// One job without its events (the earlier step of a chain, for the account it recorded).
@@ -217,7 +209,18 @@ pub trait Store: Send + Sync + 'static {
         refund_attempt: bool,
         error: Option<&str>,
         detail: &str,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<bool> {
+        let back = PutBack {
+            run_at,
+            refund_attempt,
+            error,
+            detail,
+        };
+        self.put_back(job, back).await
+    }
+
+    /// [`Store::retry_later`], its arguments together.
+    async fn put_back(&self, job: &Job, back: PutBack<'_>) -> StoreResult<bool>;
 
     /// Returns running jobs whose lease expired to pending (or fails them with `max_attempts`
     /// when they have used every attempt). Returns the ids it touched.
@@ -233,10 +236,12 @@ pub trait Store: Send + Sync + 'static {
         actor: &str,
         detail: &str,
     ) -> StoreResult<Job> {
-        let job = self
-            .same_sql()
-            .transition(id, transition, actor, detail)
-            .await?;
+        let change = same_sql::Change {
+            transition,
+            actor,
+            detail,
+        };
+        let job = self.same_sql().transition(id, change).await?;
         if job.state != JobState::Cancelled {
             self.announce();
         }
@@ -326,6 +331,11 @@ pub trait Store: Send + Sync + 'static {
     fn wakeup(&self) -> Arc<Notify>;
 }
 
+/// Whether the one claim of a batched write of one was still held.
+fn held(results: Vec<bool>) -> bool {
+    results.first().copied().unwrap_or(false)
+}
+
 /// The two backends, for what differs between them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Backend {
@@ -333,50 +343,36 @@ enum Backend {
     Sqlite,
 }
 
-/// A migration of both backends, named by its file under `migrations/postgres/` and
-/// `migrations/sqlite/` without `.sql`: `<version>_<description with underscores>`, as sqlx
-/// names them.
-macro_rules! both {
-    ($file:literal) => {
-        (
-            $file,
-            Some(include_str!(concat!(
-                "../../migrations/postgres/",
-                $file,
-                ".sql"
-            ))),
-            Some(include_str!(concat!(
-                "../../migrations/sqlite/",
-                $file,
-                ".sql"
-            ))),
-        )
+/// One backend's SQL of a migration, named by its file under `migrations/<backend>/` without
+/// `.sql`: `<version>_<description with underscores>`, as sqlx names them.
+macro_rules! sql_of {
+    ($backend:literal, $file:literal) => {
+        include_str!(concat!("../../migrations/", $backend, "/", $file, ".sql"))
     };
 }
 
-/// A migration of Postgres only.
-macro_rules! postgres_only {
-    ($file:literal) => {
+/// A migration of both backends, or of Postgres only.
+macro_rules! migration {
+    ($file:literal, both) => {
         (
             $file,
-            Some(include_str!(concat!(
-                "../../migrations/postgres/",
-                $file,
-                ".sql"
-            ))),
-            None,
+            Some(sql_of!("postgres", $file)),
+            Some(sql_of!("sqlite", $file)),
         )
+    };
+    ($file:literal, postgres) => {
+        ($file, Some(sql_of!("postgres", $file)), None)
     };
 }
 
 /// Every migration, in order: (file name, Postgres SQL, SQLite SQL). A landed migration is
 /// never edited (`tests/it/migrations.rs` pins each file's checksum).
 const MIGRATIONS: &[(&str, Option<&str>, Option<&str>)] = &[
-    both!("20261128000001_initial"),
-    postgres_only!("20261128000002_accept_in_one_call"),
-    both!("20261201000001_recorded_account"),
-    both!("20261201000002_unsigned_ids_and_mass_approval"),
-    both!("20261201000003_revoked_sessions"),
+    migration!("20261128000001_initial", both),
+    migration!("20261128000002_accept_in_one_call", postgres),
+    migration!("20261201000001_recorded_account", both),
+    migration!("20261201000002_unsigned_ids_and_mass_approval", both),
+    migration!("20261201000003_revoked_sessions", both),
 ];
 
 /// The embedded migrations of one backend, in order.

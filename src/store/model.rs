@@ -341,3 +341,12 @@ pub(crate) fn duplicate_receipt(
 pub(crate) fn parse_job_ids(text: &str) -> Vec<String> {
     serde_json::from_str(text).unwrap_or_default()
 }
+
+/// A claimed job put back to pending (`Store::retry_later`).
+#[derive(Clone, Copy, Debug)]
+pub struct PutBack<'a> {
+    pub run_at: DateTime<Utc>,
+    pub refund_attempt: bool,
+    pub error: Option<&'a str>,
+    pub detail: &'a str,
+}

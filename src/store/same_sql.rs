@@ -15,6 +15,14 @@ use super::StoreResult;
 use super::model::{Delivery, JobFilter};
 use crate::domain::{Job, JobEvent, JobId, JobState, Transition, WorkerState};
 
+/// An operator's transition of a job, by `actor`, for the event's `detail`.
+#[derive(Clone, Copy, Debug)]
+pub struct Change<'a> {
+    pub transition: Transition,
+    pub actor: &'a str,
+    pub detail: &'a str,
+}
+
 /// What [`same_sql!`] implements for a backend's pool; [`super::Store`] answers these
 /// through it.
 #[async_trait]
@@ -37,13 +45,7 @@ pub trait SameSql: Send + Sync {
     ) -> StoreResult<()>;
     async fn is_session_revoked(&self, session_sha256: &str) -> StoreResult<bool>;
     /// [`super::Store::transition`], without the wake-up.
-    async fn transition(
-        &self,
-        id: JobId,
-        transition: Transition,
-        actor: &str,
-        detail: &str,
-    ) -> StoreResult<Job>;
+    async fn transition(&self, id: JobId, change: Change<'_>) -> StoreResult<Job>;
 }
 
 /// Expands, in a backend's module, the row readers of `super::rows` for its rows and the
@@ -147,12 +149,15 @@ macro_rules! same_sql {
             async fn transition(
                 &self,
                 id: JobId,
-                transition: $crate::domain::Transition,
-                actor: &str,
-                detail: &str,
+                change: $crate::store::same_sql::Change<'_>,
             ) -> $crate::store::StoreResult<Job> {
                 use $crate::domain::Transition;
                 use $crate::store::StoreError;
+                let $crate::store::same_sql::Change {
+                    transition,
+                    actor,
+                    detail,
+                } = change;
                 let mut tx = begin_write(self).await?;
                 let current: Option<(String, String)> = sqlx::query_as(concat!(
                     "SELECT state, action FROM jobs WHERE id = $1",

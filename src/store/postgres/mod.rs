@@ -287,14 +287,7 @@ impl Store for PostgresStore {
         Ok(true)
     }
 
-    async fn retry_later(
-        &self,
-        job: &Job,
-        run_at: DateTime<Utc>,
-        refund_attempt: bool,
-        error: Option<&str>,
-        detail: &str,
-    ) -> StoreResult<bool> {
+    async fn put_back(&self, job: &Job, back: PutBack<'_>) -> StoreResult<bool> {
         let row = sqlx::query(
             "WITH moved AS ( \
                UPDATE jobs SET state = 'pending', run_at = $3, \
@@ -308,14 +301,14 @@ impl Store for PostgresStore {
         )
         .bind(job.id)
         .bind(job.claim_seq)
-        .bind(run_at)
-        .bind(refund_attempt)
-        .bind(error.map(truncate_detail))
+        .bind(back.run_at)
+        .bind(back.refund_attempt)
+        .bind(back.error.map(truncate_detail))
         .bind(worker_actor(job))
-        .bind(truncate_detail(detail))
+        .bind(truncate_detail(back.detail))
         .fetch_optional(&self.pool)
         .await?;
-        if row.is_some() && run_at <= Utc::now() {
+        if row.is_some() && back.run_at <= Utc::now() {
             self.wakeup.notify_one();
         }
         Ok(row.is_some())

@@ -74,24 +74,28 @@ macro_rules! for_update {
 }
 super::same_sql::same_sql!();
 
+/// The database file in WAL mode, each connection set up alike.
+async fn open_pool(url: &str, options: &StoreOptions) -> anyhow::Result<SqlitePool> {
+    let connect = SqliteConnectOptions::from_str(url)
+        .map_err(|e| anyhow::anyhow!("invalid SQLite database_url: {e}"))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // FULL: a commit we answered 2xx for survives a power cut, not just a crash.
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(options.statement_timeout.max(Duration::from_secs(5)));
+    SqlitePoolOptions::new()
+        .max_connections(options.max_connections.clamp(1, 8))
+        .acquire_timeout(options.acquire_timeout)
+        .connect_with(connect)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open SQLite database {url}: {e}"))
+}
+
 impl SqliteStore {
     pub async fn open(url: &str, options: &StoreOptions) -> anyhow::Result<Self> {
-        let connect = SqliteConnectOptions::from_str(url)
-            .map_err(|e| anyhow::anyhow!("invalid SQLite database_url: {e}"))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a commit we answered 2xx for survives a power cut, not just a crash.
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true)
-            .busy_timeout(options.statement_timeout.max(Duration::from_secs(5)));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(options.max_connections.clamp(1, 8))
-            .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open SQLite database {url}: {e}"))?;
         Ok(SqliteStore {
-            pool,
+            pool: open_pool(url, options).await?,
             wakeup: Arc::new(Notify::new()),
             batcher: OnceLock::new(),
             accept_deadline: options.accept_deadline,
@@ -300,28 +304,24 @@ impl Store for SqliteStore {
     }
 
     async fn record_accounts(&self, items: &[AccountRecord]) -> StoreResult<Vec<bool>> {
-        if items.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut tx = self.begin_write().await?;
-        let now = now_micros();
-        let mut results = Vec::with_capacity(items.len());
-        for item in items {
-            let updated = sqlx::query(
-                "UPDATE jobs SET account_id = ?3, account_type = ?4, updated_at = ?5 \
-                 WHERE id = ?1 AND state = 'running' AND claim_seq = ?2",
-            )
-            .bind(item.job.id)
-            .bind(item.job.claim_seq)
-            .bind(&item.account_id)
-            .bind(&item.account_type)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            results.push(updated.rows_affected() == 1);
-        }
-        tx.commit().await?;
-        Ok(results)
+        // One statement over the whole batch, as on Postgres: [id, claim_seq, account, type].
+        let input: Vec<serde_json::Value> = items
+            .iter()
+            .map(|i| serde_json::json!([i.job.id, i.job.claim_seq, i.account_id, i.account_type]))
+            .collect();
+        let recorded: Vec<i64> = sqlx::query_scalar(
+            "UPDATE jobs SET account_id = input.value ->> 2, account_type = input.value ->> 3, \
+               updated_at = $2 \
+             FROM json_each($1) AS input \
+             WHERE jobs.id = input.value ->> 0 AND jobs.state = 'running' \
+               AND jobs.claim_seq = input.value ->> 1 \
+             RETURNING jobs.id",
+        )
+        .bind(serde_json::Value::Array(input).to_string())
+        .bind(now_micros())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(items.iter().map(|i| recorded.contains(&i.job.id)).collect())
     }
 
     async fn fail(&self, job: &Job, error: &str, detail: &str) -> StoreResult<bool> {
@@ -338,15 +338,8 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn retry_later(
-        &self,
-        job: &Job,
-        run_at: DateTime<Utc>,
-        refund_attempt: bool,
-        error: Option<&str>,
-        detail: &str,
-    ) -> StoreResult<bool> {
-        let error = error.map(|e| truncate_detail(e).to_owned());
+    async fn put_back(&self, job: &Job, back: PutBack<'_>) -> StoreResult<bool> {
+        let error = back.error.map(|e| truncate_detail(e).to_owned());
         self.finish_claim(
             job,
             "UPDATE jobs SET state = 'pending', run_at = ?4, \
@@ -355,8 +348,12 @@ impl Store for SqliteStore {
                updated_at = ?3 \
              WHERE id = ?1 AND state = 'running' AND claim_seq = ?2",
             JobState::Pending,
-            |q| q.bind(micros(run_at)).bind(refund_attempt).bind(error),
-            detail,
+            |q| {
+                q.bind(micros(back.run_at))
+                    .bind(back.refund_attempt)
+                    .bind(error)
+            },
+            back.detail,
         )
         .await
     }
