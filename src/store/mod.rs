@@ -373,6 +373,7 @@ const MIGRATIONS: &[(&str, Option<&str>, Option<&str>)] = &[
     migration!("20261201000001_recorded_account", both),
     migration!("20261201000002_unsigned_ids_and_mass_approval", both),
     migration!("20261201000003_revoked_sessions", both),
+    migration!("20261206000001_decisions_from_rust", postgres),
 ];
 
 /// The embedded migrations of one backend, in order.
@@ -457,6 +458,10 @@ pub(crate) mod lease_rescue {
         format!("{BEFORE_OWNER}{}{AFTER_OWNER}", owner.unwrap_or("?"))
     }
 }
+
+/// The actor of the events offboard itself writes (a dependent step cancelled, a lease
+/// rescued).
+pub(crate) const SYSTEM_ACTOR: &str = "offboard";
 
 /// Renders the detail of a dependent step cancelled because an earlier step did not succeed.
 pub(crate) const PREVIOUS_STEP_FAILED: &str = "previous_step_failed";

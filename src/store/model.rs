@@ -87,6 +87,29 @@ impl NewDelivery {
         }
     }
 
+    /// The actor of the events this delivery writes.
+    pub(crate) fn actor(&self) -> String {
+        format!("source:{}", self.source)
+    }
+
+    /// This delivery's answer once recorded: the jobs it names and the jobs it cancelled.
+    pub(crate) fn answer(&self, jobs: &[Job], cancelled: &[JobId]) -> Value {
+        match &self.content {
+            DeliveryContent::Unmappable { error } => unmappable_body(error),
+            DeliveryContent::Accepted {
+                refused,
+                approval_required,
+                ..
+            } => accepted_body(
+                &self.delivery_id,
+                jobs,
+                cancelled,
+                refused,
+                approval_required.as_deref(),
+            ),
+        }
+    }
+
     /// Why every job of this delivery waits for approval, when it is a mass offboarding.
     pub fn approval_required(&self) -> Option<&str> {
         match &self.content {

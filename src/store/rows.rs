@@ -8,7 +8,7 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 
 use super::StoreResult;
 use super::model::{Delivery, JobFilter, parse_column, parse_job_ids, parse_params};
-use crate::domain::{Job, JobEvent, Outcome, WorkerState};
+use crate::domain::{Job, JobEvent, JobState, Outcome, Transition, WorkerState};
 
 /// Every column of `jobs` that [`job_from_row`] reads.
 macro_rules! job_columns {
@@ -35,6 +35,24 @@ macro_rules! cancellable_states {
     };
 }
 pub(super) use cancellable_states;
+
+/// The live states, as bound values where SQL needs them (`JobState::is_live`).
+pub(super) fn live_state_names() -> Vec<&'static str> {
+    JobState::ALL
+        .into_iter()
+        .filter(|s| s.is_live())
+        .map(JobState::as_str)
+        .collect()
+}
+
+/// The states a cancel takes a job out of, as bound values (`Transition::Cancel`).
+pub(super) fn cancellable_state_names() -> Vec<&'static str> {
+    Transition::Cancel
+        .allowed_from()
+        .iter()
+        .map(|s| s.as_str())
+        .collect()
+}
 
 /// Reads the time in a column, as the backend stores it.
 pub(super) type TimeReader<R> = fn(&R, &str) -> StoreResult<DateTime<Utc>>;

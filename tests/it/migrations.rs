@@ -35,6 +35,10 @@ const LANDED: &[(&str, &str)] = &[
         "df48780b68595fce6362a72d986d26baedbf2f220c5326dc69fdce84ad9a609c8cdc2d6f96d26cdea46dd11800a7d320",
     ),
     (
+        "migrations/postgres/20261206000001_decisions_from_rust.sql",
+        "3616951b73e579301f90bc7278f2481885eeda8e92cd0b95f4db4b7f2575574a87fef37c3ac1230991452157dde1616c",
+    ),
+    (
         "migrations/sqlite/20261128000001_initial.sql",
         "8ce965bceeeb6f393d485ad05607e76a1c10e905a306aa67c697e538482f674959333d9c4d689c7b6922c7e52567a3fd",
     ),

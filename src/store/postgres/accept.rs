@@ -8,21 +8,26 @@
 //! delivery of a batch that hit a race, goes through `offboard_accept_delivery` alone.
 //!
 //! Both functions were written in `migrations/postgres/20261128000002_accept_in_one_call.sql`;
-//! their current versions are in `20261201000002_unsigned_ids_and_mass_approval.sql`.
+//! their current versions are in `20261206000001_decisions_from_rust.sql`. They decide
+//! nothing Rust decides: the actor, the states and each job's initial state are bound here,
+//! and they return the jobs a delivery names; the answer is built here, with the job's one
+//! JSON shape, and stored before the transaction commits.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnection, PgPool, PgRow};
-use sqlx::{Postgres, Row};
+use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::{Acquire, Postgres, Row, Transaction};
 use tokio::time::Instant;
 
+use super::job_from_row;
 use crate::batch::Batcher;
-use crate::domain::{NewCancel, NewChain};
+use crate::domain::{Job, JobId, NewCancel, NewChain};
 use crate::store::model::*;
-use crate::store::{PREVIOUS_STEP_FAILED, StoreError, StoreOptions, StoreResult};
+use crate::store::rows::{cancellable_state_names, job_columns, live_state_names};
+use crate::store::{PREVIOUS_STEP_FAILED, SYSTEM_ACTOR, StoreError, StoreOptions, StoreResult};
 
 /// How long accepting a delivery may take (`StoreOptions::accept_deadline` and
 /// `accept_acquire_timeout`).
@@ -196,8 +201,8 @@ async fn call_batch(
     let mut d_body_sha256 = Vec::with_capacity(n);
     let mut d_key_body_sha256 = Vec::with_capacity(n);
     let mut d_replay_since: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
-    let mut d_refused = Vec::with_capacity(n);
     let mut d_approval_required = Vec::with_capacity(n);
+    let mut d_actor = Vec::with_capacity(n);
     let mut j_delivery: Vec<i32> = Vec::new();
     let mut j_previous: Vec<Option<i32>> = Vec::new();
     let mut j_action = Vec::new();
@@ -210,10 +215,7 @@ async fn call_batch(
     let mut j_rule = Vec::new();
     let mut j_detail = Vec::new();
     for (index, delivery) in deliveries.iter().enumerate() {
-        let DeliveryContent::Accepted {
-            chains, refused, ..
-        } = &delivery.content
-        else {
+        let DeliveryContent::Accepted { chains, .. } = &delivery.content else {
             unreachable!("only batchable deliveries are batched");
         };
         d_source.push(delivery.source.as_str());
@@ -222,8 +224,8 @@ async fn call_batch(
         d_body_sha256.push(delivery.body_sha256.as_str());
         d_key_body_sha256.push(delivery.key_body_sha256());
         d_replay_since.push(delivery.replay_since());
-        d_refused.push(serde_json::to_string(refused).unwrap_or_else(|_| "[]".into()));
         d_approval_required.push(delivery.approval_required());
+        d_actor.push(delivery.actor());
         for chain in chains {
             let mut previous = None;
             for step in &chain.steps {
@@ -243,11 +245,10 @@ async fn call_batch(
             }
         }
     }
-    // `fetch_all` reads up to ReadyForQuery, which Postgres sends only after the implicit
-    // transaction committed: no answer leaves before the batch is durable.
+    let mut tx = conn.begin().await?;
     let rows = sqlx::query(
-        "SELECT k, duplicate, status, response FROM offboard_accept_batch( \
-         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
+        "SELECT k, duplicate, status, response, job_ids FROM offboard_accept_batch( \
+         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
     )
     .bind(&d_source)
     .bind(&d_delivery_id)
@@ -255,8 +256,8 @@ async fn call_batch(
     .bind(&d_body_sha256)
     .bind(&d_key_body_sha256)
     .bind(&d_replay_since)
-    .bind(&d_refused)
     .bind(&d_approval_required)
+    .bind(&d_actor)
     .bind(&j_delivery)
     .bind(&j_previous)
     .bind(&j_action)
@@ -268,17 +269,38 @@ async fn call_batch(
     .bind(&j_max_attempts)
     .bind(&j_rule)
     .bind(&j_detail)
-    .fetch_all(conn)
+    .bind(live_state_names())
+    .fetch_all(&mut *tx)
     .await?;
     let mut receipts: Vec<Option<StoreResult<DeliveryReceipt>>> = (0..n).map(|_| None).collect();
+    let mut recorded: Vec<(usize, Vec<JobId>)> = Vec::new();
     for row in &rows {
         let k: i32 = row.try_get("k")?;
-        let slot = usize::try_from(k - 1)
-            .ok()
-            .and_then(|i| receipts.get_mut(i));
-        if let Some(slot) = slot {
-            *slot = Some(receipt_from_row(row));
+        let Some(index) = usize::try_from(k - 1).ok().filter(|&i| i < n) else {
+            continue;
+        };
+        if row.try_get("duplicate")? {
+            receipts[index] = Some(duplicate_receipt(
+                row.try_get("status")?,
+                row.try_get("response")?,
+            ));
+        } else {
+            recorded.push((index, row.try_get("job_ids")?));
         }
+    }
+    let new: Vec<(&NewDelivery, Vec<JobId>, Vec<JobId>)> = recorded
+        .iter()
+        .map(|(index, ids)| (deliveries[*index], ids.clone(), Vec::new()))
+        .collect();
+    let answers = answer_and_store(&mut tx, &new).await.map_err(as_sqlx)?;
+    // Committed, the answers may leave: no answer leaves before the batch is durable.
+    tx.commit().await?;
+    for ((index, _), body) in recorded.iter().zip(answers) {
+        receipts[*index] = Some(Ok(DeliveryReceipt {
+            duplicate: false,
+            status: DeliveryStatus::Accepted,
+            body,
+        }));
     }
     Ok(receipts
         .into_iter()
@@ -290,6 +312,70 @@ async fn call_batch(
             })
         })
         .collect())
+}
+
+/// A store error met while answering inside a batch's transaction, as the batch's error.
+fn as_sqlx(error: StoreError) -> sqlx::Error {
+    match error {
+        StoreError::Database(e) | StoreError::Unavailable(e) => e,
+        other => sqlx::Error::Protocol(other.to_string()),
+    }
+}
+
+/// Builds the answers of newly recorded deliveries, each from the jobs it names (in order)
+/// and the jobs it cancelled, and stores them on their delivery rows, inside `tx`.
+async fn answer_and_store(
+    tx: &mut Transaction<'_, Postgres>,
+    new: &[(&NewDelivery, Vec<JobId>, Vec<JobId>)],
+) -> StoreResult<Vec<serde_json::Value>> {
+    let ids: Vec<JobId> = new
+        .iter()
+        .flat_map(|(_, ids, _)| ids.iter().copied())
+        .collect();
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE id = ANY($1)"
+    ))
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut jobs: HashMap<JobId, Job> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let job = job_from_row(row)?;
+        jobs.insert(job.id, job);
+    }
+    let mut answers = Vec::with_capacity(new.len());
+    let (mut sources, mut delivery_ids, mut keys, mut responses) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (delivery, ids, cancelled) in new {
+        let named: Vec<Job> = ids.iter().filter_map(|id| jobs.get(id).cloned()).collect();
+        if named.len() != ids.len() {
+            return Err(StoreError::Corrupt(
+                "a job of the delivery could not be read back".into(),
+            ));
+        }
+        let answer = delivery.answer(&named, cancelled);
+        sources.push(delivery.source.as_str());
+        delivery_ids.push(delivery.delivery_id.as_str());
+        keys.push(delivery.key_body_sha256());
+        responses.push(answer.to_string());
+        answers.push(answer);
+    }
+    sqlx::query(
+        "UPDATE deliveries SET response = u.response \
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
+           AS u (source, delivery_id, key_body_sha256, response) \
+         WHERE deliveries.source = u.source AND deliveries.delivery_id = u.delivery_id \
+           AND deliveries.key_body_sha256 = u.key_body_sha256",
+    )
+    .bind(&sources)
+    .bind(&delivery_ids)
+    .bind(&keys)
+    .bind(&responses)
+    .execute(&mut **tx)
+    .await?;
+    Ok(answers)
 }
 
 /// The 1-based position SQL arrays use for this 0-based index (batches are small).
@@ -321,14 +407,11 @@ async fn accept_one(
     conn: &mut PgConnection,
     delivery: &NewDelivery,
 ) -> StoreResult<DeliveryReceipt> {
-    let (error, chains, cancels, refused) = match &delivery.content {
-        DeliveryContent::Unmappable { error } => (Some(error.as_str()), &[][..], &[][..], &[][..]),
+    let (chains, cancels) = match &delivery.content {
+        DeliveryContent::Unmappable { .. } => (&[][..], &[][..]),
         DeliveryContent::Accepted {
-            cancels,
-            chains,
-            refused,
-            ..
-        } => (None, &chains[..], &cancels[..], &refused[..]),
+            cancels, chains, ..
+        } => (&chains[..], &cancels[..]),
     };
     let chains: Vec<serde_json::Value> = chains.iter().map(|c| chain_json(c, delivery)).collect();
     let cancels: Vec<serde_json::Value> =
@@ -336,34 +419,32 @@ async fn accept_one(
     // A concurrent copy of this delivery that commits first makes the call roll back
     // (OBDUP); the next call replays that copy's answer.
     let mut attempt = 0;
-    let rows = loop {
+    loop {
         attempt += 1;
-        match call_one(conn, delivery, error, &chains, &cancels, refused).await {
-            Err(sqlx::Error::Database(e))
+        match accept_in_transaction(conn, delivery, &chains, &cancels).await {
+            Err(StoreError::Database(sqlx::Error::Database(e)))
                 if e.code().as_deref() == Some("OBDUP") && attempt < 3 => {}
-            other => break other?,
+            other => return other,
         }
-    };
-    let row = rows
-        .first()
-        .ok_or_else(|| StoreError::Corrupt("accepting a delivery returned no row".into()))?;
-    receipt_from_row(row)
+    }
 }
 
-/// One call of `offboard_accept_delivery`. `fetch_all` reads up to ReadyForQuery, which
-/// Postgres sends only after the implicit transaction committed: no answer leaves before
-/// the delivery is durable.
-async fn call_one(
+/// One call of `offboard_accept_delivery`, and the answer stored, in one transaction. The
+/// answer leaves only once the transaction committed.
+async fn accept_in_transaction(
     conn: &mut PgConnection,
     delivery: &NewDelivery,
-    error: Option<&str>,
     chains: &[serde_json::Value],
     cancels: &[serde_json::Value],
-    refused: &[Refusal],
-) -> Result<Vec<PgRow>, sqlx::Error> {
-    sqlx::query(
-        "SELECT duplicate, status, response FROM offboard_accept_delivery( \
-         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+) -> StoreResult<DeliveryReceipt> {
+    let error = match &delivery.content {
+        DeliveryContent::Unmappable { error } => Some(error.as_str()),
+        DeliveryContent::Accepted { .. } => None,
+    };
+    let mut tx = conn.begin().await?;
+    let row = sqlx::query(
+        "SELECT duplicate, status, response, job_ids, cancelled FROM offboard_accept_delivery( \
+         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
     .bind(&delivery.source)
     .bind(&delivery.delivery_id)
@@ -374,26 +455,30 @@ async fn call_one(
     .bind(error)
     .bind(sqlx::types::Json(chains))
     .bind(sqlx::types::Json(cancels))
-    .bind(sqlx::types::Json(refused))
-    .bind(PREVIOUS_STEP_FAILED)
     .bind(delivery.approval_required())
-    .fetch_all(conn)
-    .await
-}
-
-/// The receipt in a row of either function: `duplicate`, `status`, `response`.
-fn receipt_from_row(row: &PgRow) -> StoreResult<DeliveryReceipt> {
-    let duplicate: bool = row.try_get("duplicate")?;
+    .bind(delivery.actor())
+    .bind(live_state_names())
+    .bind(cancellable_state_names())
+    .bind(PREVIOUS_STEP_FAILED)
+    .bind(SYSTEM_ACTOR)
+    .fetch_one(&mut *tx)
+    .await?;
     let status: &str = row.try_get("status")?;
-    let response: &str = row.try_get("response")?;
-    if duplicate {
-        return duplicate_receipt(status, response);
+    if row.try_get("duplicate")? {
+        let receipt = duplicate_receipt(status, row.try_get("response")?);
+        tx.commit().await?;
+        return receipt;
     }
-    let body: serde_json::Value = serde_json::from_str(response)
-        .map_err(|e| StoreError::Corrupt(format!("stored response is not JSON: {e}")))?;
+    let status: DeliveryStatus = parse_column(status)?;
+    let new = [(delivery, row.try_get("job_ids")?, row.try_get("cancelled")?)];
+    let body = answer_and_store(&mut tx, &new)
+        .await?
+        .pop()
+        .expect("one answer per delivery");
+    tx.commit().await?;
     Ok(DeliveryReceipt {
         duplicate: false,
-        status: parse_column(status)?,
+        status,
         body,
     })
 }
@@ -415,7 +500,7 @@ fn chain_json(chain: &NewChain, delivery: &NewDelivery) -> serde_json::Value {
         "email": chain.email.as_str(),
         "account_id": chain.account_id,
         "rule": chain.rule,
-        "approval": chain.approval,
+        "state": chain.initial_state().as_str(),
         "max_attempts": delivery.max_attempts,
         "detail": chain.creation_detail(delivery),
         "steps": steps,

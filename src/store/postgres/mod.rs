@@ -19,8 +19,10 @@ use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::Notify;
 
 use super::model::*;
-use super::rows::{cancellable_states, job_columns, worker_actor};
-use super::{PREVIOUS_STEP_FAILED, Store, StoreError, StoreOptions, StoreResult, truncate_detail};
+use super::rows::{cancellable_state_names, job_columns, worker_actor};
+use super::{
+    PREVIOUS_STEP_FAILED, SYSTEM_ACTOR, Store, StoreOptions, StoreResult, truncate_detail,
+};
 use crate::domain::{Job, JobEvent, JobId, JobState, PauseReason, WorkerState};
 use accept::AcceptBatcher;
 use notifier::Notifier;
@@ -119,35 +121,21 @@ macro_rules! for_update {
 }
 super::same_sql::same_sql!();
 
-/// Cancels the live later steps of these jobs' chains, transitively.
+/// Cancels the live later steps of these jobs' chains, transitively
+/// (`offboard_cancel_dependents`, which accepting a delivery calls too).
 async fn cancel_dependents(
     tx: &mut Transaction<'_, Postgres>,
     ids: &[JobId],
 ) -> StoreResult<Vec<JobId>> {
-    let rows = sqlx::query(concat!(
-        "WITH RECURSIVE chain (id) AS ( \
-             SELECT id FROM jobs WHERE depends_on = ANY($1) \
-             UNION SELECT j.id FROM jobs j JOIN chain c ON j.depends_on = c.id \
-         ), target AS ( \
-             SELECT id, state AS old_state FROM jobs \
-             WHERE id IN (SELECT id FROM chain) AND state IN (",
-        cancellable_states!(),
-        ") \
-             FOR UPDATE \
-         ), cancelled AS ( \
-             UPDATE jobs SET state = 'cancelled', last_error = $2, finalized_at = now(), updated_at = now() \
-             FROM target WHERE jobs.id = target.id RETURNING jobs.id, target.old_state \
-         ) \
-         INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail) \
-         SELECT id, now(), old_state, 'cancelled', 'offboard', $2 FROM cancelled RETURNING job_id",
-    ))
-    .bind(ids)
-    .bind(PREVIOUS_STEP_FAILED)
-    .fetch_all(&mut **tx)
-    .await?;
-    rows.iter()
-        .map(|r| r.try_get::<i64, _>(0).map_err(StoreError::from))
-        .collect()
+    Ok(
+        sqlx::query_scalar("SELECT offboard_cancel_dependents($1, $2, $3, $4)")
+            .bind(ids)
+            .bind(cancellable_state_names())
+            .bind(PREVIOUS_STEP_FAILED)
+            .bind(SYSTEM_ACTOR)
+            .fetch_all(&mut **tx)
+            .await?,
+    )
 }
 
 #[async_trait]
@@ -331,7 +319,7 @@ impl Store for PostgresStore {
                RETURNING jobs.id, jobs.state, expired.lease_owner AS old_owner \
              ), events AS ( \
                INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail) \
-               SELECT id, now(), 'running', state, 'offboard', \
+               SELECT id, now(), 'running', state, $7, \
                  $5 || coalesce(old_owner, '?') || $6 FROM rescued \
              ) SELECT id, state FROM rescued",
         )
@@ -341,6 +329,7 @@ impl Store for PostgresStore {
         .bind(AGAIN.1)
         .bind(BEFORE_OWNER)
         .bind(AFTER_OWNER)
+        .bind(SYSTEM_ACTOR)
         .fetch_all(&mut *tx)
         .await?;
         let mut ids = Vec::with_capacity(rows.len());

@@ -30,7 +30,7 @@ async fn cancel_for_email(
         tx,
         &targets,
         &cancel.last_error(),
-        &format!("source:{}", delivery.source),
+        &delivery.actor(),
         &cancel.detail(delivery),
         now,
     )
@@ -80,7 +80,7 @@ async fn insert_or_existing_job(
             job.id,
             None,
             state,
-            &format!("source:{}", delivery.source),
+            &delivery.actor(),
             &chain.creation_detail(delivery),
         )
         .await?;

@@ -21,8 +21,11 @@ use tokio::sync::Notify;
 mod accept;
 
 use super::model::*;
-use super::rows::{job_columns, worker_actor};
-use super::{PREVIOUS_STEP_FAILED, Store, StoreError, StoreOptions, StoreResult, truncate_detail};
+use super::rows::{cancellable_state_names, job_columns, worker_actor};
+use super::{
+    PREVIOUS_STEP_FAILED, SYSTEM_ACTOR, Store, StoreError, StoreOptions, StoreResult,
+    truncate_detail,
+};
 use crate::batch::Batcher;
 use crate::domain::{Job, JobEvent, JobId, JobState, PauseReason, WorkerState};
 
@@ -176,6 +179,7 @@ async fn cancel_jobs(
 /// Cancels the live later steps of these jobs' chains, transitively.
 async fn cancel_dependents(tx: &mut Tx, ids: &[JobId]) -> StoreResult<Vec<JobId>> {
     let now = now_micros();
+    let cancellable = cancellable_state_names();
     let mut cancelled = Vec::new();
     let mut frontier: Vec<JobId> = ids.to_vec();
     while let Some(parent) = frontier.pop() {
@@ -186,14 +190,14 @@ async fn cancel_dependents(tx: &mut Tx, ids: &[JobId]) -> StoreResult<Vec<JobId>
                 .await?;
         let live: Vec<(JobId, String)> = children
             .iter()
-            .filter(|(_, state)| state == "pending" || state == "awaiting_approval")
+            .filter(|(_, state)| cancellable.contains(&state.as_str()))
             .cloned()
             .collect();
         cancel_jobs(
             tx,
             &live,
             PREVIOUS_STEP_FAILED,
-            "offboard",
+            SYSTEM_ACTOR,
             PREVIOUS_STEP_FAILED,
             now,
         )
@@ -389,7 +393,7 @@ impl Store for SqliteStore {
                 *id,
                 Some(JobState::Running),
                 state,
-                "offboard",
+                SYSTEM_ACTOR,
                 &detail,
             )
             .await?;
