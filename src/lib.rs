@@ -15,6 +15,7 @@ pub mod config;
 pub mod doctor;
 pub mod domain;
 pub mod http;
+pub mod manual;
 pub mod memory;
 pub mod metrics;
 pub mod report;

@@ -279,41 +279,13 @@ fn map_payload(config: &Config, source: &Source, payload: &Value) -> DeliveryCon
     };
     let mut cancels = Vec::new();
     let mut chains = Vec::new();
-    let mut refused: Vec<Refusal> = Vec::new();
     for plan in plans {
         match plan {
             Plan::Cancel { rule, email } => cancels.push(NewCancel { email, rule }),
-            Plan::Chain(chain) => {
-                if let Some(reason) = config.safety.protects_email(chain.email.as_str()) {
-                    let refusal = Refusal {
-                        email: chain.email.as_str().to_owned(),
-                        reason: reason.to_owned(),
-                    };
-                    if !refused.contains(&refusal) {
-                        tracing::warn!(rule = %chain.rule, reason, "refused a protected person");
-                        refused.push(refusal);
-                    }
-                    continue;
-                }
-                chains.push(chain);
-            }
+            Plan::Chain(chain) => chains.push(chain),
         }
     }
-    let mut content = DeliveryContent::Accepted {
-        cancels,
-        chains,
-        refused,
-        approval_required: None,
-    };
-    content.require_approval_above(config.safety.approval_above);
-    if let DeliveryContent::Accepted {
-        approval_required: Some(reason),
-        ..
-    } = &content
-    {
-        tracing::warn!(reason, "mass offboarding: every job waits for approval");
-    }
-    content
+    DeliveryContent::guarded(cancels, chains, &config.safety)
 }
 
 fn truncate(text: &str, max: usize) -> String {

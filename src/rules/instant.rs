@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::domain::duration::Span;
 
-pub(super) fn parse_instant(value: &Value, timezone: Tz) -> Option<DateTime<Utc>> {
+pub fn parse_instant(value: &Value, timezone: Tz) -> Option<DateTime<Utc>> {
     match value {
         Value::Number(millis) => DateTime::from_timestamp_millis(millis.as_i64()?),
         Value::String(text) if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) => {

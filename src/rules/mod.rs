@@ -26,6 +26,7 @@ mod spec;
 
 pub use apply::{Unmappable, map_delivery};
 pub use compile::Rule;
+pub use instant::parse_instant;
 pub use spec::{ActionSpec, ActionTable, RuleSpec};
 
 #[cfg(test)]

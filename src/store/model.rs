@@ -9,7 +9,8 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::domain::{
-    Action, Job, JobId, JobState, NewCancel, NewChain, Outcome, id_as_string, time_as_rfc3339,
+    Action, Job, JobId, JobState, NewCancel, NewChain, Outcome, Safety, id_as_string,
+    time_as_rfc3339,
 };
 
 /// A claimed job that succeeded, to be recorded.
@@ -112,12 +113,7 @@ impl NewDelivery {
 
     /// Why every job of this delivery waits for approval, when it is a mass offboarding.
     pub fn approval_required(&self) -> Option<&str> {
-        match &self.content {
-            DeliveryContent::Accepted {
-                approval_required, ..
-            } => approval_required.as_deref(),
-            DeliveryContent::Unmappable { .. } => None,
-        }
+        self.content.approval_reason()
     }
 }
 
@@ -144,6 +140,48 @@ impl DeliveryContent {
     /// (action, person) once, as the store creates them. A live job that already exists and
     /// would be returned instead counts too: which ones exist is known only inside the store's
     /// transaction, and counting them errs towards asking a person. Such a job keeps its state.
+    /// What a delivery asks for, through the guards every way of enqueueing shares:
+    /// protected people are refused before any job exists, and more jobs than
+    /// `approval_above` all wait for approval.
+    pub fn guarded(cancels: Vec<NewCancel>, chains: Vec<NewChain>, safety: &Safety) -> Self {
+        let mut allowed = Vec::with_capacity(chains.len());
+        let mut refused: Vec<Refusal> = Vec::new();
+        for chain in chains {
+            let Some(reason) = safety.protects_email(chain.email.as_str()) else {
+                allowed.push(chain);
+                continue;
+            };
+            let refusal = Refusal {
+                email: chain.email.as_str().to_owned(),
+                reason: reason.to_owned(),
+            };
+            if !refused.contains(&refusal) {
+                tracing::warn!(rule = %chain.rule, reason, "refused a protected person");
+                refused.push(refusal);
+            }
+        }
+        let mut content = DeliveryContent::Accepted {
+            cancels,
+            chains: allowed,
+            refused,
+            approval_required: None,
+        };
+        content.require_approval_above(safety.approval_above);
+        if let Some(reason) = content.approval_reason() {
+            tracing::warn!(reason, "mass offboarding: every job waits for approval");
+        }
+        content
+    }
+
+    fn approval_reason(&self) -> Option<&str> {
+        match self {
+            DeliveryContent::Accepted {
+                approval_required, ..
+            } => approval_required.as_deref(),
+            DeliveryContent::Unmappable { .. } => None,
+        }
+    }
+
     pub fn require_approval_above(&mut self, approval_above: u64) {
         let DeliveryContent::Accepted {
             chains,

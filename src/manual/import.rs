@@ -1,0 +1,324 @@
+//! `offboard jobs import FILE`: a CSV file of people, every row checked before anything is
+//! enqueued (README, "Manual and bulk jobs"). A header row names the columns: `email` is
+//! required; `action` (else the command's `--action`), `account_id`, `at`, `group_id`,
+//! `service_desk_id` and `organization_id` are taken; `display_name`, `active` and
+//! `service_desks` (what `customers list --csv` adds) are ignored; any other column is an
+//! error, since a misspelt `acount_id` must not be silently dropped.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+
+use super::Entry;
+use crate::domain::NewChain;
+
+/// The columns an import reads.
+const TAKEN: [&str; 7] = [
+    "email",
+    "action",
+    "account_id",
+    "at",
+    "group_id",
+    "service_desk_id",
+    "organization_id",
+];
+/// The columns an import ignores.
+const IGNORED: [&str; 3] = ["display_name", "active", "service_desks"];
+/// The columns that are an action's parameter.
+const PARAMS: [&str; 3] = ["group_id", "service_desk_id", "organization_id"];
+
+/// A row that cannot be enqueued: its line in the file (1 is the header) and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadRow {
+    pub line: u64,
+    pub reason: String,
+}
+
+impl std::fmt::Display for BadRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}", self.line, self.reason)
+    }
+}
+
+/// Every row of the file as a chain, or every bad row. `action` is the action of rows that
+/// have none; `progress` is told each row checked.
+pub fn check(
+    file: &[u8],
+    action: Option<&str>,
+    approval: bool,
+    now: DateTime<Utc>,
+    mut progress: impl FnMut(u64),
+) -> Result<Vec<NewChain>, Vec<BadRow>> {
+    let file = file.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(file);
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .trim(csv::Trim::All)
+        .from_reader(file);
+    let header = header(&mut reader, action)?;
+    let mut chains = Vec::new();
+    let mut bad = Vec::new();
+    // csv counts lines as it reads records, skipping blank ones: a file's own line numbers
+    // come from where each record starts.
+    let newlines: Vec<usize> = file
+        .iter()
+        .enumerate()
+        .filter_map(|(at, b)| (*b == b'\n').then_some(at))
+        .collect();
+    // A record's position is where csv began reading it, before any blank lines it skipped.
+    let line_at = |byte: u64| {
+        let mut at = usize::try_from(byte).unwrap_or(usize::MAX).min(file.len());
+        while matches!(file.get(at), Some(b'\n' | b'\r')) {
+            at += 1;
+        }
+        1 + newlines.partition_point(|&newline| newline < at) as u64
+    };
+    let mut record = csv::StringRecord::new();
+    loop {
+        let line = line_at(reader.position().byte());
+        match reader.read_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {
+                let line = record.position().map_or(line, |p| line_at(p.byte()));
+                match entry(&header, &record, action)
+                    .and_then(|entry| super::chain(&entry, approval, now))
+                {
+                    Ok(chain) => chains.push(chain),
+                    Err(reason) => bad.push(BadRow { line, reason }),
+                }
+                progress(line);
+            }
+            Err(e) => {
+                let line = e.position().map_or(line, |p| line_at(p.byte()));
+                bad.push(BadRow {
+                    line,
+                    reason: csv_error(&e),
+                });
+                // A row that does not parse may have desynchronised the rest (an open quote).
+                if !matches!(e.kind(), csv::ErrorKind::UnequalLengths { .. }) {
+                    break;
+                }
+            }
+        }
+    }
+    if chains.is_empty() && bad.is_empty() {
+        bad.push(BadRow {
+            line: 1,
+            reason: "the file has a header but no rows".into(),
+        });
+    }
+    if bad.is_empty() { Ok(chains) } else { Err(bad) }
+}
+
+/// Where each taken column is, checked: `email` present, nothing unknown or repeated, and an
+/// action for every row.
+fn header(
+    reader: &mut csv::Reader<&[u8]>,
+    action: Option<&str>,
+) -> Result<Vec<(usize, &'static str)>, Vec<BadRow>> {
+    let at_header = |reason: String| vec![BadRow { line: 1, reason }];
+    let names = reader
+        .headers()
+        .map_err(|e| at_header(csv_error(&e)))?
+        .clone();
+    let mut columns: Vec<(usize, &'static str)> = Vec::new();
+    let mut problems = Vec::new();
+    for (index, name) in names.iter().enumerate() {
+        let name = name.to_ascii_lowercase();
+        if let Some(taken) = TAKEN.iter().find(|t| **t == name) {
+            if columns.iter().any(|(_, c)| c == taken) {
+                problems.push(format!("column `{taken}` appears twice"));
+            }
+            columns.push((index, taken));
+        } else if !IGNORED.contains(&name.as_str()) {
+            problems.push(format!(
+                "unknown column `{}` (columns: {}; ignored: {})",
+                shown(&name),
+                TAKEN.join(", "),
+                IGNORED.join(", ")
+            ));
+        }
+    }
+    if !columns.iter().any(|(_, c)| *c == "email") {
+        problems.push("no `email` column".into());
+    }
+    if action.is_none() && !columns.iter().any(|(_, c)| *c == "action") {
+        problems.push("no `action` column, and no --action".into());
+    }
+    if problems.is_empty() {
+        Ok(columns)
+    } else {
+        Err(at_header(problems.join("; ")))
+    }
+}
+
+/// One row as an entry; a row's own `action` wins over the command's.
+fn entry(
+    header: &[(usize, &'static str)],
+    record: &csv::StringRecord,
+    action: Option<&str>,
+) -> Result<Entry, String> {
+    let mut entry = Entry::default();
+    let mut params = Map::new();
+    for (index, column) in header {
+        let value = record.get(*index).unwrap_or_default();
+        if value.is_empty() {
+            continue;
+        }
+        match *column {
+            "email" => entry.email = value.to_owned(),
+            "action" => entry.action = value.to_owned(),
+            "account_id" => entry.account_id = Some(value.to_owned()),
+            "at" => entry.at = Some(Value::String(value.to_owned())),
+            param if PARAMS.contains(&param) => {
+                params.insert(param.to_owned(), Value::String(value.to_owned()));
+            }
+            _ => {}
+        }
+    }
+    if entry.email.is_empty() {
+        return Err("no email".into());
+    }
+    if entry.action.is_empty() {
+        entry.action = action.ok_or("no action, and no --action")?.to_owned();
+    }
+    entry.params = params;
+    Ok(entry)
+}
+
+fn csv_error(error: &csv::Error) -> String {
+    match error.kind() {
+        csv::ErrorKind::Utf8 { .. } => "not valid UTF-8".into(),
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => format!("{len} fields where the header has {expected_len}"),
+        _ => "not valid CSV".into(),
+    }
+}
+
+/// A column name as the error repeats it: it is the file's text, so it is cut short.
+fn shown(name: &str) -> String {
+    name.chars().take(40).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+    }
+
+    fn check_text(text: &str, action: Option<&str>) -> Result<Vec<NewChain>, Vec<BadRow>> {
+        check(text.as_bytes(), action, false, now(), |_| {})
+    }
+
+    #[test]
+    fn takes_what_customers_list_writes_with_an_action() {
+        let text = "account_id,email,display_name,active,service_desks\n\
+                    qm:1,Ann@Example.com,Ann,false,1;2\n\
+                    qm:2,bob@example.com,\"Bob, Jr.\",true,1\n";
+        let chains = check_text(text, Some("delete_portal_customer")).unwrap();
+        assert_eq!(chains.len(), 2);
+        assert_eq!(chains[0].email.as_str(), "ann@example.com");
+        assert_eq!(chains[0].account_id.as_deref(), Some("qm:1"));
+        assert_eq!(chains[1].steps[0].run_at, now());
+        assert_eq!(chains[0].rule, "manual");
+    }
+
+    #[test]
+    fn every_bad_row_is_named_by_its_line() {
+        let text = "email,action,group_id,at\n\
+                    ok@example.com,suspend_access,,\n\
+                    not-an-email,suspend_access,,\n\
+                    x@example.com,fly_away,,\n\
+                    \n\
+                    y@example.com,remove_from_group,,\n\
+                    z@example.com,suspend_access,g-1,\n\
+                    w@example.com,suspend_access,,yesterday\n\
+                    v@example.com,suspend_access\n";
+        let bad = check_text(text, None).unwrap_err();
+        let lines: Vec<u64> = bad.iter().map(|b| b.line).collect();
+        assert_eq!(lines, [3, 4, 6, 7, 8, 9], "{bad:?}");
+        assert!(bad[0].reason.contains("invalid email"), "{bad:?}");
+        assert!(bad[1].reason.contains("unknown action"), "{bad:?}");
+        assert!(bad[2].reason.contains("needs `group_id`"), "{bad:?}");
+        assert!(bad[3].reason.contains("takes no parameter"), "{bad:?}");
+        assert!(bad[4].reason.contains("invalid at"), "{bad:?}");
+        assert!(bad[5].reason.contains("2 fields"), "{bad:?}");
+    }
+
+    #[test]
+    fn the_header_is_checked_first() {
+        for (text, why) in [
+            (
+                "mail,action\nx@example.com,suspend_access\n",
+                "unknown column `mail`",
+            ),
+            ("email\nx@example.com\n", "no `action` column"),
+            ("action\nsuspend_access\n", "no `email` column"),
+            (
+                "email,email\nx@example.com,y@example.com\n",
+                "appears twice",
+            ),
+            ("email,action\n", "no rows"),
+            ("", "no `email` column"),
+        ] {
+            let bad = check_text(text, None).unwrap_err();
+            assert_eq!(bad[0].line, 1, "{text:?}");
+            assert!(bad[0].reason.contains(why), "{text:?}: {bad:?}");
+        }
+    }
+
+    #[test]
+    fn hostile_and_look_alike_input_is_refused_not_reinterpreted() {
+        // A Kelvin sign is not a `k`; a BOM is skipped; an open quote stops the check.
+        let bad = check_text(
+            "email,action\n\u{212A}im@example.com,suspend_access\n",
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(bad[0].line, 2);
+        let ok = check_text(
+            "\u{FEFF}email,action\nkim@example.com,suspend_access\n",
+            None,
+        );
+        assert_eq!(ok.unwrap().len(), 1);
+        let bad = check(
+            b"email,action\n\"open@example.com,suspend_access\n",
+            None,
+            false,
+            now(),
+            |_| {},
+        )
+        .unwrap_err();
+        assert!(!bad.is_empty());
+        let bad = check(
+            b"email,action\nx@ex\xFFample.com,suspend_access\n",
+            None,
+            false,
+            now(),
+            |_| {},
+        )
+        .unwrap_err();
+        assert!(bad[0].reason.contains("UTF-8"), "{bad:?}");
+        let long = format!("email,{}\n", "z".repeat(5000));
+        let bad = check_text(&long, Some("suspend_access")).unwrap_err();
+        assert!(
+            bad[0].reason.len() < 400,
+            "the error repeats at most 40 characters of a column"
+        );
+    }
+
+    #[test]
+    fn a_rows_action_wins_and_params_are_taken() {
+        let text = "email,action,group_id,service_desk_id\n\
+                    a@example.com,remove_from_group,g-7,\n\
+                    b@example.com,,,10\n";
+        let chains = check_text(text, Some("remove_from_service_desk")).unwrap();
+        assert_eq!(chains[0].steps[0].params["group_id"], "g-7");
+        assert_eq!(
+            chains[1].steps[0].action,
+            crate::domain::Action::RemoveFromServiceDesk
+        );
+        assert_eq!(chains[1].steps[0].params["service_desk_id"], "10");
+    }
+}

@@ -1,0 +1,224 @@
+//! Jobs enqueued by hand (README, "Manual and bulk jobs"): by the admin API
+//! (`POST /api/v1/jobs`, source `api`), the command line (`jobs add` and `jobs import`,
+//! source `cli`) and the console (source `console`). A request is recorded like a webhook
+//! delivery and goes through the same guards (`DeliveryContent::guarded`): protected people
+//! are refused, one live job per (action, email), approval and `approval_above`; dry run and
+//! the blast radius apply in the worker as to every job. An entry that names its
+//! `account_id` is acted on by that id, without an email search (`worker::execute`).
+
+pub mod import;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+use crate::config::Config;
+use crate::domain::{Action, Email, NewChain, NewStep};
+use crate::store::{Dedupe, DeliveryContent, DeliveryReceipt, NewDelivery, Store, StoreResult};
+
+/// The rule every manual job names.
+pub const RULE: &str = "manual";
+
+/// The most entries one request may hold.
+pub const MAX_ENTRIES: usize = 10_000;
+
+/// Who enqueued by hand: the source of the recorded request and the actor of its events.
+/// These names are reserved: no configured source may take one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ManualSource {
+    Api,
+    Cli,
+    Console,
+}
+
+impl ManualSource {
+    pub const ALL: [ManualSource; 3] =
+        [ManualSource::Api, ManualSource::Cli, ManualSource::Console];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ManualSource::Api => "api",
+            ManualSource::Cli => "cli",
+            ManualSource::Console => "console",
+        }
+    }
+
+    /// The manual source a job's `source` names, if it is one.
+    pub fn named(name: &str) -> Option<ManualSource> {
+        ManualSource::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+/// One person and one action, as a request names them.
+#[derive(Clone, Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// One of the actions (README, "Actions").
+    pub action: String,
+    pub email: String,
+    /// Act on this account, without searching by email; its own record must show the same
+    /// email, if it shows one.
+    #[serde(default)]
+    pub account_id: Option<String>,
+    /// When to run: `YYYY-MM-DD` (00:00 UTC), RFC 3339, or epoch milliseconds. Default: now.
+    #[serde(default)]
+    #[schema(value_type = Option<String>)]
+    pub at: Option<Value>,
+    /// The action's parameter, e.g. `{"group_id": "…"}`.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub params: Map<String, Value>,
+}
+
+/// Checks one entry and makes it a one-step chain.
+pub fn chain(entry: &Entry, approval: bool, now: DateTime<Utc>) -> Result<NewChain, String> {
+    let action: Action = entry.action.parse()?;
+    let email = Email::parse(&entry.email).map_err(|why| format!("invalid email: {why}"))?;
+    let account_id = match entry.account_id.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(id) if id.len() > 128 || id.chars().any(char::is_control) => {
+            return Err("invalid account_id".into());
+        }
+        Some(id) => Some(id.to_owned()),
+    };
+    let run_at = match &entry.at {
+        None => now,
+        Some(Value::String(text)) if text.trim().is_empty() => now,
+        Some(at) => crate::rules::parse_instant(at, chrono_tz::UTC).ok_or_else(|| {
+            "invalid at: expected YYYY-MM-DD, RFC 3339 or epoch milliseconds".to_owned()
+        })?,
+    };
+    Ok(NewChain {
+        email,
+        account_id,
+        rule: RULE.to_owned(),
+        approval,
+        steps: vec![NewStep {
+            action,
+            params: params(action, &entry.params)?,
+            run_at,
+        }],
+    })
+}
+
+/// The action's one parameter, as a string; nothing else.
+fn params(action: Action, given: &Map<String, Value>) -> Result<Map<String, Value>, String> {
+    let mut params = Map::new();
+    for (key, value) in given {
+        if action.required_param() != Some(key.as_str()) {
+            return Err(format!("`{action}` takes no parameter `{key}`"));
+        }
+        let text = match value {
+            Value::String(text) if !text.trim().is_empty() => text.trim().to_owned(),
+            Value::Number(n) if n.is_u64() || n.is_i64() => n.to_string(),
+            _ => return Err(format!("`{key}` must be a non-empty string")),
+        };
+        params.insert(key.clone(), Value::String(text));
+    }
+    if let Some(required) = action.required_param()
+        && !params.contains_key(required)
+    {
+        return Err(format!("`{action}` needs `{required}`"));
+    }
+    Ok(params)
+}
+
+/// Every entry checked; all the chains, or every refusal as (index, reason).
+pub fn chains(
+    entries: &[Entry],
+    approval: bool,
+    now: DateTime<Utc>,
+) -> Result<Vec<NewChain>, Vec<(usize, String)>> {
+    let mut chains = Vec::with_capacity(entries.len());
+    let mut invalid = Vec::new();
+    for (index, entry) in entries.iter().enumerate() {
+        match chain(entry, approval, now) {
+            Ok(chain) => chains.push(chain),
+            Err(why) => invalid.push((index, why)),
+        }
+    }
+    if invalid.is_empty() {
+        Ok(chains)
+    } else {
+        Err(invalid)
+    }
+}
+
+/// Records a manual request with its jobs: `key` identifies it (the same key again replays
+/// the first answer), `body` is what was submitted, for its SHA-256.
+pub async fn enqueue(
+    store: &dyn Store,
+    config: &Config,
+    source: ManualSource,
+    key: &str,
+    body: &[u8],
+    chains: Vec<NewChain>,
+) -> StoreResult<DeliveryReceipt> {
+    let delivery = NewDelivery {
+        source: source.as_str().to_owned(),
+        delivery_id: key.to_owned(),
+        body_sha256: hex::encode(Sha256::digest(body)),
+        // The caller is authenticated: its key alone names the request.
+        dedupe: Dedupe::SignedId,
+        received_at: Utc::now(),
+        max_attempts: config.worker.max_attempts,
+        content: DeliveryContent::guarded(Vec::new(), chains, &config.safety),
+    };
+    store.accept_delivery(delivery).await
+}
+
+/// The key of a request that gave none: every such request is new.
+pub fn fresh_key(source: ManualSource) -> String {
+    format!("{}:{:032x}", source.as_str(), rand::random::<u128>())
+}
+
+/// The key a request gave, if it can be one: printable, at most 200 bytes.
+pub fn checked_key(key: &str) -> Result<String, String> {
+    let key = key.trim();
+    if key.is_empty() || key.len() > 200 || key.chars().any(char::is_control) {
+        return Err("Idempotency-Key must be 1 to 200 printable characters".into());
+    }
+    Ok(key.to_owned())
+}
+
+/// What a request's answer says, counted: jobs it created, live jobs it found already there
+/// (or all of them, for a repeated request), and people refused by a guard.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub created: usize,
+    pub existing: usize,
+    pub refused: usize,
+}
+
+impl Summary {
+    pub fn of(source: ManualSource, answer: &Value) -> Summary {
+        let duplicate = answer["duplicate"].as_bool().unwrap_or(false);
+        let delivery_id = answer["delivery_id"].as_str();
+        let jobs = answer["jobs"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        let created = jobs
+            .iter()
+            .filter(|job| {
+                !duplicate
+                    && job["source"].as_str() == Some(source.as_str())
+                    && job["delivery_id"].as_str() == delivery_id
+            })
+            .count();
+        Summary {
+            created,
+            existing: jobs.len() - created,
+            refused: answer["refused"].as_array().map_or(0, Vec::len),
+        }
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "created {}, existing {}, refused {}",
+            self.created, self.existing, self.refused
+        )
+    }
+}
