@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
+use std::time::Duration;
 
 use reqwest::Method;
 use serde::de::DeserializeOwned;
@@ -21,6 +22,12 @@ const PAGE_LIMIT: usize = 50;
 
 /// A listing still paging after this many pages (a million entries) is broken; stop asking.
 const MAX_PAGES: usize = 20_000;
+
+/// A rate-limited page is asked again this many times, and only when the wait is at most
+/// `MAX_RATE_LIMIT_WAIT` (an operator is waiting for the answer); backing off from 1 s when
+/// the server names no wait.
+const RATE_LIMIT_RETRIES: u32 = 4;
+const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(60);
 
 /// One customer, once, with every service desk whose customer list holds them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
@@ -177,19 +184,7 @@ impl Client {
     ) -> Result<(), CallError> {
         let mut start = 0;
         for _ in 0..MAX_PAGES {
-            let mut url = self.site_endpoint(listing.path)?;
-            url.query_pairs_mut()
-                .append_pair("start", &start.to_string())
-                .append_pair("limit", &PAGE_LIMIT.to_string());
-            let mut request = self.request(ApiFamily::Site, Method::GET, url)?;
-            if listing.experimental {
-                let (name, value) = EXPERIMENTAL_API;
-                request = request.header(name, value);
-            }
-            let response = self
-                .send(ApiFamily::Site, listing.endpoint, request)
-                .await?;
-            let page: Page<T> = read_lookup(response).await?;
+            let page: Page<T> = self.page(listing, start).await?;
             let count = page.values.len();
             // Without the flag, only an empty page says the listing is over.
             let last = page.is_last_page.unwrap_or(count == 0);
@@ -213,6 +208,42 @@ impl Client {
                 listing.path.join("/")
             ),
         })
+    }
+
+    /// One page. A rate limit is waited out and the page asked again, a few times: one 429
+    /// in a listing of hundreds of pages should not cost the pages already read. A wait the
+    /// server names has already paused the whole family (`Client::send`).
+    async fn page<T: DeserializeOwned>(
+        &self,
+        listing: &Listing<'_>,
+        start: usize,
+    ) -> Result<Page<T>, CallError> {
+        let mut backoff = Duration::from_secs(1);
+        let mut retries = 0;
+        loop {
+            let mut url = self.site_endpoint(listing.path)?;
+            url.query_pairs_mut()
+                .append_pair("start", &start.to_string())
+                .append_pair("limit", &PAGE_LIMIT.to_string());
+            let mut request = self.request(ApiFamily::Site, Method::GET, url)?;
+            if listing.experimental {
+                let (name, value) = EXPERIMENTAL_API;
+                request = request.header(name, value);
+            }
+            match self.send(ApiFamily::Site, listing.endpoint, request).await {
+                Err(CallError::RateLimited { wait, .. })
+                    if retries < RATE_LIMIT_RETRIES
+                        && wait.is_none_or(|wait| wait <= MAX_RATE_LIMIT_WAIT) =>
+                {
+                    retries += 1;
+                    if wait.is_none() {
+                        tokio::time::sleep(backoff).await;
+                        backoff *= 2;
+                    }
+                }
+                sent => return read_lookup(sent?).await,
+            }
+        }
     }
 }
 
