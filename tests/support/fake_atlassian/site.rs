@@ -229,12 +229,8 @@ struct StartLimit {
 /// `limit` served is UNCONFIRMED: pages stop at `listing_page_cap` (default 50).
 async fn service_desks(State(shared): Fake, Query(page): Query<StartLimit>) -> Response {
     let state = shared.lock();
-    let desks: Vec<Value> = state
-        .service_desks
-        .iter()
-        .map(|desk| service_desk_json(desk))
-        .collect();
-    Json(state.listing_page(desks, &page)).into_response()
+    let desks: Vec<&String> = state.service_desks.iter().collect();
+    Json(state.listing_page(desks, &page, |desk| service_desk_json(desk))).into_response()
 }
 
 /// A desk's customers, paged like the desk list; experimental; 404 when the desk is missing
@@ -255,13 +251,12 @@ async fn desk_customers(
     if !state.service_desks.contains(&desk) {
         return error(StatusCode::NOT_FOUND, "The service desk does not exist.");
     }
-    let customers: Vec<Value> = state
+    let customers: Vec<&FakeAccount> = state
         .accounts
         .values()
         .filter(|account| !account.is_gone() && account.service_desks.contains(&desk))
-        .map(desk_customer_json)
         .collect();
-    Json(state.listing_page(customers, &page)).into_response()
+    Json(state.listing_page(customers, &page, desk_customer_json)).into_response()
 }
 
 /// A desk customer list entry has no `accountType` [AE-sd getCustomers]: which kind of
@@ -278,7 +273,7 @@ impl FakeState {
     /// One page of a service desk API listing: `{size, start, limit, isLastPage, values}`
     /// [AE-sd]. `limit` defaults to 50 and is cut to `listing_page_cap`. With
     /// `empty_listing_pages` it is a broken server: no values, and never the last page.
-    fn listing_page(&self, all: Vec<Value>, page: &StartLimit) -> Value {
+    fn listing_page<T>(&self, all: Vec<T>, page: &StartLimit, json: impl Fn(T) -> Value) -> Value {
         let start = page.start.unwrap_or(0);
         let limit = page
             .limit
@@ -289,7 +284,7 @@ impl FakeState {
                            "values": [], "_links": {} });
         }
         let total = all.len();
-        let values: Vec<Value> = all.into_iter().skip(start).take(limit).collect();
+        let values: Vec<Value> = all.into_iter().skip(start).take(limit).map(json).collect();
         json!({
             "size": values.len(),
             "start": start,
