@@ -114,7 +114,9 @@ async fn list_customers(
             .map_err(|why| ApiError::BadRequest(format!("domain: {why}")))?,
         inactive_only: parse_flag(query.inactive)?,
     };
-    let after = non_empty(query.cursor).map(|c| parse_cursor(&c)).transpose()?;
+    let after = non_empty(query.cursor)
+        .map(|c| parse_cursor(&c))
+        .transpose()?;
     let client = state
         .atlassian
         .as_ref()
@@ -132,8 +134,7 @@ async fn list_customers(
     Ok(Json(page(&customers, &filter, after.as_ref(), limit)))
 }
 
-const NOT_CONFIGURED: &str =
-    "the site credentials are not configured: set site_url, site_email and site_api_token in [atlassian]";
+const NOT_CONFIGURED: &str = "the site credentials are not configured: set site_url, site_email and site_api_token in [atlassian]";
 
 fn upstream(err: CallError) -> ApiError {
     match err {

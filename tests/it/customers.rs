@@ -6,8 +6,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::support::fake_atlassian::{
-    FakeAccount, FakeAtlassian, FakeStatus, Fault, FaultKind, Matcher, RecordedRequest,
-    SITE_EMAIL, SITE_TOKEN,
+    FakeAccount, FakeAtlassian, FakeStatus, Fault, FaultKind, Matcher, RecordedRequest, SITE_EMAIL,
+    SITE_TOKEN,
 };
 use offboard::atlassian::{
     AtlassianSettings, CallError, Client, CustomerFilter, InventoryProgress, PortalCustomer,
@@ -97,7 +97,9 @@ fn query_value(request: &RecordedRequest, name: &str) -> Option<String> {
 
 /// How many customers the fake has on `desk`.
 fn on_desk(desk: &str) -> usize {
-    (0..CUSTOMERS).filter(|&i| desks_of(i).contains(&desk)).count()
+    (0..CUSTOMERS)
+        .filter(|&i| desks_of(i).contains(&desk))
+        .count()
 }
 
 fn find<'a>(customers: &'a [PortalCustomer], account_id: &str) -> &'a PortalCustomer {
@@ -130,7 +132,10 @@ async fn every_page_of_every_desk_is_read_and_merged_by_account() {
     );
     assert_eq!(first.service_desks, ["10", "20"], "on two desks");
     assert_eq!(find(&customers, "qm:001").service_desks, ["20"]);
-    assert_eq!(find(&customers, "qm:002").display_name.as_deref(), Some("c002"));
+    assert_eq!(
+        find(&customers, "qm:002").display_name.as_deref(),
+        Some("c002")
+    );
     for c in &customers {
         assert_eq!(c.active, !REVOKED.contains(&c.account_id.as_str()), "{c:?}");
     }
@@ -216,12 +221,18 @@ async fn filters_by_domain_and_subdomains_and_by_inactive() {
         .collect();
     let mut got = kept(&example);
     got.sort();
-    assert_eq!(got, expected, "example.com and eu.example.com, not other.org");
+    assert_eq!(
+        got, expected,
+        "example.com and eu.example.com, not other.org"
+    );
     let eu = CustomerFilter {
         domain: Some(Domain::parse("eu.example.com").unwrap()),
         inactive_only: false,
     };
-    assert_eq!(kept(&eu).len(), (0..CUSTOMERS).filter(|i| i % 5 == 0).count() - 1);
+    assert_eq!(
+        kept(&eu).len(),
+        (0..CUSTOMERS).filter(|i| i % 5 == 0).count() - 1
+    );
     let inactive = CustomerFilter {
         domain: None,
         inactive_only: true,
@@ -297,7 +308,11 @@ async fn a_rate_limited_page_is_asked_again_after_the_wait() {
     assert_eq!(customers.len(), CUSTOMERS);
     assert!(started.elapsed() >= Duration::from_secs(1), "waited it out");
     let pages: usize = DESKS.iter().map(|d| on_desk(d).div_ceil(50)).sum();
-    assert_eq!(customer_lists(&fake).len(), pages + 1, "one page asked twice");
+    assert_eq!(
+        customer_lists(&fake).len(),
+        pages + 1,
+        "one page asked twice"
+    );
 }
 
 #[tokio::test]

@@ -60,7 +60,11 @@ async fn pages_follow_the_cursor_over_one_reading() {
     assert_eq!(pages, 3);
     assert_eq!(seen.len(), CUSTOMERS);
     let (_, all) = get(&app, "?limit=5000").await;
-    assert_eq!(seen, ids(&all), "the pages together are the whole list, in order");
+    assert_eq!(
+        seen,
+        ids(&all),
+        "the pages together are the whole list, in order"
+    );
     assert_eq!(all["next_cursor"], Value::Null, "limit is cut to 1000");
     assert_eq!(
         fake.request_count(),
@@ -112,7 +116,10 @@ async fn bad_parameters_missing_credentials_and_atlassian_failures_are_json_erro
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
     assert_eq!(body["error"], "upstream_error");
     let message = body["message"].as_str().unwrap();
-    assert!(message.contains("403") && message.contains("no permission"), "{message}");
+    assert!(
+        message.contains("403") && message.contains("no permission"),
+        "{message}"
+    );
     assert!(!message.contains(SITE_TOKEN));
     let (status, _) = get(&app, "").await;
     assert_eq!(status, StatusCode::OK, "a failed reading is not kept");

@@ -46,15 +46,29 @@ async fn csv_is_jobs_import_input_and_json_is_the_apis_shape() {
     let out = customers_list(&config, &["--csv"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let mut reader = csv::Reader::from_reader(out.stdout.as_slice());
-    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_owned).collect();
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
     assert_eq!(header, CUSTOMER_CSV_HEADER);
     assert_eq!(
         header,
-        ["account_id", "email", "display_name", "active", "service_desks"]
+        [
+            "account_id",
+            "email",
+            "display_name",
+            "active",
+            "service_desks"
+        ]
     );
     let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), CUSTOMERS - 1, "all but the hidden email");
-    assert!(rows.iter().all(|row| !row[1].is_empty() && &row[0] != HIDDEN));
+    assert!(
+        rows.iter()
+            .all(|row| !row[1].is_empty() && &row[0] != HIDDEN)
+    );
     assert_eq!(&rows[0][0], "qm:000");
     assert_eq!(&rows[0][1], "c000@eu.example.com");
     assert_eq!(&rows[0][4], "10;20", "desks joined with ;");
@@ -72,14 +86,23 @@ async fn csv_is_jobs_import_input_and_json_is_the_apis_shape() {
 
     let out = customers_list(&config, &["--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(out.stderr.is_empty(), "no progress when stderr is not a terminal");
+    assert!(
+        out.stderr.is_empty(),
+        "no progress when stderr is not a terminal"
+    );
     let body: Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let customers = body["customers"].as_array().unwrap();
     assert_eq!(customers.len(), CUSTOMERS);
     let keys: Vec<&String> = customers[0].as_object().unwrap().keys().collect();
     assert_eq!(
         keys,
-        ["account_id", "active", "display_name", "email", "service_desks"]
+        [
+            "account_id",
+            "active",
+            "display_name",
+            "email",
+            "service_desks"
+        ]
     );
     assert_eq!(customers[CUSTOMERS - 1]["email"], Value::Null);
 
@@ -113,14 +136,22 @@ async fn missing_credentials_bad_flags_and_atlassian_failures_exit_as_documented
     let bare = write_config(dir.path(), "");
     let out = customers_list(&bare, &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
-    assert!(text(&out.stderr).contains("site_url"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("site_url"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(fake.requests().is_empty());
 
     let config = write_config(dir.path(), &atlassian_toml(&fake));
     let out = customers_list(&config, &["--domain", "not a domain"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     let out = customers_list(&config, &["--json", "--csv"]);
-    assert_eq!(out.status.code(), Some(2), "--json and --csv exclude each other");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--json and --csv exclude each other"
+    );
     assert!(fake.requests().is_empty());
 
     fake.inject(Fault::once(Matcher::Any, FaultKind::Status401));
