@@ -254,41 +254,41 @@ async fn run(command: Command) -> Result<(), Failure> {
             }
         }
         Command::Jobs { command } => jobs(command).await,
-        Command::Customers {
-            command:
-                CustomersCommand::List {
-                    domain,
-                    inactive,
-                    json,
-                    csv,
-                    config,
-                },
-        } => {
-            let filter = CustomerFilter {
-                domain: domain
-                    .map(|d| Domain::parse(&d))
-                    .transpose()
-                    .map_err(|why| Failure::Usage(format!("--domain: {why}")))?,
-                inactive_only: inactive,
-            };
-            let customers = read_customers(&load(&config)?, &filter).await?;
-            if json {
-                print_json(&serde_json::json!({ "customers": customers }));
-            } else if csv {
-                crate::report::customers_csv(&customers, std::io::stdout().lock())
-                    .map_err(|e| Failure::Runtime(format!("cannot write the CSV: {e}")))?;
-                let hidden = customers.iter().filter(|c| c.email.is_none()).count();
-                if hidden > 0 {
-                    eprintln!(
-                        "note: {hidden} customers whose email is hidden are not in the CSV (jobs import needs an email); --json lists them"
-                    );
-                }
-            } else {
-                print!("{}", crate::report::customers_table(&customers));
-            }
-            Ok(())
-        }
+        Command::Customers { command } => customers(command).await,
     }
+}
+
+async fn customers(command: CustomersCommand) -> Result<(), Failure> {
+    let CustomersCommand::List {
+        domain,
+        inactive,
+        json,
+        csv,
+        config,
+    } = command;
+    let filter = CustomerFilter {
+        domain: domain
+            .map(|d| Domain::parse(&d))
+            .transpose()
+            .map_err(|why| Failure::Usage(format!("--domain: {why}")))?,
+        inactive_only: inactive,
+    };
+    let customers = read_customers(&load(&config)?, &filter).await?;
+    if json {
+        print_json(&serde_json::json!({ "customers": customers }));
+    } else if csv {
+        crate::report::customers_csv(&customers, std::io::stdout().lock())
+            .map_err(|e| Failure::Runtime(format!("cannot write the CSV: {e}")))?;
+        let hidden = customers.iter().filter(|c| c.email.is_none()).count();
+        if hidden > 0 {
+            eprintln!(
+                "note: {hidden} customers whose email is hidden are not in the CSV (jobs import needs an email); --json lists them"
+            );
+        }
+    } else {
+        print!("{}", crate::report::customers_table(&customers));
+    }
+    Ok(())
 }
 
 /// Reads the inventory with a client of this process (buckets of its own, at the worker's
