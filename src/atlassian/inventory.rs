@@ -295,7 +295,7 @@ mod tests {
 
     #[test]
     fn customers_sort_by_folded_email_then_account_with_hidden_emails_last() {
-        let mut list = vec![
+        let mut list = [
             customer("qm:3", None, true),
             customer("qm:2", Some("b@example.com"), true),
             customer("qm:9", Some("A@example.com"), true),

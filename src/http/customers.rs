@@ -203,7 +203,7 @@ mod tests {
             account_id: format!("qm:{n}"),
             email: Some(format!("c{n:03}@example.com")),
             display_name: None,
-            active: n % 2 == 0,
+            active: n.is_multiple_of(2),
             service_desks: vec!["1".into()],
         }
     }

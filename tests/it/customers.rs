@@ -22,7 +22,7 @@ pub const CUSTOMERS: usize = 250;
 /// Where customer `i` is listed: one desk by turn, and every seventh on the next desk too.
 pub fn desks_of(i: usize) -> Vec<&'static str> {
     let mut desks = vec![DESKS[i % 3]];
-    if i % 7 == 0 {
+    if i.is_multiple_of(7) {
         desks.push(DESKS[(i + 1) % 3]);
     }
     desks

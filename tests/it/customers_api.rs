@@ -81,7 +81,7 @@ async fn pages_follow_the_cursor_over_one_reading() {
     let (_, eu) = get(&app, "?domain=EU.example.com&inactive=false").await;
     assert!(ids(&eu).iter().all(|id| {
         let n: usize = id[3..].parse().unwrap();
-        n % 5 == 0
+        n.is_multiple_of(5)
     }));
     assert_eq!(ids(&eu).len(), 49, "every fifth but the hidden email");
     assert!(fake.mutating_requests().is_empty(), "read-only");
