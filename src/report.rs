@@ -1,7 +1,8 @@
-//! Plain-text renderings of jobs for the CLI.
+//! Plain-text renderings of jobs and customers for the CLI.
 
 use std::fmt::Write as _;
 
+use crate::atlassian::PortalCustomer;
 use crate::domain::{Job, JobWithEvents, rfc3339};
 
 pub fn jobs_table(jobs: &[Job]) -> String {
@@ -74,4 +75,66 @@ pub fn job_details(job: &JobWithEvents) -> String {
         );
     }
     out
+}
+
+pub fn customers_table(customers: &[PortalCustomer]) -> String {
+    if customers.is_empty() {
+        return "no customers\n".to_owned();
+    }
+    let mut out = format!(
+        "{:<40} {:<28} {:<8} {:<16} {}\n",
+        "EMAIL", "DISPLAY NAME", "ACTIVE", "SERVICE DESKS", "ACCOUNT ID"
+    );
+    for c in customers {
+        let _ = writeln!(
+            out,
+            "{:<40} {:<28} {:<8} {:<16} {}",
+            c.email.as_deref().unwrap_or("(hidden)"),
+            c.display_name.as_deref().unwrap_or("-"),
+            if c.active { "yes" } else { "no" },
+            c.service_desks.join(","),
+            c.account_id
+        );
+    }
+    let _ = writeln!(out, "{} customers", customers.len());
+    out
+}
+
+/// The CSV columns: `offboard jobs import` reads `account_id` and `email` and skips the rest.
+pub const CUSTOMER_CSV_HEADER: [&str; 5] = [
+    "account_id",
+    "email",
+    "display_name",
+    "active",
+    "service_desks",
+];
+
+/// The customers as CSV with a header row, service desks joined with `;`. Only customers
+/// with a visible email: `jobs import` refuses a file with a row without one. A display name
+/// is the customer's own text, so one that a spreadsheet would run as a formula (`=`, `+`,
+/// `-`, `@`) is written behind a `'`; `jobs import` ignores that column.
+pub fn customers_csv(
+    customers: &[PortalCustomer],
+    out: impl std::io::Write,
+) -> Result<(), csv::Error> {
+    let mut writer = csv::Writer::from_writer(out);
+    writer.write_record(CUSTOMER_CSV_HEADER)?;
+    for c in customers {
+        let Some(email) = &c.email else { continue };
+        let display_name = c.display_name.as_deref().unwrap_or_default();
+        let display_name = if display_name.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+            format!("'{display_name}")
+        } else {
+            display_name.to_owned()
+        };
+        writer.write_record([
+            c.account_id.as_str(),
+            email,
+            &display_name,
+            if c.active { "true" } else { "false" },
+            &c.service_desks.join(";"),
+        ])?;
+    }
+    writer.flush()?;
+    Ok(())
 }

@@ -9,10 +9,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::atlassian::Client;
 use crate::config::Config;
 use crate::doctor::LatestReport;
 use crate::http::server::Limits;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, CustomerSnapshot};
 use crate::store::{self, Store, StoreOptions};
 use crate::worker;
 
@@ -82,9 +83,15 @@ impl Service {
             "starting offboard {}",
             env!("CARGO_PKG_VERSION")
         );
-        let worker = role
-            .runs_worker()
-            .then(|| worker::spawn(config.clone(), store.clone(), shutdown.clone()));
+        let atlassian = atlassian_client(&config);
+        let worker = role.runs_worker().then(|| {
+            worker::spawn(
+                config.clone(),
+                store.clone(),
+                atlassian.clone(),
+                shutdown.clone(),
+            )
+        });
         // Every role listens: a worker-only process still answers /healthz, /readyz and
         // /metrics, so it can be probed and its counters scraped.
         if role.runs_api() && config.admin_token.is_none() {
@@ -99,6 +106,8 @@ impl Service {
             config: config.clone(),
             store: store.clone(),
             doctor: LatestReport::default(),
+            atlassian,
+            customers: CustomerSnapshot::default(),
         };
         let doctor = state.doctor.clone();
         if !config.dry_run {
@@ -136,6 +145,16 @@ impl Service {
         self.shutdown.cancel();
         self.wait().await
     }
+}
+
+/// The process's one Atlassian client. The worker and the admin API share it, and with it
+/// the pacing buckets: reading the customer inventory slows the worker's calls rather than
+/// adding to the rate Atlassian sees.
+fn atlassian_client(config: &Config) -> Option<Client> {
+    let atlassian = config.atlassian.as_ref()?;
+    Client::from_config(atlassian, config.worker.requests_per_second)
+        .inspect_err(|e| tracing::error!(error = %e, "cannot build the Atlassian client"))
+        .ok()
 }
 
 /// Live, the doctor's checks run once at start: a wrong id or a missing permission is in

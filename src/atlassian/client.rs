@@ -82,6 +82,10 @@ impl fmt::Debug for Client {
     }
 }
 
+/// The header JSM's experimental endpoints (the desk customer endpoints among them) want
+/// before they answer: `X-ExperimentalApi: opt-in`.
+pub(super) const EXPERIMENTAL_API: (&str, &str) = ("X-ExperimentalApi", "opt-in");
+
 /// Timeout of every Atlassian request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 

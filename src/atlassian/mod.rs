@@ -1,5 +1,6 @@
 //! The Atlassian Cloud client: the lookups (by email and by id), the ten offboarding
-//! mutations, and the read-only checks of `offboard doctor` (`targets`).
+//! mutations, the read-only checks of `offboard doctor` (`targets`), and the portal-only
+//! customer inventory (`inventory`).
 //!
 //! Site calls (`site_url`, HTTP Basic) and admin calls (`admin_url`, Bearer org API key) share
 //! one [`Client`]. Every request first takes a token from its family's bucket (`pacing`), so
@@ -9,6 +10,7 @@
 
 mod client;
 mod error;
+mod inventory;
 mod lookup;
 mod mutation;
 mod pacing;
@@ -16,6 +18,7 @@ mod targets;
 
 pub use client::{AdminSettings, AtlassianSettings, Client, SiteSettings};
 pub use error::CallError;
+pub use inventory::{CustomerFilter, CustomerKey, InventoryProgress, PortalCustomer};
 pub use lookup::Account;
 pub use mutation::{Applied, Mutation, PlannedRequest};
 pub use targets::ALL_DIRECTORIES;

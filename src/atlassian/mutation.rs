@@ -4,7 +4,7 @@ use reqwest::{Method, Response, StatusCode, Url};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::client::{Client, is_sendable_id};
+use super::client::{Client, EXPERIMENTAL_API, is_sendable_id};
 use super::error::{CallError, read_body_prefix};
 use super::lookup::Account;
 use crate::domain::ApiFamily;
@@ -217,7 +217,8 @@ impl Client {
     ) -> Result<Response, CallError> {
         let mut request = self.request(plan.family, plan.method, plan.url)?;
         if plan.servicedesk_api {
-            request = request.header("X-ExperimentalApi", "opt-in");
+            let (name, value) = EXPERIMENTAL_API;
+            request = request.header(name, value);
         }
         if let Some(body) = &plan.body {
             request = request.json(body);

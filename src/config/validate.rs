@@ -19,7 +19,7 @@ use super::{
     DEFAULT_TOLERANCE, MIN_ADMIN_TOKEN_CHARS, Problems, SiteCredentials, Source, WorkerConfig,
 };
 use crate::domain::duration::Span;
-use crate::domain::{Email, Safety, TargetAccount};
+use crate::domain::{Domain, Email, Safety, TargetAccount};
 use crate::rules::Rule;
 use crate::verify::{Scheme, Verifier};
 
@@ -328,13 +328,14 @@ fn validate_safety(raw: RawSafety, problems: &mut Problems) -> Safety {
     }
     let mut protected_domains = Vec::new();
     for (i, domain) in raw.protected_domains.iter().enumerate() {
-        let domain = domain.trim_start_matches('@').to_ascii_lowercase();
-        // A domain is valid exactly when an address at it is.
-        match Email::parse(&format!("x@{domain}")) {
-            Ok(_) => protected_domains.push(domain),
+        match Domain::parse(domain) {
+            Ok(domain) => protected_domains.push(domain.as_str().to_owned()),
             Err(_) => problems.at(
                 &format!("safety.protected_domains[{i}]"),
-                format!("`{domain}` is not a domain such as example.com"),
+                format!(
+                    "`{}` is not a domain such as example.com",
+                    domain.trim_start_matches('@').to_ascii_lowercase()
+                ),
             ),
         }
     }

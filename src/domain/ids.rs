@@ -59,6 +59,47 @@ impl fmt::Display for Email {
     }
 }
 
+/// An email domain that stands for itself and its subdomains: `example.com` holds
+/// `a@example.com` and `a@eu.example.com`, never `a@notexample.com`. Lower-cased; valid
+/// exactly when an address at it is. Protected domains and the customer inventory's filter
+/// match alike.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Domain(String);
+
+impl Domain {
+    /// A leading `@` is dropped (`@example.com` is how people often write a domain).
+    pub fn parse(text: &str) -> Result<Domain, String> {
+        let domain = text.trim_start_matches('@').to_ascii_lowercase();
+        if domain.chars().any(|c| !is_allowed(c) || c == '@') {
+            return Err("a domain may only contain letters, digits, `-` and `.`".into());
+        }
+        check_domain(&domain)?;
+        Ok(Domain(domain))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `email`, in any ASCII casing, is at this domain or one of its subdomains.
+    pub fn holds(&self, email: &str) -> bool {
+        domain_holds(&self.0, email)
+    }
+}
+
+/// Whether `email` is at `domain` (lower-case) or one of its subdomains. ASCII case folding
+/// only, as everywhere an address is compared (`atlassian::lookup`).
+pub fn domain_holds(domain: &str, email: &str) -> bool {
+    let Some((_, at)) = email.rsplit_once('@') else {
+        return false;
+    };
+    let at = at.to_ascii_lowercase();
+    at == domain
+        || at
+            .strip_suffix(domain)
+            .is_some_and(|rest| rest.ends_with('.'))
+}
+
 fn is_allowed(c: char) -> bool {
     // `is_ascii_graphic` already excludes whitespace, control characters and non-ASCII.
     c.is_ascii_graphic() && !FORBIDDEN.contains(c)
@@ -109,6 +150,39 @@ fn check_label(label: &str) -> Result<(), String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_domain_holds_itself_and_its_subdomains_only() {
+        let domain = Domain::parse("@Example.COM").unwrap();
+        assert_eq!(domain.as_str(), "example.com");
+        for email in ["a@example.com", "A@EXAMPLE.com", "a@eu.Example.com"] {
+            assert!(domain.holds(email), "{email}");
+        }
+        for email in [
+            "a@notexample.com",
+            "a@example.com.evil",
+            "example.com",
+            "a@com",
+        ] {
+            assert!(!domain.holds(email), "{email}");
+        }
+        // Only ASCII folds: U+212A KELVIN SIGN is not a `k`.
+        assert!(
+            !Domain::parse("kelvin.com")
+                .unwrap()
+                .holds("a@\u{212A}elvin.com")
+        );
+        for bad in [
+            "",
+            "com",
+            "exa mple.com",
+            "a@b.com",
+            "example..com",
+            "ex\u{e4}mple.com",
+        ] {
+            assert!(Domain::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn accepts_and_lower_cases_ordinary_addresses() {

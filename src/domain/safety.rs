@@ -3,6 +3,8 @@
 
 use std::collections::BTreeSet;
 
+use super::ids::domain_holds;
+
 /// Who must never be touched, and how much may happen per hour.
 #[derive(Clone, Debug)]
 pub struct Safety {
@@ -35,15 +37,9 @@ impl Safety {
         if self.protected_emails.contains(&email) {
             return Some("protected_email");
         }
-        let domain = email.rsplit_once('@').map(|(_, d)| d)?;
         self.protected_domains
             .iter()
-            .any(|protected| {
-                domain == protected
-                    || domain
-                        .strip_suffix(protected.as_str())
-                        .is_some_and(|rest| rest.ends_with('.'))
-            })
+            .any(|protected| domain_holds(protected, &email))
             .then_some("protected_domain")
     }
 

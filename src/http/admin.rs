@@ -43,7 +43,7 @@ pub fn router(state: AppState) -> OpenApiRouter<AppState> {
 
 /// Checks `Authorization: Bearer <admin_token>`. Without a configured token every admin
 /// route answers 401: there is no open admin API.
-async fn require_admin(
+pub(super) async fn require_admin(
     State(state): State<AppState>,
     request: Request,
     next: Next,
@@ -92,14 +92,18 @@ struct JobPage {
 
 /// `limit` as given, clamped to 1..=500; anything but a number is a 400, not a silent default.
 fn parse_limit(limit: Option<String>) -> Result<u32, ApiError> {
+    limit_within(limit, DEFAULT_LIMIT, MAX_LIMIT)
+}
+
+/// A `limit` parameter clamped to 1..=`max`, `default` when absent or empty; anything but a
+/// number is a 400.
+pub(super) fn limit_within(limit: Option<String>, default: u32, max: u32) -> Result<u32, ApiError> {
     match non_empty(limit) {
-        None => Ok(DEFAULT_LIMIT),
+        None => Ok(default),
         Some(text) => text
             .parse::<u32>()
-            .map(|n| n.clamp(1, MAX_LIMIT))
-            .map_err(|_| {
-                ApiError::BadRequest(format!("limit must be a number from 1 to {MAX_LIMIT}"))
-            }),
+            .map(|n| n.clamp(1, max))
+            .map_err(|_| ApiError::BadRequest(format!("limit must be a number from 1 to {max}"))),
     }
 }
 
@@ -139,7 +143,7 @@ async fn list_jobs(
     Ok(Json(JobPage { jobs, next_before }))
 }
 
-fn non_empty(value: Option<String>) -> Option<String> {
+pub(super) fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.is_empty())
 }
 

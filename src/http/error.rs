@@ -50,6 +50,14 @@ pub enum ApiError {
     Unavailable,
     #[error("too many failed logins from this address; wait a minute, then try again")]
     TooManyAttempts,
+    /// What the request needs is not in the configuration (the customer inventory without
+    /// the site credentials).
+    #[error("{0}")]
+    NotConfigured(String),
+    /// Atlassian failed a read the request depends on. The message is the client's
+    /// classification (`CallError`), which never holds a credential.
+    #[error("Atlassian failed: {0}")]
+    Upstream(String),
     /// A request refused before any handler ran: a malformed path or query, a content type
     /// or method the route does not take. The message is axum's own explanation.
     #[error("{message}")]
@@ -75,7 +83,8 @@ impl ApiError {
             ApiError::BodyRead(_) | ApiError::InvalidJson(_) | ApiError::BadRequest(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ApiError::InvalidTransition(_) => StatusCode::CONFLICT,
+            ApiError::InvalidTransition(_) | ApiError::NotConfigured(_) => StatusCode::CONFLICT,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable | ApiError::Unconfirmed => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Rejected { status, .. } => *status,
@@ -96,6 +105,8 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unavailable | ApiError::Unconfirmed => "unavailable",
             ApiError::TooManyAttempts => "too_many_attempts",
+            ApiError::NotConfigured(_) => "not_configured",
+            ApiError::Upstream(_) => "upstream_error",
             ApiError::Rejected { status, .. } => rejection_code(*status),
         }
     }

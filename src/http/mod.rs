@@ -4,6 +4,7 @@
 
 mod admin;
 mod console;
+mod customers;
 mod error;
 mod health;
 mod hooks;
@@ -23,8 +24,10 @@ use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 
+pub use customers::CustomerSnapshot;
 pub use error::{ApiError, ErrorBody};
 
+use crate::atlassian::Client;
 use crate::config::Config;
 use crate::doctor::LatestReport;
 use crate::store::Store;
@@ -36,6 +39,11 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The latest `doctor` report, shown in the console's header when it fails.
     pub doctor: LatestReport,
+    /// The process's Atlassian client, the worker's own: its clones share the pacing
+    /// buckets. `None` without an `[atlassian]` section.
+    pub atlassian: Option<Client>,
+    /// The latest reading of the customer inventory (`GET /api/v1/customers`).
+    pub customers: CustomerSnapshot,
 }
 
 /// Where the OpenAPI document is served.
@@ -50,7 +58,7 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
     tags(
         (name = "webhooks", description = "Signed deliveries from HR systems and Jira"),
         (name = "health", description = "Liveness, readiness and metrics"),
-        (name = "admin", description = "Jobs, deliveries and the worker; bearer admin_token")
+        (name = "admin", description = "Jobs, deliveries, the worker and the customer inventory; bearer admin_token")
     ),
     modifiers(&AdminTokenScheme)
 )]
@@ -73,7 +81,8 @@ pub fn routes(state: AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .merge(hooks::router())
-        .merge(admin::router(state))
+        .merge(admin::router(state.clone()))
+        .merge(customers::router(state))
         .split_for_parts()
 }
 

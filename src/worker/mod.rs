@@ -42,25 +42,24 @@ const MAX_COMPLETION_BATCH: usize = 128;
 /// the database coming back.
 const MAX_STORE_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Starts the worker; the handle ends once it has drained after `shutdown`.
+/// Starts the worker with the process's Atlassian client (`None`: no `[atlassian]` section,
+/// or a client that could not be built); the handle ends once it has drained after
+/// `shutdown`.
 pub fn spawn(
     config: Arc<Config>,
     store: Arc<dyn Store>,
+    client: Option<Client>,
     shutdown: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let Some(atlassian) = &config.atlassian else {
-            tracing::warn!("no [atlassian] section: the worker is idle and jobs stay pending");
+        let Some(client) = client else {
+            if config.atlassian.is_none() {
+                tracing::warn!("no [atlassian] section: the worker is idle and jobs stay pending");
+            } else {
+                tracing::error!("no usable Atlassian client: the worker is idle");
+            }
             shutdown.cancelled().await;
             return;
-        };
-        let client = match Client::from_config(atlassian, config.worker.requests_per_second) {
-            Ok(client) => client,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot build the Atlassian client: the worker is idle");
-                shutdown.cancelled().await;
-                return;
-            }
         };
         let completions = complete_in_batches(store.clone());
         let account_records = record_accounts_in_batches(store.clone());

@@ -13,7 +13,7 @@ secrets = ["jira-token"]
 "#;
 
 /// Every route of README, "HTTP API", as (method, path template).
-const ROUTES: [(&str, &str); 14] = [
+const ROUTES: [(&str, &str); 15] = [
     ("post", "/hooks/{source}"),
     ("get", "/healthz"),
     ("get", "/readyz"),
@@ -28,6 +28,7 @@ const ROUTES: [(&str, &str); 14] = [
     ("post", "/api/v1/worker/pause"),
     ("post", "/api/v1/worker/resume"),
     ("get", "/api/v1/doctor"),
+    ("get", "/api/v1/customers"),
 ];
 
 #[tokio::test]

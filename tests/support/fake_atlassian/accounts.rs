@@ -92,6 +92,10 @@ pub(super) struct FakeState {
     pub(super) requests: Vec<RecordedRequest>,
     pub(super) faults: Vec<Fault>,
     pub(super) directory_page_size: usize,
+    /// The largest page the service desk API listings answer.
+    pub(super) listing_page_cap: usize,
+    /// The listings answer empty pages that are never the last (a broken server).
+    pub(super) empty_listing_pages: bool,
     pub(super) latency: Duration,
 }
 

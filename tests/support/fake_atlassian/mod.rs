@@ -54,6 +54,9 @@ pub const ORG_ID: &str = "org-1";
 pub const DIRECTORY_ID: &str = "dir-1";
 
 const DEFAULT_DIRECTORY_PAGE_SIZE: usize = 100;
+/// The largest `limit` of the service desk API listings is UNCONFIRMED; the documented
+/// default (50) is the less convenient plausible cap [AE-sd].
+const DEFAULT_LISTING_PAGE_CAP: usize = 50;
 
 pub struct FakeAtlassian {
     pub url: String,
@@ -202,6 +205,18 @@ impl FakeAtlassian {
         self.shared.lock().directory_page_size = size.max(1);
     }
 
+    /// The largest page the service desk and desk customer listings answer (default 50),
+    /// whatever `limit` asked for.
+    pub fn set_listing_page_cap(&self, cap: usize) {
+        self.shared.lock().listing_page_cap = cap.max(1);
+    }
+
+    /// Makes the service desk API listings answer empty pages that are never the last, as a
+    /// broken server might.
+    pub fn set_empty_listing_pages(&self, empty: bool) {
+        self.shared.lock().empty_listing_pages = empty;
+    }
+
     /// A delay added to every request before it is handled.
     pub fn set_latency(&self, latency: Duration) {
         self.shared.lock().latency = latency;
@@ -228,6 +243,8 @@ impl Default for Shared {
                 requests: Vec::new(),
                 faults: Vec::new(),
                 directory_page_size: DEFAULT_DIRECTORY_PAGE_SIZE,
+                listing_page_cap: DEFAULT_LISTING_PAGE_CAP,
+                empty_listing_pages: false,
                 latency: Duration::ZERO,
             }),
             release: watch::Sender::new(0),

@@ -15,6 +15,8 @@ use super::accounts::FakeState;
 use super::{Fake, FakeAccount, FakeStatus, SITE_EMAIL, Shared, error};
 
 const DEFAULT_SITE_MAX_RESULTS: usize = 50;
+/// `limit` of the service desk API listings when none is given [AE-sd].
+const DEFAULT_LISTING_LIMIT: usize = 50;
 
 pub(super) fn routes() -> Router<Arc<Shared>> {
     Router::new()
@@ -23,6 +25,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/rest/api/3/user", get(site_user).delete(delete_user))
         .route("/rest/api/3/myself", get(myself))
         .route("/rest/api/3/mypermissions", get(my_permissions))
+        .route("/rest/servicedeskapi/servicedesk", get(service_desks))
         .route("/rest/servicedeskapi/servicedesk/{desk}", get(service_desk))
         .route(
             "/rest/servicedeskapi/organization/{organization}",
@@ -34,7 +37,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         )
         .route(
             "/rest/servicedeskapi/servicedesk/{desk}/customer",
-            delete(remove_from_service_desk),
+            get(desk_customers).delete(remove_from_service_desk),
         )
         .route(
             "/rest/servicedeskapi/organization/{organization}/user",
@@ -207,11 +210,90 @@ async fn service_desk(State(shared): Fake, Path(desk): Path<String>) -> Response
     if !shared.lock().service_desks.contains(&desk) {
         return error(StatusCode::NOT_FOUND, "The service desk does not exist.");
     }
-    Json(
-        json!({ "id": desk, "projectId": format!("1{desk}"), "projectName": format!("Desk {desk}"),
-                 "projectKey": format!("SD{desk}"), "_links": {} }),
-    )
-    .into_response()
+    Json(service_desk_json(&desk)).into_response()
+}
+
+fn service_desk_json(desk: &str) -> Value {
+    json!({ "id": desk, "projectId": format!("1{desk}"), "projectName": format!("Desk {desk}"),
+            "projectKey": format!("SD{desk}"), "_links": {} })
+}
+
+#[derive(Deserialize)]
+struct StartLimit {
+    start: Option<usize>,
+    limit: Option<usize>,
+}
+
+/// Every service desk, paged by `start` and `limit` (default 50); permission "Any", so no
+/// 403; not experimental [AE-sd servicedesk getServiceDesks, JS servicedesk.ts]. The largest
+/// `limit` served is UNCONFIRMED: pages stop at `listing_page_cap` (default 50).
+async fn service_desks(State(shared): Fake, Query(page): Query<StartLimit>) -> Response {
+    let state = shared.lock();
+    let desks: Vec<&String> = state.service_desks.iter().collect();
+    Json(state.listing_page(desks, &page, |desk| service_desk_json(desk))).into_response()
+}
+
+/// A desk's customers, paged like the desk list; experimental; 404 when the desk is missing
+/// [AE-sd getCustomers, JS-v5]. Everyone on the desk is listed, managed accounts too (which
+/// kinds of account the real list holds is UNCONFIRMED). A revoked customer is listed with
+/// `active: false` and a deleted one not at all (both UNCONFIRMED; a revoke keeps the
+/// references [KB-rev]). `emailAddress` only where privacy settings show it.
+async fn desk_customers(
+    State(shared): Fake,
+    Path(desk): Path<String>,
+    Query(page): Query<StartLimit>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = experimental_refused(&headers) {
+        return refused;
+    }
+    let state = shared.lock();
+    if !state.service_desks.contains(&desk) {
+        return error(StatusCode::NOT_FOUND, "The service desk does not exist.");
+    }
+    let customers: Vec<&FakeAccount> = state
+        .accounts
+        .values()
+        .filter(|account| !account.is_gone() && account.service_desks.contains(&desk))
+        .collect();
+    Json(state.listing_page(customers, &page, desk_customer_json)).into_response()
+}
+
+/// A desk customer list entry has no `accountType` [AE-sd getCustomers]: which kind of
+/// account it is cannot be read from the list.
+fn desk_customer_json(account: &FakeAccount) -> Value {
+    let mut user = site_user_json(account);
+    if let Some(fields) = user.as_object_mut() {
+        fields.remove("accountType");
+    }
+    user
+}
+
+impl FakeState {
+    /// One page of a service desk API listing: `{size, start, limit, isLastPage, values}`
+    /// [AE-sd]. `limit` defaults to 50 and is cut to `listing_page_cap`. With
+    /// `empty_listing_pages` it is a broken server: no values, and never the last page.
+    fn listing_page<T>(&self, all: Vec<T>, page: &StartLimit, json: impl Fn(T) -> Value) -> Value {
+        let start = page.start.unwrap_or(0);
+        let limit = page
+            .limit
+            .unwrap_or(DEFAULT_LISTING_LIMIT)
+            .clamp(1, self.listing_page_cap);
+        if self.empty_listing_pages {
+            return json!({ "size": 0, "start": start, "limit": limit, "isLastPage": false,
+                           "values": [], "_links": {} });
+        }
+        let total = all.len();
+        let values: Vec<Value> = all.into_iter().skip(start).take(limit).map(json).collect();
+        json!({
+            "size": values.len(),
+            "start": start,
+            "limit": limit,
+            "isLastPage": start + values.len() >= total,
+            "values": values,
+            "_links": {},
+        })
+    }
 }
 
 /// A customer organization by id: 404 when missing [AE-org].

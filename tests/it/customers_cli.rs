@@ -1,0 +1,168 @@
+//! `offboard customers list` as an operator runs it, against the fake Atlassian: the CSV read
+//! back as `jobs import` would, the JSON, the table, the filters and the exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::customers::{CUSTOMERS, HIDDEN, REVOKED, populated_fake};
+use crate::support::app::atlassian_toml;
+use crate::support::fake_atlassian::{Fault, FaultKind, Matcher, SITE_TOKEN};
+use offboard::report::CUSTOMER_CSV_HEADER;
+use serde_json::Value;
+
+fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("offboard.toml");
+    let db = dir.join("offboard.db");
+    std::fs::write(
+        &path,
+        format!("database_url = \"sqlite://{}\"\n{text}", db.display()),
+    )
+    .expect("write config");
+    path
+}
+
+fn customers_list(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_offboard"))
+        .args(["customers", "list"])
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("DATABASE_URL")
+        .env_remove("OFFBOARD_CONFIG")
+        .output()
+        .expect("run offboard customers list")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_is_jobs_import_input_and_json_is_the_apis_shape() {
+    let fake = populated_fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &atlassian_toml(&fake));
+
+    let out = customers_list(&config, &["--csv"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut reader = csv::Reader::from_reader(out.stdout.as_slice());
+    let header: Vec<String> = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(header, CUSTOMER_CSV_HEADER);
+    assert_eq!(
+        header,
+        [
+            "account_id",
+            "email",
+            "display_name",
+            "active",
+            "service_desks"
+        ]
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), CUSTOMERS - 1, "all but the hidden email");
+    assert!(
+        rows.iter()
+            .all(|row| !row[1].is_empty() && &row[0] != HIDDEN)
+    );
+    assert_eq!(&rows[0][0], "qm:000");
+    assert_eq!(&rows[0][1], "c000@eu.example.com");
+    assert_eq!(&rows[0][4], "10;20", "desks joined with ;");
+    let revoked: Vec<&str> = rows
+        .iter()
+        .filter(|row| &row[3] == "false")
+        .map(|row| row.get(0).unwrap())
+        .collect();
+    assert_eq!(revoked, REVOKED);
+    assert!(
+        text(&out.stderr).contains("1 customers whose email is hidden are not in the CSV"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = customers_list(&config, &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        out.stderr.is_empty(),
+        "no progress when stderr is not a terminal"
+    );
+    let body: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let customers = body["customers"].as_array().unwrap();
+    assert_eq!(customers.len(), CUSTOMERS);
+    let keys: Vec<&String> = customers[0].as_object().unwrap().keys().collect();
+    assert_eq!(
+        keys,
+        [
+            "account_id",
+            "active",
+            "display_name",
+            "email",
+            "service_desks"
+        ]
+    );
+    assert_eq!(customers[CUSTOMERS - 1]["email"], Value::Null);
+
+    let out = customers_list(
+        &config,
+        &["--json", "--inactive", "--domain", "@Example.com"],
+    );
+    let body: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let ids: Vec<&str> = body["customers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["account_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, REVOKED);
+
+    let out = customers_list(&config, &["--domain", "other.org"]);
+    assert_eq!(out.status.code(), Some(0));
+    let table = text(&out.stdout);
+    assert!(table.starts_with("EMAIL"), "{table}");
+    assert!(table.contains("c001@other.org") && !table.contains("c002@example.com"));
+    assert!(table.ends_with("50 customers\n"), "{table}");
+    assert!(fake.mutating_requests().is_empty(), "read-only");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_credentials_bad_flags_and_atlassian_failures_exit_as_documented() {
+    let fake = populated_fake().await;
+    let dir = tempfile::tempdir().unwrap();
+
+    let bare = write_config(dir.path(), "");
+    let out = customers_list(&bare, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stderr).contains("site_url"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(fake.requests().is_empty());
+
+    let config = write_config(dir.path(), &atlassian_toml(&fake));
+    let out = customers_list(&config, &["--domain", "not a domain"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = customers_list(&config, &["--json", "--csv"]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "--json and --csv exclude each other"
+    );
+    assert!(fake.requests().is_empty());
+
+    fake.inject(Fault::once(Matcher::Any, FaultKind::Status401));
+    let out = customers_list(&config, &["--csv"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("cannot read the customer inventory")
+            && stderr.contains("rejected the site credentials"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(SITE_TOKEN), "{stderr}");
+    assert!(out.stdout.is_empty(), "nothing half-listed");
+}
