@@ -694,3 +694,13 @@ fn an_admin_token_needs_sixteen_characters() {
     let config = Config::from_toml("admin_token = \"x\"", ConfigOrigin::Defaults, &empty);
     assert!(config.unwrap().admin_token.is_none());
 }
+
+#[test]
+fn the_manual_source_names_are_reserved() {
+    for name in ["api", "cli", "console"] {
+        assert_problem(
+            &SOURCE.replace("name = \"hr\"", &format!("name = \"{name}\"")),
+            "reserved for jobs enqueued by hand",
+        );
+    }
+}

@@ -391,6 +391,11 @@ fn validate_sources(
                 &format!("{path}.name"),
                 format!("`{name}` must use only a-z, 0-9, - and _ (it is part of the URL)"),
             );
+        } else if crate::domain::ManualSource::named(&name).is_some() {
+            problems.at(
+                &format!("{path}.name"),
+                format!("`{name}` is reserved for jobs enqueued by hand (api, cli, console)"),
+            );
         } else if !names.insert(name.clone()) {
             problems.at(
                 &format!("{path}.name"),

@@ -13,5 +13,5 @@ mod safety;
 pub use action::*;
 pub use ids::*;
 pub use job::*;
-pub use plan::{NewCancel, NewChain, NewStep, Plan};
+pub use plan::{ManualSource, NewCancel, NewChain, NewStep, Plan};
 pub use safety::Safety;

@@ -47,3 +47,30 @@ pub struct NewCancel {
     pub email: Email,
     pub rule: String,
 }
+
+/// Who enqueued by hand: the source of the recorded request and the actor of its events.
+/// These names are reserved: no configured source may take one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ManualSource {
+    Api,
+    Cli,
+    Console,
+}
+
+impl ManualSource {
+    pub const ALL: [ManualSource; 3] =
+        [ManualSource::Api, ManualSource::Cli, ManualSource::Console];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ManualSource::Api => "api",
+            ManualSource::Cli => "cli",
+            ManualSource::Console => "console",
+        }
+    }
+
+    /// The manual source a job's `source` names, if it is one.
+    pub fn named(name: &str) -> Option<ManualSource> {
+        ManualSource::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}

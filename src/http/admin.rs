@@ -16,6 +16,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
+use super::manual_jobs::{__path_enqueue_jobs, enqueue_jobs};
 use crate::domain::{
     Action, Job, JobId, JobState, JobWithEvents, PauseReason, WorkerState, parse_job_id,
 };
@@ -28,7 +29,7 @@ const MAX_LIMIT: u32 = 500;
 
 pub fn router(state: AppState) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(list_jobs))
+        .routes(routes!(list_jobs, enqueue_jobs))
         .routes(routes!(get_job))
         .routes(routes!(cancel_job))
         .routes(routes!(retry_job))

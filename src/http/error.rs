@@ -46,6 +46,9 @@ pub enum ApiError {
     InvalidTransition(String),
     #[error("{0}")]
     BadRequest(String),
+    /// A manual request with an invalid entry, or too many: nothing was enqueued.
+    #[error("{0}")]
+    InvalidRequest(String),
     #[error("the store is unavailable; nothing was accepted, try again later")]
     Unavailable,
     #[error("too many failed logins from this address; wait a minute, then try again")]
@@ -80,9 +83,10 @@ impl ApiError {
             | ApiError::MissingTimestamp(_)
             | ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::BodyRead(_) | ApiError::InvalidJson(_) | ApiError::BadRequest(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ApiError::BodyRead(_)
+            | ApiError::InvalidJson(_)
+            | ApiError::BadRequest(_)
+            | ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidTransition(_) | ApiError::NotConfigured(_) => StatusCode::CONFLICT,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable | ApiError::Unconfirmed => StatusCode::SERVICE_UNAVAILABLE,
@@ -103,6 +107,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::InvalidTransition(_) => "invalid_transition",
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::Unavailable | ApiError::Unconfirmed => "unavailable",
             ApiError::TooManyAttempts => "too_many_attempts",
             ApiError::NotConfigured(_) => "not_configured",

@@ -35,7 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The answer to an accepted (202) or repeated (200) delivery, as stored with it.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)] // Describes the stored JSON for the OpenAPI document.
-struct DeliveryAnswer {
+pub(super) struct DeliveryAnswer {
     delivery_id: String,
     duplicate: bool,
     jobs: Vec<crate::domain::Job>,
@@ -195,7 +195,11 @@ fn check_body_time(source: &Source, payload: &Value, now: DateTime<Utc>) -> Resu
 /// senders that is many small allocations that the allocator does not give back after they
 /// go.) The buffer is large enough to be mapped on its own and returned when freed, and its
 /// pages count only once written.
-async fn read_capped(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub(super) async fn read_capped(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

@@ -9,6 +9,7 @@ mod error;
 mod health;
 mod hooks;
 pub mod json_body;
+mod manual_jobs;
 mod rejections;
 mod request_id;
 pub mod server;

@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use crate::config::Config;
+pub use crate::domain::ManualSource;
 use crate::domain::{Action, Email, NewChain, NewStep};
 use crate::store::{Dedupe, DeliveryContent, DeliveryReceipt, NewDelivery, Store, StoreResult};
 
@@ -23,33 +24,6 @@ pub const RULE: &str = "manual";
 
 /// The most entries one request may hold.
 pub const MAX_ENTRIES: usize = 10_000;
-
-/// Who enqueued by hand: the source of the recorded request and the actor of its events.
-/// These names are reserved: no configured source may take one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ManualSource {
-    Api,
-    Cli,
-    Console,
-}
-
-impl ManualSource {
-    pub const ALL: [ManualSource; 3] =
-        [ManualSource::Api, ManualSource::Cli, ManualSource::Console];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ManualSource::Api => "api",
-            ManualSource::Cli => "cli",
-            ManualSource::Console => "console",
-        }
-    }
-
-    /// The manual source a job's `source` names, if it is one.
-    pub fn named(name: &str) -> Option<ManualSource> {
-        ManualSource::ALL.into_iter().find(|s| s.as_str() == name)
-    }
-}
 
 /// One person and one action, as a request names them.
 #[derive(Clone, Debug, Default, Deserialize, ToSchema)]

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::domain::{
-    Action, Job, JobId, JobState, NewCancel, NewChain, Outcome, Safety, id_as_string,
+    Action, Job, JobId, JobState, ManualSource, NewCancel, NewChain, Outcome, Safety, id_as_string,
     time_as_rfc3339,
 };
 
@@ -88,9 +88,13 @@ impl NewDelivery {
         }
     }
 
-    /// The actor of the events this delivery writes.
+    /// The actor of the events this delivery writes: `source:<name>` for a webhook, the
+    /// manual source itself (`api`, `cli`, `console`) for jobs enqueued by hand.
     pub(crate) fn actor(&self) -> String {
-        format!("source:{}", self.source)
+        match ManualSource::named(&self.source) {
+            Some(manual) => manual.as_str().to_owned(),
+            None => format!("source:{}", self.source),
+        }
     }
 
     /// This delivery's answer once recorded: the jobs it names and the jobs it cancelled.

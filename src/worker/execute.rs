@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use crate::atlassian::{Account, Applied, CallError, Client, Mutation, PlannedRequest};
-use crate::domain::{Action, ApiFamily, Job, Outcome, PauseReason, Safety, TargetAccount};
+use crate::domain::{
+    Action, ApiFamily, Job, ManualSource, Outcome, PauseReason, Safety, TargetAccount,
+};
 
 /// What the worker does with the job next.
 #[derive(Debug)]
@@ -108,6 +110,9 @@ async fn resolve(
     if let Some(account) = recorded_account(job) {
         return Ok((account, false));
     }
+    if let Some(account_id) = given_account(job) {
+        return Ok((look_up_by_id(client, job, account_id).await?, true));
+    }
     if let Some(earlier) = earlier {
         if earlier.outcome == Some(Outcome::NotFound) {
             return Err(Step::not_found(format!(
@@ -121,6 +126,29 @@ async fn resolve(
     }
     let account = look_up_by_email(client, job).await?;
     Ok((account, true))
+}
+
+/// The account an entry enqueued by hand names (README, "Manual and bulk jobs"): acted on by
+/// its id, never searched for by email. A rule's `account_id` is only a cross-check.
+fn given_account(job: &Job) -> Option<&str> {
+    ManualSource::named(job.source.as_deref()?)?;
+    job.account_id.as_deref()
+}
+
+/// The account with this id, read from its own record, which gives its type and, where
+/// visible, its email.
+async fn look_up_by_id(client: &Client, job: &Job, account_id: &str) -> Result<Account, Step> {
+    let family = job.action.family();
+    let found = match job.action.target() {
+        TargetAccount::Customer => client.site_user(account_id).await,
+        TargetAccount::Managed => client.directory_user(account_id).await,
+    };
+    match found.map_err(|e| classify_lookup_error(e, family, "read by id"))? {
+        Some(account) => Ok(account),
+        None => Err(Step::not_found(format!(
+            "no account has id {account_id}; nothing to do"
+        ))),
+    }
 }
 
 /// The account a job recorded: an id resolved from Atlassian, with its type.
@@ -192,6 +220,17 @@ fn check_account(safety: &Safety, job: &Job, account: &Account) -> Result<(), St
             "account_mismatch",
             format!(
                 "the payload names account {expected}, but the email belongs to {}",
+                account.account_id
+            ),
+        ));
+    }
+    if let Some(email) = account.email.as_deref()
+        && !email.eq_ignore_ascii_case(&job.email)
+    {
+        return Err(Step::failed(
+            "account_mismatch",
+            format!(
+                "account {} belongs to another email than the job's",
                 account.account_id
             ),
         ));

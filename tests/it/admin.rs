@@ -47,6 +47,7 @@ async fn every_route_needs_the_token(db: TestDb) {
     let app = TestApp::spawn(&db, CONFIG).await;
     let routes = [
         (Method::GET, "/api/v1/jobs"),
+        (Method::POST, "/api/v1/jobs"),
         (Method::GET, "/api/v1/jobs/1"),
         (Method::POST, "/api/v1/jobs/1/cancel"),
         (Method::POST, "/api/v1/jobs/1/retry"),

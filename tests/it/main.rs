@@ -19,6 +19,7 @@ mod doctor;
 mod examples;
 mod fuzz_inputs;
 mod hooks;
+mod manual;
 mod migrations;
 mod openapi;
 mod slow_clients;

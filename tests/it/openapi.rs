@@ -13,12 +13,13 @@ secrets = ["jira-token"]
 "#;
 
 /// Every route of README, "HTTP API", as (method, path template).
-const ROUTES: [(&str, &str); 15] = [
+const ROUTES: [(&str, &str); 16] = [
     ("post", "/hooks/{source}"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
     ("get", "/api/v1/jobs"),
+    ("post", "/api/v1/jobs"),
     ("get", "/api/v1/jobs/{id}"),
     ("post", "/api/v1/jobs/{id}/cancel"),
     ("post", "/api/v1/jobs/{id}/retry"),

@@ -1711,3 +1711,87 @@ both_stores!(
     a_family_without_credentials_fails_without_a_request_on,
     a_family_without_credentials_fails_without_a_request
 );
+
+/// Jobs enqueued by hand through `POST /api/v1/jobs`; the ids of the jobs it names.
+async fn enqueue_by_hand(app: &TestApp, entries: Value) -> Vec<String> {
+    let response = app
+        .admin(reqwest::Method::POST, "/api/v1/jobs")
+        .json(&json!({ "jobs": entries }))
+        .send()
+        .await
+        .expect("POST /api/v1/jobs");
+    assert_eq!(response.status(), reqwest::StatusCode::ACCEPTED);
+    job_ids(&response.json().await.expect("JSON"))
+}
+
+/// An entry with an `account_id` is acted on by that id: its own record gives its type and
+/// email, and the email search (which no longer finds a revoked customer) is never made.
+async fn a_manual_entry_acts_on_its_account_id(db: TestDb) {
+    let mut revoked = FakeAccount::customer("qm:gone", "gone@example.com");
+    revoked.portal_access_revoked = true;
+    let settings = Settings::default();
+    let h = Harness::start(&db, settings, vec![revoked]).await;
+    let entry = json!([{ "action": "delete_portal_customer", "email": "Gone@Example.com",
+        "account_id": "qm:gone" }]);
+    let ids = enqueue_by_hand(&h.app, entry).await;
+    let job = h.app.wait_final(&ids[0], WAIT).await;
+    assert_succeeded(&job, Outcome::Done);
+    assert_eq!(job.job.account_id.as_deref(), Some("qm:gone"));
+    assert_eq!(job.job.source.as_deref(), Some("api"));
+    assert_eq!(job.events[0].actor, "api");
+    let requests = h.fake.requests();
+    assert!(
+        !requests.iter().any(|r| r.path.ends_with("/user/search")),
+        "no email search: {requests:#?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.method == "GET" && r.query.as_deref() == Some("accountId=qm%3Agone")),
+        "the account's own record was read: {requests:#?}"
+    );
+    assert_eq!(
+        h.fake.account("qm:gone").unwrap().status,
+        FakeStatus::Deleted
+    );
+    h.stop().await;
+}
+
+both_stores!(
+    a_manual_entry_acts_on_its_account_id_on,
+    a_manual_entry_acts_on_its_account_id
+);
+
+/// The record read by id still guards: another email is a mismatch, another account type a
+/// type mismatch, a protected id is protected, and an unknown id is nobody.
+async fn a_manual_account_id_is_guarded_by_its_record(db: TestDb) {
+    let settings = Settings {
+        safety: r#"protected_account_ids = ["acc-boss"]"#,
+        ..Settings::default()
+    };
+    let accounts = vec![
+        FakeAccount::managed("acc-real", "real@example.com"),
+        FakeAccount::managed("acc-boss", "boss@example.com"),
+        FakeAccount::customer("qm:1", "customer@example.com"),
+    ];
+    let h = Harness::start(&db, settings, accounts).await;
+    let entries = json!([
+        { "action": "suspend_access", "email": "other@example.com", "account_id": "acc-real" },
+        { "action": "delete_portal_customer", "email": "real@example.com", "account_id": "acc-real" },
+        { "action": "suspend_access", "email": "boss@example.com", "account_id": "acc-boss" },
+        { "action": "deactivate_account", "email": "nobody@example.com", "account_id": "acc-none" },
+    ]);
+    let ids = enqueue_by_hand(&h.app, entries).await;
+    let jobs = h.wait_all_final(&ids).await;
+    assert_failed(&jobs[0], "account_mismatch");
+    assert_failed(&jobs[1], "account_type_mismatch");
+    assert_failed(&jobs[2], "protected_account");
+    assert_succeeded(&jobs[3], Outcome::NotFound);
+    assert_no_mutation(&h.fake);
+    h.stop().await;
+}
+
+both_stores!(
+    a_manual_account_id_is_guarded_by_its_record_on,
+    a_manual_account_id_is_guarded_by_its_record
+);

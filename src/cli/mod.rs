@@ -1,16 +1,17 @@
 //! The command line (README, "Command line"). Exit codes: 0 success, 1 runtime failure, 2 usage or
 //! configuration error.
 
-use std::io::{IsTerminal as _, Read as _};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use indicatif::ProgressBar;
+mod customers;
+mod enqueue;
 
-use crate::atlassian::{CallError, Client, CustomerFilter, InventoryProgress, PortalCustomer};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
 use crate::config::{Config, DatabaseUrl};
-use crate::domain::{Action, ApiFamily, Domain, JobState, JobWithEvents};
+use crate::domain::{Action, JobState, JobWithEvents};
 use crate::serve::{self, Role};
 use crate::store::{self, JobFilter, StoreError, StoreOptions};
 
@@ -162,6 +163,10 @@ enum JobsCommand {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Enqueue one job by hand, through the same guards as a webhook.
+    Add(enqueue::AddArgs),
+    /// Enqueue the rows of a CSV file, all or nothing: every row is checked first.
+    Import(enqueue::ImportArgs),
 }
 
 /// A failure with the exit code it maps to.
@@ -254,92 +259,7 @@ async fn run(command: Command) -> Result<(), Failure> {
             }
         }
         Command::Jobs { command } => jobs(command).await,
-        Command::Customers { command } => customers(command).await,
-    }
-}
-
-async fn customers(command: CustomersCommand) -> Result<(), Failure> {
-    let CustomersCommand::List {
-        domain,
-        inactive,
-        json,
-        csv,
-        config,
-    } = command;
-    let filter = CustomerFilter {
-        domain: domain
-            .map(|d| Domain::parse(&d))
-            .transpose()
-            .map_err(|why| Failure::Usage(format!("--domain: {why}")))?,
-        inactive_only: inactive,
-    };
-    let customers = read_customers(&load(&config)?, &filter).await?;
-    if json {
-        print_json(&serde_json::json!({ "customers": customers }));
-    } else if csv {
-        crate::report::customers_csv(&customers, std::io::stdout().lock())
-            .map_err(|e| Failure::Runtime(format!("cannot write the CSV: {e}")))?;
-        let hidden = customers.iter().filter(|c| c.email.is_none()).count();
-        if hidden > 0 {
-            eprintln!(
-                "note: {hidden} customers whose email is hidden are not in the CSV (jobs import needs an email); --json lists them"
-            );
-        }
-    } else {
-        print!("{}", crate::report::customers_table(&customers));
-    }
-    Ok(())
-}
-
-/// Reads the inventory with a client of this process (buckets of its own, at the worker's
-/// rate), showing progress on stderr when a person is watching it.
-async fn read_customers(
-    config: &Config,
-    filter: &CustomerFilter,
-) -> Result<Vec<PortalCustomer>, Failure> {
-    let not_configured = || {
-        Failure::Usage(format!(
-            "the site credentials are not configured in {}: set site_url, site_email and site_api_token in [atlassian]",
-            config.origin
-        ))
-    };
-    let atlassian = config.atlassian.as_ref().ok_or_else(not_configured)?;
-    let client = Client::from_config(atlassian, config.worker.requests_per_second)
-        .map_err(|e| Failure::Usage(format!("{e:#}")))?;
-    if !client.is_configured(ApiFamily::Site) {
-        return Err(not_configured());
-    }
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = ProgressBar::new_spinner();
-        bar.enable_steady_tick(std::time::Duration::from_millis(120));
-        bar.set_message("listing service desks");
-        bar
-    });
-    let show = |progress: InventoryProgress| {
-        if let Some(bar) = &bar {
-            bar.set_message(progress_line(progress));
-        }
-    };
-    let read = client.portal_customers(&show).await;
-    if let Some(bar) = &bar {
-        bar.finish_and_clear();
-    }
-    match read {
-        Ok(customers) => Ok(customers.into_iter().filter(|c| filter.admits(c)).collect()),
-        Err(CallError::NotConfigured { .. }) => Err(not_configured()),
-        Err(err) => Err(Failure::Runtime(format!(
-            "cannot read the customer inventory: {err}"
-        ))),
-    }
-}
-
-fn progress_line(progress: InventoryProgress) -> String {
-    match progress.desks {
-        None => format!("listing service desks ({} pages)", progress.pages),
-        Some(desks) => format!(
-            "service desks {}/{desks}, {} pages, {} customers",
-            progress.desks_done, progress.pages, progress.customers
-        ),
+        Command::Customers { command } => customers::customers(command).await,
     }
 }
 
@@ -459,6 +379,8 @@ async fn jobs(command: JobsCommand) -> Result<(), Failure> {
             println!("job {} is now {}", job.id, job.state);
             Ok(())
         }
+        JobsCommand::Add(add) => enqueue::add(add).await,
+        JobsCommand::Import(import) => enqueue::import(import).await,
         JobsCommand::Approve { id, config } => {
             let id = parse_id(&id)?;
             let store = open_store(&database_url(&config)?).await?;

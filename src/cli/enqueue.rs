@@ -1,0 +1,186 @@
+//! `offboard jobs add` and `offboard jobs import` (README, "Manual and bulk jobs"): jobs
+//! enqueued through the store, with source `cli`, through the guards every webhook goes
+//! through. An import is checked whole first; the same file imported again creates nothing.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::{ConfigArg, Failure, load, open_store, print_json, store_failure};
+use crate::config::Config;
+use crate::manual::{self, Entry, ManualSource, Summary};
+
+#[derive(Args, Debug)]
+pub(super) struct AddArgs {
+    /// The action, e.g. delete_portal_customer.
+    #[arg(long, value_name = "A")]
+    action: String,
+    #[arg(long, value_name = "E")]
+    email: String,
+    /// Act on this account, without searching by email.
+    #[arg(long, value_name = "ID")]
+    account_id: Option<String>,
+    /// When to run: YYYY-MM-DD (00:00 UTC), RFC 3339 or epoch milliseconds; default now.
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
+    /// The action's parameter, e.g. --param group_id=abc.
+    #[arg(long = "param", value_name = "K=V")]
+    params: Vec<String>,
+    /// Create the job awaiting approval.
+    #[arg(long)]
+    approval: bool,
+    /// Print the answer's JSON (as `POST /api/v1/jobs` answers).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+#[derive(Args, Debug)]
+pub(super) struct ImportArgs {
+    /// A CSV file with a header row: email, and action, account_id, at, group_id,
+    /// service_desk_id, organization_id.
+    file: PathBuf,
+    /// The action of rows without an `action` column or value.
+    #[arg(long, value_name = "A")]
+    action: Option<String>,
+    /// Create every job awaiting approval.
+    #[arg(long)]
+    approval: bool,
+    /// Print the answer's JSON (as `POST /api/v1/jobs` answers).
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+pub(super) async fn add(args: AddArgs) -> Result<(), Failure> {
+    let mut params = Map::new();
+    for param in &args.params {
+        let (key, value) = param
+            .split_once('=')
+            .ok_or_else(|| Failure::Usage(format!("--param {param}: expected K=V")))?;
+        params.insert(
+            key.trim().to_owned(),
+            Value::String(value.trim().to_owned()),
+        );
+    }
+    let entry = Entry {
+        action: args.action,
+        email: args.email,
+        account_id: args.account_id,
+        at: args.at.map(Value::String),
+        params,
+    };
+    let chain = manual::chain(&entry, args.approval, chrono::Utc::now()).map_err(Failure::Usage)?;
+    let config = load(&args.config)?;
+    let key = manual::fresh_key(ManualSource::Cli);
+    let body = format!("{entry:?}");
+    let answer = enqueue(&config, &key, body.as_bytes(), vec![chain]).await?;
+    report(&answer, args.json);
+    Ok(())
+}
+
+pub(super) async fn import(args: ImportArgs) -> Result<(), Failure> {
+    let file = std::fs::read(&args.file)
+        .map_err(|e| Failure::Usage(format!("cannot read {}: {e}", args.file.display())))?;
+    let config = load(&args.config)?;
+    let bar = progress_bar(&file);
+    let checked = manual::import::check(
+        &file,
+        args.action.as_deref(),
+        args.approval,
+        chrono::Utc::now(),
+        |line| {
+            if let Some(bar) = &bar {
+                bar.set_position(line);
+            }
+        },
+    );
+    let chains = match checked {
+        Ok(chains) => chains,
+        Err(bad) => {
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
+            let lines: Vec<String> = bad.iter().map(ToString::to_string).collect();
+            return Err(Failure::Usage(format!(
+                "{}\n{}: {} bad rows; nothing was enqueued",
+                lines.join("\n"),
+                args.file.display(),
+                bad.len()
+            )));
+        }
+    };
+    if let Some(bar) = &bar {
+        bar.set_message(format!("enqueueing {} jobs", chains.len()));
+    }
+    // The same file (with the same options) is the same request: imported again, its first
+    // answer is replayed and nothing new is created.
+    let mut hash = Sha256::new();
+    hash.update(&file);
+    hash.update(format!("\0{:?}\0{}", args.action, args.approval));
+    let key = format!("import:{}", hex::encode(hash.finalize()));
+    let answer = enqueue(&config, &key, &file, chains).await;
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    report(&answer?, args.json);
+    Ok(())
+}
+
+/// A bar over the file's lines, on a terminal only.
+fn progress_bar(file: &[u8]) -> Option<ProgressBar> {
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let lines = file.iter().filter(|b| **b == b'\n').count() as u64;
+    let bar = ProgressBar::new(lines.max(1));
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} lines") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message("checking");
+    Some(bar)
+}
+
+async fn enqueue(
+    config: &Config,
+    key: &str,
+    body: &[u8],
+    chains: Vec<crate::domain::NewChain>,
+) -> Result<Value, Failure> {
+    let store = open_store(&config.database_url).await?;
+    let receipt = manual::enqueue(store.as_ref(), config, ManualSource::Cli, key, body, chains)
+        .await
+        .map_err(store_failure)?;
+    Ok(receipt.body)
+}
+
+fn report(answer: &Value, json: bool) {
+    if json {
+        print_json(answer);
+        return;
+    }
+    let summary = Summary::of(ManualSource::Cli, answer);
+    let mut line = summary.to_string();
+    if answer["duplicate"].as_bool() == Some(true) {
+        line.push_str(" (imported before: nothing new)");
+    }
+    if let Some(reason) = answer["approval_required"].as_str() {
+        line.push_str(&format!("; every job awaits approval: {reason}"));
+    }
+    println!("{line}");
+    if let Some(refused) = answer["refused"].as_array() {
+        for refusal in refused {
+            println!(
+                "refused {}: {}",
+                refusal["email"].as_str().unwrap_or("?"),
+                refusal["reason"].as_str().unwrap_or("?")
+            );
+        }
+    }
+}
