@@ -32,7 +32,7 @@ const MAX_LIMIT: u32 = 1000;
 
 /// Pages after the first continue on the reading the first page made while it is at most
 /// this old; an older one is read again (the cursor still continues after its customer).
-const READING_REUSED_FOR: Duration = Duration::from_secs(600);
+pub(crate) const READING_REUSED_FOR: Duration = Duration::from_secs(600);
 
 pub fn router(state: AppState) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -52,7 +52,7 @@ struct Reading {
 
 impl CustomerSnapshot {
     /// A reading that finished at or after `fresh_since`, else a new one.
-    async fn customers(
+    pub(crate) async fn customers(
         &self,
         client: &Client,
         fresh_since: Instant,

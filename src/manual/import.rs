@@ -39,6 +39,15 @@ impl std::fmt::Display for BadRow {
     }
 }
 
+/// One row of the file, checked: its line, the entry it reads as (when it parses), and the
+/// chain it becomes or why it cannot.
+#[derive(Clone, Debug)]
+pub struct CheckedRow {
+    pub line: u64,
+    pub entry: Option<Entry>,
+    pub result: Result<NewChain, String>,
+}
+
 /// Every row of the file as a chain, or every bad row. `action` is the action of rows that
 /// have none; `progress` is told each row checked.
 pub fn check(
@@ -46,16 +55,38 @@ pub fn check(
     action: Option<&str>,
     approval: bool,
     now: DateTime<Utc>,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> Result<Vec<NewChain>, Vec<BadRow>> {
+    let rows = check_rows(file, action, approval, now, progress)?;
+    let mut chains = Vec::with_capacity(rows.len());
+    let mut bad = Vec::new();
+    for row in rows {
+        match row.result {
+            Ok(chain) => chains.push(chain),
+            Err(reason) => bad.push(BadRow {
+                line: row.line,
+                reason,
+            }),
+        }
+    }
+    if bad.is_empty() { Ok(chains) } else { Err(bad) }
+}
+
+/// Every row checked, good and bad (for a page that shows them all); `Err` when the file as
+/// a whole cannot be read: its header, or no rows at all.
+pub fn check_rows(
+    file: &[u8],
+    action: Option<&str>,
+    approval: bool,
+    now: DateTime<Utc>,
+    mut progress: impl FnMut(u64),
+) -> Result<Vec<CheckedRow>, Vec<BadRow>> {
     let file = file.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(file);
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .trim(csv::Trim::All)
         .from_reader(file);
     let header = header(&mut reader, action)?;
-    let mut chains = Vec::new();
-    let mut bad = Vec::new();
     // csv counts lines as it reads records, skipping blank ones: a file's own line numbers
     // come from where each record starts.
     let newlines: Vec<usize> = file
@@ -71,6 +102,7 @@ pub fn check(
         }
         1 + newlines.partition_point(|&newline| newline < at) as u64
     };
+    let mut rows = Vec::new();
     let mut record = csv::StringRecord::new();
     loop {
         let line = line_at(reader.position().byte());
@@ -78,19 +110,23 @@ pub fn check(
             Ok(false) => break,
             Ok(true) => {
                 let line = record.position().map_or(line, |p| line_at(p.byte()));
-                match entry(&header, &record, action)
-                    .and_then(|entry| super::chain(&entry, approval, now))
-                {
-                    Ok(chain) => chains.push(chain),
-                    Err(reason) => bad.push(BadRow { line, reason }),
-                }
+                let entry = entry(&header, &record, action);
+                let result = entry
+                    .clone()
+                    .and_then(|entry| super::chain(&entry, approval, now));
+                rows.push(CheckedRow {
+                    line,
+                    entry: entry.ok(),
+                    result,
+                });
                 progress(line);
             }
             Err(e) => {
                 let line = e.position().map_or(line, |p| line_at(p.byte()));
-                bad.push(BadRow {
+                rows.push(CheckedRow {
                     line,
-                    reason: csv_error(&e),
+                    entry: None,
+                    result: Err(csv_error(&e)),
                 });
                 // A row that does not parse may have desynchronised the rest (an open quote).
                 if !matches!(e.kind(), csv::ErrorKind::UnequalLengths { .. }) {
@@ -99,13 +135,13 @@ pub fn check(
             }
         }
     }
-    if chains.is_empty() && bad.is_empty() {
-        bad.push(BadRow {
+    if rows.is_empty() {
+        return Err(vec![BadRow {
             line: 1,
             reason: "the file has a header but no rows".into(),
-        });
+        }]);
     }
-    if bad.is_empty() { Ok(chains) } else { Err(bad) }
+    Ok(rows)
 }
 
 /// Where each taken column is, checked: `email` present, nothing unknown or repeated, and an

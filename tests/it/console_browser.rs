@@ -2,6 +2,9 @@
 //! signs in through the form, approves one job and cancels another through the buttons and
 //! confirmation pages; the admin API then confirms the states. It also leaves screenshots of
 //! the pages it saw under `target/` (`console-jobs.png`: the jobs list in several states).
+//! A second scenario imports a CSV (a bad file first, which creates nothing), approves the
+//! jobs it created, and enqueues jobs for customers selected on the Customers page, read
+//! from the fake Atlassian (`console-import-checked.png`, `console-customers.png`).
 //!
 //! Needs Debian's `chromium` and `chromium-driver`; `.ci/run` installs them. Without them the
 //! test prints a notice and passes, except with `CI=true`, where it fails.
@@ -12,10 +15,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::support::app::{ADMIN_TOKEN, TestApp, job_ids};
+use crate::support::app::{ADMIN_TOKEN, TestApp, atlassian_toml, job_ids};
 use crate::support::db::TestDb;
+use crate::support::fake_atlassian::{FakeAccount, FakeAtlassian};
 use fantoccini::{Client, ClientBuilder, Locator};
 use offboard::domain::Outcome;
+use offboard::serve::Role;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -73,6 +78,204 @@ async fn an_operator_approves_and_cancels_in_a_real_browser() {
         Ok(Err(failed)) => std::panic::resume_unwind(failed.into_panic()),
         Err(_) => panic!("the browser scenario took longer than {SCENARIO_TIMEOUT:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_imports_a_csv_and_enqueues_customers_in_a_real_browser() {
+    if !browser_installed() {
+        return;
+    }
+    offboard::install_tls_provider();
+    let driver = ChromeDriver::start();
+    let profile = tempfile::tempdir().expect("temp profile dir");
+    let client = connect(&driver, profile.path()).await;
+    let scenario = tokio::spawn(bulk_scenario(client.clone()));
+    let outcome = tokio::time::timeout(SCENARIO_TIMEOUT, scenario).await;
+    let _ = client.close().await;
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(failed)) => std::panic::resume_unwind(failed.into_panic()),
+        Err(_) => panic!("the browser scenario took longer than {SCENARIO_TIMEOUT:?}"),
+    }
+}
+
+async fn bulk_scenario(browser: Client) {
+    let fake = FakeAtlassian::start().await;
+    fake.add_service_desk("10");
+    for (id, email) in [
+        ("qm:ann", "ann@leavers.example.com"),
+        ("qm:bob", "bob@leavers.example.com"),
+        ("qm:cy", "cy@stays.example.com"),
+    ] {
+        let mut account = FakeAccount::customer(id, email);
+        account.service_desks.insert("10".to_owned());
+        fake.add_account(account);
+    }
+    let db = TestDb::sqlite();
+    // API only: no worker, so approved jobs stay where the test puts them.
+    let config = format!("{CONFIG}\n{}", atlassian_toml(&fake));
+    let app = TestApp::spawn_with_role(&db, &config, Role::Api).await;
+    sign_in(&browser, &app).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    // A file with a bad row: every row is shown checked, the bad one marked, nothing created.
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "email,action,at\nimp1@example.com,suspend_access,2099-01-01\nnot-an-email,suspend_access,\n",
+    )
+    .expect("write bad.csv");
+    upload(&browser, &app, &bad).await;
+    let checked = browser.source().await.expect("checked page");
+    assert!(checked.contains("invalid email"), "the bad row is marked");
+    assert!(
+        !checked.contains("/console/import/confirm"),
+        "no confirm button"
+    );
+    save_screenshot(&browser, "console-import-bad.png").await;
+    assert!(
+        all_job_ids(&app).await.is_empty(),
+        "a bad file creates nothing"
+    );
+
+    // A good file: checked, confirmed, created awaiting approval (the default), approved.
+    let good = dir.path().join("leavers.csv");
+    std::fs::write(
+        &good,
+        "email,action,at\nimp1@example.com,suspend_access,2099-01-01\nimp2@example.com,suspend_access,2099-01-01\n",
+    )
+    .expect("write leavers.csv");
+    upload(&browser, &app, &good).await;
+    save_screenshot(&browser, "console-import-checked.png").await;
+    click(
+        &browser,
+        "form[action='/console/import/confirm'] button[type='submit']",
+    )
+    .await;
+    wait_for_path(&browser, "/console/import/confirm").await;
+    let outcome = browser.source().await.expect("outcome page");
+    assert!(
+        outcome.contains("created 2, existing 0, refused 0"),
+        "{outcome}"
+    );
+    save_screenshot(&browser, "console-import-done.png").await;
+    let imported = all_job_ids(&app).await;
+    assert_eq!(imported.len(), 2);
+    for id in &imported {
+        let job = api_job(&app, id).await;
+        assert_eq!(job["state"], "awaiting_approval", "{job}");
+        assert_eq!(job["source"], "console", "{job}");
+        assert_eq!(job["events"][0]["actor"], "console", "{job}");
+    }
+    for id in &imported {
+        browser
+            .goto(&format!("{}/console?state=awaiting_approval", app.base_url))
+            .await
+            .expect("jobs awaiting approval");
+        transition(&browser, &app, id, "approve").await;
+        assert_state(&app, id, "pending").await;
+    }
+
+    // The Customers page: search a domain, select both, review, enqueue.
+    browser
+        .goto(&format!(
+            "{}/console/customers?q=%40leavers.example.com",
+            app.base_url
+        ))
+        .await
+        .expect("customers page");
+    let listed = browser.source().await.expect("customers page");
+    assert!(listed.contains("ann@leavers.example.com"), "{listed}");
+    assert!(
+        !listed.contains("cy@stays.example.com"),
+        "the search filters by domain"
+    );
+    for person in [
+        "qm:ann ann@leavers.example.com",
+        "qm:bob bob@leavers.example.com",
+    ] {
+        click(&browser, &format!("input[name='person'][value='{person}']")).await;
+    }
+    browser
+        .find(Locator::Css("select[name='action']"))
+        .await
+        .expect("the action")
+        .select_by_value("delete_portal_customer")
+        .await
+        .expect("choose the action");
+    save_screenshot(&browser, "console-customers.png").await;
+    click(
+        &browser,
+        "form[action='/console/customers/review'] button[type='submit']",
+    )
+    .await;
+    wait_for_path(&browser, "/console/customers/review").await;
+    save_screenshot(&browser, "console-customers-review.png").await;
+    click(&browser, "section.confirm button[type='submit']").await;
+    wait_for_path(&browser, "/console/customers/enqueue").await;
+    let outcome = browser.source().await.expect("outcome page");
+    assert!(
+        outcome.contains("created 2, existing 0, refused 0"),
+        "{outcome}"
+    );
+    let all = all_job_ids(&app).await;
+    assert_eq!(all.len(), 4);
+    for id in all.iter().filter(|id| !imported.contains(id)) {
+        let job = api_job(&app, id).await;
+        assert_eq!(job["state"], "awaiting_approval", "{job}");
+        assert_eq!(job["action"], "delete_portal_customer", "{job}");
+        assert!(
+            job["account_id"].as_str().unwrap().starts_with("qm:"),
+            "{job}"
+        );
+    }
+    app.stop().await;
+}
+
+/// The Import page's form, with `file` chosen.
+async fn upload(browser: &Client, app: &TestApp, file: &Path) {
+    browser
+        .goto(&format!("{}/console/import", app.base_url))
+        .await
+        .expect("import page");
+    browser
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("input[type='file'][name='file']"))
+        .await
+        .expect("the file field")
+        .send_keys(file.to_str().expect("a UTF-8 path"))
+        .await
+        .expect("choose the file");
+    click(
+        browser,
+        "form[action='/console/import'] button[type='submit']",
+    )
+    .await;
+    wait_for_path(browser, "/console/import").await;
+    browser
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css("table.import"))
+        .await
+        .expect("the checked rows");
+}
+
+async fn all_job_ids(app: &TestApp) -> Vec<String> {
+    let page: Value = app
+        .admin(Method::GET, "/api/v1/jobs?limit=500")
+        .send()
+        .await
+        .expect("GET jobs")
+        .json()
+        .await
+        .expect("JSON");
+    page["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|job| job["id"].as_str().expect("id").to_owned())
+        .collect()
 }
 
 fn browser_installed() -> bool {

@@ -5,7 +5,9 @@
 //! [`throttle`]); after that a signed session cookie that a logout ends for good (see
 //! [`session`]) and a CSRF token in every form. Nothing needs JavaScript.
 
+mod customers;
 mod deliveries;
+mod import;
 mod jobs;
 mod login;
 mod session;
@@ -15,7 +17,7 @@ mod worker;
 
 use std::sync::Arc;
 
-use axum::extract::Request;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
     X_FRAME_OPTIONS,
@@ -49,8 +51,15 @@ pub fn router() -> Router<AppState> {
             get(jobs::confirm).post(jobs::transition),
         )
         .route("/console/deliveries", get(deliveries::list))
+        .route("/console/customers", get(customers::search))
+        .route("/console/customers/review", post(customers::review))
+        .route("/console/customers/enqueue", post(customers::enqueue))
+        .route("/console/import", get(import::form).post(import::checked))
+        .route("/console/import/confirm", post(import::confirm))
         .route("/console/worker/pause", post(worker::pause))
         .route("/console/worker/resume", post(worker::resume))
+        // An import posts its file, and its confirmation the file again, as form fields.
+        .layer(DefaultBodyLimit::max(3 * import::MAX_FILE_BYTES))
         .layer(Extension(throttle))
         .layer(middleware::from_fn(protective_headers))
 }

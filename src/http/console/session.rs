@@ -227,6 +227,88 @@ impl FromRequest<AppState> for CheckedPost {
     }
 }
 
+/// A POST from a signed-in operator, with every field of its form (checkboxes post one name
+/// several times), or a multipart upload with its one file; refused with 403 before the
+/// handler runs unless a field `csrf` carries this session's token.
+pub(super) struct CheckedFields {
+    pub fields: Vec<(String, String)>,
+    /// The bytes of the form's file field, for an upload.
+    pub file: Option<Vec<u8>>,
+}
+
+impl CheckedFields {
+    /// The first value of `name`, if the form has one.
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `name`, in the form's order.
+    pub(super) fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.fields
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl FromRequest<AppState> for CheckedFields {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let forbidden = || ConsoleError::Forbidden.into_response();
+        let session = valid_session(state, request.headers())
+            .await
+            .map_err(IntoResponse::into_response)?
+            .ok_or_else(forbidden)?;
+        let multipart = request
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("multipart/form-data"));
+        let too_large = |e: &dyn std::fmt::Display| {
+            ConsoleError::BadRequest(format!("The form could not be read: {e}")).into_response()
+        };
+        let mut checked = CheckedFields {
+            fields: Vec::new(),
+            file: None,
+        };
+        if multipart {
+            let mut form = axum::extract::Multipart::from_request(request, state)
+                .await
+                .map_err(|e| too_large(&e))?;
+            while let Some(field) = form.next_field().await.map_err(|e| too_large(&e))? {
+                let name = field.name().unwrap_or_default().to_owned();
+                let is_file = field.file_name().is_some();
+                let bytes = field.bytes().await.map_err(|e| too_large(&e))?;
+                if is_file {
+                    checked.file = Some(bytes.to_vec());
+                } else {
+                    checked
+                        .fields
+                        .push((name, String::from_utf8_lossy(&bytes).into_owned()));
+                }
+            }
+        } else {
+            let body = axum::body::Bytes::from_request(request, state)
+                .await
+                .map_err(|e| too_large(&e))?;
+            checked.fields = form_urlencoded::parse(&body).into_owned().collect();
+        }
+        if !csrf_matches(
+            session.key,
+            &session.cookie,
+            checked.get("csrf").unwrap_or(""),
+        ) {
+            tracing::warn!("console POST with a wrong CSRF token refused");
+            return Err(forbidden());
+        }
+        Ok(checked)
+    }
+}
+
 /// Whether the browser already holds a valid session (the login page then moves on).
 pub(super) async fn is_signed_in(
     state: &AppState,

@@ -11,6 +11,8 @@ use crate::domain::{JobState, PauseReason, WorkerState};
 pub(super) enum Section {
     Jobs,
     Deliveries,
+    Customers,
+    Import,
 }
 
 /// What the header of a signed-in page shows.
@@ -59,6 +61,8 @@ fn header(chrome: &Chrome) -> Markup {
             nav {
                 (nav(Section::Jobs, "/console", "Jobs"))
                 (nav(Section::Deliveries, "/console/deliveries", "Deliveries"))
+                (nav(Section::Customers, "/console/customers", "Customers"))
+                (nav(Section::Import, "/console/import", "Import"))
             }
             div.worker {
                 @if chrome.worker.paused {
