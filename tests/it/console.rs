@@ -403,6 +403,10 @@ async fn a_post_without_session_or_csrf_changes_nothing(db: TestDb) {
     };
     let approve = format!("/console/jobs/{id}/approve");
     let cancel = format!("/console/jobs/{id}/cancel");
+    let bulk =
+        "action=delete_portal_customer&person=qm%3A1%20bulk%40example.com&approval=1".to_owned();
+    let import = "csv=email%2Caction%0Abulk%40example.com%2Csuspend_access%0A".to_owned();
+    let jobs_before = app.store.count_by_state().await.unwrap();
     let attempts: Vec<(&Console, &str, String)> = vec![
         (&console, approve.as_str(), String::new()),
         (&console, approve.as_str(), "csrf=".to_owned()),
@@ -415,6 +419,34 @@ async fn a_post_without_session_or_csrf_changes_nothing(db: TestDb) {
         (&console, "/console/worker/pause", String::new()),
         (&anonymous, "/console/worker/pause", format!("csrf={csrf}")),
         (&console, "/console/logout", "csrf=nope".to_owned()),
+        // The bulk forms: a selection of customers, an import's confirmation.
+        (&console, "/console/customers/enqueue", bulk.clone()),
+        (
+            &console,
+            "/console/customers/enqueue",
+            format!("{bulk}&csrf=00ff"),
+        ),
+        (
+            &anonymous,
+            "/console/customers/enqueue",
+            format!("{bulk}&csrf={csrf}"),
+        ),
+        (
+            &other_session,
+            "/console/customers/review",
+            format!("{bulk}&csrf={csrf}"),
+        ),
+        (&console, "/console/import/confirm", import.clone()),
+        (
+            &other_session,
+            "/console/import/confirm",
+            format!("{import}&csrf={csrf}"),
+        ),
+        (
+            &anonymous,
+            "/console/import",
+            format!("{import}&csrf={csrf}"),
+        ),
     ];
     for (who, path, form) in attempts {
         let page = who.post(path, &form).await;
@@ -434,6 +466,7 @@ async fn a_post_without_session_or_csrf_changes_nothing(db: TestDb) {
     let job = app.job(&id).await;
     assert_eq!(job.job.state, JobState::AwaitingApproval);
     assert_eq!(job.events.len(), events_before);
+    assert_eq!(app.store.count_by_state().await.unwrap(), jobs_before);
     assert!(!app.store.worker_state().await.unwrap().paused);
     // The session still works after all that.
     let page = console.post(&approve, &format!("csrf={csrf}")).await;

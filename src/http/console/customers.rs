@@ -236,10 +236,10 @@ fn selection(form: &CheckedFields) -> Result<Selection, ConsoleError> {
 
 pub(super) async fn review(
     State(state): State<AppState>,
-    session: Session,
     uri: Uri,
     form: CheckedFields,
 ) -> Result<Html<String>, ConsoleError> {
+    let session = form.session();
     let chosen = selection(&form)?;
     // Every entry checked now, so that the confirmation cannot fail on one.
     manual::chains(&chosen.entries, chosen.approval, chrono::Utc::now()).map_err(|invalid| {
@@ -287,10 +287,10 @@ pub(super) async fn review(
 
 pub(super) async fn enqueue(
     State(state): State<AppState>,
-    session: Session,
     uri: Uri,
     form: CheckedFields,
 ) -> Result<Html<String>, ConsoleError> {
+    let session = form.session();
     let chosen = selection(&form)?;
     let chains = manual::chains(&chosen.entries, chosen.approval, chrono::Utc::now())
         .map_err(|_| ConsoleError::BadRequest("The selection is not valid any more.".into()))?;

@@ -59,10 +59,10 @@ fn options(form: &CheckedFields) -> (Option<String>, bool) {
 
 pub(super) async fn checked(
     State(state): State<AppState>,
-    session: Session,
     uri: Uri,
     form: CheckedFields,
 ) -> Result<Html<String>, ConsoleError> {
+    let session = form.session();
     let file = form
         .file
         .clone()
@@ -125,10 +125,10 @@ pub(super) async fn checked(
 
 pub(super) async fn confirm(
     State(state): State<AppState>,
-    session: Session,
     uri: Uri,
     form: CheckedFields,
 ) -> Result<Html<String>, ConsoleError> {
+    let session = form.session();
     let file = form.get("csv").unwrap_or_default().as_bytes().to_vec();
     let (action, approval) = options(&form);
     let chains = check(

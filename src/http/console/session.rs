@@ -237,6 +237,13 @@ pub(super) struct CheckedFields {
 }
 
 impl CheckedFields {
+    /// The session that posted, for the page the handler answers with.
+    pub(super) fn session(&self) -> Session {
+        Session {
+            csrf: self.get("csrf").unwrap_or_default().to_owned(),
+        }
+    }
+
     /// The first value of `name`, if the form has one.
     pub(super) fn get(&self, name: &str) -> Option<&str> {
         self.fields
