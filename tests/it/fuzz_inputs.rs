@@ -3,9 +3,9 @@
 //! `Verifier::verify`; arbitrary JSON goes to the rules of realistic sources and to arbitrary
 //! rules through `rules::map_delivery`; arbitrary TOML, as text and as structured documents,
 //! goes to the config loader; and arbitrary text goes to the duration parser and, through a
-//! rule's `at`, to the date and time parsing in every time zone. Nothing may panic; genuine
-//! deliveries must still verify among the noise; what parses must mean what it says. (There
-//! is no CSV parser yet, so there is no target for one.)
+//! rule's `at`, to the date and time parsing in every time zone; arbitrary and CSV-shaped
+//! files go to `jobs import`'s check. Nothing may panic; genuine deliveries must still verify
+//! among the noise; what parses must mean what it says.
 //!
 //! Each target runs `FUZZ_CASES` cases (default 400, what CI runs). For a long run, set
 //! `FUZZ_SECONDS`: the target then runs batches of cases until that much time has passed and
@@ -1519,4 +1519,83 @@ fn config_takes_arbitrary_toml_text() {
         };
         check_config(&text)
     });
+}
+
+/// Files shaped like `jobs import` input: headers of taken, ignored and unknown columns, rows
+/// of plausible and hostile fields, quoting, both line ends and blank lines.
+fn csv_file() -> impl Strategy<Value = Vec<u8>> {
+    let column = prop::sample::select(vec![
+        "email",
+        "action",
+        "account_id",
+        "at",
+        "group_id",
+        "display_name",
+        "active",
+        "Email",
+        "acount_id",
+        "",
+    ]);
+    let field = prop_oneof![
+        Just("ann@example.com".to_owned()),
+        Just("\u{212A}im@example.com".to_owned()),
+        Just("suspend_access".to_owned()),
+        Just("remove_from_group".to_owned()),
+        Just("2026-03-01".to_owned()),
+        Just("\"quoted, with comma\"".to_owned()),
+        Just("\"open".to_owned()),
+        "[a-z@.:_-]{0,12}",
+        any::<String>(),
+    ];
+    let newline = prop::sample::select(vec!["\n", "\r\n", "\n\n"]);
+    (
+        prop::collection::vec(column, 1..5),
+        prop::collection::vec(prop::collection::vec(field, 0..6), 0..6),
+        newline,
+    )
+        .prop_map(|(header, rows, newline)| {
+            let mut text = header.join(",");
+            for row in rows {
+                text.push_str(newline);
+                text.push_str(&row.join(","));
+            }
+            text.into_bytes()
+        })
+}
+
+#[test]
+fn csv_imports_pass_whole_or_name_lines_of_the_file() {
+    fuzz(
+        "csv_imports_pass_whole_or_name_lines_of_the_file",
+        (
+            prop_oneof![csv_file(), any::<Vec<u8>>()],
+            any::<bool>(),
+            instant(),
+        ),
+        |(file, with_action, now)| {
+            let action = with_action.then_some("suspend_access");
+            let lines = file.iter().filter(|b| **b == b'\n').count() as u64 + 1;
+            match offboard::manual::import::check(&file, action, false, now, |_| {}) {
+                Ok(chains) => {
+                    prop_assert!(!chains.is_empty());
+                    for chain in chains {
+                        let email = chain.email.as_str();
+                        prop_assert_eq!(email, email.to_ascii_lowercase());
+                    }
+                }
+                Err(bad) => {
+                    prop_assert!(!bad.is_empty());
+                    for row in bad {
+                        prop_assert!(
+                            row.line >= 1 && row.line <= lines,
+                            "line {} of {}",
+                            row.line,
+                            lines
+                        );
+                    }
+                }
+            }
+            Ok(())
+        },
+    );
 }
