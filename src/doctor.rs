@@ -107,8 +107,8 @@ fn targets(config: &Config) -> Targets {
             continue;
         };
         let set = match action {
-            Action::RemoveFromGroup => &mut targets.groups,
-            Action::RemoveFromServiceDesk => &mut targets.service_desks,
+            Action::RemoveFromGroup | Action::AddToGroup => &mut targets.groups,
+            Action::RemoveFromServiceDesk | Action::AddToServiceDesk => &mut targets.service_desks,
             _ => &mut targets.organizations,
         };
         set.insert(id.to_owned());

@@ -1,4 +1,5 @@
-//! The ten mutating calls: what each sends, and what each one's answers mean.
+//! The mutating calls, ten that offboard and five that give back (README, "Undo on
+//! rehire"): what each sends, and what each one's answers mean.
 
 use reqwest::{Method, Response, StatusCode, Url};
 use serde::Serialize;
@@ -47,6 +48,24 @@ pub enum Mutation {
     DeleteAccount {
         account_id: String,
     },
+    EnableAccount {
+        account_id: String,
+    },
+    CancelDeleteAccount {
+        account_id: String,
+    },
+    AddToGroup {
+        group_id: String,
+        account_id: String,
+    },
+    AddToServiceDesk {
+        service_desk_id: String,
+        account_id: String,
+    },
+    AddToCustomerOrganization {
+        organization_id: String,
+        account_id: String,
+    },
 }
 
 impl Mutation {
@@ -63,6 +82,11 @@ impl Mutation {
             Mutation::RemoveFromGroup { .. } => "remove_from_group",
             Mutation::DeactivateAccount { .. } => "deactivate_account",
             Mutation::DeleteAccount { .. } => "delete_account",
+            Mutation::EnableAccount { .. } => "enable_account",
+            Mutation::CancelDeleteAccount { .. } => "cancel_delete_account",
+            Mutation::AddToGroup { .. } => "add_to_group",
+            Mutation::AddToServiceDesk { .. } => "add_to_service_desk",
+            Mutation::AddToCustomerOrganization { .. } => "add_to_customer_organization",
         }
     }
 
@@ -72,13 +96,18 @@ impl Mutation {
             Mutation::RevokePortalAccess { .. }
             | Mutation::DeletePortalCustomer { .. }
             | Mutation::RemoveFromServiceDesk { .. }
-            | Mutation::RemoveFromCustomerOrganization { .. } => ApiFamily::Site,
+            | Mutation::RemoveFromCustomerOrganization { .. }
+            | Mutation::AddToServiceDesk { .. }
+            | Mutation::AddToCustomerOrganization { .. } => ApiFamily::Site,
             Mutation::SuspendAccess { .. }
             | Mutation::RestoreAccess { .. }
             | Mutation::RemoveFromDirectory { .. }
             | Mutation::RemoveFromGroup { .. }
             | Mutation::DeactivateAccount { .. }
-            | Mutation::DeleteAccount { .. } => ApiFamily::Admin,
+            | Mutation::DeleteAccount { .. }
+            | Mutation::EnableAccount { .. }
+            | Mutation::CancelDeleteAccount { .. }
+            | Mutation::AddToGroup { .. } => ApiFamily::Admin,
         }
     }
 
@@ -96,6 +125,18 @@ impl Mutation {
             | Mutation::RemoveFromGroup {
                 group_id: other,
                 account_id,
+            }
+            | Mutation::AddToServiceDesk {
+                service_desk_id: other,
+                account_id,
+            }
+            | Mutation::AddToCustomerOrganization {
+                organization_id: other,
+                account_id,
+            }
+            | Mutation::AddToGroup {
+                group_id: other,
+                account_id,
             } => vec![other, account_id],
             Mutation::RevokePortalAccess { account_id }
             | Mutation::DeletePortalCustomer { account_id }
@@ -103,7 +144,9 @@ impl Mutation {
             | Mutation::RestoreAccess { account_id }
             | Mutation::RemoveFromDirectory { account_id }
             | Mutation::DeactivateAccount { account_id, .. }
-            | Mutation::DeleteAccount { account_id } => vec![account_id],
+            | Mutation::DeleteAccount { account_id }
+            | Mutation::EnableAccount { account_id }
+            | Mutation::CancelDeleteAccount { account_id } => vec![account_id],
         }
     }
 }
@@ -207,6 +250,19 @@ impl Client {
             Mutation::DeleteAccount { account_id } => {
                 delete_account(self, response, account_id).await
             }
+            Mutation::EnableAccount { account_id } => {
+                enable_account(self, response, account_id).await
+            }
+            Mutation::CancelDeleteAccount { account_id } => {
+                cancel_delete_account(self, response, account_id).await
+            }
+            Mutation::AddToGroup { group_id, .. } => add_to_group(self, response, group_id).await,
+            Mutation::AddToServiceDesk {
+                service_desk_id, ..
+            } => not_found_is_a_missing_target(response, "service_desk", service_desk_id).await,
+            Mutation::AddToCustomerOrganization {
+                organization_id, ..
+            } => not_found_is_a_missing_target(response, "organization", organization_id).await,
         }
     }
 
@@ -292,6 +348,37 @@ impl Client {
             Mutation::DeleteAccount { account_id } => {
                 let path = ["users", account_id, "manage", "lifecycle", "delete"];
                 Request::new(Admin, Method::POST, self.admin_endpoint(&path)?)
+            }
+            Mutation::EnableAccount { account_id } => {
+                let path = ["users", account_id, "manage", "lifecycle", "enable"];
+                Request::new(Admin, Method::POST, self.admin_endpoint(&path)?)
+            }
+            Mutation::CancelDeleteAccount { account_id } => {
+                let path = ["users", account_id, "manage", "lifecycle", "cancel-delete"];
+                Request::new(Admin, Method::POST, self.admin_endpoint(&path)?)
+            }
+            Mutation::AddToGroup {
+                group_id,
+                account_id,
+            } => {
+                let url = self.directory_endpoint(&["groups", group_id, "memberships"])?;
+                Request::with_body(Admin, Method::POST, url, json!({ "accountId": account_id }))
+            }
+            Mutation::AddToServiceDesk {
+                service_desk_id,
+                account_id,
+            } => {
+                let path = ["rest", "servicedeskapi", "servicedesk", service_desk_id];
+                let url = self.site_endpoint(&[&path[..], &["customer"]].concat())?;
+                Request::servicedesk(Method::POST, url, account_id)
+            }
+            Mutation::AddToCustomerOrganization {
+                organization_id,
+                account_id,
+            } => {
+                let path = ["rest", "servicedeskapi", "organization", organization_id];
+                let url = self.site_endpoint(&[&path[..], &["user"]].concat())?;
+                Request::servicedesk(Method::POST, url, account_id)
             }
         })
     }
@@ -416,6 +503,70 @@ async fn delete_account(
             || a.status.as_deref() == Some("closed")
     };
     lifecycle_answer(client, response, account_id, in_target, true).await
+}
+
+/// Lifecycle enable: 204. A 404 means the account is gone, so nothing is given back: a
+/// failure, never `already_done`. A 409 "not eligible" is read back: an active account is
+/// already enabled; a deleted one needs cancel-delete first, and fails with the body.
+async fn enable_account(
+    client: &Client,
+    response: Response,
+    account_id: &str,
+) -> Result<Applied, CallError> {
+    let in_target = |a: &Account| a.directory_status.as_deref() == Some("active");
+    giving_back(client, response, account_id, in_target).await
+}
+
+/// Lifecycle cancel-delete: 200 within the 14 days of grace. A 404 means the account is
+/// gone for good: a failure. A 409 is read back: an active account is no longer scheduled
+/// for deletion, already done.
+async fn cancel_delete_account(
+    client: &Client,
+    response: Response,
+    account_id: &str,
+) -> Result<Applied, CallError> {
+    let in_target = |a: &Account| a.directory_status.as_deref() == Some("active");
+    giving_back(client, response, account_id, in_target).await
+}
+
+/// A call that gives an account back: 2xx done; 409 read back (done when already in the
+/// target state); anything else, a 404 included, is a failure with the body, since an
+/// account that is gone cannot be given anything back.
+async fn giving_back(
+    client: &Client,
+    response: Response,
+    account_id: &str,
+    in_target: impl Fn(&Account) -> bool,
+) -> Result<Applied, CallError> {
+    match response.status() {
+        status if status.is_success() => Ok(Applied::Done),
+        StatusCode::CONFLICT => {
+            lifecycle_answer(client, response, account_id, in_target, false).await
+        }
+        _ => Err(CallError::rejected(response).await),
+    }
+}
+
+/// Group membership add: 2xx. A 404 is "no such group" (a missing target) or an account not
+/// in the group's directory (a failure): the group is read back to tell them apart. What a
+/// repeat answers is unconfirmed; a 409 stays a failure with its body (an IdP-synced group
+/// refuses too), never a success we cannot vouch for.
+async fn add_to_group(
+    client: &Client,
+    response: Response,
+    group_id: &str,
+) -> Result<Applied, CallError> {
+    match response.status() {
+        status if status.is_success() => Ok(Applied::Done),
+        StatusCode::NOT_FOUND => match client.group_exists(group_id).await? {
+            true => Err(CallError::rejected(response).await),
+            false => Err(CallError::MissingTarget {
+                kind: "group",
+                id: group_id.to_owned(),
+            }),
+        },
+        _ => Err(CallError::rejected(response).await),
+    }
 }
 
 /// 2xx: done; 404: the account is already gone; 409: the account is read back from the

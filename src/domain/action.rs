@@ -51,10 +51,15 @@ pub enum Action {
     RemoveFromGroup,
     DeactivateAccount,
     DeleteAccount,
+    EnableAccount,
+    CancelDeleteAccount,
+    AddToGroup,
+    AddToServiceDesk,
+    AddToCustomerOrganization,
 }
 
 impl Action {
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 15] = [
         Action::RevokePortalAccess,
         Action::DeletePortalCustomer,
         Action::RemoveFromServiceDesk,
@@ -65,6 +70,11 @@ impl Action {
         Action::RemoveFromGroup,
         Action::DeactivateAccount,
         Action::DeleteAccount,
+        Action::EnableAccount,
+        Action::CancelDeleteAccount,
+        Action::AddToGroup,
+        Action::AddToServiceDesk,
+        Action::AddToCustomerOrganization,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +89,11 @@ impl Action {
             Action::RemoveFromGroup => "remove_from_group",
             Action::DeactivateAccount => "deactivate_account",
             Action::DeleteAccount => "delete_account",
+            Action::EnableAccount => "enable_account",
+            Action::CancelDeleteAccount => "cancel_delete_account",
+            Action::AddToGroup => "add_to_group",
+            Action::AddToServiceDesk => "add_to_service_desk",
+            Action::AddToCustomerOrganization => "add_to_customer_organization",
         }
     }
 
@@ -88,7 +103,9 @@ impl Action {
             Action::RevokePortalAccess
             | Action::DeletePortalCustomer
             | Action::RemoveFromServiceDesk
-            | Action::RemoveFromCustomerOrganization => TargetAccount::Customer,
+            | Action::RemoveFromCustomerOrganization
+            | Action::AddToServiceDesk
+            | Action::AddToCustomerOrganization => TargetAccount::Customer,
             _ => TargetAccount::Managed,
         }
     }
@@ -104,9 +121,54 @@ impl Action {
     /// The one parameter an action needs besides the account, if any.
     pub fn required_param(self) -> Option<&'static str> {
         match self {
-            Action::RemoveFromServiceDesk => Some("service_desk_id"),
-            Action::RemoveFromCustomerOrganization => Some("organization_id"),
-            Action::RemoveFromGroup => Some("group_id"),
+            Action::RemoveFromServiceDesk | Action::AddToServiceDesk => Some("service_desk_id"),
+            Action::RemoveFromCustomerOrganization | Action::AddToCustomerOrganization => {
+                Some("organization_id")
+            }
+            Action::RemoveFromGroup | Action::AddToGroup => Some("group_id"),
+            _ => None,
+        }
+    }
+}
+
+/// How long after a step succeeded its inverse can still give back what it took
+/// (README, "Undo on rehire").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UndoWindow {
+    Always,
+    /// Atlassian keeps a deleted managed account for 14 days; cancel-delete works until then.
+    Days(i64),
+}
+
+impl Action {
+    /// The action that gives back what this one took, with the window it has, if there is
+    /// one. Inverses have no inverse of their own: an undo is never undone.
+    pub fn inverse(self) -> Option<(Action, UndoWindow)> {
+        Some(match self {
+            Action::SuspendAccess => (Action::RestoreAccess, UndoWindow::Always),
+            Action::DeactivateAccount => (Action::EnableAccount, UndoWindow::Always),
+            Action::DeleteAccount => (Action::CancelDeleteAccount, UndoWindow::Days(14)),
+            Action::RemoveFromGroup => (Action::AddToGroup, UndoWindow::Always),
+            Action::RemoveFromServiceDesk => (Action::AddToServiceDesk, UndoWindow::Always),
+            Action::RemoveFromCustomerOrganization => {
+                (Action::AddToCustomerOrganization, UndoWindow::Always)
+            }
+            _ => return None,
+        })
+    }
+
+    /// Why a step of this action cannot be undone, where that is so by its nature.
+    pub fn irreversible_because(self) -> Option<&'static str> {
+        match self {
+            Action::DeletePortalCustomer => {
+                Some("a deleted portal-only customer cannot be restored")
+            }
+            Action::RemoveFromDirectory => {
+                Some("no call restores a removed user: it must be invited again")
+            }
+            Action::RevokePortalAccess => {
+                Some("no API restores portal access: grant it again in the admin UI")
+            }
             _ => None,
         }
     }

@@ -374,6 +374,7 @@ const MIGRATIONS: &[(&str, Option<&str>, Option<&str>)] = &[
     migration!("20261201000002_unsigned_ids_and_mass_approval", both),
     migration!("20261201000003_revoked_sessions", both),
     migration!("20261206000001_decisions_from_rust", postgres),
+    migration!("20261206000002_undo_actions", both),
 ];
 
 /// The embedded migrations of one backend, in order.
@@ -478,4 +479,104 @@ pub(crate) fn truncate_detail(text: &str) -> &str {
         end -= 1;
     }
     &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    use sqlx::{Row, SqlitePool};
+    use std::str::FromStr;
+
+    use super::{Backend, migrator};
+
+    /// A SQLite database with every migration before `version` applied.
+    async fn sqlite_before(dir: &std::path::Path, version: i64) -> SqlitePool {
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}/m.db", dir.display()))
+            .unwrap()
+            .create_if_missing(true)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .unwrap();
+        let mut earlier = migrator(Backend::Sqlite);
+        earlier.migrations = earlier
+            .migrations
+            .iter()
+            .filter(|m| m.version < version)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into();
+        earlier.run(&pool).await.unwrap();
+        pool
+    }
+
+    /// Rebuilding `jobs` for the undo actions keeps every row, id, chain link and audit
+    /// event, and ids go on from where they were.
+    #[tokio::test]
+    async fn the_undo_actions_migration_keeps_jobs_and_their_trail() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = sqlite_before(dir.path(), 20261206000002).await;
+        sqlx::query(
+            "INSERT INTO jobs (id, action, state, email, run_at, max_attempts, created_at, updated_at) \
+             VALUES (1, 'suspend_access', 'pending', 'a@example.com', 0, 8, 0, 0), \
+                    (7, 'delete_account', 'pending', 'a@example.com', 0, 8, 0, 0)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query("UPDATE jobs SET depends_on = 1 WHERE id = 7")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO job_events (job_id, at, to_state, actor) VALUES (1, 0, 'pending', 'x'), (7, 0, 'pending', 'x')",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        // A job that was deleted by hand: its id is never handed out again.
+        sqlx::query("UPDATE sqlite_sequence SET seq = 9 WHERE name = 'jobs'")
+            .execute(&pool)
+            .await
+            .unwrap();
+
+        migrator(Backend::Sqlite).run(&pool).await.unwrap();
+
+        let rows = sqlx::query("SELECT id, depends_on FROM jobs ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        let kept: Vec<(i64, Option<i64>)> = rows
+            .iter()
+            .map(|r| (r.get("id"), r.get("depends_on")))
+            .collect();
+        assert_eq!(kept, [(1, None), (7, Some(1))]);
+        let events: i64 = sqlx::query_scalar("SELECT count(*) FROM job_events")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(events, 2);
+        let broken = sqlx::query("PRAGMA foreign_key_check")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        assert!(broken.is_empty(), "foreign keys hold");
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO jobs (action, state, email, run_at, max_attempts, created_at, updated_at) \
+             VALUES ('enable_account', 'pending', 'a@example.com', 0, 8, 0, 0) RETURNING id",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        assert_eq!(id, 10, "ids go on after the highest ever handed out");
+        let refused = sqlx::query(
+            "INSERT INTO jobs (action, state, email, run_at, max_attempts, created_at, updated_at) \
+             VALUES ('fly_away', 'pending', 'a@example.com', 0, 8, 0, 0)",
+        )
+        .execute(&pool)
+        .await;
+        assert!(refused.is_err(), "the CHECK still refuses unknown actions");
+    }
 }

@@ -295,6 +295,20 @@ fn mutation_for(job: &Job, account_id: &str) -> Result<Mutation, Step> {
             message: deactivation_message(job),
         },
         Action::DeleteAccount => Mutation::DeleteAccount { account_id },
+        Action::EnableAccount => Mutation::EnableAccount { account_id },
+        Action::CancelDeleteAccount => Mutation::CancelDeleteAccount { account_id },
+        Action::AddToGroup => Mutation::AddToGroup {
+            group_id: param("group_id")?,
+            account_id,
+        },
+        Action::AddToServiceDesk => Mutation::AddToServiceDesk {
+            service_desk_id: param("service_desk_id")?,
+            account_id,
+        },
+        Action::AddToCustomerOrganization => Mutation::AddToCustomerOrganization {
+            organization_id: param("organization_id")?,
+            account_id,
+        },
     })
 }
 

@@ -39,6 +39,10 @@ const LANDED: &[(&str, &str)] = &[
         "3616951b73e579301f90bc7278f2481885eeda8e92cd0b95f4db4b7f2575574a87fef37c3ac1230991452157dde1616c",
     ),
     (
+        "migrations/postgres/20261206000002_undo_actions.sql",
+        "44801e2980cf0f7f744f18df6335a4357e05391ded830727df6ec29f0d3415d4a3137a0f2598e4437d68f226275fb68d",
+    ),
+    (
         "migrations/sqlite/20261128000001_initial.sql",
         "8ce965bceeeb6f393d485ad05607e76a1c10e905a306aa67c697e538482f674959333d9c4d689c7b6922c7e52567a3fd",
     ),
@@ -53,6 +57,10 @@ const LANDED: &[(&str, &str)] = &[
     (
         "migrations/sqlite/20261201000003_revoked_sessions.sql",
         "9efe12bb20e7543460a2d6d5eb6b7c34d835300b878e875f1c252e7745d2901d09e39206e69f909b43d75729cf8ba34b",
+    ),
+    (
+        "migrations/sqlite/20261206000002_undo_actions.sql",
+        "96f60aeeb597d00ecf758d27582bceb239601fd30d828e362a17e8a94e1ea1385659497cfba6ef6a91f93f0f942d7bd8",
     ),
 ];
 

@@ -1795,3 +1795,121 @@ both_stores!(
     a_manual_account_id_is_guarded_by_its_record_on,
     a_manual_account_id_is_guarded_by_its_record
 );
+
+/// The calls that give back (README, "Undo on rehire"), each on an account in the state its
+/// forward action left it, enqueued by hand with the account's id: each sends its documented
+/// request and changes the account back.
+async fn every_inverse_action_gives_back(db: TestDb) {
+    let h = Harness::start(
+        &db,
+        Settings::default(),
+        vec![
+            managed_in_status("acc-off", "off@example.com", FakeStatus::Deactivated),
+            managed_in_status("acc-del", "del@example.com", FakeStatus::PendingDelete),
+            FakeAccount::managed("acc-grp", "grp@example.com"),
+            FakeAccount::customer("qm:desk", "desk@example.com"),
+            FakeAccount::customer("qm:org", "org@example.com"),
+        ],
+    )
+    .await;
+    h.fake.add_group("g-77");
+    h.fake.add_service_desk("11");
+    h.fake.add_organization("4");
+    let cases = [
+        (
+            json!({ "action": "enable_account", "email": "off@example.com", "account_id": "acc-off" }),
+            "POST",
+            "/users/acc-off/manage/lifecycle/enable".to_owned(),
+            None,
+        ),
+        (
+            json!({ "action": "cancel_delete_account", "email": "del@example.com", "account_id": "acc-del" }),
+            "POST",
+            "/users/acc-del/manage/lifecycle/cancel-delete".to_owned(),
+            None,
+        ),
+        (
+            json!({ "action": "add_to_group", "email": "grp@example.com", "account_id": "acc-grp",
+                "params": { "group_id": "g-77" } }),
+            "POST",
+            directory("/groups/g-77/memberships"),
+            Some(json!({ "accountId": "acc-grp" })),
+        ),
+        (
+            json!({ "action": "add_to_service_desk", "email": "desk@example.com", "account_id": "qm:desk",
+                "params": { "service_desk_id": "11" } }),
+            "POST",
+            "/rest/servicedeskapi/servicedesk/11/customer".to_owned(),
+            Some(json!({ "accountIds": ["qm:desk"] })),
+        ),
+        (
+            json!({ "action": "add_to_customer_organization", "email": "org@example.com",
+                "account_id": "qm:org", "params": { "organization_id": "4" } }),
+            "POST",
+            "/rest/servicedeskapi/organization/4/user".to_owned(),
+            Some(json!({ "accountIds": ["qm:org"] })),
+        ),
+    ];
+    for (entry, method, path, body) in cases {
+        let before = h.fake.requests().len();
+        let ids = enqueue_by_hand(&h.app, json!([entry])).await;
+        let job = h.app.wait_final(&ids[0], WAIT).await;
+        assert_succeeded(&job, Outcome::Done);
+        let sent: Vec<RecordedRequest> = h.fake.requests()[before..]
+            .iter()
+            .filter(|r| !r.is_lookup())
+            .cloned()
+            .collect();
+        assert_eq!(sent.len(), 1, "{sent:#?}");
+        assert_eq!(sent[0].method, method, "{entry}");
+        assert_eq!(sent[0].path, path, "{entry}");
+        assert_eq!(sent[0].body, body, "{entry}");
+    }
+    assert_eq!(
+        h.fake.account("acc-off").unwrap().status,
+        FakeStatus::Active
+    );
+    assert_eq!(
+        h.fake.account("acc-del").unwrap().status,
+        FakeStatus::Active
+    );
+    assert!(h.fake.account("acc-grp").unwrap().groups.contains("g-77"));
+    assert!(
+        h.fake
+            .account("qm:desk")
+            .unwrap()
+            .service_desks
+            .contains("11")
+    );
+    assert!(
+        h.fake
+            .account("qm:org")
+            .unwrap()
+            .organizations
+            .contains("4")
+    );
+
+    // Given back again: enabling an active account is read back as already done; a second
+    // membership is refused, and the job fails with the body rather than claim a success.
+    let again = enqueue_by_hand(
+        &h.app,
+        json!([
+            { "action": "enable_account", "email": "off@example.com", "account_id": "acc-off" },
+            { "action": "add_to_group", "email": "grp@example.com", "account_id": "acc-grp",
+              "params": { "group_id": "g-77" } },
+            { "action": "add_to_group", "email": "grp2@example.com", "account_id": "acc-off",
+              "params": { "group_id": "g-missing" } },
+        ]),
+    )
+    .await;
+    let jobs = h.wait_all_final(&again).await;
+    assert_succeeded(&jobs[0], Outcome::AlreadyDone);
+    assert_failed(&jobs[1], "api_error:409");
+    assert_failed(&jobs[2], "account_mismatch");
+    h.stop().await;
+}
+
+both_stores!(
+    every_inverse_action_gives_back_on,
+    every_inverse_action_gives_back
+);

@@ -29,6 +29,14 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
             "/users/{account_id}/manage/lifecycle/delete",
             post(lifecycle_delete),
         )
+        .route(
+            "/users/{account_id}/manage/lifecycle/enable",
+            post(lifecycle_enable),
+        )
+        .route(
+            "/users/{account_id}/manage/lifecycle/cancel-delete",
+            post(lifecycle_cancel_delete),
+        )
         .route(&format!("{directory}/users/search"), post(directory_search))
         .route(
             &format!("{directory}/users/{{account_id}}/suspend"),
@@ -46,6 +54,10 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route(
             &format!("{directory}/groups/{{group}}/memberships/{{account_id}}"),
             delete(remove_from_group),
+        )
+        .route(
+            &format!("{directory}/groups/{{group}}/memberships"),
+            post(add_to_group),
         )
 }
 
@@ -272,6 +284,67 @@ async fn lifecycle_delete(State(shared): Fake, Path(account_id): Path<String>) -
     }
     account.status = FakeStatus::PendingDelete;
     Json(json!({ "message": "Success" })).into_response()
+}
+
+/// Lifecycle enable: 204, no body needed; 404; 409 "not eligible", a deleted account
+/// included (it needs cancel-delete first) [UM]. Enabling an active account is UNCONFIRMED:
+/// 409 here, as for the other lifecycle repeats.
+async fn lifecycle_enable(State(shared): Fake, Path(account_id): Path<String>) -> Response {
+    let mut state = shared.lock();
+    let Some(account) = state.managed_account(&account_id) else {
+        return error(StatusCode::NOT_FOUND, "account not found");
+    };
+    if account.status != FakeStatus::Deactivated {
+        return not_eligible();
+    }
+    account.status = FakeStatus::Active;
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Lifecycle cancel-delete: 200 with a result message, only inside the 14 days of grace
+/// (restores and activates the account); 404 [UM]. Outside the grace period the account is
+/// gone (404 here); an account not scheduled for deletion is UNCONFIRMED: 409 here.
+async fn lifecycle_cancel_delete(State(shared): Fake, Path(account_id): Path<String>) -> Response {
+    let mut state = shared.lock();
+    let Some(account) = state.managed_account(&account_id) else {
+        return error(StatusCode::NOT_FOUND, "account not found");
+    };
+    if account.status != FakeStatus::PendingDelete {
+        return not_eligible();
+    }
+    account.status = FakeStatus::Active;
+    Json(json!({ "message": "Success" })).into_response()
+}
+
+/// Group membership add: 2xx without a body [JS-admin groups.ts], 204 here; 404 for a
+/// missing group and (UNCONFIRMED) for an account not in the group's directory. A repeat
+/// for a member is UNCONFIRMED: 409 here, the less convenient answer.
+async fn add_to_group(
+    State(shared): Fake,
+    Path((org, dir, group)): Path<(String, String, String)>,
+    Json(body): Json<Value>,
+) -> Response {
+    if !is_our_directory(&org, &dir) {
+        return error(StatusCode::NOT_FOUND, "directory not found");
+    }
+    let mut state = shared.lock();
+    if !state.groups.contains(&group) {
+        return error(StatusCode::NOT_FOUND, "group not found");
+    }
+    let Some(account_id) = body["accountId"].as_str() else {
+        return error(StatusCode::BAD_REQUEST, "accountId is required");
+    };
+    let Some(account) = state.directory_account(account_id) else {
+        return error(StatusCode::NOT_FOUND, "user not found in directory");
+    };
+    if account.groups.insert(group) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(
+            StatusCode::CONFLICT,
+            "user is already a member of the group",
+        )
+    }
 }
 
 /// Directory suspend: 204; 404 [AEA]. A repeat is UNCONFIRMED: 409 here.

@@ -37,11 +37,13 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         )
         .route(
             "/rest/servicedeskapi/servicedesk/{desk}/customer",
-            get(desk_customers).delete(remove_from_service_desk),
+            get(desk_customers)
+                .delete(remove_from_service_desk)
+                .post(add_to_service_desk),
         )
         .route(
             "/rest/servicedeskapi/organization/{organization}/user",
-            delete(remove_from_organization),
+            delete(remove_from_organization).post(add_to_organization),
         )
 }
 
@@ -376,6 +378,66 @@ async fn remove_from_service_desk(
     for account_id in &body.account_ids {
         if let Some(account) = state.accounts.get_mut(account_id) {
             account.service_desks.remove(&desk);
+        }
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Add customers to a service desk: 204, also when already on it; 404 when the desk is
+/// missing; the experimental header as for removal [JS servicedesk.ts, AE-sd]. An account
+/// that does not exist is UNCONFIRMED: 400 here.
+async fn add_to_service_desk(
+    State(shared): Fake,
+    Path(desk): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<AccountIds>,
+) -> Response {
+    if let Some(refused) = experimental_refused(&headers) {
+        return refused;
+    }
+    let mut state = shared.lock();
+    if !state.service_desks.contains(&desk) {
+        return error(StatusCode::NOT_FOUND, "service desk not found");
+    }
+    let all_exist = body
+        .account_ids
+        .iter()
+        .all(|id| state.accounts.get(id).is_some_and(|a| !a.is_gone()));
+    if !all_exist {
+        return error(StatusCode::BAD_REQUEST, "one or more accounts are invalid");
+    }
+    for account_id in &body.account_ids {
+        if let Some(account) = state.accounts.get_mut(account_id) {
+            account.service_desks.insert(desk.clone());
+        }
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Add users to an organization: 204; 404 when the organization is missing [JS
+/// organization.ts, AE-org]. An account that does not exist is UNCONFIRMED: 400 here.
+async fn add_to_organization(
+    State(shared): Fake,
+    Path(organization): Path<String>,
+    Json(body): Json<AccountIds>,
+) -> Response {
+    let mut state = shared.lock();
+    if !state.organizations.contains(&organization) {
+        return error(StatusCode::NOT_FOUND, "organization not found");
+    }
+    let all_exist = body
+        .account_ids
+        .iter()
+        .all(|id| state.accounts.get(id).is_some_and(|a| !a.is_gone()));
+    if !all_exist {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "one or more user names are invalid",
+        );
+    }
+    for account_id in &body.account_ids {
+        if let Some(account) = state.accounts.get_mut(account_id) {
+            account.organizations.insert(organization.clone());
         }
     }
     StatusCode::NO_CONTENT.into_response()
