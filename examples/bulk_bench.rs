@@ -123,7 +123,11 @@ async fn import_on_sqlite(rows: usize) {
     let store = store::open_migrated(&url, &StoreOptions::default())
         .await
         .expect("SQLite store");
-    report_import("SQLite", rows, import(store.as_ref(), &config, &csv(rows)).await);
+    report_import(
+        "SQLite",
+        rows,
+        import(store.as_ref(), &config, &csv(rows)).await,
+    );
 }
 
 async fn import_on_postgres(server: &str, rows: usize) {

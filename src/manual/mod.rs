@@ -140,8 +140,12 @@ pub async fn enqueue(
         max_attempts: config.worker.max_attempts,
         content: DeliveryContent::guarded(Vec::new(), chains, &config.safety),
     };
-    store.accept_delivery(delivery).await
+    store.accept_delivery_within(delivery, DEADLINE).await
 }
+
+/// How long recording a manual request may take: thousands of jobs in one transaction take
+/// seconds, and the person who asked is waiting for the answer, not a sender about to retry.
+pub const DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// The key of a request that gave none: every such request is new.
 pub fn fresh_key(source: ManualSource) -> String {

@@ -146,7 +146,21 @@ pub trait Store: Send + Sync + 'static {
     /// for. A delivery id already recorded for the source returns the first response with
     /// `duplicate = true` and changes nothing. Answers within `StoreOptions::accept_deadline`:
     /// when the write is not done by then, `StoreError::Overdue`.
-    async fn accept_delivery(&self, delivery: NewDelivery) -> StoreResult<DeliveryReceipt>;
+    async fn accept_delivery(&self, delivery: NewDelivery) -> StoreResult<DeliveryReceipt> {
+        let within = self.accept_deadline();
+        self.accept_delivery_within(delivery, within).await
+    }
+
+    /// [`Store::accept_delivery`] with a deadline of its own: a person waiting for a bulk
+    /// request of thousands of jobs waits longer than a webhook sender would.
+    async fn accept_delivery_within(
+        &self,
+        delivery: NewDelivery,
+        within: Duration,
+    ) -> StoreResult<DeliveryReceipt>;
+
+    /// How long recording a delivery may take (`StoreOptions::accept_deadline`).
+    fn accept_deadline(&self) -> Duration;
 
     /// Claims up to `limit` due jobs for `owner`, marking them running with a lease, and
     /// commits before returning. A job waits while the step it depends on has not succeeded;

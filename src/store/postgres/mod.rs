@@ -140,8 +140,16 @@ async fn cancel_dependents(
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn accept_delivery(&self, delivery: NewDelivery) -> StoreResult<DeliveryReceipt> {
-        let deadline = tokio::time::Instant::now() + self.accept.deadline;
+    fn accept_deadline(&self) -> Duration {
+        self.accept.deadline
+    }
+
+    async fn accept_delivery_within(
+        &self,
+        delivery: NewDelivery,
+        within: Duration,
+    ) -> StoreResult<DeliveryReceipt> {
+        let deadline = tokio::time::Instant::now() + within;
         let receipt = if accept::batchable(&delivery) {
             self.batcher
                 .get_or_init(|| accept::spawn_batcher(self.pool.clone(), self.accept))

@@ -210,11 +210,19 @@ async fn cancel_dependents(tx: &mut Tx, ids: &[JobId]) -> StoreResult<Vec<JobId>
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn accept_delivery(&self, delivery: NewDelivery) -> StoreResult<DeliveryReceipt> {
+    fn accept_deadline(&self) -> Duration {
+        self.accept_deadline
+    }
+
+    async fn accept_delivery_within(
+        &self,
+        delivery: NewDelivery,
+        within: Duration,
+    ) -> StoreResult<DeliveryReceipt> {
         let receipt = self
             .batcher
             .get_or_init(|| accept::spawn_batcher(self.pool.clone()))
-            .submit_by(delivery, tokio::time::Instant::now() + self.accept_deadline)
+            .submit_by(delivery, tokio::time::Instant::now() + within)
             .await??;
         if receipt.may_have_made_jobs_due() {
             self.wakeup.notify_one();
