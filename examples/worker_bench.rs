@@ -173,6 +173,7 @@ async fn enqueue_chains(
             .map(|i| NewChain {
                 email: email(*i),
                 account_id: None,
+                account_type: None,
                 rule: "bench".into(),
                 approval: false,
                 steps: steps
@@ -201,6 +202,7 @@ async fn enqueue_chains(
                     chains,
                     refused: Vec::new(),
                     approval_required: None,
+                    undo: None,
                 },
             })
             .await

@@ -45,8 +45,9 @@ DROP FUNCTION offboard_accept_batch(text[], text[], timestamptz[], text[], text[
 DROP FUNCTION offboard_job_json(jobs);
 DROP FUNCTION offboard_approval_json(text);
 
--- p_chains: [{"email", "account_id", "rule", "state", "max_attempts", "detail",
---             "steps": [{"action", "params", "run_at"}]}]
+-- p_chains: [{"email", "account_id", "account_type", "rule", "state", "max_attempts",
+--             "detail", "steps": [{"action", "params", "run_at"}]}]; `account_type` is set
+-- only for an account resolved before (an undo acts on the one its original recorded).
 -- p_cancels: [{"email", "last_error", "detail"}]
 -- p_error non-null records the delivery as unmappable (chains and cancels are then empty).
 -- A delivery recorded before returns `duplicate` with its stored status and answer; a new
@@ -150,14 +151,16 @@ BEGIN
                 -- that job can finish in between, so a few rounds may be needed.
                 FOR v_round IN 1..5 LOOP
                     WITH created AS (
-                        INSERT INTO jobs (action, params, state, email, account_id, depends_on,
-                            run_at, max_attempts, source, rule, delivery_id, created_at, updated_at)
+                        INSERT INTO jobs (action, params, state, email, account_id, account_type,
+                            depends_on, run_at, max_attempts, source, rule, delivery_id,
+                            created_at, updated_at)
                         VALUES (
                             v_step->>'action',
                             (v_step->'params')::text,
                             v_chain->>'state',
                             v_chain->>'email',
                             v_chain->>'account_id',
+                            v_chain->>'account_type',
                             v_previous,
                             (v_step->>'run_at')::timestamptz,
                             (v_chain->>'max_attempts')::integer,

@@ -1,6 +1,7 @@
 //! The ground floor: the vocabulary every other room speaks. Jobs and their states
 //! (`job`), the actions and what they touch (`action`), what a delivery asks for (`plan`), validated values (`ids`), the
-//! safety policy (`safety`) and durations (`duration`). Nothing here reads a file, a
+//! safety policy (`safety`), durations (`duration`) and what an undo gives back (`undo`).
+//! Nothing here reads a file, a
 //! database or the network.
 
 mod action;
@@ -9,6 +10,7 @@ mod ids;
 mod job;
 mod plan;
 mod safety;
+pub mod undo;
 
 pub use action::*;
 pub use ids::*;

@@ -11,7 +11,14 @@ use super::{Action, Email};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Plan {
     Chain(NewChain),
-    Cancel { rule: String, email: Email },
+    /// `undo`: also give back what this person's succeeded steps took (README, "Undo on
+    /// rehire"), the inverses waiting for approval when `approval`.
+    Cancel {
+        rule: String,
+        email: Email,
+        undo: bool,
+        approval: bool,
+    },
 }
 
 /// The steps of one rule for one person: each later step runs only after the earlier one
@@ -19,8 +26,12 @@ pub enum Plan {
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewChain {
     pub email: Email,
-    /// The payload's claim of the account, checked against the lookup.
+    /// The payload's claim of the account, checked against the lookup; or, with
+    /// `account_type`, the account itself.
     pub account_id: Option<String>,
+    /// Set only where the account was resolved from Atlassian before (an undo acts on the
+    /// account its original step recorded): the job then acts on it without any lookup.
+    pub account_type: Option<String>,
     pub rule: String,
     pub approval: bool,
     pub steps: Vec<NewStep>,

@@ -19,10 +19,11 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::json_body;
-use crate::config::{Config, Source};
+use crate::config::Source;
+use crate::domain::undo::{Irreversible, Undo};
 use crate::domain::{NewCancel, Plan};
 use crate::rules;
-use crate::store::{Dedupe, DeliveryContent, DeliveryStatus, NewDelivery, Refusal};
+use crate::store::{Dedupe, DeliveryContent, DeliveryStatus, JobFilter, NewDelivery, Refusal};
 use crate::verify::{BodyTimestampError, Scheme, Verified, check_body_timestamp, is_hibob_ping};
 
 /// Delivery ids longer than this are replaced by their hash: they are keys, not payloads.
@@ -45,6 +46,11 @@ pub(super) struct DeliveryAnswer {
     /// Present when the delivery would create more than `[safety] approval_above` jobs: why
     /// every one of them waits in `awaiting_approval`.
     approval_required: Option<String>,
+    /// Present when a cancel rule with `undo = true` matched: the jobs that give back what
+    /// the person's succeeded steps took.
+    undo: Option<Vec<crate::domain::Job>>,
+    /// Present with `undo`: the succeeded steps that cannot be given back, and why.
+    irreversible: Option<Vec<Irreversible>>,
 }
 
 /// Receives one delivery from a configured source. The body is verified on its raw bytes
@@ -144,7 +150,7 @@ async fn handle(
         }
     };
 
-    let content = map_payload(config, source, &payload);
+    let content = map_payload(state, source, &payload).await?;
     let delivery = NewDelivery {
         source: source.name.clone(),
         delivery_id,
@@ -270,26 +276,86 @@ fn delivery_id(
     }
 }
 
-/// Applies the source's rules; protected people are refused here, before any job exists.
-fn map_payload(config: &Config, source: &Source, payload: &Value) -> DeliveryContent {
-    let plans = match rules::map_delivery(&source.rules, payload, Utc::now()) {
+/// Applies the source's rules; protected people are refused here, before any job exists. A
+/// cancel rule with `undo` reads the person's jobs to work out what to give back.
+async fn map_payload(
+    state: &AppState,
+    source: &Source,
+    payload: &Value,
+) -> Result<DeliveryContent, ApiError> {
+    let now = Utc::now();
+    let plans = match rules::map_delivery(&source.rules, payload, now) {
         Ok(plans) => plans,
         Err(unmappable) => {
             tracing::warn!(error = %unmappable, "webhook unmappable");
-            return DeliveryContent::Unmappable {
+            return Ok(DeliveryContent::Unmappable {
                 error: unmappable.to_string(),
-            };
+            });
         }
     };
     let mut cancels = Vec::new();
     let mut chains = Vec::new();
+    let mut undo: Option<Undo> = None;
     for plan in plans {
         match plan {
-            Plan::Cancel { rule, email } => cancels.push(NewCancel { email, rule }),
+            Plan::Cancel {
+                rule,
+                email,
+                undo: wanted,
+                approval,
+            } => {
+                if wanted {
+                    let given_back = give_back(state, &email, &rule, approval, now).await?;
+                    undo.get_or_insert_with(Undo::default).extend(given_back);
+                }
+                cancels.push(NewCancel { email, rule });
+            }
             Plan::Chain(chain) => chains.push(chain),
         }
     }
-    DeliveryContent::guarded(cancels, chains, &config.safety)
+    Ok(DeliveryContent::guarded(
+        cancels,
+        chains,
+        undo,
+        &state.config.safety,
+    ))
+}
+
+/// What an undo gives back to `email`, from every job of that person. A step still running
+/// while the delivery is recorded is not given back: a later undo finds it.
+async fn give_back(
+    state: &AppState,
+    email: &crate::domain::Email,
+    rule: &str,
+    approval: bool,
+    now: DateTime<Utc>,
+) -> Result<Undo, ApiError> {
+    let mut jobs = Vec::new();
+    let mut before = None;
+    loop {
+        let filter = JobFilter {
+            state: None,
+            email: Some(email.as_str().to_owned()),
+            action: None,
+            before,
+            limit: 500,
+        };
+        let page = state.store.list_jobs(&filter).await?;
+        let full = page.len() == 500;
+        before = page.last().map(|job| job.id);
+        jobs.extend(page);
+        if !full {
+            break;
+        }
+    }
+    let undo = crate::domain::undo::plan(&jobs, email, rule, approval, now);
+    tracing::info!(
+        rule,
+        inverses = undo.chains.iter().map(|c| c.steps.len()).sum::<usize>(),
+        irreversible = undo.irreversible.len(),
+        "undo on rehire"
+    );
+    Ok(undo)
 }
 
 fn truncate(text: &str, max: usize) -> String {

@@ -67,6 +67,7 @@ pub fn chain(entry: &Entry, approval: bool, now: DateTime<Utc>) -> Result<NewCha
     Ok(NewChain {
         email,
         account_id,
+        account_type: None,
         rule: RULE.to_owned(),
         approval,
         steps: vec![NewStep {
@@ -138,7 +139,7 @@ pub async fn enqueue(
         dedupe: Dedupe::SignedId,
         received_at: Utc::now(),
         max_attempts: config.worker.max_attempts,
-        content: DeliveryContent::guarded(Vec::new(), chains, &config.safety),
+        content: DeliveryContent::guarded(Vec::new(), chains, None, &config.safety),
     };
     store.accept_delivery_within(delivery, DEADLINE).await
 }

@@ -107,11 +107,16 @@ struct Person<'a> {
 impl Person<'_> {
     fn plan(&self, now: DateTime<Utc>) -> Result<Plan, Unmappable> {
         let email = self.email()?;
-        let Effect::Chain { approval, steps } = &self.rule.effect else {
-            return Ok(Plan::Cancel {
-                rule: self.rule.name.clone(),
-                email,
-            });
+        let (approval, steps) = match &self.rule.effect {
+            Effect::Chain { approval, steps } => (approval, steps),
+            Effect::Cancel { undo, approval } => {
+                return Ok(Plan::Cancel {
+                    rule: self.rule.name.clone(),
+                    email,
+                    undo: *undo,
+                    approval: *approval,
+                });
+            }
         };
         let account_id = self.account_id()?;
         let start = self.start(now)?;
@@ -123,6 +128,7 @@ impl Person<'_> {
             rule: self.rule.name.clone(),
             email,
             account_id,
+            account_type: None,
             approval: *approval,
             steps,
         }))

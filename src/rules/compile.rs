@@ -38,7 +38,10 @@ pub(super) struct Condition {
 
 #[derive(Debug, Clone)]
 pub(super) enum Effect {
-    Cancel,
+    Cancel {
+        undo: bool,
+        approval: bool,
+    },
     Chain {
         approval: bool,
         steps: Vec<RuleStep>,
@@ -95,7 +98,7 @@ impl Rule {
     /// The actions of the chain in order; empty for a cancel rule.
     pub fn actions(&self) -> Vec<Action> {
         match &self.effect {
-            Effect::Cancel => Vec::new(),
+            Effect::Cancel { .. } => Vec::new(),
             Effect::Chain { steps, .. } => steps.iter().map(|step| step.action).collect(),
         }
     }
@@ -104,7 +107,7 @@ impl Rule {
     /// names; empty for a cancel rule.
     pub fn steps(&self) -> Vec<(Action, &Map<String, Value>)> {
         match &self.effect {
-            Effect::Cancel => Vec::new(),
+            Effect::Cancel { .. } => Vec::new(),
             Effect::Chain { steps, .. } => steps
                 .iter()
                 .map(|step| (step.action, &step.params))
@@ -113,7 +116,7 @@ impl Rule {
     }
 
     pub fn is_cancel(&self) -> bool {
-        matches!(self.effect, Effect::Cancel)
+        matches!(self.effect, Effect::Cancel { .. })
     }
 }
 
@@ -200,7 +203,14 @@ impl Problems {
     fn effect(&mut self, spec: &RuleSpec) -> Effect {
         if spec.cancel == Some(true) {
             self.cancel_conflicts(spec);
-            return Effect::Cancel;
+            let undo = spec.undo == Some(true);
+            return Effect::Cancel {
+                undo,
+                approval: undo && spec.approval == Some(true),
+            };
+        }
+        if spec.undo == Some(true) {
+            self.add("`undo = true` needs `cancel = true`: an undo gives back what a cancelled offboarding already did");
         }
         let steps = match spec.actions.as_deref() {
             Some(actions) if !actions.is_empty() => self.steps(actions),
@@ -223,7 +233,11 @@ impl Problems {
     fn cancel_conflicts(&mut self, spec: &RuleSpec) {
         let set = [
             ("actions", spec.actions.is_some()),
-            ("approval", spec.approval == Some(true)),
+            // With `undo`, the inverses may wait for approval.
+            (
+                "approval",
+                spec.approval == Some(true) && spec.undo != Some(true),
+            ),
             ("at", spec.at.is_some()),
             ("delay", spec.delay.is_some()),
             ("timezone", spec.timezone.is_some()),

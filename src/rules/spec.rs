@@ -23,6 +23,8 @@ pub struct RuleSpec {
     pub approval: Option<bool>,
     pub actions: Option<Vec<ActionSpec>>,
     pub cancel: Option<bool>,
+    /// With `cancel = true`: also give back what the person's succeeded steps took.
+    pub undo: Option<bool>,
 }
 
 /// An entry of `actions`: a bare action name, or a table with `after` and parameters.

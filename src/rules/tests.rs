@@ -508,7 +508,9 @@ fn cancel_rules_plan_one_cancellation_per_person() {
         single.apply(&body, now()).unwrap(),
         [Plan::Cancel {
             rule: "r".into(),
-            email: Email::parse("bob@example.com").unwrap()
+            email: Email::parse("bob@example.com").unwrap(),
+            undo: false,
+            approval: false,
         }]
     );
     assert!(single.is_cancel());
@@ -791,6 +793,7 @@ fn the_interface_example_parses_compiles_and_maps() {
         rule: "contract-ended".into(),
         email: Email::parse("jo@example.com").unwrap(),
         account_id: Some("5b10".into()),
+        account_type: None,
         approval: false,
         steps: vec![
             NewStep {
@@ -812,7 +815,9 @@ fn the_interface_example_parses_compiles_and_maps() {
         map_delivery(&rules, &extended, now()).unwrap(),
         [Plan::Cancel {
             rule: "rehired".into(),
-            email: Email::parse("jo@example.com").unwrap()
+            email: Email::parse("jo@example.com").unwrap(),
+            undo: false,
+            approval: false,
         }]
     );
 }
@@ -933,6 +938,7 @@ fn rule_spec() -> impl Strategy<Value = RuleSpec> {
                 approval,
                 actions,
                 cancel,
+                undo: None,
             },
         )
 }
@@ -1000,4 +1006,30 @@ proptest! {
             Err(Unmappable(message)) => prop_assert!(message.chars().count() < 240, "{}", message),
         }
     }
+}
+
+#[test]
+fn undo_goes_with_cancel_and_may_wait_for_approval() {
+    let rehired = rule("email = \"/email\"\ncancel = true\nundo = true\napproval = true");
+    let body = json!({ "email": "Ann@Example.com" });
+    assert_eq!(
+        rehired.apply(&body, now()).unwrap(),
+        [Plan::Cancel {
+            rule: "r".into(),
+            email: Email::parse("ann@example.com").unwrap(),
+            undo: true,
+            approval: true,
+        }]
+    );
+    let errors = compile_errors("email = \"/email\"\nundo = true\nactions = [\"suspend_access\"]");
+    assert!(
+        errors.iter().any(|e| e.contains("needs `cancel = true`")),
+        "{errors:?}"
+    );
+    // Without undo, a cancel rule creates no job, so approval would mean nothing.
+    let errors = compile_errors("email = \"/email\"\ncancel = true\napproval = true");
+    assert!(
+        errors.iter().any(|e| e.contains("`approval`")),
+        "{errors:?}"
+    );
 }

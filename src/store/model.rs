@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use crate::domain::{
     Action, Job, JobId, JobState, ManualSource, NewCancel, NewChain, Outcome, Safety, id_as_string,
-    time_as_rfc3339,
+    time_as_rfc3339, undo::Undo,
 };
 
 /// A claimed job that succeeded, to be recorded.
@@ -104,14 +104,31 @@ impl NewDelivery {
             DeliveryContent::Accepted {
                 refused,
                 approval_required,
+                undo,
                 ..
-            } => accepted_body(
-                &self.delivery_id,
-                jobs,
-                cancelled,
-                refused,
-                approval_required.as_deref(),
-            ),
+            } => {
+                let is_undo = |job: &&Job| {
+                    undo.as_ref().is_some_and(|undo| {
+                        undo.chains.iter().any(|chain| {
+                            chain.email.as_str() == job.email
+                                && chain.steps.iter().any(|step| step.action == job.action)
+                        })
+                    })
+                };
+                let (given_back, jobs): (Vec<&Job>, Vec<&Job>) = jobs.iter().partition(is_undo);
+                let mut body = accepted_body(
+                    &self.delivery_id,
+                    &jobs,
+                    cancelled,
+                    refused,
+                    approval_required.as_deref(),
+                );
+                if let (Some(undo), Some(obj)) = (undo, body.as_object_mut()) {
+                    obj.insert("undo".into(), serde_json::json!(given_back));
+                    obj.insert("irreversible".into(), serde_json::json!(undo.irreversible));
+                }
+                body
+            }
         }
     }
 
@@ -132,6 +149,9 @@ pub enum DeliveryContent {
         /// Set by [`DeliveryContent::require_approval_above`]: why every chain waits for
         /// approval. Part of the answer.
         approval_required: Option<String>,
+        /// What a cancel rule with `undo = true` gives back: chains of inverses, recorded
+        /// like `chains` but answered apart (`undo`), and what cannot be undone.
+        undo: Option<Undo>,
     },
 }
 
@@ -147,7 +167,14 @@ impl DeliveryContent {
     /// What a delivery asks for, through the guards every way of enqueueing shares:
     /// protected people are refused before any job exists, and more jobs than
     /// `approval_above` all wait for approval.
-    pub fn guarded(cancels: Vec<NewCancel>, chains: Vec<NewChain>, safety: &Safety) -> Self {
+    /// `undo` gives back to people whose offboarding a cancel rule called off: it is not
+    /// refused for protected people (the worker's guards still hold for every call).
+    pub fn guarded(
+        cancels: Vec<NewCancel>,
+        chains: Vec<NewChain>,
+        undo: Option<Undo>,
+        safety: &Safety,
+    ) -> Self {
         let mut allowed = Vec::with_capacity(chains.len());
         let mut refused: Vec<Refusal> = Vec::new();
         for chain in chains {
@@ -169,12 +196,24 @@ impl DeliveryContent {
             chains: allowed,
             refused,
             approval_required: None,
+            undo,
         };
         content.require_approval_above(safety.approval_above);
         if let Some(reason) = content.approval_reason() {
             tracing::warn!(reason, "mass offboarding: every job waits for approval");
         }
         content
+    }
+
+    /// Every chain to record: the rules' and the undo's.
+    pub fn all_chains(&self) -> impl Iterator<Item = &NewChain> {
+        let (chains, undo): (&[NewChain], &[NewChain]) = match self {
+            DeliveryContent::Accepted { chains, undo, .. } => {
+                (chains, undo.as_ref().map_or(&[][..], |u| &u.chains[..]))
+            }
+            DeliveryContent::Unmappable { .. } => (&[], &[]),
+        };
+        chains.iter().chain(undo)
     }
 
     fn approval_reason(&self) -> Option<&str> {
@@ -190,13 +229,16 @@ impl DeliveryContent {
         let DeliveryContent::Accepted {
             chains,
             approval_required,
+            undo,
             ..
         } = self
         else {
             return;
         };
+        let undo_chains = undo.as_mut().map_or(&mut [][..], |u| &mut u.chains[..]);
         let asked: HashSet<(Action, &str)> = chains
             .iter()
+            .chain(undo_chains.iter())
             .flat_map(|chain| {
                 chain
                     .steps
@@ -208,7 +250,7 @@ impl DeliveryContent {
         if count <= approval_above {
             return;
         }
-        for chain in chains.iter_mut() {
+        for chain in chains.iter_mut().chain(undo_chains.iter_mut()) {
             chain.approval = true;
         }
         *approval_required = Some(format!(
@@ -361,7 +403,7 @@ pub(crate) fn parse_params(text: &str) -> Result<Map<String, Value>, super::Stor
 /// The `accepted` response body, as stored and replayed; `approval_required` only when set.
 pub(crate) fn accepted_body(
     delivery_id: &str,
-    jobs: &[Job],
+    jobs: &[&Job],
     cancelled: &[JobId],
     refused: &[Refusal],
     approval_required: Option<&str>,

@@ -816,6 +816,7 @@ fn rule_spec() -> impl Strategy<Value = RuleSpec> {
                 approval,
                 actions,
                 cancel,
+                undo: None,
             },
         )
 }
@@ -945,6 +946,7 @@ fn at_times_parse_in_every_timezone() {
                 approval: None,
                 actions: Some(vec![ActionSpec::Name("suspend_access".into())]),
                 cancel: None,
+                undo: None,
             };
             let rule = Rule::compile(spec).expect("a valid rule");
             let body = serde_json::json!({ "email": "leaver@example.com", "when": when });

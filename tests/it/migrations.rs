@@ -36,7 +36,7 @@ const LANDED: &[(&str, &str)] = &[
     ),
     (
         "migrations/postgres/20261206000001_decisions_from_rust.sql",
-        "3616951b73e579301f90bc7278f2481885eeda8e92cd0b95f4db4b7f2575574a87fef37c3ac1230991452157dde1616c",
+        "05067c59a2796eae3922dd51799a7892b580f174cb92b3bcf953d13ce5e771b79f4fa192b90c740ac7bf8cf565b35a23",
     ),
     (
         "migrations/postgres/20261206000002_undo_actions.sql",

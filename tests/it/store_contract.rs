@@ -56,6 +56,7 @@ fn chain(email: &str, actions: &[Action], run_at: DateTime<Utc>) -> NewChain {
     NewChain {
         email: Email::parse(email).expect("valid email"),
         account_id: None,
+        account_type: None,
         rule: "offboard".to_owned(),
         approval: false,
         steps: actions
@@ -75,6 +76,7 @@ fn accepted(cancels: Vec<NewCancel>, chains: Vec<NewChain>) -> DeliveryContent {
         chains,
         refused: Vec::new(),
         approval_required: None,
+        undo: None,
     }
 }
 
@@ -240,6 +242,7 @@ async fn accept_records_delivery_and_jobs(db: TestDb) {
             ],
             refused,
             approval_required: None,
+            undo: None,
         },
     );
     let new = NewDelivery {
@@ -2570,6 +2573,7 @@ async fn deliveries_arriving_together_keep_every_rule(db: TestDb) {
                         reason: "protected_email".into(),
                     }],
                     approval_required: None,
+                    undo: None,
                 },
             ),
             // Everyone else names the same person, some with a second person too.

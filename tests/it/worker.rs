@@ -1913,3 +1913,137 @@ both_stores!(
     every_inverse_action_gives_back_on,
     every_inverse_action_gives_back
 );
+
+/// Undo on rehire (README, "Undo on rehire"): a cancel rule with `undo = true` cancels what is
+/// pending and gives back what was done, in reverse order, on the recorded account; what
+/// cannot be given back is listed; nothing is given back twice.
+async fn a_rehire_gives_back_what_can_be_given_back(db: TestDb) {
+    let rules = r#"
+  [[sources.rules]]
+  name = "leaver"
+  when = { "/type" = "leaver" }
+  email = "/email"
+  actions = ["suspend_access", { action = "remove_from_group", group_id = "g-1" },
+             { action = "delete_account", after = "30d" }]
+
+  [[sources.rules]]
+  name = "customer-leaver"
+  when = { "/type" = "customer-leaver" }
+  email = "/email"
+  actions = ["revoke_portal_access", "delete_portal_customer"]
+
+  [[sources.rules]]
+  name = "rehired"
+  when = { "/type" = "rehired" }
+  email = "/email"
+  cancel = true
+  undo = true
+"#;
+    let settings = Settings {
+        rules: rules.to_owned(),
+        ..Settings::default()
+    };
+    let mut ann = FakeAccount::managed("acc-ann", "ann@example.com");
+    ann.groups.insert("g-1".to_owned());
+    let cus = FakeAccount::customer("qm:cus", "cus@example.com");
+    let h = Harness::start(&db, settings, vec![ann, cus]).await;
+
+    let chain = h
+        .enqueue(json!({ "type": "leaver", "email": "ann@example.com" }))
+        .await;
+    assert_eq!(chain.len(), 3);
+    let done = h.wait_all_final(&chain[..2]).await;
+    for job in &done {
+        assert_succeeded(job, Outcome::Done);
+    }
+    assert_eq!(h.states(&chain[2..]).await, [JobState::Pending]);
+    let customer = h
+        .enqueue(json!({ "type": "customer-leaver", "email": "cus@example.com" }))
+        .await;
+    for job in h.wait_all_final(&customer).await {
+        assert_succeeded(&job, Outcome::Done);
+    }
+    let account = h.fake.account("acc-ann").unwrap();
+    assert_eq!(account.status, FakeStatus::Suspended);
+    assert!(account.groups.is_empty());
+
+    let answer = h
+        .app
+        .deliver(
+            SOURCE,
+            &json!({ "type": "rehired", "email": "ann@example.com" }),
+        )
+        .await;
+    assert_eq!(answer["cancelled"], json!([chain[2]]), "{answer}");
+    let undo = answer["undo"].as_array().expect("undo jobs");
+    let actions: Vec<&str> = undo.iter().map(|j| j["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        actions,
+        ["add_to_group", "restore_access"],
+        "reverse order: {answer}"
+    );
+    assert!(
+        undo.iter().all(|j| j["account_id"] == "acc-ann"),
+        "{answer}"
+    );
+    assert_eq!(undo[0]["params"]["group_id"], "g-1");
+    assert_eq!(answer["irreversible"], json!([]), "{answer}");
+    assert_eq!(answer["jobs"], json!([]), "{answer}");
+    let ids: Vec<String> = undo
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_owned())
+        .collect();
+    let before = h.fake.requests().len();
+    for job in h.wait_all_final(&ids).await {
+        assert_succeeded(&job, Outcome::Done);
+    }
+    let searched = h.fake.requests()[before..]
+        .iter()
+        .any(|r| r.path.ends_with("/users/search"));
+    assert!(
+        !searched,
+        "the inverses act on the recorded account, without a search"
+    );
+    let account = h.fake.account("acc-ann").unwrap();
+    assert_eq!(account.status, FakeStatus::Active);
+    assert!(account.groups.contains("g-1"));
+
+    // Again: nothing is given back twice, and an inverse is never undone.
+    let again = h
+        .app
+        .deliver(
+            SOURCE,
+            &json!({ "type": "rehired", "email": "ann@example.com", "again": true }),
+        )
+        .await;
+    assert_eq!(again["undo"], json!([]), "{again}");
+    assert_eq!(again["cancelled"], json!([]), "{again}");
+
+    // A customer's revoke and delete cannot be given back: listed, not skipped.
+    let customer_answer = h
+        .app
+        .deliver(
+            SOURCE,
+            &json!({ "type": "rehired", "email": "cus@example.com" }),
+        )
+        .await;
+    assert_eq!(customer_answer["undo"], json!([]));
+    let irreversible = customer_answer["irreversible"].as_array().unwrap();
+    let listed: Vec<&str> = irreversible
+        .iter()
+        .map(|i| i["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["delete_portal_customer", "revoke_portal_access"]);
+    assert!(
+        irreversible
+            .iter()
+            .all(|i| i["reason"].as_str().unwrap().len() > 10)
+    );
+    assert_eq!(irreversible[0]["job"], json!(customer[1]));
+    h.stop().await;
+}
+
+both_stores!(
+    a_rehire_gives_back_what_can_be_given_back_on,
+    a_rehire_gives_back_what_can_be_given_back
+);

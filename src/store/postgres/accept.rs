@@ -65,15 +65,21 @@ const MAX_BATCH: usize = 64;
 pub(super) fn batchable(delivery: &NewDelivery) -> bool {
     match &delivery.content {
         DeliveryContent::Accepted {
-            cancels, chains, ..
+            cancels,
+            chains,
+            undo,
+            ..
         } => {
             let mut asked = HashSet::new();
+            // The batch takes neither an undo nor an account recorded beforehand.
             cancels.is_empty()
+                && undo.is_none()
                 && chains.iter().all(|chain| {
-                    chain
-                        .steps
-                        .iter()
-                        .all(|step| asked.insert((step.action, chain.email.as_str())))
+                    chain.account_type.is_none()
+                        && chain
+                            .steps
+                            .iter()
+                            .all(|step| asked.insert((step.action, chain.email.as_str())))
                 })
         }
         DeliveryContent::Unmappable { .. } => false,
@@ -407,13 +413,15 @@ async fn accept_one(
     conn: &mut PgConnection,
     delivery: &NewDelivery,
 ) -> StoreResult<DeliveryReceipt> {
-    let (chains, cancels) = match &delivery.content {
-        DeliveryContent::Unmappable { .. } => (&[][..], &[][..]),
-        DeliveryContent::Accepted {
-            cancels, chains, ..
-        } => (&chains[..], &cancels[..]),
+    let cancels = match &delivery.content {
+        DeliveryContent::Unmappable { .. } => &[][..],
+        DeliveryContent::Accepted { cancels, .. } => &cancels[..],
     };
-    let chains: Vec<serde_json::Value> = chains.iter().map(|c| chain_json(c, delivery)).collect();
+    let chains: Vec<serde_json::Value> = delivery
+        .content
+        .all_chains()
+        .map(|c| chain_json(c, delivery))
+        .collect();
     let cancels: Vec<serde_json::Value> =
         cancels.iter().map(|c| cancel_json(c, delivery)).collect();
     // A concurrent copy of this delivery that commits first makes the call roll back
@@ -499,6 +507,7 @@ fn chain_json(chain: &NewChain, delivery: &NewDelivery) -> serde_json::Value {
     serde_json::json!({
         "email": chain.email.as_str(),
         "account_id": chain.account_id,
+        "account_type": chain.account_type,
         "rule": chain.rule,
         "state": chain.initial_state().as_str(),
         "max_attempts": delivery.max_attempts,

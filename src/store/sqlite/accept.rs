@@ -54,8 +54,8 @@ async fn insert_or_existing_job(
     // the conflict and the lookup.
     let inserted = sqlx::query(concat!(
         "INSERT INTO jobs (action, params, state, email, account_id, depends_on, run_at, max_attempts, ",
-        "source, rule, delivery_id, created_at, updated_at) ",
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12) ",
+        "source, rule, delivery_id, created_at, updated_at, account_type) ",
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13) ",
         "ON CONFLICT DO NOTHING RETURNING ",
         job_columns!()
     ))
@@ -71,6 +71,7 @@ async fn insert_or_existing_job(
     .bind(&chain.rule)
     .bind(&delivery.delivery_id)
     .bind(now)
+    .bind(&chain.account_type)
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(row) = inserted {
@@ -213,18 +214,13 @@ async fn accept_in(tx: &mut Tx, delivery: &NewDelivery, now: i64) -> StoreResult
             unmappable_body(error),
             Vec::new(),
         ),
-        DeliveryContent::Accepted {
-            cancels,
-            chains,
-            refused,
-            approval_required,
-        } => {
+        DeliveryContent::Accepted { cancels, .. } => {
             let mut cancelled = Vec::new();
             for cancel in cancels {
                 cancelled.extend(cancel_for_email(tx, cancel, delivery, now).await?);
             }
             let mut jobs: Vec<Job> = Vec::new();
-            for chain in chains {
+            for chain in delivery.content.all_chains() {
                 let mut previous = None;
                 for step in &chain.steps {
                     let job =
@@ -236,13 +232,7 @@ async fn accept_in(tx: &mut Tx, delivery: &NewDelivery, now: i64) -> StoreResult
                 }
             }
             let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
-            let body = accepted_body(
-                &delivery.delivery_id,
-                &jobs,
-                &cancelled,
-                refused,
-                approval_required.as_deref(),
-            );
+            let body = delivery.answer(&jobs, &cancelled);
             (DeliveryStatus::Accepted, None, body, ids)
         }
     };

@@ -1,0 +1,275 @@
+//! Undo on rehire (README, "Undo on rehire"): what can be given back to a person whose
+//! offboarding is called off, worked out from their jobs. Pure: the caller reads the jobs.
+//!
+//! Only steps that changed something are given back (outcome `done`): a step that found the
+//! account already in that state, or nobody, or ran dry, took nothing. Each inverse acts on
+//! the account its original recorded, without searching (the search no longer finds a
+//! suspended or deactivated account). Inverses run in the reverse order of their originals,
+//! one chain per account. An inverse has no inverse, and an original whose inverse was
+//! already enqueued after it (and did not fail or get cancelled) is not given back twice.
+
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{Action, Email, Job, JobState, NewChain, NewStep, Outcome, UndoWindow};
+
+/// A succeeded step that cannot be given back, as the answer lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Irreversible {
+    /// The step's job id.
+    pub job: String,
+    pub action: Action,
+    pub reason: String,
+}
+
+/// The inverses to enqueue, and the steps that cannot be undone.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Undo {
+    pub chains: Vec<NewChain>,
+    pub irreversible: Vec<Irreversible>,
+}
+
+impl Undo {
+    pub fn extend(&mut self, other: Undo) {
+        self.chains.extend(other.chains);
+        self.irreversible.extend(other.irreversible);
+    }
+}
+
+/// What to give back to `email`, given every job of that person, at `now`. The inverses are
+/// created by `rule`, waiting for approval when `approval`.
+pub fn plan(jobs: &[Job], email: &Email, rule: &str, approval: bool, now: DateTime<Utc>) -> Undo {
+    let mut undone: Vec<&Job> = jobs
+        .iter()
+        .filter(|job| job.email == email.as_str())
+        .filter(|job| job.state == JobState::Succeeded && job.outcome == Some(Outcome::Done))
+        .filter(|job| !already_given_back(job, jobs))
+        .collect();
+    // Newest first: the inverses run in the reverse order of their originals. A succeeded
+    // job is last updated when it succeeded.
+    undone.sort_by_key(|job| std::cmp::Reverse((job.updated_at, job.id)));
+    let mut undo = Undo::default();
+    for job in undone {
+        let irreversible = |reason: &str| Irreversible {
+            job: job.id.to_string(),
+            action: job.action,
+            reason: reason.to_owned(),
+        };
+        if let Some(reason) = job.action.irreversible_because() {
+            undo.irreversible.push(irreversible(reason));
+            continue;
+        }
+        let Some((inverse, window)) = job.action.inverse() else {
+            continue;
+        };
+        if let UndoWindow::Days(days) = window
+            && now - job.updated_at > Duration::days(days)
+        {
+            undo.irreversible.push(irreversible(&format!(
+                "its {days}-day window to be undone has passed"
+            )));
+            continue;
+        }
+        let (Some(account_id), Some(account_type)) = (&job.account_id, &job.account_type) else {
+            undo.irreversible
+                .push(irreversible("it recorded no account to give back to"));
+            continue;
+        };
+        let step = NewStep {
+            action: inverse,
+            params: job.params.clone(),
+            run_at: now,
+        };
+        match undo
+            .chains
+            .iter_mut()
+            .find(|chain| chain.account_id.as_deref() == Some(account_id))
+        {
+            Some(chain) => chain.steps.push(step),
+            None => undo.chains.push(NewChain {
+                email: email.clone(),
+                account_id: Some(account_id.clone()),
+                account_type: Some(account_type.clone()),
+                rule: rule.to_owned(),
+                approval,
+                steps: vec![step],
+            }),
+        }
+    }
+    undo
+}
+
+/// Whether an inverse of `original` was enqueued after it succeeded, and has not failed or
+/// been cancelled: then it is given back already, or about to be.
+fn already_given_back(original: &Job, jobs: &[Job]) -> bool {
+    let Some((inverse, _)) = original.action.inverse() else {
+        return false;
+    };
+    jobs.iter().any(|job| {
+        job.action == inverse
+            && job.email == original.email
+            && job.params == original.params
+            && job.created_at >= original.updated_at
+            && !matches!(job.state, JobState::Failed | JobState::Cancelled)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Map, Value, json};
+
+    fn at(day: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap() + Duration::days(day)
+    }
+
+    fn job(id: i64, action: Action, params: Value, done_on: i64) -> Job {
+        let params: Map<String, Value> = params.as_object().cloned().unwrap_or_default();
+        let account = match action.target() {
+            crate::domain::TargetAccount::Customer => ("qm:1", "customer"),
+            crate::domain::TargetAccount::Managed => ("acc-1", "atlassian"),
+        };
+        Job {
+            id,
+            action,
+            params,
+            state: JobState::Succeeded,
+            email: "ann@example.com".into(),
+            account_id: Some(account.0.into()),
+            depends_on: None,
+            run_at: at(done_on),
+            attempts: 1,
+            max_attempts: 8,
+            last_error: None,
+            outcome: Some(Outcome::Done),
+            source: Some("hr".into()),
+            rule: Some("leaver".into()),
+            delivery_id: None,
+            created_at: at(done_on),
+            updated_at: at(done_on),
+            claim_seq: 1,
+            lease_owner: None,
+            account_type: Some(account.1.into()),
+        }
+    }
+
+    fn email() -> Email {
+        Email::parse("ann@example.com").unwrap()
+    }
+
+    #[test]
+    fn inverses_run_in_reverse_order_on_the_recorded_account() {
+        let jobs = [
+            job(1, Action::SuspendAccess, json!({}), 0),
+            job(2, Action::RemoveFromGroup, json!({ "group_id": "g-1" }), 1),
+            job(3, Action::DeactivateAccount, json!({}), 2),
+        ];
+        let undo = plan(&jobs, &email(), "rehired", false, at(3));
+        assert!(undo.irreversible.is_empty());
+        assert_eq!(undo.chains.len(), 1);
+        let chain = &undo.chains[0];
+        assert_eq!(chain.account_id.as_deref(), Some("acc-1"));
+        assert_eq!(chain.account_type.as_deref(), Some("atlassian"));
+        let actions: Vec<Action> = chain.steps.iter().map(|s| s.action).collect();
+        assert_eq!(
+            actions,
+            [
+                Action::EnableAccount,
+                Action::AddToGroup,
+                Action::RestoreAccess
+            ]
+        );
+        assert_eq!(chain.steps[1].params["group_id"], "g-1");
+        assert!(chain.steps.iter().all(|s| s.run_at == at(3)));
+    }
+
+    #[test]
+    fn irreversible_steps_are_listed_and_the_deletion_window_holds() {
+        let jobs = [
+            job(1, Action::DeletePortalCustomer, json!({}), 0),
+            job(2, Action::RemoveFromDirectory, json!({}), 0),
+            job(3, Action::RevokePortalAccess, json!({}), 0),
+            job(4, Action::DeleteAccount, json!({}), 0),
+        ];
+        let inside = plan(&jobs, &email(), "rehired", true, at(14));
+        assert_eq!(inside.chains.len(), 1);
+        assert_eq!(
+            inside.chains[0].steps[0].action,
+            Action::CancelDeleteAccount
+        );
+        assert!(inside.chains[0].approval);
+        assert_eq!(inside.irreversible.len(), 3);
+        let outside = plan(&jobs, &email(), "rehired", false, at(15));
+        assert!(outside.chains.is_empty());
+        let late: Vec<&str> = outside
+            .irreversible
+            .iter()
+            .map(|i| i.job.as_str())
+            .collect();
+        assert!(late.contains(&"4"), "{outside:?}");
+        assert!(
+            outside
+                .irreversible
+                .iter()
+                .any(|i| i.reason.contains("14-day"))
+        );
+    }
+
+    #[test]
+    fn nothing_is_given_back_twice_and_an_inverse_is_never_undone() {
+        let mut restored = job(2, Action::RestoreAccess, json!({}), 1);
+        restored.created_at = at(1);
+        let jobs = [
+            job(1, Action::SuspendAccess, json!({}), 0),
+            restored.clone(),
+        ];
+        assert_eq!(
+            plan(&jobs, &email(), "rehired", false, at(2)),
+            Undo::default()
+        );
+        // A failed inverse does not count: the original can be given back again.
+        restored.state = JobState::Failed;
+        restored.outcome = None;
+        let jobs = [job(1, Action::SuspendAccess, json!({}), 0), restored];
+        assert_eq!(
+            plan(&jobs, &email(), "rehired", false, at(2)).chains.len(),
+            1
+        );
+    }
+
+    #[test]
+    fn only_steps_that_changed_something_are_given_back() {
+        let mut dry = job(1, Action::SuspendAccess, json!({}), 0);
+        dry.outcome = Some(Outcome::DryRun);
+        let mut already = job(2, Action::DeactivateAccount, json!({}), 0);
+        already.outcome = Some(Outcome::AlreadyDone);
+        let mut pending = job(3, Action::RemoveFromGroup, json!({ "group_id": "g" }), 0);
+        pending.state = JobState::Pending;
+        pending.outcome = None;
+        let mut other = job(4, Action::SuspendAccess, json!({}), 0);
+        other.email = "bob@example.com".into();
+        let undo = plan(&[dry, already, pending, other], &email(), "r", false, at(1));
+        assert_eq!(undo, Undo::default());
+    }
+
+    #[test]
+    fn customer_and_managed_accounts_get_a_chain_each() {
+        let jobs = [
+            job(
+                1,
+                Action::RemoveFromServiceDesk,
+                json!({ "service_desk_id": "10" }),
+                0,
+            ),
+            job(2, Action::SuspendAccess, json!({}), 1),
+        ];
+        let undo = plan(&jobs, &email(), "rehired", false, at(2));
+        let accounts: Vec<&str> = undo
+            .chains
+            .iter()
+            .map(|c| c.account_id.as_deref().unwrap())
+            .collect();
+        assert_eq!(accounts, ["acc-1", "qm:1"]);
+    }
+}
