@@ -250,11 +250,9 @@ impl Client {
             Mutation::DeleteAccount { account_id } => {
                 delete_account(self, response, account_id).await
             }
-            Mutation::EnableAccount { account_id } => {
-                enable_account(self, response, account_id).await
-            }
-            Mutation::CancelDeleteAccount { account_id } => {
-                cancel_delete_account(self, response, account_id).await
+            Mutation::EnableAccount { account_id }
+            | Mutation::CancelDeleteAccount { account_id } => {
+                activate_account(self, response, account_id).await
             }
             Mutation::AddToGroup { group_id, .. } => add_to_group(self, response, group_id).await,
             Mutation::AddToServiceDesk {
@@ -505,44 +503,20 @@ async fn delete_account(
     lifecycle_answer(client, response, account_id, in_target, true).await
 }
 
-/// Lifecycle enable: 204. A 404 means the account is gone, so nothing is given back: a
-/// failure, never `already_done`. A 409 "not eligible" is read back: an active account is
-/// already enabled; a deleted one needs cancel-delete first, and fails with the body.
-async fn enable_account(
+/// Lifecycle enable (204) and cancel-delete (200, within the 14 days of grace), the calls
+/// that give an account back. A 409 "not eligible" is read back: an active account is
+/// already given back (a deleted one needs cancel-delete before enable, and fails with the
+/// body). Anything else, a 404 included, fails: an account that is gone cannot be given
+/// anything back, so a 404 is never `already_done` here.
+async fn activate_account(
     client: &Client,
     response: Response,
     account_id: &str,
 ) -> Result<Applied, CallError> {
-    let in_target = |a: &Account| a.directory_status.as_deref() == Some("active");
-    giving_back(client, response, account_id, in_target).await
-}
-
-/// Lifecycle cancel-delete: 200 within the 14 days of grace. A 404 means the account is
-/// gone for good: a failure. A 409 is read back: an active account is no longer scheduled
-/// for deletion, already done.
-async fn cancel_delete_account(
-    client: &Client,
-    response: Response,
-    account_id: &str,
-) -> Result<Applied, CallError> {
-    let in_target = |a: &Account| a.directory_status.as_deref() == Some("active");
-    giving_back(client, response, account_id, in_target).await
-}
-
-/// A call that gives an account back: 2xx done; 409 read back (done when already in the
-/// target state); anything else, a 404 included, is a failure with the body, since an
-/// account that is gone cannot be given anything back.
-async fn giving_back(
-    client: &Client,
-    response: Response,
-    account_id: &str,
-    in_target: impl Fn(&Account) -> bool,
-) -> Result<Applied, CallError> {
+    let active = |a: &Account| a.directory_status.as_deref() == Some("active");
     match response.status() {
         status if status.is_success() => Ok(Applied::Done),
-        StatusCode::CONFLICT => {
-            lifecycle_answer(client, response, account_id, in_target, false).await
-        }
+        StatusCode::CONFLICT => lifecycle_answer(client, response, account_id, active, false).await,
         _ => Err(CallError::rejected(response).await),
     }
 }

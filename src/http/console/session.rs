@@ -3,7 +3,7 @@
 //! token therefore ends every session and voids every open form. A logout also ends its own
 //! session in the store, so a copy of the cookie stops working at once on every replica.
 
-use axum::extract::{Form, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::{COOKIE, SET_COOKIE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue};
@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret as _;
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::ConsoleError;
@@ -175,14 +174,6 @@ impl FromRequestParts<AppState> for Session {
     }
 }
 
-/// The fields every console form posts.
-#[derive(Deserialize)]
-struct PostedForm {
-    csrf: String,
-    /// Where a header button (pause, resume) returns to.
-    return_to: Option<String>,
-}
-
 /// A POST from a signed-in operator whose form carries this session's CSRF token. Anything
 /// else is refused with 403 before the handler runs, so it changes nothing.
 pub(super) struct CheckedPost {
@@ -206,23 +197,11 @@ impl FromRequest<AppState> for CheckedPost {
     type Rejection = Response;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let forbidden = || ConsoleError::Forbidden.into_response();
-        let session = valid_session(state, request.headers())
-            .await
-            .map_err(IntoResponse::into_response)?
-            .ok_or_else(forbidden)?;
-        let (key, cookie, expires_at) = (session.key, session.cookie, session.expires_at);
-        let Form(form) = Form::<PostedForm>::from_request(request, state)
-            .await
-            .map_err(|_| forbidden())?;
-        if !csrf_matches(key, &cookie, &form.csrf) {
-            tracing::warn!("console POST with a wrong CSRF token refused");
-            return Err(forbidden());
-        }
+        let form = CheckedFields::from_request(request, state).await?;
         Ok(CheckedPost {
-            return_to: form.return_to,
-            cookie,
-            expires_at,
+            return_to: form.get("return_to").map(str::to_owned),
+            cookie: form.cookie,
+            expires_at: form.expires_at,
         })
     }
 }
@@ -234,6 +213,8 @@ pub(super) struct CheckedFields {
     pub fields: Vec<(String, String)>,
     /// The bytes of the form's file field, for an upload.
     pub file: Option<Vec<u8>>,
+    cookie: String,
+    expires_at: DateTime<Utc>,
 }
 
 impl CheckedFields {
@@ -281,6 +262,8 @@ impl FromRequest<AppState> for CheckedFields {
         let mut checked = CheckedFields {
             fields: Vec::new(),
             file: None,
+            cookie: session.cookie.clone(),
+            expires_at: session.expires_at,
         };
         if multipart {
             let mut form = axum::extract::Multipart::from_request(request, state)

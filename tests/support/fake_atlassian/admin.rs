@@ -290,30 +290,37 @@ async fn lifecycle_delete(State(shared): Fake, Path(account_id): Path<String>) -
 /// included (it needs cancel-delete first) [UM]. Enabling an active account is UNCONFIRMED:
 /// 409 here, as for the other lifecycle repeats.
 async fn lifecycle_enable(State(shared): Fake, Path(account_id): Path<String>) -> Response {
-    let mut state = shared.lock();
-    let Some(account) = state.managed_account(&account_id) else {
-        return error(StatusCode::NOT_FOUND, "account not found");
-    };
-    if account.status != FakeStatus::Deactivated {
-        return not_eligible();
-    }
-    account.status = FakeStatus::Active;
-    StatusCode::NO_CONTENT.into_response()
+    back_to_active(&shared, &account_id, FakeStatus::Deactivated, || {
+        StatusCode::NO_CONTENT.into_response()
+    })
 }
 
 /// Lifecycle cancel-delete: 200 with a result message, only inside the 14 days of grace
 /// (restores and activates the account); 404 [UM]. Outside the grace period the account is
 /// gone (404 here); an account not scheduled for deletion is UNCONFIRMED: 409 here.
 async fn lifecycle_cancel_delete(State(shared): Fake, Path(account_id): Path<String>) -> Response {
+    back_to_active(&shared, &account_id, FakeStatus::PendingDelete, || {
+        Json(json!({ "message": "Success" })).into_response()
+    })
+}
+
+/// A lifecycle call that makes an account in `from` active again: 404 for no such managed
+/// account, 409 "not eligible" in any other state.
+fn back_to_active(
+    shared: &Shared,
+    account_id: &str,
+    from: FakeStatus,
+    done: impl FnOnce() -> Response,
+) -> Response {
     let mut state = shared.lock();
-    let Some(account) = state.managed_account(&account_id) else {
+    let Some(account) = state.managed_account(account_id) else {
         return error(StatusCode::NOT_FOUND, "account not found");
     };
-    if account.status != FakeStatus::PendingDelete {
+    if account.status != from {
         return not_eligible();
     }
     account.status = FakeStatus::Active;
-    Json(json!({ "message": "Success" })).into_response()
+    done()
 }
 
 /// Group membership add: 2xx without a body [JS-admin groups.ts], 204 here; 404 for a

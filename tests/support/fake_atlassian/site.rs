@@ -395,23 +395,14 @@ async fn add_to_service_desk(
     if let Some(refused) = experimental_refused(&headers) {
         return refused;
     }
-    let mut state = shared.lock();
-    if !state.service_desks.contains(&desk) {
-        return error(StatusCode::NOT_FOUND, "service desk not found");
-    }
-    let all_exist = body
-        .account_ids
-        .iter()
-        .all(|id| state.accounts.get(id).is_some_and(|a| !a.is_gone()));
-    if !all_exist {
-        return error(StatusCode::BAD_REQUEST, "one or more accounts are invalid");
-    }
-    for account_id in &body.account_ids {
-        if let Some(account) = state.accounts.get_mut(account_id) {
-            account.service_desks.insert(desk.clone());
-        }
-    }
-    StatusCode::NO_CONTENT.into_response()
+    add_members(
+        &shared,
+        &body,
+        |state| state.service_desks.contains(&desk),
+        |a| {
+            a.service_desks.insert(desk.clone());
+        },
+    )
 }
 
 /// Add users to an organization: 204; 404 when the organization is missing [JS
@@ -421,9 +412,23 @@ async fn add_to_organization(
     Path(organization): Path<String>,
     Json(body): Json<AccountIds>,
 ) -> Response {
+    let exists = |state: &FakeState| state.organizations.contains(&organization);
+    add_members(&shared, &body, exists, |a| {
+        a.organizations.insert(organization.clone());
+    })
+}
+
+/// Adds every account of `body` with `add`: 404 when the desk or organization does not
+/// `exist`, 400 when one of the accounts does not, and nothing is added then.
+fn add_members(
+    shared: &Shared,
+    body: &AccountIds,
+    exists: impl FnOnce(&FakeState) -> bool,
+    mut add: impl FnMut(&mut FakeAccount),
+) -> Response {
     let mut state = shared.lock();
-    if !state.organizations.contains(&organization) {
-        return error(StatusCode::NOT_FOUND, "organization not found");
+    if !exists(&state) {
+        return error(StatusCode::NOT_FOUND, "not found");
     }
     let all_exist = body
         .account_ids
@@ -437,7 +442,7 @@ async fn add_to_organization(
     }
     for account_id in &body.account_ids {
         if let Some(account) = state.accounts.get_mut(account_id) {
-            account.organizations.insert(organization.clone());
+            add(account);
         }
     }
     StatusCode::NO_CONTENT.into_response()
