@@ -50,7 +50,10 @@ fuzz_target!(|input: (When, u16, u16, u32)| {
     let Some(Plan::Chain(chain)) = plans.first() else {
         panic!("no chain: {plans:?}");
     };
-    if let Some(time) = when.as_str().and_then(|t| DateTime::parse_from_rfc3339(t).ok()) {
+    if let Some(time) = when
+        .as_str()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+    {
         let delay = chrono::Duration::days(i64::from(delay_days));
         assert_eq!(chain.steps[0].run_at, time.with_timezone(&Utc) + delay);
     }

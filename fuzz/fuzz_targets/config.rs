@@ -10,7 +10,10 @@ use offboard_fuzz::{SECRET, env};
 fuzz_target!(|text: &str| {
     match Config::from_toml(text, ConfigOrigin::Defaults, &env) {
         Ok(config) => {
-            assert!(!format!("{config:?}").contains(SECRET), "Debug shows a secret");
+            assert!(
+                !format!("{config:?}").contains(SECRET),
+                "Debug shows a secret"
+            );
             let mut names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
             names.sort_unstable();
             names.dedup();
@@ -20,7 +23,10 @@ fuzz_target!(|text: &str| {
             // A secret the text itself holds may be echoed only if the text shows it outside
             // a secret's place too; the resolved value never is.
             if !text.contains(SECRET) {
-                assert!(!e.to_string().contains(SECRET), "an error shows a secret: {e}");
+                assert!(
+                    !e.to_string().contains(SECRET),
+                    "an error shows a secret: {e}"
+                );
             }
         }
     }

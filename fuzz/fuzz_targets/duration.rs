@@ -7,7 +7,11 @@ use offboard::domain::duration::Span;
 
 fuzz_target!(|text: &str| {
     if let Ok(span) = Span::parse(text) {
-        assert_eq!(Span::parse(&span.to_string()), Ok(span), "round trip of {text:?}");
+        assert_eq!(
+            Span::parse(&span.to_string()),
+            Ok(span),
+            "round trip of {text:?}"
+        );
         let _ = (span.to_chrono(), span.to_std());
     }
 });

@@ -22,7 +22,11 @@ fuzz_target!(|input: (bool, u32, &[u8])| {
         Err(bad) => {
             assert!(!bad.is_empty());
             for row in bad {
-                assert!(row.line >= 1 && row.line <= lines, "line {} of {lines}", row.line);
+                assert!(
+                    row.line >= 1 && row.line <= lines,
+                    "line {} of {lines}",
+                    row.line
+                );
             }
         }
     }
