@@ -1,16 +1,13 @@
-//! What both backends read the same way: the job's columns, a job, event, delivery and
-//! worker-state row as the domain sees it, the jobs listing, and the actor a worker's events
-//! name. Only how a time is stored differs (Postgres `timestamptz`, SQLite microseconds), so
-//! each backend passes its reader.
+//! What both backends name the same way: the columns of a job and of a delivery, the live
+//! and cancellable states, the jobs listing, and the actor a worker's events name. Rows are
+//! read into the domain's types in `same_sql.rs`.
 
-use chrono::{DateTime, Utc};
-use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
+use sqlx::{Database, Encode, QueryBuilder, Type};
 
-use super::StoreResult;
-use super::model::{Delivery, JobFilter, parse_column, parse_job_ids, parse_params};
-use crate::domain::{Job, JobEvent, JobState, Outcome, Transition, WorkerState};
+use super::model::JobFilter;
+use crate::domain::{Job, JobState, Transition};
 
-/// Every column of `jobs` that [`job_from_row`] reads.
+/// Every column of `jobs` that a job is read from.
 macro_rules! job_columns {
     () => {
         "id, action, params, state, email, account_id, depends_on, run_at, attempts, \
@@ -54,65 +51,6 @@ pub(super) fn cancellable_state_names() -> Vec<&'static str> {
         .collect()
 }
 
-/// Reads the time in a column, as the backend stores it.
-pub(super) type TimeReader<R> = fn(&R, &str) -> StoreResult<DateTime<Utc>>;
-/// Reads a time that may be absent.
-pub(super) type OptionalTimeReader<R> = fn(&R, &str) -> StoreResult<Option<DateTime<Utc>>>;
-
-pub(super) fn job_from_row<'r, R>(row: &'r R, time: TimeReader<R>) -> StoreResult<Job>
-where
-    R: Row,
-    &'r str: ColumnIndex<R> + Decode<'r, R::Database> + Type<R::Database>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-    i32: Decode<'r, R::Database> + Type<R::Database>,
-{
-    Ok(Job {
-        id: row.try_get("id")?,
-        action: parse_column(row.try_get::<&str, _>("action")?)?,
-        params: parse_params(row.try_get::<&str, _>("params")?)?,
-        state: parse_column(row.try_get::<&str, _>("state")?)?,
-        email: row.try_get("email")?,
-        account_id: row.try_get("account_id")?,
-        depends_on: row.try_get("depends_on")?,
-        run_at: time(row, "run_at")?,
-        attempts: row.try_get("attempts")?,
-        max_attempts: row.try_get("max_attempts")?,
-        last_error: row.try_get("last_error")?,
-        outcome: row
-            .try_get::<Option<&str>, _>("outcome")?
-            .map(parse_column::<Outcome>)
-            .transpose()?,
-        source: row.try_get("source")?,
-        rule: row.try_get("rule")?,
-        delivery_id: row.try_get("delivery_id")?,
-        created_at: time(row, "created_at")?,
-        updated_at: time(row, "updated_at")?,
-        claim_seq: row.try_get("claim_seq")?,
-        lease_owner: row.try_get("lease_owner")?,
-        account_type: row.try_get("account_type")?,
-    })
-}
-
-pub(super) fn worker_state_from_row<'r, R>(
-    row: &'r R,
-    time: OptionalTimeReader<R>,
-) -> StoreResult<WorkerState>
-where
-    R: Row,
-    &'r str: ColumnIndex<R> + Decode<'r, R::Database> + Type<R::Database>,
-    bool: Decode<'r, R::Database> + Type<R::Database>,
-{
-    Ok(WorkerState {
-        paused: row.try_get("paused")?,
-        reason: row
-            .try_get::<Option<&str>, _>("reason")?
-            .map(parse_column)
-            .transpose()?,
-        resumed_at: time(row, "resumed_at")?,
-    })
-}
-
 /// The newest-first listing a [`JobFilter`] asks for, with the backend's placeholders.
 pub(super) fn jobs_query<'a, DB>(filter: &JobFilter) -> QueryBuilder<'a, DB>
 where
@@ -144,50 +82,13 @@ where
     query
 }
 
-pub(super) fn event_from_row<'r, R>(row: &'r R, time: TimeReader<R>) -> StoreResult<JobEvent>
-where
-    R: Row,
-    &'r str: ColumnIndex<R> + Decode<'r, R::Database> + Type<R::Database>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-{
-    Ok(JobEvent {
-        at: time(row, "at")?,
-        from: row
-            .try_get::<Option<&str>, _>("from_state")?
-            .map(parse_column)
-            .transpose()?,
-        to: parse_column(row.try_get::<&str, _>("to_state")?)?,
-        actor: row.try_get("actor")?,
-        detail: row.try_get("detail")?,
-    })
-}
-
-/// The columns [`delivery_from_row`] reads.
+/// The columns a delivery is read from.
 macro_rules! delivery_columns {
     () => {
         "id, source, delivery_id, received_at, status, error, job_ids, approval_required"
     };
 }
 pub(super) use delivery_columns;
-
-pub(super) fn delivery_from_row<'r, R>(row: &'r R, time: TimeReader<R>) -> StoreResult<Delivery>
-where
-    R: Row,
-    &'r str: ColumnIndex<R> + Decode<'r, R::Database> + Type<R::Database>,
-    String: Decode<'r, R::Database> + Type<R::Database>,
-    i64: Decode<'r, R::Database> + Type<R::Database>,
-{
-    Ok(Delivery {
-        id: row.try_get("id")?,
-        source: row.try_get("source")?,
-        delivery_id: row.try_get("delivery_id")?,
-        received_at: time(row, "received_at")?,
-        status: parse_column(row.try_get::<&str, _>("status")?)?,
-        error: row.try_get("error")?,
-        job_ids: parse_job_ids(row.try_get("job_ids")?),
-        approval_required: row.try_get("approval_required")?,
-    })
-}
 
 /// The actor of the events a worker writes: the process that holds the lease.
 pub(super) fn worker_actor(job: &Job) -> String {

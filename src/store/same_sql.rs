@@ -83,25 +83,82 @@ macro_rules! same_sql {
         }
 
         fn job_from_row(row: &<Db as sqlx::Database>::Row) -> $crate::store::StoreResult<Job> {
-            $crate::store::rows::job_from_row(row, time_from_row)
+            use sqlx::Row as _;
+            use $crate::store::model::{parse_column, parse_params};
+            Ok(Job {
+                id: row.try_get("id")?,
+                action: parse_column(row.try_get::<&str, _>("action")?)?,
+                params: parse_params(row.try_get::<&str, _>("params")?)?,
+                state: parse_column(row.try_get::<&str, _>("state")?)?,
+                email: row.try_get("email")?,
+                account_id: row.try_get("account_id")?,
+                depends_on: row.try_get("depends_on")?,
+                run_at: time_from_row(row, "run_at")?,
+                attempts: row.try_get("attempts")?,
+                max_attempts: row.try_get("max_attempts")?,
+                last_error: row.try_get("last_error")?,
+                outcome: row
+                    .try_get::<Option<&str>, _>("outcome")?
+                    .map(parse_column)
+                    .transpose()?,
+                source: row.try_get("source")?,
+                rule: row.try_get("rule")?,
+                delivery_id: row.try_get("delivery_id")?,
+                created_at: time_from_row(row, "created_at")?,
+                updated_at: time_from_row(row, "updated_at")?,
+                claim_seq: row.try_get("claim_seq")?,
+                lease_owner: row.try_get("lease_owner")?,
+                account_type: row.try_get("account_type")?,
+            })
         }
 
         fn event_from_row(
             row: &<Db as sqlx::Database>::Row,
         ) -> $crate::store::StoreResult<JobEvent> {
-            $crate::store::rows::event_from_row(row, time_from_row)
+            use sqlx::Row as _;
+            use $crate::store::model::parse_column;
+            Ok(JobEvent {
+                at: time_from_row(row, "at")?,
+                from: row
+                    .try_get::<Option<&str>, _>("from_state")?
+                    .map(parse_column)
+                    .transpose()?,
+                to: parse_column(row.try_get::<&str, _>("to_state")?)?,
+                actor: row.try_get("actor")?,
+                detail: row.try_get("detail")?,
+            })
         }
 
         fn delivery_from_row(
             row: &<Db as sqlx::Database>::Row,
         ) -> $crate::store::StoreResult<Delivery> {
-            $crate::store::rows::delivery_from_row(row, time_from_row)
+            use sqlx::Row as _;
+            use $crate::store::model::{parse_column, parse_job_ids};
+            Ok(Delivery {
+                id: row.try_get("id")?,
+                source: row.try_get("source")?,
+                delivery_id: row.try_get("delivery_id")?,
+                received_at: time_from_row(row, "received_at")?,
+                status: parse_column(row.try_get::<&str, _>("status")?)?,
+                error: row.try_get("error")?,
+                job_ids: parse_job_ids(row.try_get("job_ids")?),
+                approval_required: row.try_get("approval_required")?,
+            })
         }
 
         fn worker_state_from_row(
             row: &<Db as sqlx::Database>::Row,
         ) -> $crate::store::StoreResult<WorkerState> {
-            $crate::store::rows::worker_state_from_row(row, optional_time_from_row)
+            use sqlx::Row as _;
+            use $crate::store::model::parse_column;
+            Ok(WorkerState {
+                paused: row.try_get("paused")?,
+                reason: row
+                    .try_get::<Option<&str>, _>("reason")?
+                    .map(parse_column)
+                    .transpose()?,
+                resumed_at: optional_time_from_row(row, "resumed_at")?,
+            })
         }
 
         /// Appends an audit event, at the database's clock.
