@@ -114,7 +114,14 @@ impl Config {
 /// One line for a rule: its name and what it does, written as the operator wrote it.
 pub(super) fn summarize_rule(spec: &RuleSpec) -> String {
     if spec.cancel == Some(true) {
-        return format!("{}: cancels the person's pending jobs", spec.name);
+        let undo = match (spec.undo, spec.approval) {
+            (Some(true), Some(true)) => {
+                ", and gives back what was done (the inverses wait for approval)"
+            }
+            (Some(true), _) => ", and gives back what was done",
+            _ => "",
+        };
+        return format!("{}: cancels the person's pending jobs{undo}", spec.name);
     }
     let actions = spec
         .actions

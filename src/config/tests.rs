@@ -704,3 +704,15 @@ fn the_manual_source_names_are_reserved() {
         );
     }
 }
+
+#[test]
+fn check_says_what_an_undo_rule_does() {
+    let spec: crate::rules::RuleSpec = toml::from_str(
+        "name = \"rehired\"\nemail = \"/email\"\ncancel = true\nundo = true\napproval = true",
+    )
+    .unwrap();
+    assert_eq!(
+        super::summary::summarize_rule(&spec),
+        "rehired: cancels the person's pending jobs, and gives back what was done (the inverses wait for approval)"
+    );
+}
