@@ -215,5 +215,7 @@ async fn main() {
     let args = args();
     import_on_sqlite(args.rows).await;
     import_on_postgres(&args.server, args.rows).await;
-    drain(args.drain, args.rps).await;
+    if args.drain > 0 {
+        drain(args.drain, args.rps).await;
+    }
 }
