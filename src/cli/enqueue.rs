@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use super::{ConfigArg, Failure, load, open_store, print_json, store_failure};
 use crate::config::Config;
@@ -119,12 +118,7 @@ pub(super) async fn import(args: ImportArgs) -> Result<(), Failure> {
     if let Some(bar) = &bar {
         bar.set_message(format!("enqueueing {} jobs", chains.len()));
     }
-    // The same file (with the same options) is the same request: imported again, its first
-    // answer is replayed and nothing new is created.
-    let mut hash = Sha256::new();
-    hash.update(&file);
-    hash.update(format!("\0{:?}\0{}", args.action, args.approval));
-    let key = format!("import:{}", hex::encode(hash.finalize()));
+    let key = manual::import::key(&file, args.action.as_deref(), args.approval);
     let answer = enqueue(&config, &key, &file, chains).await;
     if let Some(bar) = &bar {
         bar.finish_and_clear();

@@ -26,6 +26,16 @@ const IGNORED: [&str; 3] = ["display_name", "active", "service_desks"];
 /// The columns that are an action's parameter.
 const PARAMS: [&str; 3] = ["group_id", "service_desk_id", "organization_id"];
 
+/// The key that names an import: the same file with the same options is the same request,
+/// whether the command line or the console sends it, so importing it again creates nothing.
+pub fn key(file: &[u8], action: Option<&str>, approval: bool) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(file);
+    hash.update(format!("\0{action:?}\0{approval}"));
+    format!("import:{}", hex::encode(hash.finalize()))
+}
+
 /// A row that cannot be enqueued: its line in the file (1 is the header) and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BadRow {

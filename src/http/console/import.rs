@@ -9,7 +9,6 @@ use axum::http::Uri;
 use axum::response::Html;
 use maud::{Markup, html};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::session::{CheckedFields, Session};
 use super::view::{Section, csrf_field};
@@ -144,11 +143,7 @@ pub(super) async fn confirm(
             bad.len()
         ))
     })?;
-    // The same file with the same options is one request: confirmed again, nothing new.
-    let mut hash = Sha256::new();
-    hash.update(&file);
-    hash.update(format!("\0{action:?}\0{approval}"));
-    let key = format!("import:{}", hex::encode(hash.finalize()));
+    let key = manual::import::key(&file, action.as_deref(), approval);
     let receipt = manual::enqueue(
         state.store.as_ref(),
         &state.config,
