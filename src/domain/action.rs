@@ -118,6 +118,18 @@ impl Action {
         }
     }
 
+    /// A parameter's value as it is stored: a non-empty string, or an integer written out
+    /// (TOML and JSON senders write ids either way). Anything else is no value.
+    pub fn param_text(value: &serde_json::Value) -> Option<String> {
+        match value {
+            serde_json::Value::String(text) if !text.is_empty() => Some(text.clone()),
+            serde_json::Value::Number(number) if number.is_i64() || number.is_u64() => {
+                Some(number.to_string())
+            }
+            _ => None,
+        }
+    }
+
     /// The one parameter an action needs besides the account, if any.
     pub fn required_param(self) -> Option<&'static str> {
         match self {

@@ -85,11 +85,11 @@ fn params(action: Action, given: &Map<String, Value>) -> Result<Map<String, Valu
         if action.required_param() != Some(key.as_str()) {
             return Err(format!("`{action}` takes no parameter `{key}`"));
         }
-        let text = match value {
-            Value::String(text) if !text.trim().is_empty() => text.trim().to_owned(),
-            Value::Number(n) if n.is_u64() || n.is_i64() => n.to_string(),
-            _ => return Err(format!("`{key}` must be a non-empty string")),
-        };
+        // A list's cells and a hand-typed value may carry stray spaces.
+        let text = Action::param_text(value)
+            .map(|text| text.trim().to_owned())
+            .filter(|text| !text.is_empty())
+            .ok_or_else(|| format!("`{key}` must be a non-empty string"))?;
         params.insert(key.clone(), Value::String(text));
     }
     if let Some(required) = action.required_param()

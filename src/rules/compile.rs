@@ -306,7 +306,7 @@ impl Problems {
         for (key, value) in given {
             if required != Some(key.as_str()) {
                 self.add(unknown_param(action, key));
-            } else if let Some(text) = param_text(value) {
+            } else if let Some(text) = Action::param_text(value) {
                 params.insert(key.clone(), Value::String(text));
             } else {
                 self.add(format!(
@@ -325,14 +325,6 @@ fn unknown_param(action: Action, key: &str) -> String {
         None => "it takes only `after`".to_string(),
     };
     format!("unknown parameter `{key}` for `{action}`: {takes}")
-}
-
-fn param_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(text) if !text.is_empty() => Some(text.clone()),
-        Value::Number(number) if number.is_i64() || number.is_u64() => Some(number.to_string()),
-        _ => None,
-    }
 }
 
 /// RFC 6901: empty (the whole document) or `/`-separated tokens where `~` only escapes as
