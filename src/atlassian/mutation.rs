@@ -304,19 +304,19 @@ impl Client {
             Mutation::RemoveFromServiceDesk {
                 service_desk_id,
                 account_id,
-            } => {
-                let path = ["rest", "servicedeskapi", "servicedesk", service_desk_id];
-                let url = self.site_endpoint(&[&path[..], &["customer"]].concat())?;
-                Request::servicedesk(Method::DELETE, url, account_id)
-            }
+            } => Request::servicedesk(
+                Method::DELETE,
+                self.desk_customers(service_desk_id)?,
+                account_id,
+            ),
             Mutation::RemoveFromCustomerOrganization {
                 organization_id,
                 account_id,
-            } => {
-                let path = ["rest", "servicedeskapi", "organization", organization_id];
-                let url = self.site_endpoint(&[&path[..], &["user"]].concat())?;
-                Request::servicedesk(Method::DELETE, url, account_id)
-            }
+            } => Request::servicedesk(
+                Method::DELETE,
+                self.organization_users(organization_id)?,
+                account_id,
+            ),
             // A bodyless POST here is refused with 415 by at least one public report, and an
             // empty object is what working scripts send.
             Mutation::SuspendAccess { account_id } => {
@@ -343,21 +343,19 @@ impl Client {
                 account_id,
                 message,
             } => {
-                let path = ["users", account_id, "manage", "lifecycle", "disable"];
                 let body = json!({ "message": message });
-                Request::with_body(Admin, Method::POST, self.admin_endpoint(&path)?, body)
+                let url = self.lifecycle(account_id, "disable")?;
+                Request::with_body(Admin, Method::POST, url, body)
             }
             Mutation::DeleteAccount { account_id } => {
-                let path = ["users", account_id, "manage", "lifecycle", "delete"];
-                Request::new(Admin, Method::POST, self.admin_endpoint(&path)?)
+                Request::new(Admin, Method::POST, self.lifecycle(account_id, "delete")?)
             }
             Mutation::EnableAccount { account_id } => {
-                let path = ["users", account_id, "manage", "lifecycle", "enable"];
-                Request::new(Admin, Method::POST, self.admin_endpoint(&path)?)
+                Request::new(Admin, Method::POST, self.lifecycle(account_id, "enable")?)
             }
             Mutation::CancelDeleteAccount { account_id } => {
-                let path = ["users", account_id, "manage", "lifecycle", "cancel-delete"];
-                Request::new(Admin, Method::POST, self.admin_endpoint(&path)?)
+                let url = self.lifecycle(account_id, "cancel-delete")?;
+                Request::new(Admin, Method::POST, url)
             }
             Mutation::AddToGroup {
                 group_id,
@@ -369,20 +367,47 @@ impl Client {
             Mutation::AddToServiceDesk {
                 service_desk_id,
                 account_id,
-            } => {
-                let path = ["rest", "servicedeskapi", "servicedesk", service_desk_id];
-                let url = self.site_endpoint(&[&path[..], &["customer"]].concat())?;
-                Request::servicedesk(Method::POST, url, account_id)
-            }
+            } => Request::servicedesk(
+                Method::POST,
+                self.desk_customers(service_desk_id)?,
+                account_id,
+            ),
             Mutation::AddToCustomerOrganization {
                 organization_id,
                 account_id,
-            } => {
-                let path = ["rest", "servicedeskapi", "organization", organization_id];
-                let url = self.site_endpoint(&[&path[..], &["user"]].concat())?;
-                Request::servicedesk(Method::POST, url, account_id)
-            }
+            } => Request::servicedesk(
+                Method::POST,
+                self.organization_users(organization_id)?,
+                account_id,
+            ),
         })
+    }
+
+    /// A service desk's customers: DELETE removes, POST adds.
+    fn desk_customers(&self, service_desk_id: &str) -> Result<Url, CallError> {
+        self.site_endpoint(&[
+            "rest",
+            "servicedeskapi",
+            "servicedesk",
+            service_desk_id,
+            "customer",
+        ])
+    }
+
+    /// A customer organization's users: DELETE removes, POST adds.
+    fn organization_users(&self, organization_id: &str) -> Result<Url, CallError> {
+        self.site_endpoint(&[
+            "rest",
+            "servicedeskapi",
+            "organization",
+            organization_id,
+            "user",
+        ])
+    }
+
+    /// A managed account's lifecycle call (`disable`, `enable`, `delete`, `cancel-delete`).
+    fn lifecycle(&self, account_id: &str, call: &str) -> Result<Url, CallError> {
+        self.admin_endpoint(&["users", account_id, "manage", "lifecycle", call])
     }
 }
 
