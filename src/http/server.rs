@@ -361,6 +361,9 @@ enum Replacement {
     Done,
 }
 
+/// How every answer that hyper may write on its own begins: 400, 414 or 431.
+const CLIENT_ERROR_HEAD: &[u8] = b"HTTP/1.1 4";
+
 /// The JSON answer that replaces hyper's answer in `written`, when `written` starts one: a
 /// 400, 414 or 431 head without a content type, written before any request was read (the
 /// router's answers all have a content type, and are written once a request was read).
@@ -430,6 +433,7 @@ impl AsyncWrite for Watched {
     ) -> Poll<std::io::Result<usize>> {
         let this = &mut *self;
         if matches!(this.replacement, Replacement::None)
+            && buf.starts_with(CLIENT_ERROR_HEAD)
             && this.clock.reading_a_head()
             && let Some(answer) = replace_automatic_answer(buf)
         {
@@ -468,14 +472,15 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        if matches!(self.replacement, Replacement::None) && !self.clock.reading_a_head() {
-            return Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
-        }
-        // A partial write is allowed: one slice at a time, through the replacement.
         let first = bufs
             .iter()
             .find(|b| !b.is_empty())
             .map_or(&[][..], |b| &b[..]);
+        // Every answer but a client error passes as it is, without a look at the clock.
+        if matches!(self.replacement, Replacement::None) && !first.starts_with(CLIENT_ERROR_HEAD) {
+            return Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        }
+        // A partial write is allowed: one slice at a time, through the replacement.
         self.poll_write(cx, first)
     }
 
