@@ -156,17 +156,10 @@ pub enum DeliveryContent {
 }
 
 impl DeliveryContent {
-    /// Mass offboarding needs a person (README, "Mass offboarding needs a person"): when the delivery would create more
-    /// than `approval_above` jobs, every one of them starts awaiting approval, whatever its
-    /// rule says, and the answer says why.
-    ///
-    /// Jobs are counted as the delivery asks for them: every step of every chain, each
-    /// (action, person) once, as the store creates them. A live job that already exists and
-    /// would be returned instead counts too: which ones exist is known only inside the store's
-    /// transaction, and counting them errs towards asking a person. Such a job keeps its state.
     /// What a delivery asks for, through the guards every way of enqueueing shares:
     /// protected people are refused before any job exists, and more jobs than
     /// `approval_above` all wait for approval.
+    ///
     /// `undo` gives back to people whose offboarding a cancel rule called off: it is not
     /// refused for protected people (the worker's guards still hold for every call).
     pub fn guarded(
@@ -225,6 +218,15 @@ impl DeliveryContent {
         }
     }
 
+    /// Mass offboarding needs a person (README, "Mass offboarding needs a person"): when the
+    /// delivery would create more than `approval_above` jobs, every one of them starts
+    /// awaiting approval, whatever its rule says, and the answer says why.
+    ///
+    /// Jobs are counted as the delivery asks for them: every step of every chain (an undo's
+    /// included), each (action, person) once, as the store creates them. A live job that
+    /// already exists and would be returned instead counts too: which ones exist is known only
+    /// inside the store's transaction, and counting them errs towards asking a person. Such a
+    /// job keeps its state.
     pub fn require_approval_above(&mut self, approval_above: u64) {
         let DeliveryContent::Accepted {
             chains,
