@@ -324,6 +324,33 @@ async fn the_cli_imports_all_or_nothing_and_once(db: TestDb) {
     );
     assert_eq!(store.list_jobs(&all()).await.unwrap().len(), 2);
 
+    // `jobs import --json` prints the answer `POST /api/v1/jobs` gives.
+    let json_csv = dir.path().join("one.csv");
+    std::fs::write(&json_csv, "email\neve@example.com\n").unwrap();
+    let out = offboard(
+        &config,
+        &[
+            "jobs",
+            "import",
+            json_csv.to_str().unwrap(),
+            "--action",
+            "suspend_access",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(answer["duplicate"], false);
+    assert!(
+        answer["delivery_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("import:")
+    );
+    assert_eq!(answer["jobs"][0]["email"], "eve@example.com");
+    assert_eq!(answer["jobs"][0]["source"], "cli");
+    assert_eq!(answer["refused"], json!([]));
+
     // `jobs add`, with --json printing the API's answer.
     let out = offboard(
         &config,

@@ -2047,3 +2047,67 @@ both_stores!(
     a_rehire_gives_back_what_can_be_given_back_on,
     a_rehire_gives_back_what_can_be_given_back
 );
+
+/// With `approval = true` on the undo rule, the inverses are created awaiting approval and
+/// give nothing back until a person approves them.
+async fn an_undo_with_approval_waits_for_a_person(db: TestDb) {
+    let rules = r#"
+  [[sources.rules]]
+  name = "leaver"
+  when = { "/type" = "leaver" }
+  email = "/email"
+  actions = ["suspend_access"]
+
+  [[sources.rules]]
+  name = "rehired"
+  when = { "/type" = "rehired" }
+  email = "/email"
+  cancel = true
+  undo = true
+  approval = true
+"#;
+    let settings = Settings {
+        rules: rules.to_owned(),
+        ..Settings::default()
+    };
+    let accounts = vec![FakeAccount::managed("acc-bo", "bo@example.com")];
+    let h = Harness::start(&db, settings, accounts).await;
+    let suspended = h
+        .run_one(json!({ "type": "leaver", "email": "bo@example.com" }))
+        .await;
+    assert_succeeded(&suspended, Outcome::Done);
+    let answer = h
+        .app
+        .deliver(
+            SOURCE,
+            &json!({ "type": "rehired", "email": "bo@example.com" }),
+        )
+        .await;
+    let undo = answer["undo"].as_array().expect("undo jobs");
+    assert_eq!(undo.len(), 1, "{answer}");
+    assert_eq!(undo[0]["action"], "restore_access");
+    assert_eq!(undo[0]["state"], "awaiting_approval", "{answer}");
+    let id = undo[0]["id"].as_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        h.states(std::slice::from_ref(&id)).await,
+        [JobState::AwaitingApproval]
+    );
+    assert_eq!(
+        h.fake.account("acc-bo").unwrap().status,
+        FakeStatus::Suspended
+    );
+    h.app
+        .store
+        .approve(id.parse().unwrap(), "test")
+        .await
+        .unwrap();
+    assert_succeeded(&h.app.wait_final(&id, WAIT).await, Outcome::Done);
+    assert_eq!(h.fake.account("acc-bo").unwrap().status, FakeStatus::Active);
+    h.stop().await;
+}
+
+both_stores!(
+    an_undo_with_approval_waits_for_a_person_on,
+    an_undo_with_approval_waits_for_a_person
+);
