@@ -59,6 +59,21 @@ secrets = ["hr-token"]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_approves_and_cancels_in_a_real_browser() {
+    in_a_browser(scenario).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_imports_a_csv_and_enqueues_customers_in_a_real_browser() {
+    in_a_browser(bulk_scenario).await;
+}
+
+/// Runs `scenario` in a fresh headless Chromium, within `SCENARIO_TIMEOUT`, and quits the
+/// browser whatever happened before it reports.
+async fn in_a_browser<F, Fut>(scenario: F)
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     if !browser_installed() {
         return;
     }
@@ -68,29 +83,8 @@ async fn an_operator_approves_and_cancels_in_a_real_browser() {
     let driver = ChromeDriver::start();
     let profile = tempfile::tempdir().expect("temp profile dir");
     let client = connect(&driver, profile.path()).await;
-
-    let scenario = tokio::spawn(scenario(client.clone()));
-    let outcome = tokio::time::timeout(SCENARIO_TIMEOUT, scenario).await;
-    // Quit Chromium whatever happened, then report.
-    let _ = client.close().await;
-    match outcome {
-        Ok(Ok(())) => {}
-        Ok(Err(failed)) => std::panic::resume_unwind(failed.into_panic()),
-        Err(_) => panic!("the browser scenario took longer than {SCENARIO_TIMEOUT:?}"),
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_imports_a_csv_and_enqueues_customers_in_a_real_browser() {
-    if !browser_installed() {
-        return;
-    }
-    offboard::install_tls_provider();
-    let driver = ChromeDriver::start();
-    let profile = tempfile::tempdir().expect("temp profile dir");
-    let client = connect(&driver, profile.path()).await;
-    let scenario = tokio::spawn(bulk_scenario(client.clone()));
-    let outcome = tokio::time::timeout(SCENARIO_TIMEOUT, scenario).await;
+    let run = tokio::spawn(scenario(client.clone()));
+    let outcome = tokio::time::timeout(SCENARIO_TIMEOUT, run).await;
     let _ = client.close().await;
     match outcome {
         Ok(Ok(())) => {}
