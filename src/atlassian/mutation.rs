@@ -115,6 +115,16 @@ impl Mutation {
         }
     }
 
+    /// How a membership call changes its list: the additions give back what removals took.
+    fn membership_method(&self) -> Method {
+        match self {
+            Mutation::AddToServiceDesk { .. } | Mutation::AddToCustomerOrganization { .. } => {
+                Method::POST
+            }
+            _ => Method::DELETE,
+        }
+    }
+
     /// Every id this mutation puts into its URL.
     fn ids(&self) -> Vec<&str> {
         match self {
@@ -301,19 +311,28 @@ impl Client {
                 url.query_pairs_mut().append_pair("accountId", account_id);
                 Request::new(ApiFamily::Site, Method::DELETE, url)
             }
+            // A desk's customers and an organization's users: DELETE removes, POST adds.
             Mutation::RemoveFromServiceDesk {
                 service_desk_id,
                 account_id,
+            }
+            | Mutation::AddToServiceDesk {
+                service_desk_id,
+                account_id,
             } => Request::servicedesk(
-                Method::DELETE,
+                m.membership_method(),
                 self.desk_customers(service_desk_id)?,
                 account_id,
             ),
             Mutation::RemoveFromCustomerOrganization {
                 organization_id,
                 account_id,
+            }
+            | Mutation::AddToCustomerOrganization {
+                organization_id,
+                account_id,
             } => Request::servicedesk(
-                Method::DELETE,
+                m.membership_method(),
                 self.organization_users(organization_id)?,
                 account_id,
             ),
@@ -364,26 +383,10 @@ impl Client {
                 let url = self.directory_endpoint(&["groups", group_id, "memberships"])?;
                 Request::with_body(Admin, Method::POST, url, json!({ "accountId": account_id }))
             }
-            Mutation::AddToServiceDesk {
-                service_desk_id,
-                account_id,
-            } => Request::servicedesk(
-                Method::POST,
-                self.desk_customers(service_desk_id)?,
-                account_id,
-            ),
-            Mutation::AddToCustomerOrganization {
-                organization_id,
-                account_id,
-            } => Request::servicedesk(
-                Method::POST,
-                self.organization_users(organization_id)?,
-                account_id,
-            ),
         })
     }
 
-    /// A service desk's customers: DELETE removes, POST adds.
+    /// A service desk's customers.
     fn desk_customers(&self, service_desk_id: &str) -> Result<Url, CallError> {
         self.site_endpoint(&[
             "rest",
@@ -394,7 +397,7 @@ impl Client {
         ])
     }
 
-    /// A customer organization's users: DELETE removes, POST adds.
+    /// A customer organization's users.
     fn organization_users(&self, organization_id: &str) -> Result<Url, CallError> {
         self.site_endpoint(&[
             "rest",

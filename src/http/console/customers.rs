@@ -15,7 +15,7 @@ use super::session::{CheckedFields, Session};
 use super::view::{Section, csrf_field, query_value};
 use super::{ConsoleError, chrome, page};
 use crate::atlassian::{CustomerFilter, PortalCustomer};
-use crate::domain::{Action, ApiFamily, Domain, TargetAccount};
+use crate::domain::{Action, ApiFamily, Domain, NewChain, TargetAccount};
 use crate::http::AppState;
 use crate::http::customers::READING_REUSED_FOR;
 use crate::manual::{self, Entry, ManualSource};
@@ -179,10 +179,10 @@ fn action_fields() -> Markup {
     }
 }
 
-/// What a review or confirmation form posts: the people (`account_id email`), the action,
-/// its parameter and whether the jobs wait for approval.
+/// What a review or confirmation form posts (the people as `account_id email`, the action,
+/// its parameter, whether the jobs wait for approval), checked into the chains to enqueue.
 struct Selection {
-    entries: Vec<Entry>,
+    chains: Vec<NewChain>,
     action: Action,
     approval: bool,
 }
@@ -227,10 +227,20 @@ fn selection(form: &CheckedFields) -> Result<Selection, ConsoleError> {
             manual::MAX_ENTRIES
         )));
     }
+    let approval = form.get("approval").is_some();
+    let chains = manual::chains(&entries, approval, chrono::Utc::now()).map_err(|invalid| {
+        ConsoleError::BadRequest(
+            invalid
+                .iter()
+                .map(|(i, why)| format!("{}: {why}", entries[*i].email))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    })?;
     Ok(Selection {
-        entries,
+        chains,
         action,
-        approval: form.get("approval").is_some(),
+        approval,
     })
 }
 
@@ -241,18 +251,8 @@ pub(super) async fn review(
 ) -> Result<Html<String>, ConsoleError> {
     let session = form.session();
     let chosen = selection(&form)?;
-    // Every entry checked now, so that the confirmation cannot fail on one.
-    manual::chains(&chosen.entries, chosen.approval, chrono::Utc::now()).map_err(|invalid| {
-        ConsoleError::BadRequest(
-            invalid
-                .iter()
-                .map(|(i, why)| format!("{}: {why}", chosen.entries[*i].email))
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
     let chrome = chrome(&state, &session, Section::Customers, uri.to_string()).await?;
-    let n = chosen.entries.len();
+    let n = chosen.chains.len();
     let content = html! {
         section.confirm {
             h1 { (chosen.action.as_str()) " for " (n) " customers?" }
@@ -267,8 +267,8 @@ pub(super) async fn review(
                 p.warning { "Dry run is off: once they run, these jobs change the accounts in Atlassian." }
             }
             table.jobs { tbody {
-                @for entry in &chosen.entries {
-                    tr { td.email { (entry.email) } td { code { (entry.account_id.as_deref().unwrap_or("")) } } }
+                @for chain in &chosen.chains {
+                    tr { td.email { (chain.email.as_str()) } td { code { (chain.account_id.as_deref().unwrap_or("")) } } }
                 }
             } }
             form method="post" action="/console/customers/enqueue" {
@@ -292,8 +292,6 @@ pub(super) async fn enqueue(
 ) -> Result<Html<String>, ConsoleError> {
     let session = form.session();
     let chosen = selection(&form)?;
-    let chains = manual::chains(&chosen.entries, chosen.approval, chrono::Utc::now())
-        .map_err(|_| ConsoleError::BadRequest("The selection is not valid any more.".into()))?;
     // The same confirmation posted twice (a double click, a reload) is one request.
     let mut hash = Sha256::new();
     for (name, value) in form.fields.iter().filter(|(n, _)| n != "csrf") {
@@ -307,7 +305,7 @@ pub(super) async fn enqueue(
         ManualSource::Console,
         &key,
         &body,
-        chains,
+        chosen.chains,
     )
     .await?;
     let chrome = chrome(&state, &session, Section::Customers, uri.to_string()).await?;
