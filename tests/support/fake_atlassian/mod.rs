@@ -206,7 +206,9 @@ impl FakeAtlassian {
     /// The largest page the bulk user read answers (default 10), whatever `maxResults` asked
     /// for.
     pub fn set_bulk_page_cap(&self, cap: usize) {
-        self.shared.bulk_page_cap.store(cap.max(1), Ordering::Relaxed);
+        self.shared
+            .bulk_page_cap
+            .store(cap.max(1), Ordering::Relaxed);
     }
 
     /// Makes the bulk user read leave out portal-only customers: whether it returns them is
