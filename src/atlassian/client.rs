@@ -249,7 +249,25 @@ impl Client {
         endpoint: &'static str,
         request: RequestBuilder,
     ) -> Result<Response, CallError> {
+        let paid = self.pay(family).await;
+        self.send_paid(paid, endpoint, request).await
+    }
+
+    /// Waits for the family's bucket and takes a token, for one request put together after
+    /// the wait ([`Client::send_paid`]): a bulk read then names whoever asked meanwhile.
+    pub(super) async fn pay(&self, family: ApiFamily) -> Paid {
         self.inner.pacer.acquire(family).await;
+        Paid { family }
+    }
+
+    /// [`Client::send`] with a token already taken.
+    pub(super) async fn send_paid(
+        &self,
+        paid: Paid,
+        endpoint: &'static str,
+        request: RequestBuilder,
+    ) -> Result<Response, CallError> {
+        let family = paid.family;
         let started = std::time::Instant::now();
         let sent = request.send().await;
         crate::metrics::atlassian_request(
@@ -274,6 +292,13 @@ impl Client {
         }
         checked
     }
+}
+
+/// A token taken from a family's bucket: pays for exactly one request, and only
+/// [`Client::pay`] makes one.
+#[must_use = "a token taken and not spent slows the family for nothing"]
+pub(super) struct Paid {
+    family: ApiFamily,
 }
 
 /// Ids that come from outside (webhooks, lookups) become URL path segments. The URL parser

@@ -18,7 +18,8 @@ const BODY_LIMIT: usize = 2048;
 const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(3600);
 
 /// Why a call did not go through. Each variant is a different next step for the worker.
-#[derive(Debug, thiserror::Error)]
+/// `Clone`: one bulk read answers every job that asked in it.
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum CallError {
     /// 429 or 503: snooze without consuming an attempt. `wait` comes from `Retry-After`
     /// (seconds or HTTP date), else `X-RateLimit-Reset`; `None` means the caller backs off.

@@ -257,7 +257,7 @@ impl Client {
         let ids: Vec<String> = listed.keys().cloned().collect();
         let mut records: HashMap<String, Account> = HashMap::new();
         for chunk in bulk_chunks(&ids) {
-            let read = retrying(|| self.site_users_chunk(&chunk)).await?;
+            let read = retrying(|| self.site_users_chunk(&chunk, None)).await?;
             records.extend(read.into_iter().map(|a| (a.account_id.clone(), a)));
             seen.classified += chunk.len();
             progress(*seen);

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::client::{Client, is_sendable_id};
+use super::client::{Client, Paid, is_sendable_id};
 use super::error::CallError;
 use crate::domain::ApiFamily;
 
@@ -44,7 +44,7 @@ pub struct Account {
 /// caps the ids a call takes is UNCONFIRMED; it pages the answer (`maxResults` default 10,
 /// largest page UNCONFIRMED), so a read asks for the whole chunk and follows `startAt` for
 /// whatever a page holds back.
-const BULK_READ_IDS: usize = 50;
+pub const BULK_READ_IDS: usize = 50;
 
 /// Ids that come from Atlassian's own lists have no length limit of ours: a chunk also ends
 /// before its encoded ids pass this many bytes.
@@ -183,21 +183,43 @@ impl Client {
     pub async fn site_users_bulk(&self, account_ids: &[String]) -> Result<Vec<Account>, CallError> {
         let mut accounts = Vec::new();
         for chunk in bulk_chunks(account_ids) {
-            accounts.extend(self.site_users_chunk(&chunk).await?);
+            accounts.extend(self.site_users_chunk(&chunk, None).await?);
         }
         Ok(accounts)
     }
 
-    /// One bulk read of at most [`BULK_READ_IDS`] ids, every page of it. A page that is not
-    /// the last must bring something, and a read cannot have more pages than ids: a server
-    /// that breaks either is stopped rather than asked forever.
-    pub(super) async fn site_users_chunk(&self, ids: &[&str]) -> Result<Vec<Account>, CallError> {
+    /// [`Client::site_users_bulk`] of the ids `gather` hands over once the site family's
+    /// bucket has a token for the read: whoever asks while the read waits its turn is in
+    /// it. `gather` runs once, right after the wait; at most [`BULK_READ_IDS`] ids make the
+    /// read one request a page.
+    pub async fn site_users_bulk_gathered(
+        &self,
+        gather: impl FnOnce() -> Vec<String>,
+    ) -> Result<Vec<Account>, CallError> {
+        let mut paid = Some(self.pay(ApiFamily::Site).await);
+        let account_ids = gather();
+        let mut accounts = Vec::new();
+        for chunk in bulk_chunks(&account_ids) {
+            accounts.extend(self.site_users_chunk(&chunk, paid.take()).await?);
+        }
+        Ok(accounts)
+    }
+
+    /// One bulk read of at most [`BULK_READ_IDS`] ids, every page of it, the first with the
+    /// token `paid` if one was taken. A page that is not the last must bring something, and
+    /// a read cannot have more pages than ids: a server that breaks either is stopped rather
+    /// than asked forever.
+    pub(super) async fn site_users_chunk(
+        &self,
+        ids: &[&str],
+        mut paid: Option<Paid>,
+    ) -> Result<Vec<Account>, CallError> {
         let wanted: HashSet<&str> = ids.iter().copied().collect();
         let mut found = HashSet::new();
         let mut accounts = Vec::new();
         let mut start = 0;
         for _ in 0..=ids.len() {
-            let page = self.site_users_page(ids, start).await?;
+            let page = self.site_users_page(ids, start, paid.take()).await?;
             let count = page.values.len();
             let last = page
                 .is_last
@@ -231,7 +253,12 @@ impl Client {
         })
     }
 
-    async fn site_users_page(&self, ids: &[&str], start: usize) -> Result<BulkPage, CallError> {
+    async fn site_users_page(
+        &self,
+        ids: &[&str],
+        start: usize,
+        paid: Option<Paid>,
+    ) -> Result<BulkPage, CallError> {
         let mut url = self.site_endpoint(&["rest", "api", "3", "user", "bulk"])?;
         {
             let mut query = url.query_pairs_mut();
@@ -243,9 +270,13 @@ impl Client {
                 .append_pair("maxResults", &ids.len().to_string());
         }
         let request = self.request(ApiFamily::Site, Method::GET, url)?;
-        let response = self
-            .send(ApiFamily::Site, "site_users_bulk", request)
-            .await?;
+        let response = match paid {
+            Some(paid) => self.send_paid(paid, "site_users_bulk", request).await?,
+            None => {
+                self.send(ApiFamily::Site, "site_users_bulk", request)
+                    .await?
+            }
+        };
         read_lookup(response).await
     }
 

@@ -19,6 +19,6 @@ mod targets;
 pub use client::{AdminSettings, AtlassianSettings, Client, SiteSettings};
 pub use error::CallError;
 pub use inventory::{CustomerFilter, CustomerKey, Inventory, InventoryProgress, PortalCustomer};
-pub use lookup::Account;
+pub use lookup::{Account, BULK_READ_IDS};
 pub use mutation::{Applied, Mutation, PlannedRequest};
 pub use targets::ALL_DIRECTORIES;
