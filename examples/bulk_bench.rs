@@ -2,15 +2,18 @@
 //!
 //! ```sh
 //! cargo run --release --example bulk_bench -- [--rows 10000] [--drain 2000] [--rps 20] \
-//!     [--database-url postgres://postgres@127.0.0.1:5432/postgres]
+//!     [--concurrency 4] [--database-url postgres://postgres@127.0.0.1:5432/postgres]
 //! ```
 //!
 //! Prints: importing a CSV of `--rows` rows (`account_id,email`, one `delete_portal_customer`
 //! each) through `offboard jobs import`'s own code, on SQLite and on PostgreSQL, in rows/s,
 //! with the check and the enqueue timed apart; and draining `--drain` such imported jobs with
-//! the worker at `requests_per_second = --rps` against the in-process fake Atlassian: the
-//! request rate kept from the first to the last job request, as a share of the allowed rate,
-//! and the requests per job (a job with `account_id` reads its account by id, then deletes).
+//! the worker at `requests_per_second = --rps` and `concurrency = --concurrency` (the
+//! default's 4) against the in-process fake Atlassian: the request rate kept from the first
+//! to the last job request, as a share of the allowed rate, the jobs finished a second, and
+//! the requests per job (a job with `account_id` reads its account by id, in a bulk read
+//! shared with the jobs reading at the same time, then deletes). The fake answers bulk reads
+//! in pages of 10.
 
 #[path = "../tests/support/fake_atlassian/mod.rs"]
 mod fake_atlassian;
@@ -30,6 +33,7 @@ struct Args {
     rows: usize,
     drain: usize,
     rps: f64,
+    concurrency: usize,
     server: String,
 }
 
@@ -38,6 +42,7 @@ fn args() -> Args {
         rows: 10_000,
         drain: 2_000,
         rps: 20.0,
+        concurrency: 4,
         server: std::env::var("TEST_DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
     };
@@ -48,6 +53,7 @@ fn args() -> Args {
             "--rows" => args.rows = value.parse().expect("--rows N"),
             "--drain" => args.drain = value.parse().expect("--drain N"),
             "--rps" => args.rps = value.parse().expect("--rps R"),
+            "--concurrency" => args.concurrency = value.parse().expect("--concurrency N"),
             "--database-url" => args.server = value,
             other => panic!("unknown flag {other}"),
         }
@@ -64,8 +70,13 @@ fn csv(rows: usize) -> Vec<u8> {
 }
 
 /// A config over `database_url`: every row becomes a pending job (no mass approval), live,
-/// paced at `rps`, pointed at `fake` when there is one.
-fn config(database_url: &str, fake: Option<&FakeAtlassian>, rps: f64) -> Config {
+/// paced at `rps` with `concurrency` jobs at once, pointed at `fake` when there is one.
+fn config(
+    database_url: &str,
+    fake: Option<&FakeAtlassian>,
+    rps: f64,
+    concurrency: usize,
+) -> Config {
     let atlassian = fake.map_or(String::new(), |fake| {
         format!(
             "[atlassian]\nsite_url = \"{url}\"\nsite_email = \"{email}\"\nsite_api_token = \"{token}\"\n",
@@ -76,7 +87,7 @@ fn config(database_url: &str, fake: Option<&FakeAtlassian>, rps: f64) -> Config 
     });
     let text = format!(
         "listen = \"127.0.0.1:0\"\ndatabase_url = \"{database_url}\"\ndry_run = false\n{atlassian}\n\
-         [worker]\nconcurrency = 4\nrequests_per_second = {rps:?}\n\n\
+         [worker]\nconcurrency = {concurrency}\nrequests_per_second = {rps:?}\n\n\
          [safety]\nmax_actions_per_hour = 1000000\napproval_above = 1000000\n"
     );
     Config::from_toml(&text, ConfigOrigin::Defaults, &|_| None).expect("bench config")
@@ -119,7 +130,7 @@ fn report_import(store_name: &str, rows: usize, (check, enqueue): (Duration, Dur
 async fn import_on_sqlite(rows: usize) {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}/bench.db", dir.path().display());
-    let config = config(&url, None, 5.0);
+    let config = config(&url, None, 5.0, 4);
     let store = store::open_migrated(&url, &StoreOptions::default())
         .await
         .expect("SQLite store");
@@ -142,7 +153,7 @@ async fn import_on_postgres(server: &str, rows: usize) {
         .expect("create database");
     let base = server.rsplit_once('/').map_or(server, |(base, _)| base);
     let url = format!("{base}/{name}");
-    let config = config(&url, None, 5.0);
+    let config = config(&url, None, 5.0, 4);
     let store = store::open_migrated(&url, &StoreOptions::default())
         .await
         .expect("Postgres store");
@@ -158,7 +169,7 @@ async fn import_on_postgres(server: &str, rows: usize) {
         .expect("drop database");
 }
 
-async fn drain(jobs: usize, rps: f64) {
+async fn drain(jobs: usize, rps: f64, concurrency: usize) {
     let fake = FakeAtlassian::start().await;
     for i in 0..jobs {
         fake.add_account(FakeAccount::customer(
@@ -168,7 +179,7 @@ async fn drain(jobs: usize, rps: f64) {
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}/drain.db", dir.path().display());
-    let config = Arc::new(config(&url, Some(&fake), rps));
+    let config = Arc::new(config(&url, Some(&fake), rps, concurrency));
     let store = store::open_migrated(&url, &StoreOptions::default())
         .await
         .expect("SQLite store");
@@ -176,8 +187,11 @@ async fn drain(jobs: usize, rps: f64) {
     let service = Service::start_with_store(config, store.clone(), Role::Worker)
         .await
         .expect("start the worker");
-    // A job's requests: its account read by id, then the delete.
-    let job_request = |r: &fake_atlassian::RecordedRequest| r.path == "/rest/api/3/user";
+    // A job's requests: its account's own record (the bulk read, or the single read of an
+    // id the bulk answer left out), then the delete.
+    let job_request = |r: &fake_atlassian::RecordedRequest| {
+        r.path == "/rest/api/3/user" || r.path == "/rest/api/3/user/bulk"
+    };
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let counts = store.count_by_state().await.expect("counts");
@@ -197,14 +211,19 @@ async fn drain(jobs: usize, rps: f64) {
     // The bucket starts full: `burst` requests are allowed at once, then `rps` a second.
     let burst = rps.ceil().max(1.0);
     let allowed = rps * seconds + burst;
+    let bulk = requests
+        .iter()
+        .filter(|r| r.path == "/rest/api/3/user/bulk")
+        .count();
     println!(
-        "drain {jobs} imported delete_portal_customer jobs (CSV with account_id) at requests_per_second = {rps}: \
-         {} requests in {seconds:.1} s = {:.2} requests/s; {:.1}% of the allowed rate ({:.0} allowed in that time with the burst of {burst}); \
-         {:.2} requests per job",
+        "drain {jobs} imported delete_portal_customer jobs (CSV with account_id) at requests_per_second = {rps}, concurrency = {concurrency}: \
+         {} requests ({bulk} of them bulk reads) in {seconds:.1} s = {:.2} requests/s; {:.1}% of the allowed rate ({:.0} allowed in that time with the burst of {burst}); \
+         {:.2} jobs/s; {:.2} requests per job",
         requests.len(),
         requests.len() as f64 / seconds,
         100.0 * requests.len() as f64 / allowed,
         allowed,
+        jobs as f64 / seconds,
         requests.len() as f64 / jobs as f64
     );
 }
@@ -216,6 +235,6 @@ async fn main() {
     import_on_sqlite(args.rows).await;
     import_on_postgres(&args.server, args.rows).await;
     if args.drain > 0 {
-        drain(args.drain, args.rps).await;
+        drain(args.drain, args.rps, args.concurrency).await;
     }
 }

@@ -4,6 +4,7 @@
 //! the shared pause flag and the blast-radius limit, and on shutdown stops claiming and lets
 //! in-flight jobs finish for a bounded time.
 
+mod account_reads;
 mod backoff;
 mod blast_radius;
 mod execute;
@@ -21,8 +22,9 @@ use crate::batch::Batcher;
 use crate::config::Config;
 use crate::domain::{Job, JobState, Outcome};
 use crate::store::{AccountRecord, Completion, Store, StoreError};
+use account_reads::SiteAccountReads;
 use blast_radius::{BlastRadius, Reservation};
-use execute::{Guards, Step};
+use execute::{Guards, Lookups, Step};
 
 use backoff::full_jitter;
 
@@ -67,6 +69,7 @@ pub fn spawn(
             slot_freed: Arc::new(Notify::new()),
             completions,
             account_records,
+            site_accounts: SiteAccountReads::spawn(client.clone()),
             claim_batch: (config.worker.concurrency / 4).max(1),
             owner: worker_name(),
             config: config.clone(),
@@ -111,6 +114,8 @@ struct Worker {
     completions: Batcher<Completion, Result<bool, String>>,
     /// So do the accounts jobs resolved, each before its job's mutating call.
     account_records: Batcher<AccountRecord, Result<bool, String>>,
+    /// Customer accounts read by id go to one reader that reads them in bulk.
+    site_accounts: SiteAccountReads,
     /// While jobs are running, claim only once this many slots are free: one claim
     /// statement per few jobs instead of one per job.
     claim_batch: usize,
@@ -259,7 +264,11 @@ impl Worker {
             Ok(earlier) => earlier,
             Err(step) => return (step, None),
         };
-        let target = match execute::plan(&self.client, &guards, job, earlier.as_ref()).await {
+        let lookups = Lookups {
+            client: &self.client,
+            site_accounts: &self.site_accounts,
+        };
+        let target = match execute::plan(&lookups, &guards, job, earlier.as_ref()).await {
             Ok(target) => target,
             Err(step) => return (step, None),
         };

@@ -1745,9 +1745,12 @@ async fn a_manual_entry_acts_on_its_account_id(db: TestDb) {
         "no email search: {requests:#?}"
     );
     assert!(
-        requests
-            .iter()
-            .any(|r| r.method == "GET" && r.query.as_deref() == Some("accountId=qm%3Agone")),
+        requests.iter().any(|r| r.method == "GET"
+            && r.path == "/rest/api/3/user/bulk"
+            && r.query
+                .as_deref()
+                .unwrap_or_default()
+                .contains("accountId=qm%3Agone")),
         "the account's own record was read: {requests:#?}"
     );
     assert_eq!(
@@ -1794,6 +1797,177 @@ async fn a_manual_account_id_is_guarded_by_its_record(db: TestDb) {
 both_stores!(
     a_manual_account_id_is_guarded_by_its_record_on,
     a_manual_account_id_is_guarded_by_its_record
+);
+
+/// Jobs that read their customer by id while a read is out share the next one: 40 manual
+/// jobs with `account_id`, read while the first bulk read is held, make at most two bulk
+/// reads (at most five requests: the fake answers pages of 10), one single read (the id the
+/// bulk answer leaves out, confirmed unknown before `not_found`) and a delete each that
+/// passes its guards: fewer than 1.2 requests a job, where reading each by itself made 2. Each job still gets
+/// its own answer: a record with another email is a mismatch, a licensed account a type
+/// mismatch, a revoked customer is acted on, an unknown id is nobody.
+async fn concurrent_reads_by_id_share_one_bulk_read(db: TestDb) {
+    const JOBS: usize = 40;
+    let settings = Settings {
+        concurrency: JOBS,
+        ..Settings::default()
+    };
+    let mut accounts: Vec<FakeAccount> = (0..JOBS - 4)
+        .map(|i| FakeAccount::customer(&format!("qm:{i:03}"), &format!("c{i}@example.com")))
+        .collect();
+    accounts.push(FakeAccount {
+        portal_access_revoked: true,
+        ..FakeAccount::customer("qm:revoked", "revoked@example.com")
+    });
+    accounts.push(FakeAccount::customer("qm:other", "other@example.com"));
+    accounts.push(FakeAccount::managed("557058:agent", "agent@example.com"));
+    let h = Harness::start(&db, settings, accounts).await;
+    let mut entries: Vec<Value> = (0..JOBS - 4)
+        .map(|i| {
+            json!({ "action": "delete_portal_customer", "email": format!("c{i}@example.com"),
+                    "account_id": format!("qm:{i:03}") })
+        })
+        .collect();
+    entries.extend([
+        json!({ "action": "delete_portal_customer", "email": "revoked@example.com",
+                "account_id": "qm:revoked" }),
+        json!({ "action": "delete_portal_customer", "email": "mine@example.com",
+                "account_id": "qm:other" }),
+        json!({ "action": "delete_portal_customer", "email": "agent@example.com",
+                "account_id": "557058:agent" }),
+        json!({ "action": "delete_portal_customer", "email": "ghost@example.com",
+                "account_id": "qm:ghost" }),
+    ]);
+    h.fake.inject(Fault::once(
+        Matcher::PathContains("/user/bulk".into()),
+        FaultKind::Hang,
+    ));
+    let ids = enqueue_by_hand(&h.app, Value::Array(entries)).await;
+    eventually("every job is running", WAIT, async || {
+        h.states(&ids).await.iter().all(|s| *s == JobState::Running)
+    })
+    .await;
+    // The jobs read at once when claimed; let the last of them reach the reader.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    h.fake.release_held();
+    let jobs = h.wait_all_final(&ids).await;
+
+    for job in &jobs[..JOBS - 3] {
+        assert_succeeded(job, Outcome::Done);
+    }
+    assert_failed(&jobs[JOBS - 3], "account_mismatch");
+    assert_failed(&jobs[JOBS - 2], "account_type_mismatch");
+    assert_succeeded(&jobs[JOBS - 1], Outcome::NotFound);
+    let requests = h.fake.requests();
+    let count = |method: &str, path: &str| {
+        requests
+            .iter()
+            .filter(|r| r.method == method && r.path == path)
+            .count()
+    };
+    // At most two bulk reads: the held one, then the ids that waited behind it (all of them
+    // if they were queued before the first gathered its ids), 39 of the 40 known, in pages of
+    // at most 10.
+    let bulk: Vec<(usize, usize)> = requests
+        .iter()
+        .filter(|r| r.path == "/rest/api/3/user/bulk")
+        .map(|r| {
+            let query = r.query.as_deref().unwrap_or_default();
+            let start = query
+                .split('&')
+                .find_map(|p| p.strip_prefix("startAt="))
+                .and_then(|n| n.parse().ok())
+                .expect("startAt");
+            (query.matches("accountId=").count(), start)
+        })
+        .collect();
+    let reads: Vec<usize> = bulk
+        .iter()
+        .filter(|(_, start)| *start == 0)
+        .map(|(ids, _)| *ids)
+        .collect();
+    assert!(reads.len() <= 2, "{bulk:?}");
+    assert_eq!(reads.iter().sum::<usize>(), JOBS, "each id once: {bulk:?}");
+    assert!(bulk.len() <= 5, "{bulk:?}");
+    assert_eq!(
+        count("GET", "/rest/api/3/user"),
+        1,
+        "only the id the bulk answer left out is read singly"
+    );
+    assert_eq!(count("DELETE", "/rest/api/3/user"), JOBS - 3);
+    assert_eq!(requests.len(), bulk.len() + 1 + JOBS - 3, "{requests:#?}");
+    assert!(
+        (requests.len() as f64) < 1.2 * JOBS as f64,
+        "{} requests for {JOBS} jobs",
+        requests.len()
+    );
+    h.stop().await;
+}
+
+both_stores!(
+    concurrent_reads_by_id_share_one_bulk_read_on,
+    concurrent_reads_by_id_share_one_bulk_read
+);
+
+/// A bulk read refused with 403 pauses the worker (`permission`) like the single read it
+/// replaces, and the job goes back without using an attempt. Without "Browse users and
+/// groups" the bulk read still answers (it needs only access to Jira), but an id it leaves
+/// out is confirmed by the single read, whose 403 pauses: never a silent `not_found`.
+async fn a_refused_read_by_id_pauses_and_never_ends_not_found(db: TestDb) {
+    let accounts = vec![FakeAccount::customer("qm:1", "one@example.com")];
+    let h = Harness::start(&db, Settings::default(), accounts).await;
+    h.fake.inject(Fault::once(
+        Matcher::PathContains("/user/bulk".into()),
+        FaultKind::Status403 {
+            body: r#"{"errorMessages":["forbidden"]}"#.into(),
+        },
+    ));
+    let entry = json!([{ "action": "delete_portal_customer", "email": "one@example.com",
+        "account_id": "qm:1" }]);
+    let first = enqueue_by_hand(&h.app, entry).await;
+    eventually("the worker pauses for the permission", WAIT, async || {
+        h.worker_paused().await == Some(PauseReason::Permission)
+    })
+    .await;
+    eventually("the job is back to pending", WAIT, async || {
+        h.states(&first).await == [JobState::Pending]
+    })
+    .await;
+    assert_eq!(h.app.job(&first[0]).await.job.attempts, 0);
+
+    h.fake.set_browse_users(false);
+    let entry = json!([{ "action": "delete_portal_customer", "email": "ghost@example.com",
+        "account_id": "qm:ghost" }]);
+    let ghost = enqueue_by_hand(&h.app, entry).await;
+    h.app.store.resume().await.expect("resume");
+    eventually("the worker pauses again", WAIT, async || {
+        h.worker_paused().await == Some(PauseReason::Permission)
+            && h.states(&ghost).await == [JobState::Pending]
+    })
+    .await;
+    let ghost_job = h.app.job(&ghost[0]).await;
+    assert_eq!(ghost_job.job.outcome, None, "{ghost_job:#?}");
+    assert!(
+        h.fake
+            .requests()
+            .iter()
+            .any(|r| r.method == "GET" && r.query.as_deref() == Some("accountId=qm%3Aghost")),
+        "confirmed by the single read"
+    );
+
+    h.fake.set_browse_users(true);
+    h.app.store.resume().await.expect("resume");
+    let jobs = h
+        .wait_all_final(&[first[0].clone(), ghost[0].clone()])
+        .await;
+    assert_succeeded(&jobs[0], Outcome::Done);
+    assert_succeeded(&jobs[1], Outcome::NotFound);
+    h.stop().await;
+}
+
+both_stores!(
+    a_refused_read_by_id_pauses_and_never_ends_not_found_on,
+    a_refused_read_by_id_pauses_and_never_ends_not_found
 );
 
 /// The calls that give back (README, "Undo on rehire"), each on an account in the state its

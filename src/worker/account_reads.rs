@@ -1,0 +1,167 @@
+//! Reads of customer accounts by id, batched: the jobs that read a customer's own record
+//! while an earlier read is out or waiting for its turn (an import drain is thousands of
+//! them, each carrying its `account_id`) share one `GET /rest/api/3/user/bulk` instead of one
+//! `GET /rest/api/3/user` each.
+//!
+//! Like the store's batch writers (`crate::batch`), one task reads and the jobs queue for
+//! it, so an idle worker reads at once and a busy one pays one request for many jobs. Unlike
+//! them, the reader gathers the queue only once the site family's bucket has its token: under
+//! the rate limit a read waits its turn behind other jobs' calls, and whoever asks meanwhile
+//! goes with it. How many share a read is at most the worker's `concurrency`.
+//!
+//! The bulk answer settles only the accounts it holds. Which ids it leaves out, and whether
+//! it returns portal-only customers at all, is not documented, so an id missing from it is
+//! for the job to read singly before it counts as unknown (`execute::read_site_account`).
+
+use std::collections::HashMap;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::atlassian::{Account, BULK_READ_IDS, CallError, Client};
+
+/// Reads waiting for the reader; more wait to be queued.
+const QUEUED: usize = 1024;
+
+/// What a bulk read says about one id: its record, `None` when the answer does not hold it,
+/// or why the read failed.
+type Answer = Result<Option<Account>, CallError>;
+
+struct Read {
+    account_id: String,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// The worker's one reader of site accounts by id; it stops once this is dropped.
+pub(super) struct SiteAccountReads {
+    queue: mpsc::Sender<Read>,
+}
+
+impl SiteAccountReads {
+    /// Starts the reader; every read goes through `client`, paced like any other call. A
+    /// read names at most one bulk read's ids.
+    pub(super) fn spawn(client: Client) -> SiteAccountReads {
+        let (queue, mut waiting) = mpsc::channel::<Read>(QUEUED);
+        tokio::spawn(async move {
+            while let Some(first) = waiting.recv().await {
+                let mut batch = vec![first];
+                let read = client
+                    .site_users_bulk_gathered(|| {
+                        while batch.len() < BULK_READ_IDS {
+                            match waiting.try_recv() {
+                                Ok(read) => batch.push(read),
+                                Err(_) => break,
+                            }
+                        }
+                        batch.iter().map(|r| r.account_id.clone()).collect()
+                    })
+                    .await;
+                let ids: Vec<&str> = batch.iter().map(|r| r.account_id.as_str()).collect();
+                let answers = answer_each(&ids, read);
+                for (read, answer) in batch.into_iter().zip(answers) {
+                    // The job may have gone away (its worker is shutting down).
+                    let _ = read.reply.send(answer);
+                }
+            }
+        });
+        SiteAccountReads { queue }
+    }
+
+    /// The account's record if the bulk read that this id joined holds it; `Ok(None)` if
+    /// it does not, which is no answer yet.
+    pub(super) async fn read(&self, account_id: &str) -> Answer {
+        let (reply, answer) = oneshot::channel();
+        let read = Read {
+            account_id: account_id.to_owned(),
+            reply,
+        };
+        let stopped = || {
+            Err(CallError::Transient {
+                detail: "the worker's account reader stopped".into(),
+            })
+        };
+        if self.queue.send(read).await.is_err() {
+            return stopped();
+        }
+        answer.await.unwrap_or_else(|_| stopped())
+    }
+}
+
+/// One answer per id, in order. A refusal other than 403 may be about one id of the batch
+/// (a bulk read names many): then no id counts as answered, and each job reads its own
+/// singly, so that it gets the answer the single read gives it. A 403, a rate limit, bad
+/// credentials or a server error say the same about every id, and are every job's answer.
+fn answer_each(ids: &[&str], read: Result<Vec<Account>, CallError>) -> Vec<Answer> {
+    match read {
+        Ok(accounts) => {
+            let by_id: HashMap<&str, &Account> = accounts
+                .iter()
+                .map(|account| (account.account_id.as_str(), account))
+                .collect();
+            ids.iter()
+                .map(|id| Ok(by_id.get(id).map(|&account| account.clone())))
+                .collect()
+        }
+        Err(CallError::Rejected { status, .. }) if status != 403 => {
+            ids.iter().map(|_| Ok(None)).collect()
+        }
+        Err(err) => ids.iter().map(|_| Err(err.clone())).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(id: &str) -> Account {
+        Account {
+            account_id: id.into(),
+            account_type: "customer".into(),
+            email: None,
+            status: Some("active".into()),
+            directory_status: None,
+            membership_status: None,
+        }
+    }
+
+    #[test]
+    fn each_id_gets_its_own_record_or_none() {
+        let answers = answer_each(
+            &["qm:1", "qm:2", "qm:1"],
+            Ok(vec![account("qm:1"), account("qm:9")]),
+        );
+        assert_eq!(answers[0].as_ref().unwrap(), &Some(account("qm:1")));
+        assert_eq!(answers[1].as_ref().unwrap(), &None);
+        assert_eq!(
+            answers[2].as_ref().unwrap(),
+            &Some(account("qm:1")),
+            "two jobs on one account"
+        );
+    }
+
+    #[test]
+    fn a_refusal_that_may_be_about_one_id_answers_nobody() {
+        let refused = CallError::Rejected {
+            status: 400,
+            body: "bad accountId".into(),
+        };
+        let answers = answer_each(&["qm:1", "qm:2"], Err(refused));
+        assert!(answers.iter().all(|a| matches!(a, Ok(None))));
+    }
+
+    #[test]
+    fn a_refusal_of_the_credentials_or_a_rate_limit_is_every_jobs_answer() {
+        for err in [
+            CallError::Rejected {
+                status: 403,
+                body: String::new(),
+            },
+            CallError::RateLimited {
+                status: 429,
+                wait: None,
+            },
+        ] {
+            let answers = answer_each(&["qm:1", "qm:2"], Err(err));
+            assert!(answers.iter().all(Result::is_err));
+        }
+    }
+}
