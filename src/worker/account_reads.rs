@@ -101,10 +101,19 @@ fn answer_each(ids: &[&str], read: Result<Vec<Account>, CallError>) -> Vec<Answe
                 .map(|id| Ok(by_id.get(id).map(|&account| account.clone())))
                 .collect()
         }
-        Err(CallError::Rejected { status, .. }) if status != 403 => {
-            ids.iter().map(|_| Ok(None)).collect()
-        }
+        Err(err) if may_be_about_one_id(&err) => ids.iter().map(|_| Ok(None)).collect(),
         Err(err) => ids.iter().map(|_| Err(err.clone())).collect(),
+    }
+}
+
+fn may_be_about_one_id(err: &CallError) -> bool {
+    match err {
+        CallError::Rejected { status, .. } => *status != 403,
+        CallError::RateLimited { .. }
+        | CallError::Unauthorized { .. }
+        | CallError::Transient { .. }
+        | CallError::NotConfigured { .. }
+        | CallError::MissingTarget { .. } => false,
     }
 }
 

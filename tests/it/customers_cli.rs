@@ -6,7 +6,9 @@ use std::process::{Command, Output};
 
 use crate::customers::{CUSTOMERS, HIDDEN, REVOKED, populated_fake};
 use crate::support::app::atlassian_toml;
-use crate::support::fake_atlassian::{Fault, FaultKind, Matcher, SITE_TOKEN};
+use crate::support::fake_atlassian::{
+    DeskChange, FakeAccount, FakeAtlassian, FakeStatus, Fault, FaultKind, Matcher, SITE_TOKEN,
+};
 use offboard::report::CUSTOMER_CSV_HEADER;
 use serde_json::Value;
 
@@ -165,4 +167,46 @@ async fn missing_credentials_bad_flags_and_atlassian_failures_exit_as_documented
     );
     assert!(!stderr.contains(SITE_TOKEN), "{stderr}");
     assert!(out.stdout.is_empty(), "nothing half-listed");
+}
+
+/// What the desks' lists held besides portal-only customers is said on stderr, never left
+/// out silently: a licensed agent on a desk, and an account deleted before its record was
+/// read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_left_out_are_counted_on_stderr() {
+    let fake = FakeAtlassian::start().await;
+    for (account, desk) in [
+        (FakeAccount::customer("qm:1", "one@example.com"), "10"),
+        (
+            FakeAccount::managed("557058:agent", "agent@example.com"),
+            "10",
+        ),
+        (FakeAccount::customer("qm:gone", "gone@example.com"), "20"),
+    ] {
+        let mut account = account;
+        account.service_desks.insert(desk.to_owned());
+        fake.add_account(account);
+    }
+    let mut deleted = fake.account("qm:gone").unwrap();
+    deleted.status = FakeStatus::Deleted;
+    fake.after_next_desk_page("20", DeskChange::Put(deleted));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &atlassian_toml(&fake));
+
+    let out = customers_list(&config, &["--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let body: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(body["customers"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(body["customers"][0]["account_id"], "qm:1");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(
+            "1 accounts on the service desks' customer lists are not portal-only customers"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("could not be read by id (deleted since?) and are left out: qm:gone"),
+        "{stderr}"
+    );
 }
