@@ -40,6 +40,12 @@ pub enum CallError {
     /// organization): a mistake in the rules, never "already done".
     #[error("the {kind} `{id}` does not exist in Atlassian (HTTP 404)")]
     MissingTarget { kind: &'static str, id: String },
+    /// A write to the directory with `directory_id = "-"`, which names every directory and
+    /// is documented for reads only: nothing was sent.
+    #[error(
+        "directory_id \"-\" is for reads only; set a real directory id (`offboard doctor` lists them)"
+    )]
+    DirectoryNotWritable,
 }
 
 impl CallError {

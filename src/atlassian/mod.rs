@@ -14,11 +14,12 @@ mod inventory;
 mod lookup;
 mod mutation;
 mod pacing;
+mod readback;
 mod targets;
 
 pub use client::{AdminSettings, AtlassianSettings, Client, SiteSettings};
 pub use error::CallError;
 pub use inventory::{CustomerFilter, CustomerKey, InventoryProgress, PortalCustomer};
 pub use lookup::Account;
-pub use mutation::{Applied, Mutation, PlannedRequest};
+pub use mutation::{Applied, Mutation, PlannedRequest, Settled};
 pub use targets::ALL_DIRECTORIES;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::atlassian::{Account, Applied, CallError, Client, Mutation, PlannedRequest};
+use crate::atlassian::{Account, Applied, CallError, Client, Mutation, PlannedRequest, Settled};
 use crate::domain::{
     Action, ApiFamily, Job, ManualSource, Outcome, PauseReason, Safety, TargetAccount,
 };
@@ -278,6 +278,7 @@ fn mutation_for(job: &Job, account_id: &str) -> Result<Mutation, Step> {
         Action::RemoveFromServiceDesk => Mutation::RemoveFromServiceDesk {
             service_desk_id: param("service_desk_id")?,
             account_id,
+            email: job.email.clone(),
         },
         Action::RemoveFromCustomerOrganization => Mutation::RemoveFromCustomerOrganization {
             organization_id: param("organization_id")?,
@@ -342,19 +343,34 @@ pub fn dry_run(target: &Target) -> Step {
 /// Makes the mutating call and classifies its response.
 pub async fn apply(client: &Client, target: &Target) -> Step {
     let planned = &target.planned;
-    match client.apply(&target.mutation).await {
-        Ok(Applied::Done) => Step::Succeeded {
+    let call = format!("{} {}", planned.method, planned.url);
+    match client.settle(&target.mutation).await {
+        Ok(Settled {
+            applied: Applied::Done,
+            seen,
+        }) => Step::Succeeded {
             outcome: Outcome::Done,
-            detail: format!("{} {} succeeded", planned.method, planned.url),
+            detail: with_seen(format!("{call} succeeded"), seen),
         },
-        Ok(Applied::AlreadyDone) => Step::Succeeded {
+        Ok(Settled {
+            applied: Applied::AlreadyDone,
+            seen,
+        }) => Step::Succeeded {
             outcome: Outcome::AlreadyDone,
-            detail: format!(
-                "{} {}: the account is already gone or in that state",
-                planned.method, planned.url
+            detail: with_seen(
+                format!("{call}: the account is already gone or in that state"),
+                seen,
             ),
         },
-        Err(e) => classify_error(e, &format!("{} {}", planned.method, planned.url)),
+        Err(e) => classify_error(e, &call),
+    }
+}
+
+/// A step's detail, with what a membership check or a read-back saw.
+fn with_seen(detail: String, seen: Option<String>) -> String {
+    match seen {
+        Some(seen) => format!("{detail} ({seen})"),
+        None => detail,
     }
 }
 
@@ -372,6 +388,7 @@ fn classify_error(err: CallError, call: &str) -> Step {
         CallError::MissingTarget { kind, id } => {
             Step::failed(format!("missing_target:{kind}:{id}"), detail)
         }
+        CallError::DirectoryNotWritable => Step::failed("directory_not_writable", detail),
     }
 }
 

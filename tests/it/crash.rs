@@ -194,7 +194,7 @@ async fn a_killed_worker_loses_no_job(db: TestDb) {
     for (i, _) in emails.iter().enumerate() {
         let account = fake.account(&format!("acc-{i}")).expect("account");
         assert_eq!(
-            account.status,
+            account.status(),
             crate::support::fake_atlassian::FakeStatus::PendingDelete
         );
     }
@@ -227,7 +227,7 @@ async fn a_rerun_acts_on_the_recorded_account(db: TestDb) {
     wait_for_the_call(&fake).await;
     // The DELETE is carried out; its answer is held, and the worker dies waiting for it.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while fake.account("qm:leaver").expect("account").status != FakeStatus::Deleted {
+    while fake.account("qm:leaver").expect("account").status() != FakeStatus::Deleted {
         assert!(
             Instant::now() < deadline,
             "the DELETE was never carried out"

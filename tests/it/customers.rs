@@ -58,9 +58,8 @@ pub async fn populated_fake() -> FakeAtlassian {
     }
     fake.add_customer("qm:nodesk", "nodesk@example.com");
     fake.add_account(FakeAccount {
-        status: FakeStatus::Deleted,
         service_desks: ["10".to_owned()].into(),
-        ..FakeAccount::customer("qm:deleted", "deleted@example.com")
+        ..FakeAccount::customer("qm:deleted", "deleted@example.com").in_state(FakeStatus::Deleted)
     });
     fake
 }

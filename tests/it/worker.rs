@@ -10,7 +10,7 @@ use crate::support::app::{TestApp, atlassian_toml, job_ids};
 use crate::support::db::TestDb;
 use crate::support::fake_atlassian::{
     AuthKind, DIRECTORY_ID, FakeAccount, FakeAtlassian, FakeStatus, Fault, FaultKind, Matcher,
-    ORG_ID, RecordedRequest, SITE_EMAIL,
+    Membership, ORG_ID, RecordedRequest, SITE_EMAIL,
 };
 use chrono::Utc;
 use offboard::domain::{JobState, Outcome};
@@ -235,10 +235,7 @@ fn site_auth() -> AuthKind {
 }
 
 fn managed_in_status(account_id: &str, email: &str, status: FakeStatus) -> FakeAccount {
-    FakeAccount {
-        status,
-        ..FakeAccount::managed(account_id, email)
-    }
+    FakeAccount::managed(account_id, email).in_state(status)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -290,7 +287,7 @@ fn action_cases() -> Vec<ActionCase> {
             query: Some("accountId=qm%3Adelete-1"),
             body: None,
             site: true,
-            changed: |a| a.status == FakeStatus::Deleted,
+            changed: |a| a.status() == FakeStatus::Deleted,
         },
         ActionCase {
             action: r#"{ action = "remove_from_service_desk", service_desk_id = "10" }"#,
@@ -320,7 +317,7 @@ fn action_cases() -> Vec<ActionCase> {
             query: None,
             body: Some(json!({})),
             site: false,
-            changed: |a| a.status == FakeStatus::Suspended,
+            changed: |a| a.status() == FakeStatus::Suspended,
         },
         ActionCase {
             action: r#"{ action = "restore_access" }"#,
@@ -330,7 +327,7 @@ fn action_cases() -> Vec<ActionCase> {
             query: None,
             body: Some(json!({})),
             site: false,
-            changed: |a| a.status == FakeStatus::Active,
+            changed: |a| a.status() == FakeStatus::Active,
         },
         ActionCase {
             action: r#"{ action = "remove_from_directory" }"#,
@@ -340,7 +337,7 @@ fn action_cases() -> Vec<ActionCase> {
             query: None,
             body: None,
             site: false,
-            changed: |a| !a.in_directory && a.status == FakeStatus::Removed,
+            changed: |a| !a.in_directory() && a.status() == FakeStatus::Removed,
         },
         ActionCase {
             action: r#"{ action = "remove_from_group", group_id = "g-42" }"#,
@@ -362,7 +359,7 @@ fn action_cases() -> Vec<ActionCase> {
                 "message": "Deactivated by offboard (source hr, rule case-8, job 9)"
             })),
             site: false,
-            changed: |a| a.status == FakeStatus::Deactivated,
+            changed: |a| a.status() == FakeStatus::Deactivated,
         },
         ActionCase {
             action: r#"{ action = "delete_account" }"#,
@@ -372,7 +369,7 @@ fn action_cases() -> Vec<ActionCase> {
             query: None,
             body: None,
             site: false,
-            changed: |a| a.status == FakeStatus::PendingDelete,
+            changed: |a| a.status() == FakeStatus::PendingDelete,
         },
     ]
 }
@@ -625,7 +622,7 @@ async fn a_different_account_id_is_a_mismatch(db: TestDb) {
     assert!(event_log(&job).contains("acc-real"), "{}", event_log(&job));
     assert_no_mutation(&h.fake);
     assert_eq!(
-        h.fake.account("acc-real").unwrap().status,
+        h.fake.account("acc-real").unwrap().status(),
         FakeStatus::Active
     );
     h.stop().await;
@@ -656,7 +653,7 @@ async fn actions_only_touch_their_account_type(db: TestDb) {
     };
     // A customer listed in the directory, so the managed lookup finds it.
     let listed_customer = FakeAccount {
-        in_directory: true,
+        directories: [(DIRECTORY_ID.to_owned(), Membership::Active)].into(),
         ..FakeAccount::customer("qm:listed", "customer@example.com")
     };
     let accounts = vec![
@@ -693,7 +690,7 @@ async fn a_protected_account_id_is_never_touched(db: TestDb) {
     assert_failed(&job, "protected_account");
     assert_no_mutation(&h.fake);
     assert_eq!(
-        h.fake.account("acc-ceo").unwrap().status,
+        h.fake.account("acc-ceo").unwrap().status(),
         FakeStatus::Active
     );
     h.stop().await;
@@ -785,7 +782,10 @@ async fn dry_run_records_the_request_it_would_send(db: TestDb) {
 
     assert_eq!(h.fake.requests().len(), 2, "only the lookups");
     assert_no_mutation(&h.fake);
-    assert_eq!(h.fake.account("acc-1").unwrap().status, FakeStatus::Active);
+    assert_eq!(
+        h.fake.account("acc-1").unwrap().status(),
+        FakeStatus::Active
+    );
     h.stop().await;
 }
 
@@ -820,7 +820,7 @@ async fn snooze_then_done(db: TestDb, fault: FaultKind) -> (JobWithEvents, Durat
     let gap = retry.received_at - limited.received_at;
     assert_eq!(h.fake.mutating_requests().len(), 2);
     assert_eq!(
-        h.fake.account("acc-1").unwrap().status,
+        h.fake.account("acc-1").unwrap().status(),
         FakeStatus::Suspended
     );
     h.stop().await;
@@ -936,7 +936,10 @@ async fn server_errors_exhaust_the_attempts(db: TestDb) {
     assert_eq!(last.to, JobState::Failed);
     assert!(last.detail.contains("HTTP 500"), "{}", event_log(&job));
     assert_eq!(h.fake.mutating_requests().len(), 2);
-    assert_eq!(h.fake.account("acc-1").unwrap().status, FakeStatus::Active);
+    assert_eq!(
+        h.fake.account("acc-1").unwrap().status(),
+        FakeStatus::Active
+    );
     h.stop().await;
 }
 
@@ -1134,7 +1137,7 @@ async fn a_chain_runs_in_order(db: TestDb) {
         .at;
     assert!(delete_claimed_at >= suspended_at, "{jobs:#?}");
     assert_eq!(
-        h.fake.account("acc-1").unwrap().status,
+        h.fake.account("acc-1").unwrap().status(),
         FakeStatus::PendingDelete
     );
     h.stop().await;
@@ -1374,7 +1377,7 @@ async fn revoke_then_delete_deletes_the_recorded_customer(db: TestDb) {
     assert_succeeded(&delete, Outcome::Done);
     assert_eq!(delete.job.account_id.as_deref(), Some("qm:leaver"));
     assert_eq!(
-        h.fake.account("qm:leaver").unwrap().status,
+        h.fake.account("qm:leaver").unwrap().status(),
         FakeStatus::Deleted
     );
     let sent = h.fake.mutating_requests();
@@ -1751,7 +1754,7 @@ async fn a_manual_entry_acts_on_its_account_id(db: TestDb) {
         "the account's own record was read: {requests:#?}"
     );
     assert_eq!(
-        h.fake.account("qm:gone").unwrap().status,
+        h.fake.account("qm:gone").unwrap().status(),
         FakeStatus::Deleted
     );
     h.stop().await;
@@ -1866,11 +1869,11 @@ async fn every_inverse_action_gives_back(db: TestDb) {
         assert_eq!(sent[0].body, body, "{entry}");
     }
     assert_eq!(
-        h.fake.account("acc-off").unwrap().status,
+        h.fake.account("acc-off").unwrap().status(),
         FakeStatus::Active
     );
     assert_eq!(
-        h.fake.account("acc-del").unwrap().status,
+        h.fake.account("acc-del").unwrap().status(),
         FakeStatus::Active
     );
     assert!(h.fake.account("acc-grp").unwrap().groups.contains("g-77"));
@@ -1964,7 +1967,7 @@ async fn a_rehire_gives_back_what_can_be_given_back(db: TestDb) {
         assert_succeeded(&job, Outcome::Done);
     }
     let account = h.fake.account("acc-ann").unwrap();
-    assert_eq!(account.status, FakeStatus::Suspended);
+    assert_eq!(account.status(), FakeStatus::Suspended);
     assert!(account.groups.is_empty());
 
     let answer = h
@@ -2005,7 +2008,7 @@ async fn a_rehire_gives_back_what_can_be_given_back(db: TestDb) {
         "the inverses act on the recorded account, without a search"
     );
     let account = h.fake.account("acc-ann").unwrap();
-    assert_eq!(account.status, FakeStatus::Active);
+    assert_eq!(account.status(), FakeStatus::Active);
     assert!(account.groups.contains("g-1"));
 
     // Again: nothing is given back twice, and an inverse is never undone.
@@ -2094,7 +2097,7 @@ async fn an_undo_with_approval_waits_for_a_person(db: TestDb) {
         [JobState::AwaitingApproval]
     );
     assert_eq!(
-        h.fake.account("acc-bo").unwrap().status,
+        h.fake.account("acc-bo").unwrap().status(),
         FakeStatus::Suspended
     );
     h.app
@@ -2103,7 +2106,10 @@ async fn an_undo_with_approval_waits_for_a_person(db: TestDb) {
         .await
         .unwrap();
     assert_succeeded(&h.app.wait_final(&id, WAIT).await, Outcome::Done);
-    assert_eq!(h.fake.account("acc-bo").unwrap().status, FakeStatus::Active);
+    assert_eq!(
+        h.fake.account("acc-bo").unwrap().status(),
+        FakeStatus::Active
+    );
     h.stop().await;
 }
 

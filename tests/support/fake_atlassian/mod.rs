@@ -41,7 +41,7 @@ use tokio::task::JoinHandle;
 use accounts::FakeState;
 // The benchmark in examples/ names only some of these.
 #[allow(unused_imports)]
-pub use accounts::{FakeAccount, FakeStatus};
+pub use accounts::{AccountStatus, FakeAccount, FakeStatus, Membership};
 #[allow(unused_imports)]
 pub use faults::{Fault, FaultKind, Matcher};
 #[allow(unused_imports)]
@@ -116,6 +116,9 @@ impl FakeAtlassian {
             .organizations
             .extend(account.organizations.iter().cloned());
         state.groups.extend(account.groups.iter().cloned());
+        state
+            .directories
+            .extend(account.directories.keys().cloned());
         if let Some(old) = state.accounts.remove(&account.account_id) {
             state.unindex(&old);
         }
@@ -142,6 +145,15 @@ impl FakeAtlassian {
     /// Makes a directory group exist without any member.
     pub fn add_group(&self, group_id: &str) {
         self.shared.lock().groups.insert(group_id.to_owned());
+    }
+
+    /// Makes another directory of the org exist (the configured one, `DIRECTORY_ID`, always
+    /// does); accounts join it through `FakeAccount::directories`.
+    pub fn add_directory(&self, directory_id: &str) {
+        self.shared
+            .lock()
+            .directories
+            .insert(directory_id.to_owned());
     }
 
     /// Grants or withdraws the site user's "Browse users and groups" permission (granted by
@@ -239,6 +251,7 @@ impl Default for Shared {
                 service_desks: BTreeSet::new(),
                 organizations: BTreeSet::new(),
                 groups: BTreeSet::new(),
+                directories: [DIRECTORY_ID.to_owned()].into(),
                 browse_users: true,
                 requests: Vec::new(),
                 faults: Vec::new(),

@@ -6,13 +6,13 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, put};
+use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::accounts::FakeState;
-use super::{Fake, FakeAccount, FakeStatus, SITE_EMAIL, Shared, error};
+use super::{Fake, FakeAccount, SITE_EMAIL, Shared, error};
 
 const DEFAULT_SITE_MAX_RESULTS: usize = 50;
 /// `limit` of the service desk API listings when none is given [AE-sd].
@@ -43,7 +43,9 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         )
         .route(
             "/rest/servicedeskapi/organization/{organization}/user",
-            delete(remove_from_organization).post(add_to_organization),
+            get(organization_users)
+                .delete(remove_from_organization)
+                .post(add_to_organization),
         )
 }
 
@@ -310,6 +312,27 @@ async fn organization(State(shared): Fake, Path(organization): Path<String>) -> 
     .into_response()
 }
 
+/// An organization's members, ordered by accountId and paged like the other listings: the
+/// documented way "to determine if a user is associated with an organization"
+/// [JSM-SDK OrganizationApi.md]; 404 when the organization is missing [AE-org].
+async fn organization_users(
+    State(shared): Fake,
+    Path(organization): Path<String>,
+    Query(page): Query<StartLimit>,
+) -> Response {
+    let state = shared.lock();
+    if !state.organizations.contains(&organization) {
+        return error(StatusCode::NOT_FOUND, "The organization does not exist.");
+    }
+    // `accounts` is a BTreeMap by id: the members come out in accountId order.
+    let members: Vec<&FakeAccount> = state
+        .accounts
+        .values()
+        .filter(|account| !account.is_gone() && account.organizations.contains(&organization))
+        .collect();
+    Json(state.listing_page(members, &page, desk_customer_json)).into_response()
+}
+
 /// Delete user: 204; 404 "user not found" [AE-users]. It deletes revoked customers too: it is
 /// what Atlassian's KB bulk-deletes portal customers with [KB-del].
 async fn delete_user(State(shared): Fake, Query(params): Query<AccountIdParam>) -> Response {
@@ -320,19 +343,21 @@ async fn delete_user(State(shared): Fake, Query(params): Query<AccountIdParam>) 
     let Some(account) = state.live_account(&account_id) else {
         return error(StatusCode::NOT_FOUND, "user not found");
     };
-    account.status = FakeStatus::Deleted;
+    account.deleted = true;
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// Revoke portal-only access: 204; 404 "The account ID is invalid" [AE-cust]. A repeat is
-/// UNCONFIRMED: here the revoked account is no longer valid for it, 404.
+/// Revoke portal-only access: 204. An invalid account id answers 400 in the current spec
+/// [JSM-SDK CustomerApi.md] (404 in an older slice [AE-cust]); a repeat is UNCONFIRMED: here
+/// a revoked account is no longer valid for it, 400 like an unknown id, so that only a read
+/// of the user tells a repeat from a mistake.
 async fn revoke_portal_access(State(shared): Fake, Path(account_id): Path<String>) -> Response {
     let mut state = shared.lock();
     let Some(account) = state
         .live_account(&account_id)
         .filter(|account| !account.portal_access_revoked)
     else {
-        return error(StatusCode::NOT_FOUND, "The account ID is invalid.");
+        return error(StatusCode::BAD_REQUEST, "The account ID is invalid.");
     };
     if account.account_type != "customer" {
         return error(StatusCode::BAD_REQUEST, "not a portal-only customer");
@@ -448,8 +473,9 @@ fn add_members(
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// 204; 404 when the organization is missing [AE-org]. A non-member or deleted user: 204 or
-/// 400 is UNCONFIRMED, so 400 "one or more user names are invalid" here.
+/// 204; 404 when the organization is missing; 400 "one or more user names are invalid" for
+/// an account that does not exist [AE-org]. A non-member is UNCONFIRMED (204 or 400): 204
+/// here, the answer that reads like a removal.
 async fn remove_from_organization(
     State(shared): Fake,
     Path(organization): Path<String>,
@@ -459,13 +485,11 @@ async fn remove_from_organization(
     if !state.organizations.contains(&organization) {
         return error(StatusCode::NOT_FOUND, "organization not found");
     }
-    let all_members = body.account_ids.iter().all(|id| {
-        state
-            .accounts
-            .get(id)
-            .is_some_and(|a| !a.is_gone() && a.organizations.contains(&organization))
-    });
-    if !all_members {
+    let all_exist = body
+        .account_ids
+        .iter()
+        .all(|id| state.accounts.get(id).is_some_and(|a| !a.is_gone()));
+    if !all_exist {
         return error(
             StatusCode::BAD_REQUEST,
             "One or more user names are invalid.",
