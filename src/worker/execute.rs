@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::atlassian::{Account, Applied, CallError, Client, Mutation, PlannedRequest, Settled};
 use crate::domain::{
-    Action, ApiFamily, Job, ManualSource, Outcome, PauseReason, Safety, TargetAccount,
+    Action, ApiFamily, Job, JobState, ManualSource, Outcome, PauseReason, Safety, TargetAccount,
 };
 
 /// What the worker does with the job next.
@@ -66,6 +66,46 @@ pub struct Target {
     pub mutation: Mutation,
     pub planned: PlannedRequest,
     pub record: Option<Account>,
+}
+
+/// How long an inverse waits between looks at an original still in flight.
+const ORIGINAL_RUNNING_WAIT: Duration = Duration::from_secs(5);
+
+/// For an inverse and the step it gives back: `None` to go ahead (the original took
+/// something), else what to do instead. An original still in flight is waited for without
+/// using an attempt; one that ended otherwise than `done` took nothing, so nothing is
+/// given back.
+pub fn give_back_once_done(job: &Job, original: Option<&Job>) -> Option<Step> {
+    let Some(original) = original else {
+        return Some(Step::failed(
+            "original_missing",
+            format!("{} gives back a step that does not exist", job.action),
+        ));
+    };
+    match (original.state, original.outcome) {
+        (JobState::Succeeded, Some(Outcome::Done)) => None,
+        (JobState::Pending | JobState::Running | JobState::AwaitingApproval, _) => {
+            Some(Step::Snooze {
+                wait: Some(ORIGINAL_RUNNING_WAIT),
+                detail: format!(
+                    "waiting for job {} ({}) to end before giving it back",
+                    original.id, original.action
+                ),
+            })
+        }
+        (state, outcome) => Some(Step::Succeeded {
+            outcome: Outcome::AlreadyDone,
+            detail: format!(
+                "job {} ({}) ended {}{}: it took nothing, so nothing is given back",
+                original.id,
+                original.action,
+                state.as_str(),
+                outcome
+                    .map(|o| format!(" {}", o.as_str()))
+                    .unwrap_or_default()
+            ),
+        }),
+    }
 }
 
 /// Resolves the job's account and checks every guard; `Ok` holds the call to make. `earlier`

@@ -282,8 +282,15 @@ async fn a_rerun_of_a_revoke_is_read_back_and_the_delete_follows(db: TestDb) {
     let (mut process, _dir) = worker_process(&db, &fake);
     wait_for_the_call(&fake).await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !fake.account("qm:leaver").expect("account").portal_access_revoked {
-        assert!(Instant::now() < deadline, "the revoke was never carried out");
+    while !fake
+        .account("qm:leaver")
+        .expect("account")
+        .portal_access_revoked
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the revoke was never carried out"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     process.kill();
@@ -291,7 +298,11 @@ async fn a_rerun_of_a_revoke_is_read_back_and_the_delete_follows(db: TestDb) {
 
     let worker = TestApp::spawn_with_role(&db, &worker_toml(&fake), Role::Worker).await;
     let revoke = worker.wait_final(&ids[0], Duration::from_secs(30)).await;
-    assert_eq!(revoke.job.outcome, Some(Outcome::AlreadyDone), "{revoke:#?}");
+    assert_eq!(
+        revoke.job.outcome,
+        Some(Outcome::AlreadyDone),
+        "{revoke:#?}"
+    );
     assert!(
         revoke
             .events

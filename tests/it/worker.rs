@@ -9,8 +9,8 @@ use crate::both_stores;
 use crate::support::app::{TestApp, atlassian_toml, job_ids};
 use crate::support::db::TestDb;
 use crate::support::fake_atlassian::{
-    AuthKind, DIRECTORY_ID, FakeAccount, FakeAtlassian, FakeStatus, Fault, FaultKind, Matcher,
-    Membership, ORG_ID, RecordedRequest, SITE_EMAIL,
+    AccountStatus, AuthKind, DIRECTORY_ID, FakeAccount, FakeAtlassian, FakeStatus, Fault,
+    FaultKind, Matcher, Membership, ORG_ID, RecordedRequest, SITE_EMAIL,
 };
 use chrono::Utc;
 use offboard::domain::{JobState, Outcome};
@@ -2133,4 +2133,225 @@ async fn an_undo_with_approval_waits_for_a_person(db: TestDb) {
 both_stores!(
     an_undo_with_approval_waits_for_a_person_on,
     an_undo_with_approval_waits_for_a_person
+);
+
+/// The usual rehire (issue: outcomes observed): suspend → deactivate → delete, then a
+/// rehire gives back cancel-delete → enable → restore, and the fake's account ends active,
+/// not scheduled for deletion, and active in the directory. Enable finds the account active
+/// after the cancel-delete (which "restores and activates" it) and reads that back from the
+/// account's own status, not the composite one, which says `suspended` until the restore.
+async fn the_usual_rehire_gives_the_account_back(db: TestDb) {
+    let rules = r#"
+  [[sources.rules]]
+  name = "leaver"
+  when = { "/type" = "leaver" }
+  email = "/email"
+  actions = ["suspend_access", "deactivate_account", "delete_account"]
+
+  [[sources.rules]]
+  name = "rehired"
+  when = { "/type" = "rehired" }
+  email = "/email"
+  cancel = true
+  undo = true
+"#;
+    let settings = Settings {
+        rules: rules.to_owned(),
+        ..Settings::default()
+    };
+    let ann = FakeAccount::managed("acc-ann", "ann@example.com");
+    let h = Harness::start(&db, settings, vec![ann]).await;
+    let chain = h
+        .enqueue(json!({ "type": "leaver", "email": "ann@example.com" }))
+        .await;
+    for job in h.wait_all_final(&chain).await {
+        assert_succeeded(&job, Outcome::Done);
+    }
+    assert_eq!(
+        h.fake.account("acc-ann").unwrap().status(),
+        FakeStatus::PendingDelete
+    );
+
+    let answer = h
+        .app
+        .deliver(
+            SOURCE,
+            &json!({ "type": "rehired", "email": "ann@example.com" }),
+        )
+        .await;
+    let undo = answer["undo"].as_array().expect("undo jobs");
+    let actions: Vec<&str> = undo.iter().map(|j| j["action"].as_str().unwrap()).collect();
+    assert_eq!(
+        actions,
+        ["cancel_delete_account", "enable_account", "restore_access"],
+        "{answer}"
+    );
+    let ids: Vec<String> = undo
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_owned())
+        .collect();
+    let jobs = h.wait_all_final(&ids).await;
+    assert_succeeded(&jobs[0], Outcome::Done);
+    assert_succeeded(&jobs[1], Outcome::AlreadyDone);
+    assert_succeeded(&jobs[2], Outcome::Done);
+    let account = h.fake.account("acc-ann").unwrap();
+    assert_eq!(account.account_status, AccountStatus::Active);
+    assert!(!account.for_deletion);
+    assert_eq!(account.membership(DIRECTORY_ID), Some(Membership::Active));
+    h.stop().await;
+}
+
+both_stores!(
+    the_usual_rehire_gives_the_account_back_on,
+    the_usual_rehire_gives_the_account_back
+);
+
+/// A rehire while a step is running: the step is planned for giving back, its inverse waits
+/// for it, and gives back once it ends `done`.
+async fn a_step_running_during_a_rehire_is_given_back_once_done(db: TestDb) {
+    let rules = r#"
+  [[sources.rules]]
+  name = "leaver"
+  when = { "/type" = "leaver" }
+  email = "/email"
+  actions = ["suspend_access"]
+
+  [[sources.rules]]
+  name = "rehired"
+  when = { "/type" = "rehired" }
+  email = "/email"
+  cancel = true
+  undo = true
+"#;
+    let settings = Settings {
+        rules: rules.to_owned(),
+        ..Settings::default()
+    };
+    let h = Harness::start(
+        &db,
+        settings,
+        vec![FakeAccount::managed("acc-ann", "ann@example.com")],
+    )
+    .await;
+    h.fake.inject(Fault::once(
+        Matcher::PathContains("/suspend".into()),
+        FaultKind::HoldAnswer,
+    ));
+    let chain = h
+        .enqueue(json!({ "type": "leaver", "email": "ann@example.com" }))
+        .await;
+    // The suspend is carried out, its answer held: the job is running.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while h.fake.account("acc-ann").unwrap().status() != FakeStatus::Suspended {
+        assert!(tokio::time::Instant::now() < deadline, "no suspend");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(h.states(&chain).await, [JobState::Running]);
+
+    let answer = h
+        .app
+        .deliver(
+            SOURCE,
+            &json!({ "type": "rehired", "email": "ann@example.com" }),
+        )
+        .await;
+    let undo = answer["undo"].as_array().expect("undo jobs");
+    assert_eq!(undo.len(), 1, "{answer}");
+    assert_eq!(undo[0]["action"], "restore_access");
+    assert_eq!(undo[0]["params"]["undoes"], json!(chain[0]));
+    let ids = [undo[0]["id"].as_str().unwrap().to_owned()];
+    // The inverse waits while the original is in flight.
+    while !event_log(&h.app.job(&ids[0]).await).contains("waiting for job") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the inverse never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(h.states(&chain).await, [JobState::Running]);
+    h.fake.release_held();
+    let restore = h.wait_all_final(&ids).await.remove(0);
+    assert_succeeded(&restore, Outcome::Done);
+    assert_eq!(
+        h.fake.account("acc-ann").unwrap().status(),
+        FakeStatus::Active
+    );
+    h.stop().await;
+}
+
+both_stores!(
+    a_step_running_during_a_rehire_is_given_back_once_done_on,
+    a_step_running_during_a_rehire_is_given_back_once_done
+);
+
+/// An inverse that a later removal from the directory made impossible is listed, not
+/// enqueued; the removal itself is listed with the truth about re-inviting.
+async fn an_undo_after_a_directory_removal_lists_what_it_cannot_give(db: TestDb) {
+    let rules = r#"
+  [[sources.rules]]
+  name = "leaver"
+  when = { "/type" = "leaver" }
+  email = "/email"
+  actions = ["suspend_access", "remove_from_directory"]
+
+  [[sources.rules]]
+  name = "rehired"
+  when = { "/type" = "rehired" }
+  email = "/email"
+  cancel = true
+  undo = true
+"#;
+    let settings = Settings {
+        rules: rules.to_owned(),
+        ..Settings::default()
+    };
+    let h = Harness::start(
+        &db,
+        settings,
+        vec![FakeAccount::managed("acc-ann", "ann@example.com")],
+    )
+    .await;
+    let chain = h
+        .enqueue(json!({ "type": "leaver", "email": "ann@example.com" }))
+        .await;
+    for job in h.wait_all_final(&chain).await {
+        assert_succeeded(&job, Outcome::Done);
+    }
+    let answer = h
+        .app
+        .deliver(
+            SOURCE,
+            &json!({ "type": "rehired", "email": "ann@example.com" }),
+        )
+        .await;
+    assert_eq!(answer["undo"], json!([]), "{answer}");
+    let irreversible = answer["irreversible"].as_array().unwrap();
+    let listed: Vec<&str> = irreversible
+        .iter()
+        .map(|i| i["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        listed,
+        ["remove_from_directory", "suspend_access"],
+        "{answer}"
+    );
+    assert!(
+        irreversible[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("invite")
+    );
+    assert!(
+        irreversible[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("removed from the directory afterwards"),
+        "{answer}"
+    );
+    h.stop().await;
+}
+
+both_stores!(
+    an_undo_after_a_directory_removal_lists_what_it_cannot_give_on,
+    an_undo_after_a_directory_removal_lists_what_it_cannot_give
 );
