@@ -141,6 +141,19 @@ impl Action {
             _ => None,
         }
     }
+
+    /// The target of a job of this action with these parameters: with the action and the
+    /// email, the key of its one live job (README, "One live job per (action, email,
+    /// target)"). It is the `group_id`, `service_desk_id` or `organization_id` of the actions
+    /// that take one, written as it is stored (`param_text`), so that removing a person from
+    /// two groups makes two jobs; empty for every other action. The stores bind it as the
+    /// `target` column; nothing else decides it.
+    pub fn key_target(self, params: &serde_json::Map<String, serde_json::Value>) -> String {
+        self.required_param()
+            .and_then(|name| params.get(name))
+            .and_then(Action::param_text)
+            .unwrap_or_default()
+    }
 }
 
 /// How long after a step succeeded its inverse can still give back what it took
@@ -242,6 +255,28 @@ mod tests {
             );
         }
         assert!("delete".parse::<Action>().is_err());
+    }
+
+    #[test]
+    fn the_key_target_is_the_id_of_the_actions_that_take_one() {
+        let params = |value: serde_json::Value| value.as_object().cloned().unwrap();
+        let group = params(serde_json::json!({ "group_id": "g-1" }));
+        assert_eq!(Action::RemoveFromGroup.key_target(&group), "g-1");
+        assert_eq!(Action::AddToGroup.key_target(&group), "g-1");
+        let desk = params(serde_json::json!({ "service_desk_id": 10 }));
+        assert_eq!(Action::RemoveFromServiceDesk.key_target(&desk), "10");
+        let organization = params(serde_json::json!({ "organization_id": "3" }));
+        assert_eq!(
+            Action::AddToCustomerOrganization.key_target(&organization),
+            "3"
+        );
+        // Another action's parameter is not its target, and actions without one have none.
+        assert_eq!(Action::RemoveFromServiceDesk.key_target(&group), "");
+        assert_eq!(Action::SuspendAccess.key_target(&group), "");
+        assert_eq!(
+            Action::DeleteAccount.key_target(&params(serde_json::json!({}))),
+            ""
+        );
     }
 
     #[test]

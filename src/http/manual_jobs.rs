@@ -35,9 +35,9 @@ pub(super) struct EnqueueRequest {
 }
 
 /// Enqueues jobs by hand, through every guard a webhook goes through: protected people are
-/// refused, one live job per (action, email), approval and `approval_above`; dry run and the
-/// blast radius apply in the worker. The same `Idempotency-Key` again replays the first
-/// answer; without one every request is new.
+/// refused, one live job per (action, email, target), approval and `approval_above`; dry run
+/// and the blast radius apply in the worker. The same `Idempotency-Key` again replays the
+/// first answer; without one every request is new.
 #[utoipa::path(
     post,
     path = "/api/v1/jobs",

@@ -2,8 +2,8 @@
 //! (`POST /api/v1/jobs`, source `api`), the command line (`jobs add` and `jobs import`,
 //! source `cli`) and the console (source `console`). A request is recorded like a webhook
 //! delivery and goes through the same guards (`DeliveryContent::guarded`): protected people
-//! are refused, one live job per (action, email), approval and `approval_above`; dry run and
-//! the blast radius apply in the worker as to every job. An entry that names its
+//! are refused, one live job per (action, email, target), approval and `approval_above`; dry
+//! run and the blast radius apply in the worker as to every job. An entry that names its
 //! `account_id` is acted on by that id, without an email search (`worker::execute`).
 
 pub mod import;

@@ -2068,6 +2068,93 @@ both_stores!(
     a_rehire_gives_back_what_can_be_given_back
 );
 
+/// One live job per (action, email, target) (README): a rule that removes a person from two
+/// groups makes a job per group, the worker runs both, and a rehire gives both groups back,
+/// the one removed last first.
+async fn two_groups_are_two_jobs_and_a_rehire_gives_both_back(db: TestDb) {
+    let rules = r#"
+  [[sources.rules]]
+  name = "leaver"
+  when = { "/type" = "leaver" }
+  email = "/email"
+  actions = [{ action = "remove_from_group", group_id = "g-1" },
+             { action = "remove_from_group", group_id = "g-2" }]
+
+  [[sources.rules]]
+  name = "rehired"
+  when = { "/type" = "rehired" }
+  email = "/email"
+  cancel = true
+  undo = true
+"#;
+    let settings = Settings {
+        rules: rules.to_owned(),
+        ..Settings::default()
+    };
+    let mut ann = FakeAccount::managed("acc-ann", "ann@example.com");
+    ann.groups.extend(["g-1".to_owned(), "g-2".to_owned()]);
+    let h = Harness::start(&db, settings, vec![ann]).await;
+
+    let removed = h
+        .enqueue(json!({ "type": "leaver", "email": "ann@example.com" }))
+        .await;
+    assert_eq!(removed.len(), 2, "a job per group: {removed:?}");
+    let groups: Vec<String> = h
+        .wait_all_final(&removed)
+        .await
+        .iter()
+        .map(|job| {
+            assert_succeeded(job, Outcome::Done);
+            job.job.param("group_id").unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(groups, ["g-1", "g-2"]);
+    assert!(h.fake.account("acc-ann").unwrap().groups.is_empty());
+
+    let answer = h
+        .app
+        .deliver(
+            SOURCE,
+            &json!({ "type": "rehired", "email": "ann@example.com" }),
+        )
+        .await;
+    let undo = answer["undo"].as_array().expect("undo jobs");
+    let given_back: Vec<(&str, &str)> = undo
+        .iter()
+        .map(|j| {
+            (
+                j["action"].as_str().unwrap(),
+                j["params"]["group_id"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        given_back,
+        [("add_to_group", "g-2"), ("add_to_group", "g-1")],
+        "{answer}"
+    );
+    assert_eq!(answer["irreversible"], json!([]), "{answer}");
+    assert_eq!(answer["jobs"], json!([]), "{answer}");
+    let ids: Vec<String> = undo
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_owned())
+        .collect();
+    for job in h.wait_all_final(&ids).await {
+        assert_succeeded(&job, Outcome::Done);
+    }
+    let groups = h.fake.account("acc-ann").unwrap().groups;
+    assert!(
+        groups.contains("g-1") && groups.contains("g-2"),
+        "{groups:?}"
+    );
+    h.stop().await;
+}
+
+both_stores!(
+    two_groups_are_two_jobs_and_a_rehire_gives_both_back_on,
+    two_groups_are_two_jobs_and_a_rehire_gives_both_back
+);
+
 /// With `approval = true` on the undo rule, the inverses are created awaiting approval and
 /// give nothing back until a person approves them.
 async fn an_undo_with_approval_waits_for_a_person(db: TestDb) {
