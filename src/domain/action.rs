@@ -110,6 +110,29 @@ impl Action {
         }
     }
 
+    /// Whether the action's call writes to the org directory (`…/directories/{directoryId}/…`),
+    /// where `directory_id = "-"` ("all directories") is documented for reads only.
+    pub fn writes_directory(self) -> bool {
+        match self {
+            Action::SuspendAccess
+            | Action::RestoreAccess
+            | Action::RemoveFromDirectory
+            | Action::RemoveFromGroup
+            | Action::AddToGroup => true,
+            // The lifecycle calls act on the account, not on a directory.
+            Action::DeactivateAccount
+            | Action::DeleteAccount
+            | Action::EnableAccount
+            | Action::CancelDeleteAccount => false,
+            Action::RevokePortalAccess
+            | Action::DeletePortalCustomer
+            | Action::RemoveFromServiceDesk
+            | Action::RemoveFromCustomerOrganization
+            | Action::AddToServiceDesk
+            | Action::AddToCustomerOrganization => false,
+        }
+    }
+
     /// The API family of the mutating call.
     pub fn family(self) -> ApiFamily {
         match self.target() {
@@ -284,5 +307,30 @@ mod tests {
         assert_eq!(Action::DeletePortalCustomer.family(), ApiFamily::Site);
         assert_eq!(Action::DeleteAccount.family(), ApiFamily::Admin);
         assert_eq!(Action::SuspendAccess.target(), TargetAccount::Managed);
+    }
+
+    #[test]
+    fn only_directory_calls_write_to_the_directory() {
+        let writers: Vec<Action> = Action::ALL
+            .into_iter()
+            .filter(|action| action.writes_directory())
+            .collect();
+        assert_eq!(
+            writers,
+            [
+                Action::SuspendAccess,
+                Action::RestoreAccess,
+                Action::RemoveFromDirectory,
+                Action::RemoveFromGroup,
+                Action::AddToGroup,
+            ]
+        );
+        // Every writer is a managed action, and so is its inverse.
+        for action in writers {
+            assert_eq!(action.target(), TargetAccount::Managed);
+            if let Some((inverse, _)) = action.inverse() {
+                assert!(inverse.writes_directory(), "{inverse}");
+            }
+        }
     }
 }
