@@ -86,6 +86,7 @@ fn config(database_url: &str, fake: Option<&FakeAtlassian>, rps: f64) -> Config 
 async fn import(store: &dyn Store, config: &Config, file: &[u8]) -> (Duration, Duration) {
     let started = Instant::now();
     let chains = manual::import::check(
+        config,
         file,
         Some("delete_portal_customer"),
         false,

@@ -22,4 +22,4 @@ pub use error::CallError;
 pub use inventory::{CustomerFilter, CustomerKey, InventoryProgress, PortalCustomer};
 pub use lookup::Account;
 pub use mutation::{Applied, Mutation, PlannedRequest, Settled};
-pub use targets::ALL_DIRECTORIES;
+pub use targets::{ALL_DIRECTORIES, Directory};

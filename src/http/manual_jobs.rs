@@ -62,7 +62,7 @@ pub(super) async fn enqueue_jobs(
     let body = read_capped(&headers, body, MAX_BODY_BYTES).await?;
     let payload = json_body::parse(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     let (entries, approval) = entries(payload)?;
-    let chains = manual::chains(&entries, approval, chrono::Utc::now())
+    let chains = manual::chains(&state.config, &entries, approval, chrono::Utc::now())
         .map_err(|invalid| ApiError::InvalidRequest(describe(&invalid)))?;
     let key = match headers.get("idempotency-key") {
         None => manual::fresh_key(ManualSource::Api),

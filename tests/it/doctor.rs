@@ -136,7 +136,7 @@ async fn failures_name_the_check_the_reason_and_the_fix() {
         ("service_desk:11", "no service desk has this id"),
         (
             "directory",
-            "dir-x is not a directory of the org (it has: dir-1)",
+            "dir-x is not a directory of the org (it has: dir-1",
         ),
         ("group:g-typo", "no group has this id"),
     ] {
@@ -247,6 +247,71 @@ secrets = ["doctor-test-token-1"]
     let out = doctor(&config, false);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(out.stdout.is_empty());
+}
+
+/// One rule of managed-account actions only.
+fn managed_rules(actions: &str) -> String {
+    format!(
+        r#"
+[[sources]]
+name = "hr"
+scheme = "token"
+secrets = ["doctor-test-token-1"]
+  [[sources.rules]]
+  name = "staff"
+  email = "/email"
+  actions = {actions}
+"#
+    )
+}
+
+/// `-` (all directories) is for reads only: with a rule that writes to the directory the
+/// `directory` check fails, lists the org's directories and says how to fix it (where
+/// `check` refuses the configuration); with rules that only read it passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_directories_fails_only_where_the_rules_write_to_the_directory() {
+    let fake = healthy_fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let atlassian =
+        atlassian_toml(&fake).replace("directory_id = \"dir-1\"", "directory_id = \"-\"");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{atlassian}\n{}",
+            managed_rules(r#"["suspend_access", "delete_account"]"#)
+        ),
+    );
+    let out = doctor(&config, false);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("FAIL directory: "))
+        .unwrap_or_else(|| panic!("no FAIL line for the directory: {stdout}"));
+    for needle in [
+        "`-` (all directories) is documented for reads only",
+        "(suspend_access)",
+        "the org's directories: dir-1",
+        " — set directory_id to",
+    ] {
+        assert!(line.contains(needle), "{needle:?} in {line}");
+    }
+    assert!(stdout.contains("PASS admin_credentials"), "{stdout}");
+    assert!(fake.mutating_requests().is_empty());
+
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{atlassian}\n{}",
+            managed_rules(r#"["deactivate_account", "delete_account"]"#)
+        ),
+    );
+    let out = doctor(&config, false);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert_eq!(
+        text(&out.stdout),
+        "PASS admin_credentials\nPASS directory\n"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

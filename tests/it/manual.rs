@@ -289,6 +289,48 @@ both_stores!(
     an_invalid_entry_enqueues_nothing
 );
 
+/// `directory_id = "-"` is for reads only: with rules that only read, the service runs, and
+/// an entry whose action writes to the directory is refused like any invalid entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_cannot_write_through_all_directories() {
+    let db = TestDb::sqlite();
+    let atlassian = r#"
+[atlassian]
+site_url = "https://example.atlassian.net"
+site_email = "bot@example.com"
+site_api_token = "site-token"
+admin_api_key = "admin-key"
+org_id = "org-1"
+directory_id = "-"
+"#;
+    let app = TestApp::spawn(&db, &format!("{atlassian}{CONFIG}")).await;
+    let body = json!({ "jobs": [
+        entry("deactivate_account", "a@example.com"),
+        entry("suspend_access", "b@example.com"),
+        { "action": "remove_from_group", "email": "c@example.com",
+          "params": { "group_id": "g-1" } },
+    ]});
+    let (status, error) = post_jobs(&app, None, &body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert_eq!(error["error"], "invalid_request", "{error}");
+    let message = error["message"].as_str().unwrap();
+    for needle in [
+        "jobs[1]: suspend_access writes to the directory, but directory_id is `-`",
+        "jobs[2]: remove_from_group writes to the directory",
+        "offboard doctor",
+    ] {
+        assert!(message.contains(needle), "{needle:?} in {message:?}");
+    }
+    assert!(!message.contains("jobs[0]"), "{message}");
+    assert!(all_jobs(&app).await.is_empty(), "nothing was enqueued");
+
+    // What only reads the directory (its search) is taken.
+    let body = json!({ "jobs": [entry("deactivate_account", "a@example.com")] });
+    let (status, answer) = post_jobs(&app, None, &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    app.stop().await;
+}
+
 fn write_config(dir: &Path, db: &TestDb) -> PathBuf {
     let path = dir.join("offboard.toml");
     let text = format!(
