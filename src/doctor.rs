@@ -11,7 +11,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::atlassian::{ALL_DIRECTORIES, CallError, Client};
+use crate::atlassian::{ALL_DIRECTORIES, CallError, Client, NO_JSM_AGENT_LICENCE};
 use crate::config::Config;
 use crate::domain::{Action, ApiFamily};
 
@@ -187,7 +187,7 @@ async fn site_checks(client: Option<&Client>, targets: &Targets) -> Vec<Check> {
     for id in &targets.service_desks {
         // GET /rest/servicedeskapi/servicedesk/{id}
         let found = client.service_desk_exists(id).await;
-        checks.push(existence(
+        checks.push(desk_existence(
             format!("service_desk:{id}"),
             found,
             "service desk",
@@ -197,7 +197,7 @@ async fn site_checks(client: Option<&Client>, targets: &Targets) -> Vec<Check> {
     for id in &targets.organizations {
         // GET /rest/servicedeskapi/organization/{id}
         let found = client.organization_exists(id).await;
-        checks.push(existence(
+        checks.push(desk_existence(
             format!("organization:{id}"),
             found,
             "customer organization",
@@ -307,6 +307,24 @@ fn existence(name: String, found: Result<bool, CallError>, what: &str, param: &s
             format!("no {what} has this id (HTTP 404) — fix the {param} in the rules"),
         ),
         Err(e) => failed(&name, explain(&e, "check the credentials' access to it")),
+    }
+}
+
+/// A service desk API read (`/rest/servicedeskapi/…`): as [`existence`], except that a 403
+/// with an empty body is what every such endpoint answers a site user without a JSM agent
+/// licence.
+fn desk_existence(name: String, found: Result<bool, CallError>, what: &str, param: &str) -> Check {
+    match found {
+        Err(e) if e.is_bare_forbidden() => failed(
+            &name,
+            format!(
+                "{NO_JSM_AGENT_LICENCE} (every service desk API call answers HTTP 403 with an \
+                 empty body) — give site_email a Jira Service Management agent licence \
+                 (admin.atlassian.com → Users → the user → product access: Jira Service \
+                 Management), then run offboard doctor again"
+            ),
+        ),
+        found => existence(name, found, what, param),
     }
 }
 

@@ -48,7 +48,19 @@ pub enum CallError {
     DirectoryNotWritable,
 }
 
+/// What a 403 with an empty body from a service desk API (`/rest/servicedeskapi/…`) means:
+/// without a JSM agent licence, every one of them answers that way (observed live).
+pub const NO_JSM_AGENT_LICENCE: &str =
+    "the site user needs a Jira Service Management agent licence";
+
 impl CallError {
+    /// A 403 with an empty body: from a service desk API, the site user has no Jira Service
+    /// Management agent licence ([`NO_JSM_AGENT_LICENCE`]). A 403 with a body says its own
+    /// reason.
+    pub fn is_bare_forbidden(&self) -> bool {
+        matches!(self, CallError::Rejected { status: 403, body } if body.trim().is_empty())
+    }
+
     /// Applies the rules that hold for every endpoint; any other response is returned for the
     /// endpoint to classify.
     pub(crate) async fn check_shared_rules(

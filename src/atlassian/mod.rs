@@ -18,7 +18,7 @@ mod readback;
 mod targets;
 
 pub use client::{AdminSettings, AtlassianSettings, Client, SiteSettings};
-pub use error::CallError;
+pub use error::{CallError, NO_JSM_AGENT_LICENCE};
 pub use inventory::{CustomerFilter, CustomerKey, InventoryProgress, PortalCustomer};
 pub use lookup::Account;
 pub use mutation::{Applied, Mutation, PlannedRequest, Settled};

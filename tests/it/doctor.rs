@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::support::app::{ADMIN_TOKEN, TestApp, atlassian_toml};
 use crate::support::db::TestDb;
-use crate::support::fake_atlassian::{FakeAccount, FakeAtlassian};
+use crate::support::fake_atlassian::{FakeAccount, FakeAtlassian, Fault, FaultKind, Matcher};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
@@ -312,6 +312,57 @@ async fn all_directories_fails_only_where_the_rules_write_to_the_directory() {
         text(&out.stdout),
         "PASS admin_credentials\nPASS directory\n"
     );
+}
+
+/// Without a JSM agent licence every service desk API call answers 403 with an empty body:
+/// the desk and organization checks say so and how to fix it. A 403 with a body keeps its
+/// own reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_user_without_a_jsm_agent_licence_fails_the_desk_checks() {
+    let fake = healthy_fake().await;
+    fake.set_jsm_agent_licence(false);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &format!("{}\n{RULES}", atlassian_toml(&fake)));
+    let out = doctor(&config, false);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("PASS site_credentials\n"), "{stdout}");
+    assert!(stdout.contains("PASS site_browse_users\n"), "{stdout}");
+    for check in ["service_desk:10", "organization:3"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("FAIL {check}: ")))
+            .unwrap_or_else(|| panic!("no FAIL line for {check}: {stdout}"));
+        assert!(
+            line.contains(
+                "the site user needs a Jira Service Management agent licence (every service \
+                 desk API call answers HTTP 403 with an empty body) — give site_email a Jira \
+                 Service Management agent licence"
+            ),
+            "{line}"
+        );
+    }
+    assert!(fake.mutating_requests().is_empty());
+
+    fake.set_jsm_agent_licence(true);
+    fake.inject(Fault::once(
+        Matcher::PathContains("/servicedesk/10".into()),
+        FaultKind::Status403 {
+            body: r#"{"errorMessage":"You are not an agent on this desk"}"#.into(),
+        },
+    ));
+    let out = doctor(&config, false);
+    let stdout = text(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("FAIL service_desk:10: "))
+        .unwrap_or_else(|| panic!("no FAIL line for the desk: {stdout}"));
+    assert!(
+        line.contains("HTTP 403") && line.contains("You are not an agent on this desk"),
+        "{line}"
+    );
+    assert!(!line.contains("licence"), "{line}");
+    assert!(stdout.contains("PASS organization:3\n"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -207,6 +207,8 @@ pub(super) struct FakeState {
     pub(super) directories: BTreeSet<String>,
     /// The site user holds "Browse users and groups" (`USER_PICKER`).
     pub(super) browse_users: bool,
+    /// The site user holds a Jira Service Management agent licence.
+    pub(super) jsm_agent_licence: bool,
     pub(super) requests: Vec<RecordedRequest>,
     pub(super) faults: Vec<Fault>,
     pub(super) directory_page_size: usize,

@@ -162,6 +162,13 @@ impl FakeAtlassian {
         self.shared.lock().browse_users = granted;
     }
 
+    /// Gives or takes away the site user's Jira Service Management agent licence (held by
+    /// default). Without it every service desk API endpoint (`/rest/servicedeskapi/…`)
+    /// answers 403 with an empty body [JS-live].
+    pub fn set_jsm_agent_licence(&self, held: bool) {
+        self.shared.lock().jsm_agent_licence = held;
+    }
+
     pub fn account(&self, account_id: &str) -> Option<FakeAccount> {
         self.shared.lock().accounts.get(account_id).cloned()
     }
@@ -253,6 +260,7 @@ impl Default for Shared {
                 groups: BTreeSet::new(),
                 directories: [DIRECTORY_ID.to_owned()].into(),
                 browse_users: true,
+                jsm_agent_licence: true,
                 requests: Vec::new(),
                 faults: Vec::new(),
                 directory_page_size: DEFAULT_DIRECTORY_PAGE_SIZE,
