@@ -108,25 +108,44 @@ struct Page<T> {
 }
 
 #[derive(Deserialize)]
-struct ServiceDesk {
-    id: String,
+pub(super) struct ServiceDesk {
+    pub(super) id: String,
 }
 
+/// One entry of a desk's customer list: no `accountType` [AE-sd].
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct DeskCustomer {
-    account_id: String,
-    email_address: Option<String>,
+pub(super) struct DeskCustomer {
+    pub(super) account_id: String,
+    pub(super) email_address: Option<String>,
     display_name: Option<String>,
     active: Option<bool>,
 }
 
 /// One paged listing of the service desk API.
-struct Listing<'a> {
-    path: &'a [&'a str],
-    endpoint: &'static str,
+pub(super) struct Listing<'a> {
+    pub(super) path: &'a [&'a str],
+    pub(super) endpoint: &'static str,
     /// Sends `X-ExperimentalApi: opt-in`.
-    experimental: bool,
+    pub(super) experimental: bool,
+    /// The `query` filter, where the listing takes one.
+    pub(super) query: Option<&'a str>,
+    /// How often a rate-limited page is waited out and asked again; a job's lookup asks
+    /// none, and snoozes instead.
+    pub(super) rate_limit_retries: u32,
+}
+
+impl Listing<'_> {
+    /// A desk's customer list (experimental).
+    pub(super) fn desk_customers<'a>(path: &'a [&'a str; 5]) -> Listing<'a> {
+        Listing {
+            path,
+            endpoint: "service_desk_customers",
+            experimental: true,
+            query: None,
+            rate_limit_retries: RATE_LIMIT_RETRIES,
+        }
+    }
 }
 
 impl Client {
@@ -152,11 +171,7 @@ impl Client {
                 return Err(CallError::unsendable(desk));
             }
             let path = ["rest", "servicedeskapi", "servicedesk", desk, "customer"];
-            let listing = Listing {
-                path: &path,
-                endpoint: "service_desk_customers",
-                experimental: true,
-            };
+            let listing = Listing::desk_customers(&path);
             self.each_page(&listing, |page: Vec<DeskCustomer>| {
                 for customer in page {
                     merge(&mut customers, customer, desk);
@@ -177,7 +192,7 @@ impl Client {
     /// Follows `isLastPage`, each page starting after the entries that came: a server may
     /// answer fewer than `limit`. A page without entries that is not the last would be asked
     /// for again forever, so it is an error.
-    async fn each_page<T: DeserializeOwned>(
+    pub(super) async fn each_page<T: DeserializeOwned>(
         &self,
         listing: &Listing<'_>,
         mut take: impl FnMut(Vec<T>),
@@ -222,6 +237,9 @@ impl Client {
         let mut retries = 0;
         loop {
             let mut url = self.site_endpoint(listing.path)?;
+            if let Some(query) = listing.query {
+                url.query_pairs_mut().append_pair("query", query);
+            }
             url.query_pairs_mut()
                 .append_pair("start", &start.to_string())
                 .append_pair("limit", &PAGE_LIMIT.to_string());
@@ -232,7 +250,7 @@ impl Client {
             }
             match self.send(ApiFamily::Site, listing.endpoint, request).await {
                 Err(CallError::RateLimited { wait, .. })
-                    if retries < RATE_LIMIT_RETRIES
+                    if retries < listing.rate_limit_retries
                         && wait.is_none_or(|wait| wait <= MAX_RATE_LIMIT_WAIT) =>
                 {
                     retries += 1;
@@ -247,10 +265,12 @@ impl Client {
     }
 }
 
-const SERVICE_DESKS: Listing<'static> = Listing {
+pub(super) const SERVICE_DESKS: Listing<'static> = Listing {
     path: &["rest", "servicedeskapi", "servicedesk"],
     endpoint: "service_desks",
     experimental: false,
+    query: None,
+    rate_limit_retries: RATE_LIMIT_RETRIES,
 };
 
 /// Adds one desk's entry for a customer. A field one desk's list leaves out is taken from

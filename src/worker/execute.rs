@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use crate::atlassian::{Account, Applied, CallError, Client, Mutation, PlannedRequest, Settled};
+use crate::atlassian::{
+    Account, Applied, CallError, Client, Mutation, NO_JSM_AGENT_LICENCE, PlannedRequest, Settled,
+};
 use crate::domain::{
     Action, ApiFamily, Job, JobState, ManualSource, Outcome, PauseReason, Safety, TargetAccount,
 };
@@ -205,8 +207,10 @@ fn recorded_account(job: &Job) -> Option<Account> {
 }
 
 /// Exactly one account must have the job's email. Before "nobody has it" is believed for a
-/// customer, the site credentials must still hold "Browse users and groups": without it
-/// the search answers an empty list to everything.
+/// customer, the site credentials must still hold "Browse users and groups" (without it the
+/// search answers an empty list to everything), and the service desks' customer lists must
+/// not hold the email either: the search returns active users only, so a customer revoked
+/// earlier is found only there.
 async fn look_up_by_email(client: &Client, job: &Job) -> Result<Account, Step> {
     let family = job.action.family();
     let found = match job.action.target() {
@@ -214,26 +218,54 @@ async fn look_up_by_email(client: &Client, job: &Job) -> Result<Account, Step> {
         TargetAccount::Managed => client.find_directory_accounts(&job.email).await,
     };
     let accounts = found.map_err(|e| classify_lookup_error(e, family, "lookup"))?;
-    match accounts.as_slice() {
-        [] => {
-            if family == ApiFamily::Site {
-                confirm_browse_permission(client).await?;
-            }
+    match (accounts.as_slice(), job.action.target()) {
+        ([], TargetAccount::Customer) => {
+            confirm_browse_permission(client).await?;
+            look_up_among_desk_customers(client, job).await
+        }
+        ([], TargetAccount::Managed) => {
             Err(Step::not_found("no account has this email; nothing to do"))
         }
-        [one] => Ok(one.clone()),
-        many => {
+        ([one], _) => Ok(one.clone()),
+        (many, _) => {
             let ids: Vec<&str> = many.iter().map(|a| a.account_id.as_str()).collect();
-            Err(Step::failed(
-                "ambiguous_account",
-                format!(
-                    "{} accounts have this email: {}",
-                    many.len(),
-                    ids.join(", ")
-                ),
-            ))
+            Err(ambiguous(&ids))
         }
     }
+}
+
+/// The customer the active-user search did not find, looked up on every service desk's
+/// customer list. An entry there has no account type, so the account's own record gives it
+/// (for the account-type guard).
+async fn look_up_among_desk_customers(client: &Client, job: &Job) -> Result<Account, Step> {
+    let call = "GET /rest/servicedeskapi/servicedesk/{id}/customer";
+    let ids = client
+        .find_desk_customers(&job.email)
+        .await
+        .map_err(|e| classify_desk_lookup_error(e, call))?;
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    match ids.as_slice() {
+        [] => Err(Step::not_found(
+            "no account has this email, in the active-user search or on any service desk's \
+             customer list; nothing to do",
+        )),
+        [one] => match client.site_user(one).await {
+            Ok(Some(account)) => Ok(account),
+            Ok(None) => Err(Step::not_found(format!(
+                "account {one}, listed with this email on a service desk, no longer exists \
+                 (HTTP 404); nothing to do"
+            ))),
+            Err(e) => Err(classify_lookup_error(e, ApiFamily::Site, "read by id")),
+        },
+        many => Err(ambiguous(many)),
+    }
+}
+
+fn ambiguous(ids: &[&str]) -> Step {
+    Step::failed(
+        "ambiguous_account",
+        format!("{} accounts have this email: {}", ids.len(), ids.join(", ")),
+    )
 }
 
 async fn confirm_browse_permission(client: &Client) -> Result<(), Step> {
@@ -430,6 +462,21 @@ fn classify_error(err: CallError, call: &str) -> Step {
         }
         CallError::DirectoryNotWritable => Step::failed("directory_not_writable", detail),
     }
+}
+
+/// A service desk read refused with 403 is about the site credentials, as for every lookup;
+/// with an empty body, what is missing is the JSM agent licence.
+fn classify_desk_lookup_error(err: CallError, call: &str) -> Step {
+    if err.is_bare_forbidden() {
+        return Step::Pause {
+            reason: PauseReason::Permission,
+            detail: format!(
+                "{call}: {NO_JSM_AGENT_LICENCE} (HTTP 403 with an empty body), so the service \
+                 desks' customer lists cannot be read; not recording not_found"
+            ),
+        };
+    }
+    classify_lookup_error(err, ApiFamily::Site, call)
 }
 
 /// A lookup refused with 403 is about the credentials, not about this person: the site

@@ -551,8 +551,12 @@ async fn no_account_is_not_found(db: TestDb) {
         .into(),
         ..Settings::default()
     };
-    // A near miss that the fuzzy site search returns, but that is not the same email.
-    let accounts = vec![FakeAccount::customer("qm:1", "ghost@example.com.au")];
+    // A near miss that the fuzzy site search and the desk's customer query return, but that
+    // is not the same email.
+    let accounts = vec![FakeAccount {
+        service_desks: ["10".to_owned()].into(),
+        ..FakeAccount::customer("qm:1", "ghost@example.com.au")
+    }];
     let h = Harness::start(&db, settings, accounts).await;
     for kind in ["customer", "managed"] {
         let job = h
@@ -565,11 +569,14 @@ async fn no_account_is_not_found(db: TestDb) {
         paths,
         [
             "/rest/api/3/user/search",
-            // Before believing "nobody", the permission behind the search is confirmed.
+            // Before believing "nobody", the permission behind the search is confirmed,
             "/rest/api/3/mypermissions",
+            // and the service desks' customer lists, which hold revoked customers, are read.
+            "/rest/servicedeskapi/servicedesk",
+            "/rest/servicedeskapi/servicedesk/10/customer",
             &directory("/users/search"),
         ],
-        "one lookup each, and the permission check for the customer"
+        "one lookup each, and for the customer the permission check and the desks"
     );
     assert_no_mutation(&h.fake);
     h.stop().await;
@@ -1401,7 +1408,8 @@ both_stores!(
 );
 
 /// Without the recorded account, the search after a revoke finds nobody: the fake must not
-/// be kinder than that, or the test above proves nothing.
+/// be kinder than that, or the test above proves nothing. (On no service desk, the customer
+/// is not on any desk's customer list either: `a_customer_revoked_by_hand_is_found_on_a_desk`.)
 async fn a_revoked_customer_is_not_found_by_email(db: TestDb) {
     let settings = Settings::with_rule(r#"["delete_portal_customer"]"#);
     let accounts = vec![FakeAccount {
@@ -1419,6 +1427,124 @@ async fn a_revoked_customer_is_not_found_by_email(db: TestDb) {
 both_stores!(
     a_revoked_customer_is_not_found_by_email_on,
     a_revoked_customer_is_not_found_by_email
+);
+
+/// A customer revoked earlier by hand is absent from the active-user search, but still on
+/// its service desk's customer list: found there, read by id for its type, and deleted.
+async fn a_customer_revoked_by_hand_is_found_on_a_desk(db: TestDb) {
+    let settings = Settings::with_rule(r#"["delete_portal_customer"]"#);
+    let accounts = vec![
+        FakeAccount {
+            portal_access_revoked: true,
+            service_desks: ["10".to_owned(), "20".to_owned()].into(),
+            ..FakeAccount::customer("qm:revoked", "Revoked@Example.com")
+        },
+        // On the desk too, and matched by the desk's query, but another email.
+        FakeAccount {
+            service_desks: ["20".to_owned()].into(),
+            ..FakeAccount::customer("qm:near", "revoked@example.com.au")
+        },
+    ];
+    let h = Harness::start(&db, settings, accounts).await;
+    h.fake.add_service_desk("30");
+    let job = h.run_one(person("revoked@example.com")).await;
+    assert_succeeded(&job, Outcome::Done);
+    assert_eq!(job.job.account_id.as_deref(), Some("qm:revoked"));
+    assert_eq!(job.job.account_type.as_deref(), Some("customer"));
+    assert_eq!(
+        h.fake.account("qm:revoked").unwrap().status(),
+        FakeStatus::Deleted
+    );
+    assert_eq!(
+        h.fake.account("qm:near").unwrap().status(),
+        FakeStatus::Active
+    );
+
+    let requests = h.fake.requests();
+    let desk_queries: Vec<&RecordedRequest> = requests
+        .iter()
+        .filter(|r| r.path.ends_with("/customer") && r.method == "GET")
+        .collect();
+    assert_eq!(desk_queries.len(), 3, "one query per desk: {requests:#?}");
+    for query in &desk_queries {
+        assert_eq!(query.header("x-experimentalapi"), Some("opt-in"));
+        assert!(
+            query
+                .query
+                .as_deref()
+                .is_some_and(|q| q.starts_with("query=revoked%40example.com&")),
+            "{query:#?}"
+        );
+    }
+    // The list has no accountType: the account's own record was read for the type guard.
+    assert!(
+        requests.iter().any(|r| r.method == "GET"
+            && r.path == "/rest/api/3/user"
+            && r.query.as_deref() == Some("accountId=qm%3Arevoked")),
+        "{requests:#?}"
+    );
+    let sent = h.fake.mutating_requests();
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert_eq!(sent[0].method, "DELETE");
+    assert_eq!(sent[0].query.as_deref(), Some("accountId=qm%3Arevoked"));
+    h.stop().await;
+}
+
+both_stores!(
+    a_customer_revoked_by_hand_is_found_on_a_desk_on,
+    a_customer_revoked_by_hand_is_found_on_a_desk
+);
+
+/// Two accounts with the job's email on the desks' customer lists: ambiguous, as from the
+/// search. Without a JSM agent licence the lists cannot be read (403, empty body): the worker
+/// pauses `permission` rather than record `not_found`.
+async fn desk_customer_lookups_are_ambiguous_or_pause_never_guess(db: TestDb) {
+    let settings = Settings {
+        concurrency: 1,
+        ..Settings::with_rule(r#"["revoke_portal_access"]"#)
+    };
+    let revoked = |id: &str, desk: &str| FakeAccount {
+        portal_access_revoked: true,
+        service_desks: [desk.to_owned()].into(),
+        ..FakeAccount::customer(id, "twice@example.com")
+    };
+    let accounts = vec![revoked("qm:a", "10"), revoked("qm:b", "20")];
+    let h = Harness::start(&db, settings, accounts).await;
+    let job = h.run_one(person("twice@example.com")).await;
+    assert_failed(&job, "ambiguous_account");
+    assert!(
+        event_log(&job).contains("qm:a") && event_log(&job).contains("qm:b"),
+        "{}",
+        event_log(&job)
+    );
+
+    h.fake.set_jsm_agent_licence(false);
+    let ids = h.enqueue(person("nobody@example.com")).await;
+    eventually("the worker pauses for the licence", WAIT, async || {
+        h.worker_paused().await == Some(PauseReason::Permission)
+    })
+    .await;
+    eventually("the job is back to pending", WAIT, async || {
+        h.states(&ids).await == [JobState::Pending]
+    })
+    .await;
+    let job = h.app.job(&ids[0]).await;
+    assert_eq!(job.job.outcome, None, "{job:#?}");
+    assert!(
+        event_log(&job).contains("Jira Service Management agent licence"),
+        "{}",
+        event_log(&job)
+    );
+    h.fake.set_jsm_agent_licence(true);
+    h.app.store.resume().await.expect("resume");
+    assert_succeeded(&h.app.wait_final(&ids[0], WAIT).await, Outcome::NotFound);
+    assert_no_mutation(&h.fake);
+    h.stop().await;
+}
+
+both_stores!(
+    desk_customer_lookups_are_ambiguous_or_pause_never_guess_on,
+    desk_customer_lookups_are_ambiguous_or_pause_never_guess
 );
 
 /// A 3-step chain costs one lookup; every step records the same account.

@@ -237,15 +237,27 @@ async fn service_desks(State(shared): Fake, Query(page): Query<StartLimit>) -> R
     Json(state.listing_page(desks, &page, |desk| service_desk_json(desk))).into_response()
 }
 
+#[derive(Deserialize)]
+struct DeskCustomerParams {
+    query: Option<String>,
+    start: Option<usize>,
+    limit: Option<usize>,
+}
+
 /// A desk's customers, paged like the desk list; experimental; 404 when the desk is missing
 /// [AE-sd getCustomers, JS-v5]. Everyone on the desk is listed, managed accounts too (which
 /// kinds of account the real list holds is UNCONFIRMED). A revoked customer is listed with
 /// `active: false` and a deleted one not at all (both UNCONFIRMED; a revoke keeps the
 /// references [KB-rev]). `emailAddress` only where privacy settings show it.
+///
+/// `query` "is matched against customers' `displayName`, `name`, or `email`", "Jo" and "Smi"
+/// both matching "John Smith" [AE-sd getCustomers]: whether that is a prefix of a word or any
+/// substring is not said, so it is the wider of the two here, case-insensitive substring,
+/// which hands a caller looking for one exact email the most near misses to drop.
 async fn desk_customers(
     State(shared): Fake,
     Path(desk): Path<String>,
-    Query(page): Query<StartLimit>,
+    Query(params): Query<DeskCustomerParams>,
     headers: HeaderMap,
 ) -> Response {
     if let Some(refused) = experimental_refused(&headers) {
@@ -255,12 +267,27 @@ async fn desk_customers(
     if !state.service_desks.contains(&desk) {
         return error(StatusCode::NOT_FOUND, "The service desk does not exist.");
     }
+    let query = params.query.unwrap_or_default().to_lowercase();
     let customers: Vec<&FakeAccount> = state
         .accounts
         .values()
         .filter(|account| !account.is_gone() && account.service_desks.contains(&desk))
+        .filter(|account| query.is_empty() || desk_query_matches(account, &query))
         .collect();
+    let page = StartLimit {
+        start: params.start,
+        limit: params.limit,
+    };
     Json(state.listing_page(customers, &page, desk_customer_json)).into_response()
+}
+
+/// `query` (lower-cased) within the display name, the name (the account id, for a
+/// portal-only customer [AE-sd]) or the email, whatever the case.
+fn desk_query_matches(account: &FakeAccount, query: &str) -> bool {
+    let within = |text: &str| text.to_lowercase().contains(query);
+    within(&account.display_name)
+        || within(&account.account_id)
+        || account.email.as_deref().is_some_and(within)
 }
 
 /// A desk customer list entry has no `accountType` [AE-sd getCustomers]: which kind of
