@@ -13,7 +13,7 @@ use super::client::{Client, EXPERIMENTAL_API, is_sendable_id};
 use super::error::{CallError, read_body_prefix};
 use super::readback::{Reading, Seen, checked_first, reading};
 use super::targets::ALL_DIRECTORIES;
-use crate::domain::ApiFamily;
+use crate::domain::{Action, ApiFamily};
 
 /// One mutating call against one account.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,25 +77,32 @@ pub enum Mutation {
 }
 
 impl Mutation {
+    /// The action it carries out.
+    pub fn action(&self) -> Action {
+        match self {
+            Mutation::RevokePortalAccess { .. } => Action::RevokePortalAccess,
+            Mutation::DeletePortalCustomer { .. } => Action::DeletePortalCustomer,
+            Mutation::RemoveFromServiceDesk { .. } => Action::RemoveFromServiceDesk,
+            Mutation::RemoveFromCustomerOrganization { .. } => {
+                Action::RemoveFromCustomerOrganization
+            }
+            Mutation::SuspendAccess { .. } => Action::SuspendAccess,
+            Mutation::RestoreAccess { .. } => Action::RestoreAccess,
+            Mutation::RemoveFromDirectory { .. } => Action::RemoveFromDirectory,
+            Mutation::RemoveFromGroup { .. } => Action::RemoveFromGroup,
+            Mutation::DeactivateAccount { .. } => Action::DeactivateAccount,
+            Mutation::DeleteAccount { .. } => Action::DeleteAccount,
+            Mutation::EnableAccount { .. } => Action::EnableAccount,
+            Mutation::CancelDeleteAccount { .. } => Action::CancelDeleteAccount,
+            Mutation::AddToGroup { .. } => Action::AddToGroup,
+            Mutation::AddToServiceDesk { .. } => Action::AddToServiceDesk,
+            Mutation::AddToCustomerOrganization { .. } => Action::AddToCustomerOrganization,
+        }
+    }
+
     /// The endpoint's name in metrics: the action it carries out.
     pub fn endpoint(&self) -> &'static str {
-        match self {
-            Mutation::RevokePortalAccess { .. } => "revoke_portal_access",
-            Mutation::DeletePortalCustomer { .. } => "delete_portal_customer",
-            Mutation::RemoveFromServiceDesk { .. } => "remove_from_service_desk",
-            Mutation::RemoveFromCustomerOrganization { .. } => "remove_from_customer_organization",
-            Mutation::SuspendAccess { .. } => "suspend_access",
-            Mutation::RestoreAccess { .. } => "restore_access",
-            Mutation::RemoveFromDirectory { .. } => "remove_from_directory",
-            Mutation::RemoveFromGroup { .. } => "remove_from_group",
-            Mutation::DeactivateAccount { .. } => "deactivate_account",
-            Mutation::DeleteAccount { .. } => "delete_account",
-            Mutation::EnableAccount { .. } => "enable_account",
-            Mutation::CancelDeleteAccount { .. } => "cancel_delete_account",
-            Mutation::AddToGroup { .. } => "add_to_group",
-            Mutation::AddToServiceDesk { .. } => "add_to_service_desk",
-            Mutation::AddToCustomerOrganization { .. } => "add_to_customer_organization",
-        }
+        self.action().as_str()
     }
 
     /// Customer mutations go to the site with Basic auth, managed ones to the admin API.
@@ -145,28 +152,6 @@ impl Mutation {
         match self {
             Mutation::RemoveFromServiceDesk { email, .. } => Some(email),
             _ => None,
-        }
-    }
-
-    /// Whether it writes to the configured directory, which `-` cannot name (reference:
-    /// `directoryId` `-` is documented for reads only).
-    fn writes_directory(&self) -> bool {
-        match self {
-            Mutation::SuspendAccess { .. }
-            | Mutation::RestoreAccess { .. }
-            | Mutation::RemoveFromDirectory { .. }
-            | Mutation::RemoveFromGroup { .. }
-            | Mutation::AddToGroup { .. } => true,
-            Mutation::RevokePortalAccess { .. }
-            | Mutation::DeletePortalCustomer { .. }
-            | Mutation::RemoveFromServiceDesk { .. }
-            | Mutation::RemoveFromCustomerOrganization { .. }
-            | Mutation::DeactivateAccount { .. }
-            | Mutation::DeleteAccount { .. }
-            | Mutation::EnableAccount { .. }
-            | Mutation::CancelDeleteAccount { .. }
-            | Mutation::AddToServiceDesk { .. }
-            | Mutation::AddToCustomerOrganization { .. } => false,
         }
     }
 
@@ -316,7 +301,7 @@ impl Client {
     /// like a member's (`readback::checked_first`).
     pub async fn settle(&self, m: &Mutation) -> Result<Settled, CallError> {
         refuse_unsendable_ids(m)?;
-        if m.writes_directory() && self.directory_id() == Some(ALL_DIRECTORIES) {
+        if m.action().writes_directory() && self.directory_id() == Some(ALL_DIRECTORIES) {
             return Err(CallError::DirectoryNotWritable);
         }
         if let Some(check) = checked_first(m) {

@@ -205,25 +205,6 @@ impl Action {
         })
     }
 
-    /// Whether it only works for a member of the configured directory: a later removal from
-    /// the directory makes it impossible.
-    pub fn needs_directory_membership(self) -> bool {
-        match self {
-            Action::RestoreAccess | Action::AddToGroup | Action::SuspendAccess => true,
-            Action::RemoveFromGroup | Action::RemoveFromDirectory => true,
-            Action::RevokePortalAccess
-            | Action::DeletePortalCustomer
-            | Action::RemoveFromServiceDesk
-            | Action::RemoveFromCustomerOrganization
-            | Action::DeactivateAccount
-            | Action::DeleteAccount
-            | Action::EnableAccount
-            | Action::CancelDeleteAccount
-            | Action::AddToServiceDesk
-            | Action::AddToCustomerOrganization => false,
-        }
-    }
-
     /// Why a step of this action cannot be undone, where that is so by its nature.
     pub fn irreversible_because(self) -> Option<&'static str> {
         match self {

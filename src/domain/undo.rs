@@ -97,7 +97,8 @@ pub fn plan(jobs: &[Job], email: &Email, rule: &str, approval: bool, now: DateTi
             )));
             continue;
         }
-        if inverse.needs_directory_membership()
+        // A directory write needs the account in the directory.
+        if inverse.writes_directory()
             && let Some(removed) = removed_from_directory(job)
         {
             undo.irreversible.push(irreversible(&format!(
