@@ -93,7 +93,8 @@ async fn main() {
         let customers = client
             .portal_customers(&|_| {})
             .await
-            .expect("inventory read");
+            .expect("inventory read")
+            .customers;
         let elapsed = started.elapsed();
         let requests = fake.request_count();
         assert_eq!(customers.len(), args.customers, "every customer once");

@@ -1,4 +1,4 @@
-//! The Atlassian Cloud client: the lookups (by email and by id), the ten offboarding
+//! The Atlassian Cloud client: the lookups (by email, by id, and by ids in bulk), the ten offboarding
 //! mutations, the read-only checks of `offboard doctor` (`targets`), and the portal-only
 //! customer inventory (`inventory`).
 //!
@@ -19,7 +19,7 @@ mod targets;
 
 pub use client::{AdminSettings, AtlassianSettings, Client, SiteSettings};
 pub use error::{CallError, NO_JSM_AGENT_LICENCE};
-pub use inventory::{CustomerFilter, CustomerKey, InventoryProgress, PortalCustomer};
+pub use inventory::{CustomerFilter, CustomerKey, Inventory, InventoryProgress, PortalCustomer};
 pub use lookup::Account;
 pub use mutation::{Applied, Mutation, PlannedRequest, Settled};
 pub use targets::{ALL_DIRECTORIES, Directory};

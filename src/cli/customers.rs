@@ -5,7 +5,9 @@ use std::io::IsTerminal as _;
 use indicatif::ProgressBar;
 
 use super::{CustomersCommand, Failure, load, print_json};
-use crate::atlassian::{CallError, Client, CustomerFilter, InventoryProgress, PortalCustomer};
+use crate::atlassian::{
+    CallError, Client, CustomerFilter, Inventory, InventoryProgress, PortalCustomer,
+};
 use crate::config::Config;
 use crate::domain::{ApiFamily, Domain};
 
@@ -76,7 +78,14 @@ async fn read_customers(
         bar.finish_and_clear();
     }
     match read {
-        Ok(customers) => Ok(customers.into_iter().filter(|c| filter.admits(c)).collect()),
+        Ok(inventory) => {
+            note_left_out(&inventory);
+            Ok(inventory
+                .customers
+                .into_iter()
+                .filter(|c| filter.admits(c))
+                .collect())
+        }
         Err(CallError::NotConfigured { .. }) => Err(not_configured()),
         Err(err) => Err(Failure::Runtime(format!(
             "cannot read the customer inventory: {err}"
@@ -84,12 +93,34 @@ async fn read_customers(
     }
 }
 
+/// Says on stderr what the desks' lists held besides portal-only customers, so that a
+/// shorter list than the desks show is never a silent one.
+fn note_left_out(inventory: &Inventory) {
+    if inventory.not_customers > 0 {
+        eprintln!(
+            "note: {} accounts on the service desks' customer lists are not portal-only customers (licensed accounts, apps) and are left out",
+            inventory.not_customers
+        );
+    }
+    if !inventory.unknown.is_empty() {
+        eprintln!(
+            "note: {} accounts on the service desks' customer lists could not be read by id (deleted since?) and are left out: {}",
+            inventory.unknown.len(),
+            inventory.unknown.join(", ")
+        );
+    }
+}
+
 fn progress_line(progress: InventoryProgress) -> String {
     match progress.desks {
         None => format!("listing service desks ({} pages)", progress.pages),
-        Some(desks) => format!(
-            "service desks {}/{desks}, {} pages, {} customers",
-            progress.desks_done, progress.pages, progress.customers
+        Some(desks) if progress.desks_done < desks => format!(
+            "service desks {}/{desks}, {} pages, {} accounts",
+            progress.desks_done, progress.pages, progress.accounts
+        ),
+        Some(_) => format!(
+            "reading the accounts' own records {}/{}",
+            progress.classified, progress.accounts
         ),
     }
 }

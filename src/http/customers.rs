@@ -61,7 +61,7 @@ impl CustomerSnapshot {
         if let Some(reading) = latest.as_ref().filter(|r| r.finished >= fresh_since) {
             return Ok(reading.customers.clone());
         }
-        let customers = Arc::new(client.portal_customers(&|_| {}).await?);
+        let customers = Arc::new(client.portal_customers(&|_| {}).await?.customers);
         *latest = Some(Reading {
             finished: Instant::now(),
             customers: customers.clone(),

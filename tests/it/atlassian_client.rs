@@ -848,3 +848,122 @@ async fn reads_by_id_and_the_browse_permission() {
     assert_eq!(request.path, "/rest/api/3/user");
     assert_eq!(request.query.as_deref(), Some("accountId=qm%3Alive"));
 }
+
+fn query_values(request: &RecordedRequest, name: &str) -> Vec<String> {
+    let query = request.query.as_deref().unwrap_or_default();
+    form_urlencoded::parse(query.as_bytes())
+        .filter(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+        .collect()
+}
+
+/// The bulk read names up to 50 ids a request and asks for all of them, and follows
+/// `startAt` over the pages of 10 the fake answers (the largest page is UNCONFIRMED). Ids
+/// nobody has are not in the answer; each id is asked for and answered once.
+#[tokio::test]
+async fn the_bulk_read_chunks_the_ids_and_follows_every_page() {
+    let fake = FakeAtlassian::start().await;
+    let mut asked = Vec::new();
+    for i in 0..57 {
+        let id = format!("qm:{i:03}");
+        if i % 10 != 9 {
+            fake.add_customer(&id, &format!("c{i}@example.com"));
+        }
+        asked.push(id);
+    }
+    fake.add_managed("557058:agent", "agent@example.com");
+    asked.push("557058:agent".to_owned());
+    asked.push("qm:000".to_owned());
+    let client = client(&fake);
+
+    let found = client.site_users_bulk(&asked).await.unwrap();
+    let known: Vec<&str> = asked[..58]
+        .iter()
+        .map(String::as_str)
+        .filter(|id| !id.ends_with('9'))
+        .collect();
+    assert_eq!(ids(&found), known, "the known ones, each once");
+    let agent = found.last().unwrap();
+    assert_eq!(
+        (agent.account_type.as_str(), agent.status.as_deref()),
+        ("atlassian", Some("active"))
+    );
+    assert_eq!(found[0].email.as_deref(), Some("c0@example.com"));
+
+    let reads = fake.requests();
+    assert!(
+        reads.iter().all(|r| r.path == "/rest/api/3/user/bulk"
+            && r.method == "GET"
+            && r.auth == site_auth())
+    );
+    let pages: Vec<(usize, String, String)> = reads
+        .iter()
+        .map(|r| {
+            (
+                query_values(r, "accountId").len(),
+                query_values(r, "startAt").concat(),
+                query_values(r, "maxResults").concat(),
+            )
+        })
+        .collect();
+    let page = |ids: usize, start: &str| (ids, start.to_owned(), ids.to_string());
+    assert_eq!(
+        pages,
+        [
+            // 50 ids, 45 of them known: 5 pages of at most 10.
+            page(50, "0"),
+            page(50, "10"),
+            page(50, "20"),
+            page(50, "30"),
+            page(50, "40"),
+            // The other 8, all known (the repeated id is not asked again).
+            page(8, "0"),
+        ]
+    );
+
+    fake.clear_requests();
+    fake.set_bulk_page_cap(50);
+    let again = client.site_users_bulk(&asked).await.unwrap();
+    assert_eq!(again, found);
+    assert_eq!(
+        fake.requests().len(),
+        2,
+        "a server that serves whole chunks"
+    );
+    assert!(client.site_users_bulk(&[]).await.unwrap().is_empty());
+    assert_eq!(fake.requests().len(), 2, "nothing to read, nothing sent");
+}
+
+/// The bulk read as the fake serves it [SPEC]: `accountId` is required; an unknown id is
+/// left out of the page; only "Permission to access Jira" is needed, so a site user without
+/// "Browse users and groups" still reads it (the single read answers 403 then).
+#[tokio::test]
+async fn the_fake_bulk_read_answers_as_documented() {
+    offboard::install_tls_provider();
+    let fake = FakeAtlassian::start().await;
+    fake.add_customer("qm:1", "one@example.com");
+    fake.set_browse_users(false);
+    let http = reqwest::Client::new();
+    let get = |query: &'static str| {
+        http.get(format!("{}/rest/api/3/user/bulk{query}", fake.url))
+            .basic_auth(SITE_EMAIL, Some(SITE_TOKEN))
+            .send()
+    };
+    let missing = get("?maxResults=5").await.unwrap();
+    assert_eq!(missing.status(), reqwest::StatusCode::BAD_REQUEST);
+    let page: Value = get("?accountId=qm%3A1&accountId=qm%3Anobody")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["total"], 1);
+    assert_eq!(page["isLast"], true);
+    assert_eq!(page["maxResults"], 10, "the documented default");
+    assert_eq!(page["startAt"], 0);
+    assert_eq!(
+        page["values"],
+        json!([{ "accountId": "qm:1", "accountType": "customer", "active": true,
+                 "displayName": "one", "emailAddress": "one@example.com" }])
+    );
+}

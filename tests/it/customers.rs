@@ -1,13 +1,15 @@
 //! The customer inventory's client against the fake Atlassian (README, "Customer inventory"):
 //! paging over several pages and desks, short pages, merging, both filters, the experimental
-//! header, a rate limit waited out, and the guard against a server that pages forever.
+//! header, a rate limit waited out, and the guard against a server that pages forever; every
+//! account classified by its own record (licensed accounts left out, `active` the account's,
+//! an account the bulk read leaves out read singly), and a desk changing between two pages.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::support::fake_atlassian::{
-    FakeAccount, FakeAtlassian, FakeStatus, Fault, FaultKind, Matcher, RecordedRequest, SITE_EMAIL,
-    SITE_TOKEN,
+    DeskChange, FakeAccount, FakeAtlassian, FakeStatus, Fault, FaultKind, Matcher, RecordedRequest,
+    SITE_EMAIL, SITE_TOKEN,
 };
 use offboard::atlassian::{
     AtlassianSettings, CallError, Client, CustomerFilter, InventoryProgress, PortalCustomer,
@@ -94,6 +96,26 @@ fn query_value(request: &RecordedRequest, name: &str) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
+fn bulk_reads(fake: &FakeAtlassian) -> Vec<RecordedRequest> {
+    fake.requests()
+        .into_iter()
+        .filter(|r| r.path == "/rest/api/3/user/bulk")
+        .collect()
+}
+
+/// Where the pages of a list of `len` entries start when the server answers `page` a time:
+/// each starts 5 entries (at most half a page) before the one before ended, so that one
+/// taken off the list in between cannot make the reading skip the next.
+fn overlapping_starts(len: usize, page: usize) -> Vec<usize> {
+    let mut starts = vec![0];
+    let mut start = 0;
+    while start + page < len {
+        start += page - 5.min(page / 2);
+        starts.push(start);
+    }
+    starts
+}
+
 /// How many customers the fake has on `desk`.
 fn on_desk(desk: &str) -> usize {
     (0..CUSTOMERS)
@@ -115,7 +137,8 @@ async fn every_page_of_every_desk_is_read_and_merged_by_account() {
     let customers = client(&fake)
         .portal_customers(&|p: InventoryProgress| heard.lock().unwrap().push(p))
         .await
-        .unwrap();
+        .unwrap()
+        .customers;
 
     assert_eq!(customers.len(), CUSTOMERS, "each account once");
     assert!(
@@ -142,18 +165,25 @@ async fn every_page_of_every_desk_is_read_and_merged_by_account() {
     assert!(customers.iter().all(|c| c.account_id != "qm:deleted"));
 
     // One request for the three desks, then every page of each desk: full pages of 50 until
-    // the last, each page starting where the one before ended.
+    // the last, each page starting 5 entries before the one before ended; then the 250
+    // accounts' own records, in 5 bulk reads of 50 ids, each answered in pages of 10.
     let requests = fake.requests();
     assert_eq!(requests[0].path, "/rest/servicedeskapi/servicedesk");
     let lists = customer_lists(&fake);
-    assert_eq!(requests.len(), 1 + lists.len());
+    let bulk = bulk_reads(&fake);
+    assert_eq!(requests.len(), 1 + lists.len() + bulk.len());
+    assert_eq!(bulk.len(), CUSTOMERS / 10);
+    assert!(
+        requests[1 + lists.len()..]
+            .iter()
+            .all(|r| r.path == "/rest/api/3/user/bulk"),
+        "the records are read once every desk is listed"
+    );
     let mut expected = Vec::new();
     for desk in DESKS {
-        let pages = on_desk(desk).div_ceil(50);
-        assert!(pages >= 2, "desk {desk} has several pages");
-        for page in 0..pages {
-            expected.push((desk.to_owned(), (page * 50).to_string()));
-        }
+        let starts = overlapping_starts(on_desk(desk), 50);
+        assert!(starts.len() >= 2, "desk {desk} has several pages");
+        expected.extend(starts.into_iter().map(|s| (desk.to_owned(), s.to_string())));
     }
     let asked: Vec<(String, String)> = lists
         .iter()
@@ -175,8 +205,9 @@ async fn every_page_of_every_desk_is_read_and_merged_by_account() {
         InventoryProgress {
             desks: Some(3),
             desks_done: 3,
-            pages: requests.len(),
-            customers: CUSTOMERS,
+            pages: 1 + lists.len(),
+            accounts: CUSTOMERS,
+            classified: CUSTOMERS,
         }
     );
     assert!(heard.windows(2).all(|w| w[0].pages <= w[1].pages));
@@ -186,23 +217,35 @@ async fn every_page_of_every_desk_is_read_and_merged_by_account() {
 async fn a_server_answering_fewer_than_asked_is_followed_to_the_end() {
     let fake = populated_fake().await;
     fake.set_listing_page_cap(20);
-    let customers = client(&fake).portal_customers(&|_| {}).await.unwrap();
+    let customers = client(&fake)
+        .portal_customers(&|_| {})
+        .await
+        .unwrap()
+        .customers;
     assert_eq!(customers.len(), CUSTOMERS);
     let starts: Vec<String> = customer_lists(&fake)
         .iter()
         .filter(|r| r.path.contains("/servicedesk/10/"))
         .map(|r| query_value(r, "start").unwrap())
         .collect();
-    let expected: Vec<String> = (0..on_desk("10").div_ceil(20))
-        .map(|page| (page * 20).to_string())
+    let expected: Vec<String> = overlapping_starts(on_desk("10"), 20)
+        .into_iter()
+        .map(|start| start.to_string())
         .collect();
-    assert_eq!(starts, expected, "each page starts after what came");
+    assert_eq!(
+        starts, expected,
+        "each page starts 5 before what came ended"
+    );
 }
 
 #[tokio::test]
 async fn filters_by_domain_and_subdomains_and_by_inactive() {
     let fake = populated_fake().await;
-    let customers = client(&fake).portal_customers(&|_| {}).await.unwrap();
+    let customers = client(&fake)
+        .portal_customers(&|_| {})
+        .await
+        .unwrap()
+        .customers;
     let kept = |filter: &CustomerFilter| -> Vec<String> {
         customers
             .iter()
@@ -303,10 +346,17 @@ async fn a_rate_limited_page_is_asked_again_after_the_wait() {
         },
     ));
     let started = tokio::time::Instant::now();
-    let customers = client(&fake).portal_customers(&|_| {}).await.unwrap();
+    let customers = client(&fake)
+        .portal_customers(&|_| {})
+        .await
+        .unwrap()
+        .customers;
     assert_eq!(customers.len(), CUSTOMERS);
     assert!(started.elapsed() >= Duration::from_secs(1), "waited it out");
-    let pages: usize = DESKS.iter().map(|d| on_desk(d).div_ceil(50)).sum();
+    let pages: usize = DESKS
+        .iter()
+        .map(|d| overlapping_starts(on_desk(d), 50).len())
+        .sum();
     assert_eq!(
         customer_lists(&fake).len(),
         pages + 1,
@@ -331,4 +381,143 @@ async fn a_refused_desk_fails_the_listing_with_atlassians_reason() {
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
+}
+
+/// The inventory as the CLI and the API read it, with a client paced out of the way.
+async fn listed(fake: &FakeAtlassian) -> Vec<PortalCustomer> {
+    client(fake)
+        .portal_customers(&|_| {})
+        .await
+        .unwrap()
+        .customers
+}
+
+/// A desk with customers `qm:d00`…, each on `desk` only.
+fn desk_of_customers(fake: &FakeAtlassian, desk: &str, count: usize) {
+    for i in 0..count {
+        let mut account =
+            FakeAccount::customer(&format!("qm:d{i:02}"), &format!("d{i:02}@example.com"));
+        account.service_desks.insert(desk.to_owned());
+        fake.add_account(account);
+    }
+}
+
+/// The desk list has no `accountType` and holds whoever was added to the desk: an agent's
+/// licensed account and an app are there too. Only `customer` accounts are listed.
+#[tokio::test]
+async fn licensed_accounts_on_a_desk_are_not_listed() {
+    let fake = FakeAtlassian::start().await;
+    desk_of_customers(&fake, "10", 2);
+    let mut agent = FakeAccount::managed("557058:agent", "agent@example.com");
+    agent.service_desks.insert("10".to_owned());
+    fake.add_account(agent);
+    let mut app = FakeAccount::customer("app-bot", "bot@apps.example.com");
+    app.account_type = "app".to_owned();
+    app.service_desks.insert("10".to_owned());
+    fake.add_account(app);
+
+    let inventory = client(&fake).portal_customers(&|_| {}).await.unwrap();
+    let ids: Vec<&str> = inventory
+        .customers
+        .iter()
+        .map(|c| c.account_id.as_str())
+        .collect();
+    assert_eq!(ids, ["qm:d00", "qm:d01"]);
+    assert_eq!(inventory.not_customers, 2, "left out, and counted");
+    assert_eq!(
+        bulk_reads(&fake).len(),
+        1,
+        "the four accounts read in one request"
+    );
+}
+
+/// `active` is the account's own, read after the desks: a customer revoked while the
+/// listing was between its two desks is inactive, whatever the first desk's entry said.
+#[tokio::test]
+async fn active_is_the_accounts_own_not_the_first_desks_entry() {
+    let fake = FakeAtlassian::start().await;
+    let mut both = FakeAccount::customer("qm:both", "both@example.com");
+    both.service_desks = ["10".to_owned(), "20".to_owned()].into();
+    fake.add_account(both.clone());
+    let revoked = FakeAccount {
+        portal_access_revoked: true,
+        ..both
+    };
+    fake.after_next_desk_page("10", DeskChange::Put(revoked));
+
+    let customers = listed(&fake).await;
+    assert_eq!(customers.len(), 1);
+    assert_eq!(customers[0].service_desks, ["10", "20"]);
+    assert!(!customers[0].active, "{customers:?}");
+}
+
+/// A customer taken off the desk while the listing is between two of its pages moves every
+/// later entry one place up: the next page must not start past the entry that moved into
+/// the gap. One added before the offset is not listed twice.
+#[tokio::test]
+async fn a_desk_changing_between_pages_skips_nobody() {
+    let fake = FakeAtlassian::start().await;
+    fake.set_listing_page_cap(3);
+    desk_of_customers(&fake, "10", 10);
+    fake.after_next_desk_page("10", DeskChange::Remove("qm:d00".to_owned()));
+    let ids: Vec<String> = listed(&fake)
+        .await
+        .into_iter()
+        .map(|c| c.account_id)
+        .collect();
+    let all: Vec<String> = (0..10).map(|i| format!("qm:d{i:02}")).collect();
+    assert_eq!(
+        ids, all,
+        "the one taken off was seen first; nobody was skipped"
+    );
+
+    let fake = FakeAtlassian::start().await;
+    fake.set_listing_page_cap(3);
+    desk_of_customers(&fake, "10", 10);
+    let mut early = FakeAccount::customer("qm:a", "a@example.com");
+    early.service_desks.insert("10".to_owned());
+    fake.after_next_desk_page("10", DeskChange::Put(early));
+    let ids: Vec<String> = listed(&fake)
+        .await
+        .into_iter()
+        .map(|c| c.account_id)
+        .collect();
+    assert_eq!(
+        ids, all,
+        "each once; the one added behind the reading is not seen"
+    );
+}
+
+/// An account the bulk read leaves out is read by itself; one that is not there either
+/// (deleted after the desks were read) is left out, and counted.
+#[tokio::test]
+async fn an_account_the_bulk_read_leaves_out_is_read_singly() {
+    let fake = FakeAtlassian::start().await;
+    desk_of_customers(&fake, "10", 3);
+    let mut gone = FakeAccount::customer("qm:gone", "gone@example.com");
+    gone.service_desks.insert("10".to_owned());
+    fake.add_account(gone.clone());
+    fake.after_next_desk_page("10", DeskChange::Put(gone.in_state(FakeStatus::Deleted)));
+    fake.set_bulk_omits_customers(true);
+
+    let inventory = client(&fake).portal_customers(&|_| {}).await.unwrap();
+    let ids: Vec<&str> = inventory
+        .customers
+        .iter()
+        .map(|c| c.account_id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        ["qm:d00", "qm:d01", "qm:d02"],
+        "customers, by their own records"
+    );
+    assert_eq!(inventory.unknown, ["qm:gone"], "left out, and named");
+    assert_eq!(inventory.not_customers, 0);
+    let single: Vec<String> = fake
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/rest/api/3/user")
+        .filter_map(|r| query_value(&r, "accountId"))
+        .collect();
+    assert_eq!(single, ["qm:d00", "qm:d01", "qm:d02", "qm:gone"]);
 }

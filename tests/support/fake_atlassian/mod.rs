@@ -26,6 +26,7 @@ mod front_door;
 mod site;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -57,6 +58,9 @@ const DEFAULT_DIRECTORY_PAGE_SIZE: usize = 100;
 /// The largest `limit` of the service desk API listings is UNCONFIRMED; the documented
 /// default (50) is the less convenient plausible cap [AE-sd].
 const DEFAULT_LISTING_PAGE_CAP: usize = 50;
+/// The largest page of the bulk user read is UNCONFIRMED; its documented default `maxResults`
+/// (10) is the less convenient plausible cap [SPEC].
+const DEFAULT_BULK_PAGE_CAP: usize = 10;
 
 pub struct FakeAtlassian {
     pub url: String,
@@ -108,22 +112,7 @@ impl FakeAtlassian {
 
     /// Adds or replaces an account; its groups, service desks and organizations become known.
     pub fn add_account(&self, account: FakeAccount) {
-        let mut state = self.shared.lock();
-        state
-            .service_desks
-            .extend(account.service_desks.iter().cloned());
-        state
-            .organizations
-            .extend(account.organizations.iter().cloned());
-        state.groups.extend(account.groups.iter().cloned());
-        state
-            .directories
-            .extend(account.directories.keys().cloned());
-        if let Some(old) = state.accounts.remove(&account.account_id) {
-            state.unindex(&old);
-        }
-        state.index(&account);
-        state.accounts.insert(account.account_id.clone(), account);
+        put_account(&mut self.shared.lock(), account);
     }
 
     /// Makes a service desk exist without any customer on it.
@@ -230,6 +219,33 @@ impl FakeAtlassian {
         self.shared.lock().listing_page_cap = cap.max(1);
     }
 
+    /// The largest page the bulk user read answers (default 10), whatever `maxResults` asked
+    /// for.
+    pub fn set_bulk_page_cap(&self, cap: usize) {
+        self.shared
+            .bulk_page_cap
+            .store(cap.max(1), Ordering::Relaxed);
+    }
+
+    /// Makes the bulk user read leave out portal-only customers: whether it returns them is
+    /// UNCONFIRMED, and this is the other plausible answer (by default it returns them).
+    pub fn set_bulk_omits_customers(&self, omits: bool) {
+        self.shared
+            .bulk_omits_customers
+            .store(omits, Ordering::Relaxed);
+    }
+
+    /// Makes `change` right after the next page of `desk`'s customer list is served: the list
+    /// changes while a client pages through it.
+    pub fn after_next_desk_page(&self, desk: &str, change: DeskChange) {
+        let mut changes = self
+            .shared
+            .desk_changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        changes.push((desk.to_owned(), change));
+    }
+
     /// Makes the service desk API listings answer empty pages that are never the last, as a
     /// broken server might.
     pub fn set_empty_listing_pages(&self, empty: bool) {
@@ -242,10 +258,26 @@ impl FakeAtlassian {
     }
 }
 
+/// A change to a service desk's customers, made between two pages of its customer list.
+#[derive(Clone, Debug)]
+pub enum DeskChange {
+    /// Takes the account off the desk (as removing a customer from it does).
+    Remove(String),
+    /// Adds or replaces the account, as `add_account` does: a customer who joins the desk, or
+    /// one whose access is revoked meanwhile.
+    Put(FakeAccount),
+}
+
 struct Shared {
     state: Mutex<FakeState>,
     /// Bumped by `release_held`; held requests wait for a change.
     release: watch::Sender<u64>,
+    /// The largest page `GET /rest/api/3/user/bulk` answers.
+    bulk_page_cap: AtomicUsize,
+    /// `GET /rest/api/3/user/bulk` leaves out `customer` accounts.
+    bulk_omits_customers: AtomicBool,
+    /// Changes waiting for the next page of a desk's customer list: (desk, change).
+    desk_changes: Mutex<Vec<(String, DeskChange)>>,
 }
 
 impl Default for Shared {
@@ -269,6 +301,9 @@ impl Default for Shared {
                 latency: Duration::ZERO,
             }),
             release: watch::Sender::new(0),
+            bulk_page_cap: AtomicUsize::new(DEFAULT_BULK_PAGE_CAP),
+            bulk_omits_customers: AtomicBool::new(false),
+            desk_changes: Mutex::new(Vec::new()),
         }
     }
 }
@@ -278,6 +313,36 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, FakeState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// Takes the changes waiting for the next page of `desk`'s customer list.
+    fn take_desk_changes(&self, desk: &str) -> Vec<DeskChange> {
+        let mut waiting = self
+            .desk_changes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (now, later) = waiting.drain(..).partition(|(d, _)| d == desk);
+        *waiting = later;
+        now.into_iter().map(|(_, change)| change).collect()
+    }
+}
+
+/// Adds or replaces an account; its groups, service desks and organizations become known.
+fn put_account(state: &mut FakeState, account: FakeAccount) {
+    state
+        .service_desks
+        .extend(account.service_desks.iter().cloned());
+    state
+        .organizations
+        .extend(account.organizations.iter().cloned());
+    state.groups.extend(account.groups.iter().cloned());
+    state
+        .directories
+        .extend(account.directories.keys().cloned());
+    if let Some(old) = state.accounts.remove(&account.account_id) {
+        state.unindex(&old);
+    }
+    state.index(&account);
+    state.accounts.insert(account.account_id.clone(), account);
 }
 
 type Fake = State<Arc<Shared>>;

@@ -2,8 +2,9 @@
 //! user's Basic auth.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
@@ -12,17 +13,20 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::accounts::FakeState;
-use super::{Fake, FakeAccount, SITE_EMAIL, Shared, error};
+use super::{DeskChange, Fake, FakeAccount, SITE_EMAIL, Shared, error, put_account};
 
 const DEFAULT_SITE_MAX_RESULTS: usize = 50;
 /// `limit` of the service desk API listings when none is given [AE-sd].
 const DEFAULT_LISTING_LIMIT: usize = 50;
+/// `maxResults` of the bulk user read when none is given [SPEC].
+const DEFAULT_BULK_MAX_RESULTS: usize = 10;
 
 pub(super) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/rest/api/3/user/search", get(site_search))
         .route("/rest/api/3/users/search", get(all_users))
         .route("/rest/api/3/user", get(site_user).delete(delete_user))
+        .route("/rest/api/3/user/bulk", get(users_bulk))
         .route("/rest/api/3/myself", get(myself))
         .route("/rest/api/3/mypermissions", get(my_permissions))
         .route("/rest/servicedeskapi/servicedesk", get(service_desks))
@@ -127,6 +131,77 @@ async fn site_user(State(shared): Fake, Query(params): Query<AccountIdParam>) ->
         Some(account) => Json(site_user_json(account)).into_response(),
         None => error(StatusCode::NOT_FOUND, "User not found"),
     }
+}
+
+/// Bulk get users, `x-experimental`: a page `{self, nextPage, maxResults, startAt, total,
+/// isLast, values}` of the users named by repeated `accountId` parameters; `maxResults`
+/// defaults to 10; 400 without `accountId`; needs only "Permission to access Jira", so no
+/// 403 for a site user without "Browse users and groups" [SPEC, GOJ]. UNCONFIRMED, and the
+/// less convenient answer here: pages stop at `bulk_page_cap` (default 10) whatever
+/// `maxResults` asks, and an id nobody has (or a deleted account) is silently left out. Also
+/// UNCONFIRMED: portal-only customers are returned (else nothing could tell them from
+/// licensed accounts), with `accountType: customer` [SPEC User.accountType];
+/// `set_bulk_omits_customers` gives the other answer.
+async fn users_bulk(State(shared): Fake, RawQuery(query): RawQuery) -> Response {
+    let query = query.unwrap_or_default();
+    let mut ids: Vec<String> = Vec::new();
+    let (mut start_at, mut max_results) = (0, DEFAULT_BULK_MAX_RESULTS);
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        let number = || value.parse::<usize>();
+        match name.as_ref() {
+            "accountId" if !ids.contains(&value.to_string()) => ids.push(value.into_owned()),
+            "startAt" => match number() {
+                Ok(n) => start_at = n,
+                Err(_) => return error(StatusCode::BAD_REQUEST, "startAt must be a number"),
+            },
+            "maxResults" => match number() {
+                Ok(n) => max_results = n,
+                Err(_) => return error(StatusCode::BAD_REQUEST, "maxResults must be a number"),
+            },
+            _ => {}
+        }
+    }
+    if ids.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "accountId is required");
+    }
+    let page_size = max_results.clamp(1, shared.bulk_page_cap.load(Ordering::Relaxed));
+    let omits_customers = shared.bulk_omits_customers.load(Ordering::Relaxed);
+    let state = shared.lock();
+    let found: Vec<&FakeAccount> = ids
+        .iter()
+        .filter_map(|id| state.accounts.get(id))
+        .filter(|account| !account.is_gone())
+        .filter(|account| !(omits_customers && account.account_type == "customer"))
+        .collect();
+    let total = found.len();
+    let values: Vec<Value> = found
+        .into_iter()
+        .skip(start_at)
+        .take(page_size)
+        .map(site_user_json)
+        .collect();
+    let is_last = start_at + values.len() >= total;
+    let page_url = |start: usize| {
+        let mut url = form_urlencoded::Serializer::new(String::new());
+        for id in &ids {
+            url.append_pair("accountId", id);
+        }
+        url.append_pair("startAt", &start.to_string());
+        url.append_pair("maxResults", &page_size.to_string());
+        format!("/rest/api/3/user/bulk?{}", url.finish())
+    };
+    let mut page = json!({
+        "self": page_url(start_at),
+        "maxResults": page_size,
+        "startAt": start_at,
+        "total": total,
+        "isLast": is_last,
+        "values": values,
+    });
+    if !is_last {
+        page["nextPage"] = json!(page_url(start_at + page_size));
+    }
+    Json(page).into_response()
 }
 
 #[derive(Deserialize)]
@@ -248,7 +323,11 @@ struct DeskCustomerParams {
 /// [AE-sd getCustomers, JS-v5]. Everyone on the desk is listed, managed accounts too (which
 /// kinds of account the real list holds is UNCONFIRMED). A revoked customer is listed with
 /// `active: false` and a deleted one not at all (both UNCONFIRMED; a revoke keeps the
-/// references [KB-rev]). `emailAddress` only where privacy settings show it.
+/// references [KB-rev]). `emailAddress` only where privacy settings show it. Offset paging
+/// over a list in account id order (the order is UNCONFIRMED [AE-sd]; members of an
+/// organization are "ordered by accountId" [JSM-SDK OrganizationApi.md]), so a change before
+/// the offset between two pages shifts what the next page holds; `after_next_desk_page`
+/// makes such a change right after a page.
 ///
 /// `query` "is matched against customers' `displayName`, `name`, or `email`", "Jo" and "Smi"
 /// both matching "John Smith" [AE-sd getCustomers]: whether that is a prefix of a word or any
@@ -263,7 +342,7 @@ async fn desk_customers(
     if let Some(refused) = experimental_refused(&headers) {
         return refused;
     }
-    let state = shared.lock();
+    let mut state = shared.lock();
     if !state.service_desks.contains(&desk) {
         return error(StatusCode::NOT_FOUND, "The service desk does not exist.");
     }
@@ -278,7 +357,18 @@ async fn desk_customers(
         start: params.start,
         limit: params.limit,
     };
-    Json(state.listing_page(customers, &page, desk_customer_json)).into_response()
+    let served = state.listing_page(customers, &page, desk_customer_json);
+    for change in shared.take_desk_changes(&desk) {
+        match change {
+            DeskChange::Remove(account_id) => {
+                if let Some(account) = state.accounts.get_mut(&account_id) {
+                    account.service_desks.remove(&desk);
+                }
+            }
+            DeskChange::Put(account) => put_account(&mut state, account),
+        }
+    }
+    Json(served).into_response()
 }
 
 /// `query` (lower-cased) within the display name, the name (the account id, for a
