@@ -16,8 +16,9 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::client::{Client, EXPERIMENTAL_API};
+use super::client::Client;
 use super::error::CallError;
+use super::inventory::{DeskCustomer, Listing};
 use super::lookup::{Account, read_lookup};
 use super::mutation::Mutation;
 use crate::domain::ApiFamily;
@@ -213,29 +214,10 @@ struct ProfileAccount {
 }
 
 #[derive(Deserialize)]
-struct Listing {
-    #[serde(default)]
-    values: Vec<ListedUser>,
-    #[serde(rename = "isLastPage", default)]
-    is_last_page: bool,
-}
-
-#[derive(Deserialize)]
-struct ListedUser {
-    #[serde(rename = "accountId")]
-    account_id: String,
-}
-
-#[derive(Deserialize)]
 struct DirectoryPage {
     #[serde(default)]
     data: Vec<serde_json::Value>,
 }
-
-/// A read that pages this far without an end is a broken server, not an answer.
-const MAX_PAGES: usize = 100;
-/// The service desk API's documented default page.
-const LISTING_LIMIT: usize = 50;
 
 impl Client {
     /// Reads `check` back for the account of `m`.
@@ -259,41 +241,12 @@ impl Client {
                 None => Seen::NotInTarget("no such account".into()),
             }),
             Check::AccountDeleted => {
-                let seen = match self.account_status(account_id).await?.as_deref() {
-                    None => Seen::InTarget("no such account".into()),
-                    Some("closed") => Seen::InTarget("account_status closed".into()),
-                    Some("inactive") => match self.same_directory_record(account_id).await? {
-                        Some(status) if status == "for_deletion" => Seen::InTarget(
-                            "account_status inactive, directory status for_deletion".into(),
-                        ),
-                        other => Seen::CannotTell(format!(
-                            "account_status inactive, directory status {}",
-                            other.as_deref().unwrap_or("absent")
-                        )),
-                    },
-                    Some(s) => Seen::NotInTarget(format!("account_status {s}")),
-                };
-                Ok(seen)
+                self.inactive_account(account_id, "for_deletion", None)
+                    .await
             }
             Check::AccountNotScheduled => {
-                let seen = match self.account_status(account_id).await?.as_deref() {
-                    None => Seen::NotInTarget("no such account".into()),
-                    Some("active") => Seen::InTarget("account_status active".into()),
-                    Some("inactive") => match self.same_directory_record(account_id).await? {
-                        Some(status) if status == "deactivated" => Seen::InTarget(
-                            "account_status inactive, directory status deactivated".into(),
-                        ),
-                        Some(status) if status == "for_deletion" => Seen::NotInTarget(
-                            "account_status inactive, directory status for_deletion".into(),
-                        ),
-                        other => Seen::CannotTell(format!(
-                            "account_status inactive, directory status {}",
-                            other.as_deref().unwrap_or("absent")
-                        )),
-                    },
-                    Some(s) => Seen::NotInTarget(format!("account_status {s}")),
-                };
-                Ok(seen)
+                self.inactive_account(account_id, "deactivated", Some("for_deletion"))
+                    .await
             }
             Check::MembershipSuspended => Ok(match self.directory_user(account_id).await? {
                 None => Seen::CannotTell("not in the configured directory".into()),
@@ -373,6 +326,40 @@ impl Client {
         }
     }
 
+    /// Deleting or cancelling a deletion, read back: the profile tells an active account
+    /// (`for_deletion` wanted: not deleted; else not scheduled, so in the target) and a
+    /// closed or missing one, but an inactive account is deactivated or scheduled for
+    /// deletion alike, so the directory record of the same account tells: `wanted` is the
+    /// target state, `unwanted` the other, anything else cannot tell.
+    async fn inactive_account(
+        &self,
+        account_id: &str,
+        wanted: &str,
+        unwanted: Option<&str>,
+    ) -> Result<Seen, CallError> {
+        let deleting = wanted == "for_deletion";
+        let seen = match self.account_status(account_id).await?.as_deref() {
+            None if deleting => Seen::InTarget("no such account".into()),
+            None => Seen::NotInTarget("no such account".into()),
+            Some("closed") if deleting => Seen::InTarget("account_status closed".into()),
+            Some("active") if !deleting => Seen::InTarget("account_status active".into()),
+            Some("inactive") => {
+                let record = self.same_directory_record(account_id).await?;
+                let now = format!(
+                    "account_status inactive, directory status {}",
+                    record.as_deref().unwrap_or("absent")
+                );
+                match record.as_deref() {
+                    Some(status) if status == wanted => Seen::InTarget(now),
+                    Some(status) if Some(status) == unwanted => Seen::NotInTarget(now),
+                    _ => Seen::CannotTell(now),
+                }
+            }
+            Some(s) => Seen::NotInTarget(format!("account_status {s}")),
+        };
+        Ok(seen)
+    }
+
     /// `GET {admin}/users/{id}/manage/profile`: the account's own `account_status`
     /// (active|inactive|closed), whatever its directories; `None` for a 404.
     async fn account_status(&self, account_id: &str) -> Result<Option<String>, CallError> {
@@ -447,85 +434,75 @@ impl Client {
     /// Whether the account is among the desk's customers: the desk list filtered by the
     /// email (`query=`), matched by account id.
     async fn on_desk(&self, desk: &str, email: &str, account_id: &str) -> Result<Seen, CallError> {
-        for page in 0..MAX_PAGES {
-            let path = ["rest", "servicedeskapi", "servicedesk", desk, "customer"];
-            let mut url = self.site_endpoint(&path)?;
-            url.query_pairs_mut()
-                .append_pair("query", email)
-                .append_pair("start", &(page * LISTING_LIMIT).to_string())
-                .append_pair("limit", &LISTING_LIMIT.to_string());
-            let (name, value) = EXPERIMENTAL_API;
-            let request = self
-                .request(ApiFamily::Site, Method::GET, url)?
-                .header(name, value);
-            let response = self
-                .send(ApiFamily::Site, "desk_membership", request)
-                .await?;
-            if response.status() == StatusCode::NOT_FOUND {
-                return Ok(Seen::MissingTarget {
-                    kind: "service_desk",
-                    id: desk.to_owned(),
-                });
-            }
-            let listing: Listing = read_lookup(response).await?;
-            if listing.values.iter().any(|u| u.account_id == account_id) {
-                return Ok(Seen::NotInTarget(format!("a customer of desk {desk}")));
-            }
-            if listing.is_last_page || listing.values.is_empty() {
-                return Ok(Seen::InTarget(format!("not a customer of desk {desk}")));
-            }
-        }
-        Ok(Seen::CannotTell(format!(
-            "desk {desk}'s customers matching the email fill over {MAX_PAGES} pages"
-        )))
+        let path = ["rest", "servicedeskapi", "servicedesk", desk, "customer"];
+        let listing = Listing {
+            endpoint: "desk_membership",
+            query: Some(email),
+            rate_limit_retries: 0,
+            ..Listing::desk_customers(&path)
+        };
+        let member = self.lists(&listing, account_id).await;
+        Ok(match missing_on_404(member, "service_desk", desk)? {
+            Ok(true) => Seen::NotInTarget(format!("a customer of desk {desk}")),
+            Ok(false) => Seen::InTarget(format!("not a customer of desk {desk}")),
+            Err(missing) => missing,
+        })
     }
 
-    /// Whether the account is a member of the organization: its members, read until the id
-    /// is found or the list ends.
+    /// Whether the account is a member of the organization: its members, every page.
     async fn in_organization(
         &self,
         organization: &str,
         account_id: &str,
     ) -> Result<Seen, CallError> {
-        for page in 0..MAX_PAGES {
-            let path = [
-                "rest",
-                "servicedeskapi",
-                "organization",
-                organization,
-                "user",
-            ];
-            let mut url = self.site_endpoint(&path)?;
-            url.query_pairs_mut()
-                .append_pair("start", &(page * LISTING_LIMIT).to_string())
-                .append_pair("limit", &LISTING_LIMIT.to_string());
-            let request = self.request(ApiFamily::Site, Method::GET, url)?;
-            let response = self
-                .send(ApiFamily::Site, "organization_membership", request)
-                .await?;
-            if response.status() == StatusCode::NOT_FOUND {
-                return Ok(Seen::MissingTarget {
-                    kind: "organization",
-                    id: organization.to_owned(),
-                });
-            }
-            let listing: Listing = read_lookup(response).await?;
-            if listing.values.iter().any(|u| u.account_id == account_id) {
-                return Ok(Seen::NotInTarget(format!(
-                    "a member of organization {organization}"
-                )));
-            }
-            // Members come in account id order, but that order is Atlassian's: read to the
-            // end rather than stop early on a comparison of ours.
-            if listing.is_last_page || listing.values.is_empty() {
-                return Ok(Seen::InTarget(format!(
-                    "not a member of organization {organization}"
-                )));
-            }
-        }
-        Ok(Seen::CannotTell(format!(
-            "organization {organization} has over {MAX_PAGES} pages of members"
-        )))
+        let path = [
+            "rest",
+            "servicedeskapi",
+            "organization",
+            organization,
+            "user",
+        ];
+        let listing = Listing {
+            path: &path,
+            endpoint: "organization_membership",
+            experimental: false,
+            query: None,
+            rate_limit_retries: 0,
+        };
+        let member = self.lists(&listing, account_id).await;
+        Ok(
+            match missing_on_404(member, "organization", organization)? {
+                Ok(true) => Seen::NotInTarget(format!("a member of organization {organization}")),
+                Ok(false) => Seen::InTarget(format!("not a member of organization {organization}")),
+                Err(missing) => missing,
+            },
+        )
+    }
+
+    /// Whether `account_id` is among the entries of a listing, read to its end.
+    async fn lists(&self, listing: &Listing<'_>, account_id: &str) -> Result<bool, CallError> {
+        let mut found = false;
+        self.each_page(listing, |page: Vec<DeskCustomer>| {
+            found |= page.iter().any(|entry| entry.account_id == account_id);
+        })
+        .await?;
+        Ok(found)
+    }
+}
+
+/// A listing answered 404: its desk or organization (`kind`, `id`) does not exist.
+fn missing_on_404(
+    read: Result<bool, CallError>,
+    kind: &'static str,
+    id: &str,
+) -> Result<Result<bool, Seen>, CallError> {
+    match read {
+        Ok(member) => Ok(Ok(member)),
+        Err(CallError::Rejected { status: 404, .. }) => Ok(Err(Seen::MissingTarget {
+            kind,
+            id: id.to_owned(),
+        })),
+        Err(other) => Err(other),
     }
 }
 
