@@ -2198,25 +2198,10 @@ both_stores!(
 /// groups makes a job per group, the worker runs both, and a rehire gives both groups back,
 /// the one removed last first.
 async fn two_groups_are_two_jobs_and_a_rehire_gives_both_back(db: TestDb) {
-    let rules = r#"
-  [[sources.rules]]
-  name = "leaver"
-  when = { "/type" = "leaver" }
-  email = "/email"
-  actions = [{ action = "remove_from_group", group_id = "g-1" },
-             { action = "remove_from_group", group_id = "g-2" }]
-
-  [[sources.rules]]
-  name = "rehired"
-  when = { "/type" = "rehired" }
-  email = "/email"
-  cancel = true
-  undo = true
-"#;
-    let settings = Settings {
-        rules: rules.to_owned(),
-        ..Settings::default()
-    };
+    let settings = leaver_then_rehire(
+        r#"[{ action = "remove_from_group", group_id = "g-1" },
+             { action = "remove_from_group", group_id = "g-2" }]"#,
+    );
     let mut ann = FakeAccount::managed("acc-ann", "ann@example.com");
     ann.groups.extend(["g-1".to_owned(), "g-2".to_owned()]);
     let h = Harness::start(&db, settings, vec![ann]).await;
@@ -2348,30 +2333,38 @@ both_stores!(
     an_undo_with_approval_waits_for_a_person
 );
 
+/// A source whose `leaver` event runs `actions` and whose `rehired` event cancels and undoes.
+fn leaver_then_rehire(actions: &str) -> Settings {
+    let rules = format!(
+        r#"
+  [[sources.rules]]
+  name = "leaver"
+  when = {{ "/type" = "leaver" }}
+  email = "/email"
+  actions = {actions}
+
+  [[sources.rules]]
+  name = "rehired"
+  when = {{ "/type" = "rehired" }}
+  email = "/email"
+  cancel = true
+  undo = true
+"#
+    );
+    Settings {
+        rules,
+        ..Settings::default()
+    }
+}
+
 /// The usual rehire (issue: outcomes observed): suspend → deactivate → delete, then a
 /// rehire gives back cancel-delete → enable → restore, and the fake's account ends active,
 /// not scheduled for deletion, and active in the directory. Enable finds the account active
 /// after the cancel-delete (which "restores and activates" it) and reads that back from the
 /// account's own status, not the composite one, which says `suspended` until the restore.
 async fn the_usual_rehire_gives_the_account_back(db: TestDb) {
-    let rules = r#"
-  [[sources.rules]]
-  name = "leaver"
-  when = { "/type" = "leaver" }
-  email = "/email"
-  actions = ["suspend_access", "deactivate_account", "delete_account"]
-
-  [[sources.rules]]
-  name = "rehired"
-  when = { "/type" = "rehired" }
-  email = "/email"
-  cancel = true
-  undo = true
-"#;
-    let settings = Settings {
-        rules: rules.to_owned(),
-        ..Settings::default()
-    };
+    let settings =
+        leaver_then_rehire(r#"["suspend_access", "deactivate_account", "delete_account"]"#);
     let ann = FakeAccount::managed("acc-ann", "ann@example.com");
     let h = Harness::start(&db, settings, vec![ann]).await;
     let chain = h
@@ -2422,24 +2415,7 @@ both_stores!(
 /// A rehire while a step is running: the step is planned for giving back, its inverse waits
 /// for it, and gives back once it ends `done`.
 async fn a_step_running_during_a_rehire_is_given_back_once_done(db: TestDb) {
-    let rules = r#"
-  [[sources.rules]]
-  name = "leaver"
-  when = { "/type" = "leaver" }
-  email = "/email"
-  actions = ["suspend_access"]
-
-  [[sources.rules]]
-  name = "rehired"
-  when = { "/type" = "rehired" }
-  email = "/email"
-  cancel = true
-  undo = true
-"#;
-    let settings = Settings {
-        rules: rules.to_owned(),
-        ..Settings::default()
-    };
+    let settings = leaver_then_rehire(r#"["suspend_access"]"#);
     let h = Harness::start(
         &db,
         settings,
@@ -2500,24 +2476,7 @@ both_stores!(
 /// An inverse that a later removal from the directory made impossible is listed, not
 /// enqueued; the removal itself is listed with the truth about re-inviting.
 async fn an_undo_after_a_directory_removal_lists_what_it_cannot_give(db: TestDb) {
-    let rules = r#"
-  [[sources.rules]]
-  name = "leaver"
-  when = { "/type" = "leaver" }
-  email = "/email"
-  actions = ["suspend_access", "remove_from_directory"]
-
-  [[sources.rules]]
-  name = "rehired"
-  when = { "/type" = "rehired" }
-  email = "/email"
-  cancel = true
-  undo = true
-"#;
-    let settings = Settings {
-        rules: rules.to_owned(),
-        ..Settings::default()
-    };
+    let settings = leaver_then_rehire(r#"["suspend_access", "remove_from_directory"]"#);
     let h = Harness::start(
         &db,
         settings,
