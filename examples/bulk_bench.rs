@@ -97,6 +97,7 @@ fn config(
 async fn import(store: &dyn Store, config: &Config, file: &[u8]) -> (Duration, Duration) {
     let started = Instant::now();
     let chains = manual::import::check(
+        config,
         file,
         Some("delete_portal_customer"),
         false,

@@ -11,7 +11,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::atlassian::{ALL_DIRECTORIES, CallError, Client};
+use crate::atlassian::{ALL_DIRECTORIES, CallError, Client, NO_JSM_AGENT_LICENCE};
 use crate::config::Config;
 use crate::domain::{Action, ApiFamily};
 
@@ -84,6 +84,8 @@ struct Targets {
     groups: BTreeSet<String>,
     service_desks: BTreeSet<String>,
     organizations: BTreeSet<String>,
+    /// The rules' actions that write to the directory (`directory_id` must be a real one).
+    directory_writers: BTreeSet<Action>,
     site: bool,
     admin: bool,
 }
@@ -99,6 +101,9 @@ fn targets(config: &Config) -> Targets {
         match action.family() {
             ApiFamily::Site => targets.site = true,
             ApiFamily::Admin => targets.admin = true,
+        }
+        if action.writes_directory() {
+            targets.directory_writers.insert(action);
         }
         let Some(name) = action.required_param() else {
             continue;
@@ -182,7 +187,7 @@ async fn site_checks(client: Option<&Client>, targets: &Targets) -> Vec<Check> {
     for id in &targets.service_desks {
         // GET /rest/servicedeskapi/servicedesk/{id}
         let found = client.service_desk_exists(id).await;
-        checks.push(existence(
+        checks.push(desk_existence(
             format!("service_desk:{id}"),
             found,
             "service desk",
@@ -192,7 +197,7 @@ async fn site_checks(client: Option<&Client>, targets: &Targets) -> Vec<Check> {
     for id in &targets.organizations {
         // GET /rest/servicedeskapi/organization/{id}
         let found = client.organization_exists(id).await;
-        checks.push(existence(
+        checks.push(desk_existence(
             format!("organization:{id}"),
             found,
             "customer organization",
@@ -228,7 +233,7 @@ async fn admin_checks(client: Option<&Client>, targets: &Targets) -> Vec<Check> 
         checks.extend(not_checked(dependent, "the admin credentials failed"));
         return checks;
     }
-    let mut checks = vec![credentials, directory_check(client).await];
+    let mut checks = vec![credentials, directory_check(client, targets).await];
     for id in &targets.groups {
         // GET /admin/v2/orgs/{orgId}/directories/{directoryId}/groups/{id}
         let found = client.group_exists(id).await;
@@ -237,34 +242,57 @@ async fn admin_checks(client: Option<&Client>, targets: &Targets) -> Vec<Check> 
     checks
 }
 
-/// GET /admin/v2/orgs/{orgId}/directories, every page.
-async fn directory_check(client: &Client) -> Check {
+/// GET /admin/v2/orgs/{orgId}/directories, every page. `-` (all directories) passes only
+/// while the rules just read the directory: it is documented for reads only.
+async fn directory_check(client: &Client, targets: &Targets) -> Check {
     let Some(wanted) = client.directory_id() else {
         return failed(
             "directory",
             "not configured — set directory_id in [atlassian]",
         );
     };
-    if wanted == ALL_DIRECTORIES {
-        return passed("directory", "`-`: every directory of the org");
+    if wanted == ALL_DIRECTORIES && targets.directory_writers.is_empty() {
+        return passed(
+            "directory",
+            "`-`: every directory of the org (the rules only read it)",
+        );
     }
-    match client.directory_ids().await {
-        Ok(ids) if ids.iter().any(|id| id == wanted) => {
-            passed("directory", format!("{wanted} is a directory of the org"))
-        }
-        Ok(ids) => failed(
+    let directories = match client.directories().await {
+        Ok(directories) => directories,
+        Err(e) => return failed("directory", explain(&e, ADMIN_FIX)),
+    };
+    let listed = if directories.is_empty() {
+        "none".to_owned()
+    } else {
+        let names: Vec<String> = directories.iter().map(ToString::to_string).collect();
+        names.join(", ")
+    };
+    if wanted == ALL_DIRECTORIES {
+        let writers: Vec<&str> = targets
+            .directory_writers
+            .iter()
+            .map(|a| a.as_str())
+            .collect();
+        return failed(
             "directory",
             format!(
-                "{wanted} is not a directory of the org (it has: {}) — set directory_id to one \
-                 of them",
-                if ids.is_empty() {
-                    "none".to_owned()
-                } else {
-                    ids.join(", ")
-                }
+                "`-` (all directories) is documented for reads only, but the rules write to the \
+                 directory ({}); the org's directories: {listed} — set directory_id to the one \
+                 that holds the people to offboard",
+                writers.join(", ")
             ),
-        ),
-        Err(e) => failed("directory", explain(&e, ADMIN_FIX)),
+        );
+    }
+    if directories.iter().any(|directory| directory.id == wanted) {
+        passed("directory", format!("{wanted} is a directory of the org"))
+    } else {
+        failed(
+            "directory",
+            format!(
+                "{wanted} is not a directory of the org (it has: {listed}) — set directory_id to \
+                 one of them"
+            ),
+        )
     }
 }
 
@@ -279,6 +307,24 @@ fn existence(name: String, found: Result<bool, CallError>, what: &str, param: &s
             format!("no {what} has this id (HTTP 404) — fix the {param} in the rules"),
         ),
         Err(e) => failed(&name, explain(&e, "check the credentials' access to it")),
+    }
+}
+
+/// A service desk API read (`/rest/servicedeskapi/…`): as [`existence`], except that a 403
+/// with an empty body is what every such endpoint answers a site user without a JSM agent
+/// licence.
+fn desk_existence(name: String, found: Result<bool, CallError>, what: &str, param: &str) -> Check {
+    match found {
+        Err(e) if e.is_bare_forbidden() => failed(
+            &name,
+            format!(
+                "{NO_JSM_AGENT_LICENCE} (every service desk API call answers HTTP 403 with an \
+                 empty body) — give site_email a Jira Service Management agent licence \
+                 (admin.atlassian.com → Users → the user → product access: Jira Service \
+                 Management), then run offboard doctor again"
+            ),
+        ),
+        found => existence(name, found, what, param),
     }
 }
 

@@ -41,9 +41,27 @@ pub enum CallError {
     /// organization): a mistake in the rules, never "already done".
     #[error("the {kind} `{id}` does not exist in Atlassian (HTTP 404)")]
     MissingTarget { kind: &'static str, id: String },
+    /// A write to the directory with `directory_id = "-"`, which names every directory and
+    /// is documented for reads only: nothing was sent.
+    #[error(
+        "directory_id \"-\" is for reads only; set a real directory id (`offboard doctor` lists them)"
+    )]
+    DirectoryNotWritable,
 }
 
+/// What a 403 with an empty body from a service desk API (`/rest/servicedeskapi/…`) means:
+/// without a JSM agent licence, every one of them answers that way (observed live).
+pub const NO_JSM_AGENT_LICENCE: &str =
+    "the site user needs a Jira Service Management agent licence";
+
 impl CallError {
+    /// A 403 with an empty body: from a service desk API, the site user has no Jira Service
+    /// Management agent licence ([`NO_JSM_AGENT_LICENCE`]). A 403 with a body says its own
+    /// reason.
+    pub fn is_bare_forbidden(&self) -> bool {
+        matches!(self, CallError::Rejected { status: 403, body } if body.trim().is_empty())
+    }
+
     /// Applies the rules that hold for every endpoint; any other response is returned for the
     /// endpoint to classify.
     pub(crate) async fn check_shared_rules(

@@ -141,13 +141,13 @@ struct Page<T> {
 }
 
 /// An entry of a listing, known by its id.
-trait Listed: DeserializeOwned {
+pub(super) trait Listed: DeserializeOwned {
     fn id(&self) -> &str;
 }
 
 #[derive(Deserialize)]
-struct ServiceDesk {
-    id: String,
+pub(super) struct ServiceDesk {
+    pub(super) id: String,
 }
 
 impl Listed for ServiceDesk {
@@ -160,9 +160,9 @@ impl Listed for ServiceDesk {
 /// whether the account is active, a desk's entry only what that desk showed at the time.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct DeskCustomer {
-    account_id: String,
-    email_address: Option<String>,
+pub(super) struct DeskCustomer {
+    pub(super) account_id: String,
+    pub(super) email_address: Option<String>,
     display_name: Option<String>,
 }
 
@@ -180,11 +180,29 @@ struct OnDesks {
 }
 
 /// One paged listing of the service desk API.
-struct Listing<'a> {
-    path: &'a [&'a str],
-    endpoint: &'static str,
+pub(super) struct Listing<'a> {
+    pub(super) path: &'a [&'a str],
+    pub(super) endpoint: &'static str,
     /// Sends `X-ExperimentalApi: opt-in`.
-    experimental: bool,
+    pub(super) experimental: bool,
+    /// The `query` filter, where the listing takes one.
+    pub(super) query: Option<&'a str>,
+    /// How often a rate-limited page is waited out and asked again; a job's lookup asks
+    /// none, and snoozes instead.
+    pub(super) rate_limit_retries: u32,
+}
+
+impl Listing<'_> {
+    /// A desk's customer list (experimental).
+    pub(super) fn desk_customers<'a>(path: &'a [&'a str; 5]) -> Listing<'a> {
+        Listing {
+            path,
+            endpoint: "service_desk_customers",
+            experimental: true,
+            query: None,
+            rate_limit_retries: RATE_LIMIT_RETRIES,
+        }
+    }
 }
 
 impl Client {
@@ -211,11 +229,7 @@ impl Client {
                 return Err(CallError::unsendable(desk));
             }
             let path = ["rest", "servicedeskapi", "servicedesk", desk, "customer"];
-            let listing = Listing {
-                path: &path,
-                endpoint: "service_desk_customers",
-                experimental: true,
-            };
+            let listing = Listing::desk_customers(&path);
             self.each_page(&listing, |page: Vec<DeskCustomer>| {
                 for entry in page {
                     merge(&mut listed, entry, desk);
@@ -257,7 +271,7 @@ impl Client {
         let ids: Vec<String> = listed.keys().cloned().collect();
         let mut records: HashMap<String, Account> = HashMap::new();
         for chunk in bulk_chunks(&ids) {
-            let read = retrying(|| self.site_users_chunk(&chunk, None)).await?;
+            let read = retrying(RATE_LIMIT_RETRIES, || self.site_users_chunk(&chunk, None)).await?;
             records.extend(read.into_iter().map(|a| (a.account_id.clone(), a)));
             seen.classified += chunk.len();
             progress(*seen);
@@ -266,7 +280,7 @@ impl Client {
         for (account_id, on_desks) in listed {
             let record = match records.remove(&account_id) {
                 Some(record) => record,
-                None => match retrying(|| self.site_user(&account_id)).await? {
+                None => match retrying(RATE_LIMIT_RETRIES, || self.site_user(&account_id)).await? {
                     Some(record) => record,
                     None => {
                         inventory.unknown.push(account_id);
@@ -299,7 +313,7 @@ impl Client {
     /// twice as far, down to the start) until a page does. Whatever stayed on the list for
     /// the whole reading is then read, provided the server keeps its order. A page without
     /// entries that is not the last would be asked for again forever, so it is an error.
-    async fn each_page<T: Listed>(
+    pub(super) async fn each_page<T: Listed>(
         &self,
         listing: &Listing<'_>,
         mut take: impl FnMut(Vec<T>),
@@ -366,8 +380,11 @@ impl Client {
         listing: &Listing<'_>,
         start: usize,
     ) -> Result<Page<T>, CallError> {
-        retrying(|| async {
+        retrying(listing.rate_limit_retries, || async {
             let mut url = self.site_endpoint(listing.path)?;
+            if let Some(query) = listing.query {
+                url.query_pairs_mut().append_pair("query", query);
+            }
             url.query_pairs_mut()
                 .append_pair("start", &start.to_string())
                 .append_pair("limit", &PAGE_LIMIT.to_string());
@@ -389,7 +406,7 @@ impl Client {
 /// Makes `call` again after a rate limit, a few times: one 429 in a reading of hundreds of
 /// requests should not cost the requests already made. A wait the server names has already
 /// paused the whole family (`Client::send`); without one, backs off from 1 s.
-async fn retrying<T, F, Fut>(mut call: F) -> Result<T, CallError>
+async fn retrying<T, F, Fut>(times: u32, mut call: F) -> Result<T, CallError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, CallError>>,
@@ -399,8 +416,7 @@ where
     loop {
         match call().await {
             Err(CallError::RateLimited { wait, .. })
-                if retries < RATE_LIMIT_RETRIES
-                    && wait.is_none_or(|wait| wait <= MAX_RATE_LIMIT_WAIT) =>
+                if retries < times && wait.is_none_or(|wait| wait <= MAX_RATE_LIMIT_WAIT) =>
             {
                 retries += 1;
                 if wait.is_none() {
@@ -413,10 +429,12 @@ where
     }
 }
 
-const SERVICE_DESKS: Listing<'static> = Listing {
+pub(super) const SERVICE_DESKS: Listing<'static> = Listing {
     path: &["rest", "servicedeskapi", "servicedesk"],
     endpoint: "service_desks",
     experimental: false,
+    query: None,
+    rate_limit_retries: RATE_LIMIT_RETRIES,
 };
 
 /// Adds one desk's entry for an account. A field one desk's list leaves out is taken from

@@ -1,9 +1,10 @@
 //! Finding the accounts behind an email: the site user search for customers and site users,
-//! the org directory search for managed accounts; and reading accounts' own records by id,
-//! one or many at a time, which also sees the accounts those searches no longer return
-//! (revoked, suspended).
+//! the service desks' customer lists for the customers that search leaves out (revoked), the
+//! org directory search for managed accounts; and reading accounts' own records by id, one
+//! or many at a time, which also sees the accounts those searches no longer return (revoked,
+//! suspended).
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
 use reqwest::{Method, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -12,6 +13,7 @@ use serde_json::json;
 
 use super::client::{Client, Paid, is_sendable_id};
 use super::error::CallError;
+use super::inventory::{DeskCustomer, Listing, SERVICE_DESKS, ServiceDesk};
 use crate::domain::ApiFamily;
 
 /// The site search asks for this many candidates; an exact email is among the first few.
@@ -133,6 +135,46 @@ impl Client {
             .map(Account::from)
             .filter(|account| has_email(account, email))
             .collect())
+    }
+
+    /// The ids of the accounts with exactly this email on some service desk's customer list:
+    /// every desk the site user may see (`GET /rest/servicedeskapi/servicedesk`, every page),
+    /// then each desk's customers matching `query={email}` (`GET …/servicedesk/{id}/customer`,
+    /// experimental, every page). These lists still hold a customer whose portal access was
+    /// revoked, whom the active-user search no longer returns (as far as anyone has written
+    /// down: UNCONFIRMED). Their entries carry no `accountType`: read the account by id for
+    /// it. A rate limit is not waited out here: the job snoozes instead.
+    pub async fn find_desk_customers(&self, email: &str) -> Result<BTreeSet<String>, CallError> {
+        let desks_listing = Listing {
+            rate_limit_retries: 0,
+            ..SERVICE_DESKS
+        };
+        let mut desks = Vec::new();
+        self.each_page(&desks_listing, |page: Vec<ServiceDesk>| {
+            desks.extend(page.into_iter().map(|desk| desk.id));
+        })
+        .await?;
+        let mut found = BTreeSet::new();
+        for desk in &desks {
+            if !is_sendable_id(desk) {
+                return Err(CallError::unsendable(desk));
+            }
+            let path = ["rest", "servicedeskapi", "servicedesk", desk, "customer"];
+            let listing = Listing {
+                query: Some(email),
+                rate_limit_retries: 0,
+                ..Listing::desk_customers(&path)
+            };
+            self.each_page(&listing, |page: Vec<DeskCustomer>| {
+                found.extend(
+                    page.into_iter()
+                        .filter(|entry| same_email(entry.email_address.as_deref(), email))
+                        .map(|entry| entry.account_id),
+                );
+            })
+            .await?;
+        }
+        Ok(found)
     }
 
     /// Org directory search by exact email, following `links.next` cursors. The filter is
@@ -382,10 +424,12 @@ pub(super) fn bulk_chunks(account_ids: &[String]) -> Vec<Vec<&str>> {
 /// Exact after ASCII case folding only: Unicode case mapping would let a look-alike match
 /// (`\u{212A}elvin@…`, KELVIN SIGN, lower-cases to `kelvin@…`).
 pub(crate) fn has_email(account: &Account, email: &str) -> bool {
-    account
-        .email
-        .as_deref()
-        .is_some_and(|found| found.eq_ignore_ascii_case(email))
+    same_email(account.email.as_deref(), email)
+}
+
+/// As [`has_email`], for an email shown (or hidden: `None`) anywhere.
+fn same_email(shown: Option<&str>, email: &str) -> bool {
+    shown.is_some_and(|found| found.eq_ignore_ascii_case(email))
 }
 
 impl From<SiteUser> for Account {

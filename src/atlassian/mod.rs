@@ -14,11 +14,12 @@ mod inventory;
 mod lookup;
 mod mutation;
 mod pacing;
+mod readback;
 mod targets;
 
 pub use client::{AdminSettings, AtlassianSettings, Client, SiteSettings};
-pub use error::CallError;
+pub use error::{CallError, NO_JSM_AGENT_LICENCE};
 pub use inventory::{CustomerFilter, CustomerKey, Inventory, InventoryProgress, PortalCustomer};
 pub use lookup::{Account, BULK_READ_IDS};
-pub use mutation::{Applied, Mutation, PlannedRequest};
-pub use targets::ALL_DIRECTORIES;
+pub use mutation::{Applied, Mutation, PlannedRequest, Settled};
+pub use targets::{ALL_DIRECTORIES, Directory};

@@ -5,14 +5,15 @@
 //! its family, how its answers read), and keeping them side by side is what makes a wrong
 //! reading of a 404 or a 409 visible.
 
-use reqwest::{Method, Response, StatusCode, Url};
+use reqwest::{Method, Response, Url};
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::client::{Client, EXPERIMENTAL_API, is_sendable_id};
 use super::error::{CallError, read_body_prefix};
-use super::lookup::Account;
-use crate::domain::ApiFamily;
+use super::readback::{Reading, Seen, checked_first, reading};
+use super::targets::ALL_DIRECTORIES;
+use crate::domain::{Action, ApiFamily};
 
 /// One mutating call against one account.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +27,9 @@ pub enum Mutation {
     RemoveFromServiceDesk {
         service_desk_id: String,
         account_id: String,
+        /// The job's email: the desk's customer list is searched by it before the removal,
+        /// whose 204 also answers non-members.
+        email: String,
     },
     RemoveFromCustomerOrganization {
         organization_id: String,
@@ -73,25 +77,32 @@ pub enum Mutation {
 }
 
 impl Mutation {
+    /// The action it carries out.
+    pub fn action(&self) -> Action {
+        match self {
+            Mutation::RevokePortalAccess { .. } => Action::RevokePortalAccess,
+            Mutation::DeletePortalCustomer { .. } => Action::DeletePortalCustomer,
+            Mutation::RemoveFromServiceDesk { .. } => Action::RemoveFromServiceDesk,
+            Mutation::RemoveFromCustomerOrganization { .. } => {
+                Action::RemoveFromCustomerOrganization
+            }
+            Mutation::SuspendAccess { .. } => Action::SuspendAccess,
+            Mutation::RestoreAccess { .. } => Action::RestoreAccess,
+            Mutation::RemoveFromDirectory { .. } => Action::RemoveFromDirectory,
+            Mutation::RemoveFromGroup { .. } => Action::RemoveFromGroup,
+            Mutation::DeactivateAccount { .. } => Action::DeactivateAccount,
+            Mutation::DeleteAccount { .. } => Action::DeleteAccount,
+            Mutation::EnableAccount { .. } => Action::EnableAccount,
+            Mutation::CancelDeleteAccount { .. } => Action::CancelDeleteAccount,
+            Mutation::AddToGroup { .. } => Action::AddToGroup,
+            Mutation::AddToServiceDesk { .. } => Action::AddToServiceDesk,
+            Mutation::AddToCustomerOrganization { .. } => Action::AddToCustomerOrganization,
+        }
+    }
+
     /// The endpoint's name in metrics: the action it carries out.
     pub fn endpoint(&self) -> &'static str {
-        match self {
-            Mutation::RevokePortalAccess { .. } => "revoke_portal_access",
-            Mutation::DeletePortalCustomer { .. } => "delete_portal_customer",
-            Mutation::RemoveFromServiceDesk { .. } => "remove_from_service_desk",
-            Mutation::RemoveFromCustomerOrganization { .. } => "remove_from_customer_organization",
-            Mutation::SuspendAccess { .. } => "suspend_access",
-            Mutation::RestoreAccess { .. } => "restore_access",
-            Mutation::RemoveFromDirectory { .. } => "remove_from_directory",
-            Mutation::RemoveFromGroup { .. } => "remove_from_group",
-            Mutation::DeactivateAccount { .. } => "deactivate_account",
-            Mutation::DeleteAccount { .. } => "delete_account",
-            Mutation::EnableAccount { .. } => "enable_account",
-            Mutation::CancelDeleteAccount { .. } => "cancel_delete_account",
-            Mutation::AddToGroup { .. } => "add_to_group",
-            Mutation::AddToServiceDesk { .. } => "add_to_service_desk",
-            Mutation::AddToCustomerOrganization { .. } => "add_to_customer_organization",
-        }
+        self.action().as_str()
     }
 
     /// Customer mutations go to the site with Basic auth, managed ones to the admin API.
@@ -125,12 +136,53 @@ impl Mutation {
         }
     }
 
+    /// The account it acts on.
+    pub fn account_id(&self) -> &str {
+        self.ids().last().copied().unwrap_or_default()
+    }
+
+    /// The group, service desk or organization it names, if any.
+    pub fn target_id(&self) -> Option<&str> {
+        let ids = self.ids();
+        (ids.len() == 2).then(|| ids[0])
+    }
+
+    /// The email the job named, where the call needs it.
+    pub fn email(&self) -> Option<&str> {
+        match self {
+            Mutation::RemoveFromServiceDesk { email, .. } => Some(email),
+            _ => None,
+        }
+    }
+
+    /// The kind of configured target it names, for `missing_target:<kind>:<id>`.
+    fn target_kind(&self) -> &'static str {
+        match self {
+            Mutation::RemoveFromServiceDesk { .. } | Mutation::AddToServiceDesk { .. } => {
+                "service_desk"
+            }
+            Mutation::RemoveFromCustomerOrganization { .. }
+            | Mutation::AddToCustomerOrganization { .. } => "organization",
+            Mutation::RemoveFromGroup { .. } | Mutation::AddToGroup { .. } => "group",
+            Mutation::RevokePortalAccess { .. }
+            | Mutation::DeletePortalCustomer { .. }
+            | Mutation::SuspendAccess { .. }
+            | Mutation::RestoreAccess { .. }
+            | Mutation::RemoveFromDirectory { .. }
+            | Mutation::DeactivateAccount { .. }
+            | Mutation::DeleteAccount { .. }
+            | Mutation::EnableAccount { .. }
+            | Mutation::CancelDeleteAccount { .. } => "directory",
+        }
+    }
+
     /// Every id this mutation puts into its URL.
     fn ids(&self) -> Vec<&str> {
         match self {
             Mutation::RemoveFromServiceDesk {
                 service_desk_id: other,
                 account_id,
+                ..
             }
             | Mutation::RemoveFromCustomerOrganization {
                 organization_id: other,
@@ -180,6 +232,13 @@ pub enum Applied {
     Done,
     /// The API says the account is already gone or already in that state.
     AlreadyDone,
+}
+
+/// How a mutation ended, with what a membership check or a read-back saw, if one was made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settled {
+    pub applied: Applied,
+    pub seen: Option<String>,
 }
 
 /// Everything needed to send one mutation.
@@ -233,48 +292,97 @@ impl Client {
     }
 
     pub async fn apply(&self, m: &Mutation) -> Result<Applied, CallError> {
+        Ok(self.settle(m).await?.applied)
+    }
+
+    /// Makes the call and settles what it did (README, "Job outcomes"): by the answer where
+    /// the endpoint documents one meaning for it, else by reading the state back
+    /// (`readback::reading`). Membership is read first where a non-member's answer looks
+    /// like a member's (`readback::checked_first`).
+    pub async fn settle(&self, m: &Mutation) -> Result<Settled, CallError> {
         refuse_unsendable_ids(m)?;
+        if m.action().writes_directory() && self.directory_id() == Some(ALL_DIRECTORIES) {
+            return Err(CallError::DirectoryNotWritable);
+        }
+        if let Some(check) = checked_first(m) {
+            match self.observe(check, m).await? {
+                Seen::InTarget(seen) => {
+                    return Ok(Settled {
+                        applied: Applied::AlreadyDone,
+                        seen: Some(format!("checked before the call: {seen}")),
+                    });
+                }
+                Seen::NotInTarget(_) => {}
+                // Only a list too long to read ends here; nothing was sent.
+                Seen::CannotTell(seen) => {
+                    return Err(CallError::Transient {
+                        detail: format!("membership could not be checked before the call: {seen}"),
+                    });
+                }
+                Seen::MissingTarget { kind, id } => {
+                    return Err(CallError::MissingTarget { kind, id });
+                }
+            }
+        }
         let response = self
             .send_request(m.endpoint(), self.request_for(m)?)
             .await?;
-        match m {
-            Mutation::RevokePortalAccess { .. } => revoke_portal_access(response).await,
-            Mutation::DeletePortalCustomer { .. } => delete_portal_customer(response).await,
-            Mutation::RemoveFromServiceDesk {
-                service_desk_id, ..
-            } => remove_from_service_desk(response, service_desk_id).await,
-            Mutation::RemoveFromCustomerOrganization {
-                organization_id, ..
-            } => remove_from_customer_organization(response, organization_id).await,
-            Mutation::SuspendAccess { account_id } => {
-                suspend_access(self, response, account_id).await
+        let status = response.status();
+        let missing = || CallError::MissingTarget {
+            kind: m.target_kind(),
+            id: m.target_id().unwrap_or_default().to_owned(),
+        };
+        let settled = |applied| {
+            Ok(Settled {
+                applied,
+                seen: None,
+            })
+        };
+        match reading(m, status) {
+            Reading::Done => settled(Applied::Done),
+            Reading::AlreadyDone => settled(Applied::AlreadyDone),
+            Reading::MissingTarget => Err(missing()),
+            Reading::Refused => Err(CallError::rejected(response).await),
+            Reading::MissingTargetIfAbsent => {
+                let body = read_body_prefix(response).await;
+                match self.group_exists(m.target_id().unwrap_or_default()).await? {
+                    false => Err(missing()),
+                    true => Err(CallError::Rejected {
+                        status: status.as_u16(),
+                        body,
+                    }),
+                }
             }
-            Mutation::RestoreAccess { account_id } => {
-                restore_access(self, response, account_id).await
+            Reading::AlreadyDoneIfCode(code) => {
+                let body = read_body_prefix(response).await;
+                if error_codes(&body).iter().any(|c| c == code) {
+                    Ok(Settled {
+                        applied: Applied::AlreadyDone,
+                        seen: Some(format!("error code {code}")),
+                    })
+                } else {
+                    Err(CallError::Rejected {
+                        status: status.as_u16(),
+                        body,
+                    })
+                }
             }
-            Mutation::RemoveFromDirectory { account_id } => {
-                remove_from_directory(self, response, account_id).await
+            Reading::ReadBack(check) => {
+                let body = read_body_prefix(response).await;
+                match self.observe(check, m).await? {
+                    Seen::InTarget(seen) => Ok(Settled {
+                        applied: Applied::AlreadyDone,
+                        seen: Some(format!("HTTP {}, read back: {seen}", status.as_u16())),
+                    }),
+                    Seen::MissingTarget { kind, id } => Err(CallError::MissingTarget { kind, id }),
+                    seen @ (Seen::NotInTarget(_) | Seen::CannotTell(_)) => {
+                        Err(CallError::Rejected {
+                            status: status.as_u16(),
+                            body: format!("{body} (read back: {seen})"),
+                        })
+                    }
+                }
             }
-            Mutation::RemoveFromGroup { group_id, .. } => {
-                remove_from_group(self, response, group_id).await
-            }
-            Mutation::DeactivateAccount { account_id, .. } => {
-                deactivate_account(self, response, account_id).await
-            }
-            Mutation::DeleteAccount { account_id } => {
-                delete_account(self, response, account_id).await
-            }
-            Mutation::EnableAccount { account_id }
-            | Mutation::CancelDeleteAccount { account_id } => {
-                activate_account(self, response, account_id).await
-            }
-            Mutation::AddToGroup { group_id, .. } => add_to_group(self, response, group_id).await,
-            Mutation::AddToServiceDesk {
-                service_desk_id, ..
-            } => not_found_is_a_missing_target(response, "service_desk", service_desk_id).await,
-            Mutation::AddToCustomerOrganization {
-                organization_id, ..
-            } => not_found_is_a_missing_target(response, "organization", organization_id).await,
         }
     }
 
@@ -315,6 +423,7 @@ impl Client {
             Mutation::RemoveFromServiceDesk {
                 service_desk_id,
                 account_id,
+                ..
             }
             | Mutation::AddToServiceDesk {
                 service_desk_id,
@@ -423,214 +532,15 @@ fn refuse_unsendable_ids(m: &Mutation) -> Result<(), CallError> {
     }
 }
 
-/// Revoke portal-only access: 404 "account ID is invalid". What a repeat returns is
-/// unconfirmed, so a missing account counts as already revoked.
-async fn revoke_portal_access(response: Response) -> Result<Applied, CallError> {
-    not_found_is_already_done(response).await
-}
-
-/// Delete user: 404 is "user not found", i.e. already deleted. 400 "user cannot be removed"
-/// is permanent and falls to the shared rules.
-async fn delete_portal_customer(response: Response) -> Result<Applied, CallError> {
-    not_found_is_already_done(response).await
-}
-
-/// Remove customers from a service desk: 204 even when the customer was not on it, so a 404
-/// means the desk is missing. The desk id comes from our rules: a mistake to report.
-async fn remove_from_service_desk(response: Response, desk: &str) -> Result<Applied, CallError> {
-    not_found_is_a_missing_target(response, "service_desk", desk).await
-}
-
-/// Remove users from an organization: 404 means the organization is missing, and the id is
-/// ours. Whether a non-member answers 204 or 400 is unconfirmed; a 400 stays a failure
-/// with its body, never a success we cannot vouch for.
-async fn remove_from_customer_organization(
-    response: Response,
-    organization: &str,
-) -> Result<Applied, CallError> {
-    not_found_is_a_missing_target(response, "organization", organization).await
-}
-
-/// Directory suspend: 404 means the account is gone from the directory. A 409 (a repeat,
-/// possibly) is read back: an account already suspended is already done.
-async fn suspend_access(
-    client: &Client,
-    response: Response,
-    account_id: &str,
-) -> Result<Applied, CallError> {
-    let in_target = |a: &Account| {
-        a.directory_status.as_deref() == Some("suspended")
-            || a.membership_status.as_deref() == Some("suspended")
+/// The `errors[].code` values of an Atlassian admin error body.
+fn error_codes(body: &str) -> Vec<String> {
+    let Ok(value) = serde_json::from_str::<Value>(body) else {
+        return Vec::new();
     };
-    lifecycle_answer(client, response, account_id, in_target, false).await
-}
-
-/// Directory restore: 404 means the account is gone, so there is nothing left to restore. A
-/// 409 is read back: an active account is already restored.
-async fn restore_access(
-    client: &Client,
-    response: Response,
-    account_id: &str,
-) -> Result<Applied, CallError> {
-    let in_target = |a: &Account| a.directory_status.as_deref() == Some("active");
-    lifecycle_answer(client, response, account_id, in_target, false).await
-}
-
-/// Directory remove: 404 means the account already left the directory; so does a 409 whose
-/// read-back no longer finds it.
-async fn remove_from_directory(
-    client: &Client,
-    response: Response,
-    account_id: &str,
-) -> Result<Applied, CallError> {
-    lifecycle_answer(client, response, account_id, |_| false, true).await
-}
-
-/// Group membership removal: a 404 is either "not a member" or "no such group", and only
-/// the second is a mistake in our rules, so the group is read back to tell them apart.
-async fn remove_from_group(
-    client: &Client,
-    response: Response,
-    group_id: &str,
-) -> Result<Applied, CallError> {
-    match response.status() {
-        status if status.is_success() => Ok(Applied::Done),
-        StatusCode::NOT_FOUND => match client.group_exists(group_id).await? {
-            true => Ok(Applied::AlreadyDone),
-            false => Err(CallError::MissingTarget {
-                kind: "group",
-                id: group_id.to_owned(),
-            }),
-        },
-        _ => Err(CallError::rejected(response).await),
-    }
-}
-
-/// Lifecycle disable: 404 means the account is gone. 409 "not eligible" is also what a
-/// repeat answers, so the account is read back: already deactivated is already done.
-async fn deactivate_account(
-    client: &Client,
-    response: Response,
-    account_id: &str,
-) -> Result<Applied, CallError> {
-    let in_target = |a: &Account| {
-        a.directory_status.as_deref() == Some("deactivated")
-            || a.status.as_deref() == Some("inactive")
-    };
-    lifecycle_answer(client, response, account_id, in_target, false).await
-}
-
-/// Lifecycle delete: 200 with `{"message":"Success"}`; 404 means the account is gone. A 409
-/// (a repeat inside the 14-day grace period, possibly) is read back: an account already
-/// scheduled for deletion or closed, or no longer in the directory, is already done.
-async fn delete_account(
-    client: &Client,
-    response: Response,
-    account_id: &str,
-) -> Result<Applied, CallError> {
-    let in_target = |a: &Account| {
-        a.directory_status.as_deref() == Some("for_deletion")
-            || a.status.as_deref() == Some("closed")
-    };
-    lifecycle_answer(client, response, account_id, in_target, true).await
-}
-
-/// Lifecycle enable (204) and cancel-delete (200, within the 14 days of grace), the calls
-/// that give an account back. A 409 "not eligible" is read back: an active account is
-/// already given back (a deleted one needs cancel-delete before enable, and fails with the
-/// body). Anything else, a 404 included, fails: an account that is gone cannot be given
-/// anything back, so a 404 is never `already_done` here.
-async fn activate_account(
-    client: &Client,
-    response: Response,
-    account_id: &str,
-) -> Result<Applied, CallError> {
-    let active = |a: &Account| a.directory_status.as_deref() == Some("active");
-    match response.status() {
-        status if status.is_success() => Ok(Applied::Done),
-        StatusCode::CONFLICT => lifecycle_answer(client, response, account_id, active, false).await,
-        _ => Err(CallError::rejected(response).await),
-    }
-}
-
-/// Group membership add: 2xx. A 404 is "no such group" (a missing target) or an account not
-/// in the group's directory (a failure): the group is read back to tell them apart. What a
-/// repeat answers is unconfirmed; a 409 stays a failure with its body (an IdP-synced group
-/// refuses too), never a success we cannot vouch for.
-async fn add_to_group(
-    client: &Client,
-    response: Response,
-    group_id: &str,
-) -> Result<Applied, CallError> {
-    match response.status() {
-        status if status.is_success() => Ok(Applied::Done),
-        StatusCode::NOT_FOUND => match client.group_exists(group_id).await? {
-            true => Err(CallError::rejected(response).await),
-            false => Err(CallError::MissingTarget {
-                kind: "group",
-                id: group_id.to_owned(),
-            }),
-        },
-        _ => Err(CallError::rejected(response).await),
-    }
-}
-
-/// 2xx: done; 404: the account is already gone; 409: the account is read back from the
-/// directory, and is already done only if it is in the target state (or, with
-/// `gone_is_done`, no longer there). Anything else is permanent.
-async fn lifecycle_answer(
-    client: &Client,
-    response: Response,
-    account_id: &str,
-    in_target: impl Fn(&Account) -> bool,
-    gone_is_done: bool,
-) -> Result<Applied, CallError> {
-    if response.status() != StatusCode::CONFLICT {
-        return not_found_is_already_done(response).await;
-    }
-    let status = response.status().as_u16();
-    let body = read_body_prefix(response).await;
-    match client.directory_user(account_id).await? {
-        Some(account) if in_target(&account) => Ok(Applied::AlreadyDone),
-        None if gone_is_done => Ok(Applied::AlreadyDone),
-        found => {
-            let now = found.map_or("not in the directory".to_owned(), |a| {
-                format!(
-                    "status {}, accountStatus {}",
-                    a.directory_status.as_deref().unwrap_or("unknown"),
-                    a.status.as_deref().unwrap_or("unknown")
-                )
-            });
-            Err(CallError::Rejected {
-                status,
-                body: format!("{body} (read back: {now})"),
-            })
-        }
-    }
-}
-
-/// 2xx: done; 404: the account is already gone; anything else is permanent.
-async fn not_found_is_already_done(response: Response) -> Result<Applied, CallError> {
-    match response.status() {
-        status if status.is_success() => Ok(Applied::Done),
-        StatusCode::NOT_FOUND => Ok(Applied::AlreadyDone),
-        _ => Err(CallError::rejected(response).await),
-    }
-}
-
-/// 2xx: done; 404: the configured target (`kind`, `id`) does not exist; anything else is
-/// permanent.
-async fn not_found_is_a_missing_target(
-    response: Response,
-    kind: &'static str,
-    id: &str,
-) -> Result<Applied, CallError> {
-    match response.status() {
-        status if status.is_success() => Ok(Applied::Done),
-        StatusCode::NOT_FOUND => Err(CallError::MissingTarget {
-            kind,
-            id: id.to_owned(),
-        }),
-        _ => Err(CallError::rejected(response).await),
-    }
+    value["errors"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["code"].as_str().map(str::to_owned))
+        .collect()
 }

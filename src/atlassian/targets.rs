@@ -13,8 +13,8 @@ use crate::domain::ApiFamily;
 /// A directory listing longer than this is not an org anyone runs; stop asking.
 const MAX_DIRECTORY_PAGES: usize = 50;
 
-/// `directoryId` `-` addresses every directory of the org.
-pub const ALL_DIRECTORIES: &str = "-";
+/// `directoryId` `-` addresses every directory of the org (reads only).
+pub use crate::config::ALL_DIRECTORIES;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -26,15 +26,28 @@ struct Myself {
 #[derive(Deserialize)]
 struct DirectoryPage {
     #[serde(default)]
-    data: Vec<DirectoryEntry>,
+    data: Vec<Directory>,
     #[serde(default)]
     links: Option<Links>,
 }
 
-#[derive(Deserialize)]
+/// One directory of the org, as `GET /admin/v2/orgs/{orgId}/directories` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct DirectoryEntry {
-    directory_id: String,
+pub struct Directory {
+    #[serde(rename = "directoryId")]
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl std::fmt::Display for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.name {
+            Some(name) => write!(f, "{} ({name})", self.id),
+            None => f.write_str(&self.id),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -62,10 +75,10 @@ impl Client {
         exists(self, ApiFamily::Admin, "org", url).await
     }
 
-    /// The org's directory ids (`GET /admin/v2/orgs/{orgId}/directories`, all pages).
-    pub async fn directory_ids(&self) -> Result<Vec<String>, CallError> {
+    /// The org's directories (`GET /admin/v2/orgs/{orgId}/directories`, all pages).
+    pub async fn directories(&self) -> Result<Vec<Directory>, CallError> {
         let org = self.org_id()?.to_owned();
-        let mut ids = Vec::new();
+        let mut directories = Vec::new();
         let mut cursor: Option<String> = None;
         for _ in 0..MAX_DIRECTORY_PAGES {
             let mut url = self.admin_endpoint(&["admin", "v2", "orgs", &org, "directories"])?;
@@ -77,10 +90,10 @@ impl Client {
                 .send(ApiFamily::Admin, "org_directories", request)
                 .await?;
             let page: DirectoryPage = read_lookup(response).await?;
-            ids.extend(page.data.into_iter().map(|d| d.directory_id));
+            directories.extend(page.data);
             cursor = page.links.and_then(|l| l.next).map(|next| cursor_of(&next));
             if cursor.is_none() {
-                return Ok(ids);
+                return Ok(directories);
             }
         }
         Err(CallError::Transient {
@@ -88,6 +101,15 @@ impl Client {
                 "the directory list was still paginating after {MAX_DIRECTORY_PAGES} pages"
             ),
         })
+    }
+
+    /// The org's directory ids (`GET /admin/v2/orgs/{orgId}/directories`, all pages).
+    pub async fn directory_ids(&self) -> Result<Vec<String>, CallError> {
+        let directories = self.directories().await?;
+        Ok(directories
+            .into_iter()
+            .map(|directory| directory.id)
+            .collect())
     }
 
     /// `GET …/directories/{directoryId}/groups/{groupId}`.

@@ -75,8 +75,9 @@ pub(super) async fn add(args: AddArgs) -> Result<(), Failure> {
         at: args.at.map(Value::String),
         params,
     };
-    let chain = manual::chain(&entry, args.approval, chrono::Utc::now()).map_err(Failure::Usage)?;
     let config = load(&args.config)?;
+    let chain = manual::chain(&config, &entry, args.approval, chrono::Utc::now())
+        .map_err(Failure::Usage)?;
     let key = manual::fresh_key(ManualSource::Cli);
     let body = format!("{entry:?}");
     let answer = enqueue(&config, &key, body.as_bytes(), vec![chain]).await?;
@@ -90,6 +91,7 @@ pub(super) async fn import(args: ImportArgs) -> Result<(), Failure> {
     let config = load(&args.config)?;
     let bar = progress_bar(&file);
     let checked = manual::import::check(
+        &config,
         &file,
         args.action.as_deref(),
         args.approval,

@@ -241,7 +241,9 @@ async fn run(command: Command) -> Result<(), Failure> {
             file,
         } => sign(&load(&config)?, &source, file.as_deref()),
         Command::Doctor { config, json } => {
-            let config = load(&config)?;
+            // A problem the doctor diagnoses itself (a `-` directory that rules write to)
+            // does not stop it: its check says how to fix it.
+            let config = Config::discover_to_diagnose(config.config.as_deref())?;
             let report = crate::doctor::run(&config).await;
             if json {
                 print_json(&report);

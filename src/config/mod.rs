@@ -49,6 +49,9 @@ const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 const DEFAULT_REPLAY_WINDOW: Span = Span::from_secs(30 * 86_400);
 /// Shorter admin tokens are refused: they can be guessed.
 pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+/// `directory_id = "-"` addresses every directory the key may manage: documented for reads
+/// only, so refused when a rule writes to the directory.
+pub const ALL_DIRECTORIES: &str = "-";
 
 /// The validated configuration the service runs with.
 #[derive(Debug)]
@@ -103,6 +106,13 @@ pub struct AdminCredentials {
     pub api_key: SecretString,
     pub org_id: String,
     pub directory_id: String,
+}
+
+impl AdminCredentials {
+    /// Whether `directory_id` is `-`: every directory, for reads only.
+    pub fn is_all_directories(&self) -> bool {
+        self.directory_id == ALL_DIRECTORIES
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -165,9 +175,24 @@ impl Config {
     /// Finds and loads the configuration: `explicit` (from `--config`), else
     /// `$OFFBOARD_CONFIG`, else `./offboard.toml` if present, else the built-in defaults.
     pub fn discover(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::discover_for(explicit, Purpose::Run)
+    }
+
+    /// As [`Config::discover`], for `offboard doctor`: a problem that the doctor diagnoses
+    /// itself against the live APIs (`directory_id = "-"` with rules that write to the
+    /// directory: its `directory` check lists the org's directories) lets it run. Every other
+    /// problem is still an error.
+    pub fn discover_to_diagnose(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::discover_for(explicit, Purpose::Diagnose)
+    }
+
+    fn discover_for(explicit: Option<&Path>, purpose: Purpose) -> Result<Config, ConfigError> {
         let env = |name: &str| std::env::var(name).ok();
         match config_path(explicit) {
-            Some(path) => Self::load(&path, &env),
+            Some(path) => {
+                let text = read_config(&path)?;
+                Self::from_toml_for(&text, ConfigOrigin::File(path), &env, purpose)
+            }
             None => Self::defaults(),
         }
     }
@@ -181,7 +206,7 @@ impl Config {
             Some(path) => read_config(&path)?,
             None => String::new(),
         };
-        parse_and(&text, |raw, problems| {
+        parse_and(&text, Purpose::Run, |raw, problems| {
             secret::database_url(raw.database_url, &env, problems)
         })
     }
@@ -198,7 +223,16 @@ impl Config {
         origin: ConfigOrigin,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        parse_and(text, |raw, problems| {
+        Self::from_toml_for(text, origin, env, Purpose::Run)
+    }
+
+    fn from_toml_for(
+        text: &str,
+        origin: ConfigOrigin,
+        env: &dyn Fn(&str) -> Option<String>,
+        purpose: Purpose,
+    ) -> Result<Config, ConfigError> {
+        parse_and(text, purpose, |raw, problems| {
             validate::config(raw, origin, env, problems)
         })
     }
@@ -215,6 +249,38 @@ impl Config {
             .flat_map(|r| r.actions())
             .collect()
     }
+
+    /// Whether `directory_id` is `-` (all directories), which is documented for reads only.
+    pub fn directory_is_all(&self) -> bool {
+        self.atlassian
+            .as_ref()
+            .and_then(|a| a.admin.as_ref())
+            .is_some_and(AdminCredentials::is_all_directories)
+    }
+
+    /// Why `action` cannot run with this configuration's directory, if it cannot: it writes to
+    /// the directory and `directory_id` is `-`. One wording for every path that refuses it.
+    pub fn directory_refuses(&self, action: Action) -> Option<String> {
+        (action.writes_directory() && self.directory_is_all()).then(|| {
+            format!(
+                "{action} writes to the directory, but directory_id is `-` (all directories), \
+                 which Atlassian documents for reads only — {DIRECTORY_FIX}"
+            )
+        })
+    }
+}
+
+/// How to fix a `directory_id = "-"` that something writes through.
+const DIRECTORY_FIX: &str = "set [atlassian] directory_id to one of the org's directory ids \
+                             (`offboard doctor` lists them)";
+
+/// What a configuration is loaded for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// Serving, checking, enqueueing: every problem refuses it.
+    Run,
+    /// `offboard doctor`: a problem it diagnoses itself lets it run.
+    Diagnose,
 }
 
 /// Every problem found in a configuration, one per line.
@@ -239,11 +305,34 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 #[derive(Default)]
-struct Problems(Vec<String>);
+struct Problems {
+    found: Vec<String>,
+    /// How many of `found` `offboard doctor` diagnoses itself against the live APIs.
+    diagnosed: usize,
+}
 
 impl Problems {
     fn at(&mut self, path: &str, message: impl fmt::Display) {
-        self.0.push(format!("{path}: {message}"));
+        self.add(format!("{path}: {message}"));
+    }
+
+    /// A problem without a key path (the file as a whole).
+    fn add(&mut self, problem: String) {
+        self.found.push(problem);
+    }
+
+    /// A problem that refuses the configuration for running, but that `offboard doctor`
+    /// diagnoses itself, with what only the live APIs can tell (how to fix it).
+    fn diagnosed_at(&mut self, path: &str, message: impl fmt::Display) {
+        self.at(path, message);
+        self.diagnosed += 1;
+    }
+
+    fn refuse(&self, purpose: Purpose) -> bool {
+        match purpose {
+            Purpose::Run => !self.found.is_empty(),
+            Purpose::Diagnose => self.found.len() > self.diagnosed,
+        }
     }
 }
 
@@ -251,13 +340,14 @@ impl Problems {
 /// the error, with all the others found.
 fn parse_and<T>(
     text: &str,
+    purpose: Purpose,
     read: impl FnOnce(raw::RawConfig, &mut Problems) -> T,
 ) -> Result<T, ConfigError> {
     let mut problems = Problems::default();
     let value = raw::parse(text, &mut problems).map(|parsed| read(parsed, &mut problems));
     match value {
-        Some(value) if problems.0.is_empty() => Ok(value),
-        _ => Err(ConfigError(problems.0)),
+        Some(value) if !problems.refuse(purpose) => Ok(value),
+        _ => Err(ConfigError(problems.found)),
     }
 }
 

@@ -80,7 +80,7 @@ pub(super) fn parse(text: &str, problems: &mut Problems) -> Option<RawConfig> {
     let deserializer = match toml::Deserializer::parse(text) {
         Ok(d) => d,
         Err(e) => {
-            problems.0.push(toml_problem("invalid TOML", text, &e));
+            problems.add(toml_problem("invalid TOML", text, &e));
             return None;
         }
     };
@@ -89,16 +89,14 @@ pub(super) fn parse(text: &str, problems: &mut Problems) -> Option<RawConfig> {
         unknown.push(key_path(&path));
     });
     for path in unknown {
-        problems.0.push(format!(
+        problems.add(format!(
             "unknown key `{path}` (check its spelling: unknown keys are rejected so a typo cannot disable a setting)"
         ));
     }
     match raw {
         Ok(raw) => Some(raw),
         Err(e) => {
-            problems
-                .0
-                .push(toml_problem("invalid configuration", text, &e));
+            problems.add(toml_problem("invalid configuration", text, &e));
             None
         }
     }

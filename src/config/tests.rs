@@ -716,3 +716,68 @@ fn check_says_what_an_undo_rule_does() {
         "rehired: cancels the person's pending jobs, and gives back what was done (the inverses wait for approval)"
     );
 }
+
+const ALL_DIRECTORIES_ADMIN: &str =
+    "[atlassian]\nadmin_api_key = \"k\"\norg_id = \"o\"\ndirectory_id = \"-\"\n";
+
+#[test]
+fn all_directories_is_refused_for_rules_that_write_to_the_directory() {
+    // Reported with every other problem, at its key, naming each rule that writes.
+    let text = format!(
+        "listen = \"nowhere\"\n{ALL_DIRECTORIES_ADMIN}{SOURCE}
+  [[sources.rules]]
+  name = \"groups\"
+  email = \"/email\"
+  actions = [{{ action = \"remove_from_group\", group_id = \"g\" }}, \"suspend_access\"]
+"
+    );
+    let found = problems(&text);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(found[0].starts_with("listen:"), "{found:#?}");
+    assert_eq!(
+        found[1],
+        "atlassian.directory_id: `-` (all directories) is documented for reads only, but rules \
+         write to the directory (source `hr` rule `contract-ended` uses suspend_access; source \
+         `hr` rule `groups` uses remove_from_group, suspend_access) — set [atlassian] \
+         directory_id to one of the org's directory ids (`offboard doctor` lists them)"
+    );
+}
+
+#[test]
+fn all_directories_is_fine_for_rules_that_only_read_it() {
+    let reads = SOURCE.replace("suspend_access", "deactivate_account");
+    let config = parse(&format!("{ALL_DIRECTORIES_ADMIN}{reads}")).unwrap();
+    assert!(config.directory_is_all());
+    assert_eq!(config.directory_refuses(Action::DeactivateAccount), None);
+    let why = config.directory_refuses(Action::AddToGroup).unwrap();
+    assert!(
+        why.starts_with("add_to_group writes to the directory, but directory_id is `-`"),
+        "{why}"
+    );
+    // A real directory id lets every action write.
+    let config = parse(&format!(
+        "{}{SOURCE}",
+        ALL_DIRECTORIES_ADMIN.replace("\"-\"", "\"dir-1\"")
+    ))
+    .unwrap();
+    assert!(!config.directory_is_all());
+    assert_eq!(config.directory_refuses(Action::SuspendAccess), None);
+}
+
+#[test]
+fn the_doctor_loads_what_it_diagnoses_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("offboard.toml");
+    std::fs::write(&path, format!("{ALL_DIRECTORIES_ADMIN}{SOURCE}")).unwrap();
+    assert!(Config::discover(Some(&path)).is_err());
+    let config = Config::discover_to_diagnose(Some(&path)).unwrap();
+    assert!(config.directory_is_all());
+    // Any other problem still stops it, and is reported with the one it would diagnose.
+    std::fs::write(
+        &path,
+        format!("listen = \"nowhere\"\n{ALL_DIRECTORIES_ADMIN}{SOURCE}"),
+    )
+    .unwrap();
+    let err = Config::discover_to_diagnose(Some(&path)).unwrap_err();
+    assert_eq!(err.0.len(), 2, "{err}");
+}

@@ -16,7 +16,8 @@ use super::summary::summarize_rule;
 use super::{
     AdminCredentials, AtlassianConfig, Config, ConfigOrigin, DEFAULT_ADMIN_URL, DEFAULT_DRY_RUN,
     DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_REPLAY_WINDOW,
-    DEFAULT_TOLERANCE, MIN_ADMIN_TOKEN_CHARS, Problems, SiteCredentials, Source, WorkerConfig,
+    DEFAULT_TOLERANCE, DIRECTORY_FIX, MIN_ADMIN_TOKEN_CHARS, Problems, SiteCredentials, Source,
+    WorkerConfig,
 };
 use crate::domain::duration::Span;
 use crate::domain::{Domain, Email, Safety, TargetAccount};
@@ -129,6 +130,12 @@ pub(super) fn config(
         }
     };
 
+    if let Some(admin) = atlassian.as_ref().and_then(|a| a.admin.as_ref())
+        && admin.is_all_directories()
+    {
+        refuse_directory_writes(&sources, problems);
+    }
+
     Config {
         origin,
         listen,
@@ -142,6 +149,44 @@ pub(super) fn config(
         safety,
         sources,
     }
+}
+
+/// `directory_id = "-"` ("all directories") is documented for reads only: every rule that
+/// writes to the directory is named in one problem. `offboard doctor` still runs with it, to
+/// list the org's directories.
+fn refuse_directory_writes(sources: &[Source], problems: &mut Problems) {
+    let writers: Vec<String> = sources
+        .iter()
+        .flat_map(|source| source.rules.iter().map(move |rule| (source, rule)))
+        .filter_map(|(source, rule)| {
+            let actions: BTreeSet<_> = rule
+                .actions()
+                .into_iter()
+                .filter(|action| action.writes_directory())
+                .map(|action| action.as_str())
+                .collect();
+            (!actions.is_empty()).then(|| {
+                let actions: Vec<_> = actions.into_iter().collect();
+                format!(
+                    "source `{}` rule `{}` uses {}",
+                    source.name,
+                    rule.name(),
+                    actions.join(", ")
+                )
+            })
+        })
+        .collect();
+    if writers.is_empty() {
+        return;
+    }
+    problems.diagnosed_at(
+        "atlassian.directory_id",
+        format!(
+            "`-` (all directories) is documented for reads only, but rules write to the \
+             directory ({}) — {DIRECTORY_FIX}",
+            writers.join("; ")
+        ),
+    );
 }
 
 fn validate_url(

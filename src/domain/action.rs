@@ -110,6 +110,29 @@ impl Action {
         }
     }
 
+    /// Whether the action's call writes to the org directory (`…/directories/{directoryId}/…`),
+    /// where `directory_id = "-"` ("all directories") is documented for reads only.
+    pub fn writes_directory(self) -> bool {
+        match self {
+            Action::SuspendAccess
+            | Action::RestoreAccess
+            | Action::RemoveFromDirectory
+            | Action::RemoveFromGroup
+            | Action::AddToGroup => true,
+            // The lifecycle calls act on the account, not on a directory.
+            Action::DeactivateAccount
+            | Action::DeleteAccount
+            | Action::EnableAccount
+            | Action::CancelDeleteAccount => false,
+            Action::RevokePortalAccess
+            | Action::DeletePortalCustomer
+            | Action::RemoveFromServiceDesk
+            | Action::RemoveFromCustomerOrganization
+            | Action::AddToServiceDesk
+            | Action::AddToCustomerOrganization => false,
+        }
+    }
+
     /// The API family of the mutating call.
     pub fn family(self) -> ApiFamily {
         match self.target() {
@@ -140,6 +163,19 @@ impl Action {
             Action::RemoveFromGroup | Action::AddToGroup => Some("group_id"),
             _ => None,
         }
+    }
+
+    /// The target of a job of this action with these parameters: with the action and the
+    /// email, the key of its one live job (README, "One live job per (action, email,
+    /// target)"). It is the `group_id`, `service_desk_id` or `organization_id` of the actions
+    /// that take one, written as it is stored (`param_text`), so that removing a person from
+    /// two groups makes two jobs; empty for every other action. The stores bind it as the
+    /// `target` column; nothing else decides it.
+    pub fn key_target(self, params: &serde_json::Map<String, serde_json::Value>) -> String {
+        self.required_param()
+            .and_then(|name| params.get(name))
+            .and_then(Action::param_text)
+            .unwrap_or_default()
     }
 }
 
@@ -175,9 +211,10 @@ impl Action {
             Action::DeletePortalCustomer => {
                 Some("a deleted portal-only customer cannot be restored")
             }
-            Action::RemoveFromDirectory => {
-                Some("no call restores a removed user: it must be invited again")
-            }
+            Action::RemoveFromDirectory => Some(
+                "a re-invite exists (POST /admin/v2/orgs/{orgId}/users/invite, paid plans), \
+                 but the directory's groups and roles are lost: invite and re-assign by hand",
+            ),
             Action::RevokePortalAccess => {
                 Some("no API restores portal access: grant it again in the admin UI")
             }
@@ -225,9 +262,56 @@ mod tests {
     }
 
     #[test]
+    fn the_key_target_is_the_id_of_the_actions_that_take_one() {
+        let params = |value: serde_json::Value| value.as_object().cloned().unwrap();
+        let group = params(serde_json::json!({ "group_id": "g-1" }));
+        assert_eq!(Action::RemoveFromGroup.key_target(&group), "g-1");
+        assert_eq!(Action::AddToGroup.key_target(&group), "g-1");
+        let desk = params(serde_json::json!({ "service_desk_id": 10 }));
+        assert_eq!(Action::RemoveFromServiceDesk.key_target(&desk), "10");
+        let organization = params(serde_json::json!({ "organization_id": "3" }));
+        assert_eq!(
+            Action::AddToCustomerOrganization.key_target(&organization),
+            "3"
+        );
+        // Another action's parameter is not its target, and actions without one have none.
+        assert_eq!(Action::RemoveFromServiceDesk.key_target(&group), "");
+        assert_eq!(Action::SuspendAccess.key_target(&group), "");
+        assert_eq!(
+            Action::DeleteAccount.key_target(&params(serde_json::json!({}))),
+            ""
+        );
+    }
+
+    #[test]
     fn customer_actions_use_the_site_family() {
         assert_eq!(Action::DeletePortalCustomer.family(), ApiFamily::Site);
         assert_eq!(Action::DeleteAccount.family(), ApiFamily::Admin);
         assert_eq!(Action::SuspendAccess.target(), TargetAccount::Managed);
+    }
+
+    #[test]
+    fn only_directory_calls_write_to_the_directory() {
+        let writers: Vec<Action> = Action::ALL
+            .into_iter()
+            .filter(|action| action.writes_directory())
+            .collect();
+        assert_eq!(
+            writers,
+            [
+                Action::SuspendAccess,
+                Action::RestoreAccess,
+                Action::RemoveFromDirectory,
+                Action::RemoveFromGroup,
+                Action::AddToGroup,
+            ]
+        );
+        // Every writer is a managed action, and so is its inverse.
+        for action in writers {
+            assert_eq!(action.target(), TargetAccount::Managed);
+            if let Some((inverse, _)) = action.inverse() {
+                assert!(inverse.writes_directory(), "{inverse}");
+            }
+        }
     }
 }

@@ -53,7 +53,8 @@ impl JobState {
         }
     }
 
-    /// Live jobs block a second job for the same (action, email).
+    /// Live jobs block a second job for the same (action, email, target)
+    /// (`Action::key_target`).
     pub fn is_live(self) -> bool {
         matches!(
             self,
@@ -202,6 +203,11 @@ impl Job {
     /// The string value of an action parameter such as `group_id`.
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params.get(name).and_then(Value::as_str)
+    }
+
+    /// The target part of its live-job key (`Action::key_target`).
+    pub fn key_target(&self) -> String {
+        self.action.key_target(&self.params)
     }
 }
 

@@ -50,6 +50,12 @@ impl NewStep {
     pub fn params_json(&self) -> String {
         serde_json::to_string(&self.params).unwrap_or_else(|_| "{}".into())
     }
+
+    /// The `target` column: with the action and the email, the key of its one live job
+    /// (`Action::key_target`).
+    pub fn key_target(&self) -> String {
+        self.action.key_target(&self.params)
+    }
 }
 
 /// A `cancel = true` rule matched for this person.

@@ -2,11 +2,14 @@
 //! offboarding is called off, worked out from their jobs. Pure: the caller reads the jobs.
 //!
 //! Only steps that changed something are given back (outcome `done`): a step that found the
-//! account already in that state, or nobody, or ran dry, took nothing. Each inverse acts on
+//! account already in that state, or nobody, or ran dry, took nothing; a step still running
+//! is given back once it ends `done`. Each inverse acts on
 //! the account its original recorded, without searching (the search no longer finds a
 //! suspended or deactivated account). Inverses run in the reverse order of their originals,
 //! one chain per account. An inverse has no inverse, and an original whose inverse was
-//! already enqueued after it (and did not fail or get cancelled) is not given back twice.
+//! already enqueued (and did not fail or get cancelled) is not given back twice. What a
+//! later step made impossible (a removal from the directory, a deletion past its window) is
+//! listed as irreversible, not planned.
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
@@ -37,18 +40,34 @@ impl Undo {
     }
 }
 
+/// The parameter an inverse carries: the id of the step it gives back. The worker gives
+/// back only once that step has ended `done` (a step still running when the rehire came
+/// waits for it), so an undo never grants what the step did not take.
+pub const UNDOES: &str = "undoes";
+
 /// What to give back to `email`, given every job of that person, at `now`. The inverses are
 /// created by `rule`, waiting for approval when `approval`.
 pub fn plan(jobs: &[Job], email: &Email, rule: &str, approval: bool, now: DateTime<Utc>) -> Undo {
-    let mut undone: Vec<&Job> = jobs
-        .iter()
-        .filter(|job| job.email == email.as_str())
-        .filter(|job| job.state == JobState::Succeeded && job.outcome == Some(Outcome::Done))
+    let mine = || jobs.iter().filter(|job| job.email == email.as_str());
+    let mut undone: Vec<&Job> = mine()
+        .filter(|job| took_something(job) || still_running(job))
         .filter(|job| !already_given_back(job, jobs))
         .collect();
     // Newest first: the inverses run in the reverse order of their originals. A succeeded
-    // job is last updated when it succeeded.
+    // job is last updated when it succeeded, a running one when it was claimed.
     undone.sort_by_key(|job| std::cmp::Reverse((job.updated_at, job.id)));
+    let deleted_for_good = mine().find(|job| {
+        took_something(job)
+            && job.action == Action::DeleteAccount
+            && matches!(job.action.inverse(), Some((_, UndoWindow::Days(days))) if now - job.updated_at > Duration::days(days))
+    });
+    let removed_from_directory = |after: &Job| {
+        mine().find(|job| {
+            took_something(job)
+                && job.action == Action::RemoveFromDirectory
+                && (job.updated_at, job.id) > (after.updated_at, after.id)
+        })
+    };
     let mut undo = Undo::default();
     for job in undone {
         let irreversible = |reason: &str| Irreversible {
@@ -71,14 +90,37 @@ pub fn plan(jobs: &[Job], email: &Email, rule: &str, approval: bool, now: DateTi
             )));
             continue;
         }
+        if let Some(deleted) = deleted_for_good {
+            undo.irreversible.push(irreversible(&format!(
+                "the account was deleted (job {}) over 14 days ago: nothing can be given back to it",
+                deleted.id
+            )));
+            continue;
+        }
+        // A directory write needs the account in the directory.
+        if inverse.writes_directory()
+            && let Some(removed) = removed_from_directory(job)
+        {
+            undo.irreversible.push(irreversible(&format!(
+                "the account was removed from the directory afterwards (job {}): invite it \
+                 again, then give this back by hand",
+                removed.id
+            )));
+            continue;
+        }
         let (Some(account_id), Some(account_type)) = (&job.account_id, &job.account_type) else {
-            undo.irreversible
-                .push(irreversible("it recorded no account to give back to"));
+            undo.irreversible.push(irreversible(if still_running(job) {
+                "it was still looking up its account when the rehire came"
+            } else {
+                "it recorded no account to give back to"
+            }));
             continue;
         };
+        let mut params = job.params.clone();
+        params.insert(UNDOES.to_owned(), job.id.to_string().into());
         let step = NewStep {
             action: inverse,
-            params: job.params.clone(),
+            params,
             run_at: now,
         };
         match undo
@@ -100,17 +142,34 @@ pub fn plan(jobs: &[Job], email: &Email, rule: &str, approval: bool, now: DateTi
     undo
 }
 
-/// Whether an inverse of `original` was enqueued after it succeeded, and has not failed or
-/// been cancelled: then it is given back already, or about to be.
+/// Only steps that changed something are given back (outcome `done`): a step that found the
+/// account already in that state, or nobody, or ran dry, took nothing.
+fn took_something(job: &Job) -> bool {
+    job.state == JobState::Succeeded && job.outcome == Some(Outcome::Done)
+}
+
+/// A step in flight when the rehire comes is planned too: its inverse waits for it, and
+/// gives back only if it ends `done` (`UNDOES`).
+fn still_running(job: &Job) -> bool {
+    job.state == JobState::Running && job.action.inverse().is_some()
+}
+
+/// Whether an inverse of `original` was enqueued for it, and has not failed or been
+/// cancelled: then it is given back already, or about to be.
 fn already_given_back(original: &Job, jobs: &[Job]) -> bool {
     let Some((inverse, _)) = original.action.inverse() else {
         return false;
     };
+    let original_id = original.id.to_string();
     jobs.iter().any(|job| {
+        let names_it = match job.param(UNDOES) {
+            Some(undoes) => undoes == original_id,
+            // Inverses made before they named their original, or enqueued by hand.
+            None => job.params == original.params && job.created_at >= original.updated_at,
+        };
         job.action == inverse
             && job.email == original.email
-            && job.params == original.params
-            && job.created_at >= original.updated_at
+            && names_it
             && !matches!(job.state, JobState::Failed | JobState::Cancelled)
     })
 }
@@ -271,5 +330,38 @@ mod tests {
             .map(|c| c.account_id.as_deref().unwrap())
             .collect();
         assert_eq!(accounts, ["acc-1", "qm:1"]);
+    }
+
+    #[test]
+    fn a_deletion_past_its_window_makes_every_inverse_impossible() {
+        let jobs = [
+            job(1, Action::SuspendAccess, json!({}), 0),
+            job(2, Action::DeactivateAccount, json!({}), 0),
+            job(3, Action::DeleteAccount, json!({}), 1),
+        ];
+        let undo = plan(&jobs, &email(), "rehired", false, at(20));
+        assert!(undo.chains.is_empty(), "{undo:?}");
+        assert_eq!(undo.irreversible.len(), 3);
+        assert!(
+            undo.irreversible
+                .iter()
+                .filter(|i| i.job != "3")
+                .all(|i| i.reason.contains("deleted (job 3)")),
+            "{undo:?}"
+        );
+    }
+
+    #[test]
+    fn a_running_step_is_planned_and_every_inverse_names_its_original() {
+        let mut running = job(2, Action::RemoveFromGroup, json!({ "group_id": "g" }), 1);
+        running.state = JobState::Running;
+        running.outcome = None;
+        let jobs = [job(1, Action::SuspendAccess, json!({}), 0), running];
+        let undo = plan(&jobs, &email(), "rehired", false, at(2));
+        let steps = &undo.chains[0].steps;
+        assert_eq!(steps[0].action, Action::AddToGroup);
+        assert_eq!(steps[0].params[UNDOES], "2");
+        assert_eq!(steps[0].params["group_id"], "g");
+        assert_eq!(steps[1].params[UNDOES], "1");
     }
 }

@@ -35,9 +35,9 @@ pub(super) struct EnqueueRequest {
 }
 
 /// Enqueues jobs by hand, through every guard a webhook goes through: protected people are
-/// refused, one live job per (action, email), approval and `approval_above`; dry run and the
-/// blast radius apply in the worker. The same `Idempotency-Key` again replays the first
-/// answer; without one every request is new.
+/// refused, one live job per (action, email, target), approval and `approval_above`; dry run
+/// and the blast radius apply in the worker. The same `Idempotency-Key` again replays the
+/// first answer; without one every request is new.
 #[utoipa::path(
     post,
     path = "/api/v1/jobs",
@@ -62,7 +62,7 @@ pub(super) async fn enqueue_jobs(
     let body = read_capped(&headers, body, MAX_BODY_BYTES).await?;
     let payload = json_body::parse(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
     let (entries, approval) = entries(payload)?;
-    let chains = manual::chains(&entries, approval, chrono::Utc::now())
+    let chains = manual::chains(&state.config, &entries, approval, chrono::Utc::now())
         .map_err(|invalid| ApiError::InvalidRequest(describe(&invalid)))?;
     let key = match headers.get("idempotency-key") {
         None => manual::fresh_key(ManualSource::Api),

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
 use super::Entry;
+use crate::config::Config;
 use crate::domain::NewChain;
 
 /// The columns an import reads.
@@ -61,13 +62,14 @@ pub struct CheckedRow {
 /// Every row of the file as a chain, or every bad row. `action` is the action of rows that
 /// have none; `progress` is told each row checked.
 pub fn check(
+    config: &Config,
     file: &[u8],
     action: Option<&str>,
     approval: bool,
     now: DateTime<Utc>,
     progress: impl FnMut(u64),
 ) -> Result<Vec<NewChain>, Vec<BadRow>> {
-    let rows = check_rows(file, action, approval, now, progress)?;
+    let rows = check_rows(config, file, action, approval, now, progress)?;
     let mut chains = Vec::with_capacity(rows.len());
     let mut bad = Vec::new();
     for row in rows {
@@ -85,6 +87,7 @@ pub fn check(
 /// Every row checked, good and bad (for a page that shows them all); `Err` when the file as
 /// a whole cannot be read: its header, or no rows at all.
 pub fn check_rows(
+    config: &Config,
     file: &[u8],
     action: Option<&str>,
     approval: bool,
@@ -123,7 +126,7 @@ pub fn check_rows(
                 let entry = entry(&header, &record, action);
                 let result = entry
                     .clone()
-                    .and_then(|entry| super::chain(&entry, approval, now));
+                    .and_then(|entry| super::chain(config, &entry, approval, now));
                 rows.push(CheckedRow {
                     line,
                     entry: entry.ok(),
@@ -253,8 +256,12 @@ mod tests {
         DateTime::from_timestamp(1_800_000_000, 0).unwrap()
     }
 
+    fn config() -> Config {
+        Config::from_toml("", crate::config::ConfigOrigin::Defaults, &|_| None).unwrap()
+    }
+
     fn check_text(text: &str, action: Option<&str>) -> Result<Vec<NewChain>, Vec<BadRow>> {
-        check(text.as_bytes(), action, false, now(), |_| {})
+        check(&config(), text.as_bytes(), action, false, now(), |_| {})
     }
 
     #[test]
@@ -329,6 +336,7 @@ mod tests {
         );
         assert_eq!(ok.unwrap().len(), 1);
         let bad = check(
+            &config(),
             b"email,action\n\"open@example.com,suspend_access\n",
             None,
             false,
@@ -338,6 +346,7 @@ mod tests {
         .unwrap_err();
         assert!(!bad.is_empty());
         let bad = check(
+            &config(),
             b"email,action\nx@ex\xFFample.com,suspend_access\n",
             None,
             false,
@@ -351,6 +360,23 @@ mod tests {
         assert!(
             bad[0].reason.len() < 400,
             "the error repeats at most 40 characters of a column"
+        );
+    }
+
+    #[test]
+    fn a_row_cannot_write_through_all_directories() {
+        let text = "[atlassian]\nadmin_api_key = \"k\"\norg_id = \"o\"\ndirectory_id = \"-\"\n";
+        let config =
+            Config::from_toml(text, crate::config::ConfigOrigin::Defaults, &|_| None).unwrap();
+        let file = "email,action\na@example.com,deactivate_account\nb@example.com,suspend_access\n";
+        let bad = check(&config, file.as_bytes(), None, false, now(), |_| {}).unwrap_err();
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert_eq!(bad[0].line, 3);
+        assert!(
+            bad[0]
+                .reason
+                .starts_with("suspend_access writes to the directory, but directory_id is `-`"),
+            "{bad:?}"
         );
     }
 

@@ -2,8 +2,8 @@
 //! (`POST /api/v1/jobs`, source `api`), the command line (`jobs add` and `jobs import`,
 //! source `cli`) and the console (source `console`). A request is recorded like a webhook
 //! delivery and goes through the same guards (`DeliveryContent::guarded`): protected people
-//! are refused, one live job per (action, email), approval and `approval_above`; dry run and
-//! the blast radius apply in the worker as to every job. An entry that names its
+//! are refused, one live job per (action, email, target), approval and `approval_above`; dry
+//! run and the blast radius apply in the worker as to every job. An entry that names its
 //! `account_id` is acted on by that id, without an email search (`worker::execute`).
 
 pub mod import;
@@ -46,9 +46,19 @@ pub struct Entry {
     pub params: Map<String, Value>,
 }
 
-/// Checks one entry and makes it a one-step chain.
-pub fn chain(entry: &Entry, approval: bool, now: DateTime<Utc>) -> Result<NewChain, String> {
+/// Checks one entry against the configuration and makes it a one-step chain.
+pub fn chain(
+    config: &Config,
+    entry: &Entry,
+    approval: bool,
+    now: DateTime<Utc>,
+) -> Result<NewChain, String> {
     let action: Action = entry.action.parse()?;
+    // Rules cannot write through `directory_id = "-"` (the configuration is refused); an
+    // entry cannot either.
+    if let Some(why) = config.directory_refuses(action) {
+        return Err(why);
+    }
     let email = Email::parse(&entry.email).map_err(|why| format!("invalid email: {why}"))?;
     let account_id = match entry.account_id.as_deref().map(str::trim) {
         None | Some("") => None,
@@ -102,6 +112,7 @@ fn params(action: Action, given: &Map<String, Value>) -> Result<Map<String, Valu
 
 /// Every entry checked; all the chains, or every refusal as (index, reason).
 pub fn chains(
+    config: &Config,
     entries: &[Entry],
     approval: bool,
     now: DateTime<Utc>,
@@ -109,7 +120,7 @@ pub fn chains(
     let mut chains = Vec::with_capacity(entries.len());
     let mut invalid = Vec::new();
     for (index, entry) in entries.iter().enumerate() {
-        match chain(entry, approval, now) {
+        match chain(config, entry, approval, now) {
             Ok(chain) => chains.push(chain),
             Err(why) => invalid.push((index, why)),
         }

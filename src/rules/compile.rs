@@ -258,12 +258,20 @@ impl Problems {
             let Some(step) = self.step(spec) else {
                 continue;
             };
-            if seen.insert(step.action) {
+            // Two steps with one live-job key would resolve to one job: a chain may remove a
+            // person from two groups, not from one group twice.
+            let target = step.action.key_target(&step.params);
+            let repeated = match step.action.required_param() {
+                Some(name) if !target.is_empty() => {
+                    format!("action `{}` with {name} `{target}`", step.action)
+                }
+                _ => format!("action `{}`", step.action),
+            };
+            if seen.insert((step.action, target)) {
                 steps.push(step);
             } else {
                 self.add(format!(
-                    "action `{}` appears twice in `actions`: list it once",
-                    step.action
+                    "{repeated} appears twice in `actions`: list it once"
                 ));
             }
         }

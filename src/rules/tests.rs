@@ -351,6 +351,18 @@ fn steps_run_at_the_start_plus_their_own_after() {
     }
 }
 
+/// One live job per (action, email, target): a chain may remove a person from two groups,
+/// each step its own job.
+#[test]
+fn a_chain_may_take_one_action_for_two_targets() {
+    let rule = rule(
+        "email = \"/email\"\nactions = [{ action = \"remove_from_group\", group_id = \"g-1\" }, { action = \"remove_from_group\", group_id = \"g-2\" }]",
+    );
+    let chain = only_chain(&rule, &json!({"email": "a@example.com"}));
+    let targets: Vec<String> = chain.steps.iter().map(|s| s.key_target()).collect();
+    assert_eq!(targets, ["g-1", "g-2"]);
+}
+
 #[test]
 fn params_become_strings() {
     let cases = [
@@ -677,6 +689,10 @@ fn compile_reports_each_mistake_with_a_fix() {
         (
             "email = \"/e\"\nactions = [\"suspend_access\", { action = \"suspend_access\", after = \"1d\" }]",
             "action `suspend_access` appears twice in `actions`: list it once",
+        ),
+        (
+            "email = \"/e\"\nactions = [{ action = \"remove_from_group\", group_id = 7 }, { action = \"remove_from_group\", group_id = \"7\", after = \"1d\" }]",
+            "action `remove_from_group` with group_id `7` appears twice in `actions`: list it once",
         ),
     ];
     for (lines, expected) in cases {

@@ -111,7 +111,10 @@ impl NewDelivery {
                     undo.as_ref().is_some_and(|undo| {
                         undo.chains.iter().any(|chain| {
                             chain.email.as_str() == job.email
-                                && chain.steps.iter().any(|step| step.action == job.action)
+                                && chain.steps.iter().any(|step| {
+                                    step.action == job.action
+                                        && step.key_target() == job.key_target()
+                                })
                         })
                     })
                 };
@@ -223,10 +226,10 @@ impl DeliveryContent {
     /// awaiting approval, whatever its rule says, and the answer says why.
     ///
     /// Jobs are counted as the delivery asks for them: every step of every chain (an undo's
-    /// included), each (action, person) once, as the store creates them. A live job that
-    /// already exists and would be returned instead counts too: which ones exist is known only
-    /// inside the store's transaction, and counting them errs towards asking a person. Such a
-    /// job keeps its state.
+    /// included), each (action, person, target) once, as the store creates them. A live job
+    /// that already exists and would be returned instead counts too: which ones exist is
+    /// known only inside the store's transaction, and counting them errs towards asking a
+    /// person. Such a job keeps its state.
     pub fn require_approval_above(&mut self, approval_above: u64) {
         let DeliveryContent::Accepted {
             chains,
@@ -238,14 +241,14 @@ impl DeliveryContent {
             return;
         };
         let undo_chains = undo.as_mut().map_or(&mut [][..], |u| &mut u.chains[..]);
-        let asked: HashSet<(Action, &str)> = chains
+        let asked: HashSet<(Action, &str, String)> = chains
             .iter()
             .chain(undo_chains.iter())
             .flat_map(|chain| {
                 chain
                     .steps
                     .iter()
-                    .map(|step| (step.action, chain.email.as_str()))
+                    .map(|step| (step.action, chain.email.as_str(), step.key_target()))
             })
             .collect();
         let count = asked.len() as u64;

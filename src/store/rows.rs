@@ -17,7 +17,7 @@ macro_rules! job_columns {
 }
 pub(super) use job_columns;
 
-/// The live states (`JobState::is_live`), as SQL: one live job per (action, email).
+/// The live states (`JobState::is_live`), as SQL: one live job per (action, email, target).
 macro_rules! live_states {
     () => {
         "'pending', 'awaiting_approval', 'running'"

@@ -113,7 +113,8 @@ fn may_be_about_one_id(err: &CallError) -> bool {
         | CallError::Unauthorized { .. }
         | CallError::Transient { .. }
         | CallError::NotConfigured { .. }
-        | CallError::MissingTarget { .. } => false,
+        | CallError::MissingTarget { .. }
+        | CallError::DirectoryNotWritable => false,
     }
 }
 

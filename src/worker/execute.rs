@@ -5,9 +5,11 @@
 use std::time::Duration;
 
 use super::account_reads::SiteAccountReads;
-use crate::atlassian::{Account, Applied, CallError, Client, Mutation, PlannedRequest};
+use crate::atlassian::{
+    Account, Applied, CallError, Client, Mutation, NO_JSM_AGENT_LICENCE, PlannedRequest, Settled,
+};
 use crate::domain::{
-    Action, ApiFamily, Job, ManualSource, Outcome, PauseReason, Safety, TargetAccount,
+    Action, ApiFamily, Job, JobState, ManualSource, Outcome, PauseReason, Safety, TargetAccount,
 };
 
 /// What the worker does with the job next.
@@ -74,6 +76,46 @@ pub struct Target {
     pub mutation: Mutation,
     pub planned: PlannedRequest,
     pub record: Option<Account>,
+}
+
+/// How long an inverse waits between looks at an original still in flight.
+const ORIGINAL_RUNNING_WAIT: Duration = Duration::from_secs(5);
+
+/// For an inverse and the step it gives back: `None` to go ahead (the original took
+/// something), else what to do instead. An original still in flight is waited for without
+/// using an attempt; one that ended otherwise than `done` took nothing, so nothing is
+/// given back.
+pub fn give_back_once_done(job: &Job, original: Option<&Job>) -> Option<Step> {
+    let Some(original) = original else {
+        return Some(Step::failed(
+            "original_missing",
+            format!("{} gives back a step that does not exist", job.action),
+        ));
+    };
+    match (original.state, original.outcome) {
+        (JobState::Succeeded, Some(Outcome::Done)) => None,
+        (JobState::Pending | JobState::Running | JobState::AwaitingApproval, _) => {
+            Some(Step::Snooze {
+                wait: Some(ORIGINAL_RUNNING_WAIT),
+                detail: format!(
+                    "waiting for job {} ({}) to end before giving it back",
+                    original.id, original.action
+                ),
+            })
+        }
+        (state, outcome) => Some(Step::Succeeded {
+            outcome: Outcome::AlreadyDone,
+            detail: format!(
+                "job {} ({}) ended {}{}: it took nothing, so nothing is given back",
+                original.id,
+                original.action,
+                state.as_str(),
+                outcome
+                    .map(|o| format!(" {}", o.as_str()))
+                    .unwrap_or_default()
+            ),
+        }),
+    }
 }
 
 /// Resolves the job's account and checks every guard; `Ok` holds the call to make. `earlier`
@@ -192,8 +234,10 @@ fn recorded_account(job: &Job) -> Option<Account> {
 }
 
 /// Exactly one account must have the job's email. Before "nobody has it" is believed for a
-/// customer, the site credentials must still hold "Browse users and groups": without it
-/// the search answers an empty list to everything.
+/// customer, the site credentials must still hold "Browse users and groups" (without it the
+/// search answers an empty list to everything), and the service desks' customer lists must
+/// not hold the email either: the search returns active users only, so a customer revoked
+/// earlier is found only there.
 async fn look_up_by_email(client: &Client, job: &Job) -> Result<Account, Step> {
     let family = job.action.family();
     let found = match job.action.target() {
@@ -201,26 +245,54 @@ async fn look_up_by_email(client: &Client, job: &Job) -> Result<Account, Step> {
         TargetAccount::Managed => client.find_directory_accounts(&job.email).await,
     };
     let accounts = found.map_err(|e| classify_lookup_error(e, family, "lookup"))?;
-    match accounts.as_slice() {
-        [] => {
-            if family == ApiFamily::Site {
-                confirm_browse_permission(client).await?;
-            }
+    match (accounts.as_slice(), job.action.target()) {
+        ([], TargetAccount::Customer) => {
+            confirm_browse_permission(client).await?;
+            look_up_among_desk_customers(client, job).await
+        }
+        ([], TargetAccount::Managed) => {
             Err(Step::not_found("no account has this email; nothing to do"))
         }
-        [one] => Ok(one.clone()),
-        many => {
+        ([one], _) => Ok(one.clone()),
+        (many, _) => {
             let ids: Vec<&str> = many.iter().map(|a| a.account_id.as_str()).collect();
-            Err(Step::failed(
-                "ambiguous_account",
-                format!(
-                    "{} accounts have this email: {}",
-                    many.len(),
-                    ids.join(", ")
-                ),
-            ))
+            Err(ambiguous(&ids))
         }
     }
+}
+
+/// The customer the active-user search did not find, looked up on every service desk's
+/// customer list. An entry there has no account type, so the account's own record gives it
+/// (for the account-type guard).
+async fn look_up_among_desk_customers(client: &Client, job: &Job) -> Result<Account, Step> {
+    let call = "GET /rest/servicedeskapi/servicedesk/{id}/customer";
+    let ids = client
+        .find_desk_customers(&job.email)
+        .await
+        .map_err(|e| classify_desk_lookup_error(e, call))?;
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    match ids.as_slice() {
+        [] => Err(Step::not_found(
+            "no account has this email, in the active-user search or on any service desk's \
+             customer list; nothing to do",
+        )),
+        [one] => match client.site_user(one).await {
+            Ok(Some(account)) => Ok(account),
+            Ok(None) => Err(Step::not_found(format!(
+                "account {one}, listed with this email on a service desk, no longer exists \
+                 (HTTP 404); nothing to do"
+            ))),
+            Err(e) => Err(classify_lookup_error(e, ApiFamily::Site, "read by id")),
+        },
+        many => Err(ambiguous(many)),
+    }
+}
+
+fn ambiguous(ids: &[&str]) -> Step {
+    Step::failed(
+        "ambiguous_account",
+        format!("{} accounts have this email: {}", ids.len(), ids.join(", ")),
+    )
 }
 
 async fn confirm_browse_permission(client: &Client) -> Result<(), Step> {
@@ -305,6 +377,7 @@ fn mutation_for(job: &Job, account_id: &str) -> Result<Mutation, Step> {
         Action::RemoveFromServiceDesk => Mutation::RemoveFromServiceDesk {
             service_desk_id: param("service_desk_id")?,
             account_id,
+            email: job.email.clone(),
         },
         Action::RemoveFromCustomerOrganization => Mutation::RemoveFromCustomerOrganization {
             organization_id: param("organization_id")?,
@@ -369,19 +442,34 @@ pub fn dry_run(target: &Target) -> Step {
 /// Makes the mutating call and classifies its response.
 pub async fn apply(client: &Client, target: &Target) -> Step {
     let planned = &target.planned;
-    match client.apply(&target.mutation).await {
-        Ok(Applied::Done) => Step::Succeeded {
+    let call = format!("{} {}", planned.method, planned.url);
+    match client.settle(&target.mutation).await {
+        Ok(Settled {
+            applied: Applied::Done,
+            seen,
+        }) => Step::Succeeded {
             outcome: Outcome::Done,
-            detail: format!("{} {} succeeded", planned.method, planned.url),
+            detail: with_seen(format!("{call} succeeded"), seen),
         },
-        Ok(Applied::AlreadyDone) => Step::Succeeded {
+        Ok(Settled {
+            applied: Applied::AlreadyDone,
+            seen,
+        }) => Step::Succeeded {
             outcome: Outcome::AlreadyDone,
-            detail: format!(
-                "{} {}: the account is already gone or in that state",
-                planned.method, planned.url
+            detail: with_seen(
+                format!("{call}: the account is already gone or in that state"),
+                seen,
             ),
         },
-        Err(e) => classify_error(e, &format!("{} {}", planned.method, planned.url)),
+        Err(e) => classify_error(e, &call),
+    }
+}
+
+/// A step's detail, with what a membership check or a read-back saw.
+fn with_seen(detail: String, seen: Option<String>) -> String {
+    match seen {
+        Some(seen) => format!("{detail} ({seen})"),
+        None => detail,
     }
 }
 
@@ -399,7 +487,23 @@ fn classify_error(err: CallError, call: &str) -> Step {
         CallError::MissingTarget { kind, id } => {
             Step::failed(format!("missing_target:{kind}:{id}"), detail)
         }
+        CallError::DirectoryNotWritable => Step::failed("directory_not_writable", detail),
     }
+}
+
+/// A service desk read refused with 403 is about the site credentials, as for every lookup;
+/// with an empty body, what is missing is the JSM agent licence.
+fn classify_desk_lookup_error(err: CallError, call: &str) -> Step {
+    if err.is_bare_forbidden() {
+        return Step::Pause {
+            reason: PauseReason::Permission,
+            detail: format!(
+                "{call}: {NO_JSM_AGENT_LICENCE} (HTTP 403 with an empty body), so the service \
+                 desks' customer lists cannot be read; not recording not_found"
+            ),
+        };
+    }
+    classify_lookup_error(err, ApiFamily::Site, call)
 }
 
 /// A lookup refused with 403 is about the credentials, not about this person: the site

@@ -260,6 +260,9 @@ impl Worker {
             safety: &self.config.safety,
             dry_run: self.config.dry_run,
         };
+        if let Some(step) = self.wait_for_the_original(job).await {
+            return (step, None);
+        }
         let earlier = match self.earlier_step(job).await {
             Ok(earlier) => earlier,
             Err(step) => return (step, None),
@@ -300,6 +303,21 @@ impl Worker {
             execute::apply(&self.client, &target).await,
             Some(reservation),
         )
+    }
+
+    /// An inverse gives back only what its original took: it waits while the original runs,
+    /// and ends without a call unless the original ended `done` (README, "Undo on rehire").
+    async fn wait_for_the_original(&self, job: &Job) -> Option<Step> {
+        let id = job
+            .param(crate::domain::undo::UNDOES)?
+            .parse::<i64>()
+            .ok()?;
+        match self.store.job(id).await {
+            Ok(original) => execute::give_back_once_done(job, original.as_ref()),
+            Err(e) => Some(Step::Transient {
+                detail: format!("cannot read the step this one gives back (job {id}): {e}"),
+            }),
+        }
     }
 
     /// The step this job depends on, when the job has no account of its own yet: a later

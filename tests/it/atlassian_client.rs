@@ -55,6 +55,18 @@ fn ids(accounts: &[Account]) -> Vec<&str> {
     accounts.iter().map(|a| a.account_id.as_str()).collect()
 }
 
+/// A lifecycle-style 409 "not eligible" for the next request whose path contains `path`.
+fn not_eligible_once(path: &str) -> Fault {
+    Fault::once(
+        Matcher::PathContains(path.into()),
+        FaultKind::Refuse {
+            status: 409,
+            body: r#"{"errorMessages":["The account isn't eligible for the requested action."]}"#
+                .into(),
+        },
+    )
+}
+
 fn suspend(account_id: &str) -> Mutation {
     Mutation::SuspendAccess {
         account_id: account_id.into(),
@@ -186,6 +198,7 @@ fn expected_requests() -> Vec<Expected> {
             Mutation::RemoveFromServiceDesk {
                 service_desk_id: "10".into(),
                 account_id: "qm:c3".into(),
+                email: "c3@example.com".into(),
             },
             "DELETE",
             "/rest/servicedeskapi/servicedesk/10/customer",
@@ -266,10 +279,7 @@ fn add_targets(fake: &FakeAtlassian) {
     for id in ["m1", "m3", "m5", "m6"] {
         fake.add_managed(id, &format!("{id}@example.com"));
     }
-    fake.add_account(FakeAccount {
-        status: FakeStatus::Suspended,
-        ..FakeAccount::managed("m2", "m2@example.com")
-    });
+    fake.add_account(FakeAccount::managed("m2", "m2@example.com").in_state(FakeStatus::Suspended));
     fake.add_account(FakeAccount {
         groups: ["g-1".to_owned()].into(),
         ..FakeAccount::managed("m4", "m4@example.com")
@@ -325,21 +335,31 @@ async fn mutations_change_the_fake_accounts() {
 
     let account = |id: &str| fake.account(id).unwrap();
     assert!(account("qm:c1").portal_access_revoked);
-    assert_eq!(account("qm:c2").status, FakeStatus::Deleted);
+    assert_eq!(account("qm:c2").status(), FakeStatus::Deleted);
     assert!(account("qm:c3").service_desks.is_empty());
     assert!(account("qm:c4").organizations.is_empty());
-    assert_eq!(account("m1").status, FakeStatus::Suspended);
-    assert_eq!(account("m2").status, FakeStatus::Active);
-    assert_eq!(account("m3").status, FakeStatus::Removed);
+    assert_eq!(account("m1").status(), FakeStatus::Suspended);
+    assert_eq!(account("m2").status(), FakeStatus::Active);
+    assert_eq!(account("m3").status(), FakeStatus::Removed);
     assert!(account("m4").groups.is_empty());
-    assert_eq!(account("m5").status, FakeStatus::Deactivated);
-    assert_eq!(account("m6").status, FakeStatus::PendingDelete);
-    assert!(fake.requests().iter().all(|r| !r.is_lookup()));
+    assert_eq!(account("m5").status(), FakeStatus::Deactivated);
+    assert_eq!(account("m6").status(), FakeStatus::PendingDelete);
+    // The desk and organization removals answer non-members like members, so membership is
+    // read first: one read each, and nothing else is read.
+    let reads: Vec<String> = fake.read_requests().into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        reads,
+        [
+            "/rest/servicedeskapi/servicedesk/10/customer",
+            "/rest/servicedeskapi/organization/20/user"
+        ]
+    );
     assert_eq!(fake.mutating_requests().len(), 10);
 }
 
 /// With no account and no group, desk or organization at all: a missing account is already
-/// done, a missing configured target never is.
+/// done where a read confirms it, a missing configured target never is, and a restore of an
+/// account that is not there fails: it cannot be given access back.
 #[tokio::test]
 async fn not_found_means_already_done_except_for_configured_targets() {
     let fake = FakeAtlassian::start().await;
@@ -357,6 +377,10 @@ async fn not_found_means_already_done_except_for_configured_targets() {
                 assert!(missing("organization", "20"), "{result:?}")
             }
             Mutation::RemoveFromGroup { .. } => assert!(missing("group", "g-1"), "{result:?}"),
+            Mutation::RestoreAccess { .. } => assert!(
+                matches!(result, Err(CallError::Rejected { status: 404, .. })),
+                "{result:?}"
+            ),
             _ => assert_eq!(result.unwrap(), Applied::AlreadyDone, "{m:?}"),
         }
     }
@@ -375,10 +399,20 @@ async fn not_a_member_of_an_existing_group_is_already_done() {
     };
     assert_eq!(client.apply(&m).await.unwrap(), Applied::AlreadyDone);
     let reads = fake.read_requests();
-    assert_eq!(reads.len(), 1);
+    assert_eq!(reads.len(), 2);
     assert_eq!(
         reads[0].path,
         format!("/admin/v2/orgs/{ORG_ID}/directories/{DIRECTORY_ID}/groups/g-1")
+    );
+    // The group's membership, not only its existence: the directory search narrowed to the
+    // account and the group.
+    assert_eq!(
+        reads[1].path,
+        format!("/admin/v2/orgs/{ORG_ID}/directories/{DIRECTORY_ID}/users/search")
+    );
+    assert_eq!(
+        reads[1].body,
+        Some(json!({ "accountIds": ["m4"], "groupIds": ["g-1"] }))
     );
 }
 
@@ -387,14 +421,10 @@ async fn not_a_member_of_an_existing_group_is_already_done() {
 #[tokio::test]
 async fn a_conflict_is_read_back_before_it_counts_as_done() {
     let fake = FakeAtlassian::start().await;
-    fake.add_account(FakeAccount {
-        status: FakeStatus::Deactivated,
-        ..FakeAccount::managed("m-off", "off@example.com")
-    });
-    fake.add_account(FakeAccount {
-        status: FakeStatus::Active,
-        ..FakeAccount::managed("m-on", "on@example.com")
-    });
+    fake.add_account(
+        FakeAccount::managed("m-off", "off@example.com").in_state(FakeStatus::Deactivated),
+    );
+    fake.add_account(FakeAccount::managed("m-on", "on@example.com").in_state(FakeStatus::Active));
     let client = client(&fake);
     let deactivate = |id: &str| Mutation::DeactivateAccount {
         account_id: id.into(),
@@ -415,13 +445,15 @@ async fn a_conflict_is_read_back_before_it_counts_as_done() {
         client.apply(&suspend_twice).await.unwrap(),
         Applied::AlreadyDone
     );
-    // Suspending a deactivated account conflicts, and it is not suspended: a failure.
+    // A suspend that conflicts while the membership is active is not done: a failure with
+    // the body and what was read.
+    fake.inject(not_eligible_once("/users/m-off/suspend"));
     let result = client.apply(&suspend("m-off")).await;
     let Err(CallError::Rejected { status: 409, body }) = result else {
         panic!("{result:?}");
     };
     assert!(
-        body.contains("isn't eligible") && body.contains("deactivated"),
+        body.contains("isn't eligible") && body.contains("membershipStatus active"),
         "{body}"
     );
 }
@@ -687,7 +719,7 @@ async fn hostile_ids_cannot_change_the_path() {
             Applied::AlreadyDone
         );
         assert_eq!(
-            last_request(&fake).path,
+            fake.mutating_requests().pop().unwrap().path,
             format!("{dir}/users/{segment}/suspend")
         );
     }
@@ -768,10 +800,9 @@ async fn reads_by_id_and_the_browse_permission() {
         portal_access_revoked: true,
         ..FakeAccount::customer("qm:revoked", "revoked@example.com")
     });
-    fake.add_account(FakeAccount {
-        status: FakeStatus::Suspended,
-        ..FakeAccount::managed("m-s", "suspended@example.com")
-    });
+    fake.add_account(
+        FakeAccount::managed("m-s", "suspended@example.com").in_state(FakeStatus::Suspended),
+    );
     let client = client(&fake);
     assert!(
         client

@@ -311,6 +311,81 @@ fn config_errors_never_print_the_offending_value() {
     }
 }
 
+/// `directory_id = "-"` is documented for reads only: `check` and `serve` refuse it (exit 2)
+/// when a rule writes to the directory, naming the rule and `offboard doctor`; with rules
+/// that only read it passes, and `jobs add` still refuses an action that writes.
+#[test]
+fn all_directories_is_refused_where_rules_write_to_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("offboard.toml");
+    let write = |actions: &str| {
+        let text = format!(
+            r#"database_url = "sqlite://{db}"
+[atlassian]
+admin_api_key = "admin-key"
+org_id = "org-1"
+directory_id = "-"
+
+[[sources]]
+name = "hr"
+scheme = "token"
+secrets = ["{SECRET}"]
+  [[sources.rules]]
+  name = "leaver"
+  email = "/email"
+  actions = {actions}
+"#,
+            db = dir.path().join("offboard.db").display()
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    write(r#"["suspend_access", { action = "delete_account", after = "30d" }]"#);
+    for args in [&["check"][..], &["serve"]] {
+        let output = run(args, &config);
+        let stderr = text_of(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        for needle in [
+            "atlassian.directory_id: `-` (all directories) is documented for reads only",
+            "source `hr` rule `leaver` uses suspend_access",
+            "`offboard doctor` lists them",
+        ] {
+            assert!(stderr.contains(needle), "{args:?}: {needle:?} in {stderr}");
+        }
+        assert!(!stderr.contains("delete_account"), "{stderr}");
+    }
+
+    // Lifecycle calls act on the account; the directory is only searched.
+    write(r#"["deactivate_account", { action = "delete_account", after = "30d" }]"#);
+    let output = run(&["check"], &config);
+    assert_eq!(output.status.code(), Some(0), "{}", text_of(&output.stderr));
+    assert!(
+        text_of(&output.stdout).contains("directory -"),
+        "{}",
+        text_of(&output.stdout)
+    );
+    let output = run(
+        &[
+            "jobs",
+            "add",
+            "--action",
+            "suspend_access",
+            "--email",
+            "x@example.com",
+        ],
+        &config,
+    );
+    let stderr = text_of(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("suspend_access writes to the directory, but directory_id is `-`"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("offboard.db").exists(),
+        "nothing was enqueued"
+    );
+}
+
 fn text_of(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

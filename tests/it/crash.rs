@@ -194,7 +194,7 @@ async fn a_killed_worker_loses_no_job(db: TestDb) {
     for (i, _) in emails.iter().enumerate() {
         let account = fake.account(&format!("acc-{i}")).expect("account");
         assert_eq!(
-            account.status,
+            account.status(),
             crate::support::fake_atlassian::FakeStatus::PendingDelete
         );
     }
@@ -227,7 +227,7 @@ async fn a_rerun_acts_on_the_recorded_account(db: TestDb) {
     wait_for_the_call(&fake).await;
     // The DELETE is carried out; its answer is held, and the worker dies waiting for it.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while fake.account("qm:leaver").expect("account").status != FakeStatus::Deleted {
+    while fake.account("qm:leaver").expect("account").status() != FakeStatus::Deleted {
         assert!(
             Instant::now() < deadline,
             "the DELETE was never carried out"
@@ -261,4 +261,66 @@ async fn a_rerun_acts_on_the_recorded_account(db: TestDb) {
 both_stores!(
     a_rerun_acts_on_the_recorded_account_on,
     a_rerun_acts_on_the_recorded_account
+);
+
+/// The chaos run that once left customers alive: the service dies after a revoke reached
+/// Atlassian and before it was recorded. The repeated revoke answers 400 (the current spec's
+/// "invalid account id"); the re-run reads the user back, finds it inactive, records the
+/// revoke `already_done`, and the chain's delete still runs.
+async fn a_rerun_of_a_revoke_is_read_back_and_the_delete_follows(db: TestDb) {
+    offboard::install_tls_provider();
+    let fake = FakeAtlassian::start().await;
+    fake.add_customer("qm:leaver", "leaver@example.com");
+    fake.inject(Fault::once(Matcher::Mutating, FaultKind::HoldAnswer));
+
+    let actions = r#"revoke_portal_access", "delete_portal_customer"#;
+    let api = TestApp::spawn_with_role(&db, &api_toml_for(actions), Role::Api).await;
+    let body = json!({ "people": [{ "email": "leaver@example.com" }] });
+    let ids = job_ids(&api.deliver("hr", &body).await);
+    assert_eq!(ids.len(), 2);
+
+    let (mut process, _dir) = worker_process(&db, &fake);
+    wait_for_the_call(&fake).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fake
+        .account("qm:leaver")
+        .expect("account")
+        .portal_access_revoked
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the revoke was never carried out"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    process.kill();
+    fake.release_held();
+
+    let worker = TestApp::spawn_with_role(&db, &worker_toml(&fake), Role::Worker).await;
+    let revoke = worker.wait_final(&ids[0], Duration::from_secs(30)).await;
+    assert_eq!(
+        revoke.job.outcome,
+        Some(Outcome::AlreadyDone),
+        "{revoke:#?}"
+    );
+    assert!(
+        revoke
+            .events
+            .iter()
+            .any(|e| e.detail.contains("read back") && e.detail.contains("inactive")),
+        "{revoke:#?}"
+    );
+    let delete = worker.wait_final(&ids[1], Duration::from_secs(30)).await;
+    assert_eq!(delete.job.outcome, Some(Outcome::Done), "{delete:#?}");
+    assert_eq!(
+        fake.account("qm:leaver").expect("account").status(),
+        FakeStatus::Deleted
+    );
+    worker.stop().await;
+    api.stop().await;
+}
+
+both_stores!(
+    a_rerun_of_a_revoke_is_read_back_and_the_delete_follows_on,
+    a_rerun_of_a_revoke_is_read_back_and_the_delete_follows
 );

@@ -60,9 +60,8 @@ pub async fn populated_fake() -> FakeAtlassian {
     }
     fake.add_customer("qm:nodesk", "nodesk@example.com");
     fake.add_account(FakeAccount {
-        status: FakeStatus::Deleted,
         service_desks: ["10".to_owned()].into(),
-        ..FakeAccount::customer("qm:deleted", "deleted@example.com")
+        ..FakeAccount::customer("qm:deleted", "deleted@example.com").in_state(FakeStatus::Deleted)
     });
     fake
 }
@@ -498,13 +497,7 @@ async fn an_account_the_bulk_read_leaves_out_is_read_singly() {
     let mut gone = FakeAccount::customer("qm:gone", "gone@example.com");
     gone.service_desks.insert("10".to_owned());
     fake.add_account(gone.clone());
-    fake.after_next_desk_page(
-        "10",
-        DeskChange::Put(FakeAccount {
-            status: FakeStatus::Deleted,
-            ..gone
-        }),
-    );
+    fake.after_next_desk_page("10", DeskChange::Put(gone.in_state(FakeStatus::Deleted)));
     fake.set_bulk_omits_customers(true);
 
     let inventory = client(&fake).portal_customers(&|_| {}).await.unwrap();

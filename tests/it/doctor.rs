@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::support::app::{ADMIN_TOKEN, TestApp, atlassian_toml};
 use crate::support::db::TestDb;
-use crate::support::fake_atlassian::{FakeAccount, FakeAtlassian};
+use crate::support::fake_atlassian::{FakeAccount, FakeAtlassian, Fault, FaultKind, Matcher};
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
@@ -136,7 +136,7 @@ async fn failures_name_the_check_the_reason_and_the_fix() {
         ("service_desk:11", "no service desk has this id"),
         (
             "directory",
-            "dir-x is not a directory of the org (it has: dir-1)",
+            "dir-x is not a directory of the org (it has: dir-1",
         ),
         ("group:g-typo", "no group has this id"),
     ] {
@@ -247,6 +247,122 @@ secrets = ["doctor-test-token-1"]
     let out = doctor(&config, false);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(out.stdout.is_empty());
+}
+
+/// One rule of managed-account actions only.
+fn managed_rules(actions: &str) -> String {
+    format!(
+        r#"
+[[sources]]
+name = "hr"
+scheme = "token"
+secrets = ["doctor-test-token-1"]
+  [[sources.rules]]
+  name = "staff"
+  email = "/email"
+  actions = {actions}
+"#
+    )
+}
+
+/// `-` (all directories) is for reads only: with a rule that writes to the directory the
+/// `directory` check fails, lists the org's directories and says how to fix it (where
+/// `check` refuses the configuration); with rules that only read it passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_directories_fails_only_where_the_rules_write_to_the_directory() {
+    let fake = healthy_fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let atlassian =
+        atlassian_toml(&fake).replace("directory_id = \"dir-1\"", "directory_id = \"-\"");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{atlassian}\n{}",
+            managed_rules(r#"["suspend_access", "delete_account"]"#)
+        ),
+    );
+    let out = doctor(&config, false);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{}", text(&out.stderr));
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("FAIL directory: "))
+        .unwrap_or_else(|| panic!("no FAIL line for the directory: {stdout}"));
+    for needle in [
+        "`-` (all directories) is documented for reads only",
+        "(suspend_access)",
+        "the org's directories: dir-1",
+        " — set directory_id to",
+    ] {
+        assert!(line.contains(needle), "{needle:?} in {line}");
+    }
+    assert!(stdout.contains("PASS admin_credentials"), "{stdout}");
+    assert!(fake.mutating_requests().is_empty());
+
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{atlassian}\n{}",
+            managed_rules(r#"["deactivate_account", "delete_account"]"#)
+        ),
+    );
+    let out = doctor(&config, false);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert_eq!(
+        text(&out.stdout),
+        "PASS admin_credentials\nPASS directory\n"
+    );
+}
+
+/// Without a JSM agent licence every service desk API call answers 403 with an empty body:
+/// the desk and organization checks say so and how to fix it. A 403 with a body keeps its
+/// own reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_user_without_a_jsm_agent_licence_fails_the_desk_checks() {
+    let fake = healthy_fake().await;
+    fake.set_jsm_agent_licence(false);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &format!("{}\n{RULES}", atlassian_toml(&fake)));
+    let out = doctor(&config, false);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("PASS site_credentials\n"), "{stdout}");
+    assert!(stdout.contains("PASS site_browse_users\n"), "{stdout}");
+    for check in ["service_desk:10", "organization:3"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("FAIL {check}: ")))
+            .unwrap_or_else(|| panic!("no FAIL line for {check}: {stdout}"));
+        assert!(
+            line.contains(
+                "the site user needs a Jira Service Management agent licence (every service \
+                 desk API call answers HTTP 403 with an empty body) — give site_email a Jira \
+                 Service Management agent licence"
+            ),
+            "{line}"
+        );
+    }
+    assert!(fake.mutating_requests().is_empty());
+
+    fake.set_jsm_agent_licence(true);
+    fake.inject(Fault::once(
+        Matcher::PathContains("/servicedesk/10".into()),
+        FaultKind::Status403 {
+            body: r#"{"errorMessage":"You are not an agent on this desk"}"#.into(),
+        },
+    ));
+    let out = doctor(&config, false);
+    let stdout = text(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("FAIL service_desk:10: "))
+        .unwrap_or_else(|| panic!("no FAIL line for the desk: {stdout}"));
+    assert!(
+        line.contains("HTTP 403") && line.contains("You are not an agent on this desk"),
+        "{line}"
+    );
+    assert!(!line.contains("licence"), "{line}");
+    assert!(stdout.contains("PASS organization:3\n"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1567,6 +1567,7 @@ fn csv_file() -> impl Strategy<Value = Vec<u8>> {
 
 #[test]
 fn csv_imports_pass_whole_or_name_lines_of_the_file() {
+    let config = Config::from_toml("", ConfigOrigin::Defaults, &|_| None).unwrap();
     fuzz(
         "csv_imports_pass_whole_or_name_lines_of_the_file",
         (
@@ -1577,7 +1578,7 @@ fn csv_imports_pass_whole_or_name_lines_of_the_file() {
         |(file, with_action, now)| {
             let action = with_action.then_some("suspend_access");
             let lines = file.iter().filter(|b| **b == b'\n').count() as u64 + 1;
-            match offboard::manual::import::check(&file, action, false, now, |_| {}) {
+            match offboard::manual::import::check(&config, &file, action, false, now, |_| {}) {
                 Ok(chains) => {
                     prop_assert!(!chains.is_empty());
                     for chain in chains {

@@ -22,6 +22,7 @@ mod hooks;
 mod manual;
 mod migrations;
 mod openapi;
+mod outcomes;
 mod slow_clients;
 mod smoke;
 mod store_contract;

@@ -115,6 +115,58 @@ both_stores!(
     the_api_enqueues_through_the_webhook_guards
 );
 
+fn remove_from_group(email: &str, group_id: &str) -> Value {
+    json!({ "action": "remove_from_group", "email": email, "params": { "group_id": group_id } })
+}
+
+/// One live job per (action, email, target): a request removing a person from two groups
+/// makes two jobs, and names each group once however often it asks; a later request finds
+/// the live job of its group. Each group counts towards `approval_above` (3).
+async fn each_group_of_a_manual_request_is_a_job_of_its_own(db: TestDb) {
+    let app = TestApp::spawn(&db, CONFIG).await;
+    let (status, first) = post_jobs(
+        &app,
+        None,
+        &json!({ "jobs": [
+            remove_from_group("ann@example.com", "g-1"),
+            remove_from_group("ann@example.com", "g-2"),
+            remove_from_group("ann@example.com", "g-1"),
+        ]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{first}");
+    let groups: Vec<&str> = first["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|job| job["params"]["group_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(groups, ["g-1", "g-2"], "{first}");
+    assert!(first.get("approval_required").is_none(), "{first}");
+
+    let (_, again) = post_jobs(
+        &app,
+        None,
+        &json!({ "jobs": [remove_from_group("ann@example.com", "g-2")] }),
+    )
+    .await;
+    assert_eq!(job_ids(&again), [first["jobs"][1]["id"].as_str().unwrap()]);
+
+    let four: Vec<Value> = (1..=4)
+        .map(|i| remove_from_group("bob@example.com", &format!("g-{i}")))
+        .collect();
+    let (_, held) = post_jobs(&app, None, &json!({ "jobs": four })).await;
+    assert_eq!(job_ids(&held).len(), 4, "{held}");
+    assert!(held["approval_required"].is_string(), "{held}");
+    assert_eq!(all_jobs(&app).await.len(), 6);
+    app.stop().await;
+}
+
+both_stores!(
+    each_group_of_a_manual_request_is_a_job_of_its_own_on,
+    each_group_of_a_manual_request_is_a_job_of_its_own
+);
+
 async fn approval_and_mass_offboarding_hold_for_manual_jobs(db: TestDb) {
     let app = TestApp::spawn(&db, CONFIG).await;
     let (status, asked) = post_jobs(
@@ -236,6 +288,48 @@ both_stores!(
     an_invalid_entry_enqueues_nothing_on,
     an_invalid_entry_enqueues_nothing
 );
+
+/// `directory_id = "-"` is for reads only: with rules that only read, the service runs, and
+/// an entry whose action writes to the directory is refused like any invalid entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_cannot_write_through_all_directories() {
+    let db = TestDb::sqlite();
+    let atlassian = r#"
+[atlassian]
+site_url = "https://example.atlassian.net"
+site_email = "bot@example.com"
+site_api_token = "site-token"
+admin_api_key = "admin-key"
+org_id = "org-1"
+directory_id = "-"
+"#;
+    let app = TestApp::spawn(&db, &format!("{atlassian}{CONFIG}")).await;
+    let body = json!({ "jobs": [
+        entry("deactivate_account", "a@example.com"),
+        entry("suspend_access", "b@example.com"),
+        { "action": "remove_from_group", "email": "c@example.com",
+          "params": { "group_id": "g-1" } },
+    ]});
+    let (status, error) = post_jobs(&app, None, &body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{error}");
+    assert_eq!(error["error"], "invalid_request", "{error}");
+    let message = error["message"].as_str().unwrap();
+    for needle in [
+        "jobs[1]: suspend_access writes to the directory, but directory_id is `-`",
+        "jobs[2]: remove_from_group writes to the directory",
+        "offboard doctor",
+    ] {
+        assert!(message.contains(needle), "{needle:?} in {message:?}");
+    }
+    assert!(!message.contains("jobs[0]"), "{message}");
+    assert!(all_jobs(&app).await.is_empty(), "nothing was enqueued");
+
+    // What only reads the directory (its search) is taken.
+    let body = json!({ "jobs": [entry("deactivate_account", "a@example.com")] });
+    let (status, answer) = post_jobs(&app, None, &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    app.stop().await;
+}
 
 fn write_config(dir: &Path, db: &TestDb) -> PathBuf {
     let path = dir.join("offboard.toml");

@@ -8,8 +8,17 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use chrono::Utc;
+use offboard::domain::{Action, Email, NewChain, NewStep};
+use offboard::store::{Dedupe, DeliveryContent, NewDelivery};
+use serde_json::json;
 use sha2::{Digest, Sha384};
-use sqlx::migrate::{Migration, MigrationType};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection, SqliteConnection};
+
+use crate::both_stores;
+use crate::support::db::{Backend, TestDb};
 
 /// Every landed migration and the SHA-384 of its file. A new migration gets its line here in
 /// the commit that adds it; a line is never changed or removed.
@@ -43,6 +52,10 @@ const LANDED: &[(&str, &str)] = &[
         "44801e2980cf0f7f744f18df6335a4357e05391ded830727df6ec29f0d3415d4a3137a0f2598e4437d68f226275fb68d",
     ),
     (
+        "migrations/postgres/20261207000001_target_in_live_key.sql",
+        "727a9bc457c711942b654ea60e9d99e3fa53be54b9801f886778c618c8727e6454956b02b1b780efc0a2b5f0b8a8ea49",
+    ),
+    (
         "migrations/sqlite/20261128000001_initial.sql",
         "8ce965bceeeb6f393d485ad05607e76a1c10e905a306aa67c697e538482f674959333d9c4d689c7b6922c7e52567a3fd",
     ),
@@ -61,6 +74,10 @@ const LANDED: &[(&str, &str)] = &[
     (
         "migrations/sqlite/20261206000002_undo_actions.sql",
         "96f60aeeb597d00ecf758d27582bceb239601fd30d828e362a17e8a94e1ea1385659497cfba6ef6a91f93f0f942d7bd8",
+    ),
+    (
+        "migrations/sqlite/20261207000001_target_in_live_key.sql",
+        "fee1b1cae8e657d559f9218315890f61354943a906f53510fc134b11fd67a7f523e69a17dbf668b76ffaa6c65bf51b78",
     ),
 ];
 
@@ -211,3 +228,216 @@ fn an_edited_removed_or_unpinned_migration_is_reported() {
         )]
     );
 }
+
+/// A connection to a test database that is not a store yet: the migrations before one are
+/// applied to it, and rows of the old shape written, before the store migrates the rest.
+enum OldDb {
+    Sqlite(SqliteConnection),
+    Postgres(PgConnection),
+}
+
+impl OldDb {
+    /// `db` with every landed migration before `version` applied, as sqlx reads them from
+    /// the migration directory (the checksums the store's own migrator then finds recorded).
+    async fn before(db: &TestDb, version: i64) -> OldDb {
+        let (directory, mut conn) = match db.backend {
+            Backend::Sqlite => {
+                let options: SqliteConnectOptions = db.url.parse().expect("a SQLite URL");
+                let conn = options
+                    .create_if_missing(true)
+                    .connect()
+                    .await
+                    .expect("open SQLite");
+                ("migrations/sqlite/", OldDb::Sqlite(conn))
+            }
+            Backend::Postgres => {
+                let conn = PgConnection::connect(&db.url)
+                    .await
+                    .expect("connect to Postgres");
+                ("migrations/postgres/", OldDb::Postgres(conn))
+            }
+        };
+        let migrations: Vec<Migration> = migration_files()
+            .into_iter()
+            .filter_map(|(path, bytes)| {
+                let file = path.strip_prefix(directory)?.strip_suffix(".sql")?;
+                let (number, description) = file.split_once('_')?;
+                let number: i64 = number.parse().ok()?;
+                (number < version).then(|| {
+                    Migration::new(
+                        number,
+                        Cow::Owned(description.replace('_', " ")),
+                        MigrationType::Simple,
+                        Cow::Owned(String::from_utf8(bytes).expect("a migration is UTF-8")),
+                        false,
+                    )
+                })
+            })
+            .collect();
+        let earlier = Migrator {
+            migrations: Cow::Owned(migrations),
+            ..Migrator::DEFAULT
+        };
+        match &mut conn {
+            OldDb::Sqlite(c) => earlier.run(c).await,
+            OldDb::Postgres(c) => earlier.run(c).await,
+        }
+        .expect("apply the earlier migrations");
+        conn
+    }
+
+    async fn run(&mut self, sql: &str) {
+        match self {
+            OldDb::Sqlite(c) => sqlx::raw_sql(sql).execute(c).await.map(drop),
+            OldDb::Postgres(c) => sqlx::raw_sql(sql).execute(c).await.map(drop),
+        }
+        .expect(sql);
+    }
+
+    async fn strings(&mut self, sql: &str) -> Vec<String> {
+        match self {
+            OldDb::Sqlite(c) => sqlx::query_scalar(sql).fetch_all(c).await,
+            OldDb::Postgres(c) => sqlx::query_scalar(sql).fetch_all(c).await,
+        }
+        .expect(sql)
+    }
+
+    /// The SQL for "now" in a timestamp column.
+    fn now(&self) -> &'static str {
+        match self {
+            OldDb::Sqlite(_) => "0",
+            OldDb::Postgres(_) => "now()",
+        }
+    }
+
+    fn index_names(&self) -> &'static str {
+        match self {
+            OldDb::Sqlite(_) => {
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'jobs' \
+                 ORDER BY name"
+            }
+            OldDb::Postgres(_) => {
+                "SELECT indexname::text FROM pg_indexes \
+                 WHERE tablename = 'jobs' AND schemaname = current_schema() ORDER BY indexname"
+            }
+        }
+    }
+}
+
+/// One live job per (action, email, target) (README, "One live job per (action, email,
+/// target)"): the migration gives every job already there its target, read from its
+/// `params` as the Rust code reads them (an id written as a number is its digits), and the
+/// key of a live job is then (action, email, target), for the jobs from before too.
+async fn existing_jobs_get_their_target_and_the_new_key(db: TestDb) {
+    let mut old = OldDb::before(&db, 20261207000001).await;
+    let now = old.now();
+    old.run(&format!(
+        "INSERT INTO jobs (action, params, state, email, run_at, max_attempts, created_at, \
+             updated_at, finalized_at) VALUES \
+         ('remove_from_group', '{{\"group_id\":\"g-1\"}}', 'pending', 'ann@example.com', \
+             {now}, 3, {now}, {now}, NULL), \
+         ('remove_from_service_desk', '{{\"service_desk_id\":10}}', 'pending', \
+             'cus@example.com', {now}, 3, {now}, {now}, NULL), \
+         ('add_to_customer_organization', '{{\"organization_id\":\"3\"}}', 'pending', \
+             'cus@example.com', {now}, 3, {now}, {now}, NULL), \
+         ('suspend_access', '{{}}', 'pending', 'ann@example.com', {now}, 3, {now}, {now}, NULL), \
+         ('remove_from_group', '{{\"group_id\":\"g-2\"}}', 'cancelled', 'ann@example.com', \
+             {now}, 3, {now}, {now}, {now})"
+    ))
+    .await;
+    let indexes = old.index_names();
+    assert!(
+        old.strings(indexes)
+            .await
+            .contains(&"jobs_one_live_per_action_email".to_owned())
+    );
+
+    let store = db.store().await;
+
+    let targets = old
+        .strings("SELECT action || ' ' || target FROM jobs ORDER BY id")
+        .await;
+    assert_eq!(
+        targets,
+        [
+            "remove_from_group g-1",
+            "remove_from_service_desk 10",
+            "add_to_customer_organization 3",
+            "suspend_access ",
+            "remove_from_group g-2",
+        ]
+    );
+    let indexes = old.strings(indexes).await;
+    assert!(
+        indexes.contains(&"jobs_one_live_per_action_email_target".to_owned()),
+        "{indexes:?}"
+    );
+    assert!(
+        !indexes.contains(&"jobs_one_live_per_action_email".to_owned()),
+        "{indexes:?}"
+    );
+
+    // A person with a live removal from g-1 from before is removed from g-2 too; asking for
+    // g-1 again, or for desk 10 (stored as a number then, as text now), finds the jobs there.
+    let step = |action: Action, name: &str, id: &str| NewStep {
+        action,
+        params: json!({ name: id }).as_object().cloned().unwrap(),
+        run_at: Utc::now(),
+    };
+    let chain = |email: &str, steps: Vec<NewStep>| NewChain {
+        email: Email::parse(email).unwrap(),
+        account_id: None,
+        account_type: None,
+        rule: "leaver".to_owned(),
+        approval: false,
+        steps,
+    };
+    let receipt = store
+        .accept_delivery(NewDelivery {
+            source: "hr".to_owned(),
+            delivery_id: "after-migration".to_owned(),
+            body_sha256: "ab".repeat(32),
+            dedupe: Dedupe::SignedId,
+            received_at: Utc::now(),
+            max_attempts: 3,
+            content: DeliveryContent::Accepted {
+                cancels: Vec::new(),
+                chains: vec![
+                    chain(
+                        "ann@example.com",
+                        vec![step(Action::RemoveFromGroup, "group_id", "g-2")],
+                    ),
+                    chain(
+                        "ann@example.com",
+                        vec![step(Action::RemoveFromGroup, "group_id", "g-1")],
+                    ),
+                    chain(
+                        "cus@example.com",
+                        vec![step(Action::RemoveFromServiceDesk, "service_desk_id", "10")],
+                    ),
+                ],
+                refused: Vec::new(),
+                approval_required: None,
+                undo: None,
+            },
+        })
+        .await
+        .expect("accept after the migration");
+    // (Postgres spends a sequence value on each insert that conflicts: the new id is past 5.)
+    let ids: Vec<i64> = receipt
+        .job_ids()
+        .iter()
+        .map(|id| id.parse().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{}", receipt.body);
+    assert!(ids[0] > 5, "g-2 is a new job: {}", receipt.body);
+    assert_eq!(ids[1..], [1, 2], "{}", receipt.body);
+    match old {
+        OldDb::Sqlite(c) => c.close().await.ok(),
+        OldDb::Postgres(c) => c.close().await.ok(),
+    };
+}
+both_stores!(
+    existing_jobs_get_their_target_and_the_new_key_on,
+    existing_jobs_get_their_target_and_the_new_key
+);

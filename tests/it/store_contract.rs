@@ -890,6 +890,221 @@ both_stores!(
 );
 
 // ---------------------------------------------------------------------------------------------
+// One live job per (action, email, target)
+
+/// One rule's steps for one person, each an action with the id it takes (`group_id`, …).
+fn targeted(email: &str, steps: &[(Action, &str)], run_at: DateTime<Utc>) -> NewChain {
+    NewChain {
+        steps: steps
+            .iter()
+            .map(|&(action, id)| {
+                let name = action.required_param().expect("an action that takes an id");
+                NewStep {
+                    action,
+                    params: json!({ name: id }).as_object().cloned().unwrap(),
+                    run_at,
+                }
+            })
+            .collect(),
+        ..chain(email, &[], run_at)
+    }
+}
+
+/// Removing a person from two groups makes two jobs; the same group again finds the live
+/// one. On Postgres a plain delivery takes the batch path and one with a cancel goes alone:
+/// both key by target.
+async fn one_live_job_per_person_action_and_target(db: TestDb) {
+    let store = db.store().await;
+    let ann = "ann@example.com";
+    let group = Action::RemoveFromGroup;
+    let both = accept(
+        &*store,
+        vec![targeted(ann, &[(group, "g-1"), (group, "g-2")], later())],
+    )
+    .await;
+    let ids = receipt_ids(&both);
+    assert_eq!(ids.len(), 2, "two groups, two jobs: {}", both.body);
+    let (g1, g2) = (
+        show(&*store, ids[0]).await.job,
+        show(&*store, ids[1]).await.job,
+    );
+    assert_eq!(
+        (g1.param("group_id"), g2.param("group_id")),
+        (Some("g-1"), Some("g-2"))
+    );
+    assert_eq!(
+        g2.depends_on,
+        Some(g1.id),
+        "the second step waits for the first"
+    );
+
+    let again = accept(&*store, vec![targeted(ann, &[(group, "g-2")], due())]).await;
+    assert_eq!(
+        receipt_ids(&again),
+        vec![g2.id],
+        "the live job of that group"
+    );
+
+    let alone = store
+        .accept_delivery(delivery(
+            "hr",
+            &fresh_delivery_id(),
+            accepted(
+                vec![NewCancel {
+                    email: Email::parse("someone-else@example.com").unwrap(),
+                    rule: "rehired".to_owned(),
+                }],
+                vec![targeted(ann, &[(group, "g-1"), (group, "g-3")], due())],
+            ),
+        ))
+        .await
+        .unwrap();
+    let alone_ids = receipt_ids(&alone);
+    assert_eq!(alone_ids.len(), 2, "{}", alone.body);
+    assert_eq!(alone_ids[0], g1.id, "g-1 is live already");
+    assert!(!ids.contains(&alone_ids[1]), "g-3 is new");
+
+    // One delivery asking twice for one group (it goes alone) gets one job.
+    let twice = accept(
+        &*store,
+        vec![
+            targeted(ann, &[(group, "g-4")], later()),
+            targeted(ann, &[(group, "g-4")], later()),
+        ],
+    )
+    .await;
+    assert_eq!(receipt_ids(&twice).len(), 1, "{}", twice.body);
+
+    // Desks and organizations key the same way; an id is a target of its own action only,
+    // and an action without a target keeps one live job per person.
+    let customer = "cus@example.com";
+    let many = accept(
+        &*store,
+        vec![
+            targeted(
+                customer,
+                &[
+                    (Action::RemoveFromServiceDesk, "10"),
+                    (Action::RemoveFromServiceDesk, "11"),
+                    (Action::RemoveFromCustomerOrganization, "10"),
+                    (Action::AddToServiceDesk, "10"),
+                ],
+                later(),
+            ),
+            chain(customer, &[Action::RevokePortalAccess], later()),
+            chain(customer, &[Action::RevokePortalAccess], later()),
+        ],
+    )
+    .await;
+    assert_eq!(receipt_ids(&many).len(), 5, "{}", many.body);
+    assert_eq!(all_jobs(&*store).await.len(), 3 + 1 + 5);
+}
+both_stores!(
+    one_live_job_per_person_action_and_target_on,
+    one_live_job_per_person_action_and_target
+);
+
+/// A retry runs into another live job only of the same target.
+async fn retry_refused_only_by_a_live_job_of_the_same_target(db: TestDb) {
+    let store = db.store().await;
+    let email = "a@example.com";
+    let group = Action::RemoveFromGroup;
+    let failed = |id: &'static str| {
+        let store = store.clone();
+        async move {
+            let receipt = accept(&*store, vec![targeted(email, &[(group, id)], due())]).await;
+            let claimed = claim_exactly(&*store, receipt_ids(&receipt)[0], LEASE).await;
+            assert!(store.fail(&claimed, "api_error:500", "boom").await.unwrap());
+            claimed.id
+        }
+    };
+    let g1 = failed("g-1").await;
+    let g2 = failed("g-2").await;
+    let live = accept(&*store, vec![targeted(email, &[(group, "g-1")], later())]).await;
+    assert!(!receipt_ids(&live).contains(&g1));
+
+    let retried = store.retry(g2, OPERATOR).await.expect("no live job of g-2");
+    assert_eq!(retried.state, JobState::Pending);
+    match store.retry(g1, OPERATOR).await {
+        Err(StoreError::LiveJobExists { id, action }) => assert_eq!((id, action), (g1, group)),
+        other => panic!("expected LiveJobExists, got {other:?}"),
+    }
+}
+both_stores!(
+    retry_refused_only_by_a_live_job_of_the_same_target_on,
+    retry_refused_only_by_a_live_job_of_the_same_target
+);
+
+/// Deliveries arriving together (on Postgres, one batch of `offboard_accept_batch`): a person
+/// every one of them removes from two groups and two desks gets one job per group and desk,
+/// shared by all of them.
+async fn deliveries_arriving_together_key_by_target(db: TestDb) {
+    let store = db.store().await;
+    let before = accept(
+        &*store,
+        vec![targeted(
+            "shared@example.com",
+            &[(Action::RemoveFromServiceDesk, "10")],
+            later(),
+        )],
+    )
+    .await;
+    let desk_10 = receipt_ids(&before)[0];
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let chains = vec![
+                targeted(
+                    "shared@example.com",
+                    &[
+                        (Action::RemoveFromGroup, "g-1"),
+                        (Action::RemoveFromGroup, "g-2"),
+                    ],
+                    due(),
+                ),
+                targeted(
+                    "shared@example.com",
+                    &[
+                        (Action::RemoveFromServiceDesk, "10"),
+                        (Action::RemoveFromServiceDesk, "11"),
+                    ],
+                    due(),
+                ),
+                targeted(
+                    &format!("own{i}@example.com"),
+                    &[(Action::RemoveFromGroup, "g-1")],
+                    due(),
+                ),
+            ];
+            store
+                .accept_delivery(delivery(
+                    "hr",
+                    &format!("together-{i}"),
+                    accepted(vec![], chains),
+                ))
+                .await
+                .unwrap()
+        });
+    }
+    let mut shared = HashSet::new();
+    for receipt in tasks.join_all().await {
+        let ids = receipt_ids(&receipt);
+        assert_eq!(ids.len(), 5, "{}", receipt.body);
+        assert_eq!(ids[2], desk_10, "the live job of desk 10 that was there");
+        shared.insert(ids[..4].to_vec());
+    }
+    assert_eq!(shared.len(), 1, "one job per group and desk: {shared:?}");
+    let ids = shared.into_iter().next().unwrap();
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 4, "{ids:?}");
+    assert_eq!(all_jobs(&*store).await.len(), 4 + 20);
+}
+both_stores!(
+    deliveries_arriving_together_key_by_target_on,
+    deliveries_arriving_together_key_by_target
+);
+
+// ---------------------------------------------------------------------------------------------
 // Cancel rules
 
 async fn cancel_rule_cancels_live_jobs_of_that_email(db: TestDb) {

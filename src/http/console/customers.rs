@@ -15,6 +15,7 @@ use super::session::{CheckedFields, Session};
 use super::view::{Section, csrf_field, query_value};
 use super::{ConsoleError, chrome, page};
 use crate::atlassian::{CustomerFilter, PortalCustomer};
+use crate::config::Config;
 use crate::domain::{Action, ApiFamily, Domain, NewChain, TargetAccount};
 use crate::http::AppState;
 use crate::http::customers::READING_REUSED_FOR;
@@ -187,7 +188,7 @@ struct Selection {
     approval: bool,
 }
 
-fn selection(form: &CheckedFields) -> Result<Selection, ConsoleError> {
+fn selection(config: &Config, form: &CheckedFields) -> Result<Selection, ConsoleError> {
     let action: Action = form
         .get("action")
         .unwrap_or_default()
@@ -228,15 +229,16 @@ fn selection(form: &CheckedFields) -> Result<Selection, ConsoleError> {
         )));
     }
     let approval = form.get("approval").is_some();
-    let chains = manual::chains(&entries, approval, chrono::Utc::now()).map_err(|invalid| {
-        ConsoleError::BadRequest(
-            invalid
-                .iter()
-                .map(|(i, why)| format!("{}: {why}", entries[*i].email))
-                .collect::<Vec<_>>()
-                .join("; "),
-        )
-    })?;
+    let chains =
+        manual::chains(config, &entries, approval, chrono::Utc::now()).map_err(|invalid| {
+            ConsoleError::BadRequest(
+                invalid
+                    .iter()
+                    .map(|(i, why)| format!("{}: {why}", entries[*i].email))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
     Ok(Selection {
         chains,
         action,
@@ -250,7 +252,7 @@ pub(super) async fn review(
     form: CheckedFields,
 ) -> Result<Html<String>, ConsoleError> {
     let session = form.session();
-    let chosen = selection(&form)?;
+    let chosen = selection(&state.config, &form)?;
     let chrome = chrome(&state, &session, Section::Customers, uri.to_string()).await?;
     let n = chosen.chains.len();
     let content = html! {
@@ -291,7 +293,7 @@ pub(super) async fn enqueue(
     form: CheckedFields,
 ) -> Result<Html<String>, ConsoleError> {
     let session = form.session();
-    let chosen = selection(&form)?;
+    let chosen = selection(&state.config, &form)?;
     // The same confirmation posted twice (a double click, a reload) is one request.
     let mut hash = Sha256::new();
     for (name, value) in form.fields.iter().filter(|(n, _)| n != "csrf") {

@@ -75,6 +75,7 @@ pub(super) async fn checked(
     }
     let (action, approval) = options(&form);
     let rows = check_rows(
+        &state.config,
         &file,
         action.as_deref(),
         approval,
@@ -131,6 +132,7 @@ pub(super) async fn confirm(
     let file = form.get("csv").unwrap_or_default().as_bytes().to_vec();
     let (action, approval) = options(&form);
     let chains = check(
+        &state.config,
         &file,
         action.as_deref(),
         approval,

@@ -8,10 +8,11 @@
 //! delivery of a batch that hit a race, goes through `offboard_accept_delivery` alone.
 //!
 //! Both functions were written in `migrations/postgres/20261128000002_accept_in_one_call.sql`;
-//! their current versions are in `20261206000001_decisions_from_rust.sql`. They decide
-//! nothing Rust decides: the actor, the states and each job's initial state are bound here,
-//! and they return the jobs a delivery names; the answer is built here, with the job's one
-//! JSON shape, and stored before the transaction commits.
+//! their current versions are in `20261207000001_target_in_live_key.sql`. They decide
+//! nothing Rust decides: the actor, the states, each job's initial state and each job's
+//! target (`NewStep::key_target`) are bound here, and they return the jobs a delivery names;
+//! the answer is built here, with the job's one JSON shape, and stored before the
+//! transaction commits.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -60,8 +61,8 @@ async fn connection(pool: &PgPool, timeout: Duration) -> StoreResult<PoolConnect
 const MAX_BATCH: usize = 64;
 
 /// Whether the batch path can take this delivery. The batch inserts all first steps, then
-/// all second steps, and so on; one delivery asking twice for the same action for the same
-/// person could then come out differently than rule by rule, so it goes alone.
+/// all second steps, and so on; one delivery asking twice for the same live job (action,
+/// person and target) could then come out differently than rule by rule, so it goes alone.
 pub(super) fn batchable(delivery: &NewDelivery) -> bool {
     match &delivery.content {
         DeliveryContent::Accepted {
@@ -76,10 +77,9 @@ pub(super) fn batchable(delivery: &NewDelivery) -> bool {
                 && undo.is_none()
                 && chains.iter().all(|chain| {
                     chain.account_type.is_none()
-                        && chain
-                            .steps
-                            .iter()
-                            .all(|step| asked.insert((step.action, chain.email.as_str())))
+                        && chain.steps.iter().all(|step| {
+                            asked.insert((step.action, chain.email.as_str(), step.key_target()))
+                        })
                 })
         }
         DeliveryContent::Unmappable { .. } => false,
@@ -213,6 +213,7 @@ async fn call_batch(
     let mut j_previous: Vec<Option<i32>> = Vec::new();
     let mut j_action = Vec::new();
     let mut j_params = Vec::new();
+    let mut j_target = Vec::new();
     let mut j_state = Vec::new();
     let mut j_email = Vec::new();
     let mut j_account_id: Vec<Option<&str>> = Vec::new();
@@ -241,6 +242,7 @@ async fn call_batch(
                 previous = Some(this);
                 j_action.push(step.action.as_str());
                 j_params.push(step.params_json());
+                j_target.push(step.key_target());
                 j_state.push(chain.initial_state().as_str());
                 j_email.push(chain.email.as_str());
                 j_account_id.push(chain.account_id.as_deref());
@@ -254,7 +256,8 @@ async fn call_batch(
     let mut tx = conn.begin().await?;
     let rows = sqlx::query(
         "SELECT k, duplicate, status, response, job_ids FROM offboard_accept_batch( \
-         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
+         $21)",
     )
     .bind(&d_source)
     .bind(&d_delivery_id)
@@ -268,6 +271,7 @@ async fn call_batch(
     .bind(&j_previous)
     .bind(&j_action)
     .bind(&j_params)
+    .bind(&j_target)
     .bind(&j_state)
     .bind(&j_email)
     .bind(&j_account_id)
@@ -500,6 +504,7 @@ fn chain_json(chain: &NewChain, delivery: &NewDelivery) -> serde_json::Value {
             serde_json::json!({
                 "action": step.action.as_str(),
                 "params": step.params,
+                "target": step.key_target(),
                 "run_at": step.run_at.to_rfc3339_opts(SecondsFormat::Micros, true),
             })
         })

@@ -41,6 +41,7 @@ async fn cancel_for_email(
     Ok(ids)
 }
 
+/// The step's new job, or the live job of its (action, email, target) that blocked it.
 async fn insert_or_existing_job(
     tx: &mut Tx,
     delivery: &NewDelivery,
@@ -50,12 +51,13 @@ async fn insert_or_existing_job(
     now: i64,
 ) -> StoreResult<Job> {
     let state = chain.initial_state();
+    let target = step.key_target();
     // The immediate transaction holds the write lock, so the live job cannot change between
     // the conflict and the lookup.
     let inserted = sqlx::query(concat!(
         "INSERT INTO jobs (action, params, state, email, account_id, depends_on, run_at, max_attempts, ",
-        "source, rule, delivery_id, created_at, updated_at, account_type) ",
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13) ",
+        "source, rule, delivery_id, created_at, updated_at, account_type, target) ",
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14) ",
         "ON CONFLICT DO NOTHING RETURNING ",
         job_columns!()
     ))
@@ -72,6 +74,7 @@ async fn insert_or_existing_job(
     .bind(&delivery.delivery_id)
     .bind(now)
     .bind(&chain.account_type)
+    .bind(&target)
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(row) = inserted {
@@ -90,13 +93,14 @@ async fn insert_or_existing_job(
     let row = sqlx::query(concat!(
         "SELECT ",
         job_columns!(),
-        " FROM jobs WHERE action = ?1 AND email = ?2 ",
+        " FROM jobs WHERE action = ?1 AND email = ?2 AND target = ?3 ",
         "AND state IN (",
         live_states!(),
         ")"
     ))
     .bind(step.action.as_str())
     .bind(chain.email.as_str())
+    .bind(&target)
     .fetch_one(&mut **tx)
     .await?;
     job_from_row(&row)

@@ -3,22 +3,39 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use super::{Fault, RecordedRequest};
+use super::{DIRECTORY_ID, Fault, RecordedRequest};
 
-/// Where an account stands, as the assertions of a test see it.
+/// Where an account stands, as the assertions of a test see it: a summary of the account's
+/// own status and its membership in the configured directory (`DIRECTORY_ID`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FakeStatus {
     Active,
-    /// Directory suspend; restore brings it back to `Active`.
+    /// Suspended in the configured directory; restore brings it back to `Active`.
     Suspended,
-    /// Lifecycle disable.
+    /// Lifecycle disable: the account is inactive.
     Deactivated,
-    /// Lifecycle delete, inside the grace period: a second delete answers 404.
+    /// Lifecycle delete, inside the 14-day grace period.
     PendingDelete,
-    /// Removed from the org directory (still a site user).
+    /// No membership in the configured directory (the account itself lives on).
     Removed,
-    /// Deleted by the site delete-user call: gone from every endpoint.
+    /// Deleted by the site delete-user call, or closed: gone from every endpoint.
     Deleted,
+}
+
+/// The account's own status, directory-independent: `accountStatus` /
+/// `account.account_status` ∈ active|inactive|closed [JS-um accountStatus.ts, JS-admin].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccountStatus {
+    Active,
+    Inactive,
+    Closed,
+}
+
+/// A membership in one directory [JS-admin membershipStatus.ts].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Membership {
+    Active,
+    Suspended,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,9 +46,15 @@ pub struct FakeAccount {
     /// `None` models a user whose privacy settings hide the email: searches never show it.
     pub email: Option<String>,
     pub display_name: String,
-    pub status: FakeStatus,
-    /// Listed by the directory search and reachable by the directory endpoints.
-    pub in_directory: bool,
+    /// The account-level status, which the lifecycle calls change [UM].
+    pub account_status: AccountStatus,
+    /// Scheduled for deletion by the lifecycle delete, inside its 14 days of grace [UM, TUT].
+    pub for_deletion: bool,
+    /// Deleted by the site delete-user call [AE-users].
+    pub deleted: bool,
+    /// Membership per directory id; suspend and restore change one, remove drops one
+    /// [AEA, JS-admin]. A managed account may live outside every directory [GOA].
+    pub directories: BTreeMap<String, Membership>,
     pub portal_access_revoked: bool,
     pub groups: BTreeSet<String>,
     pub service_desks: BTreeSet<String>,
@@ -46,8 +69,10 @@ impl FakeAccount {
             account_type: "customer".to_owned(),
             email: Some(email.to_owned()),
             display_name: display_name_for(email),
-            status: FakeStatus::Active,
-            in_directory: false,
+            account_status: AccountStatus::Active,
+            for_deletion: false,
+            deleted: false,
+            directories: BTreeMap::new(),
             portal_access_revoked: false,
             groups: BTreeSet::new(),
             service_desks: BTreeSet::new(),
@@ -59,17 +84,108 @@ impl FakeAccount {
     pub fn managed(account_id: &str, email: &str) -> FakeAccount {
         FakeAccount {
             account_type: "atlassian".to_owned(),
-            in_directory: true,
+            directories: [(DIRECTORY_ID.to_owned(), Membership::Active)].into(),
             ..FakeAccount::customer(account_id, email)
         }
     }
 
-    pub(super) fn is_gone(&self) -> bool {
-        self.status == FakeStatus::Deleted
+    /// The account put in `status`, as the offboarding calls would leave it.
+    pub fn in_state(mut self, status: FakeStatus) -> FakeAccount {
+        match status {
+            FakeStatus::Active => {}
+            FakeStatus::Suspended => {
+                self.directories
+                    .insert(DIRECTORY_ID.to_owned(), Membership::Suspended);
+            }
+            FakeStatus::Deactivated => self.account_status = AccountStatus::Inactive,
+            FakeStatus::PendingDelete => {
+                self.account_status = AccountStatus::Inactive;
+                self.for_deletion = true;
+            }
+            FakeStatus::Removed => {
+                self.directories.remove(DIRECTORY_ID);
+                self.groups.clear();
+            }
+            FakeStatus::Deleted => self.deleted = true,
+        }
+        self
     }
 
-    pub(super) fn in_directory_now(&self) -> bool {
-        self.in_directory && !self.is_gone()
+    /// The summary a test asserts on; the most final state wins.
+    pub fn status(&self) -> FakeStatus {
+        if self.is_gone() {
+            FakeStatus::Deleted
+        } else if self.for_deletion {
+            FakeStatus::PendingDelete
+        } else if self.account_status == AccountStatus::Inactive {
+            FakeStatus::Deactivated
+        } else if self.account_type == "atlassian" && !self.in_directory() {
+            FakeStatus::Removed
+        } else if self.membership(DIRECTORY_ID) == Some(Membership::Suspended) {
+            FakeStatus::Suspended
+        } else {
+            FakeStatus::Active
+        }
+    }
+
+    /// A member (active or suspended) of the configured directory.
+    pub fn in_directory(&self) -> bool {
+        self.directories.contains_key(DIRECTORY_ID)
+    }
+
+    pub fn membership(&self, directory: &str) -> Option<Membership> {
+        self.directories.get(directory).copied()
+    }
+
+    /// The org-wide `membershipStatus`: `active` in at least one directory, `suspended` in
+    /// every directory, or `no_membership` [JS-admin membershipStatus.ts].
+    pub(super) fn membership_status(&self) -> &'static str {
+        if self.directories.values().any(|m| *m == Membership::Active) {
+            "active"
+        } else if self.directories.is_empty() {
+            "no_membership"
+        } else {
+            "suspended"
+        }
+    }
+
+    pub(super) fn account_status_name(&self) -> &'static str {
+        match self.account_status {
+            AccountStatus::Active => "active",
+            AccountStatus::Inactive => "inactive",
+            AccountStatus::Closed => "closed",
+        }
+    }
+
+    /// The composite `status`: for_deletion when scheduled; deactivated whenever the account
+    /// is inactive, whatever the membership; else suspended / not_invited / active from the
+    /// org-wide membership [JS-admin status.ts].
+    pub(super) fn composite_status(&self) -> &'static str {
+        if self.for_deletion {
+            return "for_deletion";
+        }
+        if self.account_status != AccountStatus::Active {
+            return "deactivated";
+        }
+        match self.membership_status() {
+            "suspended" => "suspended",
+            "no_membership" => "not_invited",
+            _ => "active",
+        }
+    }
+
+    pub(super) fn is_gone(&self) -> bool {
+        self.deleted || self.account_status == AccountStatus::Closed
+    }
+
+    /// Reachable through `directory` (`-`: any directory, for reads only [JS-admin]).
+    pub(super) fn readable_in(&self, directory: &str) -> bool {
+        !self.is_gone()
+            && if directory == "-" {
+                !self.directories.is_empty()
+            } else {
+                self.directories.contains_key(directory)
+            }
     }
 }
 
@@ -87,8 +203,12 @@ pub(super) struct FakeState {
     pub(super) service_desks: BTreeSet<String>,
     pub(super) organizations: BTreeSet<String>,
     pub(super) groups: BTreeSet<String>,
+    /// The org's directories.
+    pub(super) directories: BTreeSet<String>,
     /// The site user holds "Browse users and groups" (`USER_PICKER`).
     pub(super) browse_users: bool,
+    /// The site user holds a Jira Service Management agent licence.
+    pub(super) jsm_agent_licence: bool,
     pub(super) requests: Vec<RecordedRequest>,
     pub(super) faults: Vec<Fault>,
     pub(super) directory_page_size: usize,
@@ -156,7 +276,10 @@ impl FakeState {
     /// not active either.
     pub(super) fn site_active(account: &FakeAccount) -> bool {
         !account.portal_access_revoked
-            && matches!(account.status, FakeStatus::Active | FakeStatus::Removed)
+            && !account.is_gone()
+            && account.account_status == AccountStatus::Active
+            && !account.for_deletion
+            && account.membership_status() != "suspended"
     }
 
     /// An account the site endpoints can see.
@@ -172,9 +295,14 @@ impl FakeState {
             .filter(|account| account.account_type == "atlassian")
     }
 
-    pub(super) fn directory_account(&mut self, account_id: &str) -> Option<&mut FakeAccount> {
+    /// An account with a membership in `directory` (`-` = any, for reads).
+    pub(super) fn directory_account(
+        &mut self,
+        directory: &str,
+        account_id: &str,
+    ) -> Option<&mut FakeAccount> {
         self.accounts
             .get_mut(account_id)
-            .filter(|account| account.in_directory_now())
+            .filter(|account| account.readable_in(directory))
     }
 }

@@ -49,6 +49,12 @@ pub enum FaultKind {
     Status403 {
         body: String,
     },
+    /// Any status with a JSON body, for answers the fake's state would not give (a 409 from
+    /// an account that its state would let through, say).
+    Refuse {
+        status: u16,
+        body: String,
+    },
     /// Delays the request, which then proceeds normally.
     Latency(Duration),
     /// Holds the request open until `release_held`, then lets it proceed normally.
@@ -123,6 +129,14 @@ pub(super) async fn apply_fault(shared: &Shared, fault: Option<FaultKind>) -> Op
             "Internal server error",
         )),
         FaultKind::Status401 => Some(error(StatusCode::UNAUTHORIZED, "Unauthorized")),
+        FaultKind::Refuse { status, body } => Some(
+            (
+                StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+                [(CONTENT_TYPE, "application/json")],
+                body.clone(),
+            )
+                .into_response(),
+        ),
         FaultKind::Status403 { body } => Some(
             (
                 StatusCode::FORBIDDEN,

@@ -6,7 +6,7 @@ use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::Value;
@@ -80,6 +80,11 @@ pub(super) async fn front_door(State(shared): Fake, request: Request, next: Next
             StatusCode::UNAUTHORIZED,
             "Client must be authenticated to access this resource.",
         );
+    }
+    // Authenticated, but without a JSM agent licence: every service desk API endpoint
+    // answers 403 with an empty body [JS-live].
+    if recorded.path.starts_with("/rest/servicedeskapi/") && !shared.lock().jsm_agent_licence {
+        return StatusCode::FORBIDDEN.into_response();
     }
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))

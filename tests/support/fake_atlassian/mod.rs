@@ -42,7 +42,7 @@ use tokio::task::JoinHandle;
 use accounts::FakeState;
 // The benchmark in examples/ names only some of these.
 #[allow(unused_imports)]
-pub use accounts::{FakeAccount, FakeStatus};
+pub use accounts::{AccountStatus, FakeAccount, FakeStatus, Membership};
 #[allow(unused_imports)]
 pub use faults::{Fault, FaultKind, Matcher};
 #[allow(unused_imports)]
@@ -136,10 +136,26 @@ impl FakeAtlassian {
         self.shared.lock().groups.insert(group_id.to_owned());
     }
 
+    /// Makes another directory of the org exist (the configured one, `DIRECTORY_ID`, always
+    /// does); accounts join it through `FakeAccount::directories`.
+    pub fn add_directory(&self, directory_id: &str) {
+        self.shared
+            .lock()
+            .directories
+            .insert(directory_id.to_owned());
+    }
+
     /// Grants or withdraws the site user's "Browse users and groups" permission (granted by
     /// default).
     pub fn set_browse_users(&self, granted: bool) {
         self.shared.lock().browse_users = granted;
+    }
+
+    /// Gives or takes away the site user's Jira Service Management agent licence (held by
+    /// default). Without it every service desk API endpoint (`/rest/servicedeskapi/…`)
+    /// answers 403 with an empty body [JS-live].
+    pub fn set_jsm_agent_licence(&self, held: bool) {
+        self.shared.lock().jsm_agent_licence = held;
     }
 
     pub fn account(&self, account_id: &str) -> Option<FakeAccount> {
@@ -274,7 +290,9 @@ impl Default for Shared {
                 service_desks: BTreeSet::new(),
                 organizations: BTreeSet::new(),
                 groups: BTreeSet::new(),
+                directories: [DIRECTORY_ID.to_owned()].into(),
                 browse_users: true,
+                jsm_agent_licence: true,
                 requests: Vec::new(),
                 faults: Vec::new(),
                 directory_page_size: DEFAULT_DIRECTORY_PAGE_SIZE,
@@ -317,6 +335,9 @@ fn put_account(state: &mut FakeState, account: FakeAccount) {
         .organizations
         .extend(account.organizations.iter().cloned());
     state.groups.extend(account.groups.iter().cloned());
+    state
+        .directories
+        .extend(account.directories.keys().cloned());
     if let Some(old) = state.accounts.remove(&account.account_id) {
         state.unindex(&old);
     }

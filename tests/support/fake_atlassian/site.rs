@@ -7,13 +7,13 @@ use std::sync::atomic::Ordering;
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, put};
+use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::accounts::FakeState;
-use super::{DeskChange, Fake, FakeAccount, FakeStatus, SITE_EMAIL, Shared, error, put_account};
+use super::{DeskChange, Fake, FakeAccount, SITE_EMAIL, Shared, error, put_account};
 
 const DEFAULT_SITE_MAX_RESULTS: usize = 50;
 /// `limit` of the service desk API listings when none is given [AE-sd].
@@ -47,7 +47,9 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         )
         .route(
             "/rest/servicedeskapi/organization/{organization}/user",
-            delete(remove_from_organization).post(add_to_organization),
+            get(organization_users)
+                .delete(remove_from_organization)
+                .post(add_to_organization),
         )
 }
 
@@ -310,6 +312,13 @@ async fn service_desks(State(shared): Fake, Query(page): Query<StartLimit>) -> R
     Json(state.listing_page(desks, &page, |desk| service_desk_json(desk))).into_response()
 }
 
+#[derive(Deserialize)]
+struct DeskCustomerParams {
+    query: Option<String>,
+    start: Option<usize>,
+    limit: Option<usize>,
+}
+
 /// A desk's customers, paged like the desk list; experimental; 404 when the desk is missing
 /// [AE-sd getCustomers, JS-v5]. Everyone on the desk is listed, managed accounts too (which
 /// kinds of account the real list holds is UNCONFIRMED). A revoked customer is listed with
@@ -319,10 +328,15 @@ async fn service_desks(State(shared): Fake, Query(page): Query<StartLimit>) -> R
 /// organization are "ordered by accountId" [JSM-SDK OrganizationApi.md]), so a change before
 /// the offset between two pages shifts what the next page holds; `after_next_desk_page`
 /// makes such a change right after a page.
+///
+/// `query` "is matched against customers' `displayName`, `name`, or `email`", "Jo" and "Smi"
+/// both matching "John Smith" [AE-sd getCustomers]: whether that is a prefix of a word or any
+/// substring is not said, so it is the wider of the two here, case-insensitive substring,
+/// which hands a caller looking for one exact email the most near misses to drop.
 async fn desk_customers(
     State(shared): Fake,
     Path(desk): Path<String>,
-    Query(page): Query<StartLimit>,
+    Query(params): Query<DeskCustomerParams>,
     headers: HeaderMap,
 ) -> Response {
     if let Some(refused) = experimental_refused(&headers) {
@@ -332,11 +346,17 @@ async fn desk_customers(
     if !state.service_desks.contains(&desk) {
         return error(StatusCode::NOT_FOUND, "The service desk does not exist.");
     }
+    let query = params.query.unwrap_or_default().to_lowercase();
     let customers: Vec<&FakeAccount> = state
         .accounts
         .values()
         .filter(|account| !account.is_gone() && account.service_desks.contains(&desk))
+        .filter(|account| query.is_empty() || desk_query_matches(account, &query))
         .collect();
+    let page = StartLimit {
+        start: params.start,
+        limit: params.limit,
+    };
     let served = state.listing_page(customers, &page, desk_customer_json);
     for change in shared.take_desk_changes(&desk) {
         match change {
@@ -349,6 +369,15 @@ async fn desk_customers(
         }
     }
     Json(served).into_response()
+}
+
+/// `query` (lower-cased) within the display name, the name (the account id, for a
+/// portal-only customer [AE-sd]) or the email, whatever the case.
+fn desk_query_matches(account: &FakeAccount, query: &str) -> bool {
+    let within = |text: &str| text.to_lowercase().contains(query);
+    within(&account.display_name)
+        || within(&account.account_id)
+        || account.email.as_deref().is_some_and(within)
 }
 
 /// A desk customer list entry has no `accountType` [AE-sd getCustomers]: which kind of
@@ -400,6 +429,27 @@ async fn organization(State(shared): Fake, Path(organization): Path<String>) -> 
     .into_response()
 }
 
+/// An organization's members, ordered by accountId and paged like the other listings: the
+/// documented way "to determine if a user is associated with an organization"
+/// [JSM-SDK OrganizationApi.md]; 404 when the organization is missing [AE-org].
+async fn organization_users(
+    State(shared): Fake,
+    Path(organization): Path<String>,
+    Query(page): Query<StartLimit>,
+) -> Response {
+    let state = shared.lock();
+    if !state.organizations.contains(&organization) {
+        return error(StatusCode::NOT_FOUND, "The organization does not exist.");
+    }
+    // `accounts` is a BTreeMap by id: the members come out in accountId order.
+    let members: Vec<&FakeAccount> = state
+        .accounts
+        .values()
+        .filter(|account| !account.is_gone() && account.organizations.contains(&organization))
+        .collect();
+    Json(state.listing_page(members, &page, desk_customer_json)).into_response()
+}
+
 /// Delete user: 204; 404 "user not found" [AE-users]. It deletes revoked customers too: it is
 /// what Atlassian's KB bulk-deletes portal customers with [KB-del].
 async fn delete_user(State(shared): Fake, Query(params): Query<AccountIdParam>) -> Response {
@@ -410,19 +460,21 @@ async fn delete_user(State(shared): Fake, Query(params): Query<AccountIdParam>) 
     let Some(account) = state.live_account(&account_id) else {
         return error(StatusCode::NOT_FOUND, "user not found");
     };
-    account.status = FakeStatus::Deleted;
+    account.deleted = true;
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// Revoke portal-only access: 204; 404 "The account ID is invalid" [AE-cust]. A repeat is
-/// UNCONFIRMED: here the revoked account is no longer valid for it, 404.
+/// Revoke portal-only access: 204. An invalid account id answers 400 in the current spec
+/// [JSM-SDK CustomerApi.md] (404 in an older slice [AE-cust]); a repeat is UNCONFIRMED: here
+/// a revoked account is no longer valid for it, 400 like an unknown id, so that only a read
+/// of the user tells a repeat from a mistake.
 async fn revoke_portal_access(State(shared): Fake, Path(account_id): Path<String>) -> Response {
     let mut state = shared.lock();
     let Some(account) = state
         .live_account(&account_id)
         .filter(|account| !account.portal_access_revoked)
     else {
-        return error(StatusCode::NOT_FOUND, "The account ID is invalid.");
+        return error(StatusCode::BAD_REQUEST, "The account ID is invalid.");
     };
     if account.account_type != "customer" {
         return error(StatusCode::BAD_REQUEST, "not a portal-only customer");
@@ -538,8 +590,9 @@ fn add_members(
     StatusCode::NO_CONTENT.into_response()
 }
 
-/// 204; 404 when the organization is missing [AE-org]. A non-member or deleted user: 204 or
-/// 400 is UNCONFIRMED, so 400 "one or more user names are invalid" here.
+/// 204; 404 when the organization is missing; 400 "one or more user names are invalid" for
+/// an account that does not exist [AE-org]. A non-member is UNCONFIRMED (204 or 400): 204
+/// here, the answer that reads like a removal.
 async fn remove_from_organization(
     State(shared): Fake,
     Path(organization): Path<String>,
@@ -549,13 +602,11 @@ async fn remove_from_organization(
     if !state.organizations.contains(&organization) {
         return error(StatusCode::NOT_FOUND, "organization not found");
     }
-    let all_members = body.account_ids.iter().all(|id| {
-        state
-            .accounts
-            .get(id)
-            .is_some_and(|a| !a.is_gone() && a.organizations.contains(&organization))
-    });
-    if !all_members {
+    let all_exist = body
+        .account_ids
+        .iter()
+        .all(|id| state.accounts.get(id).is_some_and(|a| !a.is_gone()));
+    if !all_exist {
         return error(
             StatusCode::BAD_REQUEST,
             "One or more user names are invalid.",
