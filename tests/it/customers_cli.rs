@@ -187,7 +187,10 @@ async fn accounts_left_out_are_counted_on_stderr() {
         account.service_desks.insert(desk.to_owned());
         fake.add_account(account);
     }
-    let deleted = fake.account("qm:gone").unwrap().in_state(FakeStatus::Deleted);
+    let deleted = fake
+        .account("qm:gone")
+        .unwrap()
+        .in_state(FakeStatus::Deleted);
     fake.after_next_desk_page("20", DeskChange::Put(deleted));
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &atlassian_toml(&fake));
