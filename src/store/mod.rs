@@ -305,6 +305,20 @@ pub trait Store: Send + Sync + 'static {
         self.same_sql().count_done_since(since).await
     }
 
+    /// The account ids of the next due pending jobs of `sources` and `actions` that carry
+    /// an `account_id` whose record is not read yet, in the order they will be claimed: the
+    /// worker reads those records ahead, in bulk.
+    async fn upcoming_account_ids(
+        &self,
+        sources: &[&str],
+        actions: &[&str],
+        limit: u32,
+    ) -> StoreResult<Vec<String>> {
+        self.same_sql()
+            .upcoming_account_ids(sources, actions, limit)
+            .await
+    }
+
     /// Counts jobs per state, for metrics and the console.
     async fn count_by_state(&self) -> StoreResult<Vec<(JobState, u64)>> {
         self.same_sql().count_by_state().await

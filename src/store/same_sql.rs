@@ -36,6 +36,12 @@ pub trait SameSql: Send + Sync {
     async fn list_deliveries(&self, source: Option<&str>, limit: u32)
     -> StoreResult<Vec<Delivery>>;
     async fn count_done_since(&self, since: DateTime<Utc>) -> StoreResult<u64>;
+    async fn upcoming_account_ids(
+        &self,
+        sources: &[&str],
+        actions: &[&str],
+        limit: u32,
+    ) -> StoreResult<Vec<String>>;
     async fn count_by_state(&self) -> StoreResult<Vec<(JobState, u64)>>;
     async fn worker_state(&self) -> StoreResult<WorkerState>;
     async fn revoke_session(
@@ -350,6 +356,34 @@ macro_rules! same_sql {
                 .fetch_one(self)
                 .await?;
                 Ok(count.max(0) as u64)
+            }
+
+            async fn upcoming_account_ids(
+                &self,
+                sources: &[&str],
+                actions: &[&str],
+                limit: u32,
+            ) -> $crate::store::StoreResult<Vec<String>> {
+                let mut query = sqlx::QueryBuilder::<Db>::new(
+                    "SELECT account_id FROM jobs WHERE state = 'pending' \
+                     AND account_id IS NOT NULL AND account_type IS NULL AND run_at <= ",
+                );
+                query.push_bind(stored(chrono::Utc::now()));
+                query.push(" AND source IN (");
+                let mut list = query.separated(", ");
+                for source in sources {
+                    list.push_bind(*source);
+                }
+                query.push(") AND action IN (");
+                let mut list = query.separated(", ");
+                for action in actions {
+                    list.push_bind(*action);
+                }
+                query
+                    .push(") ORDER BY run_at, id LIMIT ")
+                    .push_bind(i64::from(limit));
+                let ids: Vec<String> = query.build_query_scalar().fetch_all(self).await?;
+                Ok(ids)
             }
 
             async fn count_by_state(&self) -> $crate::store::StoreResult<Vec<(JobState, u64)>> {

@@ -69,7 +69,7 @@ pub fn spawn(
             slot_freed: Arc::new(Notify::new()),
             completions,
             account_records,
-            site_accounts: SiteAccountReads::spawn(client.clone()),
+            site_accounts: SiteAccountReads::spawn(client.clone(), store.clone()),
             claim_batch: (config.worker.concurrency / 4).max(1),
             owner: worker_name(),
             config: config.clone(),

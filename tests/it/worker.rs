@@ -2701,3 +2701,43 @@ both_stores!(
     an_undo_after_a_directory_removal_lists_what_it_cannot_give_on,
     an_undo_after_a_directory_removal_lists_what_it_cannot_give
 );
+
+/// An import drain at the default `concurrency` (4): each bulk read also names the next due
+/// jobs' account ids, and their records answer those jobs when claimed, so the drain costs
+/// about one request per job (one delete each, plus a bulk page per ten records).
+async fn an_import_drain_reads_its_records_ahead(db: TestDb) {
+    // At most `approval_above` (50), so that nothing waits for a person.
+    const JOBS: usize = 50;
+    let accounts: Vec<FakeAccount> = (0..JOBS)
+        .map(|i| FakeAccount::customer(&format!("qm:{i:03}"), &format!("c{i}@example.com")))
+        .collect();
+    let h = Harness::start(&db, Settings::default(), accounts).await;
+    let entries: Vec<Value> = (0..JOBS)
+        .map(|i| {
+            json!({ "action": "delete_portal_customer", "email": format!("c{i}@example.com"),
+                    "account_id": format!("qm:{i:03}") })
+        })
+        .collect();
+    let ids = enqueue_by_hand(&h.app, Value::Array(entries)).await;
+    for job in h.wait_all_final(&ids).await {
+        assert_succeeded(&job, Outcome::Done);
+    }
+    let requests = h.fake.requests();
+    let single_reads = requests
+        .iter()
+        .filter(|r| r.path == "/rest/api/3/user")
+        .filter(|r| r.method == "GET")
+        .count();
+    assert_eq!(single_reads, 0, "every record came from a bulk read");
+    assert!(
+        requests.len() as f64 <= JOBS as f64 * 1.15,
+        "{} requests for {JOBS} jobs",
+        requests.len()
+    );
+    h.stop().await;
+}
+
+both_stores!(
+    an_import_drain_reads_its_records_ahead_on,
+    an_import_drain_reads_its_records_ahead
+);
