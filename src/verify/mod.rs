@@ -546,10 +546,13 @@ pub(super) mod tests {
         (prefixes, arbitrary).prop_map(|(prefix, tail)| [prefix, tail.as_slice()].concat())
     }
 
-    const ALL_HEADERS: [&str; 10] = [
+    const ALL_HEADERS: [&str; 13] = [
         "webhook-id",
         "webhook-timestamp",
         "webhook-signature",
+        "svix-id",
+        "svix-timestamp",
+        "svix-signature",
         "x-hub-signature",
         "x-atlassian-webhook-identifier",
         "x-bamboohr-signature",

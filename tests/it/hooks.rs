@@ -1616,6 +1616,73 @@ async fn a_signed_id_alone_names_the_delivery(db: TestDb) {
 }
 both_stores!(signed_id_on, a_signed_id_alone_names_the_delivery);
 
+/// `headers` signed by a Standard Webhooks sender, with `webhook-` names swapped for `svix-`
+/// where `to_svix` says so (id, timestamp, signature).
+fn as_svix(headers: &[(String, String)], to_svix: [bool; 3]) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .zip(to_svix)
+        .map(
+            |((name, value), svix)| match name.strip_prefix("webhook-") {
+                Some(rest) if svix => (format!("svix-{rest}"), value.clone()),
+                _ => (name.clone(), value.clone()),
+            },
+        )
+        .collect()
+}
+
+/// A Svix-built sender that is not white-labelled names its headers `svix-id`,
+/// `svix-timestamp` and `svix-signature`: accepted like `webhook-*`, `svix-id` naming the
+/// delivery under either set. Mixed, doubled or incomplete sets are refused and recorded
+/// nowhere.
+async fn a_svix_built_sender_is_accepted(db: TestDb) {
+    let app = spawn_unsigned(&db).await;
+    let body = jira_body("ivan@example.com");
+    let signed = app.sign("hr", body.as_bytes());
+    let svix = as_svix(&signed, [true; 3]);
+    assert_eq!(svix[0].0, "svix-id");
+    let first = post(&app, "hr", body.as_bytes(), &svix).await;
+    let first = first.expect_receipt(StatusCode::ACCEPTED).clone();
+    assert_eq!(first["delivery_id"], signed[0].1.as_str());
+    assert_eq!(first["jobs"][0]["email"], "ivan@example.com");
+    for again in [svix.clone(), signed.clone()] {
+        let answer = post(&app, "hr", body.as_bytes(), &again).await;
+        assert_eq!(answer.expect_receipt(StatusCode::OK)["jobs"], first["jobs"]);
+    }
+
+    let other = jira_body("judy@example.com");
+    let signed = app.sign("hr", other.as_bytes());
+    let svix = as_svix(&signed, [true; 3]);
+    let mut refused = Vec::new();
+    for mask in 1..7 {
+        refused.push(as_svix(
+            &signed,
+            [mask & 1 != 0, mask & 2 != 0, mask & 4 != 0],
+        ));
+    }
+    refused.push([signed.clone(), svix.clone()].concat());
+    for i in 0..3 {
+        let mut doubled = svix.clone();
+        doubled.push(svix[i].clone());
+        refused.push(doubled);
+        let mut missing = svix.clone();
+        missing.remove(i);
+        refused.push(missing);
+    }
+    for headers in refused {
+        let answer = post(&app, "hr", other.as_bytes(), &headers).await;
+        answer.expect_error(StatusCode::UNAUTHORIZED, "invalid_signature");
+    }
+    assert_eq!(
+        delivery_count(&app).await,
+        1,
+        "a refused delivery was recorded"
+    );
+    assert_eq!(all_jobs(&app).await.len(), 1);
+    app.stop().await;
+}
+both_stores!(svix_sender_on, a_svix_built_sender_is_accepted);
+
 async fn a_stale_body_timestamp_is_401(db: TestDb) {
     let app = spawn_unsigned(&db).await;
     let stamped = |timestamp: Value| {
