@@ -229,9 +229,14 @@ pub(super) async fn read_capped(
 }
 
 /// The delivery id: the source's `id_header` or `id_pointer`, else the scheme's own id, else
-/// the SHA-256 of the raw body; and whether the sender's signature covers it (README, "Repeated deliveries").
-/// A header is never signed, a pointer is where the scheme signs the body, the scheme's own
-/// id where the scheme says so, and the body's hash stands for the body itself.
+/// the SHA-256 of the raw body; and whether the id is signed, so that it alone names the
+/// delivery (README, "Repeated deliveries"). An empty or blank id is no id.
+///
+/// An id is signed only where nobody but the sender could have named the same body otherwise:
+/// a pointer into a body the scheme signs, or the scheme's own signed id, and then only on a
+/// source without `id_header`, whose header anybody may drop, blank or set to take the first
+/// copy's place. The body's hash, used where there is no id, is never a signed id. Either
+/// way a replay that changes only how it is named is held to the replay window.
 fn delivery_id(
     source: &Source,
     verified: &Verified,
@@ -240,39 +245,47 @@ fn delivery_id(
     body_sha256: &str,
 ) -> (String, bool) {
     let scheme = &source.verifier.scheme;
+    let present = |id: &String| !id.trim().is_empty();
     let from_header = source
         .id_header
         .as_ref()
         .and_then(|name| headers.get(name))
         .and_then(|v| v.to_str().ok())
-        .map(|id| (id.to_owned(), false));
-    let from_pointer = source
-        .id_pointer
-        .as_deref()
-        .and_then(|p| payload.pointer(p))
-        .and_then(|v| match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        })
-        .map(|id| (id, scheme.signs_body()));
+        .map(str::to_owned)
+        .filter(present)
+        .map(|id| (id, false));
+    let from_pointer = || {
+        source
+            .id_pointer
+            .as_deref()
+            .and_then(|p| payload.pointer(p))
+            .and_then(|v| match v {
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
+            .filter(present)
+            .map(|id| (id, scheme.signs_body()))
+    };
     let from_scheme = || {
         verified
             .delivery_id
             .clone()
+            .filter(present)
             .map(|id| (id, scheme.signs_delivery_id()))
     };
-    let id = from_header
-        .or(from_pointer)
-        .or_else(from_scheme)
-        .filter(|(id, _)| !id.is_empty());
-    match id {
-        Some((id, signed)) if id.len() <= MAX_DELIVERY_ID_LEN => (id, signed),
-        Some((id, signed)) => (
+    let Some((id, signed_where_found)) = from_header.or_else(from_pointer).or_else(from_scheme)
+    else {
+        return (format!("sha256:{body_sha256}"), false);
+    };
+    let signed = signed_where_found && source.id_header.is_none();
+    if id.len() <= MAX_DELIVERY_ID_LEN {
+        (id, signed)
+    } else {
+        (
             format!("sha256:{}", hex::encode(Sha256::digest(id.as_bytes()))),
             signed,
-        ),
-        None => (format!("sha256:{body_sha256}"), true),
+        )
     }
 }
 

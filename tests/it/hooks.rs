@@ -1478,6 +1478,25 @@ tolerance_seconds = 300
 name = "hr"
 scheme = "standard-webhooks"
 secrets = ["{HR_SECRET}"]
+{rule}
+[[sources]]
+name = "github"
+scheme = "hub-signature"
+header = "X-Hub-Signature-256"
+id_header = "X-GitHub-Delivery"
+secrets = ["{JIRA_SECRET}"]
+{rule}
+[[sources]]
+name = "token-by-header"
+scheme = "token"
+id_header = "X-Request-Id"
+secrets = ["{TOKEN}"]
+{rule}
+[[sources]]
+name = "hr-by-header"
+scheme = "standard-webhooks"
+id_header = "X-Request-Id"
+secrets = ["{HR_SECRET}"]
 {rule}"#
     )
 }
@@ -1576,6 +1595,109 @@ both_stores!(
     replayed_body_on,
     a_replayed_body_under_a_fresh_id_creates_nothing
 );
+
+/// Each source whose ids are not all signed, and the header that names its deliveries: Jira's
+/// own, GitHub's through `id_header`, a token sender's, and a Standard Webhooks sender whose
+/// `id_header` wins over its signed `webhook-id`.
+const NAMED_BY_HEADER: [(&str, &str); 4] = [
+    ("jira", "X-Atlassian-Webhook-Identifier"),
+    ("github", "X-GitHub-Delivery"),
+    ("token-by-header", "X-Request-Id"),
+    ("hr-by-header", "X-Request-Id"),
+];
+
+/// A genuine delivery of `body` as an attacker captures it, minus its delivery id: the
+/// signed headers alone, to be sent again with the id `id` (absent, empty, blank or fresh).
+fn captured(app: &TestApp, source: &str, body: &str) -> Vec<(String, String)> {
+    let mut headers = app.sign(source, body.as_bytes());
+    headers.retain(|(name, _)| !name.eq_ignore_ascii_case("X-Atlassian-Webhook-Identifier"));
+    headers
+}
+
+fn named(headers: &[(String, String)], id_header: &str, id: Option<&str>) -> Vec<(String, String)> {
+    let mut headers = headers.to_vec();
+    headers.extend(id.map(|id| header(id_header, id)));
+    headers
+}
+
+/// Dropping or blanking an unsigned id does not make a captured body new: it is held to the
+/// replay window like a fresh id is, while a body never seen before is still accepted
+/// without an id, and is itself a repeat the second time.
+async fn a_replay_without_an_id_creates_nothing(db: TestDb) {
+    let app = spawn_unsigned(&db).await;
+    for (source, id_header) in NAMED_BY_HEADER {
+        let body = jira_body(&format!("{source}-grace@example.com"));
+        let headers = captured(&app, source, &body);
+        let first = post(
+            &app,
+            source,
+            body.as_bytes(),
+            &named(&headers, id_header, Some("orig-1")),
+        )
+        .await;
+        let first = first.expect_receipt(StatusCode::ACCEPTED).clone();
+        assert_eq!(first["delivery_id"], "orig-1", "{source}");
+        // The first job finished, so nothing live would stop a new one.
+        for id in job_ids(&first) {
+            app.store
+                .cancel(id.parse().unwrap(), "test", "finished")
+                .await
+                .unwrap();
+        }
+        let (jobs, deliveries) = (all_jobs(&app).await.len(), delivery_count(&app).await);
+
+        for id in [None, Some(""), Some("   "), Some("\t")] {
+            let replay = post(
+                &app,
+                source,
+                body.as_bytes(),
+                &named(&headers, id_header, id),
+            )
+            .await;
+            let mut expected = first.clone();
+            expected["duplicate"] = json!(true);
+            assert_eq!(
+                *replay.expect_receipt(StatusCode::OK),
+                expected,
+                "{source}, id {id:?}"
+            );
+        }
+        assert_eq!(
+            all_jobs(&app).await.len(),
+            jobs,
+            "{source}: a replay made a job"
+        );
+        assert_eq!(delivery_count(&app).await, deliveries, "{source}");
+
+        // A body never seen before needs no id, and the same again is a repeat, under no id
+        // or under a fresh one.
+        let new_body = jira_body(&format!("{source}-heidi@example.com"));
+        let new_headers = captured(&app, source, &new_body);
+        let new = post(&app, source, new_body.as_bytes(), &new_headers).await;
+        let new = new.expect_receipt(StatusCode::ACCEPTED).clone();
+        assert_eq!(
+            new["jobs"][0]["email"],
+            format!("{source}-heidi@example.com")
+        );
+        for id in [None, Some(" "), Some("orig-2")] {
+            let again = post(
+                &app,
+                source,
+                new_body.as_bytes(),
+                &named(&new_headers, id_header, id),
+            )
+            .await;
+            assert_eq!(
+                again.expect_receipt(StatusCode::OK)["jobs"],
+                new["jobs"],
+                "{source}, id {id:?}"
+            );
+        }
+        assert_eq!(all_jobs(&app).await.len(), jobs + 1, "{source}");
+    }
+    app.stop().await;
+}
+both_stores!(replay_without_id_on, a_replay_without_an_id_creates_nothing);
 
 /// Standard Webhooks signs `webhook-id` with the body: the id alone names the delivery, so
 /// the same id with another (genuinely signed) body is still a repeat, and the same body
