@@ -94,6 +94,9 @@ impl Service {
         });
         // Every role listens: a worker-only process still answers /healthz, /readyz and
         // /metrics, so it can be probed and its counters scraped.
+        for warning in config.warnings() {
+            tracing::warn!("{warning}");
+        }
         if role.runs_api() && config.admin_token.is_none() {
             tracing::warn!("no admin_token configured: every /api route answers 401");
         }

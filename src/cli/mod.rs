@@ -233,6 +233,9 @@ async fn run(command: Command) -> Result<(), Failure> {
         Command::Check { config } => {
             let config = load(&config)?;
             print!("{}", config.summary());
+            for warning in config.warnings() {
+                eprintln!("warning: {warning}");
+            }
             Ok(())
         }
         Command::Sign {

@@ -4,6 +4,7 @@
 use super::Config;
 use crate::domain::Action;
 use crate::rules::{ActionSpec, RuleSpec};
+use crate::verify::Scheme;
 
 impl Config {
     /// The human summary `offboard check` prints. Never contains a secret.
@@ -108,6 +109,34 @@ impl Config {
             }
         ));
         out
+    }
+
+    /// Settings that load but leave a known hole, one line each with its key path, for
+    /// `check` and the start-up log.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (i, source) in self.sources.iter().enumerate() {
+            // Jira signs only the body, so a captured rehire verifies forever: past
+            // `replay_window` it would give back access that was taken away again since.
+            let body_only = matches!(source.verifier.scheme, Scheme::HubSignature { .. });
+            if !body_only || source.timestamp_pointer.is_some() {
+                continue;
+            }
+            let Some(rule) = source.rules.iter().find(|rule| rule.undoes()) else {
+                continue;
+            };
+            warnings.push(format!(
+                "sources[{i}].timestamp_pointer: source `{}` has the undo rule `{}` but no \
+                 timestamp_pointer, so a delivery captured once and sent again after \
+                 replay_window ({}) gives back what was taken away since; set \
+                 timestamp_pointer = \"/timestamp\" (Jira admin webhooks) with a \
+                 tolerance_seconds that covers the sender's retries",
+                source.name,
+                rule.name(),
+                source.replay_window
+            ));
+        }
+        warnings
     }
 }
 

@@ -548,6 +548,46 @@ fn timestamp_pointer_needs_a_pointer_into_a_signed_body() {
     );
 }
 
+/// A hub-signature source that gives access back on a rehire can be replayed past its
+/// replay window unless the body's own time is checked: `check` warns, naming the rule.
+#[test]
+fn an_undo_on_a_body_only_signature_without_timestamp_pointer_is_warned_about() {
+    let rehire = r#"
+  [[sources.rules]]
+  name = "rehired"
+  when = { "/type" = "contract.extended" }
+  email = "/data/email"
+  cancel = true
+  undo = true
+"#;
+    let with_undo = format!("{SOURCE}{rehire}");
+    let warnings = parse(&with_undo).unwrap().warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    for needle in [
+        "sources[0].timestamp_pointer",
+        "`hr`",
+        "`rehired`",
+        "30d",
+        "/timestamp",
+    ] {
+        assert!(warnings[0].contains(needle), "{needle}: {}", warnings[0]);
+    }
+
+    let stamped = with_undo.replace(
+        "secrets = [",
+        "timestamp_pointer = \"/timestamp\"\nsecrets = [",
+    );
+    assert_eq!(parse(&stamped).unwrap().warnings(), Vec::<String>::new());
+    let cancel_only = with_undo.replace("undo = true\n", "");
+    assert_eq!(
+        parse(&cancel_only).unwrap().warnings(),
+        Vec::<String>::new()
+    );
+    // BambooHR signs its timestamp header, so its deliveries go stale on their own.
+    let bamboo = with_undo.replace("hub-signature", "bamboohr");
+    assert_eq!(parse(&bamboo).unwrap().warnings(), Vec::<String>::new());
+}
+
 /// Written where a list or a string belongs, or left in an unclosed string: a secret must not
 /// come back in the error, which still says where the problem is.
 #[test]

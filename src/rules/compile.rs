@@ -118,6 +118,14 @@ impl Rule {
     pub fn is_cancel(&self) -> bool {
         matches!(self.effect, Effect::Cancel { .. })
     }
+
+    /// Whether a match gives back what the person's done steps took (`undo = true`).
+    pub fn undoes(&self) -> bool {
+        match self.effect {
+            Effect::Cancel { undo, .. } => undo,
+            Effect::Chain { .. } => false,
+        }
+    }
 }
 
 /// The problems found while compiling one rule, each prefixed with the rule's name.

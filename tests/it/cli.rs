@@ -407,6 +407,47 @@ fn check_refuses_a_short_admin_token() {
     assert_eq!(run(&["check"], &config).status.code(), Some(0));
 }
 
+/// A Jira admin webhook source that undoes on rehire without checking the body's timestamp
+/// loads (exit 0) with a warning on stderr naming the key; setting the pointer silences it.
+#[test]
+fn check_warns_about_an_undo_rule_without_timestamp_pointer() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("offboard.toml");
+    let source = |extra: &str| {
+        format!(
+            r#"
+[[sources]]
+name = "jira"
+scheme = "hub-signature"
+secrets = ["{SECRET}"]
+{extra}
+  [[sources.rules]]
+  name = "rehired"
+  email = "/user/emailAddress"
+  cancel = true
+  undo = true
+"#
+        )
+    };
+    std::fs::write(&config, source("")).unwrap();
+    let output = run(&["check"], &config);
+    let stderr = text_of(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: sources[0].timestamp_pointer: source `jira` has the undo rule `rehired`"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(SECRET), "{stderr}");
+
+    std::fs::write(&config, source("timestamp_pointer = \"/timestamp\"")).unwrap();
+    let output = run(&["check"], &config);
+    let stderr = text_of(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
+
 /// `?password=` is a password like the userinfo one: masked in `check`, in the start-up log
 /// and in the error when the store cannot be reached.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -32,7 +32,6 @@ const REQUIRED: [&str; 5] = [
 struct Example {
     name: String,
     toml_path: PathBuf,
-    json_path: PathBuf,
     text: String,
     body: Vec<u8>,
     /// A value for every `env:NAME` the config references.
@@ -61,6 +60,22 @@ impl Example {
         };
         Config::from_toml(&self.text, ConfigOrigin::File(self.toml_path.clone()), &env)
             .unwrap_or_else(|e| panic!("{} does not load: {e}", self.name))
+    }
+
+    /// The sample as its sender would send it now: where the source checks a timestamp in
+    /// the body (`timestamp_pointer`), that field holds the current time, in epoch
+    /// milliseconds as Jira writes it.
+    fn fresh_body(&self, config: &Config) -> Vec<u8> {
+        let source = config.source(&self.source_name(config)).expect("source");
+        let Some(pointer) = &source.timestamp_pointer else {
+            return self.body.clone();
+        };
+        let mut body: Value = serde_json::from_slice(&self.body).expect("sample is JSON");
+        let stamp = body
+            .pointer_mut(pointer)
+            .unwrap_or_else(|| panic!("{}: the sample has no {pointer}", self.name));
+        *stamp = Value::from(chrono::Utc::now().timestamp_millis());
+        serde_json::to_vec_pretty(&body).expect("JSON")
     }
 
     fn secret_values(&self) -> Vec<String> {
@@ -102,7 +117,6 @@ fn examples() -> Vec<Example> {
             Example {
                 name,
                 toml_path,
-                json_path,
                 text,
                 body,
                 env,
@@ -194,13 +208,14 @@ async fn every_example_accepts_its_sample(db: TestDb) {
             example.name
         );
         let source = example.source_name(&config);
+        let body = example.fresh_body(&config);
         let headers = config
             .source(&source)
             .expect("source")
             .verifier
-            .sign(&example.body, chrono::Utc::now());
+            .sign(&body, chrono::Utc::now());
         let app = start(&db, config).await;
-        let answer = post(&app.base_url, &source, &example.body, &headers).await;
+        let answer = post(&app.base_url, &source, &body, &headers).await;
         let ids = job_ids(&answer);
         assert!(
             !ids.is_empty(),
@@ -237,9 +252,13 @@ fn path_arg(path: &Path) -> &str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_command_headers_are_accepted() {
     let db = TestDb::sqlite();
+    let dir = tempfile::tempdir().expect("temporary folder");
     for example in examples() {
         let config = example.config(&db);
         let source = example.source_name(&config);
+        let body = example.fresh_body(&config);
+        let body_path = dir.path().join(format!("{}.json", example.name));
+        std::fs::write(&body_path, &body).expect("write the sample");
         let output = offboard(
             &[
                 "sign",
@@ -247,7 +266,7 @@ async fn sign_command_headers_are_accepted() {
                 &source,
                 "--config",
                 path_arg(&example.toml_path),
-                path_arg(&example.json_path),
+                path_arg(&body_path),
             ],
             &example.env,
         );
@@ -274,7 +293,7 @@ async fn sign_command_headers_are_accepted() {
         );
 
         let app = start(&db, config).await;
-        let answer = post(&app.base_url, &source, &example.body, &headers).await;
+        let answer = post(&app.base_url, &source, &body, &headers).await;
         assert!(!job_ids(&answer).is_empty(), "{}: {answer}", example.name);
         app.service.stop().await.expect("stops");
     }
