@@ -10,6 +10,7 @@
 
 pub mod atlassian;
 pub mod batch;
+pub mod cell;
 pub mod cli;
 pub mod config;
 pub mod doctor;
