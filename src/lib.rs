@@ -6,10 +6,11 @@
 //! the delivery and its jobs in one transaction, and [`worker`] claims due jobs and runs them
 //! through [`atlassian`]. [`config`] loads and validates everything at start; [`doctor`]
 //! checks it against the live Atlassian APIs; [`cli`] is the command line over the same
-//! pieces.
+//! pieces, printing through [`report`], whose CSV and table cells [`cell`] makes harmless.
 
 pub mod atlassian;
 pub mod batch;
+pub mod cell;
 pub mod cli;
 pub mod config;
 pub mod doctor;

@@ -1,8 +1,10 @@
-//! Plain-text renderings of jobs and customers for the CLI.
+//! Plain-text renderings of jobs and customers for the CLI. Every cell of a table goes
+//! through [`cell::for_terminal`] and every cell of a CSV through [`cell::CsvWriter`].
 
 use std::fmt::Write as _;
 
 use crate::atlassian::PortalCustomer;
+use crate::cell::{self, for_terminal};
 use crate::domain::{Job, JobWithEvents, rfc3339};
 
 pub fn jobs_table(jobs: &[Job]) -> String {
@@ -22,13 +24,13 @@ pub fn jobs_table(jobs: &[Job]) -> String {
         let _ = writeln!(
             out,
             "{:<8} {:<34} {:<18} {:<32} {:<24} {:>8}  {}",
-            job.id,
-            job.action.as_str(),
-            job.state.as_str(),
-            job.email,
-            rfc3339(&job.run_at),
-            format!("{}/{}", job.attempts, job.max_attempts),
-            result
+            for_terminal(&job.id.to_string()),
+            for_terminal(job.action.as_str()),
+            for_terminal(job.state.as_str()),
+            for_terminal(job.email.as_str()),
+            for_terminal(&rfc3339(&job.run_at)),
+            for_terminal(&format!("{}/{}", job.attempts, job.max_attempts)),
+            for_terminal(&result)
         );
     }
     out
@@ -38,7 +40,7 @@ pub fn job_details(job: &JobWithEvents) -> String {
     let j = &job.job;
     let mut out = String::new();
     let mut field = |name: &str, value: &str| {
-        let _ = writeln!(out, "{name:<12} {value}");
+        let _ = writeln!(out, "{name:<12} {}", for_terminal(value));
     };
     field("id", &j.id.to_string());
     field("action", j.action.as_str());
@@ -67,11 +69,11 @@ pub fn job_details(job: &JobWithEvents) -> String {
         let _ = writeln!(
             out,
             "  {}  {:>17} -> {:<17} {:<20} {}",
-            rfc3339(&e.at),
-            e.from.map_or("-", |s| s.as_str()),
-            e.to.as_str(),
-            e.actor,
-            e.detail
+            for_terminal(&rfc3339(&e.at)),
+            for_terminal(e.from.map_or("-", |s| s.as_str())),
+            for_terminal(e.to.as_str()),
+            for_terminal(&e.actor),
+            for_terminal(&e.detail)
         );
     }
     out
@@ -89,11 +91,11 @@ pub fn customers_table(customers: &[PortalCustomer]) -> String {
         let _ = writeln!(
             out,
             "{:<40} {:<28} {:<8} {:<16} {}",
-            c.email.as_deref().unwrap_or("(hidden)"),
-            c.display_name.as_deref().unwrap_or("-"),
-            if c.active { "yes" } else { "no" },
-            c.service_desks.join(","),
-            c.account_id
+            for_terminal(c.email.as_deref().unwrap_or("(hidden)")),
+            for_terminal(c.display_name.as_deref().unwrap_or("-")),
+            for_terminal(if c.active { "yes" } else { "no" }),
+            for_terminal(&c.service_desks.join(",")),
+            for_terminal(&c.account_id)
         );
     }
     let _ = writeln!(out, "{} customers", customers.len());
@@ -110,31 +112,167 @@ pub const CUSTOMER_CSV_HEADER: [&str; 5] = [
 ];
 
 /// The customers as CSV with a header row, service desks joined with `;`. Only customers
-/// with a visible email: `jobs import` refuses a file with a row without one. A display name
-/// is the customer's own text, so one that a spreadsheet would run as a formula (`=`, `+`,
-/// `-`, `@`) is written behind a `'`; `jobs import` ignores that column.
+/// with a visible email: `jobs import` refuses a file with a row without one. Every cell is
+/// the customer's own text or Atlassian's, so one that a spreadsheet would run as a formula is
+/// written behind a `'`, which `jobs import` takes off again.
 pub fn customers_csv(
     customers: &[PortalCustomer],
     out: impl std::io::Write,
 ) -> Result<(), csv::Error> {
-    let mut writer = csv::Writer::from_writer(out);
+    let mut writer = cell::CsvWriter::new(out);
     writer.write_record(CUSTOMER_CSV_HEADER)?;
     for c in customers {
         let Some(email) = &c.email else { continue };
-        let display_name = c.display_name.as_deref().unwrap_or_default();
-        let display_name = if display_name.starts_with(['=', '+', '-', '@', '\t', '\r']) {
-            format!("'{display_name}")
-        } else {
-            display_name.to_owned()
-        };
         writer.write_record([
             c.account_id.as_str(),
             email,
-            &display_name,
+            c.display_name.as_deref().unwrap_or_default(),
             if c.active { "true" } else { "false" },
             &c.service_desks.join(";"),
         ])?;
     }
     writer.flush()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::DateTime;
+    use serde_json::Map;
+
+    use super::*;
+    use crate::domain::{Action, JobEvent, JobState};
+
+    const FORMULA_STARTS: [&str; 6] = ["=", "+", "-", "@", "\t", "\r"];
+
+    fn customer(start: &str) -> PortalCustomer {
+        PortalCustomer {
+            account_id: format!("{start}qm:1"),
+            email: Some(format!("{start}1+1@x.example.com")),
+            display_name: Some(format!("{start}HYPERLINK(\"http://evil\")")),
+            active: true,
+            service_desks: vec![format!("{start}10"), "20".into()],
+        }
+    }
+
+    fn csv_of(customers: &[PortalCustomer]) -> Vec<u8> {
+        let mut out = Vec::new();
+        customers_csv(customers, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn every_csv_cell_that_starts_a_formula_is_written_behind_a_quote() {
+        for start in FORMULA_STARTS {
+            let file = csv_of(&[customer(start)]);
+            let mut reader = csv::Reader::from_reader(file.as_slice());
+            let row = reader.records().next().unwrap().unwrap();
+            for column in [0, 1, 2, 4] {
+                assert!(
+                    row[column].starts_with(&format!("'{start}")),
+                    "column {column} of {start:?}: {row:?}"
+                );
+            }
+            assert_eq!(&row[3], "true");
+        }
+    }
+
+    /// `jobs import` reads every cell back as the customer's own text, `'` and all where the
+    /// text itself began with one.
+    #[test]
+    fn jobs_import_reads_the_neutralised_cells_back() {
+        let config =
+            crate::config::Config::from_toml("", crate::config::ConfigOrigin::Defaults, &|_| None)
+                .unwrap();
+        let mut customers: Vec<PortalCustomer> =
+            FORMULA_STARTS.iter().map(|s| customer(s)).collect();
+        customers.push(customer("'="));
+        customers.push(customer("'"));
+        let file = csv_of(&customers);
+        let rows = crate::manual::import::check_rows(
+            &config,
+            &file,
+            Some("delete_portal_customer"),
+            false,
+            DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(rows.len(), customers.len());
+        for (row, customer) in rows.iter().zip(&customers) {
+            let entry = row.entry.as_ref().expect("every row reads as an entry");
+            assert_eq!(Some(&entry.email), customer.email.as_ref());
+            assert_eq!(entry.account_id, Some(customer.account_id.clone()));
+        }
+        // Addresses that are valid whatever their first character become jobs for them.
+        for (row, start) in rows.iter().zip(["=", "+", "-"]) {
+            let chain = row.result.as_ref().unwrap();
+            assert_eq!(chain.email.as_str(), format!("{start}1+1@x.example.com"));
+        }
+    }
+
+    fn hostile() -> &'static str {
+        "\u{1b}]8;;http://evil\u{7}a\u{1b}[2J\rb\u{9b}31m\u{202e}c\u{7}"
+    }
+
+    /// No raw control character reaches the terminal but the line ends of the table itself.
+    fn assert_no_raw_controls(table: &str) {
+        assert!(
+            !table
+                .chars()
+                .any(|c| c != '\n' && (c.is_control() || c == '\u{202e}')),
+            "{table:?}"
+        );
+    }
+
+    #[test]
+    fn every_table_cell_shows_controls_escaped() {
+        let mut c = customer("");
+        c.display_name = Some(hostile().into());
+        c.email = Some(format!("{}@x.example.com", hostile()));
+        c.account_id = hostile().into();
+        c.service_desks = vec![hostile().into()];
+        let table = customers_table(&[c]);
+        assert_no_raw_controls(&table);
+        assert!(
+            table.contains("\\u{1b}[2J\\rb\\u{9b}31m\\u{202e}c\\u{7}"),
+            "{table}"
+        );
+
+        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let job = Job {
+            id: 1,
+            action: Action::DeletePortalCustomer,
+            params: Map::new(),
+            state: JobState::Failed,
+            email: hostile().into(),
+            account_id: Some(hostile().into()),
+            depends_on: None,
+            run_at: at,
+            attempts: 1,
+            max_attempts: 8,
+            last_error: Some(hostile().into()),
+            outcome: None,
+            source: Some(hostile().into()),
+            rule: Some(hostile().into()),
+            delivery_id: Some(hostile().into()),
+            created_at: at,
+            updated_at: at,
+            claim_seq: 0,
+            lease_owner: None,
+            account_type: None,
+        };
+        assert_no_raw_controls(&jobs_table(std::slice::from_ref(&job)));
+        let details = job_details(&JobWithEvents {
+            job,
+            events: vec![JobEvent {
+                at,
+                from: None,
+                to: JobState::Failed,
+                actor: hostile().into(),
+                detail: hostile().into(),
+            }],
+        });
+        assert_no_raw_controls(&details);
+    }
 }

@@ -106,7 +106,7 @@ fn note_left_out(inventory: &Inventory) {
         eprintln!(
             "note: {} accounts on the service desks' customer lists could not be read by id (deleted since?) and are left out: {}",
             inventory.unknown.len(),
-            inventory.unknown.join(", ")
+            crate::cell::for_terminal(&inventory.unknown.join(", "))
         );
     }
 }

@@ -202,12 +202,13 @@ impl Config {
     /// parsed in full and unknown keys are still errors.
     pub fn discover_database_url(explicit: Option<&Path>) -> Result<DatabaseUrl, ConfigError> {
         let env = |name: &str| std::env::var(name).ok();
-        let text = match config_path(explicit) {
-            Some(path) => read_config(&path)?,
-            None => String::new(),
+        let (text, origin) = match config_path(explicit) {
+            Some(path) => (read_config(&path)?, ConfigOrigin::File(path)),
+            None => (String::new(), ConfigOrigin::Defaults),
         };
         parse_and(&text, Purpose::Run, |raw, problems| {
-            secret::database_url(raw.database_url, &env, problems)
+            let secrets = secret::Secrets::new(&env, &origin);
+            secret::database_url(raw.database_url, &secrets, problems)
         })
     }
 

@@ -309,8 +309,93 @@ fn secret_references_resolve_from_env_and_files() {
     );
     assert_problem(
         "admin_token = \"file:/nonexistent/offboard-token\"",
-        "/nonexistent/offboard-token",
+        "secret file /nonexistent/offboard-token cannot be read",
     );
+}
+
+/// `file:` reads a regular file of at most 64 KiB; a relative path is the config file's
+/// folder's, wherever the service is started from.
+#[test]
+fn secret_files_are_small_regular_files_next_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("secrets")).unwrap();
+    std::fs::write(dir.path().join("secrets/token"), "relative-file-token\n").unwrap();
+    std::fs::write(dir.path().join("db-url"), "sqlite://from-a-file.db\n").unwrap();
+    let path = dir.path().join("offboard.toml");
+    std::fs::write(
+        &path,
+        "admin_token = \"file:secrets/token\"\ndatabase_url = \"file:db-url\"",
+    )
+    .unwrap();
+    let config = Config::load(&path, &env_of(&[])).unwrap();
+    assert_eq!(
+        config.admin_token.unwrap().expose_secret(),
+        "relative-file-token"
+    );
+    assert_eq!(config.database_url.expose(), "sqlite://from-a-file.db");
+    let url = Config::discover_database_url(Some(&path)).unwrap();
+    assert_eq!(url.expose(), "sqlite://from-a-file.db");
+
+    let load = |text: String| {
+        std::fs::write(&path, text).unwrap();
+        Config::load(&path, &env_of(&[])).unwrap_err().0
+    };
+    let exactly = dir.path().join("exactly-64k");
+    std::fs::write(&exactly, "HUNTER2-".repeat(8 * 1024)).unwrap();
+    std::fs::write(&path, "admin_token = \"file:exactly-64k\"").unwrap();
+    assert!(
+        Config::load(&path, &env_of(&[])).is_ok(),
+        "64 KiB is allowed"
+    );
+
+    std::fs::write(dir.path().join("65k"), "HUNTER2-".repeat(8 * 1024 + 128)).unwrap();
+    std::fs::write(dir.path().join("binary"), b"HUNTER2\xff\xfe").unwrap();
+    for (reference, why) in [
+        ("file:65k", "is larger than 64 KiB"),
+        ("file:/dev/zero", "is not a regular file"),
+        ("file:secrets", "is not a regular file"),
+        ("file:binary", "is not UTF-8 text"),
+        ("file:missing", "cannot be read"),
+    ] {
+        let found = load(format!("admin_token = \"{reference}\""));
+        assert_eq!(found.len(), 1, "{found:#?}");
+        assert!(
+            found[0].starts_with("admin_token: secret file "),
+            "{found:#?}"
+        );
+        assert!(found[0].contains(why), "{reference}: {found:#?}");
+        assert!(!found[0].contains("HUNTER2"), "{found:#?}");
+    }
+    let found = load("admin_token = \"file:missing\"".into());
+    let expected = dir.path().join("missing");
+    assert!(
+        found[0].contains(&expected.display().to_string()),
+        "the path is the config folder's: {found:#?}"
+    );
+}
+
+/// A FIFO would block `check` and `serve` until something writes to it: refused at once.
+#[test]
+fn a_fifo_secret_file_is_refused_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    let path = dir.path().join("offboard.toml");
+    std::fs::write(&path, "admin_token = \"file:fifo\"").unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    // On a thread, so that a regression fails the test instead of hanging it.
+    std::thread::spawn(move || {
+        let _ = sender.send(Config::load(&path, &env_of(&[])).map(|_| ()));
+    });
+    let result = receiver
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .expect("loading a config with a FIFO secret must not wait for a writer");
+    let found = result.unwrap_err().0;
+    assert!(found[0].contains("is not a regular file"), "{found:#?}");
 }
 
 #[test]
@@ -693,10 +778,6 @@ fn database_url_passwords_in_the_query_are_masked_too() {
             "postgres://u@h/db?pass%77ord=***",
         ),
         (
-            "postgres://u@h/db?PASSWORD=HUNTER2&sslpassword=HUNTER2",
-            "postgres://u@h/db?PASSWORD=***&sslpassword=***",
-        ),
-        (
             "postgres://u@h/db?options=-c%20search_path%3Dx",
             "postgres://u@h/db?options=-c%20search_path%3Dx",
         ),
@@ -711,6 +792,71 @@ fn database_url_passwords_in_the_query_are_masked_too() {
     let env = env_of(&[("DATABASE_URL", "postgres://u@h/db?password=HUNTER2")]);
     let config = Config::from_toml("", ConfigOrigin::Defaults, &env).unwrap();
     assert!(!config.summary().contains("HUNTER2"));
+}
+
+/// What the driver does not read, it would print in its own warning: a `sslpassword`, an
+/// unknown parameter, a `#` fragment are refused before it sees the URL, and never shown.
+#[test]
+fn database_url_parameters_the_driver_does_not_read_are_refused_unseen() {
+    for (url, why) in [
+        (
+            "postgres://u@h/db?sslpassword=HUNTER2",
+            "unknown Postgres connection parameter `sslpassword` (the passphrase",
+        ),
+        (
+            "postgres://u@h/db?sslmode=require&apikey=HUNTER2",
+            "unknown Postgres connection parameter `apikey`; its value is not repeated",
+        ),
+        (
+            "postgres://u@h/db?PASSWORD=HUNTER2",
+            "unknown Postgres connection parameter `PASSWORD`",
+        ),
+        (
+            "postgres://u@h/db?HUNTER2",
+            "unknown Postgres connection parameter (name not shown)",
+        ),
+        (
+            "postgres://u@h/db#password=HUNTER2",
+            "has a `#` fragment, which no driver reads",
+        ),
+        (
+            "sqlite://offboard.db#password=HUNTER2",
+            "has a `#` fragment, which no driver reads",
+        ),
+    ] {
+        let found = problems(&format!("database_url = \"{url}\""));
+        assert_eq!(found.len(), 1, "{url}: {found:#?}");
+        assert!(found[0].starts_with("database_url: "), "{found:#?}");
+        assert!(found[0].contains(why), "{url}: {found:#?}");
+        assert!(!found[0].contains("HUNTER2"), "{found:#?}");
+        // Shown anywhere all the same (a Debug of an unchecked URL), every value is masked.
+        let printed = format!(
+            "{:?} {}",
+            DatabaseUrl::new(url),
+            DatabaseUrl::new(url).redacted()
+        );
+        assert!(!printed.contains("HUNTER2"), "{printed}");
+    }
+    // The same from DATABASE_URL, and through the reader of the store's URL alone.
+    let env = env_of(&[("DATABASE_URL", "postgres://u@h/db?sslpassword=HUNTER2")]);
+    let err = Config::from_toml("", ConfigOrigin::Defaults, &env).unwrap_err();
+    assert!(err.to_string().contains("`sslpassword`"), "{err}");
+    assert!(!err.to_string().contains("HUNTER2"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("offboard.toml");
+    std::fs::write(&path, "database_url = \"postgres://u@h/db?token=HUNTER2\"").unwrap();
+    let err = Config::discover_database_url(Some(&path)).unwrap_err();
+    assert!(err.to_string().contains("`token`"), "{err}");
+    assert!(!err.to_string().contains("HUNTER2"), "{err}");
+    // What the driver reads is taken, its server settings included.
+    for url in [
+        "postgres://u@h/db?sslmode=verify-full&sslrootcert=/ca.pem&port=5433&user=x&dbname=y",
+        "postgres://u@h/db?options[search_path]=s&statement-cache-capacity=10&host=/run/pg",
+        "sqlite://offboard.db?mode=rwc",
+    ] {
+        let config = parse(&format!("database_url = \"{url}\""));
+        assert!(config.is_ok(), "{url}: {:?}", config.err());
+    }
 }
 
 #[test]

@@ -11,7 +11,7 @@ use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::raw::{RawAtlassian, RawConfig, RawSafety, RawSource, RawWorker};
-use super::secret::{database_url, required_secret, resolve_secret};
+use super::secret::{Secrets, database_url};
 use super::summary::summarize_rule;
 use super::{
     AdminCredentials, AtlassianConfig, Config, ConfigOrigin, DEFAULT_ADMIN_URL, DEFAULT_DRY_RUN,
@@ -34,6 +34,7 @@ pub(super) fn config(
     env: &dyn Fn(&str) -> Option<String>,
     problems: &mut Problems,
 ) -> Config {
+    let secrets = Secrets::new(env, &origin);
     let listen_text = env("OFFBOARD_LISTEN")
         .or(raw.listen)
         .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
@@ -46,7 +47,7 @@ pub(super) fn config(
         SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))
     });
 
-    let database_url = database_url(raw.database_url, env, problems);
+    let database_url = database_url(raw.database_url, &secrets, problems);
 
     // Empty counts as unset, as for OFFBOARD_ADMIN_TOKEN: compose files pass empty variables.
     let dry_run = match env("OFFBOARD_DRY_RUN").filter(|v| !v.is_empty()) {
@@ -68,7 +69,7 @@ pub(super) fn config(
         Some(token) => Some(SecretString::from(token)),
         None => raw
             .admin_token
-            .and_then(|r| resolve_secret(&r, "admin_token", env, problems)),
+            .and_then(|r| secrets.resolve(&r, "admin_token", problems)),
     }
     .filter(|t| !t.expose_secret().is_empty());
     // Anyone who can reach the port may guess it, at the API or the console's login form.
@@ -106,7 +107,7 @@ pub(super) fn config(
 
     let worker = validate_worker(raw.worker, problems);
     let safety = validate_safety(raw.safety, problems);
-    let sources = validate_sources(raw.sources, env, problems);
+    let sources = validate_sources(raw.sources, &secrets, problems);
 
     let targets: BTreeSet<_> = sources
         .iter()
@@ -118,7 +119,7 @@ pub(super) fn config(
         })
         .collect();
     let atlassian = match raw.atlassian {
-        Some(a) => Some(validate_atlassian(a, &targets, env, problems)),
+        Some(a) => Some(validate_atlassian(a, &targets, &secrets, problems)),
         None => {
             if !dry_run && !targets.is_empty() {
                 problems.at(
@@ -226,7 +227,7 @@ fn required_text(raw: Option<String>, path: &str, problems: &mut Problems) -> Op
 fn validate_atlassian(
     raw: RawAtlassian,
     needed: &BTreeSet<&str>,
-    env: &dyn Fn(&str) -> Option<String>,
+    secrets: &Secrets,
     problems: &mut Problems,
 ) -> AtlassianConfig {
     let site_given =
@@ -239,12 +240,7 @@ fn validate_atlassian(
         {
             problems.at("atlassian.site_email", why);
         }
-        let token = required_secret(
-            raw.site_api_token,
-            "atlassian.site_api_token",
-            env,
-            problems,
-        );
+        let token = secrets.required(raw.site_api_token, "atlassian.site_api_token", problems);
         Some(SiteCredentials {
             url: url?,
             email: email?,
@@ -260,7 +256,7 @@ fn validate_atlassian(
             "atlassian.admin_url",
             problems,
         );
-        let key = required_secret(raw.admin_api_key, "atlassian.admin_api_key", env, problems);
+        let key = secrets.required(raw.admin_api_key, "atlassian.admin_api_key", problems);
         let org = required_text(raw.org_id, "atlassian.org_id", problems);
         let dir = required_text(raw.directory_id, "atlassian.directory_id", problems);
         Some(AdminCredentials {
@@ -418,7 +414,7 @@ fn validate_safety(raw: RawSafety, problems: &mut Problems) -> Safety {
 
 fn validate_sources(
     raw: Vec<RawSource>,
-    env: &dyn Fn(&str) -> Option<String>,
+    secrets: &Secrets,
     problems: &mut Problems,
 ) -> Vec<Source> {
     let mut names = BTreeSet::new();
@@ -447,7 +443,7 @@ fn validate_sources(
                 format!("duplicate source name `{name}`"),
             );
         }
-        if let Some(source) = validate_source(raw, &path, env, problems) {
+        if let Some(source) = validate_source(raw, &path, secrets, problems) {
             sources.push(source);
         }
     }
@@ -457,7 +453,7 @@ fn validate_sources(
 fn validate_source(
     raw: RawSource,
     path: &str,
-    env: &dyn Fn(&str) -> Option<String>,
+    references: &Secrets,
     problems: &mut Problems,
 ) -> Option<Source> {
     let scheme = match raw.scheme.as_deref() {
@@ -478,7 +474,7 @@ fn validate_source(
     let mut secrets = Vec::new();
     for (j, secret) in raw.secrets.iter().enumerate() {
         let secret_path = format!("{path}.secrets[{j}]");
-        let Some(secret) = resolve_secret(secret, &secret_path, env, problems) else {
+        let Some(secret) = references.resolve(secret, &secret_path, problems) else {
             continue;
         };
         if let Some(scheme) = &scheme

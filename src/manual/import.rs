@@ -208,7 +208,9 @@ fn entry(
     let mut entry = Entry::default();
     let mut params = Map::new();
     for (index, column) in header {
-        let value = record.get(*index).unwrap_or_default();
+        // What offboard neutralised when it wrote the file (`customers list --csv`) is read
+        // back as it was.
+        let value = crate::cell::from_csv(record.get(*index).unwrap_or_default());
         if value.is_empty() {
             continue;
         }

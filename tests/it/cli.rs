@@ -519,3 +519,46 @@ async fn a_password_in_the_database_url_query_is_never_printed() {
     assert!(logged.contains("password=***"), "{logged}");
     assert!(!logged.contains("HUNTER2"), "{logged}");
 }
+
+/// What the Postgres driver does not read it would print in its own start-up warning: a
+/// `?sslpassword=`, an unknown parameter with a secret-looking value, and a `#password=`
+/// fragment are refused by every command before any driver sees the URL, and never printed.
+#[test]
+fn database_url_parts_the_driver_would_print_are_refused_unprinted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("offboard.toml");
+    for (url, why) in [
+        (
+            "postgres://offboard@127.0.0.1:1/offboard?sslmode=disable&sslpassword=HUNTER2",
+            "unknown Postgres connection parameter `sslpassword`",
+        ),
+        (
+            "postgres://offboard@127.0.0.1:1/offboard?api_key=sk_live_HUNTER2",
+            "unknown Postgres connection parameter `api_key`",
+        ),
+        (
+            "postgres://offboard@127.0.0.1:1/offboard#password=HUNTER2",
+            "has a `#` fragment",
+        ),
+    ] {
+        std::fs::write(&config, format!("database_url = \"{url}\"\n")).unwrap();
+        for args in [&["check"][..], &["serve"], &["jobs", "list"], &["migrate"]] {
+            let mut command = Command::new(env!("CARGO_BIN_EXE_offboard"));
+            let output = command
+                .args(args)
+                .arg("--config")
+                .arg(&config)
+                .env_remove("DATABASE_URL")
+                .env_remove("OFFBOARD_CONFIG")
+                .env_remove("OFFBOARD_ADMIN_TOKEN")
+                .env("RUST_LOG", "trace")
+                .stdin(Stdio::null())
+                .output()
+                .expect("run offboard");
+            let printed = format!("{}{}", text_of(&output.stdout), text_of(&output.stderr));
+            assert_eq!(output.status.code(), Some(2), "{args:?} {url}: {printed}");
+            assert!(printed.contains(why), "{args:?} {url}: {printed}");
+            assert!(!printed.contains("HUNTER2"), "{args:?}: {printed}");
+        }
+    }
+}

@@ -212,3 +212,103 @@ async fn accounts_left_out_are_counted_on_stderr() {
         "{stderr}"
     );
 }
+
+/// Customers' own text is hostile input: in the table its control characters are shown
+/// escaped, in the CSV every cell a spreadsheet would run is behind a `'`, and `jobs import`
+/// reads the CSV back to the very addresses and accounts the site listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_customer_text_is_escaped_neutralised_and_read_back() {
+    let fake = FakeAtlassian::start().await;
+    let people = [
+        (
+            "qm:1",
+            "=1+1@x.example.com",
+            "\u{1b}[2J\u{1b}]0;pwned\u{7}Eve",
+        ),
+        ("-qm:2", "+a@x.example.com", "@SUM(1)\r\u{9b}31m"),
+        ("qm:3", "-b@x.example.com", "\u{202e}gnp.exe\tTab"),
+    ];
+    for (account_id, email, name) in people {
+        let mut account = FakeAccount::customer(account_id, email);
+        account.display_name = name.to_owned();
+        account.service_desks = ["10".to_owned()].into();
+        fake.add_account(account);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &atlassian_toml(&fake));
+
+    let out = customers_list(&config, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    assert!(
+        !table
+            .chars()
+            .any(|c| c != '\n' && (c.is_control() || c == '\u{202e}')),
+        "{table:?}"
+    );
+    assert!(
+        table.contains("\\u{1b}[2J\\u{1b}]0;pwned\\u{7}Eve"),
+        "{table}"
+    );
+    assert!(table.contains("@SUM(1)\\r\\u{9b}31m"), "{table}");
+    assert!(table.contains("\\u{202e}gnp.exe\\tTab"), "{table}");
+
+    let out = customers_list(&config, &["--csv"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut reader = csv::Reader::from_reader(out.stdout.as_slice());
+    for row in reader.records() {
+        let row = row.unwrap();
+        for cell in row.iter() {
+            assert!(
+                !cell.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                "{cell:?} in {row:?}"
+            );
+        }
+    }
+    let file = dir.path().join("customers.csv");
+    std::fs::write(&file, &out.stdout).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_offboard"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env_remove("DATABASE_URL")
+            .env_remove("OFFBOARD_CONFIG")
+            .output()
+            .expect("run offboard")
+    };
+    let imported = run(&[
+        "jobs",
+        "import",
+        file.to_str().unwrap(),
+        "--action",
+        "delete_portal_customer",
+    ]);
+    assert_eq!(
+        imported.status.code(),
+        Some(0),
+        "{}",
+        text(&imported.stderr)
+    );
+    let listed = run(&["jobs", "list", "--json"]);
+    let listed: Value = serde_json::from_slice(&listed.stdout).expect("JSON");
+    let mut jobs: Vec<(String, String)> = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            (
+                j["account_id"].as_str().unwrap().to_owned(),
+                j["email"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    jobs.sort();
+    let mut expected: Vec<(String, String)> = people
+        .iter()
+        .map(|(id, email, _)| ((*id).to_owned(), (*email).to_owned()))
+        .collect();
+    expected.sort();
+    assert_eq!(jobs, expected);
+    assert!(fake.mutating_requests().is_empty(), "read-only");
+}
