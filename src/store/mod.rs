@@ -404,6 +404,7 @@ const MIGRATIONS: &[(&str, Option<&str>, Option<&str>)] = &[
     migration!("20261206000001_decisions_from_rust", postgres),
     migration!("20261206000002_undo_actions", both),
     migration!("20261207000001_target_in_live_key", both),
+    migration!("20261207000002_cancel_spares_undo", postgres),
 ];
 
 /// The embedded migrations of one backend, in order.

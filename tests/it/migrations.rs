@@ -56,6 +56,10 @@ const LANDED: &[(&str, &str)] = &[
         "727a9bc457c711942b654ea60e9d99e3fa53be54b9801f886778c618c8727e6454956b02b1b780efc0a2b5f0b8a8ea49",
     ),
     (
+        "migrations/postgres/20261207000002_cancel_spares_undo.sql",
+        "369ad875636e26174c21de8d4521f7ad078b9e5c46833fb6547740cda29994769b3ba8abec95fbd70229d1840f0a216e",
+    ),
+    (
         "migrations/sqlite/20261128000001_initial.sql",
         "8ce965bceeeb6f393d485ad05607e76a1c10e905a306aa67c697e538482f674959333d9c4d689c7b6922c7e52567a3fd",
     ),

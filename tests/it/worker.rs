@@ -2741,3 +2741,49 @@ both_stores!(
     an_import_drain_reads_its_records_ahead_on,
     an_import_drain_reads_its_records_ahead
 );
+
+/// A second rehire event (HR systems often send two for one change) neither cancels the
+/// first one's inverses nor plans them again: with `approval = true` they wait for a person,
+/// and once approved they give everything back.
+async fn a_second_rehire_keeps_the_first_ones_undo(db: TestDb) {
+    let mut settings = leaver_then_rehire(r#"["suspend_access"]"#);
+    settings.rules.push_str("  approval = true\n");
+    let h = Harness::start(
+        &db,
+        settings,
+        vec![FakeAccount::managed("acc-ann", "ann@example.com")],
+    )
+    .await;
+    let chain = h
+        .enqueue(json!({ "type": "leaver", "email": "ann@example.com" }))
+        .await;
+    for job in h.wait_all_final(&chain).await {
+        assert_succeeded(&job, Outcome::Done);
+    }
+    let rehire = |n: u32| json!({ "type": "rehired", "email": "ann@example.com", "n": n });
+    let first = h.app.deliver(SOURCE, &rehire(1)).await;
+    let undo = first["undo"].as_array().expect("undo jobs").clone();
+    assert_eq!(undo.len(), 1, "{first}");
+    let second = h.app.deliver(SOURCE, &rehire(2)).await;
+    assert_eq!(second["cancelled"], json!([]), "{second}");
+    assert_eq!(second["undo"], json!([]), "{second}");
+    let id = undo[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(h.states(&[id.clone()]).await, [JobState::AwaitingApproval]);
+    h.app
+        .store
+        .approve(id.parse().unwrap(), "test")
+        .await
+        .unwrap();
+    let restore = h.wait_all_final(&[id]).await.remove(0);
+    assert_succeeded(&restore, Outcome::Done);
+    assert_eq!(
+        h.fake.account("acc-ann").unwrap().status(),
+        FakeStatus::Active
+    );
+    h.stop().await;
+}
+
+both_stores!(
+    a_second_rehire_keeps_the_first_ones_undo_on,
+    a_second_rehire_keeps_the_first_ones_undo
+);

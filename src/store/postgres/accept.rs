@@ -527,5 +527,6 @@ fn cancel_json(cancel: &NewCancel, delivery: &NewDelivery) -> serde_json::Value 
         "email": cancel.email.as_str(),
         "last_error": cancel.last_error(),
         "detail": cancel.detail(delivery),
+        "spare_param": crate::domain::undo::UNDOES,
     })
 }

@@ -21,9 +21,11 @@ async fn cancel_for_email(
     let targets: Vec<(JobId, String)> = sqlx::query_as(concat!(
         "SELECT id, state FROM jobs WHERE email = ?1 AND state IN (",
         cancellable_states!(),
-        ") ORDER BY id"
+        ") AND json_type(params, ?2) IS NULL ORDER BY id"
     ))
     .bind(cancel.email.as_str())
+    // An undo's inverse jobs are never cancelled by a cancel rule.
+    .bind(format!("$.{}", crate::domain::undo::UNDOES))
     .fetch_all(&mut **tx)
     .await?;
     cancel_jobs(
