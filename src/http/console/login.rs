@@ -1,12 +1,9 @@
 //! Signing in with the admin token, once, and signing out.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::Extension;
-use axum::extract::{ConnectInfo, Form, FromRequestParts, State};
-use axum::http::header::{ACCEPT, RETRY_AFTER};
+use axum::extract::{Form, FromRequestParts, State};
+use axum::http::header::ACCEPT;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
@@ -15,9 +12,9 @@ use secrecy::ExposeSecret as _;
 use serde::Deserialize;
 
 use super::session::{self, CheckedPost};
-use super::throttle::{Client, LoginThrottle};
 use super::{ConsoleError, LOGIN_PATH, page};
 use crate::http::admin::token_matches;
+use crate::http::throttle::{self, Client};
 use crate::http::{ApiError, AppState};
 
 pub(super) async fn form(
@@ -41,7 +38,6 @@ pub(super) struct LoginForm {
 
 pub(super) async fn submit(
     State(state): State<AppState>,
-    Extension(throttle): Extension<Arc<LoginThrottle>>,
     client: LoginClient,
     headers: HeaderMap,
     Form(login): Form<LoginForm>,
@@ -49,10 +45,10 @@ pub(super) async fn submit(
     let Some(expected) = state.config.admin_token.as_ref() else {
         return disabled(StatusCode::FORBIDDEN);
     };
-    let client = client.0;
+    let (client, throttle) = (client.0, &state.token_guesses);
     if let Err(wait) = throttle.check(client, Instant::now()) {
-        tracing::warn!("console login refused: too many failed attempts from this client");
-        return too_many_attempts(&headers, wait.as_secs().max(1));
+        tracing::warn!("console login refused: too many wrong tokens from this client");
+        return too_many_attempts(&headers, wait);
     }
     if !token_matches(expected.expose_secret(), &login.token) {
         throttle.record_failure(client, Instant::now());
@@ -79,17 +75,14 @@ impl<S: Send + Sync> FromRequestParts<S> for LoginClient {
         parts: &mut axum::http::request::Parts,
         _state: &S,
     ) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip());
-        Ok(LoginClient(Client::of(peer)))
+        Ok(LoginClient(Client::of_request(&parts.extensions)))
     }
 }
 
 /// 429 with `Retry-After`: the login page for a browser, the JSON error for anything else.
-fn too_many_attempts(headers: &HeaderMap, wait_seconds: u64) -> Response {
-    let retry_after = [(RETRY_AFTER, wait_seconds.to_string())];
+fn too_many_attempts(headers: &HeaderMap, wait: Duration) -> Response {
+    let retry_after = throttle::retry_after(wait);
+    let wait_seconds = wait.as_secs().max(1);
     let wants_html = headers
         .get(ACCEPT)
         .and_then(|v| v.to_str().ok())

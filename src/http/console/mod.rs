@@ -1,8 +1,8 @@
 //! The operator console: server-rendered HTML over the same store operations as the admin
 //! API, for people who would rather click than curl. Not part of the OpenAPI document.
 //!
-//! Sign-in is the admin token entered once, at most ten wrong tries a minute per client (see
-//! [`throttle`]); after that a signed session cookie that a logout ends for good (see
+//! Sign-in is the admin token entered once, at most ten wrong tries a minute per client, counted
+//! with the admin API's (see `crate::http::throttle`); after that a signed session cookie that a logout ends for good (see
 //! [`session`]) and a CSRF token in every form. Nothing needs JavaScript.
 
 mod customers;
@@ -11,12 +11,10 @@ mod import;
 mod jobs;
 mod login;
 mod session;
-mod throttle;
 mod view;
 mod worker;
 
-use std::sync::Arc;
-
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
@@ -26,7 +24,6 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Router};
 use maud::{Markup, html};
 
 use super::AppState;
@@ -39,7 +36,6 @@ const ACTOR: &str = "console";
 const STYLESHEET: &str = include_str!("style.css");
 
 pub fn router() -> Router<AppState> {
-    let throttle = Arc::new(throttle::LoginThrottle::default());
     Router::new()
         .route("/console", get(jobs::list))
         .route("/console/style.css", get(stylesheet))
@@ -60,7 +56,6 @@ pub fn router() -> Router<AppState> {
         .route("/console/worker/resume", post(worker::resume))
         // An import posts its file, and its confirmation the file again, as form fields.
         .layer(DefaultBodyLimit::max(3 * import::MAX_FILE_BYTES))
-        .layer(Extension(throttle))
         .layer(middleware::from_fn(protective_headers))
 }
 
