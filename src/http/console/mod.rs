@@ -16,6 +16,7 @@ mod worker;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
+use axum::handler::Handler as _;
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
     X_FRAME_OPTIONS,
@@ -35,7 +36,19 @@ const LOGIN_PATH: &str = "/console/login";
 const ACTOR: &str = "console";
 const STYLESHEET: &str = include_str!("style.css");
 
+/// The most a signed-in form of buttons (log out, a transition, pause) may be.
+const MAX_FORM_BYTES: usize = 16 * 1024;
+/// A customers review or confirmation: up to 500 ticked customers, an account id and an
+/// email each.
+const MAX_SELECTION_BYTES: usize = 1024 * 1024;
+/// An import posts its file, and its confirmation the file again, as form fields.
+const MAX_IMPORT_BYTES: usize = 3 * import::MAX_FILE_BYTES;
+
+/// Each route reads at most the body it needs (README, "Operator console"): the login its few
+/// KiB (`login::submit`, before any session exists), every other POST only once its session
+/// is known to be valid (`session::CheckedFields`), under the limit of its route.
 pub fn router() -> Router<AppState> {
+    let limit = DefaultBodyLimit::max;
     Router::new()
         .route("/console", get(jobs::list))
         .route("/console/style.css", get(stylesheet))
@@ -48,14 +61,26 @@ pub fn router() -> Router<AppState> {
         )
         .route("/console/deliveries", get(deliveries::list))
         .route("/console/customers", get(customers::search))
-        .route("/console/customers/review", post(customers::review))
-        .route("/console/customers/enqueue", post(customers::enqueue))
-        .route("/console/import", get(import::form).post(import::checked))
-        .route("/console/import/confirm", post(import::confirm))
+        .route(
+            "/console/customers/review",
+            post(customers::review).layer(limit(MAX_SELECTION_BYTES)),
+        )
+        .route(
+            "/console/customers/enqueue",
+            post(customers::enqueue).layer(limit(MAX_SELECTION_BYTES)),
+        )
+        .route(
+            "/console/import",
+            get(import::form).post(import::checked.layer(limit(MAX_IMPORT_BYTES))),
+        )
+        .route(
+            "/console/import/confirm",
+            post(import::confirm).layer(limit(MAX_IMPORT_BYTES)),
+        )
         .route("/console/worker/pause", post(worker::pause))
         .route("/console/worker/resume", post(worker::resume))
-        // An import posts its file, and its confirmation the file again, as form fields.
-        .layer(DefaultBodyLimit::max(3 * import::MAX_FILE_BYTES))
+        // Outermost, so that a route's own limit above replaces it.
+        .layer(limit(MAX_FORM_BYTES))
         .layer(middleware::from_fn(protective_headers))
 }
 
