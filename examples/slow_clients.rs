@@ -5,7 +5,15 @@
 //! ```sh
 //! cargo run --release --example slow_clients -- [--connections 200] [--body-kib 960] \
 //!     [--waves 1] [--bin target/release/offboard]
+//! cargo run --release --example slow_clients -- --login-bodies 150 [--sent-kib 4] \
+//!     [--content-length 12000000] [--bin target/release/offboard]
 //! ```
+//!
+//! `--login-bodies N` sends N unauthenticated console logins instead of webhooks: each
+//! announces `--content-length` bytes (default 12,000,000, just under what the console once
+//! read for any of its forms), sends `--sent-kib` KiB of it (default: 90% of it over 20 s, as
+//! the webhooks do) and stalls. The service should answer each at once (413: a login form is a
+//! few KiB) without reading the rest.
 //!
 //! Without `--bin` it builds and runs the `offboard` binary of this checkout's release profile.
 //! Each connection sends its headers (`Content-Length` of `--body-kib` KiB), then 90% of the
@@ -27,6 +35,19 @@ struct Args {
     body_kib: usize,
     waves: usize,
     bin: Option<PathBuf>,
+    target: Target,
+    /// How much of each body is sent before the connection stalls; `None`: 90% of it.
+    sent_kib: Option<usize>,
+}
+
+/// Where the slow bodies go.
+#[derive(Clone, Copy)]
+enum Target {
+    Webhook,
+    /// The console's login form, unauthenticated, with this `Content-Length`.
+    Login {
+        content_length: usize,
+    },
 }
 
 fn args() -> Args {
@@ -35,7 +56,10 @@ fn args() -> Args {
         body_kib: 960,
         waves: 1,
         bin: None,
+        target: Target::Webhook,
+        sent_kib: None,
     };
+    let mut login_length = 12_000_000;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_default();
@@ -44,8 +68,19 @@ fn args() -> Args {
             "--body-kib" => args.body_kib = value.parse().expect("--body-kib N"),
             "--waves" => args.waves = value.parse::<usize>().expect("--waves N").max(1),
             "--bin" => args.bin = Some(PathBuf::from(value)),
+            "--login-bodies" => {
+                args.connections = value.parse().expect("--login-bodies N");
+                args.target = Target::Login {
+                    content_length: login_length,
+                };
+            }
+            "--content-length" => login_length = value.parse().expect("--content-length N"),
+            "--sent-kib" => args.sent_kib = Some(value.parse().expect("--sent-kib N")),
             other => panic!("unknown flag {other}"),
         }
+    }
+    if let Target::Login { content_length } = &mut args.target {
+        *content_length = login_length;
     }
     args
 }
@@ -68,12 +103,16 @@ fn release_binary() -> PathBuf {
 
 const TOKEN: &str = "slow-clients-token";
 
+/// The admin token: the console is enabled, so a login is something the service must read.
+const ADMIN_TOKEN: &str = "slow-clients-admin-token";
+
 fn write_config(dir: &Path, port: u16) -> PathBuf {
     let path = dir.join("offboard.toml");
     let text = format!(
         r#"listen = "127.0.0.1:{port}"
 database_url = "sqlite://{db}"
 dry_run = true
+admin_token = "{ADMIN_TOKEN}"
 
 [[sources]]
 name = "hr"
@@ -130,6 +169,14 @@ fn hook_head(port: u16, content_length: usize) -> String {
     )
 }
 
+fn login_head(port: u16, content_length: usize) -> String {
+    format!(
+        "POST /console/login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {content_length}\r\n\
+         Connection: close\r\n\r\n"
+    )
+}
+
 async fn wait_healthy(port: u16, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let head =
@@ -156,9 +203,35 @@ struct Ending {
     status: Option<u16>,
 }
 
-/// Sends the headers, then 90% of the body over `spread`, then waits for the service to close
-/// the connection until `give_up`.
-async fn slow_client(port: u16, body_len: usize, spread: Duration, give_up: Instant) -> Ending {
+/// What one slow connection sends: its head, then `sent` bytes of body over `spread`.
+#[derive(Clone)]
+struct Slow {
+    head: String,
+    sent: usize,
+    spread: Duration,
+}
+
+impl Slow {
+    fn of(args: &Args, port: u16, spread: Duration) -> Slow {
+        let (head, body_len) = match args.target {
+            Target::Webhook => {
+                let len = args.body_kib * 1024;
+                (hook_head(port, len), len)
+            }
+            Target::Login { content_length } => (login_head(port, content_length), content_length),
+        };
+        let sent = args.sent_kib.map_or(body_len * 9 / 10, |kib| kib * 1024);
+        Slow {
+            head,
+            sent: sent.min(body_len),
+            spread,
+        }
+    }
+}
+
+/// Sends the headers, then the body's first bytes over `spread`, then waits for the service
+/// to close the connection until `give_up`.
+async fn slow_client(port: u16, slow: Slow, give_up: Instant) -> Ending {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)).await else {
         return Ending {
             closed_after: Some(Duration::ZERO),
@@ -169,16 +242,12 @@ async fn slow_client(port: u16, body_len: usize, spread: Duration, give_up: Inst
     let (mut reader, mut writer) = stream.split();
     let mut answer = Vec::new();
     let send = async {
-        if writer
-            .write_all(hook_head(port, body_len).as_bytes())
-            .await
-            .is_err()
-        {
+        if writer.write_all(slow.head.as_bytes()).await.is_err() {
             return;
         }
-        let chunk = vec![b' '; 16 * 1024];
-        let chunks = body_len * 9 / 10 / chunk.len();
-        let pause = spread / chunks.max(1) as u32;
+        let chunk = vec![b' '; (16 * 1024).min(slow.sent.max(1))];
+        let chunks = slow.sent / chunk.len();
+        let pause = slow.spread / chunks.max(1) as u32;
         for _ in 0..chunks {
             if writer.write_all(&chunk).await.is_err() {
                 return;
@@ -228,19 +297,29 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle = rss_kib(pid);
 
-    let body_len = args.body_kib * 1024;
     let spread = Duration::from_secs(20);
+    let slow = Slow::of(&args, port, spread);
     println!("binary: {}", bin.display());
+    let what = match args.target {
+        Target::Webhook => "webhook",
+        Target::Login { .. } => "console login",
+    };
+    let declared = slow
+        .head
+        .lines()
+        .find_map(|line| line.strip_prefix("Content-Length: "))
+        .unwrap_or("?");
     println!(
-        "{} connections, Content-Length {} KiB each, 90% of it sent over {spread:?}",
-        args.connections, args.body_kib
+        "{} {what} connections, Content-Length {declared} each, {} KiB of it sent over {spread:?}, then nothing",
+        args.connections,
+        slow.sent / 1024
     );
     println!("VmRSS idle:   {}", mib(idle));
     for wave in 1..=args.waves {
         let started = Instant::now();
         let give_up = started + Duration::from_secs(45);
         let clients: Vec<_> = (0..args.connections)
-            .map(|_| tokio::spawn(slow_client(port, body_len, spread, give_up)))
+            .map(|_| tokio::spawn(slow_client(port, slow.clone(), give_up)))
             .collect();
         tokio::time::sleep(spread + Duration::from_secs(2)).await;
         let during = rss_kib(pid);
@@ -253,6 +332,7 @@ async fn main() {
         let after = rss_kib(pid);
         let by_service: Vec<Duration> = endings.iter().filter_map(|e| e.closed_after).collect();
         let answered_408 = endings.iter().filter(|e| e.status == Some(408)).count();
+        let answered_413 = endings.iter().filter(|e| e.status == Some(413)).count();
         println!("wave {wave}:");
         println!("  VmRSS during: {}", mib(during));
         println!(
@@ -260,10 +340,11 @@ async fn main() {
             mib(after)
         );
         println!(
-            "  closed by the service: {} of {} ({} answered 408 first), after {:.1?}..{:.1?} from their headers",
+            "  closed by the service: {} of {} ({} answered 408 first, {} 413), after {:.1?}..{:.1?} from their headers",
             by_service.len(),
             endings.len(),
             answered_408,
+            answered_413,
             by_service.iter().min().copied().unwrap_or_default(),
             by_service.iter().max().copied().unwrap_or_default(),
         );

@@ -111,6 +111,7 @@ impl Service {
             doctor: LatestReport::default(),
             atlassian,
             customers: CustomerSnapshot::default(),
+            token_guesses: Default::default(),
         };
         let doctor = state.doctor.clone();
         if !config.dry_run {

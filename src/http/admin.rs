@@ -1,11 +1,14 @@
 //! The admin API (`/api/v1/...`, README, HTTP API): jobs, deliveries and the worker's pause flag,
-//! behind a bearer token compared in constant time.
+//! behind a bearer token compared in constant time, and guessed at most ten times a minute per
+//! client (`super::throttle`).
+
+use std::time::Instant;
 
 use axum::Json;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -17,6 +20,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::manual_jobs::{__path_enqueue_jobs, enqueue_jobs};
+use super::throttle::{self, Client};
 use crate::domain::{
     Action, Job, JobId, JobState, JobWithEvents, PauseReason, WorkerState, parse_job_id,
 };
@@ -43,22 +47,38 @@ pub fn router(state: AppState) -> OpenApiRouter<AppState> {
 }
 
 /// Checks `Authorization: Bearer <admin_token>`. Without a configured token every admin
-/// route answers 401: there is no open admin API.
+/// route answers 401: there is no open admin API. A client that sent ten wrong bearer tokens
+/// within a minute (or wrong tokens to the console's login form) gets 429 for every admin
+/// request until that minute has passed, before its token is looked at. Only a bearer token
+/// counts as a guess: any other `Authorization` can never succeed, so its 401 teaches nothing.
 pub(super) async fn require_admin(
     State(state): State<AppState>,
     request: Request,
     next: Next,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Response> {
+    let Some(expected) = &state.config.admin_token else {
+        return Err(ApiError::Unauthorized.into_response());
+    };
+    let client = Client::of_request(request.extensions());
+    if let Err(wait) = state.token_guesses.check(client, Instant::now()) {
+        tracing::warn!("admin API request refused: too many wrong tokens from this client");
+        return Err((throttle::retry_after(wait), ApiError::TooManyAttempts).into_response());
+    }
     let presented = request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match (&state.config.admin_token, presented) {
-        (Some(expected), Some(presented)) if token_matches(expected.expose_secret(), presented) => {
+    match presented {
+        Some(presented) if token_matches(expected.expose_secret(), presented) => {
             Ok(next.run(request).await)
         }
-        _ => Err(ApiError::Unauthorized),
+        Some(_) => {
+            state.token_guesses.record_failure(client, Instant::now());
+            tracing::warn!("admin API request with a wrong bearer token");
+            Err(ApiError::Unauthorized.into_response())
+        }
+        None => Err(ApiError::Unauthorized.into_response()),
     }
 }
 

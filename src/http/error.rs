@@ -51,7 +51,7 @@ pub enum ApiError {
     InvalidRequest(String),
     #[error("the store is unavailable; nothing was accepted, try again later")]
     Unavailable,
-    #[error("too many failed logins from this address; wait a minute, then try again")]
+    #[error("too many wrong admin tokens from this address; wait a minute, then try again")]
     TooManyAttempts,
     /// What the request needs is not in the configuration (the customer inventory without
     /// the site credentials).

@@ -13,6 +13,7 @@ mod manual_jobs;
 mod rejections;
 mod request_id;
 pub mod server;
+mod throttle;
 
 use std::sync::Arc;
 
@@ -45,6 +46,8 @@ pub struct AppState {
     pub atlassian: Option<Client>,
     /// The latest reading of the customer inventory (`GET /api/v1/customers`).
     pub customers: CustomerSnapshot,
+    /// Wrong admin tokens per client, from the console's login and the admin API alike.
+    pub(crate) token_guesses: Arc<throttle::TokenThrottle>,
 }
 
 /// Where the OpenAPI document is served.

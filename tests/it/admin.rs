@@ -1,5 +1,6 @@
 //! The admin API, `/metrics`, health and the request id, over a real port on both stores.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use crate::both_stores;
@@ -57,15 +58,17 @@ async fn every_route_needs_the_token(db: TestDb) {
         (Method::POST, "/api/v1/worker/pause"),
         (Method::POST, "/api/v1/worker/resume"),
     ];
-    for (method, path) in routes {
+    for (i, (method, path)) in routes.into_iter().enumerate() {
         let url = format!("{}{path}", app.base_url);
+        // Each route from an address of its own: ten wrong tokens from one would be throttled.
+        let http = client_from(Ipv4Addr::new(127, 0, 1, i as u8 + 1));
         for auth in [
             None,
             Some("Bearer wrong"),
             Some("test-admin-token"),
             Some("Basic dGVzdA=="),
         ] {
-            let mut request = app.http.request(method.clone(), &url);
+            let mut request = http.request(method.clone(), &url);
             if let Some(auth) = auth {
                 request = request.header("authorization", auth);
             }
@@ -95,6 +98,119 @@ async fn every_route_needs_the_token(db: TestDb) {
     app.stop().await;
 }
 both_stores!(every_route_needs_the_token_on, every_route_needs_the_token);
+
+/// A client whose connections come from `address` (any 127/8 address is this host).
+fn client_from(address: Ipv4Addr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(IpAddr::V4(address))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client")
+}
+
+/// `GET /api/v1/worker` from `http` with this `Authorization`; the status and `Retry-After`.
+async fn worker_with(
+    http: &reqwest::Client,
+    app: &TestApp,
+    auth: Option<&str>,
+) -> (StatusCode, Option<u64>) {
+    let mut request = http.get(format!("{}/api/v1/worker", app.base_url));
+    if let Some(auth) = auth {
+        request = request.header("authorization", auth);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().parse().expect("seconds"));
+    let body: Value = response.json().await.expect("JSON");
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        assert_eq!(body["error"], "too_many_attempts", "{body}");
+        assert!(!body.to_string().contains(ADMIN_TOKEN));
+    }
+    (status, retry_after)
+}
+
+/// Bearer guesses are throttled like console logins, in one count per client address: after
+/// ten wrong tokens within a minute every admin request from that address gets 429, the right
+/// token too (as at the console, so that the eleventh guess learns nothing), until the minute
+/// has passed. Other addresses are not affected. Not a store matter: SQLite only.
+#[tokio::test]
+async fn ten_wrong_bearer_tokens_a_minute_are_the_limit() {
+    let db = TestDb::sqlite();
+    let app = TestApp::spawn(&db, CONFIG).await;
+    let right = format!("Bearer {ADMIN_TOKEN}");
+    let guesser = client_from(Ipv4Addr::new(127, 0, 2, 1));
+    assert_eq!(
+        worker_with(&guesser, &app, Some(&right)).await.0,
+        StatusCode::OK
+    );
+    for i in 0..10 {
+        let (status, _) = worker_with(&guesser, &app, Some(&format!("Bearer guess-{i}"))).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "guess {i}");
+    }
+    let mut waits = Vec::new();
+    for auth in [Some("Bearer guess-10"), Some(right.as_str()), None] {
+        let (status, retry_after) = worker_with(&guesser, &app, auth).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{auth:?}");
+        let wait = retry_after.expect("Retry-After");
+        assert!((1..=60).contains(&wait), "{wait}");
+        waits.push(wait);
+    }
+    // The same count holds at the console's door.
+    let login = guesser
+        .post(format!("{}/console/login", app.base_url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={ADMIN_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(!app.store.worker_state().await.unwrap().paused);
+
+    // Another address has tries of its own.
+    let colleague = client_from(Ipv4Addr::new(127, 0, 2, 2));
+    assert_eq!(
+        worker_with(&colleague, &app, Some("Bearer typo")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        worker_with(&colleague, &app, Some(&right)).await.0,
+        StatusCode::OK
+    );
+
+    // Five wrong logins and five wrong bearer tokens are ten guesses at one secret.
+    let both_doors = client_from(Ipv4Addr::new(127, 0, 2, 3));
+    for i in 0..5 {
+        let login = both_doors
+            .post(format!("{}/console/login", app.base_url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token=guess-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(login.status(), StatusCode::UNAUTHORIZED);
+        let auth = format!("Bearer guess-{i}");
+        assert_eq!(
+            worker_with(&both_doors, &app, Some(&auth)).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(
+        worker_with(&both_doors, &app, Some(&right)).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    // Once the minute has passed, the right token works again.
+    let wait = waits.into_iter().max().unwrap();
+    tokio::time::sleep(Duration::from_secs(wait + 1)).await;
+    assert_eq!(
+        worker_with(&guesser, &app, Some(&right)).await.0,
+        StatusCode::OK
+    );
+    app.stop().await;
+}
 
 async fn without_a_configured_token_the_admin_api_is_closed(db: TestDb) {
     let mut config = test_config(&db, CONFIG);

@@ -675,6 +675,113 @@ async fn a_logout_ends_that_session_at_once(db: TestDb) {
 }
 both_stores!(logout_on, a_logout_ends_that_session_at_once);
 
+/// The same cookie spelt another way: hex digits upper-cased (all, some, in the nonce), a
+/// leading zero or a sign on the expiry, quotes, an escaped dot, padding.
+fn respellings(pair: &str) -> Vec<String> {
+    let value = pair
+        .strip_prefix("offboard_session=")
+        .expect("the session cookie");
+    let (claims, signature) = value.rsplit_once('.').expect("three parts");
+    let (expiry, nonce) = claims.split_once('.').expect("three parts");
+    let mixed: String = signature
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i % 3 == 0 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            }
+        })
+        .collect();
+    [
+        format!("{claims}.{}", signature.to_uppercase()),
+        format!("{claims}.{mixed}"),
+        format!("{expiry}.{}.{signature}", nonce.to_uppercase()),
+        format!("0{expiry}.{nonce}.{signature}"),
+        format!("+{expiry}.{nonce}.{signature}"),
+        format!("\"{value}\""),
+        value.replacen('.', "%2E", 1),
+        format!("{value}0"),
+    ]
+    .into_iter()
+    .map(|respelt| format!("offboard_session={respelt}"))
+    .collect()
+}
+
+/// Re-encoding a logged-out cookie does not revive it: no page, no CSRF token, no change.
+/// Re-encoding a live one does not make a second copy of it either; the cookie as issued
+/// goes on working.
+async fn a_logged_out_cookie_stays_dead_in_every_spelling(db: TestDb) {
+    let app = TestApp::spawn(&db, CONFIG).await;
+    let owner = Console::signed_in(&app).await;
+    let live = Console::signed_in(&app).await;
+    let csrf = owner.get("/console").await.csrf();
+    let pair = owner.cookie.clone().unwrap();
+    assert_eq!(
+        owner
+            .post("/console/logout", &format!("csrf={csrf}"))
+            .await
+            .status,
+        StatusCode::SEE_OTHER
+    );
+
+    let live_pair = live.cookie.clone().unwrap();
+    for (respelt, was_logged_out) in respellings(&pair)
+        .into_iter()
+        .map(|c| (c, true))
+        .chain(respellings(&live_pair).into_iter().map(|c| (c, false)))
+    {
+        let copy = Console {
+            cookie: Some(respelt.clone()),
+            ..Console::new(&app.base_url)
+        };
+        let page = copy.get("/console").await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{respelt}");
+        assert_eq!(
+            page.location.as_deref(),
+            Some("/console/login"),
+            "{respelt}"
+        );
+        assert!(!page.body.contains("name=\"csrf\""), "{respelt}");
+        let login = copy.get("/console/login").await;
+        assert_eq!(login.status, StatusCode::OK, "{respelt}");
+        assert!(!login.body.contains("name=\"csrf\""), "{respelt}");
+        let tokens = [csrf.clone(), csrf.to_uppercase()];
+        for token in tokens {
+            let refused = copy
+                .post("/console/worker/pause", &format!("csrf={token}"))
+                .await;
+            assert_eq!(
+                refused.status,
+                StatusCode::FORBIDDEN,
+                "{respelt} {was_logged_out}"
+            );
+        }
+    }
+    assert!(!app.store.worker_state().await.unwrap().paused);
+
+    // The session that was not logged out works as issued.
+    let live_csrf = live.get("/console").await.csrf();
+    let upper = live
+        .post(
+            "/console/worker/pause",
+            &format!("csrf={}", live_csrf.to_uppercase()),
+        )
+        .await;
+    assert_eq!(upper.status, StatusCode::FORBIDDEN);
+    let paused = live
+        .post("/console/worker/pause", &format!("csrf={live_csrf}"))
+        .await;
+    assert_eq!(paused.status, StatusCode::SEE_OTHER, "{}", paused.body);
+    assert!(app.store.worker_state().await.unwrap().paused);
+    app.stop().await;
+}
+both_stores!(
+    respelt_cookie_on,
+    a_logged_out_cookie_stays_dead_in_every_spelling
+);
+
 /// A visitor whose connections come from `address` (any 127/8 address is this host).
 fn browser_from(address: Ipv4Addr) -> reqwest::Client {
     reqwest::Client::builder()

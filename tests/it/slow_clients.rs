@@ -355,3 +355,104 @@ both_stores!(
     shutdown_finishes_the_request_in_flight_on,
     shutdown_finishes_the_request_in_flight
 );
+
+/// Sends `head` and `sent` bytes of its body, then nothing more: the answer, which must come
+/// within 3 s (the body timeout being 30 s, it cannot have waited for the rest).
+async fn answer_before_the_body_ends(base_url: &str, head: &str, sent: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(base_url.trim_start_matches("http://"))
+        .await
+        .expect("connect");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(sent).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(3), read_answer(&mut stream))
+        .await
+        .unwrap_or_else(|_| panic!("no answer before the body ended: {head}"))
+}
+
+fn post_head(path: &str, content_type: &str, length: Option<usize>) -> String {
+    let length = match length {
+        Some(length) => format!("Content-Length: {length}"),
+        None => "Transfer-Encoding: chunked".to_owned(),
+    };
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: offboard\r\nContent-Type: {content_type}\r\n{length}\r\n\r\n"
+    )
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+/// Just under what every console form could once send: the import limit.
+const NEAR_TWELVE_MB: usize = 12_000_000;
+
+fn assert_json_error(status: u16, body: &str, expected: u16, code: &str) {
+    assert_eq!(status, expected, "{body}");
+    let body: Value = serde_json::from_str(body).expect("a JSON body");
+    assert_eq!(
+        body.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["error", "message"]
+    );
+    assert_eq!(body["error"], code, "{body}");
+}
+
+/// An unauthenticated login reads a few KiB at most (README, "Operator console"): a larger
+/// body is refused with 413 by its `Content-Length`, or as soon as more than that has come,
+/// without waiting for the rest. A body to a route that takes none is not read at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unauthenticated_body_is_read_only_as_far_as_its_route_needs() {
+    let db = TestDb::sqlite();
+    let app = TestApp::spawn(&db, SOURCE).await;
+    let few_kib = format!("token={}", "a".repeat(4 * 1024));
+
+    let head = post_head("/console/login", FORM, Some(NEAR_TWELVE_MB));
+    let (status, body) =
+        answer_before_the_body_ends(&app.base_url, &head, few_kib.as_bytes()).await;
+    assert_json_error(status, &body, 413, "payload_too_large");
+
+    let head = post_head("/console/login", FORM, None);
+    let chunk = format!("{:x}\r\n{}\r\n", 8 * 1024, "a".repeat(8 * 1024));
+    let (status, body) = answer_before_the_body_ends(&app.base_url, &head, chunk.as_bytes()).await;
+    assert_json_error(status, &body, 413, "payload_too_large");
+
+    for path in ["/nope", "/console/nope", "/api/v1/nope", "/console/login/x"] {
+        let head = post_head(path, FORM, Some(NEAR_TWELVE_MB));
+        let (status, body) =
+            answer_before_the_body_ends(&app.base_url, &head, few_kib.as_bytes()).await;
+        assert_json_error(status, &body, 404, "not_found");
+    }
+    // Signed-in forms are read only once their session is known to be valid.
+    let head = post_head("/console/worker/pause", FORM, Some(NEAR_TWELVE_MB));
+    let (status, _) = answer_before_the_body_ends(&app.base_url, &head, few_kib.as_bytes()).await;
+    assert_eq!(status, 403);
+
+    // A login form of ordinary size is read and judged.
+    let form = "token=not-the-token";
+    let head = post_head("/console/login", FORM, Some(form.len()));
+    let (status, body) = answer_before_the_body_ends(&app.base_url, &head, form.as_bytes()).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("That is not the admin token"), "{body}");
+    app.stop().await;
+}
+
+/// Without an admin token the console reads no body: nobody can sign in, so there is nothing
+/// to read a form for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_disabled_console_reads_no_body() {
+    let db = TestDb::sqlite();
+    let mut config = crate::support::app::test_config(&db, SOURCE);
+    config.admin_token = None;
+    let service = offboard::serve::Service::start_with_store(
+        std::sync::Arc::new(config),
+        db.store().await,
+        offboard::serve::Role::Api,
+    )
+    .await
+    .unwrap();
+    let base_url = format!("http://{}", service.addr);
+    let few_kib = format!("token={}", "a".repeat(4 * 1024));
+    for path in ["/console/login", "/console/logout", "/console/import"] {
+        let head = post_head(path, FORM, Some(NEAR_TWELVE_MB));
+        let (status, body) =
+            answer_before_the_body_ends(&base_url, &head, few_kib.as_bytes()).await;
+        assert_eq!(status, 403, "{path}: {body}");
+    }
+    service.stop().await.unwrap();
+}

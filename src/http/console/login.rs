@@ -1,12 +1,10 @@
 //! Signing in with the admin token, once, and signing out.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::Extension;
-use axum::extract::{ConnectInfo, Form, FromRequestParts, State};
-use axum::http::header::{ACCEPT, RETRY_AFTER};
+use axum::body::Body;
+use axum::extract::{Form, FromRequest, Request, State};
+use axum::http::header::ACCEPT;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::Utc;
@@ -15,9 +13,10 @@ use secrecy::ExposeSecret as _;
 use serde::Deserialize;
 
 use super::session::{self, CheckedPost};
-use super::throttle::{Client, LoginThrottle};
 use super::{ConsoleError, LOGIN_PATH, page};
 use crate::http::admin::token_matches;
+use crate::http::hooks::read_capped;
+use crate::http::throttle::{self, Client};
 use crate::http::{ApiError, AppState};
 
 pub(super) async fn form(
@@ -39,21 +38,27 @@ pub(super) struct LoginForm {
     token: String,
 }
 
-pub(super) async fn submit(
-    State(state): State<AppState>,
-    Extension(throttle): Extension<Arc<LoginThrottle>>,
-    client: LoginClient,
-    headers: HeaderMap,
-    Form(login): Form<LoginForm>,
-) -> Response {
+/// The most a login form may be: the token, URL-encoded, with room to spare (README,
+/// "Operator console"). A login is unauthenticated, so its body is read only under this cap,
+/// and only once the console is known to be enabled and the client not throttled.
+const MAX_FORM_BYTES: usize = 4 * 1024;
+
+pub(super) async fn submit(State(state): State<AppState>, request: Request) -> Response {
     let Some(expected) = state.config.admin_token.as_ref() else {
         return disabled(StatusCode::FORBIDDEN);
     };
-    let client = client.0;
+    let (client, throttle) = (
+        Client::of_request(request.extensions()),
+        &state.token_guesses,
+    );
     if let Err(wait) = throttle.check(client, Instant::now()) {
-        tracing::warn!("console login refused: too many failed attempts from this client");
-        return too_many_attempts(&headers, wait.as_secs().max(1));
+        tracing::warn!("console login refused: too many wrong tokens from this client");
+        return too_many_attempts(request.headers(), wait);
     }
+    let login = match read_form(request).await {
+        Ok(login) => login,
+        Err(refused) => return refused,
+    };
     if !token_matches(expected.expose_secret(), &login.token) {
         throttle.record_failure(client, Instant::now());
         tracing::warn!("console login with a wrong admin token");
@@ -69,27 +74,25 @@ pub(super) async fn submit(
     (session::set_cookie(&cookie), Redirect::to("/console")).into_response()
 }
 
-/// Who a login attempt comes from: the connection's peer address.
-pub(super) struct LoginClient(Client);
-
-impl<S: Send + Sync> FromRequestParts<S> for LoginClient {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut axum::http::request::Parts,
-        _state: &S,
-    ) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip());
-        Ok(LoginClient(Client::of(peer)))
-    }
+/// The login form, its body read under [`MAX_FORM_BYTES`]: a larger one (by its
+/// `Content-Length`, or once more has arrived) is `413 payload_too_large` without the rest
+/// being read; anything but a form is axum's `415`.
+async fn read_form(request: Request) -> Result<LoginForm, Response> {
+    let (parts, body) = request.into_parts();
+    let body = read_capped(&parts.headers, body, MAX_FORM_BYTES)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    let read = Request::from_parts(parts, Body::from(body));
+    let Form(login) = Form::<LoginForm>::from_request(read, &())
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok(login)
 }
 
 /// 429 with `Retry-After`: the login page for a browser, the JSON error for anything else.
-fn too_many_attempts(headers: &HeaderMap, wait_seconds: u64) -> Response {
-    let retry_after = [(RETRY_AFTER, wait_seconds.to_string())];
+fn too_many_attempts(headers: &HeaderMap, wait: Duration) -> Response {
+    let retry_after = throttle::retry_after(wait);
+    let wait_seconds = wait.as_secs().max(1);
     let wants_html = headers
         .get(ACCEPT)
         .and_then(|v| v.to_str().ok())

@@ -1,8 +1,8 @@
 //! The operator console: server-rendered HTML over the same store operations as the admin
 //! API, for people who would rather click than curl. Not part of the OpenAPI document.
 //!
-//! Sign-in is the admin token entered once, at most ten wrong tries a minute per client (see
-//! [`throttle`]); after that a signed session cookie that a logout ends for good (see
+//! Sign-in is the admin token entered once, at most ten wrong tries a minute per client, counted
+//! with the admin API's (see `crate::http::throttle`); after that a signed session cookie that a logout ends for good (see
 //! [`session`]) and a CSRF token in every form. Nothing needs JavaScript.
 
 mod customers;
@@ -11,13 +11,12 @@ mod import;
 mod jobs;
 mod login;
 mod session;
-mod throttle;
 mod view;
 mod worker;
 
-use std::sync::Arc;
-
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
+use axum::handler::Handler as _;
 use axum::http::header::{
     CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
     X_FRAME_OPTIONS,
@@ -26,7 +25,6 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Router};
 use maud::{Markup, html};
 
 use super::AppState;
@@ -38,8 +36,19 @@ const LOGIN_PATH: &str = "/console/login";
 const ACTOR: &str = "console";
 const STYLESHEET: &str = include_str!("style.css");
 
+/// The most a signed-in form of buttons (log out, a transition, pause) may be.
+const MAX_FORM_BYTES: usize = 16 * 1024;
+/// A customers review or confirmation: up to 500 ticked customers, an account id and an
+/// email each.
+const MAX_SELECTION_BYTES: usize = 1024 * 1024;
+/// An import posts its file, and its confirmation the file again, as form fields.
+const MAX_IMPORT_BYTES: usize = 3 * import::MAX_FILE_BYTES;
+
+/// Each route reads at most the body it needs (README, "Operator console"): the login its few
+/// KiB (`login::submit`, before any session exists), every other POST only once its session
+/// is known to be valid (`session::CheckedFields`), under the limit of its route.
 pub fn router() -> Router<AppState> {
-    let throttle = Arc::new(throttle::LoginThrottle::default());
+    let limit = DefaultBodyLimit::max;
     Router::new()
         .route("/console", get(jobs::list))
         .route("/console/style.css", get(stylesheet))
@@ -52,15 +61,26 @@ pub fn router() -> Router<AppState> {
         )
         .route("/console/deliveries", get(deliveries::list))
         .route("/console/customers", get(customers::search))
-        .route("/console/customers/review", post(customers::review))
-        .route("/console/customers/enqueue", post(customers::enqueue))
-        .route("/console/import", get(import::form).post(import::checked))
-        .route("/console/import/confirm", post(import::confirm))
+        .route(
+            "/console/customers/review",
+            post(customers::review).layer(limit(MAX_SELECTION_BYTES)),
+        )
+        .route(
+            "/console/customers/enqueue",
+            post(customers::enqueue).layer(limit(MAX_SELECTION_BYTES)),
+        )
+        .route(
+            "/console/import",
+            get(import::form).post(import::checked.layer(limit(MAX_IMPORT_BYTES))),
+        )
+        .route(
+            "/console/import/confirm",
+            post(import::confirm).layer(limit(MAX_IMPORT_BYTES)),
+        )
         .route("/console/worker/pause", post(worker::pause))
         .route("/console/worker/resume", post(worker::resume))
-        // An import posts its file, and its confirmation the file again, as form fields.
-        .layer(DefaultBodyLimit::max(3 * import::MAX_FILE_BYTES))
-        .layer(Extension(throttle))
+        // Outermost, so that a route's own limit above replaces it.
+        .layer(limit(MAX_FORM_BYTES))
         .layer(middleware::from_fn(protective_headers))
 }
 

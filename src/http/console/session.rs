@@ -2,6 +2,8 @@
 //! token, and each form's CSRF token is the session cookie signed again. Changing the admin
 //! token therefore ends every session and voids every open form. A logout also ends its own
 //! session in the store, so a copy of the cookie stops working at once on every replica.
+//! A cookie is taken in the one spelling it was issued in (lower-case hex), so that a logout
+//! keyed on that spelling holds for the session whatever a copy of it is re-encoded as.
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header::{COOKIE, SET_COOKIE};
@@ -44,10 +46,61 @@ fn sign(key: &[u8], context: &str, message: &str) -> String {
     hex::encode(mac(key, context, message).finalize().into_bytes())
 }
 
-/// `verify_slice` compares in constant time, so a forger learns nothing from timing.
+/// `verify_slice` compares in constant time, so a forger learns nothing from timing. Only the
+/// encoding `sign` writes is taken (see [`canonical_hex`]).
 fn signature_matches(key: &[u8], context: &str, message: &str, presented_hex: &str) -> bool {
-    hex::decode(presented_hex)
-        .is_ok_and(|presented| mac(key, context, message).verify_slice(&presented).is_ok())
+    canonical_hex::<32>(presented_hex)
+        .is_some_and(|presented| mac(key, context, message).verify_slice(&presented).is_ok())
+}
+
+/// `N` bytes written as `hex::encode` writes them: exactly `2 * N` lower-case digits. Any other
+/// spelling of the same bytes (upper or mixed case) is refused, so a value has one text, and
+/// whatever is keyed on that text (a logout) holds for every copy of the value.
+fn canonical_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    let lower_hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+    if text.len() != 2 * N || !text.as_bytes().iter().all(lower_hex) {
+        return None;
+    }
+    let mut bytes = [0; N];
+    hex::decode_to_slice(text, &mut bytes).ok()?;
+    Some(bytes)
+}
+
+/// A session cookie in the one form [`issue`] writes: `<expiry_unix>.<nonce>.<hex HMAC>`,
+/// the expiry in decimal without sign or leading zero, nonce and HMAC in lower-case hex.
+struct SessionCookie {
+    expiry: i64,
+    nonce: [u8; 16],
+    signature: [u8; 32],
+}
+
+impl SessionCookie {
+    fn parse(value: &str) -> Option<SessionCookie> {
+        let mut parts = value.split('.');
+        let (expiry, nonce, signature) = (parts.next()?, parts.next()?, parts.next()?);
+        let decimal = !expiry.is_empty()
+            && !expiry.starts_with('0')
+            && expiry.bytes().all(|b| b.is_ascii_digit());
+        if parts.next().is_some() || !decimal {
+            return None;
+        }
+        Some(SessionCookie {
+            expiry: expiry.parse().ok()?,
+            nonce: canonical_hex(nonce)?,
+            signature: canonical_hex(signature)?,
+        })
+    }
+
+    /// What the HMAC covers.
+    fn claims(&self) -> String {
+        format!("{}.{}", self.expiry, hex::encode(self.nonce))
+    }
+
+    /// The cookie's one text, written from what was parsed rather than copied from the
+    /// request: what a logout and the CSRF tokens are keyed on.
+    fn canonical(&self) -> String {
+        format!("{}.{}", self.claims(), hex::encode(self.signature))
+    }
 }
 
 /// A fresh session cookie value: `<expiry_unix>.<nonce>.<hex HMAC>`. The nonce makes every
@@ -60,17 +113,22 @@ pub(super) fn issue(key: &[u8], now: DateTime<Utc>) -> String {
     format!("{claims}.{signature}")
 }
 
-/// When `value` expires, if it is a session this key issued that has not expired yet.
-pub(super) fn expiry(key: &[u8], value: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    let (claims, signature) = value.rsplit_once('.')?;
-    let (expiry, _nonce) = claims.split_once('.')?;
-    let expiry = DateTime::from_timestamp(expiry.parse().ok()?, 0)?;
-    (expiry > now && signature_matches(key, SESSION_CONTEXT, claims, signature)).then_some(expiry)
+/// A session this key issued that has not expired yet: when it expires, and its canonical
+/// text. Any other spelling of a cookie (upper-case hex, a leading zero) is no session.
+fn verified(key: &[u8], value: &str, now: DateTime<Utc>) -> Option<(DateTime<Utc>, String)> {
+    let cookie = SessionCookie::parse(value)?;
+    let expiry = DateTime::from_timestamp(cookie.expiry, 0)?;
+    let genuine = mac(key, SESSION_CONTEXT, &cookie.claims())
+        .verify_slice(&cookie.signature)
+        .is_ok();
+    (expiry > now && genuine).then(|| (expiry, cookie.canonical()))
 }
 
-/// How the store knows a session: a digest, so the cookie itself is never written down.
-fn session_sha256(value: &str) -> String {
-    hex::encode(Sha256::digest(value.as_bytes()))
+/// How the store knows a session: a digest of its canonical text, so the cookie itself is
+/// never written down. Sessions logged out before only the canonical text was accepted are
+/// stored under the same digest (their cookie was canonical), so they stay logged out.
+fn session_sha256(canonical: &str) -> String {
+    hex::encode(Sha256::digest(canonical.as_bytes()))
 }
 
 /// The CSRF token of every form shown to this session.
@@ -117,6 +175,7 @@ fn cookie_header(value: &str, max_age: i64) -> [(axum::http::HeaderName, HeaderV
 /// A session that this key issued, has not expired and was not logged out.
 struct ValidSession<'a> {
     key: &'a [u8],
+    /// The cookie's canonical text.
     cookie: String,
     expires_at: DateTime<Utc>,
 }
@@ -133,19 +192,19 @@ async fn valid_session<'a>(
     let Some(cookie) = presented_cookie(headers) else {
         return Ok(None);
     };
-    let Some(expires_at) = expiry(key, cookie, Utc::now()) else {
+    let Some((expires_at, cookie)) = verified(key, cookie, Utc::now()) else {
         return Ok(None);
     };
     if state
         .store
-        .is_session_revoked(&session_sha256(cookie))
+        .is_session_revoked(&session_sha256(&cookie))
         .await?
     {
         return Ok(None);
     }
     Ok(Some(ValidSession {
         key,
-        cookie: cookie.to_owned(),
+        cookie,
         expires_at,
     }))
 }
@@ -314,6 +373,10 @@ mod tests {
 
     const KEY: &[u8] = b"admin-token";
 
+    fn expiry(key: &[u8], value: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        verified(key, value, now).map(|(expiry, _)| expiry)
+    }
+
     #[test]
     fn a_session_is_valid_until_it_expires_and_only_under_its_key() {
         let now = Utc::now();
@@ -359,6 +422,56 @@ mod tests {
         ] {
             assert!(expiry(KEY, &forged, now).is_none(), "{forged}");
         }
+    }
+
+    /// The same bytes spelt another way are not the session: a logout keyed on the text
+    /// would not hold for them.
+    #[test]
+    fn only_the_issued_spelling_of_a_session_is_one() {
+        let now = Utc::now();
+        let value = issue(KEY, now);
+        assert_eq!(
+            verified(KEY, &value, now).map(|(_, text)| text),
+            Some(value.clone())
+        );
+        let (claims, signature) = value.rsplit_once('.').unwrap();
+        let (expiry_text, nonce) = claims.split_once('.').unwrap();
+        let mixed: String = signature
+            .chars()
+            .enumerate()
+            .map(|(i, c)| {
+                if i % 2 == 0 {
+                    c.to_ascii_uppercase()
+                } else {
+                    c
+                }
+            })
+            .collect();
+        for respelt in [
+            format!("{claims}.{}", signature.to_uppercase()),
+            format!("{claims}.{mixed}"),
+            format!("{expiry_text}.{}.{signature}", nonce.to_uppercase()),
+            format!("0{expiry_text}.{nonce}.{signature}"),
+            format!("+{expiry_text}.{nonce}.{signature}"),
+            format!("{claims}.{signature}."),
+            format!("{claims}.{signature}00"),
+            format!(" {value}"),
+            format!("{value} "),
+            format!("\"{value}\""),
+            value.replace('.', "%2E"),
+        ] {
+            assert_ne!(respelt, value);
+            assert!(verified(KEY, &respelt, now).is_none(), "{respelt}");
+        }
+    }
+
+    #[test]
+    fn a_csrf_token_is_taken_in_its_one_spelling() {
+        let session = issue(KEY, Utc::now());
+        let token = csrf_token(KEY, &session);
+        assert!(csrf_matches(KEY, &session, &token));
+        assert!(!csrf_matches(KEY, &session, &token.to_uppercase()));
+        assert!(!csrf_matches(KEY, &session, &format!("{token}00")));
     }
 
     #[test]

@@ -1,25 +1,32 @@
-//! Guessing the admin token through the login form is slowed to ten tries a minute per client
-//! (README, "Operator console"): after ten failed logins within a minute, every login from that client is
-//! refused until the oldest of those ten is a minute old.
+//! Guessing the admin token is slowed to ten tries a minute per client, through the console's
+//! login form and the admin API's bearer token alike (README, "Operator console" and "Admin
+//! API"): after ten wrong tokens within a minute, by either door, every attempt from that
+//! client (the right token too, so that it learns nothing) is refused with
+//! `429 too_many_attempts` until the oldest of those ten is a minute old. Both doors count in
+//! one [`TokenThrottle`], since both guess the one secret.
 //!
 //! The count lives in this process. A client that reaches several replicas gets ten tries a
 //! minute at each; the token's length (`check` asks for 16 characters or more) is what makes
 //! guessing hopeless, this only keeps it slow and loud.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Failed logins allowed within [`WINDOW`].
+use axum::extract::ConnectInfo;
+use axum::http::Extensions;
+use axum::http::header::RETRY_AFTER;
+
+/// Wrong tokens allowed within [`WINDOW`].
 const MAX_FAILURES: usize = 10;
 const WINDOW: Duration = Duration::from_secs(60);
 /// Clients tracked at once, so a flood from many addresses cannot grow memory without bound.
 /// Past it, the client with the oldest latest failure is forgotten first.
 const MAX_CLIENTS: usize = 10_000;
 
-/// Recent failed logins per client.
-pub(super) struct LoginThrottle {
+/// Recent wrong tokens per client.
+pub(crate) struct TokenThrottle {
     failures: Mutex<HashMap<Client, VecDeque<Instant>>>,
     max_clients: usize,
 }
@@ -27,7 +34,7 @@ pub(super) struct LoginThrottle {
 /// Who a failure is counted against: an IPv4 address, or an IPv6 /64 (the least a single
 /// host is usually given, so rotating through one's own /64 gains nothing).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(super) enum Client {
+pub(crate) enum Client {
     V4([u8; 4]),
     V6Prefix([u8; 8]),
     /// The connection's address was not available: everybody shares one count, which fails
@@ -36,7 +43,15 @@ pub(super) enum Client {
 }
 
 impl Client {
-    pub(super) fn of(addr: Option<IpAddr>) -> Client {
+    /// The client of a request: its connection's peer address, as the server records it.
+    pub(crate) fn of_request(extensions: &Extensions) -> Client {
+        let peer = extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip());
+        Client::of(peer)
+    }
+
+    fn of(addr: Option<IpAddr>) -> Client {
         match addr.map(|addr| addr.to_canonical()) {
             Some(IpAddr::V4(v4)) => Client::V4(v4.octets()),
             Some(IpAddr::V6(v6)) => {
@@ -49,22 +64,22 @@ impl Client {
     }
 }
 
-impl Default for LoginThrottle {
+impl Default for TokenThrottle {
     fn default() -> Self {
-        LoginThrottle::with_capacity(MAX_CLIENTS)
+        TokenThrottle::with_capacity(MAX_CLIENTS)
     }
 }
 
-impl LoginThrottle {
+impl TokenThrottle {
     fn with_capacity(max_clients: usize) -> Self {
-        LoginThrottle {
+        TokenThrottle {
             failures: Mutex::new(HashMap::new()),
             max_clients,
         }
     }
 
     /// `Err(wait)` while `client` has used up its tries: how long until it may try again.
-    pub(super) fn check(&self, client: Client, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn check(&self, client: Client, now: Instant) -> Result<(), Duration> {
         let failures = self.failures.lock().expect("throttle lock");
         let Some(recent) = failures.get(&client) else {
             return Ok(());
@@ -79,7 +94,7 @@ impl LoginThrottle {
         Err(WINDOW.saturating_sub(now.duration_since(*within[0])))
     }
 
-    pub(super) fn record_failure(&self, client: Client, now: Instant) {
+    pub(crate) fn record_failure(&self, client: Client, now: Instant) {
         let mut failures = self.failures.lock().expect("throttle lock");
         if !failures.contains_key(&client) && failures.len() >= self.max_clients {
             failures.retain(|_, recent| {
@@ -105,10 +120,17 @@ impl LoginThrottle {
         }
     }
 
-    /// A correct token from `client`: its count starts again.
-    pub(super) fn forget(&self, client: Client) {
+    /// A console sign-in from `client` with the right token: its count starts again. (The
+    /// admin API does not forget on success: a client calling it all day would otherwise give
+    /// a guesser behind the same address ten fresh tries after each of its calls.)
+    pub(crate) fn forget(&self, client: Client) {
         self.failures.lock().expect("throttle lock").remove(&client);
     }
+}
+
+/// The `Retry-After` of a refusal that lasts `wait`, in whole seconds, at least one.
+pub(crate) fn retry_after(wait: Duration) -> [(axum::http::HeaderName, String); 1] {
+    [(RETRY_AFTER, wait.as_secs().max(1).to_string())]
 }
 
 #[cfg(test)]
@@ -120,7 +142,7 @@ mod tests {
     const A: Client = Client::V4([192, 0, 2, 1]);
     const B: Client = Client::V4([192, 0, 2, 2]);
 
-    fn fail(throttle: &LoginThrottle, client: Client, at: Instant, times: usize) {
+    fn fail(throttle: &TokenThrottle, client: Client, at: Instant, times: usize) {
         for _ in 0..times {
             throttle.record_failure(client, at);
         }
@@ -128,7 +150,7 @@ mod tests {
 
     #[test]
     fn ten_failures_within_a_minute_refuse_until_that_minute_has_passed() {
-        let throttle = LoginThrottle::default();
+        let throttle = TokenThrottle::default();
         let start = Instant::now();
         fail(&throttle, A, start, 1);
         fail(&throttle, A, start + Duration::from_secs(30), 8);
@@ -143,7 +165,7 @@ mod tests {
 
     #[test]
     fn ten_failures_spread_over_more_than_a_minute_never_refuse() {
-        let throttle = LoginThrottle::default();
+        let throttle = TokenThrottle::default();
         let start = Instant::now();
         for i in 0..30 {
             let at = start + Duration::from_secs(7 * i);
@@ -154,7 +176,7 @@ mod tests {
 
     #[test]
     fn a_correct_token_starts_the_count_again() {
-        let throttle = LoginThrottle::default();
+        let throttle = TokenThrottle::default();
         let now = Instant::now();
         fail(&throttle, A, now, 9);
         throttle.forget(A);
@@ -164,7 +186,7 @@ mod tests {
 
     #[test]
     fn memory_is_bounded_and_the_stalest_client_goes_first() {
-        let throttle = LoginThrottle::with_capacity(3);
+        let throttle = TokenThrottle::with_capacity(3);
         let start = Instant::now();
         fail(&throttle, A, start, 10);
         for i in 0..1000u32 {
