@@ -204,8 +204,8 @@ async fn look_up_by_id(
             "account_unverifiable",
             format!(
                 "account {account_id}'s record hides its email, so nothing shows it \
-                     belongs to the job's email; to act on it anyway, enqueue it again with \
-                     \"trust_account_id\": true (--trust-account-id)"
+                 belongs to the job's email; to act on it anyway, enqueue it again with \
+                 \"trust_account_id\": true (--trust-account-id)"
             ),
         )),
         Some(account) => Ok(account),
