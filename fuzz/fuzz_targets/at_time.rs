@@ -36,6 +36,7 @@ fuzz_target!(|input: (When, u16, u16, u32)| {
         actions: Some(vec![ActionSpec::Name("suspend_access".into())]),
         cancel: None,
         undo: None,
+        undo_sources: None,
     };
     let rule = Rule::compile(spec).expect("a valid rule");
     let when = match when {

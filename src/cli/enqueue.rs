@@ -32,6 +32,10 @@ pub(super) struct AddArgs {
     /// Create the job awaiting approval.
     #[arg(long)]
     approval: bool,
+    /// Act on the account id even where its record hides its email, so that nothing shows
+    /// it belongs to the email (else the job fails account_unverifiable).
+    #[arg(long)]
+    trust_account_id: bool,
     /// Print the answer's JSON (as `POST /api/v1/jobs` answers).
     #[arg(long)]
     json: bool,
@@ -50,6 +54,10 @@ pub(super) struct ImportArgs {
     /// Create every job awaiting approval.
     #[arg(long)]
     approval: bool,
+    /// Act on the rows' account ids even where a record hides its email, so that nothing
+    /// shows it belongs to the row's email (else the job fails account_unverifiable).
+    #[arg(long)]
+    trust_account_id: bool,
     /// Print the answer's JSON (as `POST /api/v1/jobs` answers).
     #[arg(long)]
     json: bool,
@@ -78,9 +86,13 @@ pub(super) async fn add(args: AddArgs) -> Result<(), Failure> {
     let config = load(&args.config)?;
     let chain = manual::chain(&config, &entry, args.approval, chrono::Utc::now())
         .map_err(Failure::Usage)?;
+    let mut chains = vec![chain];
+    if args.trust_account_id {
+        manual::trust_account_ids(&mut chains);
+    }
     let key = manual::fresh_key(ManualSource::Cli);
     let body = format!("{entry:?}");
-    let answer = enqueue(&config, &key, body.as_bytes(), vec![chain]).await?;
+    let answer = enqueue(&config, &key, body.as_bytes(), chains).await?;
     report(&answer, args.json);
     Ok(())
 }
@@ -102,7 +114,7 @@ pub(super) async fn import(args: ImportArgs) -> Result<(), Failure> {
             }
         },
     );
-    let chains = match checked {
+    let mut chains = match checked {
         Ok(chains) => chains,
         Err(bad) => {
             if let Some(bar) = &bar {
@@ -120,7 +132,15 @@ pub(super) async fn import(args: ImportArgs) -> Result<(), Failure> {
     if let Some(bar) = &bar {
         bar.set_message(format!("enqueueing {} jobs", chains.len()));
     }
-    let key = manual::import::key(&file, args.action.as_deref(), args.approval);
+    if args.trust_account_id {
+        manual::trust_account_ids(&mut chains);
+    }
+    let key = manual::import::key(
+        &file,
+        args.action.as_deref(),
+        args.approval,
+        args.trust_account_id,
+    );
     let answer = enqueue(&config, &key, &file, chains).await;
     if let Some(bar) = &bar {
         bar.finish_and_clear();

@@ -150,7 +150,16 @@ pub(super) fn summarize_rule(spec: &RuleSpec) -> String {
             (Some(true), _) => ", and gives back what was done",
             _ => "",
         };
-        return format!("{}: cancels the person's pending jobs{undo}", spec.name);
+        let also = match spec.undo_sources.as_deref() {
+            Some(names) if spec.undo == Some(true) && !names.is_empty() => {
+                format!(", also what {} made", names.join(", "))
+            }
+            _ => String::new(),
+        };
+        return format!(
+            "{}: cancels the person's pending jobs{undo}{also}",
+            spec.name
+        );
     }
     let actions = spec
         .actions

@@ -903,6 +903,68 @@ fn check_says_what_an_undo_rule_does() {
     );
 }
 
+#[test]
+fn undo_sources_name_configured_or_manual_sources() {
+    let rehired = |names: &str| {
+        format!(
+            "{SOURCE}
+  [[sources.rules]]
+  name = \"rehired\"
+  email = \"/data/email\"
+  cancel = true
+  undo = true
+  undo_sources = {names}
+
+[[sources]]
+name = \"jira\"
+scheme = \"token\"
+secrets = [\"a-long-enough-token\"]
+"
+        )
+    };
+    // A later source and the manual ones are known.
+    let config = parse(&rehired("[\"api\", \"cli\", \"console\", \"jira\"]")).unwrap();
+    assert_eq!(
+        config.sources[0].rules[1].undo_sources(),
+        ["api", "cli", "console", "jira"]
+    );
+    let problems = problems(&rehired("[\"api\", \"jria\", \"hr\", \"\"]"));
+    let at: Vec<&str> = problems
+        .iter()
+        .filter(|p| p.contains("undo_sources"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(at.len(), 2, "{problems:#?}");
+    assert!(
+        at[0].starts_with("sources[0].rules[1].undo_sources[1]: `jria` is not a source"),
+        "{at:?}"
+    );
+    assert!(
+        at[1].starts_with("sources[0].rules[1].undo_sources[3]:"),
+        "{at:?}"
+    );
+    let spec: crate::rules::RuleSpec = toml::from_str(
+        "name = \"rehired\"\nemail = \"/email\"\ncancel = true\nundo = true\nundo_sources = [\"api\"]",
+    )
+    .unwrap();
+    assert_eq!(
+        super::summary::summarize_rule(&spec),
+        "rehired: cancels the person's pending jobs, and gives back what was done, also what api made"
+    );
+}
+
+#[test]
+fn a_rules_ids_are_checked_at_their_key_path() {
+    let text = SOURCE.replace(
+        "actions = [\"suspend_access\", { action = \"delete_account\", after = \"30d\" }]",
+        "actions = [\"suspend_access\", { action = \"remove_from_group\", group_id = \"a/b\" }]",
+    );
+    assert_problem(
+        &text,
+        "sources[0].rules[0]: rule \"contract-ended\": `actions[1].group_id` contains '/'",
+    );
+}
+
 const ALL_DIRECTORIES_ADMIN: &str =
     "[atlassian]\nadmin_api_key = \"k\"\norg_id = \"o\"\ndirectory_id = \"-\"\n";
 

@@ -417,6 +417,8 @@ fn validate_sources(
     secrets: &Secrets,
     problems: &mut Problems,
 ) -> Vec<Source> {
+    // Every name written, for the rules' `undo_sources`, which may name a later source.
+    let written: BTreeSet<String> = raw.iter().filter_map(|r| r.name.clone()).collect();
     let mut names = BTreeSet::new();
     let mut sources = Vec::new();
     for (i, raw) in raw.into_iter().enumerate() {
@@ -443,7 +445,7 @@ fn validate_sources(
                 format!("duplicate source name `{name}`"),
             );
         }
-        if let Some(source) = validate_source(raw, &path, secrets, problems) {
+        if let Some(source) = validate_source(raw, &path, &written, secrets, problems) {
             sources.push(source);
         }
     }
@@ -453,6 +455,7 @@ fn validate_sources(
 fn validate_source(
     raw: RawSource,
     path: &str,
+    sources: &BTreeSet<String>,
     references: &Secrets,
     problems: &mut Problems,
 ) -> Option<Source> {
@@ -542,6 +545,7 @@ fn validate_source(
                 format!("duplicate rule name `{}` in this source", spec.name),
             );
         }
+        validate_undo_sources(&spec, &format!("{path}.rules[{j}]"), sources, problems);
         let summary = summarize_rule(&spec);
         match Rule::compile(spec) {
             Ok(rule) => {
@@ -569,6 +573,32 @@ fn validate_source(
         rules,
         rule_summaries,
     })
+}
+
+/// `undo_sources`: each a configured source or a manual one (`api`, `cli`, `console`).
+fn validate_undo_sources(
+    spec: &crate::rules::RuleSpec,
+    path: &str,
+    sources: &BTreeSet<String>,
+    problems: &mut Problems,
+) {
+    for (k, name) in spec.undo_sources.iter().flatten().enumerate() {
+        if !sources.contains(name) && crate::domain::ManualSource::named(name).is_none() {
+            let known: Vec<&str> = sources
+                .iter()
+                .map(String::as_str)
+                .chain(crate::domain::ManualSource::ALL.map(|s| s.as_str()))
+                .collect();
+            problems.at(
+                &format!("{path}.undo_sources[{k}]"),
+                format!(
+                    "`{}` is not a source (sources: {})",
+                    name.chars().take(40).collect::<String>(),
+                    known.join(", ")
+                ),
+            );
+        }
+    }
 }
 
 /// `replay_window`: a duration of at least a second, and only where some delivery id is not

@@ -1,4 +1,5 @@
-//! A person's email address, the key that ties webhooks, jobs and Atlassian accounts together.
+//! A person's email address, the key that ties webhooks, jobs and Atlassian accounts together,
+//! and the Atlassian ids a job names (`check_id`).
 //!
 //! Parsing is deliberately stricter than RFC 5322: quoted local parts, comments, IP-literal
 //! domains and non-ASCII addresses never name an Atlassian account, and accepting them would
@@ -98,6 +99,36 @@ pub fn domain_holds(domain: &str, email: &str) -> bool {
         || at
             .strip_suffix(domain)
             .is_some_and(|rest| rest.ends_with('.'))
+}
+
+/// The longest id a job may name (INTERFACE section 8).
+pub const MAX_ID_LEN: usize = 128;
+
+/// The one rule for the Atlassian ids a job names (`account_id`, `group_id`,
+/// `service_desk_id`, `organization_id`), wherever they enter: rules, manual requests and
+/// imports. At most 128 characters of `[A-Za-z0-9:_.-]`, and not dots only: Atlassian's ids
+/// are far shorter and plainer, and an id becomes a URL path segment, where `/`, `%`, a
+/// space or a look-alike letter would address another resource, and `.` or `..` a parent.
+/// The error says why without repeating the id, which may be huge or hostile.
+pub fn check_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("is empty".into());
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(format!("is longer than {MAX_ID_LEN} characters"));
+    }
+    if let Some(bad) = id
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, ':' | '_' | '.' | '-')))
+    {
+        return Err(format!(
+            "contains {bad:?}; an id is letters, digits, `:`, `_`, `.` and `-`"
+        ));
+    }
+    if id.bytes().all(|b| b == b'.') {
+        return Err("is only dots, which would address another resource".into());
+    }
+    Ok(())
 }
 
 fn is_allowed(c: char) -> bool {
@@ -281,6 +312,36 @@ mod tests {
                 error.contains(reason),
                 "{input:?}: {error:?} should mention {reason:?}"
             );
+        }
+    }
+
+    #[test]
+    fn ids_are_short_and_plain() {
+        for good in [
+            "5b10ac8d82e05b22cc7d4ef5",
+            "557058:f58131cb-b67d-43c7-b30d-6b58d40bd077",
+            "qm:1a2b_3.c",
+            "10",
+            &"a".repeat(128),
+        ] {
+            assert_eq!(check_id(good), Ok(()), "{good:?}");
+        }
+        let long = "a".repeat(129);
+        for (bad, why) in [
+            ("", "empty"),
+            (long.as_str(), "longer than 128"),
+            ("g/1", "'/'"),
+            ("g%2F1", "'%'"),
+            ("g 1", "' '"),
+            // Cyrillic `а` and fullwidth `ｇ`, look-alikes of `a` and `g`.
+            ("g\u{0430}1", "contains"),
+            ("\u{FF47}1", "contains"),
+            ("g\n", "'\\n'"),
+            (".", "dots"),
+            ("..", "dots"),
+        ] {
+            let error = check_id(bad).expect_err(bad);
+            assert!(error.contains(why), "{bad:?}: {error}");
         }
     }
 

@@ -209,7 +209,19 @@ impl Job {
     pub fn key_target(&self) -> String {
         self.action.key_target(&self.params)
     }
+
+    /// Whether the request that enqueued this job by hand vouched for its `account_id`
+    /// (`TRUST_ACCOUNT_ID`): then an account record that hides its email is acted on.
+    pub fn trusts_account_id(&self) -> bool {
+        self.params.get(TRUST_ACCOUNT_ID) == Some(&Value::Bool(true))
+    }
 }
+
+/// The parameter, `true`, of a job enqueued by hand whose request said
+/// `"trust_account_id": true` (README, "Manual and bulk jobs"). A parameter rather than a
+/// column: no entry, rule or CSV can set it (each takes only the action's one id), and the
+/// stores record it without a migration.
+pub const TRUST_ACCOUNT_ID: &str = "trust_account_id";
 
 /// One entry of a job's audit trail.
 #[derive(Clone, Debug, Serialize, ToSchema)]

@@ -12,12 +12,14 @@ use super::{Action, Email};
 pub enum Plan {
     Chain(NewChain),
     /// `undo`: also give back what this person's succeeded steps took (README, "Undo on
-    /// rehire"), the inverses waiting for approval when `approval`.
+    /// rehire"), the inverses waiting for approval when `approval`. An undo gives back the
+    /// steps of the delivery's own source, and of those named in `undo_sources`.
     Cancel {
         rule: String,
         email: Email,
         undo: bool,
         approval: bool,
+        undo_sources: Vec<String>,
     },
 }
 

@@ -10,6 +10,11 @@
 //! already enqueued (and did not fail or get cancelled) is not given back twice. What a
 //! later step made impossible (a removal from the directory, a deletion past its window) is
 //! listed as irreversible, not planned.
+//!
+//! An undo gives back only what its own source created, and what the sources its rule names
+//! in `undo_sources` created: an HR rehire does not lift a suspension an admin made by hand
+//! for security. A step of another source is listed as irreversible too, with the source
+//! that made it, so the operator sees what the rehire left in place and why.
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
@@ -45,9 +50,17 @@ impl Undo {
 /// waits for it), so an undo never grants what the step did not take.
 pub const UNDOES: &str = "undoes";
 
-/// What to give back to `email`, given every job of that person, at `now`. The inverses are
-/// created by `rule`, waiting for approval when `approval`.
-pub fn plan(jobs: &[Job], email: &Email, rule: &str, approval: bool, now: DateTime<Utc>) -> Undo {
+/// What to give back to `email`, given every job of that person, at `now`: the steps that one
+/// of `sources` created (the delivery's own source first, then the rule's `undo_sources`).
+/// The inverses are created by `rule`, waiting for approval when `approval`.
+pub fn plan(
+    jobs: &[Job],
+    email: &Email,
+    rule: &str,
+    approval: bool,
+    sources: &[&str],
+    now: DateTime<Utc>,
+) -> Undo {
     let mine = || jobs.iter().filter(|job| job.email == email.as_str());
     let mut undone: Vec<&Job> = mine()
         .filter(|job| took_something(job) || still_running(job))
@@ -75,6 +88,10 @@ pub fn plan(jobs: &[Job], email: &Email, rule: &str, approval: bool, now: DateTi
             action: job.action,
             reason: reason.to_owned(),
         };
+        if let Some(reason) = not_ours(job, sources) {
+            undo.irreversible.push(irreversible(&reason));
+            continue;
+        }
         if let Some(reason) = job.action.irreversible_because() {
             undo.irreversible.push(irreversible(reason));
             continue;
@@ -117,6 +134,8 @@ pub fn plan(jobs: &[Job], email: &Email, rule: &str, approval: bool, now: DateTi
             continue;
         };
         let mut params = job.params.clone();
+        // The inverse acts on the recorded account, never on a vouched-for id.
+        params.remove(super::TRUST_ACCOUNT_ID);
         params.insert(UNDOES.to_owned(), job.id.to_string().into());
         let step = NewStep {
             action: inverse,
@@ -140,6 +159,23 @@ pub fn plan(jobs: &[Job], email: &Email, rule: &str, approval: bool, now: DateTi
         }
     }
     undo
+}
+
+/// Why this undo leaves `job` in place, when none of `sources` created it. The facts about
+/// the account (a deletion past its window, a removal from the directory) still count
+/// whoever made them: they decide what can be given back at all.
+fn not_ours(job: &Job, sources: &[&str]) -> Option<String> {
+    let own = sources.first().copied().unwrap_or_default();
+    match job.source.as_deref() {
+        Some(source) if sources.contains(&source) => None,
+        Some(source) => Some(format!(
+            "source `{source}` made it, and this undo gives back only what `{own}` made: \
+             name `{source}` in the rule's `undo_sources` to give it back"
+        )),
+        None => Some(format!(
+            "no source is recorded for it, and this undo gives back only what `{own}` made"
+        )),
+    }
 }
 
 /// Only steps that changed something are given back (outcome `done`): a step that found the
@@ -213,6 +249,9 @@ mod tests {
         }
     }
 
+    /// The sources of an HR rehire that names no other.
+    const HR: &[&str] = &["hr"];
+
     fn email() -> Email {
         Email::parse("ann@example.com").unwrap()
     }
@@ -224,7 +263,7 @@ mod tests {
             job(2, Action::RemoveFromGroup, json!({ "group_id": "g-1" }), 1),
             job(3, Action::DeactivateAccount, json!({}), 2),
         ];
-        let undo = plan(&jobs, &email(), "rehired", false, at(3));
+        let undo = plan(&jobs, &email(), "rehired", false, HR, at(3));
         assert!(undo.irreversible.is_empty());
         assert_eq!(undo.chains.len(), 1);
         let chain = &undo.chains[0];
@@ -251,7 +290,7 @@ mod tests {
             job(3, Action::RevokePortalAccess, json!({}), 0),
             job(4, Action::DeleteAccount, json!({}), 0),
         ];
-        let inside = plan(&jobs, &email(), "rehired", true, at(14));
+        let inside = plan(&jobs, &email(), "rehired", true, HR, at(14));
         assert_eq!(inside.chains.len(), 1);
         assert_eq!(
             inside.chains[0].steps[0].action,
@@ -259,7 +298,7 @@ mod tests {
         );
         assert!(inside.chains[0].approval);
         assert_eq!(inside.irreversible.len(), 3);
-        let outside = plan(&jobs, &email(), "rehired", false, at(15));
+        let outside = plan(&jobs, &email(), "rehired", false, HR, at(15));
         assert!(outside.chains.is_empty());
         let late: Vec<&str> = outside
             .irreversible
@@ -284,7 +323,7 @@ mod tests {
             restored.clone(),
         ];
         assert_eq!(
-            plan(&jobs, &email(), "rehired", false, at(2)),
+            plan(&jobs, &email(), "rehired", false, HR, at(2)),
             Undo::default()
         );
         // A failed inverse does not count: the original can be given back again.
@@ -292,7 +331,9 @@ mod tests {
         restored.outcome = None;
         let jobs = [job(1, Action::SuspendAccess, json!({}), 0), restored];
         assert_eq!(
-            plan(&jobs, &email(), "rehired", false, at(2)).chains.len(),
+            plan(&jobs, &email(), "rehired", false, HR, at(2))
+                .chains
+                .len(),
             1
         );
     }
@@ -308,7 +349,14 @@ mod tests {
         pending.outcome = None;
         let mut other = job(4, Action::SuspendAccess, json!({}), 0);
         other.email = "bob@example.com".into();
-        let undo = plan(&[dry, already, pending, other], &email(), "r", false, at(1));
+        let undo = plan(
+            &[dry, already, pending, other],
+            &email(),
+            "r",
+            false,
+            HR,
+            at(1),
+        );
         assert_eq!(undo, Undo::default());
     }
 
@@ -323,7 +371,7 @@ mod tests {
             ),
             job(2, Action::SuspendAccess, json!({}), 1),
         ];
-        let undo = plan(&jobs, &email(), "rehired", false, at(2));
+        let undo = plan(&jobs, &email(), "rehired", false, HR, at(2));
         let accounts: Vec<&str> = undo
             .chains
             .iter()
@@ -339,7 +387,7 @@ mod tests {
             job(2, Action::DeactivateAccount, json!({}), 0),
             job(3, Action::DeleteAccount, json!({}), 1),
         ];
-        let undo = plan(&jobs, &email(), "rehired", false, at(20));
+        let undo = plan(&jobs, &email(), "rehired", false, HR, at(20));
         assert!(undo.chains.is_empty(), "{undo:?}");
         assert_eq!(undo.irreversible.len(), 3);
         assert!(
@@ -357,11 +405,87 @@ mod tests {
         running.state = JobState::Running;
         running.outcome = None;
         let jobs = [job(1, Action::SuspendAccess, json!({}), 0), running];
-        let undo = plan(&jobs, &email(), "rehired", false, at(2));
+        let undo = plan(&jobs, &email(), "rehired", false, HR, at(2));
         let steps = &undo.chains[0].steps;
         assert_eq!(steps[0].action, Action::AddToGroup);
         assert_eq!(steps[0].params[UNDOES], "2");
         assert_eq!(steps[0].params["group_id"], "g");
         assert_eq!(steps[1].params[UNDOES], "1");
+    }
+
+    #[test]
+    fn only_the_undos_own_source_is_given_back_unless_the_rule_names_another() {
+        let mut by_hand = job(2, Action::SuspendAccess, json!({}), 1);
+        by_hand.source = Some("console".into());
+        let mut by_api = job(3, Action::RemoveFromGroup, json!({ "group_id": "g" }), 2);
+        by_api.source = Some("api".into());
+        let mut unknown = job(4, Action::DeactivateAccount, json!({}), 3);
+        unknown.source = None;
+        let jobs = [
+            job(
+                1,
+                Action::RemoveFromServiceDesk,
+                json!({ "service_desk_id": "10" }),
+                0,
+            ),
+            by_hand,
+            by_api,
+            unknown,
+        ];
+        let undo = plan(&jobs, &email(), "rehired", false, HR, at(4));
+        let given: Vec<Action> = undo
+            .chains
+            .iter()
+            .flat_map(|c| &c.steps)
+            .map(|s| s.action)
+            .collect();
+        assert_eq!(given, [Action::AddToServiceDesk], "{undo:?}");
+        let left: Vec<(&str, &str)> = undo
+            .irreversible
+            .iter()
+            .map(|i| (i.job.as_str(), i.reason.as_str()))
+            .collect();
+        assert_eq!(left.len(), 3, "{undo:?}");
+        assert!(
+            left[0].0 == "4" && left[0].1.contains("no source"),
+            "{left:?}"
+        );
+        assert!(
+            left[1].0 == "3" && left[1].1.contains("source `api` made it"),
+            "{left:?}"
+        );
+        assert!(
+            left[2].0 == "2" && left[2].1.contains("`undo_sources`"),
+            "{left:?}"
+        );
+
+        let widened = plan(&jobs, &email(), "rehired", false, &["hr", "console"], at(4));
+        let given: Vec<Action> = widened
+            .chains
+            .iter()
+            .flat_map(|c| &c.steps)
+            .map(|s| s.action)
+            .collect();
+        assert_eq!(
+            given,
+            [Action::RestoreAccess, Action::AddToServiceDesk],
+            "{widened:?}"
+        );
+        assert_eq!(widened.irreversible.len(), 2, "{widened:?}");
+    }
+
+    #[test]
+    fn another_sources_deletion_still_ends_what_can_be_given_back() {
+        let mut deleted = job(2, Action::DeleteAccount, json!({}), 1);
+        deleted.source = Some("cli".into());
+        let jobs = [job(1, Action::SuspendAccess, json!({}), 0), deleted];
+        let undo = plan(&jobs, &email(), "rehired", false, HR, at(20));
+        assert!(undo.chains.is_empty(), "{undo:?}");
+        assert!(
+            undo.irreversible
+                .iter()
+                .any(|i| i.job == "1" && i.reason.contains("deleted (job 2)")),
+            "{undo:?}"
+        );
     }
 }

@@ -49,6 +49,12 @@ pub enum ApiError {
     /// A manual request with an invalid entry, or too many: nothing was enqueued.
     #[error("{0}")]
     InvalidRequest(String),
+    /// The same `Idempotency-Key` as an earlier request, with another body: nothing was
+    /// enqueued (IETF draft "The Idempotency-Key HTTP Header Field", as Stripe does).
+    #[error(
+        "this Idempotency-Key was used for a request with another body; nothing was enqueued: use a new key for a new request"
+    )]
+    IdempotencyKeyReused,
     #[error("the store is unavailable; nothing was accepted, try again later")]
     Unavailable,
     #[error("too many wrong admin tokens from this address; wait a minute, then try again")]
@@ -88,6 +94,7 @@ impl ApiError {
             | ApiError::BadRequest(_)
             | ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::InvalidTransition(_) | ApiError::NotConfigured(_) => StatusCode::CONFLICT,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable | ApiError::Unconfirmed => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
@@ -108,6 +115,7 @@ impl ApiError {
             ApiError::InvalidTransition(_) => "invalid_transition",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::IdempotencyKeyReused => "idempotency_key_reused",
             ApiError::Unavailable | ApiError::Unconfirmed => "unavailable",
             ApiError::TooManyAttempts => "too_many_attempts",
             ApiError::NotConfigured(_) => "not_configured",

@@ -316,9 +316,14 @@ async fn map_payload(
                 email,
                 undo: wanted,
                 approval,
+                undo_sources,
             } => {
                 if wanted {
-                    let given_back = give_back(state, &email, &rule, approval, now).await?;
+                    let sources: Vec<&str> = std::iter::once(source.name.as_str())
+                        .chain(undo_sources.iter().map(String::as_str))
+                        .collect();
+                    let given_back =
+                        give_back(state, &email, &rule, approval, &sources, now).await?;
                     undo.get_or_insert_with(Undo::default).extend(given_back);
                 }
                 cancels.push(NewCancel { email, rule });
@@ -334,13 +339,14 @@ async fn map_payload(
     ))
 }
 
-/// What an undo gives back to `email`, from every job of that person. A step still running
-/// while the delivery is recorded is not given back: a later undo finds it.
+/// What an undo gives back to `email`, from every job of that person that one of `sources`
+/// created.
 async fn give_back(
     state: &AppState,
     email: &crate::domain::Email,
     rule: &str,
     approval: bool,
+    sources: &[&str],
     now: DateTime<Utc>,
 ) -> Result<Undo, ApiError> {
     let mut jobs = Vec::new();
@@ -361,7 +367,7 @@ async fn give_back(
             break;
         }
     }
-    let undo = crate::domain::undo::plan(&jobs, email, rule, approval, now);
+    let undo = crate::domain::undo::plan(&jobs, email, rule, approval, sources, now);
     tracing::info!(
         rule,
         inverses = undo.chains.iter().map(|c| c.steps.len()).sum::<usize>(),

@@ -32,23 +32,30 @@ pub(super) struct EnqueueRequest {
     /// Create every job awaiting approval.
     #[serde(default)]
     approval: bool,
+    /// Act on an entry's `account_id` even where the account's record hides its email, so
+    /// that nothing shows it belongs to the entry's email. Without it such a job fails
+    /// `account_unverifiable`.
+    #[serde(default)]
+    trust_account_id: bool,
 }
 
 /// Enqueues jobs by hand, through every guard a webhook goes through: protected people are
 /// refused, one live job per (action, email, target), approval and `approval_above`; dry run
-/// and the blast radius apply in the worker. The same `Idempotency-Key` again replays the
-/// first answer; without one every request is new.
+/// and the blast radius apply in the worker. The same `Idempotency-Key` with the same body
+/// replays the first answer, with another body is refused (422); without one every request
+/// is new.
 #[utoipa::path(
     post,
     path = "/api/v1/jobs",
     tag = "admin",
     security(("admin_token" = [])),
-    params(("Idempotency-Key" = Option<String>, Header, description = "Names the request: the same key again is answered 200 with the first answer and creates nothing")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Names the request: the same key with the same body again is answered 200 with the first answer and creates nothing; with another body, 422")),
     request_body(content = EnqueueRequest, content_type = "application/json"),
     responses(
         (status = 202, description = "Recorded, jobs committed (some people may be refused)", body = DeliveryAnswer),
         (status = 200, description = "The same Idempotency-Key again (`duplicate: true`)", body = DeliveryAnswer),
         (status = 400, description = "`invalid_request`, naming each invalid entry by its index; or `invalid_json`. Nothing was enqueued", body = ErrorBody),
+        (status = 422, description = "`idempotency_key_reused`: the Idempotency-Key named a request with another body. Nothing was enqueued", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 413, description = "`payload_too_large`", body = ErrorBody),
         (status = 503, description = "`unavailable`: nothing was accepted; retry with the same key", body = ErrorBody),
@@ -61,9 +68,17 @@ pub(super) async fn enqueue_jobs(
 ) -> Result<Response, ApiError> {
     let body = read_capped(&headers, body, MAX_BODY_BYTES).await?;
     let payload = json_body::parse(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
-    let (entries, approval) = entries(payload)?;
-    let chains = manual::chains(&state.config, &entries, approval, chrono::Utc::now())
+    let Request {
+        entries,
+        approval,
+        trust_account_id,
+    } = request(payload)?;
+    let mut chains = manual::chains(&state.config, &entries, approval, chrono::Utc::now())
         .map_err(|invalid| ApiError::InvalidRequest(describe(&invalid)))?;
+    if trust_account_id {
+        manual::trust_account_ids(&mut chains);
+    }
+    let given_key = headers.get("idempotency-key").is_some();
     let key = match headers.get("idempotency-key") {
         None => manual::fresh_key(ManualSource::Api),
         Some(value) => value
@@ -81,6 +96,12 @@ pub(super) async fn enqueue_jobs(
         chains,
     )
     .await?;
+    if receipt.duplicate
+        && given_key
+        && manual::key_reused(state.store.as_ref(), ManualSource::Api, &key, &body).await?
+    {
+        return Err(ApiError::IdempotencyKeyReused);
+    }
     let status = if receipt.duplicate {
         StatusCode::OK
     } else {
@@ -94,28 +115,38 @@ pub(super) async fn enqueue_jobs(
     Ok((status, Json(receipt.body)).into_response())
 }
 
+/// A request as read: its entries and its options.
+struct Request {
+    entries: Vec<Entry>,
+    approval: bool,
+    trust_account_id: bool,
+}
+
 /// The entries of a request, each read on its own so that an error names its index.
-fn entries(payload: Value) -> Result<(Vec<Entry>, bool), ApiError> {
+fn request(payload: Value) -> Result<Request, ApiError> {
     let invalid = |message: String| ApiError::InvalidRequest(message);
     let Value::Object(mut fields) = payload else {
         return Err(invalid(
-            "expected an object: {\"jobs\": [...], \"approval\": bool}".into(),
+            "expected an object: {\"jobs\": [...], \"approval\": bool, \"trust_account_id\": bool}"
+                .into(),
         ));
     };
     if let Some(unknown) = fields
         .keys()
-        .find(|k| !matches!(k.as_str(), "jobs" | "approval"))
+        .find(|k| !matches!(k.as_str(), "jobs" | "approval" | "trust_account_id"))
     {
         return Err(invalid(format!(
-            "unknown field `{}`: expected `jobs` and `approval`",
+            "unknown field `{}`: expected `jobs`, `approval` and `trust_account_id`",
             unknown.chars().take(40).collect::<String>()
         )));
     }
-    let approval = match fields.remove("approval") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(approval)) => approval,
-        Some(_) => return Err(invalid("`approval` must be true or false".into())),
+    let mut flag = |name: &str| match fields.remove(name) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(set)) => Ok(set),
+        Some(_) => Err(invalid(format!("`{name}` must be true or false"))),
     };
+    let approval = flag("approval")?;
+    let trust_account_id = flag("trust_account_id")?;
     let Some(Value::Array(jobs)) = fields.remove("jobs") else {
         return Err(invalid("`jobs` must be an array of entries".into()));
     };
@@ -137,7 +168,11 @@ fn entries(payload: Value) -> Result<(Vec<Entry>, bool), ApiError> {
         }
     }
     if problems.is_empty() {
-        Ok((entries, approval))
+        Ok(Request {
+            entries,
+            approval,
+            trust_account_id,
+        })
     } else {
         Err(invalid(describe(&problems)))
     }

@@ -29,11 +29,17 @@ const PARAMS: [&str; 3] = ["group_id", "service_desk_id", "organization_id"];
 
 /// The key that names an import: the same file with the same options is the same request,
 /// whether the command line or the console sends it, so importing it again creates nothing.
-pub fn key(file: &[u8], action: Option<&str>, approval: bool) -> String {
+/// Vouching for the account ids (`--trust-account-id`) makes another request: the file
+/// imported again with it enqueues the jobs that failed `account_unverifiable`.
+pub fn key(file: &[u8], action: Option<&str>, approval: bool, trust_account_id: bool) -> String {
     use sha2::{Digest, Sha256};
     let mut hash = Sha256::new();
     hash.update(file);
     hash.update(format!("\0{action:?}\0{approval}"));
+    // Appended only when set, so that the keys of earlier imports stay what they were.
+    if trust_account_id {
+        hash.update("\0trust_account_id");
+    }
     format!("import:{}", hex::encode(hash.finalize()))
 }
 

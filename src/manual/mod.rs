@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 use crate::config::Config;
 pub use crate::domain::ManualSource;
-use crate::domain::{Action, Email, NewChain, NewStep};
+use crate::domain::{Action, Email, NewChain, NewStep, TRUST_ACCOUNT_ID, check_id};
 use crate::store::{Dedupe, DeliveryContent, DeliveryReceipt, NewDelivery, Store, StoreResult};
 
 /// The rule every manual job names.
@@ -61,11 +61,11 @@ pub fn chain(
     }
     let email = Email::parse(&entry.email).map_err(|why| format!("invalid email: {why}"))?;
     let account_id = match entry.account_id.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(id) if id.len() > 128 || id.chars().any(char::is_control) => {
-            return Err("invalid account_id".into());
+        None => None,
+        Some(id) => {
+            check_id(id).map_err(|why| format!("invalid account_id: it {why}"))?;
+            Some(id.to_owned())
         }
-        Some(id) => Some(id.to_owned()),
     };
     let run_at = match &entry.at {
         None => now,
@@ -100,6 +100,7 @@ fn params(action: Action, given: &Map<String, Value>) -> Result<Map<String, Valu
             .map(|text| text.trim().to_owned())
             .filter(|text| !text.is_empty())
             .ok_or_else(|| format!("`{key}` must be a non-empty string"))?;
+        check_id(&text).map_err(|why| format!("invalid {key}: it {why}"))?;
         params.insert(key.clone(), Value::String(text));
     }
     if let Some(required) = action.required_param()
@@ -108,6 +109,19 @@ fn params(action: Action, given: &Map<String, Value>) -> Result<Map<String, Valu
         return Err(format!("`{action}` needs `{required}`"));
     }
     Ok(params)
+}
+
+/// Marks the jobs of entries that name an `account_id` as vouched for: the request said
+/// `"trust_account_id": true` (`--trust-account-id`). The worker then acts on an account
+/// whose record hides its email; without it such a job fails `account_unverifiable`, since
+/// nothing shows that the account belongs to the entry's email.
+pub fn trust_account_ids(chains: &mut [NewChain]) {
+    for chain in chains.iter_mut().filter(|chain| chain.account_id.is_some()) {
+        for step in &mut chain.steps {
+            step.params
+                .insert(TRUST_ACCOUNT_ID.to_owned(), Value::Bool(true));
+        }
+    }
 }
 
 /// Every entry checked; all the chains, or every refusal as (index, reason).
@@ -153,6 +167,23 @@ pub async fn enqueue(
         content: DeliveryContent::guarded(Vec::new(), chains, None, &config.safety),
     };
     store.accept_delivery_within(delivery, DEADLINE).await
+}
+
+/// Whether a request answered as a repeat of `key` came with another body than the one
+/// first recorded under it: the key was reused, and the repeat's answer (the first
+/// request's) would silently drop this body. Asked after the store's answer, not before, so
+/// that two requests racing with one key are told apart by what was recorded. Only for keys
+/// the caller chose (the API's `Idempotency-Key`); an import's key is its content.
+pub async fn key_reused(
+    store: &dyn Store,
+    source: ManualSource,
+    key: &str,
+    body: &[u8],
+) -> StoreResult<bool> {
+    let recorded = store
+        .signed_delivery_body_sha256(source.as_str(), key)
+        .await?;
+    Ok(recorded.is_some_and(|sha256| sha256 != hex::encode(Sha256::digest(body))))
 }
 
 /// How long recording a manual request may take: thousands of jobs in one transaction take

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::compile::{Condition, Effect, Rule, RuleStep};
 use super::instant::{later, parse_instant};
 use crate::domain::duration::Span;
-use crate::domain::{Email, NewChain, NewStep, Plan};
+use crate::domain::{Email, NewChain, NewStep, Plan, check_id};
 
 /// Why a verified delivery cannot be turned into jobs: the 422 message. It names the rule, the
 /// element and the pointer, and quotes at most a short excerpt of the payload.
@@ -109,12 +109,17 @@ impl Person<'_> {
         let email = self.email()?;
         let (approval, steps) = match &self.rule.effect {
             Effect::Chain { approval, steps } => (approval, steps),
-            Effect::Cancel { undo, approval } => {
+            Effect::Cancel {
+                undo,
+                approval,
+                undo_sources,
+            } => {
                 return Ok(Plan::Cancel {
                     rule: self.rule.name.clone(),
                     email,
                     undo: *undo,
                     approval: *approval,
+                    undo_sources: undo_sources.clone(),
                 });
             }
         };
@@ -172,7 +177,12 @@ impl Person<'_> {
         match self.doc.pointer(pointer) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(id)) if id.is_empty() => Ok(None),
-            Some(Value::String(id)) if !id.is_empty() => Ok(Some(id.clone())),
+            Some(Value::String(id)) => match check_id(id) {
+                Ok(()) => Ok(Some(id.clone())),
+                Err(why) => {
+                    Err(self.fail_at(pointer, format!("is not a valid account id: it {why}")))
+                }
+            },
             Some(other) => Err(self.fail_at(
                 pointer,
                 format!(

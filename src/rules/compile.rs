@@ -8,8 +8,8 @@ use chrono_tz::Tz;
 use serde_json::{Map, Value};
 
 use super::spec::{ActionSpec, RuleSpec};
-use crate::domain::Action;
 use crate::domain::duration::Span;
+use crate::domain::{Action, check_id};
 
 /// `at` dates without a `timezone` are midnight UTC.
 const DEFAULT_TIMEZONE: Tz = Tz::UTC;
@@ -41,6 +41,8 @@ pub(super) enum Effect {
     Cancel {
         undo: bool,
         approval: bool,
+        /// The other sources whose steps the undo gives back (`undo_sources`).
+        undo_sources: Vec<String>,
     },
     Chain {
         approval: bool,
@@ -112,6 +114,15 @@ impl Rule {
                 .iter()
                 .map(|step| (step.action, &step.params))
                 .collect(),
+        }
+    }
+
+    /// The other sources whose steps this rule's undo gives back (`undo_sources`), as
+    /// written; the configuration checks that each names a source.
+    pub fn undo_sources(&self) -> &[String] {
+        match &self.effect {
+            Effect::Cancel { undo_sources, .. } => undo_sources,
+            Effect::Chain { .. } => &[],
         }
     }
 
@@ -212,13 +223,23 @@ impl Problems {
         if spec.cancel == Some(true) {
             self.cancel_conflicts(spec);
             let undo = spec.undo == Some(true);
+            if spec.undo_sources.is_some() && !undo {
+                self.add(
+                    "`undo_sources` names whose steps an undo gives back: add `undo = true` \
+                     or remove `undo_sources`",
+                );
+            }
             return Effect::Cancel {
                 undo,
                 approval: undo && spec.approval == Some(true),
+                undo_sources: spec.undo_sources.clone().unwrap_or_default(),
             };
         }
         if spec.undo == Some(true) {
             self.add("`undo = true` needs `cancel = true`: an undo gives back what a cancelled offboarding already did");
+        }
+        if spec.undo_sources.is_some() {
+            self.add("`undo_sources` needs `cancel = true` and `undo = true`");
         }
         let steps = match spec.actions.as_deref() {
             Some(actions) if !actions.is_empty() => self.steps(actions),
@@ -262,8 +283,8 @@ impl Problems {
     fn steps(&mut self, actions: &[ActionSpec]) -> Vec<RuleStep> {
         let mut seen = HashSet::new();
         let mut steps = Vec::new();
-        for spec in actions {
-            let Some(step) = self.step(spec) else {
+        for (index, spec) in actions.iter().enumerate() {
+            let Some(step) = self.step(index, spec) else {
                 continue;
             };
             // Two steps with one live-job key would resolve to one job: a chain may remove a
@@ -286,7 +307,7 @@ impl Problems {
         steps
     }
 
-    fn step(&mut self, spec: &ActionSpec) -> Option<RuleStep> {
+    fn step(&mut self, index: usize, spec: &ActionSpec) -> Option<RuleStep> {
         let no_params = BTreeMap::new();
         let (name, after, params) = match spec {
             ActionSpec::Name(name) => (name.as_str(), None, &no_params),
@@ -304,11 +325,16 @@ impl Problems {
         Some(RuleStep {
             action,
             after: self.duration(&format!("`after` of `{action}`"), after),
-            params: self.params(action, params),
+            params: self.params(index, action, params),
         })
     }
 
-    fn params(&mut self, action: Action, given: &BTreeMap<String, Value>) -> Map<String, Value> {
+    fn params(
+        &mut self,
+        index: usize,
+        action: Action,
+        given: &BTreeMap<String, Value>,
+    ) -> Map<String, Value> {
         let required = action.required_param();
         if let Some(required) = required
             && !given.contains_key(required)
@@ -323,6 +349,9 @@ impl Problems {
             if required != Some(key.as_str()) {
                 self.add(unknown_param(action, key));
             } else if let Some(text) = Action::param_text(value) {
+                if let Err(why) = check_id(&text) {
+                    self.add(format!("`actions[{index}].{key}` {why}"));
+                }
                 params.insert(key.clone(), Value::String(text));
             } else {
                 self.add(format!(

@@ -25,6 +25,9 @@ pub struct RuleSpec {
     pub cancel: Option<bool>,
     /// With `cancel = true`: also give back what the person's succeeded steps took.
     pub undo: Option<bool>,
+    /// With `undo = true`: the other sources whose steps the undo gives back too (`api`,
+    /// `cli`, `console` name the manual ones). By default only the rule's own source's.
+    pub undo_sources: Option<Vec<String>>,
 }
 
 /// An entry of `actions`: a bare action name, or a table with `after` and parameters.

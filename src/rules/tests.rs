@@ -154,6 +154,17 @@ fn account_id_is_optional_but_must_be_a_string_when_present() {
         (json!({"email": "a@example.com", "id": ""}), Ok(None)),
         (json!({"email": "a@example.com", "id": 42}), Err("a number")),
         (
+            json!({"email": "a@example.com", "id": "a".repeat(129)}),
+            Err("longer than 128"),
+        ),
+        (json!({"email": "a@example.com", "id": "a/b"}), Err("'/'")),
+        (json!({"email": "a@example.com", "id": "a%2Fb"}), Err("'%'")),
+        (json!({"email": "a@example.com", "id": "a b"}), Err("' '")),
+        (
+            json!({"email": "a@example.com", "id": "\u{0430}bc"}),
+            Err("not a valid account id"),
+        ),
+        (
             json!({"email": "a@example.com", "id": ["abc"]}),
             Err("an array"),
         ),
@@ -523,6 +534,7 @@ fn cancel_rules_plan_one_cancellation_per_person() {
             email: Email::parse("bob@example.com").unwrap(),
             undo: false,
             approval: false,
+            undo_sources: Vec::new(),
         }]
     );
     assert!(single.is_cancel());
@@ -834,6 +846,7 @@ fn the_interface_example_parses_compiles_and_maps() {
             email: Email::parse("jo@example.com").unwrap(),
             undo: false,
             approval: false,
+            undo_sources: Vec::new(),
         }]
     );
 }
@@ -955,6 +968,7 @@ fn rule_spec() -> impl Strategy<Value = RuleSpec> {
                 actions,
                 cancel,
                 undo: None,
+                undo_sources: None,
             },
         )
 }
@@ -1035,6 +1049,7 @@ fn undo_goes_with_cancel_and_may_wait_for_approval() {
             email: Email::parse("ann@example.com").unwrap(),
             undo: true,
             approval: true,
+            undo_sources: Vec::new(),
         }]
     );
     let errors = compile_errors("email = \"/email\"\nundo = true\nactions = [\"suspend_access\"]");
@@ -1042,10 +1057,57 @@ fn undo_goes_with_cancel_and_may_wait_for_approval() {
         errors.iter().any(|e| e.contains("needs `cancel = true`")),
         "{errors:?}"
     );
+    let widened = rule(
+        "email = \"/email\"\ncancel = true\nundo = true\nundo_sources = [\"api\", \"console\"]",
+    );
+    assert_eq!(widened.undo_sources(), ["api", "console"]);
+    for text in [
+        "email = \"/email\"\ncancel = true\nundo_sources = [\"api\"]",
+        "email = \"/email\"\nactions = [\"suspend_access\"]\nundo_sources = [\"api\"]",
+    ] {
+        let errors = compile_errors(text);
+        assert!(
+            errors.iter().any(|e| e.contains("`undo_sources`")),
+            "{text}: {errors:?}"
+        );
+    }
     // Without undo, a cancel rule creates no job, so approval would mean nothing.
     let errors = compile_errors("email = \"/email\"\ncancel = true\napproval = true");
     assert!(
         errors.iter().any(|e| e.contains("`approval`")),
         "{errors:?}"
+    );
+}
+
+#[test]
+fn a_rules_ids_are_checked_with_their_key_path() {
+    let long = "g".repeat(129);
+    for (id, why) in [
+        (long.as_str(), "longer than 128"),
+        ("g/1", "'/'"),
+        ("g%2F1", "'%'"),
+        ("g 1", "' '"),
+        ("\u{FF47}1", "contains"),
+        ("..", "dots"),
+    ] {
+        let errors = compile_errors(&format!(
+            "email = \"/email\"\nactions = [\"suspend_access\", {{ action = \"remove_from_group\", group_id = {id:?} }}]"
+        ));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("`actions[1].group_id`") && e.contains(why)),
+            "{id:?}: {errors:?}"
+        );
+    }
+    let errors = compile_errors(
+        "email = \"/email\"\nactions = [{ action = \"remove_from_service_desk\", service_desk_id = \"\" }]",
+    );
+    assert!(
+        errors.iter().any(|e| e.contains("service_desk_id")),
+        "{errors:?}"
+    );
+    rule(
+        "email = \"/email\"\nactions = [{ action = \"remove_from_customer_organization\", organization_id = 3 }]",
     );
 }

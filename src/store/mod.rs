@@ -300,6 +300,18 @@ pub trait Store: Send + Sync + 'static {
         self.same_sql().list_deliveries(source, limit).await
     }
 
+    /// The SHA-256 of the body recorded under this signed delivery id (a manual request's
+    /// key), to tell a repeat from a key reused for another body.
+    async fn signed_delivery_body_sha256(
+        &self,
+        source: &str,
+        delivery_id: &str,
+    ) -> StoreResult<Option<String>> {
+        self.same_sql()
+            .signed_delivery_body_sha256(source, delivery_id)
+            .await
+    }
+
     /// Counts jobs that made a successful mutating call (outcome `done`) since `since`.
     async fn count_done_since(&self, since: DateTime<Utc>) -> StoreResult<u64> {
         self.same_sql().count_done_since(since).await

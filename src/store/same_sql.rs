@@ -35,6 +35,12 @@ pub trait SameSql: Send + Sync {
     async fn events(&self, id: JobId) -> StoreResult<Vec<JobEvent>>;
     async fn list_deliveries(&self, source: Option<&str>, limit: u32)
     -> StoreResult<Vec<Delivery>>;
+    /// The body hash of the delivery recorded under a signed id (`Dedupe::SignedId`).
+    async fn signed_delivery_body_sha256(
+        &self,
+        source: &str,
+        delivery_id: &str,
+    ) -> StoreResult<Option<String>>;
     async fn count_done_since(&self, since: DateTime<Utc>) -> StoreResult<u64>;
     async fn upcoming_account_ids(
         &self,
@@ -343,6 +349,22 @@ macro_rules! same_sql {
                 .fetch_all(self)
                 .await?;
                 rows.iter().map(delivery_from_row).collect()
+            }
+
+            async fn signed_delivery_body_sha256(
+                &self,
+                source: &str,
+                delivery_id: &str,
+            ) -> $crate::store::StoreResult<Option<String>> {
+                // A signed id is recorded with an empty `key_body_sha256`: its one row.
+                Ok(sqlx::query_scalar(
+                    "SELECT body_sha256 FROM deliveries WHERE source = $1 AND delivery_id = $2 \
+                     AND key_body_sha256 = '' ORDER BY id LIMIT 1",
+                )
+                .bind(source)
+                .bind(delivery_id)
+                .fetch_optional(self)
+                .await?)
             }
 
             async fn count_done_since(

@@ -187,7 +187,8 @@ fn given_account(job: &Job) -> Option<&str> {
 }
 
 /// The account with this id, read from its own record, which gives its type and, where
-/// visible, its email.
+/// visible, its email. A record that hides its email shows nothing tying the account to the
+/// job's email: the job acts on it only when its request vouched for the id.
 async fn look_up_by_id(
     lookups: &Lookups<'_>,
     job: &Job,
@@ -199,6 +200,14 @@ async fn look_up_by_id(
         TargetAccount::Managed => lookups.client.directory_user(account_id).await,
     };
     match found.map_err(|e| classify_lookup_error(e, family, "read by id"))? {
+        Some(account) if hides_email(&account) && !job.trusts_account_id() => Err(Step::failed(
+            "account_unverifiable",
+            format!(
+                "account {account_id}'s record hides its email, so nothing shows it \
+                 belongs to the job's email; to act on it anyway, enqueue it again with \
+                 \"trust_account_id\": true (--trust-account-id)"
+            ),
+        )),
         Some(account) => Ok(account),
         None => Err(Step::not_found(format!(
             "no account has id {account_id}; nothing to do"
@@ -218,6 +227,10 @@ async fn read_site_account(
         Some(account) => Ok(Some(account)),
         None => lookups.client.site_user(account_id).await,
     }
+}
+
+fn hides_email(account: &Account) -> bool {
+    account.email.as_deref().is_none_or(str::is_empty)
 }
 
 /// The account a job recorded: an id resolved from Atlassian, with its type.

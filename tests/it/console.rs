@@ -960,3 +960,52 @@ both_stores!(
     mass_offboarding_on,
     mass_offboardings_stand_out_on_the_deliveries_page
 );
+
+/// The console's Import and Customers pages refuse an id that is not plain (README, "Manual
+/// and bulk jobs") as the API and the command line do, and create nothing.
+async fn an_id_that_is_not_plain_creates_nothing(db: TestDb) {
+    let app = TestApp::spawn(&db, CONFIG).await;
+    let console = Console::signed_in(&app).await;
+    let csrf = console.get("/console/import").await.csrf();
+    let long = "g".repeat(129);
+    for id in ["g/1", "g%2F1", "g 1", "g\u{0430}1", long.as_str()] {
+        let csv = format!("email,action,group_id\na@example.com,remove_from_group,{id}\n");
+        let form = form_urlencoded::Serializer::new(String::new())
+            .append_pair("csv", &csv)
+            .append_pair("csrf", &csrf)
+            .finish();
+        let page = console.post("/console/import/confirm", &form).await;
+        assert_eq!(
+            page.status,
+            StatusCode::BAD_REQUEST,
+            "{id:?}: {}",
+            page.body
+        );
+        let person = format!("{id} a@example.com");
+        let form = form_urlencoded::Serializer::new(String::new())
+            .append_pair("action", "delete_portal_customer")
+            .append_pair("person", &person)
+            .append_pair("csrf", &csrf)
+            .finish();
+        let page = console.post("/console/customers/enqueue", &form).await;
+        assert_eq!(
+            page.status,
+            StatusCode::BAD_REQUEST,
+            "{id:?}: {}",
+            page.body
+        );
+    }
+    assert!(
+        app.store
+            .count_by_state()
+            .await
+            .unwrap()
+            .iter()
+            .all(|(_, n)| *n == 0)
+    );
+    app.stop().await;
+}
+both_stores!(
+    an_id_that_is_not_plain_creates_nothing_on,
+    an_id_that_is_not_plain_creates_nothing
+);

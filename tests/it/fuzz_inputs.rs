@@ -817,6 +817,7 @@ fn rule_spec() -> impl Strategy<Value = RuleSpec> {
                 actions,
                 cancel,
                 undo: None,
+                undo_sources: None,
             },
         )
 }
@@ -947,6 +948,7 @@ fn at_times_parse_in_every_timezone() {
                 actions: Some(vec![ActionSpec::Name("suspend_access".into())]),
                 cancel: None,
                 undo: None,
+                undo_sources: None,
             };
             let rule = Rule::compile(spec).expect("a valid rule");
             let body = serde_json::json!({ "email": "leaver@example.com", "when": when });

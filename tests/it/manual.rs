@@ -511,3 +511,218 @@ fn all() -> JobFilter {
         limit: 500,
     }
 }
+
+/// Ids no entry point takes (README, "Manual and bulk jobs"), with what the refusal says.
+fn bad_ids() -> Vec<(String, &'static str)> {
+    vec![
+        ("g".repeat(129), "longer than 128"),
+        ("g/1".into(), "'/'"),
+        ("g%2F1".into(), "'%'"),
+        ("g 1".into(), "' '"),
+        // Cyrillic `а` and fullwidth `ｇ`.
+        ("g\u{0430}1".into(), "contains"),
+        ("\u{FF47}1".into(), "contains"),
+    ]
+}
+
+/// Each id of an entry, set to `id`.
+fn entries_with_id(id: &str) -> Vec<(Value, &'static str)> {
+    let email = "a@example.com";
+    vec![
+        (
+            json!({ "action": "remove_from_group", "email": email, "params": { "group_id": id } }),
+            "group_id",
+        ),
+        (
+            json!({ "action": "remove_from_service_desk", "email": email, "params": { "service_desk_id": id } }),
+            "service_desk_id",
+        ),
+        (
+            json!({ "action": "remove_from_customer_organization", "email": email, "params": { "organization_id": id } }),
+            "organization_id",
+        ),
+        (
+            json!({ "action": "suspend_access", "email": email, "account_id": id }),
+            "account_id",
+        ),
+    ]
+}
+
+async fn the_api_refuses_ids_that_are_not_plain(db: TestDb) {
+    let app = TestApp::spawn(&db, CONFIG).await;
+    let mut cases = bad_ids();
+    cases.push((String::new(), ""));
+    for (id, why) in cases {
+        for (bad, key) in entries_with_id(&id) {
+            let body = json!({ "jobs": [entry("suspend_access", "ok@example.com"), bad] });
+            let (status, error) = post_jobs(&app, None, &body).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{id:?} {key}: {error}");
+            assert_eq!(error["error"], "invalid_request", "{error}");
+            let message = error["message"].as_str().unwrap();
+            assert!(message.contains("jobs[1]: "), "{message}");
+            assert!(message.contains(key) && message.contains(why), "{message}");
+            assert!(!message.contains("jobs[0]"), "{message}");
+            assert!(
+                id.len() < 100 || !message.contains(&id),
+                "the id is not repeated"
+            );
+        }
+    }
+    assert!(all_jobs(&app).await.is_empty(), "nothing was enqueued");
+
+    // At the limit, an id is taken.
+    let longest = "g".repeat(128);
+    let body = json!({ "jobs": entries_with_id(&longest).into_iter().map(|(e, _)| e).collect::<Vec<_>>() });
+    let (status, answer) = post_jobs(&app, None, &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert_eq!(all_jobs(&app).await.len(), 4);
+    app.stop().await;
+}
+
+both_stores!(
+    the_api_refuses_ids_that_are_not_plain_on,
+    the_api_refuses_ids_that_are_not_plain
+);
+
+async fn the_cli_refuses_ids_that_are_not_plain(db: TestDb) {
+    let store = db.store().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &db);
+
+    // An import names every bad row by its line.
+    let mut csv =
+        String::from("email,action,account_id,group_id,service_desk_id,organization_id\n");
+    let mut expected = Vec::new();
+    for (id, why) in bad_ids() {
+        let id = id.replace('"', "");
+        for (row, key) in [
+            (
+                format!("a@example.com,remove_from_group,,{id},,"),
+                "group_id",
+            ),
+            (
+                format!("a@example.com,remove_from_service_desk,,,{id},"),
+                "service_desk_id",
+            ),
+            (
+                format!("a@example.com,remove_from_customer_organization,,,,{id}"),
+                "organization_id",
+            ),
+            (
+                format!("a@example.com,suspend_access,{id},,,"),
+                "account_id",
+            ),
+        ] {
+            csv.push_str(&row);
+            csv.push('\n');
+            expected.push((csv.lines().count(), key, why));
+        }
+    }
+    let path = dir.path().join("ids.csv");
+    std::fs::write(&path, &csv).unwrap();
+    let out = offboard(&config, &["jobs", "import", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    for (line, key, why) in expected {
+        let said = stderr
+            .lines()
+            .find(|l| l.contains(&format!("line {line}: ")))
+            .unwrap_or_else(|| panic!("line {line} in {stderr}"));
+        assert!(
+            said.contains(&format!("invalid {key}: it")) && said.contains(why),
+            "{said}"
+        );
+    }
+
+    // `jobs add` refuses each as a usage error.
+    for (id, why) in bad_ids().into_iter().chain([(String::new(), "empty")]) {
+        let param = format!("group_id={id}");
+        let out = offboard(
+            &config,
+            &[
+                "jobs",
+                "add",
+                "--action",
+                "remove_from_group",
+                "--email",
+                "a@example.com",
+                "--param",
+                &param,
+            ],
+        );
+        assert_eq!(out.status.code(), Some(2), "{id:?}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("group_id"),
+            "{}",
+            text(&out.stderr)
+        );
+        let out = offboard(
+            &config,
+            &[
+                "jobs",
+                "add",
+                "--action",
+                "suspend_access",
+                "--email",
+                "a@example.com",
+                "--account-id",
+                &id,
+            ],
+        );
+        assert_eq!(out.status.code(), Some(2), "{id:?}: {}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("invalid account_id") && stderr.contains(why),
+            "{stderr}"
+        );
+    }
+    assert!(store.list_jobs(&all()).await.unwrap().is_empty());
+}
+
+both_stores!(
+    the_cli_refuses_ids_that_are_not_plain_on,
+    the_cli_refuses_ids_that_are_not_plain
+);
+
+async fn a_key_reused_for_another_body_is_refused(db: TestDb) {
+    let app = TestApp::spawn(&db, CONFIG).await;
+    let first = json!({ "jobs": [entry("suspend_access", "ann@example.com")] });
+    let (status, answer) = post_jobs(&app, Some("key-1"), &first).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+
+    // The same key and body: a repeat.
+    let (status, again) = post_jobs(&app, Some("key-1"), &first).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["jobs"], answer["jobs"]);
+
+    // The same key with another body: refused, nothing enqueued, every time.
+    let other = json!({ "jobs": [entry("suspend_access", "bob@example.com")] });
+    for _ in 0..2 {
+        let (status, error) = post_jobs(&app, Some("key-1"), &other).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{error}");
+        assert_eq!(error["error"], "idempotency_key_reused", "{error}");
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .contains("nothing was enqueued")
+        );
+    }
+    let jobs = all_jobs(&app).await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0].email, "ann@example.com");
+
+    // The first body is still a repeat, and another key takes the other body.
+    let (status, _) = post_jobs(&app, Some("key-1"), &first).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, created) = post_jobs(&app, Some("key-2"), &other).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    assert_eq!(all_jobs(&app).await.len(), 2);
+    app.stop().await;
+}
+
+both_stores!(
+    a_key_reused_for_another_body_is_refused_on,
+    a_key_reused_for_another_body_is_refused
+);

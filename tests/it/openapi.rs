@@ -110,5 +110,22 @@ async fn the_document_matches_the_routes() {
         assert!(job.get(field).is_some(), "Job schema lacks {field}");
     }
     assert!(doc["components"]["securitySchemes"]["admin_token"].is_object());
+
+    // A manual request's answers, with the reused Idempotency-Key, and its body's options.
+    let enqueue = &doc["paths"]["/api/v1/jobs"]["post"];
+    for status in ["200", "202", "400", "422"] {
+        assert!(
+            enqueue["responses"][status].is_object(),
+            "POST /api/v1/jobs does not document {status}"
+        );
+    }
+    assert!(
+        enqueue["responses"]["422"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("idempotency_key_reused")
+    );
+    let request = &doc["components"]["schemas"]["EnqueueRequest"]["properties"];
+    assert!(request["trust_account_id"].is_object(), "{request}");
     app.stop().await;
 }

@@ -1860,9 +1860,14 @@ both_stores!(
 
 /// Jobs enqueued by hand through `POST /api/v1/jobs`; the ids of the jobs it names.
 async fn enqueue_by_hand(app: &TestApp, entries: Value) -> Vec<String> {
+    enqueue_request(app, json!({ "jobs": entries })).await
+}
+
+/// `POST /api/v1/jobs` with this body; the ids of the jobs it names.
+async fn enqueue_request(app: &TestApp, body: Value) -> Vec<String> {
     let response = app
         .admin(reqwest::Method::POST, "/api/v1/jobs")
-        .json(&json!({ "jobs": entries }))
+        .json(&body)
         .send()
         .await
         .expect("POST /api/v1/jobs");
@@ -2114,6 +2119,60 @@ async fn a_refused_read_by_id_pauses_and_never_ends_not_found(db: TestDb) {
 both_stores!(
     a_refused_read_by_id_pauses_and_never_ends_not_found_on,
     a_refused_read_by_id_pauses_and_never_ends_not_found
+);
+
+/// An entry's account whose record hides its email: nothing ties it to the entry's email,
+/// so the job fails `account_unverifiable` without a call, unless the request vouched for
+/// its ids (`trust_account_id`); a record showing another email is a mismatch as before.
+async fn a_hidden_email_is_acted_on_only_when_vouched_for(db: TestDb) {
+    let mut customer = FakeAccount::customer("qm:hidden", "hidden@example.com");
+    customer.email = None;
+    let mut managed = FakeAccount::managed("acc-hidden", "boss@example.com");
+    managed.email = None;
+    let other = FakeAccount::managed("acc-other", "other@example.com");
+    let h = Harness::start(&db, Settings::default(), vec![customer, managed, other]).await;
+    let entries = json!([
+        { "action": "delete_portal_customer", "email": "victim@example.com", "account_id": "qm:hidden" },
+        { "action": "suspend_access", "email": "victim@example.com", "account_id": "acc-hidden" },
+        { "action": "deactivate_account", "email": "victim@example.com", "account_id": "acc-other" },
+    ]);
+    let ids = enqueue_by_hand(&h.app, entries.clone()).await;
+    let jobs = h.wait_all_final(&ids).await;
+    assert_failed(&jobs[0], "account_unverifiable");
+    assert_failed(&jobs[1], "account_unverifiable");
+    assert!(
+        event_log(&jobs[0]).contains("trust_account_id"),
+        "the event says how to go on: {}",
+        event_log(&jobs[0])
+    );
+    assert_failed(&jobs[2], "account_mismatch");
+    assert_no_mutation(&h.fake);
+
+    // Vouched for: the hidden ones are acted on; another email is still a mismatch.
+    let ids = enqueue_request(&h.app, json!({ "jobs": entries, "trust_account_id": true })).await;
+    let jobs = h.wait_all_final(&ids).await;
+    assert_succeeded(&jobs[0], Outcome::Done);
+    assert_succeeded(&jobs[1], Outcome::Done);
+    assert_eq!(jobs[0].job.params["trust_account_id"], json!(true));
+    assert_failed(&jobs[2], "account_mismatch");
+    assert_eq!(
+        h.fake.account("qm:hidden").unwrap().status(),
+        FakeStatus::Deleted
+    );
+    assert_eq!(
+        h.fake.account("acc-hidden").unwrap().status(),
+        FakeStatus::Suspended
+    );
+    assert_eq!(
+        h.fake.account("acc-other").unwrap().status(),
+        FakeStatus::Active
+    );
+    h.stop().await;
+}
+
+both_stores!(
+    a_hidden_email_is_acted_on_only_when_vouched_for_on,
+    a_hidden_email_is_acted_on_only_when_vouched_for
 );
 
 /// The calls that give back (README, "Undo on rehire"), each on an account in the state its
@@ -2506,6 +2565,99 @@ both_stores!(
     an_undo_with_approval_waits_for_a_person_on,
     an_undo_with_approval_waits_for_a_person
 );
+
+/// An HR rehire gives back only what HR did (README, "Undo on rehire"): a suspension an
+/// admin made by hand (console, API) stays, listed with the source that made it, unless the
+/// rule names that source in `undo_sources`.
+async fn a_rehire_gives_back_only_its_own_sources_steps(db: TestDb) {
+    rehire_after_a_suspension_by_hand(db, "").await;
+}
+
+both_stores!(
+    a_rehire_gives_back_only_its_own_sources_steps_on,
+    a_rehire_gives_back_only_its_own_sources_steps
+);
+
+async fn undo_sources_give_back_the_named_sources_steps(db: TestDb) {
+    rehire_after_a_suspension_by_hand(db, "undo_sources = [\"api\"]").await;
+}
+
+both_stores!(
+    undo_sources_give_back_the_named_sources_steps_on,
+    undo_sources_give_back_the_named_sources_steps
+);
+
+async fn rehire_after_a_suspension_by_hand(db: TestDb, undo_sources: &str) {
+    let mut settings =
+        leaver_then_rehire(r#"[{ action = "remove_from_group", group_id = "g-1" }]"#);
+    settings.rules = settings.rules.replace(
+        "  undo = true\n",
+        &format!("  undo = true\n  {undo_sources}\n"),
+    );
+    let mut ann = FakeAccount::managed("acc-ann", "ann@example.com");
+    ann.groups.insert("g-1".to_owned());
+    let h = Harness::start(&db, settings, vec![ann]).await;
+    let hr = h
+        .enqueue(json!({ "type": "leaver", "email": "ann@example.com" }))
+        .await;
+    // The admin suspends her by hand, for security.
+    let by_hand = enqueue_by_hand(
+        &h.app,
+        json!([{ "action": "suspend_access", "email": "ann@example.com", "account_id": "acc-ann" }]),
+    )
+    .await;
+    for job in h
+        .wait_all_final(&[hr.clone(), by_hand.clone()].concat())
+        .await
+    {
+        assert_succeeded(&job, Outcome::Done);
+    }
+
+    let answer = h
+        .app
+        .deliver(
+            SOURCE,
+            &json!({ "type": "rehired", "email": "ann@example.com" }),
+        )
+        .await;
+    let undo = answer["undo"].as_array().expect("undo jobs");
+    let mut actions: Vec<&str> = undo.iter().map(|j| j["action"].as_str().unwrap()).collect();
+    actions.sort();
+    let ids: Vec<String> = undo
+        .iter()
+        .map(|j| j["id"].as_str().unwrap().to_owned())
+        .collect();
+    for job in h.wait_all_final(&ids).await {
+        assert_succeeded(&job, Outcome::Done);
+    }
+    let account = h.fake.account("acc-ann").unwrap();
+    assert!(
+        account.groups.contains("g-1"),
+        "HR's own step is given back"
+    );
+    if undo_sources.is_empty() {
+        assert_eq!(actions, ["add_to_group"], "{answer}");
+        let left = answer["irreversible"].as_array().unwrap();
+        assert_eq!(left.len(), 1, "{answer}");
+        assert_eq!(left[0]["job"], json!(by_hand[0]));
+        assert_eq!(left[0]["action"], "suspend_access");
+        let reason = left[0]["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("source `api`") && reason.contains("undo_sources"),
+            "{reason}"
+        );
+        assert_eq!(
+            account.status(),
+            FakeStatus::Suspended,
+            "the admin's suspension stays"
+        );
+    } else {
+        assert_eq!(actions, ["add_to_group", "restore_access"], "{answer}");
+        assert_eq!(answer["irreversible"], json!([]), "{answer}");
+        assert_eq!(account.status(), FakeStatus::Active);
+    }
+    h.stop().await;
+}
 
 /// A source whose `leaver` event runs `actions` and whose `rehired` event cancels and undoes.
 fn leaver_then_rehire(actions: &str) -> Settings {

@@ -145,7 +145,8 @@ pub(super) async fn confirm(
             bad.len()
         ))
     })?;
-    let key = manual::import::key(&file, action.as_deref(), approval);
+    // The console does not vouch for account ids (README, "Manual and bulk jobs").
+    let key = manual::import::key(&file, action.as_deref(), approval, false);
     let receipt = manual::enqueue(
         state.store.as_ref(),
         &state.config,
