@@ -129,6 +129,18 @@ pub fn check_rows(
             Ok(false) => break,
             Ok(true) => {
                 let line = record.position().map_or(line, |p| line_at(p.byte()));
+                if rows.len() == super::MAX_ENTRIES {
+                    // Checked before a row is recorded: a longer import fails at the store's
+                    // deadline after saying every row is valid.
+                    return Err(vec![BadRow {
+                        line,
+                        reason: format!(
+                            "more than {} rows: an import takes at most {}; split the file",
+                            super::MAX_ENTRIES,
+                            super::MAX_ENTRIES
+                        ),
+                    }]);
+                }
                 let entry = entry(&header, &record, action);
                 let result = entry
                     .clone()
@@ -270,6 +282,27 @@ mod tests {
 
     fn check_text(text: &str, action: Option<&str>) -> Result<Vec<NewChain>, Vec<BadRow>> {
         check(&config(), text.as_bytes(), action, false, now(), |_| {})
+    }
+
+    #[test]
+    fn an_import_takes_at_most_ten_thousand_rows() {
+        let rows = |n: usize| {
+            let mut text = String::from("email\n");
+            for i in 0..n {
+                text.push_str(&format!("p{i}@example.com\n"));
+            }
+            text
+        };
+        let full = check_text(&rows(crate::manual::MAX_ENTRIES), Some("suspend_access"));
+        assert_eq!(full.unwrap().len(), crate::manual::MAX_ENTRIES);
+        let over = check_text(
+            &rows(crate::manual::MAX_ENTRIES + 1),
+            Some("suspend_access"),
+        );
+        let bad = over.unwrap_err();
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].line, 10_002);
+        assert!(bad[0].reason.contains("at most 10000"), "{}", bad[0]);
     }
 
     #[test]
