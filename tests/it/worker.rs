@@ -2920,7 +2920,10 @@ async fn a_second_rehire_keeps_the_first_ones_undo(db: TestDb) {
     assert_eq!(second["cancelled"], json!([]), "{second}");
     assert_eq!(second["undo"], json!([]), "{second}");
     let id = undo[0]["id"].as_str().unwrap().to_owned();
-    assert_eq!(h.states(&[id.clone()]).await, [JobState::AwaitingApproval]);
+    assert_eq!(
+        h.states(std::slice::from_ref(&id)).await,
+        [JobState::AwaitingApproval]
+    );
     h.app
         .store
         .approve(id.parse().unwrap(), "test")
