@@ -132,7 +132,20 @@ impl Mutation {
             Mutation::AddToServiceDesk { .. } | Mutation::AddToCustomerOrganization { .. } => {
                 Method::POST
             }
-            _ => Method::DELETE,
+            // Only the desk and organization calls use it; the rest name their own method.
+            Mutation::RevokePortalAccess { .. }
+            | Mutation::DeletePortalCustomer { .. }
+            | Mutation::RemoveFromServiceDesk { .. }
+            | Mutation::RemoveFromCustomerOrganization { .. }
+            | Mutation::SuspendAccess { .. }
+            | Mutation::RestoreAccess { .. }
+            | Mutation::RemoveFromDirectory { .. }
+            | Mutation::RemoveFromGroup { .. }
+            | Mutation::DeactivateAccount { .. }
+            | Mutation::DeleteAccount { .. }
+            | Mutation::EnableAccount { .. }
+            | Mutation::CancelDeleteAccount { .. }
+            | Mutation::AddToGroup { .. } => Method::DELETE,
         }
     }
 
@@ -151,7 +164,20 @@ impl Mutation {
     pub fn email(&self) -> Option<&str> {
         match self {
             Mutation::RemoveFromServiceDesk { email, .. } => Some(email),
-            _ => None,
+            Mutation::RevokePortalAccess { .. }
+            | Mutation::DeletePortalCustomer { .. }
+            | Mutation::RemoveFromCustomerOrganization { .. }
+            | Mutation::SuspendAccess { .. }
+            | Mutation::RestoreAccess { .. }
+            | Mutation::RemoveFromDirectory { .. }
+            | Mutation::RemoveFromGroup { .. }
+            | Mutation::DeactivateAccount { .. }
+            | Mutation::DeleteAccount { .. }
+            | Mutation::EnableAccount { .. }
+            | Mutation::CancelDeleteAccount { .. }
+            | Mutation::AddToGroup { .. }
+            | Mutation::AddToServiceDesk { .. }
+            | Mutation::AddToCustomerOrganization { .. } => None,
         }
     }
 
