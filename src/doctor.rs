@@ -114,7 +114,19 @@ fn targets(config: &Config) -> Targets {
         let set = match action {
             Action::RemoveFromGroup | Action::AddToGroup => &mut targets.groups,
             Action::RemoveFromServiceDesk | Action::AddToServiceDesk => &mut targets.service_desks,
-            _ => &mut targets.organizations,
+            Action::RemoveFromCustomerOrganization | Action::AddToCustomerOrganization => {
+                &mut targets.organizations
+            }
+            // `required_param` named no id for these, so the loop went on above.
+            Action::RevokePortalAccess
+            | Action::DeletePortalCustomer
+            | Action::SuspendAccess
+            | Action::RestoreAccess
+            | Action::RemoveFromDirectory
+            | Action::DeactivateAccount
+            | Action::DeleteAccount
+            | Action::EnableAccount
+            | Action::CancelDeleteAccount => continue,
         };
         set.insert(id.to_owned());
     }

@@ -106,7 +106,15 @@ impl Action {
             | Action::RemoveFromCustomerOrganization
             | Action::AddToServiceDesk
             | Action::AddToCustomerOrganization => TargetAccount::Customer,
-            _ => TargetAccount::Managed,
+            Action::SuspendAccess
+            | Action::RestoreAccess
+            | Action::RemoveFromDirectory
+            | Action::RemoveFromGroup
+            | Action::DeactivateAccount
+            | Action::DeleteAccount
+            | Action::EnableAccount
+            | Action::CancelDeleteAccount
+            | Action::AddToGroup => TargetAccount::Managed,
         }
     }
 
@@ -144,13 +152,13 @@ impl Action {
     /// A parameter's value as it is stored: a non-empty string, or an integer written out
     /// (TOML and JSON senders write ids either way). Anything else is no value.
     pub fn param_text(value: &serde_json::Value) -> Option<String> {
-        match value {
-            serde_json::Value::String(text) if !text.is_empty() => Some(text.clone()),
-            serde_json::Value::Number(number) if number.is_i64() || number.is_u64() => {
-                Some(number.to_string())
-            }
-            _ => None,
+        if let Some(text) = value.as_str() {
+            return (!text.is_empty()).then(|| text.to_owned());
         }
+        value
+            .as_number()
+            .filter(|number| number.is_i64() || number.is_u64())
+            .map(|number| number.to_string())
     }
 
     /// The one parameter an action needs besides the account, if any.
@@ -161,7 +169,15 @@ impl Action {
                 Some("organization_id")
             }
             Action::RemoveFromGroup | Action::AddToGroup => Some("group_id"),
-            _ => None,
+            Action::RevokePortalAccess
+            | Action::DeletePortalCustomer
+            | Action::SuspendAccess
+            | Action::RestoreAccess
+            | Action::RemoveFromDirectory
+            | Action::DeactivateAccount
+            | Action::DeleteAccount
+            | Action::EnableAccount
+            | Action::CancelDeleteAccount => None,
         }
     }
 
@@ -201,7 +217,16 @@ impl Action {
             Action::RemoveFromCustomerOrganization => {
                 (Action::AddToCustomerOrganization, UndoWindow::Always)
             }
-            _ => return None,
+            // Irreversible by nature (`irreversible_because`), or an inverse already.
+            Action::RevokePortalAccess
+            | Action::DeletePortalCustomer
+            | Action::RemoveFromDirectory
+            | Action::RestoreAccess
+            | Action::EnableAccount
+            | Action::CancelDeleteAccount
+            | Action::AddToGroup
+            | Action::AddToServiceDesk
+            | Action::AddToCustomerOrganization => return None,
         })
     }
 
@@ -218,7 +243,18 @@ impl Action {
             Action::RevokePortalAccess => {
                 Some("no API restores portal access: grant it again in the admin UI")
             }
-            _ => None,
+            Action::RemoveFromServiceDesk
+            | Action::RemoveFromCustomerOrganization
+            | Action::SuspendAccess
+            | Action::RestoreAccess
+            | Action::RemoveFromGroup
+            | Action::DeactivateAccount
+            | Action::DeleteAccount
+            | Action::EnableAccount
+            | Action::CancelDeleteAccount
+            | Action::AddToGroup
+            | Action::AddToServiceDesk
+            | Action::AddToCustomerOrganization => None,
         }
     }
 }
