@@ -111,22 +111,13 @@ fn targets(config: &Config) -> Targets {
         let Some(id) = params.get(name).and_then(|v| v.as_str()) else {
             continue;
         };
-        let set = match action {
-            Action::RemoveFromGroup | Action::AddToGroup => &mut targets.groups,
-            Action::RemoveFromServiceDesk | Action::AddToServiceDesk => &mut targets.service_desks,
-            Action::RemoveFromCustomerOrganization | Action::AddToCustomerOrganization => {
-                &mut targets.organizations
-            }
-            // `required_param` named no id for these, so the loop went on above.
-            Action::RevokePortalAccess
-            | Action::DeletePortalCustomer
-            | Action::SuspendAccess
-            | Action::RestoreAccess
-            | Action::RemoveFromDirectory
-            | Action::DeactivateAccount
-            | Action::DeleteAccount
-            | Action::EnableAccount
-            | Action::CancelDeleteAccount => continue,
+        // The id's parameter says which kind of target it names.
+        let set = if name == "group_id" {
+            &mut targets.groups
+        } else if name == "service_desk_id" {
+            &mut targets.service_desks
+        } else {
+            &mut targets.organizations
         };
         set.insert(id.to_owned());
     }

@@ -126,26 +126,16 @@ impl Mutation {
         }
     }
 
-    /// How a membership call changes its list: the additions give back what removals took.
+    /// How a desk or organization membership call changes its list: the additions give
+    /// back what removals took. Only those calls ask.
     fn membership_method(&self) -> Method {
-        match self {
-            Mutation::AddToServiceDesk { .. } | Mutation::AddToCustomerOrganization { .. } => {
-                Method::POST
-            }
-            // Only the desk and organization calls use it; the rest name their own method.
-            Mutation::RevokePortalAccess { .. }
-            | Mutation::DeletePortalCustomer { .. }
-            | Mutation::RemoveFromServiceDesk { .. }
-            | Mutation::RemoveFromCustomerOrganization { .. }
-            | Mutation::SuspendAccess { .. }
-            | Mutation::RestoreAccess { .. }
-            | Mutation::RemoveFromDirectory { .. }
-            | Mutation::RemoveFromGroup { .. }
-            | Mutation::DeactivateAccount { .. }
-            | Mutation::DeleteAccount { .. }
-            | Mutation::EnableAccount { .. }
-            | Mutation::CancelDeleteAccount { .. }
-            | Mutation::AddToGroup { .. } => Method::DELETE,
+        if matches!(
+            self,
+            Mutation::AddToServiceDesk { .. } | Mutation::AddToCustomerOrganization { .. }
+        ) {
+            Method::POST
+        } else {
+            Method::DELETE
         }
     }
 
@@ -160,24 +150,13 @@ impl Mutation {
         (ids.len() == 2).then(|| ids[0])
     }
 
-    /// The email the job named, where the call needs it.
+    /// The email the job named, where the call needs it (a desk removal's membership
+    /// check searches the desk by it).
     pub fn email(&self) -> Option<&str> {
-        match self {
-            Mutation::RemoveFromServiceDesk { email, .. } => Some(email),
-            Mutation::RevokePortalAccess { .. }
-            | Mutation::DeletePortalCustomer { .. }
-            | Mutation::RemoveFromCustomerOrganization { .. }
-            | Mutation::SuspendAccess { .. }
-            | Mutation::RestoreAccess { .. }
-            | Mutation::RemoveFromDirectory { .. }
-            | Mutation::RemoveFromGroup { .. }
-            | Mutation::DeactivateAccount { .. }
-            | Mutation::DeleteAccount { .. }
-            | Mutation::EnableAccount { .. }
-            | Mutation::CancelDeleteAccount { .. }
-            | Mutation::AddToGroup { .. }
-            | Mutation::AddToServiceDesk { .. }
-            | Mutation::AddToCustomerOrganization { .. } => None,
+        if let Mutation::RemoveFromServiceDesk { email, .. } = self {
+            Some(email)
+        } else {
+            None
         }
     }
 
