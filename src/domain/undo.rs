@@ -31,17 +31,63 @@ pub struct Irreversible {
     pub reason: String,
 }
 
-/// The inverses to enqueue, and the steps that cannot be undone.
+/// The inverses to enqueue, and the steps that cannot be undone; and, until the store plans
+/// them, the undos a delivery asks for.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Undo {
     pub chains: Vec<NewChain>,
     pub irreversible: Vec<Irreversible>,
+    /// Undos not planned yet. The store plans them inside the transaction that records the
+    /// delivery ([`Undo::plan_asked`]), from the jobs that transaction sees, so that two
+    /// rehires of one person never both read the jobs before either records its inverses.
+    pub asked: Vec<UndoAsked>,
+}
+
+/// An undo a cancel rule asked for, to be planned by the store (see [`plan`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct UndoAsked {
+    pub email: Email,
+    pub rule: String,
+    pub approval: bool,
+    /// The delivery's own source first, then the rule's `undo_sources`.
+    pub sources: Vec<String>,
+    /// `[safety] approval_above`, applied again once the inverses are known.
+    pub approval_above: u64,
 }
 
 impl Undo {
     pub fn extend(&mut self, other: Undo) {
         self.chains.extend(other.chains);
         self.irreversible.extend(other.irreversible);
+        self.asked.extend(other.asked);
+    }
+
+    /// The people whose jobs planning the asked undos reads.
+    pub fn asked_emails(&self) -> impl Iterator<Item = &Email> {
+        self.asked.iter().map(|asked| &asked.email)
+    }
+
+    /// Plans every asked undo from `jobs` (at least every job of each asked person, as the
+    /// store's transaction reads them) at `now`.
+    pub fn plan_asked(&mut self, jobs: &[Job], now: DateTime<Utc>) {
+        for asked in std::mem::take(&mut self.asked) {
+            let sources: Vec<&str> = asked.sources.iter().map(String::as_str).collect();
+            let planned = plan(
+                jobs,
+                &asked.email,
+                &asked.rule,
+                asked.approval,
+                &sources,
+                now,
+            );
+            tracing::info!(
+                rule = asked.rule,
+                inverses = planned.chains.iter().map(|c| c.steps.len()).sum::<usize>(),
+                irreversible = planned.irreversible.len(),
+                "undo on rehire"
+            );
+            self.extend(planned);
+        }
     }
 }
 

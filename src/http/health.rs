@@ -12,6 +12,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
+use crate::store::StoreError;
 
 /// How long the store may take to answer a readiness probe: a store that cannot be reached
 /// is reported within 0.5 s (README, HTTP API: "Fast refusals"), and one this slow is not ready for webhooks.
@@ -32,23 +33,28 @@ async fn healthz() -> Json<Value> {
 
 /// The store answers: webhooks can be accepted.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
-    (status = 200, description = "The store answered within 0.4 s"),
+    (status = 200, description = "The store would take a delivery within 0.4 s (on SQLite: its write lock)"),
     (status = 503, description = "The store is unavailable", body = ErrorBody),
 ))]
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    match tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await {
-        Ok(Ok(())) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
-        Ok(Err(e)) => {
+    match state.store.ready(READY_TIMEOUT).await {
+        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Err(StoreError::Overdue { .. }) => {
+            tracing::warn!("readiness check: the store did not take a write in time");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(
+                    json!({ "error": "unavailable", "message": "the store did not take a write in time" }),
+                ),
+            )
+        }
+        Err(e) => {
             tracing::warn!(error = %e, "readiness check: store unavailable");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(json!({ "error": "unavailable", "message": "the store does not answer" })),
             )
         }
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "error": "unavailable", "message": "the store did not answer in time" })),
-        ),
     }
 }
 

@@ -20,10 +20,10 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::json_body;
 use crate::config::Source;
-use crate::domain::undo::{Irreversible, Undo};
+use crate::domain::undo::{Irreversible, Undo, UndoAsked};
 use crate::domain::{NewCancel, Plan};
 use crate::rules;
-use crate::store::{Dedupe, DeliveryContent, DeliveryStatus, JobFilter, NewDelivery, Refusal};
+use crate::store::{Dedupe, DeliveryContent, DeliveryStatus, NewDelivery, Refusal};
 use crate::verify::{BodyTimestampError, Scheme, Verified, check_body_timestamp, is_hibob_ping};
 
 /// Delivery ids longer than this are replaced by their hash: they are keys, not payloads.
@@ -150,7 +150,7 @@ async fn handle(
         }
     };
 
-    let content = map_payload(state, source, &payload).await?;
+    let content = map_payload(state, source, &payload);
     let delivery = NewDelivery {
         source: source.name.clone(),
         delivery_id,
@@ -290,20 +290,16 @@ fn delivery_id(
 }
 
 /// Applies the source's rules; protected people are refused here, before any job exists. A
-/// cancel rule with `undo` reads the person's jobs to work out what to give back.
-async fn map_payload(
-    state: &AppState,
-    source: &Source,
-    payload: &Value,
-) -> Result<DeliveryContent, ApiError> {
+/// cancel rule with `undo` asks the store to work out what to give back.
+fn map_payload(state: &AppState, source: &Source, payload: &Value) -> DeliveryContent {
     let now = Utc::now();
     let plans = match rules::map_delivery(&source.rules, payload, now) {
         Ok(plans) => plans,
         Err(unmappable) => {
             tracing::warn!(error = %unmappable, "webhook unmappable");
-            return Ok(DeliveryContent::Unmappable {
+            return DeliveryContent::Unmappable {
                 error: unmappable.to_string(),
-            });
+            };
         }
     };
     let mut cancels = Vec::new();
@@ -319,62 +315,27 @@ async fn map_payload(
                 undo_sources,
             } => {
                 if wanted {
-                    let sources: Vec<&str> = std::iter::once(source.name.as_str())
-                        .chain(undo_sources.iter().map(String::as_str))
+                    // Planned by the store, inside the transaction that records the
+                    // delivery, from the jobs it sees there.
+                    let sources = std::iter::once(source.name.clone())
+                        .chain(undo_sources)
                         .collect();
-                    let given_back =
-                        give_back(state, &email, &rule, approval, &sources, now).await?;
-                    undo.get_or_insert_with(Undo::default).extend(given_back);
+                    undo.get_or_insert_with(Undo::default)
+                        .asked
+                        .push(UndoAsked {
+                            email: email.clone(),
+                            rule: rule.clone(),
+                            approval,
+                            sources,
+                            approval_above: state.config.safety.approval_above,
+                        });
                 }
                 cancels.push(NewCancel { email, rule });
             }
             Plan::Chain(chain) => chains.push(chain),
         }
     }
-    Ok(DeliveryContent::guarded(
-        cancels,
-        chains,
-        undo,
-        &state.config.safety,
-    ))
-}
-
-/// What an undo gives back to `email`, from every job of that person that one of `sources`
-/// created.
-async fn give_back(
-    state: &AppState,
-    email: &crate::domain::Email,
-    rule: &str,
-    approval: bool,
-    sources: &[&str],
-    now: DateTime<Utc>,
-) -> Result<Undo, ApiError> {
-    let mut jobs = Vec::new();
-    let mut before = None;
-    loop {
-        let filter = JobFilter {
-            state: None,
-            email: Some(email.as_str().to_owned()),
-            action: None,
-            before,
-            limit: 500,
-        };
-        let page = state.store.list_jobs(&filter).await?;
-        let full = page.len() == 500;
-        before = page.last().map(|job| job.id);
-        jobs.extend(page);
-        if !full {
-            break;
-        }
-    }
-    let undo = crate::domain::undo::plan(&jobs, email, rule, approval, sources, now);
-    tracing::info!(
-        rule,
-        inverses = undo.chains.iter().map(|c| c.steps.len()).sum::<usize>(),
-        irreversible = undo.irreversible.len(),
-        "undo on rehire"
-    );
-    Ok(undo)
+    DeliveryContent::guarded(cancels, chains, undo, &state.config.safety)
 }
 
 fn truncate(text: &str, max: usize) -> String {

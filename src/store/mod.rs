@@ -142,6 +142,15 @@ pub trait Store: Send + Sync + 'static {
         self.same_sql().ping().await
     }
 
+    /// Whether a delivery could be recorded now, for `/readyz`: a webhook would not be
+    /// answered 503 (README, "Health"). By default, a round trip.
+    async fn ready(&self, within: Duration) -> StoreResult<()> {
+        match tokio::time::timeout(within, self.ping()).await {
+            Ok(answer) => answer,
+            Err(_) => Err(StoreError::Overdue { in_doubt: false }),
+        }
+    }
+
     /// Records a delivery and, in the same transaction, cancels and enqueues what it asks
     /// for. A delivery id already recorded for the source returns the first response with
     /// `duplicate = true` and changes nothing. Answers within `StoreOptions::accept_deadline`:

@@ -41,6 +41,11 @@ pub struct JobFilter {
     pub limit: u32,
 }
 
+/// More steps than this make a delivery a bulk request (`NewDelivery::is_bulk`): no rule
+/// maps a webhook to that many, and a request of that many takes long enough to write that
+/// a webhook waiting behind it would notice.
+pub(crate) const BULK_STEPS: usize = 100;
+
 /// A verified delivery, mapped by the rules, ready to be recorded.
 #[derive(Clone, Debug)]
 pub struct NewDelivery {
@@ -133,6 +138,90 @@ impl NewDelivery {
                 body
             }
         }
+    }
+
+    /// The people whose jobs the store reads, inside the transaction that records this
+    /// delivery, to plan the undo it asks for; none when it asks for none.
+    pub(crate) fn undo_emails(&self) -> Vec<&str> {
+        match &self.content {
+            DeliveryContent::Accepted {
+                undo: Some(undo), ..
+            } => {
+                let mut emails: Vec<&str> = undo.asked_emails().map(|e| e.as_str()).collect();
+                // Sorted, so that transactions locking them lock in one order.
+                emails.sort_unstable();
+                emails.dedup();
+                emails
+            }
+            DeliveryContent::Accepted { undo: None, .. } | DeliveryContent::Unmappable { .. } => {
+                Vec::new()
+            }
+        }
+    }
+
+    /// This delivery with the undo it asks for planned from `jobs` (every job of its
+    /// `undo_emails`, read inside the transaction that records it), and the mass-approval
+    /// guard applied again with the inverses counted.
+    pub(crate) fn with_undo_planned(&self, jobs: &[Job]) -> NewDelivery {
+        let mut planned = self.clone();
+        let limit = match &mut planned.content {
+            DeliveryContent::Accepted {
+                undo: Some(undo), ..
+            } => {
+                let limit = undo.asked.iter().map(|asked| asked.approval_above).min();
+                undo.plan_asked(jobs, self.received_at);
+                limit
+            }
+            DeliveryContent::Accepted { undo: None, .. } | DeliveryContent::Unmappable { .. } => {
+                None
+            }
+        };
+        if let Some(limit) = limit {
+            planned.content.require_approval_above(limit);
+        }
+        planned
+    }
+
+    /// Whether this is a bulk request, which is never written in the webhooks' batches nor
+    /// holds the writer they wait for (README, "Bulk requests and webhooks"): more than
+    /// `BULK_STEPS` steps, and neither a cancellation nor an undo (which only webhooks have).
+    pub(crate) fn is_bulk(&self) -> bool {
+        match &self.content {
+            DeliveryContent::Accepted {
+                cancels,
+                chains,
+                undo,
+                ..
+            } => {
+                cancels.is_empty()
+                    && undo.is_none()
+                    && chains.iter().map(|chain| chain.steps.len()).sum::<usize>() > BULK_STEPS
+            }
+            DeliveryContent::Unmappable { .. } => false,
+        }
+    }
+
+    /// A bulk request's chains in chunks of at most `chunk_steps` steps (a chain is never
+    /// split), for a store that records it one chunk per transaction; `None` when it is not
+    /// a bulk request.
+    pub(crate) fn bulk_chunks(&self, chunk_steps: usize) -> Option<Vec<&[NewChain]>> {
+        let DeliveryContent::Accepted { chains, .. } = &self.content else {
+            return None;
+        };
+        if !self.is_bulk() {
+            return None;
+        }
+        let mut chunks = Vec::new();
+        let (mut start, mut in_chunk) = (0, 0);
+        for (i, chain) in chains.iter().enumerate() {
+            if in_chunk > 0 && in_chunk + chain.steps.len() > chunk_steps {
+                chunks.push(&chains[start..i]);
+                (start, in_chunk) = (i, 0);
+            }
+            in_chunk += chain.steps.len();
+        }
+        chunks.push(&chains[start..]);
+        Some(chunks)
     }
 
     /// Why every job of this delivery waits for approval, when it is a mass offboarding.
@@ -461,4 +550,97 @@ pub struct PutBack<'a> {
     pub refund_attempt: bool,
     pub error: Option<&'a str>,
     pub detail: &'a str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Email, NewStep};
+
+    fn chain(i: usize, steps: usize) -> NewChain {
+        NewChain {
+            email: Email::parse(&format!("p{i}@example.com")).unwrap(),
+            account_id: None,
+            account_type: None,
+            rule: "manual".into(),
+            approval: false,
+            steps: (0..steps)
+                .map(|_| NewStep {
+                    action: Action::SuspendAccess,
+                    params: Map::new(),
+                    run_at: Utc::now(),
+                })
+                .collect(),
+        }
+    }
+
+    fn delivery(chains: Vec<NewChain>, cancels: Vec<NewCancel>) -> NewDelivery {
+        NewDelivery {
+            source: "api".into(),
+            delivery_id: "k".into(),
+            body_sha256: String::new(),
+            dedupe: Dedupe::SignedId,
+            received_at: Utc::now(),
+            max_attempts: 3,
+            content: DeliveryContent::Accepted {
+                cancels,
+                chains,
+                refused: Vec::new(),
+                approval_required: None,
+                undo: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_bulk_request_is_cut_into_chunks_between_chains() {
+        // 3-step chains: 34 of them make 102 steps, over BULK_STEPS.
+        let chains: Vec<NewChain> = (0..34).map(|i| chain(i, 3)).collect();
+        let bulk = delivery(chains, Vec::new());
+        assert!(bulk.is_bulk());
+        let chunks = bulk.bulk_chunks(10).unwrap();
+        // Three chains (9 steps) fit in 10; a fourth would not.
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c.iter().map(|c| c.steps.len()).sum::<usize>() <= 10)
+        );
+        assert_eq!(chunks.len(), 12);
+        assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), 34);
+        let emails: Vec<&str> = chunks
+            .iter()
+            .flat_map(|c| c.iter())
+            .map(|c| c.email.as_str())
+            .collect();
+        let expected: Vec<String> = (0..34).map(|i| format!("p{i}@example.com")).collect();
+        assert_eq!(emails, expected, "in order, each once");
+
+        // A chain longer than a chunk is a chunk of its own, whole.
+        let long = delivery(vec![chain(0, 2), chain(1, 120), chain(2, 2)], Vec::new());
+        let sizes: Vec<usize> = long
+            .bulk_chunks(100)
+            .unwrap()
+            .iter()
+            .map(|c| c.len())
+            .collect();
+        assert_eq!(sizes, vec![1, 1, 1]);
+    }
+
+    #[test]
+    fn small_requests_and_cancellations_are_not_bulk() {
+        let small = delivery((0..BULK_STEPS).map(|i| chain(i, 1)).collect(), Vec::new());
+        assert!(!small.is_bulk());
+        assert!(small.bulk_chunks(10).is_none());
+        let cancel = NewCancel {
+            email: Email::parse("a@example.com").unwrap(),
+            rule: "rehire".into(),
+        };
+        let with_cancel = delivery(
+            (0..=BULK_STEPS).map(|i| chain(i, 1)).collect(),
+            vec![cancel],
+        );
+        assert!(!with_cancel.is_bulk());
+        let big = delivery((0..=BULK_STEPS).map(|i| chain(i, 1)).collect(), Vec::new());
+        assert!(big.is_bulk());
+    }
 }

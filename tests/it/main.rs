@@ -8,6 +8,7 @@ mod support;
 
 mod admin;
 mod atlassian_client;
+mod bulk_and_webhooks;
 mod cli;
 mod console;
 mod console_browser;

@@ -3072,3 +3072,58 @@ async fn a_commit_that_fails_is_not_an_answer_on_postgres() {
     .await;
     assert_eq!(next.job_ids().len(), 1);
 }
+
+/// An undo is planned inside the transaction that records the rehire (INTERFACE §9): a step
+/// that succeeds after the rehire was mapped, but before it is recorded, is given back. (Read
+/// before the transaction, it was still pending: the rehire's cancel could no longer cancel
+/// it, and nothing gave it back, so the person stayed suspended.)
+async fn an_undo_is_planned_from_what_the_recording_transaction_sees(db: TestDb) {
+    let store = db.store().await;
+    let suspend = enqueue(&*store, "ann@example.com", Action::SuspendAccess, due()).await;
+    let rehire = delivery(
+        "hr",
+        &fresh_delivery_id(),
+        DeliveryContent::Accepted {
+            cancels: vec![NewCancel {
+                email: Email::parse("ann@example.com").unwrap(),
+                rule: "rehire".to_owned(),
+            }],
+            chains: Vec::new(),
+            refused: Vec::new(),
+            approval_required: None,
+            undo: Some(offboard::domain::undo::Undo {
+                asked: vec![offboard::domain::undo::UndoAsked {
+                    email: Email::parse("ann@example.com").unwrap(),
+                    rule: "rehire".to_owned(),
+                    approval: false,
+                    sources: vec!["hr".to_owned()],
+                    approval_above: 1_000,
+                }],
+                ..Default::default()
+            }),
+        },
+    );
+    // The suspension runs and succeeds between the mapping and the recording.
+    let claimed = store.claim_due(WORKER, 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].id, suspend.id);
+    assert!(
+        store
+            .record_account(&claimed[0], "acc-ann", "atlassian")
+            .await
+            .unwrap()
+    );
+    let claimed = show(&*store, suspend.id).await.job;
+    assert!(store.complete(&claimed, Outcome::Done, "ok").await.unwrap());
+
+    let receipt = store.accept_delivery(rehire).await.unwrap();
+    let undo = receipt.body["undo"].as_array().expect("undo jobs");
+    assert_eq!(undo.len(), 1, "{}", receipt.body);
+    assert_eq!(undo[0]["action"], "restore_access", "{}", receipt.body);
+    assert_eq!(undo[0]["account_id"], "acc-ann", "{}", receipt.body);
+    assert_eq!(receipt.body["irreversible"], json!([]), "{}", receipt.body);
+}
+both_stores!(
+    an_undo_is_planned_from_what_the_recording_transaction_sees_on,
+    an_undo_is_planned_from_what_the_recording_transaction_sees
+);

@@ -116,6 +116,28 @@ pub(super) async fn accept_alone(
     }
 }
 
+/// Accepts a bulk request by `deadline`, as a batch of its own when it can go in one (one
+/// set-based call), else alone.
+pub(super) async fn accept_bulk(
+    pool: &PgPool,
+    limits: Limits,
+    delivery: NewDelivery,
+    deadline: Instant,
+) -> StoreResult<DeliveryReceipt> {
+    if !batchable(&delivery) {
+        return accept_alone(pool, limits, &delivery, deadline).await;
+    }
+    match tokio::time::timeout_at(
+        deadline,
+        write_batch(pool, limits.acquire_timeout, vec![delivery]),
+    )
+    .await
+    {
+        Ok(mut answers) => answers.pop().expect("one answer per delivery"),
+        Err(_) => Err(StoreError::Overdue { in_doubt: true }),
+    }
+}
+
 /// Writes one batch; an answer per delivery, in order.
 async fn write_batch(
     pool: &PgPool,
@@ -417,23 +439,12 @@ async fn accept_one(
     conn: &mut PgConnection,
     delivery: &NewDelivery,
 ) -> StoreResult<DeliveryReceipt> {
-    let cancels = match &delivery.content {
-        DeliveryContent::Unmappable { .. } => &[][..],
-        DeliveryContent::Accepted { cancels, .. } => &cancels[..],
-    };
-    let chains: Vec<serde_json::Value> = delivery
-        .content
-        .all_chains()
-        .map(|c| chain_json(c, delivery))
-        .collect();
-    let cancels: Vec<serde_json::Value> =
-        cancels.iter().map(|c| cancel_json(c, delivery)).collect();
     // A concurrent copy of this delivery that commits first makes the call roll back
     // (OBDUP); the next call replays that copy's answer.
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match accept_in_transaction(conn, delivery, &chains, &cancels).await {
+        match accept_in_transaction(conn, delivery).await {
             Err(StoreError::Database(sqlx::Error::Database(e)))
                 if e.code().as_deref() == Some("OBDUP") && attempt < 3 => {}
             other => return other,
@@ -446,14 +457,33 @@ async fn accept_one(
 async fn accept_in_transaction(
     conn: &mut PgConnection,
     delivery: &NewDelivery,
-    chains: &[serde_json::Value],
-    cancels: &[serde_json::Value],
 ) -> StoreResult<DeliveryReceipt> {
+    let mut tx = conn.begin().await?;
+    // The undo is planned from the jobs this transaction sees, each person locked first, so
+    // that a second rehire of the same person waits and then sees the first one's inverses.
+    let emails = delivery.undo_emails();
+    let planned;
+    let delivery = if emails.is_empty() {
+        delivery
+    } else {
+        planned = delivery.with_undo_planned(&lock_and_read_people(&mut tx, &emails).await?);
+        &planned
+    };
     let error = match &delivery.content {
         DeliveryContent::Unmappable { error } => Some(error.as_str()),
         DeliveryContent::Accepted { .. } => None,
     };
-    let mut tx = conn.begin().await?;
+    let cancels = match &delivery.content {
+        DeliveryContent::Unmappable { .. } => &[][..],
+        DeliveryContent::Accepted { cancels, .. } => &cancels[..],
+    };
+    let chains: Vec<serde_json::Value> = delivery
+        .content
+        .all_chains()
+        .map(|c| chain_json(c, delivery))
+        .collect();
+    let cancels: Vec<serde_json::Value> =
+        cancels.iter().map(|c| cancel_json(c, delivery)).collect();
     let row = sqlx::query(
         "SELECT duplicate, status, response, job_ids, cancelled FROM offboard_accept_delivery( \
          $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
@@ -465,8 +495,8 @@ async fn accept_in_transaction(
     .bind(delivery.key_body_sha256())
     .bind(delivery.replay_since())
     .bind(error)
-    .bind(sqlx::types::Json(chains))
-    .bind(sqlx::types::Json(cancels))
+    .bind(sqlx::types::Json(&chains))
+    .bind(sqlx::types::Json(&cancels))
     .bind(delivery.approval_required())
     .bind(delivery.actor())
     .bind(live_state_names())
@@ -493,6 +523,31 @@ async fn accept_in_transaction(
         status,
         body,
     })
+}
+
+/// Locks each of these people for the rest of `tx` (in the order given, sorted by the
+/// caller), then reads every job of theirs, locked too: a job the worker finishes meanwhile
+/// finishes after this transaction, so what the undo was planned from is what it cancels or
+/// gives back (the claim skips locked rows; a completion waits).
+async fn lock_and_read_people(
+    tx: &mut Transaction<'_, Postgres>,
+    emails: &[&str],
+) -> StoreResult<Vec<Job>> {
+    for email in emails {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('offboard person ' || $1, 0))")
+            .bind(email)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        job_columns!(),
+        " FROM jobs WHERE email = ANY($1) ORDER BY id FOR UPDATE"
+    ))
+    .bind(emails)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter().map(job_from_row).collect()
 }
 
 /// One chain as `offboard_accept_delivery` takes it; details are decided (and truncated) here.

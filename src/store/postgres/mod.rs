@@ -1,9 +1,8 @@
 //! The production store. The database clock (`now()`) is the one clock for leases and
 //! timestamps, so replicas with skewed clocks still agree on who holds a job.
 //!
-//! Over 600 lines, as one concept: the `Store` trait's operations on Postgres. Delivery
-//! acceptance is in `accept.rs`, wake-ups in `notifier.rs`, what both backends read alike in
-//! `../rows.rs`.
+//! The `Store` trait's operations on Postgres. Delivery acceptance is in `accept.rs`,
+//! wake-ups in `notifier.rs`, what both backends read alike in `../rows.rs`.
 
 mod accept;
 mod notifier;
@@ -150,7 +149,11 @@ impl Store for PostgresStore {
         within: Duration,
     ) -> StoreResult<DeliveryReceipt> {
         let deadline = tokio::time::Instant::now() + within;
-        let receipt = if accept::batchable(&delivery) {
+        // A bulk request is written on a connection of its own, never in the batches that
+        // webhooks wait for (README, "Bulk requests and webhooks").
+        let receipt = if delivery.is_bulk() {
+            accept::accept_bulk(&self.pool, self.accept, delivery, deadline).await?
+        } else if accept::batchable(&delivery) {
             self.batcher
                 .get_or_init(|| accept::spawn_batcher(self.pool.clone(), self.accept))
                 .submit_by(delivery, deadline)

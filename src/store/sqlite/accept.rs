@@ -2,6 +2,8 @@
 //! the live jobs they resolve to) and the delivery with its answer, in the writer's
 //! transaction; deliveries that arrive together share one transaction (`crate::batch`).
 
+use std::collections::HashSet;
+
 use sqlx::Row;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 
@@ -184,7 +186,10 @@ async fn accept_together(
 /// The delivery as recorded before, if it is a repeat (`Dedupe`): the same key, else, for
 /// an unsigned id, the newest copy of its body within the replay window. The immediate
 /// transaction holds the write lock, so no copy can be recorded between this and the insert.
-async fn recorded_before(tx: &mut Tx, delivery: &NewDelivery) -> StoreResult<Option<SqliteRow>> {
+pub(super) async fn recorded_before(
+    tx: &mut Tx,
+    delivery: &NewDelivery,
+) -> StoreResult<Option<SqliteRow>> {
     let same_key = sqlx::query(
         "SELECT status, response FROM deliveries WHERE source = ?1 AND delivery_id = ?2 \
          AND (?3 = '' OR body_sha256 = ?3) ORDER BY id LIMIT 1",
@@ -208,11 +213,40 @@ async fn recorded_before(tx: &mut Tx, delivery: &NewDelivery) -> StoreResult<Opt
     .await?)
 }
 
+/// Every job of these people, as `tx` sees them.
+async fn jobs_of(tx: &mut Tx, emails: &[&str]) -> StoreResult<Vec<Job>> {
+    let mut jobs = Vec::new();
+    for email in emails {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE email = ?1"
+        ))
+        .bind(email)
+        .fetch_all(&mut **tx)
+        .await?;
+        for row in &rows {
+            jobs.push(job_from_row(row)?);
+        }
+    }
+    Ok(jobs)
+}
+
 /// Records one delivery and its jobs inside `tx`, or finds it already recorded.
 async fn accept_in(tx: &mut Tx, delivery: &NewDelivery, now: i64) -> StoreResult<DeliveryReceipt> {
     if let Some(row) = recorded_before(tx, delivery).await? {
         return duplicate_receipt(row.try_get("status")?, row.try_get("response")?);
     }
+    // The undo is planned from the jobs this transaction sees: it holds the write lock, so
+    // no other delivery's inverses can be recorded between the read and the writes.
+    let emails = delivery.undo_emails();
+    let planned;
+    let delivery = if emails.is_empty() {
+        delivery
+    } else {
+        planned = delivery.with_undo_planned(&jobs_of(tx, &emails).await?);
+        &planned
+    };
     let (status, error, body, job_ids) = match &delivery.content {
         DeliveryContent::Unmappable { error } => (
             DeliveryStatus::Unmappable,
@@ -225,23 +259,59 @@ async fn accept_in(tx: &mut Tx, delivery: &NewDelivery, now: i64) -> StoreResult
             for cancel in cancels {
                 cancelled.extend(cancel_for_email(tx, cancel, delivery, now).await?);
             }
-            let mut jobs: Vec<Job> = Vec::new();
+            let mut jobs = NamedJobs::default();
             for chain in delivery.content.all_chains() {
-                let mut previous = None;
-                for step in &chain.steps {
-                    let job =
-                        insert_or_existing_job(tx, delivery, chain, step, previous, now).await?;
-                    previous = Some(job.id);
-                    if !jobs.iter().any(|j| j.id == job.id) {
-                        jobs.push(job);
-                    }
-                }
+                record_chain(tx, delivery, chain, now, &mut jobs).await?;
             }
+            let jobs = jobs.list;
             let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
             let body = delivery.answer(&jobs, &cancelled);
             (DeliveryStatus::Accepted, None, body, ids)
         }
     };
+    insert_delivery(tx, delivery, status, error, &job_ids, &body).await?;
+    Ok(DeliveryReceipt {
+        duplicate: false,
+        status,
+        body,
+    })
+}
+
+/// The jobs a delivery names, each once, in the order first named.
+#[derive(Default)]
+pub(super) struct NamedJobs {
+    pub list: Vec<Job>,
+    seen: HashSet<JobId>,
+}
+
+/// Records one chain's steps (or finds the live jobs they resolve to) inside `tx`.
+pub(super) async fn record_chain(
+    tx: &mut Tx,
+    delivery: &NewDelivery,
+    chain: &NewChain,
+    now: i64,
+    jobs: &mut NamedJobs,
+) -> StoreResult<()> {
+    let mut previous = None;
+    for step in &chain.steps {
+        let job = insert_or_existing_job(tx, delivery, chain, step, previous, now).await?;
+        previous = Some(job.id);
+        if jobs.seen.insert(job.id) {
+            jobs.list.push(job);
+        }
+    }
+    Ok(())
+}
+
+/// The delivery's own row, with its answer.
+pub(super) async fn insert_delivery(
+    tx: &mut Tx,
+    delivery: &NewDelivery,
+    status: DeliveryStatus,
+    error: Option<&str>,
+    job_ids: &[String],
+    body: &serde_json::Value,
+) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, key_body_sha256, \
          status, error, job_ids, response, approval_required) \
@@ -254,14 +324,10 @@ async fn accept_in(tx: &mut Tx, delivery: &NewDelivery, now: i64) -> StoreResult
     .bind(delivery.key_body_sha256())
     .bind(status.as_str())
     .bind(error)
-    .bind(serde_json::to_string(&job_ids).unwrap_or_else(|_| "[]".into()))
+    .bind(serde_json::to_string(job_ids).unwrap_or_else(|_| "[]".into()))
     .bind(body.to_string())
     .bind(delivery.approval_required())
     .execute(&mut **tx)
     .await?;
-    Ok(DeliveryReceipt {
-        duplicate: false,
-        status,
-        body,
-    })
+    Ok(())
 }

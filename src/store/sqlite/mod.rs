@@ -3,8 +3,8 @@
 //! race to write; readers are not blocked. Times are integer microseconds (UTC) from this
 //! process's clock.
 //!
-//! Over 600 lines, as one concept: the `Store` trait's operations on SQLite. Delivery
-//! acceptance is in `accept.rs`, what both backends read alike in `../rows.rs`.
+//! The `Store` trait's operations on SQLite. Delivery acceptance is in `accept.rs`, bulk
+//! requests in `bulk.rs`, what both backends read alike in `../rows.rs`.
 
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
@@ -19,6 +19,7 @@ use sqlx::{Sqlite, Transaction};
 use tokio::sync::Notify;
 
 mod accept;
+mod bulk;
 
 use super::model::*;
 use super::rows::{cancellable_state_names, job_columns, worker_actor};
@@ -35,6 +36,7 @@ pub struct SqliteStore {
     /// Deliveries are recorded by one writer, many to a transaction (`crate::batch`).
     batcher: OnceLock<Batcher<NewDelivery, StoreResult<DeliveryReceipt>>>,
     accept_deadline: Duration,
+    busy_timeout: Duration,
 }
 
 fn micros(at: DateTime<Utc>) -> i64 {
@@ -77,6 +79,11 @@ macro_rules! for_update {
 }
 super::same_sql::same_sql!();
 
+/// How long a write waits for another writer's lock.
+fn busy_timeout(options: &StoreOptions) -> Duration {
+    options.statement_timeout.max(Duration::from_secs(5))
+}
+
 /// The database file in WAL mode, each connection set up alike.
 async fn open_pool(url: &str, options: &StoreOptions) -> anyhow::Result<SqlitePool> {
     let connect = SqliteConnectOptions::from_str(url)
@@ -86,7 +93,7 @@ async fn open_pool(url: &str, options: &StoreOptions) -> anyhow::Result<SqlitePo
         // FULL: a commit we answered 2xx for survives a power cut, not just a crash.
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
-        .busy_timeout(options.statement_timeout.max(Duration::from_secs(5)));
+        .busy_timeout(busy_timeout(options));
     SqlitePoolOptions::new()
         .max_connections(options.max_connections.clamp(1, 8))
         .acquire_timeout(options.acquire_timeout)
@@ -102,6 +109,7 @@ impl SqliteStore {
             wakeup: Arc::new(Notify::new()),
             batcher: OnceLock::new(),
             accept_deadline: options.accept_deadline,
+            busy_timeout: busy_timeout(options),
         })
     }
 
@@ -214,16 +222,54 @@ impl Store for SqliteStore {
         self.accept_deadline
     }
 
+    /// Takes the write lock and gives it back: a read answers even while another writer (in
+    /// this process or another, such as `offboard jobs import`) holds the lock for longer
+    /// than a webhook may wait, and then webhooks are answered 503.
+    async fn ready(&self, within: Duration) -> StoreResult<()> {
+        let started = tokio::time::Instant::now();
+        let mut conn = tokio::time::timeout(within, self.pool.acquire())
+            .await
+            .map_err(|_| StoreError::Overdue { in_doubt: false })??;
+        let wait = within.saturating_sub(started.elapsed()).as_millis();
+        // The connection's own busy timeout, for this one try; given back after it.
+        sqlx::query(&format!("PRAGMA busy_timeout = {wait}"))
+            .execute(&mut *conn)
+            .await?;
+        let took = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await;
+        if took.is_ok() {
+            sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+        }
+        sqlx::query(&format!(
+            "PRAGMA busy_timeout = {}",
+            self.busy_timeout.as_millis()
+        ))
+        .execute(&mut *conn)
+        .await?;
+        took.map(drop).map_err(|e| match &e {
+            sqlx::Error::Database(db) if db.message().contains("locked") => {
+                StoreError::Overdue { in_doubt: false }
+            }
+            _ => e.into(),
+        })
+    }
+
     async fn accept_delivery_within(
         &self,
         delivery: NewDelivery,
         within: Duration,
     ) -> StoreResult<DeliveryReceipt> {
-        let receipt = self
-            .batcher
-            .get_or_init(|| accept::spawn_batcher(self.pool.clone()))
-            .submit_by(delivery, tokio::time::Instant::now() + within)
-            .await??;
+        let deadline = tokio::time::Instant::now() + within;
+        let receipt = match delivery.bulk_chunks(bulk::CHUNK_STEPS) {
+            Some(chunks) => {
+                bulk::record_in_chunks(&self.pool, &delivery, &chunks, deadline).await?
+            }
+            None => {
+                self.batcher
+                    .get_or_init(|| accept::spawn_batcher(self.pool.clone()))
+                    .submit_by(delivery, deadline)
+                    .await??
+            }
+        };
         if receipt.may_have_made_jobs_due() {
             self.wakeup.notify_one();
         }
