@@ -252,6 +252,67 @@ async fn serve_logs_json_with_request_ids_and_never_a_secret() {
     );
 }
 
+/// Human-readable logs written to a pipe or a file carry no ANSI colour codes: colour is for
+/// a terminal, and escape bytes in a log file break grep and line-based collectors.
+#[test]
+fn plain_logs_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("offboard.toml");
+    let db = dir.path().join("offboard.db");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"sqlite://{}\"\n{}",
+            db.display(),
+            source_toml()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_offboard"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("OFFBOARD_LOG_FORMAT")
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start offboard serve");
+    let (lines, received) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut logged = Vec::new();
+    loop {
+        let line = received
+            .recv_timeout(Duration::from_secs(20))
+            .expect("serve logs that it is listening");
+        let listening = line.contains("listening");
+        logged.push(line);
+        if listening {
+            break;
+        }
+    }
+    let interrupt = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    assert!(interrupt.unwrap().success());
+    assert!(child.wait().unwrap().success());
+    reader.join().unwrap();
+    logged.extend(received.try_iter());
+
+    assert!(
+        logged.iter().any(|l| l.contains("INFO")),
+        "the plain format names each line's level: {logged:#?}"
+    );
+    for line in &logged {
+        assert!(!line.contains('\u{1b}'), "a colour code in {line:?}");
+    }
+}
+
 /// Runs the binary as an operator would, without the environment of whoever runs the tests.
 fn run(args: &[&str], config: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_offboard"))
