@@ -328,6 +328,72 @@ fn run(args: &[&str], config: &Path) -> Output {
         .expect("run offboard")
 }
 
+/// `offboard sign` names the delivery under the source's `id_header`, not under the scheme's
+/// own header (Jira's `X-Atlassian-Webhook-Identifier`), which such a source never reads: the
+/// service then records the id that `sign` printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_names_the_delivery_under_the_sources_id_header() {
+    let source = format!(
+        r#"
+[[sources]]
+name = "relay"
+scheme = "hub-signature"
+secrets = ["{SECRET}"]
+id_header = "X-Relay-Delivery"
+  [[sources.rules]]
+  name = "leaver"
+  email = "/email"
+  actions = ["delete_portal_customer"]
+"#
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("offboard.toml");
+    std::fs::write(&config, &source).unwrap();
+    let body_path = dir.path().join("body.json");
+    let body = json!({ "email": "relayed@example.com" }).to_string();
+    std::fs::write(&body_path, &body).unwrap();
+
+    let output = run(
+        &["sign", "--source", "relay", body_path.to_str().unwrap()],
+        &config,
+    );
+    let stdout = text_of(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", text_of(&output.stderr));
+    let headers: Vec<(String, String)> = stdout
+        .lines()
+        .map(|line| {
+            let (name, value) = line.split_once(": ").expect("`Name: value`");
+            (name.to_owned(), value.to_owned())
+        })
+        .collect();
+    assert!(
+        !stdout
+            .to_ascii_lowercase()
+            .contains("x-atlassian-webhook-identifier"),
+        "{stdout}"
+    );
+    let id = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("X-Relay-Delivery"))
+        .map(|(_, value)| value.clone())
+        .unwrap_or_else(|| panic!("no X-Relay-Delivery line: {stdout}"));
+
+    let db = TestDb::sqlite();
+    let app = TestApp::spawn(&db, &source).await;
+    let response = app.post_hook("relay", body, &headers).await;
+    assert_eq!(response.status().as_u16(), 202);
+    let deliveries: Value = app
+        .admin(reqwest::Method::GET, "/api/v1/deliveries")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(deliveries["deliveries"][0]["delivery_id"], id.as_str());
+    app.stop().await;
+}
+
 /// A secret written where a list belongs, or left in an unclosed string, must not come back
 /// from `check`, `serve` or `sign`; the error still points at the key or the line.
 #[test]
