@@ -46,7 +46,7 @@ struct Args {
     /// The worker's `concurrency` while draining.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
-    /// The PostgreSQL server; each measurement creates and drops a database of its own
+    /// The PostgreSQL server; the Postgres import creates and drops a database of its own on it
     /// [default: $TEST_DATABASE_URL, else postgres://postgres@127.0.0.1:5432/postgres].
     // The resolved default is not shown: TEST_DATABASE_URL may carry a password.
     #[arg(long = "database-url", value_name = "URL", default_value_t = default_database_url(), hide_default_value = true)]

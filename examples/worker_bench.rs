@@ -1,7 +1,8 @@
 //! Worker benchmark on PostgreSQL, against the in-process fake Atlassian.
 //!
 //! ```sh
-//! cargo run --release --example worker_bench -- [--jobs 6000] [--concurrency 1,4,16] [--database-url postgres://postgres@127.0.0.1/postgres]
+//! cargo run --release --example worker_bench -- [--jobs 6000] [--concurrency 1,4,16] \
+//!     [--chains 300] [--only chains] [--database-url postgres://postgres@127.0.0.1/postgres]
 //! ```
 //!
 //! Prints: throughput (jobs/s) at concurrency 1, 4 and 16 with a zero-latency fake and no

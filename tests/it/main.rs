@@ -8,6 +8,7 @@ mod support;
 
 mod admin;
 mod atlassian_client;
+mod benches;
 mod cli;
 mod console;
 mod console_browser;
