@@ -26,6 +26,7 @@ mod openapi;
 mod outcomes;
 mod slow_clients;
 mod smoke;
+mod sources;
 mod store_contract;
 mod store_outage;
 mod worker;
