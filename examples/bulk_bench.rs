@@ -21,6 +21,7 @@ mod fake_atlassian;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use fake_atlassian::{FakeAccount, FakeAtlassian};
 use offboard::config::{Config, ConfigOrigin};
 use offboard::domain::JobState;
@@ -29,36 +30,33 @@ use offboard::serve::{Role, Service};
 use offboard::store::{self, Store, StoreOptions};
 use sqlx::{Connection, PgConnection};
 
+/// Times `offboard jobs import` of a CSV on SQLite and PostgreSQL, then drains imported jobs
+/// against the in-process fake Atlassian.
+#[derive(Parser)]
 struct Args {
+    /// Rows of the imported CSV (`account_id,email`, one `delete_portal_customer` each).
+    #[arg(long, default_value_t = 10_000)]
     rows: usize,
+    /// Imported jobs the worker drains afterwards; 0 skips the drain.
+    #[arg(long, default_value_t = 2_000)]
     drain: usize,
+    /// The worker's `requests_per_second` while draining.
+    #[arg(long, default_value_t = 20.0)]
     rps: f64,
+    /// The worker's `concurrency` while draining.
+    #[arg(long, default_value_t = 4)]
     concurrency: usize,
+    /// The PostgreSQL server; the Postgres import creates and drops a database of its own on it
+    /// [default: $TEST_DATABASE_URL, else postgres://postgres@127.0.0.1:5432/postgres].
+    // The resolved default is not shown: TEST_DATABASE_URL may carry a password.
+    #[arg(long = "database-url", value_name = "URL", default_value_t = default_database_url(), hide_default_value = true)]
     server: String,
 }
 
-fn args() -> Args {
-    let mut args = Args {
-        rows: 10_000,
-        drain: 2_000,
-        rps: 20.0,
-        concurrency: 4,
-        server: std::env::var("TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_default();
-        match flag.as_str() {
-            "--rows" => args.rows = value.parse().expect("--rows N"),
-            "--drain" => args.drain = value.parse().expect("--drain N"),
-            "--rps" => args.rps = value.parse().expect("--rps R"),
-            "--concurrency" => args.concurrency = value.parse().expect("--concurrency N"),
-            "--database-url" => args.server = value,
-            other => panic!("unknown flag {other}"),
-        }
-    }
-    args
+/// `TEST_DATABASE_URL` where the tests' server is, else a local PostgreSQL.
+fn default_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 fn csv(rows: usize) -> Vec<u8> {
@@ -232,7 +230,7 @@ async fn drain(jobs: usize, rps: f64, concurrency: usize) {
 #[tokio::main]
 async fn main() {
     offboard::install_tls_provider();
-    let args = args();
+    let args = Args::parse();
     import_on_sqlite(args.rows).await;
     import_on_postgres(&args.server, args.rows).await;
     if args.drain > 0 {

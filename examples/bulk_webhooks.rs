@@ -33,9 +33,10 @@ struct Args {
     /// Webhooks sent a second, throughout.
     #[arg(long, default_value_t = 20)]
     webhooks_per_second: u32,
-    /// A PostgreSQL server; a database is created on it and dropped after.
-    /// (default: `TEST_DATABASE_URL`, else the local server's `postgres` database)
-    #[arg(long, default_value_t = default_server())]
+    /// A PostgreSQL server; a database is created on it and dropped after
+    /// [default: $TEST_DATABASE_URL, else postgres://postgres@127.0.0.1:5432/postgres].
+    // The resolved default is not shown: TEST_DATABASE_URL may carry a password.
+    #[arg(long = "database-url", value_name = "URL", default_value_t = default_server(), hide_default_value = true)]
     database_url: String,
 }
 

@@ -17,40 +17,29 @@ mod fake_atlassian;
 
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use fake_atlassian::{FakeAccount, FakeAtlassian};
 use offboard::atlassian::{AtlassianSettings, Client, SiteSettings};
 
+/// Reads a whole customer inventory from the in-process fake Atlassian, with the client
+/// `offboard customers list` uses.
+#[derive(Parser)]
 struct Args {
+    /// Portal-only customers at the fake (every tenth on a second desk too).
+    #[arg(long, default_value_t = 20_000)]
     customers: usize,
+    /// Service desks they are spread over.
+    #[arg(long, default_value_t = 10)]
     desks: usize,
+    /// Readings of the whole inventory.
+    #[arg(long, default_value_t = 3)]
     rounds: usize,
+    /// The client's `requests_per_second`; the default is a rate no run reaches (unpaced).
+    #[arg(long, default_value_t = 1_000_000.0)]
     rps: f64,
-    latency: Duration,
-}
-
-fn args() -> Args {
-    let mut args = Args {
-        customers: 20_000,
-        desks: 10,
-        rounds: 3,
-        rps: 1_000_000.0,
-        latency: Duration::ZERO,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_default();
-        match flag.as_str() {
-            "--customers" => args.customers = value.parse().expect("--customers N"),
-            "--desks" => args.desks = value.parse().expect("--desks N"),
-            "--rounds" => args.rounds = value.parse().expect("--rounds N"),
-            "--rps" => args.rps = value.parse().expect("--rps R"),
-            "--latency-ms" => {
-                args.latency = Duration::from_millis(value.parse().expect("--latency-ms MS"));
-            }
-            other => panic!("unknown flag {other}"),
-        }
-    }
-    args
+    /// Latency the fake adds to every request, in milliseconds.
+    #[arg(long = "latency-ms", value_name = "MS", default_value_t = 0)]
+    latency_ms: u64,
 }
 
 /// The worker's default `requests_per_second`, for the paced estimate.
@@ -59,9 +48,10 @@ const DEFAULT_RPS: f64 = 5.0;
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     offboard::install_tls_provider();
-    let args = args();
+    let args = Args::parse();
+    let latency = Duration::from_millis(args.latency_ms);
     let fake = FakeAtlassian::start().await;
-    fake.set_latency(args.latency);
+    fake.set_latency(latency);
     let desk = |n: usize| (10 + n % args.desks).to_string();
     for i in 0..args.customers {
         let mut account =
@@ -85,7 +75,7 @@ async fn main() {
     .expect("client");
     println!(
         "{} customers on {} service desks (every tenth on two), fake latency {:?}, pace {} requests/s",
-        args.customers, args.desks, args.latency, args.rps
+        args.customers, args.desks, latency, args.rps
     );
     for round in 1..=args.rounds {
         fake.clear_requests();

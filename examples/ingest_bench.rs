@@ -17,39 +17,45 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use offboard::config::{Config, ConfigOrigin};
 use offboard::serve::{Role, Service};
 use offboard::store::{self, StoreOptions};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection};
 
+/// Signed webhooks over HTTP into a running service on PostgreSQL and SQLite, against the
+/// one-row INSERT ceiling of the same PostgreSQL.
+#[derive(Parser)]
 struct Args {
+    /// Requests in flight at once, and connections of the ceiling's INSERTs.
+    #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Deliveries per measurement, each a distinct person.
+    #[arg(long, default_value_t = 4000)]
     requests: usize,
+    /// Postgres measurements (ingest, then its ceiling); the medians are reported.
+    #[arg(long, default_value_t = 5, value_parser = at_least_one)]
     rounds: usize,
+    /// The PostgreSQL server; the benchmark creates databases of its own on it
+    /// [default: $TEST_DATABASE_URL, else postgres://postgres@127.0.0.1:5432/postgres].
+    // The resolved default is not shown: TEST_DATABASE_URL may carry a password.
+    #[arg(long = "database-url", value_name = "URL", default_value_t = default_database_url(), hide_default_value = true)]
     server: String,
 }
 
-fn args() -> Args {
-    let mut args = Args {
-        concurrency: 32,
-        requests: 4000,
-        rounds: 5,
-        server: std::env::var("TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_default();
-        match flag.as_str() {
-            "--concurrency" => args.concurrency = value.parse().expect("--concurrency N"),
-            "--requests" => args.requests = value.parse().expect("--requests N"),
-            "--rounds" => args.rounds = value.parse::<usize>().expect("--rounds N").max(1),
-            "--database-url" => args.server = value,
-            other => panic!("unknown flag {other}"),
-        }
+/// `TEST_DATABASE_URL` where the tests' server is, else a local PostgreSQL.
+fn default_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
     }
-    args
 }
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -204,7 +210,7 @@ fn print(store: &str, figures: &Figures, requests: usize) {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let args = args();
+    let args = Args::parse();
     println!(
         "ingest benchmark: {} signed deliveries, concurrency {}",
         args.requests, args.concurrency

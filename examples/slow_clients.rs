@@ -27,8 +27,40 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// Slow clients against the real binary: the resident memory of `offboard serve` while many
+/// connections send large bodies slowly and never finish.
+#[derive(Parser)]
+struct Cli {
+    /// Slow webhook connections per wave.
+    #[arg(long, default_value_t = 200)]
+    connections: usize,
+    /// The body each webhook connection announces, in KiB.
+    #[arg(long = "body-kib", value_name = "KIB", default_value_t = 960)]
+    body_kib: usize,
+    /// Waves of slow connections, one after the other.
+    #[arg(long, default_value_t = 1)]
+    waves: usize,
+    /// The offboard binary to run; by default this checkout's release build, built first.
+    #[arg(long, value_name = "PATH")]
+    bin: Option<PathBuf>,
+    /// Send N unauthenticated console logins instead of webhooks (replaces --connections).
+    #[arg(long = "login-bodies", value_name = "N")]
+    login_bodies: Option<usize>,
+    /// The `Content-Length` each console login announces (with --login-bodies).
+    #[arg(
+        long = "content-length",
+        value_name = "BYTES",
+        default_value_t = 12_000_000
+    )]
+    content_length: usize,
+    /// KiB of each body sent before the connection stalls [default: 90% of the body].
+    #[arg(long = "sent-kib", value_name = "KIB")]
+    sent_kib: Option<usize>,
+}
 
 struct Args {
     connections: usize,
@@ -51,38 +83,24 @@ enum Target {
 }
 
 fn args() -> Args {
-    let mut args = Args {
-        connections: 200,
-        body_kib: 960,
-        waves: 1,
-        bin: None,
-        target: Target::Webhook,
-        sent_kib: None,
+    let cli = Cli::parse();
+    let (connections, target) = match cli.login_bodies {
+        Some(logins) => (
+            logins,
+            Target::Login {
+                content_length: cli.content_length,
+            },
+        ),
+        None => (cli.connections, Target::Webhook),
     };
-    let mut login_length = 12_000_000;
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_default();
-        match flag.as_str() {
-            "--connections" => args.connections = value.parse().expect("--connections N"),
-            "--body-kib" => args.body_kib = value.parse().expect("--body-kib N"),
-            "--waves" => args.waves = value.parse::<usize>().expect("--waves N").max(1),
-            "--bin" => args.bin = Some(PathBuf::from(value)),
-            "--login-bodies" => {
-                args.connections = value.parse().expect("--login-bodies N");
-                args.target = Target::Login {
-                    content_length: login_length,
-                };
-            }
-            "--content-length" => login_length = value.parse().expect("--content-length N"),
-            "--sent-kib" => args.sent_kib = Some(value.parse().expect("--sent-kib N")),
-            other => panic!("unknown flag {other}"),
-        }
+    Args {
+        connections,
+        body_kib: cli.body_kib,
+        waves: cli.waves.max(1),
+        bin: cli.bin,
+        target,
+        sent_kib: cli.sent_kib,
     }
-    if let Target::Login { content_length } = &mut args.target {
-        *content_length = login_length;
-    }
-    args
 }
 
 /// The release binary next to this example, built first when run through cargo.

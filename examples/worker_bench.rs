@@ -1,7 +1,8 @@
 //! Worker benchmark on PostgreSQL, against the in-process fake Atlassian.
 //!
 //! ```sh
-//! cargo run --release --example worker_bench -- [--jobs 6000] [--concurrency 1,4,16] [--database-url postgres://postgres@127.0.0.1/postgres]
+//! cargo run --release --example worker_bench -- [--jobs 6000] [--concurrency 1,4,16] \
+//!     [--chains 300] [--only chains] [--database-url postgres://postgres@127.0.0.1/postgres]
 //! ```
 //!
 //! Prints: throughput (jobs/s) at concurrency 1, 4 and 16 with a zero-latency fake and no
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use clap::Parser;
 use fake_atlassian::FakeAtlassian;
 use offboard::config::{Config, ConfigOrigin};
 use offboard::domain::Email;
@@ -27,43 +29,39 @@ use offboard::serve::{Role, Service};
 use offboard::store::{self, Dedupe, DeliveryContent, NewDelivery, Store, StoreOptions};
 use sqlx::{Connection, PgConnection};
 
+/// The worker on PostgreSQL against the in-process fake Atlassian: throughput, pickup
+/// latency, pacing and requests per job.
+#[derive(Parser)]
 struct Args {
+    /// Jobs per throughput run.
+    #[arg(long, default_value_t = 6000)]
     jobs: usize,
+    /// The PostgreSQL server; each run creates and drops a database of its own on it
+    /// [default: $TEST_DATABASE_URL, else postgres://postgres@127.0.0.1:5432/postgres].
+    // The resolved default is not shown: TEST_DATABASE_URL may carry a password.
+    #[arg(long = "database-url", value_name = "URL", default_value_t = default_database_url(), hide_default_value = true)]
     server: String,
-    /// The concurrency levels of the throughput runs.
+    /// The concurrency levels of the throughput runs, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 4, 16])]
     concurrency: Vec<usize>,
     /// People per chain length in the requests-per-job runs.
+    #[arg(long, default_value_t = 300)]
     chains: usize,
-    only_chains: bool,
+    /// Run only this measurement.
+    #[arg(long, value_enum)]
+    only: Option<Only>,
 }
 
-fn args() -> Args {
-    let mut args = Args {
-        jobs: 6000,
-        concurrency: vec![1, 4, 16],
-        chains: 300,
-        only_chains: false,
-        server: std::env::var("TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_default();
-        match flag.as_str() {
-            "--jobs" => args.jobs = value.parse().expect("--jobs N"),
-            "--concurrency" => {
-                args.concurrency = value
-                    .split(',')
-                    .map(|c| c.trim().parse().expect("--concurrency N[,N...]"))
-                    .collect();
-            }
-            "--database-url" => args.server = value,
-            "--chains" => args.chains = value.parse().expect("--chains N"),
-            "--only" if value == "chains" => args.only_chains = true,
-            other => panic!("unknown flag {other}"),
-        }
-    }
-    args
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Only {
+    /// Atlassian requests per completed job, for chains of 1, 2 and 3 steps.
+    Chains,
+}
+
+/// `TEST_DATABASE_URL` where the tests' server is, else a local PostgreSQL.
+fn default_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// A fresh database for one measurement, dropped on drop.
@@ -371,12 +369,12 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let args = args();
+    let args = Args::parse();
     println!(
         "worker benchmark on {} (fresh database per run)",
         redact(&args.server)
     );
-    if !args.only_chains {
+    if args.only != Some(Only::Chains) {
         measure_throughput_latency_pacing(&args).await;
     }
     for steps in 1..=3 {

@@ -1,12 +1,17 @@
 //! Prometheus metrics (`GET /metrics`), all named `offboard_*`. Counters are process-wide;
 //! queue depth and the pause flag are read from the store at scrape time (by the handler in
 //! `http/health.rs`, which hands them over), so every replica reports the shared truth.
+//!
+//! Two exposition formats: OpenMetrics for a scraper that asks for it (Prometheus does), and
+//! the classic Prometheus text format for every other. Many agents parse only the classic
+//! one, and read OpenMetrics' counters (`# TYPE offboard_deliveries counter` over
+//! `offboard_deliveries_total` samples) as untyped, or refuse the content type.
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{EncodeLabelSet, prometheus_text};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -169,9 +174,52 @@ pub fn rate_limit_wait(family: ApiFamily) {
         .inc();
 }
 
+/// The text a scrape is answered in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    OpenMetrics,
+    /// The Prometheus text format, version 0.0.4.
+    PrometheusText,
+}
+
+impl Format {
+    /// OpenMetrics when `accept` (an `Accept` header) names `application/openmetrics-text`
+    /// with a quality above zero, the classic text format otherwise, also without `Accept`.
+    pub fn from_accept(accept: Option<&str>) -> Format {
+        let asks_for_openmetrics = accept.is_some_and(|accept| {
+            accept.split(',').any(|range| {
+                let mut parts = range.split(';').map(str::trim);
+                let media_type = parts.next().unwrap_or_default();
+                let refused = parts.any(|param| {
+                    param
+                        .strip_prefix("q=")
+                        .is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q <= 0.0))
+                });
+                media_type.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+            })
+        });
+        if asks_for_openmetrics {
+            Format::OpenMetrics
+        } else {
+            Format::PrometheusText
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::PrometheusText => prometheus_text::CONTENT_TYPE,
+        }
+    }
+}
+
 /// The scrape: `counts` per job state and the worker's pause flag, as the caller read them
 /// from the store, and every process-wide counter.
-pub fn render(counts: &[(JobState, u64)], worker: &WorkerState) -> anyhow::Result<String> {
+pub fn render(
+    counts: &[(JobState, u64)],
+    worker: &WorkerState,
+    format: Format,
+) -> anyhow::Result<String> {
     for state in JobState::ALL {
         let count = counts
             .iter()
@@ -194,6 +242,45 @@ pub fn render(counts: &[(JobState, u64)], worker: &WorkerState) -> anyhow::Resul
             .set(i64::from(paused));
     }
     let mut out = String::new();
-    encode(&mut out, &METRICS.registry)?;
+    match format {
+        Format::OpenMetrics => encode(&mut out, &METRICS.registry)?,
+        Format::PrometheusText => prometheus_text::encode(&mut out, &METRICS.registry)?,
+    }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openmetrics_only_for_a_scraper_that_asks_for_it() {
+        for (accept, expected) in [
+            (None, Format::PrometheusText),
+            (Some("*/*"), Format::PrometheusText),
+            (Some("text/plain"), Format::PrometheusText),
+            (
+                Some("text/plain;version=0.0.4;q=1,*/*;q=0.1"),
+                Format::PrometheusText,
+            ),
+            (Some("application/openmetrics-text"), Format::OpenMetrics),
+            (
+                // Prometheus 2.x's scrape header.
+                Some(
+                    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+                ),
+                Format::OpenMetrics,
+            ),
+            (
+                Some("Application/OpenMetrics-Text; q=0.5"),
+                Format::OpenMetrics,
+            ),
+            (
+                Some("application/openmetrics-text;q=0, text/plain"),
+                Format::PrometheusText,
+            ),
+        ] {
+            assert_eq!(Format::from_accept(accept), expected, "{accept:?}");
+        }
+    }
 }

@@ -1,5 +1,5 @@
-//! The Atlassian Cloud client: the lookups (by email, by id, and by ids in bulk), the ten offboarding
-//! mutations, the read-only checks of `offboard doctor` (`targets`), and the portal-only
+//! The Atlassian Cloud client: the lookups (by email, by id, and by ids in bulk), the mutations
+//! (one per action), the read-only checks of `offboard doctor` (`targets`), and the portal-only
 //! customer inventory (`inventory`).
 //!
 //! Site calls (`site_url`, HTTP Basic) and admin calls (`admin_url`, Bearer org API key) share

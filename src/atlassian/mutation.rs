@@ -1,9 +1,9 @@
 //! The mutating calls, ten that offboard and five that give back (README, "Undo on
 //! rehire"): what each sends, and what each one's answers mean.
 //!
-//! Just over 600 lines, as one concept: every call is the same three parts (its request,
-//! its family, how its answers read), and keeping them side by side is what makes a wrong
-//! reading of a 404 or a 409 visible.
+//! One file, as one concept: every call is the same three parts (its request, its family,
+//! how its answers read), and keeping them side by side is what makes a wrong reading of a
+//! 404 or a 409 visible.
 
 use reqwest::{Method, Response, Url};
 use serde::Serialize;

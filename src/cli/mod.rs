@@ -292,7 +292,11 @@ fn sign(config: &Config, source: &str, file: Option<&Path>) -> Result<(), Failur
             body
         }
     };
-    for (name, value) in source.verifier.sign(&body, chrono::Utc::now()) {
+    let headers =
+        source
+            .verifier
+            .sign_with_id_header(&body, chrono::Utc::now(), source.id_header.as_ref());
+    for (name, value) in headers {
         println!("{name}: {value}");
     }
     Ok(())

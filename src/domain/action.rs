@@ -1,5 +1,6 @@
-//! The vocabulary of offboarding actions: the ten actions, the API family each calls, and
-//! the kind of account each may touch.
+//! The vocabulary of offboarding actions: every action ([`Action::ALL`]: ten that offboard,
+//! five that give back on a rehire), the API family each calls, and the kind of account
+//! each may touch.
 
 use std::fmt;
 use std::str::FromStr;
@@ -35,7 +36,8 @@ pub enum TargetAccount {
     Managed,
 }
 
-/// The ten offboarding actions (README, "Which account a job acts on").
+/// The actions: ten that offboard (README, "Which account a job acts on") and five that give
+/// back what they took (README, "Undo on rehire").
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
 )]

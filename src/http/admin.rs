@@ -90,6 +90,7 @@ pub(crate) fn token_matches(expected: &str, presented: &str) -> bool {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct JobsQuery {
     /// Only jobs in this state.
     state: Option<String>,
@@ -132,7 +133,7 @@ pub(super) fn limit_within(limit: Option<String>, default: u32, max: u32) -> Res
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "admin", params(JobsQuery),
     security(("admin_token" = [])),
     responses(
-        (status = 200, body = JobPage),
+        (status = 200, description = "A page of jobs, newest first", body = JobPage),
         (status = 400, description = "`bad_request`: an unknown state or action, a bad limit", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
     ))]
@@ -177,7 +178,7 @@ fn job_id(text: &str) -> Result<JobId, ApiError> {
     params(("id" = String, Path, description = "Job id")),
     security(("admin_token" = [])),
     responses(
-        (status = 200, body = JobWithEvents),
+        (status = 200, description = "The job and its audit events, oldest first", body = JobWithEvents),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
     ))]
@@ -252,6 +253,7 @@ async fn approve_job(
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeliveriesQuery {
     /// Only deliveries of this source.
     source: Option<String>,
@@ -269,7 +271,7 @@ struct DeliveryList {
 #[utoipa::path(get, path = "/api/v1/deliveries", tag = "admin", params(DeliveriesQuery),
     security(("admin_token" = [])),
     responses(
-        (status = 200, body = DeliveryList),
+        (status = 200, description = "The recorded deliveries, newest first", body = DeliveryList),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
     ))]
 async fn list_deliveries(
@@ -289,7 +291,7 @@ async fn list_deliveries(
 #[utoipa::path(get, path = "/api/v1/worker", tag = "admin",
     security(("admin_token" = [])),
     responses(
-        (status = 200, body = WorkerState),
+        (status = 200, description = "Whether the worker is paused, and why", body = WorkerState),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
     ))]
 async fn worker_state(State(state): State<AppState>) -> Result<Json<WorkerState>, ApiError> {
@@ -300,7 +302,7 @@ async fn worker_state(State(state): State<AppState>) -> Result<Json<WorkerState>
 #[utoipa::path(post, path = "/api/v1/worker/pause", tag = "admin",
     security(("admin_token" = [])),
     responses(
-        (status = 200, body = WorkerState),
+        (status = 200, description = "The worker's state after the pause", body = WorkerState),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
     ))]
 async fn pause_worker(State(state): State<AppState>) -> Result<Json<WorkerState>, ApiError> {
@@ -312,7 +314,7 @@ async fn pause_worker(State(state): State<AppState>) -> Result<Json<WorkerState>
 #[utoipa::path(post, path = "/api/v1/worker/resume", tag = "admin",
     security(("admin_token" = [])),
     responses(
-        (status = 200, body = WorkerState),
+        (status = 200, description = "The worker's state after the resume", body = WorkerState),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
     ))]
 async fn resume_worker(State(state): State<AppState>) -> Result<Json<WorkerState>, ApiError> {

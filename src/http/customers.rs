@@ -71,6 +71,7 @@ impl CustomerSnapshot {
 }
 
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct CustomersQuery {
     /// Only emails at this domain or one of its subdomains (case-insensitive).
     domain: Option<String>,
@@ -95,7 +96,7 @@ struct CustomerPage {
 #[utoipa::path(get, path = "/api/v1/customers", tag = "admin", params(CustomersQuery),
     security(("admin_token" = [])),
     responses(
-        (status = 200, body = CustomerPage),
+        (status = 200, description = "A page of portal-only customers", body = CustomerPage),
         (status = 400, description = "`bad_request`: a bad domain, inactive, limit or cursor", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 409, description = "`not_configured`: the site credentials are not in [atlassian]", body = ErrorBody),

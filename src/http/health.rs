@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
@@ -12,6 +12,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
+use crate::metrics::Format;
 use crate::store::StoreError;
 
 /// How long the store may take to answer a readiness probe: a store that cannot be reached
@@ -59,27 +60,28 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
 }
 
 /// Reads what the metrics show of the store, then renders every metric.
-async fn scrape(state: &AppState) -> anyhow::Result<String> {
+async fn scrape(state: &AppState, format: Format) -> anyhow::Result<String> {
     let counts = state.store.count_by_state().await?;
     let worker = state.store.worker_state().await?;
-    crate::metrics::render(&counts, &worker)
+    crate::metrics::render(&counts, &worker, format)
 }
 
-/// Prometheus metrics in the OpenMetrics text format, all named `offboard_*`.
+/// Prometheus metrics, all named `offboard_*`: OpenMetrics when `Accept` asks for
+/// `application/openmetrics-text`, else the classic text format (version 0.0.4).
 #[utoipa::path(get, path = "/metrics", tag = "health", responses(
-    (status = 200, description = "Metrics", content_type = "application/openmetrics-text", body = String),
+    (status = 200, description = "Metrics", content(
+        (String = "application/openmetrics-text"),
+        (String = "text/plain"),
+    )),
     (status = 503, description = "The store is unavailable", body = ErrorBody),
 ))]
-async fn metrics(State(state): State<AppState>) -> Response {
-    match scrape(&state).await {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok());
+    let format = Format::from_accept(accept);
+    match scrape(&state, format).await {
+        Ok(text) => ([(header::CONTENT_TYPE, format.content_type())], text).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "metrics: store unavailable");
             ApiError::Unavailable.into_response()

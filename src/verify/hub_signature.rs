@@ -12,7 +12,7 @@ use super::{
 pub(super) const DEFAULT_HEADER: &str = "X-Hub-Signature";
 /// Jira's delivery id. It is not signed, so it names a redelivery only together with the same
 /// body (`Scheme::signs_delivery_id`).
-const ID_HEADER: &str = "X-Atlassian-Webhook-Identifier";
+pub(super) const ID_HEADER: &str = "X-Atlassian-Webhook-Identifier";
 /// `sha1=` (GitHub's legacy header) is deliberately not accepted.
 const ALGORITHM_PREFIX: &str = "sha256=";
 

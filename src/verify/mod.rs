@@ -96,6 +96,20 @@ impl Scheme {
         !matches!(self, Scheme::Token { .. })
     }
 
+    /// The header in which the scheme's own sender names a delivery without signing the name
+    /// (the one [`Verified::delivery_id`] is read from), if any. A signed id is part of the
+    /// signature and is not listed: a source's `id_header` cannot replace it.
+    fn unsigned_id_header(&self) -> Option<&'static str> {
+        match self {
+            Scheme::HubSignature { .. } => Some(hub_signature::ID_HEADER),
+            Scheme::StandardWebhooks
+            | Scheme::BambooHr
+            | Scheme::HiBob
+            | Scheme::Deel
+            | Scheme::Token { .. } => None,
+        }
+    }
+
     /// Whether the delivery id the scheme itself reads ([`Verified::delivery_id`]) is covered
     /// by the signature. Only Standard Webhooks signs `webhook-id`; Jira's
     /// `X-Atlassian-Webhook-Identifier` is a plain header anybody can set.
@@ -219,6 +233,35 @@ impl Verifier {
             Scheme::Token { header, prefix } => token::sign(header, prefix, secret),
         }
     }
+
+    /// [`Verifier::sign`] for a source that reads its delivery id from `id_header`: its sender
+    /// names each delivery there. The scheme's own unsigned id header, which such a source does
+    /// not read, is renamed to it; a scheme without one gets a fresh id added. Otherwise
+    /// `offboard sign` would print an id under a header the source ignores.
+    pub fn sign_with_id_header(
+        &self,
+        body: &[u8],
+        now: DateTime<Utc>,
+        id_header: Option<&HeaderName>,
+    ) -> Vec<(String, String)> {
+        let mut headers = self.sign(body, now);
+        let Some(id_header) = id_header else {
+            return headers;
+        };
+        let named = |wanted: &str| {
+            headers
+                .iter()
+                .position(|(name, _)| name.eq_ignore_ascii_case(wanted))
+        };
+        if named(id_header.as_str()).is_some() {
+            return headers;
+        }
+        match self.scheme.unsigned_id_header().and_then(named) {
+            Some(own) => headers[own].0 = id_header.as_str().to_owned(),
+            None => headers.push((id_header.as_str().to_owned(), random_id())),
+        }
+        headers
+    }
 }
 
 /// The value of a header the scheme requires; missing, empty or non-UTF-8 fails verification.
@@ -335,6 +378,46 @@ pub(super) mod tests {
         "deel",
         "token",
     ];
+
+    /// With `id_header`, every scheme's signed headers name the delivery under that header,
+    /// once, and still verify; Jira's own id header is no longer printed.
+    #[test]
+    fn sign_with_id_header_names_the_delivery_under_the_sources_header() {
+        let id_header = HeaderName::from_static("x-request-id");
+        let body = br#"{"email":"a@example.com"}"#;
+        let now = at(1_700_000_000);
+        for name in ALL {
+            let scheme = Scheme::parse(name, None, None).unwrap();
+            let verifier = verifier(scheme, &["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]);
+            let signed = verifier.sign_with_id_header(body, now, Some(&id_header));
+            let ids: Vec<&String> = signed
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case("X-Request-Id"))
+                .map(|(_, value)| value)
+                .collect();
+            assert_eq!(ids.len(), 1, "{name}: {signed:?}");
+            assert!(!ids[0].is_empty(), "{name}");
+            assert!(
+                !signed
+                    .iter()
+                    .any(|(n, _)| n.eq_ignore_ascii_case(hub_signature::ID_HEADER)),
+                "{name}: {signed:?}"
+            );
+            let pairs: Vec<(&str, &str)> = signed
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            assert!(
+                verifier.verify(&headers(&pairs), body, now).is_ok(),
+                "{name}: {signed:?}"
+            );
+            assert_eq!(
+                verifier.sign_with_id_header(body, now, None).len(),
+                verifier.sign(body, now).len(),
+                "{name}: without id_header the scheme's own headers"
+            );
+        }
+    }
 
     #[test]
     fn parse_round_trips_every_name_with_defaults() {

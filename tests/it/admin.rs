@@ -482,7 +482,8 @@ async fn health_metrics_and_request_id(db: TestDb) {
         "offboard_jobs{state=\"pending\"} 1",
         "offboard_atlassian_requests_total{endpoint=\"site_user_search\",status=\"200\"}",
         "offboard_atlassian_requests_total{endpoint=\"revoke_portal_access\",status=\"204\"}",
-        "offboard_atlassian_request_duration_seconds_bucket{le=",
+        "offboard_atlassian_request_duration_seconds_bucket{",
+        "le=\"+Inf\"",
         "offboard_worker_paused{reason=\"auth\"} 0",
     ] {
         assert!(
@@ -491,6 +492,41 @@ async fn health_metrics_and_request_id(db: TestDb) {
         );
     }
     assert!(!metrics.contains("jira-token"));
+
+    // Without `Accept`, the classic text format, which every scraper reads; OpenMetrics for a
+    // scraper that asks for it, as Prometheus does.
+    let prometheus_2 = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    for (accept, content_type, eof) in [
+        (None, "text/plain; version=0.0.4; charset=utf-8", false),
+        (
+            Some("text/plain"),
+            "text/plain; version=0.0.4; charset=utf-8",
+            false,
+        ),
+        (
+            Some(prometheus_2),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            true,
+        ),
+    ] {
+        let mut request = app.http.get(format!("{}/metrics", app.base_url));
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["content-type"],
+            content_type,
+            "{accept:?}"
+        );
+        let text = response.text().await.unwrap();
+        assert_eq!(text.ends_with("# EOF\n"), eof, "{accept:?}:\n{text}");
+        assert!(
+            text.contains("offboard_deliveries_total{source=\"jira\",result=\"accepted\"}"),
+            "{accept:?}:\n{text}"
+        );
+    }
 
     // The caller's request id comes back; without one a fresh id is made.
     let echoed = app

@@ -252,6 +252,67 @@ async fn serve_logs_json_with_request_ids_and_never_a_secret() {
     );
 }
 
+/// Human-readable logs written to a pipe or a file carry no ANSI colour codes: colour is for
+/// a terminal, and escape bytes in a log file break grep and line-based collectors.
+#[test]
+fn plain_logs_to_a_pipe_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("offboard.toml");
+    let db = dir.path().join("offboard.db");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\ndatabase_url = \"sqlite://{}\"\n{}",
+            db.display(),
+            source_toml()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_offboard"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("OFFBOARD_LOG_FORMAT")
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start offboard serve");
+    let (lines, received) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut logged = Vec::new();
+    loop {
+        let line = received
+            .recv_timeout(Duration::from_secs(20))
+            .expect("serve logs that it is listening");
+        let listening = line.contains("listening");
+        logged.push(line);
+        if listening {
+            break;
+        }
+    }
+    let interrupt = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status();
+    assert!(interrupt.unwrap().success());
+    assert!(child.wait().unwrap().success());
+    reader.join().unwrap();
+    logged.extend(received.try_iter());
+
+    assert!(
+        logged.iter().any(|l| l.contains("INFO")),
+        "the plain format names each line's level: {logged:#?}"
+    );
+    for line in &logged {
+        assert!(!line.contains('\u{1b}'), "a colour code in {line:?}");
+    }
+}
+
 /// Runs the binary as an operator would, without the environment of whoever runs the tests.
 fn run(args: &[&str], config: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_offboard"))
@@ -265,6 +326,72 @@ fn run(args: &[&str], config: &Path) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run offboard")
+}
+
+/// `offboard sign` names the delivery under the source's `id_header`, not under the scheme's
+/// own header (Jira's `X-Atlassian-Webhook-Identifier`), which such a source never reads: the
+/// service then records the id that `sign` printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_names_the_delivery_under_the_sources_id_header() {
+    let source = format!(
+        r#"
+[[sources]]
+name = "relay"
+scheme = "hub-signature"
+secrets = ["{SECRET}"]
+id_header = "X-Relay-Delivery"
+  [[sources.rules]]
+  name = "leaver"
+  email = "/email"
+  actions = ["delete_portal_customer"]
+"#
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("offboard.toml");
+    std::fs::write(&config, &source).unwrap();
+    let body_path = dir.path().join("body.json");
+    let body = json!({ "email": "relayed@example.com" }).to_string();
+    std::fs::write(&body_path, &body).unwrap();
+
+    let output = run(
+        &["sign", "--source", "relay", body_path.to_str().unwrap()],
+        &config,
+    );
+    let stdout = text_of(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{}", text_of(&output.stderr));
+    let headers: Vec<(String, String)> = stdout
+        .lines()
+        .map(|line| {
+            let (name, value) = line.split_once(": ").expect("`Name: value`");
+            (name.to_owned(), value.to_owned())
+        })
+        .collect();
+    assert!(
+        !stdout
+            .to_ascii_lowercase()
+            .contains("x-atlassian-webhook-identifier"),
+        "{stdout}"
+    );
+    let id = headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("X-Relay-Delivery"))
+        .map(|(_, value)| value.clone())
+        .unwrap_or_else(|| panic!("no X-Relay-Delivery line: {stdout}"));
+
+    let db = TestDb::sqlite();
+    let app = TestApp::spawn(&db, &source).await;
+    let response = app.post_hook("relay", body, &headers).await;
+    assert_eq!(response.status().as_u16(), 202);
+    let deliveries: Value = app
+        .admin(reqwest::Method::GET, "/api/v1/deliveries")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(deliveries["deliveries"][0]["delivery_id"], id.as_str());
+    app.stop().await;
 }
 
 /// A secret written where a list belongs, or left in an unclosed string, must not come back

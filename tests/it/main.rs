@@ -8,6 +8,7 @@ mod support;
 
 mod admin;
 mod atlassian_client;
+mod benches;
 mod bulk_and_webhooks;
 mod cli;
 mod console;
@@ -26,6 +27,7 @@ mod openapi;
 mod outcomes;
 mod slow_clients;
 mod smoke;
+mod sources;
 mod store_contract;
 mod store_outage;
 mod worker;

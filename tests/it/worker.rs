@@ -239,7 +239,8 @@ fn managed_in_status(account_id: &str, email: &str, status: FakeStatus) -> FakeA
 }
 
 // ---------------------------------------------------------------------------------------
-// The ten actions, end to end
+// The ten offboarding actions, end to end; the five that give back are in
+// `every_inverse_action_gives_back`
 // ---------------------------------------------------------------------------------------
 
 /// One action: the account it acts on, the request it must send, and the change it makes.

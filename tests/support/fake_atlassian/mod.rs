@@ -6,17 +6,17 @@
 //! hanging requests.
 //!
 //! It must never be kinder than production. Each behaviour carries, in brackets, the key of
-//! its source in the Atlassian API reference the README's "Atlassian API" section points to
-//! (`[AX286]`, `[UM]`, …). Where no source pins a behaviour down (UNCONFIRMED there), the
-//! fake takes the less convenient plausible answer, so that offboard copes with both.
+//! its source (`[AX286]`, `[UM]`, …); `tests/support/SOURCES.md` lists every key with its URL
+//! or repository path. Where no source pins a behaviour down (UNCONFIRMED), the fake takes
+//! the less convenient plausible answer, so that offboard copes with both.
 //!
 //! Here: the handle a test holds and the state behind it. `front_door` records every
 //! request and applies latency, `faults` and credentials before any route sees it; `site`
 //! serves the `/rest/…` endpoints, `admin` the org, its directory and the user lifecycle;
 //! `accounts` is what they read and change.
 
-// The benchmark in examples/ includes the fake by path and uses only part of it; some
-// controls (`request_count`) serve only the benchmark, a few no caller yet.
+// The benchmarks in examples/ include the fake by path and use only part of it; some
+// controls (`request_count`) serve only the benchmarks, a few no caller yet.
 #![allow(dead_code)]
 
 mod accounts;
