@@ -177,10 +177,13 @@ async fn check_at_start(config: Arc<Config>, latest: LatestReport) {
 
 /// Runs until SIGINT or SIGTERM, then drains.
 pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
+    // The signals are taken before the service says it is listening: a signal sent as soon
+    // as it says so must drain it, not kill it.
+    let signalled = shutdown_signal()?;
     let service = Service::start(config, role).await?;
     let shutdown = service.shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signalled.await;
         tracing::info!("shutdown requested: no new work is taken, in-flight work finishes");
         shutdown.cancel();
     });
@@ -189,25 +192,26 @@ pub async fn run(config: Config, role: Role) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
+/// SIGINT or SIGTERM, handled from now on; the future ends when one arrives.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {},
+                _ = terminate.recv() => {},
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
+        })
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+    {
+        Ok(async {
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
     }
 }

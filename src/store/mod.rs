@@ -7,6 +7,7 @@
 //! Every write that moves a job names the claim it holds (`claim_seq`) and the state it
 //! expects, so a worker whose lease was rescued cannot overwrite a newer state.
 
+mod accept;
 mod model;
 mod postgres;
 mod rows;

@@ -224,6 +224,35 @@ impl NewDelivery {
         Some(chunks)
     }
 
+    /// This delivery asking for `chains` only: one chunk of a bulk request.
+    pub(crate) fn with_chains(&self, chains: &[NewChain]) -> NewDelivery {
+        let content = match &self.content {
+            DeliveryContent::Accepted {
+                refused,
+                approval_required,
+                ..
+            } => DeliveryContent::Accepted {
+                cancels: Vec::new(),
+                chains: chains.to_vec(),
+                refused: refused.clone(),
+                approval_required: approval_required.clone(),
+                undo: None,
+            },
+            DeliveryContent::Unmappable { error } => DeliveryContent::Unmappable {
+                error: error.clone(),
+            },
+        };
+        NewDelivery {
+            source: self.source.clone(),
+            delivery_id: self.delivery_id.clone(),
+            body_sha256: self.body_sha256.clone(),
+            dedupe: self.dedupe,
+            received_at: self.received_at,
+            max_attempts: self.max_attempts,
+            content,
+        }
+    }
+
     /// Why every job of this delivery waits for approval, when it is a mass offboarding.
     pub fn approval_required(&self) -> Option<&str> {
         self.content.approval_reason()

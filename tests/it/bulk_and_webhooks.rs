@@ -114,9 +114,10 @@ fn assert_all_answered(what: &str, answers: &Answers, took: Duration) {
         refused.len(),
         answers.len()
     );
-    // A webhook that waits 800 ms for the store is answered 503; this one never came near.
+    // A webhook that waits 800 ms for the store is answered 503 (the figures of a release
+    // build are in the README, "Performance").
     assert!(
-        slowest < Duration::from_millis(600),
+        slowest < Duration::from_millis(800),
         "{what}: the slowest webhook took {slowest:?}"
     );
     eprintln!(

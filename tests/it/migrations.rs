@@ -60,6 +60,10 @@ const LANDED: &[(&str, &str)] = &[
         "369ad875636e26174c21de8d4521f7ad078b9e5c46833fb6547740cda29994769b3ba8abec95fbd70229d1840f0a216e",
     ),
     (
+        "migrations/postgres/20261208000002_acceptance_in_rust.sql",
+        "2e8127623b68f68d5c89f3f98cb575852c0308c769947355f20f495a07d495ef2f9e146106e8413384b81fa39f67db15",
+    ),
+    (
         "migrations/sqlite/20261128000001_initial.sql",
         "8ce965bceeeb6f393d485ad05607e76a1c10e905a306aa67c697e538482f674959333d9c4d689c7b6922c7e52567a3fd",
     ),

@@ -1035,7 +1035,7 @@ both_stores!(
     retry_refused_only_by_a_live_job_of_the_same_target
 );
 
-/// Deliveries arriving together (on Postgres, one batch of `offboard_accept_batch`): a person
+/// Deliveries arriving together (one batch, one transaction): a person
 /// every one of them removes from two groups and two desks gets one job per group and desk,
 /// shared by all of them.
 async fn deliveries_arriving_together_key_by_target(db: TestDb) {

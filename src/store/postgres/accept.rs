@@ -1,23 +1,17 @@
-//! Accepting deliveries on Postgres.
+//! Accepting deliveries on Postgres: the batches, the connections and the statements of
+//! `../accept.rs` written for Postgres (arrays bound whole and `unnest`ed, rows held with
+//! `FOR UPDATE`, advisory locks for what has no row yet).
 //!
 //! Ingestion is bound by the database's CPU, and most of what a delivery costs there is per
-//! statement and per commit, not per row. So deliveries of the common shape (accepted, no
-//! cancellation, see `batchable`) that arrive together are gathered into one batch and
-//! written by one set-based call, `offboard_accept_batch`, in one transaction. Each waits
-//! for its batch to commit before it is answered, as before. Everything else, and every
-//! delivery of a batch that hit a race, goes through `offboard_accept_delivery` alone.
-//!
-//! Both functions were written in `migrations/postgres/20261128000002_accept_in_one_call.sql`;
-//! their current versions are in `20261207000001_target_in_live_key.sql`. They decide
-//! nothing Rust decides: the actor, the states, each job's initial state and each job's
-//! target (`NewStep::key_target`) are bound here, and they return the jobs a delivery names;
-//! the answer is built here, with the job's one JSON shape, and stored before the
-//! transaction commits.
+//! statement and per commit, not per row. So deliveries that arrive together are gathered
+//! into one batch and recorded by the one algorithm in one transaction; each waits for its
+//! batch to commit before it is answered. A batch that raced another transaction is recorded
+//! again one delivery at a time.
 
-use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{Acquire, Postgres, Row, Transaction};
@@ -25,10 +19,11 @@ use tokio::time::Instant;
 
 use super::job_from_row;
 use crate::batch::Batcher;
-use crate::domain::{Job, JobId, NewCancel, NewChain};
+use crate::domain::{Job, JobId};
+use crate::store::accept::{self, DeliveryRow, EventRow, JobKey, JobRow, Writes};
 use crate::store::model::*;
-use crate::store::rows::{cancellable_state_names, job_columns, live_state_names};
-use crate::store::{PREVIOUS_STEP_FAILED, SYSTEM_ACTOR, StoreError, StoreOptions, StoreResult};
+use crate::store::rows::{job_columns, live_states};
+use crate::store::{StoreError, StoreOptions, StoreResult};
 
 /// How long accepting a delivery may take (`StoreOptions::accept_deadline` and
 /// `accept_acquire_timeout`).
@@ -60,32 +55,6 @@ async fn connection(pool: &PgPool, timeout: Duration) -> StoreResult<PoolConnect
 /// The most deliveries in one batch.
 const MAX_BATCH: usize = 64;
 
-/// Whether the batch path can take this delivery. The batch inserts all first steps, then
-/// all second steps, and so on; one delivery asking twice for the same live job (action,
-/// person and target) could then come out differently than rule by rule, so it goes alone.
-pub(super) fn batchable(delivery: &NewDelivery) -> bool {
-    match &delivery.content {
-        DeliveryContent::Accepted {
-            cancels,
-            chains,
-            undo,
-            ..
-        } => {
-            let mut asked = HashSet::new();
-            // The batch takes neither an undo nor an account recorded beforehand.
-            cancels.is_empty()
-                && undo.is_none()
-                && chains.iter().all(|chain| {
-                    chain.account_type.is_none()
-                        && chain.steps.iter().all(|step| {
-                            asked.insert((step.action, chain.email.as_str(), step.key_target()))
-                        })
-                })
-        }
-        DeliveryContent::Unmappable { .. } => false,
-    }
-}
-
 /// Gathers deliveries into batches (`crate::batch`): whatever arrived while the previous
 /// batch was being committed goes into the next. One writer makes bigger batches than
 /// several overlapping ones, and measured faster: 4,500/s with two writers, 5,000/s with one.
@@ -116,26 +85,15 @@ pub(super) async fn accept_alone(
     }
 }
 
-/// Accepts a bulk request by `deadline`, as a batch of its own when it can go in one (one
-/// set-based call), else alone.
+/// A bulk request, on a connection of its own, never in the webhooks' batches (README,
+/// "Bulk requests and webhooks").
 pub(super) async fn accept_bulk(
     pool: &PgPool,
     limits: Limits,
     delivery: NewDelivery,
     deadline: Instant,
 ) -> StoreResult<DeliveryReceipt> {
-    if !batchable(&delivery) {
-        return accept_alone(pool, limits, &delivery, deadline).await;
-    }
-    match tokio::time::timeout_at(
-        deadline,
-        write_batch(pool, limits.acquire_timeout, vec![delivery]),
-    )
-    .await
-    {
-        Ok(mut answers) => answers.pop().expect("one answer per delivery"),
-        Err(_) => Err(StoreError::Overdue { in_doubt: true }),
-    }
+    accept_alone(pool, limits, &delivery, deadline).await
 }
 
 /// Writes one batch; an answer per delivery, in order.
@@ -155,46 +113,33 @@ async fn write_batch(
                 .collect();
         }
     };
-    // A copy of a delivery already in the batch is accepted after it, so it replays its answer:
-    // the same id, or for an unsigned id the same body. A delivery that merely shares an id
-    // goes after it too, which keeps (source, delivery_id) unique within the batch, as the
-    // function joins on it.
-    let mut ids = HashSet::new();
-    let mut bodies = HashSet::new();
-    let (members, copies): (Vec<usize>, Vec<usize>) = (0..batch.len()).partition(|&i| {
-        let delivery = &batch[i];
-        ids.insert((&delivery.source, &delivery.delivery_id))
-            && (delivery.replay_since().is_none()
-                || bodies.insert((&delivery.source, &delivery.body_sha256)))
-    });
-    let mut answers: Vec<Option<StoreResult<DeliveryReceipt>>> =
-        batch.iter().map(|_| None).collect();
-    let deliveries: Vec<&NewDelivery> = members.iter().map(|&i| &batch[i]).collect();
-    let called = call_batch(&mut conn, &deliveries).await;
+    let deliveries: Vec<&NewDelivery> = batch.iter().collect();
+    let together = in_transaction(&mut conn, &deliveries).await;
     // What follows takes connections of its own, and the pool may have only this one.
     drop(conn);
-    match called {
-        Ok(receipts) => {
-            for (&i, receipt) in members.iter().zip(receipts) {
-                answers[i] = Some(receipt);
-            }
-        }
+    match together {
+        Ok(receipts) => receipts.into_iter().map(Ok).collect(),
         // The database answered but refused the batch (a race with a copy or a finishing
         // job, a deadlock with another writer): each delivery on its own sorts it out.
-        Err(sqlx::Error::Database(e)) if !server_gave_up(e.as_ref()) => {
-            if !matches!(e.code().as_deref(), Some("OBDUP" | "OBRTY")) {
-                tracing::warn!(error = %e, deliveries = members.len(), "a delivery batch failed; accepting its deliveries one by one");
+        Err(e) if retry_alone(&e) && (batch.len() > 1 || is_race(&e)) => {
+            if !is_race(&e) {
+                tracing::warn!(error = %e, deliveries = batch.len(), "a delivery batch failed; accepting its deliveries one by one");
             }
             let mut alone = tokio::task::JoinSet::new();
-            for &i in &members {
-                let (pool, delivery) = (pool.clone(), batch[i].clone());
-                alone.spawn(
-                    async move { (i, accept_pooled(&pool, acquire_timeout, &delivery).await) },
-                );
+            let batch: Vec<NewDelivery> = batch;
+            for (i, delivery) in batch.into_iter().enumerate() {
+                let pool = pool.clone();
+                alone.spawn(async move {
+                    let answer = match connection(&pool, acquire_timeout).await {
+                        Ok(mut conn) => accept_one(&mut conn, &delivery).await,
+                        Err(e) => Err(e),
+                    };
+                    (i, answer)
+                });
             }
-            for (i, answer) in alone.join_all().await {
-                answers[i] = Some(answer);
-            }
+            let mut answers = alone.join_all().await;
+            answers.sort_by_key(|(i, _)| *i);
+            answers.into_iter().map(|(_, answer)| answer).collect()
         }
         // The connection failed, or the server is going away: the batch did not commit (or,
         // if the connection broke just after the commit, the sender's retry replays its
@@ -202,217 +147,51 @@ async fn write_batch(
         // connections that are not coming.
         Err(e) => {
             let message = e.to_string();
-            for &i in &members {
-                answers[i] = Some(Err(StoreError::Batch(message.clone())));
-            }
+            batch
+                .iter()
+                .map(|_| Err(StoreError::Batch(message.clone())))
+                .collect()
         }
     }
-    for &i in &copies {
-        answers[i] = Some(accept_pooled(pool, acquire_timeout, &batch[i]).await);
-    }
-    answers
-        .into_iter()
-        .map(|a| a.expect("every delivery of the batch was answered"))
-        .collect()
 }
 
-/// One call of `offboard_accept_batch` for these deliveries (each `batchable`, no two with
-/// the same key); a receipt per delivery, in order.
-async fn call_batch(
+/// Whether recording a batch's deliveries one by one may succeed where the batch failed.
+fn retry_alone(error: &StoreError) -> bool {
+    match error {
+        StoreError::Database(sqlx::Error::Database(e)) => !server_gave_up(e.as_ref()),
+        other => is_race(other),
+    }
+}
+
+fn is_race(error: &StoreError) -> bool {
+    matches!(error, StoreError::Batch(message) if message == accept::RACE)
+}
+
+/// Accepts one delivery, recording it again if a concurrent copy raced it (the next try
+/// replays that copy's answer).
+async fn accept_one(
+    conn: &mut PgConnection,
+    delivery: &NewDelivery,
+) -> StoreResult<DeliveryReceipt> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match in_transaction(conn, &[delivery]).await {
+            Err(e) if is_race(&e) && attempt < 3 => {}
+            other => return other.map(|mut r| r.pop().expect("one receipt per delivery")),
+        }
+    }
+}
+
+/// The one algorithm, in one transaction; the answers leave only once it committed.
+async fn in_transaction(
     conn: &mut PgConnection,
     deliveries: &[&NewDelivery],
-) -> Result<Vec<StoreResult<DeliveryReceipt>>, sqlx::Error> {
-    let n = deliveries.len();
-    let mut d_source = Vec::with_capacity(n);
-    let mut d_delivery_id = Vec::with_capacity(n);
-    let mut d_received_at: Vec<DateTime<Utc>> = Vec::with_capacity(n);
-    let mut d_body_sha256 = Vec::with_capacity(n);
-    let mut d_key_body_sha256 = Vec::with_capacity(n);
-    let mut d_replay_since: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
-    let mut d_approval_required = Vec::with_capacity(n);
-    let mut d_actor = Vec::with_capacity(n);
-    let mut j_delivery: Vec<i32> = Vec::new();
-    let mut j_previous: Vec<Option<i32>> = Vec::new();
-    let mut j_action = Vec::new();
-    let mut j_params = Vec::new();
-    let mut j_target = Vec::new();
-    let mut j_state = Vec::new();
-    let mut j_email = Vec::new();
-    let mut j_account_id: Vec<Option<&str>> = Vec::new();
-    let mut j_run_at: Vec<DateTime<Utc>> = Vec::new();
-    let mut j_max_attempts = Vec::new();
-    let mut j_rule = Vec::new();
-    let mut j_detail = Vec::new();
-    for (index, delivery) in deliveries.iter().enumerate() {
-        let DeliveryContent::Accepted { chains, .. } = &delivery.content else {
-            unreachable!("only batchable deliveries are batched");
-        };
-        d_source.push(delivery.source.as_str());
-        d_delivery_id.push(delivery.delivery_id.as_str());
-        d_received_at.push(delivery.received_at);
-        d_body_sha256.push(delivery.body_sha256.as_str());
-        d_key_body_sha256.push(delivery.key_body_sha256());
-        d_replay_since.push(delivery.replay_since());
-        d_approval_required.push(delivery.approval_required());
-        d_actor.push(delivery.actor());
-        for chain in chains {
-            let mut previous = None;
-            for step in &chain.steps {
-                let this = position(j_action.len());
-                j_delivery.push(position(index));
-                j_previous.push(previous);
-                previous = Some(this);
-                j_action.push(step.action.as_str());
-                j_params.push(step.params_json());
-                j_target.push(step.key_target());
-                j_state.push(chain.initial_state().as_str());
-                j_email.push(chain.email.as_str());
-                j_account_id.push(chain.account_id.as_deref());
-                j_run_at.push(step.run_at);
-                j_max_attempts.push(delivery.max_attempts);
-                j_rule.push(chain.rule.as_str());
-                j_detail.push(chain.creation_detail(delivery));
-            }
-        }
-    }
+) -> StoreResult<Vec<DeliveryReceipt>> {
     let mut tx = conn.begin().await?;
-    let rows = sqlx::query(
-        "SELECT k, duplicate, status, response, job_ids FROM offboard_accept_batch( \
-         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
-         $21)",
-    )
-    .bind(&d_source)
-    .bind(&d_delivery_id)
-    .bind(&d_received_at)
-    .bind(&d_body_sha256)
-    .bind(&d_key_body_sha256)
-    .bind(&d_replay_since)
-    .bind(&d_approval_required)
-    .bind(&d_actor)
-    .bind(&j_delivery)
-    .bind(&j_previous)
-    .bind(&j_action)
-    .bind(&j_params)
-    .bind(&j_target)
-    .bind(&j_state)
-    .bind(&j_email)
-    .bind(&j_account_id)
-    .bind(&j_run_at)
-    .bind(&j_max_attempts)
-    .bind(&j_rule)
-    .bind(&j_detail)
-    .bind(live_state_names())
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut receipts: Vec<Option<StoreResult<DeliveryReceipt>>> = (0..n).map(|_| None).collect();
-    let mut recorded: Vec<(usize, Vec<JobId>)> = Vec::new();
-    for row in &rows {
-        let k: i32 = row.try_get("k")?;
-        let Some(index) = usize::try_from(k - 1).ok().filter(|&i| i < n) else {
-            continue;
-        };
-        if row.try_get("duplicate")? {
-            receipts[index] = Some(duplicate_receipt(
-                row.try_get("status")?,
-                row.try_get("response")?,
-            ));
-        } else {
-            recorded.push((index, row.try_get("job_ids")?));
-        }
-    }
-    let new: Vec<(&NewDelivery, Vec<JobId>, Vec<JobId>)> = recorded
-        .iter()
-        .map(|(index, ids)| (deliveries[*index], ids.clone(), Vec::new()))
-        .collect();
-    let answers = answer_and_store(&mut tx, &new).await.map_err(as_sqlx)?;
-    // Committed, the answers may leave: no answer leaves before the batch is durable.
+    let receipts = accept::accept(&mut tx, deliveries).await?;
     tx.commit().await?;
-    for ((index, _), body) in recorded.iter().zip(answers) {
-        receipts[*index] = Some(Ok(DeliveryReceipt {
-            duplicate: false,
-            status: DeliveryStatus::Accepted,
-            body,
-        }));
-    }
-    Ok(receipts
-        .into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|| {
-                Err(StoreError::Corrupt(
-                    "accepting a batch returned no answer for a delivery".into(),
-                ))
-            })
-        })
-        .collect())
-}
-
-/// A store error met while answering inside a batch's transaction, as the batch's error.
-fn as_sqlx(error: StoreError) -> sqlx::Error {
-    match error {
-        StoreError::Database(e) | StoreError::Unavailable(e) => e,
-        other => sqlx::Error::Protocol(other.to_string()),
-    }
-}
-
-/// Builds the answers of newly recorded deliveries, each from the jobs it names (in order)
-/// and the jobs it cancelled, and stores them on their delivery rows, inside `tx`.
-async fn answer_and_store(
-    tx: &mut Transaction<'_, Postgres>,
-    new: &[(&NewDelivery, Vec<JobId>, Vec<JobId>)],
-) -> StoreResult<Vec<serde_json::Value>> {
-    let ids: Vec<JobId> = new
-        .iter()
-        .flat_map(|(_, ids, _)| ids.iter().copied())
-        .collect();
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM jobs WHERE id = ANY($1)"
-    ))
-    .bind(&ids)
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut jobs: HashMap<JobId, Job> = HashMap::with_capacity(rows.len());
-    for row in &rows {
-        let job = job_from_row(row)?;
-        jobs.insert(job.id, job);
-    }
-    let mut answers = Vec::with_capacity(new.len());
-    let (mut sources, mut delivery_ids, mut keys, mut responses) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for (delivery, ids, cancelled) in new {
-        let named: Vec<Job> = ids.iter().filter_map(|id| jobs.get(id).cloned()).collect();
-        if named.len() != ids.len() {
-            return Err(StoreError::Corrupt(
-                "a job of the delivery could not be read back".into(),
-            ));
-        }
-        let answer = delivery.answer(&named, cancelled);
-        sources.push(delivery.source.as_str());
-        delivery_ids.push(delivery.delivery_id.as_str());
-        keys.push(delivery.key_body_sha256());
-        responses.push(answer.to_string());
-        answers.push(answer);
-    }
-    sqlx::query(
-        "UPDATE deliveries SET response = u.response \
-         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
-           AS u (source, delivery_id, key_body_sha256, response) \
-         WHERE deliveries.source = u.source AND deliveries.delivery_id = u.delivery_id \
-           AND deliveries.key_body_sha256 = u.key_body_sha256",
-    )
-    .bind(&sources)
-    .bind(&delivery_ids)
-    .bind(&keys)
-    .bind(&responses)
-    .execute(&mut **tx)
-    .await?;
-    Ok(answers)
-}
-
-/// The 1-based position SQL arrays use for this 0-based index (batches are small).
-fn position(index: usize) -> i32 {
-    i32::try_from(index + 1).unwrap_or(i32::MAX)
+    Ok(receipts)
 }
 
 /// Whether an error the server sent means it cannot take writes now: it is shutting down or
@@ -424,164 +203,256 @@ fn server_gave_up(error: &dyn sqlx::error::DatabaseError) -> bool {
         .is_some_and(|code| code.starts_with("57") || code.starts_with("08"))
 }
 
-/// `accept_one` on a connection from the pool, waiting for one only as long as the
-/// request path does.
-async fn accept_pooled(
-    pool: &PgPool,
-    acquire_timeout: Duration,
-    delivery: &NewDelivery,
-) -> StoreResult<DeliveryReceipt> {
-    accept_one(&mut *connection(pool, acquire_timeout).await?, delivery).await
-}
-
-/// Accepts one delivery with `offboard_accept_delivery`, whatever its shape.
-async fn accept_one(
-    conn: &mut PgConnection,
-    delivery: &NewDelivery,
-) -> StoreResult<DeliveryReceipt> {
-    // A concurrent copy of this delivery that commits first makes the call roll back
-    // (OBDUP); the next call replays that copy's answer.
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        match accept_in_transaction(conn, delivery).await {
-            Err(StoreError::Database(sqlx::Error::Database(e)))
-                if e.code().as_deref() == Some("OBDUP") && attempt < 3 => {}
-            other => return other,
+#[async_trait]
+impl Writes for Transaction<'_, Postgres> {
+    async fn recorded(
+        &mut self,
+        deliveries: &[&NewDelivery],
+    ) -> StoreResult<Vec<Option<(String, String)>>> {
+        let n = deliveries.len();
+        let sources: Vec<&str> = deliveries.iter().map(|d| d.source.as_str()).collect();
+        let ids: Vec<&str> = deliveries.iter().map(|d| d.delivery_id.as_str()).collect();
+        let bodies: Vec<&str> = deliveries.iter().map(|d| d.body_sha256.as_str()).collect();
+        let keys: Vec<&str> = deliveries.iter().map(|d| d.key_body_sha256()).collect();
+        let since: Vec<Option<DateTime<Utc>>> =
+            deliveries.iter().map(|d| d.replay_since()).collect();
+        // LATERAL with LIMIT 1: one index probe per delivery.
+        let rows = sqlx::query(
+            "SELECT i.k, d.status, d.response \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) \
+                 WITH ORDINALITY AS i (source, delivery_id, body_sha256, key_body_sha256, since, k) \
+             CROSS JOIN LATERAL ( \
+                 SELECT m.status, m.response FROM ( \
+                     (SELECT d.status, d.response, 1 AS rank FROM deliveries d \
+                      WHERE d.source = i.source AND d.delivery_id = i.delivery_id \
+                        AND (i.key_body_sha256 = '' OR d.body_sha256 = i.key_body_sha256) \
+                      ORDER BY d.id LIMIT 1) \
+                     UNION ALL \
+                     (SELECT d.status, d.response, 2 FROM deliveries d \
+                      WHERE i.since IS NOT NULL AND d.source = i.source \
+                        AND d.body_sha256 = i.body_sha256 AND d.received_at >= i.since \
+                      ORDER BY d.received_at DESC, d.id DESC LIMIT 1) \
+                 ) m ORDER BY m.rank LIMIT 1 \
+             ) d",
+        )
+        .bind(&sources)
+        .bind(&ids)
+        .bind(&bodies)
+        .bind(&keys)
+        .bind(&since)
+        .fetch_all(&mut **self)
+        .await?;
+        let mut found = vec![None; n];
+        for row in &rows {
+            let k: i64 = row.try_get("k")?;
+            if let Some(slot) = usize::try_from(k - 1).ok().and_then(|i| found.get_mut(i)) {
+                *slot = Some((row.try_get("status")?, row.try_get("response")?));
+            }
         }
+        Ok(found)
     }
-}
 
-/// One call of `offboard_accept_delivery`, and the answer stored, in one transaction. The
-/// answer leaves only once the transaction committed.
-async fn accept_in_transaction(
-    conn: &mut PgConnection,
-    delivery: &NewDelivery,
-) -> StoreResult<DeliveryReceipt> {
-    let mut tx = conn.begin().await?;
-    // The undo is planned from the jobs this transaction sees, each person locked first, so
-    // that a second rehire of the same person waits and then sees the first one's inverses.
-    let emails = delivery.undo_emails();
-    let planned;
-    let delivery = if emails.is_empty() {
-        delivery
-    } else {
-        planned = delivery.with_undo_planned(&lock_and_read_people(&mut tx, &emails).await?);
-        &planned
-    };
-    let error = match &delivery.content {
-        DeliveryContent::Unmappable { error } => Some(error.as_str()),
-        DeliveryContent::Accepted { .. } => None,
-    };
-    let cancels = match &delivery.content {
-        DeliveryContent::Unmappable { .. } => &[][..],
-        DeliveryContent::Accepted { cancels, .. } => &cancels[..],
-    };
-    let chains: Vec<serde_json::Value> = delivery
-        .content
-        .all_chains()
-        .map(|c| chain_json(c, delivery))
-        .collect();
-    let cancels: Vec<serde_json::Value> =
-        cancels.iter().map(|c| cancel_json(c, delivery)).collect();
-    let row = sqlx::query(
-        "SELECT duplicate, status, response, job_ids, cancelled FROM offboard_accept_delivery( \
-         $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-    )
-    .bind(&delivery.source)
-    .bind(&delivery.delivery_id)
-    .bind(delivery.received_at)
-    .bind(&delivery.body_sha256)
-    .bind(delivery.key_body_sha256())
-    .bind(delivery.replay_since())
-    .bind(error)
-    .bind(sqlx::types::Json(&chains))
-    .bind(sqlx::types::Json(&cancels))
-    .bind(delivery.approval_required())
-    .bind(delivery.actor())
-    .bind(live_state_names())
-    .bind(cancellable_state_names())
-    .bind(PREVIOUS_STEP_FAILED)
-    .bind(SYSTEM_ACTOR)
-    .fetch_one(&mut *tx)
-    .await?;
-    let status: &str = row.try_get("status")?;
-    if row.try_get("duplicate")? {
-        let receipt = duplicate_receipt(status, row.try_get("response")?);
-        tx.commit().await?;
-        return receipt;
+    async fn lock_bodies(&mut self, bodies: &[(&str, &str)]) -> StoreResult<()> {
+        let (sources, hashes): (Vec<&str>, Vec<&str>) = bodies.iter().copied().unzip();
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(offboard_body_lock(s, b)) \
+             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS u (s, b, n) ORDER BY n",
+        )
+        .bind(&sources)
+        .bind(&hashes)
+        .execute(&mut **self)
+        .await?;
+        Ok(())
     }
-    let status: DeliveryStatus = parse_column(status)?;
-    let new = [(delivery, row.try_get("job_ids")?, row.try_get("cancelled")?)];
-    let body = answer_and_store(&mut tx, &new)
-        .await?
-        .pop()
-        .expect("one answer per delivery");
-    tx.commit().await?;
-    Ok(DeliveryReceipt {
-        duplicate: false,
-        status,
-        body,
-    })
-}
 
-/// Locks each of these people for the rest of `tx` (in the order given, sorted by the
-/// caller), then reads every job of theirs, locked too: a job the worker finishes meanwhile
-/// finishes after this transaction, so what the undo was planned from is what it cancels or
-/// gives back (the claim skips locked rows; a completion waits).
-async fn lock_and_read_people(
-    tx: &mut Transaction<'_, Postgres>,
-    emails: &[&str],
-) -> StoreResult<Vec<Job>> {
-    for email in emails {
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('offboard person ' || $1, 0))")
-            .bind(email)
-            .execute(&mut **tx)
-            .await?;
+    async fn lock_people(&mut self, emails: &[&str]) -> StoreResult<Vec<Job>> {
+        sqlx::query(
+            "SELECT pg_advisory_xact_lock(hashtextextended('offboard person ' || e, 0)) \
+             FROM unnest($1::text[]) WITH ORDINALITY AS u (e, n) ORDER BY n",
+        )
+        .bind(emails)
+        .execute(&mut **self)
+        .await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE email = ANY($1) ORDER BY id FOR UPDATE"
+        ))
+        .bind(emails)
+        .fetch_all(&mut **self)
+        .await?;
+        rows.iter().map(job_from_row).collect()
     }
-    let rows = sqlx::query(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM jobs WHERE email = ANY($1) ORDER BY id FOR UPDATE"
-    ))
-    .bind(emails)
-    .fetch_all(&mut **tx)
-    .await?;
-    rows.iter().map(job_from_row).collect()
-}
 
-/// One chain as `offboard_accept_delivery` takes it; details are decided (and truncated) here.
-fn chain_json(chain: &NewChain, delivery: &NewDelivery) -> serde_json::Value {
-    let steps: Vec<serde_json::Value> = chain
-        .steps
-        .iter()
-        .map(|step| {
-            serde_json::json!({
-                "action": step.action.as_str(),
-                "params": step.params,
-                "target": step.key_target(),
-                "run_at": step.run_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "email": chain.email.as_str(),
-        "account_id": chain.account_id,
-        "account_type": chain.account_type,
-        "rule": chain.rule,
-        "state": chain.initial_state().as_str(),
-        "max_attempts": delivery.max_attempts,
-        "detail": chain.creation_detail(delivery),
-        "steps": steps,
-    })
-}
+    async fn cancellable_of(
+        &mut self,
+        email: &str,
+        states: &[&str],
+        spare_param: &str,
+    ) -> StoreResult<Vec<(JobId, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT id, state FROM jobs WHERE email = $1 AND state = ANY($2) \
+             AND NOT (params::jsonb ? $3) ORDER BY id FOR UPDATE",
+        )
+        .bind(email)
+        .bind(states)
+        .bind(spare_param)
+        .fetch_all(&mut **self)
+        .await?)
+    }
 
-/// One cancellation as `offboard_accept_delivery` takes it.
-fn cancel_json(cancel: &NewCancel, delivery: &NewDelivery) -> serde_json::Value {
-    serde_json::json!({
-        "email": cancel.email.as_str(),
-        "last_error": cancel.last_error(),
-        "detail": cancel.detail(delivery),
-        "spare_param": crate::domain::undo::UNDOES,
-    })
+    async fn children_of(&mut self, ids: &[JobId]) -> StoreResult<Vec<(JobId, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT id, state FROM jobs WHERE depends_on = ANY($1) ORDER BY id FOR UPDATE",
+        )
+        .bind(ids)
+        .fetch_all(&mut **self)
+        .await?)
+    }
+
+    async fn set_cancelled(&mut self, ids: &[JobId], last_error: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE jobs SET state = 'cancelled', last_error = $2, finalized_at = now(), \
+             updated_at = now() WHERE id = ANY($1)",
+        )
+        .bind(ids)
+        .bind(last_error)
+        .execute(&mut **self)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_jobs(&mut self, rows: &[JobRow<'_>]) -> StoreResult<Vec<Job>> {
+        let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
+        let params: Vec<&str> = rows.iter().map(|r| r.params.as_str()).collect();
+        let targets: Vec<&str> = rows.iter().map(|r| r.target.as_str()).collect();
+        let states: Vec<&str> = rows.iter().map(|r| r.state.as_str()).collect();
+        let emails: Vec<&str> = rows.iter().map(|r| r.email).collect();
+        let account_ids: Vec<Option<&str>> = rows.iter().map(|r| r.account_id).collect();
+        let account_types: Vec<Option<&str>> = rows.iter().map(|r| r.account_type).collect();
+        let depends_on: Vec<Option<JobId>> = rows.iter().map(|r| r.depends_on).collect();
+        let run_at: Vec<DateTime<Utc>> = rows.iter().map(|r| r.run_at).collect();
+        let max_attempts: Vec<i32> = rows.iter().map(|r| r.max_attempts).collect();
+        let sources: Vec<&str> = rows.iter().map(|r| r.source).collect();
+        let rules: Vec<&str> = rows.iter().map(|r| r.rule).collect();
+        let delivery_ids: Vec<&str> = rows.iter().map(|r| r.delivery_id).collect();
+        // The arbiter repeats the predicate of the unique index on the live key; the rows
+        // arrive in key order, so that concurrent batches lock alike.
+        let rows = sqlx::query(concat!(
+            "INSERT INTO jobs (action, params, target, state, email, account_id, account_type, \
+             depends_on, run_at, max_attempts, source, rule, delivery_id, created_at, updated_at) \
+             SELECT u.action, u.params, u.target, u.state, u.email, u.account_id, u.account_type, \
+                 u.depends_on, u.run_at, u.max_attempts, u.source, u.rule, u.delivery_id, now(), now() \
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+                 $7::text[], $8::int8[], $9::timestamptz[], $10::int4[], $11::text[], $12::text[], \
+                 $13::text[]) WITH ORDINALITY AS u (action, params, target, state, email, account_id, \
+                 account_type, depends_on, run_at, max_attempts, source, rule, delivery_id, n) \
+             ORDER BY u.n \
+             ON CONFLICT (action, email, target) WHERE state IN (",
+            live_states!(),
+            ") DO NOTHING RETURNING ",
+            job_columns!()
+        ))
+        .bind(&actions)
+        .bind(&params)
+        .bind(&targets)
+        .bind(&states)
+        .bind(&emails)
+        .bind(&account_ids)
+        .bind(&account_types)
+        .bind(&depends_on)
+        .bind(&run_at)
+        .bind(&max_attempts)
+        .bind(&sources)
+        .bind(&rules)
+        .bind(&delivery_ids)
+        .fetch_all(&mut **self)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn live_jobs(&mut self, keys: &[JobKey<'_>], live: &[&str]) -> StoreResult<Vec<Job>> {
+        let actions: Vec<&str> = keys.iter().map(|k| k.action.as_str()).collect();
+        let emails: Vec<&str> = keys.iter().map(|k| k.email).collect();
+        let targets: Vec<&str> = keys.iter().map(|k| k.target.as_str()).collect();
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE (action, email, target) IN ( \
+               SELECT * FROM unnest($1::text[], $2::text[], $3::text[])) \
+             AND state = ANY($4)"
+        ))
+        .bind(&actions)
+        .bind(&emails)
+        .bind(&targets)
+        .bind(live)
+        .fetch_all(&mut **self)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn insert_events(&mut self, events: &[EventRow<'_>]) -> StoreResult<()> {
+        let ids: Vec<JobId> = events.iter().map(|e| e.job_id).collect();
+        let from: Vec<Option<&str>> = events.iter().map(|e| e.from.map(|s| s.as_str())).collect();
+        let to: Vec<&str> = events.iter().map(|e| e.to.as_str()).collect();
+        let actors: Vec<&str> = events.iter().map(|e| e.actor).collect();
+        let details: Vec<&str> = events.iter().map(|e| e.detail).collect();
+        sqlx::query(
+            "INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail) \
+             SELECT u.job_id, now(), u.from_state, u.to_state, u.actor, u.detail \
+             FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[]) \
+                 WITH ORDINALITY AS u (job_id, from_state, to_state, actor, detail, n) \
+             ORDER BY u.n",
+        )
+        .bind(&ids)
+        .bind(&from)
+        .bind(&to)
+        .bind(&actors)
+        .bind(&details)
+        .execute(&mut **self)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_deliveries(&mut self, rows: &[DeliveryRow<'_>]) -> StoreResult<u64> {
+        let sources: Vec<&str> = rows.iter().map(|r| r.delivery.source.as_str()).collect();
+        let ids: Vec<&str> = rows
+            .iter()
+            .map(|r| r.delivery.delivery_id.as_str())
+            .collect();
+        let received: Vec<DateTime<Utc>> = rows.iter().map(|r| r.delivery.received_at).collect();
+        let bodies: Vec<&str> = rows
+            .iter()
+            .map(|r| r.delivery.body_sha256.as_str())
+            .collect();
+        let keys: Vec<&str> = rows.iter().map(|r| r.delivery.key_body_sha256()).collect();
+        let statuses: Vec<&str> = rows.iter().map(|r| r.status.as_str()).collect();
+        let errors: Vec<Option<&str>> = rows.iter().map(|r| r.error).collect();
+        let job_ids: Vec<&str> = rows.iter().map(|r| r.job_ids.as_str()).collect();
+        let responses: Vec<&str> = rows.iter().map(|r| r.response.as_str()).collect();
+        let approvals: Vec<Option<&str>> = rows
+            .iter()
+            .map(|r| r.delivery.approval_required())
+            .collect();
+        let inserted = sqlx::query(
+            "INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, \
+             key_body_sha256, status, error, job_ids, response, approval_required) \
+             SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], \
+             $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[]) \
+             ON CONFLICT (source, delivery_id, key_body_sha256) DO NOTHING",
+        )
+        .bind(&sources)
+        .bind(&ids)
+        .bind(&received)
+        .bind(&bodies)
+        .bind(&keys)
+        .bind(&statuses)
+        .bind(&errors)
+        .bind(&job_ids)
+        .bind(&responses)
+        .bind(&approvals)
+        .execute(&mut **self)
+        .await?;
+        Ok(inserted.rows_affected())
+    }
 }

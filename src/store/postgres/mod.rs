@@ -18,10 +18,8 @@ use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::Notify;
 
 use super::model::*;
-use super::rows::{cancellable_state_names, job_columns, worker_actor};
-use super::{
-    PREVIOUS_STEP_FAILED, SYSTEM_ACTOR, Store, StoreOptions, StoreResult, truncate_detail,
-};
+use super::rows::{job_columns, worker_actor};
+use super::{SYSTEM_ACTOR, Store, StoreOptions, StoreResult, truncate_detail};
 use crate::domain::{Job, JobEvent, JobId, JobState, PauseReason, WorkerState};
 use accept::AcceptBatcher;
 use notifier::Notifier;
@@ -120,21 +118,13 @@ macro_rules! for_update {
 }
 super::same_sql::same_sql!();
 
-/// Cancels the live later steps of these jobs' chains, transitively
-/// (`offboard_cancel_dependents`, which accepting a delivery calls too).
+/// Cancels the live later steps of these jobs' chains, transitively (the one cascade,
+/// `../accept.rs`).
 async fn cancel_dependents(
     tx: &mut Transaction<'_, Postgres>,
     ids: &[JobId],
 ) -> StoreResult<Vec<JobId>> {
-    Ok(
-        sqlx::query_scalar("SELECT offboard_cancel_dependents($1, $2, $3, $4)")
-            .bind(ids)
-            .bind(cancellable_state_names())
-            .bind(PREVIOUS_STEP_FAILED)
-            .bind(SYSTEM_ACTOR)
-            .fetch_all(&mut **tx)
-            .await?,
-    )
+    super::accept::cancel_dependents(tx, ids).await
 }
 
 #[async_trait]
@@ -153,13 +143,11 @@ impl Store for PostgresStore {
         // webhooks wait for (README, "Bulk requests and webhooks").
         let receipt = if delivery.is_bulk() {
             accept::accept_bulk(&self.pool, self.accept, delivery, deadline).await?
-        } else if accept::batchable(&delivery) {
+        } else {
             self.batcher
                 .get_or_init(|| accept::spawn_batcher(self.pool.clone(), self.accept))
                 .submit_by(delivery, deadline)
                 .await??
-        } else {
-            accept::accept_alone(&self.pool, self.accept, &delivery, deadline).await?
         };
         if receipt.may_have_made_jobs_due() {
             self.announce();

@@ -1,129 +1,33 @@
-//! Recording a delivery on SQLite: the duplicate check, its cancellations, its chains (or
-//! the live jobs they resolve to) and the delivery with its answer, in the writer's
-//! transaction; deliveries that arrive together share one transaction (`crate::batch`).
+//! Accepting deliveries on SQLite: the writer that gathers them, and the statements of
+//! `../accept.rs` written for SQLite (rows bound as one JSON array and read with `json_each`;
+//! nothing to lock, since the immediate transaction holds the database's write lock).
 
-use std::collections::HashSet;
+use async_trait::async_trait;
+use serde_json::json;
+use sqlx::sqlite::SqlitePool;
+use sqlx::{Row, Sqlite, Transaction};
 
-use sqlx::Row;
-use sqlx::sqlite::{SqlitePool, SqliteRow};
-
-use super::{Tx, cancel_dependents, cancel_jobs, insert_event, job_from_row, micros, now_micros};
+use super::{job_from_row, micros, now_micros};
 use crate::batch::Batcher;
-use crate::domain::{Job, JobId, NewCancel, NewChain, NewStep};
+use crate::domain::{Job, JobId};
+use crate::store::accept::{self, DeliveryRow, EventRow, JobKey, JobRow, Writes};
 use crate::store::model::*;
-use crate::store::rows::{cancellable_states, job_columns, live_states};
+use crate::store::rows::job_columns;
 use crate::store::{StoreError, StoreResult};
-
-async fn cancel_for_email(
-    tx: &mut Tx,
-    cancel: &NewCancel,
-    delivery: &NewDelivery,
-    now: i64,
-) -> StoreResult<Vec<JobId>> {
-    let targets: Vec<(JobId, String)> = sqlx::query_as(concat!(
-        "SELECT id, state FROM jobs WHERE email = ?1 AND state IN (",
-        cancellable_states!(),
-        ") AND json_type(params, ?2) IS NULL ORDER BY id"
-    ))
-    .bind(cancel.email.as_str())
-    // An undo's inverse jobs are never cancelled by a cancel rule.
-    .bind(format!("$.{}", crate::domain::undo::UNDOES))
-    .fetch_all(&mut **tx)
-    .await?;
-    cancel_jobs(
-        tx,
-        &targets,
-        &cancel.last_error(),
-        &delivery.actor(),
-        &cancel.detail(delivery),
-        now,
-    )
-    .await?;
-    let mut ids: Vec<JobId> = targets.iter().map(|(id, _)| *id).collect();
-    let dependents = cancel_dependents(tx, &ids).await?;
-    ids.extend(dependents);
-    Ok(ids)
-}
-
-/// The step's new job, or the live job of its (action, email, target) that blocked it.
-async fn insert_or_existing_job(
-    tx: &mut Tx,
-    delivery: &NewDelivery,
-    chain: &NewChain,
-    step: &NewStep,
-    depends_on: Option<JobId>,
-    now: i64,
-) -> StoreResult<Job> {
-    let state = chain.initial_state();
-    let target = step.key_target();
-    // The immediate transaction holds the write lock, so the live job cannot change between
-    // the conflict and the lookup.
-    let inserted = sqlx::query(concat!(
-        "INSERT INTO jobs (action, params, state, email, account_id, depends_on, run_at, max_attempts, ",
-        "source, rule, delivery_id, created_at, updated_at, account_type, target) ",
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14) ",
-        "ON CONFLICT DO NOTHING RETURNING ",
-        job_columns!()
-    ))
-    .bind(step.action.as_str())
-    .bind(step.params_json())
-    .bind(state.as_str())
-    .bind(chain.email.as_str())
-    .bind(&chain.account_id)
-    .bind(depends_on)
-    .bind(micros(step.run_at))
-    .bind(delivery.max_attempts)
-    .bind(&delivery.source)
-    .bind(&chain.rule)
-    .bind(&delivery.delivery_id)
-    .bind(now)
-    .bind(&chain.account_type)
-    .bind(&target)
-    .fetch_optional(&mut **tx)
-    .await?;
-    if let Some(row) = inserted {
-        let job = job_from_row(&row)?;
-        insert_event(
-            tx,
-            job.id,
-            None,
-            state,
-            &delivery.actor(),
-            &chain.creation_detail(delivery),
-        )
-        .await?;
-        return Ok(job);
-    }
-    let row = sqlx::query(concat!(
-        "SELECT ",
-        job_columns!(),
-        " FROM jobs WHERE action = ?1 AND email = ?2 AND target = ?3 ",
-        "AND state IN (",
-        live_states!(),
-        ")"
-    ))
-    .bind(step.action.as_str())
-    .bind(chain.email.as_str())
-    .bind(&target)
-    .fetch_one(&mut **tx)
-    .await?;
-    job_from_row(&row)
-}
 
 /// The most deliveries recorded in one transaction.
 const MAX_BATCH: usize = 64;
 
 /// SQLite has one writer at a time and pays a synced commit per transaction, so deliveries
-/// that arrive together are recorded in one `BEGIN IMMEDIATE` transaction, each exactly as
-/// it would be alone (a later one sees the earlier ones, so copies and shared people come
-/// out the same).
+/// that arrive together are recorded in one `BEGIN IMMEDIATE` transaction.
 pub(super) fn spawn_batcher(
     pool: SqlitePool,
 ) -> Batcher<NewDelivery, StoreResult<DeliveryReceipt>> {
     Batcher::spawn(MAX_BATCH, MAX_BATCH, move |batch: Vec<NewDelivery>| {
         let pool = pool.clone();
         async move {
-            match accept_together(&pool, &batch).await {
+            let deliveries: Vec<&NewDelivery> = batch.iter().collect();
+            match accept_together(&pool, &deliveries).await {
                 Ok(receipts) => receipts.into_iter().map(Ok).collect(),
                 // One delivery the store refused fails only itself: the others are recorded
                 // alone. (Not when the transaction could not start or commit: then nothing
@@ -131,7 +35,7 @@ pub(super) fn spawn_batcher(
                 Err(Together::Within(e)) if batch.len() > 1 => {
                     tracing::warn!(error = %e, deliveries = batch.len(), "a delivery batch failed; recording its deliveries one by one");
                     let mut receipts = Vec::with_capacity(batch.len());
-                    for delivery in &batch {
+                    for delivery in &deliveries {
                         let alone = accept_together(&pool, std::slice::from_ref(delivery)).await;
                         receipts.push(match alone {
                             Ok(mut one) => Ok(one.pop().expect("one receipt per delivery")),
@@ -163,171 +67,225 @@ enum Together {
 /// Records these deliveries in one transaction; a receipt for each, in order.
 async fn accept_together(
     pool: &SqlitePool,
-    deliveries: &[NewDelivery],
+    deliveries: &[&NewDelivery],
 ) -> Result<Vec<DeliveryReceipt>, Together> {
     let transaction = |e: sqlx::Error| Together::Transaction(e.into());
     let mut tx = pool
         .begin_with("BEGIN IMMEDIATE")
         .await
         .map_err(transaction)?;
-    let now = now_micros();
-    let mut receipts = Vec::with_capacity(deliveries.len());
-    for delivery in deliveries {
-        receipts.push(
-            accept_in(&mut tx, delivery, now)
-                .await
-                .map_err(Together::Within)?,
-        );
-    }
+    let receipts = accept::accept(&mut tx, deliveries)
+        .await
+        .map_err(Together::Within)?;
     tx.commit().await.map_err(transaction)?;
     Ok(receipts)
 }
 
-/// The delivery as recorded before, if it is a repeat (`Dedupe`): the same key, else, for
-/// an unsigned id, the newest copy of its body within the replay window. The immediate
-/// transaction holds the write lock, so no copy can be recorded between this and the insert.
-pub(super) async fn recorded_before(
-    tx: &mut Tx,
-    delivery: &NewDelivery,
-) -> StoreResult<Option<SqliteRow>> {
-    let same_key = sqlx::query(
-        "SELECT status, response FROM deliveries WHERE source = ?1 AND delivery_id = ?2 \
-         AND (?3 = '' OR body_sha256 = ?3) ORDER BY id LIMIT 1",
-    )
-    .bind(&delivery.source)
-    .bind(&delivery.delivery_id)
-    .bind(delivery.key_body_sha256())
-    .fetch_optional(&mut **tx)
-    .await?;
-    let Some(since) = delivery.replay_since().filter(|_| same_key.is_none()) else {
-        return Ok(same_key);
-    };
-    Ok(sqlx::query(
-        "SELECT status, response FROM deliveries WHERE source = ?1 AND body_sha256 = ?2 \
-         AND received_at >= ?3 ORDER BY received_at DESC, id DESC LIMIT 1",
-    )
-    .bind(&delivery.source)
-    .bind(&delivery.body_sha256)
-    .bind(micros(since))
-    .fetch_optional(&mut **tx)
-    .await?)
+/// Rows as one JSON array, for `json_each`.
+fn rows_json(rows: impl Iterator<Item = serde_json::Value>) -> String {
+    serde_json::Value::Array(rows.collect()).to_string()
 }
 
-/// Every job of these people, as `tx` sees them.
-async fn jobs_of(tx: &mut Tx, emails: &[&str]) -> StoreResult<Vec<Job>> {
-    let mut jobs = Vec::new();
-    for email in emails {
+#[async_trait]
+impl Writes for Transaction<'_, Sqlite> {
+    async fn recorded(
+        &mut self,
+        deliveries: &[&NewDelivery],
+    ) -> StoreResult<Vec<Option<(String, String)>>> {
+        let mut found = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            let same_key = sqlx::query(
+                "SELECT status, response FROM deliveries WHERE source = ?1 AND delivery_id = ?2 \
+                 AND (?3 = '' OR body_sha256 = ?3) ORDER BY id LIMIT 1",
+            )
+            .bind(&delivery.source)
+            .bind(&delivery.delivery_id)
+            .bind(delivery.key_body_sha256())
+            .fetch_optional(&mut **self)
+            .await?;
+            let row = match (same_key, delivery.replay_since()) {
+                (Some(row), _) => Some(row),
+                (None, None) => None,
+                (None, Some(since)) => {
+                    sqlx::query(
+                        "SELECT status, response FROM deliveries WHERE source = ?1 \
+                         AND body_sha256 = ?2 AND received_at >= ?3 \
+                         ORDER BY received_at DESC, id DESC LIMIT 1",
+                    )
+                    .bind(&delivery.source)
+                    .bind(&delivery.body_sha256)
+                    .bind(micros(since))
+                    .fetch_optional(&mut **self)
+                    .await?
+                }
+            };
+            found.push(match row {
+                Some(row) => Some((row.try_get("status")?, row.try_get("response")?)),
+                None => None,
+            });
+        }
+        Ok(found)
+    }
+
+    async fn lock_bodies(&mut self, _bodies: &[(&str, &str)]) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn lock_people(&mut self, emails: &[&str]) -> StoreResult<Vec<Job>> {
         let rows = sqlx::query(concat!(
             "SELECT ",
             job_columns!(),
-            " FROM jobs WHERE email = ?1"
+            " FROM jobs WHERE email IN (SELECT value FROM json_each(?1)) ORDER BY id"
         ))
-        .bind(email)
-        .fetch_all(&mut **tx)
+        .bind(serde_json::to_string(emails).unwrap_or_else(|_| "[]".into()))
+        .fetch_all(&mut **self)
         .await?;
-        for row in &rows {
-            jobs.push(job_from_row(row)?);
-        }
+        rows.iter().map(job_from_row).collect()
     }
-    Ok(jobs)
-}
 
-/// Records one delivery and its jobs inside `tx`, or finds it already recorded.
-async fn accept_in(tx: &mut Tx, delivery: &NewDelivery, now: i64) -> StoreResult<DeliveryReceipt> {
-    if let Some(row) = recorded_before(tx, delivery).await? {
-        return duplicate_receipt(row.try_get("status")?, row.try_get("response")?);
+    async fn cancellable_of(
+        &mut self,
+        email: &str,
+        states: &[&str],
+        spare_param: &str,
+    ) -> StoreResult<Vec<(JobId, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT id, state FROM jobs WHERE email = ?1 \
+             AND state IN (SELECT value FROM json_each(?2)) \
+             AND json_type(params, '$.' || ?3) IS NULL ORDER BY id",
+        )
+        .bind(email)
+        .bind(serde_json::to_string(states).unwrap_or_else(|_| "[]".into()))
+        .bind(spare_param)
+        .fetch_all(&mut **self)
+        .await?)
     }
-    // The undo is planned from the jobs this transaction sees: it holds the write lock, so
-    // no other delivery's inverses can be recorded between the read and the writes.
-    let emails = delivery.undo_emails();
-    let planned;
-    let delivery = if emails.is_empty() {
-        delivery
-    } else {
-        planned = delivery.with_undo_planned(&jobs_of(tx, &emails).await?);
-        &planned
-    };
-    let (status, error, body, job_ids) = match &delivery.content {
-        DeliveryContent::Unmappable { error } => (
-            DeliveryStatus::Unmappable,
-            Some(error.as_str()),
-            unmappable_body(error),
-            Vec::new(),
-        ),
-        DeliveryContent::Accepted { cancels, .. } => {
-            let mut cancelled = Vec::new();
-            for cancel in cancels {
-                cancelled.extend(cancel_for_email(tx, cancel, delivery, now).await?);
-            }
-            let mut jobs = NamedJobs::default();
-            for chain in delivery.content.all_chains() {
-                record_chain(tx, delivery, chain, now, &mut jobs).await?;
-            }
-            let jobs = jobs.list;
-            let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
-            let body = delivery.answer(&jobs, &cancelled);
-            (DeliveryStatus::Accepted, None, body, ids)
-        }
-    };
-    insert_delivery(tx, delivery, status, error, &job_ids, &body).await?;
-    Ok(DeliveryReceipt {
-        duplicate: false,
-        status,
-        body,
-    })
-}
 
-/// The jobs a delivery names, each once, in the order first named.
-#[derive(Default)]
-pub(super) struct NamedJobs {
-    pub list: Vec<Job>,
-    seen: HashSet<JobId>,
-}
-
-/// Records one chain's steps (or finds the live jobs they resolve to) inside `tx`.
-pub(super) async fn record_chain(
-    tx: &mut Tx,
-    delivery: &NewDelivery,
-    chain: &NewChain,
-    now: i64,
-    jobs: &mut NamedJobs,
-) -> StoreResult<()> {
-    let mut previous = None;
-    for step in &chain.steps {
-        let job = insert_or_existing_job(tx, delivery, chain, step, previous, now).await?;
-        previous = Some(job.id);
-        if jobs.seen.insert(job.id) {
-            jobs.list.push(job);
-        }
+    async fn children_of(&mut self, ids: &[JobId]) -> StoreResult<Vec<(JobId, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT id, state FROM jobs WHERE depends_on IN (SELECT value FROM json_each(?1)) \
+             ORDER BY id",
+        )
+        .bind(serde_json::to_string(ids).unwrap_or_else(|_| "[]".into()))
+        .fetch_all(&mut **self)
+        .await?)
     }
-    Ok(())
-}
 
-/// The delivery's own row, with its answer.
-pub(super) async fn insert_delivery(
-    tx: &mut Tx,
-    delivery: &NewDelivery,
-    status: DeliveryStatus,
-    error: Option<&str>,
-    job_ids: &[String],
-    body: &serde_json::Value,
-) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, key_body_sha256, \
-         status, error, job_ids, response, approval_required) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )
-    .bind(&delivery.source)
-    .bind(&delivery.delivery_id)
-    .bind(micros(delivery.received_at))
-    .bind(&delivery.body_sha256)
-    .bind(delivery.key_body_sha256())
-    .bind(status.as_str())
-    .bind(error)
-    .bind(serde_json::to_string(job_ids).unwrap_or_else(|_| "[]".into()))
-    .bind(body.to_string())
-    .bind(delivery.approval_required())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    async fn set_cancelled(&mut self, ids: &[JobId], last_error: &str) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE jobs SET state = 'cancelled', last_error = ?2, finalized_at = ?3, \
+             updated_at = ?3 WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(serde_json::to_string(ids).unwrap_or_else(|_| "[]".into()))
+        .bind(last_error)
+        .bind(now_micros())
+        .execute(&mut **self)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_jobs(&mut self, rows: &[JobRow<'_>]) -> StoreResult<Vec<Job>> {
+        let rows = rows_json(rows.iter().map(|r| {
+            json!([
+                r.action.as_str(),
+                r.params,
+                r.target,
+                r.state.as_str(),
+                r.email,
+                r.account_id,
+                r.account_type,
+                r.depends_on,
+                micros(r.run_at),
+                r.max_attempts,
+                r.source,
+                r.rule,
+                r.delivery_id,
+            ])
+        }));
+        // `WHERE true` tells SQLite's parser that ON CONFLICT belongs to the INSERT.
+        let created = sqlx::query(concat!(
+            "INSERT INTO jobs (action, params, target, state, email, account_id, account_type, \
+             depends_on, run_at, max_attempts, source, rule, delivery_id, created_at, updated_at) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+                 value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, \
+                 value ->> 12, ?2, ?2 \
+             FROM json_each(?1) WHERE true ORDER BY key \
+             ON CONFLICT DO NOTHING RETURNING ",
+            job_columns!()
+        ))
+        .bind(rows)
+        .bind(now_micros())
+        .fetch_all(&mut **self)
+        .await?;
+        created.iter().map(job_from_row).collect()
+    }
+
+    async fn live_jobs(&mut self, keys: &[JobKey<'_>], live: &[&str]) -> StoreResult<Vec<Job>> {
+        let keys = rows_json(
+            keys.iter()
+                .map(|k| json!([k.action.as_str(), k.email, k.target])),
+        );
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            job_columns!(),
+            " FROM jobs WHERE (action, email, target) IN ( \
+               SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1)) \
+             AND state IN (SELECT value FROM json_each(?2))"
+        ))
+        .bind(keys)
+        .bind(serde_json::to_string(live).unwrap_or_else(|_| "[]".into()))
+        .fetch_all(&mut **self)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn insert_events(&mut self, events: &[EventRow<'_>]) -> StoreResult<()> {
+        let rows = rows_json(events.iter().map(|e| {
+            json!([
+                e.job_id,
+                e.from.map(|s| s.as_str()),
+                e.to.as_str(),
+                e.actor,
+                e.detail
+            ])
+        }));
+        sqlx::query(
+            "INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail) \
+             SELECT value ->> 0, ?2, value ->> 1, value ->> 2, value ->> 3, value ->> 4 \
+             FROM json_each(?1) ORDER BY key",
+        )
+        .bind(rows)
+        .bind(now_micros())
+        .execute(&mut **self)
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_deliveries(&mut self, rows: &[DeliveryRow<'_>]) -> StoreResult<u64> {
+        let rows = rows_json(rows.iter().map(|r| {
+            json!([
+                r.delivery.source,
+                r.delivery.delivery_id,
+                micros(r.delivery.received_at),
+                r.delivery.body_sha256,
+                r.delivery.key_body_sha256(),
+                r.status.as_str(),
+                r.error,
+                r.job_ids,
+                r.response,
+                r.delivery.approval_required(),
+            ])
+        }));
+        let inserted = sqlx::query(
+            "INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, \
+             key_body_sha256, status, error, job_ids, response, approval_required) \
+             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
+                 value ->> 6, value ->> 7, value ->> 8, value ->> 9 \
+             FROM json_each(?1) WHERE true ORDER BY key ON CONFLICT DO NOTHING",
+        )
+        .bind(rows)
+        .execute(&mut **self)
+        .await?;
+        Ok(inserted.rows_affected())
+    }
 }

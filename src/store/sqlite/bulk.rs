@@ -18,13 +18,12 @@
 
 use std::time::Duration;
 
-use sqlx::Row;
 use sqlx::sqlite::SqlitePool;
+use sqlx::{Sqlite, Transaction};
 use tokio::time::Instant;
 
-use super::accept::{NamedJobs, insert_delivery, record_chain, recorded_before};
-use super::{Tx, now_micros};
-use crate::domain::NewChain;
+use crate::domain::{Job, JobId, NewChain};
+use crate::store::accept::{DeliveryRow, Writes, record_jobs};
 use crate::store::model::*;
 use crate::store::{StoreError, StoreResult};
 
@@ -42,7 +41,8 @@ pub(super) async fn record_in_chunks(
     chunks: &[&[NewChain]],
     deadline: Instant,
 ) -> StoreResult<DeliveryReceipt> {
-    let mut jobs = NamedJobs::default();
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut seen: std::collections::HashSet<JobId> = std::collections::HashSet::new();
     let last = chunks.len() - 1;
     for (i, chains) in chunks.iter().enumerate() {
         if Instant::now() >= deadline {
@@ -51,28 +51,35 @@ pub(super) async fn record_in_chunks(
         }
         let mut tx = begin(pool).await?;
         if (i == 0 || i == last)
-            && let Some(row) = recorded_before(&mut tx, delivery).await?
+            && let Some((status, response)) = tx.recorded(&[delivery]).await?.pop().flatten()
         {
             // Recorded before, or by a copy of this request that finished first: its jobs
             // are the ones this one resolved to.
-            return duplicate_receipt(row.try_get("status")?, row.try_get("response")?);
+            return duplicate_receipt(&status, &response);
         }
-        let now = now_micros();
-        for chain in *chains {
-            record_chain(&mut tx, delivery, chain, now, &mut jobs).await?;
+        let chunk = delivery.with_chains(chains);
+        for job in record_jobs(&mut tx, &[&chunk])
+            .await?
+            .pop()
+            .unwrap_or_default()
+        {
+            if seen.insert(job.id) {
+                jobs.push(job);
+            }
         }
         if i == last {
-            let ids: Vec<String> = jobs.list.iter().map(|j| j.id.to_string()).collect();
-            let body = delivery.answer(&jobs.list, &[]);
-            insert_delivery(
-                &mut tx,
+            let body = delivery.answer(&jobs, &[]);
+            let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
+            let row = DeliveryRow {
                 delivery,
-                DeliveryStatus::Accepted,
-                None,
-                &ids,
-                &body,
-            )
-            .await?;
+                status: DeliveryStatus::Accepted,
+                error: None,
+                job_ids: serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()),
+                response: body.to_string(),
+            };
+            if tx.insert_deliveries(&[row]).await? != 1 {
+                return Err(StoreError::Batch(crate::store::accept::RACE.into()));
+            }
             tx.commit().await?;
             return Ok(DeliveryReceipt {
                 duplicate: false,
@@ -86,6 +93,6 @@ pub(super) async fn record_in_chunks(
     unreachable!("the last chunk returns")
 }
 
-async fn begin(pool: &SqlitePool) -> StoreResult<Tx> {
+async fn begin(pool: &SqlitePool) -> StoreResult<Transaction<'static, Sqlite>> {
     Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
 }

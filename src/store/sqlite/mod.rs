@@ -22,11 +22,8 @@ mod accept;
 mod bulk;
 
 use super::model::*;
-use super::rows::{cancellable_state_names, job_columns, worker_actor};
-use super::{
-    PREVIOUS_STEP_FAILED, SYSTEM_ACTOR, Store, StoreError, StoreOptions, StoreResult,
-    truncate_detail,
-};
+use super::rows::{job_columns, worker_actor};
+use super::{SYSTEM_ACTOR, Store, StoreError, StoreOptions, StoreResult, truncate_detail};
 use crate::batch::Batcher;
 use crate::domain::{Job, JobEvent, JobId, JobState, PauseReason, WorkerState};
 
@@ -159,61 +156,10 @@ impl SqliteStore {
     }
 }
 
-/// Cancels `targets` (which must be live and not running) with one event each.
-async fn cancel_jobs(
-    tx: &mut Tx,
-    targets: &[(JobId, String)],
-    reason: &str,
-    actor: &str,
-    detail: &str,
-    now: i64,
-) -> StoreResult<()> {
-    for (id, old_state) in targets {
-        sqlx::query(
-            "UPDATE jobs SET state = 'cancelled', last_error = ?2, finalized_at = ?3, updated_at = ?3 \
-             WHERE id = ?1",
-        )
-        .bind(id)
-        .bind(reason)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-        let from: JobState = parse_column(old_state)?;
-        insert_event(tx, *id, Some(from), JobState::Cancelled, actor, detail).await?;
-    }
-    Ok(())
-}
-
-/// Cancels the live later steps of these jobs' chains, transitively.
+/// Cancels the live later steps of these jobs' chains, transitively (the one cascade,
+/// `../accept.rs`).
 async fn cancel_dependents(tx: &mut Tx, ids: &[JobId]) -> StoreResult<Vec<JobId>> {
-    let now = now_micros();
-    let cancellable = cancellable_state_names();
-    let mut cancelled = Vec::new();
-    let mut frontier: Vec<JobId> = ids.to_vec();
-    while let Some(parent) = frontier.pop() {
-        let children: Vec<(JobId, String)> =
-            sqlx::query_as("SELECT id, state FROM jobs WHERE depends_on = ?1")
-                .bind(parent)
-                .fetch_all(&mut **tx)
-                .await?;
-        let live: Vec<(JobId, String)> = children
-            .iter()
-            .filter(|(_, state)| cancellable.contains(&state.as_str()))
-            .cloned()
-            .collect();
-        cancel_jobs(
-            tx,
-            &live,
-            PREVIOUS_STEP_FAILED,
-            SYSTEM_ACTOR,
-            PREVIOUS_STEP_FAILED,
-            now,
-        )
-        .await?;
-        cancelled.extend(live.iter().map(|(id, _)| *id));
-        frontier.extend(children.iter().map(|(id, _)| *id));
-    }
-    Ok(cancelled)
+    super::accept::cancel_dependents(tx, ids).await
 }
 
 #[async_trait]

@@ -1,0 +1,534 @@
+//! Recording deliveries: one algorithm for both stores (README, "How it is built"). Every
+//! decision is made here, in Rust; each backend states only the statements that truly differ
+//! between the dialects ([`Writes`]: arrays against JSON, `FOR UPDATE` and advisory locks
+//! against an immediate transaction that holds the lock already).
+//!
+//! For a batch of deliveries, in the caller's transaction:
+//! - the dedupe lookup, for all of them at once (`Dedupe`);
+//! - for a delivery with a cancel rule: the person's live jobs cancelled, then the later steps
+//!   of their chains ([`cancel_with_dependents`], which the worker's failures use too); and an
+//!   undo planned from the jobs this transaction sees;
+//! - the jobs, one set-based `INSERT … ON CONFLICT DO NOTHING RETURNING` per wave of steps,
+//!   then one read of the live jobs that blocked an insert;
+//! - the deliveries, each inserted with its answer.
+//!
+//! A batch comes out exactly as its deliveries would one after the other. Waves keep rule
+//! order: a step waits for the step before it in its chain, and for any earlier step (in this
+//! or an earlier delivery of the batch) that asks for the same live job, so that it resolves to
+//! that job as it would have in turn. A delivery with a cancel rule or an undo, and a copy of a
+//! delivery earlier in the batch, start a segment of their own, recorded after the ones before
+//! it.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::model::*;
+use super::{PREVIOUS_STEP_FAILED, SYSTEM_ACTOR, StoreError, StoreResult};
+use crate::domain::{Action, Job, JobId, JobState, NewChain, NewStep};
+
+/// The statements acceptance needs, as each dialect writes them. Nothing here decides: the
+/// states, texts and keys arrive from the algorithm.
+#[async_trait]
+pub(super) trait Writes: Send {
+    /// For each delivery, the `(status, response)` it was recorded with before, if any: the
+    /// same key, else (an unsigned id) the newest copy of its body since `replay_since`.
+    async fn recorded(
+        &mut self,
+        deliveries: &[&NewDelivery],
+    ) -> StoreResult<Vec<Option<(String, String)>>>;
+    /// Holds these `(source, body_sha256)` for the rest of the transaction, so that copies of
+    /// one unsigned body are recorded one after the other. Sorted by the caller.
+    async fn lock_bodies(&mut self, bodies: &[(&str, &str)]) -> StoreResult<()>;
+    /// Holds these people for the rest of the transaction, and every job of theirs: what an
+    /// undo is planned from is what it cancels. Sorted by the caller.
+    async fn lock_people(&mut self, emails: &[&str]) -> StoreResult<Vec<Job>>;
+    /// The person's jobs a cancel takes out of `states`, except those whose params carry
+    /// `spare_param`; held for the rest of the transaction.
+    async fn cancellable_of(
+        &mut self,
+        email: &str,
+        states: &[&str],
+        spare_param: &str,
+    ) -> StoreResult<Vec<(JobId, String)>>;
+    /// The jobs that depend on any of `ids`, with their states; held likewise.
+    async fn children_of(&mut self, ids: &[JobId]) -> StoreResult<Vec<(JobId, String)>>;
+    /// Marks these jobs cancelled with `last_error`.
+    async fn set_cancelled(&mut self, ids: &[JobId], last_error: &str) -> StoreResult<()>;
+    /// Inserts the jobs no live job of the same key blocks; the ones inserted.
+    async fn insert_jobs(&mut self, rows: &[JobRow<'_>]) -> StoreResult<Vec<Job>>;
+    /// The live jobs of these keys (`JobState::is_live`).
+    async fn live_jobs(&mut self, keys: &[JobKey<'_>], live: &[&str]) -> StoreResult<Vec<Job>>;
+    async fn insert_events(&mut self, events: &[EventRow<'_>]) -> StoreResult<()>;
+    /// Inserts the deliveries whose key is not taken; how many were inserted.
+    async fn insert_deliveries(&mut self, rows: &[DeliveryRow<'_>]) -> StoreResult<u64>;
+}
+
+/// One job to insert.
+pub(super) struct JobRow<'a> {
+    pub action: Action,
+    pub params: String,
+    pub target: String,
+    pub state: JobState,
+    pub email: &'a str,
+    pub account_id: Option<&'a str>,
+    pub account_type: Option<&'a str>,
+    pub depends_on: Option<JobId>,
+    pub run_at: DateTime<Utc>,
+    pub max_attempts: i32,
+    pub source: &'a str,
+    pub rule: &'a str,
+    pub delivery_id: &'a str,
+}
+
+/// The key of a person's one live job of an action (README, "One live job per (action,
+/// email, target)").
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) struct JobKey<'a> {
+    pub action: Action,
+    pub email: &'a str,
+    pub target: String,
+}
+
+impl JobKey<'_> {
+    fn of(job: &Job) -> JobKey<'_> {
+        JobKey {
+            action: job.action,
+            email: &job.email,
+            target: job.key_target(),
+        }
+    }
+}
+
+/// One event to append.
+pub(super) struct EventRow<'a> {
+    pub job_id: JobId,
+    pub from: Option<JobState>,
+    pub to: JobState,
+    pub actor: &'a str,
+    pub detail: &'a str,
+}
+
+/// One delivery to insert, with its answer.
+pub(super) struct DeliveryRow<'a> {
+    pub delivery: &'a NewDelivery,
+    pub status: DeliveryStatus,
+    pub error: Option<&'a str>,
+    pub job_ids: String,
+    pub response: String,
+}
+
+/// Why a batch could not be recorded as one: a copy of one of its deliveries, or a live job
+/// it resolved to, changed under it in another transaction. Roll back, and record each
+/// delivery on its own (Postgres only: SQLite's immediate transaction holds the lock).
+pub(super) const RACE: &str = "a delivery of the batch was recorded concurrently";
+
+/// Records `deliveries` inside the caller's transaction; a receipt for each, in order.
+pub(super) async fn accept<W: Writes>(
+    tx: &mut W,
+    deliveries: &[&NewDelivery],
+) -> StoreResult<Vec<DeliveryReceipt>> {
+    let mut receipts = Vec::with_capacity(deliveries.len());
+    for segment in segments(deliveries) {
+        receipts.extend(accept_segment(tx, segment).await?);
+    }
+    Ok(receipts)
+}
+
+/// Consecutive runs of deliveries that can be recorded together (see the module's comment).
+fn segments<'a, 'b>(deliveries: &'b [&'a NewDelivery]) -> Vec<&'b [&'a NewDelivery]> {
+    let alone = |d: &NewDelivery| match &d.content {
+        DeliveryContent::Accepted { cancels, undo, .. } => !cancels.is_empty() || undo.is_some(),
+        DeliveryContent::Unmappable { .. } => false,
+    };
+    let mut segments = Vec::new();
+    let mut start = 0;
+    let mut keys = HashSet::new();
+    let mut bodies = HashSet::new();
+    for (i, delivery) in deliveries.iter().enumerate() {
+        let copy = !keys.insert((&delivery.source, &delivery.delivery_id))
+            || (delivery.replay_since().is_some()
+                && !bodies.insert((&delivery.source, &delivery.body_sha256)));
+        if i > start && (copy || alone(delivery) || alone(deliveries[i - 1])) {
+            segments.push(&deliveries[start..i]);
+            start = i;
+            keys.clear();
+            bodies.clear();
+            keys.insert((&delivery.source, &delivery.delivery_id));
+            bodies.insert((&delivery.source, &delivery.body_sha256));
+        }
+    }
+    if start < deliveries.len() {
+        segments.push(&deliveries[start..]);
+    }
+    segments
+}
+
+async fn accept_segment<W: Writes>(
+    tx: &mut W,
+    deliveries: &[&NewDelivery],
+) -> StoreResult<Vec<DeliveryReceipt>> {
+    let mut bodies: Vec<(&str, &str)> = deliveries
+        .iter()
+        .filter(|d| d.replay_since().is_some())
+        .map(|d| (d.source.as_str(), d.body_sha256.as_str()))
+        .collect();
+    bodies.sort_unstable();
+    bodies.dedup();
+    if !bodies.is_empty() {
+        tx.lock_bodies(&bodies).await?;
+    }
+    let before = tx.recorded(deliveries).await?;
+    let mut receipts: Vec<Option<DeliveryReceipt>> = Vec::with_capacity(deliveries.len());
+    // The new ones, with their undo planned where they ask for one.
+    let mut planned: Vec<(usize, Option<NewDelivery>)> = Vec::new();
+    for (i, (delivery, recorded)) in deliveries.iter().zip(before).enumerate() {
+        match recorded {
+            Some((status, response)) => receipts.push(Some(duplicate_receipt(&status, &response)?)),
+            None => {
+                receipts.push(None);
+                planned.push((i, with_undo_planned(tx, delivery).await?));
+            }
+        }
+    }
+    let new: Vec<&NewDelivery> = planned
+        .iter()
+        .map(|(i, planned)| planned.as_ref().unwrap_or(deliveries[*i]))
+        .collect();
+    let new_at: Vec<usize> = planned.iter().map(|(i, _)| *i).collect();
+    let mut cancelled: Vec<Vec<JobId>> = Vec::with_capacity(new.len());
+    for delivery in &new {
+        cancelled.push(cancel_for_rules(tx, delivery).await?);
+    }
+    let named = record_jobs(tx, &new).await?;
+    let mut rows = Vec::with_capacity(new.len());
+    let mut answers = Vec::with_capacity(new.len());
+    for ((&delivery, jobs), cancelled) in new.iter().zip(&named).zip(&cancelled) {
+        let (status, error) = match &delivery.content {
+            DeliveryContent::Unmappable { error } => {
+                (DeliveryStatus::Unmappable, Some(error.as_str()))
+            }
+            DeliveryContent::Accepted { .. } => (DeliveryStatus::Accepted, None),
+        };
+        let body = delivery.answer(jobs, cancelled);
+        let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
+        rows.push(DeliveryRow {
+            delivery,
+            status,
+            error,
+            job_ids: serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()),
+            response: body.to_string(),
+        });
+        answers.push((status, body));
+    }
+    if !rows.is_empty() && tx.insert_deliveries(&rows).await? != rows.len() as u64 {
+        return Err(StoreError::Batch(RACE.into()));
+    }
+    for (i, (status, body)) in new_at.into_iter().zip(answers) {
+        receipts[i] = Some(DeliveryReceipt {
+            duplicate: false,
+            status,
+            body,
+        });
+    }
+    Ok(receipts
+        .into_iter()
+        .map(|r| r.expect("every delivery answered"))
+        .collect())
+}
+
+/// The delivery with the undo it asks for planned from the people's jobs as this transaction
+/// sees them (README, "Undo on rehire"), those people held until it ends; `None` when it
+/// asks for none.
+async fn with_undo_planned<W: Writes>(
+    tx: &mut W,
+    delivery: &NewDelivery,
+) -> StoreResult<Option<NewDelivery>> {
+    let emails = delivery.undo_emails();
+    if emails.is_empty() {
+        return Ok(None);
+    }
+    let jobs = tx.lock_people(&emails).await?;
+    Ok(Some(delivery.with_undo_planned(&jobs)))
+}
+
+/// Runs the delivery's cancel rules: each person's cancellable jobs, except an undo's
+/// inverses, then the later steps of their chains. The ids cancelled, in order.
+async fn cancel_for_rules<W: Writes>(
+    tx: &mut W,
+    delivery: &NewDelivery,
+) -> StoreResult<Vec<JobId>> {
+    let DeliveryContent::Accepted { cancels, .. } = &delivery.content else {
+        return Ok(Vec::new());
+    };
+    let cancellable = super::rows::cancellable_state_names();
+    let actor = delivery.actor();
+    let mut cancelled = Vec::new();
+    for cancel in cancels {
+        let targets = tx
+            .cancellable_of(
+                cancel.email.as_str(),
+                &cancellable,
+                crate::domain::undo::UNDOES,
+            )
+            .await?;
+        let mut direct = cancel_jobs(
+            tx,
+            &targets,
+            &cancel.last_error(),
+            &actor,
+            &cancel.detail(delivery),
+        )
+        .await?;
+        direct.sort_unstable();
+        let mut dependents = cancel_dependents(tx, &direct).await?;
+        dependents.sort_unstable();
+        cancelled.extend(direct);
+        cancelled.extend(dependents);
+    }
+    Ok(cancelled)
+}
+
+/// Cancels `targets` (each live and not running, held by this transaction) with one event
+/// each; their ids.
+async fn cancel_jobs<W: Writes>(
+    tx: &mut W,
+    targets: &[(JobId, String)],
+    reason: &str,
+    actor: &str,
+    detail: &str,
+) -> StoreResult<Vec<JobId>> {
+    if targets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<JobId> = targets.iter().map(|(id, _)| *id).collect();
+    tx.set_cancelled(&ids, reason).await?;
+    let detail = super::truncate_detail(detail);
+    let mut events = Vec::with_capacity(targets.len());
+    for (id, from) in targets {
+        events.push(EventRow {
+            job_id: *id,
+            from: Some(parse_column(from)?),
+            to: JobState::Cancelled,
+            actor,
+            detail,
+        });
+    }
+    tx.insert_events(&events).await?;
+    Ok(ids)
+}
+
+/// Cancels the live later steps of these jobs' chains, transitively, with one event each:
+/// the one cascade, for a cancel rule, a failed step, an expired lease and an operator's
+/// cancel alike. The ids cancelled.
+pub(super) async fn cancel_dependents<W: Writes>(
+    tx: &mut W,
+    ids: &[JobId],
+) -> StoreResult<Vec<JobId>> {
+    let cancellable = super::rows::cancellable_state_names();
+    let mut cancelled = Vec::new();
+    let mut frontier: Vec<JobId> = ids.to_vec();
+    while !frontier.is_empty() {
+        let children = tx.children_of(&frontier).await?;
+        let live: Vec<(JobId, String)> = children
+            .iter()
+            .filter(|(_, state)| cancellable.contains(&state.as_str()))
+            .cloned()
+            .collect();
+        cancelled.extend(
+            cancel_jobs(
+                tx,
+                &live,
+                PREVIOUS_STEP_FAILED,
+                SYSTEM_ACTOR,
+                PREVIOUS_STEP_FAILED,
+            )
+            .await?,
+        );
+        frontier = children.into_iter().map(|(id, _)| id).collect();
+    }
+    Ok(cancelled)
+}
+
+/// One step a delivery asks for, in rule order.
+struct Request<'a> {
+    delivery: usize,
+    chain: &'a NewChain,
+    step: &'a NewStep,
+    /// The request of the step before it in its chain.
+    previous: Option<usize>,
+    target: String,
+    wave: usize,
+}
+
+/// How many times a wave tries a step whose live job finished between its insert and its
+/// read (another transaction's doing, on Postgres).
+const ROUNDS: usize = 5;
+
+/// Creates (or finds the live job of) every step of these deliveries; for each delivery,
+/// the jobs it names, each once, in the order its rules asked for them.
+pub(super) async fn record_jobs<W: Writes>(
+    tx: &mut W,
+    deliveries: &[&NewDelivery],
+) -> StoreResult<Vec<Vec<Job>>> {
+    let requests = requests(deliveries);
+    let waves = requests.iter().map(|r| r.wave + 1).max().unwrap_or(0);
+    let mut resolved: Vec<Option<Job>> = requests.iter().map(|_| None).collect();
+    let live = super::rows::live_state_names();
+    for wave in 0..waves {
+        let mut pending: Vec<usize> = (0..requests.len())
+            .filter(|&i| requests[i].wave == wave)
+            .collect();
+        for _ in 0..ROUNDS {
+            if pending.is_empty() {
+                break;
+            }
+            insert_wave(tx, deliveries, &requests, &mut resolved, &pending).await?;
+            let blocked: Vec<usize> = pending
+                .iter()
+                .copied()
+                .filter(|&i| resolved[i].is_none())
+                .collect();
+            if !blocked.is_empty() {
+                let keys: Vec<JobKey> = blocked.iter().map(|&i| key_of(&requests[i])).collect();
+                let found = tx.live_jobs(&keys, &live).await?;
+                let by_key: HashMap<JobKey, &Job> =
+                    found.iter().map(|j| (JobKey::of(j), j)).collect();
+                for &i in &blocked {
+                    resolved[i] = by_key.get(&key_of(&requests[i])).map(|j| (*j).clone());
+                }
+            }
+            pending.retain(|&i| resolved[i].is_none());
+        }
+        if !pending.is_empty() {
+            return Err(StoreError::Batch(RACE.into()));
+        }
+    }
+    let mut named: Vec<Vec<Job>> = deliveries.iter().map(|_| Vec::new()).collect();
+    let mut seen: Vec<HashSet<JobId>> = deliveries.iter().map(|_| HashSet::new()).collect();
+    for (request, job) in requests.iter().zip(resolved) {
+        let job = job.expect("every wave resolved");
+        if seen[request.delivery].insert(job.id) {
+            named[request.delivery].push(job);
+        }
+    }
+    Ok(named)
+}
+
+fn key_of<'a>(request: &'a Request<'a>) -> JobKey<'a> {
+    JobKey {
+        action: request.step.action,
+        email: request.chain.email.as_str(),
+        target: request.target.clone(),
+    }
+}
+
+/// Every step, in rule order, with its wave: after the step before it in its chain, and
+/// after every earlier step with the same key.
+fn requests<'a>(deliveries: &[&'a NewDelivery]) -> Vec<Request<'a>> {
+    let mut requests: Vec<Request> = Vec::new();
+    let mut last_of_key: HashMap<(Action, &str, String), usize> = HashMap::new();
+    for (d, delivery) in deliveries.iter().enumerate() {
+        for chain in delivery.content.all_chains() {
+            let mut previous: Option<usize> = None;
+            for step in &chain.steps {
+                let target = step.key_target();
+                let key = (step.action, chain.email.as_str(), target.clone());
+                let after_previous = previous.map_or(0, |p| requests[p].wave + 1);
+                let after_same = last_of_key.get(&key).map_or(0, |&s| requests[s].wave + 1);
+                let index = requests.len();
+                requests.push(Request {
+                    delivery: d,
+                    chain,
+                    step,
+                    previous,
+                    target,
+                    wave: after_previous.max(after_same),
+                });
+                last_of_key.insert(key, index);
+                previous = Some(index);
+            }
+        }
+    }
+    requests
+}
+
+/// Inserts the wave's unresolved steps (in key order, so that concurrent batches lock
+/// alike) with their creation events; marks the ones inserted resolved.
+async fn insert_wave<W: Writes>(
+    tx: &mut W,
+    deliveries: &[&NewDelivery],
+    requests: &[Request<'_>],
+    resolved: &mut [Option<Job>],
+    pending: &[usize],
+) -> StoreResult<()> {
+    let mut order: Vec<usize> = pending.to_vec();
+    order.sort_by(|&a, &b| key_of(&requests[a]).cmp_key(&key_of(&requests[b])));
+    let rows: Vec<JobRow> = order
+        .iter()
+        .map(|&i| {
+            let r = &requests[i];
+            let delivery = deliveries[r.delivery];
+            JobRow {
+                action: r.step.action,
+                params: r.step.params_json(),
+                target: r.target.clone(),
+                state: r.chain.initial_state(),
+                email: r.chain.email.as_str(),
+                account_id: r.chain.account_id.as_deref(),
+                account_type: r.chain.account_type.as_deref(),
+                depends_on: r.previous.and_then(|p| resolved[p].as_ref()).map(|j| j.id),
+                run_at: r.step.run_at,
+                max_attempts: delivery.max_attempts,
+                source: &delivery.source,
+                rule: &r.chain.rule,
+                delivery_id: &delivery.delivery_id,
+            }
+        })
+        .collect();
+    let created = tx.insert_jobs(&rows).await?;
+    if created.is_empty() {
+        return Ok(());
+    }
+    let by_key: HashMap<JobKey, &Job> = created.iter().map(|j| (JobKey::of(j), j)).collect();
+    let mut details = Vec::new();
+    let mut made = Vec::new();
+    for &i in &order {
+        if let Some(job) = by_key.get(&key_of(&requests[i])) {
+            let delivery = deliveries[requests[i].delivery];
+            details.push((
+                job.id,
+                job.state,
+                delivery.actor(),
+                requests[i].chain.creation_detail(delivery),
+            ));
+            made.push((i, (*job).clone()));
+        }
+    }
+    let events: Vec<EventRow> = details
+        .iter()
+        .map(|(id, state, actor, detail)| EventRow {
+            job_id: *id,
+            from: None,
+            to: *state,
+            actor,
+            detail,
+        })
+        .collect();
+    tx.insert_events(&events).await?;
+    for (i, job) in made {
+        resolved[i] = Some(job);
+    }
+    Ok(())
+}
+
+impl JobKey<'_> {
+    fn cmp_key(&self, other: &JobKey) -> std::cmp::Ordering {
+        (self.action.as_str(), self.email, &self.target).cmp(&(
+            other.action.as_str(),
+            other.email,
+            &other.target,
+        ))
+    }
+}
