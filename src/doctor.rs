@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use crate::atlassian::{ALL_DIRECTORIES, CallError, Client, NO_JSM_AGENT_LICENCE};
 use crate::config::Config;
-use crate::domain::{Action, ApiFamily};
+use crate::domain::{Action, ApiFamily, DoctorCheck, Param};
 
 /// One check: its name (`site_credentials`, `group:<id>`, …), whether it passed, and what it
 /// found or, when it failed, why and how to fix it.
@@ -98,28 +98,26 @@ fn targets(config: &Config) -> Targets {
         .flat_map(|source| source.rules.iter())
         .flat_map(|rule| rule.steps());
     for (action, params) in steps {
-        match action.family() {
-            ApiFamily::Site => targets.site = true,
-            ApiFamily::Admin => targets.admin = true,
+        for check in action.spec().doctor_checks() {
+            match check {
+                DoctorCheck::Credentials(ApiFamily::Site) => targets.site = true,
+                DoctorCheck::Credentials(ApiFamily::Admin) => targets.admin = true,
+                DoctorCheck::WritableDirectory => {
+                    targets.directory_writers.insert(action);
+                }
+                DoctorCheck::TargetExists(param) => {
+                    let Some(id) = params.get(param.name()).and_then(|v| v.as_str()) else {
+                        continue;
+                    };
+                    let set = match param {
+                        Param::GroupId => &mut targets.groups,
+                        Param::ServiceDeskId => &mut targets.service_desks,
+                        Param::OrganizationId => &mut targets.organizations,
+                    };
+                    set.insert(id.to_owned());
+                }
+            }
         }
-        if action.writes_directory() {
-            targets.directory_writers.insert(action);
-        }
-        let Some(name) = action.required_param() else {
-            continue;
-        };
-        let Some(id) = params.get(name).and_then(|v| v.as_str()) else {
-            continue;
-        };
-        // The id's parameter says which kind of target it names.
-        let set = if name == "group_id" {
-            &mut targets.groups
-        } else if name == "service_desk_id" {
-            &mut targets.service_desks
-        } else {
-            &mut targets.organizations
-        };
-        set.insert(id.to_owned());
     }
     targets
 }
@@ -194,7 +192,7 @@ async fn site_checks(client: Option<&Client>, targets: &Targets) -> Vec<Check> {
             format!("service_desk:{id}"),
             found,
             "service desk",
-            "service_desk_id",
+            Param::ServiceDeskId.name(),
         ));
     }
     for id in &targets.organizations {
@@ -204,7 +202,7 @@ async fn site_checks(client: Option<&Client>, targets: &Targets) -> Vec<Check> {
             format!("organization:{id}"),
             found,
             "customer organization",
-            "organization_id",
+            Param::OrganizationId.name(),
         ));
     }
     checks
@@ -240,7 +238,12 @@ async fn admin_checks(client: Option<&Client>, targets: &Targets) -> Vec<Check> 
     for id in &targets.groups {
         // GET /admin/v2/orgs/{orgId}/directories/{directoryId}/groups/{id}
         let found = client.group_exists(id).await;
-        checks.push(existence(format!("group:{id}"), found, "group", "group_id"));
+        checks.push(existence(
+            format!("group:{id}"),
+            found,
+            "group",
+            Param::GroupId.name(),
+        ));
     }
     checks
 }

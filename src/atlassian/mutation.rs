@@ -77,6 +77,57 @@ pub enum Mutation {
 }
 
 impl Mutation {
+    /// The call that carries out `action` on `account_id`. `target_id` is the value of the
+    /// action's parameter (`Action::param`), `email` the job's, and `message` what a
+    /// deactivation shows; `None` when the action takes a parameter and `target_id` is none.
+    pub fn new(
+        action: Action,
+        account_id: String,
+        target_id: Option<String>,
+        email: &str,
+        message: impl FnOnce() -> String,
+    ) -> Option<Mutation> {
+        Some(match action {
+            Action::RevokePortalAccess => Mutation::RevokePortalAccess { account_id },
+            Action::DeletePortalCustomer => Mutation::DeletePortalCustomer { account_id },
+            Action::RemoveFromServiceDesk => Mutation::RemoveFromServiceDesk {
+                service_desk_id: target_id?,
+                account_id,
+                email: email.to_owned(),
+            },
+            Action::RemoveFromCustomerOrganization => Mutation::RemoveFromCustomerOrganization {
+                organization_id: target_id?,
+                account_id,
+            },
+            Action::SuspendAccess => Mutation::SuspendAccess { account_id },
+            Action::RestoreAccess => Mutation::RestoreAccess { account_id },
+            Action::RemoveFromDirectory => Mutation::RemoveFromDirectory { account_id },
+            Action::RemoveFromGroup => Mutation::RemoveFromGroup {
+                group_id: target_id?,
+                account_id,
+            },
+            Action::DeactivateAccount => Mutation::DeactivateAccount {
+                account_id,
+                message: message(),
+            },
+            Action::DeleteAccount => Mutation::DeleteAccount { account_id },
+            Action::EnableAccount => Mutation::EnableAccount { account_id },
+            Action::CancelDeleteAccount => Mutation::CancelDeleteAccount { account_id },
+            Action::AddToGroup => Mutation::AddToGroup {
+                group_id: target_id?,
+                account_id,
+            },
+            Action::AddToServiceDesk => Mutation::AddToServiceDesk {
+                service_desk_id: target_id?,
+                account_id,
+            },
+            Action::AddToCustomerOrganization => Mutation::AddToCustomerOrganization {
+                organization_id: target_id?,
+                account_id,
+            },
+        })
+    }
+
     /// The action it carries out.
     pub fn action(&self) -> Action {
         match self {
@@ -105,38 +156,10 @@ impl Mutation {
         self.action().as_str()
     }
 
-    /// Customer mutations go to the site with Basic auth, managed ones to the admin API.
+    /// Customer mutations go to the site with Basic auth, managed ones to the admin API
+    /// (`Action::spec`).
     pub fn family(&self) -> ApiFamily {
-        match self {
-            Mutation::RevokePortalAccess { .. }
-            | Mutation::DeletePortalCustomer { .. }
-            | Mutation::RemoveFromServiceDesk { .. }
-            | Mutation::RemoveFromCustomerOrganization { .. }
-            | Mutation::AddToServiceDesk { .. }
-            | Mutation::AddToCustomerOrganization { .. } => ApiFamily::Site,
-            Mutation::SuspendAccess { .. }
-            | Mutation::RestoreAccess { .. }
-            | Mutation::RemoveFromDirectory { .. }
-            | Mutation::RemoveFromGroup { .. }
-            | Mutation::DeactivateAccount { .. }
-            | Mutation::DeleteAccount { .. }
-            | Mutation::EnableAccount { .. }
-            | Mutation::CancelDeleteAccount { .. }
-            | Mutation::AddToGroup { .. } => ApiFamily::Admin,
-        }
-    }
-
-    /// How a desk or organization membership call changes its list: the additions give
-    /// back what removals took. Only those calls ask.
-    fn membership_method(&self) -> Method {
-        if matches!(
-            self,
-            Mutation::AddToServiceDesk { .. } | Mutation::AddToCustomerOrganization { .. }
-        ) {
-            Method::POST
-        } else {
-            Method::DELETE
-        }
+        self.action().family()
     }
 
     /// The account it acts on.
@@ -160,24 +183,12 @@ impl Mutation {
         }
     }
 
-    /// The kind of configured target it names, for `missing_target:<kind>:<id>`.
+    /// The kind of configured target it names, for `missing_target:<kind>:<id>`: the object
+    /// its parameter names, else the directory its account is in.
     fn target_kind(&self) -> &'static str {
-        match self {
-            Mutation::RemoveFromServiceDesk { .. } | Mutation::AddToServiceDesk { .. } => {
-                "service_desk"
-            }
-            Mutation::RemoveFromCustomerOrganization { .. }
-            | Mutation::AddToCustomerOrganization { .. } => "organization",
-            Mutation::RemoveFromGroup { .. } | Mutation::AddToGroup { .. } => "group",
-            Mutation::RevokePortalAccess { .. }
-            | Mutation::DeletePortalCustomer { .. }
-            | Mutation::SuspendAccess { .. }
-            | Mutation::RestoreAccess { .. }
-            | Mutation::RemoveFromDirectory { .. }
-            | Mutation::DeactivateAccount { .. }
-            | Mutation::DeleteAccount { .. }
-            | Mutation::EnableAccount { .. }
-            | Mutation::CancelDeleteAccount { .. } => "directory",
+        match self.action().param() {
+            Some(param) => param.kind(),
+            None => "directory",
         }
     }
 
@@ -429,24 +440,32 @@ impl Client {
                 service_desk_id,
                 account_id,
                 ..
-            }
-            | Mutation::AddToServiceDesk {
+            } => Request::servicedesk(
+                Method::DELETE,
+                self.desk_customers(service_desk_id)?,
+                account_id,
+            ),
+            Mutation::AddToServiceDesk {
                 service_desk_id,
                 account_id,
             } => Request::servicedesk(
-                m.membership_method(),
+                Method::POST,
                 self.desk_customers(service_desk_id)?,
                 account_id,
             ),
             Mutation::RemoveFromCustomerOrganization {
                 organization_id,
                 account_id,
-            }
-            | Mutation::AddToCustomerOrganization {
+            } => Request::servicedesk(
+                Method::DELETE,
+                self.organization_users(organization_id)?,
+                account_id,
+            ),
+            Mutation::AddToCustomerOrganization {
                 organization_id,
                 account_id,
             } => Request::servicedesk(
-                m.membership_method(),
+                Method::POST,
                 self.organization_users(organization_id)?,
                 account_id,
             ),

@@ -11,12 +11,12 @@ use serde_json::{Map, Value};
 
 use super::{ConfigArg, Failure, load, open_store, print_json, store_failure};
 use crate::config::Config;
+use crate::domain::{Action, Param};
 use crate::manual::{self, Entry, ManualSource, Summary};
 
 #[derive(Args, Debug)]
 pub(super) struct AddArgs {
-    /// The action, e.g. delete_portal_customer.
-    #[arg(long, value_name = "A")]
+    #[arg(long, value_name = "A", help = action_help("The action"))]
     action: String,
     #[arg(long, value_name = "E")]
     email: String,
@@ -26,8 +26,7 @@ pub(super) struct AddArgs {
     /// When to run: YYYY-MM-DD (00:00 UTC), RFC 3339 or epoch milliseconds; default now.
     #[arg(long, value_name = "TIME")]
     at: Option<String>,
-    /// The action's parameter, e.g. --param group_id=abc.
-    #[arg(long = "param", value_name = "K=V")]
+    #[arg(long = "param", value_name = "K=V", help = param_help())]
     params: Vec<String>,
     /// Create the job awaiting approval.
     #[arg(long)]
@@ -45,11 +44,13 @@ pub(super) struct AddArgs {
 
 #[derive(Args, Debug)]
 pub(super) struct ImportArgs {
-    /// A CSV file with a header row: email, and action, account_id, at, group_id,
-    /// service_desk_id, organization_id.
+    #[arg(help = columns_help())]
     file: PathBuf,
-    /// The action of rows without an `action` column or value.
-    #[arg(long, value_name = "A")]
+    #[arg(
+        long,
+        value_name = "A",
+        help = action_help("The action of rows without an `action` column or value")
+    )]
     action: Option<String>,
     /// Create every job awaiting approval.
     #[arg(long)]
@@ -63,6 +64,35 @@ pub(super) struct ImportArgs {
     json: bool,
     #[command(flatten)]
     config: ConfigArg,
+}
+
+/// `--action`'s help: `what`, then every action with the parameter it takes, from the
+/// action table, so that a new action shows up here by itself.
+pub(super) fn action_help(what: &str) -> String {
+    let actions: Vec<String> = Action::ALL
+        .iter()
+        .map(|action| match action.param() {
+            Some(param) => format!("{action} ({})", param.name()),
+            None => action.to_string(),
+        })
+        .collect();
+    format!("{what}: one of {}", actions.join(", "))
+}
+
+fn param_help() -> String {
+    let names: Vec<&str> = Param::ALL.map(Param::name).to_vec();
+    format!(
+        "The action's parameter, e.g. --param group_id=abc: one of {}",
+        names.join(", ")
+    )
+}
+
+fn columns_help() -> String {
+    let names: Vec<&str> = Param::ALL.map(Param::name).to_vec();
+    format!(
+        "A CSV file with a header row: email, and action, account_id, at, {}",
+        names.join(", ")
+    )
 }
 
 pub(super) async fn add(args: AddArgs) -> Result<(), Failure> {

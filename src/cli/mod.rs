@@ -126,7 +126,7 @@ enum JobsCommand {
         state: Option<String>,
         #[arg(long, value_name = "E")]
         email: Option<String>,
-        #[arg(long, value_name = "A")]
+        #[arg(long, value_name = "A", help = enqueue::action_help("Only jobs of this action"))]
         action: Option<String>,
         /// At most this many jobs (1..=500).
         #[arg(long, default_value_t = 50)]

@@ -1,6 +1,12 @@
 //! The vocabulary of offboarding actions: every action ([`Action::ALL`]: ten that offboard,
-//! five that give back on a rehire), the API family each calls, and the kind of account
-//! each may touch.
+//! five that give back on a rehire), and one table, [`Action::spec`], of what each one is.
+//!
+//! The table is the one place a fact about an action is stated: the account kind it may
+//! touch, the API family it calls, the parameter it takes, how it is undone, and from those
+//! the checks `offboard doctor` runs for it. The mutations (`src/atlassian/mutation.rs`),
+//! the doctor (`src/doctor.rs`), the import's columns (`src/manual/import.rs`), the CLI's
+//! help and the stores' `actions` reference table (seeded from [`Action::ALL`] at start)
+//! read it, so a new action is a variant, its row here and its call in `mutation.rs`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -34,6 +40,105 @@ pub enum TargetAccount {
     Customer,
     /// Managed accounts (`accountType = atlassian`).
     Managed,
+}
+
+/// The one parameter an action may take besides the account: the id of the group, service
+/// desk or customer organization it acts on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Param {
+    GroupId,
+    ServiceDeskId,
+    OrganizationId,
+}
+
+impl Param {
+    pub const ALL: [Param; 3] = [Param::GroupId, Param::ServiceDeskId, Param::OrganizationId];
+
+    /// Its key in a job's `params`, a rule's step, an import's column and `--param`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Param::GroupId => "group_id",
+            Param::ServiceDeskId => "service_desk_id",
+            Param::OrganizationId => "organization_id",
+        }
+    }
+
+    /// The kind of object its id names, as the doctor's check names (`group:<id>`) and a
+    /// failed job's `missing_target:<kind>:<id>` write it.
+    pub const fn kind(self) -> &'static str {
+        match self {
+            Param::GroupId => "group",
+            Param::ServiceDeskId => "service_desk",
+            Param::OrganizationId => "organization",
+        }
+    }
+}
+
+/// How long after a step succeeded its inverse can still give back what it took
+/// (README, "Undo on rehire").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UndoWindow {
+    Always,
+    /// Atlassian keeps a deleted managed account for 14 days; cancel-delete works until then.
+    Days(i64),
+}
+
+/// How a succeeded step of an action is undone on a rehire (README, "Undo on rehire").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reversal {
+    /// This action gives back what the step took, within the window.
+    Inverse(Action, UndoWindow),
+    /// Nothing gives it back, by the nature of the call: why, for the undo's report.
+    Irreversible(&'static str),
+    /// It is an undo itself, and an undo is never undone.
+    Undo,
+}
+
+/// What `offboard doctor` (`src/doctor.rs`) reads before a rule may use an action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DoctorCheck {
+    /// The family's credentials work (and, for the site, may browse users).
+    Credentials(ApiFamily),
+    /// `directory_id` names one directory of the org: `-` is documented for reads only.
+    WritableDirectory,
+    /// The group, service desk or organization the parameter names exists.
+    TargetExists(Param),
+}
+
+/// One row of the action table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActionSpec {
+    /// Its name in rules, the API, the CLI and the `actions` table.
+    pub name: &'static str,
+    /// The account type it may touch.
+    pub account: TargetAccount,
+    /// The API family of its mutating call, whose credentials also look its account up.
+    pub family: ApiFamily,
+    /// Whether its call writes to the org directory (`…/directories/{directoryId}/…`), where
+    /// `directory_id = "-"` ("all directories") is documented for reads only.
+    pub writes_directory: bool,
+    /// The one parameter it needs besides the account, if any.
+    pub param: Option<Param>,
+    /// How a succeeded step of it is undone.
+    pub reversal: Reversal,
+}
+
+impl ActionSpec {
+    /// The doctor's checks for a rule that uses the action: its family's credentials, the
+    /// directory where it writes there, and the object its parameter names.
+    pub fn doctor_checks(&self) -> impl Iterator<Item = DoctorCheck> + use<> {
+        let directory = self
+            .writes_directory
+            .then_some(DoctorCheck::WritableDirectory);
+        let target = self.param.map(DoctorCheck::TargetExists);
+        [
+            Some(DoctorCheck::Credentials(self.family)),
+            directory,
+            target,
+        ]
+        .into_iter()
+        .flatten()
+    }
 }
 
 /// The actions: ten that offboard (README, "Which account a job acts on") and five that give
@@ -79,76 +184,168 @@ impl Action {
         Action::AddToCustomerOrganization,
     ];
 
-    pub fn as_str(self) -> &'static str {
+    /// The action table: every fact about an action, stated once.
+    pub const fn spec(self) -> ActionSpec {
+        use ApiFamily::{Admin, Site};
+        use Reversal::{Inverse, Irreversible, Undo};
+        use TargetAccount::{Customer, Managed};
         match self {
-            Action::RevokePortalAccess => "revoke_portal_access",
-            Action::DeletePortalCustomer => "delete_portal_customer",
-            Action::RemoveFromServiceDesk => "remove_from_service_desk",
-            Action::RemoveFromCustomerOrganization => "remove_from_customer_organization",
-            Action::SuspendAccess => "suspend_access",
-            Action::RestoreAccess => "restore_access",
-            Action::RemoveFromDirectory => "remove_from_directory",
-            Action::RemoveFromGroup => "remove_from_group",
-            Action::DeactivateAccount => "deactivate_account",
-            Action::DeleteAccount => "delete_account",
-            Action::EnableAccount => "enable_account",
-            Action::CancelDeleteAccount => "cancel_delete_account",
-            Action::AddToGroup => "add_to_group",
-            Action::AddToServiceDesk => "add_to_service_desk",
-            Action::AddToCustomerOrganization => "add_to_customer_organization",
+            Action::RevokePortalAccess => ActionSpec {
+                name: "revoke_portal_access",
+                account: Customer,
+                family: Site,
+                writes_directory: false,
+                param: None,
+                reversal: Irreversible(
+                    "no API restores portal access: grant it again in the admin UI",
+                ),
+            },
+            Action::DeletePortalCustomer => ActionSpec {
+                name: "delete_portal_customer",
+                account: Customer,
+                family: Site,
+                writes_directory: false,
+                param: None,
+                reversal: Irreversible("a deleted portal-only customer cannot be restored"),
+            },
+            Action::RemoveFromServiceDesk => ActionSpec {
+                name: "remove_from_service_desk",
+                account: Customer,
+                family: Site,
+                writes_directory: false,
+                param: Some(Param::ServiceDeskId),
+                reversal: Inverse(Action::AddToServiceDesk, UndoWindow::Always),
+            },
+            Action::RemoveFromCustomerOrganization => ActionSpec {
+                name: "remove_from_customer_organization",
+                account: Customer,
+                family: Site,
+                writes_directory: false,
+                param: Some(Param::OrganizationId),
+                reversal: Inverse(Action::AddToCustomerOrganization, UndoWindow::Always),
+            },
+            Action::SuspendAccess => ActionSpec {
+                name: "suspend_access",
+                account: Managed,
+                family: Admin,
+                writes_directory: true,
+                param: None,
+                reversal: Inverse(Action::RestoreAccess, UndoWindow::Always),
+            },
+            Action::RestoreAccess => ActionSpec {
+                name: "restore_access",
+                account: Managed,
+                family: Admin,
+                writes_directory: true,
+                param: None,
+                reversal: Undo,
+            },
+            Action::RemoveFromDirectory => ActionSpec {
+                name: "remove_from_directory",
+                account: Managed,
+                family: Admin,
+                writes_directory: true,
+                param: None,
+                reversal: Irreversible(
+                    "a re-invite exists (POST /admin/v2/orgs/{orgId}/users/invite, paid plans), \
+                     but the directory's groups and roles are lost: invite and re-assign by hand",
+                ),
+            },
+            Action::RemoveFromGroup => ActionSpec {
+                name: "remove_from_group",
+                account: Managed,
+                family: Admin,
+                writes_directory: true,
+                param: Some(Param::GroupId),
+                reversal: Inverse(Action::AddToGroup, UndoWindow::Always),
+            },
+            // The lifecycle calls act on the account, not on a directory.
+            Action::DeactivateAccount => ActionSpec {
+                name: "deactivate_account",
+                account: Managed,
+                family: Admin,
+                writes_directory: false,
+                param: None,
+                reversal: Inverse(Action::EnableAccount, UndoWindow::Always),
+            },
+            Action::DeleteAccount => ActionSpec {
+                name: "delete_account",
+                account: Managed,
+                family: Admin,
+                writes_directory: false,
+                param: None,
+                reversal: Inverse(Action::CancelDeleteAccount, UndoWindow::Days(14)),
+            },
+            Action::EnableAccount => ActionSpec {
+                name: "enable_account",
+                account: Managed,
+                family: Admin,
+                writes_directory: false,
+                param: None,
+                reversal: Undo,
+            },
+            Action::CancelDeleteAccount => ActionSpec {
+                name: "cancel_delete_account",
+                account: Managed,
+                family: Admin,
+                writes_directory: false,
+                param: None,
+                reversal: Undo,
+            },
+            Action::AddToGroup => ActionSpec {
+                name: "add_to_group",
+                account: Managed,
+                family: Admin,
+                writes_directory: true,
+                param: Some(Param::GroupId),
+                reversal: Undo,
+            },
+            Action::AddToServiceDesk => ActionSpec {
+                name: "add_to_service_desk",
+                account: Customer,
+                family: Site,
+                writes_directory: false,
+                param: Some(Param::ServiceDeskId),
+                reversal: Undo,
+            },
+            Action::AddToCustomerOrganization => ActionSpec {
+                name: "add_to_customer_organization",
+                account: Customer,
+                family: Site,
+                writes_directory: false,
+                param: Some(Param::OrganizationId),
+                reversal: Undo,
+            },
         }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        self.spec().name
     }
 
     /// The account type this action may touch.
-    pub fn target(self) -> TargetAccount {
-        match self {
-            Action::RevokePortalAccess
-            | Action::DeletePortalCustomer
-            | Action::RemoveFromServiceDesk
-            | Action::RemoveFromCustomerOrganization
-            | Action::AddToServiceDesk
-            | Action::AddToCustomerOrganization => TargetAccount::Customer,
-            Action::SuspendAccess
-            | Action::RestoreAccess
-            | Action::RemoveFromDirectory
-            | Action::RemoveFromGroup
-            | Action::DeactivateAccount
-            | Action::DeleteAccount
-            | Action::EnableAccount
-            | Action::CancelDeleteAccount
-            | Action::AddToGroup => TargetAccount::Managed,
-        }
+    pub const fn target(self) -> TargetAccount {
+        self.spec().account
     }
 
-    /// Whether the action's call writes to the org directory (`…/directories/{directoryId}/…`),
-    /// where `directory_id = "-"` ("all directories") is documented for reads only.
-    pub fn writes_directory(self) -> bool {
-        match self {
-            Action::SuspendAccess
-            | Action::RestoreAccess
-            | Action::RemoveFromDirectory
-            | Action::RemoveFromGroup
-            | Action::AddToGroup => true,
-            // The lifecycle calls act on the account, not on a directory.
-            Action::DeactivateAccount
-            | Action::DeleteAccount
-            | Action::EnableAccount
-            | Action::CancelDeleteAccount => false,
-            Action::RevokePortalAccess
-            | Action::DeletePortalCustomer
-            | Action::RemoveFromServiceDesk
-            | Action::RemoveFromCustomerOrganization
-            | Action::AddToServiceDesk
-            | Action::AddToCustomerOrganization => false,
-        }
+    /// Whether the action's call writes to the org directory (`ActionSpec::writes_directory`).
+    pub const fn writes_directory(self) -> bool {
+        self.spec().writes_directory
     }
 
     /// The API family of the mutating call.
-    pub fn family(self) -> ApiFamily {
-        match self.target() {
-            TargetAccount::Customer => ApiFamily::Site,
-            TargetAccount::Managed => ApiFamily::Admin,
-        }
+    pub const fn family(self) -> ApiFamily {
+        self.spec().family
+    }
+
+    /// The one parameter an action needs besides the account, if any.
+    pub const fn param(self) -> Option<Param> {
+        self.spec().param
+    }
+
+    /// The name of [`Action::param`], as `params` holds it.
+    pub fn required_param(self) -> Option<&'static str> {
+        self.param().map(Param::name)
     }
 
     /// A parameter's value as it is stored: a non-empty string, or an integer written out
@@ -163,26 +360,6 @@ impl Action {
             .map(|number| number.to_string())
     }
 
-    /// The one parameter an action needs besides the account, if any.
-    pub fn required_param(self) -> Option<&'static str> {
-        match self {
-            Action::RemoveFromServiceDesk | Action::AddToServiceDesk => Some("service_desk_id"),
-            Action::RemoveFromCustomerOrganization | Action::AddToCustomerOrganization => {
-                Some("organization_id")
-            }
-            Action::RemoveFromGroup | Action::AddToGroup => Some("group_id"),
-            Action::RevokePortalAccess
-            | Action::DeletePortalCustomer
-            | Action::SuspendAccess
-            | Action::RestoreAccess
-            | Action::RemoveFromDirectory
-            | Action::DeactivateAccount
-            | Action::DeleteAccount
-            | Action::EnableAccount
-            | Action::CancelDeleteAccount => None,
-        }
-    }
-
     /// The target of a job of this action with these parameters: with the action and the
     /// email, the key of its one live job (README, "One live job per (action, email,
     /// target)"). It is the `group_id`, `service_desk_id` or `organization_id` of the actions
@@ -195,68 +372,21 @@ impl Action {
             .and_then(Action::param_text)
             .unwrap_or_default()
     }
-}
 
-/// How long after a step succeeded its inverse can still give back what it took
-/// (README, "Undo on rehire").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UndoWindow {
-    Always,
-    /// Atlassian keeps a deleted managed account for 14 days; cancel-delete works until then.
-    Days(i64),
-}
-
-impl Action {
     /// The action that gives back what this one took, with the window it has, if there is
     /// one. Inverses have no inverse of their own: an undo is never undone.
-    pub fn inverse(self) -> Option<(Action, UndoWindow)> {
-        Some(match self {
-            Action::SuspendAccess => (Action::RestoreAccess, UndoWindow::Always),
-            Action::DeactivateAccount => (Action::EnableAccount, UndoWindow::Always),
-            Action::DeleteAccount => (Action::CancelDeleteAccount, UndoWindow::Days(14)),
-            Action::RemoveFromGroup => (Action::AddToGroup, UndoWindow::Always),
-            Action::RemoveFromServiceDesk => (Action::AddToServiceDesk, UndoWindow::Always),
-            Action::RemoveFromCustomerOrganization => {
-                (Action::AddToCustomerOrganization, UndoWindow::Always)
-            }
-            // Irreversible by nature (`irreversible_because`), or an inverse already.
-            Action::RevokePortalAccess
-            | Action::DeletePortalCustomer
-            | Action::RemoveFromDirectory
-            | Action::RestoreAccess
-            | Action::EnableAccount
-            | Action::CancelDeleteAccount
-            | Action::AddToGroup
-            | Action::AddToServiceDesk
-            | Action::AddToCustomerOrganization => return None,
-        })
+    pub const fn inverse(self) -> Option<(Action, UndoWindow)> {
+        match self.spec().reversal {
+            Reversal::Inverse(inverse, window) => Some((inverse, window)),
+            Reversal::Irreversible(_) | Reversal::Undo => None,
+        }
     }
 
     /// Why a step of this action cannot be undone, where that is so by its nature.
-    pub fn irreversible_because(self) -> Option<&'static str> {
-        match self {
-            Action::DeletePortalCustomer => {
-                Some("a deleted portal-only customer cannot be restored")
-            }
-            Action::RemoveFromDirectory => Some(
-                "a re-invite exists (POST /admin/v2/orgs/{orgId}/users/invite, paid plans), \
-                 but the directory's groups and roles are lost: invite and re-assign by hand",
-            ),
-            Action::RevokePortalAccess => {
-                Some("no API restores portal access: grant it again in the admin UI")
-            }
-            Action::RemoveFromServiceDesk
-            | Action::RemoveFromCustomerOrganization
-            | Action::SuspendAccess
-            | Action::RestoreAccess
-            | Action::RemoveFromGroup
-            | Action::DeactivateAccount
-            | Action::DeleteAccount
-            | Action::EnableAccount
-            | Action::CancelDeleteAccount
-            | Action::AddToGroup
-            | Action::AddToServiceDesk
-            | Action::AddToCustomerOrganization => None,
+    pub const fn irreversible_because(self) -> Option<&'static str> {
+        match self.spec().reversal {
+            Reversal::Irreversible(why) => Some(why),
+            Reversal::Inverse(..) | Reversal::Undo => None,
         }
     }
 }
@@ -297,6 +427,77 @@ mod tests {
             );
         }
         assert!("delete".parse::<Action>().is_err());
+    }
+
+    /// The table's rows agree with one another: what one row says of another holds there.
+    #[test]
+    fn the_table_agrees_with_itself() {
+        let mut names: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Action::ALL.len(), "two actions share a name");
+        for action in Action::ALL {
+            let spec = action.spec();
+            // The worker looks the account up with the credentials of the action's family.
+            let family = match spec.account {
+                TargetAccount::Customer => ApiFamily::Site,
+                TargetAccount::Managed => ApiFamily::Admin,
+            };
+            assert_eq!(spec.family, family, "{action}");
+            if spec.writes_directory {
+                assert_eq!(spec.family, ApiFamily::Admin, "{action}");
+            }
+            if let Reversal::Inverse(inverse, _) = spec.reversal {
+                let given_back = inverse.spec();
+                assert_eq!(given_back.reversal, Reversal::Undo, "{action}: {inverse}");
+                assert_eq!(given_back.account, spec.account, "{action}: {inverse}");
+                assert_eq!(given_back.family, spec.family, "{action}: {inverse}");
+                assert_eq!(given_back.param, spec.param, "{action}: {inverse}");
+                assert_eq!(
+                    given_back.writes_directory, spec.writes_directory,
+                    "{action}: {inverse}"
+                );
+            }
+            if spec.reversal == Reversal::Undo {
+                let undoes = Action::ALL
+                    .into_iter()
+                    .filter(|a| a.inverse().map(|(inverse, _)| inverse) == Some(action))
+                    .count();
+                assert_eq!(undoes, 1, "{action} is the undo of one action");
+            }
+        }
+    }
+
+    /// An action's parameter is its target and the doctor checks what it names; an action
+    /// without one has no target.
+    #[test]
+    fn every_action_with_a_parameter_has_a_target() {
+        for action in Action::ALL {
+            let params: serde_json::Map<String, serde_json::Value> = Param::ALL
+                .iter()
+                .map(|param| (param.name().to_owned(), serde_json::json!(param.kind())))
+                .collect();
+            let checks: Vec<DoctorCheck> = action.spec().doctor_checks().collect();
+            assert_eq!(checks[0], DoctorCheck::Credentials(action.family()));
+            assert_eq!(
+                checks.contains(&DoctorCheck::WritableDirectory),
+                action.writes_directory()
+            );
+            match action.param() {
+                Some(param) => {
+                    assert_eq!(action.key_target(&params), param.kind(), "{action}");
+                    assert!(checks.contains(&DoctorCheck::TargetExists(param)));
+                }
+                None => {
+                    assert_eq!(action.key_target(&params), "", "{action}");
+                    assert!(
+                        !checks
+                            .iter()
+                            .any(|check| matches!(check, DoctorCheck::TargetExists(_)))
+                    );
+                }
+            }
+        }
     }
 
     #[test]

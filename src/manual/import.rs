@@ -1,7 +1,7 @@
 //! `offboard jobs import FILE`: a CSV file of people, every row checked before anything is
 //! enqueued (README, "Manual and bulk jobs"). A header row names the columns: `email` is
-//! required; `action` (else the command's `--action`), `account_id`, `at`, `group_id`,
-//! `service_desk_id` and `organization_id` are taken; `display_name`, `active` and
+//! required; `action` (else the command's `--action`), `account_id`, `at` and the actions'
+//! parameters (`Param::name`) are taken; `display_name`, `active` and
 //! `service_desks` (what `customers list --csv` adds) are ignored; any other column is an
 //! error, since a misspelt `acount_id` must not be silently dropped.
 
@@ -10,22 +10,17 @@ use serde_json::{Map, Value};
 
 use super::Entry;
 use crate::config::Config;
-use crate::domain::NewChain;
+use crate::domain::{NewChain, Param};
 
-/// The columns an import reads.
-const TAKEN: [&str; 7] = [
-    "email",
-    "action",
-    "account_id",
-    "at",
-    "group_id",
-    "service_desk_id",
-    "organization_id",
-];
+/// The columns an import reads besides the actions' parameters (`Param`).
+const OWN: [&str; 4] = ["email", "action", "account_id", "at"];
 /// The columns an import ignores.
 const IGNORED: [&str; 3] = ["display_name", "active", "service_desks"];
-/// The columns that are an action's parameter.
-const PARAMS: [&str; 3] = ["group_id", "service_desk_id", "organization_id"];
+
+/// The columns an import reads: its own, then one per parameter an action takes.
+fn taken() -> impl Iterator<Item = &'static str> {
+    OWN.into_iter().chain(Param::ALL.map(Param::name))
+}
 
 /// The key that names an import: the same file with the same options is the same request,
 /// whether the command line or the console sends it, so importing it again creates nothing.
@@ -190,8 +185,8 @@ fn header(
     let mut problems = Vec::new();
     for (index, name) in names.iter().enumerate() {
         let name = name.to_ascii_lowercase();
-        if let Some(taken) = TAKEN.iter().find(|t| **t == name) {
-            if columns.iter().any(|(_, c)| c == taken) {
+        if let Some(taken) = taken().find(|t| *t == name) {
+            if columns.iter().any(|(_, c)| *c == taken) {
                 problems.push(format!("column `{taken}` appears twice"));
             }
             columns.push((index, taken));
@@ -199,7 +194,7 @@ fn header(
             problems.push(format!(
                 "unknown column `{}` (columns: {}; ignored: {})",
                 shown(&name),
-                TAKEN.join(", "),
+                taken().collect::<Vec<_>>().join(", "),
                 IGNORED.join(", ")
             ));
         }
@@ -237,7 +232,7 @@ fn entry(
             "action" => entry.action = value.to_owned(),
             "account_id" => entry.account_id = Some(value.to_owned()),
             "at" => entry.at = Some(Value::String(value.to_owned())),
-            param if PARAMS.contains(&param) => {
+            param if Param::ALL.iter().any(|p| p.name() == param) => {
                 params.insert(param.to_owned(), Value::String(value.to_owned()));
             }
             _ => {}

@@ -9,7 +9,7 @@ use crate::atlassian::{
     Account, Applied, CallError, Client, Mutation, NO_JSM_AGENT_LICENCE, PlannedRequest, Settled,
 };
 use crate::domain::{
-    Action, ApiFamily, Job, JobState, ManualSource, Outcome, PauseReason, Safety, TargetAccount,
+    ApiFamily, Job, JobState, ManualSource, Outcome, PauseReason, Safety, TargetAccount,
 };
 
 /// What the worker does with the job next.
@@ -375,53 +375,22 @@ fn check_account(safety: &Safety, job: &Job, account: &Account) -> Result<(), St
 }
 
 fn mutation_for(job: &Job, account_id: &str) -> Result<Mutation, Step> {
-    let account_id = account_id.to_owned();
-    let param = |name: &str| {
-        job.param(name).map(str::to_owned).ok_or_else(|| {
-            Step::failed(
-                format!("missing_param:{name}"),
-                format!("{} needs the parameter {name}", job.action),
-            )
-        })
-    };
-    Ok(match job.action {
-        Action::RevokePortalAccess => Mutation::RevokePortalAccess { account_id },
-        Action::DeletePortalCustomer => Mutation::DeletePortalCustomer { account_id },
-        Action::RemoveFromServiceDesk => Mutation::RemoveFromServiceDesk {
-            service_desk_id: param("service_desk_id")?,
-            account_id,
-            email: job.email.clone(),
-        },
-        Action::RemoveFromCustomerOrganization => Mutation::RemoveFromCustomerOrganization {
-            organization_id: param("organization_id")?,
-            account_id,
-        },
-        Action::SuspendAccess => Mutation::SuspendAccess { account_id },
-        Action::RestoreAccess => Mutation::RestoreAccess { account_id },
-        Action::RemoveFromDirectory => Mutation::RemoveFromDirectory { account_id },
-        Action::RemoveFromGroup => Mutation::RemoveFromGroup {
-            group_id: param("group_id")?,
-            account_id,
-        },
-        Action::DeactivateAccount => Mutation::DeactivateAccount {
-            account_id,
-            message: deactivation_message(job),
-        },
-        Action::DeleteAccount => Mutation::DeleteAccount { account_id },
-        Action::EnableAccount => Mutation::EnableAccount { account_id },
-        Action::CancelDeleteAccount => Mutation::CancelDeleteAccount { account_id },
-        Action::AddToGroup => Mutation::AddToGroup {
-            group_id: param("group_id")?,
-            account_id,
-        },
-        Action::AddToServiceDesk => Mutation::AddToServiceDesk {
-            service_desk_id: param("service_desk_id")?,
-            account_id,
-        },
-        Action::AddToCustomerOrganization => Mutation::AddToCustomerOrganization {
-            organization_id: param("organization_id")?,
-            account_id,
-        },
+    let name = job.action.required_param();
+    let target_id = name.and_then(|name| job.param(name)).map(str::to_owned);
+    let message = || deactivation_message(job);
+    Mutation::new(
+        job.action,
+        account_id.to_owned(),
+        target_id,
+        &job.email,
+        message,
+    )
+    .ok_or_else(|| {
+        let name = name.unwrap_or_default();
+        Step::failed(
+            format!("missing_param:{name}"),
+            format!("{} needs the parameter {name}", job.action),
+        )
     })
 }
 

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::session::{CheckedFields, Session};
 use super::view::{Section, csrf_field};
 use super::{ConsoleError, chrome, page};
-use crate::domain::Action;
+use crate::domain::{Action, Param};
 use crate::http::AppState;
 use crate::manual::import::{BadRow, CheckedRow, check, check_rows};
 use crate::manual::{self, ManualSource, Summary};
@@ -29,7 +29,7 @@ pub(super) async fn form(
     let chrome = chrome(&state, &session, Section::Import, uri.to_string()).await?;
     let content = html! {
         h1 { "Import" }
-        p.hint { "A CSV file with a header row: " code { "email" } " is required; " code { "action" } ", " code { "account_id" } ", " code { "at" } ", " code { "group_id" } ", " code { "service_desk_id" } ", " code { "organization_id" } " are taken; " code { "display_name" } ", " code { "active" } ", " code { "service_desks" } " (what the Customers listing exports) are ignored. Every row is checked and shown before anything is created." }
+        p.hint { "A CSV file with a header row: " code { "email" } " is required; " code { "action" } ", " code { "account_id" } ", " code { "at" } @for param in Param::ALL { ", " code { (param.name()) } } " are taken; " code { "display_name" } ", " code { "active" } ", " code { "service_desks" } " (what the Customers listing exports) are ignored. Every row is checked and shown before anything is created." }
         form method="post" action="/console/import" enctype="multipart/form-data" {
             (csrf_field(&session.csrf))
             p { label { "CSV file " input type="file" name="file" accept=".csv,text/csv" required; } }
