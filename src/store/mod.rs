@@ -133,7 +133,8 @@ pub trait Store: Send + Sync + 'static {
     /// The operations both backends run with the same SQL (`same_sql.rs`).
     fn same_sql(&self) -> &dyn SameSql;
 
-    /// Applies the embedded migrations that have not run yet.
+    /// Applies the embedded migrations that have not run yet, and seeds the `actions` table
+    /// from `Action::ALL` (`SameSql::migrate`).
     async fn migrate(&self) -> StoreResult<()> {
         self.same_sql().migrate().await
     }
@@ -427,6 +428,7 @@ const MIGRATIONS: &[(&str, Option<&str>, Option<&str>)] = &[
     migration!("20261206000002_undo_actions", both),
     migration!("20261207000001_target_in_live_key", both),
     migration!("20261207000002_cancel_spares_undo", postgres),
+    migration!("20261208000001_action_reference_table", both),
 ];
 
 /// The embedded migrations of one backend, in order.

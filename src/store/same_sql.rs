@@ -27,7 +27,8 @@ pub struct Change<'a> {
 /// through it.
 #[async_trait]
 pub trait SameSql: Send + Sync {
-    /// Applies the backend's embedded migrations that have not run yet.
+    /// Applies the backend's embedded migrations that have not run yet, then adds the
+    /// actions of `Action::ALL` missing from the `actions` table.
     async fn migrate(&self) -> StoreResult<()>;
     async fn ping(&self) -> StoreResult<()>;
     async fn job(&self, id: JobId) -> StoreResult<Option<Job>>;
@@ -296,7 +297,16 @@ macro_rules! same_sql {
                             $crate::store::StoreError::from(inner)
                         }
                         other => $crate::store::StoreError::Corrupt(other.to_string()),
-                    })
+                    })?;
+                // Every action of the action table gets its row in the table jobs.action
+                // references, so that a new action needs no migration.
+                let mut seed = sqlx::QueryBuilder::<Db>::new("INSERT INTO actions (name) ");
+                seed.push_values($crate::domain::Action::ALL, |mut row, action| {
+                    row.push_bind(action.as_str());
+                });
+                seed.push(" ON CONFLICT (name) DO NOTHING");
+                seed.build().execute(self).await?;
+                Ok(())
             }
 
             async fn ping(&self) -> $crate::store::StoreResult<()> {

@@ -87,6 +87,14 @@ const LANDED: &[(&str, &str)] = &[
         "migrations/sqlite/20261207000001_target_in_live_key.sql",
         "fee1b1cae8e657d559f9218315890f61354943a906f53510fc134b11fd67a7f523e69a17dbf668b76ffaa6c65bf51b78",
     ),
+    (
+        "migrations/postgres/20261208000001_action_reference_table.sql",
+        "89b56d62a088ac8c0acf14d5749cf3e4e3363ecdb2d5058a11bb2c4d3ab2b0aa89bfdfc8fd5bf973dceca65d03c2852d",
+    ),
+    (
+        "migrations/sqlite/20261208000001_action_reference_table.sql",
+        "0e56492cc1c20077879386ed696ad5812053af5a6e9849c78a05f9be90da5dc67bead93e0a5fa9847f624ce8a6d25de6",
+    ),
 ];
 
 const DIRECTORIES: [&str; 2] = ["migrations/postgres", "migrations/sqlite"];
@@ -302,6 +310,14 @@ impl OldDb {
         .expect(sql);
     }
 
+    /// Whether `sql` runs, for a statement a constraint may refuse.
+    async fn runs(&mut self, sql: &str) -> bool {
+        match self {
+            OldDb::Sqlite(c) => sqlx::raw_sql(sql).execute(c).await.is_ok(),
+            OldDb::Postgres(c) => sqlx::raw_sql(sql).execute(c).await.is_ok(),
+        }
+    }
+
     async fn strings(&mut self, sql: &str) -> Vec<String> {
         match self {
             OldDb::Sqlite(c) => sqlx::query_scalar(sql).fetch_all(c).await,
@@ -448,4 +464,90 @@ async fn existing_jobs_get_their_target_and_the_new_key(db: TestDb) {
 both_stores!(
     existing_jobs_get_their_target_and_the_new_key_on,
     existing_jobs_get_their_target_and_the_new_key
+);
+
+/// A new action needs no migration: the action CHECK of jobs becomes a reference table,
+/// `actions`, seeded from `Action::ALL` at every start. The upgrade keeps every job, with its
+/// id, chain and audit trail; `jobs.action` then takes only a name the table holds, and a
+/// name missing from it comes back at the next start.
+async fn jobs_keep_their_actions_when_the_check_becomes_a_reference_table(db: TestDb) {
+    let mut old = OldDb::before(&db, 20261208000001).await;
+    let now = old.now();
+    old.run(&format!(
+        "INSERT INTO jobs (action, params, state, email, run_at, max_attempts, created_at, \
+             updated_at, finalized_at, target) VALUES \
+         ('suspend_access', '{{}}', 'cancelled', 'ann@example.com', {now}, 3, {now}, {now}, \
+             {now}, ''), \
+         ('remove_from_group', '{{\"group_id\":\"g-1\"}}', 'pending', 'ann@example.com', \
+             {now}, 3, {now}, {now}, NULL, 'g-1'), \
+         ('add_to_customer_organization', '{{\"organization_id\":\"3\"}}', 'pending', \
+             'cus@example.com', {now}, 3, {now}, {now}, NULL, '3'); \
+         UPDATE jobs SET depends_on = 1 WHERE id = 2; \
+         INSERT INTO job_events (job_id, at, from_state, to_state, actor) VALUES \
+             (1, {now}, NULL, 'pending', 'test'), (1, {now}, 'pending', 'cancelled', 'test');"
+    ))
+    .await;
+
+    let store = db.store().await;
+
+    let jobs = old
+        .strings(
+            "SELECT CAST(id AS TEXT) || ' ' || action || ' ' || \
+                 coalesce(CAST(depends_on AS TEXT), '-') || ' ' || target \
+             FROM jobs ORDER BY id",
+        )
+        .await;
+    assert_eq!(
+        jobs,
+        [
+            "1 suspend_access - ",
+            "2 remove_from_group 1 g-1",
+            "3 add_to_customer_organization - 3",
+        ]
+    );
+    let events = old
+        .strings("SELECT to_state FROM job_events WHERE job_id = 1 ORDER BY id")
+        .await;
+    assert_eq!(events, ["pending", "cancelled"]);
+    let job = store.job(2).await.unwrap().unwrap();
+    assert_eq!(job.action, Action::RemoveFromGroup);
+    assert_eq!(job.key_target(), "g-1");
+
+    let mut names: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        old.strings("SELECT name FROM actions ORDER BY name").await,
+        names
+    );
+    let insert = |action: &str| {
+        format!(
+            "INSERT INTO jobs (action, params, state, email, run_at, max_attempts, created_at, \
+                 updated_at) VALUES ('{action}', '{{}}', 'pending', 'new@example.com', {now}, 3, \
+                 {now}, {now})"
+        )
+    };
+    assert!(old.runs(&insert("deactivate_account")).await);
+    assert!(!old.runs(&insert("no_such_action")).await);
+    // Ids go on from the old table's counter (Postgres's sequence was never reset).
+    let ids = old
+        .strings("SELECT CAST(id AS TEXT) FROM jobs WHERE email = 'new@example.com'")
+        .await;
+    assert_eq!(ids, ["4"]);
+
+    // The start seeds what the table lacks from the action table.
+    old.run("DELETE FROM actions WHERE name = 'cancel_delete_account'")
+        .await;
+    store.migrate().await.expect("migrate again");
+    assert_eq!(
+        old.strings("SELECT name FROM actions ORDER BY name").await,
+        names
+    );
+    match old {
+        OldDb::Sqlite(c) => c.close().await.ok(),
+        OldDb::Postgres(c) => c.close().await.ok(),
+    };
+}
+both_stores!(
+    jobs_keep_their_actions_when_the_check_becomes_a_reference_table_on,
+    jobs_keep_their_actions_when_the_check_becomes_a_reference_table
 );
