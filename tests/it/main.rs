@@ -18,6 +18,7 @@ mod customers;
 mod customers_api;
 mod customers_cli;
 mod doctor;
+mod every_action;
 mod examples;
 mod fuzz_inputs;
 mod hooks;
