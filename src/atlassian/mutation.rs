@@ -5,13 +5,13 @@
 //! how its answers read), and keeping them side by side is what makes a wrong reading of a
 //! 404 or a 409 visible.
 
-use reqwest::{Method, Response, Url};
+use reqwest::{Method, Response, StatusCode, Url};
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::client::{Client, EXPERIMENTAL_API, is_sendable_id};
 use super::error::{CallError, read_body_prefix};
-use super::readback::{Reading, Seen, checked_first, reading};
+use super::readback::{Check, Reading, Seen};
 use super::targets::ALL_DIRECTORIES;
 use crate::domain::{Action, ApiFamily};
 
@@ -313,8 +313,8 @@ impl Client {
 
     /// Makes the call and settles what it did (README, "Job outcomes"): by the answer where
     /// the endpoint documents one meaning for it, else by reading the state back
-    /// (`readback::reading`). Membership is read first where a non-member's answer looks
-    /// like a member's (`readback::checked_first`).
+    /// (`reading`). Membership is read first where a non-member's answer looks
+    /// like a member's (`checked_first`).
     pub async fn settle(&self, m: &Mutation) -> Result<Settled, CallError> {
         refuse_unsendable_ids(m)?;
         if m.action().writes_directory() && self.directory_id() == Some(ALL_DIRECTORIES) {
@@ -544,6 +544,109 @@ impl Client {
     /// A managed account's lifecycle call (`disable`, `enable`, `delete`, `cancel-delete`).
     fn lifecycle(&self, account_id: &str, call: &str) -> Result<Url, CallError> {
         self.admin_endpoint(&["users", account_id, "manage", "lifecycle", call])
+    }
+}
+
+/// The group 409 code for "already a member", measured live (reference, add_to_group).
+const ALREADY_A_MEMBER: &str = "ADMIN-UAM-409-2";
+
+/// The one table: what each answer of each call means.
+fn reading(m: &Mutation, status: StatusCode) -> Reading {
+    use Check::*;
+    use Reading::*;
+    if status.is_success() {
+        return Done;
+    }
+    let code = status.as_u16();
+    match m {
+        // 400 "invalid account id" (current spec) or 404 (older); a repeat is undocumented.
+        Mutation::RevokePortalAccess { .. } => match code {
+            400 | 404 => ReadBack(PortalAccessGone),
+            _ => Refused,
+        },
+        // 404 "user not found" is its one meaning; 400 "user cannot be removed" is permanent.
+        Mutation::DeletePortalCustomer { .. } => match code {
+            404 => AlreadyDone,
+            _ => Refused,
+        },
+        // Non-members answer 204 like members: membership is read first (`checked_first`),
+        // so a 404 here is the desk or organization missing.
+        Mutation::RemoveFromServiceDesk { .. }
+        | Mutation::RemoveFromCustomerOrganization { .. }
+        | Mutation::AddToServiceDesk { .. }
+        | Mutation::AddToCustomerOrganization { .. } => match code {
+            404 => MissingTarget,
+            _ => Refused,
+        },
+        // 404 "user not found" in this directory: read whether it is a member at all. A 409
+        // (a repeat, possibly) is read back.
+        Mutation::SuspendAccess { .. } => match code {
+            404 => ReadBack(NotInDirectory),
+            409 => ReadBack(MembershipSuspended),
+            _ => Refused,
+        },
+        // An account not in the directory cannot be given access back: a 404 fails.
+        Mutation::RestoreAccess { .. } => match code {
+            409 => ReadBack(MembershipActive),
+            _ => Refused,
+        },
+        Mutation::RemoveFromDirectory { .. } => match code {
+            404 | 409 => ReadBack(NotInDirectory),
+            _ => Refused,
+        },
+        // 404 = "organization, directory, group, or user not found".
+        Mutation::RemoveFromGroup { .. } => match code {
+            404 => ReadBack(NotInGroup),
+            _ => Refused,
+        },
+        Mutation::AddToGroup { .. } => match code {
+            404 => MissingTargetIfAbsent,
+            409 => AlreadyDoneIfCode(ALREADY_A_MEMBER),
+            _ => Refused,
+        },
+        // 409 "not eligible" is also what a repeat answers; 404 "no such account".
+        Mutation::DeactivateAccount { .. } => match code {
+            404 => ReadBack(AccountGone),
+            409 => ReadBack(AccountInactive),
+            _ => Refused,
+        },
+        Mutation::DeleteAccount { .. } => match code {
+            404 => ReadBack(AccountGone),
+            409 => ReadBack(AccountDeleted),
+            _ => Refused,
+        },
+        // Giving back: a 404 is never done, the account is not there to be given anything.
+        Mutation::EnableAccount { .. } => match code {
+            409 => ReadBack(AccountActive),
+            _ => Refused,
+        },
+        Mutation::CancelDeleteAccount { .. } => match code {
+            409 => ReadBack(AccountNotScheduled),
+            _ => Refused,
+        },
+    }
+}
+
+/// The calls whose success does not say the person was a member: membership is read first,
+/// and a non-member's step is `already_done` without the call, so that an undo never gives
+/// what the person did not have.
+fn checked_first(m: &Mutation) -> Option<Check> {
+    match m {
+        Mutation::RemoveFromServiceDesk { .. } => Some(Check::NotOnDesk),
+        Mutation::RemoveFromCustomerOrganization { .. } => Some(Check::NotInOrganization),
+        Mutation::RevokePortalAccess { .. }
+        | Mutation::DeletePortalCustomer { .. }
+        | Mutation::SuspendAccess { .. }
+        | Mutation::RestoreAccess { .. }
+        | Mutation::RemoveFromDirectory { .. }
+        | Mutation::RemoveFromGroup { .. }
+        | Mutation::DeactivateAccount { .. }
+        | Mutation::DeleteAccount { .. }
+        | Mutation::EnableAccount { .. }
+        | Mutation::CancelDeleteAccount { .. }
+        | Mutation::AddToGroup { .. }
+        | Mutation::AddToServiceDesk { .. }
+        | Mutation::AddToCustomerOrganization { .. } => None,
     }
 }
 

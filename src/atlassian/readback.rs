@@ -1,9 +1,10 @@
 //! Outcomes observed, not inferred (README, "Job outcomes"). For each mutating call and each
-//! answer it can give, `reading` says what the answer means; where it can mean two things,
-//! the state is read back from the call that can tell (`Check`), and only a read that shows
-//! the target state makes the step `already_done`. A read that cannot tell fails the job
-//! with the answer and what was read. `checked_first` names the calls whose success also
-//! answers non-members: membership is read before them.
+//! answer it can give, `reading` (in `mutation.rs`, beside the call) says what the answer
+//! means; where it can mean two things, the state is read back from the call that can tell
+//! (`Check`, here), and only a read that shows the target state makes the step
+//! `already_done`. A read that cannot tell fails the job with the answer and what was read.
+//! `checked_first` (in `mutation.rs`) names the calls whose success also answers non-members:
+//! membership is read before them.
 //!
 //! Lifecycle calls act on the account, so they are settled by the account-level profile
 //! (the directory record only where it belongs to the same account); suspend and restore by
@@ -73,109 +74,6 @@ pub(super) enum Check {
     NotInOrganization,
     /// The site user is inactive (revoked, "(Deactivated)") or no longer exists.
     PortalAccessGone,
-}
-
-/// The group 409 code for "already a member", measured live (reference, add_to_group).
-pub(super) const ALREADY_A_MEMBER: &str = "ADMIN-UAM-409-2";
-
-/// The one table: what each answer of each call means.
-pub(super) fn reading(m: &Mutation, status: StatusCode) -> Reading {
-    use Check::*;
-    use Reading::*;
-    if status.is_success() {
-        return Done;
-    }
-    let code = status.as_u16();
-    match m {
-        // 400 "invalid account id" (current spec) or 404 (older); a repeat is undocumented.
-        Mutation::RevokePortalAccess { .. } => match code {
-            400 | 404 => ReadBack(PortalAccessGone),
-            _ => Refused,
-        },
-        // 404 "user not found" is its one meaning; 400 "user cannot be removed" is permanent.
-        Mutation::DeletePortalCustomer { .. } => match code {
-            404 => AlreadyDone,
-            _ => Refused,
-        },
-        // Non-members answer 204 like members: membership is read first (`checked_first`),
-        // so a 404 here is the desk or organization missing.
-        Mutation::RemoveFromServiceDesk { .. }
-        | Mutation::RemoveFromCustomerOrganization { .. }
-        | Mutation::AddToServiceDesk { .. }
-        | Mutation::AddToCustomerOrganization { .. } => match code {
-            404 => MissingTarget,
-            _ => Refused,
-        },
-        // 404 "user not found" in this directory: read whether it is a member at all. A 409
-        // (a repeat, possibly) is read back.
-        Mutation::SuspendAccess { .. } => match code {
-            404 => ReadBack(NotInDirectory),
-            409 => ReadBack(MembershipSuspended),
-            _ => Refused,
-        },
-        // An account not in the directory cannot be given access back: a 404 fails.
-        Mutation::RestoreAccess { .. } => match code {
-            409 => ReadBack(MembershipActive),
-            _ => Refused,
-        },
-        Mutation::RemoveFromDirectory { .. } => match code {
-            404 | 409 => ReadBack(NotInDirectory),
-            _ => Refused,
-        },
-        // 404 = "organization, directory, group, or user not found".
-        Mutation::RemoveFromGroup { .. } => match code {
-            404 => ReadBack(NotInGroup),
-            _ => Refused,
-        },
-        Mutation::AddToGroup { .. } => match code {
-            404 => MissingTargetIfAbsent,
-            409 => AlreadyDoneIfCode(ALREADY_A_MEMBER),
-            _ => Refused,
-        },
-        // 409 "not eligible" is also what a repeat answers; 404 "no such account".
-        Mutation::DeactivateAccount { .. } => match code {
-            404 => ReadBack(AccountGone),
-            409 => ReadBack(AccountInactive),
-            _ => Refused,
-        },
-        Mutation::DeleteAccount { .. } => match code {
-            404 => ReadBack(AccountGone),
-            409 => ReadBack(AccountDeleted),
-            _ => Refused,
-        },
-        // Giving back: a 404 is never done, the account is not there to be given anything.
-        Mutation::EnableAccount { .. } => match code {
-            409 => ReadBack(AccountActive),
-            _ => Refused,
-        },
-        Mutation::CancelDeleteAccount { .. } => match code {
-            409 => ReadBack(AccountNotScheduled),
-            _ => Refused,
-        },
-    }
-}
-
-/// The calls whose success does not say the person was a member: membership is read first,
-/// and a non-member's step is `already_done` without the call, so that an undo never gives
-/// what the person did not have.
-pub(super) fn checked_first(m: &Mutation) -> Option<Check> {
-    match m {
-        Mutation::RemoveFromServiceDesk { .. } => Some(Check::NotOnDesk),
-        Mutation::RemoveFromCustomerOrganization { .. } => Some(Check::NotInOrganization),
-        Mutation::RevokePortalAccess { .. }
-        | Mutation::DeletePortalCustomer { .. }
-        | Mutation::SuspendAccess { .. }
-        | Mutation::RestoreAccess { .. }
-        | Mutation::RemoveFromDirectory { .. }
-        | Mutation::RemoveFromGroup { .. }
-        | Mutation::DeactivateAccount { .. }
-        | Mutation::DeleteAccount { .. }
-        | Mutation::EnableAccount { .. }
-        | Mutation::CancelDeleteAccount { .. }
-        | Mutation::AddToGroup { .. }
-        | Mutation::AddToServiceDesk { .. }
-        | Mutation::AddToCustomerOrganization { .. } => None,
-    }
 }
 
 /// What a read-back saw.
