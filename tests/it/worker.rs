@@ -393,6 +393,27 @@ fn assert_lookup(request: &RecordedRequest, email: &str, site: bool) {
     }
 }
 
+/// A new action in the action table (`Action::ALL`) brings its case: the request it sends
+/// (and, going forward, what it changes in the fake).
+#[test]
+fn every_action_has_a_case() {
+    let forward = action_cases();
+    let inverse = inverse_cases();
+    for action in offboard::domain::Action::ALL {
+        let name = format!("action = \"{action}\"");
+        let forward = forward.iter().filter(|c| c.action.contains(&name)).count();
+        let inverse = inverse
+            .iter()
+            .filter(|(entry, ..)| entry["action"] == action.as_str())
+            .count();
+        assert_eq!(
+            forward + inverse,
+            1,
+            "{action} needs one case in action_cases() or inverse_cases()"
+        );
+    }
+}
+
 async fn every_action_sends_its_request(db: TestDb) {
     let cases = action_cases();
     let rules: String = cases
@@ -2176,26 +2197,10 @@ both_stores!(
     a_hidden_email_is_acted_on_only_when_vouched_for
 );
 
-/// The calls that give back (README, "Undo on rehire"), each on an account in the state its
-/// forward action left it, enqueued by hand with the account's id: each sends its documented
-/// request and changes the account back.
-async fn every_inverse_action_gives_back(db: TestDb) {
-    let h = Harness::start(
-        &db,
-        Settings::default(),
-        vec![
-            managed_in_status("acc-off", "off@example.com", FakeStatus::Deactivated),
-            managed_in_status("acc-del", "del@example.com", FakeStatus::PendingDelete),
-            FakeAccount::managed("acc-grp", "grp@example.com"),
-            FakeAccount::customer("qm:desk", "desk@example.com"),
-            FakeAccount::customer("qm:org", "org@example.com"),
-        ],
-    )
-    .await;
-    h.fake.add_group("g-77");
-    h.fake.add_service_desk("11");
-    h.fake.add_organization("4");
-    let cases = [
+/// Each inverse action (`Reversal::Undo` in the action table), enqueued by hand: the entry,
+/// and the method, path and body of the request it sends.
+fn inverse_cases() -> Vec<(Value, &'static str, String, Option<Value>)> {
+    vec![
         (
             json!({ "action": "enable_account", "email": "off@example.com", "account_id": "acc-off" }),
             "POST",
@@ -2229,8 +2234,29 @@ async fn every_inverse_action_gives_back(db: TestDb) {
             "/rest/servicedeskapi/organization/4/user".to_owned(),
             Some(json!({ "accountIds": ["qm:org"] })),
         ),
-    ];
-    for (entry, method, path, body) in cases {
+    ]
+}
+
+/// The calls that give back (README, "Undo on rehire"), each on an account in the state its
+/// forward action left it, enqueued by hand with the account's id: each sends its documented
+/// request and changes the account back.
+async fn every_inverse_action_gives_back(db: TestDb) {
+    let h = Harness::start(
+        &db,
+        Settings::default(),
+        vec![
+            managed_in_status("acc-off", "off@example.com", FakeStatus::Deactivated),
+            managed_in_status("acc-del", "del@example.com", FakeStatus::PendingDelete),
+            FakeAccount::managed("acc-grp", "grp@example.com"),
+            FakeAccount::customer("qm:desk", "desk@example.com"),
+            FakeAccount::customer("qm:org", "org@example.com"),
+        ],
+    )
+    .await;
+    h.fake.add_group("g-77");
+    h.fake.add_service_desk("11");
+    h.fake.add_organization("4");
+    for (entry, method, path, body) in inverse_cases() {
         let before = h.fake.requests().len();
         let ids = enqueue_by_hand(&h.app, json!([entry])).await;
         let job = h.app.wait_final(&ids[0], WAIT).await;
