@@ -176,10 +176,22 @@ impl Mutation {
     /// The email the job named, where the call needs it (a desk removal's membership
     /// check searches the desk by it).
     pub fn email(&self) -> Option<&str> {
-        if let Mutation::RemoveFromServiceDesk { email, .. } = self {
-            Some(email)
-        } else {
-            None
+        match self {
+            Mutation::RemoveFromServiceDesk { email, .. } => Some(email),
+            Mutation::RevokePortalAccess { .. }
+            | Mutation::DeletePortalCustomer { .. }
+            | Mutation::RemoveFromCustomerOrganization { .. }
+            | Mutation::SuspendAccess { .. }
+            | Mutation::RestoreAccess { .. }
+            | Mutation::RemoveFromDirectory { .. }
+            | Mutation::RemoveFromGroup { .. }
+            | Mutation::DeactivateAccount { .. }
+            | Mutation::DeleteAccount { .. }
+            | Mutation::EnableAccount { .. }
+            | Mutation::CancelDeleteAccount { .. }
+            | Mutation::AddToGroup { .. }
+            | Mutation::AddToServiceDesk { .. }
+            | Mutation::AddToCustomerOrganization { .. } => None,
         }
     }
 
