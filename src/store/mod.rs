@@ -429,6 +429,7 @@ const MIGRATIONS: &[(&str, Option<&str>, Option<&str>)] = &[
     migration!("20261207000001_target_in_live_key", both),
     migration!("20261207000002_cancel_spares_undo", postgres),
     migration!("20261208000001_action_reference_table", both),
+    migration!("20261208000002_acceptance_in_rust", postgres),
 ];
 
 /// The embedded migrations of one backend, in order.
@@ -537,6 +538,31 @@ pub(crate) fn truncate_detail(text: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
+    /// A migration file that is not listed never runs: every file of `migrations/` is in
+    /// `MIGRATIONS`, on the backends it has a file for.
+    #[test]
+    fn every_migration_file_is_listed() {
+        for backend in ["postgres", "sqlite"] {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(backend);
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                let Some(stem) = name.strip_suffix(".sql") else {
+                    continue;
+                };
+                let listed = super::MIGRATIONS.iter().any(|&(file, postgres, sqlite)| {
+                    file == stem
+                        && match backend {
+                            "postgres" => postgres.is_some(),
+                            _ => sqlite.is_some(),
+                        }
+                });
+                assert!(listed, "migrations/{backend}/{name} is not in MIGRATIONS");
+            }
+        }
+    }
+
     use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
     use sqlx::{Row, SqlitePool};
     use std::str::FromStr;

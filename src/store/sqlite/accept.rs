@@ -95,8 +95,10 @@ impl Writes for Transaction<'_, Sqlite> {
         let mut found = Vec::with_capacity(deliveries.len());
         for delivery in deliveries {
             let same_key = sqlx::query(
+                // `id + 0`: ordered by `id`, SQLite would walk the source's deliveries in id
+                // order instead of looking the key up in its unique index.
                 "SELECT status, response FROM deliveries WHERE source = ?1 AND delivery_id = ?2 \
-                 AND (?3 = '' OR body_sha256 = ?3) ORDER BY id LIMIT 1",
+                 AND (?3 = '' OR body_sha256 = ?3) ORDER BY id + 0 LIMIT 1",
             )
             .bind(&delivery.source)
             .bind(&delivery.delivery_id)
@@ -225,12 +227,15 @@ impl Writes for Transaction<'_, Sqlite> {
             keys.iter()
                 .map(|k| json!([k.action.as_str(), k.email, k.target])),
         );
+        // Key by key, each looked up by the person's email: asked as a set (`IN`), SQLite
+        // would scan every job in a live state.
         let rows = sqlx::query(concat!(
             "SELECT ",
             job_columns!(),
-            " FROM jobs WHERE (action, email, target) IN ( \
-               SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1)) \
-             AND state IN (SELECT value FROM json_each(?2))"
+            " FROM jobs WHERE id IN ( \
+               SELECT j.id FROM json_each(?1) k CROSS JOIN jobs j ON j.action = k.value ->> 0 \
+                 AND j.email = k.value ->> 1 AND j.target = k.value ->> 2 \
+               WHERE j.state IN (SELECT value FROM json_each(?2)))"
         ))
         .bind(keys)
         .bind(serde_json::to_string(live).unwrap_or_else(|_| "[]".into()))
