@@ -16,6 +16,7 @@ pub mod config;
 pub mod doctor;
 pub mod domain;
 pub mod http;
+pub mod ingest;
 pub mod manual;
 pub mod memory;
 pub mod metrics;

@@ -198,35 +198,29 @@ async fn enqueue(
     key: &str,
     body: &[u8],
     chains: Vec<crate::domain::NewChain>,
-) -> Result<Value, Failure> {
+) -> Result<crate::domain::Answer, Failure> {
     let store = open_store(&config.database_url).await?;
     let receipt = manual::enqueue(store.as_ref(), config, ManualSource::Cli, key, body, chains)
         .await
         .map_err(store_failure)?;
-    Ok(receipt.body)
+    Ok(receipt.answer)
 }
 
-fn report(answer: &Value, json: bool) {
-    if json {
+fn report(answer: &crate::domain::Answer, json: bool) {
+    let Some(accepted) = answer.accepted().filter(|_| !json) else {
         print_json(answer);
         return;
-    }
-    let summary = Summary::of(ManualSource::Cli, answer);
+    };
+    let summary = Summary::of(ManualSource::Cli, accepted);
     let mut line = summary.to_string();
-    if answer["duplicate"].as_bool() == Some(true) {
+    if accepted.duplicate {
         line.push_str(" (imported before: nothing new)");
     }
-    if let Some(reason) = answer["approval_required"].as_str() {
+    if let Some(reason) = &accepted.approval_required {
         line.push_str(&format!("; every job awaits approval: {reason}"));
     }
     println!("{line}");
-    if let Some(refused) = answer["refused"].as_array() {
-        for refusal in refused {
-            println!(
-                "refused {}: {}",
-                refusal["email"].as_str().unwrap_or("?"),
-                refusal["reason"].as_str().unwrap_or("?")
-            );
-        }
+    for refusal in &accepted.refused {
+        println!("refused {}: {}", refusal.email, refusal.reason);
     }
 }

@@ -139,6 +139,17 @@ pub(crate) fn id_as_string<S: Serializer>(id: &JobId, s: S) -> Result<S::Ok, S::
     s.collect_str(id)
 }
 
+fn id_from_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<JobId, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_job_id(&text).map_err(serde::de::Error::custom)
+}
+
+fn opt_id_from_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<JobId>, D::Error> {
+    Option::<String>::deserialize(d)?
+        .map(|text| parse_job_id(&text).map_err(serde::de::Error::custom))
+        .transpose()
+}
+
 pub(crate) fn opt_id_as_string<S: Serializer>(id: &Option<JobId>, s: S) -> Result<S::Ok, S::Error> {
     match id {
         Some(id) => s.collect_str(id),
@@ -155,11 +166,12 @@ pub(crate) fn time_as_rfc3339<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result
     s.serialize_str(&rfc3339(at))
 }
 
-/// One job as stored (the job JSON of the README's HTTP API).
-#[derive(Clone, Debug, Serialize, ToSchema)]
+/// One job as stored (the job JSON of the README's HTTP API). Read back from a stored
+/// answer (`Answer`), it has none of the internal fields.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct Job {
     /// Opaque id.
-    #[serde(serialize_with = "id_as_string")]
+    #[serde(serialize_with = "id_as_string", deserialize_with = "id_from_string")]
     #[schema(value_type = String)]
     pub id: JobId,
     pub action: Action,
@@ -170,7 +182,10 @@ pub struct Job {
     pub email: String,
     pub account_id: Option<String>,
     /// The earlier step of the chain this job waits for.
-    #[serde(serialize_with = "opt_id_as_string")]
+    #[serde(
+        serialize_with = "opt_id_as_string",
+        deserialize_with = "opt_id_from_string"
+    )]
     #[schema(value_type = Option<String>)]
     pub depends_on: Option<JobId>,
     #[serde(serialize_with = "time_as_rfc3339")]

@@ -5,6 +5,7 @@
 //! database or the network.
 
 mod action;
+mod answer;
 pub mod duration;
 mod ids;
 mod job;
@@ -13,6 +14,7 @@ mod safety;
 pub mod undo;
 
 pub use action::*;
+pub use answer::{Answer, DeliveryAnswer, Refusal};
 pub use ids::*;
 pub use job::*;
 pub use plan::{ManualSource, NewCancel, NewChain, NewStep, Plan};

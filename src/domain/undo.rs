@@ -23,7 +23,7 @@ use utoipa::ToSchema;
 use super::{Action, Email, Job, JobState, NewChain, NewStep, Outcome, UndoWindow};
 
 /// A succeeded step that cannot be given back, as the answer lists it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema)]
 pub struct Irreversible {
     /// The step's job id.
     pub job: String,

@@ -140,6 +140,18 @@ fn rejection_code(status: StatusCode) -> &'static str {
     }
 }
 
+impl From<crate::ingest::Refused> for ApiError {
+    fn from(refused: crate::ingest::Refused) -> Self {
+        match refused {
+            crate::ingest::Refused::Verify(e) => e.into(),
+            crate::ingest::Refused::InvalidJson(message) => ApiError::InvalidJson(message),
+            crate::ingest::Refused::MissingTimestamp(pointer) => {
+                ApiError::MissingTimestamp(pointer)
+            }
+        }
+    }
+}
+
 impl From<VerifyError> for ApiError {
     fn from(err: VerifyError) -> Self {
         match err {

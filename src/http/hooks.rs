@@ -7,50 +7,20 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use http_body_util::BodyExt as _;
-use serde::Serialize;
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-use utoipa::ToSchema;
+use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
-use super::json_body;
-use crate::config::Source;
-use crate::domain::undo::{Irreversible, Undo, UndoAsked};
-use crate::domain::{NewCancel, Plan};
-use crate::rules;
-use crate::store::{Dedupe, DeliveryContent, DeliveryStatus, NewDelivery, Refusal};
-use crate::verify::{BodyTimestampError, Scheme, Verified, check_body_timestamp, is_hibob_ping};
-
-/// Delivery ids longer than this are replaced by their hash: they are keys, not payloads.
-const MAX_DELIVERY_ID_LEN: usize = 200;
+use crate::domain::DeliveryAnswer;
+use crate::ingest;
+use crate::store::DeliveryStatus;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(receive))
-}
-
-/// The answer to an accepted (202) or repeated (200) delivery, as stored with it.
-#[derive(Serialize, ToSchema)]
-#[allow(dead_code)] // Describes the stored JSON for the OpenAPI document.
-pub(super) struct DeliveryAnswer {
-    delivery_id: String,
-    duplicate: bool,
-    jobs: Vec<crate::domain::Job>,
-    /// Ids of jobs a cancel rule cancelled.
-    cancelled: Vec<String>,
-    refused: Vec<Refusal>,
-    /// Present when the delivery would create more than `[safety] approval_above` jobs: why
-    /// every one of them waits in `awaiting_approval`.
-    approval_required: Option<String>,
-    /// Present when a cancel rule with `undo = true` matched: the jobs that give back what
-    /// the person's succeeded steps took.
-    undo: Option<Vec<crate::domain::Job>>,
-    /// Present with `undo`: the succeeded steps that cannot be given back, and why.
-    irreversible: Option<Vec<Irreversible>>,
 }
 
 /// Receives one delivery from a configured source. The body is verified on its raw bytes
@@ -98,7 +68,7 @@ async fn receive(
     crate::metrics::delivery(label, outcome);
     Ok(match result? {
         Answer::Ping => (StatusCode::OK, Json(json!({ "ping": true }))).into_response(),
-        Answer::Recorded { status, body } => (status, Json(body)).into_response(),
+        Answer::Recorded { status, answer } => (status, Json(answer)).into_response(),
     })
 }
 
@@ -107,7 +77,10 @@ enum Answer {
     /// HiBob's setup call: nothing verified, nothing recorded.
     Ping,
     /// Recorded (or replayed): the status and the stored body.
-    Recorded { status: StatusCode, body: Value },
+    Recorded {
+        status: StatusCode,
+        answer: crate::domain::Answer,
+    },
 }
 
 #[tracing::instrument(name = "webhook", skip_all, fields(source = %source_name, delivery_id))]
@@ -122,44 +95,12 @@ async fn handle(
         .source(source_name)
         .ok_or_else(|| ApiError::UnknownSource(truncate(source_name, 64)))?;
     let body = read_capped(headers, body, config.max_body_bytes).await?;
-
-    // HiBob's setup call must get a fast 2xx before any verification or JSON handling.
-    if source.verifier.scheme == Scheme::HiBob && is_hibob_ping(&body) {
-        return Ok(Answer::Ping);
-    }
-
-    let verified = source
-        .verifier
-        .verify(headers, &body, Utc::now())
-        .inspect_err(|e| tracing::warn!(reason = e.code(), "rejected webhook"))?;
-    // Parsed only after verification, which ran on the bytes as received (any BOM included).
-    let payload = json_body::parse(&body).map_err(|e| {
-        tracing::warn!("verified webhook is not JSON");
-        ApiError::InvalidJson(e.to_string())
-    })?;
-    let received_at = Utc::now();
-    check_body_time(source, &payload, received_at)?;
-    let body_sha256 = hex::encode(Sha256::digest(&body));
-    let (delivery_id, id_signed) = delivery_id(source, &verified, headers, &payload, &body_sha256);
-    tracing::Span::current().record("delivery_id", delivery_id.as_str());
-    let dedupe = if id_signed {
-        Dedupe::SignedId
-    } else {
-        Dedupe::UnsignedId {
-            replay_since: received_at - source.replay_window.to_chrono(),
-        }
+    let verified = match ingest::verify(source, headers, &body, Utc::now())? {
+        ingest::Verified::Ping => return Ok(Answer::Ping),
+        ingest::Verified::Delivery(verified) => verified,
     };
-
-    let content = map_payload(state, source, &payload);
-    let delivery = NewDelivery {
-        source: source.name.clone(),
-        delivery_id,
-        body_sha256,
-        dedupe,
-        received_at,
-        max_attempts: config.worker.max_attempts,
-        content,
-    };
+    tracing::Span::current().record("delivery_id", verified.delivery_id.as_str());
+    let delivery = ingest::plan(config, source, verified);
     let receipt = state.store.accept_delivery(delivery).await?;
     let status = match (receipt.status, receipt.duplicate) {
         (DeliveryStatus::Unmappable, _) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -174,22 +115,7 @@ async fn handle(
     );
     Ok(Answer::Recorded {
         status,
-        body: receipt.body,
-    })
-}
-
-/// The source's `timestamp_pointer`, if any, held to its tolerance. A body without a
-/// readable time there is refused like a stale one, naming the pointer.
-fn check_body_time(source: &Source, payload: &Value, now: DateTime<Utc>) -> Result<(), ApiError> {
-    let Some(pointer) = &source.timestamp_pointer else {
-        return Ok(());
-    };
-    check_body_timestamp(payload, pointer, source.verifier.tolerance, now).map_err(|e| {
-        tracing::warn!(reason = %e, "rejected webhook");
-        match e {
-            BodyTimestampError::Stale => ApiError::StaleTimestamp,
-            BodyTimestampError::Unreadable => ApiError::MissingTimestamp(pointer.clone()),
-        }
+        answer: receipt.answer,
     })
 }
 
@@ -226,116 +152,6 @@ pub(super) async fn read_capped(
         }
     }
     Ok(Bytes::from(buffer))
-}
-
-/// The delivery id: the source's `id_header` or `id_pointer`, else the scheme's own id, else
-/// the SHA-256 of the raw body; and whether the id is signed, so that it alone names the
-/// delivery (README, "Repeated deliveries"). An empty or blank id is no id.
-///
-/// An id is signed only where nobody but the sender could have named the same body otherwise:
-/// a pointer into a body the scheme signs, or the scheme's own signed id, and then only on a
-/// source without `id_header`, whose header anybody may drop, blank or set to take the first
-/// copy's place. The body's hash, used where there is no id, is never a signed id. Either
-/// way a replay that changes only how it is named is held to the replay window.
-fn delivery_id(
-    source: &Source,
-    verified: &Verified,
-    headers: &HeaderMap,
-    payload: &Value,
-    body_sha256: &str,
-) -> (String, bool) {
-    let scheme = &source.verifier.scheme;
-    let present = |id: &String| !id.trim().is_empty();
-    let from_header = source
-        .id_header
-        .as_ref()
-        .and_then(|name| headers.get(name))
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .filter(present)
-        .map(|id| (id, false));
-    let from_pointer = || {
-        source
-            .id_pointer
-            .as_deref()
-            .and_then(|p| payload.pointer(p))
-            .and_then(|v| match v {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            })
-            .filter(present)
-            .map(|id| (id, scheme.signs_body()))
-    };
-    let from_scheme = || {
-        verified
-            .delivery_id
-            .clone()
-            .filter(present)
-            .map(|id| (id, scheme.signs_delivery_id()))
-    };
-    let Some((id, signed_where_found)) = from_header.or_else(from_pointer).or_else(from_scheme)
-    else {
-        return (format!("sha256:{body_sha256}"), false);
-    };
-    let signed = signed_where_found && source.id_header.is_none();
-    if id.len() <= MAX_DELIVERY_ID_LEN {
-        (id, signed)
-    } else {
-        (
-            format!("sha256:{}", hex::encode(Sha256::digest(id.as_bytes()))),
-            signed,
-        )
-    }
-}
-
-/// Applies the source's rules; protected people are refused here, before any job exists. A
-/// cancel rule with `undo` asks the store to work out what to give back.
-fn map_payload(state: &AppState, source: &Source, payload: &Value) -> DeliveryContent {
-    let now = Utc::now();
-    let plans = match rules::map_delivery(&source.rules, payload, now) {
-        Ok(plans) => plans,
-        Err(unmappable) => {
-            tracing::warn!(error = %unmappable, "webhook unmappable");
-            return DeliveryContent::Unmappable {
-                error: unmappable.to_string(),
-            };
-        }
-    };
-    let mut cancels = Vec::new();
-    let mut chains = Vec::new();
-    let mut undo: Option<Undo> = None;
-    for plan in plans {
-        match plan {
-            Plan::Cancel {
-                rule,
-                email,
-                undo: wanted,
-                approval,
-                undo_sources,
-            } => {
-                if wanted {
-                    // Planned by the store, inside the transaction that records the
-                    // delivery, from the jobs it sees there.
-                    let sources = std::iter::once(source.name.clone())
-                        .chain(undo_sources)
-                        .collect();
-                    undo.get_or_insert_with(Undo::default)
-                        .asked
-                        .push(UndoAsked {
-                            email: email.clone(),
-                            rule: rule.clone(),
-                            approval,
-                            sources,
-                            approval_above: state.config.safety.approval_above,
-                        });
-                }
-                cancels.push(NewCancel { email, rule });
-            }
-            Plan::Chain(chain) => chains.push(chain),
-        }
-    }
-    DeliveryContent::guarded(cancels, chains, undo, &state.config.safety)
 }
 
 fn truncate(text: &str, max: usize) -> String {

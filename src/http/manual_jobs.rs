@@ -12,8 +12,9 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
-use super::hooks::{DeliveryAnswer, read_capped};
+use super::hooks::read_capped;
 use super::json_body;
+use crate::domain::DeliveryAnswer;
 use crate::manual::{self, Entry, MAX_ENTRIES, ManualSource};
 
 /// The largest request body: 10,000 entries with room for their parameters.
@@ -112,7 +113,7 @@ pub(super) async fn enqueue_jobs(
         jobs = entries.len(),
         "manual jobs recorded"
     );
-    Ok((status, Json(receipt.body)).into_response())
+    Ok((status, Json(receipt.answer)).into_response())
 }
 
 /// A request as read: its entries and its options.

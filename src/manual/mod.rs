@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use crate::config::Config;
 pub use crate::domain::ManualSource;
 use crate::domain::{Action, Email, NewChain, NewStep, TRUST_ACCOUNT_ID, check_id};
-use crate::store::{Dedupe, DeliveryContent, DeliveryReceipt, NewDelivery, Store, StoreResult};
+use crate::store::{DeliveryReceipt, Store, StoreResult};
 
 /// The rule every manual job names.
 pub const RULE: &str = "manual";
@@ -156,16 +156,7 @@ pub async fn enqueue(
     body: &[u8],
     chains: Vec<NewChain>,
 ) -> StoreResult<DeliveryReceipt> {
-    let delivery = NewDelivery {
-        source: source.as_str().to_owned(),
-        delivery_id: key.to_owned(),
-        body_sha256: hex::encode(Sha256::digest(body)),
-        // The caller is authenticated: its key alone names the request.
-        dedupe: Dedupe::SignedId,
-        received_at: Utc::now(),
-        max_attempts: config.worker.max_attempts,
-        content: DeliveryContent::guarded(Vec::new(), chains, None, &config.safety),
-    };
+    let delivery = crate::ingest::manual(config, source, key, body, chains);
     store.accept_delivery_within(delivery, DEADLINE).await
 }
 
@@ -214,22 +205,20 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn of(source: ManualSource, answer: &Value) -> Summary {
-        let duplicate = answer["duplicate"].as_bool().unwrap_or(false);
-        let delivery_id = answer["delivery_id"].as_str();
-        let jobs = answer["jobs"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-        let created = jobs
+    pub fn of(source: ManualSource, answer: &crate::domain::DeliveryAnswer) -> Summary {
+        let created = answer
+            .jobs
             .iter()
             .filter(|job| {
-                !duplicate
-                    && job["source"].as_str() == Some(source.as_str())
-                    && job["delivery_id"].as_str() == delivery_id
+                !answer.duplicate
+                    && job.source.as_deref() == Some(source.as_str())
+                    && job.delivery_id.as_deref() == Some(answer.delivery_id.as_str())
             })
             .count();
         Summary {
             created,
-            existing: jobs.len() - created,
-            refused: answer["refused"].as_array().map_or(0, Vec::len),
+            existing: answer.jobs.len() - created,
+            refused: answer.refused.len(),
         }
     }
 }

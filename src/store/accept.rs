@@ -211,25 +211,25 @@ async fn accept_segment<W: Writes>(
             }
             DeliveryContent::Accepted { .. } => (DeliveryStatus::Accepted, None),
         };
-        let body = delivery.answer(jobs, cancelled);
+        let answer = delivery.answer(jobs, cancelled);
         let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
         rows.push(DeliveryRow {
             delivery,
             status,
             error,
             job_ids: serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()),
-            response: body.to_string(),
+            response: serde_json::to_string(&answer).unwrap_or_default(),
         });
-        answers.push((status, body));
+        answers.push((status, answer));
     }
     if !rows.is_empty() && tx.insert_deliveries(&rows).await? != rows.len() as u64 {
         return Err(StoreError::Batch(RACE.into()));
     }
-    for (i, (status, body)) in new_at.into_iter().zip(answers) {
+    for (i, (status, answer)) in new_at.into_iter().zip(answers) {
         receipts[i] = Some(DeliveryReceipt {
             duplicate: false,
             status,
-            body,
+            answer,
         });
     }
     Ok(receipts

@@ -8,9 +8,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
+pub use crate::domain::Refusal;
 use crate::domain::{
-    Action, Job, JobId, JobState, ManualSource, NewCancel, NewChain, Outcome, Safety, id_as_string,
-    time_as_rfc3339, undo::Undo,
+    Action, Answer, DeliveryAnswer, Job, JobId, JobState, ManualSource, NewCancel, NewChain,
+    Outcome, Safety, id_as_string, time_as_rfc3339, undo::Undo,
 };
 
 /// A claimed job that succeeded, to be recorded.
@@ -103,9 +104,9 @@ impl NewDelivery {
     }
 
     /// This delivery's answer once recorded: the jobs it names and the jobs it cancelled.
-    pub(crate) fn answer(&self, jobs: &[Job], cancelled: &[JobId]) -> Value {
+    pub(crate) fn answer(&self, jobs: &[Job], cancelled: &[JobId]) -> Answer {
         match &self.content {
-            DeliveryContent::Unmappable { error } => unmappable_body(error),
+            DeliveryContent::Unmappable { error } => Answer::unmappable(error),
             DeliveryContent::Accepted {
                 refused,
                 approval_required,
@@ -124,18 +125,18 @@ impl NewDelivery {
                     })
                 };
                 let (given_back, jobs): (Vec<&Job>, Vec<&Job>) = jobs.iter().partition(is_undo);
-                let mut body = accepted_body(
-                    &self.delivery_id,
-                    &jobs,
-                    cancelled,
-                    refused,
-                    approval_required.as_deref(),
-                );
-                if let (Some(undo), Some(obj)) = (undo, body.as_object_mut()) {
-                    obj.insert("undo".into(), serde_json::json!(given_back));
-                    obj.insert("irreversible".into(), serde_json::json!(undo.irreversible));
-                }
-                body
+                Answer::Accepted(DeliveryAnswer {
+                    delivery_id: self.delivery_id.clone(),
+                    duplicate: false,
+                    jobs: jobs.into_iter().cloned().collect(),
+                    cancelled: cancelled.iter().map(|id| id.to_string()).collect(),
+                    refused: refused.clone(),
+                    approval_required: approval_required.clone(),
+                    undo: undo
+                        .as_ref()
+                        .map(|_| given_back.into_iter().cloned().collect()),
+                    irreversible: undo.as_ref().map(|undo| undo.irreversible.clone()),
+                })
             }
         }
     }
@@ -423,13 +424,6 @@ impl NewCancel {
     }
 }
 
-/// A person the delivery named whom we refused to enqueue (e.g. a protected email).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Refusal {
-    pub email: String,
-    pub reason: String,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
@@ -457,39 +451,33 @@ impl FromStr for DeliveryStatus {
     }
 }
 
-/// What recording a delivery produced: the HTTP body to answer with, now and on every
-/// repetition of the same delivery.
+/// What recording a delivery produced: the answer, now and on every repetition of the same
+/// delivery.
 #[derive(Clone, Debug)]
 pub struct DeliveryReceipt {
     pub duplicate: bool,
     pub status: DeliveryStatus,
-    /// For `accepted`: `{"delivery_id","duplicate","jobs","cancelled","refused"}`;
-    /// for `unmappable`: `{"error":"unmappable","message"}`.
-    pub body: Value,
+    pub answer: Answer,
 }
 
 impl DeliveryReceipt {
     /// Whether this is a first answer naming jobs, which may now be due: the worker is
     /// woken for it.
     pub(crate) fn may_have_made_jobs_due(&self) -> bool {
-        !self.duplicate
-            && self
-                .body
-                .get("jobs")
-                .and_then(Value::as_array)
-                .is_some_and(|jobs| !jobs.is_empty())
+        !self.duplicate && !self.answer.jobs().is_empty()
     }
 
     pub fn job_ids(&self) -> Vec<String> {
-        self.body
-            .get("jobs")
-            .and_then(Value::as_array)
-            .map(|jobs| {
-                jobs.iter()
-                    .filter_map(|job| job.get("id").and_then(Value::as_str).map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.answer
+            .jobs()
+            .iter()
+            .map(|job| job.id.to_string())
+            .collect()
+    }
+
+    /// The answer as JSON, as HTTP sends it.
+    pub fn body(&self) -> Value {
+        self.answer.to_value()
     }
 }
 
@@ -523,48 +511,22 @@ pub(crate) fn parse_params(text: &str) -> Result<Map<String, Value>, super::Stor
     }
 }
 
-/// The `accepted` response body, as stored and replayed; `approval_required` only when set.
-pub(crate) fn accepted_body(
-    delivery_id: &str,
-    jobs: &[&Job],
-    cancelled: &[JobId],
-    refused: &[Refusal],
-    approval_required: Option<&str>,
-) -> Value {
-    let mut body = serde_json::json!({
-        "delivery_id": delivery_id,
-        "duplicate": false,
-        "jobs": jobs,
-        "cancelled": cancelled.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
-        "refused": refused,
-    });
-    if let (Some(reason), Some(obj)) = (approval_required, body.as_object_mut()) {
-        obj.insert("approval_required".into(), Value::from(reason));
-    }
-    body
-}
-
-pub(crate) fn unmappable_body(error: &str) -> Value {
-    serde_json::json!({ "error": "unmappable", "message": error })
-}
-
 /// Turns a stored response into the answer to a repeated delivery.
 pub(crate) fn duplicate_receipt(
     status: &str,
     response: &str,
 ) -> Result<DeliveryReceipt, super::StoreError> {
     let status: DeliveryStatus = parse_column(status)?;
-    let mut body: Value = serde_json::from_str(response)
-        .map_err(|e| super::StoreError::Corrupt(format!("stored response is not JSON: {e}")))?;
-    if status == DeliveryStatus::Accepted
-        && let Some(obj) = body.as_object_mut()
-    {
-        obj.insert("duplicate".into(), Value::Bool(true));
+    let mut answer: Answer = serde_json::from_str(response).map_err(|e| {
+        super::StoreError::Corrupt(format!("stored response is not an answer: {e}"))
+    })?;
+    if let Answer::Accepted(accepted) = &mut answer {
+        accepted.duplicate = true;
     }
     Ok(DeliveryReceipt {
         duplicate: true,
         status,
-        body,
+        answer,
     })
 }
 

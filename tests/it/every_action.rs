@@ -81,7 +81,7 @@ async fn every_action_is_enqueued_and_read_back(db: TestDb) {
         .await
         .expect("accept every action");
     let ids = receipt.job_ids();
-    assert_eq!(ids.len(), Action::ALL.len(), "{}", receipt.body);
+    assert_eq!(ids.len(), Action::ALL.len(), "{}", receipt.body());
 
     for (action, id) in Action::ALL.into_iter().zip(&ids) {
         let job = store

@@ -453,9 +453,9 @@ async fn existing_jobs_get_their_target_and_the_new_key(db: TestDb) {
         .iter()
         .map(|id| id.parse().unwrap())
         .collect();
-    assert_eq!(ids.len(), 3, "{}", receipt.body);
-    assert!(ids[0] > 5, "g-2 is a new job: {}", receipt.body);
-    assert_eq!(ids[1..], [1, 2], "{}", receipt.body);
+    assert_eq!(ids.len(), 3, "{}", receipt.body());
+    assert!(ids[0] > 5, "g-2 is a new job: {}", receipt.body());
+    assert_eq!(ids[1..], [1, 2], "{}", receipt.body());
     match old {
         OldDb::Sqlite(c) => c.close().await.ok(),
         OldDb::Postgres(c) => c.close().await.ok(),

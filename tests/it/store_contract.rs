@@ -116,7 +116,7 @@ fn receipt_ids(receipt: &DeliveryReceipt) -> Vec<JobId> {
 async fn enqueue(store: &dyn Store, email: &str, action: Action, run_at: DateTime<Utc>) -> Job {
     let receipt = accept(store, vec![chain(email, &[action], run_at)]).await;
     let ids = receipt_ids(&receipt);
-    assert_eq!(ids.len(), 1, "{}", receipt.body);
+    assert_eq!(ids.len(), 1, "{}", receipt.body());
     show(store, ids[0]).await.job
 }
 
@@ -253,7 +253,7 @@ async fn accept_records_delivery_and_jobs(db: TestDb) {
 
     assert!(!receipt.duplicate);
     assert_eq!(receipt.status, DeliveryStatus::Accepted);
-    let body = &receipt.body;
+    let body = &receipt.body();
     assert_eq!(body["delivery_id"], "evt-1");
     assert_eq!(body["duplicate"], false);
     assert_eq!(body["cancelled"], json!([]));
@@ -355,9 +355,9 @@ async fn repeated_delivery_replays_first_body(db: TestDb) {
 
     assert!(again.duplicate);
     assert_eq!(again.status, DeliveryStatus::Accepted);
-    let mut expected = first.body.clone();
+    let mut expected = first.body().clone();
     expected["duplicate"] = json!(true);
-    assert_eq!(again.body, expected);
+    assert_eq!(again.body(), expected);
     assert_eq!(all_jobs(&*store).await.len(), jobs_before);
     assert_eq!(store.list_deliveries(None, 10).await.unwrap().len(), 1);
     let job = show(&*store, receipt_ids(&first)[0]).await.job;
@@ -398,7 +398,7 @@ async fn same_delivery_id_from_other_source_is_new(db: TestDb) {
         .unwrap();
 
     assert!(!from_jira.duplicate);
-    assert_eq!(from_jira.body["duplicate"], false);
+    assert_eq!(from_jira.body()["duplicate"], false);
     assert_ne!(receipt_ids(&from_jira), receipt_ids(&from_hr));
     assert_eq!(all_jobs(&*store).await.len(), 2);
     assert_eq!(store.list_deliveries(None, 10).await.unwrap().len(), 2);
@@ -453,9 +453,9 @@ async fn unsigned_ids_need_the_same_body_to_be_repeats(db: TestDb) {
         .accept_delivery(unsigned("wh-1", "body-b", MONTH, "b@example.com"))
         .await
         .unwrap();
-    assert!(!other.duplicate, "{}", other.body);
-    assert_eq!(other.body["delivery_id"], "wh-1");
-    assert_eq!(other.body["duplicate"], false);
+    assert!(!other.duplicate, "{}", other.body());
+    assert_eq!(other.body()["delivery_id"], "wh-1");
+    assert_eq!(other.body()["duplicate"], false);
     assert_eq!(receipt_ids(&other).len(), 1);
     assert_ne!(receipt_ids(&other), receipt_ids(&first));
 
@@ -465,9 +465,9 @@ async fn unsigned_ids_need_the_same_body_to_be_repeats(db: TestDb) {
         .await
         .unwrap();
     assert!(again.duplicate);
-    let mut expected = first.body.clone();
+    let mut expected = first.body().clone();
     expected["duplicate"] = json!(true);
-    assert_eq!(again.body, expected);
+    assert_eq!(again.body(), expected);
 
     let listed = store.list_deliveries(None, 10).await.unwrap();
     assert_eq!(listed.len(), 2);
@@ -516,8 +516,8 @@ async fn a_replayed_body_is_a_repeat_within_the_window_only(db: TestDb) {
         .accept_delivery(unsigned("wh-2", "body-a", MONTH, "a@example.com"))
         .await
         .unwrap();
-    assert!(replay.duplicate, "{}", replay.body);
-    assert_eq!(replay.body["delivery_id"], "wh-1", "the first answer");
+    assert!(replay.duplicate, "{}", replay.body());
+    assert_eq!(replay.body()["delivery_id"], "wh-1", "the first answer");
     assert_eq!(receipt_ids(&replay), vec![job]);
     assert_eq!(all_jobs(&*store).await.len(), 1);
     assert_eq!(store.list_deliveries(None, 10).await.unwrap().len(), 1);
@@ -533,8 +533,8 @@ async fn a_replayed_body_is_a_repeat_within_the_window_only(db: TestDb) {
         ))
         .await
         .unwrap();
-    assert!(!outside.duplicate, "{}", outside.body);
-    assert_eq!(outside.body["delivery_id"], "wh-3");
+    assert!(!outside.duplicate, "{}", outside.body());
+    assert_eq!(outside.body()["delivery_id"], "wh-3");
     let new_job = receipt_ids(&outside);
     assert_eq!(new_job.len(), 1);
     assert_ne!(new_job[0], job);
@@ -546,7 +546,7 @@ async fn a_replayed_body_is_a_repeat_within_the_window_only(db: TestDb) {
         .await
         .unwrap();
     assert!(replay.duplicate);
-    assert_eq!(replay.body["delivery_id"], "wh-3");
+    assert_eq!(replay.body()["delivery_id"], "wh-3");
 
     // Another source's copy of the body is not this source's, and a signed id never looks
     // at bodies.
@@ -621,7 +621,7 @@ async fn unsigned_deliveries_arriving_together(db: TestDb) {
     );
     let winner = same.iter().find(|r| !r.duplicate).unwrap();
     for receipt in &same {
-        assert_eq!(receipt.body["delivery_id"], winner.body["delivery_id"]);
+        assert_eq!(receipt.body()["delivery_id"], winner.body()["delivery_id"]);
         assert_eq!(receipt_ids(receipt), receipt_ids(winner));
     }
     let shared: Vec<_> = of(1).collect();
@@ -632,7 +632,7 @@ async fn unsigned_deliveries_arriving_together(db: TestDb) {
     assert_eq!(jobs.len(), 10, "each body its own job");
     for receipt in of(2) {
         assert!(receipt.duplicate);
-        assert_eq!(receipt.body["delivery_id"], "old");
+        assert_eq!(receipt.body()["delivery_id"], "old");
         assert_eq!(receipt_ids(receipt), receipt_ids(&before));
     }
     // old, one of the same body, ten of the shared id.
@@ -659,14 +659,14 @@ async fn unmappable_delivery_is_recorded_and_replayed(db: TestDb) {
     assert!(!first.duplicate);
     assert_eq!(first.status, DeliveryStatus::Unmappable);
     assert_eq!(
-        first.body,
+        first.body(),
         json!({ "error": "unmappable", "message": "/email is missing" })
     );
 
     let again = store.accept_delivery(unmappable()).await.unwrap();
     assert!(again.duplicate);
     assert_eq!(again.status, DeliveryStatus::Unmappable);
-    assert_eq!(again.body, first.body);
+    assert_eq!(again.body(), first.body());
 
     assert!(all_jobs(&*store).await.is_empty());
     let deliveries = store.list_deliveries(None, 10).await.unwrap();
@@ -702,7 +702,7 @@ async fn approval_chain_starts_awaiting_approval(db: TestDb) {
         assert_eq!(job.events[0].from, None);
         assert_eq!(job.events[0].to, JobState::AwaitingApproval);
     }
-    assert_eq!(receipt.body["jobs"][0]["state"], "awaiting_approval");
+    assert_eq!(receipt.body()["jobs"][0]["state"], "awaiting_approval");
     assert!(
         store.claim_due(WORKER, 10, LEASE).await.unwrap().is_empty(),
         "awaiting jobs are not claimable even when due"
@@ -784,25 +784,24 @@ async fn mass_deliveries_wait_for_approval(db: TestDb) {
             states
         };
         if *i == 0 {
-            assert_eq!(ids.len(), 3, "{}", receipt.body);
+            assert_eq!(ids.len(), 3, "{}", receipt.body());
             assert!(states.iter().all(|s| *s == JobState::Pending), "{states:?}");
             assert!(
-                receipt.body.get("approval_required").is_none(),
+                receipt.body().get("approval_required").is_none(),
                 "{}",
-                receipt.body
+                receipt.body()
             );
             continue;
         }
-        assert_eq!(ids.len(), 4, "{}", receipt.body);
+        assert_eq!(ids.len(), 4, "{}", receipt.body());
         assert!(
             states.iter().all(|s| *s == JobState::AwaitingApproval),
             "{i}: {states:?}"
         );
-        let reason = receipt.body["approval_required"]
-            .as_str()
-            .expect("a reason");
+        let body = receipt.body();
+        let reason = body["approval_required"].as_str().expect("a reason");
         assert!(reason.contains("4 jobs"), "{reason}");
-        for job in receipt.body["jobs"].as_array().unwrap() {
+        for job in receipt.body()["jobs"].as_array().unwrap() {
             assert_eq!(job["state"], "awaiting_approval");
         }
         let created = &show(&*store, ids[0]).await.events[0].detail;
@@ -822,9 +821,9 @@ async fn mass_deliveries_wait_for_approval(db: TestDb) {
         .unwrap();
     assert!(again.duplicate);
     assert!(
-        again.body["approval_required"].is_string(),
+        again.body()["approval_required"].is_string(),
         "{}",
-        again.body
+        again.body()
     );
 }
 both_stores!(
@@ -923,7 +922,7 @@ async fn one_live_job_per_person_action_and_target(db: TestDb) {
     )
     .await;
     let ids = receipt_ids(&both);
-    assert_eq!(ids.len(), 2, "two groups, two jobs: {}", both.body);
+    assert_eq!(ids.len(), 2, "two groups, two jobs: {}", both.body());
     let (g1, g2) = (
         show(&*store, ids[0]).await.job,
         show(&*store, ids[1]).await.job,
@@ -960,7 +959,7 @@ async fn one_live_job_per_person_action_and_target(db: TestDb) {
         .await
         .unwrap();
     let alone_ids = receipt_ids(&alone);
-    assert_eq!(alone_ids.len(), 2, "{}", alone.body);
+    assert_eq!(alone_ids.len(), 2, "{}", alone.body());
     assert_eq!(alone_ids[0], g1.id, "g-1 is live already");
     assert!(!ids.contains(&alone_ids[1]), "g-3 is new");
 
@@ -973,7 +972,7 @@ async fn one_live_job_per_person_action_and_target(db: TestDb) {
         ],
     )
     .await;
-    assert_eq!(receipt_ids(&twice).len(), 1, "{}", twice.body);
+    assert_eq!(receipt_ids(&twice).len(), 1, "{}", twice.body());
 
     // Desks and organizations key the same way; an id is a target of its own action only,
     // and an action without a target keeps one live job per person.
@@ -996,7 +995,7 @@ async fn one_live_job_per_person_action_and_target(db: TestDb) {
         ],
     )
     .await;
-    assert_eq!(receipt_ids(&many).len(), 5, "{}", many.body);
+    assert_eq!(receipt_ids(&many).len(), 5, "{}", many.body());
     assert_eq!(all_jobs(&*store).await.len(), 3 + 1 + 5);
 }
 both_stores!(
@@ -1090,7 +1089,7 @@ async fn deliveries_arriving_together_key_by_target(db: TestDb) {
     let mut shared = HashSet::new();
     for receipt in tasks.join_all().await {
         let ids = receipt_ids(&receipt);
-        assert_eq!(ids.len(), 5, "{}", receipt.body);
+        assert_eq!(ids.len(), 5, "{}", receipt.body());
         assert_eq!(ids[2], desk_10, "the live job of desk 10 that was there");
         shared.insert(ids[..4].to_vec());
     }
@@ -1159,14 +1158,14 @@ async fn cancel_rule_cancels_live_jobs_of_that_email(db: TestDb) {
         .await
         .unwrap();
 
-    let cancelled = sorted(string_ids(&receipt.body["cancelled"]));
+    let cancelled = sorted(string_ids(&receipt.body()["cancelled"]));
     assert_eq!(
         cancelled,
         sorted(vec![chained[0], chained[1], awaiting.id]),
         "{}",
-        receipt.body
+        receipt.body()
     );
-    assert_eq!(receipt.body["jobs"], json!([]));
+    assert_eq!(receipt.body()["jobs"], json!([]));
     for id in [chained[0], chained[1], awaiting.id] {
         let job = show(&*store, id).await;
         assert_eq!(job.job.state, JobState::Cancelled, "job {id}");
@@ -2368,7 +2367,7 @@ async fn concurrent_same_delivery_has_one_winner(db: TestDb) {
     assert!(
         receipts
             .iter()
-            .all(|r| r.body["duplicate"] == json!(r.duplicate))
+            .all(|r| r.body()["duplicate"] == json!(r.duplicate))
     );
     assert_eq!(store.list_deliveries(None, 100).await.unwrap().len(), 1);
     assert_eq!(all_jobs(&*store).await.len(), 2);
@@ -2404,7 +2403,7 @@ async fn concurrent_deliveries_for_one_person_share_one_job(db: TestDb) {
     assert_eq!(jobs.len(), 1, "exactly one live job");
     assert!(jobs[0].state.is_live());
     for receipt in &receipts {
-        assert_eq!(receipt_ids(receipt), vec![jobs[0].id], "{}", receipt.body);
+        assert_eq!(receipt_ids(receipt), vec![jobs[0].id], "{}", receipt.body());
     }
     assert_eq!(store.list_deliveries(None, 100).await.unwrap().len(), 10);
 }
@@ -2582,9 +2581,9 @@ async fn a_copy_committed_meanwhile_wins(db: TestDb) {
 
     let receipt = accepting.await.unwrap().expect("the accept answers");
     assert!(receipt.duplicate);
-    assert_eq!(receipt.body["duplicate"], true);
+    assert_eq!(receipt.body()["duplicate"], true);
     assert_eq!(
-        receipt.body["jobs"],
+        receipt.body()["jobs"],
         json!([]),
         "the copy's answer, not a new one"
     );
@@ -2661,8 +2660,8 @@ async fn a_copy_of_the_body_committed_meanwhile_wins(db: TestDb) {
         copy.run("COMMIT").await;
 
         let receipt = accepting.await.unwrap().expect("the accept answers");
-        assert!(receipt.duplicate, "round {round}: {}", receipt.body);
-        assert_eq!(receipt.body["delivery_id"], format!("copy-{round}"));
+        assert!(receipt.duplicate, "round {round}: {}", receipt.body());
+        assert_eq!(receipt.body()["delivery_id"], format!("copy-{round}"));
     }
     assert!(all_jobs(&*store).await.is_empty(), "no job from a replay");
     assert_eq!(store.list_deliveries(None, 10).await.unwrap().len(), 2);
@@ -2816,7 +2815,7 @@ async fn deliveries_arriving_together_keep_every_rule(db: TestDb) {
     receipts.sort_by_key(|(i, _)| *i);
 
     // The shaped job is answered exactly as it reads back.
-    let shaped_body = &receipts[0].1.body;
+    let shaped_body = &receipts[0].1.body();
     let answered = &shaped_body["jobs"][0];
     let id: JobId = answered["id"].as_str().unwrap().parse().unwrap();
     assert_eq!(
@@ -2835,29 +2834,30 @@ async fn deliveries_arriving_together_keep_every_rule(db: TestDb) {
 
     // Recorded before: its old answer, and no job for the person it names now.
     assert!(receipts[3].1.duplicate);
-    assert_eq!(receipts[3].1.body["jobs"], recorded.body["jobs"]);
-    assert_eq!(receipts[3].1.body["duplicate"], true);
+    assert_eq!(receipts[3].1.body()["jobs"], recorded.body()["jobs"]);
+    assert_eq!(receipts[3].1.body()["duplicate"], true);
 
-    assert_eq!(receipts[4].1.body["jobs"], json!([]));
+    assert_eq!(receipts[4].1.body()["jobs"], json!([]));
     assert_eq!(
-        receipts[4].1.body["refused"][0]["reason"],
+        receipts[4].1.body()["refused"][0]["reason"],
         "protected_email"
     );
 
     // One live job for the shared person, in every answer that named them.
     let shared: HashSet<String> = receipts[5..]
         .iter()
-        .map(|(_, r)| r.body["jobs"][0]["id"].as_str().unwrap().to_owned())
+        .map(|(_, r)| r.body()["jobs"][0]["id"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(shared.len(), 1, "{shared:?}");
     for (i, receipt) in &receipts[5..] {
         assert!(!receipt.duplicate);
-        let jobs = receipt.body["jobs"].as_array().unwrap();
+        let body = receipt.body();
+        let jobs = body["jobs"].as_array().unwrap();
         assert_eq!(
             jobs.len(),
             if i % 2 == 0 { 2 } else { 1 },
             "{}",
-            receipt.body
+            receipt.body()
         );
         if i % 2 == 0 {
             assert_eq!(jobs[1]["email"], format!("p{i}@example.com"));
@@ -2979,8 +2979,9 @@ async fn chains_arriving_together_link_their_steps(db: TestDb) {
     let receipts = tasks.join_all().await;
     let mut shared = HashSet::new();
     for receipt in &receipts {
-        let jobs = receipt.body["jobs"].as_array().unwrap();
-        assert_eq!(jobs.len(), 7, "{}", receipt.body);
+        let body = receipt.body();
+        let jobs = body["jobs"].as_array().unwrap();
+        assert_eq!(jobs.len(), 7, "{}", receipt.body());
         let id = |n: usize| jobs[n]["id"].clone();
         assert_eq!(jobs[0]["depends_on"], Value::Null);
         assert_eq!(
@@ -3117,11 +3118,17 @@ async fn an_undo_is_planned_from_what_the_recording_transaction_sees(db: TestDb)
     assert!(store.complete(&claimed, Outcome::Done, "ok").await.unwrap());
 
     let receipt = store.accept_delivery(rehire).await.unwrap();
-    let undo = receipt.body["undo"].as_array().expect("undo jobs");
-    assert_eq!(undo.len(), 1, "{}", receipt.body);
-    assert_eq!(undo[0]["action"], "restore_access", "{}", receipt.body);
-    assert_eq!(undo[0]["account_id"], "acc-ann", "{}", receipt.body);
-    assert_eq!(receipt.body["irreversible"], json!([]), "{}", receipt.body);
+    let body = receipt.body();
+    let undo = body["undo"].as_array().expect("undo jobs");
+    assert_eq!(undo.len(), 1, "{}", receipt.body());
+    assert_eq!(undo[0]["action"], "restore_access", "{}", receipt.body());
+    assert_eq!(undo[0]["account_id"], "acc-ann", "{}", receipt.body());
+    assert_eq!(
+        receipt.body()["irreversible"],
+        json!([]),
+        "{}",
+        receipt.body()
+    );
 }
 both_stores!(
     an_undo_is_planned_from_what_the_recording_transaction_sees_on,

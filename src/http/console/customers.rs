@@ -314,6 +314,6 @@ pub(super) async fn enqueue(
     Ok(page(
         "Enqueued",
         Some(&chrome),
-        super::import::outcome(&receipt.body),
+        super::import::outcome(&super::import::accepted(receipt)?),
     ))
 }

@@ -8,15 +8,15 @@ use axum::extract::State;
 use axum::http::Uri;
 use axum::response::Html;
 use maud::{Markup, html};
-use serde_json::Value;
 
 use super::session::{CheckedFields, Session};
 use super::view::{Section, csrf_field};
 use super::{ConsoleError, chrome, page};
-use crate::domain::{Action, Param};
+use crate::domain::{Action, Answer, DeliveryAnswer, Param};
 use crate::http::AppState;
 use crate::manual::import::{BadRow, CheckedRow, check, check_rows};
 use crate::manual::{self, ManualSource, Summary};
+use crate::store::DeliveryReceipt;
 
 /// The largest file the page takes, the size of 10,000 generous rows.
 pub(super) const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
@@ -157,7 +157,11 @@ pub(super) async fn confirm(
     )
     .await?;
     let chrome = chrome(&state, &session, Section::Import, uri.to_string()).await?;
-    Ok(page("Imported", Some(&chrome), outcome(&receipt.body)))
+    Ok(page(
+        "Imported",
+        Some(&chrome),
+        outcome(&accepted(receipt)?),
+    ))
 }
 
 fn rows_table(rows: &[CheckedRow]) -> Markup {
@@ -191,21 +195,25 @@ fn bad_rows(bad: &[BadRow]) -> Markup {
 }
 
 /// What a manual request did, for the page after the confirmation.
-pub(super) fn outcome(answer: &Value) -> Markup {
+/// A manual request's answer: always accepted (no rule maps it, so it cannot be unmappable).
+pub(super) fn accepted(receipt: DeliveryReceipt) -> Result<DeliveryAnswer, ConsoleError> {
+    match receipt.answer {
+        Answer::Accepted(answer) => Ok(answer),
+        Answer::Unmappable { message, .. } => Err(ConsoleError::BadRequest(message)),
+    }
+}
+
+pub(super) fn outcome(answer: &DeliveryAnswer) -> Markup {
     let summary = Summary::of(ManualSource::Console, answer);
-    let refused = answer["refused"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
     html! {
         h1 { "Created " (summary.created) " jobs" }
-        p.summary { (summary.to_string()) @if answer["duplicate"].as_bool() == Some(true) { " — this was confirmed before: nothing new was created" } "." }
-        @if let Some(reason) = answer["approval_required"].as_str() {
+        p.summary { (summary.to_string()) @if answer.duplicate { " — this was confirmed before: nothing new was created" } "." }
+        @if let Some(reason) = &answer.approval_required {
             p.notice { "Every job awaits approval: " (reason) }
         }
-        @if !refused.is_empty() {
+        @if !answer.refused.is_empty() {
             h2 { "Refused" }
-            ul { @for r in refused { li { (r["email"].as_str().unwrap_or("?")) ": " (r["reason"].as_str().unwrap_or("?")) } } }
+            ul { @for r in &answer.refused { li { (r.email) ": " (r.reason) } } }
         }
         p {
             a href="/console?state=awaiting_approval" { "Jobs awaiting approval" } " · "

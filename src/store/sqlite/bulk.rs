@@ -70,14 +70,14 @@ pub(super) async fn record_in_chunks(
             }
         }
         if i == last {
-            let body = delivery.answer(&jobs, &[]);
+            let answer = delivery.answer(&jobs, &[]);
             let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
             let row = DeliveryRow {
                 delivery,
                 status: DeliveryStatus::Accepted,
                 error: None,
                 job_ids: serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()),
-                response: body.to_string(),
+                response: serde_json::to_string(&answer).unwrap_or_default(),
             };
             if tx.insert_deliveries(&[row]).await? != 1 {
                 return Err(StoreError::Batch(crate::store::accept::RACE.into()));
@@ -86,7 +86,7 @@ pub(super) async fn record_in_chunks(
             return Ok(DeliveryReceipt {
                 duplicate: false,
                 status: DeliveryStatus::Accepted,
-                body,
+                answer,
             });
         }
         tx.commit().await?;
