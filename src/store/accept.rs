@@ -44,14 +44,9 @@ pub(super) trait Writes: Send {
     /// Holds these people for the rest of the transaction, and every job of theirs: what an
     /// undo is planned from is what it cancels. Sorted by the caller.
     async fn lock_people(&mut self, emails: &[&str]) -> StoreResult<Vec<Job>>;
-    /// The person's jobs a cancel takes out of `states`, except those whose params carry
-    /// `spare_param`; held for the rest of the transaction.
-    async fn cancellable_of(
-        &mut self,
-        email: &str,
-        states: &[&str],
-        spare_param: &str,
-    ) -> StoreResult<Vec<(JobId, String)>>;
+    /// The jobs a cancel rule takes out (`Cancellable`), held for the rest of the
+    /// transaction.
+    async fn cancellable(&mut self, of: Cancellable<'_>) -> StoreResult<Vec<(JobId, String)>>;
     /// The jobs that depend on any of `ids`, with their states; held likewise.
     async fn children_of(&mut self, ids: &[JobId]) -> StoreResult<Vec<(JobId, String)>>;
     /// Marks these jobs cancelled with `last_error`.
@@ -63,6 +58,13 @@ pub(super) trait Writes: Send {
     async fn insert_events(&mut self, events: &[EventRow<'_>]) -> StoreResult<()>;
     /// Inserts the deliveries whose key is not taken; how many were inserted.
     async fn insert_deliveries(&mut self, rows: &[DeliveryRow<'_>]) -> StoreResult<u64>;
+}
+
+/// A person's jobs in `states`, except those whose params carry `spare_param`.
+pub(super) struct Cancellable<'a> {
+    pub email: &'a str,
+    pub states: &'a [&'a str],
+    pub spare_param: &'a str,
 }
 
 /// One job to insert.
@@ -267,11 +269,11 @@ async fn cancel_for_rules<W: Writes>(
     let mut cancelled = Vec::new();
     for cancel in cancels {
         let targets = tx
-            .cancellable_of(
-                cancel.email.as_str(),
-                &cancellable,
-                crate::domain::undo::UNDOES,
-            )
+            .cancellable(Cancellable {
+                email: cancel.email.as_str(),
+                states: &cancellable,
+                spare_param: crate::domain::undo::UNDOES,
+            })
             .await?;
         let mut direct = cancel_jobs(
             tx,

@@ -76,6 +76,23 @@ where
     query
 }
 
+/// The due jobs, oldest first, as a `SELECT id` that the claim limits and locks: pending,
+/// due by `$now`, the worker not paused, and the step each depends on succeeded. The one
+/// statement of "due" for both backends (README, "Jobs: states and outcomes").
+macro_rules! due_jobs {
+    ($now:literal) => {
+        concat!(
+            "SELECT id FROM jobs j WHERE state = 'pending' AND run_at <= ",
+            $now,
+            " AND NOT EXISTS (SELECT 1 FROM worker_state WHERE paused) ",
+            "AND (depends_on IS NULL OR EXISTS ( ",
+            "SELECT 1 FROM jobs d WHERE d.id = j.depends_on AND d.state = 'succeeded')) ",
+            "ORDER BY run_at, id "
+        )
+    };
+}
+pub(super) use due_jobs;
+
 /// The columns a delivery is read from.
 macro_rules! delivery_columns {
     () => {

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use super::job_from_row;
 use crate::batch::Batcher;
 use crate::domain::{Job, JobId};
-use crate::store::accept::{self, DeliveryRow, EventRow, JobKey, JobRow, Writes};
+use crate::store::accept::{self, Cancellable, DeliveryRow, EventRow, JobKey, JobRow, Writes};
 use crate::store::model::*;
 use crate::store::rows::{job_columns, live_states};
 use crate::store::{StoreError, StoreOptions, StoreResult};
@@ -284,19 +284,14 @@ impl Writes for Transaction<'_, Postgres> {
         rows.iter().map(job_from_row).collect()
     }
 
-    async fn cancellable_of(
-        &mut self,
-        email: &str,
-        states: &[&str],
-        spare_param: &str,
-    ) -> StoreResult<Vec<(JobId, String)>> {
+    async fn cancellable(&mut self, of: Cancellable<'_>) -> StoreResult<Vec<(JobId, String)>> {
         Ok(sqlx::query_as(
             "SELECT id, state FROM jobs WHERE email = $1 AND state = ANY($2) \
              AND NOT (params::jsonb ? $3) ORDER BY id FOR UPDATE",
         )
-        .bind(email)
-        .bind(states)
-        .bind(spare_param)
+        .bind(of.email)
+        .bind(of.states)
+        .bind(of.spare_param)
         .fetch_all(&mut **self)
         .await?)
     }

@@ -18,7 +18,7 @@ use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::Notify;
 
 use super::model::*;
-use super::rows::{job_columns, worker_actor};
+use super::rows::{due_jobs, job_columns, worker_actor};
 use super::{SYSTEM_ACTOR, Store, StoreOptions, StoreResult, truncate_detail};
 use crate::domain::{Job, JobEvent, JobId, JobState, PauseReason, WorkerState};
 use accept::AcceptBatcher;
@@ -158,11 +158,8 @@ impl Store for PostgresStore {
     async fn claim_due(&self, owner: &str, limit: u32, lease: Duration) -> StoreResult<Vec<Job>> {
         let rows = sqlx::query(concat!(
             "WITH due AS ( ",
-            "  SELECT id FROM jobs j WHERE state = 'pending' AND run_at <= now() ",
-            "  AND NOT EXISTS (SELECT 1 FROM worker_state WHERE paused) ",
-            "  AND (depends_on IS NULL OR EXISTS ( ",
-            "       SELECT 1 FROM jobs d WHERE d.id = j.depends_on AND d.state = 'succeeded')) ",
-            "  ORDER BY run_at, id LIMIT $1 FOR UPDATE SKIP LOCKED ",
+            due_jobs!("now()"),
+            "LIMIT $1 FOR UPDATE SKIP LOCKED ",
             "), claimed AS ( ",
             "  UPDATE jobs SET state = 'running', attempts = attempts + 1, claim_seq = claim_seq + 1, ",
             "    lease_owner = $2, lease_expires_at = now() + make_interval(secs => $3), updated_at = now() ",

@@ -10,7 +10,7 @@ use sqlx::{Row, Sqlite, Transaction};
 use super::{job_from_row, micros, now_micros};
 use crate::batch::Batcher;
 use crate::domain::{Job, JobId};
-use crate::store::accept::{self, DeliveryRow, EventRow, JobKey, JobRow, Writes};
+use crate::store::accept::{self, Cancellable, DeliveryRow, EventRow, JobKey, JobRow, Writes};
 use crate::store::model::*;
 use crate::store::rows::job_columns;
 use crate::store::{StoreError, StoreResult};
@@ -145,20 +145,15 @@ impl Writes for Transaction<'_, Sqlite> {
         rows.iter().map(job_from_row).collect()
     }
 
-    async fn cancellable_of(
-        &mut self,
-        email: &str,
-        states: &[&str],
-        spare_param: &str,
-    ) -> StoreResult<Vec<(JobId, String)>> {
+    async fn cancellable(&mut self, of: Cancellable<'_>) -> StoreResult<Vec<(JobId, String)>> {
         Ok(sqlx::query_as(
             "SELECT id, state FROM jobs WHERE email = ?1 \
              AND state IN (SELECT value FROM json_each(?2)) \
              AND json_type(params, '$.' || ?3) IS NULL ORDER BY id",
         )
-        .bind(email)
-        .bind(serde_json::to_string(states).unwrap_or_else(|_| "[]".into()))
-        .bind(spare_param)
+        .bind(of.email)
+        .bind(serde_json::to_string(of.states).unwrap_or_else(|_| "[]".into()))
+        .bind(of.spare_param)
         .fetch_all(&mut **self)
         .await?)
     }

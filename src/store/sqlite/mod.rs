@@ -22,7 +22,7 @@ mod accept;
 mod bulk;
 
 use super::model::*;
-use super::rows::{job_columns, worker_actor};
+use super::rows::{due_jobs, job_columns, worker_actor};
 use super::{SYSTEM_ACTOR, Store, StoreError, StoreOptions, StoreResult, truncate_detail};
 use crate::batch::Batcher;
 use crate::domain::{Job, JobEvent, JobId, JobState, PauseReason, WorkerState};
@@ -230,11 +230,8 @@ impl Store for SqliteStore {
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, claim_seq = claim_seq + 1, ",
             "  lease_owner = ?2, lease_expires_at = ?3, updated_at = ?4 ",
             "WHERE id IN ( ",
-            "  SELECT id FROM jobs j WHERE state = 'pending' AND run_at <= ?4 ",
-            "  AND NOT EXISTS (SELECT 1 FROM worker_state WHERE paused) ",
-            "  AND (depends_on IS NULL OR EXISTS ( ",
-            "       SELECT 1 FROM jobs d WHERE d.id = j.depends_on AND d.state = 'succeeded')) ",
-            "  ORDER BY run_at, id LIMIT ?1) ",
+            due_jobs!("?4"),
+            "LIMIT ?1) ",
             "RETURNING ",
             job_columns!()
         ))
