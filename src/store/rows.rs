@@ -103,8 +103,17 @@ pub(super) use delivery_columns;
 
 /// The actor of the events a worker writes: the process that holds the lease.
 pub(super) fn worker_actor(job: &Job) -> String {
-    format!("worker:{}", job.lease_owner.as_deref().unwrap_or("?"))
+    owner_actor(job.lease_owner.as_deref().unwrap_or("?"))
 }
+
+/// The actor of the events the worker `owner` writes.
+pub(super) fn owner_actor(owner: &str) -> String {
+    format!("worker:{owner}")
+}
+
+/// The claim event's detail is this and the attempt's number: one wording for both
+/// backends (Postgres appends the number in the claim's statement).
+pub(super) const CLAIMED_ATTEMPT: &str = "claimed, attempt ";
 
 #[cfg(test)]
 mod tests {

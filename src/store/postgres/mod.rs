@@ -18,7 +18,7 @@ use sqlx::{Postgres, Row, Transaction};
 use tokio::sync::Notify;
 
 use super::model::*;
-use super::rows::{due_jobs, job_columns, worker_actor};
+use super::rows::{CLAIMED_ATTEMPT, due_jobs, job_columns, owner_actor, worker_actor};
 use super::{SYSTEM_ACTOR, Store, StoreOptions, StoreResult, truncate_detail};
 use crate::domain::{Job, JobEvent, JobId, JobState, PauseReason, WorkerState};
 use accept::AcceptBatcher;
@@ -166,12 +166,14 @@ impl Store for PostgresStore {
             "  FROM due WHERE jobs.id = due.id RETURNING jobs.* ",
             "), events AS ( ",
             "  INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail) ",
-            "  SELECT id, now(), 'pending', 'running', 'worker:' || $2, 'claimed, attempt ' || attempts FROM claimed ",
+            "  SELECT id, now(), 'pending', 'running', $4, $5 || attempts FROM claimed ",
             ") SELECT ", job_columns!(), " FROM claimed ORDER BY run_at, id"
         ))
         .bind(i64::from(limit))
         .bind(owner)
         .bind(lease.as_secs_f64())
+        .bind(owner_actor(owner))
+        .bind(CLAIMED_ATTEMPT)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(job_from_row).collect()

@@ -22,7 +22,7 @@ mod accept;
 mod bulk;
 
 use super::model::*;
-use super::rows::{due_jobs, job_columns, worker_actor};
+use super::rows::{CLAIMED_ATTEMPT, due_jobs, job_columns, owner_actor, worker_actor};
 use super::{SYSTEM_ACTOR, Store, StoreError, StoreOptions, StoreResult, truncate_detail};
 use crate::batch::Batcher;
 use crate::domain::{Job, JobEvent, JobId, JobState, PauseReason, WorkerState};
@@ -246,9 +246,9 @@ impl Store for SqliteStore {
             .map(job_from_row)
             .collect::<StoreResult<Vec<_>>>()?;
         jobs.sort_by_key(|job| (job.run_at, job.id));
-        let actor = format!("worker:{owner}");
+        let actor = owner_actor(owner);
         for job in &jobs {
-            let detail = format!("claimed, attempt {}", job.attempts);
+            let detail = format!("{CLAIMED_ATTEMPT}{}", job.attempts);
             insert_event(
                 &mut tx,
                 job.id,
