@@ -251,7 +251,7 @@ mod tests {
 
         let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         let job = Job {
-            id: 1,
+            id: crate::domain::JobId(1),
             action: Action::DeletePortalCustomer,
             params: Map::new(),
             state: JobState::Failed,

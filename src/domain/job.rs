@@ -123,19 +123,36 @@ impl FromStr for Outcome {
     }
 }
 
-/// Jobs are numbered by the database; the API shows the number as an opaque string.
-pub type JobId = i64;
+/// Jobs are numbered by the database; the API shows the number as an opaque string. A type
+/// of its own, so that a job id is never taken for another number (an attempt, a count).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub i64);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = std::num::ParseIntError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(JobId)
+    }
+}
 
 /// Parses a job id as given on the command line or in a URL.
 pub fn parse_job_id(text: &str) -> Result<JobId, String> {
     text.trim()
         .parse::<JobId>()
         .ok()
-        .filter(|id| *id > 0)
+        .filter(|id| id.0 > 0)
         .ok_or_else(|| format!("`{text}` is not a job id"))
 }
 
-pub(crate) fn id_as_string<S: Serializer>(id: &JobId, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn id_as_string<S: Serializer, T: fmt::Display>(id: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(id)
 }
 

@@ -272,7 +272,7 @@ mod tests {
             crate::domain::TargetAccount::Managed => ("acc-1", "atlassian"),
         };
         Job {
-            id,
+            id: crate::domain::JobId(id),
             action,
             params,
             state: JobState::Succeeded,

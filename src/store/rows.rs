@@ -115,6 +115,54 @@ pub(super) fn owner_actor(owner: &str) -> String {
 /// backends (Postgres appends the number in the claim's statement).
 pub(super) const CLAIMED_ATTEMPT: &str = "claimed, attempt ";
 
+/// Stored as the database's 64-bit integer, on both backends.
+mod job_id_sql {
+    use crate::domain::JobId;
+    use sqlx::encode::IsNull;
+    use sqlx::error::BoxDynError;
+    use sqlx::{Database, Decode, Encode, Type};
+
+    impl<DB: Database> Type<DB> for JobId
+    where
+        i64: Type<DB>,
+    {
+        fn type_info() -> DB::TypeInfo {
+            <i64 as Type<DB>>::type_info()
+        }
+
+        fn compatible(ty: &DB::TypeInfo) -> bool {
+            <i64 as Type<DB>>::compatible(ty)
+        }
+    }
+
+    impl<'q, DB: Database> Encode<'q, DB> for JobId
+    where
+        i64: Encode<'q, DB>,
+    {
+        fn encode_by_ref(
+            &self,
+            buf: &mut <DB as Database>::ArgumentBuffer<'q>,
+        ) -> Result<IsNull, BoxDynError> {
+            <i64 as Encode<'q, DB>>::encode_by_ref(&self.0, buf)
+        }
+    }
+
+    impl<'r, DB: Database> Decode<'r, DB> for JobId
+    where
+        i64: Decode<'r, DB>,
+    {
+        fn decode(value: <DB as Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
+            <i64 as Decode<'r, DB>>::decode(value).map(JobId)
+        }
+    }
+
+    impl sqlx::postgres::PgHasArrayType for JobId {
+        fn array_type_info() -> sqlx::postgres::PgTypeInfo {
+            <i64 as sqlx::postgres::PgHasArrayType>::array_type_info()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::domain::JobState;

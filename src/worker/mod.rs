@@ -237,7 +237,7 @@ impl Worker {
             .collect())
     }
 
-    #[tracing::instrument(skip_all, fields(job_id = job.id, action = %job.action, attempt = job.attempts))]
+    #[tracing::instrument(skip_all, fields(job_id = %job.id, action = %job.action, attempt = job.attempts))]
     async fn run_job(&self, job: Job, slot: Slot) {
         let (step, reservation) = self.execute(&job).await;
         tracing::info!(step = ?step, "job step finished");
@@ -310,7 +310,7 @@ impl Worker {
     async fn wait_for_the_original(&self, job: &Job) -> Option<Step> {
         let id = job
             .param(crate::domain::undo::UNDOES)?
-            .parse::<i64>()
+            .parse::<crate::domain::JobId>()
             .ok()?;
         match self.store.job(id).await {
             Ok(original) => execute::give_back_once_done(job, original.as_ref()),

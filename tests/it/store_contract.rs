@@ -1531,7 +1531,7 @@ async fn the_recorded_account_stays_with_the_job(db: TestDb) {
     let done = show(&*store, job.id).await.job;
     assert_eq!(done.account_id.as_deref(), Some("qm:1"));
     assert_eq!(done.account_type.as_deref(), Some("customer"));
-    assert!(store.job(JobId::MAX).await.unwrap().is_none());
+    assert!(store.job(JobId(i64::MAX)).await.unwrap().is_none());
 }
 both_stores!(
     the_recorded_account_stays_with_the_job_on,
@@ -1766,12 +1766,12 @@ both_stores!(
 async fn operator_transitions_on_a_missing_job(db: TestDb) {
     let store = db.store().await;
     for transition in [Transition::Cancel, Transition::Approve, Transition::Retry] {
-        match operate(&*store, transition, 424_242).await {
-            Err(StoreError::NotFound(424_242)) => {}
+        match operate(&*store, transition, JobId(424_242)).await {
+            Err(StoreError::NotFound(JobId(424_242))) => {}
             other => panic!("{transition} of a missing job: {other:?}"),
         }
     }
-    assert!(store.get_job(424_242).await.unwrap().is_none());
+    assert!(store.get_job(JobId(424_242)).await.unwrap().is_none());
 }
 both_stores!(
     operator_transitions_on_a_missing_job_on,

@@ -398,6 +398,6 @@ pub(super) async fn transition(
         }
         Transition::Retry => state.store.retry(id, ACTOR).await?,
     };
-    tracing::info!(job_id = id, transition = %transition, "job changed in the console");
+    tracing::info!(job_id = %id, transition = %transition, "job changed in the console");
     Ok(Redirect::to(&format!("/console/jobs/{id}")))
 }

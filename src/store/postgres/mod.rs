@@ -183,12 +183,12 @@ impl Store for PostgresStore {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<i64> = items.iter().map(|i| i.job.id).collect();
+        let ids: Vec<JobId> = items.iter().map(|i| i.job.id).collect();
         let claims: Vec<i64> = items.iter().map(|i| i.job.claim_seq).collect();
         let outcomes: Vec<&str> = items.iter().map(|i| i.outcome.as_str()).collect();
         let actors: Vec<String> = items.iter().map(|i| worker_actor(&i.job)).collect();
         let details: Vec<&str> = items.iter().map(|i| truncate_detail(&i.detail)).collect();
-        let done: Vec<i64> = sqlx::query_scalar(
+        let done: Vec<JobId> = sqlx::query_scalar(
             "WITH input AS ( \
                SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[]) \
                  AS i (id, claim_seq, outcome, actor, detail) \
@@ -223,11 +223,11 @@ impl Store for PostgresStore {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<i64> = items.iter().map(|i| i.job.id).collect();
+        let ids: Vec<JobId> = items.iter().map(|i| i.job.id).collect();
         let claims: Vec<i64> = items.iter().map(|i| i.job.claim_seq).collect();
         let accounts: Vec<&str> = items.iter().map(|i| i.account_id.as_str()).collect();
         let types: Vec<&str> = items.iter().map(|i| i.account_type.as_str()).collect();
-        let recorded: Vec<i64> = sqlx::query_scalar(
+        let recorded: Vec<JobId> = sqlx::query_scalar(
             "UPDATE jobs SET account_id = input.account_id, account_type = input.account_type, \
                updated_at = now() \
              FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) \
@@ -333,7 +333,7 @@ impl Store for PostgresStore {
         let mut ids = Vec::with_capacity(rows.len());
         let mut failed = Vec::new();
         for row in &rows {
-            let id: i64 = row.try_get("id")?;
+            let id: JobId = row.try_get("id")?;
             if row.try_get::<&str, _>("state")? == EXHAUSTED.0.as_str() {
                 failed.push(id);
             }

@@ -310,7 +310,7 @@ impl Store for SqliteStore {
             .iter()
             .map(|i| serde_json::json!([i.job.id, i.job.claim_seq, i.account_id, i.account_type]))
             .collect();
-        let recorded: Vec<i64> = sqlx::query_scalar(
+        let recorded: Vec<JobId> = sqlx::query_scalar(
             "UPDATE jobs SET account_id = input.value ->> 2, account_type = input.value ->> 3, \
                updated_at = $2 \
              FROM json_each($1) AS input \
