@@ -255,7 +255,7 @@ mod tests {
             action: Action::DeletePortalCustomer,
             params: Map::new(),
             state: JobState::Failed,
-            email: hostile().into(),
+            email: crate::domain::Email::stored(hostile().into()),
             account_id: Some(hostile().into()),
             depends_on: None,
             run_at: at,

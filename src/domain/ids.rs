@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// A validated, lower-cased email address.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -44,6 +44,11 @@ impl Email {
         Ok(Email(text.to_ascii_lowercase()))
     }
 
+    /// An address as the store recorded it: validated and lower-cased when it was written.
+    pub fn stored(text: String) -> Email {
+        Email(text)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -51,6 +56,35 @@ impl Email {
     /// The part after the `@`, lower-cased.
     pub fn domain(&self) -> &str {
         self.0.split_once('@').map_or("", |(_, domain)| domain)
+    }
+}
+
+/// Read back from a stored answer: checked again, since JSON can say anything.
+impl<'de> Deserialize<'de> for Email {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Email::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl PartialEq<str> for Email {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Email {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+/// Read as the address it is, wherever an address is taken as text.
+impl std::ops::Deref for Email {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
     }
 }
 
@@ -76,6 +110,11 @@ impl Domain {
         }
         check_domain(&domain)?;
         Ok(Domain(domain))
+    }
+
+    /// An address as the store recorded it: validated and lower-cased when it was written.
+    pub fn stored(text: String) -> Email {
+        Email(text)
     }
 
     pub fn as_str(&self) -> &str {

@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::action::Action;
+use super::ids::Email;
 
 /// The state of a job. Stored as its snake_case name, guarded by a CHECK constraint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -152,7 +153,10 @@ pub fn parse_job_id(text: &str) -> Result<JobId, String> {
         .ok_or_else(|| format!("`{text}` is not a job id"))
 }
 
-pub(crate) fn id_as_string<S: Serializer, T: fmt::Display>(id: &T, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn id_as_string<S: Serializer, T: fmt::Display>(
+    id: &T,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     s.collect_str(id)
 }
 
@@ -196,7 +200,8 @@ pub struct Job {
     #[schema(value_type = Object)]
     pub params: Map<String, Value>,
     pub state: JobState,
-    pub email: String,
+    #[schema(value_type = String)]
+    pub email: Email,
     pub account_id: Option<String>,
     /// The earlier step of the chain this job waits for.
     #[serde(

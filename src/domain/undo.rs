@@ -276,7 +276,7 @@ mod tests {
             action,
             params,
             state: JobState::Succeeded,
-            email: "ann@example.com".into(),
+            email: Email::parse("ann@example.com").unwrap(),
             account_id: Some(account.0.into()),
             depends_on: None,
             run_at: at(done_on),
@@ -394,7 +394,7 @@ mod tests {
         pending.state = JobState::Pending;
         pending.outcome = None;
         let mut other = job(4, Action::SuspendAccess, json!({}), 0);
-        other.email = "bob@example.com".into();
+        other.email = Email::parse("bob@example.com").unwrap();
         let undo = plan(
             &[dry, already, pending, other],
             &email(),

@@ -116,7 +116,7 @@ impl NewDelivery {
                 let is_undo = |job: &&Job| {
                     undo.as_ref().is_some_and(|undo| {
                         undo.chains.iter().any(|chain| {
-                            chain.email.as_str() == job.email
+                            chain.email == job.email
                                 && chain.steps.iter().any(|step| {
                                     step.action == job.action
                                         && step.key_target() == job.key_target()

@@ -103,7 +103,7 @@ macro_rules! same_sql {
                 action: parse_column(row.try_get::<&str, _>("action")?)?,
                 params: parse_params(row.try_get::<&str, _>("params")?)?,
                 state: parse_column(row.try_get::<&str, _>("state")?)?,
-                email: row.try_get("email")?,
+                email: $crate::domain::Email::stored(row.try_get("email")?),
                 account_id: row.try_get("account_id")?,
                 depends_on: row.try_get("depends_on")?,
                 run_at: time_from_row(row, "run_at")?,

@@ -464,7 +464,11 @@ async fn protected_people_are_refused_without_a_job(db: TestDb) {
         .collect();
     assert_eq!(emails, ["worker@example.com", "x@notexample-admins.com"]);
 
-    let stored: BTreeSet<String> = all_jobs(&app).await.into_iter().map(|j| j.email).collect();
+    let stored: BTreeSet<String> = all_jobs(&app)
+        .await
+        .into_iter()
+        .map(|j| j.email.to_string())
+        .collect();
     assert_eq!(
         stored,
         BTreeSet::from([
@@ -1428,7 +1432,11 @@ async fn delivery_ids_come_from_the_configured_place(db: TestDb) {
     .await;
     assert_eq!(again.expect_receipt(StatusCode::OK)["jobs"], first["jobs"]);
 
-    let emails: BTreeSet<String> = all_jobs(&app).await.into_iter().map(|j| j.email).collect();
+    let emails: BTreeSet<String> = all_jobs(&app)
+        .await
+        .into_iter()
+        .map(|j| j.email.to_string())
+        .collect();
     for unsigned in ["h2@example.com", "p2@example.com", "j2@example.com"] {
         assert!(emails.contains(unsigned), "{unsigned} got no job");
     }
@@ -1731,7 +1739,11 @@ async fn a_signed_id_alone_names_the_delivery(db: TestDb) {
         fresh.expect_receipt(StatusCode::ACCEPTED)["delivery_id"],
         "msg_2"
     );
-    let emails: Vec<String> = all_jobs(&app).await.into_iter().map(|j| j.email).collect();
+    let emails: Vec<String> = all_jobs(&app)
+        .await
+        .into_iter()
+        .map(|j| j.email.to_string())
+        .collect();
     assert_eq!(emails, vec!["dave@example.com"]);
     assert_eq!(delivery_count(&app).await, 2);
     app.stop().await;

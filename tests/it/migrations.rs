@@ -509,7 +509,11 @@ async fn jobs_keep_their_actions_when_the_check_becomes_a_reference_table(db: Te
         .strings("SELECT to_state FROM job_events WHERE job_id = 1 ORDER BY id")
         .await;
     assert_eq!(events, ["pending", "cancelled"]);
-    let job = store.job(offboard::domain::JobId(2)).await.unwrap().unwrap();
+    let job = store
+        .job(offboard::domain::JobId(2))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(job.action, Action::RemoveFromGroup);
     assert_eq!(job.key_target(), "g-1");
 

@@ -140,7 +140,7 @@ secrets = ["hr-token"]
     for i in 0..PEOPLE {
         let job = jobs
             .iter()
-            .find(|j| j.email == email(i))
+            .find(|j| *j.email == *email(i))
             .unwrap_or_else(|| panic!("no job for accepted delivery {i}"));
         assert_eq!(job.outcome, Some(Outcome::Done), "{job:?}");
     }
