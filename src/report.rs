@@ -256,7 +256,7 @@ mod tests {
             params: Map::new(),
             state: JobState::Failed,
             email: crate::domain::Email::stored(hostile().into()),
-            account_id: Some(hostile().into()),
+            account_id: Some(crate::domain::AccountId::stored(hostile().into())),
             depends_on: None,
             run_at: at,
             attempts: 1,

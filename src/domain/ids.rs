@@ -143,6 +143,50 @@ pub fn domain_holds(domain: &str, email: &str) -> bool {
 /// The longest id a job may name (INTERFACE section 8).
 pub const MAX_ID_LEN: usize = 128;
 
+/// An Atlassian account id, as a job records it: the payload's claim, or the account a
+/// lookup resolved. A type of its own, so that it is never taken for an email or another id.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AccountId(String);
+
+impl AccountId {
+    /// An id as the store recorded it, or as Atlassian answered it.
+    pub fn stored(text: String) -> AccountId {
+        AccountId(text)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Read as the id it is, wherever an id is taken as text (a URL segment, a log field).
+impl std::ops::Deref for AccountId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for AccountId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for AccountId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The one rule for the Atlassian ids a job names (`account_id`, `group_id`,
 /// `service_desk_id`, `organization_id`), wherever they enter: rules, manual requests and
 /// imports. At most 128 characters of `[A-Za-z0-9:_.-]`, and not dots only: Atlassian's ids

@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::action::Action;
-use super::ids::Email;
+use super::ids::{AccountId, Email};
 
 /// The state of a job. Stored as its snake_case name, guarded by a CHECK constraint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -202,7 +202,8 @@ pub struct Job {
     pub state: JobState,
     #[schema(value_type = String)]
     pub email: Email,
-    pub account_id: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub account_id: Option<AccountId>,
     /// The earlier step of the chain this job waits for.
     #[serde(
         serialize_with = "opt_id_as_string",

@@ -196,7 +196,7 @@ pub fn plan(
             Some(chain) => chain.steps.push(step),
             None => undo.chains.push(NewChain {
                 email: email.clone(),
-                account_id: Some(account_id.clone()),
+                account_id: Some(account_id.to_string()),
                 account_type: Some(account_type.clone()),
                 rule: rule.to_owned(),
                 approval,
@@ -277,7 +277,7 @@ mod tests {
             params,
             state: JobState::Succeeded,
             email: Email::parse("ann@example.com").unwrap(),
-            account_id: Some(account.0.into()),
+            account_id: Some(crate::domain::AccountId::stored(account.0.into())),
             depends_on: None,
             run_at: at(done_on),
             attempts: 1,

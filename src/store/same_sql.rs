@@ -104,7 +104,9 @@ macro_rules! same_sql {
                 params: parse_params(row.try_get::<&str, _>("params")?)?,
                 state: parse_column(row.try_get::<&str, _>("state")?)?,
                 email: $crate::domain::Email::stored(row.try_get("email")?),
-                account_id: row.try_get("account_id")?,
+                account_id: row
+                    .try_get::<Option<String>, _>("account_id")?
+                    .map($crate::domain::AccountId::stored),
                 depends_on: row.try_get("depends_on")?,
                 run_at: time_from_row(row, "run_at")?,
                 attempts: row.try_get("attempts")?,

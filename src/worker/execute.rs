@@ -237,7 +237,7 @@ fn hides_email(account: &Account) -> bool {
 fn recorded_account(job: &Job) -> Option<Account> {
     let (account_id, account_type) = (job.account_id.as_ref()?, job.account_type.as_ref()?);
     Some(Account {
-        account_id: account_id.clone(),
+        account_id: account_id.to_string(),
         account_type: account_type.clone(),
         email: None,
         status: None,
@@ -326,7 +326,7 @@ async fn confirm_browse_permission(client: &Client) -> Result<(), Step> {
 /// The guards on the account, before any mutating call.
 fn check_account(safety: &Safety, job: &Job, account: &Account) -> Result<(), Step> {
     if let Some(expected) = &job.account_id
-        && expected != &account.account_id
+        && **expected != *account.account_id
     {
         return Err(Step::failed(
             "account_mismatch",
