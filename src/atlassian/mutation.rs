@@ -562,81 +562,63 @@ impl Client {
 /// The group 409 code for "already a member", measured live (reference, add_to_group).
 const ALREADY_A_MEMBER: &str = "ADMIN-UAM-409-2";
 
-/// The one table: what each answer of each call means.
+/// The one table: what each answer of each call means. A status a call does not list is
+/// `Refused`.
 fn reading(m: &Mutation, status: StatusCode) -> Reading {
     use Check::*;
     use Reading::*;
     if status.is_success() {
         return Done;
     }
-    let code = status.as_u16();
-    match m {
+    let answers: &[(u16, Reading)] = match m {
         // 400 "invalid account id" (current spec) or 404 (older); a repeat is undocumented.
-        Mutation::RevokePortalAccess { .. } => match code {
-            400 | 404 => ReadBack(PortalAccessGone),
-            _ => Refused,
-        },
+        Mutation::RevokePortalAccess { .. } => &[
+            (400, ReadBack(PortalAccessGone)),
+            (404, ReadBack(PortalAccessGone)),
+        ],
         // 404 "user not found" is its one meaning; 400 "user cannot be removed" is permanent.
-        Mutation::DeletePortalCustomer { .. } => match code {
-            404 => AlreadyDone,
-            _ => Refused,
-        },
+        Mutation::DeletePortalCustomer { .. } => &[(404, AlreadyDone)],
         // Non-members answer 204 like members: membership is read first (`checked_first`),
         // so a 404 here is the desk or organization missing.
         Mutation::RemoveFromServiceDesk { .. }
         | Mutation::RemoveFromCustomerOrganization { .. }
         | Mutation::AddToServiceDesk { .. }
-        | Mutation::AddToCustomerOrganization { .. } => match code {
-            404 => MissingTarget,
-            _ => Refused,
-        },
+        | Mutation::AddToCustomerOrganization { .. } => &[(404, MissingTarget)],
         // 404 "user not found" in this directory: read whether it is a member at all. A 409
         // (a repeat, possibly) is read back.
-        Mutation::SuspendAccess { .. } => match code {
-            404 => ReadBack(NotInDirectory),
-            409 => ReadBack(MembershipSuspended),
-            _ => Refused,
-        },
+        Mutation::SuspendAccess { .. } => &[
+            (404, ReadBack(NotInDirectory)),
+            (409, ReadBack(MembershipSuspended)),
+        ],
         // An account not in the directory cannot be given access back: a 404 fails.
-        Mutation::RestoreAccess { .. } => match code {
-            409 => ReadBack(MembershipActive),
-            _ => Refused,
-        },
-        Mutation::RemoveFromDirectory { .. } => match code {
-            404 | 409 => ReadBack(NotInDirectory),
-            _ => Refused,
-        },
+        Mutation::RestoreAccess { .. } => &[(409, ReadBack(MembershipActive))],
+        Mutation::RemoveFromDirectory { .. } => &[
+            (404, ReadBack(NotInDirectory)),
+            (409, ReadBack(NotInDirectory)),
+        ],
         // 404 = "organization, directory, group, or user not found".
-        Mutation::RemoveFromGroup { .. } => match code {
-            404 => ReadBack(NotInGroup),
-            _ => Refused,
-        },
-        Mutation::AddToGroup { .. } => match code {
-            404 => MissingTargetIfAbsent,
-            409 => AlreadyDoneIfCode(ALREADY_A_MEMBER),
-            _ => Refused,
-        },
+        Mutation::RemoveFromGroup { .. } => &[(404, ReadBack(NotInGroup))],
+        Mutation::AddToGroup { .. } => &[
+            (404, MissingTargetIfAbsent),
+            (409, AlreadyDoneIfCode(ALREADY_A_MEMBER)),
+        ],
         // 409 "not eligible" is also what a repeat answers; 404 "no such account".
-        Mutation::DeactivateAccount { .. } => match code {
-            404 => ReadBack(AccountGone),
-            409 => ReadBack(AccountInactive),
-            _ => Refused,
-        },
-        Mutation::DeleteAccount { .. } => match code {
-            404 => ReadBack(AccountGone),
-            409 => ReadBack(AccountDeleted),
-            _ => Refused,
-        },
+        Mutation::DeactivateAccount { .. } => &[
+            (404, ReadBack(AccountGone)),
+            (409, ReadBack(AccountInactive)),
+        ],
+        Mutation::DeleteAccount { .. } => &[
+            (404, ReadBack(AccountGone)),
+            (409, ReadBack(AccountDeleted)),
+        ],
         // Giving back: a 404 is never done, the account is not there to be given anything.
-        Mutation::EnableAccount { .. } => match code {
-            409 => ReadBack(AccountActive),
-            _ => Refused,
-        },
-        Mutation::CancelDeleteAccount { .. } => match code {
-            409 => ReadBack(AccountNotScheduled),
-            _ => Refused,
-        },
-    }
+        Mutation::EnableAccount { .. } => &[(409, ReadBack(AccountActive))],
+        Mutation::CancelDeleteAccount { .. } => &[(409, ReadBack(AccountNotScheduled))],
+    };
+    answers
+        .iter()
+        .find(|(code, _)| *code == status.as_u16())
+        .map_or(Refused, |(_, reading)| *reading)
 }
 
 /// The calls whose success does not say the person was a member: membership is read first,

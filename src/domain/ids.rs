@@ -140,7 +140,7 @@ pub fn domain_holds(domain: &str, email: &str) -> bool {
             .is_some_and(|rest| rest.ends_with('.'))
 }
 
-/// The longest id a job may name (INTERFACE section 8).
+/// The longest id a job may name (README, "Manual and bulk jobs").
 pub const MAX_ID_LEN: usize = 128;
 
 /// An Atlassian account id, as a job records it: the payload's claim, or the account a

@@ -3074,10 +3074,10 @@ async fn a_commit_that_fails_is_not_an_answer_on_postgres() {
     assert_eq!(next.job_ids().len(), 1);
 }
 
-/// An undo is planned inside the transaction that records the rehire (INTERFACE §9): a step
-/// that succeeds after the rehire was mapped, but before it is recorded, is given back. (Read
-/// before the transaction, it was still pending: the rehire's cancel could no longer cancel
-/// it, and nothing gave it back, so the person stayed suspended.)
+/// An undo is planned inside the transaction that records the rehire (README, "Undo on
+/// rehire"): a step that succeeds after the rehire was mapped, but before it is recorded, is
+/// given back. (Read before the transaction, it was still pending: the rehire's cancel could
+/// no longer cancel it, and nothing gave it back, so the person stayed suspended.)
 async fn an_undo_is_planned_from_what_the_recording_transaction_sees(db: TestDb) {
     let store = db.store().await;
     let suspend = enqueue(&*store, "ann@example.com", Action::SuspendAccess, due()).await;
