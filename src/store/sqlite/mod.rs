@@ -33,7 +33,6 @@ pub struct SqliteStore {
     /// Deliveries are recorded by one writer, many to a transaction (`crate::batch`).
     batcher: OnceLock<Batcher<NewDelivery, StoreResult<DeliveryReceipt>>>,
     accept_deadline: Duration,
-    busy_timeout: Duration,
 }
 
 fn micros(at: DateTime<Utc>) -> i64 {
@@ -106,7 +105,6 @@ impl SqliteStore {
             wakeup: Arc::new(Notify::new()),
             batcher: OnceLock::new(),
             accept_deadline: options.accept_deadline,
-            busy_timeout: busy_timeout(options),
         })
     }
 
@@ -172,25 +170,16 @@ impl Store for SqliteStore {
     /// this process or another, such as `offboard jobs import`) holds the lock for longer
     /// than a webhook may wait, and then webhooks are answered 503.
     async fn ready(&self, within: Duration) -> StoreResult<()> {
-        let started = tokio::time::Instant::now();
-        let mut conn = tokio::time::timeout(within, self.pool.acquire())
+        // A connection of its own, waiting for the lock no longer than `within`: the pool's
+        // wait for a writer is far longer, and a probe must not change a pooled connection.
+        let options = (*self.pool.connect_options()).clone().busy_timeout(within);
+        let mut conn = tokio::time::timeout(within, sqlx::ConnectOptions::connect(&options))
             .await
             .map_err(|_| StoreError::Overdue { in_doubt: false })??;
-        let wait = within.saturating_sub(started.elapsed()).as_millis();
-        // The connection's own busy timeout, for this one try; given back after it.
-        sqlx::query(&format!("PRAGMA busy_timeout = {wait}"))
-            .execute(&mut *conn)
-            .await?;
-        let took = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await;
+        let took = sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await;
         if took.is_ok() {
-            sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+            sqlx::query("ROLLBACK").execute(&mut conn).await?;
         }
-        sqlx::query(&format!(
-            "PRAGMA busy_timeout = {}",
-            self.busy_timeout.as_millis()
-        ))
-        .execute(&mut *conn)
-        .await?;
         took.map(drop).map_err(|e| match &e {
             sqlx::Error::Database(db) if db.message().contains("locked") => {
                 StoreError::Overdue { in_doubt: false }
