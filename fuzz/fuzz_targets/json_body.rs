@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use offboard::http::json_body;
+use offboard::ingest::json_body;
 
 fuzz_target!(|body: &[u8]| {
     let strict = json_body::parse(body);

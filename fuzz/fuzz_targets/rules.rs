@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use offboard::domain::Plan;
-use offboard::http::json_body;
+use offboard::ingest::json_body;
 use offboard::rules;
 use offboard_fuzz::{SOURCES, instant};
 

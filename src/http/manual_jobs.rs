@@ -13,8 +13,8 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::hooks::read_capped;
-use super::json_body;
 use crate::domain::DeliveryAnswer;
+use crate::ingest::json_body;
 use crate::manual::{self, Entry, MAX_ENTRIES, ManualSource};
 
 /// The largest request body: 10,000 entries with room for their parameters.

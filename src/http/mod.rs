@@ -8,7 +8,6 @@ mod customers;
 mod error;
 mod health;
 mod hooks;
-pub mod json_body;
 mod manual_jobs;
 mod rejections;
 mod request_id;

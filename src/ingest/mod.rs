@@ -3,6 +3,7 @@
 //! for named, the guards applied. The store gets one typed plan, a [`NewDelivery`], and
 //! records it in one transaction (`crate::store`).
 
+pub mod json_body;
 pub mod verify;
 
 use chrono::Utc;

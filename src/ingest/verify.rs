@@ -65,7 +65,7 @@ pub fn verify(
         .verify(headers, body, now)
         .inspect_err(|e| tracing::warn!(reason = e.code(), "rejected webhook"))?;
     // Parsed only after verification, which ran on the bytes as received (any BOM included).
-    let payload = crate::http::json_body::parse(body).map_err(|e| {
+    let payload = super::json_body::parse(body).map_err(|e| {
         tracing::warn!("verified webhook is not JSON");
         Refused::InvalidJson(e.to_string())
     })?;

@@ -85,17 +85,6 @@ pub(super) async fn accept_alone(
     }
 }
 
-/// A bulk request, on a connection of its own, never in the webhooks' batches (README,
-/// "Bulk requests and webhooks").
-pub(super) async fn accept_bulk(
-    pool: &PgPool,
-    limits: Limits,
-    delivery: NewDelivery,
-    deadline: Instant,
-) -> StoreResult<DeliveryReceipt> {
-    accept_alone(pool, limits, &delivery, deadline).await
-}
-
 /// Writes one batch; an answer per delivery, in order.
 async fn write_batch(
     pool: &PgPool,

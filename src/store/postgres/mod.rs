@@ -142,7 +142,7 @@ impl Store for PostgresStore {
         // A bulk request is written on a connection of its own, never in the batches that
         // webhooks wait for (README, "Bulk requests and webhooks").
         let receipt = if delivery.is_bulk() {
-            accept::accept_bulk(&self.pool, self.accept, delivery, deadline).await?
+            accept::accept_alone(&self.pool, self.accept, &delivery, deadline).await?
         } else {
             self.batcher
                 .get_or_init(|| accept::spawn_batcher(self.pool.clone(), self.accept))

@@ -19,7 +19,6 @@
 use std::time::Duration;
 
 use sqlx::sqlite::SqlitePool;
-use sqlx::{Sqlite, Transaction};
 use tokio::time::Instant;
 
 use crate::domain::{Job, JobId, NewChain};
@@ -51,7 +50,7 @@ pub(super) async fn record_in_chunks(
             // Chunks already committed stay; the same request again finishes it.
             return Err(StoreError::Overdue { in_doubt: i > 0 });
         }
-        let mut tx = begin(pool).await?;
+        let mut tx = super::begin_write(pool).await?;
         if (i == 0 || i == last)
             && let Some((status, response)) = tx.recorded(&[delivery]).await?.pop().flatten()
         {
@@ -93,8 +92,4 @@ pub(super) async fn record_in_chunks(
         tokio::time::sleep(PAUSE).await;
     }
     unreachable!("the last chunk returns")
-}
-
-async fn begin(pool: &SqlitePool) -> StoreResult<Transaction<'static, Sqlite>> {
-    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
 }
