@@ -67,6 +67,7 @@ pub struct Config {
     pub atlassian: Option<AtlassianConfig>,
     pub worker: WorkerConfig,
     pub safety: Safety,
+    pub evidence: EvidenceConfig,
     pub sources: Vec<Source>,
 }
 
@@ -136,6 +137,36 @@ impl Default for WorkerConfig {
             requests_per_second: 5.0,
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// `[evidence]`: proof of offboarding (README, "Proof for auditors").
+#[derive(Clone, Debug)]
+pub struct EvidenceConfig {
+    /// The target from `max(first_seen, effective_at)` to `access_removed_at`.
+    pub sla: Duration,
+    /// How long after its verification a case is read once more; `None` (`0s`): never.
+    pub recheck_after: Option<Duration>,
+    /// Whether a case found active again has its chain enqueued again, awaiting approval.
+    pub reenqueue_reactivated: bool,
+    /// How old a case's newest job must be before its personal data is pseudonymized.
+    pub pseudonymize_after: Duration,
+    /// The key of the pseudonyms (an HMAC); without it nothing is pseudonymized and
+    /// `evidence erase` refuses.
+    pub pseudonym_key: Option<SecretString>,
+}
+
+/// The defaults of `[evidence]`, written only here.
+impl Default for EvidenceConfig {
+    fn default() -> Self {
+        const DAY: u64 = 24 * 3600;
+        EvidenceConfig {
+            sla: Duration::from_secs(DAY),
+            recheck_after: Some(Duration::from_secs(DAY)),
+            reenqueue_reactivated: false,
+            pseudonymize_after: Duration::from_secs(400 * DAY),
+            pseudonym_key: None,
         }
     }
 }

@@ -22,6 +22,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) safety: RawSafety,
     #[serde(default)]
+    pub(super) evidence: RawEvidence,
+    #[serde(default)]
     pub(super) sources: Vec<RawSource>,
 }
 
@@ -56,6 +58,15 @@ pub(super) struct RawSafety {
     pub(super) protected_account_ids: Vec<String>,
     pub(super) max_actions_per_hour: Option<i64>,
     pub(super) approval_above: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct RawEvidence {
+    pub(super) sla: Option<String>,
+    pub(super) recheck_after: Option<String>,
+    pub(super) reenqueue_reactivated: Option<bool>,
+    pub(super) pseudonymize_after: Option<String>,
+    pub(super) pseudonym_key: Option<String>,
 }
 
 #[derive(Deserialize)]

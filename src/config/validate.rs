@@ -10,12 +10,13 @@ use http::HeaderName;
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::raw::{RawAtlassian, RawConfig, RawSafety, RawSource, RawWorker};
+use super::raw::{RawAtlassian, RawConfig, RawEvidence, RawSafety, RawSource, RawWorker};
 use super::secret::{Secrets, database_url};
 use super::summary::summarize_rule;
 use super::{
     AdminCredentials, AtlassianConfig, Config, ConfigOrigin, DEFAULT_ADMIN_URL, DEFAULT_DRY_RUN,
     DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_REPLAY_WINDOW,
+    EvidenceConfig,
     DEFAULT_TOLERANCE, DIRECTORY_FIX, MIN_ADMIN_TOKEN_CHARS, Problems, SiteCredentials, Source,
     WorkerConfig,
 };
@@ -107,6 +108,7 @@ pub(super) fn config(
 
     let worker = validate_worker(raw.worker, problems);
     let safety = validate_safety(raw.safety, problems);
+    let evidence = validate_evidence(raw.evidence, &secrets, problems);
     let sources = validate_sources(raw.sources, &secrets, problems);
 
     let targets: BTreeSet<_> = sources
@@ -148,9 +150,74 @@ pub(super) fn config(
         atlassian,
         worker,
         safety,
+        evidence,
         sources,
     }
 }
+
+fn validate_evidence(
+    raw: RawEvidence,
+    secrets: &Secrets<'_>,
+    problems: &mut Problems,
+) -> EvidenceConfig {
+    let defaults = EvidenceConfig::default();
+    let mut span = |value: Option<String>, key: &str, default: Duration| match value {
+        None => default,
+        Some(text) => match Span::parse(&text) {
+            Ok(span) => Duration::from_secs(span.as_secs()),
+            Err(e) => {
+                problems.at(&format!("evidence.{key}"), e);
+                default
+            }
+        },
+    };
+    let sla = span(raw.sla, "sla", defaults.sla);
+    let recheck_after = span(
+        raw.recheck_after,
+        "recheck_after",
+        defaults.recheck_after.unwrap_or_default(),
+    );
+    let pseudonymize_after = span(
+        raw.pseudonymize_after,
+        "pseudonymize_after",
+        defaults.pseudonymize_after,
+    );
+    if sla.is_zero() {
+        problems.at("evidence.sla", "must be longer than 0s");
+    }
+    if pseudonymize_after.is_zero() {
+        problems.at(
+            "evidence.pseudonymize_after",
+            "must be longer than 0s (use `offboard evidence erase` for one person now)",
+        );
+    }
+    let pseudonym_key = raw
+        .pseudonym_key
+        .and_then(|r| secrets.resolve(&r, "evidence.pseudonym_key", problems))
+        .filter(|k| !k.expose_secret().is_empty());
+    if let Some(key) = &pseudonym_key
+        && key.expose_secret().len() < MIN_PSEUDONYM_KEY_BYTES
+    {
+        problems.at(
+            "evidence.pseudonym_key",
+            format!(
+                "must be at least {MIN_PSEUDONYM_KEY_BYTES} bytes; make one with `openssl rand -hex 32`"
+            ),
+        );
+    }
+    EvidenceConfig {
+        sla,
+        recheck_after: (!recheck_after.is_zero()).then_some(recheck_after),
+        reenqueue_reactivated: raw
+            .reenqueue_reactivated
+            .unwrap_or(defaults.reenqueue_reactivated),
+        pseudonymize_after,
+        pseudonym_key,
+    }
+}
+
+/// A pseudonym is only as unguessable as its key: emails are few enough to try them all.
+const MIN_PSEUDONYM_KEY_BYTES: usize = 32;
 
 /// `directory_id = "-"` ("all directories") is documented for reads only: every rule that
 /// writes to the directory is named in one problem. `offboard doctor` still runs with it, to

@@ -430,6 +430,7 @@ const MIGRATIONS: &[(&str, Option<&str>, Option<&str>)] = &[
     migration!("20261207000002_cancel_spares_undo", postgres),
     migration!("20261208000001_action_reference_table", both),
     migration!("20261208000002_acceptance_in_rust", postgres),
+    migration!("20261209000001_verifications", both),
 ];
 
 /// The embedded migrations of one backend, in order.

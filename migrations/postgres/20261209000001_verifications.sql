@@ -1,0 +1,26 @@
+-- Proof of offboarding (README, "Proof for auditors"): what the worker saw when it read a
+-- person's account once their chain had ended live, and the one recheck of it later.
+-- A row is written once the read is made; a due recheck (recheck_at passed, rechecked_at
+-- NULL) is claimed like a job, with a lease, so that it runs once across replicas and
+-- survives a restart. Decisions (what counts as a contradiction, when a recheck is due) are
+-- made in Rust and bound.
+CREATE TABLE verifications (
+    id               BIGSERIAL   PRIMARY KEY,
+    email            TEXT        NOT NULL,
+    job_id           BIGINT      NOT NULL REFERENCES jobs (id),
+    account_id       TEXT,
+    verified_at      TIMESTAMPTZ NOT NULL,
+    state            TEXT        NOT NULL CHECK (state IN ('verified', 'verification_failed')),
+    seen             TEXT        NOT NULL,
+    recheck_at       TIMESTAMPTZ,
+    rechecked_at     TIMESTAMPTZ,
+    recheck_seen     TEXT,
+    reactivated_at   TIMESTAMPTZ,
+    lease_owner      TEXT,
+    lease_expires_at TIMESTAMPTZ,
+    CHECK ((lease_owner IS NULL) = (lease_expires_at IS NULL))
+);
+CREATE INDEX verifications_email_idx ON verifications (email, id DESC);
+CREATE UNIQUE INDEX verifications_job_idx ON verifications (job_id);
+CREATE INDEX verifications_recheck_due_idx ON verifications (recheck_at, id)
+    WHERE rechecked_at IS NULL AND recheck_at IS NOT NULL;
