@@ -68,6 +68,9 @@ struct Metrics {
     rate_limit_waits: Family<FamilyLabels, Counter>,
     queue_depth: Family<StateLabels, Gauge>,
     worker_paused: Family<ReasonLabels, Gauge>,
+    verification_failed: Counter,
+    reactivated: Counter,
+    time_to_revoke: Histogram,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -112,7 +115,39 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "1 when the worker is paused, with the reason as a label",
         worker_paused.clone(),
     );
+    let verification_failed = Counter::default();
+    registry.register(
+        "verification_failed",
+        "Chains whose account, read once they ended, did not show what they did",
+        verification_failed.clone(),
+    );
+    let reactivated = Counter::default();
+    registry.register(
+        "reactivated",
+        "Verified cases whose account a recheck found active again",
+        reactivated.clone(),
+    );
+    const HOUR: f64 = 3600.0;
+    let time_to_revoke = Histogram::new([
+        60.0,
+        300.0,
+        900.0,
+        HOUR,
+        4.0 * HOUR,
+        12.0 * HOUR,
+        24.0 * HOUR,
+        48.0 * HOUR,
+        7.0 * 24.0 * HOUR,
+    ]);
+    registry.register(
+        "time_to_revoke_seconds",
+        "From when a verified chain was due to its first step that removed access",
+        time_to_revoke.clone(),
+    );
     Metrics {
+        verification_failed,
+        reactivated,
+        time_to_revoke,
         registry,
         deliveries,
         jobs_finished,
@@ -145,6 +180,21 @@ pub fn job_finished(action: &str, state: JobState, result: &str) {
             result: result.to_owned(),
         })
         .inc();
+}
+
+/// A verification read contradicted its chain, or could not tell.
+pub fn verification_failed() {
+    METRICS.verification_failed.inc();
+}
+
+/// A recheck found a verified case's account active again.
+pub fn reactivated() {
+    METRICS.reactivated.inc();
+}
+
+/// How long a verified chain took to remove access.
+pub fn time_to_revoke(seconds: f64) {
+    METRICS.time_to_revoke.observe(seconds);
 }
 
 /// One request to Atlassian; `status` is `None` when no response came back.

@@ -644,6 +644,29 @@ fn checked_first(m: &Mutation) -> Option<Check> {
     }
 }
 
+/// What shows that a step of this call still holds, read when a chain has ended and again
+/// at its recheck (README, "Proof for auditors"): the same read-backs as the step's own
+/// settling. The calls that give something back are never verified.
+pub(super) fn verification_check(m: &Mutation) -> Option<Check> {
+    match m {
+        Mutation::RevokePortalAccess { .. } => Some(Check::PortalAccessGone),
+        Mutation::DeletePortalCustomer { .. } => Some(Check::CustomerDeleted),
+        Mutation::RemoveFromServiceDesk { .. } => Some(Check::NotOnDesk),
+        Mutation::RemoveFromCustomerOrganization { .. } => Some(Check::NotInOrganization),
+        Mutation::SuspendAccess { .. } => Some(Check::MembershipSuspended),
+        Mutation::RemoveFromDirectory { .. } => Some(Check::NotInDirectory),
+        Mutation::RemoveFromGroup { .. } => Some(Check::NotInGroup),
+        Mutation::DeactivateAccount { .. } => Some(Check::AccountInactive),
+        Mutation::DeleteAccount { .. } => Some(Check::AccountDeleted),
+        Mutation::RestoreAccess { .. }
+        | Mutation::EnableAccount { .. }
+        | Mutation::CancelDeleteAccount { .. }
+        | Mutation::AddToGroup { .. }
+        | Mutation::AddToServiceDesk { .. }
+        | Mutation::AddToCustomerOrganization { .. } => None,
+    }
+}
+
 /// Ids that the URL parser would rewrite must not reach the wire: the call would hit a
 /// different resource. Nothing was sent, but the mutation can never succeed as given.
 fn refuse_unsendable_ids(m: &Mutation) -> Result<(), CallError> {

@@ -74,6 +74,8 @@ pub(super) enum Check {
     NotInOrganization,
     /// The site user is inactive (revoked, "(Deactivated)") or no longer exists.
     PortalAccessGone,
+    /// The site user no longer exists (a deleted portal-only customer).
+    CustomerDeleted,
 }
 
 /// What a read-back saw.
@@ -117,7 +119,33 @@ struct DirectoryPage {
     data: Vec<serde_json::Value>,
 }
 
+/// What a verification read saw of a succeeded step (README, "Proof for auditors").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The account shows what the step did.
+    Holds(String),
+    /// The account shows the opposite: access is there again, or was never taken.
+    Contradicts(String),
+    /// The read cannot tell; counted as a failed verification, never as a pass.
+    CannotTell(String),
+}
+
 impl Client {
+    /// Reads the account once more to see whether the succeeded step `m` still holds;
+    /// `None` for a call that gives something back, which is never verified.
+    pub async fn verify(&self, m: &Mutation) -> Result<Option<Verdict>, CallError> {
+        let Some(check) = super::mutation::verification_check(m) else {
+            return Ok(None);
+        };
+        Ok(Some(match self.observe(check, m).await? {
+            Seen::InTarget(seen) => Verdict::Holds(seen),
+            Seen::NotInTarget(seen) => Verdict::Contradicts(seen),
+            seen @ (Seen::CannotTell(_) | Seen::MissingTarget { .. }) => {
+                Verdict::CannotTell(seen.to_string())
+            }
+        }))
+    }
+
     /// Reads `check` back for the account of `m`.
     pub(super) async fn observe(&self, check: Check, m: &Mutation) -> Result<Seen, CallError> {
         let account_id = m.account_id();
@@ -211,6 +239,13 @@ impl Client {
                 let organization = m.target_id().unwrap_or_default();
                 self.in_organization(organization, account_id).await
             }
+            Check::CustomerDeleted => Ok(match self.site_user(account_id).await? {
+                None => Seen::InTarget("customer deleted (404)".into()),
+                Some(a) => Seen::NotInTarget(format!(
+                    "the customer still exists: the site user is {}",
+                    a.status.as_deref().unwrap_or("of unknown status")
+                )),
+            }),
             Check::PortalAccessGone => Ok(match self.site_user(account_id).await? {
                 None => Seen::InTarget("no such user".into()),
                 Some(a) if a.status.as_deref() == Some("inactive") => {

@@ -16,9 +16,8 @@ use super::summary::summarize_rule;
 use super::{
     AdminCredentials, AtlassianConfig, Config, ConfigOrigin, DEFAULT_ADMIN_URL, DEFAULT_DRY_RUN,
     DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_REPLAY_WINDOW,
-    EvidenceConfig,
-    DEFAULT_TOLERANCE, DIRECTORY_FIX, MIN_ADMIN_TOKEN_CHARS, Problems, SiteCredentials, Source,
-    WorkerConfig,
+    DEFAULT_TOLERANCE, DIRECTORY_FIX, EvidenceConfig, MIN_ADMIN_TOKEN_CHARS, Problems,
+    SiteCredentials, Source, WorkerConfig,
 };
 use crate::domain::duration::Span;
 use crate::domain::{Domain, Email, Safety, TargetAccount};

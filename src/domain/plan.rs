@@ -74,17 +74,24 @@ pub enum ManualSource {
     Api,
     Cli,
     Console,
+    /// A recheck that found an account active again (`[evidence] reenqueue_reactivated`).
+    Recheck,
 }
 
 impl ManualSource {
-    pub const ALL: [ManualSource; 3] =
-        [ManualSource::Api, ManualSource::Cli, ManualSource::Console];
+    pub const ALL: [ManualSource; 4] = [
+        ManualSource::Api,
+        ManualSource::Cli,
+        ManualSource::Console,
+        ManualSource::Recheck,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ManualSource::Api => "api",
             ManualSource::Cli => "cli",
             ManualSource::Console => "console",
+            ManualSource::Recheck => "recheck",
         }
     }
 

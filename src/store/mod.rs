@@ -13,6 +13,7 @@ mod postgres;
 mod rows;
 mod same_sql;
 mod sqlite;
+pub mod verifications;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +30,7 @@ pub use model::*;
 pub use postgres::PostgresStore;
 pub use same_sql::SameSql;
 pub use sqlite::SqliteStore;
+pub use verifications::{Recheck, Verification, VerificationSql, VerifiedState};
 
 /// What can go wrong in the store. `Unavailable` means the database could not be reached or
 /// did not commit: callers answer 503 and try again later.
@@ -132,6 +134,8 @@ impl Default for StoreOptions {
 pub trait Store: Send + Sync + 'static {
     /// The operations both backends run with the same SQL (`same_sql.rs`).
     fn same_sql(&self) -> &dyn SameSql;
+    /// Proof of offboarding's reads (`verifications.rs`).
+    fn verifications(&self) -> &dyn VerificationSql;
 
     /// Applies the embedded migrations that have not run yet, and seeds the `actions` table
     /// from `Action::ALL` (`SameSql::migrate`).

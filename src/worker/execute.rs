@@ -374,7 +374,7 @@ fn check_account(safety: &Safety, job: &Job, account: &Account) -> Result<(), St
     Ok(())
 }
 
-fn mutation_for(job: &Job, account_id: &str) -> Result<Mutation, Step> {
+pub(super) fn mutation_for(job: &Job, account_id: &str) -> Result<Mutation, Step> {
     let name = job.action.required_param();
     let target_id = name.and_then(|name| job.param(name)).map(str::to_owned);
     let message = || deactivation_message(job);

@@ -8,6 +8,7 @@ mod account_reads;
 mod backoff;
 mod blast_radius;
 mod execute;
+pub mod verification;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,13 @@ pub fn spawn(
             shutdown.cancelled().await;
             return;
         };
+        tokio::spawn(verification::run(
+            store.clone(),
+            client.clone(),
+            config.clone(),
+            worker_name(),
+            shutdown.clone(),
+        ));
         let completions = complete_in_batches(store.clone());
         let account_records = record_accounts_in_batches(store.clone());
         let worker = Worker {

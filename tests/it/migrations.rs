@@ -95,6 +95,14 @@ const LANDED: &[(&str, &str)] = &[
         "migrations/sqlite/20261208000001_action_reference_table.sql",
         "0e56492cc1c20077879386ed696ad5812053af5a6e9849c78a05f9be90da5dc67bead93e0a5fa9847f624ce8a6d25de6",
     ),
+    (
+        "migrations/postgres/20261209000001_verifications.sql",
+        "4bef185b5ecf62b6346f0d2ee34045c343e78dec7db3842de780f0d479ab1fd2d44b8148f9da9337b5d8c932f2cbc5f7",
+    ),
+    (
+        "migrations/sqlite/20261209000001_verifications.sql",
+        "e857e71ae929f976cdc0a67316b8dfd19475b463f605a16770ab230c019bc6bb9cee904637ba1bee50c420edb9104c12",
+    ),
 ];
 
 const DIRECTORIES: [&str; 2] = ["migrations/postgres", "migrations/sqlite"];

@@ -15,6 +15,8 @@ use crate::support::fake_atlassian::{
 use chrono::Utc;
 use offboard::domain::{JobState, Outcome};
 use offboard::serve::Role;
+use offboard::store::VerifiedState;
+use offboard::worker::verification;
 
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -2968,4 +2970,157 @@ async fn a_second_rehire_keeps_the_first_ones_undo(db: TestDb) {
 both_stores!(
     a_second_rehire_keeps_the_first_ones_undo_on,
     a_second_rehire_keeps_the_first_ones_undo
+);
+
+/// A client of the harness's configuration, for running a verification pass by hand.
+fn client_of(h: &Harness) -> offboard::atlassian::Client {
+    let config = &h.app.config;
+    offboard::atlassian::Client::from_config(
+        config.atlassian.as_ref().expect("[atlassian]"),
+        config.worker.requests_per_second,
+    )
+    .expect("client")
+}
+
+/// Proof of offboarding (README, "Proof for auditors"): a chain that ended live is read back
+/// once and recorded `verified`, with an event on its last job; a day later the recheck
+/// finds the account re-activated (an identity provider turned it back on) and marks it.
+async fn a_verified_case_that_is_reactivated_is_caught_by_the_recheck(db: TestDb) {
+    let h = Harness::start(
+        &db,
+        Settings::with_rule(r#"["suspend_access"]"#),
+        vec![FakeAccount::managed("acc-ann", "ann@example.com")],
+    )
+    .await;
+    let job = h.run_one(person("ann@example.com")).await;
+    assert_succeeded(&job, Outcome::Done);
+    let client = client_of(&h);
+    let store = h.app.store.as_ref();
+    // The worker's own pass may have run first; either way the read is recorded once.
+    verification::pass(store, &client, &h.app.config, "test", Utc::now())
+        .await
+        .expect("pass");
+    let verified = store
+        .verifications()
+        .verifications_of("ann@example.com")
+        .await
+        .unwrap();
+    assert_eq!(verified.len(), 1, "{verified:?}");
+    assert_eq!(verified[0].state, VerifiedState::Verified, "{verified:?}");
+    assert!(verified[0].seen.contains("suspended"), "{verified:?}");
+    let recheck_at = verified[0].recheck_at.expect("a recheck is planned");
+    assert!(recheck_at > Utc::now() + chrono::Duration::hours(23));
+    let events = h.app.job(&job.job.id.to_string()).await;
+    assert!(
+        event_log(&events).contains("verified: "),
+        "{}",
+        event_log(&events)
+    );
+
+    // Not due yet: nothing is read again.
+    let early = verification::pass(store, &client, &h.app.config, "test", Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(early.rechecked, 0);
+
+    h.fake
+        .add_account(FakeAccount::managed("acc-ann", "ann@example.com"));
+    let later = recheck_at + chrono::Duration::seconds(1);
+    let pass = verification::pass(store, &client, &h.app.config, "test", later)
+        .await
+        .unwrap();
+    assert_eq!((pass.rechecked, pass.reactivated), (1, 1), "{pass:?}");
+    let rechecked = store
+        .verifications()
+        .verifications_of("ann@example.com")
+        .await
+        .unwrap();
+    assert!(rechecked[0].reactivated_at.is_some(), "{rechecked:?}");
+    // Once only: the next pass has nothing to recheck.
+    let again = verification::pass(store, &client, &h.app.config, "test", later)
+        .await
+        .unwrap();
+    assert_eq!(again.rechecked, 0);
+    let events = h.app.job(&job.job.id.to_string()).await;
+    assert!(
+        event_log(&events).contains("reactivated: "),
+        "{}",
+        event_log(&events)
+    );
+    h.stop().await;
+}
+
+both_stores!(
+    a_verified_case_that_is_reactivated_is_caught_by_the_recheck_on,
+    a_verified_case_that_is_reactivated_is_caught_by_the_recheck
+);
+
+/// A read that contradicts the chain marks the case `verification_failed`, and plans no
+/// recheck.
+async fn a_contradicting_read_fails_the_verification(db: TestDb) {
+    let h = Harness::start(
+        &db,
+        Settings::with_rule(r#"["suspend_access"]"#),
+        vec![FakeAccount::managed("acc-bob", "bob@example.com")],
+    )
+    .await;
+    let job = h.run_one(person("bob@example.com")).await;
+    assert_succeeded(&job, Outcome::Done);
+    // Someone restored the account by hand before the read.
+    h.fake
+        .add_account(FakeAccount::managed("acc-bob", "bob@example.com"));
+    let client = client_of(&h);
+    let store = h.app.store.as_ref();
+    verification::pass(store, &client, &h.app.config, "test", Utc::now())
+        .await
+        .unwrap();
+    let seen = store
+        .verifications()
+        .verifications_of("bob@example.com")
+        .await
+        .unwrap();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].state, VerifiedState::VerificationFailed, "{seen:?}");
+    assert_eq!(seen[0].recheck_at, None);
+    h.stop().await;
+}
+
+both_stores!(
+    a_contradicting_read_fails_the_verification_on,
+    a_contradicting_read_fails_the_verification
+);
+
+/// Dry-run chains are not verified: nothing was done, so there is nothing to read back.
+async fn a_dry_run_chain_is_not_verified(db: TestDb) {
+    let h = Harness::start(
+        &db,
+        Settings {
+            dry_run: true,
+            ..Settings::with_rule(r#"["suspend_access"]"#)
+        },
+        vec![FakeAccount::managed("acc-cy", "cy@example.com")],
+    )
+    .await;
+    let job = h.run_one(person("cy@example.com")).await;
+    assert_succeeded(&job, Outcome::DryRun);
+    let client = client_of(&h);
+    let store = h.app.store.as_ref();
+    let pass = verification::pass(store, &client, &h.app.config, "test", Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(pass, verification::Pass::default());
+    assert!(
+        store
+            .verifications()
+            .verifications_of("cy@example.com")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    h.stop().await;
+}
+
+both_stores!(
+    a_dry_run_chain_is_not_verified_on,
+    a_dry_run_chain_is_not_verified
 );

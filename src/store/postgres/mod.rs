@@ -117,6 +117,7 @@ macro_rules! for_update {
     };
 }
 super::same_sql::same_sql!();
+super::verifications::verifications_sql!();
 
 /// Cancels the live later steps of these jobs' chains, transitively (the one cascade,
 /// `../accept.rs`).
@@ -383,6 +384,10 @@ impl Store for PostgresStore {
     }
 
     fn same_sql(&self) -> &dyn super::SameSql {
+        &self.pool
+    }
+
+    fn verifications(&self) -> &dyn super::VerificationSql {
         &self.pool
     }
 

@@ -74,6 +74,7 @@ macro_rules! for_update {
     };
 }
 super::same_sql::same_sql!();
+super::verifications::verifications_sql!();
 
 /// How long a write waits for another writer's lock.
 fn busy_timeout(options: &StoreOptions) -> Duration {
@@ -429,6 +430,10 @@ impl Store for SqliteStore {
     }
 
     fn same_sql(&self) -> &dyn super::SameSql {
+        &self.pool
+    }
+
+    fn verifications(&self) -> &dyn super::VerificationSql {
         &self.pool
     }
 

@@ -1,0 +1,268 @@
+//! Proof of offboarding, the worker's part (README, "Proof for auditors"): once a person's
+//! chain has ended live, read the account once more and record what it shows; a while
+//! later, read it again.
+//!
+//! Both are driven by what the store holds, not by memory: a chain end with no verification
+//! row is found by the next pass, and a due recheck is leased like a job. A restart loses
+//! neither, and the unique verification per job and the recheck lease make each happen once
+//! across replicas (two replicas may read the same chain end; only one records it). The
+//! reads go through the client's pacing like any other request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::atlassian::{Client, Verdict};
+use crate::config::Config;
+use crate::domain::{Action, Job, JobId, ManualSource, NewChain, NewStep, Outcome, Reversal};
+use crate::store::verifications::NewVerification;
+use crate::store::{JobFilter, Recheck, Store, StoreError, Verification, VerifiedState};
+
+/// How often the worker looks for chain ends to verify and rechecks that are due.
+pub const PASS_EVERY: Duration = Duration::from_secs(5);
+/// Chain ends older than this when first seen are not verified: a store that predates
+/// verification is not read back wholesale at the first start.
+const VERIFY_WITHIN: chrono::TimeDelta = chrono::TimeDelta::days(7);
+/// The most chain ends, and rechecks, one pass reads.
+const PER_PASS: u32 = 50;
+/// How long a recheck is held by the replica reading it.
+const RECHECK_LEASE: Duration = Duration::from_secs(300);
+
+/// What one pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pass {
+    pub verified: usize,
+    pub failed: usize,
+    pub rechecked: usize,
+    pub reactivated: usize,
+}
+
+/// The actions whose steps are verified: every one that takes something away.
+fn verified_actions() -> Vec<&'static str> {
+    Action::ALL
+        .into_iter()
+        .filter(|a| !matches!(a.spec().reversal, Reversal::Undo))
+        .map(Action::as_str)
+        .collect()
+}
+
+/// Verifies the chain ends found at `now`, and rechecks what is due then.
+pub async fn pass(
+    store: &dyn Store,
+    client: &Client,
+    config: &Config,
+    owner: &str,
+    now: DateTime<Utc>,
+) -> Result<Pass, StoreError> {
+    let mut done = Pass::default();
+    let actions = verified_actions();
+    let ends = store
+        .verifications()
+        .unverified_chain_ends(now - VERIFY_WITHIN, &actions, PER_PASS)
+        .await?;
+    for job in ends {
+        let Some((state, seen)) = read(client, &job).await else {
+            continue;
+        };
+        let recheck_at = match (state, config.evidence.recheck_after) {
+            (VerifiedState::Verified, Some(after)) => {
+                Some(now + chrono::Duration::from_std(after).unwrap_or(chrono::TimeDelta::MAX))
+            }
+            _ => None,
+        };
+        let new = NewVerification {
+            job: &job,
+            state,
+            seen: &seen,
+            recheck_at,
+        };
+        if !store.verifications().record_verification(&new).await? {
+            continue;
+        }
+        match state {
+            VerifiedState::Verified => done.verified += 1,
+            VerifiedState::VerificationFailed => {
+                done.failed += 1;
+                crate::metrics::verification_failed();
+                tracing::warn!(job_id = %job.id, action = %job.action, %seen, "verification failed: the account does not show what its chain did");
+            }
+        }
+        if let Some(seconds) = time_to_revoke(store, &job).await? {
+            crate::metrics::time_to_revoke(seconds);
+        }
+    }
+    let due = store
+        .verifications()
+        .claim_rechecks(owner, now, RECHECK_LEASE, PER_PASS)
+        .await?;
+    for verification in due {
+        let Some(job) = store.job(verification.job_id).await? else {
+            continue;
+        };
+        // A read that fails leaves the lease to expire: the next pass after it tries again.
+        let Some((state, seen)) = read(client, &job).await else {
+            continue;
+        };
+        let recheck = match state {
+            VerifiedState::Verified => Recheck::Holds,
+            VerifiedState::VerificationFailed if seen.starts_with(CANNOT_TELL) => {
+                Recheck::CannotTell
+            }
+            VerifiedState::VerificationFailed => Recheck::Reactivated,
+        };
+        if !store
+            .verifications()
+            .finish_recheck(&verification, owner, recheck, &seen)
+            .await?
+        {
+            continue;
+        }
+        done.rechecked += 1;
+        if recheck == Recheck::Reactivated {
+            done.reactivated += 1;
+            crate::metrics::reactivated();
+            tracing::warn!(job_id = %job.id, action = %job.action, %seen, "recheck: the account is active again");
+            if config.evidence.reenqueue_reactivated {
+                reenqueue(store, config, &verification, &job, now).await?;
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// What a verification read of `job`'s step says is seen `CANNOT_TELL …`.
+const CANNOT_TELL: &str = "cannot tell: ";
+
+/// Reads `job`'s account; `None` when the read failed and should be tried again later.
+async fn read(client: &Client, job: &Job) -> Option<(VerifiedState, String)> {
+    let Some(account_id) = job.account_id.as_ref() else {
+        return Some((
+            VerifiedState::VerificationFailed,
+            format!("{CANNOT_TELL}no account id was recorded for the job"),
+        ));
+    };
+    let mutation = match super::execute::mutation_for(job, account_id.as_str()) {
+        Ok(mutation) => mutation,
+        Err(_) => {
+            return Some((
+                VerifiedState::VerificationFailed,
+                format!("{CANNOT_TELL}the job lacks its parameter"),
+            ));
+        }
+    };
+    match client.verify(&mutation).await {
+        Ok(Some(Verdict::Holds(seen))) => Some((VerifiedState::Verified, seen)),
+        Ok(Some(Verdict::Contradicts(seen))) => Some((VerifiedState::VerificationFailed, seen)),
+        Ok(Some(Verdict::CannotTell(seen))) => Some((
+            VerifiedState::VerificationFailed,
+            format!("{CANNOT_TELL}{seen}"),
+        )),
+        // Only actions that take something away are selected; never reached.
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(job_id = %job.id, error = %e, "verification read failed; retrying on a later pass");
+            None
+        }
+    }
+}
+
+/// Seconds from when the chain of `end` was due (its first step's creation, or its planned
+/// time if later) to its first step that succeeded live: a succeeded step's last update is
+/// its completion.
+async fn time_to_revoke(store: &dyn Store, end: &Job) -> Result<Option<f64>, StoreError> {
+    let chain = chain_of(store, end).await?;
+    let start = chain.iter().map(|j| j.created_at.max(j.run_at)).min();
+    let removed = chain
+        .iter()
+        .filter(|j| matches!(j.outcome, Some(Outcome::Done | Outcome::AlreadyDone)))
+        .map(|j| j.updated_at)
+        .min();
+    Ok(match (start, removed) {
+        (Some(start), Some(removed)) => Some((removed - start).as_seconds_f64().max(0.0)),
+        _ => None,
+    })
+}
+
+/// `end` and the earlier steps of its chain, first step first.
+async fn chain_of(store: &dyn Store, end: &Job) -> Result<Vec<Job>, StoreError> {
+    let jobs = store
+        .list_jobs(&JobFilter {
+            email: Some(end.email.to_string()),
+            limit: 1000,
+            ..JobFilter::default()
+        })
+        .await?;
+    let mut chain = vec![end.clone()];
+    let mut next: Option<JobId> = end.depends_on;
+    while let Some(id) = next {
+        let Some(step) = jobs.iter().find(|j| j.id == id) else {
+            break;
+        };
+        chain.push(step.clone());
+        next = step.depends_on;
+    }
+    chain.reverse();
+    Ok(chain)
+}
+
+/// Enqueues the chain of `end` again, awaiting approval: the person's access is back.
+async fn reenqueue(
+    store: &dyn Store,
+    config: &Config,
+    verification: &Verification,
+    end: &Job,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let chain = chain_of(store, end).await?;
+    let new = NewChain {
+        email: end.email.clone(),
+        account_id: end.account_id.as_ref().map(|a| a.to_string()),
+        account_type: None,
+        rule: "reactivated".into(),
+        approval: true,
+        steps: chain
+            .iter()
+            .map(|job| NewStep {
+                action: job.action,
+                params: job.params.clone(),
+                run_at: now,
+            })
+            .collect(),
+    };
+    // One key per verification: a second pass over the same recheck replays, never doubles.
+    let key = format!("reactivated-{}", verification.id);
+    crate::manual::enqueue(
+        store,
+        config,
+        ManualSource::Recheck,
+        &key,
+        key.as_bytes(),
+        vec![new],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Runs a pass every [`PASS_EVERY`] until `shutdown`.
+pub(super) async fn run(
+    store: Arc<dyn Store>,
+    client: Client,
+    config: Arc<Config>,
+    owner: String,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(PASS_EVERY) => {}
+        }
+        match pass(store.as_ref(), &client, &config, &owner, Utc::now()).await {
+            Ok(done) if done != Pass::default() => {
+                tracing::info!(?done, "verification pass");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "verification pass failed; trying again"),
+        }
+    }
+}
