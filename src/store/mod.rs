@@ -435,6 +435,7 @@ const MIGRATIONS: &[(&str, Option<&str>, Option<&str>)] = &[
     migration!("20261208000001_action_reference_table", both),
     migration!("20261208000002_acceptance_in_rust", postgres),
     migration!("20261209000001_verifications", both),
+    migration!("20261209000005_verification_sweep_index", both),
 ];
 
 /// The embedded migrations of one backend, in order.

@@ -36,7 +36,14 @@ pub struct Pass {
     pub failed: usize,
     pub rechecked: usize,
     pub reactivated: usize,
+    /// Every chain end it found was recorded, and it found fewer than it could take: the
+    /// next pass need not look further back than this one's start.
+    pub caught_up: bool,
 }
+
+/// How far back a pass looks for chain ends: a step's `finalized_at` is the database's
+/// clock inside its transaction, which may commit a little later.
+const COMMIT_MARGIN: chrono::TimeDelta = chrono::TimeDelta::minutes(1);
 
 /// The actions whose steps are verified: every one that takes something away.
 fn verified_actions() -> Vec<&'static str> {
@@ -47,22 +54,28 @@ fn verified_actions() -> Vec<&'static str> {
         .collect()
 }
 
-/// Verifies the chain ends found at `now`, and rechecks what is due then.
+/// Verifies the chain ends finalized since `since` (at most [`VERIFY_WITHIN`] before
+/// `now`; `None`: that far back), and rechecks what is due at `now`.
 pub async fn pass(
     store: &dyn Store,
     client: &Client,
     config: &Config,
     owner: &str,
     now: DateTime<Utc>,
+    since: Option<DateTime<Utc>>,
 ) -> Result<Pass, StoreError> {
     let mut done = Pass::default();
     let actions = verified_actions();
+    let oldest = now - VERIFY_WITHIN;
+    let since = since.map_or(oldest, |since| since.max(oldest));
     let ends = store
         .verifications()
-        .unverified_chain_ends(now - VERIFY_WITHIN, &actions, PER_PASS)
+        .unverified_chain_ends(since, &actions, PER_PASS)
         .await?;
+    done.caught_up = ends.len() < PER_PASS as usize;
     for job in ends {
         let Some((state, seen)) = read(client, &job).await else {
+            done.caught_up = false;
             continue;
         };
         let recheck_at = match (state, config.evidence.recheck_after) {
@@ -252,16 +265,24 @@ pub(super) async fn run(
     owner: String,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
+    // The first pass after a start looks back the whole window; later ones only as far as
+    // the last pass that caught up, so that a pass costs what finished since.
+    let mut since = None;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(PASS_EVERY) => {}
         }
-        match pass(store.as_ref(), &client, &config, &owner, Utc::now()).await {
-            Ok(done) if done != Pass::default() => {
-                tracing::info!(?done, "verification pass");
+        let now = Utc::now();
+        match pass(store.as_ref(), &client, &config, &owner, now, since).await {
+            Ok(done) => {
+                if done.caught_up {
+                    since = Some(now - COMMIT_MARGIN);
+                }
+                if done.verified + done.failed + done.rechecked > 0 {
+                    tracing::info!(?done, "verification pass");
+                }
             }
-            Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "verification pass failed; trying again"),
         }
     }

@@ -103,6 +103,14 @@ const LANDED: &[(&str, &str)] = &[
         "migrations/sqlite/20261209000001_verifications.sql",
         "e857e71ae929f976cdc0a67316b8dfd19475b463f605a16770ab230c019bc6bb9cee904637ba1bee50c420edb9104c12",
     ),
+    (
+        "migrations/postgres/20261209000005_verification_sweep_index.sql",
+        "1540b58b4e7e1b5f33c0afa7b7ac4ddaaa65fab1bc5e022cbc6bfc382013b881f85b5d27fd75124ab1ac205b0998ef6e",
+    ),
+    (
+        "migrations/sqlite/20261209000005_verification_sweep_index.sql",
+        "1540b58b4e7e1b5f33c0afa7b7ac4ddaaa65fab1bc5e022cbc6bfc382013b881f85b5d27fd75124ab1ac205b0998ef6e",
+    ),
 ];
 
 const DIRECTORIES: [&str; 2] = ["migrations/postgres", "migrations/sqlite"];

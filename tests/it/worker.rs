@@ -2997,7 +2997,7 @@ async fn a_verified_case_that_is_reactivated_is_caught_by_the_recheck(db: TestDb
     let client = client_of(&h);
     let store = h.app.store.as_ref();
     // The worker's own pass may have run first; either way the read is recorded once.
-    verification::pass(store, &client, &h.app.config, "test", Utc::now())
+    verification::pass(store, &client, &h.app.config, "test", Utc::now(), None)
         .await
         .expect("pass");
     let verified = store
@@ -3018,7 +3018,7 @@ async fn a_verified_case_that_is_reactivated_is_caught_by_the_recheck(db: TestDb
     );
 
     // Not due yet: nothing is read again.
-    let early = verification::pass(store, &client, &h.app.config, "test", Utc::now())
+    let early = verification::pass(store, &client, &h.app.config, "test", Utc::now(), None)
         .await
         .unwrap();
     assert_eq!(early.rechecked, 0);
@@ -3026,7 +3026,7 @@ async fn a_verified_case_that_is_reactivated_is_caught_by_the_recheck(db: TestDb
     h.fake
         .add_account(FakeAccount::managed("acc-ann", "ann@example.com"));
     let later = recheck_at + chrono::Duration::seconds(1);
-    let pass = verification::pass(store, &client, &h.app.config, "test", later)
+    let pass = verification::pass(store, &client, &h.app.config, "test", later, None)
         .await
         .unwrap();
     assert_eq!((pass.rechecked, pass.reactivated), (1, 1), "{pass:?}");
@@ -3037,7 +3037,7 @@ async fn a_verified_case_that_is_reactivated_is_caught_by_the_recheck(db: TestDb
         .unwrap();
     assert!(rechecked[0].reactivated_at.is_some(), "{rechecked:?}");
     // Once only: the next pass has nothing to recheck.
-    let again = verification::pass(store, &client, &h.app.config, "test", later)
+    let again = verification::pass(store, &client, &h.app.config, "test", later, None)
         .await
         .unwrap();
     assert_eq!(again.rechecked, 0);
@@ -3071,7 +3071,7 @@ async fn a_contradicting_read_fails_the_verification(db: TestDb) {
         .add_account(FakeAccount::managed("acc-bob", "bob@example.com"));
     let client = client_of(&h);
     let store = h.app.store.as_ref();
-    verification::pass(store, &client, &h.app.config, "test", Utc::now())
+    verification::pass(store, &client, &h.app.config, "test", Utc::now(), None)
         .await
         .unwrap();
     let seen = store
@@ -3105,10 +3105,10 @@ async fn a_dry_run_chain_is_not_verified(db: TestDb) {
     assert_succeeded(&job, Outcome::DryRun);
     let client = client_of(&h);
     let store = h.app.store.as_ref();
-    let pass = verification::pass(store, &client, &h.app.config, "test", Utc::now())
+    let pass = verification::pass(store, &client, &h.app.config, "test", Utc::now(), None)
         .await
         .unwrap();
-    assert_eq!(pass, verification::Pass::default());
+    assert_eq!((pass.verified, pass.failed), (0, 0), "{pass:?}");
     assert!(
         store
             .verifications()
