@@ -343,7 +343,11 @@ fn explain(err: &CallError, fix: &str) -> String {
         CallError::RateLimited { .. } | CallError::Transient { .. } => {
             format!("{err} — try again; if it persists, check the network and Atlassian's status")
         }
-        _ => format!("{err} — {fix}"),
+        // Listed, not caught by `_`: a new kind of error must say here what fixes it.
+        CallError::Rejected { .. }
+        | CallError::NotConfigured { .. }
+        | CallError::MissingTarget { .. }
+        | CallError::DirectoryNotWritable => format!("{err} — {fix}"),
     }
 }
 

@@ -155,6 +155,12 @@ impl AccountId {
         AccountId(text)
     }
 
+    /// An id a payload or a request claims, checked by the one rule for ids (`check_id`).
+    pub fn claimed(text: &str) -> Result<AccountId, String> {
+        check_id(text)?;
+        Ok(AccountId(text.to_owned()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

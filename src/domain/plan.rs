@@ -5,6 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
+use super::ids::AccountId;
 use super::{Action, Email};
 
 /// What a delivery asks for, per matching rule and person.
@@ -30,7 +31,7 @@ pub struct NewChain {
     pub email: Email,
     /// The payload's claim of the account, checked against the lookup; or, with
     /// `account_type`, the account itself.
-    pub account_id: Option<String>,
+    pub account_id: Option<AccountId>,
     /// Set only where the account was resolved from Atlassian before (an undo acts on the
     /// account its original step recorded): the job then acts on it without any lookup.
     pub account_type: Option<String>,

@@ -196,7 +196,7 @@ pub fn plan(
             Some(chain) => chain.steps.push(step),
             None => undo.chains.push(NewChain {
                 email: email.clone(),
-                account_id: Some(account_id.to_string()),
+                account_id: Some(account_id.clone()),
                 account_type: Some(account_type.clone()),
                 rule: rule.to_owned(),
                 approval,

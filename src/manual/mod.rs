@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 use crate::config::Config;
 pub use crate::domain::ManualSource;
-use crate::domain::{Action, Email, NewChain, NewStep, TRUST_ACCOUNT_ID, check_id};
+use crate::domain::{AccountId, Action, Email, NewChain, NewStep, TRUST_ACCOUNT_ID, check_id};
 use crate::store::{DeliveryReceipt, Store, StoreResult};
 
 /// The rule every manual job names.
@@ -63,8 +63,7 @@ pub fn chain(
     let account_id = match entry.account_id.as_deref().map(str::trim) {
         None => None,
         Some(id) => {
-            check_id(id).map_err(|why| format!("invalid account_id: it {why}"))?;
-            Some(id.to_owned())
+            Some(AccountId::claimed(id).map_err(|why| format!("invalid account_id: it {why}"))?)
         }
     };
     let run_at = match &entry.at {

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::compile::{Condition, Effect, Rule, RuleStep};
 use super::instant::{later, parse_instant};
 use crate::domain::duration::Span;
-use crate::domain::{Email, NewChain, NewStep, Plan, check_id};
+use crate::domain::{AccountId, Email, NewChain, NewStep, Plan};
 
 /// Why a verified delivery cannot be turned into jobs: the 422 message. It names the rule, the
 /// element and the pointer, and quotes at most a short excerpt of the payload.
@@ -170,15 +170,15 @@ impl Person<'_> {
 
     /// The optional cross-check: absent, null or empty means "not given", which is not an
     /// error (Jira smart values render a missing field as "").
-    fn account_id(&self) -> Result<Option<String>, Unmappable> {
+    fn account_id(&self) -> Result<Option<AccountId>, Unmappable> {
         let Some(pointer) = &self.rule.account_id else {
             return Ok(None);
         };
         match self.doc.pointer(pointer) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(id)) if id.is_empty() => Ok(None),
-            Some(Value::String(id)) => match check_id(id) {
-                Ok(()) => Ok(Some(id.clone())),
+            Some(Value::String(id)) => match AccountId::claimed(id) {
+                Ok(id) => Ok(Some(id)),
                 Err(why) => {
                     Err(self.fail_at(pointer, format!("is not a valid account id: it {why}")))
                 }

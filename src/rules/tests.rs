@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::*;
-use crate::domain::{Action, Email, NewChain, NewStep, Plan};
+use crate::domain::{AccountId, Action, Email, NewChain, NewStep, Plan};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -820,7 +820,7 @@ fn the_interface_example_parses_compiles_and_maps() {
     let expected = NewChain {
         rule: "contract-ended".into(),
         email: Email::parse("jo@example.com").unwrap(),
-        account_id: Some("5b10".into()),
+        account_id: Some(AccountId::stored("5b10".into())),
         account_type: None,
         approval: false,
         steps: vec![

@@ -230,7 +230,7 @@ async fn reenqueue(
     let chain = chain_of(store, end).await?;
     let new = NewChain {
         email: end.email.clone(),
-        account_id: end.account_id.as_ref().map(|a| a.to_string()),
+        account_id: end.account_id.clone(),
         account_type: None,
         rule: "reactivated".into(),
         approval: true,

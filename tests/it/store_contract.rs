@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::both_stores;
 use crate::support::db::{Backend, TestDb};
 use chrono::{DateTime, TimeDelta, Utc};
-use offboard::domain::Email;
+use offboard::domain::{AccountId, Email};
 use offboard::domain::{Action, JobState, Outcome};
 use offboard::store::{
     AccountRecord, Completion, Dedupe, DeliveryContent, DeliveryReceipt, DeliveryStatus, JobFilter,
@@ -226,7 +226,7 @@ async fn accept_records_delivery_and_jobs(db: TestDb) {
         &[Action::SuspendAccess, Action::RemoveFromGroup],
         run_at,
     );
-    suspend_then_delete.account_id = Some("acc-1".to_owned());
+    suspend_then_delete.account_id = Some(AccountId::stored("acc-1".to_owned()));
     let refused = vec![Refusal {
         email: "ceo@example.com".to_owned(),
         reason: "protected_email".to_owned(),
@@ -2751,7 +2751,7 @@ async fn other_replicas_are_woken_on_postgres() {
 async fn deliveries_arriving_together_keep_every_rule(db: TestDb) {
     let store = db.store().await;
     let mut shaped = chain("shape@example.com", &[Action::RemoveFromGroup], due());
-    shaped.account_id = Some("acc-9".to_owned());
+    shaped.account_id = Some(AccountId::stored("acc-9".to_owned()));
     shaped.approval = true;
     let recorded = store
         .accept_delivery(delivery("hr", "already", accepted(vec![], vec![])))
