@@ -3134,3 +3134,90 @@ both_stores!(
     an_undo_is_planned_from_what_the_recording_transaction_sees_on,
     an_undo_is_planned_from_what_the_recording_transaction_sees
 );
+
+/// A due recheck is leased to one replica at a time: a second claim finds nothing until the
+/// lease has expired, and a replica whose lease was taken over cannot record its read
+/// (README, "Verification and recheck").
+async fn a_due_recheck_is_taken_by_one_replica_at_a_time(db: TestDb) {
+    use offboard::store::verifications::NewVerification;
+    use offboard::store::{Recheck, VerifiedState};
+    let store = db.store().await;
+    let job = enqueue(
+        store.as_ref(),
+        "rita@example.com",
+        Action::SuspendAccess,
+        due(),
+    )
+    .await;
+    let now = Utc::now();
+    let recorded = NewVerification {
+        job: &job,
+        state: VerifiedState::Verified,
+        seen: "membershipStatus suspended",
+        recheck_at: Some(now + TimeDelta::hours(24)),
+    };
+    let v = store.verifications();
+    assert!(v.record_verification(&recorded).await.unwrap());
+    assert!(
+        !v.record_verification(&recorded).await.unwrap(),
+        "one verification per job"
+    );
+    let lease = Duration::from_secs(300);
+    assert!(
+        v.claim_rechecks("a", now, lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not due yet"
+    );
+    let at = now + TimeDelta::hours(25);
+    let taken = v.claim_rechecks("a", at, lease, 10).await.unwrap();
+    assert_eq!(taken.len(), 1);
+    assert!(
+        v.claim_rechecks("b", at, lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased to a"
+    );
+    let expired = at + TimeDelta::seconds(301);
+    let retaken = v.claim_rechecks("b", expired, lease, 10).await.unwrap();
+    assert_eq!(retaken.len(), 1, "a's lease expired");
+    assert!(
+        !v.finish_recheck(&taken[0], "a", Recheck::Holds, "seen")
+            .await
+            .unwrap(),
+        "a no longer holds it"
+    );
+    assert!(
+        v.finish_recheck(
+            &retaken[0],
+            "b",
+            Recheck::Reactivated,
+            "account_status active"
+        )
+        .await
+        .unwrap()
+    );
+    let after = v.verifications_of("rita@example.com").await.unwrap();
+    assert!(after[0].reactivated_at.is_some() && after[0].rechecked_at.is_some());
+    assert!(
+        v.claim_rechecks("c", expired + TimeDelta::days(9), lease, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a recheck runs once"
+    );
+    let events = show(store.as_ref(), job.id).await.events;
+    let details: Vec<&str> = events.iter().map(|e| e.detail.as_str()).collect();
+    assert!(
+        details.iter().any(|d| d.starts_with("verified: "))
+            && details.iter().any(|d| d.starts_with("reactivated: ")),
+        "{details:?}"
+    );
+}
+
+both_stores!(
+    a_due_recheck_is_taken_by_one_replica_at_a_time_on,
+    a_due_recheck_is_taken_by_one_replica_at_a_time
+);
