@@ -9,6 +9,7 @@
 //! each mutation decides for itself what success and 404 mean (`mutation`).
 
 mod client;
+mod content;
 mod error;
 mod inventory;
 mod lookup;
@@ -18,6 +19,7 @@ mod readback;
 mod targets;
 
 pub use client::{AdminSettings, AtlassianSettings, Client, SiteSettings};
+pub use content::OwnedContent;
 pub use error::{CallError, NO_JSM_AGENT_LICENCE};
 pub use inventory::{CustomerFilter, CustomerKey, Inventory, InventoryProgress, PortalCustomer};
 pub use lookup::{Account, BULK_READ_IDS};

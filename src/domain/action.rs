@@ -121,6 +121,10 @@ pub struct ActionSpec {
     pub param: Option<Param>,
     /// How a succeeded step of it is undone.
     pub reversal: Reversal,
+    /// Whether its call also deletes the Jira filters and dashboards the account owns
+    /// (README, "No silent loss"): the step then first checks that there are none, unless
+    /// it says `allow_content_loss = true`.
+    pub deletes_owned_content: bool,
 }
 
 impl ActionSpec {
@@ -196,6 +200,7 @@ impl Action {
                 family: Site,
                 writes_directory: false,
                 param: None,
+                deletes_owned_content: false,
                 reversal: Irreversible(
                     "no API restores portal access: grant it again in the admin UI",
                 ),
@@ -206,6 +211,7 @@ impl Action {
                 family: Site,
                 writes_directory: false,
                 param: None,
+                deletes_owned_content: false,
                 reversal: Irreversible("a deleted portal-only customer cannot be restored"),
             },
             Action::RemoveFromServiceDesk => ActionSpec {
@@ -214,6 +220,7 @@ impl Action {
                 family: Site,
                 writes_directory: false,
                 param: Some(Param::ServiceDeskId),
+                deletes_owned_content: false,
                 reversal: Inverse(Action::AddToServiceDesk, UndoWindow::Always),
             },
             Action::RemoveFromCustomerOrganization => ActionSpec {
@@ -222,6 +229,7 @@ impl Action {
                 family: Site,
                 writes_directory: false,
                 param: Some(Param::OrganizationId),
+                deletes_owned_content: false,
                 reversal: Inverse(Action::AddToCustomerOrganization, UndoWindow::Always),
             },
             Action::SuspendAccess => ActionSpec {
@@ -230,6 +238,7 @@ impl Action {
                 family: Admin,
                 writes_directory: true,
                 param: None,
+                deletes_owned_content: false,
                 reversal: Inverse(Action::RestoreAccess, UndoWindow::Always),
             },
             Action::RestoreAccess => ActionSpec {
@@ -238,6 +247,7 @@ impl Action {
                 family: Admin,
                 writes_directory: true,
                 param: None,
+                deletes_owned_content: false,
                 reversal: Undo,
             },
             Action::RemoveFromDirectory => ActionSpec {
@@ -246,6 +256,7 @@ impl Action {
                 family: Admin,
                 writes_directory: true,
                 param: None,
+                deletes_owned_content: false,
                 reversal: Irreversible(
                     "a re-invite exists (POST /admin/v2/orgs/{orgId}/users/invite, paid plans), \
                      but the directory's groups and roles are lost: invite and re-assign by hand",
@@ -257,6 +268,7 @@ impl Action {
                 family: Admin,
                 writes_directory: true,
                 param: Some(Param::GroupId),
+                deletes_owned_content: false,
                 reversal: Inverse(Action::AddToGroup, UndoWindow::Always),
             },
             // The lifecycle calls act on the account, not on a directory.
@@ -266,6 +278,7 @@ impl Action {
                 family: Admin,
                 writes_directory: false,
                 param: None,
+                deletes_owned_content: false,
                 reversal: Inverse(Action::EnableAccount, UndoWindow::Always),
             },
             Action::DeleteAccount => ActionSpec {
@@ -274,6 +287,7 @@ impl Action {
                 family: Admin,
                 writes_directory: false,
                 param: None,
+                deletes_owned_content: true,
                 reversal: Inverse(Action::CancelDeleteAccount, UndoWindow::Days(14)),
             },
             Action::EnableAccount => ActionSpec {
@@ -282,6 +296,7 @@ impl Action {
                 family: Admin,
                 writes_directory: false,
                 param: None,
+                deletes_owned_content: false,
                 reversal: Undo,
             },
             Action::CancelDeleteAccount => ActionSpec {
@@ -290,6 +305,7 @@ impl Action {
                 family: Admin,
                 writes_directory: false,
                 param: None,
+                deletes_owned_content: false,
                 reversal: Undo,
             },
             Action::AddToGroup => ActionSpec {
@@ -298,6 +314,7 @@ impl Action {
                 family: Admin,
                 writes_directory: true,
                 param: Some(Param::GroupId),
+                deletes_owned_content: false,
                 reversal: Undo,
             },
             Action::AddToServiceDesk => ActionSpec {
@@ -306,6 +323,7 @@ impl Action {
                 family: Site,
                 writes_directory: false,
                 param: Some(Param::ServiceDeskId),
+                deletes_owned_content: false,
                 reversal: Undo,
             },
             Action::AddToCustomerOrganization => ActionSpec {
@@ -314,6 +332,7 @@ impl Action {
                 family: Site,
                 writes_directory: false,
                 param: Some(Param::OrganizationId),
+                deletes_owned_content: false,
                 reversal: Undo,
             },
         }

@@ -243,6 +243,11 @@ impl Job {
         self.params.get(name).and_then(Value::as_str)
     }
 
+    /// Whether the step may delete what the account owns (`ALLOW_CONTENT_LOSS`).
+    pub fn allows_content_loss(&self) -> bool {
+        self.params.get(ALLOW_CONTENT_LOSS) == Some(&Value::Bool(true))
+    }
+
     /// The target part of its live-job key (`Action::key_target`).
     pub fn key_target(&self) -> String {
         self.action.key_target(&self.params)
@@ -260,6 +265,11 @@ impl Job {
 /// column: no entry, rule or CSV can set it (each takes only the action's one id), and the
 /// stores record it without a migration.
 pub const TRUST_ACCOUNT_ID: &str = "trust_account_id";
+
+/// The parameter of a step that may delete what the account owns in Jira
+/// (`ActionSpec::deletes_owned_content`): `"allow_content_loss": true`, set by a rule's
+/// `allow_content_loss = true` (README, "No silent loss").
+pub const ALLOW_CONTENT_LOSS: &str = "allow_content_loss";
 
 /// One entry of a job's audit trail.
 #[derive(Clone, Debug, Serialize, ToSchema)]

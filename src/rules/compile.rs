@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::spec::{ActionSpec, RuleSpec};
 use crate::domain::duration::Span;
-use crate::domain::{Action, check_id};
+use crate::domain::{ALLOW_CONTENT_LOSS, Action, check_id};
 
 /// `at` dates without a `timezone` are midnight UTC.
 const DEFAULT_TIMEZONE: Tz = Tz::UTC;
@@ -346,7 +346,20 @@ impl Problems {
         }
         let mut params = Map::new();
         for (key, value) in given {
-            if required != Some(key.as_str()) {
+            if key == ALLOW_CONTENT_LOSS {
+                if !action.spec().deletes_owned_content {
+                    self.add(format!(
+                        "`{key}` of `{action}`: only a step that deletes an account's filters \
+                         and dashboards takes it (`delete_account`)"
+                    ));
+                } else if let Value::Bool(allow) = value {
+                    if *allow {
+                        params.insert(key.clone(), Value::Bool(true));
+                    }
+                } else {
+                    self.add(format!("`{key}` of `{action}` must be true or false"));
+                }
+            } else if required != Some(key.as_str()) {
                 self.add(unknown_param(action, key));
             } else if let Some(text) = Action::param_text(value) {
                 if let Err(why) = check_id(&text) {
@@ -365,10 +378,13 @@ impl Problems {
 }
 
 fn unknown_param(action: Action, key: &str) -> String {
-    let takes = match action.required_param() {
+    let mut takes = match action.required_param() {
         Some(required) => format!("it takes only `{required}` and `after`"),
         None => "it takes only `after`".to_string(),
     };
+    if action.spec().deletes_owned_content {
+        takes.push_str(&format!(" (and `{ALLOW_CONTENT_LOSS}`)"));
+    }
     format!("unknown parameter `{key}` for `{action}`: {takes}")
 }
 

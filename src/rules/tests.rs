@@ -656,6 +656,14 @@ fn compile_reports_each_mistake_with_a_fix() {
             "unknown parameter `group_id` for `suspend_access`: it takes only `after`",
         ),
         (
+            "email = \"/e\"\nactions = [{ action = \"suspend_access\", allow_content_loss = true }]",
+            "`allow_content_loss` of `suspend_access`: only a step that deletes an account's filters and dashboards takes it (`delete_account`)",
+        ),
+        (
+            "email = \"/e\"\nactions = [{ action = \"delete_account\", allow_content_loss = \"yes\" }]",
+            "`allow_content_loss` of `delete_account` must be true or false",
+        ),
+        (
             "email = \"/e\"\nactions = [{ action = \"remove_from_group\", group_id = true }]",
             "`group_id` of `remove_from_group` must be a non-empty string or an integer",
         ),

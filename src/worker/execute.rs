@@ -447,6 +447,34 @@ pub async fn apply(client: &Client, target: &Target) -> Step {
     }
 }
 
+/// Right before a call that also deletes what the account owns in Jira (its filters, even
+/// shared ones, and its dashboards), two reads check that it owns none; a step that says
+/// `allow_content_loss = true` goes ahead (README, "No silent loss").
+pub async fn check_owned_content(client: &Client, job: &Job, target: &Target) -> Result<(), Step> {
+    if !job.action.spec().deletes_owned_content || job.allows_content_loss() {
+        return Ok(());
+    }
+    match client.owned_content(target.mutation.account_id()).await {
+        Ok(owned) if owned.is_empty() => Ok(()),
+        Ok(owned) => Err(Step::failed(
+            format!(
+                "owns_content:filters={},dashboards={}",
+                owned.filters, owned.dashboards
+            ),
+            format!(
+                "the account still owns {} filter(s) and {} dashboard(s), which {} would delete: \
+                 hand them over first (transfer_filters, transfer_dashboards), or let the step \
+                 say allow_content_loss = true",
+                owned.filters, owned.dashboards, job.action
+            ),
+        )),
+        Err(e) => Err(classify_error(
+            e,
+            "the check of the filters and dashboards the account owns",
+        )),
+    }
+}
+
 /// A step's detail, with what a membership check or a read-back saw.
 fn with_seen(detail: String, seen: Option<String>) -> String {
     match seen {

@@ -291,6 +291,9 @@ impl Worker {
         if guards.dry_run {
             return (execute::dry_run(&target), None);
         }
+        if let Err(step) = execute::check_owned_content(&self.client, job, &target).await {
+            return (step, None);
+        }
         let reservation = match self.blast_radius.reserve(self.store.as_ref()).await {
             Ok(Some(reservation)) => reservation,
             Ok(None) => {
@@ -413,8 +416,7 @@ impl Worker {
     async fn fail(&self, job: &Job, error: &str, detail: &str) -> Result<bool, StoreError> {
         let written = self.store.fail(job, error, detail).await?;
         if written {
-            // Error codes are ours (`api_error:<status>` at most adds a status): few values.
-            crate::metrics::job_finished(job.action.as_str(), JobState::Failed, error);
+            crate::metrics::job_finished(job.action.as_str(), JobState::Failed, error_label(error));
         }
         Ok(written)
     }
@@ -470,6 +472,17 @@ impl Worker {
     }
 }
 
+/// An error code as a metric label. Codes are ours and few, but some carry a detail after
+/// `:`: a status (`api_error:404`) is kept, counts (`owns_content:filters=2,dashboards=0`) or
+/// a name (`missing_param:group_id`) are not, so that the label's values stay few.
+fn error_label(error: &str) -> &str {
+    match error.split_once(':') {
+        Some((_, status)) if status.bytes().all(|b| b.is_ascii_digit()) => error,
+        Some((code, _)) => code,
+        None => error,
+    }
+}
+
 /// A writer of per-job rows, batched: whatever arrives while the previous batch is being
 /// committed goes into the next one (`crate::batch`), so concurrent jobs share one commit.
 /// Each job learns whether its claim still held, or the batch's error.
@@ -509,4 +522,20 @@ fn record_accounts_in_batches(
     write_in_batches(store, |store, items: Vec<AccountRecord>| async move {
         store.record_accounts(&items).await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_label;
+
+    #[test]
+    fn error_labels_keep_a_status_and_drop_counts_and_names() {
+        assert_eq!(error_label("api_error:404"), "api_error:404");
+        assert_eq!(
+            error_label("owns_content:filters=2,dashboards=0"),
+            "owns_content"
+        );
+        assert_eq!(error_label("missing_param:group_id"), "missing_param");
+        assert_eq!(error_label("not_found"), "not_found");
+    }
 }

@@ -457,15 +457,22 @@ async fn every_action_sends_its_request(db: TestDb) {
         // read between the lookup and the call (README, "Job outcomes").
         let membership_read = case.action.contains("remove_from_service_desk")
             || case.action.contains("remove_from_customer_organization");
+        // A deletion first counts the filters and dashboards the account owns (README, "No
+        // silent loss").
+        let content_read = case.action.contains("delete_account");
         assert_eq!(
             sent.len(),
-            2 + usize::from(membership_read),
+            2 + usize::from(membership_read) + 2 * usize::from(content_read),
             "{}: one lookup, one mutation: {sent:#?}",
             case.action
         );
         assert_lookup(&sent[0], &email, case.site);
         if membership_read {
             assert!(sent[1].is_lookup(), "{:#?}", sent[1]);
+        }
+        if content_read {
+            assert_eq!(sent[1].path, "/rest/api/3/filter/search");
+            assert_eq!(sent[2].path, "/rest/api/3/dashboard/search");
         }
         let mutation = sent.last().expect("a mutation");
         assert!(!mutation.is_lookup(), "{mutation:#?}");
@@ -3123,4 +3130,92 @@ async fn a_dry_run_chain_is_not_verified(db: TestDb) {
 both_stores!(
     a_dry_run_chain_is_not_verified_on,
     a_dry_run_chain_is_not_verified
+);
+
+/// No silent loss (README): deleting a managed account would delete the filters it owns, even
+/// shared ones, and its dashboards. A `delete_account` whose leaver still owns some fails
+/// `owns_content` before its call, and nothing is deleted.
+async fn delete_account_refuses_while_the_leaver_owns_content(db: TestDb) {
+    let h = Harness::start(
+        &db,
+        Settings::with_rule(r#"["delete_account"]"#),
+        vec![FakeAccount::managed("acc-dee", "dee@example.com")],
+    )
+    .await;
+    // A private filter counts too (`overrideSharePermissions`); another's does not.
+    h.fake.add_filter("10001", "acc-dee", true);
+    h.fake.add_filter("10002", "acc-dee", false);
+    h.fake.add_filter("10003", "acc-someone", true);
+    h.fake.add_dashboard("20001", "acc-dee", true);
+    let job = h.run_one(person("dee@example.com")).await;
+    assert_failed(&job, "owns_content:filters=2,dashboards=1");
+    assert_no_mutation(&h.fake);
+    let (filters, dashboards) = h.fake.content();
+    assert_eq!(filters, ["10001", "10002", "10003"]);
+    assert_eq!(dashboards, ["20001"]);
+    h.stop().await;
+}
+
+both_stores!(
+    delete_account_refuses_while_the_leaver_owns_content_on,
+    delete_account_refuses_while_the_leaver_owns_content
+);
+
+/// `allow_content_loss = true` on the step lets the deletion go ahead, and the fake deletes
+/// what the account owned, as Atlassian documents.
+async fn allow_content_loss_lets_the_deletion_take_the_content(db: TestDb) {
+    let h = Harness::start(
+        &db,
+        Settings::with_rule(r#"[{ action = "delete_account", allow_content_loss = true }]"#),
+        vec![FakeAccount::managed("acc-eve", "eve@example.com")],
+    )
+    .await;
+    h.fake.add_filter("10001", "acc-eve", true);
+    h.fake.add_filter("10003", "acc-someone", true);
+    let job = h.run_one(person("eve@example.com")).await;
+    assert_succeeded(&job, Outcome::Done);
+    assert_eq!(job.job.params["allow_content_loss"], json!(true));
+    let (filters, _) = h.fake.content();
+    assert_eq!(
+        filters,
+        ["10003"],
+        "the leaver's filter went with the account"
+    );
+    h.stop().await;
+}
+
+both_stores!(
+    allow_content_loss_lets_the_deletion_take_the_content_on,
+    allow_content_loss_lets_the_deletion_take_the_content
+);
+
+/// A leaver who owns nothing is deleted after the two reads, and the reads are paced and
+/// recorded like every other request.
+async fn delete_account_reads_owned_content_first(db: TestDb) {
+    let h = Harness::start(
+        &db,
+        Settings::with_rule(r#"["delete_account"]"#),
+        vec![FakeAccount::managed("acc-fay", "fay@example.com")],
+    )
+    .await;
+    let job = h.run_one(person("fay@example.com")).await;
+    assert_succeeded(&job, Outcome::Done);
+    let paths: Vec<String> = h.fake.requests().iter().map(|r| r.path.clone()).collect();
+    let filters = paths.iter().position(|p| p == "/rest/api/3/filter/search");
+    let dashboards = paths
+        .iter()
+        .position(|p| p == "/rest/api/3/dashboard/search");
+    let delete = paths
+        .iter()
+        .position(|p| p.ends_with("/manage/lifecycle/delete"));
+    assert!(
+        filters < delete && dashboards < delete && filters.is_some() && dashboards.is_some(),
+        "{paths:?}"
+    );
+    h.stop().await;
+}
+
+both_stores!(
+    delete_account_reads_owned_content_first_on,
+    delete_account_reads_owned_content_first
 );

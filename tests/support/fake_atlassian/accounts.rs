@@ -217,6 +217,9 @@ pub(super) struct FakeState {
     /// The listings answer empty pages that are never the last (a broken server).
     pub(super) empty_listing_pages: bool,
     pub(super) latency: Duration,
+    /// Jira filters and dashboards by id (`content.rs`).
+    pub(super) filters: BTreeMap<String, super::content::FakeItem>,
+    pub(super) dashboards: BTreeMap<String, super::content::FakeItem>,
 }
 
 /// What the site search matches a prefix of.

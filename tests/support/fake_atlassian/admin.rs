@@ -353,18 +353,21 @@ async fn lifecycle_disable(
 /// Lifecycle delete: **200** `{"message":"Success"}`; 404; 409 when not eligible, a repeat
 /// inside the 14-day grace period included [UM, TUT]. The account is "shown as temporarily
 /// deactivated" meanwhile [UM]: inactive, scheduled for deletion.
+///
+/// The filters and dashboards the account owns go at once (`content::delete_owned`): the
+/// sources do not say they wait for the grace period, and at once is the less convenient.
 async fn lifecycle_delete(State(shared): Fake, Path(account_id): Path<String>) -> Response {
-    let eligible = |account: &mut FakeAccount| {
-        let eligible = !account.for_deletion;
-        if eligible {
-            account.for_deletion = true;
-            account.account_status = AccountStatus::Inactive;
-        }
-        eligible
+    let mut state = shared.lock();
+    let Some(account) = state.managed_account(&account_id) else {
+        return error(StatusCode::NOT_FOUND, "account not found");
     };
-    lifecycle(&shared, &account_id, eligible, || {
-        Json(json!({ "message": "Success" })).into_response()
-    })
+    if account.for_deletion {
+        return not_eligible();
+    }
+    account.for_deletion = true;
+    account.account_status = AccountStatus::Inactive;
+    super::content::delete_owned(&mut state, &account_id);
+    Json(json!({ "message": "Success" })).into_response()
 }
 
 /// Lifecycle enable: 204, no body needed; 404; 409 "not eligible", a deleted account

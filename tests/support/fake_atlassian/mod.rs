@@ -21,6 +21,7 @@
 
 mod accounts;
 mod admin;
+mod content;
 mod faults;
 mod front_door;
 mod site;
@@ -43,6 +44,7 @@ use accounts::FakeState;
 // The benchmark in examples/ names only some of these.
 #[allow(unused_imports)]
 pub use accounts::{AccountStatus, FakeAccount, FakeStatus, Membership};
+pub use content::FakeItem;
 #[allow(unused_imports)]
 pub use faults::{Fault, FaultKind, Matcher};
 #[allow(unused_imports)]
@@ -116,6 +118,33 @@ impl FakeAtlassian {
     }
 
     /// Makes a service desk exist without any customer on it.
+    /// A filter `id` owned by `owner`, `shared` with the site user or private.
+    pub fn add_filter(&self, id: &str, owner: &str, shared: bool) {
+        let item = FakeItem {
+            owner: owner.to_owned(),
+            shared,
+        };
+        self.shared.lock().filters.insert(id.to_owned(), item);
+    }
+
+    /// A dashboard `id` owned by `owner`, `shared` with the site user or private.
+    pub fn add_dashboard(&self, id: &str, owner: &str, shared: bool) {
+        let item = FakeItem {
+            owner: owner.to_owned(),
+            shared,
+        };
+        self.shared.lock().dashboards.insert(id.to_owned(), item);
+    }
+
+    /// The filters and dashboards that still exist, by id.
+    pub fn content(&self) -> (Vec<String>, Vec<String>) {
+        let state = self.shared.lock();
+        (
+            state.filters.keys().cloned().collect(),
+            state.dashboards.keys().cloned().collect(),
+        )
+    }
+
     pub fn add_service_desk(&self, service_desk_id: &str) {
         self.shared
             .lock()
@@ -299,6 +328,8 @@ impl Default for Shared {
                 listing_page_cap: DEFAULT_LISTING_PAGE_CAP,
                 empty_listing_pages: false,
                 latency: Duration::ZERO,
+                filters: BTreeMap::new(),
+                dashboards: BTreeMap::new(),
             }),
             release: watch::Sender::new(0),
             bulk_page_cap: AtomicUsize::new(DEFAULT_BULK_PAGE_CAP),
@@ -351,6 +382,7 @@ type Fake = State<Arc<Shared>>;
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .merge(site::routes())
+        .merge(content::routes())
         .merge(admin::routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(middleware::from_fn_with_state(
