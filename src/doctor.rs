@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use crate::atlassian::{ALL_DIRECTORIES, CallError, Client, NO_JSM_AGENT_LICENCE};
 use crate::config::Config;
-use crate::domain::{Action, ApiFamily, DoctorCheck, Param};
+use crate::domain::{ALLOW_CONTENT_LOSS, Action, ApiFamily, DoctorCheck, Param};
 
 /// One check: its name (`site_credentials`, `group:<id>`, …), whether it passed, and what it
 /// found or, when it failed, why and how to fix it.
@@ -86,6 +86,8 @@ struct Targets {
     organizations: BTreeSet<String>,
     /// The rules' actions that write to the directory (`directory_id` must be a real one).
     directory_writers: BTreeSet<Action>,
+    /// A rule deletes accounts, and their owned filters and dashboards must be counted first.
+    owned_content: bool,
     site: bool,
     admin: bool,
 }
@@ -104,6 +106,13 @@ fn targets(config: &Config) -> Targets {
                 DoctorCheck::Credentials(ApiFamily::Admin) => targets.admin = true,
                 DoctorCheck::WritableDirectory => {
                     targets.directory_writers.insert(action);
+                }
+                DoctorCheck::OwnedContentSearch => {
+                    // The count is made with the site credentials, whatever the action's family.
+                    if params.get(ALLOW_CONTENT_LOSS) != Some(&serde_json::Value::Bool(true)) {
+                        targets.owned_content = true;
+                        targets.site = true;
+                    }
                 }
                 DoctorCheck::TargetExists(param) => {
                     let Some(id) = params.get(param.name()).and_then(|v| v.as_str()) else {
@@ -161,9 +170,12 @@ async fn site_checks(client: Option<&Client>, targets: &Targets) -> Vec<Check> {
         return checks;
     };
     // GET /rest/api/3/myself
-    let credentials = match client.site_myself().await {
-        Ok(name) => passed("site_credentials", format!("authenticated as {name}")),
-        Err(e) => failed("site_credentials", explain(&e, SITE_FIX)),
+    let (credentials, myself) = match client.site_myself().await {
+        Ok((name, id)) => (
+            passed("site_credentials", format!("authenticated as {name}")),
+            id,
+        ),
+        Err(e) => (failed("site_credentials", explain(&e, SITE_FIX)), None),
     };
     if !credentials.ok {
         let mut checks = vec![credentials];
@@ -185,6 +197,27 @@ async fn site_checks(client: Option<&Client>, targets: &Targets) -> Vec<Check> {
         ),
         Err(e) => failed("site_browse_users", explain(&e, SITE_FIX)),
     });
+    if targets.owned_content {
+        // GET /rest/api/3/filter/search and /rest/api/3/dashboard/search, of the site user
+        let id = myself.as_deref().unwrap_or_default();
+        checks.push(match client.owned_content(id).await {
+            Ok(_) => passed(
+                "owned_content",
+                "the site user may count the filters and dashboards a leaver owns before \
+                 delete_account",
+            ),
+            Err(e) => failed(
+                "owned_content",
+                explain(
+                    &e,
+                    "delete_account counts the leaver's filters (with \
+                     overrideSharePermissions, which needs the global permission \"Administer \
+                     Jira\") and dashboards first: grant it to site_email, or let the step say \
+                     allow_content_loss = true",
+                ),
+            ),
+        });
+    }
     for id in &targets.service_desks {
         // GET /rest/servicedeskapi/servicedesk/{id}
         let found = client.service_desk_exists(id).await;
@@ -353,6 +386,9 @@ fn explain(err: &CallError, fix: &str) -> String {
 
 fn site_dependents(targets: &Targets) -> Vec<String> {
     let mut names = vec!["site_browse_users".to_owned()];
+    if targets.owned_content {
+        names.push("owned_content".to_owned());
+    }
     names.extend(
         targets
             .service_desks

@@ -56,16 +56,18 @@ struct Links {
 }
 
 impl Client {
-    /// `GET /rest/api/3/myself`: who the site credentials are. 401 means they are wrong.
-    pub async fn site_myself(&self) -> Result<String, CallError> {
+    /// `GET /rest/api/3/myself`: who the site credentials are (a name to show, and the
+    /// account id). 401 means they are wrong.
+    pub async fn site_myself(&self) -> Result<(String, Option<String>), CallError> {
         let url = self.site_endpoint(&["rest", "api", "3", "myself"])?;
         let request = self.request(ApiFamily::Site, Method::GET, url)?;
         let response = self.send(ApiFamily::Site, "site_myself", request).await?;
         let me: Myself = read_lookup(response).await?;
-        Ok(me
+        let name = me
             .display_name
-            .or(me.account_id)
-            .unwrap_or_else(|| "an unnamed account".into()))
+            .or_else(|| me.account_id.clone())
+            .unwrap_or_else(|| "an unnamed account".into());
+        Ok((name, me.account_id))
     }
 
     /// `GET /admin/v1/orgs/{orgId}`: whether the admin key reaches the configured org.

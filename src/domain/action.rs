@@ -103,6 +103,9 @@ pub enum DoctorCheck {
     WritableDirectory,
     /// The group, service desk or organization the parameter names exists.
     TargetExists(Param),
+    /// The site user may count what an account owns in Jira (`deletes_owned_content`,
+    /// unless the step allows the loss).
+    OwnedContentSearch,
 }
 
 /// One row of the action table.
@@ -135,10 +138,14 @@ impl ActionSpec {
             .writes_directory
             .then_some(DoctorCheck::WritableDirectory);
         let target = self.param.map(DoctorCheck::TargetExists);
+        let content = self
+            .deletes_owned_content
+            .then_some(DoctorCheck::OwnedContentSearch);
         [
             Some(DoctorCheck::Credentials(self.family)),
             directory,
             target,
+            content,
         ]
         .into_iter()
         .flatten()

@@ -308,6 +308,26 @@ async fn all_directories_fails_only_where_the_rules_write_to_the_directory() {
     );
     let out = doctor(&config, false);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    // delete_account counts the leaver's filters and dashboards with the site credentials
+    // first (README, "No silent loss").
+    assert_eq!(
+        text(&out.stdout),
+        "PASS site_credentials\nPASS site_browse_users\nPASS owned_content\n\
+         PASS admin_credentials\nPASS directory\n"
+    );
+
+    // A deletion that may take the content along needs no site user.
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{atlassian}\n{}",
+            managed_rules(
+                r#"["deactivate_account", { action = "delete_account", allow_content_loss = true }]"#
+            )
+        ),
+    );
+    let out = doctor(&config, false);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert_eq!(
         text(&out.stdout),
         "PASS admin_credentials\nPASS directory\n"
@@ -445,4 +465,37 @@ async fn serve_checks_at_start_and_the_console_shows_a_failing_doctor() {
     let page = console_page(&http, &app, &cookie).await;
     assert!(!page.contains("Doctor:"), "{page}");
     app.stop().await;
+}
+
+/// A site user who may not search other people's filters (no *Administer Jira* for
+/// `overrideSharePermissions`) fails the `owned_content` check, with the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owned_content_fails_when_the_site_user_may_not_search_filters() {
+    let fake = healthy_fake().await;
+    fake.inject(Fault::once(
+        Matcher::PathContains("/filter/search".into()),
+        FaultKind::Status403 {
+            body: r#"{"errorMessages":["You do not have permission"]}"#.into(),
+        },
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "{}\n{}",
+            atlassian_toml(&fake),
+            managed_rules(r#"["delete_account"]"#)
+        ),
+    );
+    let out = doctor(&config, false);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("FAIL owned_content: "))
+        .unwrap_or_else(|| panic!("no FAIL line: {stdout}"));
+    assert!(
+        line.contains("Administer Jira") && line.contains("allow_content_loss"),
+        "{line}"
+    );
 }
