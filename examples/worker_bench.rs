@@ -10,7 +10,7 @@
 //! replica would) to the job's first request at the fake, on an idle worker; and the request
 //! rate the worker keeps with `requests_per_second = 10`; and Atlassian requests per
 //! completed job for chains of 1, 2 and 3 steps (one lookup per chain, then one call per
-//! step: (steps + 1) / steps). Each run gets a fresh database, dropped afterwards.
+//! step, and two counting reads before `delete_account`: (steps + 1 + 2 deletions) / steps). Each run gets a fresh database, dropped afterwards.
 //! `--only chains` runs the last measurement alone.
 
 #[path = "../tests/support/fake_atlassian/mod.rs"]
@@ -379,11 +379,17 @@ async fn main() {
     }
     for steps in 1..=3 {
         let (jobs, requests) = requests_per_job(&args.server, args.chains, steps).await;
+        // One lookup per chain, one call per step, and two counting reads before a deletion
+        // (README, "No silent loss").
+        let deletions = managed_chain(steps)
+            .iter()
+            .filter(|(action, _)| action.spec().deletes_owned_content)
+            .count();
         println!(
             "requests per job, {steps}-step chains: {:.3} ({requests} Atlassian requests for {jobs} jobs, {} people; target {:.3})",
             requests as f64 / jobs as f64,
             args.chains,
-            (steps + 1) as f64 / steps as f64
+            (steps + 1 + 2 * deletions) as f64 / steps as f64
         );
     }
 }
