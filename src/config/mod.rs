@@ -146,6 +146,8 @@ impl Default for WorkerConfig {
 pub struct EvidenceConfig {
     /// The target from `max(first_seen, effective_at)` to `access_removed_at`.
     pub sla: Duration,
+    /// How often the worker looks for chains that ended live and for rechecks that are due.
+    pub verify_every: Duration,
     /// How long after its verification a case is read once more; `None` (`0s`): never.
     pub recheck_after: Option<Duration>,
     /// Whether a case found active again has its chain enqueued again, awaiting approval.
@@ -163,6 +165,7 @@ impl Default for EvidenceConfig {
         const DAY: u64 = 24 * 3600;
         EvidenceConfig {
             sla: Duration::from_secs(DAY),
+            verify_every: Duration::from_secs(5),
             recheck_after: Some(Duration::from_secs(DAY)),
             reenqueue_reactivated: false,
             pseudonymize_after: Duration::from_secs(400 * DAY),

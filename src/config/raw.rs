@@ -63,6 +63,7 @@ pub(super) struct RawSafety {
 #[derive(Deserialize, Default)]
 pub(super) struct RawEvidence {
     pub(super) sla: Option<String>,
+    pub(super) verify_every: Option<String>,
     pub(super) recheck_after: Option<String>,
     pub(super) reenqueue_reactivated: Option<bool>,
     pub(super) pseudonymize_after: Option<String>,

@@ -171,6 +171,7 @@ fn validate_evidence(
         },
     };
     let sla = span(raw.sla, "sla", defaults.sla);
+    let verify_every = span(raw.verify_every, "verify_every", defaults.verify_every);
     let recheck_after = span(
         raw.recheck_after,
         "recheck_after",
@@ -183,6 +184,12 @@ fn validate_evidence(
     );
     if sla.is_zero() {
         problems.at("evidence.sla", "must be longer than 0s");
+    }
+    if verify_every.is_zero() {
+        problems.at(
+            "evidence.verify_every",
+            "must be at least 1s: every chain that ends live is verified",
+        );
     }
     if pseudonymize_after.is_zero() {
         problems.at(
@@ -206,6 +213,7 @@ fn validate_evidence(
     }
     EvidenceConfig {
         sla,
+        verify_every,
         recheck_after: (!recheck_after.is_zero()).then_some(recheck_after),
         reenqueue_reactivated: raw
             .reenqueue_reactivated

@@ -19,8 +19,6 @@ use crate::domain::{Action, Job, JobId, ManualSource, NewChain, NewStep, Outcome
 use crate::store::verifications::NewVerification;
 use crate::store::{JobFilter, Recheck, Store, StoreError, Verification, VerifiedState};
 
-/// How often the worker looks for chain ends to verify and rechecks that are due.
-pub const PASS_EVERY: Duration = Duration::from_secs(5);
 /// Chain ends older than this when first seen are not verified: a store that predates
 /// verification is not read back wholesale at the first start.
 const VERIFY_WITHIN: chrono::TimeDelta = chrono::TimeDelta::days(7);
@@ -257,7 +255,7 @@ async fn reenqueue(
     Ok(())
 }
 
-/// Runs a pass every [`PASS_EVERY`] until `shutdown`.
+/// Runs a pass every `[evidence] verify_every` until `shutdown`.
 pub(super) async fn run(
     store: Arc<dyn Store>,
     client: Client,
@@ -271,7 +269,7 @@ pub(super) async fn run(
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(PASS_EVERY) => {}
+            () = tokio::time::sleep(config.evidence.verify_every) => {}
         }
         let now = Utc::now();
         match pass(store.as_ref(), &client, &config, &owner, now, since).await {

@@ -1594,7 +1594,11 @@ async fn a_chain_costs_one_lookup(db: TestDb) {
         assert_eq!(job.job.account_id.as_deref(), Some("acc-1"), "{job:#?}");
     }
     assert_eq!(searches(&h.fake).len(), 1);
-    assert_eq!(h.fake.requests().len(), 4, "one lookup and three calls");
+    assert_eq!(
+        h.fake.requests().len(),
+        6,
+        "one lookup, three calls, and the two counting reads before the deletion"
+    );
     h.stop().await;
 }
 
