@@ -1029,3 +1029,40 @@ fn the_doctor_loads_what_it_diagnoses_and_nothing_else() {
     let err = Config::discover_to_diagnose(Some(&path)).unwrap_err();
     assert_eq!(err.0.len(), 2, "{err}");
 }
+
+#[test]
+fn evidence_defaults_and_checks() {
+    let config = parse("").unwrap();
+    let evidence = &config.evidence;
+    assert_eq!(evidence.sla, Duration::from_secs(24 * 3600));
+    assert_eq!(evidence.verify_every, Duration::from_secs(5));
+    assert_eq!(evidence.recheck_after, Some(Duration::from_secs(24 * 3600)));
+    assert!(!evidence.reenqueue_reactivated);
+    assert_eq!(
+        evidence.pseudonymize_after,
+        Duration::from_secs(400 * 24 * 3600)
+    );
+    assert!(evidence.pseudonym_key.is_none());
+
+    let config = parse(
+        "[evidence]\nsla = \"4h\"\nrecheck_after = \"0s\"\nreenqueue_reactivated = true\n\
+         pseudonym_key = \"0123456789abcdef0123456789abcdef\"",
+    )
+    .unwrap();
+    assert_eq!(config.evidence.sla, Duration::from_secs(4 * 3600));
+    assert_eq!(config.evidence.recheck_after, None, "0s turns rechecks off");
+    assert!(config.evidence.reenqueue_reactivated);
+    assert!(config.evidence.pseudonym_key.is_some());
+
+    assert_problem("[evidence]\nsla = \"0s\"", "evidence.sla");
+    assert_problem("[evidence]\nverify_every = \"0s\"", "evidence.verify_every");
+    assert_problem("[evidence]\nsla = \"soon\"", "evidence.sla");
+    assert_problem("[evidence]\npseudonym_key = \"short\"", "at least 32 bytes");
+    assert_problem("[evidence]\nslo = \"4h\"", "evidence.slo");
+    // The key is a secret: no problem repeats it.
+    let found = problems("[evidence]\npseudonym_key = \"short-secret-value\"");
+    assert!(
+        found.iter().all(|p| !p.contains("short-secret-value")),
+        "{found:?}"
+    );
+}
