@@ -111,6 +111,14 @@ const LANDED: &[(&str, &str)] = &[
         "migrations/sqlite/20261209000005_verification_sweep_index.sql",
         "1540b58b4e7e1b5f33c0afa7b7ac4ddaaa65fab1bc5e022cbc6bfc382013b881f85b5d27fd75124ab1ac205b0998ef6e",
     ),
+    (
+        "migrations/postgres/20261209000002_event_chain.sql",
+        "88abd1bc971f83ef72fb08c53f45bb01bdd64ba9e2973bf5823eb849d20bc4fd6461b2d09c72429a315670b7361066e4",
+    ),
+    (
+        "migrations/sqlite/20261209000002_event_chain.sql",
+        "4885043a292eafc4c0c62636db2a21f60f764314fa64195ca0d072cbbc193ac0ee8563865cee2f08b68db0d347e23338",
+    ),
 ];
 
 const DIRECTORIES: [&str; 2] = ["migrations/postgres", "migrations/sqlite"];

@@ -1,0 +1,187 @@
+//! Proof of offboarding (README, "Proof for auditors"): the audit trail's hash chain
+//! (`chain.rs`, pure), keyed pseudonyms (`pseudonym.rs`) and where a person is named in
+//! free text (`person.rs`); here, the uses that drive the store: sealing, `evidence verify`,
+//! `evidence erase`, and the periodic task `serve` runs with the worker.
+
+pub mod chain;
+pub mod person;
+pub mod pseudonym;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::store::{ChainSql, Erased, Erasure, Store, StoreResult};
+use chain::{Break, ChainCheck, ChainHead};
+use pseudonym::Pseudonyms;
+
+/// The detail of the audit event an erasure writes on each of the person's jobs.
+pub const PSEUDONYMIZED_DETAIL: &str = "personal data pseudonymized";
+/// The actor of the periodic pass's audit events.
+pub const PSEUDONYMIZE_AFTER_ACTOR: &str = "offboard:pseudonymize_after";
+
+/// Events sealed per transaction: short enough that the lock is held briefly.
+const SEAL_BATCH: u32 = 1000;
+/// Events read per page by `verify`: never the whole trail at once.
+const VERIFY_PAGE: u32 = 10_000;
+/// How often `serve` seals what was committed since.
+const SEAL_EVERY: Duration = Duration::from_secs(1);
+/// How often `serve` looks for cases past `pseudonymize_after`.
+const PSEUDONYMIZE_EVERY: Duration = Duration::from_secs(600);
+/// People pseudonymized per look.
+const PSEUDONYMIZE_BATCH: u32 = 100;
+
+/// Seals every event committed so far, a batch per transaction. Returns how many.
+pub async fn seal_all(chain: &dyn ChainSql) -> StoreResult<u64> {
+    let mut total = 0;
+    loop {
+        let sealed = chain.seal_events(SEAL_BATCH).await?;
+        total += sealed;
+        if sealed < u64::from(SEAL_BATCH) {
+            return Ok(total);
+        }
+    }
+}
+
+/// An intact chain: how many events it holds, and its head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Intact {
+    pub events: i64,
+    pub head: Option<ChainHead>,
+}
+
+/// Seals what is unsealed, then recomputes the whole chain in `chain_seq` order, a page at
+/// a time. `Err` inside: the first event that does not match.
+pub async fn verify(chain: &dyn ChainSql) -> StoreResult<Result<Intact, Break>> {
+    seal_all(chain).await?;
+    let mut check = ChainCheck::default();
+    loop {
+        let page = chain.sealed_events(check.checked(), VERIFY_PAGE).await?;
+        for event in &page {
+            if let Err(broken) = check.check(event) {
+                return Ok(Err(broken));
+            }
+        }
+        if page.len() < VERIFY_PAGE as usize {
+            break;
+        }
+    }
+    Ok(Ok(Intact {
+        events: check.checked(),
+        head: check.head(),
+    }))
+}
+
+/// `evidence erase`: pseudonymizes one person at once, unless they still have live jobs.
+/// The events written on the way are sealed, and on SQLite the file is rebuilt, so that no
+/// copy of the email is left in it.
+pub async fn erase(chain: &dyn ChainSql, erasure: Erasure<'_>) -> StoreResult<Erased> {
+    seal_all(chain).await?;
+    let erased = chain.pseudonymize(erasure).await?;
+    if let Erased::Done { .. } = erased {
+        seal_all(chain).await?;
+        chain.compact(true).await?;
+    }
+    Ok(erased)
+}
+
+/// One pass of `pseudonymize_after`: pseudonymizes the people whose jobs are all final and
+/// whose newest job was finalized more than `after` ago. Returns how many. Idempotent, and
+/// safe on every replica at once: each person is rewritten under the chain's lock, after
+/// which they are no longer due.
+pub async fn pseudonymize_due(
+    chain: &dyn ChainSql,
+    pseudonyms: &Pseudonyms,
+    after: Duration,
+) -> StoreResult<u64> {
+    let Ok(after) = chrono::Duration::from_std(after) else {
+        return Ok(0);
+    };
+    let Some(before) = chrono::Utc::now().checked_sub_signed(after) else {
+        return Ok(0);
+    };
+    seal_all(chain).await?;
+    let mut done = 0;
+    loop {
+        let due = chain
+            .due_for_pseudonymization(before, PSEUDONYMIZE_BATCH)
+            .await?;
+        let mut progressed = false;
+        for email in &due {
+            let erasure = Erasure {
+                email: email.as_str(),
+                pseudonyms,
+                actor: PSEUDONYMIZE_AFTER_ACTOR,
+                refuse_live: true,
+            };
+            if let Erased::Done { .. } = chain.pseudonymize(erasure).await? {
+                done += 1;
+                progressed = true;
+            }
+        }
+        if due.len() < PSEUDONYMIZE_BATCH as usize || !progressed {
+            break;
+        }
+    }
+    if done > 0 {
+        seal_all(chain).await?;
+        chain.compact(false).await?;
+    }
+    Ok(done)
+}
+
+/// Seals what the drained worker wrote last, when `serve` stops.
+pub async fn seal_at_exit(store: &dyn Store) {
+    if let Err(e) = seal_all(store.chain()).await {
+        tracing::warn!(error = %e, "cannot seal the audit trail at shutdown; the next start or migrate will");
+    }
+}
+
+/// What `serve` runs with the worker: sealing every second, and, with a pseudonym key, the
+/// `pseudonymize_after` pass every ten minutes. Ends once `shutdown` is cancelled.
+pub fn spawn(
+    config: Arc<Config>,
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+) -> JoinHandle<()> {
+    let pseudonyms = config.evidence.pseudonym_key.clone().map(Pseudonyms::new);
+    let after = config.evidence.pseudonymize_after;
+    tokio::spawn(async move {
+        let chain = store.chain();
+        let mut seal_tick = tokio::time::interval(SEAL_EVERY);
+        let mut pass_tick = tokio::time::interval(PSEUDONYMIZE_EVERY);
+        for tick in [&mut seal_tick, &mut pass_tick] {
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => {
+                    // The worker's last results are still being written: `serve` seals
+                    // once more after it has drained (`seal_at_exit`).
+                    return;
+                }
+                _ = seal_tick.tick() => {
+                    if let Err(e) = seal_all(chain).await {
+                        tracing::warn!(error = %e, "cannot seal the audit trail; trying again");
+                    }
+                }
+                _ = pass_tick.tick(), if pseudonyms.is_some() => {
+                    let Some(pseudonyms) = &pseudonyms else { continue };
+                    match pseudonymize_due(chain, pseudonyms, after).await {
+                        Ok(people) => tracing::info!(
+                            people,
+                            "pseudonymized the cases past pseudonymize_after"
+                        ),
+                        Err(e) => tracing::warn!(
+                            error = %e,
+                            "cannot pseudonymize the cases past pseudonymize_after; trying again"
+                        ),
+                    }
+                }
+            }
+        }
+    })
+}

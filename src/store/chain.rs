@@ -1,0 +1,542 @@
+//! What proof of offboarding needs from the store (README, "Proof for auditors"): sealing
+//! audit events into the hash chain, reading the chain back in order, and pseudonymizing a
+//! person's records. The hashes and pseudonyms are computed in Rust (`crate::evidence`);
+//! the SQL here reads and writes them. Written once in [`chain_sql!`] and expanded in each
+//! backend's module, like `same_sql.rs`; where the dialects differ, the statement says so.
+//!
+//! Why the chain cannot fork: sealing reads the head and writes the next links in one
+//! transaction that holds a lock only one sealer can hold at a time (Postgres: a
+//! transaction-level advisory lock; SQLite: the write lock of `BEGIN IMMEDIATE`). Should two
+//! ever run at once, both would write the same `chain_seq`, and the unique index on it fails
+//! the second one instead of letting the chain split.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::StoreResult;
+use crate::domain::{Email, JobId};
+use crate::evidence::chain::{ChainHead, SealedEvent};
+use crate::evidence::pseudonym::Pseudonyms;
+
+/// The key of the advisory lock sealers and pseudonymizers hold on Postgres ("chain" in
+/// ASCII).
+pub(crate) const CHAIN_LOCK: i64 = 0x0063_6861_696e;
+
+/// One person's records to pseudonymize, and who asked.
+#[derive(Clone, Copy, Debug)]
+pub struct Erasure<'a> {
+    /// Lower-cased, as the store keeps it.
+    pub email: &'a str,
+    pub pseudonyms: &'a Pseudonyms,
+    /// The actor of the audit event written on each of the person's jobs.
+    pub actor: &'a str,
+    /// Whether jobs still live refuse the erasure (`evidence erase`); the periodic pass
+    /// picks only people whose jobs are all final, and checks again here.
+    pub refuse_live: bool,
+}
+
+/// What pseudonymizing one person did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Erased {
+    /// The rows rewritten, per table.
+    Done {
+        pseudonym: String,
+        jobs: u64,
+        events: u64,
+        deliveries: u64,
+        verifications: u64,
+    },
+    /// Nothing was changed: these jobs of the person are still live.
+    LiveJobs(Vec<JobId>),
+}
+
+#[async_trait]
+pub trait ChainSql: Send + Sync {
+    /// Seals up to `limit` unsealed events, oldest id first, after the chain's head.
+    /// Returns how many it sealed.
+    async fn seal_events(&self, limit: u32) -> StoreResult<u64>;
+    /// The newest sealed event, `None` while nothing is sealed.
+    async fn chain_head(&self) -> StoreResult<Option<ChainHead>>;
+    /// Up to `limit` sealed events after `after_seq`, in `chain_seq` order, each with its
+    /// job's email as stored now.
+    async fn sealed_events(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<SealedEvent>>;
+    /// Replaces the person's email and account ids by their pseudonyms in jobs, events,
+    /// deliveries and verifications, in one transaction, and writes an audit event on each
+    /// of their jobs.
+    async fn pseudonymize(&self, erasure: Erasure<'_>) -> StoreResult<Erased>;
+    /// People whose jobs are all final, the newest finalized before `before`, not
+    /// pseudonymized yet.
+    async fn due_for_pseudonymization(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> StoreResult<Vec<Email>>;
+    /// After an erasure, leaves no copy of what was overwritten in the database's files
+    /// where the backend can: SQLite checkpoints and truncates its write-ahead log, and with
+    /// `vacuum` rebuilds the file. Postgres: nothing (its dump holds only live rows).
+    async fn compact(&self, vacuum: bool) -> StoreResult<()>;
+}
+
+/// `text` with every place `email` or one of `account_ids` appears replaced by its
+/// pseudonym: for the columns the chain does not hash.
+pub(crate) fn scrub(
+    text: &str,
+    email: &str,
+    account_ids: &[String],
+    pseudonyms: &Pseudonyms,
+) -> String {
+    use crate::evidence::person::{Naming, replace};
+    let p_email = pseudonyms.email(email);
+    let mut out = replace(
+        text,
+        Naming {
+            email,
+            account_id: None,
+        },
+        &p_email,
+        "",
+        false,
+    );
+    for id in account_ids {
+        out = replace(
+            &out,
+            Naming {
+                email,
+                account_id: Some(id),
+            },
+            &p_email,
+            &pseudonyms.account_id(id),
+            false,
+        );
+    }
+    out
+}
+
+/// A `LIKE` pattern that finds `text` anywhere, its wildcards escaped with `\`.
+pub(crate) fn containing(text: &str) -> String {
+    let mut pattern = String::from("%");
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// Expands [`ChainSql`] for `sqlx::Pool<Db>` in a backend's module, next to `same_sql!`,
+/// whose `begin_write`, `time_from_row`, `insert_event` and `stored` it uses.
+macro_rules! chain_sql {
+    () => {
+        /// Holds the chain's lock until the transaction ends (SQLite: `begin_write` holds
+        /// the write lock already).
+        async fn lock_chain(
+            tx: &mut sqlx::Transaction<'static, Db>,
+        ) -> $crate::store::StoreResult<()> {
+            match BACKEND {
+                $crate::store::Backend::Postgres => {
+                    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                        .bind($crate::store::chain::CHAIN_LOCK)
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                $crate::store::Backend::Sqlite => {}
+            }
+            Ok(())
+        }
+
+        fn event_content_from_row(
+            row: &<Db as sqlx::Database>::Row,
+        ) -> $crate::store::StoreResult<$crate::evidence::chain::EventContent> {
+            use sqlx::Row as _;
+            Ok($crate::evidence::chain::EventContent {
+                id: row.try_get("id")?,
+                job_id: row.try_get("job_id")?,
+                at: time_from_row(row, "at")?,
+                from_state: row.try_get("from_state")?,
+                to_state: row.try_get("to_state")?,
+                actor: row.try_get("actor")?,
+                detail: row.try_get("detail")?,
+            })
+        }
+
+        /// Sets `evidence_rewrite.active`, which lets this transaction rewrite events.
+        async fn allow_rewrite(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            active: bool,
+        ) -> $crate::store::StoreResult<()> {
+            sqlx::query("UPDATE evidence_rewrite SET active = $1 WHERE id = 1")
+                .bind(active)
+                .execute(&mut **tx)
+                .await?;
+            Ok(())
+        }
+
+        #[async_trait::async_trait]
+        impl $crate::store::chain::ChainSql for sqlx::Pool<Db> {
+            async fn seal_events(&self, limit: u32) -> $crate::store::StoreResult<u64> {
+                use sqlx::Row as _;
+                use $crate::evidence::chain::{UnsealedEvent, seal};
+                let mut tx = begin_write(self).await?;
+                lock_chain(&mut tx).await?;
+                let head = chain_head_in(&mut *tx).await?;
+                let rows = sqlx::query(
+                    "SELECT e.id, e.job_id, e.at, e.from_state, e.to_state, e.actor, e.detail, \
+                       j.email, j.account_id \
+                     FROM job_events e JOIN jobs j ON j.id = e.job_id \
+                     WHERE e.chain_seq IS NULL ORDER BY e.id LIMIT $1",
+                )
+                .bind(i64::from(limit))
+                .fetch_all(&mut *tx)
+                .await?;
+                if rows.is_empty() {
+                    return Ok(0);
+                }
+                let events = rows
+                    .iter()
+                    .map(|row| {
+                        Ok(UnsealedEvent {
+                            content: event_content_from_row(row)?,
+                            email: row.try_get("email")?,
+                            account_id: row.try_get("account_id")?,
+                        })
+                    })
+                    .collect::<$crate::store::StoreResult<Vec<_>>>()?;
+                let seals = seal(head.as_ref(), &events);
+                let seals = serde_json::to_string(&seals)
+                    .map_err(|e| $crate::store::StoreError::Corrupt(e.to_string()))?;
+                // One statement for the batch: the seals as one JSON array, read by each
+                // dialect's JSON table function.
+                let write = match BACKEND {
+                    $crate::store::Backend::Postgres => {
+                        "UPDATE job_events SET chain_seq = (s.v->>'chain_seq')::bigint, \
+                           prev_sha256 = s.v->>'prev_sha256', sha256 = s.v->>'sha256', \
+                           chain_account_id = s.v->>'account_id' \
+                         FROM jsonb_array_elements($1::jsonb) AS s (v) \
+                         WHERE job_events.id = (s.v->>'event_id')::bigint"
+                    }
+                    $crate::store::Backend::Sqlite => {
+                        "UPDATE job_events SET chain_seq = s.value->>'chain_seq', \
+                           prev_sha256 = s.value->>'prev_sha256', sha256 = s.value->>'sha256', \
+                           chain_account_id = s.value->>'account_id' \
+                         FROM json_each($1) AS s \
+                         WHERE job_events.id = s.value->>'event_id'"
+                    }
+                };
+                let sealed = sqlx::query(write)
+                    .bind(seals)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                tx.commit().await?;
+                Ok(sealed)
+            }
+
+            async fn chain_head(
+                &self,
+            ) -> $crate::store::StoreResult<Option<$crate::evidence::chain::ChainHead>> {
+                let mut conn = self.acquire().await?;
+                chain_head_in(&mut *conn).await
+            }
+
+            async fn sealed_events(
+                &self,
+                after_seq: i64,
+                limit: u32,
+            ) -> $crate::store::StoreResult<Vec<$crate::evidence::chain::SealedEvent>> {
+                use sqlx::Row as _;
+                use $crate::evidence::chain::{Seal, SealedEvent};
+                let rows = sqlx::query(
+                    "SELECT e.id, e.job_id, e.at, e.from_state, e.to_state, e.actor, e.detail, \
+                       e.chain_seq, e.prev_sha256, e.sha256, e.chain_account_id, j.email \
+                     FROM job_events e JOIN jobs j ON j.id = e.job_id \
+                     WHERE e.chain_seq > $1 ORDER BY e.chain_seq LIMIT $2",
+                )
+                .bind(after_seq)
+                .bind(i64::from(limit))
+                .fetch_all(self)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(SealedEvent {
+                            content: event_content_from_row(row)?,
+                            email: row.try_get("email")?,
+                            seal: Seal {
+                                event_id: row.try_get("id")?,
+                                chain_seq: row.try_get("chain_seq")?,
+                                prev_sha256: row.try_get("prev_sha256")?,
+                                sha256: row.try_get("sha256")?,
+                                account_id: row.try_get("chain_account_id")?,
+                            },
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn pseudonymize(
+                &self,
+                erasure: $crate::store::chain::Erasure<'_>,
+            ) -> $crate::store::StoreResult<$crate::store::chain::Erased> {
+                use sqlx::Row as _;
+                use $crate::evidence::person::{Naming, replace};
+                use $crate::store::chain::{Erased, containing, scrub};
+                use $crate::store::model::parse_column;
+                let $crate::store::chain::Erasure {
+                    email,
+                    pseudonyms,
+                    actor,
+                    refuse_live,
+                } = erasure;
+                let p_email = pseudonyms.email(email);
+                let mut tx = begin_write(self).await?;
+                lock_chain(&mut tx).await?;
+                let jobs = sqlx::query(concat!(
+                    "SELECT id, state, account_id, params, last_error FROM jobs \
+                     WHERE email = $1 ORDER BY id",
+                    for_update!()
+                ))
+                .bind(email)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut states = Vec::with_capacity(jobs.len());
+                for row in &jobs {
+                    let state: JobState = parse_column(row.try_get::<&str, _>("state")?)?;
+                    states.push((row.try_get::<JobId, _>("id")?, state));
+                }
+                let live: Vec<JobId> = states
+                    .iter()
+                    .filter(|(_, state)| state.is_live())
+                    .map(|(id, _)| *id)
+                    .collect();
+                if refuse_live && !live.is_empty() {
+                    return Ok(Erased::LiveJobs(live));
+                }
+                let verifications = sqlx::query(
+                    "SELECT id, account_id, seen, recheck_seen FROM verifications \
+                     WHERE email = $1",
+                )
+                .bind(email)
+                .fetch_all(&mut *tx)
+                .await?;
+                let events = sqlx::query(
+                    "SELECT e.id, e.actor, e.detail, e.chain_seq, e.chain_account_id, \
+                       j.account_id AS job_account_id \
+                     FROM job_events e JOIN jobs j ON j.id = e.job_id WHERE j.email = $1",
+                )
+                .bind(email)
+                .fetch_all(&mut *tx)
+                .await?;
+                // Every account id the person's records name, for the columns the chain
+                // does not hash.
+                let mut account_ids: Vec<String> = Vec::new();
+                for (rows, column) in [
+                    (&jobs, "account_id"),
+                    (&verifications, "account_id"),
+                    (&events, "chain_account_id"),
+                ] {
+                    for row in rows {
+                        if let Some(id) = row.try_get::<Option<String>, _>(column)? {
+                            if !account_ids.contains(&id) {
+                                account_ids.push(id);
+                            }
+                        }
+                    }
+                }
+                // Longer ids first, so that one id inside another is replaced whole.
+                account_ids.sort_by_key(|id| std::cmp::Reverse(id.len()));
+
+                allow_rewrite(&mut tx, true).await?;
+                let mut events_changed = 0;
+                for row in &events {
+                    let sealed = row.try_get::<Option<i64>, _>("chain_seq")?.is_some();
+                    // A sealed event's content names the account it was sealed with; an
+                    // unsealed one will be sealed with its job's, pseudonymized now.
+                    let account: Option<String> = if sealed {
+                        row.try_get("chain_account_id")?
+                    } else {
+                        row.try_get("job_account_id")?
+                    };
+                    let naming = Naming {
+                        email,
+                        account_id: account.as_deref(),
+                    };
+                    let p_account = account
+                        .as_deref()
+                        .map(|id| pseudonyms.account_id(id))
+                        .unwrap_or_default();
+                    let actor_before: String = row.try_get("actor")?;
+                    let detail_before: String = row.try_get("detail")?;
+                    let actor_after = replace(&actor_before, naming, &p_email, &p_account, false);
+                    let detail_after =
+                        replace(&detail_before, naming, &p_email, &p_account, false);
+                    let chain_account: Option<String> = row.try_get("chain_account_id")?;
+                    let chain_account_after =
+                        chain_account.as_deref().map(|id| pseudonyms.account_id(id));
+                    if actor_after == actor_before
+                        && detail_after == detail_before
+                        && chain_account_after == chain_account
+                    {
+                        continue;
+                    }
+                    sqlx::query(
+                        "UPDATE job_events SET actor = $2, detail = $3, chain_account_id = $4 \
+                         WHERE id = $1",
+                    )
+                    .bind(row.try_get::<i64, _>("id")?)
+                    .bind(actor_after)
+                    .bind(detail_after)
+                    .bind(chain_account_after)
+                    .execute(&mut *tx)
+                    .await?;
+                    events_changed += 1;
+                }
+                allow_rewrite(&mut tx, false).await?;
+
+                for row in &jobs {
+                    let params: String = row.try_get("params")?;
+                    let last_error: Option<String> = row.try_get("last_error")?;
+                    let account: Option<String> = row.try_get("account_id")?;
+                    sqlx::query(
+                        "UPDATE jobs SET email = $2, account_id = $3, params = $4, \
+                         last_error = $5 WHERE id = $1",
+                    )
+                    .bind(row.try_get::<JobId, _>("id")?)
+                    .bind(&p_email)
+                    .bind(account.as_deref().map(|id| pseudonyms.account_id(id)))
+                    .bind(scrub(&params, email, &account_ids, pseudonyms))
+                    .bind(
+                        last_error
+                            .as_deref()
+                            .map(|text| scrub(text, email, &account_ids, pseudonyms)),
+                    )
+                    .execute(&mut *tx)
+                    .await?;
+                }
+
+                let deliveries = sqlx::query(
+                    "SELECT id, response, error FROM deliveries \
+                     WHERE lower(response) LIKE $1 ESCAPE '\\' \
+                        OR lower(coalesce(error, '')) LIKE $1 ESCAPE '\\'",
+                )
+                .bind(containing(email))
+                .fetch_all(&mut *tx)
+                .await?;
+                for row in &deliveries {
+                    let response: String = row.try_get("response")?;
+                    let error: Option<String> = row.try_get("error")?;
+                    sqlx::query("UPDATE deliveries SET response = $2, error = $3 WHERE id = $1")
+                        .bind(row.try_get::<i64, _>("id")?)
+                        .bind(scrub(&response, email, &account_ids, pseudonyms))
+                        .bind(
+                            error
+                                .as_deref()
+                                .map(|text| scrub(text, email, &account_ids, pseudonyms)),
+                        )
+                        .execute(&mut *tx)
+                        .await?;
+                }
+
+                for row in &verifications {
+                    let account: Option<String> = row.try_get("account_id")?;
+                    let seen: String = row.try_get("seen")?;
+                    let recheck_seen: Option<String> = row.try_get("recheck_seen")?;
+                    sqlx::query(
+                        "UPDATE verifications SET email = $2, account_id = $3, seen = $4, \
+                         recheck_seen = $5 WHERE id = $1",
+                    )
+                    .bind(row.try_get::<i64, _>("id")?)
+                    .bind(&p_email)
+                    .bind(account.as_deref().map(|id| pseudonyms.account_id(id)))
+                    .bind(scrub(&seen, email, &account_ids, pseudonyms))
+                    .bind(
+                        recheck_seen
+                            .as_deref()
+                            .map(|text| scrub(text, email, &account_ids, pseudonyms)),
+                    )
+                    .execute(&mut *tx)
+                    .await?;
+                }
+
+                for (id, state) in &states {
+                    insert_event(
+                        &mut tx,
+                        *id,
+                        Some(*state),
+                        *state,
+                        actor,
+                        $crate::evidence::PSEUDONYMIZED_DETAIL,
+                    )
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(Erased::Done {
+                    pseudonym: p_email,
+                    jobs: jobs.len() as u64,
+                    events: events_changed,
+                    deliveries: deliveries.len() as u64,
+                    verifications: verifications.len() as u64,
+                })
+            }
+
+            async fn due_for_pseudonymization(
+                &self,
+                before: chrono::DateTime<chrono::Utc>,
+                limit: u32,
+            ) -> $crate::store::StoreResult<Vec<$crate::domain::Email>> {
+                let emails: Vec<String> = sqlx::query_scalar(
+                    "SELECT email FROM jobs WHERE email NOT LIKE $1 GROUP BY email \
+                     HAVING count(finalized_at) = count(*) AND max(finalized_at) < $2 \
+                     ORDER BY email LIMIT $3",
+                )
+                .bind(format!(
+                    "%@{}",
+                    $crate::evidence::pseudonym::PSEUDONYM_DOMAIN
+                ))
+                .bind(stored(before))
+                .bind(i64::from(limit))
+                .fetch_all(self)
+                .await?;
+                Ok(emails
+                    .into_iter()
+                    .map($crate::domain::Email::stored)
+                    .collect())
+            }
+
+            async fn compact(&self, vacuum: bool) -> $crate::store::StoreResult<()> {
+                match BACKEND {
+                    $crate::store::Backend::Postgres => {}
+                    $crate::store::Backend::Sqlite => {
+                        let mut conn = self.acquire().await?;
+                        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                            .execute(&mut *conn)
+                            .await?;
+                        if vacuum {
+                            sqlx::query("VACUUM").execute(&mut *conn).await?;
+                            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                                .execute(&mut *conn)
+                                .await?;
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+
+        /// The newest sealed event, on a connection or in a transaction.
+        async fn chain_head_in(
+            conn: &mut <Db as sqlx::Database>::Connection,
+        ) -> $crate::store::StoreResult<Option<$crate::evidence::chain::ChainHead>> {
+            let head: Option<(i64, String)> = sqlx::query_as(
+                "SELECT chain_seq, sha256 FROM job_events WHERE chain_seq IS NOT NULL \
+                 ORDER BY chain_seq DESC LIMIT 1",
+            )
+            .fetch_optional(&mut *conn)
+            .await?;
+            Ok(head.map(
+                |(chain_seq, sha256)| $crate::evidence::chain::ChainHead { chain_seq, sha256 },
+            ))
+        }
+    };
+}
+pub(super) use chain_sql;
