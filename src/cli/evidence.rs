@@ -1,0 +1,98 @@
+//! `offboard evidence verify` and `offboard evidence erase` (README, "Proof for auditors").
+
+use clap::Subcommand;
+
+use super::{ConfigArg, Failure, database_url, load, open_store, store_failure};
+use crate::domain::Email;
+use crate::evidence::{self, pseudonym::Pseudonyms};
+use crate::store::{Erased, Erasure};
+
+/// The actor of the audit event `evidence erase` writes on each of the person's jobs.
+const ERASE_ACTOR: &str = "operator:cli";
+
+#[derive(Subcommand, Debug)]
+pub(super) enum EvidenceCommand {
+    /// Seal the audit events not sealed yet, then recompute the whole hash chain. Prints
+    /// the number of events and the chain's head; exits 1 naming the first event that does
+    /// not match.
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Pseudonymize one person's records now (a GDPR erasure request): their email and
+    /// account ids in jobs, audit events, deliveries and verifications become keyed
+    /// pseudonyms. Needs `[evidence] pseudonym_key`; refused while the person has live jobs.
+    Erase {
+        /// The person's email address.
+        email: String,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+pub(super) async fn evidence(command: EvidenceCommand) -> Result<(), Failure> {
+    match command {
+        EvidenceCommand::Verify { config } => {
+            let store = open_store(&database_url(&config)?).await?;
+            match evidence::verify(store.chain())
+                .await
+                .map_err(store_failure)?
+            {
+                Ok(intact) => {
+                    let head = intact.head.as_ref().map_or_else(
+                        || "none".to_owned(),
+                        |h| format!("chain_seq {} sha256 {}", h.chain_seq, h.sha256),
+                    );
+                    println!("audit trail intact: {} events, head {head}", intact.events);
+                    Ok(())
+                }
+                Err(broken) => Err(Failure::Runtime(format!("audit trail broken at {broken}"))),
+            }
+        }
+        EvidenceCommand::Erase { email, config } => {
+            let config = load(&config)?;
+            let key = config.evidence.pseudonym_key.clone().ok_or_else(|| {
+                Failure::Usage(format!(
+                    "cannot erase: [evidence] pseudonym_key is not set in {}",
+                    config.origin
+                ))
+            })?;
+            let email = Email::parse(&email)
+                .map_err(|why| Failure::Usage(format!("not an email address: {why}")))?;
+            let pseudonyms = Pseudonyms::new(key);
+            let store = open_store(&config.database_url).await?;
+            let erasure = Erasure {
+                email: email.as_str(),
+                pseudonyms: &pseudonyms,
+                actor: ERASE_ACTOR,
+                refuse_live: true,
+            };
+            match evidence::erase(store.chain(), erasure)
+                .await
+                .map_err(store_failure)?
+            {
+                Erased::Done {
+                    pseudonym,
+                    jobs,
+                    events,
+                    deliveries,
+                    verifications,
+                } => {
+                    println!(
+                        "pseudonymized as {pseudonym}: {jobs} jobs, {events} audit events, \
+                         {deliveries} deliveries, {verifications} verifications"
+                    );
+                    Ok(())
+                }
+                Erased::LiveJobs(ids) => {
+                    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+                    Err(Failure::Usage(format!(
+                        "cannot erase: the person still has live jobs ({}); cancel them or \
+                         let them finish first",
+                        ids.join(", ")
+                    )))
+                }
+            }
+        }
+    }
+}
