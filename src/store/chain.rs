@@ -178,6 +178,15 @@ macro_rules! chain_sql {
             async fn seal_events(&self, limit: u32) -> $crate::store::StoreResult<u64> {
                 use sqlx::Row as _;
                 use $crate::evidence::chain::{UnsealedEvent, seal};
+                // Most seconds there is nothing to seal: look without the lock first, so an
+                // idle sealer never takes SQLite's write lock from a webhook.
+                let waiting: Option<i64> =
+                    sqlx::query_scalar("SELECT id FROM job_events WHERE chain_seq IS NULL LIMIT 1")
+                        .fetch_optional(self)
+                        .await?;
+                if waiting.is_none() {
+                    return Ok(0);
+                }
                 let mut tx = begin_write(self).await?;
                 lock_chain(&mut tx).await?;
                 let head = chain_head_in(&mut *tx).await?;
