@@ -84,13 +84,29 @@ pub(super) async fn evidence(command: EvidenceCommand) -> Result<(), Failure> {
                     );
                     Ok(())
                 }
-                Erased::LiveJobs(ids) => {
-                    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-                    Err(Failure::Usage(format!(
-                        "cannot erase: the person still has live jobs ({}); cancel them or \
-                         let them finish first",
-                        ids.join(", ")
-                    )))
+                Erased::Unfinished {
+                    live_jobs,
+                    rechecks_due,
+                } => {
+                    let list = |ids: &[crate::domain::JobId]| {
+                        ids.iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    Err(Failure::Usage(if live_jobs.is_empty() {
+                        format!(
+                            "cannot erase: the person's case still has a recheck due (after job \
+                             {}); erase after the recheck",
+                            list(&rechecks_due)
+                        )
+                    } else {
+                        format!(
+                            "cannot erase: the person still has live jobs ({}); cancel them or \
+                             let them finish first",
+                            list(&live_jobs)
+                        )
+                    }))
                 }
             }
         }

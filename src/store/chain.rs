@@ -30,8 +30,8 @@ pub struct Erasure<'a> {
     pub pseudonyms: &'a Pseudonyms,
     /// The actor of the audit event written on each of the person's jobs.
     pub actor: &'a str,
-    /// Whether jobs still live refuse the erasure (`evidence erase`); the periodic pass
-    /// picks only people whose jobs are all final, and checks again here.
+    /// Whether jobs still live, or rechecks still due, refuse the erasure; the periodic
+    /// pass picks only people whose jobs are all final, and checks again here.
     pub refuse_live: bool,
 }
 
@@ -46,8 +46,13 @@ pub enum Erased {
         deliveries: u64,
         verifications: u64,
     },
-    /// Nothing was changed: these jobs of the person are still live.
-    LiveJobs(Vec<JobId>),
+    /// Nothing was changed: the person's case is not over. These jobs are still live, or
+    /// the verifications after these jobs are still to be rechecked (a recheck reads the
+    /// account by the id a pseudonym would replace).
+    Unfinished {
+        live_jobs: Vec<JobId>,
+        rechecks_due: Vec<JobId>,
+    },
 }
 
 #[async_trait]
@@ -64,8 +69,8 @@ pub trait ChainSql: Send + Sync {
     /// deliveries and verifications, in one transaction, and writes an audit event on each
     /// of their jobs.
     async fn pseudonymize(&self, erasure: Erasure<'_>) -> StoreResult<Erased>;
-    /// People whose jobs are all final, the newest finalized before `before`, not
-    /// pseudonymized yet.
+    /// People whose jobs are all final, the newest finalized before `before`, with no
+    /// recheck due, not pseudonymized yet.
     async fn due_for_pseudonymization(
         &self,
         before: DateTime<Utc>,
@@ -318,16 +323,26 @@ macro_rules! chain_sql {
                     .filter(|(_, state)| state.is_live())
                     .map(|(id, _)| *id)
                     .collect();
-                if refuse_live && !live.is_empty() {
-                    return Ok(Erased::LiveJobs(live));
-                }
                 let verifications = sqlx::query(
-                    "SELECT id, account_id, seen, recheck_seen FROM verifications \
-                     WHERE email = $1",
+                    "SELECT id, job_id, account_id, seen, recheck_seen, \
+                       recheck_at IS NOT NULL AND rechecked_at IS NULL AS recheck_due \
+                     FROM verifications WHERE email = $1",
                 )
                 .bind(email)
                 .fetch_all(&mut *tx)
                 .await?;
+                let mut rechecks_due = Vec::new();
+                for row in &verifications {
+                    if row.try_get::<bool, _>("recheck_due")? {
+                        rechecks_due.push(row.try_get::<JobId, _>("job_id")?);
+                    }
+                }
+                if refuse_live && !(live.is_empty() && rechecks_due.is_empty()) {
+                    return Ok(Erased::Unfinished {
+                        live_jobs: live,
+                        rechecks_due,
+                    });
+                }
                 let events = sqlx::query(
                     "SELECT e.id, e.actor, e.detail, e.chain_seq, e.chain_account_id, \
                        j.account_id AS job_account_id \
@@ -494,7 +509,10 @@ macro_rules! chain_sql {
                 limit: u32,
             ) -> $crate::store::StoreResult<Vec<$crate::domain::Email>> {
                 let emails: Vec<String> = sqlx::query_scalar(
-                    "SELECT email FROM jobs WHERE email NOT LIKE $1 GROUP BY email \
+                    "SELECT email FROM jobs WHERE email NOT LIKE $1 \
+                       AND email NOT IN (SELECT email FROM verifications \
+                         WHERE recheck_at IS NOT NULL AND rechecked_at IS NULL) \
+                     GROUP BY email \
                      HAVING count(finalized_at) = count(*) AND max(finalized_at) < $2 \
                      ORDER BY email LIMIT $3",
                 )

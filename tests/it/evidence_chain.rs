@@ -465,6 +465,31 @@ async fn erase_refuses_without_a_key_or_while_jobs_are_live() {
         .await
         .unwrap();
     assert_eq!(jobs.len(), 2, "nothing of John's was changed");
+
+    let job = store
+        .list_jobs(&offboard::store::JobFilter {
+            email: Some(JANE.into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()[0]
+        .id;
+    owner_sql(
+        &db,
+        &[&format!(
+            "INSERT INTO verifications (email, job_id, verified_at, state, seen, recheck_at) \
+             VALUES ('{JANE}', {job}, 0, 'verified', 'gone', 1)"
+        )],
+    )
+    .await;
+    let recheck = Cli::new(&db, Some(KEY)).run(&["evidence", "erase", JANE]);
+    assert_eq!(recheck.status.code(), Some(2));
+    assert!(
+        text(&recheck.stderr).contains("recheck due"),
+        "{}",
+        text(&recheck.stderr)
+    );
 }
 
 async fn events_written_before_the_chain_are_sealed_by_migrate(db: TestDb) {
