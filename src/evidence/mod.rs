@@ -171,6 +171,7 @@ pub fn spawn(
                 _ = pass_tick.tick(), if pseudonyms.is_some() => {
                     let Some(pseudonyms) = &pseudonyms else { continue };
                     match pseudonymize_due(chain, pseudonyms, after).await {
+                        Ok(0) => tracing::debug!("no case past pseudonymize_after"),
                         Ok(people) => tracing::info!(
                             people,
                             "pseudonymized the cases past pseudonymize_after"
