@@ -152,6 +152,13 @@ pub trait Store: Send + Sync + 'static {
     /// The audit trail's hash chain and pseudonymization (`chain.rs`).
     fn chain(&self) -> &dyn ChainSql;
 
+    /// The newest sealed audit event, which a report names as the chain head it was made at
+    /// (README, "Tamper evidence"); `crate::evidence::seal_all` first makes it include every
+    /// event committed so far.
+    async fn chain_head(&self) -> StoreResult<Option<crate::evidence::chain::ChainHead>> {
+        self.chain().chain_head().await
+    }
+
     /// A cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()> {
         self.same_sql().ping().await

@@ -556,10 +556,16 @@ both_stores!(
     the_pseudonymize_after_pass_takes_only_old_final_cases
 );
 
+/// Two stores on one database are two replicas: their sealers still make one chain.
 async fn concurrent_sealers_make_one_chain(db: TestDb) {
     let store = db.store().await;
+    let replica = db.store().await;
     let writers = (0..4).map(|i| {
-        let store = store.clone();
+        let store = if i % 2 == 0 {
+            store.clone()
+        } else {
+            replica.clone()
+        };
         tokio::spawn(async move {
             for n in 0..10 {
                 let email = format!("p{i}-{n}@example.com");
@@ -626,6 +632,30 @@ async fn the_guard_refuses_edits_and_reseals(db: TestDb) {
         assert!(err.to_string().contains("append-only"), "{sql}: {err}");
     }
     evidence::verify(store.chain()).await.unwrap().unwrap();
+
+    // A sealer that read a stale head would write a chain_seq that is taken: it fails.
+    accept(&*store, vec![chain(JOHN, None, &[Action::SuspendAccess])]).await;
+    let fork = format!(
+        "UPDATE job_events SET chain_seq = 1, prev_sha256 = '{zero}', sha256 = '{zero}' \
+         WHERE chain_seq IS NULL",
+        zero = evidence::chain::GENESIS
+    );
+    let refused = match db.backend {
+        Backend::Postgres => {
+            let mut conn = PgConnection::connect(&db.url).await.unwrap();
+            sqlx::query(&fork).execute(&mut conn).await.err()
+        }
+        Backend::Sqlite => {
+            let mut conn = SqliteConnection::connect(&db.url).await.unwrap();
+            sqlx::query(&fork).execute(&mut conn).await.err()
+        }
+    };
+    let err = refused.expect("a second chain_seq 1 was accepted");
+    assert!(
+        err.as_database_error()
+            .is_some_and(|e| e.is_unique_violation()),
+        "{err}"
+    );
 }
 both_stores!(
     the_guard_refuses_edits_and_reseals,
