@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use super::StoreResult;
 use crate::domain::{Email, JobId};
 use crate::evidence::chain::{ChainHead, SealedEvent};
+use crate::evidence::person::{Naming, replace};
 use crate::evidence::pseudonym::Pseudonyms;
 
 /// The key of the advisory lock sealers and pseudonymizers hold on Postgres ("chain" in
@@ -82,39 +83,99 @@ pub trait ChainSql: Send + Sync {
     async fn compact(&self, vacuum: bool) -> StoreResult<()>;
 }
 
-/// `text` with every place `email` or one of `account_ids` appears replaced by its
-/// pseudonym: for the columns the chain does not hash.
-pub(crate) fn scrub(
-    text: &str,
-    email: &str,
-    account_ids: &[String],
-    pseudonyms: &Pseudonyms,
-) -> String {
-    use crate::evidence::person::{Naming, replace};
-    let p_email = pseudonyms.email(email);
-    let mut out = replace(
-        text,
-        Naming {
+/// How one person's records are rewritten: decided here, in Rust; the SQL of
+/// [`chain_sql!`] reads the rows and writes what this returns.
+pub(crate) struct Rewrite<'a> {
+    email: &'a str,
+    pseudonym: String,
+    /// Every account id the person's records name, longer first, so that an id inside
+    /// another is replaced whole.
+    account_ids: Vec<String>,
+    pseudonyms: &'a Pseudonyms,
+}
+
+impl<'a> Rewrite<'a> {
+    pub(crate) fn new(
+        email: &'a str,
+        mut account_ids: Vec<String>,
+        pseudonyms: &'a Pseudonyms,
+    ) -> Rewrite<'a> {
+        account_ids.sort();
+        account_ids.dedup();
+        account_ids.sort_by_key(|id| std::cmp::Reverse(id.len()));
+        Rewrite {
             email,
-            account_id: None,
-        },
-        &p_email,
-        "",
-        false,
-    );
-    for id in account_ids {
-        out = replace(
-            &out,
-            Naming {
-                email,
-                account_id: Some(id),
-            },
-            &p_email,
-            &pseudonyms.account_id(id),
-            false,
-        );
+            pseudonym: pseudonyms.email(email),
+            account_ids,
+            pseudonyms,
+        }
     }
-    out
+
+    pub(crate) fn email(&self) -> &str {
+        self.email
+    }
+
+    pub(crate) fn pseudonym(&self) -> &str {
+        &self.pseudonym
+    }
+
+    pub(crate) fn account_id(&self, id: Option<&str>) -> Option<String> {
+        id.map(|id| self.pseudonyms.account_id(id))
+    }
+
+    /// `text` with the email and every account id of the person replaced: for the columns
+    /// the chain does not hash.
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        let naming = |account_id| Naming {
+            email: self.email,
+            account_id,
+        };
+        let mut out = replace(text, naming(None), &self.pseudonym, "", false);
+        for id in &self.account_ids {
+            let p_account = self.pseudonyms.account_id(id);
+            out = replace(&out, naming(Some(id)), &self.pseudonym, &p_account, false);
+        }
+        out
+    }
+
+    pub(crate) fn scrub_optional(&self, text: Option<&str>) -> Option<String> {
+        text.map(|text| self.scrub(text))
+    }
+
+    /// An event's new actor, detail and `chain_account_id`, or `None` when it does not name
+    /// the person. Only the names its canonical content hashes as tokens are replaced: the
+    /// job's email, and the account id it was sealed with (an unsealed event: its job's,
+    /// pseudonymized in the same transaction, which the sealer will read).
+    pub(crate) fn event(&self, event: &EventText) -> Option<EventText> {
+        let account = if event.sealed {
+            event.chain_account_id.as_deref()
+        } else {
+            event.job_account_id.as_deref()
+        };
+        let naming = Naming {
+            email: self.email,
+            account_id: account,
+        };
+        let p_account = self.account_id(account).unwrap_or_default();
+        let rewritten = EventText {
+            actor: replace(&event.actor, naming, &self.pseudonym, &p_account, false),
+            detail: replace(&event.detail, naming, &self.pseudonym, &p_account, false),
+            chain_account_id: self.account_id(event.chain_account_id.as_deref()),
+            ..event.clone()
+        };
+        (rewritten != *event).then_some(rewritten)
+    }
+}
+
+/// The columns of an audit event a pseudonymization may rewrite, and what decides how.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct EventText {
+    pub id: i64,
+    pub sealed: bool,
+    pub actor: String,
+    pub detail: String,
+    pub chain_account_id: Option<String>,
+    pub job_account_id: Option<String>,
 }
 
 /// A `LIKE` pattern that finds `text` anywhere, its wildcards escaped with `\`.
@@ -293,16 +354,13 @@ macro_rules! chain_sql {
                 erasure: $crate::store::chain::Erasure<'_>,
             ) -> $crate::store::StoreResult<$crate::store::chain::Erased> {
                 use sqlx::Row as _;
-                use $crate::evidence::person::{Naming, replace};
-                use $crate::store::chain::{Erased, containing, scrub};
-                use $crate::store::model::parse_column;
+                use $crate::store::chain::{Erased, Rewrite};
                 let $crate::store::chain::Erasure {
                     email,
                     pseudonyms,
                     actor,
                     refuse_live,
                 } = erasure;
-                let p_email = pseudonyms.email(email);
                 let mut tx = begin_write(self).await?;
                 lock_chain(&mut tx).await?;
                 let jobs = sqlx::query(concat!(
@@ -313,16 +371,6 @@ macro_rules! chain_sql {
                 .bind(email)
                 .fetch_all(&mut *tx)
                 .await?;
-                let mut states = Vec::with_capacity(jobs.len());
-                for row in &jobs {
-                    let state: JobState = parse_column(row.try_get::<&str, _>("state")?)?;
-                    states.push((row.try_get::<JobId, _>("id")?, state));
-                }
-                let live: Vec<JobId> = states
-                    .iter()
-                    .filter(|(_, state)| state.is_live())
-                    .map(|(id, _)| *id)
-                    .collect();
                 let verifications = sqlx::query(
                     "SELECT id, job_id, account_id, seen, recheck_seen, \
                        recheck_at IS NOT NULL AND rechecked_at IS NULL AS recheck_due \
@@ -331,157 +379,38 @@ macro_rules! chain_sql {
                 .bind(email)
                 .fetch_all(&mut *tx)
                 .await?;
+                let states = job_states(&jobs)?;
+                let live_jobs: Vec<JobId> = states
+                    .iter()
+                    .filter(|(_, state)| state.is_live())
+                    .map(|(id, _)| *id)
+                    .collect();
                 let mut rechecks_due = Vec::new();
                 for row in &verifications {
                     if row.try_get::<bool, _>("recheck_due")? {
                         rechecks_due.push(row.try_get::<JobId, _>("job_id")?);
                     }
                 }
-                if refuse_live && !(live.is_empty() && rechecks_due.is_empty()) {
+                if refuse_live && !(live_jobs.is_empty() && rechecks_due.is_empty()) {
                     return Ok(Erased::Unfinished {
-                        live_jobs: live,
+                        live_jobs,
                         rechecks_due,
                     });
                 }
-                let events = sqlx::query(
-                    "SELECT e.id, e.actor, e.detail, e.chain_seq, e.chain_account_id, \
-                       j.account_id AS job_account_id \
-                     FROM job_events e JOIN jobs j ON j.id = e.job_id WHERE j.email = $1",
-                )
-                .bind(email)
-                .fetch_all(&mut *tx)
-                .await?;
-                // Every account id the person's records name, for the columns the chain
-                // does not hash.
-                let mut account_ids: Vec<String> = Vec::new();
-                for (rows, column) in [
-                    (&jobs, "account_id"),
-                    (&verifications, "account_id"),
-                    (&events, "chain_account_id"),
-                ] {
+                let events = person_events(&mut tx, email).await?;
+                let mut account_ids = Vec::new();
+                for (rows, column) in [(&jobs, "account_id"), (&verifications, "account_id")] {
                     for row in rows {
-                        if let Some(id) = row.try_get::<Option<String>, _>(column)? {
-                            if !account_ids.contains(&id) {
-                                account_ids.push(id);
-                            }
-                        }
+                        account_ids.extend(row.try_get::<Option<String>, _>(column)?);
                     }
                 }
-                // Longer ids first, so that one id inside another is replaced whole.
-                account_ids.sort_by_key(|id| std::cmp::Reverse(id.len()));
+                account_ids.extend(events.iter().filter_map(|e| e.chain_account_id.clone()));
+                let rewrite = Rewrite::new(email, account_ids, pseudonyms);
 
-                allow_rewrite(&mut tx, true).await?;
-                let mut events_changed = 0;
-                for row in &events {
-                    let sealed = row.try_get::<Option<i64>, _>("chain_seq")?.is_some();
-                    // A sealed event's content names the account it was sealed with; an
-                    // unsealed one will be sealed with its job's, pseudonymized now.
-                    let account: Option<String> = if sealed {
-                        row.try_get("chain_account_id")?
-                    } else {
-                        row.try_get("job_account_id")?
-                    };
-                    let naming = Naming {
-                        email,
-                        account_id: account.as_deref(),
-                    };
-                    let p_account = account
-                        .as_deref()
-                        .map(|id| pseudonyms.account_id(id))
-                        .unwrap_or_default();
-                    let actor_before: String = row.try_get("actor")?;
-                    let detail_before: String = row.try_get("detail")?;
-                    let actor_after = replace(&actor_before, naming, &p_email, &p_account, false);
-                    let detail_after =
-                        replace(&detail_before, naming, &p_email, &p_account, false);
-                    let chain_account: Option<String> = row.try_get("chain_account_id")?;
-                    let chain_account_after =
-                        chain_account.as_deref().map(|id| pseudonyms.account_id(id));
-                    if actor_after == actor_before
-                        && detail_after == detail_before
-                        && chain_account_after == chain_account
-                    {
-                        continue;
-                    }
-                    sqlx::query(
-                        "UPDATE job_events SET actor = $2, detail = $3, chain_account_id = $4 \
-                         WHERE id = $1",
-                    )
-                    .bind(row.try_get::<i64, _>("id")?)
-                    .bind(actor_after)
-                    .bind(detail_after)
-                    .bind(chain_account_after)
-                    .execute(&mut *tx)
-                    .await?;
-                    events_changed += 1;
-                }
-                allow_rewrite(&mut tx, false).await?;
-
-                for row in &jobs {
-                    let params: String = row.try_get("params")?;
-                    let last_error: Option<String> = row.try_get("last_error")?;
-                    let account: Option<String> = row.try_get("account_id")?;
-                    sqlx::query(
-                        "UPDATE jobs SET email = $2, account_id = $3, params = $4, \
-                         last_error = $5 WHERE id = $1",
-                    )
-                    .bind(row.try_get::<JobId, _>("id")?)
-                    .bind(&p_email)
-                    .bind(account.as_deref().map(|id| pseudonyms.account_id(id)))
-                    .bind(scrub(&params, email, &account_ids, pseudonyms))
-                    .bind(
-                        last_error
-                            .as_deref()
-                            .map(|text| scrub(text, email, &account_ids, pseudonyms)),
-                    )
-                    .execute(&mut *tx)
-                    .await?;
-                }
-
-                let deliveries = sqlx::query(
-                    "SELECT id, response, error FROM deliveries \
-                     WHERE lower(response) LIKE $1 ESCAPE '\\' \
-                        OR lower(coalesce(error, '')) LIKE $1 ESCAPE '\\'",
-                )
-                .bind(containing(email))
-                .fetch_all(&mut *tx)
-                .await?;
-                for row in &deliveries {
-                    let response: String = row.try_get("response")?;
-                    let error: Option<String> = row.try_get("error")?;
-                    sqlx::query("UPDATE deliveries SET response = $2, error = $3 WHERE id = $1")
-                        .bind(row.try_get::<i64, _>("id")?)
-                        .bind(scrub(&response, email, &account_ids, pseudonyms))
-                        .bind(
-                            error
-                                .as_deref()
-                                .map(|text| scrub(text, email, &account_ids, pseudonyms)),
-                        )
-                        .execute(&mut *tx)
-                        .await?;
-                }
-
-                for row in &verifications {
-                    let account: Option<String> = row.try_get("account_id")?;
-                    let seen: String = row.try_get("seen")?;
-                    let recheck_seen: Option<String> = row.try_get("recheck_seen")?;
-                    sqlx::query(
-                        "UPDATE verifications SET email = $2, account_id = $3, seen = $4, \
-                         recheck_seen = $5 WHERE id = $1",
-                    )
-                    .bind(row.try_get::<i64, _>("id")?)
-                    .bind(&p_email)
-                    .bind(account.as_deref().map(|id| pseudonyms.account_id(id)))
-                    .bind(scrub(&seen, email, &account_ids, pseudonyms))
-                    .bind(
-                        recheck_seen
-                            .as_deref()
-                            .map(|text| scrub(text, email, &account_ids, pseudonyms)),
-                    )
-                    .execute(&mut *tx)
-                    .await?;
-                }
-
+                let events = rewrite_events(&mut tx, &rewrite, &events).await?;
+                rewrite_jobs(&mut tx, &rewrite, &jobs).await?;
+                let deliveries = rewrite_deliveries(&mut tx, &rewrite).await?;
+                rewrite_verifications(&mut tx, &rewrite, &verifications).await?;
                 for (id, state) in &states {
                     insert_event(
                         &mut tx,
@@ -495,10 +424,10 @@ macro_rules! chain_sql {
                 }
                 tx.commit().await?;
                 Ok(Erased::Done {
-                    pseudonym: p_email,
+                    pseudonym: rewrite.pseudonym().to_owned(),
                     jobs: jobs.len() as u64,
-                    events: events_changed,
-                    deliveries: deliveries.len() as u64,
+                    events,
+                    deliveries,
                     verifications: verifications.len() as u64,
                 })
             }
@@ -550,6 +479,146 @@ macro_rules! chain_sql {
             }
         }
 
+        /// Each job's id and state.
+        fn job_states(
+            jobs: &[<Db as sqlx::Database>::Row],
+        ) -> $crate::store::StoreResult<Vec<(JobId, JobState)>> {
+            use sqlx::Row as _;
+            jobs.iter()
+                .map(|row| {
+                    let state = row.try_get::<&str, _>("state")?;
+                    Ok((
+                        row.try_get("id")?,
+                        $crate::store::model::parse_column(state)?,
+                    ))
+                })
+                .collect()
+        }
+
+        /// The audit events of a person's jobs.
+        async fn person_events(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            email: &str,
+        ) -> $crate::store::StoreResult<Vec<$crate::store::chain::EventText>> {
+            use sqlx::Row as _;
+            let rows = sqlx::query(
+                "SELECT e.id, e.actor, e.detail, e.chain_seq, e.chain_account_id, \
+                   j.account_id AS job_account_id \
+                 FROM job_events e JOIN jobs j ON j.id = e.job_id WHERE j.email = $1",
+            )
+            .bind(email)
+            .fetch_all(&mut **tx)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok($crate::store::chain::EventText {
+                        id: row.try_get("id")?,
+                        sealed: row.try_get::<Option<i64>, _>("chain_seq")?.is_some(),
+                        actor: row.try_get("actor")?,
+                        detail: row.try_get("detail")?,
+                        chain_account_id: row.try_get("chain_account_id")?,
+                        job_account_id: row.try_get("job_account_id")?,
+                    })
+                })
+                .collect()
+        }
+
+        /// Rewrites the events that name the person, with the append-only guard lifted for
+        /// this transaction only. Returns how many.
+        async fn rewrite_events(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            rewrite: &$crate::store::chain::Rewrite<'_>,
+            events: &[$crate::store::chain::EventText],
+        ) -> $crate::store::StoreResult<u64> {
+            allow_rewrite(tx, true).await?;
+            let mut changed = 0;
+            for after in events.iter().filter_map(|event| rewrite.event(event)) {
+                sqlx::query(
+                    "UPDATE job_events SET actor = $2, detail = $3, chain_account_id = $4 \
+                     WHERE id = $1",
+                )
+                .bind(after.id)
+                .bind(after.actor)
+                .bind(after.detail)
+                .bind(after.chain_account_id)
+                .execute(&mut **tx)
+                .await?;
+                changed += 1;
+            }
+            allow_rewrite(tx, false).await?;
+            Ok(changed)
+        }
+
+        async fn rewrite_jobs(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            rewrite: &$crate::store::chain::Rewrite<'_>,
+            jobs: &[<Db as sqlx::Database>::Row],
+        ) -> $crate::store::StoreResult<()> {
+            use sqlx::Row as _;
+            for row in jobs {
+                sqlx::query(
+                    "UPDATE jobs SET email = $2, account_id = $3, params = $4, last_error = $5 \
+                     WHERE id = $1",
+                )
+                .bind(row.try_get::<JobId, _>("id")?)
+                .bind(rewrite.pseudonym())
+                .bind(rewrite.account_id(row.try_get("account_id")?))
+                .bind(rewrite.scrub(row.try_get("params")?))
+                .bind(rewrite.scrub_optional(row.try_get("last_error")?))
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(())
+        }
+
+        /// Rewrites the deliveries whose answer or error names the email (a scan: an erasure
+        /// is rare, and a delivery may name people it made no job for). Returns how many.
+        async fn rewrite_deliveries(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            rewrite: &$crate::store::chain::Rewrite<'_>,
+        ) -> $crate::store::StoreResult<u64> {
+            use sqlx::Row as _;
+            let rows = sqlx::query(
+                "SELECT id, response, error FROM deliveries \
+                 WHERE lower(response) LIKE $1 ESCAPE '\\' \
+                    OR lower(coalesce(error, '')) LIKE $1 ESCAPE '\\'",
+            )
+            .bind($crate::store::chain::containing(rewrite.email()))
+            .fetch_all(&mut **tx)
+            .await?;
+            for row in &rows {
+                sqlx::query("UPDATE deliveries SET response = $2, error = $3 WHERE id = $1")
+                    .bind(row.try_get::<i64, _>("id")?)
+                    .bind(rewrite.scrub(row.try_get("response")?))
+                    .bind(rewrite.scrub_optional(row.try_get("error")?))
+                    .execute(&mut **tx)
+                    .await?;
+            }
+            Ok(rows.len() as u64)
+        }
+
+        async fn rewrite_verifications(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            rewrite: &$crate::store::chain::Rewrite<'_>,
+            verifications: &[<Db as sqlx::Database>::Row],
+        ) -> $crate::store::StoreResult<()> {
+            use sqlx::Row as _;
+            for row in verifications {
+                sqlx::query(
+                    "UPDATE verifications SET email = $2, account_id = $3, seen = $4, \
+                     recheck_seen = $5 WHERE id = $1",
+                )
+                .bind(row.try_get::<i64, _>("id")?)
+                .bind(rewrite.pseudonym())
+                .bind(rewrite.account_id(row.try_get("account_id")?))
+                .bind(rewrite.scrub(row.try_get("seen")?))
+                .bind(rewrite.scrub_optional(row.try_get("recheck_seen")?))
+                .execute(&mut **tx)
+                .await?;
+            }
+            Ok(())
+        }
+
         /// The newest sealed event, on a connection or in a transaction.
         async fn chain_head_in(
             conn: &mut <Db as sqlx::Database>::Connection,
@@ -567,3 +636,59 @@ macro_rules! chain_sql {
     };
 }
 pub(super) use chain_sql;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::SecretString;
+
+    fn event(sealed: bool, detail: &str) -> EventText {
+        EventText {
+            id: 1,
+            sealed,
+            actor: "worker:a".into(),
+            detail: detail.into(),
+            chain_account_id: sealed.then(|| "acc-old".to_owned()),
+            job_account_id: Some("acc-new".into()),
+        }
+    }
+
+    #[test]
+    fn an_event_loses_only_the_names_its_chain_hashes_as_tokens() {
+        let pseudonyms = Pseudonyms::new(SecretString::from("k".repeat(32)));
+        let rewrite = Rewrite::new(
+            "jane@example.com",
+            vec!["acc-new".into(), "acc-old".into(), "acc-new".into()],
+            &pseudonyms,
+        );
+        let sealed = rewrite
+            .event(&event(true, "JANE@example.com: acc-old, acc-new"))
+            .expect("rewritten");
+        let (p_old, p_new) = (
+            pseudonyms.account_id("acc-old"),
+            pseudonyms.account_id("acc-new"),
+        );
+        assert_eq!(
+            sealed.detail,
+            format!("{}: {p_old}, acc-new", rewrite.pseudonym())
+        );
+        assert_eq!(sealed.chain_account_id, Some(p_old));
+        let unsealed = rewrite.event(&event(false, "acc-new")).expect("rewritten");
+        assert_eq!(unsealed.detail, p_new);
+        assert_eq!(rewrite.event(&event(false, "nothing personal")), None);
+        assert_eq!(
+            rewrite.scrub("jane@example.com acc-old acc-new"),
+            format!(
+                "{} {} {}",
+                rewrite.pseudonym(),
+                pseudonyms.account_id("acc-old"),
+                pseudonyms.account_id("acc-new")
+            )
+        );
+    }
+
+    #[test]
+    fn like_wildcards_in_an_email_are_literal() {
+        assert_eq!(containing("a_b%c\\d@x.io"), "%a\\_b\\%c\\\\d@x.io%");
+    }
+}
