@@ -1,9 +1,11 @@
-//! Proof of offboarding (README, "Proof for auditors"): the audit trail's hash chain
-//! (`chain.rs`, pure), keyed pseudonyms (`pseudonym.rs`) and where a person is named in
-//! free text (`person.rs`); here, the uses that drive the store: sealing, `evidence verify`,
+//! Proof of offboarding (README, "Proof for auditors"), pure in its parts: the audit
+//! trail's hash chain (`chain.rs`), keyed pseudonyms (`pseudonym.rs`), where a person is
+//! named in free text (`person.rs`) and what an erasure makes of their records
+//! (`erasure.rs`). Here, the uses that drive the store: sealing, `evidence verify`,
 //! `evidence erase`, and the periodic task `serve` runs with the worker.
 
 pub mod chain;
+pub mod erasure;
 pub mod person;
 pub mod pseudonym;
 

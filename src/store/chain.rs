@@ -16,7 +16,6 @@ use chrono::{DateTime, Utc};
 use super::StoreResult;
 use crate::domain::{Email, JobId};
 use crate::evidence::chain::{ChainHead, SealedEvent};
-use crate::evidence::person::{Naming, replace};
 use crate::evidence::pseudonym::Pseudonyms;
 
 /// The key of the advisory lock sealers and pseudonymizers hold on Postgres ("chain" in
@@ -81,101 +80,6 @@ pub trait ChainSql: Send + Sync {
     /// where the backend can: SQLite checkpoints and truncates its write-ahead log, and with
     /// `vacuum` rebuilds the file. Postgres: nothing (its dump holds only live rows).
     async fn compact(&self, vacuum: bool) -> StoreResult<()>;
-}
-
-/// How one person's records are rewritten: decided here, in Rust; the SQL of
-/// [`chain_sql!`] reads the rows and writes what this returns.
-pub(crate) struct Rewrite<'a> {
-    email: &'a str,
-    pseudonym: String,
-    /// Every account id the person's records name, longer first, so that an id inside
-    /// another is replaced whole.
-    account_ids: Vec<String>,
-    pseudonyms: &'a Pseudonyms,
-}
-
-impl<'a> Rewrite<'a> {
-    pub(crate) fn new(
-        email: &'a str,
-        mut account_ids: Vec<String>,
-        pseudonyms: &'a Pseudonyms,
-    ) -> Rewrite<'a> {
-        account_ids.sort();
-        account_ids.dedup();
-        account_ids.sort_by_key(|id| std::cmp::Reverse(id.len()));
-        Rewrite {
-            email,
-            pseudonym: pseudonyms.email(email),
-            account_ids,
-            pseudonyms,
-        }
-    }
-
-    pub(crate) fn email(&self) -> &str {
-        self.email
-    }
-
-    pub(crate) fn pseudonym(&self) -> &str {
-        &self.pseudonym
-    }
-
-    pub(crate) fn account_id(&self, id: Option<&str>) -> Option<String> {
-        id.map(|id| self.pseudonyms.account_id(id))
-    }
-
-    /// `text` with the email and every account id of the person replaced: for the columns
-    /// the chain does not hash.
-    pub(crate) fn scrub(&self, text: &str) -> String {
-        let naming = |account_id| Naming {
-            email: self.email,
-            account_id,
-        };
-        let mut out = replace(text, naming(None), &self.pseudonym, "", false);
-        for id in &self.account_ids {
-            let p_account = self.pseudonyms.account_id(id);
-            out = replace(&out, naming(Some(id)), &self.pseudonym, &p_account, false);
-        }
-        out
-    }
-
-    pub(crate) fn scrub_optional(&self, text: Option<&str>) -> Option<String> {
-        text.map(|text| self.scrub(text))
-    }
-
-    /// An event's new actor, detail and `chain_account_id`, or `None` when it does not name
-    /// the person. Only the names its canonical content hashes as tokens are replaced: the
-    /// job's email, and the account id it was sealed with (an unsealed event: its job's,
-    /// pseudonymized in the same transaction, which the sealer will read).
-    pub(crate) fn event(&self, event: &EventText) -> Option<EventText> {
-        let account = if event.sealed {
-            event.chain_account_id.as_deref()
-        } else {
-            event.job_account_id.as_deref()
-        };
-        let naming = Naming {
-            email: self.email,
-            account_id: account,
-        };
-        let p_account = self.account_id(account).unwrap_or_default();
-        let rewritten = EventText {
-            actor: replace(&event.actor, naming, &self.pseudonym, &p_account, false),
-            detail: replace(&event.detail, naming, &self.pseudonym, &p_account, false),
-            chain_account_id: self.account_id(event.chain_account_id.as_deref()),
-            ..event.clone()
-        };
-        (rewritten != *event).then_some(rewritten)
-    }
-}
-
-/// The columns of an audit event a pseudonymization may rewrite, and what decides how.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct EventText {
-    pub id: i64,
-    pub sealed: bool,
-    pub actor: String,
-    pub detail: String,
-    pub chain_account_id: Option<String>,
-    pub job_account_id: Option<String>,
 }
 
 /// A `LIKE` pattern that finds `text` anywhere, its wildcards escaped with `\`.
@@ -354,7 +258,8 @@ macro_rules! chain_sql {
                 erasure: $crate::store::chain::Erasure<'_>,
             ) -> $crate::store::StoreResult<$crate::store::chain::Erased> {
                 use sqlx::Row as _;
-                use $crate::store::chain::{Erased, Rewrite};
+                use $crate::evidence::erasure::Rewrite;
+                use $crate::store::chain::Erased;
                 let $crate::store::chain::Erasure {
                     email,
                     pseudonyms,
@@ -499,7 +404,7 @@ macro_rules! chain_sql {
         async fn person_events(
             tx: &mut sqlx::Transaction<'static, Db>,
             email: &str,
-        ) -> $crate::store::StoreResult<Vec<$crate::store::chain::EventText>> {
+        ) -> $crate::store::StoreResult<Vec<$crate::evidence::erasure::EventText>> {
             use sqlx::Row as _;
             let rows = sqlx::query(
                 "SELECT e.id, e.actor, e.detail, e.chain_seq, e.chain_account_id, \
@@ -511,7 +416,7 @@ macro_rules! chain_sql {
             .await?;
             rows.iter()
                 .map(|row| {
-                    Ok($crate::store::chain::EventText {
+                    Ok($crate::evidence::erasure::EventText {
                         id: row.try_get("id")?,
                         sealed: row.try_get::<Option<i64>, _>("chain_seq")?.is_some(),
                         actor: row.try_get("actor")?,
@@ -527,8 +432,8 @@ macro_rules! chain_sql {
         /// this transaction only. Returns how many.
         async fn rewrite_events(
             tx: &mut sqlx::Transaction<'static, Db>,
-            rewrite: &$crate::store::chain::Rewrite<'_>,
-            events: &[$crate::store::chain::EventText],
+            rewrite: &$crate::evidence::erasure::Rewrite<'_>,
+            events: &[$crate::evidence::erasure::EventText],
         ) -> $crate::store::StoreResult<u64> {
             allow_rewrite(tx, true).await?;
             let mut changed = 0;
@@ -551,7 +456,7 @@ macro_rules! chain_sql {
 
         async fn rewrite_jobs(
             tx: &mut sqlx::Transaction<'static, Db>,
-            rewrite: &$crate::store::chain::Rewrite<'_>,
+            rewrite: &$crate::evidence::erasure::Rewrite<'_>,
             jobs: &[<Db as sqlx::Database>::Row],
         ) -> $crate::store::StoreResult<()> {
             use sqlx::Row as _;
@@ -575,7 +480,7 @@ macro_rules! chain_sql {
         /// is rare, and a delivery may name people it made no job for). Returns how many.
         async fn rewrite_deliveries(
             tx: &mut sqlx::Transaction<'static, Db>,
-            rewrite: &$crate::store::chain::Rewrite<'_>,
+            rewrite: &$crate::evidence::erasure::Rewrite<'_>,
         ) -> $crate::store::StoreResult<u64> {
             use sqlx::Row as _;
             let rows = sqlx::query(
@@ -599,7 +504,7 @@ macro_rules! chain_sql {
 
         async fn rewrite_verifications(
             tx: &mut sqlx::Transaction<'static, Db>,
-            rewrite: &$crate::store::chain::Rewrite<'_>,
+            rewrite: &$crate::evidence::erasure::Rewrite<'_>,
             verifications: &[<Db as sqlx::Database>::Row],
         ) -> $crate::store::StoreResult<()> {
             use sqlx::Row as _;
@@ -640,52 +545,6 @@ pub(super) use chain_sql;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use secrecy::SecretString;
-
-    fn event(sealed: bool, detail: &str) -> EventText {
-        EventText {
-            id: 1,
-            sealed,
-            actor: "worker:a".into(),
-            detail: detail.into(),
-            chain_account_id: sealed.then(|| "acc-old".to_owned()),
-            job_account_id: Some("acc-new".into()),
-        }
-    }
-
-    #[test]
-    fn an_event_loses_only_the_names_its_chain_hashes_as_tokens() {
-        let pseudonyms = Pseudonyms::new(SecretString::from("k".repeat(32)));
-        let rewrite = Rewrite::new(
-            "jane@example.com",
-            vec!["acc-new".into(), "acc-old".into(), "acc-new".into()],
-            &pseudonyms,
-        );
-        let sealed = rewrite
-            .event(&event(true, "JANE@example.com: acc-old, acc-new"))
-            .expect("rewritten");
-        let (p_old, p_new) = (
-            pseudonyms.account_id("acc-old"),
-            pseudonyms.account_id("acc-new"),
-        );
-        assert_eq!(
-            sealed.detail,
-            format!("{}: {p_old}, acc-new", rewrite.pseudonym())
-        );
-        assert_eq!(sealed.chain_account_id, Some(p_old));
-        let unsealed = rewrite.event(&event(false, "acc-new")).expect("rewritten");
-        assert_eq!(unsealed.detail, p_new);
-        assert_eq!(rewrite.event(&event(false, "nothing personal")), None);
-        assert_eq!(
-            rewrite.scrub("jane@example.com acc-old acc-new"),
-            format!(
-                "{} {} {}",
-                rewrite.pseudonym(),
-                pseudonyms.account_id("acc-old"),
-                pseudonyms.account_id("acc-new")
-            )
-        );
-    }
 
     #[test]
     fn like_wildcards_in_an_email_are_literal() {
