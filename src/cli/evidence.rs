@@ -82,7 +82,14 @@ pub(super) async fn evidence(command: EvidenceCommand) -> Result<(), Failure> {
                         "pseudonymized as {pseudonym}: {jobs} jobs, {events} audit events, \
                          {deliveries} deliveries, {verifications} verifications"
                     );
-                    Ok(())
+                    // Committed already: a failure here leaves copies in SQLite's free
+                    // pages, which running the erase again removes.
+                    store.chain().compact(true).await.map_err(|e| {
+                        Failure::Runtime(format!(
+                            "the records are pseudonymized, but the store could not be \
+                             compacted ({e}): run `offboard evidence erase` again"
+                        ))
+                    })
                 }
                 Erased::Unfinished {
                     live_jobs,

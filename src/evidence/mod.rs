@@ -77,15 +77,14 @@ pub async fn verify(chain: &dyn ChainSql) -> StoreResult<Result<Intact, Break>> 
     }))
 }
 
-/// `evidence erase`: pseudonymizes one person at once, unless they still have live jobs.
-/// The events written on the way are sealed, and on SQLite the file is rebuilt, so that no
-/// copy of the email is left in it.
+/// `evidence erase`: pseudonymizes one person at once, unless their case is unfinished,
+/// and seals the events written on the way. The caller then compacts the store
+/// (`ChainSql::compact` with `vacuum`), so that no copy of the email is left in the file.
 pub async fn erase(chain: &dyn ChainSql, erasure: Erasure<'_>) -> StoreResult<Erased> {
     seal_all(chain).await?;
     let erased = chain.pseudonymize(erasure).await?;
     if let Erased::Done { .. } = erased {
         seal_all(chain).await?;
-        chain.compact(true).await?;
     }
     Ok(erased)
 }
