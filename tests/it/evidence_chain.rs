@@ -661,3 +661,24 @@ both_stores!(
     the_guard_refuses_edits_and_reseals,
     the_guard_refuses_edits_and_reseals
 );
+
+/// The erase rebuilds the SQLite file while `serve` holds its own connections to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erase_works_while_serve_runs_on_the_same_sqlite_file() {
+    let db = TestDb::sqlite();
+    let app = TestApp::spawn_with_role(&db, "", Role::Worker).await;
+    activity(&*app.store).await;
+    let erased = Cli::new(&db, Some(KEY)).run(&["evidence", "erase", JANE]);
+    assert_eq!(erased.status.code(), Some(0), "{}", text(&erased.stderr));
+    assert!(
+        !dump(&db).await.contains(JANE),
+        "the email is still in the file"
+    );
+    let verified = Cli::new(&db, None).run(&["evidence", "verify"]);
+    assert_eq!(
+        verified.status.code(),
+        Some(0),
+        "{}",
+        text(&verified.stderr)
+    );
+}
