@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use offboard::domain::{Action, Email, JobId, NewChain, NewStep, Outcome};
+use offboard::domain::{AccountId, Action, Email, JobId, NewChain, NewStep, Outcome};
 use offboard::evidence::{self, pseudonym::Pseudonyms};
 use offboard::serve::Role;
 use offboard::store::{Dedupe, DeliveryContent, NewDelivery, Store};
@@ -31,7 +31,7 @@ static NEXT_DELIVERY: AtomicU64 = AtomicU64::new(1);
 fn chain(email: &str, account_id: Option<&str>, actions: &[Action]) -> NewChain {
     NewChain {
         email: Email::parse(email).expect("valid email"),
-        account_id: account_id.map(str::to_owned),
+        account_id: account_id.map(|id| AccountId::claimed(id).expect("valid account id")),
         account_type: None,
         rule: "offboard".to_owned(),
         approval: false,
