@@ -157,6 +157,7 @@ pub fn spawn(
         for tick in [&mut seal_tick, &mut pass_tick] {
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         }
+        let mut failing = false;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -165,8 +166,18 @@ pub fn spawn(
                     return;
                 }
                 _ = seal_tick.tick() => {
-                    if let Err(e) = seal_all(chain).await {
-                        tracing::warn!(error = %e, "cannot seal the audit trail; trying again");
+                    // Said once when sealing starts failing and once when it works again,
+                    // not every second of an outage.
+                    match (seal_all(chain).await, failing) {
+                        (Ok(_), true) => {
+                            tracing::info!("sealing the audit trail works again");
+                            failing = false;
+                        }
+                        (Err(e), false) => {
+                            tracing::warn!(error = %e, "cannot seal the audit trail; trying every second");
+                            failing = true;
+                        }
+                        (Ok(_), false) | (Err(_), true) => {}
                     }
                 }
                 _ = pass_tick.tick(), if pseudonyms.is_some() => {
