@@ -21,7 +21,8 @@ pub(super) enum EvidenceCommand {
     },
     /// Pseudonymize one person's records now (a GDPR erasure request): their email and
     /// account ids in jobs, audit events, deliveries and verifications become keyed
-    /// pseudonyms. Needs `[evidence] pseudonym_key`; refused while the person has live jobs.
+    /// pseudonyms. Needs `[evidence] pseudonym_key`; refused while the person has live jobs
+    /// or a recheck due.
     Erase {
         /// The person's email address.
         email: String,
