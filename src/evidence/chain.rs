@@ -206,6 +206,7 @@ impl ChainCheck {
 mod tests {
     use super::*;
     use crate::evidence::person::replace;
+    use proptest::prelude::*;
 
     fn event(id: i64, detail: &str) -> UnsealedEvent {
         UnsealedEvent {
@@ -290,6 +291,47 @@ mod tests {
         events[0].seal.account_id = Some(p_account.into());
         assert!(!events[0].content.detail.contains("jane"));
         assert_eq!(check_all(&events), Ok(1));
+    }
+
+    /// Pieces of a detail: the person's names in any casing, lookalike tokens, braces, and
+    /// other text.
+    fn detail_strategy(email: String, account: String) -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just(email.clone()),
+            Just(email.to_ascii_uppercase()),
+            Just(account.clone()),
+            Just("{email}".to_owned()),
+            Just("{account_id}".to_owned()),
+            Just("{".to_owned()),
+            "[a-z0-9@.{} -]{0,6}",
+        ];
+        proptest::collection::vec(piece, 0..12).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        /// The design's promise: pseudonymizing the person in any text leaves the canonical
+        /// content, and so every link, as it was.
+        #[test]
+        fn pseudonymizing_never_changes_the_canonical_content(
+            (email, account, detail) in ("[a-z]{1,6}@[a-z]{1,5}\\.io", "[a-z0-9-]{1,12}")
+                .prop_flat_map(|(email, account)| {
+                    let details = detail_strategy(email.clone(), account.clone());
+                    (Just(email), Just(account), details)
+                })
+        ) {
+            let pseudonyms = crate::evidence::pseudonym::Pseudonyms::new(
+                secrecy::SecretString::from("k".repeat(32)),
+            );
+            let (p_email, p_account) = (pseudonyms.email(&email), pseudonyms.account_id(&account));
+            let mut content = event(1, &detail).content;
+            let before = canonical_content(&content, Naming { email: &email, account_id: Some(&account) });
+            let original = Naming { email: &email, account_id: Some(&account) };
+            content.detail = replace(&detail, original, &p_email, &p_account, false);
+            content.actor = replace(&content.actor, original, &p_email, &p_account, false);
+            let after = canonical_content(&content, Naming { email: &p_email, account_id: Some(&p_account) });
+            prop_assert_eq!(before, after);
+            prop_assert!(!content.detail.to_ascii_lowercase().contains(&email));
+        }
     }
 
     #[test]
