@@ -13,7 +13,8 @@ ALTER TABLE job_events ADD COLUMN chain_account_id TEXT;
 ALTER TABLE job_events ADD CONSTRAINT job_events_sealed_whole
     CHECK ((chain_seq IS NULL) = (sha256 IS NULL) AND (chain_seq IS NULL) = (prev_sha256 IS NULL)
         AND (chain_seq IS NOT NULL OR chain_account_id IS NULL));
-CREATE UNIQUE INDEX job_events_chain_seq_key ON job_events (chain_seq);
+-- Partial: an event is inserted unsealed, and its insert should not pay for this index.
+CREATE UNIQUE INDEX job_events_chain_seq_key ON job_events (chain_seq) WHERE chain_seq IS NOT NULL;
 CREATE INDEX job_events_unsealed_idx ON job_events (id) WHERE chain_seq IS NULL;
 
 -- The audit trail stays append-only, with two exceptions: sealing (an unsealed event gets

@@ -113,11 +113,11 @@ const LANDED: &[(&str, &str)] = &[
     ),
     (
         "migrations/postgres/20261209000002_event_chain.sql",
-        "88abd1bc971f83ef72fb08c53f45bb01bdd64ba9e2973bf5823eb849d20bc4fd6461b2d09c72429a315670b7361066e4",
+        "3e2394d5e8b12983853fea6be8842d47208dc6d832e3ea9e1cd70296126907f66e612bb6be6e8ca3a1becbcf43e3ef37",
     ),
     (
         "migrations/sqlite/20261209000002_event_chain.sql",
-        "4885043a292eafc4c0c62636db2a21f60f764314fa64195ca0d072cbbc193ac0ee8563865cee2f08b68db0d347e23338",
+        "b6bf7c5fe440699bdce58b118808118d98b6f02349a25f0f11386f25838bb80e524fdcd6ada8401e5638097cc6d761ea",
     ),
 ];
 
