@@ -9,13 +9,15 @@
 //! On a fresh SQLite file and a fresh PostgreSQL database of its own, inserts `--events`
 //! unsealed audit events (bulk SQL, `--events-per-job` per job, each naming its person's
 //! email), then prints: sealing them all (what `migrate` does as a back-fill, and `serve`
-//! a second at a time), and `evidence verify` over the sealed chain, in events/s.
+//! a second at a time), `evidence verify` over the sealed chain, in events/s, and
+//! `evidence erase` of one person in that store (with SQLite's rebuild of the file).
 
 use std::time::Instant;
 
 use clap::Parser;
-use offboard::evidence;
-use offboard::store::{self, Store, StoreOptions};
+use offboard::evidence::{self, pseudonym::Pseudonyms};
+use offboard::store::{self, Erased, Erasure, Store, StoreOptions};
+use secrecy::SecretString;
 use sqlx::{Connection, PgConnection, SqliteConnection};
 
 /// Seals and verifies a long audit trail on SQLite and PostgreSQL.
@@ -86,6 +88,35 @@ async fn seal_and_verify(label: &str, store: &dyn Store, events: i64) {
         events as f64 / seal_took.as_secs_f64(),
         verify_took.as_secs_f64(),
         events as f64 / verify_took.as_secs_f64(),
+    );
+    erase_one(label, store).await;
+}
+
+/// `evidence erase` of the first person, as the command does it: pseudonymize, seal, then
+/// compact (SQLite: checkpoint and `VACUUM`).
+async fn erase_one(label: &str, store: &dyn Store) {
+    let pseudonyms = Pseudonyms::new(SecretString::from("bench-key-".repeat(4)));
+    let started = Instant::now();
+    let erased = evidence::erase(
+        store.chain(),
+        Erasure {
+            email: "person1@example.com",
+            pseudonyms: &pseudonyms,
+            actor: "operator:bench",
+            refuse_live: true,
+        },
+    )
+    .await
+    .expect("erase");
+    let pseudonymized = started.elapsed();
+    assert!(matches!(erased, Erased::Done { .. }), "{erased:?}");
+    store.chain().compact(true).await.expect("compact");
+    println!(
+        "{label}: evidence erase of one person took {:.2} s ({:.2} s pseudonymizing and \
+         sealing, {:.2} s compacting)",
+        started.elapsed().as_secs_f64(),
+        pseudonymized.as_secs_f64(),
+        (started.elapsed() - pseudonymized).as_secs_f64(),
     );
 }
 
