@@ -103,7 +103,7 @@ async fn erase_one(label: &str, store: &dyn Store) {
             email: "person1@example.com",
             pseudonyms: &pseudonyms,
             actor: "operator:bench",
-            refuse_live: true,
+            refuse_unfinished: true,
         },
     )
     .await

@@ -66,7 +66,7 @@ pub(super) async fn evidence(command: EvidenceCommand) -> Result<(), Failure> {
                 email: email.as_str(),
                 pseudonyms: &pseudonyms,
                 actor: ERASE_ACTOR,
-                refuse_live: true,
+                refuse_unfinished: true,
             };
             match evidence::erase(store.chain(), erasure)
                 .await

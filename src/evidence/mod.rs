@@ -116,7 +116,7 @@ pub async fn pseudonymize_due(
                 email: email.as_str(),
                 pseudonyms,
                 actor: PSEUDONYMIZE_AFTER_ACTOR,
-                refuse_live: true,
+                refuse_unfinished: true,
             };
             if let Erased::Done { .. } = chain.pseudonymize(erasure).await? {
                 done += 1;

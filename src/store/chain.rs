@@ -32,7 +32,7 @@ pub struct Erasure<'a> {
     pub actor: &'a str,
     /// Whether jobs still live, or rechecks still due, refuse the erasure; the periodic
     /// pass picks only people whose jobs are all final, and checks again here.
-    pub refuse_live: bool,
+    pub refuse_unfinished: bool,
 }
 
 /// What pseudonymizing one person did.
@@ -264,7 +264,7 @@ macro_rules! chain_sql {
                     email,
                     pseudonyms,
                     actor,
-                    refuse_live,
+                    refuse_unfinished,
                 } = erasure;
                 let mut tx = begin_write(self).await?;
                 lock_chain(&mut tx).await?;
@@ -296,7 +296,7 @@ macro_rules! chain_sql {
                         rechecks_due.push(row.try_get::<JobId, _>("job_id")?);
                     }
                 }
-                if refuse_live && !(live_jobs.is_empty() && rechecks_due.is_empty()) {
+                if refuse_unfinished && !(live_jobs.is_empty() && rechecks_due.is_empty()) {
                     return Ok(Erased::Unfinished {
                         live_jobs,
                         rechecks_due,
