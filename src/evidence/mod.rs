@@ -29,7 +29,8 @@ pub const PSEUDONYMIZE_AFTER_ACTOR: &str = "offboard:pseudonymize_after";
 const SEAL_BATCH: u32 = 1000;
 /// Events read per page by `verify`: never the whole trail at once.
 const VERIFY_PAGE: u32 = 10_000;
-/// How often `serve` seals what was committed since.
+/// How often `serve` seals a batch of what was committed since; sooner while a backlog lasts,
+/// at the store's pace (`ChainSql::serve_pace`).
 const SEAL_EVERY: Duration = Duration::from_secs(1);
 /// How often `serve` looks for cases past `pseudonymize_after`.
 const PSEUDONYMIZE_EVERY: Duration = Duration::from_secs(600);
@@ -141,8 +142,9 @@ pub async fn seal_at_exit(store: &dyn Store) {
     }
 }
 
-/// What `serve` runs with the worker: sealing every second, and, with a pseudonym key, the
-/// `pseudonymize_after` pass every ten minutes. Ends once `shutdown` is cancelled.
+/// What `serve` runs with the worker: sealing a batch every second (at the store's pace
+/// while a backlog lasts), and, with a pseudonym key, the `pseudonymize_after` pass every
+/// ten minutes. Ends once `shutdown` is cancelled.
 pub fn spawn(
     config: Arc<Config>,
     store: Arc<dyn Store>,
@@ -152,11 +154,10 @@ pub fn spawn(
     let after = config.evidence.pseudonymize_after;
     tokio::spawn(async move {
         let chain = store.chain();
-        let mut seal_tick = tokio::time::interval(SEAL_EVERY);
+        let pace = chain.serve_pace();
         let mut pass_tick = tokio::time::interval(PSEUDONYMIZE_EVERY);
-        for tick in [&mut seal_tick, &mut pass_tick] {
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        }
+        pass_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_seal = SEAL_EVERY;
         let mut failing = false;
         loop {
             tokio::select! {
@@ -165,10 +166,15 @@ pub fn spawn(
                     // once more after it has drained (`seal_at_exit`).
                     return;
                 }
-                _ = seal_tick.tick() => {
+                _ = tokio::time::sleep(next_seal) => {
+                    let sealed = chain.seal_events(pace.batch).await;
+                    next_seal = match &sealed {
+                        Ok(n) if *n == u64::from(pace.batch) => pace.backlog_every,
+                        Ok(_) | Err(_) => SEAL_EVERY,
+                    };
                     // Said once when sealing starts failing and once when it works again,
                     // not every second of an outage.
-                    match (seal_all(chain).await, failing) {
+                    match (sealed, failing) {
                         (Ok(_), true) => {
                             tracing::info!("sealing the audit trail works again");
                             failing = false;

@@ -80,6 +80,16 @@ pub trait ChainSql: Send + Sync {
     /// where the backend can: SQLite checkpoints and truncates its write-ahead log, and with
     /// `vacuum` rebuilds the file. Postgres: nothing (its dump holds only live rows).
     async fn compact(&self, vacuum: bool) -> StoreResult<()>;
+    /// How much a sealer running beside the service may take at once.
+    fn serve_pace(&self) -> SealPace;
+}
+
+/// How `serve` seals: `batch` events a transaction, the next one after `backlog_every`
+/// while a backlog lasts, else after a second.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SealPace {
+    pub batch: u32,
+    pub backlog_every: std::time::Duration,
 }
 
 /// A `LIKE` pattern that finds `text` anywhere, its wildcards escaped with `\`.
@@ -362,6 +372,24 @@ macro_rules! chain_sql {
                     .into_iter()
                     .map($crate::domain::Email::stored)
                     .collect())
+            }
+
+            fn serve_pace(&self) -> $crate::store::chain::SealPace {
+                use std::time::Duration;
+                match BACKEND {
+                    // Sealing takes no lock a writer of events or jobs waits for.
+                    $crate::store::Backend::Postgres => $crate::store::chain::SealPace {
+                        batch: 1000,
+                        backlog_every: Duration::from_millis(100),
+                    },
+                    // SQLite's write lock is not handed out fairly: one short transaction a
+                    // second, so that a backlog (a bulk request's jobs) never keeps webhooks
+                    // waiting past their deadline (`tests/it/bulk_and_webhooks.rs`).
+                    $crate::store::Backend::Sqlite => $crate::store::chain::SealPace {
+                        batch: 250,
+                        backlog_every: Duration::from_secs(1),
+                    },
+                }
             }
 
             async fn compact(&self, vacuum: bool) -> $crate::store::StoreResult<()> {

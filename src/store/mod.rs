@@ -143,9 +143,13 @@ pub trait Store: Send + Sync + 'static {
     /// from `Action::ALL` (`SameSql::migrate`).
     async fn migrate(&self) -> StoreResult<()> {
         self.same_sql().migrate().await?;
-        // Events written before the chain existed, or while no sealer ran, join it now
-        // (README, "Proof for auditors", "Tamper evidence").
-        crate::evidence::seal_all(self.chain()).await?;
+        // The back-fill: events written before the chain existed join it now (README,
+        // "Proof for auditors", "Tamper evidence"). Only then: every command migrates, and
+        // sealing a backlog here, in batches back to back, would take SQLite's write lock
+        // from a running `serve`'s webhooks; its own sealer takes the backlog gently.
+        if self.chain().chain_head().await?.is_none() {
+            crate::evidence::seal_all(self.chain()).await?;
+        }
         Ok(())
     }
 
