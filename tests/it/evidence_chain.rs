@@ -682,3 +682,33 @@ async fn erase_works_while_serve_runs_on_the_same_sqlite_file() {
         text(&verified.stderr)
     );
 }
+
+/// Two replicas' passes at once pseudonymize each person once, and the chain stays whole.
+async fn two_replicas_pseudonymize_each_person_once(db: TestDb) {
+    let store = db.store().await;
+    for n in 0..6 {
+        let email = format!("old{n}@example.com");
+        let ids = accept(
+            &*store,
+            vec![chain(&email, None, &[Action::RevokePortalAccess])],
+        )
+        .await;
+        store
+            .cancel(ids[0], "admin:alice", "not needed")
+            .await
+            .unwrap();
+    }
+    let replica = db.store().await;
+    let pseudonyms = Pseudonyms::new(SecretString::from(KEY.to_owned()));
+    let (a, b) = tokio::join!(
+        evidence::pseudonymize_due(store.chain(), &pseudonyms, Duration::ZERO),
+        evidence::pseudonymize_due(replica.chain(), &pseudonyms, Duration::ZERO),
+    );
+    assert_eq!(a.unwrap() + b.unwrap(), 6);
+    let intact = evidence::verify(store.chain()).await.unwrap().unwrap();
+    assert_eq!(intact.events, 6 * 3, "created, cancelled, pseudonymized");
+}
+both_stores!(
+    two_replicas_pseudonymize_each_person_once,
+    two_replicas_pseudonymize_each_person_once
+);
