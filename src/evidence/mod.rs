@@ -105,7 +105,9 @@ pub async fn pseudonymize_due(
     let Some(before) = chrono::Utc::now().checked_sub_signed(after) else {
         return Ok(0);
     };
-    seal_all(chain).await?;
+    // No sealing here: an unsealed event is pseudonymized as its job's account will be
+    // sealed with (`erasure::Rewrite::event`), and beside `serve` a backlog sealed batch
+    // after batch would take SQLite's write lock from webhooks; `serve`'s sealer takes it.
     let mut done = 0;
     loop {
         let due = chain
@@ -130,7 +132,6 @@ pub async fn pseudonymize_due(
         }
     }
     if done > 0 {
-        seal_all(chain).await?;
         chain.compact(false).await?;
     }
     Ok(done)

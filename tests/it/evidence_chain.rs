@@ -511,10 +511,12 @@ both_stores!(
     events_written_before_the_chain_are_sealed_by_migrate
 );
 
+/// The events are not sealed yet when the pass runs: they are sealed after it, as the
+/// pseudonymized jobs name them, and the chain verifies.
 async fn the_pseudonymize_after_pass_takes_only_old_final_cases(db: TestDb) {
     let store = db.store().await;
     activity(&*store).await;
-    evidence::seal_all(store.chain()).await.unwrap();
+    assert_eq!(store.chain_head().await.unwrap(), None);
     let pseudonyms = Pseudonyms::new(SecretString::from(KEY.to_owned()));
 
     let none = evidence::pseudonymize_due(store.chain(), &pseudonyms, Duration::from_secs(3600))
