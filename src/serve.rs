@@ -124,10 +124,19 @@ impl Service {
         };
         let stop = shutdown.clone();
         let server = tokio::spawn(http::server::serve(listener, app, limits, stop));
+        // The audit trail is sealed, and old cases pseudonymized, wherever the worker runs.
+        let evidence = role
+            .runs_worker()
+            .then(|| crate::evidence::spawn(config.clone(), store.clone(), shutdown.clone()));
+        let sealed_store = store.clone();
         let task = tokio::spawn(async move {
             server.await.context("HTTP server task panicked")?;
             if let Some(worker) = worker {
                 worker.await.context("worker task panicked")?;
+            }
+            if let Some(evidence) = evidence {
+                evidence.await.context("evidence task panicked")?;
+                crate::evidence::seal_at_exit(&*sealed_store).await;
             }
             Ok(())
         });

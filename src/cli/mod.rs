@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 mod customers;
 mod enqueue;
+mod evidence;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -75,6 +76,11 @@ enum Command {
     Customers {
         #[command(subcommand)]
         command: CustomersCommand,
+    },
+    /// Proof of offboarding: the audit trail's hash chain, and erasing a person.
+    Evidence {
+        #[command(subcommand)]
+        command: evidence::EvidenceCommand,
     },
 }
 
@@ -265,6 +271,7 @@ async fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Jobs { command } => jobs(command).await,
         Command::Customers { command } => customers::customers(command).await,
+        Command::Evidence { command } => evidence::evidence(command).await,
     }
 }
 

@@ -8,6 +8,7 @@
 //! expects, so a worker whose lease was rescued cannot overwrite a newer state.
 
 mod accept;
+pub mod chain;
 mod model;
 mod postgres;
 mod rows;
@@ -26,6 +27,7 @@ use crate::domain::{
     Job, JobEvent, JobId, JobState, JobWithEvents, Outcome, PauseReason, Transition, WorkerState,
 };
 
+pub use chain::{ChainSql, Erased, Erasure};
 pub use model::*;
 pub use postgres::PostgresStore;
 pub use same_sql::SameSql;
@@ -140,7 +142,25 @@ pub trait Store: Send + Sync + 'static {
     /// Applies the embedded migrations that have not run yet, and seeds the `actions` table
     /// from `Action::ALL` (`SameSql::migrate`).
     async fn migrate(&self) -> StoreResult<()> {
-        self.same_sql().migrate().await
+        self.same_sql().migrate().await?;
+        // The back-fill: events written before the chain existed join it now (README,
+        // "Proof for auditors", "Tamper evidence"). Only then: every command migrates, and
+        // sealing a backlog here, in batches back to back, would take SQLite's write lock
+        // from a running `serve`'s webhooks; its own sealer takes the backlog gently.
+        if self.chain().chain_head().await?.is_none() {
+            crate::evidence::seal_all(self.chain()).await?;
+        }
+        Ok(())
+    }
+
+    /// The audit trail's hash chain and pseudonymization (`chain.rs`).
+    fn chain(&self) -> &dyn ChainSql;
+
+    /// The newest sealed audit event, which a report names as the chain head it was made at
+    /// (README, "Tamper evidence"); `crate::evidence::seal_all` first makes it include every
+    /// event committed so far.
+    async fn chain_head(&self) -> StoreResult<Option<crate::evidence::chain::ChainHead>> {
+        self.chain().chain_head().await
     }
 
     /// A cheap round trip, for readiness checks.
@@ -435,6 +455,7 @@ const MIGRATIONS: &[(&str, Option<&str>, Option<&str>)] = &[
     migration!("20261208000001_action_reference_table", both),
     migration!("20261208000002_acceptance_in_rust", postgres),
     migration!("20261209000001_verifications", both),
+    migration!("20261209000002_event_chain", both),
     migration!("20261209000005_verification_sweep_index", both),
 ];
 

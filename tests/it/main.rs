@@ -19,6 +19,7 @@ mod customers_api;
 mod customers_cli;
 mod doctor;
 mod every_action;
+mod evidence_chain;
 mod examples;
 mod fuzz_inputs;
 mod hooks;

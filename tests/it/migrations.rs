@@ -111,6 +111,14 @@ const LANDED: &[(&str, &str)] = &[
         "migrations/sqlite/20261209000005_verification_sweep_index.sql",
         "1540b58b4e7e1b5f33c0afa7b7ac4ddaaa65fab1bc5e022cbc6bfc382013b881f85b5d27fd75124ab1ac205b0998ef6e",
     ),
+    (
+        "migrations/postgres/20261209000002_event_chain.sql",
+        "3e2394d5e8b12983853fea6be8842d47208dc6d832e3ea9e1cd70296126907f66e612bb6be6e8ca3a1becbcf43e3ef37",
+    ),
+    (
+        "migrations/sqlite/20261209000002_event_chain.sql",
+        "b6bf7c5fe440699bdce58b118808118d98b6f02349a25f0f11386f25838bb80e524fdcd6ada8401e5638097cc6d761ea",
+    ),
 ];
 
 const DIRECTORIES: [&str; 2] = ["migrations/postgres", "migrations/sqlite"];
