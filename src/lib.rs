@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod doctor;
 pub mod domain;
+pub mod evidence;
 pub mod http;
 pub mod ingest;
 pub mod manual;

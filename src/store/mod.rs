@@ -8,6 +8,7 @@
 //! expects, so a worker whose lease was rescued cannot overwrite a newer state.
 
 mod accept;
+pub mod case_sql;
 mod model;
 mod postgres;
 mod rows;
@@ -26,6 +27,7 @@ use crate::domain::{
     Job, JobEvent, JobId, JobState, JobWithEvents, Outcome, PauseReason, Transition, WorkerState,
 };
 
+pub use case_sql::{CaseReads, PeopleRange};
 pub use model::*;
 pub use postgres::PostgresStore;
 pub use same_sql::SameSql;
@@ -136,6 +138,9 @@ pub trait Store: Send + Sync + 'static {
     fn same_sql(&self) -> &dyn SameSql;
     /// Proof of offboarding's reads (`verifications.rs`).
     fn verifications(&self) -> &dyn VerificationSql;
+
+    /// What a person's case reads (`case_sql.rs`).
+    fn case_reads(&self) -> &dyn CaseReads;
 
     /// Applies the embedded migrations that have not run yet, and seeds the `actions` table
     /// from `Action::ALL` (`SameSql::migrate`).
@@ -436,6 +441,7 @@ const MIGRATIONS: &[(&str, Option<&str>, Option<&str>)] = &[
     migration!("20261208000002_acceptance_in_rust", postgres),
     migration!("20261209000001_verifications", both),
     migration!("20261209000005_verification_sweep_index", both),
+    migration!("20261210000005_people", both),
 ];
 
 /// The embedded migrations of one backend, in order.

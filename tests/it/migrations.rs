@@ -111,6 +111,14 @@ const LANDED: &[(&str, &str)] = &[
         "migrations/sqlite/20261209000005_verification_sweep_index.sql",
         "1540b58b4e7e1b5f33c0afa7b7ac4ddaaa65fab1bc5e022cbc6bfc382013b881f85b5d27fd75124ab1ac205b0998ef6e",
     ),
+    (
+        "migrations/postgres/20261210000005_people.sql",
+        "edf310e15586b78156ed0c65c51fefc75e9eb944048b01015a8980a629ed90f6bc9644dd502110ab917dd25b74bdf54c",
+    ),
+    (
+        "migrations/sqlite/20261210000005_people.sql",
+        "1e867a61f9dc66548c7b37ff461685c4d027bce3be45e936f0bbfc7aa6371fd443c612cb01459885238045d59da1cd2f",
+    ),
 ];
 
 const DIRECTORIES: [&str; 2] = ["migrations/postgres", "migrations/sqlite"];

@@ -118,6 +118,7 @@ macro_rules! for_update {
 }
 super::same_sql::same_sql!();
 super::verifications::verifications_sql!();
+super::case_sql::case_sql!();
 
 /// Cancels the live later steps of these jobs' chains, transitively (the one cascade,
 /// `../accept.rs`).
@@ -388,6 +389,10 @@ impl Store for PostgresStore {
     }
 
     fn verifications(&self) -> &dyn super::VerificationSql {
+        &self.pool
+    }
+
+    fn case_reads(&self) -> &dyn super::CaseReads {
         &self.pool
     }
 

@@ -75,6 +75,7 @@ macro_rules! for_update {
 }
 super::same_sql::same_sql!();
 super::verifications::verifications_sql!();
+super::case_sql::case_sql!();
 
 /// How long a write waits for another writer's lock.
 fn busy_timeout(options: &StoreOptions) -> Duration {
@@ -434,6 +435,10 @@ impl Store for SqliteStore {
     }
 
     fn verifications(&self) -> &dyn super::VerificationSql {
+        &self.pool
+    }
+
+    fn case_reads(&self) -> &dyn super::CaseReads {
         &self.pool
     }
 
