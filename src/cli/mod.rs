@@ -5,6 +5,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod cases;
 mod customers;
 mod enqueue;
 
@@ -76,6 +77,30 @@ enum Command {
         #[command(subcommand)]
         command: CustomersCommand,
     },
+    /// People's cases: when they were named, lost access, were verified, and the SLA.
+    People {
+        #[command(subcommand)]
+        command: PeopleCommand,
+    },
+    /// Proof of offboarding for auditors.
+    Evidence {
+        #[command(subcommand)]
+        command: EvidenceCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PeopleCommand {
+    /// One person's case: times, verification, SLA and the timeline of deliveries, jobs
+    /// and their events. Exit 1 when no delivery or request named the person.
+    Show(cases::ShowArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum EvidenceCommand {
+    /// The time-to-revoke report: one row per case first seen in the period, with its
+    /// times, SLA met or missed, and each job's action and outcome.
+    Report(cases::ReportArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -265,6 +290,12 @@ async fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Jobs { command } => jobs(command).await,
         Command::Customers { command } => customers::customers(command).await,
+        Command::People {
+            command: PeopleCommand::Show(args),
+        } => cases::show(args).await,
+        Command::Evidence {
+            command: EvidenceCommand::Report(args),
+        } => cases::report(args).await,
     }
 }
 

@@ -38,6 +38,10 @@ pub struct Step {
 pub struct Verification {
     pub verified_at: DateTime<Utc>,
     pub state: VerifiedState,
+    /// What the read saw, e.g. `customer deleted (404)`.
+    pub seen: String,
+    pub rechecked_at: Option<DateTime<Utc>>,
+    pub recheck_seen: Option<String>,
     pub reactivated_at: Option<DateTime<Utc>>,
 }
 
@@ -160,6 +164,9 @@ pub struct CaseSummary {
     /// `jobs` carry them whole).
     #[serde(skip)]
     pub steps: Vec<Step>,
+    /// The newest verification whole, for the timeline of the console and the CLI.
+    #[serde(skip)]
+    pub verification: Option<Verification>,
 }
 
 impl CaseSummary {
@@ -190,8 +197,9 @@ impl CaseSummary {
                 target: Span::from_secs(target.as_secs()).to_string(),
                 met,
             },
-            reactivated_at: verification.and_then(|v| v.reactivated_at),
+            reactivated_at: verification.as_ref().and_then(|v| v.reactivated_at),
             steps,
+            verification,
         }
     }
 }
@@ -206,6 +214,106 @@ pub struct Case {
     pub jobs: Vec<JobWithEvents>,
     /// The deliveries and manual requests that created those jobs, oldest first.
     pub deliveries: Vec<Delivery>,
+}
+
+/// What a moment of a case's timeline is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MomentKind {
+    /// A delivery or manual request that created jobs for the person.
+    Delivery,
+    /// An event of one of the person's jobs.
+    Job,
+    /// An event of an inverse job, giving back what a step took (an undo on rehire).
+    Inverse,
+    /// The verification read after the chain ended.
+    Verification,
+    /// The recheck read later, and a reactivation it found.
+    Recheck,
+}
+
+impl MomentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MomentKind::Delivery => "delivery",
+            MomentKind::Job => "job",
+            MomentKind::Inverse => "inverse",
+            MomentKind::Verification => "verification",
+            MomentKind::Recheck => "recheck",
+        }
+    }
+}
+
+/// One moment of a case's timeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Moment {
+    pub at: DateTime<Utc>,
+    pub kind: MomentKind,
+    pub what: String,
+}
+
+impl Case {
+    /// Everything that happened in the case, oldest first: deliveries, every job event
+    /// (inverses marked), the verification and the recheck.
+    pub fn timeline(&self) -> Vec<Moment> {
+        let mut moments = Vec::new();
+        for d in &self.deliveries {
+            moments.push(Moment {
+                at: d.received_at,
+                kind: MomentKind::Delivery,
+                what: format!(
+                    "{} delivery {} {}",
+                    d.source,
+                    d.delivery_id,
+                    d.status.as_str()
+                ),
+            });
+        }
+        for job in &self.jobs {
+            let j = &job.job;
+            let kind = if j.params.contains_key(crate::domain::undo::UNDOES) {
+                MomentKind::Inverse
+            } else {
+                MomentKind::Job
+            };
+            for e in &job.events {
+                let from = e.from.map_or("new", |s| s.as_str());
+                let mut what = format!("job {} {}: {from} → {}", j.id, j.action, e.to);
+                if !e.detail.is_empty() {
+                    what.push_str(&format!(" ({})", e.detail));
+                }
+                what.push_str(&format!(" by {}", e.actor));
+                moments.push(Moment {
+                    at: e.at,
+                    kind,
+                    what,
+                });
+            }
+        }
+        if let Some(v) = &self.summary.verification {
+            moments.push(Moment {
+                at: v.verified_at,
+                kind: MomentKind::Verification,
+                what: format!("{}: {}", v.state.as_str(), v.seen),
+            });
+            if let Some(at) = v.rechecked_at {
+                let seen = v.recheck_seen.as_deref().unwrap_or("");
+                moments.push(Moment {
+                    at,
+                    kind: MomentKind::Recheck,
+                    what: format!("rechecked: {seen}"),
+                });
+            }
+            if let Some(at) = v.reactivated_at {
+                moments.push(Moment {
+                    at,
+                    kind: MomentKind::Recheck,
+                    what: "reactivated: the account was found active again".to_owned(),
+                });
+            }
+        }
+        moments.sort_by_key(|m| m.at);
+        moments
+    }
 }
 
 fn optional_rfc3339<S: serde::Serializer>(
@@ -304,6 +412,9 @@ mod tests {
         let verification = Verification {
             verified_at: at(3),
             state: VerifiedState::VerificationFailed,
+            seen: "managed status=active".into(),
+            rechecked_at: Some(at(30)),
+            recheck_seen: Some("managed status=active".into()),
             reactivated_at: Some(at(30)),
         };
         let case = CaseSummary::compute(

@@ -152,7 +152,8 @@ macro_rules! case_sql {
                     return Ok(Vec::new());
                 }
                 let mut query = sqlx::QueryBuilder::<Db>::new(
-                    "SELECT email, verified_at, state, reactivated_at FROM verifications WHERE ",
+                    "SELECT email, verified_at, state, seen, rechecked_at, recheck_seen, reactivated_at \
+                     FROM verifications WHERE ",
                 );
                 push_emails(&mut query, emails);
                 query.push(" ORDER BY id");
@@ -163,6 +164,9 @@ macro_rules! case_sql {
                     let verification = $crate::evidence::case::Verification {
                         verified_at: time_from_row(row, "verified_at")?,
                         state: parse_column(row.try_get::<&str, _>("state")?)?,
+                        seen: row.try_get("seen")?,
+                        rechecked_at: optional_time_from_row(row, "rechecked_at")?,
+                        recheck_seen: row.try_get("recheck_seen")?,
                         reactivated_at: optional_time_from_row(row, "reactivated_at")?,
                     };
                     newest.insert(row.try_get::<String, _>("email")?, verification);
