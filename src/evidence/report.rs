@@ -248,6 +248,7 @@ mod tests {
                     },
                     reactivated_at: None,
                     steps: Vec::new(),
+                    verification: None,
                 },
                 jobs: Vec::new(),
             })
