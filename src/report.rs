@@ -164,9 +164,10 @@ pub fn case_details(case: &crate::evidence::case::Case) -> String {
     );
     out.push_str("timeline:\n");
     for moment in case.timeline() {
+        let job = moment.job.map_or(String::new(), |id| format!("job {id} "));
         let _ = writeln!(
             out,
-            "  {}  {:<12} {}",
+            "  {}  {:<12} {job}{}",
             for_terminal(&rfc3339(&moment.at)),
             moment.kind.as_str(),
             for_terminal(&moment.what)

@@ -225,10 +225,14 @@ pub enum MomentKind {
     Job,
     /// An event of an inverse job, giving back what a step took (an undo on rehire).
     Inverse,
-    /// The verification read after the chain ended.
+    /// The verification read after the chain ended, seeing what the chain did.
     Verification,
-    /// The recheck read later, and a reactivation it found.
+    /// The verification read, contradicting the chain's outcomes.
+    VerificationFailed,
+    /// The recheck read later.
     Recheck,
+    /// The recheck found the account active again.
+    Reactivated,
 }
 
 impl MomentKind {
@@ -238,7 +242,9 @@ impl MomentKind {
             MomentKind::Job => "job",
             MomentKind::Inverse => "inverse",
             MomentKind::Verification => "verification",
+            MomentKind::VerificationFailed => "verification_failed",
             MomentKind::Recheck => "recheck",
+            MomentKind::Reactivated => "reactivated",
         }
     }
 }
@@ -248,6 +254,8 @@ impl MomentKind {
 pub struct Moment {
     pub at: DateTime<Utc>,
     pub kind: MomentKind,
+    /// The job it is an event of, if any.
+    pub job: Option<JobId>,
     pub what: String,
 }
 
@@ -260,6 +268,7 @@ impl Case {
             moments.push(Moment {
                 at: d.received_at,
                 kind: MomentKind::Delivery,
+                job: None,
                 what: format!(
                     "{} delivery {} {}",
                     d.source,
@@ -277,7 +286,7 @@ impl Case {
             };
             for e in &job.events {
                 let from = e.from.map_or("new", |s| s.as_str());
-                let mut what = format!("job {} {}: {from} → {}", j.id, j.action, e.to);
+                let mut what = format!("{}: {from} → {}", j.action, e.to);
                 if !e.detail.is_empty() {
                     what.push_str(&format!(" ({})", e.detail));
                 }
@@ -285,14 +294,20 @@ impl Case {
                 moments.push(Moment {
                     at: e.at,
                     kind,
+                    job: Some(j.id),
                     what,
                 });
             }
         }
         if let Some(v) = &self.summary.verification {
+            let kind = match v.state {
+                VerifiedState::Verified => MomentKind::Verification,
+                VerifiedState::VerificationFailed => MomentKind::VerificationFailed,
+            };
             moments.push(Moment {
                 at: v.verified_at,
-                kind: MomentKind::Verification,
+                kind,
+                job: None,
                 what: format!("{}: {}", v.state.as_str(), v.seen),
             });
             if let Some(at) = v.rechecked_at {
@@ -300,13 +315,15 @@ impl Case {
                 moments.push(Moment {
                     at,
                     kind: MomentKind::Recheck,
+                    job: None,
                     what: format!("rechecked: {seen}"),
                 });
             }
             if let Some(at) = v.reactivated_at {
                 moments.push(Moment {
                     at,
-                    kind: MomentKind::Recheck,
+                    kind: MomentKind::Reactivated,
+                    job: None,
                     what: "reactivated: the account was found active again".to_owned(),
                 });
             }
