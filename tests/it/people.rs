@@ -450,3 +450,51 @@ both_stores!(
     the_cli_shows_a_case_and_writes_a_harmless_report_on,
     the_cli_shows_a_case_and_writes_a_harmless_report
 );
+
+/// The `people` row is written where jobs are recorded: a repeated delivery moves nothing, a
+/// later request planned earlier moves `effective_at` only, and a bulk request (recorded in
+/// two chunks on SQLite) names every one of its people.
+async fn acceptance_records_people(db: TestDb) {
+    let app = TestApp::spawn_with_role(&db, SOURCE, Role::Api).await;
+    let body = json!({ "email": "kim@example.com" });
+    app.deliver("hr", &body).await;
+    let (_, first) = get(&app, "/api/v1/people/kim@example.com").await;
+    let again = app.deliver("hr", &body).await;
+    assert_eq!(again["duplicate"], true, "{again}");
+    let (_, same) = get(&app, "/api/v1/people/kim@example.com").await;
+    assert_eq!(same["first_seen"], first["first_seen"]);
+    assert_eq!(same["effective_at"], first["effective_at"]);
+
+    let manual = json!({ "jobs": [{
+        "action": "deactivate_account",
+        "email": "kim@example.com",
+        "at": "2026-01-01T00:00:00Z",
+    }]});
+    let response = app
+        .admin(Method::POST, "/api/v1/jobs")
+        .json(&manual)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let (_, moved) = get(&app, "/api/v1/people/kim@example.com").await;
+    assert_eq!(moved["first_seen"], first["first_seen"]);
+    assert_eq!(moved["effective_at"], "2026-01-01T00:00:00.000Z");
+    assert_eq!(moved["jobs"].as_array().unwrap().len(), 3);
+    assert_eq!(moved["deliveries"].as_array().unwrap().len(), 2);
+
+    let many: Vec<Value> = (0..250)
+        .map(|i| json!({ "action": "delete_portal_customer", "email": format!("bulk{i}@example.com") }))
+        .collect();
+    let response = app
+        .admin(Method::POST, "/api/v1/jobs")
+        .json(&json!({ "jobs": many }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let (_, all) = get(&app, "/api/v1/people?limit=500").await;
+    assert_eq!(all["people"].as_array().unwrap().len(), 251, "{all}");
+    app.stop().await;
+}
+both_stores!(acceptance_records_people_on, acceptance_records_people);
