@@ -93,14 +93,13 @@ macro_rules! case_sql {
                     query.push(" AND first_seen < ").push_bind(stored(to));
                 }
                 if let Some((first_seen, email)) = &range.after {
+                    // A row value, which both planners turn into a range of the index.
                     query
-                        .push(" AND (first_seen > ")
+                        .push(" AND (first_seen, email) > (")
                         .push_bind(stored(*first_seen))
-                        .push(" OR (first_seen = ")
-                        .push_bind(stored(*first_seen))
-                        .push(" AND email > ")
+                        .push(", ")
                         .push_bind(email.clone())
-                        .push("))");
+                        .push(")");
                 }
                 query
                     .push(" ORDER BY first_seen, email LIMIT ")
