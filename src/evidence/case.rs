@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 
 use crate::domain::duration::Span;
 use crate::domain::{Action, JobId, JobState, JobWithEvents, Outcome, time_as_rfc3339};
-use crate::store::Delivery;
+use crate::store::{Delivery, Verification, VerifiedState};
 
 /// The person's row: when they were first named and the earliest time planned for them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,45 +31,6 @@ pub struct Step {
     pub outcome: Option<Outcome>,
     /// When it reached its final state.
     pub finalized_at: Option<DateTime<Utc>>,
-}
-
-/// What the newest verification of the person saw (the table `verifications`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verification {
-    pub verified_at: DateTime<Utc>,
-    pub state: VerifiedState,
-    /// What the read saw, e.g. `customer deleted (404)`.
-    pub seen: String,
-    pub rechecked_at: Option<DateTime<Utc>>,
-    pub recheck_seen: Option<String>,
-    pub reactivated_at: Option<DateTime<Utc>>,
-}
-
-/// What the verification read found: the account as the chain left it, or not.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum VerifiedState {
-    Verified,
-    VerificationFailed,
-}
-
-impl VerifiedState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VerifiedState::Verified => "verified",
-            VerifiedState::VerificationFailed => "verification_failed",
-        }
-    }
-}
-
-impl std::str::FromStr for VerifiedState {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [VerifiedState::Verified, VerifiedState::VerificationFailed]
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| format!("unknown verification state `{s}`"))
-    }
 }
 
 /// Whether an outcome shows the account as the step wanted it: `done` changed it,
@@ -142,7 +103,7 @@ pub struct Sla {
 }
 
 /// A case without its jobs and deliveries: a row of the People list and of the report.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct CaseSummary {
     pub email: String,
     #[serde(serialize_with = "time_as_rfc3339")]
@@ -155,6 +116,8 @@ pub struct CaseSummary {
     #[serde(serialize_with = "optional_rfc3339")]
     #[schema(value_type = Option<String>)]
     pub verified_at: Option<DateTime<Utc>>,
+    /// `verified` or `verification_failed`.
+    #[schema(value_type = Option<String>)]
     pub verified_state: Option<VerifiedState>,
     pub sla: Sla,
     #[serde(serialize_with = "optional_rfc3339")]
@@ -427,9 +390,14 @@ mod tests {
             effective_at: at(0),
         };
         let verification = Verification {
+            id: 1,
+            email: "a@example.com".into(),
+            job_id: JobId(1),
+            account_id: Some("qm:1".into()),
             verified_at: at(3),
             state: VerifiedState::VerificationFailed,
             seen: "managed status=active".into(),
+            recheck_at: Some(at(30)),
             rechecked_at: Some(at(30)),
             recheck_seen: Some("managed status=active".into()),
             reactivated_at: Some(at(30)),

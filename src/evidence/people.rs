@@ -13,9 +13,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 
-use super::case::{Case, CaseSummary, Person, VerifiedState};
+use super::case::{Case, CaseSummary, Person};
 use crate::domain::{JobEvent, JobId, JobWithEvents};
-use crate::store::{PeopleRange, Store, StoreResult};
+use crate::store::{PeopleRange, Store, StoreResult, VerifiedState};
 
 /// The most people one request of the list walks (README, "A person's case").
 pub const WALK_BUDGET: usize = 5000;
@@ -174,8 +174,12 @@ pub async fn summaries(
     for (email, step) in reads.steps_of(&emails).await? {
         steps.entry(email).or_default().push(step);
     }
-    let mut verifications: BTreeMap<String, _> =
-        reads.verifications_of(&emails).await?.into_iter().collect();
+    let mut verifications: BTreeMap<String, _> = reads
+        .newest_verifications_of(&emails)
+        .await?
+        .into_iter()
+        .map(|v| (v.email.clone(), v))
+        .collect();
     Ok(people
         .into_iter()
         .map(|person| {

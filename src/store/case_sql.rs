@@ -8,8 +8,9 @@ use chrono::{DateTime, Utc};
 
 use super::StoreResult;
 use super::model::Delivery;
+use super::verifications::Verification;
 use crate::domain::{Job, JobEvent, JobId};
-use crate::evidence::case::{Person, Step, Verification};
+use crate::evidence::case::{Person, Step};
 
 /// Which people, in the order of (first_seen, email): those first seen in `[from, to)`, after
 /// the cursor `after`, at most `limit`.
@@ -30,8 +31,7 @@ pub trait CaseReads: Send + Sync {
     /// The jobs of these people, oldest first, as a case needs them.
     async fn steps_of(&self, emails: &[String]) -> StoreResult<Vec<(String, Step)>>;
     /// The newest verification of each of these people that has one.
-    async fn verifications_of(&self, emails: &[String])
-    -> StoreResult<Vec<(String, Verification)>>;
+    async fn newest_verifications_of(&self, emails: &[String]) -> StoreResult<Vec<Verification>>;
     /// Every job of the person, oldest first.
     async fn jobs_of(&self, email: &str) -> StoreResult<Vec<Job>>;
     /// The events of these jobs, oldest first.
@@ -40,7 +40,8 @@ pub trait CaseReads: Send + Sync {
     async fn deliveries_of(&self, keys: &[(String, String)]) -> StoreResult<Vec<Delivery>>;
 }
 
-/// Expands [`CaseReads`] for `sqlx::Pool<Db>` in a backend's module, after `same_sql!`.
+/// Expands [`CaseReads`] for `sqlx::Pool<Db>` in a backend's module, after `same_sql!` and
+/// `verifications_sql!` (whose row readers it uses).
 macro_rules! case_sql {
     () => {
         fn person_from_row(
@@ -140,37 +141,24 @@ macro_rules! case_sql {
                     .collect()
             }
 
-            async fn verifications_of(
+            async fn newest_verifications_of(
                 &self,
                 emails: &[String],
-            ) -> $crate::store::StoreResult<Vec<(String, $crate::evidence::case::Verification)>>
-            {
-                use sqlx::Row as _;
-                use $crate::store::model::parse_column;
+            ) -> $crate::store::StoreResult<Vec<$crate::store::verifications::Verification>> {
                 if emails.is_empty() {
                     return Ok(Vec::new());
                 }
-                let mut query = sqlx::QueryBuilder::<Db>::new(
-                    "SELECT email, verified_at, state, seen, rechecked_at, recheck_seen, reactivated_at \
-                     FROM verifications WHERE ",
-                );
+                let mut query = sqlx::QueryBuilder::<Db>::new("SELECT * FROM verifications WHERE ");
                 push_emails(&mut query, emails);
                 query.push(" ORDER BY id");
                 let rows = query.build().fetch_all(self).await?;
                 // Oldest first: the newest of each person is the one that stays.
                 let mut newest = std::collections::BTreeMap::new();
                 for row in &rows {
-                    let verification = $crate::evidence::case::Verification {
-                        verified_at: time_from_row(row, "verified_at")?,
-                        state: parse_column(row.try_get::<&str, _>("state")?)?,
-                        seen: row.try_get("seen")?,
-                        rechecked_at: optional_time_from_row(row, "rechecked_at")?,
-                        recheck_seen: row.try_get("recheck_seen")?,
-                        reactivated_at: optional_time_from_row(row, "reactivated_at")?,
-                    };
-                    newest.insert(row.try_get::<String, _>("email")?, verification);
+                    let verification = verification_from_row(row)?;
+                    newest.insert(verification.email.clone(), verification);
                 }
-                Ok(newest.into_iter().collect())
+                Ok(newest.into_values().collect())
             }
 
             async fn jobs_of(&self, email: &str) -> $crate::store::StoreResult<Vec<Job>> {

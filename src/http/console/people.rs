@@ -14,10 +14,11 @@ use serde::Deserialize;
 use super::session::Session;
 use super::view::{Section, job_link, query_value, state_badge, when};
 use super::{ConsoleError, chrome, page};
-use crate::evidence::case::{Case, CaseSummary, MomentKind, VerifiedState, time_to_revoke};
+use crate::evidence::case::{Case, CaseSummary, MomentKind, time_to_revoke};
 use crate::evidence::people::{self, CaseFilter, Cursor, SlaFilter};
 use crate::evidence::report::{self, Period};
 use crate::http::AppState;
+use crate::store::VerifiedState;
 
 const PAGE_SIZE: u32 = 50;
 
