@@ -15,6 +15,7 @@ use crate::support::app::{TestApp, atlassian_toml, job_ids};
 use crate::support::db::{Backend, TestDb};
 use crate::support::fake_atlassian::FakeAtlassian;
 use offboard::serve::Role;
+use offboard::worker::verification;
 
 const SOURCE: &str = r#"
 [[sources]]
@@ -108,6 +109,31 @@ async fn a_live_chain_makes_a_case(db: TestDb) {
     assert_eq!(listed[0]["id"], ids[0].as_str());
     assert_eq!(listed[0]["outcome"], "done");
     assert!(listed[0]["events"].as_array().unwrap().len() >= 3);
+    // The worker's verification read (run here by hand rather than waited for) shows in
+    // the case, and so does the recheck a day later that finds the customer back.
+    let client = offboard::atlassian::Client::from_config(
+        app.config.atlassian.as_ref().expect("[atlassian]"),
+        app.config.worker.requests_per_second,
+    )
+    .expect("client");
+    let store = app.store.as_ref();
+    verification::pass(store, &client, &app.config, "test", Utc::now(), None)
+        .await
+        .expect("verification pass");
+    let (_, case) = get(&app, "/api/v1/people/leaver@example.com").await;
+    assert_eq!(case["verified_state"], "verified", "{case}");
+    assert!(time(&case["verified_at"]) >= removed);
+    assert_eq!(case["reactivated_at"], Value::Null);
+    fake.add_customer("qm:1", "leaver@example.com");
+    let later = Utc::now() + chrono::Duration::hours(25);
+    verification::pass(store, &client, &app.config, "test", later, None)
+        .await
+        .expect("recheck pass");
+    let (_, case) = get(&app, "/api/v1/people/leaver@example.com").await;
+    assert!(case["reactivated_at"].is_string(), "{case}");
+    let (_, reactivated) = get(&app, "/api/v1/people?reactivated=true").await;
+    assert_eq!(reactivated["people"][0]["email"], "leaver@example.com");
+
     // Unknown: 404 with the error body.
     let (status, body) = get(&app, "/api/v1/people/nobody@example.com").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
