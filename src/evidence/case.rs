@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 
 use crate::domain::duration::Span;
 use crate::domain::{Action, JobId, JobState, JobWithEvents, Outcome, time_as_rfc3339};
+use crate::store::verifications::VERIFIER;
 use crate::store::{Delivery, Verification, VerifiedState};
 
 /// The person's row: when they were first named and the earliest time planned for them.
@@ -127,9 +128,6 @@ pub struct CaseSummary {
     /// `jobs` carry them whole).
     #[serde(skip)]
     pub steps: Vec<Step>,
-    /// The newest verification whole, for the timeline of the console and the CLI.
-    #[serde(skip)]
-    pub verification: Option<Verification>,
 }
 
 impl CaseSummary {
@@ -160,9 +158,8 @@ impl CaseSummary {
                 target: Span::from_secs(target.as_secs()).to_string(),
                 met,
             },
-            reactivated_at: verification.as_ref().and_then(|v| v.reactivated_at),
+            reactivated_at: verification.and_then(|v| v.reactivated_at),
             steps,
-            verification,
         }
     }
 }
@@ -177,6 +174,10 @@ pub struct Case {
     pub jobs: Vec<JobWithEvents>,
     /// The deliveries and manual requests that created those jobs, oldest first.
     pub deliveries: Vec<Delivery>,
+    /// Every verification of the person, oldest first, for the timeline (the JSON carries
+    /// the newest one's fields).
+    #[serde(skip)]
+    pub verifications: Vec<Verification>,
 }
 
 /// What a moment of a case's timeline is.
@@ -247,7 +248,8 @@ impl Case {
             } else {
                 MomentKind::Job
             };
-            for e in &job.events {
+            // The verifier's events are the reads below, told with what they saw.
+            for e in job.events.iter().filter(|e| e.actor != VERIFIER) {
                 let from = e.from.map_or("new", |s| s.as_str());
                 let mut what = format!("{}: {from} → {}", j.action, e.to);
                 if !e.detail.is_empty() {
@@ -262,7 +264,7 @@ impl Case {
                 });
             }
         }
-        if let Some(v) = &self.summary.verification {
+        for v in &self.verifications {
             let kind = match v.state {
                 VerifiedState::Verified => MomentKind::Verification,
                 VerifiedState::VerificationFailed => MomentKind::VerificationFailed,
@@ -270,7 +272,7 @@ impl Case {
             moments.push(Moment {
                 at: v.verified_at,
                 kind,
-                job: None,
+                job: Some(v.job_id),
                 what: format!("{}: {}", v.state.as_str(), v.seen),
             });
             if let Some(at) = v.rechecked_at {
@@ -278,7 +280,7 @@ impl Case {
                 moments.push(Moment {
                     at,
                     kind: MomentKind::Recheck,
-                    job: None,
+                    job: Some(v.job_id),
                     what: format!("rechecked: {seen}"),
                 });
             }
@@ -286,7 +288,7 @@ impl Case {
                 moments.push(Moment {
                     at,
                     kind: MomentKind::Reactivated,
-                    job: None,
+                    job: Some(v.job_id),
                     what: "reactivated: the account was found active again".to_owned(),
                 });
             }
@@ -422,6 +424,102 @@ mod tests {
                 "sla": {"target": "1d", "met": true},
                 "reactivated_at": "2026-03-03T06:00:00.000Z",
             })
+        );
+    }
+
+    fn job(id: i64, action: Action, params: serde_json::Value, hour: i64) -> crate::domain::Job {
+        crate::domain::Job {
+            id: JobId(id),
+            action,
+            params: params.as_object().cloned().unwrap_or_default(),
+            state: JobState::Succeeded,
+            email: crate::domain::Email::parse("ann@example.com").unwrap(),
+            account_id: None,
+            depends_on: None,
+            run_at: at(hour),
+            attempts: 1,
+            max_attempts: 8,
+            last_error: None,
+            outcome: Some(Outcome::Done),
+            source: Some("hr".into()),
+            rule: Some("leaver".into()),
+            delivery_id: None,
+            created_at: at(hour),
+            updated_at: at(hour),
+            claim_seq: 1,
+            lease_owner: None,
+            account_type: None,
+        }
+    }
+
+    fn event(hour: i64, actor: &str, detail: &str) -> crate::domain::JobEvent {
+        crate::domain::JobEvent {
+            at: at(hour),
+            from: Some(JobState::Running),
+            to: JobState::Succeeded,
+            actor: actor.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// The timeline marks an undo's inverse, and tells the verification from the table (with
+    /// its recheck), not twice through the verifier's event on the job.
+    #[test]
+    fn the_timeline_marks_inverses_and_tells_each_read_once() {
+        let person = Person {
+            email: "ann@example.com".into(),
+            first_seen: at(0),
+            effective_at: at(0),
+        };
+        let verification = Verification {
+            id: 1,
+            email: "ann@example.com".into(),
+            job_id: JobId(1),
+            account_id: Some("acc-1".into()),
+            verified_at: at(2),
+            state: VerifiedState::Verified,
+            seen: "managed status=suspended".into(),
+            recheck_at: Some(at(26)),
+            rechecked_at: Some(at(26)),
+            recheck_seen: Some("managed status=active".into()),
+            reactivated_at: Some(at(26)),
+        };
+        let summary =
+            CaseSummary::compute(person, Vec::new(), Some(verification.clone()), DAY, at(30));
+        let case = Case {
+            summary,
+            jobs: vec![
+                JobWithEvents {
+                    job: job(1, Action::SuspendAccess, serde_json::json!({}), 1),
+                    events: vec![
+                        event(1, "worker:w1", "suspended"),
+                        event(2, VERIFIER, "verified: managed status=suspended"),
+                    ],
+                },
+                JobWithEvents {
+                    job: job(
+                        2,
+                        Action::RestoreAccess,
+                        serde_json::json!({"undoes": "1"}),
+                        28,
+                    ),
+                    events: vec![event(28, "worker:w1", "restored")],
+                },
+            ],
+            deliveries: Vec::new(),
+            verifications: vec![verification],
+        };
+        let kinds: Vec<(MomentKind, Option<JobId>)> =
+            case.timeline().iter().map(|m| (m.kind, m.job)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (MomentKind::Job, Some(JobId(1))),
+                (MomentKind::Verification, Some(JobId(1))),
+                (MomentKind::Recheck, Some(JobId(1))),
+                (MomentKind::Reactivated, Some(JobId(1))),
+                (MomentKind::Inverse, Some(JobId(2))),
+            ]
         );
     }
 }

@@ -147,6 +147,8 @@ pub async fn case(
         .collect();
     let keys: Vec<(String, String)> = keys.into_iter().collect();
     let deliveries = reads.deliveries_of(&keys).await?;
+    let mut verifications = store.verifications().verifications_of(&email).await?;
+    verifications.reverse();
     let jobs = jobs
         .into_iter()
         .map(|job| JobWithEvents {
@@ -158,6 +160,7 @@ pub async fn case(
         summary,
         jobs,
         deliveries,
+        verifications,
     }))
 }
 

@@ -248,7 +248,6 @@ mod tests {
                     },
                     reactivated_at: None,
                     steps: Vec::new(),
-                    verification: None,
                 },
                 jobs: Vec::new(),
             })

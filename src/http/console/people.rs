@@ -219,7 +219,7 @@ pub(super) async fn show(
             }
             dt { "Verification" } dd {
                 (verification_badge(c.verified_state))
-                @if let Some(v) = &c.verification { " " (when(&v.verified_at, now)) }
+                @if let Some(at) = &c.verified_at { " " (when(at, now)) }
             }
             dt { "Reactivated" } dd { (optional_when(c.reactivated_at, now)) }
         }
