@@ -636,9 +636,9 @@ async fn people_scenario(browser: Client) {
         .bind(now)
         .bind(state)
         .bind(seen)
-        .bind(recheck.map(|_| now + hour))
+        .bind(recheck.map(|_| now))
         .bind(recheck)
-        .bind(reactivated.then_some(now + hour))
+        .bind(reactivated.then_some(now))
         .bind(email)
         .execute(&pool)
         .await

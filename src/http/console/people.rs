@@ -124,9 +124,12 @@ pub(super) async fn list(
         }
         p.muted {
             "One case per person a delivery or request named, oldest first seen first. "
-            "The SLA (" (report::sla_word(None)) " until decided) runs "
+            "The SLA target is "
             (crate::domain::duration::Span::from_secs(state.config.evidence.sla.as_secs()))
-            " from when offboard heard of them or when they were due, whichever is later, to when their access was removed. "
+            ", counted from when offboard heard of them or when they were due, whichever is "
+            "later, to when their access was removed; a case is open until it is met or missed."
+        }
+        p.evidence {
             a.button href=(evidence_href(from, to)) { "Evidence: download this quarter's CSV" }
             " " a href="/console/evidence" { "another period" }
         }
