@@ -2,9 +2,11 @@
 //! pages of cases walked by (first_seen, email) over the `people` index, filtered in Rust
 //! by the rules of [`super::case`], so that the SLA is decided in one place.
 //!
-//! A filtered page walks people until it has `limit` matches, but never more than
-//! [`WALK_BUDGET`] of them per request: a filter that matches few people answers a shorter
-//! page with a cursor to go on from, instead of reading the whole store in one request.
+//! The filters on verification read their people from indexes of `verifications` (`Among`),
+//! so they walk only people some verification named. The SLA filter walks people until it
+//! has `limit` matches, but never more than [`WALK_BUDGET`] of them per request: where few
+//! match, it answers a shorter page with a cursor to go on from, instead of reading the
+//! whole store in one request.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -15,7 +17,7 @@ use chrono::{DateTime, Utc};
 
 use super::case::{Case, CaseSummary, Person};
 use crate::domain::{JobEvent, JobId, JobWithEvents};
-use crate::store::{PeopleRange, Store, StoreResult, VerifiedState};
+use crate::store::{Among, PeopleRange, Store, StoreResult, VerifiedState};
 
 /// The most people one request of the list walks (README, "A person's case").
 pub const WALK_BUDGET: usize = 5000;
@@ -59,6 +61,17 @@ pub struct CaseFilter {
 impl CaseFilter {
     fn narrows(&self) -> bool {
         self.sla.is_some() || self.verification_failed || self.reactivated
+    }
+
+    /// The people an index of the verifications can narrow the walk to.
+    fn among(&self) -> Option<Among> {
+        if self.verification_failed {
+            Some(Among::InState(VerifiedState::VerificationFailed))
+        } else if self.reactivated {
+            Some(Among::Reactivated)
+        } else {
+            None
+        }
     }
 
     fn admits(&self, case: &CaseSummary) -> bool {
@@ -213,6 +226,7 @@ pub async fn list(
             .after
             .as_ref()
             .map(|c| (c.first_seen, c.email.clone())),
+        among: filter.among(),
         limit: batch,
     };
     let mut cases = Vec::new();
@@ -257,6 +271,7 @@ pub async fn each_case(
         from: Some(from),
         to: Some(to),
         after: None,
+        among: None,
         limit: BATCH,
     };
     loop {

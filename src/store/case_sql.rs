@@ -8,18 +8,30 @@ use chrono::{DateTime, Utc};
 
 use super::StoreResult;
 use super::model::Delivery;
-use super::verifications::Verification;
+use super::verifications::{Verification, VerifiedState};
 use crate::domain::{Job, JobEvent, JobId};
 use crate::evidence::case::{Person, Step};
 
 /// Which people, in the order of (first_seen, email): those first seen in `[from, to)`, after
-/// the cursor `after`, at most `limit`.
+/// the cursor `after`, only `among` those a verification names, at most `limit`.
 #[derive(Clone, Debug, Default)]
 pub struct PeopleRange {
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
     pub after: Option<(DateTime<Utc>, String)>,
+    pub among: Option<Among>,
     pub limit: u32,
+}
+
+/// The people some verification of theirs names, read from an index of `verifications`: a
+/// superset of those the filter admits (an older verification may have named them), which
+/// the caller narrows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Among {
+    /// A verification of theirs ended in this state.
+    InState(VerifiedState),
+    /// A recheck found them active again.
+    Reactivated,
 }
 
 #[async_trait]
@@ -92,6 +104,21 @@ macro_rules! case_sql {
                 }
                 if let Some(to) = range.to {
                     query.push(" AND first_seen < ").push_bind(stored(to));
+                }
+                match range.among {
+                    None => {}
+                    Some($crate::store::case_sql::Among::InState(state)) => {
+                        query
+                            .push(" AND email IN (SELECT email FROM verifications WHERE state = ")
+                            .push_bind(state.as_str())
+                            .push(")");
+                    }
+                    Some($crate::store::case_sql::Among::Reactivated) => {
+                        query.push(
+                            " AND email IN (SELECT email FROM verifications \
+                             WHERE reactivated_at IS NOT NULL)",
+                        );
+                    }
                 }
                 if let Some((first_seen, email)) = &range.after {
                     // A row value, which both planners turn into a range of the index.

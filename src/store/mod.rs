@@ -27,7 +27,7 @@ use crate::domain::{
     Job, JobEvent, JobId, JobState, JobWithEvents, Outcome, PauseReason, Transition, WorkerState,
 };
 
-pub use case_sql::{CaseReads, PeopleRange};
+pub use case_sql::{Among, CaseReads, PeopleRange};
 pub use model::*;
 pub use postgres::PostgresStore;
 pub use same_sql::SameSql;
@@ -442,6 +442,7 @@ const MIGRATIONS: &[(&str, Option<&str>, Option<&str>)] = &[
     migration!("20261209000001_verifications", both),
     migration!("20261209000005_verification_sweep_index", both),
     migration!("20261210000005_people", both),
+    migration!("20261210000006_people_filters", both),
 ];
 
 /// The embedded migrations of one backend, in order.

@@ -119,6 +119,14 @@ const LANDED: &[(&str, &str)] = &[
         "migrations/sqlite/20261210000005_people.sql",
         "1e867a61f9dc66548c7b37ff461685c4d027bce3be45e936f0bbfc7aa6371fd443c612cb01459885238045d59da1cd2f",
     ),
+    (
+        "migrations/postgres/20261210000006_people_filters.sql",
+        "2653068be8c84a4788858e0380e3769ed8ba40b5e4a4f6611a3f7239ed508a50b9f0ba739bc9bc94637219e834bd8a9a",
+    ),
+    (
+        "migrations/sqlite/20261210000006_people_filters.sql",
+        "2653068be8c84a4788858e0380e3769ed8ba40b5e4a4f6611a3f7239ed508a50b9f0ba739bc9bc94637219e834bd8a9a",
+    ),
 ];
 
 const DIRECTORIES: [&str; 2] = ["migrations/postgres", "migrations/sqlite"];
