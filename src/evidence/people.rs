@@ -177,6 +177,31 @@ pub async fn case(
     }))
 }
 
+/// The person's time to revoke (`super::case::time_to_revoke`), read from the store: none
+/// while their access is not removed, or when nobody of that email was named. What
+/// `offboard_time_to_revoke_seconds` observes once the person's access is removed.
+pub async fn time_to_revoke_of(
+    store: &dyn Store,
+    email: &str,
+) -> StoreResult<Option<chrono::Duration>> {
+    let reads = store.case_reads();
+    let email = email.to_ascii_lowercase();
+    let Some(person) = reads.person(&email).await? else {
+        return Ok(None);
+    };
+    let steps: Vec<_> = reads
+        .steps_of(std::slice::from_ref(&email))
+        .await?
+        .into_iter()
+        .map(|(_, step)| step)
+        .collect();
+    Ok(super::case::time_to_revoke(
+        person.first_seen,
+        person.effective_at,
+        super::case::access_removed_at(&steps),
+    ))
+}
+
 /// The cases of these people, in the same order.
 pub async fn summaries(
     store: &dyn Store,

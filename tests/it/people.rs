@@ -103,6 +103,18 @@ async fn a_live_chain_makes_a_case(db: TestDb) {
         "{removed} vs {revoked}"
     );
     assert_eq!(case["sla"], json!({ "target": "1d", "met": true }));
+    let took =
+        offboard::evidence::people::time_to_revoke_of(app.store.as_ref(), "leaver@example.com")
+            .await
+            .unwrap()
+            .expect("access is removed");
+    let start = time(&case["first_seen"]).max(time(&case["effective_at"]));
+    // The JSON's times are whole milliseconds.
+    let shown = (removed - start).num_milliseconds().max(0);
+    assert!(
+        (took.num_milliseconds() - shown).abs() <= 1,
+        "{took} vs {shown} ms"
+    );
     // Jobs in the API's job shape, with their events.
     let listed = case["jobs"].as_array().unwrap();
     assert_eq!(listed.len(), 2);
