@@ -135,6 +135,84 @@ pub fn customers_csv(
     Ok(())
 }
 
+/// A person's case for `offboard people show`: the times, then the timeline.
+pub fn case_details(case: &crate::evidence::case::Case) -> String {
+    let c = &case.summary;
+    let optional =
+        |at: Option<chrono::DateTime<chrono::Utc>>| at.as_ref().map_or("-".to_owned(), rfc3339);
+    let mut out = String::new();
+    let mut field = |name: &str, value: &str| {
+        let _ = writeln!(out, "{name:<18} {}", for_terminal(value));
+    };
+    field("email", &c.email);
+    field("first_seen", &rfc3339(&c.first_seen));
+    field("effective_at", &rfc3339(&c.effective_at));
+    field("access_removed_at", &optional(c.access_removed_at));
+    field("verified_at", &optional(c.verified_at));
+    field(
+        "verified_state",
+        c.verified_state.map_or("-", |v| v.as_str()),
+    );
+    field("reactivated_at", &optional(c.reactivated_at));
+    field(
+        "sla",
+        &format!(
+            "{} (target {})",
+            crate::evidence::report::sla_word(c.sla.met),
+            c.sla.target
+        ),
+    );
+    out.push_str("timeline:\n");
+    for moment in case.timeline() {
+        let job = moment.job.map_or(String::new(), |id| format!("job {id} "));
+        let _ = writeln!(
+            out,
+            "  {}  {:<12} {job}{}",
+            for_terminal(&rfc3339(&moment.at)),
+            moment.kind.as_str(),
+            for_terminal(&moment.what)
+        );
+    }
+    out
+}
+
+/// The time-to-revoke report as a table for a terminal.
+pub fn evidence_table(report: &crate::evidence::report::Report) -> String {
+    let mut out = format!(
+        "cases first seen from {} to {}, chain head {}\n",
+        rfc3339(&report.from),
+        rfc3339(&report.to),
+        for_terminal(report.chain_head.as_deref().unwrap_or("-"))
+    );
+    if report.cases.is_empty() {
+        out.push_str("no cases\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<32} {:<24} {:<24} {:<7} JOBS",
+        "EMAIL", "FIRST SEEN", "ACCESS REMOVED", "SLA"
+    );
+    for row in &report.cases {
+        let c = &row.case;
+        let jobs: Vec<String> = row
+            .jobs
+            .iter()
+            .map(|j| format!("{}={}", j.action, j.outcome.as_deref().unwrap_or(&j.state)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<32} {:<24} {:<24} {:<7} {}",
+            for_terminal(&c.email),
+            rfc3339(&c.first_seen),
+            c.access_removed_at.as_ref().map_or("-".to_owned(), rfc3339),
+            crate::evidence::report::sla_word(c.sla.met),
+            for_terminal(&jobs.join(", "))
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::DateTime;

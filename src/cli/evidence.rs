@@ -12,6 +12,9 @@ const ERASE_ACTOR: &str = "operator:cli";
 
 #[derive(Subcommand, Debug)]
 pub(super) enum EvidenceCommand {
+    /// The time-to-revoke report: one row per case first seen in the period, with its
+    /// times, SLA met or missed, and each job's action and outcome.
+    Report(super::cases::ReportArgs),
     /// Seal the audit events not sealed yet, then recompute the whole hash chain. Prints
     /// the number of events and the chain's head; exits 1 naming the first event that does
     /// not match.
@@ -33,6 +36,7 @@ pub(super) enum EvidenceCommand {
 
 pub(super) async fn evidence(command: EvidenceCommand) -> Result<(), Failure> {
     match command {
+        EvidenceCommand::Report(args) => super::cases::report(args).await,
         EvidenceCommand::Verify { config } => {
             let store = open_store(&database_url(&config)?).await?;
             match evidence::verify(store.chain())

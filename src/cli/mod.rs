@@ -5,6 +5,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod cases;
 mod customers;
 mod enqueue;
 mod evidence;
@@ -77,11 +78,24 @@ enum Command {
         #[command(subcommand)]
         command: CustomersCommand,
     },
-    /// Proof of offboarding: the audit trail's hash chain, and erasing a person.
+    /// People's cases: when they were named, lost access, were verified, and the SLA.
+    People {
+        #[command(subcommand)]
+        command: PeopleCommand,
+    },
+    /// Proof of offboarding: the time-to-revoke report, the audit trail's hash chain, and
+    /// erasing a person.
     Evidence {
         #[command(subcommand)]
         command: evidence::EvidenceCommand,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum PeopleCommand {
+    /// One person's case: times, verification, SLA and the timeline of deliveries, jobs
+    /// and their events. Exit 1 when no delivery or request named the person.
+    Show(cases::ShowArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -271,6 +285,9 @@ async fn run(command: Command) -> Result<(), Failure> {
         }
         Command::Jobs { command } => jobs(command).await,
         Command::Customers { command } => customers::customers(command).await,
+        Command::People {
+            command: PeopleCommand::Show(args),
+        } => cases::show(args).await,
         Command::Evidence { command } => evidence::evidence(command).await,
     }
 }

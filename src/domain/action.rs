@@ -128,6 +128,11 @@ pub struct ActionSpec {
     /// (README, "No silent loss"): the step then first checks that there are none, unless
     /// it says `allow_content_loss = true`.
     pub deletes_owned_content: bool,
+    /// Whether a step of it that succeeded `done` or `already_done` means the person has lost
+    /// access: the moment a case's SLA is measured to (README, "A person's case"). Removing a
+    /// membership leaves the account usable, so only revoke, suspend, deactivate and the two
+    /// deletes do.
+    pub removes_access: bool,
 }
 
 impl ActionSpec {
@@ -211,6 +216,7 @@ impl Action {
                 reversal: Irreversible(
                     "no API restores portal access: grant it again in the admin UI",
                 ),
+                removes_access: true,
             },
             Action::DeletePortalCustomer => ActionSpec {
                 name: "delete_portal_customer",
@@ -220,6 +226,7 @@ impl Action {
                 param: None,
                 deletes_owned_content: false,
                 reversal: Irreversible("a deleted portal-only customer cannot be restored"),
+                removes_access: true,
             },
             Action::RemoveFromServiceDesk => ActionSpec {
                 name: "remove_from_service_desk",
@@ -229,6 +236,7 @@ impl Action {
                 param: Some(Param::ServiceDeskId),
                 deletes_owned_content: false,
                 reversal: Inverse(Action::AddToServiceDesk, UndoWindow::Always),
+                removes_access: false,
             },
             Action::RemoveFromCustomerOrganization => ActionSpec {
                 name: "remove_from_customer_organization",
@@ -238,6 +246,7 @@ impl Action {
                 param: Some(Param::OrganizationId),
                 deletes_owned_content: false,
                 reversal: Inverse(Action::AddToCustomerOrganization, UndoWindow::Always),
+                removes_access: false,
             },
             Action::SuspendAccess => ActionSpec {
                 name: "suspend_access",
@@ -247,6 +256,7 @@ impl Action {
                 param: None,
                 deletes_owned_content: false,
                 reversal: Inverse(Action::RestoreAccess, UndoWindow::Always),
+                removes_access: true,
             },
             Action::RestoreAccess => ActionSpec {
                 name: "restore_access",
@@ -256,6 +266,7 @@ impl Action {
                 param: None,
                 deletes_owned_content: false,
                 reversal: Undo,
+                removes_access: false,
             },
             Action::RemoveFromDirectory => ActionSpec {
                 name: "remove_from_directory",
@@ -268,6 +279,7 @@ impl Action {
                     "a re-invite exists (POST /admin/v2/orgs/{orgId}/users/invite, paid plans), \
                      but the directory's groups and roles are lost: invite and re-assign by hand",
                 ),
+                removes_access: false,
             },
             Action::RemoveFromGroup => ActionSpec {
                 name: "remove_from_group",
@@ -277,6 +289,7 @@ impl Action {
                 param: Some(Param::GroupId),
                 deletes_owned_content: false,
                 reversal: Inverse(Action::AddToGroup, UndoWindow::Always),
+                removes_access: false,
             },
             // The lifecycle calls act on the account, not on a directory.
             Action::DeactivateAccount => ActionSpec {
@@ -287,6 +300,7 @@ impl Action {
                 param: None,
                 deletes_owned_content: false,
                 reversal: Inverse(Action::EnableAccount, UndoWindow::Always),
+                removes_access: true,
             },
             Action::DeleteAccount => ActionSpec {
                 name: "delete_account",
@@ -296,6 +310,7 @@ impl Action {
                 param: None,
                 deletes_owned_content: true,
                 reversal: Inverse(Action::CancelDeleteAccount, UndoWindow::Days(14)),
+                removes_access: true,
             },
             Action::EnableAccount => ActionSpec {
                 name: "enable_account",
@@ -305,6 +320,7 @@ impl Action {
                 param: None,
                 deletes_owned_content: false,
                 reversal: Undo,
+                removes_access: false,
             },
             Action::CancelDeleteAccount => ActionSpec {
                 name: "cancel_delete_account",
@@ -314,6 +330,7 @@ impl Action {
                 param: None,
                 deletes_owned_content: false,
                 reversal: Undo,
+                removes_access: false,
             },
             Action::AddToGroup => ActionSpec {
                 name: "add_to_group",
@@ -323,6 +340,7 @@ impl Action {
                 param: Some(Param::GroupId),
                 deletes_owned_content: false,
                 reversal: Undo,
+                removes_access: false,
             },
             Action::AddToServiceDesk => ActionSpec {
                 name: "add_to_service_desk",
@@ -332,6 +350,7 @@ impl Action {
                 param: Some(Param::ServiceDeskId),
                 deletes_owned_content: false,
                 reversal: Undo,
+                removes_access: false,
             },
             Action::AddToCustomerOrganization => ActionSpec {
                 name: "add_to_customer_organization",
@@ -341,6 +360,7 @@ impl Action {
                 param: Some(Param::OrganizationId),
                 deletes_owned_content: false,
                 reversal: Undo,
+                removes_access: false,
             },
         }
     }
@@ -362,6 +382,12 @@ impl Action {
     /// The API family of the mutating call.
     pub const fn family(self) -> ApiFamily {
         self.spec().family
+    }
+
+    /// Whether a step of it that took effect removed the person's access
+    /// (`ActionSpec::removes_access`).
+    pub const fn removes_access(self) -> bool {
+        self.spec().removes_access
     }
 
     /// The one parameter an action needs besides the account, if any.

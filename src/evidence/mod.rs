@@ -1,13 +1,18 @@
-//! Proof of offboarding (README, "Proof for auditors"), pure in its parts: the audit
-//! trail's hash chain (`chain.rs`), keyed pseudonyms (`pseudonym.rs`), where a person is
-//! named in free text (`person.rs`) and what an erasure makes of their records
-//! (`erasure.rs`). Here, the uses that drive the store: sealing, `evidence verify`,
-//! `evidence erase`, and the periodic task `serve` runs with the worker.
+//! Proof of offboarding (README, "Proof for auditors"), pure in its parts: a person's case
+//! computed from what the store records (`case.rs`), read from the store (`people.rs`), the
+//! time-to-revoke report over a period (`report.rs`), the audit trail's hash chain
+//! (`chain.rs`), keyed pseudonyms (`pseudonym.rs`), where a person is named in free text
+//! (`person.rs`) and what an erasure makes of their records (`erasure.rs`). Here, the uses
+//! that drive the store: sealing, `evidence verify`, `evidence erase`, and the periodic task
+//! `serve` runs with the worker.
 
+pub mod case;
 pub mod chain;
 pub mod erasure;
+pub mod people;
 pub mod person;
 pub mod pseudonym;
+pub mod report;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -9,6 +9,7 @@ mod error;
 mod health;
 mod hooks;
 mod manual_jobs;
+mod people;
 mod rejections;
 mod request_id;
 pub mod server;
@@ -61,7 +62,7 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
     tags(
         (name = "webhooks", description = "Signed deliveries from HR systems and Jira"),
         (name = "health", description = "Liveness, readiness and metrics"),
-        (name = "admin", description = "Jobs, deliveries, the worker and the customer inventory; bearer admin_token")
+        (name = "admin", description = "Jobs, deliveries, the worker, the customer inventory and the people's cases; bearer admin_token")
     ),
     modifiers(&AdminTokenScheme)
 )]
@@ -85,7 +86,8 @@ pub fn routes(state: AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(health::router())
         .merge(hooks::router())
         .merge(admin::router(state.clone()))
-        .merge(customers::router(state))
+        .merge(customers::router(state.clone()))
+        .merge(people::router(state))
         .split_for_parts()
 }
 

@@ -10,7 +10,8 @@
 //!   undo planned from the jobs this transaction sees;
 //! - the jobs, one set-based `INSERT … ON CONFLICT DO NOTHING RETURNING` per wave of steps,
 //!   then one read of the live jobs that blocked an insert;
-//! - the deliveries, each inserted with its answer.
+//! - the deliveries, each inserted with its answer;
+//! - once for the whole batch, the people it named (`people`, for their cases).
 //!
 //! A batch comes out exactly as its deliveries would one after the other. Waves keep rule
 //! order: a step waits for the step before it in its chain, and for any earlier step (in this
@@ -58,6 +59,16 @@ pub(super) trait Writes: Send {
     async fn insert_events(&mut self, events: &[EventRow<'_>]) -> StoreResult<()>;
     /// Inserts the deliveries whose key is not taken; how many were inserted.
     async fn insert_deliveries(&mut self, rows: &[DeliveryRow<'_>]) -> StoreResult<u64>;
+    /// Adds these people's rows, or moves an existing row's `first_seen` and `effective_at`
+    /// earlier where a row given is earlier. Sorted by email, each once.
+    async fn record_people(&mut self, people: &[PersonRow<'_>]) -> StoreResult<()>;
+}
+
+/// A person a delivery named (README, "A person's case").
+pub(super) struct PersonRow<'a> {
+    pub email: &'a str,
+    pub first_seen: DateTime<Utc>,
+    pub effective_at: DateTime<Utc>,
 }
 
 /// A person's jobs in `states`, except those whose params carry `spare_param`.
@@ -135,7 +146,48 @@ pub(super) async fn accept<W: Writes>(
     for segment in segments(deliveries) {
         receipts.extend(accept_segment(tx, segment).await?);
     }
+    let new = deliveries
+        .iter()
+        .zip(&receipts)
+        .filter(|(_, receipt)| !receipt.duplicate)
+        .map(|(delivery, _)| *delivery);
+    record_people_named(tx, new).await?;
     Ok(receipts)
+}
+
+/// Records the people these newly recorded deliveries planned jobs for, each once and sorted
+/// by email (so that concurrent transactions lock their rows in one order, after every job
+/// insert): when each was first named and the earliest time planned for them (README, "A
+/// person's case"). A repeated delivery names nobody anew, so it is not given.
+pub(super) async fn record_people_named<'a, W: Writes>(
+    tx: &mut W,
+    new: impl IntoIterator<Item = &'a NewDelivery>,
+) -> StoreResult<()> {
+    let mut people: std::collections::BTreeMap<&str, PersonRow> = Default::default();
+    for delivery in new {
+        for chain in delivery.content.all_chains() {
+            let Some(effective_at) = chain.steps.iter().map(|s| s.run_at).min() else {
+                continue;
+            };
+            let named = PersonRow {
+                email: chain.email.as_str(),
+                first_seen: delivery.received_at,
+                effective_at,
+            };
+            people
+                .entry(named.email)
+                .and_modify(|p| {
+                    p.first_seen = p.first_seen.min(named.first_seen);
+                    p.effective_at = p.effective_at.min(named.effective_at);
+                })
+                .or_insert(named);
+        }
+    }
+    let people: Vec<PersonRow> = people.into_values().collect();
+    if people.is_empty() {
+        return Ok(());
+    }
+    tx.record_people(&people).await
 }
 
 /// Consecutive runs of deliveries that can be recorded together (see the module's comment).

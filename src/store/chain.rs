@@ -326,6 +326,7 @@ macro_rules! chain_sql {
                 rewrite_jobs(&mut tx, &rewrite, &jobs).await?;
                 let deliveries = rewrite_deliveries(&mut tx, &rewrite).await?;
                 rewrite_verifications(&mut tx, &rewrite, &verifications).await?;
+                rewrite_person(&mut tx, &rewrite).await?;
                 for (id, state) in &states {
                     insert_event(
                         &mut tx,
@@ -549,6 +550,38 @@ macro_rules! chain_sql {
                 .execute(&mut **tx)
                 .await?;
             }
+            Ok(())
+        }
+
+        /// Renames the person's row of `people` (README, "A person's case") to the pseudonym,
+        /// merged with a row the pseudonym may have already (an erasure of someone named
+        /// again after an earlier one): the earlier times stand.
+        async fn rewrite_person(
+            tx: &mut sqlx::Transaction<'static, Db>,
+            rewrite: &$crate::evidence::erasure::Rewrite<'_>,
+        ) -> $crate::store::StoreResult<()> {
+            let row: Option<(StoredTime, StoredTime)> = sqlx::query_as(
+                "DELETE FROM people WHERE email = $1 RETURNING first_seen, effective_at",
+            )
+            .bind(rewrite.email())
+            .fetch_optional(&mut **tx)
+            .await?;
+            let Some((first_seen, effective_at)) = row else {
+                return Ok(());
+            };
+            sqlx::query(
+                "INSERT INTO people (email, first_seen, effective_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (email) DO UPDATE SET \
+                 first_seen = CASE WHEN excluded.first_seen < people.first_seen \
+                     THEN excluded.first_seen ELSE people.first_seen END, \
+                 effective_at = CASE WHEN excluded.effective_at < people.effective_at \
+                     THEN excluded.effective_at ELSE people.effective_at END",
+            )
+            .bind(rewrite.pseudonym())
+            .bind(first_seen)
+            .bind(effective_at)
+            .execute(&mut **tx)
+            .await?;
             Ok(())
         }
 

@@ -8,6 +8,7 @@
 //! expects, so a worker whose lease was rescued cannot overwrite a newer state.
 
 mod accept;
+pub mod case_sql;
 pub mod chain;
 mod model;
 mod postgres;
@@ -27,6 +28,7 @@ use crate::domain::{
     Job, JobEvent, JobId, JobState, JobWithEvents, Outcome, PauseReason, Transition, WorkerState,
 };
 
+pub use case_sql::{Among, CaseReads, PeopleRange};
 pub use chain::{ChainSql, Erased, Erasure};
 pub use model::*;
 pub use postgres::PostgresStore;
@@ -138,6 +140,9 @@ pub trait Store: Send + Sync + 'static {
     fn same_sql(&self) -> &dyn SameSql;
     /// Proof of offboarding's reads (`verifications.rs`).
     fn verifications(&self) -> &dyn VerificationSql;
+
+    /// What a person's case reads (`case_sql.rs`).
+    fn case_reads(&self) -> &dyn CaseReads;
 
     /// Applies the embedded migrations that have not run yet, and seeds the `actions` table
     /// from `Action::ALL` (`SameSql::migrate`).
@@ -457,6 +462,8 @@ const MIGRATIONS: &[(&str, Option<&str>, Option<&str>)] = &[
     migration!("20261209000001_verifications", both),
     migration!("20261209000002_event_chain", both),
     migration!("20261209000005_verification_sweep_index", both),
+    migration!("20261210000005_people", both),
+    migration!("20261210000006_people_filters", both),
 ];
 
 /// The embedded migrations of one backend, in order.

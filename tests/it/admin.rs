@@ -57,6 +57,12 @@ async fn every_route_needs_the_token(db: TestDb) {
         (Method::GET, "/api/v1/worker"),
         (Method::POST, "/api/v1/worker/pause"),
         (Method::POST, "/api/v1/worker/resume"),
+        (Method::GET, "/api/v1/people"),
+        (Method::GET, "/api/v1/people/a@example.com"),
+        (
+            Method::GET,
+            "/api/v1/evidence/report?from=2026-01-01&to=2026-01-31",
+        ),
     ];
     for (i, (method, path)) in routes.into_iter().enumerate() {
         let url = format!("{}{path}", app.base_url);

@@ -5,6 +5,9 @@
 //! A second scenario imports a CSV (a bad file first, which creates nothing), approves the
 //! jobs it created, and enqueues jobs for customers selected on the Customers page, read
 //! from the fake Atlassian (`console-import-checked.png`, `console-customers.png`).
+//! A third walks the People pages: the list and its filters, a person's timeline, and the
+//! Evidence download (`console-people.png`, `console-people-missed.png`,
+//! `console-person.png`, `console-evidence.png`).
 //!
 //! Needs Debian's `chromium` and `chromium-driver`; `.ci/run` installs them. Without them the
 //! test prints a notice and passes, except with `CI=true`, where it fails.
@@ -65,6 +68,11 @@ async fn an_operator_approves_and_cancels_in_a_real_browser() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_imports_a_csv_and_enqueues_customers_in_a_real_browser() {
     in_a_browser(bulk_scenario).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auditor_walks_the_people_and_downloads_the_evidence_in_a_real_browser() {
+    in_a_browser(people_scenario).await;
 }
 
 /// Runs `scenario` in a fresh headless Chromium, within `SCENARIO_TIMEOUT`, and quits the
@@ -569,4 +577,190 @@ async fn save_screenshot(browser: &Client, name: &str) {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
     std::fs::create_dir_all(&target).expect("target dir");
     std::fs::write(target.join(name), png).expect("write the screenshot");
+}
+
+/// Cases in every condition the People page filters on, then the pages an auditor walks.
+async fn people_scenario(browser: Client) {
+    let db = TestDb::sqlite();
+    let app = TestApp::spawn_with_role(&db, CONFIG, Role::Api).await;
+    for email in [
+        "gina.verified@example.com",
+        "hank.late@example.com",
+        "ivy.failed@example.com",
+    ] {
+        app.deliver("hr", &json!({ "kind": "now", "email": email }))
+            .await;
+    }
+    app.deliver(
+        "hr",
+        &json!({ "kind": "later", "email": "jo.due@example.com" }),
+    )
+    .await;
+    let claimed = app
+        .store
+        .claim_due("browser-test", 10, Duration::from_secs(60))
+        .await
+        .expect("claim");
+    for job in &claimed {
+        if !job.email.starts_with("hank") {
+            app.store
+                .complete(job, Outcome::Done, "portal access revoked (204)")
+                .await
+                .expect("complete");
+        }
+    }
+    let pool = sqlx::SqlitePool::connect(&db.url).await.expect("sqlite");
+    let now = chrono::Utc::now().timestamp_micros();
+    let hour = 3_600_000_000_i64;
+    for (email, state, seen, recheck, reactivated) in [
+        (
+            "gina.verified@example.com",
+            "verified",
+            "customer status=inactive",
+            Some("customer status=active"),
+            true,
+        ),
+        (
+            "ivy.failed@example.com",
+            "verification_failed",
+            "customer status=active, expected revoked",
+            None,
+            false,
+        ),
+    ] {
+        sqlx::query(
+            "INSERT INTO verifications (email, job_id, verified_at, state, seen, rechecked_at, \
+             recheck_seen, reactivated_at) \
+             SELECT email, min(id), $1, $2, $3, $4, $5, $6 FROM jobs WHERE email = $7 GROUP BY email",
+        )
+        .bind(now)
+        .bind(state)
+        .bind(seen)
+        .bind(recheck.map(|_| now))
+        .bind(recheck)
+        .bind(reactivated.then_some(now))
+        .bind(email)
+        .execute(&pool)
+        .await
+        .expect("insert a verification");
+    }
+    // Hank was named two days ago and still has access: a missed SLA.
+    sqlx::query("UPDATE people SET first_seen = $1, effective_at = $1 WHERE email = $2")
+        .bind(now - 48 * hour)
+        .bind("hank.late@example.com")
+        .execute(&pool)
+        .await
+        .expect("backdate");
+    pool.close().await;
+
+    sign_in(&browser, &app).await;
+    click(&browser, "header nav a[href='/console/people']").await;
+    wait_for_path(&browser, "/console/people").await;
+    let list = browser.source().await.expect("people page");
+    for email in [
+        "gina.verified@example.com",
+        "hank.late@example.com",
+        "ivy.failed@example.com",
+        "jo.due@example.com",
+    ] {
+        assert!(list.contains(email), "{email} on the People page");
+    }
+    save_screenshot(&browser, "console-people.png").await;
+
+    click(
+        &browser,
+        "nav.tabs a[href='/console/people?show=sla_missed']",
+    )
+    .await;
+    let missed = browser.source().await.expect("missed page");
+    assert!(missed.contains("hank.late@example.com"));
+    assert!(!missed.contains("gina.verified@example.com"));
+    save_screenshot(&browser, "console-people-missed.png").await;
+    click(
+        &browser,
+        "nav.tabs a[href='/console/people?show=verification_failed']",
+    )
+    .await;
+    let failed = browser.source().await.expect("failed page");
+    assert!(failed.contains("ivy.failed@example.com"));
+    assert!(!failed.contains("hank.late@example.com"));
+    click(
+        &browser,
+        "nav.tabs a[href='/console/people?show=reactivated']",
+    )
+    .await;
+    let reactivated = browser.source().await.expect("reactivated page");
+    assert!(reactivated.contains("gina.verified@example.com"));
+    assert!(!reactivated.contains("ivy.failed@example.com"));
+
+    click(
+        &browser,
+        "table.people a[href='/console/people/gina.verified%40example.com']",
+    )
+    .await;
+    let person = browser.source().await.expect("person page");
+    for moment in ["delivery", "verification", "recheck", "reactivated"] {
+        assert!(person.contains(moment), "{moment} on the timeline");
+    }
+    assert!(person.contains("portal access revoked (204)"));
+    save_screenshot(&browser, "console-person.png").await;
+
+    click(&browser, "header nav a[href='/console/people']").await;
+    let link = browser
+        .find(Locator::Css(
+            "a.button[href^='/console/evidence.csv?from=']",
+        ))
+        .await
+        .expect("the Evidence link")
+        .attr("href")
+        .await
+        .expect("href")
+        .expect("an href");
+    // The browser's session downloads it; the same request from here, with its cookie.
+    let cookies: Vec<String> = browser
+        .get_all_cookies()
+        .await
+        .expect("cookies")
+        .iter()
+        .map(|c| format!("{}={}", c.name(), c.value()))
+        .collect();
+    let response = app
+        .http
+        .get(format!("{}{link}", app.base_url))
+        .header("cookie", cookies.join("; "))
+        .send()
+        .await
+        .expect("download the CSV");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+    let csv = response.text().await.expect("CSV");
+    assert!(csv.starts_with("email,first_seen,"), "{csv}");
+    assert!(csv.contains("hank.late@example.com"), "{csv}");
+    let anonymous = app
+        .http
+        .get(format!("{}{link}", app.base_url))
+        .send()
+        .await
+        .expect("without a session");
+    // Without a session the console sends the login page instead.
+    assert_eq!(anonymous.url().path(), "/console/login");
+    assert!(
+        !anonymous
+            .text()
+            .await
+            .expect("login page")
+            .contains("hank.late@example.com"),
+        "the CSV needs a session"
+    );
+    browser
+        .goto(&format!("{}/console/evidence", app.base_url))
+        .await
+        .expect("evidence page");
+    save_screenshot(&browser, "console-evidence.png").await;
+    app.stop().await;
 }

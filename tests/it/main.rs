@@ -27,6 +27,7 @@ mod manual;
 mod migrations;
 mod openapi;
 mod outcomes;
+mod people;
 mod slow_clients;
 mod smoke;
 mod sources;

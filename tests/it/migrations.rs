@@ -119,6 +119,22 @@ const LANDED: &[(&str, &str)] = &[
         "migrations/sqlite/20261209000002_event_chain.sql",
         "b6bf7c5fe440699bdce58b118808118d98b6f02349a25f0f11386f25838bb80e524fdcd6ada8401e5638097cc6d761ea",
     ),
+    (
+        "migrations/postgres/20261210000005_people.sql",
+        "edf310e15586b78156ed0c65c51fefc75e9eb944048b01015a8980a629ed90f6bc9644dd502110ab917dd25b74bdf54c",
+    ),
+    (
+        "migrations/sqlite/20261210000005_people.sql",
+        "1e867a61f9dc66548c7b37ff461685c4d027bce3be45e936f0bbfc7aa6371fd443c612cb01459885238045d59da1cd2f",
+    ),
+    (
+        "migrations/postgres/20261210000006_people_filters.sql",
+        "2653068be8c84a4788858e0380e3769ed8ba40b5e4a4f6611a3f7239ed508a50b9f0ba739bc9bc94637219e834bd8a9a",
+    ),
+    (
+        "migrations/sqlite/20261210000006_people_filters.sql",
+        "2653068be8c84a4788858e0380e3769ed8ba40b5e4a4f6611a3f7239ed508a50b9f0ba739bc9bc94637219e834bd8a9a",
+    ),
 ];
 
 const DIRECTORIES: [&str; 2] = ["migrations/postgres", "migrations/sqlite"];
@@ -579,3 +595,58 @@ both_stores!(
     jobs_keep_their_actions_when_the_check_becomes_a_reference_table_on,
     jobs_keep_their_actions_when_the_check_becomes_a_reference_table
 );
+
+/// A time `secs` after the epoch, as each backend writes it in SQL.
+fn at_secs(old: &OldDb, secs: i64) -> String {
+    match old {
+        OldDb::Sqlite(_) => (secs * 1_000_000).to_string(),
+        OldDb::Postgres(_) => format!("to_timestamp({secs})"),
+    }
+}
+
+/// A person's case (README, "A person's case"): the `people` migration gives every person
+/// with jobs already recorded their row, first seen when the first delivery of their jobs
+/// was received (a job without a recorded delivery: when it was created), due at the earliest
+/// run_at.
+async fn existing_jobs_become_people(db: TestDb) {
+    let mut old = OldDb::before(&db, 20261210000005).await;
+    let t = |secs| at_secs(&old, secs);
+    let sql = format!(
+        "INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, \
+             key_body_sha256, status, job_ids, response) VALUES \
+         ('hr', 'd1', {t100}, '{sha}', '', 'accepted', '[]', '{{}}'), \
+         ('hr', 'd2', {t300}, '{sha}', '', 'accepted', '[]', '{{}}'); \
+         INSERT INTO jobs (action, state, email, run_at, max_attempts, source, delivery_id, \
+             created_at, updated_at) VALUES \
+         ('revoke_portal_access', 'pending', 'ann@example.com', {t200}, 3, 'hr', 'd1', {t105}, {t105}), \
+         ('delete_portal_customer', 'pending', 'ann@example.com', {t150}, 3, 'hr', 'd2', {t305}, {t305}), \
+         ('suspend_access', 'pending', 'bob@example.com', {t50}, 3, 'cli', 'gone', {t400}, {t400})",
+        sha = "ab".repeat(32),
+        t100 = t(100),
+        t300 = t(300),
+        t200 = t(200),
+        t105 = t(105),
+        t150 = t(150),
+        t305 = t(305),
+        t50 = t(50),
+        t400 = t(400),
+    );
+    old.run(&sql).await;
+    let store = db.store().await;
+    let secs = |s| chrono::DateTime::from_timestamp(s, 0).unwrap();
+    let ann = store
+        .case_reads()
+        .person("ann@example.com")
+        .await
+        .unwrap()
+        .expect("ann");
+    assert_eq!((ann.first_seen, ann.effective_at), (secs(100), secs(150)));
+    let bob = store
+        .case_reads()
+        .person("bob@example.com")
+        .await
+        .unwrap()
+        .expect("bob");
+    assert_eq!((bob.first_seen, bob.effective_at), (secs(400), secs(50)));
+}
+both_stores!(existing_jobs_become_people_on, existing_jobs_become_people);

@@ -17,7 +17,7 @@ secrets = ["jira-token"]
 "#;
 
 /// Every route of README, "HTTP API", as (method, path template).
-const ROUTES: [(&str, &str); 16] = [
+const ROUTES: [(&str, &str); 19] = [
     ("post", "/hooks/{source}"),
     ("get", "/healthz"),
     ("get", "/readyz"),
@@ -34,6 +34,9 @@ const ROUTES: [(&str, &str); 16] = [
     ("post", "/api/v1/worker/resume"),
     ("get", "/api/v1/doctor"),
     ("get", "/api/v1/customers"),
+    ("get", "/api/v1/people"),
+    ("get", "/api/v1/people/{email}"),
+    ("get", "/api/v1/evidence/report"),
 ];
 
 #[tokio::test]

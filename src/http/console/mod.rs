@@ -10,6 +10,7 @@ mod deliveries;
 mod import;
 mod jobs;
 mod login;
+mod people;
 mod session;
 mod view;
 mod worker;
@@ -60,6 +61,10 @@ pub fn router() -> Router<AppState> {
             get(jobs::confirm).post(jobs::transition),
         )
         .route("/console/deliveries", get(deliveries::list))
+        .route("/console/people", get(people::list))
+        .route("/console/people/{email}", get(people::show))
+        .route("/console/evidence", get(people::evidence))
+        .route("/console/evidence.csv", get(people::evidence_csv))
         .route("/console/customers", get(customers::search))
         .route(
             "/console/customers/review",

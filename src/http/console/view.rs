@@ -11,6 +11,7 @@ use crate::domain::{JobState, PauseReason, WorkerState};
 pub(super) enum Section {
     Jobs,
     Deliveries,
+    People,
     Customers,
     Import,
 }
@@ -61,6 +62,7 @@ fn header(chrome: &Chrome) -> Markup {
             nav {
                 (nav(Section::Jobs, "/console", "Jobs"))
                 (nav(Section::Deliveries, "/console/deliveries", "Deliveries"))
+                (nav(Section::People, "/console/people", "People"))
                 (nav(Section::Customers, "/console/customers", "Customers"))
                 (nav(Section::Import, "/console/import", "Import"))
             }

@@ -20,7 +20,9 @@ use tokio::time::Instant;
 use super::job_from_row;
 use crate::batch::Batcher;
 use crate::domain::{Job, JobId};
-use crate::store::accept::{self, Cancellable, DeliveryRow, EventRow, JobKey, JobRow, Writes};
+use crate::store::accept::{
+    self, Cancellable, DeliveryRow, EventRow, JobKey, JobRow, PersonRow, Writes,
+};
 use crate::store::model::*;
 use crate::store::rows::{job_columns, live_states};
 use crate::store::{StoreError, StoreOptions, StoreResult};
@@ -438,5 +440,24 @@ impl Writes for Transaction<'_, Postgres> {
         .execute(&mut **self)
         .await?;
         Ok(inserted.rows_affected())
+    }
+
+    async fn record_people(&mut self, people: &[PersonRow<'_>]) -> StoreResult<()> {
+        let emails: Vec<&str> = people.iter().map(|p| p.email).collect();
+        let first_seen: Vec<DateTime<Utc>> = people.iter().map(|p| p.first_seen).collect();
+        let effective_at: Vec<DateTime<Utc>> = people.iter().map(|p| p.effective_at).collect();
+        sqlx::query(
+            "INSERT INTO people (email, first_seen, effective_at) \
+             SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) \
+             ON CONFLICT (email) DO UPDATE SET \
+                 first_seen = least(people.first_seen, excluded.first_seen), \
+                 effective_at = least(people.effective_at, excluded.effective_at)",
+        )
+        .bind(&emails)
+        .bind(&first_seen)
+        .bind(&effective_at)
+        .execute(&mut **self)
+        .await?;
+        Ok(())
     }
 }

@@ -119,6 +119,7 @@ macro_rules! for_update {
 super::same_sql::same_sql!();
 super::verifications::verifications_sql!();
 super::chain::chain_sql!();
+super::case_sql::case_sql!();
 
 /// Cancels the live later steps of these jobs' chains, transitively (the one cascade,
 /// `../accept.rs`).
@@ -393,6 +394,10 @@ impl Store for PostgresStore {
     }
 
     fn chain(&self) -> &dyn super::ChainSql {
+        &self.pool
+    }
+
+    fn case_reads(&self) -> &dyn super::CaseReads {
         &self.pool
     }
 

@@ -10,7 +10,9 @@ use sqlx::{Row, Sqlite, Transaction};
 use super::{job_from_row, micros, now_micros};
 use crate::batch::Batcher;
 use crate::domain::{Job, JobId};
-use crate::store::accept::{self, Cancellable, DeliveryRow, EventRow, JobKey, JobRow, Writes};
+use crate::store::accept::{
+    self, Cancellable, DeliveryRow, EventRow, JobKey, JobRow, PersonRow, Writes,
+};
 use crate::store::model::*;
 use crate::store::rows::job_columns;
 use crate::store::{StoreError, StoreResult};
@@ -287,5 +289,24 @@ impl Writes for Transaction<'_, Sqlite> {
         .execute(&mut **self)
         .await?;
         Ok(inserted.rows_affected())
+    }
+
+    async fn record_people(&mut self, people: &[PersonRow<'_>]) -> StoreResult<()> {
+        let rows = rows_json(
+            people
+                .iter()
+                .map(|p| json!([p.email, micros(p.first_seen), micros(p.effective_at)])),
+        );
+        sqlx::query(
+            "INSERT INTO people (email, first_seen, effective_at) \
+             SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1) WHERE true \
+             ON CONFLICT (email) DO UPDATE SET \
+                 first_seen = min(first_seen, excluded.first_seen), \
+                 effective_at = min(effective_at, excluded.effective_at)",
+        )
+        .bind(rows)
+        .execute(&mut **self)
+        .await?;
+        Ok(())
     }
 }

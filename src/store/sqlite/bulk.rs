@@ -22,7 +22,7 @@ use sqlx::sqlite::SqlitePool;
 use tokio::time::Instant;
 
 use crate::domain::{Job, JobId, NewChain};
-use crate::store::accept::{DeliveryRow, Writes, record_jobs};
+use crate::store::accept::{DeliveryRow, Writes, record_jobs, record_people_named};
 use crate::store::model::*;
 use crate::store::{StoreError, StoreResult};
 
@@ -68,6 +68,7 @@ pub(super) async fn record_in_chunks(
                 jobs.push(job);
             }
         }
+        record_people_named(&mut tx, [&chunk]).await?;
         if i == last {
             let answer = delivery.answer(&jobs, &[]);
             let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();

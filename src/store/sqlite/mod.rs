@@ -76,6 +76,7 @@ macro_rules! for_update {
 super::same_sql::same_sql!();
 super::verifications::verifications_sql!();
 super::chain::chain_sql!();
+super::case_sql::case_sql!();
 
 /// How long a write waits for another writer's lock.
 fn busy_timeout(options: &StoreOptions) -> Duration {
@@ -442,6 +443,10 @@ impl Store for SqliteStore {
     }
 
     fn chain(&self) -> &dyn super::ChainSql {
+        &self.pool
+    }
+
+    fn case_reads(&self) -> &dyn super::CaseReads {
         &self.pool
     }
 
