@@ -141,7 +141,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     ]);
     registry.register(
         "time_to_revoke_seconds",
-        "From when a verified chain was due to its first step that removed access",
+        "A verified case's time to revoke: from max(first_seen, effective_at) to access_removed_at",
         time_to_revoke.clone(),
     );
     Metrics {

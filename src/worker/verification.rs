@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 
 use crate::atlassian::{Client, Verdict};
 use crate::config::Config;
-use crate::domain::{Action, Job, JobId, ManualSource, NewChain, NewStep, Outcome, Reversal};
+use crate::domain::{Action, Job, JobId, ManualSource, NewChain, NewStep, Reversal};
 use crate::store::verifications::NewVerification;
 use crate::store::{JobFilter, Recheck, Store, StoreError, Verification, VerifiedState};
 
@@ -99,8 +99,9 @@ pub async fn pass(
                 tracing::warn!(job_id = %job.id, action = %job.action, %seen, "verification failed: the account does not show what its chain did");
             }
         }
-        if let Some(seconds) = time_to_revoke(store, &job).await? {
-            crate::metrics::time_to_revoke(seconds);
+        // The person's case says how long removing access took (README, "A person's case").
+        if let Some(took) = crate::evidence::people::time_to_revoke_of(store, &job.email).await? {
+            crate::metrics::time_to_revoke(took.as_seconds_f64().max(0.0));
         }
     }
     let due = store
@@ -176,23 +177,6 @@ async fn read(client: &Client, job: &Job) -> Option<(VerifiedState, String)> {
             None
         }
     }
-}
-
-/// Seconds from when the chain of `end` was due (its first step's creation, or its planned
-/// time if later) to its first step that succeeded live: a succeeded step's last update is
-/// its completion.
-async fn time_to_revoke(store: &dyn Store, end: &Job) -> Result<Option<f64>, StoreError> {
-    let chain = chain_of(store, end).await?;
-    let start = chain.iter().map(|j| j.created_at.max(j.run_at)).min();
-    let removed = chain
-        .iter()
-        .filter(|j| matches!(j.outcome, Some(Outcome::Done | Outcome::AlreadyDone)))
-        .map(|j| j.updated_at)
-        .min();
-    Ok(match (start, removed) {
-        (Some(start), Some(removed)) => Some((removed - start).as_seconds_f64().max(0.0)),
-        _ => None,
-    })
 }
 
 /// `end` and the earlier steps of its chain, first step first.
