@@ -57,11 +57,14 @@ pub(super) trait Writes: Send {
     /// The live jobs of these keys (`JobState::is_live`).
     async fn live_jobs(&mut self, keys: &[JobKey<'_>], live: &[&str]) -> StoreResult<Vec<Job>>;
     async fn insert_events(&mut self, events: &[EventRow<'_>]) -> StoreResult<()>;
-    /// Inserts the deliveries whose key is not taken; how many were inserted.
-    async fn insert_deliveries(&mut self, rows: &[DeliveryRow<'_>]) -> StoreResult<u64>;
-    /// Adds these people's rows, or moves an existing row's `first_seen` and `effective_at`
-    /// earlier where a row given is earlier. Sorted by email, each once.
-    async fn record_people(&mut self, people: &[PersonRow<'_>]) -> StoreResult<()>;
+    /// Inserts the deliveries whose key is not taken; how many were inserted. With them, the
+    /// people they named (`people` of README, "A person's case"): each person's row added,
+    /// or its `first_seen` and `effective_at` moved earlier where a row given is earlier.
+    async fn insert_deliveries(
+        &mut self,
+        rows: &[DeliveryRow<'_>],
+        people: &[PersonRow<'_>],
+    ) -> StoreResult<u64>;
 }
 
 /// A person a delivery named (README, "A person's case").
@@ -146,23 +149,16 @@ pub(super) async fn accept<W: Writes>(
     for segment in segments(deliveries) {
         receipts.extend(accept_segment(tx, segment).await?);
     }
-    let new = deliveries
-        .iter()
-        .zip(&receipts)
-        .filter(|(_, receipt)| !receipt.duplicate)
-        .map(|(delivery, _)| *delivery);
-    record_people_named(tx, new).await?;
     Ok(receipts)
 }
 
-/// Records the people these newly recorded deliveries planned jobs for, each once and sorted
-/// by email (so that concurrent transactions lock their rows in one order, after every job
-/// insert): when each was first named and the earliest time planned for them (README, "A
-/// person's case"). A repeated delivery names nobody anew, so it is not given.
-pub(super) async fn record_people_named<'a, W: Writes>(
-    tx: &mut W,
+/// The people these newly recorded deliveries planned jobs for, each once and sorted by
+/// email (so that concurrent transactions lock their rows in one order), with when each was
+/// first named and the earliest time planned for them. A repeated delivery names nobody
+/// anew, so it is not given.
+pub(super) fn people_named<'a>(
     new: impl IntoIterator<Item = &'a NewDelivery>,
-) -> StoreResult<()> {
+) -> Vec<PersonRow<'a>> {
     let mut people: std::collections::BTreeMap<&str, PersonRow> = Default::default();
     for delivery in new {
         for chain in delivery.content.all_chains() {
@@ -183,11 +179,7 @@ pub(super) async fn record_people_named<'a, W: Writes>(
                 .or_insert(named);
         }
     }
-    let people: Vec<PersonRow> = people.into_values().collect();
-    if people.is_empty() {
-        return Ok(());
-    }
-    tx.record_people(&people).await
+    people.into_values().collect()
 }
 
 /// Consecutive runs of deliveries that can be recorded together (see the module's comment).
@@ -276,7 +268,10 @@ async fn accept_segment<W: Writes>(
         });
         answers.push((status, answer));
     }
-    if !rows.is_empty() && tx.insert_deliveries(&rows).await? != rows.len() as u64 {
+    // Recorded with the deliveries, after every job insert, so that concurrent transactions
+    // lock people's rows in one order.
+    let people = people_named(new.iter().copied());
+    if !rows.is_empty() && tx.insert_deliveries(&rows, &people).await? != rows.len() as u64 {
         return Err(StoreError::Batch(RACE.into()));
     }
     for (i, (status, answer)) in new_at.into_iter().zip(answers) {

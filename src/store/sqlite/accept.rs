@@ -263,7 +263,15 @@ impl Writes for Transaction<'_, Sqlite> {
         Ok(())
     }
 
-    async fn insert_deliveries(&mut self, rows: &[DeliveryRow<'_>]) -> StoreResult<u64> {
+    async fn insert_deliveries(
+        &mut self,
+        rows: &[DeliveryRow<'_>],
+        people: &[PersonRow<'_>],
+    ) -> StoreResult<u64> {
+        // In-process: a second statement costs no round trip.
+        if !people.is_empty() {
+            record_people(self, people).await?;
+        }
         let rows = rows_json(rows.iter().map(|r| {
             json!([
                 r.delivery.source,
@@ -290,23 +298,27 @@ impl Writes for Transaction<'_, Sqlite> {
         .await?;
         Ok(inserted.rows_affected())
     }
+}
 
-    async fn record_people(&mut self, people: &[PersonRow<'_>]) -> StoreResult<()> {
-        let rows = rows_json(
-            people
-                .iter()
-                .map(|p| json!([p.email, micros(p.first_seen), micros(p.effective_at)])),
-        );
-        sqlx::query(
-            "INSERT INTO people (email, first_seen, effective_at) \
-             SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1) WHERE true \
-             ON CONFLICT (email) DO UPDATE SET \
-                 first_seen = min(first_seen, excluded.first_seen), \
-                 effective_at = min(effective_at, excluded.effective_at)",
-        )
-        .bind(rows)
-        .execute(&mut **self)
-        .await?;
-        Ok(())
-    }
+/// Adds these people's rows, or moves an existing row's times earlier (`accept::people_named`).
+pub(super) async fn record_people(
+    tx: &mut Transaction<'_, Sqlite>,
+    people: &[PersonRow<'_>],
+) -> StoreResult<()> {
+    let rows = rows_json(
+        people
+            .iter()
+            .map(|p| json!([p.email, micros(p.first_seen), micros(p.effective_at)])),
+    );
+    sqlx::query(
+        "INSERT INTO people (email, first_seen, effective_at) \
+         SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1) WHERE true \
+         ON CONFLICT (email) DO UPDATE SET \
+             first_seen = min(first_seen, excluded.first_seen), \
+             effective_at = min(effective_at, excluded.effective_at)",
+    )
+    .bind(rows)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

@@ -22,7 +22,7 @@ use sqlx::sqlite::SqlitePool;
 use tokio::time::Instant;
 
 use crate::domain::{Job, JobId, NewChain};
-use crate::store::accept::{DeliveryRow, Writes, record_jobs, record_people_named};
+use crate::store::accept::{DeliveryRow, Writes, people_named, record_jobs};
 use crate::store::model::*;
 use crate::store::{StoreError, StoreResult};
 
@@ -68,7 +68,7 @@ pub(super) async fn record_in_chunks(
                 jobs.push(job);
             }
         }
-        record_people_named(&mut tx, [&chunk]).await?;
+        super::accept::record_people(&mut tx, &people_named([&chunk])).await?;
         if i == last {
             let answer = delivery.answer(&jobs, &[]);
             let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
@@ -79,7 +79,7 @@ pub(super) async fn record_in_chunks(
                 job_ids: serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()),
                 response: serde_json::to_string(&answer).unwrap_or_default(),
             };
-            if tx.insert_deliveries(&[row]).await? != 1 {
+            if tx.insert_deliveries(&[row], &[]).await? != 1 {
                 return Err(StoreError::Batch(crate::store::accept::RACE.into()));
             }
             tx.commit().await?;
