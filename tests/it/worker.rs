@@ -3223,3 +3223,53 @@ both_stores!(
     delete_account_reads_owned_content_first_on,
     delete_account_reads_owned_content_first
 );
+
+/// `[evidence] reenqueue_reactivated = true`: a recheck that finds the account active again
+/// enqueues the chain again, awaiting approval, once.
+async fn a_reactivated_case_is_enqueued_again_awaiting_approval(db: TestDb) {
+    let mut settings = Settings::with_rule(r#"["suspend_access"]"#);
+    settings
+        .rules
+        .push_str("\n[evidence]\nverify_every = \"1h\"\nreenqueue_reactivated = true\n");
+    let h = Harness::start(
+        &db,
+        settings,
+        vec![FakeAccount::managed("acc-ray", "ray@example.com")],
+    )
+    .await;
+    let job = h.run_one(person("ray@example.com")).await;
+    assert_succeeded(&job, Outcome::Done);
+    let client = client_of(&h);
+    let store = h.app.store.as_ref();
+    verification::pass(store, &client, &h.app.config, "test", Utc::now(), None)
+        .await
+        .unwrap();
+    h.fake
+        .add_account(FakeAccount::managed("acc-ray", "ray@example.com"));
+    let later = Utc::now() + chrono::Duration::hours(25);
+    for _ in 0..2 {
+        verification::pass(store, &client, &h.app.config, "test", later, None)
+            .await
+            .unwrap();
+    }
+    let jobs = store
+        .list_jobs(&offboard::store::JobFilter {
+            email: Some("ray@example.com".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let again: Vec<_> = jobs.iter().filter(|j| j.id != job.job.id).collect();
+    assert_eq!(again.len(), 1, "enqueued once: {jobs:#?}");
+    assert_eq!(again[0].action.as_str(), "suspend_access");
+    assert_eq!(again[0].state, JobState::AwaitingApproval);
+    assert_eq!(again[0].source.as_deref(), Some("recheck"));
+    assert_eq!(again[0].rule.as_deref(), Some("reactivated"));
+    h.stop().await;
+}
+
+both_stores!(
+    a_reactivated_case_is_enqueued_again_awaiting_approval_on,
+    a_reactivated_case_is_enqueued_again_awaiting_approval
+);
