@@ -72,10 +72,15 @@ pub async fn pass(
         .await?;
     done.caught_up = ends.len() < PER_PASS as usize;
     for job in ends {
-        let Some((state, seen)) = read(client, &job).await else {
+        let Some(verdict) = read(client, &job).await else {
             done.caught_up = false;
             continue;
         };
+        let state = match verdict {
+            Verdict::Holds(_) => VerifiedState::Verified,
+            Verdict::Contradicts(_) | Verdict::CannotTell(_) => VerifiedState::VerificationFailed,
+        };
+        let seen = seen(&verdict);
         let recheck_at = match (state, config.evidence.recheck_after) {
             (VerifiedState::Verified, Some(after)) => {
                 Some(now + chrono::Duration::from_std(after).unwrap_or(chrono::TimeDelta::MAX))
@@ -113,16 +118,15 @@ pub async fn pass(
             continue;
         };
         // A read that fails leaves the lease to expire: the next pass after it tries again.
-        let Some((state, seen)) = read(client, &job).await else {
+        let Some(verdict) = read(client, &job).await else {
             continue;
         };
-        let recheck = match state {
-            VerifiedState::Verified => Recheck::Holds,
-            VerifiedState::VerificationFailed if seen.starts_with(CANNOT_TELL) => {
-                Recheck::CannotTell
-            }
-            VerifiedState::VerificationFailed => Recheck::Reactivated,
+        let recheck = match verdict {
+            Verdict::Holds(_) => Recheck::Holds,
+            Verdict::Contradicts(_) => Recheck::Reactivated,
+            Verdict::CannotTell(_) => Recheck::CannotTell,
         };
+        let seen = seen(&verdict);
         if !store
             .verifications()
             .finish_recheck(&verification, owner, recheck, &seen)
@@ -143,33 +147,26 @@ pub async fn pass(
     Ok(done)
 }
 
-/// What a verification read of `job`'s step says is seen `CANNOT_TELL …`.
-const CANNOT_TELL: &str = "cannot tell: ";
+/// What a read saw, as recorded.
+fn seen(verdict: &Verdict) -> String {
+    match verdict {
+        Verdict::Holds(seen) | Verdict::Contradicts(seen) => seen.clone(),
+        Verdict::CannotTell(seen) => format!("cannot tell: {seen}"),
+    }
+}
 
 /// Reads `job`'s account; `None` when the read failed and should be tried again later.
-async fn read(client: &Client, job: &Job) -> Option<(VerifiedState, String)> {
+async fn read(client: &Client, job: &Job) -> Option<Verdict> {
     let Some(account_id) = job.account_id.as_ref() else {
-        return Some((
-            VerifiedState::VerificationFailed,
-            format!("{CANNOT_TELL}no account id was recorded for the job"),
+        return Some(Verdict::CannotTell(
+            "no account id was recorded for the job".into(),
         ));
     };
-    let mutation = match super::execute::mutation_for(job, account_id.as_str()) {
-        Ok(mutation) => mutation,
-        Err(_) => {
-            return Some((
-                VerifiedState::VerificationFailed,
-                format!("{CANNOT_TELL}the job lacks its parameter"),
-            ));
-        }
+    let Ok(mutation) = super::execute::mutation_for(job, account_id.as_str()) else {
+        return Some(Verdict::CannotTell("the job lacks its parameter".into()));
     };
     match client.verify(&mutation).await {
-        Ok(Some(Verdict::Holds(seen))) => Some((VerifiedState::Verified, seen)),
-        Ok(Some(Verdict::Contradicts(seen))) => Some((VerifiedState::VerificationFailed, seen)),
-        Ok(Some(Verdict::CannotTell(seen))) => Some((
-            VerifiedState::VerificationFailed,
-            format!("{CANNOT_TELL}{seen}"),
-        )),
+        Ok(Some(verdict)) => Some(verdict),
         // Only actions that take something away are selected; never reached.
         Ok(None) => None,
         Err(e) => {

@@ -2983,6 +2983,20 @@ both_stores!(
     a_second_rehire_keeps_the_first_ones_undo
 );
 
+/// The service's `/metrics` text.
+async fn metrics_text(h: &Harness) -> String {
+    let url = format!("{}/metrics", h.app.base_url);
+    h.app
+        .http
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// A client of the harness's configuration, for running a verification pass by hand.
 fn client_of(h: &Harness) -> offboard::atlassian::Client {
     let config = &h.app.config;
@@ -3058,6 +3072,13 @@ async fn a_verified_case_that_is_reactivated_is_caught_by_the_recheck(db: TestDb
         "{}",
         event_log(&events)
     );
+    let metrics = metrics_text(&h).await;
+    for name in [
+        "offboard_reactivated_total ",
+        "offboard_time_to_revoke_seconds_count ",
+    ] {
+        assert!(metrics.contains(name), "{name} in {metrics}");
+    }
     h.stop().await;
 }
 
@@ -3093,6 +3114,11 @@ async fn a_contradicting_read_fails_the_verification(db: TestDb) {
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].state, VerifiedState::VerificationFailed, "{seen:?}");
     assert_eq!(seen[0].recheck_at, None);
+    let metrics = metrics_text(&h).await;
+    assert!(
+        metrics.contains("offboard_verification_failed_total "),
+        "{metrics}"
+    );
     h.stop().await;
 }
 
