@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use crate::atlassian::{ALL_DIRECTORIES, CallError, Client, NO_JSM_AGENT_LICENCE};
 use crate::config::Config;
-use crate::domain::{ALLOW_CONTENT_LOSS, Action, ApiFamily, DoctorCheck, Param};
+use crate::domain::{ALLOW_CONTENT_LOSS, Action, ApiFamily, DoctorCheck, HandOver, Param};
 
 /// One check: its name (`site_credentials`, `group:<id>`, …), whether it passed, and what it
 /// found or, when it failed, why and how to fix it.
@@ -88,6 +88,8 @@ struct Targets {
     directory_writers: BTreeSet<Action>,
     /// A rule deletes accounts, and their owned filters and dashboards must be counted first.
     owned_content: bool,
+    /// What the rules hand over: the site user must be able to find and change it.
+    handovers: BTreeSet<HandOver>,
     site: bool,
     admin: bool,
 }
@@ -113,6 +115,9 @@ fn targets(config: &Config) -> Targets {
                         targets.owned_content = true;
                         targets.site = true;
                     }
+                }
+                DoctorCheck::HandOver(kind) => {
+                    targets.handovers.insert(kind);
                 }
                 DoctorCheck::TargetExists(param) => {
                     let Some(id) = params.get(param.name()).and_then(|v| v.as_str()) else {
@@ -217,6 +222,10 @@ async fn site_checks(client: Option<&Client>, targets: &Targets) -> Vec<Check> {
                 ),
             ),
         });
+    }
+    for kind in &targets.handovers {
+        let id = myself.as_deref().unwrap_or_default();
+        checks.push(handover_check(client, *kind, id).await);
     }
     for id in &targets.service_desks {
         // GET /rest/servicedeskapi/servicedesk/{id}
@@ -384,11 +393,53 @@ fn explain(err: &CallError, fix: &str) -> String {
     }
 }
 
+/// Whether the site user can find and change what a hand-over moves (README, "Hand-over
+/// before removal", which names the permissions each needs), by one read of the kind.
+async fn handover_check(client: &Client, kind: HandOver, myself: &str) -> Check {
+    let name = handover_check_name(kind);
+    let (read, needs) = match kind {
+        // GET /rest/api/3/filter/search and /rest/api/3/dashboard/search
+        HandOver::Filters | HandOver::Dashboards => (
+            client.owned_content(myself).await.map(|_| true),
+            "\"Administer Jira\" (filters of every owner, and dashboards of others)",
+        ),
+        // POST /rest/api/3/search/jql
+        HandOver::OpenIssues => (
+            client.open_issues(myself).await.map(|_| true),
+            "\"Browse projects\", \"Assign issues\" and \"Edit issues\" in every project, and \
+             the global \"Make bulk changes\"",
+        ),
+        // GET /rest/api/3/project/search?action=edit
+        HandOver::ProjectLeads => (
+            client.administers_projects().await,
+            "\"Administer projects\" in every project whose lead may leave",
+        ),
+        // GET {admin_url}/automation/public/jira/{cloudId}/rest/v1/rule/summary
+        HandOver::AutomationRules => (
+            client.reads_rules().await.map(|()| true),
+            "Jira admin (the Rule Management API answers site and project admins)",
+        ),
+    };
+    match read {
+        Ok(true) => passed(&name, format!("the site user can find and hand over {}s", kind.item_kind())),
+        Ok(false) => failed(
+            &name,
+            format!("the site user administers no project — grant site_email {needs}"),
+        ),
+        Err(e) => failed(&name, explain(&e, &format!("grant site_email {needs}"))),
+    }
+}
+
+fn handover_check_name(kind: HandOver) -> String {
+    format!("handover:{}", kind.item_kind())
+}
+
 fn site_dependents(targets: &Targets) -> Vec<String> {
     let mut names = vec!["site_browse_users".to_owned()];
     if targets.owned_content {
         names.push("owned_content".to_owned());
     }
+    names.extend(targets.handovers.iter().map(|kind| handover_check_name(*kind)));
     names.extend(
         targets
             .service_desks

@@ -349,6 +349,8 @@ mod tests {
             claim_seq: 0,
             lease_owner: None,
             account_type: None,
+            successor_account_id: None,
+            handover: None,
         };
         assert_no_raw_controls(&jobs_table(std::slice::from_ref(&job)));
         let details = job_details(&JobWithEvents {

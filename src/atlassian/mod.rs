@@ -10,6 +10,7 @@
 
 mod client;
 mod content;
+pub mod handover;
 mod error;
 mod inventory;
 mod lookup;

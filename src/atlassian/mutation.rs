@@ -125,6 +125,12 @@ impl Mutation {
                 organization_id: target_id?,
                 account_id,
             },
+            // A hand-over is a procedure, not one call: `src/worker/handover/` runs it.
+            Action::TransferFilters
+            | Action::TransferDashboards
+            | Action::ReassignOpenIssues
+            | Action::TransferProjectLeads
+            | Action::ReportAutomationRules => return None,
         })
     }
 

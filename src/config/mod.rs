@@ -68,6 +68,7 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub safety: Safety,
     pub evidence: EvidenceConfig,
+    pub handover: HandoverConfig,
     pub sources: Vec<Source>,
 }
 
@@ -139,6 +140,14 @@ impl Default for WorkerConfig {
             backoff_max: Duration::from_secs(3600),
         }
     }
+}
+
+/// `[handover]`: hand-over before removal (README, "Hand-over before removal").
+#[derive(Clone, Debug, Default)]
+pub struct HandoverConfig {
+    /// Who receives a leaver's items when a step names no successor, or its pointer finds
+    /// none in the body: an email or an account id.
+    pub fallback_successor: Option<crate::domain::SuccessorRef>,
 }
 
 /// `[evidence]`: proof of offboarding (README, "Proof for auditors").

@@ -24,6 +24,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) evidence: RawEvidence,
     #[serde(default)]
+    pub(super) handover: RawHandover,
+    #[serde(default)]
     pub(super) sources: Vec<RawSource>,
 }
 
@@ -58,6 +60,12 @@ pub(super) struct RawSafety {
     pub(super) protected_account_ids: Vec<String>,
     pub(super) max_actions_per_hour: Option<i64>,
     pub(super) approval_above: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHandover {
+    pub(super) fallback_successor: Option<String>,
 }
 
 #[derive(Deserialize, Default)]

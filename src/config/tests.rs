@@ -45,7 +45,7 @@ secrets = ["It's a Secret to Everybody"]
   name = "contract-ended"
   when = { "/type" = "contract.ended" }
   email = "/data/email"
-  actions = ["suspend_access", { action = "delete_account", after = "30d" }]
+  actions = ["suspend_access", { action = "delete_account", after = "30d", allow_content_loss = true }]
 "#;
 
 #[test]
@@ -266,6 +266,22 @@ fn live_mode_needs_credentials_for_the_configured_actions() {
         "{found:#?}"
     );
     assert!(!found.iter().any(|p| p.contains("site_url")), "{found:#?}");
+    // A deletion that first counts the leaver's filters and dashboards needs the site too,
+    // and so does a hand-over.
+    for step in [
+        r#"{ action = "delete_account", after = "30d" }"#,
+        r#"{ action = "transfer_filters", successor_email = "boss@example.com" }"#,
+    ] {
+        let text = text.replace(
+            r#"{ action = "delete_account", after = "30d", allow_content_loss = true }"#,
+            step,
+        );
+        let found = problems(&text);
+        assert!(
+            found.iter().any(|p| p.contains("atlassian.site_url")),
+            "{step}: {found:#?}"
+        );
+    }
 }
 
 #[test]
@@ -956,8 +972,8 @@ secrets = [\"a-long-enough-token\"]
 #[test]
 fn a_rules_ids_are_checked_at_their_key_path() {
     let text = SOURCE.replace(
-        "actions = [\"suspend_access\", { action = \"delete_account\", after = \"30d\" }]",
-        "actions = [\"suspend_access\", { action = \"remove_from_group\", group_id = \"a/b\" }]",
+        "{ action = \"delete_account\", after = \"30d\", allow_content_loss = true }",
+        "{ action = \"remove_from_group\", group_id = \"a/b\" }",
     );
     assert_problem(
         &text,

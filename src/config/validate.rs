@@ -16,11 +16,11 @@ use super::summary::summarize_rule;
 use super::{
     AdminCredentials, AtlassianConfig, Config, ConfigOrigin, DEFAULT_ADMIN_URL, DEFAULT_DRY_RUN,
     DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_REPLAY_WINDOW,
-    DEFAULT_TOLERANCE, DIRECTORY_FIX, EvidenceConfig, MIN_ADMIN_TOKEN_CHARS, Problems,
+    DEFAULT_TOLERANCE, DIRECTORY_FIX, EvidenceConfig, HandoverConfig, MIN_ADMIN_TOKEN_CHARS, Problems,
     SiteCredentials, Source, WorkerConfig,
 };
 use crate::domain::duration::Span;
-use crate::domain::{Domain, Email, Safety, TargetAccount};
+use crate::domain::{ApiFamily, Domain, Email, Safety};
 use crate::rules::Rule;
 use crate::verify::{Scheme, Verifier};
 
@@ -108,16 +108,15 @@ pub(super) fn config(
     let worker = validate_worker(raw.worker, problems);
     let safety = validate_safety(raw.safety, problems);
     let evidence = validate_evidence(raw.evidence, &secrets, problems);
+    let handover = validate_handover(raw.handover, problems);
     let sources = validate_sources(raw.sources, &secrets, problems);
 
     let targets: BTreeSet<_> = sources
         .iter()
         .flat_map(|s| s.rules.iter())
-        .flat_map(|r| r.actions())
-        .map(|a| match a.target() {
-            TargetAccount::Customer => "site",
-            TargetAccount::Managed => "admin",
-        })
+        .flat_map(|r| r.steps())
+        .flat_map(|(action, params)| action.families(params))
+        .map(ApiFamily::as_str)
         .collect();
     let atlassian = match raw.atlassian {
         Some(a) => Some(validate_atlassian(a, &targets, &secrets, problems)),
@@ -150,8 +149,23 @@ pub(super) fn config(
         worker,
         safety,
         evidence,
+        handover,
         sources,
     }
+}
+
+fn validate_handover(raw: super::raw::RawHandover, problems: &mut Problems) -> HandoverConfig {
+    let fallback_successor = raw.fallback_successor.and_then(|text| {
+        let successor = crate::domain::SuccessorRef::parse(&text);
+        if successor.is_none() {
+            problems.at(
+                "handover.fallback_successor",
+                "must be an email or an Atlassian account id",
+            );
+        }
+        successor
+    });
+    HandoverConfig { fallback_successor }
 }
 
 fn validate_evidence(

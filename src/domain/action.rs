@@ -106,6 +106,34 @@ pub enum DoctorCheck {
     /// The site user may count what an account owns in Jira (`deletes_owned_content`,
     /// unless the step allows the loss).
     OwnedContentSearch,
+    /// The site user may find and change what a hand-over moves (`ActionSpec::handover`).
+    HandOver(HandOver),
+}
+
+/// What a hand-over step gives from the leaver to the successor (README, "Hand-over before
+/// removal"). Each is a procedure, not one call: find the leaver's items by owner, move them,
+/// read the owner back (`src/handover/`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HandOver {
+    Filters,
+    Dashboards,
+    OpenIssues,
+    ProjectLeads,
+    AutomationRules,
+}
+
+impl HandOver {
+    /// The kind of item it moves, as an item id is written in events and the undo's list
+    /// (`filter:10001`); the project leads also move component leads (`component:…`).
+    pub const fn item_kind(self) -> &'static str {
+        match self {
+            HandOver::Filters => "filter",
+            HandOver::Dashboards => "dashboard",
+            HandOver::OpenIssues => "issue",
+            HandOver::ProjectLeads => "project",
+            HandOver::AutomationRules => "rule",
+        }
+    }
 }
 
 /// One row of the action table.
@@ -133,6 +161,9 @@ pub struct ActionSpec {
     /// membership leaves the account usable, so only revoke, suspend, deactivate and the two
     /// deletes do.
     pub removes_access: bool,
+    /// What it hands over to a successor, for the five hand-over actions: a procedure run by
+    /// `src/handover/` instead of one call in `src/atlassian/mutation.rs`.
+    pub handover: Option<HandOver>,
 }
 
 impl ActionSpec {
@@ -146,19 +177,28 @@ impl ActionSpec {
         let content = self
             .deletes_owned_content
             .then_some(DoctorCheck::OwnedContentSearch);
+        // A hand-over looks its leaver and successor up in the org directory, and calls the
+        // site.
+        let lookup = self
+            .handover
+            .map(|_| DoctorCheck::Credentials(ApiFamily::Admin));
+        let handover = self.handover.map(DoctorCheck::HandOver);
         [
             Some(DoctorCheck::Credentials(self.family)),
+            lookup,
             directory,
             target,
             content,
+            handover,
         ]
         .into_iter()
         .flatten()
     }
 }
 
-/// The actions: ten that offboard (README, "Which account a job acts on") and five that give
-/// back what they took (README, "Undo on rehire").
+/// The actions: ten that offboard (README, "Which account a job acts on"), five that give
+/// back what they took (README, "Undo on rehire") and five that hand a leaver's work over to
+/// a successor (README, "Hand-over before removal").
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
 )]
@@ -179,10 +219,15 @@ pub enum Action {
     AddToGroup,
     AddToServiceDesk,
     AddToCustomerOrganization,
+    TransferFilters,
+    TransferDashboards,
+    ReassignOpenIssues,
+    TransferProjectLeads,
+    ReportAutomationRules,
 }
 
 impl Action {
-    pub const ALL: [Action; 15] = [
+    pub const ALL: [Action; 20] = [
         Action::RevokePortalAccess,
         Action::DeletePortalCustomer,
         Action::RemoveFromServiceDesk,
@@ -198,6 +243,11 @@ impl Action {
         Action::AddToGroup,
         Action::AddToServiceDesk,
         Action::AddToCustomerOrganization,
+        Action::TransferFilters,
+        Action::TransferDashboards,
+        Action::ReassignOpenIssues,
+        Action::TransferProjectLeads,
+        Action::ReportAutomationRules,
     ];
 
     /// The action table: every fact about an action, stated once.
@@ -217,6 +267,7 @@ impl Action {
                     "no API restores portal access: grant it again in the admin UI",
                 ),
                 removes_access: true,
+                handover: None,
             },
             Action::DeletePortalCustomer => ActionSpec {
                 name: "delete_portal_customer",
@@ -227,6 +278,7 @@ impl Action {
                 deletes_owned_content: false,
                 reversal: Irreversible("a deleted portal-only customer cannot be restored"),
                 removes_access: true,
+                handover: None,
             },
             Action::RemoveFromServiceDesk => ActionSpec {
                 name: "remove_from_service_desk",
@@ -237,6 +289,7 @@ impl Action {
                 deletes_owned_content: false,
                 reversal: Inverse(Action::AddToServiceDesk, UndoWindow::Always),
                 removes_access: false,
+                handover: None,
             },
             Action::RemoveFromCustomerOrganization => ActionSpec {
                 name: "remove_from_customer_organization",
@@ -247,6 +300,7 @@ impl Action {
                 deletes_owned_content: false,
                 reversal: Inverse(Action::AddToCustomerOrganization, UndoWindow::Always),
                 removes_access: false,
+                handover: None,
             },
             Action::SuspendAccess => ActionSpec {
                 name: "suspend_access",
@@ -257,6 +311,7 @@ impl Action {
                 deletes_owned_content: false,
                 reversal: Inverse(Action::RestoreAccess, UndoWindow::Always),
                 removes_access: true,
+                handover: None,
             },
             Action::RestoreAccess => ActionSpec {
                 name: "restore_access",
@@ -267,6 +322,7 @@ impl Action {
                 deletes_owned_content: false,
                 reversal: Undo,
                 removes_access: false,
+                handover: None,
             },
             Action::RemoveFromDirectory => ActionSpec {
                 name: "remove_from_directory",
@@ -280,6 +336,7 @@ impl Action {
                      but the directory's groups and roles are lost: invite and re-assign by hand",
                 ),
                 removes_access: false,
+                handover: None,
             },
             Action::RemoveFromGroup => ActionSpec {
                 name: "remove_from_group",
@@ -290,6 +347,7 @@ impl Action {
                 deletes_owned_content: false,
                 reversal: Inverse(Action::AddToGroup, UndoWindow::Always),
                 removes_access: false,
+                handover: None,
             },
             // The lifecycle calls act on the account, not on a directory.
             Action::DeactivateAccount => ActionSpec {
@@ -301,6 +359,7 @@ impl Action {
                 deletes_owned_content: false,
                 reversal: Inverse(Action::EnableAccount, UndoWindow::Always),
                 removes_access: true,
+                handover: None,
             },
             Action::DeleteAccount => ActionSpec {
                 name: "delete_account",
@@ -311,6 +370,7 @@ impl Action {
                 deletes_owned_content: true,
                 reversal: Inverse(Action::CancelDeleteAccount, UndoWindow::Days(14)),
                 removes_access: true,
+                handover: None,
             },
             Action::EnableAccount => ActionSpec {
                 name: "enable_account",
@@ -321,6 +381,7 @@ impl Action {
                 deletes_owned_content: false,
                 reversal: Undo,
                 removes_access: false,
+                handover: None,
             },
             Action::CancelDeleteAccount => ActionSpec {
                 name: "cancel_delete_account",
@@ -331,6 +392,7 @@ impl Action {
                 deletes_owned_content: false,
                 reversal: Undo,
                 removes_access: false,
+                handover: None,
             },
             Action::AddToGroup => ActionSpec {
                 name: "add_to_group",
@@ -341,6 +403,7 @@ impl Action {
                 deletes_owned_content: false,
                 reversal: Undo,
                 removes_access: false,
+                handover: None,
             },
             Action::AddToServiceDesk => ActionSpec {
                 name: "add_to_service_desk",
@@ -351,6 +414,7 @@ impl Action {
                 deletes_owned_content: false,
                 reversal: Undo,
                 removes_access: false,
+                handover: None,
             },
             Action::AddToCustomerOrganization => ActionSpec {
                 name: "add_to_customer_organization",
@@ -361,7 +425,21 @@ impl Action {
                 deletes_owned_content: false,
                 reversal: Undo,
                 removes_access: false,
+                handover: None,
             },
+            Action::TransferFilters => handing_over("transfer_filters", HandOver::Filters),
+            Action::TransferDashboards => {
+                handing_over("transfer_dashboards", HandOver::Dashboards)
+            }
+            Action::ReassignOpenIssues => {
+                handing_over("reassign_open_issues", HandOver::OpenIssues)
+            }
+            Action::TransferProjectLeads => {
+                handing_over("transfer_project_leads", HandOver::ProjectLeads)
+            }
+            Action::ReportAutomationRules => {
+                handing_over("report_automation_rules", HandOver::AutomationRules)
+            }
         }
     }
 
@@ -382,6 +460,35 @@ impl Action {
     /// The API family of the mutating call.
     pub const fn family(self) -> ApiFamily {
         self.spec().family
+    }
+
+    /// What it hands over, for a hand-over action (`ActionSpec::handover`).
+    pub const fn handover(self) -> Option<HandOver> {
+        self.spec().handover
+    }
+
+    /// The credentials that look its account up: the site's user search for a customer,
+    /// the org directory for a managed account. Only a hand-over differs from
+    /// [`Action::family`]: it looks a managed leaver up, and calls the site.
+    pub const fn lookup_family(self) -> ApiFamily {
+        match self.spec().account {
+            TargetAccount::Customer => ApiFamily::Site,
+            TargetAccount::Managed => ApiFamily::Admin,
+        }
+    }
+
+    /// The credentials a step of it with these parameters uses: its family, the family that
+    /// looks its account up, and the site's where it first counts what the account owns
+    /// (unless the step says `allow_content_loss = true`).
+    pub fn families(self, params: &serde_json::Map<String, serde_json::Value>) -> Vec<ApiFamily> {
+        let counts_content = self.spec().deletes_owned_content
+            && params.get(super::ALLOW_CONTENT_LOSS) != Some(&serde_json::Value::Bool(true));
+        let mut families = vec![self.family(), self.lookup_family()];
+        if counts_content {
+            families.push(ApiFamily::Site);
+        }
+        families.dedup();
+        families
     }
 
     /// Whether a step of it that took effect removed the person's access
@@ -443,6 +550,26 @@ impl Action {
     }
 }
 
+/// A hand-over's row: it acts on a managed leaver (looked up in the org directory), calls the
+/// site, takes its successor instead of a parameter, and moves items that only the successor
+/// can give back.
+const fn handing_over(name: &'static str, handover: HandOver) -> ActionSpec {
+    ActionSpec {
+        name,
+        account: TargetAccount::Managed,
+        family: ApiFamily::Site,
+        writes_directory: false,
+        param: None,
+        deletes_owned_content: false,
+        reversal: Reversal::Irreversible(
+            "a hand-over is not undone: the moved items are listed by id, for an operator to \
+             give back by hand",
+        ),
+        removes_access: false,
+        handover: Some(handover),
+    }
+}
+
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -490,12 +617,16 @@ mod tests {
         assert_eq!(names.len(), Action::ALL.len(), "two actions share a name");
         for action in Action::ALL {
             let spec = action.spec();
-            // The worker looks the account up with the credentials of the action's family.
-            let family = match spec.account {
-                TargetAccount::Customer => ApiFamily::Site,
-                TargetAccount::Managed => ApiFamily::Admin,
-            };
-            assert_eq!(spec.family, family, "{action}");
+            // The worker looks the account up with the credentials of the action's family;
+            // a hand-over looks it up in the directory and calls the site.
+            if spec.handover.is_none() {
+                assert_eq!(spec.family, action.lookup_family(), "{action}");
+            } else {
+                assert_eq!(spec.account, TargetAccount::Managed, "{action}");
+                assert_eq!(spec.family, ApiFamily::Site, "{action}");
+                assert!(action.irreversible_because().is_some(), "{action}");
+                assert!(spec.param.is_none() && !spec.removes_access, "{action}");
+            }
             if spec.writes_directory {
                 assert_eq!(spec.family, ApiFamily::Admin, "{action}");
             }

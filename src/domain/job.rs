@@ -235,6 +235,13 @@ pub struct Job {
     /// it, an `account_id` is the payload's claim, to be checked against the lookup. Internal.
     #[serde(skip)]
     pub account_type: Option<String>,
+    /// A hand-over's successor, resolved once per chain and recorded before anything moves
+    /// (README, "Hand-over before removal").
+    #[schema(value_type = Option<String>)]
+    pub successor_account_id: Option<AccountId>,
+    /// What a hand-over step moved and left so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handover: Option<super::HandedOver>,
 }
 
 impl Job {

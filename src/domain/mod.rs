@@ -6,6 +6,7 @@
 
 mod action;
 mod answer;
+mod handover;
 pub mod duration;
 mod ids;
 mod job;
@@ -15,6 +16,7 @@ pub mod undo;
 
 pub use action::*;
 pub use answer::{Answer, DeliveryAnswer, Refusal};
+pub use handover::*;
 pub use ids::*;
 pub use job::*;
 pub use plan::{ManualSource, NewCancel, NewChain, NewStep, Plan};

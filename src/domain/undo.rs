@@ -29,6 +29,10 @@ pub struct Irreversible {
     pub job: String,
     pub action: Action,
     pub reason: String,
+    /// What a hand-over step moved to its successor, by id (`filter:10001`), for an
+    /// operator to give back by hand.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<String>,
 }
 
 /// The inverses to enqueue, and the steps that cannot be undone; and, until the store plans
@@ -133,6 +137,7 @@ pub fn plan(
             job: job.id.to_string(),
             action: job.action,
             reason: reason.to_owned(),
+            items: moved_items(job),
         };
         if let Some(reason) = not_ours(job, sources) {
             undo.irreversible.push(irreversible(&reason));
@@ -228,6 +233,15 @@ fn not_ours(job: &Job, sources: &[&str]) -> Option<String> {
 /// account already in that state, or nobody, or ran dry, took nothing.
 fn took_something(job: &Job) -> bool {
     job.state == JobState::Succeeded && job.outcome == Some(Outcome::Done)
+        || !moved_items(job).is_empty()
+}
+
+/// What a hand-over step moved, even one that then failed on an item it could not move.
+fn moved_items(job: &Job) -> Vec<String> {
+    job.handover
+        .as_ref()
+        .map(|handover| handover.moved.clone())
+        .unwrap_or_default()
 }
 
 /// A step in flight when the rehire comes is planned too: its inverse waits for it, and
@@ -292,6 +306,8 @@ mod tests {
             claim_seq: 1,
             lease_owner: None,
             account_type: Some(account.1.into()),
+            successor_account_id: None,
+            handover: None,
         }
     }
 

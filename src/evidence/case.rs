@@ -449,6 +449,8 @@ mod tests {
             claim_seq: 1,
             lease_owner: None,
             account_type: None,
+            successor_account_id: None,
+            handover: None,
         }
     }
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::compile::{Condition, Effect, Rule, RuleStep};
 use super::instant::{later, parse_instant};
 use crate::domain::duration::Span;
-use crate::domain::{AccountId, Email, NewChain, NewStep, Plan};
+use crate::domain::{AccountId, Email, NewChain, NewStep, Plan, SUCCESSOR, SuccessorRef};
 
 /// Why a verified delivery cannot be turned into jobs: the 422 message. It names the rule, the
 /// element and the pointer, and quotes at most a short excerpt of the payload.
@@ -140,11 +140,35 @@ impl Person<'_> {
     }
 
     fn step(&self, step: &RuleStep, start: DateTime<Utc>) -> Result<NewStep, Unmappable> {
+        let mut params = step.params.clone();
+        if let Some(Value::String(pointer)) = params.remove(SUCCESSOR)
+            && let Some(successor) = self.successor(&pointer)?
+        {
+            let (name, value) = successor.into_param();
+            params.insert(name.to_owned(), value);
+        }
         Ok(NewStep {
             action: step.action,
-            params: step.params.clone(),
+            params,
             run_at: self.later(start, step.after)?,
         })
+    }
+
+    /// The successor a hand-over step's pointer finds: an email or an account id. Absent,
+    /// null or empty is none, and `[handover] fallback_successor` then applies.
+    fn successor(&self, pointer: &str) -> Result<Option<SuccessorRef>, Unmappable> {
+        match self.doc.pointer(pointer) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(text)) => Ok(SuccessorRef::parse(text)),
+            Some(value) => Err(self.fail_at(
+                pointer,
+                format!(
+                    "is {}, expected the successor's email or account id: {}",
+                    kind(value),
+                    excerpt(value)
+                ),
+            )),
+        }
     }
 
     fn email(&self) -> Result<Email, Unmappable> {

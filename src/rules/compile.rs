@@ -9,7 +9,9 @@ use serde_json::{Map, Value};
 
 use super::spec::{ActionSpec, RuleSpec};
 use crate::domain::duration::Span;
-use crate::domain::{ALLOW_CONTENT_LOSS, Action, check_id};
+use crate::domain::{
+    ALLOW_CONTENT_LOSS, Action, Email, SUCCESSOR, SUCCESSOR_ACCOUNT_ID, SUCCESSOR_EMAIL, check_id,
+};
 
 /// `at` dates without a `timezone` are midnight UTC.
 const DEFAULT_TIMEZONE: Tz = Tz::UTC;
@@ -359,6 +361,10 @@ impl Problems {
                 } else {
                     self.add(format!("`{key}` of `{action}` must be true or false"));
                 }
+            } else if action.handover().is_some() && is_successor(key) {
+                if let Some(param) = self.successor(action, key, value) {
+                    params.insert(key.clone(), param);
+                }
             } else if required != Some(key.as_str()) {
                 self.add(unknown_param(action, key));
             } else if let Some(text) = Action::param_text(value) {
@@ -373,8 +379,42 @@ impl Problems {
                 ));
             }
         }
+        let named = [SUCCESSOR, SUCCESSOR_EMAIL, SUCCESSOR_ACCOUNT_ID]
+            .iter()
+            .filter(|name| params.contains_key(**name))
+            .count();
+        if named > 1 {
+            self.add(format!(
+                "`{action}` names its successor more than once: give one of `{SUCCESSOR}`, \
+                 `{SUCCESSOR_EMAIL}` and `{SUCCESSOR_ACCOUNT_ID}`"
+            ));
+        }
         params
     }
+
+    /// A hand-over's successor: a pointer into the body, an email or an account id.
+    fn successor(&mut self, action: Action, key: &str, value: &Value) -> Option<Value> {
+        let Value::String(text) = value else {
+            self.add(format!("`{key}` of `{action}` must be a string"));
+            return None;
+        };
+        let problem = match key {
+            SUCCESSOR => check_pointer(text).err().map(|why| format!("is not a JSON Pointer: {why}")),
+            SUCCESSOR_EMAIL => Email::parse(text).err().map(|why| format!("is not an email: {why}")),
+            _ => check_id(text).err(),
+        };
+        match problem {
+            Some(why) => {
+                self.add(format!("`{key}` of `{action}` {why}"));
+                None
+            }
+            None => Some(value.clone()),
+        }
+    }
+}
+
+fn is_successor(key: &str) -> bool {
+    [SUCCESSOR, SUCCESSOR_EMAIL, SUCCESSOR_ACCOUNT_ID].contains(&key)
 }
 
 fn unknown_param(action: Action, key: &str) -> String {
@@ -384,6 +424,12 @@ fn unknown_param(action: Action, key: &str) -> String {
     };
     if action.spec().deletes_owned_content {
         takes.push_str(&format!(" (and `{ALLOW_CONTENT_LOSS}`)"));
+    }
+    if action.handover().is_some() {
+        takes = format!(
+            "it takes only `after` and its successor: `{SUCCESSOR}`, `{SUCCESSOR_EMAIL}` or \
+             `{SUCCESSOR_ACCOUNT_ID}`"
+        );
     }
     format!("unknown parameter `{key}` for `{action}`: {takes}")
 }

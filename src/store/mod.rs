@@ -228,6 +228,16 @@ pub trait Store: Send + Sync + 'static {
     /// For each item, `false` when its claim is no longer held.
     async fn record_accounts(&self, items: &[AccountRecord]) -> StoreResult<Vec<bool>>;
 
+    /// Writes what a claimed hand-over step has moved so far, with an event for the batch.
+    async fn record_handover(
+        &self,
+        job: &Job,
+        handover: &crate::domain::HandedOver,
+        detail: &str,
+    ) -> StoreResult<bool> {
+        self.same_sql().record_handover(job, handover, detail).await
+    }
+
     /// Records the account of one claimed job. `false` when the claim is no longer held.
     async fn record_account(
         &self,
@@ -239,6 +249,7 @@ pub trait Store: Send + Sync + 'static {
             job: job.clone(),
             account_id: account_id.to_owned(),
             account_type: account_type.to_owned(),
+            successor_account_id: None,
         };
         Ok(held(
             self.record_accounts(std::slice::from_ref(&item)).await?,
@@ -464,6 +475,7 @@ const MIGRATIONS: &[(&str, Option<&str>, Option<&str>)] = &[
     migration!("20261209000005_verification_sweep_index", both),
     migration!("20261210000005_people", both),
     migration!("20261210000006_people_filters", both),
+    migration!("20261211000001_handover", both),
 ];
 
 /// The embedded migrations of one backend, in order.

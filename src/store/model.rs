@@ -28,6 +28,8 @@ pub struct AccountRecord {
     pub job: Job,
     pub account_id: String,
     pub account_type: String,
+    /// A hand-over's successor, recorded with the account; `None` keeps what the job has.
+    pub successor_account_id: Option<String>,
 }
 
 /// Filters of `jobs list` and `GET /api/v1/jobs`.

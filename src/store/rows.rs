@@ -12,7 +12,7 @@ macro_rules! job_columns {
     () => {
         "id, action, params, state, email, account_id, depends_on, run_at, attempts, \
          max_attempts, last_error, outcome, source, rule, delivery_id, created_at, updated_at, \
-         claim_seq, lease_owner, account_type"
+         claim_seq, lease_owner, account_type, successor_account_id, handover"
     };
 }
 pub(super) use job_columns;

@@ -57,6 +57,14 @@ pub trait SameSql: Send + Sync {
         expires_at: DateTime<Utc>,
     ) -> StoreResult<()>;
     async fn is_session_revoked(&self, session_sha256: &str) -> StoreResult<bool>;
+    /// Writes what a claimed hand-over step has moved so far, with an event saying what this
+    /// batch did; `false` when the claim is no longer held.
+    async fn record_handover(
+        &self,
+        job: &Job,
+        handover: &crate::domain::HandedOver,
+        detail: &str,
+    ) -> StoreResult<bool>;
     /// [`super::Store::transition`], without the wake-up.
     async fn transition(&self, id: JobId, change: Change<'_>) -> StoreResult<Job>;
 }
@@ -124,6 +132,14 @@ macro_rules! same_sql {
                 claim_seq: row.try_get("claim_seq")?,
                 lease_owner: row.try_get("lease_owner")?,
                 account_type: row.try_get("account_type")?,
+                successor_account_id: row
+                    .try_get::<Option<String>, _>("successor_account_id")?
+                    .map($crate::domain::AccountId::stored),
+                handover: row
+                    .try_get::<Option<&str>, _>("handover")?
+                    .map(serde_json::from_str)
+                    .transpose()
+                    .map_err(|e| $crate::store::StoreError::Corrupt(format!("a job's handover: {e}")))?,
             })
         }
 
@@ -288,6 +304,41 @@ macro_rules! same_sql {
                 }
                 tx.commit().await?;
                 Ok(job)
+            }
+
+            async fn record_handover(
+                &self,
+                job: &Job,
+                handover: &$crate::domain::HandedOver,
+                detail: &str,
+            ) -> $crate::store::StoreResult<bool> {
+                let text = serde_json::to_string(handover)
+                    .map_err(|e| $crate::store::StoreError::Corrupt(e.to_string()))?;
+                let mut tx = begin_write(self).await?;
+                let held: Option<JobId> = sqlx::query_scalar(concat!(
+                    "UPDATE jobs SET handover = $3, updated_at = ",
+                    now_sql!(),
+                    " WHERE id = $1 AND state = 'running' AND claim_seq = $2 RETURNING id"
+                ))
+                .bind(job.id)
+                .bind(job.claim_seq)
+                .bind(text)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if held.is_none() {
+                    return Ok(false);
+                }
+                insert_event(
+                    &mut tx,
+                    job.id,
+                    Some(JobState::Running),
+                    JobState::Running,
+                    &$crate::store::rows::worker_actor(job),
+                    detail,
+                )
+                .await?;
+                tx.commit().await?;
+                Ok(true)
             }
 
             async fn migrate(&self) -> $crate::store::StoreResult<()> {

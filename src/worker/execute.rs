@@ -41,7 +41,7 @@ pub enum Step {
 }
 
 impl Step {
-    fn failed(error: impl Into<String>, detail: impl Into<String>) -> Step {
+    pub(super) fn failed(error: impl Into<String>, detail: impl Into<String>) -> Step {
         Step::Failed {
             error: error.into(),
             detail: detail.into(),
@@ -153,7 +153,7 @@ pub async fn plan(
 /// The account the job acts on, and whether it was resolved just now (so it must be
 /// recorded). A recorded account, or the one the chain's earlier step recorded, is used as
 /// it is: the email search no longer returns a revoked customer or a suspended account.
-async fn resolve(
+pub(super) async fn resolve(
     lookups: &Lookups<'_>,
     job: &Job,
     earlier: Option<&Job>,
@@ -194,7 +194,7 @@ async fn look_up_by_id(
     job: &Job,
     account_id: &str,
 ) -> Result<Account, Step> {
-    let family = job.action.family();
+    let family = job.action.lookup_family();
     let found = match job.action.target() {
         TargetAccount::Customer => read_site_account(lookups, account_id).await,
         TargetAccount::Managed => lookups.client.directory_user(account_id).await,
@@ -252,7 +252,7 @@ fn recorded_account(job: &Job) -> Option<Account> {
 /// not hold the email either: the search returns active users only, so a customer revoked
 /// earlier is found only there.
 async fn look_up_by_email(client: &Client, job: &Job) -> Result<Account, Step> {
-    let family = job.action.family();
+    let family = job.action.lookup_family();
     let found = match job.action.target() {
         TargetAccount::Customer => client.find_site_accounts(&job.email).await,
         TargetAccount::Managed => client.find_directory_accounts(&job.email).await,
@@ -324,7 +324,7 @@ async fn confirm_browse_permission(client: &Client) -> Result<(), Step> {
 }
 
 /// The guards on the account, before any mutating call.
-fn check_account(safety: &Safety, job: &Job, account: &Account) -> Result<(), Step> {
+pub(super) fn check_account(safety: &Safety, job: &Job, account: &Account) -> Result<(), Step> {
     if let Some(expected) = &job.account_id
         && **expected != *account.account_id
     {
@@ -483,7 +483,7 @@ fn with_seen(detail: String, seen: Option<String>) -> String {
     }
 }
 
-fn classify_error(err: CallError, call: &str) -> Step {
+pub(super) fn classify_error(err: CallError, call: &str) -> Step {
     let detail = format!("{call}: {err}");
     match err {
         CallError::RateLimited { wait, .. } => Step::Snooze { wait, detail },
@@ -518,7 +518,7 @@ fn classify_desk_lookup_error(err: CallError, call: &str) -> Step {
 
 /// A lookup refused with 403 is about the credentials, not about this person: the site
 /// credentials lack "Browse users and groups", or the admin key may not read the directory.
-fn classify_lookup_error(err: CallError, family: ApiFamily, call: &str) -> Step {
+pub(super) fn classify_lookup_error(err: CallError, family: ApiFamily, call: &str) -> Step {
     match err {
         CallError::Rejected { status: 403, .. } => Step::Pause {
             reason: match family {

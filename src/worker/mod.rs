@@ -8,6 +8,7 @@ mod account_reads;
 mod backoff;
 mod blast_radius;
 mod execute;
+mod handover;
 pub mod verification;
 
 use std::sync::Arc;
@@ -275,6 +276,9 @@ impl Worker {
             Ok(earlier) => earlier,
             Err(step) => return (step, None),
         };
+        if let Some(kind) = job.action.handover() {
+            return (self.hand_over(job, kind, earlier.as_ref()).await, None);
+        }
         let lookups = Lookups {
             client: &self.client,
             site_accounts: &self.site_accounts,
@@ -283,8 +287,13 @@ impl Worker {
             Ok(target) => target,
             Err(step) => return (step, None),
         };
+        // The chain's successor goes along with its account, so a hand-over after this step
+        // hands over to the same person.
+        let successor = earlier
+            .as_ref()
+            .and_then(|e| e.successor_account_id.as_deref());
         if let Some(account) = &target.record
-            && let Err(step) = self.record_account(job, account).await
+            && let Err(step) = self.record_account(job, account, successor).await
         {
             return (step, None);
         }
@@ -345,11 +354,17 @@ impl Worker {
     /// Records the resolved account on the job before any mutating call: if the process
     /// dies after the call, the re-run acts on the same account instead of searching by
     /// email, which may no longer find it.
-    async fn record_account(&self, job: &Job, account: &Account) -> Result<(), Step> {
+    async fn record_account(
+        &self,
+        job: &Job,
+        account: &Account,
+        successor: Option<&str>,
+    ) -> Result<(), Step> {
         let record = AccountRecord {
             job: job.clone(),
             account_id: account.account_id.clone(),
             account_type: account.account_type.clone(),
+            successor_account_id: successor.map(str::to_owned),
         };
         let written = match self.account_records.submit(record).await {
             Ok(written) => written,

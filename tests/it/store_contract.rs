@@ -1577,6 +1577,7 @@ async fn accounts_are_recorded_in_batches(db: TestDb) {
         job: job.clone(),
         account_id: account.to_owned(),
         account_type: "atlassian".to_owned(),
+        successor_account_id: Some(format!("successor-of-{account}")),
     };
     let mut stale = claimed[1].clone();
     stale.claim_seq -= 1;
@@ -1589,9 +1590,68 @@ async fn accounts_are_recorded_in_batches(db: TestDb) {
         show(&*store, a.id).await.job.account_id.as_deref(),
         Some("acc-a")
     );
+    assert_eq!(
+        show(&*store, a.id)
+            .await
+            .job
+            .successor_account_id
+            .as_deref(),
+        Some("successor-of-acc-a")
+    );
     assert_eq!(show(&*store, b.id).await.job.account_id, None);
     assert!(store.record_accounts(&[]).await.unwrap().is_empty());
+    // A record without a successor keeps the one the job has.
+    let mut again = record(&claimed[0], "acc-a");
+    again.successor_account_id = None;
+    assert_eq!(store.record_accounts(&[again]).await.unwrap(), [true]);
+    assert_eq!(
+        show(&*store, a.id)
+            .await
+            .job
+            .successor_account_id
+            .as_deref(),
+        Some("successor-of-acc-a")
+    );
 }
+
+/// A hand-over's progress is written while its claim holds, with an event per batch, and
+/// read back with the job; a stale claim writes nothing.
+async fn hand_over_progress_is_recorded_with_the_job(db: TestDb) {
+    let store = db.store().await;
+    let job = enqueue(&*store, "l@example.com", Action::TransferFilters, due()).await;
+    let claimed = store.claim_due(WORKER, 1, LEASE).await.unwrap().remove(0);
+    let mut done = offboard::domain::HandedOver::default();
+    done.moved("filter:1".into());
+    done.kept("filter:2".into(), "HTTP 403".into());
+    done.tasks.push("task-9".into());
+    assert!(
+        store
+            .record_handover(&claimed, &done, "gave filter:1")
+            .await
+            .unwrap()
+    );
+    let shown = show(&*store, job.id).await;
+    assert_eq!(shown.job.handover.as_ref(), Some(&done));
+    assert!(
+        shown
+            .events
+            .iter()
+            .any(|e| e.detail == "gave filter:1" && e.to == JobState::Running)
+    );
+    let mut stale = claimed.clone();
+    stale.claim_seq -= 1;
+    assert!(
+        !store
+            .record_handover(&stale, &Default::default(), "stale")
+            .await
+            .unwrap()
+    );
+    assert_eq!(show(&*store, job.id).await.job.handover, Some(done));
+}
+both_stores!(
+    hand_over_progress_is_recorded_with_the_job_on,
+    hand_over_progress_is_recorded_with_the_job
+);
 both_stores!(
     accounts_are_recorded_in_batches_on,
     accounts_are_recorded_in_batches

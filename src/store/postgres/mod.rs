@@ -230,11 +230,16 @@ impl Store for PostgresStore {
         let claims: Vec<i64> = items.iter().map(|i| i.job.claim_seq).collect();
         let accounts: Vec<&str> = items.iter().map(|i| i.account_id.as_str()).collect();
         let types: Vec<&str> = items.iter().map(|i| i.account_type.as_str()).collect();
+        let successors: Vec<Option<&str>> = items
+            .iter()
+            .map(|i| i.successor_account_id.as_deref())
+            .collect();
         let recorded: Vec<JobId> = sqlx::query_scalar(
             "UPDATE jobs SET account_id = input.account_id, account_type = input.account_type, \
+               successor_account_id = coalesce(input.successor, jobs.successor_account_id), \
                updated_at = now() \
-             FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[]) \
-               AS input (id, claim_seq, account_id, account_type) \
+             FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[]) \
+               AS input (id, claim_seq, account_id, account_type, successor) \
              WHERE jobs.id = input.id AND jobs.state = 'running' AND jobs.claim_seq = input.claim_seq \
              RETURNING jobs.id",
         )
@@ -242,6 +247,7 @@ impl Store for PostgresStore {
         .bind(&claims)
         .bind(&accounts)
         .bind(&types)
+        .bind(&successors)
         .fetch_all(&self.pool)
         .await?;
         Ok(ids.iter().map(|id| recorded.contains(id)).collect())

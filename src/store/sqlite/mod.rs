@@ -300,13 +300,23 @@ impl Store for SqliteStore {
     }
 
     async fn record_accounts(&self, items: &[AccountRecord]) -> StoreResult<Vec<bool>> {
-        // One statement over the whole batch, as on Postgres: [id, claim_seq, account, type].
+        // One statement over the whole batch, as on Postgres:
+        // [id, claim_seq, account, type, successor].
         let input: Vec<serde_json::Value> = items
             .iter()
-            .map(|i| serde_json::json!([i.job.id, i.job.claim_seq, i.account_id, i.account_type]))
+            .map(|i| {
+                serde_json::json!([
+                    i.job.id,
+                    i.job.claim_seq,
+                    i.account_id,
+                    i.account_type,
+                    i.successor_account_id
+                ])
+            })
             .collect();
         let recorded: Vec<JobId> = sqlx::query_scalar(
             "UPDATE jobs SET account_id = input.value ->> 2, account_type = input.value ->> 3, \
+               successor_account_id = coalesce(input.value ->> 4, jobs.successor_account_id), \
                updated_at = $2 \
              FROM json_each($1) AS input \
              WHERE jobs.id = input.value ->> 0 AND jobs.state = 'running' \
