@@ -127,7 +127,7 @@ async fn create_task(State(shared): Fake, body: String) -> Response {
     if notify {
         bulk.notifications_requested += 1;
     }
-    let task_id = format!("{}", 20000 + bulk.created);
+    let task_id = (20000 + bulk.created).to_string();
     let task = BulkTask {
         selected,
         assignee,
