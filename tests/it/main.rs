@@ -21,6 +21,7 @@ mod doctor;
 mod every_action;
 mod evidence_chain;
 mod examples;
+mod fake_handover;
 mod fuzz_inputs;
 mod hooks;
 mod manual;

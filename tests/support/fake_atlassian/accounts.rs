@@ -217,9 +217,13 @@ pub(super) struct FakeState {
     /// The listings answer empty pages that are never the last (a broken server).
     pub(super) empty_listing_pages: bool,
     pub(super) latency: Duration,
-    /// Jira filters and dashboards by id (`content.rs`).
+    /// Jira filters and dashboards by id (`filters.rs`, `dashboards.rs`).
     pub(super) filters: BTreeMap<String, super::content::FakeItem>,
-    pub(super) dashboards: BTreeMap<String, super::content::FakeItem>,
+    pub(super) dashboards: BTreeMap<String, super::dashboards::FakeDashboard>,
+    pub(super) issues: super::issues::Issues,
+    pub(super) bulk: super::bulk::Bulk,
+    pub(super) projects: super::projects::Projects,
+    pub(super) automation: super::automation::Automation,
 }
 
 /// What the site search matches a prefix of.
@@ -283,6 +287,14 @@ impl FakeState {
             && account.account_status == AccountStatus::Active
             && !account.for_deletion
             && account.membership_status() != "suspended"
+    }
+
+    /// An active account that can take over what a leaver owns. Whether an inactive one
+    /// could is UNCONFIRMED; the fake refuses it as unknown, the less convenient.
+    pub(super) fn known_user(&self, account_id: &str) -> bool {
+        self.accounts
+            .get(account_id)
+            .is_some_and(FakeState::site_active)
     }
 
     /// An account the site endpoints can see.

@@ -1,23 +1,22 @@
-//! What accounts own in Jira: filters and dashboards, found by owner, and what deleting a
-//! managed account does to them (the "Hand-over before removal" section of the reference;
-//! source keys in `tests/support/SOURCES.md`).
-
-use std::sync::Arc;
+//! What accounts own in Jira, filters and dashboards: the item both are, the offset page both
+//! searches answer, and what deleting a managed account does to them (the "Hand-over before
+//! removal" section of the reference; source keys in `tests/support/SOURCES.md`). `filters`
+//! and `dashboards` serve their endpoints.
 
 use axum::Json;
-use axum::Router;
-use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::accounts::FakeState;
-use super::{Fake, Shared, error};
+use super::{SITE_ACCOUNT_ID, error};
 
 /// `maxResults` of both searches when none is given [SPEC].
 const DEFAULT_MAX_RESULTS: usize = 50;
+/// The largest page of both searches. The spec names none; 100, the cap of Jira's other offset
+/// listings, is the less convenient plausible one (UNCONFIRMED).
+const MAX_RESULTS_CAP: usize = 100;
 
 /// A filter or a dashboard.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,47 +26,56 @@ pub struct FakeItem {
     /// of someone else is invisible to the searches, except filters with
     /// `overrideSharePermissions=true` [SPEC].
     pub shared: bool,
+    /// An owner cannot own two filters of one name [SPEC].
+    pub name: String,
+    /// The site user may not change this item's owner: a per-item permission refusal.
+    pub refuses_edit: bool,
+    /// How many owner changes succeeded.
+    pub owner_changes: usize,
 }
 
-pub(super) fn routes() -> Router<Arc<Shared>> {
-    Router::new()
-        .route("/rest/api/3/filter/search", get(filter_search))
-        .route("/rest/api/3/dashboard/search", get(dashboard_search))
+impl FakeItem {
+    pub(super) fn new(owner: &str, shared: bool, name: String) -> FakeItem {
+        FakeItem {
+            owner: owner.to_owned(),
+            shared,
+            name,
+            refuses_edit: false,
+            owner_changes: 0,
+        }
+    }
+
+    /// What the site user sees: "only visible" items, those shared with them or their own
+    /// [SPEC].
+    pub(super) fn visible(&self) -> bool {
+        self.shared || self.owner == SITE_ACCOUNT_ID
+    }
+
+    pub(super) fn to_json(&self, id: &str) -> Value {
+        json!({ "id": id, "name": self.name, "owner": { "accountId": self.owner } })
+    }
 }
 
 #[derive(Deserialize)]
-struct SearchParams {
+pub(super) struct SearchParams {
     #[serde(rename = "accountId")]
     account_id: Option<String>,
     owner: Option<String>,
     #[serde(rename = "overrideSharePermissions")]
-    override_share_permissions: Option<bool>,
+    pub(super) override_share_permissions: Option<bool>,
     #[serde(rename = "startAt")]
     start_at: Option<usize>,
     #[serde(rename = "maxResults")]
     max_results: Option<usize>,
+    /// Dashboards only: `active` (the default), `archived` or `deleted` (trashed) [SPEC].
+    pub(super) status: Option<String>,
 }
 
-/// `GET /rest/api/3/filter/search`: offset pages `{startAt, maxResults, total, isLast,
-/// values}`; only the filters the caller can see unless `overrideSharePermissions=true`, which
-/// the site user (an admin here) may use; `owner` with `accountId` is a 400 [SPEC, GOJ].
-async fn filter_search(State(shared): Fake, Query(params): Query<SearchParams>) -> Response {
-    let everything = params.override_share_permissions == Some(true);
-    let state = shared.lock();
-    search(&state.filters, &params, everything)
-}
-
-/// `GET /rest/api/3/dashboard/search`: the same page shape; only visible dashboards, with no
-/// documented override [SPEC].
-async fn dashboard_search(State(shared): Fake, Query(params): Query<SearchParams>) -> Response {
-    let state = shared.lock();
-    search(&state.dashboards, &params, false)
-}
-
-fn search(
-    items: &std::collections::BTreeMap<String, FakeItem>,
+/// An offset page `{startAt, maxResults, total, isLast, values}` of the items owned by
+/// `accountId` among `items`; `owner` with `accountId` is a 400 [SPEC, GOJ].
+pub(super) fn search<'a>(
+    items: impl Iterator<Item = (&'a String, &'a FakeItem)>,
     params: &SearchParams,
-    everything: bool,
 ) -> Response {
     if params.account_id.is_some() && params.owner.is_some() {
         return error(
@@ -76,25 +84,23 @@ fn search(
         );
     }
     let found: Vec<(&String, &FakeItem)> = items
-        .iter()
         .filter(|(_, item)| {
             params
                 .account_id
                 .as_ref()
                 .is_none_or(|id| &item.owner == id)
         })
-        .filter(|(_, item)| everything || item.shared)
         .collect();
     let start = params.start_at.unwrap_or(0);
     let max = params
         .max_results
         .unwrap_or(DEFAULT_MAX_RESULTS)
-        .clamp(1, 100);
-    let values: Vec<_> = found
+        .clamp(1, MAX_RESULTS_CAP);
+    let values: Vec<Value> = found
         .iter()
         .skip(start)
         .take(max)
-        .map(|(id, item)| json!({ "id": id, "owner": { "accountId": item.owner } }))
+        .map(|(id, item)| item.to_json(id))
         .collect();
     Json(json!({
         "startAt": start,
@@ -106,9 +112,22 @@ fn search(
     .into_response()
 }
 
+/// Whether `account_id` already owns an item called `name`, other than `except`.
+pub(super) fn owns_name<'a>(
+    mut items: impl Iterator<Item = (&'a String, &'a FakeItem)>,
+    account_id: &str,
+    name: &str,
+    except: &str,
+) -> bool {
+    items.any(|(id, item)| id != except && item.owner == account_id && item.name == name)
+}
+
 /// Deleting a managed account deletes the filters it owns, even shared ones; its dashboards
-/// are trashed [DEL-M] or deleted [DEL]: the less convenient, deleted.
+/// are trashed [DEL-M] or deleted [DEL]: the less convenient, deleted (a 2025 answer saying
+/// both remain [COMM] is the weakest source).
 pub(super) fn delete_owned(state: &mut FakeState, account_id: &str) {
     state.filters.retain(|_, item| item.owner != account_id);
-    state.dashboards.retain(|_, item| item.owner != account_id);
+    state
+        .dashboards
+        .retain(|_, dashboard| dashboard.item.owner != account_id);
 }

@@ -45,9 +45,11 @@ pub struct RecordedRequest {
 }
 
 impl RecordedRequest {
-    /// Reads: every `GET` and the directory search (a `POST`); everything else mutates.
+    /// Reads: every `GET` and the searches that are `POST`s (directory, JQL); everything else
+    /// mutates.
     pub fn is_lookup(&self) -> bool {
-        self.method == "GET" || (self.method == "POST" && self.path.ends_with("/users/search"))
+        let search = self.path.ends_with("/users/search") || self.path.ends_with("/search/jql");
+        self.method == "GET" || (self.method == "POST" && search)
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -127,9 +129,14 @@ fn auth_kind(headers: &HeaderMap) -> AuthKind {
     AuthKind::Invalid
 }
 
-/// Site endpoints (`/rest/…`) take the site user's Basic auth, everything else the Bearer key.
+/// Site endpoints (`/rest/…`) and the automation API (`/automation/…`, on the admin host, with
+/// an API token [AUTO]) take the site user's Basic auth; the tenant info needs none [AUTO];
+/// everything else takes the Bearer key.
 fn is_authorized(request: &RecordedRequest) -> bool {
-    if request.path.starts_with("/rest/") {
+    if request.path == "/_edge/tenant_info" {
+        return true;
+    }
+    if request.path.starts_with("/rest/") || request.path.starts_with("/automation/") {
         request.auth
             == AuthKind::Basic {
                 user: SITE_EMAIL.to_owned(),

@@ -12,8 +12,11 @@
 //!
 //! Here: the handle a test holds and the state behind it. `front_door` records every
 //! request and applies latency, `faults` and credentials before any route sees it; `site`
-//! serves the `/rest/…` endpoints, `admin` the org, its directory and the user lifecycle;
-//! `accounts` is what they read and change.
+//! serves the `/rest/…` user and service desk endpoints, `admin` the org, its directory and
+//! the user lifecycle; `accounts` is what they read and change. What a leaver hands over
+//! before removal has a module each: `filters`, `dashboards` (both `content`), `issues`
+//! (searched with `jql`, reassigned in `bulk`), `projects` with their components, and
+//! `automation` rules.
 
 // The benchmarks in examples/ include the fake by path and use only part of it; some
 // controls (`request_count`) serve only the benchmarks, a few no caller yet.
@@ -21,9 +24,16 @@
 
 mod accounts;
 mod admin;
+mod automation;
+mod bulk;
 mod content;
+mod dashboards;
 mod faults;
+mod filters;
 mod front_door;
+mod issues;
+mod jql;
+mod projects;
 mod site;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,14 +54,25 @@ use accounts::FakeState;
 // The benchmark in examples/ names only some of these.
 #[allow(unused_imports)]
 pub use accounts::{AccountStatus, FakeAccount, FakeStatus, Membership};
+#[allow(unused_imports)]
+pub use automation::{CLOUD_ID, FakeRule};
+#[allow(unused_imports)]
 pub use content::FakeItem;
+#[allow(unused_imports)]
+pub use dashboards::{DashboardStatus, FakeDashboard};
 #[allow(unused_imports)]
 pub use faults::{Fault, FaultKind, Matcher};
 #[allow(unused_imports)]
 pub use front_door::{AuthKind, RecordedRequest};
+#[allow(unused_imports)]
+pub use issues::FakeIssue;
+#[allow(unused_imports)]
+pub use projects::{FakeComponent, FakeProject};
 
 pub const SITE_EMAIL: &str = "bot@example.com";
 pub const SITE_TOKEN: &str = "site-token";
+/// The site user's account id (`/rest/api/3/myself`): what it owns, it sees.
+pub const SITE_ACCOUNT_ID: &str = "bot-account";
 pub const ADMIN_KEY: &str = "admin-key";
 pub const ORG_ID: &str = "org-1";
 pub const DIRECTORY_ID: &str = "dir-1";
@@ -117,25 +138,6 @@ impl FakeAtlassian {
         put_account(&mut self.shared.lock(), account);
     }
 
-    /// Makes a service desk exist without any customer on it.
-    /// A filter `id` owned by `owner`, `shared` with the site user or private.
-    pub fn add_filter(&self, id: &str, owner: &str, shared: bool) {
-        let item = FakeItem {
-            owner: owner.to_owned(),
-            shared,
-        };
-        self.shared.lock().filters.insert(id.to_owned(), item);
-    }
-
-    /// A dashboard `id` owned by `owner`, `shared` with the site user or private.
-    pub fn add_dashboard(&self, id: &str, owner: &str, shared: bool) {
-        let item = FakeItem {
-            owner: owner.to_owned(),
-            shared,
-        };
-        self.shared.lock().dashboards.insert(id.to_owned(), item);
-    }
-
     /// The filters and dashboards that still exist, by id.
     pub fn content(&self) -> (Vec<String>, Vec<String>) {
         let state = self.shared.lock();
@@ -145,6 +147,7 @@ impl FakeAtlassian {
         )
     }
 
+    /// Makes a service desk exist without any customer on it.
     pub fn add_service_desk(&self, service_desk_id: &str) {
         self.shared
             .lock()
@@ -330,6 +333,10 @@ impl Default for Shared {
                 latency: Duration::ZERO,
                 filters: BTreeMap::new(),
                 dashboards: BTreeMap::new(),
+                issues: Default::default(),
+                bulk: Default::default(),
+                projects: Default::default(),
+                automation: Default::default(),
             }),
             release: watch::Sender::new(0),
             bulk_page_cap: AtomicUsize::new(DEFAULT_BULK_PAGE_CAP),
@@ -341,8 +348,11 @@ impl Default for Shared {
 
 impl Shared {
     /// A test that panicked while holding the lock already failed; later readers may go on.
+    /// Bulk tasks move on by the time passed before anyone reads the state.
     fn lock(&self) -> MutexGuard<'_, FakeState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        bulk::advance(&mut state);
+        state
     }
 
     /// Takes the changes waiting for the next page of `desk`'s customer list.
@@ -382,7 +392,12 @@ type Fake = State<Arc<Shared>>;
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .merge(site::routes())
-        .merge(content::routes())
+        .merge(filters::routes())
+        .merge(dashboards::routes())
+        .merge(issues::routes())
+        .merge(bulk::routes())
+        .merge(projects::routes())
+        .merge(automation::routes())
         .merge(admin::routes())
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(middleware::from_fn_with_state(

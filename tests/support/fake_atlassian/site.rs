@@ -13,7 +13,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::accounts::FakeState;
-use super::{DeskChange, Fake, FakeAccount, SITE_EMAIL, Shared, error, put_account};
+use super::{
+    DeskChange, Fake, FakeAccount, SITE_ACCOUNT_ID, SITE_EMAIL, Shared, error, put_account,
+};
 
 const DEFAULT_SITE_MAX_RESULTS: usize = 50;
 /// `limit` of the service desk API listings when none is given [AE-sd].
@@ -238,7 +240,7 @@ async fn all_users(State(shared): Fake, Query(params): Query<PageParams>) -> Res
 /// The site user whose credentials these are; 401 is handled at the front door [AE-my].
 async fn myself() -> Response {
     Json(json!({
-        "accountId": "bot-account",
+        "accountId": SITE_ACCOUNT_ID,
         "accountType": "atlassian",
         "active": true,
         "displayName": "offboard bot",
