@@ -421,7 +421,10 @@ async fn handover_check(client: &Client, kind: HandOver, myself: &str) -> Check 
         ),
     };
     match read {
-        Ok(true) => passed(&name, format!("the site user can find and hand over {}s", kind.item_kind())),
+        Ok(true) => passed(
+            &name,
+            format!("the site user can find and hand over {}s", kind.item_kind()),
+        ),
         Ok(false) => failed(
             &name,
             format!("the site user administers no project — grant site_email {needs}"),
@@ -439,7 +442,12 @@ fn site_dependents(targets: &Targets) -> Vec<String> {
     if targets.owned_content {
         names.push("owned_content".to_owned());
     }
-    names.extend(targets.handovers.iter().map(|kind| handover_check_name(*kind)));
+    names.extend(
+        targets
+            .handovers
+            .iter()
+            .map(|kind| handover_check_name(*kind)),
+    );
     names.extend(
         targets
             .service_desks

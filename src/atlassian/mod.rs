@@ -10,8 +10,8 @@
 
 mod client;
 mod content;
-pub mod handover;
 mod error;
+pub mod handover;
 mod inventory;
 mod lookup;
 mod mutation;

@@ -28,6 +28,10 @@ pub(super) struct AddArgs {
     at: Option<String>,
     #[arg(long = "param", value_name = "K=V", help = param_help())]
     params: Vec<String>,
+    /// A hand-over's successor: an email or an Atlassian account id (default
+    /// [handover] fallback_successor).
+    #[arg(long, value_name = "EMAIL|ID")]
+    successor: Option<String>,
     /// Create the job awaiting approval.
     #[arg(long)]
     approval: bool,
@@ -90,7 +94,7 @@ fn param_help() -> String {
 fn columns_help() -> String {
     let names: Vec<&str> = Param::ALL.map(Param::name).to_vec();
     format!(
-        "A CSV file with a header row: email, and action, account_id, at, {}",
+        "A CSV file with a header row: email, and action, account_id, at, successor, {}",
         names.join(", ")
     )
 }
@@ -112,6 +116,7 @@ pub(super) async fn add(args: AddArgs) -> Result<(), Failure> {
         account_id: args.account_id,
         at: args.at.map(Value::String),
         params,
+        successor: args.successor,
     };
     let config = load(&args.config)?;
     let chain = manual::chain(&config, &entry, args.approval, chrono::Utc::now())

@@ -16,8 +16,8 @@ use super::summary::summarize_rule;
 use super::{
     AdminCredentials, AtlassianConfig, Config, ConfigOrigin, DEFAULT_ADMIN_URL, DEFAULT_DRY_RUN,
     DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_REPLAY_WINDOW,
-    DEFAULT_TOLERANCE, DIRECTORY_FIX, EvidenceConfig, HandoverConfig, MIN_ADMIN_TOKEN_CHARS, Problems,
-    SiteCredentials, Source, WorkerConfig,
+    DEFAULT_TOLERANCE, DIRECTORY_FIX, EvidenceConfig, HandoverConfig, MIN_ADMIN_TOKEN_CHARS,
+    Problems, SiteCredentials, Source, WorkerConfig,
 };
 use crate::domain::duration::Span;
 use crate::domain::{ApiFamily, Domain, Email, Safety};

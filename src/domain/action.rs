@@ -428,9 +428,7 @@ impl Action {
                 handover: None,
             },
             Action::TransferFilters => handing_over("transfer_filters", HandOver::Filters),
-            Action::TransferDashboards => {
-                handing_over("transfer_dashboards", HandOver::Dashboards)
-            }
+            Action::TransferDashboards => handing_over("transfer_dashboards", HandOver::Dashboards),
             Action::ReassignOpenIssues => {
                 handing_over("reassign_open_issues", HandOver::OpenIssues)
             }

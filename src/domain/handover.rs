@@ -140,7 +140,10 @@ mod tests {
         assert_eq!(done.moved, ["filter:1"]);
         assert!(done.kept.is_empty());
         done.kept("filter:1".into(), "read back as the leaver's".into());
-        assert!(done.moved.is_empty(), "the read-back stands over the answer");
+        assert!(
+            done.moved.is_empty(),
+            "the read-back stands over the answer"
+        );
         assert_eq!(done.kept[0].reason, "read back as the leaver's");
     }
 }

@@ -6,8 +6,8 @@
 
 mod action;
 mod answer;
-mod handover;
 pub mod duration;
+mod handover;
 mod ids;
 mod job;
 mod plan;

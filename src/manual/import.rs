@@ -1,7 +1,7 @@
 //! `offboard jobs import FILE`: a CSV file of people, every row checked before anything is
 //! enqueued (README, "Manual and bulk jobs"). A header row names the columns: `email` is
-//! required; `action` (else the command's `--action`), `account_id`, `at` and the actions'
-//! parameters (`Param::name`) are taken; `display_name`, `active` and
+//! required; `action` (else the command's `--action`), `account_id`, `at`, a hand-over's
+//! `successor` and the actions' parameters (`Param::name`) are taken; `display_name`, `active` and
 //! `service_desks` (what `customers list --csv` adds) are ignored; any other column is an
 //! error, since a misspelt `acount_id` must not be silently dropped.
 
@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::domain::{NewChain, Param};
 
 /// The columns an import reads besides the actions' parameters (`Param`).
-const OWN: [&str; 4] = ["email", "action", "account_id", "at"];
+const OWN: [&str; 5] = ["email", "action", "account_id", "at", "successor"];
 /// The columns an import ignores.
 const IGNORED: [&str; 3] = ["display_name", "active", "service_desks"];
 
@@ -232,6 +232,7 @@ fn entry(
             "action" => entry.action = value.to_owned(),
             "account_id" => entry.account_id = Some(value.to_owned()),
             "at" => entry.at = Some(Value::String(value.to_owned())),
+            "successor" => entry.successor = Some(value.to_owned()),
             param if Param::ALL.iter().any(|p| p.name() == param) => {
                 params.insert(param.to_owned(), Value::String(value.to_owned()));
             }

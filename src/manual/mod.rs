@@ -16,7 +16,9 @@ use utoipa::ToSchema;
 
 use crate::config::Config;
 pub use crate::domain::ManualSource;
-use crate::domain::{AccountId, Action, Email, NewChain, NewStep, TRUST_ACCOUNT_ID, check_id};
+use crate::domain::{
+    AccountId, Action, Email, NewChain, NewStep, SuccessorRef, TRUST_ACCOUNT_ID, check_id,
+};
 use crate::store::{DeliveryReceipt, Store, StoreResult};
 
 /// The rule every manual job names.
@@ -44,6 +46,10 @@ pub struct Entry {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub params: Map<String, Value>,
+    /// A hand-over's successor: an email or an Atlassian account id (README, "Hand-over
+    /// before removal"); default `[handover] fallback_successor`.
+    #[serde(default)]
+    pub successor: Option<String>,
 }
 
 /// Checks one entry against the configuration and makes it a one-step chain.
@@ -73,6 +79,10 @@ pub fn chain(
             "invalid at: expected YYYY-MM-DD, RFC 3339 or epoch milliseconds".to_owned()
         })?,
     };
+    let mut params = params(action, &entry.params)?;
+    if let Some((name, value)) = successor(action, entry.successor.as_deref())? {
+        params.insert(name.to_owned(), value);
+    }
     Ok(NewChain {
         email,
         account_id,
@@ -81,10 +91,31 @@ pub fn chain(
         approval,
         steps: vec![NewStep {
             action,
-            params: params(action, &entry.params)?,
+            params,
             run_at,
         }],
     })
+}
+
+/// A hand-over entry's successor, as the job's parameter; only a hand-over takes one.
+fn successor(action: Action, given: Option<&str>) -> Result<Option<(&'static str, Value)>, String> {
+    let Some(successor) = given.and_then(SuccessorRef::parse) else {
+        return Ok(None);
+    };
+    if action.handover().is_none() {
+        return Err(format!(
+            "`{action}` takes no successor: only the hand-over actions do"
+        ));
+    }
+    match &successor {
+        SuccessorRef::Email(email) => {
+            Email::parse(email).map_err(|why| format!("invalid successor: {why}"))?;
+        }
+        SuccessorRef::AccountId(id) => {
+            check_id(id).map_err(|why| format!("invalid successor: it {why}"))?;
+        }
+    }
+    Ok(Some(successor.into_param()))
 }
 
 /// The action's one parameter, as a string; nothing else.

@@ -306,6 +306,9 @@ impl Problems {
                 ));
             }
         }
+        // Hand-over steps run first, in the order written: the leaver's items move before
+        // any removal can take them along (README, "Hand-over before removal").
+        steps.sort_by_key(|step| step.action.handover().is_none());
         steps
     }
 
@@ -399,8 +402,12 @@ impl Problems {
             return None;
         };
         let problem = match key {
-            SUCCESSOR => check_pointer(text).err().map(|why| format!("is not a JSON Pointer: {why}")),
-            SUCCESSOR_EMAIL => Email::parse(text).err().map(|why| format!("is not an email: {why}")),
+            SUCCESSOR => check_pointer(text)
+                .err()
+                .map(|why| format!("is not a JSON Pointer: {why}")),
+            SUCCESSOR_EMAIL => Email::parse(text)
+                .err()
+                .map(|why| format!("is not an email: {why}")),
             _ => check_id(text).err(),
         };
         match problem {

@@ -374,6 +374,54 @@ fn a_chain_may_take_one_action_for_two_targets() {
     assert_eq!(targets, ["g-1", "g-2"]);
 }
 
+/// A hand-over's pointer is read into the successor's email or account id; one it does not
+/// find leaves the step without one, for `[handover] fallback_successor`. Hand-over steps
+/// run first, in the order written.
+#[test]
+fn a_successor_pointer_is_read_from_the_body() {
+    let rule = rule(
+        "email = \"/email\"\nactions = [\"suspend_access\", \
+         { action = \"transfer_filters\", successor = \"/manager\" }, \
+         { action = \"reassign_open_issues\", successor_account_id = \"557058:b\" }]",
+    );
+    let chain = only_chain(
+        &rule,
+        &json!({ "email": "l@example.com", "manager": "boss@example.com" }),
+    );
+    let actions: Vec<Action> = chain.steps.iter().map(|s| s.action).collect();
+    assert_eq!(
+        actions,
+        [
+            Action::TransferFilters,
+            Action::ReassignOpenIssues,
+            Action::SuspendAccess
+        ]
+    );
+    assert_eq!(
+        Value::Object(chain.steps[0].params.clone()),
+        json!({ "successor_email": "boss@example.com" })
+    );
+    assert_eq!(
+        Value::Object(chain.steps[1].params.clone()),
+        json!({ "successor_account_id": "557058:b" })
+    );
+    let by_id = only_chain(
+        &rule,
+        &json!({ "email": "l@example.com", "manager": "557058:m" }),
+    );
+    assert_eq!(
+        Value::Object(by_id.steps[0].params.clone()),
+        json!({ "successor_account_id": "557058:m" })
+    );
+    let none = only_chain(&rule, &json!({ "email": "l@example.com" }));
+    assert!(none.steps[0].params.is_empty());
+    let wrong = unmappable(&rule, &json!({ "email": "l@example.com", "manager": 7 }));
+    assert!(
+        wrong.contains("expected the successor's email or account id"),
+        "{wrong}"
+    );
+}
+
 #[test]
 fn params_become_strings() {
     let cases = [
@@ -662,6 +710,30 @@ fn compile_reports_each_mistake_with_a_fix() {
         (
             "email = \"/e\"\nactions = [{ action = \"delete_account\", allow_content_loss = \"yes\" }]",
             "`allow_content_loss` of `delete_account` must be true or false",
+        ),
+        (
+            "email = \"/e\"\nactions = [{ action = \"suspend_access\", successor = \"/m\" }]",
+            "unknown parameter `successor` for `suspend_access`: it takes only `after`",
+        ),
+        (
+            "email = \"/e\"\nactions = [{ action = \"transfer_filters\", successor = \"m\" }]",
+            "`successor` of `transfer_filters` is not a JSON Pointer: it must be empty or start with `/`",
+        ),
+        (
+            "email = \"/e\"\nactions = [{ action = \"transfer_filters\", successor_email = \"boss\" }]",
+            "`successor_email` of `transfer_filters` is not an email",
+        ),
+        (
+            "email = \"/e\"\nactions = [{ action = \"transfer_filters\", successor_account_id = \"a/b\" }]",
+            "`successor_account_id` of `transfer_filters` contains '/'",
+        ),
+        (
+            "email = \"/e\"\nactions = [{ action = \"transfer_filters\", successor = \"/m\", successor_email = \"b@example.com\" }]",
+            "`transfer_filters` names its successor more than once",
+        ),
+        (
+            "email = \"/e\"\nactions = [{ action = \"transfer_filters\", group_id = \"g\" }]",
+            "unknown parameter `group_id` for `transfer_filters`: it takes only `after` and its successor",
         ),
         (
             "email = \"/e\"\nactions = [{ action = \"remove_from_group\", group_id = true }]",

@@ -139,7 +139,9 @@ macro_rules! same_sql {
                     .try_get::<Option<&str>, _>("handover")?
                     .map(serde_json::from_str)
                     .transpose()
-                    .map_err(|e| $crate::store::StoreError::Corrupt(format!("a job's handover: {e}")))?,
+                    .map_err(|e| {
+                        $crate::store::StoreError::Corrupt(format!("a job's handover: {e}"))
+                    })?,
             })
         }
 

@@ -23,6 +23,7 @@ mod evidence_chain;
 mod examples;
 mod fake_handover;
 mod fuzz_inputs;
+mod handover;
 mod hooks;
 mod manual;
 mod migrations;

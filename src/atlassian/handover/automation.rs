@@ -56,7 +56,14 @@ impl Client {
     async fn automation_endpoint(&self, segments: &[&str]) -> Result<Url, CallError> {
         let url = self.site_endpoint(&["_edge", "tenant_info"])?;
         let tenant: TenantInfo = self.site_read("tenant_info", url).await?;
-        let prefix = ["automation", "public", "jira", &tenant.cloud_id, "rest", "v1"];
+        let prefix = [
+            "automation",
+            "public",
+            "jira",
+            &tenant.cloud_id,
+            "rest",
+            "v1",
+        ];
         self.admin_endpoint(&[&prefix[..], segments].concat())
     }
 

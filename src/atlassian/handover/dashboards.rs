@@ -48,12 +48,14 @@ impl Client {
         new_owner: &str,
     ) -> Result<Vec<(String, ItemAnswer)>, CallError> {
         let url = self.site_endpoint(&["rest", "api", "3", "dashboard", "bulk", "edit"])?;
-        let request = self.request(ApiFamily::Site, Method::PUT, url)?.json(&json!({
-            "action": "changeOwner",
-            "entityIds": ids,
-            "changeOwnerDetails": { "newOwner": new_owner, "autofixName": true },
-            "extendAdminPermissions": true,
-        }));
+        let request = self
+            .request(ApiFamily::Site, Method::PUT, url)?
+            .json(&json!({
+                "action": "changeOwner",
+                "entityIds": ids,
+                "changeOwnerDetails": { "newOwner": new_owner, "autofixName": true },
+                "extendAdminPermissions": true,
+            }));
         let response = self
             .send(ApiFamily::Site, "dashboard_bulk_edit", request)
             .await?;

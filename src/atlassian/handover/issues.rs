@@ -116,16 +116,18 @@ impl Client {
         new_assignee: &str,
     ) -> Result<String, CallError> {
         let url = self.site_endpoint(&["rest", "api", "3", "bulk", "issues", "fields"])?;
-        let request = self.request(ApiFamily::Site, Method::POST, url)?.json(&json!({
-            "selectedIssueIdsOrKeys": ids,
-            "selectedActions": ["assignee"],
-            "editedFieldsInput": {
-                "singleSelectClearableUserPickerFields": [
-                    { "fieldId": "assignee", "user": { "accountId": new_assignee } }
-                ]
-            },
-            "sendBulkNotification": false,
-        }));
+        let request = self
+            .request(ApiFamily::Site, Method::POST, url)?
+            .json(&json!({
+                "selectedIssueIdsOrKeys": ids,
+                "selectedActions": ["assignee"],
+                "editedFieldsInput": {
+                    "singleSelectClearableUserPickerFields": [
+                        { "fieldId": "assignee", "user": { "accountId": new_assignee } }
+                    ]
+                },
+                "sendBulkNotification": false,
+            }));
         let response = self
             .send(ApiFamily::Site, "issue_bulk_edit", request)
             .await?;

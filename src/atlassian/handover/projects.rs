@@ -61,7 +61,8 @@ impl Client {
             if project.lead.account_id.as_deref() == Some(account_id) {
                 led.projects.push(project.key.clone());
             }
-            let url = self.site_endpoint(&["rest", "api", "3", "project", &project.key, "components"])?;
+            let url =
+                self.site_endpoint(&["rest", "api", "3", "project", &project.key, "components"])?;
             let components: Vec<Component> = match self.site_read("project_components", url).await {
                 Ok(components) => components,
                 // Gone, or no longer browsable, since the search.

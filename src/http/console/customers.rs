@@ -215,6 +215,7 @@ fn selection(config: &Config, form: &CheckedFields) -> Result<Selection, Console
             account_id: Some(account_id.to_owned()),
             at: None,
             params: params.clone(),
+            successor: None,
         });
     }
     if entries.is_empty() {

@@ -267,6 +267,17 @@ fn fields(job: &Job, now: DateTime<Utc>) -> Markup {
             dt { "Person" } dd { (job.email) }
             dt { "Account id" } dd { (optional(job.account_id.as_deref())) }
             dt { "Action" } dd { code { (job.action) } }
+            @if job.action.handover().is_some() {
+                dt { "Successor" } dd { (optional(job.successor_account_id.as_deref())) }
+                @if let Some(done) = &job.handover {
+                    dt { "Handed over" } dd.items { @for item in &done.moved { code { (item) } " " } }
+                    @if !done.kept.is_empty() {
+                        dt { "Stayed" } dd.items {
+                            @for kept in &done.kept { code { (kept.item) } " (" (kept.reason) ")" br; }
+                        }
+                    }
+                }
+            }
             dt { "Parameters" } dd { code { (serde_json::Value::Object(job.params.clone())) } }
             dt { "Runs" } dd { (when(&job.run_at, now)) }
             dt { "Attempts" } dd { (job.attempts) " of " (job.max_attempts) }

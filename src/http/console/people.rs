@@ -226,6 +226,7 @@ pub(super) async fn show(
             }
             dt { "Reactivated" } dd { (optional_when(c.reactivated_at, now)) }
         }
+        (handed_over(&case))
         h2 { "Timeline" }
         (timeline(&case, now))
         h2 { "Jobs" }
@@ -250,6 +251,41 @@ pub(super) async fn show(
         } }
     };
     Ok(page(&c.email, Some(&chrome), content))
+}
+
+/// What the person's hand-over steps gave their successor, item by item: no API gives a
+/// transfer back, so this is what an operator gives back by hand after a rehire (README,
+/// "Hand-over before removal").
+fn handed_over(case: &Case) -> Markup {
+    let steps: Vec<_> = case
+        .jobs
+        .iter()
+        .map(|job| &job.job)
+        .filter(|job| job.handover.as_ref().is_some_and(|h| !h.is_empty()))
+        .collect();
+    html! {
+        @if !steps.is_empty() {
+            h2 { "Handed over" }
+            p.muted { "A transfer is not undone by a rehire: give these back by hand if needed." }
+            div.scroll { table.handover {
+                thead { tr { th { "Job" } th { "Action" } th { "Successor" } th { "Moved" } th { "Stayed with the person" } } }
+                tbody {
+                    @for job in steps {
+                        @let done = job.handover.as_ref().expect("filtered on");
+                        tr {
+                            td { (job_link(job.id)) }
+                            td { code { (job.action) } }
+                            td { code { (job.successor_account_id.as_deref().unwrap_or("—")) } }
+                            td.items { @for item in &done.moved { code { (item) } " " } }
+                            td.items {
+                                @for kept in &done.kept { code { (kept.item) } " " span.muted { "(" (kept.reason) ")" } br; }
+                            }
+                        }
+                    }
+                }
+            } }
+        }
+    }
 }
 
 fn took_text(took: chrono::Duration) -> String {

@@ -279,13 +279,18 @@ impl Run<'_> {
     }
 
     async fn dashboards(mut self) -> Result<Step, Step> {
-        let found = self.call(self.client().owned_dashboards(&self.leaver)).await?;
+        let found = self
+            .call(self.client().owned_dashboards(&self.leaver))
+            .await?;
         if let Some(step) = self.dry_run(&self.items(&found)) {
             return Ok(step);
         }
         for chunk in found.chunks(DASHBOARDS_PER_EDIT) {
             let answers = self
-                .call(self.client().change_dashboard_owners(chunk, &self.successor))
+                .call(
+                    self.client()
+                        .change_dashboard_owners(chunk, &self.successor),
+                )
                 .await?
                 .into_iter()
                 .map(|(id, answer)| (self.item(&id), answer))
@@ -293,7 +298,9 @@ impl Run<'_> {
             self.answered(answers).await?;
         }
         if !found.is_empty() {
-            let still = self.call(self.client().owned_dashboards(&self.leaver)).await?;
+            let still = self
+                .call(self.client().owned_dashboards(&self.leaver))
+                .await?;
             self.read_back(still).await?;
         }
         Ok(self.finish())
@@ -450,12 +457,13 @@ impl Run<'_> {
     }
 
     /// A call's result, or the step its error makes.
-    async fn call<T>(
-        &self,
-        call: impl Future<Output = Result<T, CallError>>,
-    ) -> Result<T, Step> {
-        call.await
-            .map_err(|e| classify_error(e, &format!("{} ({})", self.job.action, self.kind.item_kind())))
+    async fn call<T>(&self, call: impl Future<Output = Result<T, CallError>>) -> Result<T, Step> {
+        call.await.map_err(|e| {
+            classify_error(
+                e,
+                &format!("{} ({})", self.job.action, self.kind.item_kind()),
+            )
+        })
     }
 }
 
@@ -464,10 +472,17 @@ fn list(items: &[String]) -> String {
     if items.is_empty() {
         return "none".into();
     }
-    let shown: Vec<&str> = items.iter().take(ITEMS_PER_EVENT).map(String::as_str).collect();
+    let shown: Vec<&str> = items
+        .iter()
+        .take(ITEMS_PER_EVENT)
+        .map(String::as_str)
+        .collect();
     let more = items.len().saturating_sub(ITEMS_PER_EVENT);
     if more > 0 {
-        format!("{} and {more} more (the job's handover lists them all)", shown.join(", "))
+        format!(
+            "{} and {more} more (the job's handover lists them all)",
+            shown.join(", ")
+        )
     } else {
         shown.join(", ")
     }

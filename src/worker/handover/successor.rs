@@ -128,22 +128,45 @@ mod tests {
     #[test]
     fn a_successor_is_an_active_managed_account_other_than_the_leaver() {
         let asked = SuccessorRef::Email("boss@example.com".into());
-        assert!(check(&account("b", "atlassian", "active", Some("active")), &asked, "l").is_ok());
+        assert!(
+            check(
+                &account("b", "atlassian", "active", Some("active")),
+                &asked,
+                "l"
+            )
+            .is_ok()
+        );
         assert!(check(&account("b", "atlassian", "active", None), &asked, "l").is_ok());
         assert_eq!(
-            error(check(&account("l", "atlassian", "active", None), &asked, "l")),
+            error(check(
+                &account("l", "atlassian", "active", None),
+                &asked,
+                "l"
+            )),
             "successor_is_leaver"
         );
         assert_eq!(
-            error(check(&account("b", "customer", "active", None), &asked, "l")),
+            error(check(
+                &account("b", "customer", "active", None),
+                &asked,
+                "l"
+            )),
             "no_successor"
         );
         assert_eq!(
-            error(check(&account("b", "atlassian", "inactive", None), &asked, "l")),
+            error(check(
+                &account("b", "atlassian", "inactive", None),
+                &asked,
+                "l"
+            )),
             "successor_inactive"
         );
         assert_eq!(
-            error(check(&account("b", "atlassian", "active", Some("suspended")), &asked, "l")),
+            error(check(
+                &account("b", "atlassian", "active", Some("suspended")),
+                &asked,
+                "l"
+            )),
             "successor_inactive"
         );
     }
