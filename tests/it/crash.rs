@@ -18,6 +18,11 @@ const LEASE_SECONDS: u64 = 5;
 
 /// The enqueueing side: an API-only service with one source whose rule runs `action`.
 fn api_toml_for(action: &str) -> String {
+    api_toml_for_steps(&format!("[\"{action}\"]"))
+}
+
+/// The enqueueing side, whose rule runs `actions` (a TOML array).
+fn api_toml_for_steps(actions: &str) -> String {
     format!(
         r#"
 [[sources]]
@@ -28,7 +33,7 @@ secrets = ["s3cret-token"]
   name = "leaver"
   for_each = "/people"
   email = "/email"
-  actions = ["{action}"]
+  actions = {actions}
 "#
     )
 }
@@ -323,4 +328,64 @@ async fn a_rerun_of_a_revoke_is_read_back_and_the_delete_follows(db: TestDb) {
 both_stores!(
     a_rerun_of_a_revoke_is_read_back_and_the_delete_follows_on,
     a_rerun_of_a_revoke_is_read_back_and_the_delete_follows
+);
+
+/// A worker killed in the middle of reassigning 500 issues loses none and moves none twice:
+/// the bulk task it started is recorded on the job before it is followed, so the re-run
+/// follows that task to its end before it searches again, and finds nothing left to move.
+async fn a_killed_hand_over_reassigns_every_issue_exactly_once(db: TestDb) {
+    offboard::install_tls_provider();
+    let fake = FakeAtlassian::start().await;
+    fake.add_managed("acc-lea", "lea@example.com");
+    fake.add_managed("acc-boss", "boss@example.com");
+    for n in 1..=500 {
+        fake.add_issue(&format!("OPS-{n}"), "OPS", Some("acc-lea"), false);
+    }
+    // Slow enough that the kill lands while the task runs.
+    fake.set_bulk_issues_per_second(150.0);
+    let actions = r#"[{ action = "reassign_open_issues", successor_email = "boss@example.com" }]"#;
+    let api = TestApp::spawn_with_role(&db, &api_toml_for_steps(actions), Role::Api).await;
+    let body = json!({ "people": [{ "email": "lea@example.com" }] });
+    let ids = job_ids(&api.deliver("hr", &body).await);
+    assert_eq!(ids.len(), 1);
+
+    let (mut process, _dir) = worker_process(&db, &fake);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let moved = |fake: &FakeAtlassian| {
+        (1..=500)
+            .filter(|n| fake.issue_assignee_changes(&format!("OPS-{n}")) > 0)
+            .count()
+    };
+    while moved(&fake) < 50 {
+        assert!(Instant::now() < deadline, "the reassignment never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    process.kill();
+    let at_kill = moved(&fake);
+    assert!(at_kill < 500, "the kill came after the task ended ({at_kill})");
+    let recorded = api.job(&ids[0]).await;
+    assert_eq!(recorded.job.state, JobState::Running);
+
+    let worker = TestApp::spawn_with_role(&db, &worker_toml(&fake), Role::Worker).await;
+    let job = worker.wait_final(&ids[0], Duration::from_secs(60)).await;
+    assert_eq!(job.job.state, JobState::Succeeded, "{job:#?}");
+    assert_eq!(job.job.outcome, Some(Outcome::Done), "{job:#?}");
+    for n in 1..=500 {
+        let key = format!("OPS-{n}");
+        let issue = fake.issue(&key).expect("issue");
+        assert_eq!(issue.assignee.as_deref(), Some("acc-boss"), "{key}");
+        assert_eq!(fake.issue_assignee_changes(&key), 1, "{key} reassigned once");
+    }
+    assert_eq!(fake.bulk_tasks_created(), 1, "the re-run started no second task");
+    assert_eq!(fake.bulk_notifications_requested(), 0);
+    let done = job.job.handover.as_ref().expect("the hand-over record");
+    assert_eq!(done.moved.len(), 500);
+    assert!(done.tasks.is_empty(), "{done:?}");
+    worker.stop().await;
+    api.stop().await;
+}
+
+both_stores!(
+    a_killed_hand_over_reassigns_every_issue_exactly_once_on,
+    a_killed_hand_over_reassigns_every_issue_exactly_once
 );
