@@ -362,7 +362,10 @@ async fn a_killed_hand_over_reassigns_every_issue_exactly_once(db: TestDb) {
     }
     process.kill();
     let at_kill = moved(&fake);
-    assert!(at_kill < 500, "the kill came after the task ended ({at_kill})");
+    assert!(
+        at_kill < 500,
+        "the kill came after the task ended ({at_kill})"
+    );
     let recorded = api.job(&ids[0]).await;
     assert_eq!(recorded.job.state, JobState::Running);
 
@@ -374,9 +377,17 @@ async fn a_killed_hand_over_reassigns_every_issue_exactly_once(db: TestDb) {
         let key = format!("OPS-{n}");
         let issue = fake.issue(&key).expect("issue");
         assert_eq!(issue.assignee.as_deref(), Some("acc-boss"), "{key}");
-        assert_eq!(fake.issue_assignee_changes(&key), 1, "{key} reassigned once");
+        assert_eq!(
+            fake.issue_assignee_changes(&key),
+            1,
+            "{key} reassigned once"
+        );
     }
-    assert_eq!(fake.bulk_tasks_created(), 1, "the re-run started no second task");
+    assert_eq!(
+        fake.bulk_tasks_created(),
+        1,
+        "the re-run started no second task"
+    );
     assert_eq!(fake.bulk_notifications_requested(), 0);
     let done = job.job.handover.as_ref().expect("the hand-over record");
     assert_eq!(done.moved.len(), 500);

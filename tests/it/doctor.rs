@@ -499,3 +499,46 @@ async fn owned_content_fails_when_the_site_user_may_not_search_filters() {
         "{line}"
     );
 }
+
+/// Where the rules hand over, the doctor checks that the site user can find each kind of
+/// item: filters and dashboards, issues, the projects it administers, and automation rules.
+/// A site user who administers no project fails `handover:project`, with the permission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hand_over_checks_name_what_the_site_user_needs() {
+    let fake = healthy_fake().await;
+    let dir = tempfile::tempdir().unwrap();
+    let actions = r#"["transfer_filters", "transfer_dashboards", "reassign_open_issues",
+                      "transfer_project_leads", "report_automation_rules", "suspend_access"]"#;
+    let toml = format!(
+        "{}\n[handover]\nfallback_successor = \"boss@example.com\"\n{}",
+        atlassian_toml(&fake),
+        managed_rules(actions)
+    );
+    let config = write_config(dir.path(), &toml);
+    let out = doctor(&config, false);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for kind in ["filter", "dashboard", "issue", "rule"] {
+        assert!(
+            stdout.lines().any(|l| l == format!("PASS handover:{kind}")),
+            "handover:{kind}: {stdout}"
+        );
+    }
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("FAIL handover:project: "))
+        .unwrap_or_else(|| panic!("no FAIL line: {stdout}"));
+    assert!(line.contains("Administer projects"), "{line}");
+    // Once it administers one, the check passes.
+    fake.add_project("OPS", "30001", "acc-someone");
+    let out = doctor(&config, false);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        !fake
+            .requests()
+            .iter()
+            .any(|r| r.method != "GET" && !r.path.ends_with("/search/jql")),
+        "the doctor only reads"
+    );
+}
