@@ -50,26 +50,36 @@ struct TenantInfo {
     cloud_id: String,
 }
 
+/// The site's Rule Management API: its cloud id, read once per hand-over.
+pub struct Automation {
+    cloud_id: String,
+}
+
+impl Automation {
+    /// `{admin_url}/automation/public/jira/{cloudId}/rest/v1/{segments…}`.
+    fn endpoint(&self, client: &Client, segments: &[&str]) -> Result<Url, CallError> {
+        let prefix = ["automation", "public", "jira", &self.cloud_id, "rest", "v1"];
+        client.admin_endpoint(&[&prefix[..], segments].concat())
+    }
+}
+
 impl Client {
-    /// `{admin_url}/automation/public/jira/{cloudId}/rest/v1/{segments…}`; the cloud id is
-    /// the site's (`/_edge/tenant_info`).
-    async fn automation_endpoint(&self, segments: &[&str]) -> Result<Url, CallError> {
+    /// The site's Rule Management API, by its cloud id (`/_edge/tenant_info`).
+    pub async fn automation(&self) -> Result<Automation, CallError> {
         let url = self.site_endpoint(&["_edge", "tenant_info"])?;
         let tenant: TenantInfo = self.site_read("tenant_info", url).await?;
-        let prefix = [
-            "automation",
-            "public",
-            "jira",
-            &tenant.cloud_id,
-            "rest",
-            "v1",
-        ];
-        self.admin_endpoint(&[&prefix[..], segments].concat())
+        Ok(Automation {
+            cloud_id: tenant.cloud_id,
+        })
     }
 
     /// The rules whose author or actor is `account_id`.
-    pub async fn rules_of(&self, account_id: &str) -> Result<Vec<RuleSummary>, CallError> {
-        let base = self.automation_endpoint(&["rule", "summary"]).await?;
+    pub async fn rules_of(
+        &self,
+        automation: &Automation,
+        account_id: &str,
+    ) -> Result<Vec<RuleSummary>, CallError> {
+        let base = automation.endpoint(self, &["rule", "summary"])?;
         let mut rules = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
@@ -99,7 +109,10 @@ impl Client {
     /// Reads one rule of the summary (for `offboard doctor`): the cloud id and the Rule
     /// Management API answer the site user's token.
     pub async fn reads_rules(&self) -> Result<(), CallError> {
-        let mut url = self.automation_endpoint(&["rule", "summary"]).await?;
+        let mut url = self
+            .automation()
+            .await?
+            .endpoint(self, &["rule", "summary"])?;
         url.query_pairs_mut().append_pair("limit", "1");
         let request = self.request(ApiFamily::Site, Method::GET, url)?;
         let response = self.send(ApiFamily::Site, "rule_summary", request).await?;
@@ -110,11 +123,12 @@ impl Client {
     /// `true` when it then no longer names the leaver.
     pub async fn hand_over_rule(
         &self,
+        automation: &Automation,
         uuid: &str,
         leaver: &str,
         successor: &str,
     ) -> Result<bool, CallError> {
-        let url = self.automation_endpoint(&["rule", uuid]).await?;
+        let url = automation.endpoint(self, &["rule", uuid])?;
         let mut rule = self.read_rule(url.clone()).await?;
         for field in PERSON_FIELDS {
             if rule.get(field).and_then(Value::as_str) == Some(leaver) {

@@ -23,7 +23,7 @@ use super::error::{CallError, read_body_prefix};
 use super::lookup::read_lookup;
 use crate::domain::ApiFamily;
 
-pub use automation::RuleSummary;
+pub use automation::{Automation, RuleSummary};
 pub use dashboards::DASHBOARDS_PER_EDIT;
 pub use issues::{BulkTask, ISSUES_PER_EDIT};
 pub use projects::Led;

@@ -411,7 +411,10 @@ impl Run<'_> {
     }
 
     async fn automation_rules(mut self) -> Result<Step, Step> {
-        let rules = self.call(self.client().rules_of(&self.leaver)).await?;
+        let automation = self.call(self.client().automation()).await?;
+        let rules = self
+            .call(self.client().rules_of(&automation, &self.leaver))
+            .await?;
         let found: Vec<String> = rules
             .iter()
             .map(|rule| format!("{} \"{}\"", self.item(&rule.uuid), rule.name))
@@ -432,7 +435,7 @@ impl Run<'_> {
         for rule in &rules {
             let handed = self
                 .client()
-                .hand_over_rule(&rule.uuid, &self.leaver, &self.successor)
+                .hand_over_rule(&automation, &rule.uuid, &self.leaver, &self.successor)
                 .await;
             let answer = match handed {
                 Ok(true) => ItemAnswer::Accepted,
