@@ -237,6 +237,7 @@ pub struct Job {
     pub account_type: Option<String>,
     /// A hand-over's successor, resolved once per chain and recorded before anything moves
     /// (README, "Hand-over before removal").
+    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub successor_account_id: Option<AccountId>,
     /// What a hand-over step moved and left so far.

@@ -466,7 +466,9 @@ secrets = ["{SECRET}"]
         );
         std::fs::write(&config, text).unwrap();
     };
-    write(r#"["suspend_access", { action = "delete_account", after = "30d" }]"#);
+    write(
+        r#"["suspend_access", { action = "delete_account", after = "30d", allow_content_loss = true }]"#,
+    );
     for args in [&["check"][..], &["serve"]] {
         let output = run(args, &config);
         let stderr = text_of(&output.stderr);
@@ -482,7 +484,9 @@ secrets = ["{SECRET}"]
     }
 
     // Lifecycle calls act on the account; the directory is only searched.
-    write(r#"["deactivate_account", { action = "delete_account", after = "30d" }]"#);
+    write(
+        r#"["deactivate_account", { action = "delete_account", after = "30d", allow_content_loss = true }]"#,
+    );
     let output = run(&["check"], &config);
     assert_eq!(output.status.code(), Some(0), "{}", text_of(&output.stderr));
     assert!(

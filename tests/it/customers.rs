@@ -289,6 +289,8 @@ async fn filters_by_domain_and_subdomains_and_by_inactive() {
 
 #[tokio::test]
 async fn the_customer_list_wants_the_experimental_header() {
+    // Test builds link two rustls providers: run alone (nextest), this test must pick one.
+    offboard::install_tls_provider();
     let fake = populated_fake().await;
     let http = reqwest::Client::new();
     let url = format!(

@@ -30,6 +30,17 @@ const CHAIN: &str = r#"[
     { action = "report_automation_rules", successor = "/manager" },
 ]"#;
 
+/// Every hand-over in the action table runs in [`CHAIN`].
+#[test]
+fn the_chain_runs_every_hand_over() {
+    let hand_overs = offboard::domain::Action::ALL
+        .into_iter()
+        .filter(|action| action.handover().is_some());
+    for action in hand_overs {
+        assert!(CHAIN.contains(&format!("\"{action}\"")), "{action}");
+    }
+}
+
 fn toml(fake: &FakeAtlassian, actions: &str, extra: &str) -> String {
     format!(
         r#"dry_run = {dry_run}

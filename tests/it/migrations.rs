@@ -135,6 +135,14 @@ const LANDED: &[(&str, &str)] = &[
         "migrations/sqlite/20261210000006_people_filters.sql",
         "2653068be8c84a4788858e0380e3769ed8ba40b5e4a4f6611a3f7239ed508a50b9f0ba739bc9bc94637219e834bd8a9a",
     ),
+    (
+        "migrations/postgres/20261211000001_handover.sql",
+        "60ffad064b92e5670dc3b1c77c70686e38e054706f92383108cd31f984be6c263608a1d302a64ba8282dce256c93b639",
+    ),
+    (
+        "migrations/sqlite/20261211000001_handover.sql",
+        "60ffad064b92e5670dc3b1c77c70686e38e054706f92383108cd31f984be6c263608a1d302a64ba8282dce256c93b639",
+    ),
 ];
 
 const DIRECTORIES: [&str; 2] = ["migrations/postgres", "migrations/sqlite"];
