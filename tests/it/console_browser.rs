@@ -644,6 +644,22 @@ async fn people_scenario(browser: Client) {
         .await
         .expect("insert a verification");
     }
+    // Gina's step handed work over (as `Store::record_handover` writes it): her page lists
+    // what moved and what stayed, for an operator to give back by hand.
+    sqlx::query(
+        "UPDATE jobs SET successor_account_id = 'acc-boss', handover = $1 WHERE email = $2",
+    )
+    .bind(
+        json!({
+            "moved": ["filter:10001", "dashboard:20001"],
+            "kept": [{ "item": "filter:10002", "reason": "HTTP 403: not the owner" }],
+        })
+        .to_string(),
+    )
+    .bind("gina.verified@example.com")
+    .execute(&pool)
+    .await
+    .expect("a hand-over record");
     // Hank was named two days ago and still has access: a missed SLA.
     sqlx::query("UPDATE people SET first_seen = $1, effective_at = $1 WHERE email = $2")
         .bind(now - 48 * hour)
@@ -703,6 +719,22 @@ async fn people_scenario(browser: Client) {
         assert!(person.contains(moment), "{moment} on the timeline");
     }
     assert!(person.contains("portal access revoked (204)"));
+    let handed = browser
+        .find(Locator::Css("table.handover"))
+        .await
+        .expect("the Handed over table")
+        .text()
+        .await
+        .expect("its text");
+    for shown in [
+        "acc-boss",
+        "filter:10001",
+        "dashboard:20001",
+        "filter:10002",
+        "not the owner",
+    ] {
+        assert!(handed.contains(shown), "{shown} in {handed}");
+    }
     save_screenshot(&browser, "console-person.png").await;
 
     click(&browser, "header nav a[href='/console/people']").await;
