@@ -162,9 +162,11 @@ fn checked(id: &str) -> Result<(), CallError> {
     }
 }
 
-/// `links.next` is an opaque cursor, or a URL carrying one as `cursor`.
-fn cursor_of(next: &str) -> String {
+/// `links.next` is an opaque cursor, or a link (absolute, or relative to the API) carrying
+/// one as `cursor`.
+pub(super) fn cursor_of(next: &str) -> String {
     reqwest::Url::parse(next)
+        .or_else(|_| reqwest::Url::parse("https://next.invalid/").and_then(|base| base.join(next)))
         .ok()
         .and_then(|url| {
             url.query_pairs()
@@ -185,5 +187,6 @@ mod tests {
             cursor_of("https://api.atlassian.com/admin/v2/orgs/o/directories?cursor=x%2By&limit=2"),
             "x+y"
         );
+        assert_eq!(cursor_of("/rule/summary?limit=5&cursor=c3"), "c3");
     }
 }

@@ -314,6 +314,37 @@ mod tests {
         assert_eq!(chains[0].rule, "manual");
     }
 
+    /// A hand-over row names its successor, by email or account id; another action's row
+    /// may not (README, "Hand-over before removal").
+    #[test]
+    fn a_hand_over_row_names_its_successor() {
+        let text = "email,action,successor\n\
+                    a@example.com,transfer_filters,boss@example.com\n\
+                    b@example.com,reassign_open_issues,557058:boss\n\
+                    c@example.com,transfer_dashboards,\n";
+        let chains = check_text(text, None).unwrap();
+        let params = |i: usize| serde_json::Value::Object(chains[i].steps[0].params.clone());
+        assert_eq!(
+            params(0),
+            serde_json::json!({ "successor_email": "boss@example.com" })
+        );
+        assert_eq!(
+            params(1),
+            serde_json::json!({ "successor_account_id": "557058:boss" })
+        );
+        assert_eq!(
+            params(2),
+            serde_json::json!({}),
+            "[handover] fallback_successor then"
+        );
+        let text = "email,action,successor\n\
+                    a@example.com,suspend_access,boss@example.com\n\
+                    b@example.com,transfer_filters,not an@email\n";
+        let bad = check_text(text, None).unwrap_err();
+        assert!(bad[0].reason.contains("takes no successor"), "{}", bad[0]);
+        assert!(bad[1].reason.contains("invalid successor"), "{}", bad[1]);
+    }
+
     #[test]
     fn every_bad_row_is_named_by_its_line() {
         let text = "email,action,group_id,at\n\

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use crate::atlassian::client::Client;
 use crate::atlassian::error::CallError;
 use crate::atlassian::lookup::read_lookup;
+use crate::atlassian::targets::cursor_of;
 use crate::domain::ApiFamily;
 
 /// The page asked of the rule summary.
@@ -97,7 +98,7 @@ impl Client {
                 rule.author.as_deref() == Some(account_id)
                     || rule.actor.as_deref() == Some(account_id)
             }));
-            match page.links.next.map(|next| next_cursor(&next)) {
+            match page.links.next.map(|next| cursor_of(&next)) {
                 Some(next) if !empty && cursor.as_deref() != Some(next.as_str()) => {
                     cursor = Some(next);
                 }
@@ -158,33 +159,5 @@ impl Client {
                 detail: "the rule read answered no `rule` object".into(),
             }),
         }
-    }
-}
-
-/// A page's `links.next`: a cursor, or a link that carries one as `cursor=`.
-fn next_cursor(next: &str) -> String {
-    Url::parse(next)
-        .or_else(|_| Url::parse("https://next.invalid/").and_then(|base| base.join(next)))
-        .ok()
-        .and_then(|url| {
-            url.query_pairs()
-                .find(|(key, _)| key == "cursor")
-                .map(|(_, value)| value.into_owned())
-        })
-        .unwrap_or_else(|| next.to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::next_cursor;
-
-    #[test]
-    fn the_next_cursor_is_read_from_a_link_or_taken_as_it_is() {
-        assert_eq!(next_cursor("abc"), "abc");
-        assert_eq!(
-            next_cursor("https://api.atlassian.com/automation/x/rule/summary?cursor=c2&limit=5"),
-            "c2"
-        );
-        assert_eq!(next_cursor("/rule/summary?limit=5&cursor=c3"), "c3");
     }
 }

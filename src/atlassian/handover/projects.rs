@@ -96,31 +96,38 @@ impl Client {
         }
     }
 
-    /// Makes `new_lead` the project's lead; accepted only when the answer shows them as lead.
+    /// Makes `new_lead` the project's lead (`PUT /rest/api/3/project/{key}`).
     pub async fn change_project_lead(
         &self,
         key: &str,
         new_lead: &str,
     ) -> Result<ItemAnswer, CallError> {
-        let url = self.site_endpoint(&["rest", "api", "3", "project", key])?;
-        let request = self
-            .request(ApiFamily::Site, Method::PUT, url)?
-            .json(&json!({ "leadAccountId": new_lead }));
-        let answer = self.site_item_write("project_lead", request).await?;
-        Ok(lead_shown(answer, new_lead))
+        self.change_lead("project_lead", &["project", key], new_lead)
+            .await
     }
 
-    /// Makes `new_lead` the component's lead; accepted only when the answer shows them.
+    /// Makes `new_lead` the component's lead (`PUT /rest/api/3/component/{id}`).
     pub async fn change_component_lead(
         &self,
         id: &str,
         new_lead: &str,
     ) -> Result<ItemAnswer, CallError> {
-        let url = self.site_endpoint(&["rest", "api", "3", "component", id])?;
+        self.change_lead("component_lead", &["component", id], new_lead)
+            .await
+    }
+
+    /// Sends `leadAccountId` to the object; accepted only when the answer shows the new lead.
+    async fn change_lead(
+        &self,
+        endpoint: &'static str,
+        object: &[&str],
+        new_lead: &str,
+    ) -> Result<ItemAnswer, CallError> {
+        let url = self.site_endpoint(&[&["rest", "api", "3"][..], object].concat())?;
         let request = self
             .request(ApiFamily::Site, Method::PUT, url)?
             .json(&json!({ "leadAccountId": new_lead }));
-        let answer = self.site_item_write("component_lead", request).await?;
+        let answer = self.site_item_write(endpoint, request).await?;
         Ok(lead_shown(answer, new_lead))
     }
 }
