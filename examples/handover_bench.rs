@@ -133,6 +133,7 @@ async fn hand_over(action: Action, n: usize) -> (usize, usize, usize, Duration) 
                         action,
                         params: params.into_iter().collect(),
                         run_at: Utc::now(),
+                        lane: offboard::domain::Lane::Bulk,
                     }],
                 }],
                 refused: Vec::new(),

@@ -183,6 +183,7 @@ async fn enqueue_chains(
                             .map(|(k, v)| ((*k).to_owned(), serde_json::json!(v)))
                             .collect(),
                         run_at: Utc::now(),
+                        lane: offboard::domain::Lane::Bulk,
                     })
                     .collect(),
             })

@@ -337,6 +337,7 @@ mod tests {
             account_id: Some(crate::domain::AccountId::stored(hostile().into())),
             depends_on: None,
             run_at: at,
+            lane: crate::domain::Lane::Scheduled,
             attempts: 1,
             max_attempts: 8,
             last_error: Some(hostile().into()),

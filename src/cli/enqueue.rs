@@ -32,6 +32,9 @@ pub(super) struct AddArgs {
     /// [handover] fallback_successor).
     #[arg(long, value_name = "EMAIL|ID")]
     successor: Option<String>,
+    /// The job's priority lane: urgent, scheduled or bulk (default bulk).
+    #[arg(long, value_name = "LANE")]
+    lane: Option<crate::domain::Lane>,
     /// Create the job awaiting approval.
     #[arg(long)]
     approval: bool,
@@ -117,6 +120,7 @@ pub(super) async fn add(args: AddArgs) -> Result<(), Failure> {
         at: args.at.map(Value::String),
         params,
         successor: args.successor,
+        lane: args.lane,
     };
     let config = load(&args.config)?;
     let chain = manual::chain(&config, &entry, args.approval, chrono::Utc::now())

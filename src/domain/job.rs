@@ -213,6 +213,8 @@ pub struct Job {
     pub depends_on: Option<JobId>,
     #[serde(serialize_with = "time_as_rfc3339")]
     pub run_at: DateTime<Utc>,
+    /// Its priority lane (README, "Lanes").
+    pub lane: super::Lane,
     pub attempts: i32,
     pub max_attempts: i32,
     pub last_error: Option<String>,

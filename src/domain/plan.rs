@@ -46,6 +46,8 @@ pub struct NewStep {
     /// Parameter name → string value; `{}` when the action takes none.
     pub params: Map<String, Value>,
     pub run_at: DateTime<Utc>,
+    /// Its priority lane, decided where the step is planned (README, "Lanes").
+    pub lane: super::Lane,
 }
 
 impl NewStep {

@@ -192,6 +192,7 @@ pub fn plan(
             action: inverse,
             params,
             run_at: now,
+            lane: super::Lane::Bulk,
         };
         match undo
             .chains
@@ -294,6 +295,7 @@ mod tests {
             account_id: Some(crate::domain::AccountId::stored(account.0.into())),
             depends_on: None,
             run_at: at(done_on),
+            lane: crate::domain::Lane::Scheduled,
             attempts: 1,
             max_attempts: 8,
             last_error: None,

@@ -437,6 +437,7 @@ mod tests {
             account_id: None,
             depends_on: None,
             run_at: at(hour),
+            lane: crate::domain::Lane::Scheduled,
             attempts: 1,
             max_attempts: 8,
             last_error: None,

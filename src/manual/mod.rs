@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use crate::config::Config;
 pub use crate::domain::ManualSource;
 use crate::domain::{
-    AccountId, Action, Email, NewChain, NewStep, SuccessorRef, TRUST_ACCOUNT_ID, check_id,
+    AccountId, Action, Email, Lane, NewChain, NewStep, SuccessorRef, TRUST_ACCOUNT_ID, check_id,
 };
 use crate::store::{DeliveryReceipt, Store, StoreResult};
 
@@ -50,6 +50,9 @@ pub struct Entry {
     /// before removal"); default `[handover] fallback_successor`.
     #[serde(default)]
     pub successor: Option<String>,
+    /// The job's priority lane (README, "Lanes"); default `bulk`.
+    #[serde(default)]
+    pub lane: Option<Lane>,
 }
 
 /// Checks one entry against the configuration and makes it a one-step chain.
@@ -93,6 +96,7 @@ pub fn chain(
             action,
             params,
             run_at,
+            lane: entry.lane.unwrap_or(Lane::Bulk),
         }],
     })
 }

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::compile::{Condition, Effect, Rule, RuleStep};
 use super::instant::{later, parse_instant};
 use crate::domain::duration::Span;
-use crate::domain::{AccountId, Email, NewChain, NewStep, Plan, SUCCESSOR, SuccessorRef};
+use crate::domain::{AccountId, Email, Lane, NewChain, NewStep, Plan, SUCCESSOR, SuccessorRef};
 
 /// Why a verified delivery cannot be turned into jobs: the 422 message. It names the rule, the
 /// element and the pointer, and quotes at most a short excerpt of the payload.
@@ -127,7 +127,7 @@ impl Person<'_> {
         let start = self.start(now)?;
         let steps = steps
             .iter()
-            .map(|step| self.step(step, start))
+            .map(|step| self.step(step, start, now))
             .collect::<Result<_, _>>()?;
         Ok(Plan::Chain(NewChain {
             rule: self.rule.name.clone(),
@@ -139,7 +139,12 @@ impl Person<'_> {
         }))
     }
 
-    fn step(&self, step: &RuleStep, start: DateTime<Utc>) -> Result<NewStep, Unmappable> {
+    fn step(
+        &self,
+        step: &RuleStep,
+        start: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<NewStep, Unmappable> {
         let mut params = step.params.clone();
         if let Some(Value::String(pointer)) = params.remove(SUCCESSOR)
             && let Some(successor) = self.successor(&pointer)?
@@ -147,10 +152,12 @@ impl Person<'_> {
             let (name, value) = successor.into_param();
             params.insert(name.to_owned(), value);
         }
+        let run_at = self.later(start, step.after)?;
         Ok(NewStep {
             action: step.action,
             params,
-            run_at: self.later(start, step.after)?,
+            run_at,
+            lane: Lane::of_webhook_step(run_at, now),
         })
     }
 

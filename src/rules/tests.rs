@@ -422,6 +422,22 @@ fn a_successor_pointer_is_read_from_the_body() {
     );
 }
 
+/// A webhook's step due within a minute of its delivery is urgent; one planned for later is
+/// scheduled (README, "Lanes").
+#[test]
+fn a_webhook_step_due_now_is_urgent_and_a_later_one_scheduled() {
+    let rule = rule(
+        "email = \"/email\"\nactions = [\"suspend_access\", \
+         { action = \"delete_account\", after = \"14d\" }]",
+    );
+    let chain = only_chain(&rule, &json!({ "email": "l@example.com" }));
+    let lanes: Vec<crate::domain::Lane> = chain.steps.iter().map(|s| s.lane).collect();
+    assert_eq!(
+        lanes,
+        [crate::domain::Lane::Urgent, crate::domain::Lane::Scheduled]
+    );
+}
+
 #[test]
 fn params_become_strings() {
     let cases = [
@@ -908,11 +924,13 @@ fn the_interface_example_parses_compiles_and_maps() {
                 action: Action::SuspendAccess,
                 params: Map::new(),
                 run_at: utc("2024-10-26T22:00:00Z"),
+                lane: crate::domain::Lane::Scheduled,
             },
             NewStep {
                 action: Action::DeleteAccount,
                 params: Map::new(),
                 run_at: utc("2024-11-25T22:00:00Z"),
+                lane: crate::domain::Lane::Scheduled,
             },
         ],
     };

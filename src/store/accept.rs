@@ -27,7 +27,7 @@ use chrono::{DateTime, Utc};
 
 use super::model::*;
 use super::{PREVIOUS_STEP_FAILED, SYSTEM_ACTOR, StoreError, StoreResult};
-use crate::domain::{Action, Job, JobId, JobState, NewChain, NewStep};
+use crate::domain::{Action, Job, JobId, JobState, Lane, NewChain, NewStep};
 
 /// The statements acceptance needs, as each dialect writes them. Nothing here decides: the
 /// states, texts and keys arrive from the algorithm.
@@ -92,6 +92,7 @@ pub(super) struct JobRow<'a> {
     pub account_type: Option<&'a str>,
     pub depends_on: Option<JobId>,
     pub run_at: DateTime<Utc>,
+    pub lane: Lane,
     pub max_attempts: i32,
     pub source: &'a str,
     pub rule: &'a str,
@@ -529,6 +530,7 @@ async fn insert_wave<W: Writes>(
                 account_type: r.chain.account_type.as_deref(),
                 depends_on: r.previous.and_then(|p| resolved[p].as_ref()).map(|j| j.id),
                 run_at: r.step.run_at,
+                lane: r.step.lane,
                 max_attempts: delivery.max_attempts,
                 source: &delivery.source,
                 rule: &r.chain.rule,

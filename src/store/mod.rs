@@ -476,6 +476,7 @@ const MIGRATIONS: &[(&str, Option<&str>, Option<&str>)] = &[
     migration!("20261210000005_people", both),
     migration!("20261210000006_people_filters", both),
     migration!("20261211000001_handover", both),
+    migration!("20261212000001_lanes", both),
 ];
 
 /// The embedded migrations of one backend, in order.

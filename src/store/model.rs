@@ -562,6 +562,7 @@ mod tests {
                     action: Action::SuspendAccess,
                     params: Map::new(),
                     run_at: Utc::now(),
+                    lane: crate::domain::Lane::Bulk,
                 })
                 .collect(),
         }

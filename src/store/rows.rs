@@ -12,7 +12,7 @@ macro_rules! job_columns {
     () => {
         "id, action, params, state, email, account_id, depends_on, run_at, attempts, \
          max_attempts, last_error, outcome, source, rule, delivery_id, created_at, updated_at, \
-         claim_seq, lease_owner, account_type, successor_account_id, handover"
+         claim_seq, lease_owner, account_type, successor_account_id, handover, lane"
     };
 }
 pub(super) use job_columns;
@@ -80,14 +80,35 @@ where
 /// due by `$now`, the worker not paused, and the step each depends on succeeded. The one
 /// statement of "due" for both backends (README, "Jobs: states and outcomes").
 macro_rules! due_jobs {
-    ($now:literal) => {
+    ($now:literal, $limit:literal, $first:literal, $second:literal, $third:literal) => {
         concat!(
-            "SELECT id FROM jobs j WHERE state = 'pending' AND run_at <= ",
+            "SELECT id FROM (",
+            due_jobs!(@lane $now, $limit, $first, 0),
+            " UNION ALL ",
+            due_jobs!(@lane $now, $limit, $second, 1),
+            " UNION ALL ",
+            due_jobs!(@lane $now, $limit, $third, 2),
+            ") AS due ORDER BY priority, run_at, id LIMIT ",
+            $limit,
+            " "
+        )
+    };
+    // One lane's due jobs, oldest first, read from `jobs_due_by_lane`.
+    (@lane $now:literal, $limit:literal, $lane:literal, $priority:literal) => {
+        concat!(
+            "SELECT * FROM (SELECT id, ",
+            $priority,
+            " AS priority, run_at FROM jobs j WHERE state = 'pending' AND lane = ",
+            $lane,
+            " AND run_at <= ",
             $now,
             " AND NOT EXISTS (SELECT 1 FROM worker_state WHERE paused) ",
             "AND (depends_on IS NULL OR EXISTS ( ",
             "SELECT 1 FROM jobs d WHERE d.id = j.depends_on AND d.state = 'succeeded')) ",
-            "ORDER BY run_at, id "
+            "ORDER BY run_at, id LIMIT ",
+            $limit,
+            ") AS lane",
+            $priority
         )
     };
 }

@@ -117,6 +117,7 @@ macro_rules! same_sql {
                     .map($crate::domain::AccountId::stored),
                 depends_on: row.try_get("depends_on")?,
                 run_at: time_from_row(row, "run_at")?,
+                lane: parse_column(row.try_get::<&str, _>("lane")?)?,
                 attempts: row.try_get("attempts")?,
                 max_attempts: row.try_get("max_attempts")?,
                 last_error: row.try_get("last_error")?,

@@ -220,6 +220,8 @@ async fn reenqueue(
                 action: job.action,
                 params: job.params.clone(),
                 run_at: now,
+                // Someone who has access again should lose it at once, once approved.
+                lane: crate::domain::Lane::Urgent,
             })
             .collect(),
     };

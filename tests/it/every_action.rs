@@ -59,6 +59,7 @@ async fn every_action_is_enqueued_and_read_back(db: TestDb) {
                 action,
                 params: params(action),
                 run_at,
+                lane: offboard::domain::Lane::Bulk,
             }],
         })
         .collect();

@@ -41,6 +41,7 @@ fn chain(email: &str, account_id: Option<&str>, actions: &[Action]) -> NewChain 
                 action,
                 params: Map::new(),
                 run_at: Utc::now() - TimeDelta::minutes(1),
+                lane: offboard::domain::Lane::Bulk,
             })
             .collect(),
     }

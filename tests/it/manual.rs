@@ -726,3 +726,39 @@ both_stores!(
     a_key_reused_for_another_body_is_refused_on,
     a_key_reused_for_another_body_is_refused
 );
+
+/// A manual job is `bulk` unless its request names a lane; a webhook's job due now is
+/// `urgent` (README, "Lanes"). An unknown lane is a 400.
+async fn a_manual_job_is_bulk_unless_it_names_its_lane(db: TestDb) {
+    let app = TestApp::spawn(&db, CONFIG).await;
+    let mut urgent = entry("delete_portal_customer", "urgent@example.com");
+    urgent["lane"] = json!("urgent");
+    let body = json!({ "jobs": [entry("delete_portal_customer", "bulk@example.com"), urgent] });
+    let (status, answer) = post_jobs(&app, None, &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    let lanes: Vec<&str> = answer["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["lane"].as_str().unwrap())
+        .collect();
+    assert_eq!(lanes, ["bulk", "urgent"], "{answer}");
+    let webhook = app
+        .deliver("hr", &json!({ "people": ["now@example.com"] }))
+        .await;
+    assert_eq!(webhook["jobs"][0]["lane"], "urgent", "{webhook}");
+    let mut wrong = entry("delete_portal_customer", "x@example.com");
+    wrong["lane"] = json!("asap");
+    let (status, refused) = post_jobs(&app, None, &json!({ "jobs": [wrong] })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    let message = refused["message"].as_str().unwrap();
+    assert!(
+        message.contains("asap") && message.contains("urgent"),
+        "{refused}"
+    );
+    app.stop().await;
+}
+both_stores!(
+    a_manual_job_is_bulk_unless_it_names_its_lane_on,
+    a_manual_job_is_bulk_unless_it_names_its_lane
+);

@@ -455,6 +455,7 @@ async fn existing_jobs_get_their_target_and_the_new_key(db: TestDb) {
         action,
         params: json!({ name: id }).as_object().cloned().unwrap(),
         run_at: Utc::now(),
+        lane: offboard::domain::Lane::Bulk,
     };
     let chain = |email: &str, steps: Vec<NewStep>| NewChain {
         email: Email::parse(email).unwrap(),

@@ -65,6 +65,7 @@ fn chain(email: &str, actions: &[Action], run_at: DateTime<Utc>) -> NewChain {
                 action,
                 params: params_for(action),
                 run_at,
+                lane: offboard::domain::Lane::Bulk,
             })
             .collect(),
     }
@@ -902,6 +903,7 @@ fn targeted(email: &str, steps: &[(Action, &str)], run_at: DateTime<Utc>) -> New
                     action,
                     params: json!({ name: id }).as_object().cloned().unwrap(),
                     run_at,
+                    lane: offboard::domain::Lane::Bulk,
                 }
             })
             .collect(),
@@ -3280,4 +3282,54 @@ async fn a_due_recheck_is_taken_by_one_replica_at_a_time(db: TestDb) {
 both_stores!(
     a_due_recheck_is_taken_by_one_replica_at_a_time_on,
     a_due_recheck_is_taken_by_one_replica_at_a_time
+);
+
+/// Lanes (README, "Lanes"): the claim takes due urgent jobs first, then scheduled ones, then
+/// bulk, each oldest first, whatever their number; a lane waits only for the ones before it.
+async fn the_claim_takes_the_lanes_in_order(db: TestDb) {
+    use offboard::domain::Lane;
+    let store = db.store().await;
+    let lane_chain = |email: &str, lane: Lane, run_at: DateTime<Utc>| {
+        let mut chain = chain(email, &[Action::SuspendAccess], run_at);
+        chain.steps[0].lane = lane;
+        chain
+    };
+    let long_ago = Utc::now() - TimeDelta::hours(2);
+    let bulk: Vec<NewChain> = (0..40)
+        .map(|i| lane_chain(&format!("bulk{i}@example.com"), Lane::Bulk, long_ago))
+        .collect();
+    accept(&*store, bulk).await;
+    accept(
+        &*store,
+        vec![
+            lane_chain(
+                "sched@example.com",
+                Lane::Scheduled,
+                long_ago + TimeDelta::hours(1),
+            ),
+            lane_chain("later@example.com", Lane::Urgent, later()),
+        ],
+    )
+    .await;
+    accept(
+        &*store,
+        vec![lane_chain("urgent@example.com", Lane::Urgent, Utc::now())],
+    )
+    .await;
+    let first = store.claim_due(WORKER, 2, LEASE).await.unwrap();
+    let emails: Vec<&str> = first.iter().map(|j| j.email.as_str()).collect();
+    assert_eq!(emails, ["urgent@example.com", "sched@example.com"]);
+    assert_eq!(first[0].lane, Lane::Urgent);
+    let rest = store.claim_due(WORKER, 100, LEASE).await.unwrap();
+    assert_eq!(rest.len(), 40, "the urgent job not yet due stays");
+    assert!(rest.iter().all(|j| j.lane == Lane::Bulk));
+    let shown = show(&*store, first[0].id).await;
+    assert_eq!(
+        serde_json::to_value(&shown.job).unwrap()["lane"],
+        json!("urgent")
+    );
+}
+both_stores!(
+    the_claim_takes_the_lanes_in_order_on,
+    the_claim_takes_the_lanes_in_order
 );

@@ -216,6 +216,7 @@ fn selection(config: &Config, form: &CheckedFields) -> Result<Selection, Console
             at: None,
             params: params.clone(),
             successor: None,
+            lane: None,
         });
     }
     if entries.is_empty() {

@@ -322,17 +322,21 @@ impl Writes for Transaction<'_, Postgres> {
         let sources: Vec<&str> = rows.iter().map(|r| r.source).collect();
         let rules: Vec<&str> = rows.iter().map(|r| r.rule).collect();
         let delivery_ids: Vec<&str> = rows.iter().map(|r| r.delivery_id).collect();
+        let lanes: Vec<&str> = rows.iter().map(|r| r.lane.as_str()).collect();
         // The arbiter repeats the predicate of the unique index on the live key; the rows
         // arrive in key order, so that concurrent batches lock alike.
         let rows = sqlx::query(concat!(
             "INSERT INTO jobs (action, params, target, state, email, account_id, account_type, \
-             depends_on, run_at, max_attempts, source, rule, delivery_id, created_at, updated_at) \
+             depends_on, run_at, max_attempts, source, rule, delivery_id, lane, created_at, \
+             updated_at) \
              SELECT u.action, u.params, u.target, u.state, u.email, u.account_id, u.account_type, \
-                 u.depends_on, u.run_at, u.max_attempts, u.source, u.rule, u.delivery_id, now(), now() \
+                 u.depends_on, u.run_at, u.max_attempts, u.source, u.rule, u.delivery_id, u.lane, \
+                 now(), now() \
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
                  $7::text[], $8::int8[], $9::timestamptz[], $10::int4[], $11::text[], $12::text[], \
-                 $13::text[]) WITH ORDINALITY AS u (action, params, target, state, email, account_id, \
-                 account_type, depends_on, run_at, max_attempts, source, rule, delivery_id, n) \
+                 $13::text[], $14::text[]) WITH ORDINALITY AS u (action, params, target, state, email, \
+                 account_id, account_type, depends_on, run_at, max_attempts, source, rule, \
+                 delivery_id, lane, n) \
              ORDER BY u.n \
              ON CONFLICT (action, email, target) WHERE state IN (",
             live_states!(),
@@ -352,6 +356,7 @@ impl Writes for Transaction<'_, Postgres> {
         .bind(&sources)
         .bind(&rules)
         .bind(&delivery_ids)
+        .bind(&lanes)
         .fetch_all(&mut **self)
         .await?;
         rows.iter().map(job_from_row).collect()

@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use super::model::*;
 use super::rows::{CLAIMED_ATTEMPT, due_jobs, job_columns, owner_actor, worker_actor};
 use super::{SYSTEM_ACTOR, Store, StoreOptions, StoreResult, truncate_detail};
-use crate::domain::{Job, JobEvent, JobId, JobState, PauseReason, WorkerState};
+use crate::domain::{Job, JobEvent, JobId, JobState, Lane, PauseReason, WorkerState};
 use accept::AcceptBatcher;
 use notifier::Notifier;
 
@@ -160,9 +160,12 @@ impl Store for PostgresStore {
 
     async fn claim_due(&self, owner: &str, limit: u32, lease: Duration) -> StoreResult<Vec<Job>> {
         let rows = sqlx::query(concat!(
+            // The lanes' due jobs are read first; the lock rechecks `state` on the row as it
+            // is once locked, so a job another replica claimed meanwhile is skipped.
             "WITH due AS ( ",
-            due_jobs!("now()"),
-            "LIMIT $1 FOR UPDATE SKIP LOCKED ",
+            "SELECT id FROM jobs WHERE state = 'pending' AND id IN (",
+            due_jobs!("now()", "$1", "$6", "$7", "$8"),
+            ") FOR UPDATE SKIP LOCKED ",
             "), claimed AS ( ",
             "  UPDATE jobs SET state = 'running', attempts = attempts + 1, claim_seq = claim_seq + 1, ",
             "    lease_owner = $2, lease_expires_at = now() + make_interval(secs => $3), updated_at = now() ",
@@ -170,16 +173,25 @@ impl Store for PostgresStore {
             "), events AS ( ",
             "  INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail) ",
             "  SELECT id, now(), 'pending', 'running', $4, $5 || attempts FROM claimed ",
-            ") SELECT ", job_columns!(), " FROM claimed ORDER BY run_at, id"
+            ") SELECT ", job_columns!(), " FROM claimed"
         ))
         .bind(i64::from(limit))
         .bind(owner)
         .bind(lease.as_secs_f64())
         .bind(owner_actor(owner))
         .bind(CLAIMED_ATTEMPT)
+        .bind(Lane::BY_PRIORITY[0].as_str())
+        .bind(Lane::BY_PRIORITY[1].as_str())
+        .bind(Lane::BY_PRIORITY[2].as_str())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(job_from_row).collect()
+        let mut jobs = rows
+            .iter()
+            .map(job_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        // Urgent first (`Lane`'s order is `Lane::BY_PRIORITY`), then oldest first.
+        jobs.sort_by_key(|job| (job.lane, job.run_at, job.id));
+        Ok(jobs)
     }
 
     async fn complete_many(&self, items: &[Completion]) -> StoreResult<Vec<bool>> {

@@ -199,15 +199,17 @@ impl Writes for Transaction<'_, Sqlite> {
                 r.source,
                 r.rule,
                 r.delivery_id,
+                r.lane.as_str(),
             ])
         }));
         // `WHERE true` tells SQLite's parser that ON CONFLICT belongs to the INSERT.
         let created = sqlx::query(concat!(
             "INSERT INTO jobs (action, params, target, state, email, account_id, account_type, \
-             depends_on, run_at, max_attempts, source, rule, delivery_id, created_at, updated_at) \
+             depends_on, run_at, max_attempts, source, rule, delivery_id, lane, created_at, \
+             updated_at) \
              SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
                  value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, \
-                 value ->> 12, ?2, ?2 \
+                 value ->> 12, value ->> 13, ?2, ?2 \
              FROM json_each(?1) WHERE true ORDER BY key \
              ON CONFLICT DO NOTHING RETURNING ",
             job_columns!()

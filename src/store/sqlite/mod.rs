@@ -25,7 +25,7 @@ use super::model::*;
 use super::rows::{CLAIMED_ATTEMPT, due_jobs, job_columns, owner_actor, worker_actor};
 use super::{SYSTEM_ACTOR, Store, StoreError, StoreOptions, StoreResult, truncate_detail};
 use crate::batch::Batcher;
-use crate::domain::{Job, JobEvent, JobId, JobState, PauseReason, WorkerState};
+use crate::domain::{Job, JobEvent, JobId, JobState, Lane, PauseReason, WorkerState};
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -225,8 +225,8 @@ impl Store for SqliteStore {
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, claim_seq = claim_seq + 1, ",
             "  lease_owner = ?2, lease_expires_at = ?3, updated_at = ?4 ",
             "WHERE id IN ( ",
-            due_jobs!("?4"),
-            "LIMIT ?1) ",
+            due_jobs!("?4", "?1", "?5", "?6", "?7"),
+            ") ",
             "RETURNING ",
             job_columns!()
         ))
@@ -234,13 +234,16 @@ impl Store for SqliteStore {
         .bind(owner)
         .bind(lease_until)
         .bind(now)
+        .bind(Lane::BY_PRIORITY[0].as_str())
+        .bind(Lane::BY_PRIORITY[1].as_str())
+        .bind(Lane::BY_PRIORITY[2].as_str())
         .fetch_all(&mut *tx)
         .await?;
         let mut jobs = rows
             .iter()
             .map(job_from_row)
             .collect::<StoreResult<Vec<_>>>()?;
-        jobs.sort_by_key(|job| (job.run_at, job.id));
+        jobs.sort_by_key(|job| (job.lane, job.run_at, job.id));
         let actor = owner_actor(owner);
         for job in &jobs {
             let detail = format!("{CLAIMED_ATTEMPT}{}", job.attempts);
