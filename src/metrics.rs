@@ -18,7 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::domain::{ApiFamily, JobState, PauseReason, WorkerState};
+use crate::domain::{ApiFamily, JobState, Lane, PauseReason, WorkerState};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeliveryLabels {
@@ -37,6 +37,14 @@ struct JobLabels {
 struct RequestLabels {
     endpoint: String,
     status: String,
+    family: String,
+    /// The lane of the job the request was made for; `none` outside a job.
+    lane: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LaneLabels {
+    lane: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,6 +74,8 @@ struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<EndpointLabels, Histogram>,
     rate_limit_waits: Family<FamilyLabels, Counter>,
+    rate_limited: Family<FamilyLabels, Counter>,
+    queue_wait: Family<LaneLabels, Histogram>,
     queue_depth: Family<StateLabels, Gauge>,
     worker_paused: Family<ReasonLabels, Gauge>,
     verification_failed: Counter,
@@ -106,6 +116,20 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "rate_limit_waits",
         "429/503 answers that made an API family wait",
         rate_limit_waits.clone(),
+    );
+    let rate_limited = Family::<FamilyLabels, Counter>::default();
+    registry.register(
+        "rate_limited",
+        "429 answers from Atlassian, by API family",
+        rate_limited.clone(),
+    );
+    let queue_wait = Family::<LaneLabels, Histogram>::new_with_constructor(|| {
+        Histogram::new([0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0])
+    });
+    registry.register(
+        "queue_wait_seconds",
+        "How long a job waited from due to claimed, by lane",
+        queue_wait.clone(),
     );
     let queue_depth = Family::<StateLabels, Gauge>::default();
     registry.register("jobs", "Jobs in the store by state", queue_depth.clone());
@@ -154,6 +178,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         requests,
         latency,
         rate_limit_waits,
+        rate_limited,
+        queue_wait,
         queue_depth,
         worker_paused,
     }
@@ -197,22 +223,54 @@ pub fn time_to_revoke(seconds: f64) {
     METRICS.time_to_revoke.observe(seconds);
 }
 
-/// One request to Atlassian; `status` is `None` when no response came back.
-pub fn atlassian_request(endpoint: &str, status: Option<u16>, elapsed: Duration) {
+/// One request to Atlassian; `status` is `None` when no response came back, `lane` when
+/// the request was made outside a job.
+pub fn atlassian_request(
+    endpoint: &str,
+    family: ApiFamily,
+    lane: Option<Lane>,
+    status: Option<u16>,
+    elapsed: Duration,
+) {
     let status = status.map_or_else(|| "error".to_owned(), |s| s.to_string());
+    let limited = status_is_429(&status);
     METRICS
         .requests
         .get_or_create(&RequestLabels {
             endpoint: endpoint.to_owned(),
             status,
+            family: family.as_str().to_owned(),
+            lane: lane.map_or("none", Lane::as_str).to_owned(),
         })
         .inc();
+    if limited {
+        METRICS
+            .rate_limited
+            .get_or_create(&FamilyLabels {
+                family: family.as_str().to_owned(),
+            })
+            .inc();
+    }
     METRICS
         .latency
         .get_or_create(&EndpointLabels {
             endpoint: endpoint.to_owned(),
         })
         .observe(elapsed.as_secs_f64());
+}
+
+fn status_is_429(status: &str) -> bool {
+    status == "429"
+}
+
+/// A job claimed `waited` after it was due.
+pub fn queue_wait(lane: Lane, waited: Duration) {
+    METRICS
+        .queue_wait
+        .get_or_create(&LaneLabels {
+            lane: lane.as_str().to_owned(),
+        })
+        .observe(waited.as_secs_f64());
 }
 
 pub fn rate_limit_wait(family: ApiFamily) {

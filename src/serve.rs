@@ -83,7 +83,7 @@ impl Service {
             "starting offboard {}",
             env!("CARGO_PKG_VERSION")
         );
-        let atlassian = atlassian_client(&config);
+        let atlassian = atlassian_client(&config, store.as_ref());
         let worker = role.runs_worker().then(|| {
             worker::spawn(
                 config.clone(),
@@ -163,9 +163,9 @@ impl Service {
 /// The process's one Atlassian client. The worker and the admin API share it, and with it
 /// the pacing buckets: reading the customer inventory slows the worker's calls rather than
 /// adding to the rate Atlassian sees.
-fn atlassian_client(config: &Config) -> Option<Client> {
+fn atlassian_client(config: &Config, store: &dyn Store) -> Option<Client> {
     let atlassian = config.atlassian.as_ref()?;
-    Client::from_config(atlassian, config.worker.requests_per_second)
+    Client::for_worker(atlassian, &config.worker, store.fleet_budget())
         .inspect_err(|e| tracing::error!(error = %e, "cannot build the Atlassian client"))
         .ok()
 }

@@ -122,6 +122,26 @@ impl Client {
         ))
     }
 
+    /// The client of the worker's process: its pace is `[worker]`'s, and where `fleet` is
+    /// given (replicas on one Postgres) its tokens also come from the fleet's budget.
+    pub fn for_worker(
+        atlassian: &AtlassianConfig,
+        worker: &crate::config::WorkerConfig,
+        fleet: Option<std::sync::Arc<dyn super::FleetBudget>>,
+    ) -> anyhow::Result<Client> {
+        let client = Client::from_config(atlassian, worker.requests_per_second)?;
+        client.inner.pacer.set_bulk_share(worker.bulk_share);
+        if let Some(fleet) = fleet {
+            client.inner.pacer.share(fleet);
+        }
+        Ok(client)
+    }
+
+    /// What the pacing buckets show now, for the console's header.
+    pub fn budget_use(&self) -> [super::FamilyUse; 2] {
+        self.inner.pacer.usage()
+    }
+
     pub fn new(settings: AtlassianSettings) -> anyhow::Result<Client> {
         let rate = settings.requests_per_second;
         ensure!(
@@ -163,7 +183,7 @@ impl Client {
             http: http_client(settings.request_timeout)?,
             site,
             admin,
-            pacer: Pacer::new(rate),
+            pacer: Pacer::new(rate, crate::config::WorkerConfig::default().bulk_share),
         };
         Ok(Client {
             inner: Arc::new(inner),
@@ -272,6 +292,8 @@ impl Client {
         let sent = request.send().await;
         crate::metrics::atlassian_request(
             endpoint,
+            family,
+            super::pacing::current_lane(),
             sent.as_ref().ok().map(|r| r.status().as_u16()),
             started.elapsed(),
         );

@@ -25,5 +25,6 @@ pub use error::{CallError, NO_JSM_AGENT_LICENCE};
 pub use inventory::{CustomerFilter, CustomerKey, Inventory, InventoryProgress, PortalCustomer};
 pub use lookup::{Account, BULK_READ_IDS};
 pub use mutation::{Applied, Mutation, PlannedRequest, Settled};
+pub use pacing::{FamilyUse, FleetBudget, LEASE_SECONDS, Lease, burst_of, current_lane, in_lane, refill};
 pub use readback::Verdict;
 pub use targets::{ALL_DIRECTORIES, Directory};

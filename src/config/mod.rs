@@ -122,7 +122,12 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     pub max_attempts: i32,
     pub lease: Duration,
+    /// Each API family's budget for the whole fleet on one store (README, "Running several
+    /// replicas").
     pub requests_per_second: f64,
+    /// The share of the budget bulk jobs may use while scheduled jobs are due (README,
+    /// "Lanes").
+    pub bulk_share: f64,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
 }
@@ -136,6 +141,7 @@ impl Default for WorkerConfig {
             max_attempts: 8,
             lease: Duration::from_secs(120),
             requests_per_second: 5.0,
+            bulk_share: 0.5,
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(3600),
         }

@@ -46,6 +46,7 @@ pub(super) struct RawWorker {
     pub(super) max_attempts: Option<i64>,
     pub(super) lease_seconds: Option<i64>,
     pub(super) requests_per_second: Option<f64>,
+    pub(super) bulk_share: Option<f64>,
     pub(super) backoff_base_seconds: Option<i64>,
     pub(super) backoff_max_seconds: Option<i64>,
 }

@@ -435,11 +435,16 @@ fn validate_worker(raw: RawWorker, problems: &mut Problems) -> WorkerConfig {
             "must be a number above 0 and at most 100000",
         );
     }
+    let bulk_share = raw.bulk_share.unwrap_or(d.bulk_share);
+    if !(0.0..=1.0).contains(&bulk_share) {
+        problems.at("worker.bulk_share", "must be a number from 0 to 1");
+    }
     WorkerConfig {
         concurrency: concurrency as usize,
         max_attempts: max_attempts as i32,
         lease: Duration::from_secs(lease),
         requests_per_second: rps,
+        bulk_share,
         backoff_base: Duration::from_secs(base),
         backoff_max: Duration::from_secs(max),
     }

@@ -228,6 +228,12 @@ pub trait Store: Send + Sync + 'static {
     /// For each item, `false` when its claim is no longer held.
     async fn record_accounts(&self, items: &[AccountRecord]) -> StoreResult<Vec<bool>>;
 
+    /// The rate budget every replica on this store shares (README, "Running several
+    /// replicas"); `None` where one process is the whole fleet (SQLite).
+    fn fleet_budget(&self) -> Option<Arc<dyn crate::atlassian::FleetBudget>> {
+        None
+    }
+
     /// Writes what a claimed hand-over step has moved so far, with an event for the batch.
     async fn record_handover(
         &self,
@@ -477,6 +483,7 @@ const MIGRATIONS: &[(&str, Option<&str>, Option<&str>)] = &[
     migration!("20261210000006_people_filters", both),
     migration!("20261211000001_handover", both),
     migration!("20261212000001_lanes", both),
+    migration!("20261212000002_rate_budget", postgres),
 ];
 
 /// The embedded migrations of one backend, in order.

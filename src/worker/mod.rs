@@ -246,9 +246,13 @@ impl Worker {
             .collect())
     }
 
-    #[tracing::instrument(skip_all, fields(job_id = %job.id, action = %job.action, attempt = job.attempts))]
+    #[tracing::instrument(skip_all, fields(job_id = %job.id, action = %job.action, attempt = job.attempts, lane = %job.lane))]
     async fn run_job(&self, job: Job, slot: Slot) {
-        let (step, reservation) = self.execute(&job).await;
+        let due = job.run_at.max(job.created_at);
+        let waited = (Utc::now() - due).to_std().unwrap_or_default();
+        crate::metrics::queue_wait(job.lane, waited);
+        // The job's requests take their tokens in its lane (README, "Lanes").
+        let (step, reservation) = crate::atlassian::in_lane(job.lane, self.execute(&job)).await;
         tracing::info!(step = ?step, "job step finished");
         // A success is written by the batch writer: the slot goes to the next job meanwhile,
         // so Atlassian calls and database commits overlap. Other steps keep the slot until

@@ -5,6 +5,7 @@
 //! wake-ups in `notifier.rs`, what both backends read alike in `../rows.rs`.
 
 mod accept;
+mod budget;
 mod notifier;
 
 use std::str::FromStr;
@@ -132,6 +133,12 @@ async fn cancel_dependents(
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn fleet_budget(&self) -> Option<Arc<dyn crate::atlassian::FleetBudget>> {
+        Some(Arc::new(budget::PgBudget {
+            pool: self.pool.clone(),
+        }))
+    }
+
     fn accept_deadline(&self) -> Duration {
         self.accept.deadline
     }
