@@ -22,6 +22,7 @@ mod every_action;
 mod evidence_chain;
 mod examples;
 mod fake_handover;
+mod fake_limit;
 mod fuzz_inputs;
 mod handover;
 mod hooks;

@@ -217,6 +217,8 @@ pub(super) struct FakeState {
     /// The listings answer empty pages that are never the last (a broken server).
     pub(super) empty_listing_pages: bool,
     pub(super) latency: Duration,
+    /// The tenant's rate limit, when a test set one (`tenant_limit.rs`).
+    pub(super) tenant_limit: Option<super::tenant_limit::TenantLimit>,
     /// Jira filters and dashboards by id (`filters.rs`, `dashboards.rs`).
     pub(super) filters: BTreeMap<String, super::content::FakeItem>,
     pub(super) dashboards: BTreeMap<String, super::dashboards::FakeDashboard>,

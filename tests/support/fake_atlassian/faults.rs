@@ -163,7 +163,11 @@ fn reset_at_minute(seconds: u64) -> String {
     reset.format("%Y-%m-%dT%H:%MZ").to_string()
 }
 
-fn rate_limited(status: StatusCode, retry_after: Option<u64>, reset: Option<String>) -> Response {
+pub(super) fn rate_limited(
+    status: StatusCode,
+    retry_after: Option<u64>,
+    reset: Option<String>,
+) -> Response {
     let mut response = error(status, "Rate limit exceeded");
     let headers = response.headers_mut();
     if let Some(seconds) = retry_after {

@@ -1,5 +1,5 @@
-//! The front door every request passes: it is recorded, then delayed or faulted, then its
-//! credentials are checked, before any route sees it.
+//! The front door every request passes: it is recorded and counted against the tenant's rate
+//! limit, then delayed or faulted, then its credentials are checked, before any route sees it.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::faults::{apply_fault, wait_for_release};
+use super::tenant_limit::tenant_limited;
 use super::{ADMIN_KEY, Fake, FaultKind, SITE_EMAIL, SITE_TOKEN, error};
 
 const MAX_BODY_BYTES: usize = 1 << 20;
@@ -41,7 +42,10 @@ pub struct RecordedRequest {
     pub headers: HeaderMap,
     /// The body, if it parsed as JSON.
     pub body: Option<Value>,
+    /// When it arrived, stamped under the fake's lock: the log is in arrival order.
     pub received_at: Instant,
+    /// Refused with a `429` by the tenant's rate limit (`set_tenant_limit`): not served.
+    pub rate_limited: bool,
 }
 
 impl RecordedRequest {
@@ -57,21 +61,40 @@ impl RecordedRequest {
     }
 }
 
-/// Records the request, then applies latency, faults and authentication before routing.
+/// Records the request and counts it against the tenant limit, then applies latency, faults
+/// and authentication before routing.
 pub(super) async fn front_door(State(shared): Fake, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
         return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
     };
-    let recorded = record(&parts, &bytes);
+    let mut recorded = record(&parts, &bytes);
     let (fault, latency) = {
         let mut state = shared.lock();
+        // Stamped again under the lock, so that arrival order is the bucket's order and the
+        // served instants keep exactly to its bound (`max_in_window`).
+        recorded.received_at = Instant::now();
+        // The limit comes first and takes every request, authenticated or not, site or
+        // admin: one tenant, one budget. A refused request consumes no fault.
+        let received_at = recorded.received_at.into_std();
+        recorded.rate_limited = state
+            .tenant_limit
+            .as_mut()
+            .is_some_and(|limit| !limit.admit(received_at));
         state.requests.push(recorded.clone());
-        (state.take_fault(&recorded), state.latency)
+        let fault = if recorded.rate_limited {
+            None
+        } else {
+            state.take_fault(&recorded)
+        };
+        (fault, state.latency)
     };
     // A zero sleep still waits for the timer's next millisecond tick.
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
+    }
+    if recorded.rate_limited {
+        return tenant_limited();
     }
     let hold_answer = matches!(fault, Some(FaultKind::HoldAnswer));
     if let Some(response) = apply_fault(&shared, fault).await {
@@ -106,6 +129,7 @@ fn record(parts: &axum::http::request::Parts, body: &Bytes) -> RecordedRequest {
         headers: parts.headers.clone(),
         body: serde_json::from_slice(body).ok(),
         received_at: Instant::now(),
+        rate_limited: false,
     }
 }
 

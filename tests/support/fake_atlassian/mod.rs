@@ -3,7 +3,7 @@
 //!
 //! It keeps accounts in memory and changes them like the real API would, checks credentials,
 //! records every request (faulted ones too) and can inject rate limits, errors, latency and
-//! hanging requests.
+//! hanging requests, or hold the whole tenant to a rate limit (`tenant_limit`).
 //!
 //! It must never be kinder than production. Each behaviour carries, in brackets, the key of
 //! its source (`[AX286]`, `[UM]`, …); `tests/support/SOURCES.md` lists every key with its URL
@@ -35,11 +35,12 @@ mod issues;
 mod jql;
 mod projects;
 mod site;
+mod tenant_limit;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -288,6 +289,55 @@ impl FakeAtlassian {
     pub fn set_latency(&self, latency: Duration) {
         self.shared.lock().latency = latency;
     }
+
+    /// From now on, counts every request (site and admin alike: one tenant, whichever replica
+    /// sends it) in a token bucket of `requests_per_second`, holding at most `burst` (at
+    /// least 1), refilled continuously and starting full. A request that finds it empty is
+    /// answered `429` with `Retry-After: 1` and is not served; it is still recorded, with
+    /// `RecordedRequest::rate_limited`. Replaces any earlier limit with a full bucket.
+    pub fn set_tenant_limit(&self, requests_per_second: f64, burst: f64) {
+        let limit = tenant_limit::TenantLimit::new(requests_per_second, burst, Instant::now());
+        self.shared.lock().tenant_limit = Some(limit);
+    }
+
+    /// Lifts the tenant limit: every request is served again.
+    pub fn clear_tenant_limit(&self) {
+        self.shared.lock().tenant_limit = None;
+    }
+
+    /// How many requests the tenant limit answered with a `429`, among those recorded (since
+    /// the last `clear_requests`).
+    pub fn rate_limited_count(&self) -> usize {
+        let state = self.shared.lock();
+        state.requests.iter().filter(|r| r.rate_limited).count()
+    }
+
+    /// When each request the tenant limit let through arrived, in order (every request when
+    /// no limit is set; faulted ones too: they were counted in the budget).
+    pub fn served_times(&self) -> Vec<Instant> {
+        let state = self.shared.lock();
+        state
+            .requests
+            .iter()
+            .filter(|r| !r.rate_limited)
+            .map(|r| r.received_at.into_std())
+            .collect()
+    }
+
+    /// The most requests served within any `window` (both ends included): under a limit of
+    /// rate r and burst b, at most `r * window + b`.
+    pub fn max_in_window(&self, window: Duration) -> usize {
+        let times = self.served_times();
+        let mut start = 0;
+        let mut most = 0;
+        for (end, &at) in times.iter().enumerate() {
+            while at.duration_since(times[start]) > window {
+                start += 1;
+            }
+            most = most.max(end - start + 1);
+        }
+        most
+    }
 }
 
 /// A change to a service desk's customers, made between two pages of its customer list.
@@ -331,6 +381,7 @@ impl Default for Shared {
                 listing_page_cap: DEFAULT_LISTING_PAGE_CAP,
                 empty_listing_pages: false,
                 latency: Duration::ZERO,
+                tenant_limit: None,
                 filters: BTreeMap::new(),
                 dashboards: BTreeMap::new(),
                 issues: Default::default(),
