@@ -124,7 +124,9 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         rate_limited.clone(),
     );
     let queue_wait = Family::<LaneLabels, Histogram>::new_with_constructor(|| {
-        Histogram::new([0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0])
+        Histogram::new([
+            0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+        ])
     });
     registry.register(
         "queue_wait_seconds",

@@ -25,6 +25,8 @@ pub use error::{CallError, NO_JSM_AGENT_LICENCE};
 pub use inventory::{CustomerFilter, CustomerKey, Inventory, InventoryProgress, PortalCustomer};
 pub use lookup::{Account, BULK_READ_IDS};
 pub use mutation::{Applied, Mutation, PlannedRequest, Settled};
-pub use pacing::{FamilyUse, FleetBudget, LEASE_SECONDS, Lease, burst_of, current_lane, in_lane, refill};
+pub use pacing::{
+    FamilyUse, FleetBudget, LEASE_SECONDS, Lease, burst_of, current_lane, grant, in_lane, refill,
+};
 pub use readback::Verdict;
 pub use targets::{ALL_DIRECTORIES, Directory};

@@ -8,30 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::PgPool;
 
-use crate::atlassian::{FleetBudget, Lease, refill};
+use crate::atlassian::{FleetBudget, Lease, grant, refill};
 use crate::domain::ApiFamily;
 
 pub(super) struct PgBudget {
     pub(super) pool: PgPool,
-}
-
-/// What the row holds, as seen at the database's `now()`.
-struct Seen {
-    tokens: f64,
-    elapsed: f64,
-    paused_for: f64,
-}
-
-/// The grant out of a bucket of `tokens` (already refilled): at most `want` whole tokens;
-/// none while the family is held, and then how long until it may ask again.
-fn grant(tokens: f64, paused_for: f64, want: u32, rate: f64) -> (u32, f64, Duration) {
-    if paused_for > 0.0 {
-        return (0, tokens, Duration::from_secs_f64(paused_for));
-    }
-    let granted = tokens.floor().clamp(0.0, f64::from(want));
-    let left = tokens - granted;
-    let retry_in = Duration::from_secs_f64(((1.0 - left) / rate).max(0.0));
-    (granted as u32, left, retry_in)
 }
 
 #[async_trait]
@@ -53,7 +34,7 @@ impl FleetBudget for PgBudget {
         .execute(&mut *tx)
         .await
         .map_err(|e| e.to_string())?;
-        let (tokens, elapsed, paused_for): (f64, f64, f64) = sqlx::query_as(
+        let (tokens, elapsed, held_for): (f64, f64, f64) = sqlx::query_as(
             "SELECT tokens, extract(epoch FROM now() - refilled_at)::float8, \
                greatest(extract(epoch FROM paused_until - now()), 0)::float8 \
              FROM rate_budget WHERE family = $1 FOR UPDATE",
@@ -62,27 +43,24 @@ impl FleetBudget for PgBudget {
         .fetch_one(&mut *tx)
         .await
         .map_err(|e| e.to_string())?;
-        let seen = Seen {
-            tokens,
-            elapsed,
-            paused_for,
-        };
-        let refilled = if seen.paused_for > 0.0 {
-            seen.tokens
+        let refilled = if held_for > 0.0 {
+            tokens
         } else {
-            refill(seen.tokens, seen.elapsed, rate, burst)
+            refill(tokens, elapsed, rate, burst)
         };
-        let (granted, left, retry_in) = grant(refilled, seen.paused_for, want, rate);
-        if seen.paused_for <= 0.0 {
-            sqlx::query("UPDATE rate_budget SET tokens = $2, refilled_at = now() WHERE family = $1")
-                .bind(family.as_str())
-                .bind(left)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| e.to_string())?;
+        let (lease, left) = grant(refilled, held_for, want, rate);
+        if held_for <= 0.0 {
+            sqlx::query(
+                "UPDATE rate_budget SET tokens = $2, refilled_at = now() WHERE family = $1",
+            )
+            .bind(family.as_str())
+            .bind(left)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| e.to_string())?;
         }
         tx.commit().await.map_err(|e| e.to_string())?;
-        Ok(Lease { granted, retry_in })
+        Ok(lease)
     }
 
     /// Holds the family until `wait` from now, restarting with one token after it (as each
@@ -101,21 +79,5 @@ impl FleetBudget for PgBudget {
         .await
         .map_err(|e| e.to_string())?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::grant;
-    use std::time::Duration;
-
-    #[test]
-    fn a_grant_is_whole_tokens_up_to_the_want() {
-        assert_eq!(grant(3.7, 0.0, 2, 10.0).0, 2);
-        let (granted, left, retry) = grant(0.5, 0.0, 2, 10.0);
-        assert_eq!((granted, left), (0, 0.5));
-        assert_eq!(retry, Duration::from_millis(50));
-        let (granted, _, retry) = grant(5.0, 3.0, 2, 10.0);
-        assert_eq!((granted, retry), (0, Duration::from_secs(3)), "held");
     }
 }
