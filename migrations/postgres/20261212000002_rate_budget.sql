@@ -5,5 +5,5 @@ CREATE TABLE rate_budget (
   family TEXT PRIMARY KEY,
   tokens DOUBLE PRECISION NOT NULL,
   refilled_at TIMESTAMPTZ NOT NULL,
-  paused_until TIMESTAMPTZ NOT NULL DEFAULT '-infinity'
+  paused_until TIMESTAMPTZ
 );

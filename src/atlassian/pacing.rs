@@ -286,8 +286,12 @@ impl Bucket {
             }
             (state.rate, state.burst)
         };
-        let want = (rate * LEASE_SECONDS).ceil().clamp(1.0, burst) as u32;
-        match fleet.lease(family, want, rate, burst).await {
+        let want = (rate * LEASE_SECONDS).ceil().clamp(1.0, burst);
+        // Tokens leased are spent a little later than the fleet's bucket counts them, and a
+        // burst sent meanwhile would find Atlassian's bucket less full than ours: the fleet
+        // keeps one lease of the burst in reserve for requests still on their way.
+        let fleet_burst = (burst - want).max(want);
+        match fleet.lease(family, want as u32, rate, fleet_burst).await {
             Ok(lease) => self.lock_state().leased(Instant::now(), lease),
             Err(e) => {
                 tracing::warn!(error = %e, ?family, "cannot lease from the fleet's budget; retrying");

@@ -23,6 +23,7 @@ mod evidence_chain;
 mod examples;
 mod fake_handover;
 mod fake_limit;
+mod fleet;
 mod fuzz_inputs;
 mod handover;
 mod hooks;

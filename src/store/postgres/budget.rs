@@ -36,7 +36,7 @@ impl FleetBudget for PgBudget {
         .map_err(|e| e.to_string())?;
         let (tokens, elapsed, held_for): (f64, f64, f64) = sqlx::query_as(
             "SELECT tokens, extract(epoch FROM now() - refilled_at)::float8, \
-               greatest(extract(epoch FROM paused_until - now()), 0)::float8 \
+               coalesce(greatest(extract(epoch FROM paused_until - now()), 0), 0)::float8 \
              FROM rate_budget WHERE family = $1 FOR UPDATE",
         )
         .bind(family.as_str())
@@ -68,7 +68,7 @@ impl FleetBudget for PgBudget {
     async fn hold(&self, family: ApiFamily, wait: Duration) -> Result<(), String> {
         sqlx::query(
             "UPDATE rate_budget SET \
-               paused_until = greatest(paused_until, now() + make_interval(secs => $2)), \
+               paused_until = greatest(coalesce(paused_until, now()), now() + make_interval(secs => $2)), \
                tokens = least(tokens, 1), \
                refilled_at = greatest(refilled_at, now() + make_interval(secs => $2)) \
              WHERE family = $1",
