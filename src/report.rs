@@ -56,6 +56,10 @@ pub fn job_details(job: &JobWithEvents) -> String {
         &j.depends_on.map_or("-".to_owned(), |d| d.to_string()),
     );
     field("run_at", &rfc3339(&j.run_at));
+    field("lane", j.lane.as_str());
+    if let Some(successor) = &j.successor_account_id {
+        field("successor", successor);
+    }
     field("attempts", &format!("{}/{}", j.attempts, j.max_attempts));
     field("outcome", j.outcome.map_or("-", |o| o.as_str()));
     field("last_error", j.last_error.as_deref().unwrap_or("-"));

@@ -146,7 +146,7 @@ fn jobs_table(jobs: &[Job], now: DateTime<Utc>) -> Markup {
         div.scroll { table.jobs {
             thead {
                 tr {
-                    th { "Job" } th { "Person" } th { "Action" } th { "State" } th { "Runs" }
+                    th { "Job" } th { "Person" } th { "Action" } th { "State" } th { "Lane" } th { "Runs" }
                     th { "Source / rule" } th { "Attempts" } th { "Outcome or last error" }
                 }
             }
@@ -157,6 +157,7 @@ fn jobs_table(jobs: &[Job], now: DateTime<Utc>) -> Markup {
                         td.email { (job.email) }
                         td { (action(job)) }
                         td { (state_badge(job.state)) }
+                        td { span class={ "badge lane-" (job.lane.as_str()) } { (job.lane.as_str()) } }
                         td.when { (when(&job.run_at, now)) }
                         td.origin { (origin(job)) }
                         td.num { (job.attempts) "/" (job.max_attempts) }
@@ -280,6 +281,7 @@ fn fields(job: &Job, now: DateTime<Utc>) -> Markup {
             }
             dt { "Parameters" } dd { code { (serde_json::Value::Object(job.params.clone())) } }
             dt { "Runs" } dd { (when(&job.run_at, now)) }
+            dt { "Lane" } dd { span class={ "badge lane-" (job.lane.as_str()) } { (job.lane.as_str()) } }
             dt { "Attempts" } dd { (job.attempts) " of " (job.max_attempts) }
             dt { "Outcome" } dd { (optional(job.outcome.map(|o| o.as_str()))) }
             dt { (if job.state == JobState::Cancelled { "Reason" } else { "Last error" }) }

@@ -133,6 +133,10 @@ async fn chrome(
         doctor_failures: state.doctor.get().map_or(Vec::new(), |report| {
             report.failures().map(|c| c.name.clone()).collect()
         }),
+        budget: state
+            .atlassian
+            .as_ref()
+            .map_or(Vec::new(), |client| client.budget_use().to_vec()),
         csrf: session.csrf.clone(),
         here,
     })

@@ -23,6 +23,9 @@ pub(super) struct Chrome {
     pub dry_run: bool,
     /// The checks that failed in the latest `doctor` run.
     pub doctor_failures: Vec<String>,
+    /// This process's use of each API family's budget, and any 429 hold (README, "Running
+    /// several replicas").
+    pub budget: Vec<crate::atlassian::FamilyUse>,
     pub csrf: String,
     /// This page's path and query, where the pause and resume buttons come back to.
     pub here: String,
@@ -79,6 +82,19 @@ fn header(chrome: &Chrome) -> Markup {
                     span.badge.state-failed.doctor
                         title={ "offboard doctor failed: " (chrome.doctor_failures.join(", ")) " — run `offboard doctor` for how to fix each" } {
                         "Doctor: " (chrome.doctor_failures.len()) " failing"
+                    }
+                }
+                @for family in &chrome.budget {
+                    @if let Some(held) = family.paused_for {
+                        span.badge.state-failed.budget
+                            title={ "Atlassian answered 429: every request of the " (family.family.as_str()) " family waits until its reset" } {
+                            (family.family.as_str()) " held " (held.as_secs() + 1) " s (429)"
+                        }
+                    } @else {
+                        span.badge.budget
+                            title={ "requests per second to the " (family.family.as_str()) " family lately, of requests_per_second for the whole fleet" } {
+                            (family.family.as_str()) " " (format!("{:.1}", family.recent_rate)) "/" (format!("{}", family.rate)) " rps"
+                        }
                     }
                 }
                 @if chrome.dry_run {
