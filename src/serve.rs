@@ -72,6 +72,20 @@ impl Service {
         role: Role,
         limits: Limits,
     ) -> anyhow::Result<Service> {
+        let atlassian = atlassian_client(&config, store.as_ref());
+        Self::start_with_client(config, store, role, limits, atlassian).await
+    }
+
+    /// As `start_with_limits`, with this Atlassian client: the fleet benchmark
+    /// (`examples/fleet_bench.rs`) measures replicas that each pace themselves, as before
+    /// the fleet's budget, beside replicas that share it.
+    pub async fn start_with_client(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        role: Role,
+        limits: Limits,
+        atlassian: Option<Client>,
+    ) -> anyhow::Result<Service> {
         crate::install_tls_provider();
         let shutdown = CancellationToken::new();
         tracing::info!(
@@ -83,7 +97,6 @@ impl Service {
             "starting offboard {}",
             env!("CARGO_PKG_VERSION")
         );
-        let atlassian = atlassian_client(&config, store.as_ref());
         let worker = role.runs_worker().then(|| {
             worker::spawn(
                 config.clone(),
