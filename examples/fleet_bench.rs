@@ -7,8 +7,9 @@
 //!     [--database-url postgres://postgres@127.0.0.1/postgres]
 //! ```
 //!
-//! For 1, 2 and 3 replicas, each configured with the whole `requests_per_second`, twice: each
-//! replica pacing itself (as before the fleet's budget) and sharing the budget in Postgres.
+//! For 1, 2 and 3 replicas, each configured with the whole `requests_per_second`, twice: as
+//! before (each replica pacing itself, and the urgent job queued first-come behind the bulk
+//! ones, as every job was before lanes) and now (the budget shared in Postgres, lanes).
 //! Each run enqueues `--bulk` due bulk jobs, lets the replicas work for `--seconds`, then
 //! enqueues one urgent job, and prints: the combined requests/s the fake served against the
 //! budget, the 429s it answered, how long the urgent job waited for its first request, and
@@ -202,9 +203,11 @@ async fn run(args: &Args, replicas: usize, shared: bool) -> Run {
         (fake.served_times().len() - served_before) as f64 / window.elapsed().as_secs_f64();
     let before = fake.request_count();
     let urgent_at = Instant::now();
-    enqueue(first.as_ref(), 1, "urgent", Lane::Urgent).await;
+    // Before lanes, every job was taken first-come: as a bulk job is now.
+    let lane = if shared { Lane::Urgent } else { Lane::Bulk };
+    enqueue(first.as_ref(), 1, "urgent", lane).await;
     let mut urgent_wait = None;
-    while urgent_at.elapsed() < Duration::from_secs(120) {
+    while urgent_at.elapsed() < Duration::from_secs(300) {
         let asked = fake.requests()[before..].iter().any(|r| {
             !r.rate_limited
                 && r.body
@@ -242,18 +245,18 @@ async fn main() {
         for replicas in 1..=3 {
             let r = run(&args, replicas, shared).await;
             println!(
-                "{:<22} {replicas} replica(s): {:>6.1} requests/s served of {} ({:>5.1}% of the budget), {:>5} 429s, urgent job's first request after {}",
+                "{:<25} {replicas} replica(s): {:>6.1} requests/s served of {} ({:>5.1}% of the budget), {:>5} 429s, urgent job's first request after {}",
                 if shared {
-                    "shared budget"
+                    "now (shared, lanes)"
                 } else {
-                    "each pacing itself"
+                    "before (own, first-come)"
                 },
                 r.served_per_second,
                 args.rps,
                 100.0 * r.served_per_second / args.rps,
                 r.limited,
                 r.urgent_wait
-                    .map_or("more than 120 s".to_owned(), |w| format!(
+                    .map_or("more than 300 s".to_owned(), |w| format!(
                         "{:.2} s",
                         w.as_secs_f64()
                     )),
