@@ -60,14 +60,18 @@ backoff_max_seconds = 2
 
 /// A worker process over `db` and `fake`, with its config in a temporary directory.
 fn worker_process(db: &TestDb, fake: &FakeAtlassian) -> (WorkerProcess, tempfile::TempDir) {
+    worker_process_with(db, &worker_toml(fake))
+}
+
+/// A worker process over `db` with this configuration (after `listen` and `database_url`).
+fn worker_process_with(db: &TestDb, toml: &str) -> (WorkerProcess, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("offboard.toml");
     // Port 0: the worker process serves /healthz and /metrics, and the two store variants
     // of each test run at the same time.
     let text = format!(
-        "listen = \"127.0.0.1:0\"\ndatabase_url = \"{}\"\n{}",
-        db.url,
-        worker_toml(fake)
+        "listen = \"127.0.0.1:0\"\ndatabase_url = \"{}\"\n{toml}",
+        db.url
     );
     std::fs::File::create(&config)
         .and_then(|mut file| file.write_all(text.as_bytes()))
@@ -399,4 +403,63 @@ async fn a_killed_hand_over_reassigns_every_issue_exactly_once(db: TestDb) {
 both_stores!(
     a_killed_hand_over_reassigns_every_issue_exactly_once_on,
     a_killed_hand_over_reassigns_every_issue_exactly_once
+);
+
+/// A replica killed with SIGKILL while it holds a lease of the fleet's tokens stalls the
+/// others no longer than that lease: the survivor soon uses the whole budget alone
+/// (README, "Running several replicas").
+async fn a_killed_replica_does_not_stall_the_fleet(db: TestDb) {
+    if db.backend != crate::support::db::Backend::Postgres {
+        return;
+    }
+    offboard::install_tls_provider();
+    const RATE: f64 = 20.0;
+    let fake = FakeAtlassian::start().await;
+    let toml = format!(
+        r#"dry_run = false
+{}
+[worker]
+concurrency = 4
+lease_seconds = {LEASE_SECONDS}
+requests_per_second = {RATE:?}
+backoff_base_seconds = 1
+backoff_max_seconds = 2
+
+[safety]
+max_actions_per_hour = 1000000
+"#,
+        atlassian_toml(&fake)
+    );
+    let api = TestApp::spawn_with_role(&db, &api_toml_for("suspend_access"), Role::Api).await;
+    let people: Vec<_> = (0..600)
+        .map(|i| json!({ "email": format!("p{i}@example.com") }))
+        .collect();
+    let ids = job_ids(&api.deliver("hr", &json!({ "people": people })).await);
+    assert_eq!(ids.len(), 600);
+    let (mut process, _dir) = worker_process_with(&db, &toml);
+    let survivor = TestApp::spawn_with_role(&db, &toml, Role::Worker).await;
+    fake.set_tenant_limit(RATE, RATE);
+    // Both replicas are at work, sharing the budget.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    process.kill();
+    let killed = Instant::now();
+    // After one lease (0.25 s) and some slack, the survivor has the whole budget.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = fake.served_times().len();
+    let window = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let rate = (fake.served_times().len() - before) as f64 / window.elapsed().as_secs_f64();
+    assert!(
+        rate >= 0.9 * RATE,
+        "{rate:.1} requests/s of {RATE} from {:?} after the kill",
+        killed.elapsed()
+    );
+    assert_eq!(fake.rate_limited_count(), 0);
+    survivor.stop().await;
+    api.stop().await;
+}
+
+both_stores!(
+    a_killed_replica_does_not_stall_the_fleet_on,
+    a_killed_replica_does_not_stall_the_fleet
 );
