@@ -340,6 +340,7 @@ fn job_keys() -> BTreeSet<&'static str> {
         "account_id",
         "depends_on",
         "run_at",
+        "lane",
         "attempts",
         "max_attempts",
         "last_error",

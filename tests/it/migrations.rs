@@ -143,6 +143,18 @@ const LANDED: &[(&str, &str)] = &[
         "migrations/sqlite/20261211000001_handover.sql",
         "60ffad064b92e5670dc3b1c77c70686e38e054706f92383108cd31f984be6c263608a1d302a64ba8282dce256c93b639",
     ),
+    (
+        "migrations/postgres/20261212000001_lanes.sql",
+        "84e6df355b2ba2b12226c9306239e49811210d56b4a444897480eeaa4891961a3594b8e17f4a0e216382e82ce4221efd",
+    ),
+    (
+        "migrations/postgres/20261212000002_rate_budget.sql",
+        "9879a74887e43bd886fa483d08e7e1ff061020ef0c9a21f82a6b98ce6d50aace63465558d7a03c3a080c3e83bb54ef5f",
+    ),
+    (
+        "migrations/sqlite/20261212000001_lanes.sql",
+        "84e6df355b2ba2b12226c9306239e49811210d56b4a444897480eeaa4891961a3594b8e17f4a0e216382e82ce4221efd",
+    ),
 ];
 
 const DIRECTORIES: [&str; 2] = ["migrations/postgres", "migrations/sqlite"];
