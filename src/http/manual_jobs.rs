@@ -68,17 +68,30 @@ pub(super) async fn enqueue_jobs(
     body: Body,
 ) -> Result<Response, ApiError> {
     let body = read_capped(&headers, body, MAX_BODY_BYTES).await?;
-    let payload = json_body::parse(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
-    let Request {
-        entries,
-        approval,
-        trust_account_id,
-    } = request(payload)?;
-    let mut chains = manual::chains(&state.config, &entries, approval, chrono::Utc::now())
-        .map_err(|invalid| ApiError::InvalidRequest(describe(&invalid)))?;
-    if trust_account_id {
-        manual::trust_account_ids(&mut chains);
-    }
+    // Thousands of entries take a while to parse and check: off the threads that answer
+    // webhooks meanwhile (README, "Bulk requests and webhooks").
+    let (body, config) = (std::sync::Arc::new(body), state.config.clone());
+    let parsed = {
+        let body = body.clone();
+        tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+            let payload =
+                json_body::parse(&body).map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+            let Request {
+                entries,
+                approval,
+                trust_account_id,
+            } = request(payload)?;
+            let mut chains = manual::chains(&config, &entries, approval, chrono::Utc::now())
+                .map_err(|invalid| ApiError::InvalidRequest(describe(&invalid)))?;
+            if trust_account_id {
+                manual::trust_account_ids(&mut chains);
+            }
+            Ok((entries.len(), chains))
+        })
+        .await
+        .map_err(|e| ApiError::InvalidRequest(format!("the request could not be checked: {e}")))?
+    };
+    let (entries, chains) = parsed?;
     let given_key = headers.get("idempotency-key").is_some();
     let key = match headers.get("idempotency-key") {
         None => manual::fresh_key(ManualSource::Api),
@@ -110,7 +123,7 @@ pub(super) async fn enqueue_jobs(
     };
     tracing::info!(
         status = status.as_u16(),
-        jobs = entries.len(),
+        jobs = entries,
         "manual jobs recorded"
     );
     Ok((status, Json(receipt.answer)).into_response())

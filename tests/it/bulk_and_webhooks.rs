@@ -138,6 +138,7 @@ fn write_config(dir: &Path, db: &TestDb) -> std::path::PathBuf {
 }
 
 async fn webhooks_are_answered_while_bulk_requests_are_recorded(db: TestDb) {
+    let _machine = crate::support::MACHINE.lock().await;
     let app = Arc::new(TestApp::spawn(&db, &config()).await);
 
     let entries: Vec<_> = (0..ROWS)

@@ -297,6 +297,9 @@ async fn pages_render_and_escape_what_senders_control(db: TestDb) {
         "just now",
         " UTC",
         "0/8",
+        // Lanes (README, "Lanes"): the first step is due now, the second in 30 days.
+        "badge lane-urgent",
+        "badge lane-scheduled",
         &format!("href=\"/console/jobs/{awaiting}\""),
     ] {
         assert!(
@@ -331,6 +334,11 @@ async fn pages_render_and_escape_what_senders_control(db: TestDb) {
             .body
             .contains(&format!("href=\"/console/jobs/{}\"", direct[0])),
         "the later step links the step it waits for"
+    );
+    assert!(
+        later.body.contains("badge lane-scheduled"),
+        "{}",
+        later.body
     );
 
     let deliveries = console.get("/console/deliveries").await;

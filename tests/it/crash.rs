@@ -338,6 +338,7 @@ both_stores!(
 /// the bulk task it started is recorded on the job before it is followed, so the re-run
 /// follows that task to its end before it searches again, and finds nothing left to move.
 async fn a_killed_hand_over_reassigns_every_issue_exactly_once(db: TestDb) {
+    let _machine = crate::support::MACHINE.lock().await;
     offboard::install_tls_provider();
     let fake = FakeAtlassian::start().await;
     fake.add_managed("acc-lea", "lea@example.com");
@@ -409,6 +410,7 @@ both_stores!(
 /// others no longer than that lease: the survivor soon uses the whole budget alone
 /// (README, "Running several replicas").
 async fn a_killed_replica_does_not_stall_the_fleet(db: TestDb) {
+    let _machine = crate::support::MACHINE.lock().await;
     if db.backend != crate::support::db::Backend::Postgres {
         return;
     }

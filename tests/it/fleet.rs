@@ -109,6 +109,7 @@ async fn wait_until_done(store: &dyn Store, total: u64, within: Duration) {
 /// Three replicas on one Postgres, each configured with the whole budget, drain 3,000 jobs
 /// together without one 429, and the fake never serves more than the bucket allows.
 async fn three_replicas_share_one_budget(db: TestDb) {
+    let _machine = crate::support::MACHINE.lock().await;
     if db.backend != Backend::Postgres {
         return;
     }
@@ -151,6 +152,7 @@ both_stores!(
 
 /// An urgent job enqueued behind 5,000 due bulk jobs makes its first request within 2 s.
 async fn an_urgent_job_overtakes_five_thousand_bulk_jobs(db: TestDb) {
+    let _machine = crate::support::MACHINE.lock().await;
     let fake = FakeAtlassian::start().await;
     let app = TestApp::spawn(&db, &toml(&fake, 20.0, 4)).await;
     enqueue_bulk(app.store.as_ref(), 5000, "b").await;
@@ -190,6 +192,7 @@ both_stores!(
 
 /// A queue of bulk jobs alone uses at least 95% of the budget.
 async fn a_bulk_only_queue_uses_the_budget(db: TestDb) {
+    let _machine = crate::support::MACHINE.lock().await;
     const RATE: f64 = 20.0;
     let fake = FakeAtlassian::start().await;
     let app = TestApp::spawn_with_role(&db, &toml(&fake, RATE, 4), Role::Worker).await;
@@ -211,6 +214,7 @@ both_stores!(
 
 /// A 429 one replica sees holds the family for every replica until its reset.
 async fn a_429_holds_every_replica(db: TestDb) {
+    let _machine = crate::support::MACHINE.lock().await;
     if db.backend != Backend::Postgres {
         return;
     }

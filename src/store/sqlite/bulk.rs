@@ -10,8 +10,9 @@
 //! 25 ms and so on between tries, so a writer that started waiting during a chunk tries
 //! again at least every 20 ms for its first 50 ms. A pause longer than that is always seen.
 //!
-//! The delivery's row, with its answer naming every job, is written in the last chunk's
-//! transaction. Until then the request is not recorded: if recording stops part-way, the
+//! The delivery's row, with its answer naming every job, is written in a transaction of its
+//! own after the last chunk, the answer serialized before it begins. Until then the request
+//! is not recorded: if recording stops part-way, the
 //! jobs of the chunks already committed stay (each is a job somebody asked for), and the
 //! same request again records the rest, each step resolving to the live job the first try
 //! created, so nothing is doubled.
@@ -44,18 +45,16 @@ pub(super) async fn record_in_chunks(
 ) -> StoreResult<DeliveryReceipt> {
     let mut jobs: Vec<Job> = Vec::new();
     let mut seen: std::collections::HashSet<JobId> = std::collections::HashSet::new();
-    let last = chunks.len() - 1;
     for (i, chains) in chunks.iter().enumerate() {
         if Instant::now() >= deadline {
             // Chunks already committed stay; the same request again finishes it.
             return Err(StoreError::Overdue { in_doubt: i > 0 });
         }
         let mut tx = super::begin_write(pool).await?;
-        if (i == 0 || i == last)
+        if i == 0
             && let Some((status, response)) = tx.recorded(&[delivery]).await?.pop().flatten()
         {
-            // Recorded before, or by a copy of this request that finished first: its jobs
-            // are the ones this one resolved to.
+            // Recorded before: its jobs are the ones this one resolves to.
             return duplicate_receipt(&status, &response);
         }
         let chunk = delivery.with_chains(chains);
@@ -69,28 +68,37 @@ pub(super) async fn record_in_chunks(
             }
         }
         super::accept::record_people(&mut tx, &people_named([&chunk])).await?;
-        if i == last {
-            let answer = delivery.answer(&jobs, &[]);
-            let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
-            let row = DeliveryRow {
-                delivery,
-                status: DeliveryStatus::Accepted,
-                error: None,
-                job_ids: serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()),
-                response: serde_json::to_string(&answer).unwrap_or_default(),
-            };
-            if tx.insert_deliveries(&[row], &[]).await? != 1 {
-                return Err(StoreError::Batch(crate::store::accept::RACE.into()));
-            }
-            tx.commit().await?;
-            return Ok(DeliveryReceipt {
-                duplicate: false,
-                status: DeliveryStatus::Accepted,
-                answer,
-            });
-        }
         tx.commit().await?;
         tokio::time::sleep(PAUSE).await;
     }
-    unreachable!("the last chunk returns")
+    // The answer names every job: it is written out before the last transaction, which only
+    // stores it, so that the write lock is not held while thousands of jobs are serialized.
+    let answer = delivery.answer(&jobs, &[]);
+    let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
+    let job_ids = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+    let response = serde_json::to_string(&answer).unwrap_or_default();
+    if Instant::now() >= deadline {
+        return Err(StoreError::Overdue { in_doubt: true });
+    }
+    let mut tx = super::begin_write(pool).await?;
+    if let Some((status, response)) = tx.recorded(&[delivery]).await?.pop().flatten() {
+        // A copy of this request finished first: its jobs are the ones this one resolved to.
+        return duplicate_receipt(&status, &response);
+    }
+    let row = DeliveryRow {
+        delivery,
+        status: DeliveryStatus::Accepted,
+        error: None,
+        job_ids,
+        response,
+    };
+    if tx.insert_deliveries(&[row], &[]).await? != 1 {
+        return Err(StoreError::Batch(crate::store::accept::RACE.into()));
+    }
+    tx.commit().await?;
+    Ok(DeliveryReceipt {
+        duplicate: false,
+        status: DeliveryStatus::Accepted,
+        answer,
+    })
 }
