@@ -17,8 +17,9 @@ use crate::domain::{ApiFamily, HandOver, HandedOver, Job, Outcome};
 
 /// The most items one event names: an event's detail is bounded (`MAX_DETAIL_BYTES`).
 const ITEMS_PER_EVENT: usize = 100;
-/// How long one attempt follows a bulk task before it lets go; the task stays recorded and
-/// the next attempt follows it on.
+/// How long one attempt follows a bulk task before it lets go, at most: half the job's lease
+/// is the other bound, so the lease never runs out while a task is followed. The task stays
+/// recorded and the next attempt follows it on.
 const FOLLOW_FOR: Duration = Duration::from_secs(600);
 /// The longest wait between two looks at a bulk task.
 const POLL_AT_MOST: Duration = Duration::from_secs(2);
@@ -341,16 +342,17 @@ impl Run<'_> {
     /// could not.
     async fn follow(&mut self, task: &str) -> Result<(), Step> {
         let started = tokio::time::Instant::now();
+        let follow_for = FOLLOW_FOR.min(self.worker.config.worker.lease / 2);
         let mut wait = Duration::from_millis(100);
         let ended = loop {
             let seen = self.call(self.client().bulk_task(task)).await?;
             if seen.has_ended() {
                 break seen;
             }
-            if started.elapsed() >= FOLLOW_FOR {
+            if started.elapsed() >= follow_for {
                 return Err(Step::Transient {
                     detail: format!(
-                        "bulk task {task} is still {} after {FOLLOW_FOR:?}; the next attempt \
+                        "bulk task {task} is still {} after {follow_for:?}; the next attempt \
                          follows it on",
                         seen.status
                     ),
