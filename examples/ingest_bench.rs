@@ -105,6 +105,9 @@ async fn run_ingest(database_url: &str, concurrency: usize, requests: usize) -> 
         .build()
         .expect("client");
     let next = Arc::new(AtomicUsize::new(0));
+    // People of their own: the rounds share one database, and a person an earlier round named
+    // still has a live job, which a delivery naming them again would resolve to.
+    let run = rand::random::<u32>();
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
@@ -120,7 +123,7 @@ async fn run_ingest(database_url: &str, concurrency: usize, requests: usize) -> 
                     break;
                 }
                 let body = format!(
-                    r#"{{"type":"employee.left","data":{{"email":"person{i}@example.com","id":{i}}}}}"#
+                    r#"{{"type":"employee.left","data":{{"email":"person{i}-{run:08x}@example.com","id":{i}}}}}"#
                 );
                 let sent = Instant::now();
                 let mut request = client.post(&url).body(body.clone());
