@@ -23,7 +23,7 @@
 use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 
 use super::model::*;
 use super::{PREVIOUS_STEP_FAILED, SYSTEM_ACTOR, StoreError, StoreResult};
@@ -249,9 +249,32 @@ async fn accept_segment<W: Writes>(
         cancelled.push(cancel_for_rules(tx, delivery).await?);
     }
     let named = record_jobs(tx, &new).await?;
+    let (rows, answers) = delivery_rows(&new, &named, &cancelled);
+    // Recorded with the deliveries, after every job insert, so that concurrent transactions
+    // lock people's rows in one order.
+    let people = people_named(new.iter().copied());
+    if !rows.is_empty() && tx.insert_deliveries(&rows, &people).await? != rows.len() as u64 {
+        return Err(StoreError::Batch(RACE.into()));
+    }
+    for (i, receipt) in new_at.into_iter().zip(answers) {
+        receipts[i] = Some(receipt);
+    }
+    Ok(receipts
+        .into_iter()
+        .map(|r| r.expect("every delivery answered"))
+        .collect())
+}
+
+/// The rows of these new deliveries, each with its answer naming `named` and `cancelled`,
+/// and the receipts of those answers.
+fn delivery_rows<'a>(
+    new: &[&'a NewDelivery],
+    named: &[Vec<Job>],
+    cancelled: &[Vec<JobId>],
+) -> (Vec<DeliveryRow<'a>>, Vec<DeliveryReceipt>) {
     let mut rows = Vec::with_capacity(new.len());
-    let mut answers = Vec::with_capacity(new.len());
-    for ((&delivery, jobs), cancelled) in new.iter().zip(&named).zip(&cancelled) {
+    let mut receipts = Vec::with_capacity(new.len());
+    for ((&delivery, jobs), cancelled) in new.iter().zip(named).zip(cancelled) {
         let (status, error) = match &delivery.content {
             DeliveryContent::Unmappable { error } => {
                 (DeliveryStatus::Unmappable, Some(error.as_str()))
@@ -267,25 +290,131 @@ async fn accept_segment<W: Writes>(
             job_ids: serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into()),
             response: serde_json::to_string(&answer).unwrap_or_default(),
         });
-        answers.push((status, answer));
-    }
-    // Recorded with the deliveries, after every job insert, so that concurrent transactions
-    // lock people's rows in one order.
-    let people = people_named(new.iter().copied());
-    if !rows.is_empty() && tx.insert_deliveries(&rows, &people).await? != rows.len() as u64 {
-        return Err(StoreError::Batch(RACE.into()));
-    }
-    for (i, (status, answer)) in new_at.into_iter().zip(answers) {
-        receipts[i] = Some(DeliveryReceipt {
+        receipts.push(DeliveryReceipt {
             duplicate: false,
             status,
             answer,
         });
     }
-    Ok(receipts
-        .into_iter()
-        .map(|r| r.expect("every delivery answered"))
-        .collect())
+    (rows, receipts)
+}
+
+/// A batch planned whole as new (`fresh`), for a store that writes it in one statement
+/// (Postgres, where round trips are what a batch costs). Its jobs carry ids the store took
+/// beforehand, so every answer is written with its delivery. The store writes it only if
+/// what `fresh` assumed still holds when it does (no copy of a delivery recorded, no live
+/// job of a key), and otherwise fails the statement, so that the batch is recorded by
+/// `accept` after all.
+pub(super) struct Fresh<'a> {
+    /// In key order, so that concurrent writers lock alike.
+    pub jobs: Vec<(JobId, JobRow<'a>)>,
+    /// Every job's `created_at` and `updated_at`.
+    pub created_at: DateTime<Utc>,
+    pub events: Vec<CreationEvent>,
+    pub deliveries: Vec<DeliveryRow<'a>>,
+    pub people: Vec<PersonRow<'a>>,
+    pub receipts: Vec<DeliveryReceipt>,
+}
+
+/// The event a job is created with.
+pub(super) struct CreationEvent {
+    pub job_id: JobId,
+    pub to: JobState,
+    pub actor: String,
+    pub detail: String,
+}
+
+/// How many job ids `fresh` numbers these deliveries' jobs with; `None` where the batch
+/// needs what only `accept` does: a dedupe lookup beyond the stored key (an unsigned id's
+/// replay window), a cancel rule or an undo, or two deliveries or two steps of one key (the
+/// later resolves to the earlier).
+pub(super) fn fresh_ids(deliveries: &[&NewDelivery]) -> Option<usize> {
+    let mut keys = HashSet::new();
+    for delivery in deliveries {
+        let plain = match &delivery.content {
+            DeliveryContent::Accepted { cancels, undo, .. } => cancels.is_empty() && undo.is_none(),
+            DeliveryContent::Unmappable { .. } => true,
+        };
+        if !plain
+            || delivery.replay_since().is_some()
+            || !keys.insert((&delivery.source, &delivery.delivery_id))
+        {
+            return None;
+        }
+    }
+    let requests = requests(deliveries);
+    let mut steps = HashSet::new();
+    requests
+        .iter()
+        .all(|r| steps.insert(key_of(r)))
+        .then_some(requests.len())
+}
+
+/// `deliveries` planned as new, exactly as `accept` would record them were none recorded
+/// before and no live job in the way, their jobs numbered from `ids` and created `now`;
+/// `None` unless `fresh_ids` gives `ids.len()`.
+pub(super) fn fresh<'a>(
+    deliveries: &[&'a NewDelivery],
+    ids: &[JobId],
+    now: DateTime<Utc>,
+) -> Option<Fresh<'a>> {
+    if fresh_ids(deliveries) != Some(ids.len()) {
+        return None;
+    }
+    let requests = requests(deliveries);
+    // As Postgres keeps a time (sqlx binds whole microseconds), so that an answer shows
+    // what a later read of its job shows.
+    let created_at = now.trunc_subsecs(6);
+    let mut jobs = Vec::with_capacity(requests.len());
+    let mut events = Vec::with_capacity(requests.len());
+    let mut named: Vec<Vec<Job>> = deliveries.iter().map(|_| Vec::new()).collect();
+    for (r, &id) in requests.iter().zip(ids) {
+        let delivery = deliveries[r.delivery];
+        let row = job_row(r, delivery, r.previous.map(|p| ids[p]));
+        named[r.delivery].push(Job {
+            id,
+            action: row.action,
+            params: r.step.params.clone(),
+            state: row.state,
+            email: r.chain.email.clone(),
+            account_id: r.chain.account_id.clone(),
+            depends_on: row.depends_on,
+            run_at: row.run_at.trunc_subsecs(6),
+            lane: row.lane,
+            attempts: 0,
+            max_attempts: row.max_attempts,
+            last_error: None,
+            outcome: None,
+            source: Some(row.source.to_owned()),
+            rule: Some(row.rule.to_owned()),
+            delivery_id: Some(row.delivery_id.to_owned()),
+            created_at,
+            updated_at: created_at,
+            claim_seq: 0,
+            lease_owner: None,
+            account_type: r.chain.account_type.clone(),
+            successor_account_id: None,
+            handover: None,
+        });
+        events.push(CreationEvent {
+            job_id: id,
+            to: row.state,
+            actor: delivery.actor(),
+            detail: r.chain.creation_detail(delivery),
+        });
+        jobs.push((id, row));
+    }
+    jobs.sort_by(|(_, a), (_, b)| a.key().cmp_key(&b.key()));
+    let none: Vec<Vec<JobId>> = deliveries.iter().map(|_| Vec::new()).collect();
+    let (rows, receipts) = delivery_rows(deliveries, &named, &none);
+    Some(Fresh {
+        jobs,
+        created_at,
+        events,
+        deliveries: rows,
+        people: people_named(deliveries.iter().copied()),
+        receipts,
+    })
 }
 
 /// The delivery with the undo it asks for planned from the people's jobs as this transaction
@@ -519,23 +648,8 @@ async fn insert_wave<W: Writes>(
         .iter()
         .map(|&i| {
             let r = &requests[i];
-            let delivery = deliveries[r.delivery];
-            JobRow {
-                action: r.step.action,
-                params: r.step.params_json(),
-                target: r.target.clone(),
-                state: r.chain.initial_state(),
-                email: r.chain.email.as_str(),
-                account_id: r.chain.account_id.as_deref(),
-                account_type: r.chain.account_type.as_deref(),
-                depends_on: r.previous.and_then(|p| resolved[p].as_ref()).map(|j| j.id),
-                run_at: r.step.run_at,
-                lane: r.step.lane,
-                max_attempts: delivery.max_attempts,
-                source: &delivery.source,
-                rule: &r.chain.rule,
-                delivery_id: &delivery.delivery_id,
-            }
+            let depends_on = r.previous.and_then(|p| resolved[p].as_ref()).map(|j| j.id);
+            job_row(r, deliveries[r.delivery], depends_on)
         })
         .collect();
     let created = tx.insert_jobs(&rows).await?;
@@ -574,6 +688,40 @@ async fn insert_wave<W: Writes>(
     Ok(())
 }
 
+/// The row of a requested step, after `depends_on`.
+fn job_row<'a>(
+    r: &Request<'a>,
+    delivery: &'a NewDelivery,
+    depends_on: Option<JobId>,
+) -> JobRow<'a> {
+    JobRow {
+        action: r.step.action,
+        params: r.step.params_json(),
+        target: r.target.clone(),
+        state: r.chain.initial_state(),
+        email: r.chain.email.as_str(),
+        account_id: r.chain.account_id.as_deref(),
+        account_type: r.chain.account_type.as_deref(),
+        depends_on,
+        run_at: r.step.run_at,
+        lane: r.step.lane,
+        max_attempts: delivery.max_attempts,
+        source: &delivery.source,
+        rule: &r.chain.rule,
+        delivery_id: &delivery.delivery_id,
+    }
+}
+
+impl JobRow<'_> {
+    fn key(&self) -> JobKey<'_> {
+        JobKey {
+            action: self.action,
+            email: self.email,
+            target: self.target.clone(),
+        }
+    }
+}
+
 impl JobKey<'_> {
     fn cmp_key(&self, other: &JobKey) -> std::cmp::Ordering {
         (self.action.as_str(), self.email, &self.target).cmp(&(
@@ -581,5 +729,125 @@ impl JobKey<'_> {
             other.email,
             &other.target,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Map;
+
+    use super::*;
+    use crate::domain::{Email, NewCancel};
+
+    fn chain(email: &str, actions: &[Action]) -> NewChain {
+        NewChain {
+            email: Email::parse(email).unwrap(),
+            account_id: None,
+            account_type: None,
+            rule: "leaver".into(),
+            approval: false,
+            steps: actions
+                .iter()
+                .map(|&action| NewStep {
+                    action,
+                    params: Map::new(),
+                    run_at: Utc::now(),
+                    lane: Lane::Urgent,
+                })
+                .collect(),
+        }
+    }
+
+    fn delivery(id: &str, chains: Vec<NewChain>) -> NewDelivery {
+        NewDelivery {
+            source: "hr".into(),
+            delivery_id: id.into(),
+            body_sha256: "ab".repeat(32),
+            dedupe: Dedupe::SignedId,
+            received_at: Utc::now(),
+            max_attempts: 3,
+            content: DeliveryContent::Accepted {
+                cancels: Vec::new(),
+                chains,
+                refused: Vec::new(),
+                approval_required: None,
+                undo: None,
+            },
+        }
+    }
+
+    const TWO: [Action; 2] = [Action::SuspendAccess, Action::DeactivateAccount];
+
+    #[test]
+    fn a_batch_of_new_deliveries_is_planned_whole_with_the_ids_given() {
+        let a = delivery("a", vec![chain("a@example.com", &TWO)]);
+        let b = delivery("b", vec![chain("b@example.com", &TWO[..1])]);
+        let batch = [&a, &b];
+        assert_eq!(fresh_ids(&batch), Some(3));
+        let ids = [JobId(7), JobId(8), JobId(9)];
+        let fresh = fresh(&batch, &ids, Utc::now()).expect("all new");
+        let answered: Vec<Vec<(JobId, Option<JobId>)>> = fresh
+            .receipts
+            .iter()
+            .map(|r| {
+                r.answer
+                    .jobs()
+                    .iter()
+                    .map(|j| (j.id, j.depends_on))
+                    .collect()
+            })
+            .collect();
+        // Numbered in rule order; the second step waits for the first.
+        assert_eq!(
+            answered,
+            [
+                vec![(JobId(7), None), (JobId(8), Some(JobId(7)))],
+                vec![(JobId(9), None)]
+            ]
+        );
+        assert_eq!(fresh.events.len(), 3);
+        assert_eq!(fresh.deliveries.len(), 2);
+        assert_eq!(fresh.people.len(), 2);
+        // Too few or too many ids: not planned.
+        assert!(super::fresh(&batch, &ids[..2], Utc::now()).is_none());
+    }
+
+    #[test]
+    fn what_needs_the_transaction_is_not_planned_whole() {
+        let plain = delivery("a", vec![chain("a@example.com", &TWO)]);
+        let copy = delivery("a", vec![chain("c@example.com", &TWO)]);
+        assert_eq!(
+            fresh_ids(&[&plain, &copy]),
+            None,
+            "two deliveries of one key"
+        );
+        let same_person = delivery("b", vec![chain("a@example.com", &TWO[..1])]);
+        assert_eq!(
+            fresh_ids(&[&plain, &same_person]),
+            None,
+            "two steps of one key"
+        );
+        let unsigned = NewDelivery {
+            dedupe: Dedupe::UnsignedId {
+                replay_since: Utc::now(),
+            },
+            ..delivery("u", vec![chain("u@example.com", &TWO)])
+        };
+        assert_eq!(fresh_ids(&[&unsigned]), None, "a replay window");
+        let mut cancelling = delivery("c", Vec::new());
+        if let DeliveryContent::Accepted { cancels, .. } = &mut cancelling.content {
+            cancels.push(NewCancel {
+                email: Email::parse("a@example.com").unwrap(),
+                rule: "rehired".into(),
+            });
+        }
+        assert_eq!(fresh_ids(&[&cancelling]), None, "a cancel rule");
+        let unmappable = NewDelivery {
+            content: DeliveryContent::Unmappable {
+                error: "no rule".into(),
+            },
+            ..delivery("x", Vec::new())
+        };
+        assert_eq!(fresh_ids(&[&plain, &unmappable]), Some(2));
     }
 }

@@ -645,6 +645,117 @@ both_stores!(
     unsigned_deliveries_arriving_together
 );
 
+/// Signed deliveries arriving together (on Postgres: batches, which are written in one
+/// statement while all they name is new, and otherwise in a transaction): each new one gets
+/// its chain, answered as stored; copies of one id have one winner; deliveries for one
+/// person's same action resolve to one live job.
+async fn signed_deliveries_arriving_together(db: TestDb) {
+    let store = db.store().await;
+    let run_at = due();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..45 {
+        let new = match i % 3 {
+            0 => delivery(
+                "hr",
+                &format!("new-{i}"),
+                accepted(
+                    vec![],
+                    vec![chain(
+                        &format!("p{i}@example.com"),
+                        &[Action::SuspendAccess, Action::RemoveFromGroup],
+                        run_at,
+                    )],
+                ),
+            ),
+            1 => delivery(
+                "hr",
+                "copied",
+                accepted(
+                    vec![],
+                    vec![chain(
+                        "copied@example.com",
+                        &[Action::SuspendAccess],
+                        run_at,
+                    )],
+                ),
+            ),
+            _ => delivery(
+                "hr",
+                &format!("same-{i}"),
+                accepted(
+                    vec![],
+                    vec![chain("same@example.com", &[Action::DeleteAccount], run_at)],
+                ),
+            ),
+        };
+        let store = store.clone();
+        tasks.spawn(async move { (i, store.accept_delivery(new).await.expect("accept")) });
+    }
+    let receipts = tasks.join_all().await;
+    let of = |kind: usize| {
+        receipts
+            .iter()
+            .filter(move |(i, _)| i % 3 == kind)
+            .map(|(_, r)| r)
+    };
+    for receipt in of(0) {
+        assert!(!receipt.duplicate);
+        let ids = receipt_ids(receipt);
+        assert_eq!(ids.len(), 2, "{}", receipt.body());
+        for (answered, id) in receipt.body()["jobs"].as_array().unwrap().iter().zip(&ids) {
+            let stored = show(&*store, *id).await;
+            assert_eq!(answered, &serde_json::to_value(&stored.job).unwrap());
+            assert_eq!(stored.events.len(), 1, "one creation event");
+        }
+        assert_eq!(show(&*store, ids[1]).await.job.depends_on, Some(ids[0]));
+    }
+    let copies: Vec<_> = of(1).collect();
+    assert_eq!(copies.iter().filter(|r| !r.duplicate).count(), 1);
+    let winner = receipt_ids(copies.iter().find(|r| !r.duplicate).unwrap());
+    assert!(copies.iter().all(|r| receipt_ids(r) == winner));
+    let same: Vec<JobId> = of(2).flat_map(receipt_ids).collect();
+    assert_eq!(same.len(), 15);
+    assert!(same.iter().all(|id| *id == same[0]), "{same:?}");
+    assert!(of(2).all(|r| !r.duplicate));
+    // 15 new, one of the copies, 15 for the same person.
+    assert_eq!(store.list_deliveries(None, 100).await.unwrap().len(), 31);
+    assert_eq!(all_jobs(&*store).await.len(), 30 + 1 + 1);
+}
+both_stores!(
+    signed_deliveries_arriving_together_on,
+    signed_deliveries_arriving_together
+);
+
+/// A signed id is a repeat of any delivery of its source recorded under that id, also one
+/// recorded while the id was not signed (the source's scheme changed since).
+async fn a_signed_id_repeats_a_copy_recorded_unsigned(db: TestDb) {
+    let store = db.store().await;
+    let first = store
+        .accept_delivery(unsigned("wh-7", "body-a", MONTH, "a@example.com"))
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    let signed = NewDelivery {
+        source: "jira".to_owned(),
+        ..delivery(
+            "jira",
+            "wh-7",
+            accepted(
+                vec![],
+                vec![chain("b@example.com", &[Action::SuspendAccess], due())],
+            ),
+        )
+    };
+    let again = store.accept_delivery(signed).await.unwrap();
+    assert!(again.duplicate, "{}", again.body());
+    assert_eq!(receipt_ids(&again), receipt_ids(&first));
+    assert_eq!(all_jobs(&*store).await.len(), 1);
+}
+both_stores!(
+    a_signed_id_repeats_a_copy_recorded_unsigned_on,
+    a_signed_id_repeats_a_copy_recorded_unsigned
+);
+
 async fn unmappable_delivery_is_recorded_and_replayed(db: TestDb) {
     let store = db.store().await;
     let unmappable = || {

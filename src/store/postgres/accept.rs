@@ -8,6 +8,8 @@
 //! batch to commit before it is answered. A batch that raced another transaction is recorded
 //! again one delivery at a time.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,6 +17,7 @@ use chrono::{DateTime, Utc};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{Acquire, Postgres, Row, Transaction};
+use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use super::job_from_row;
@@ -63,10 +66,49 @@ const MAX_BATCH: usize = 64;
 pub(super) type AcceptBatcher = Batcher<NewDelivery, StoreResult<DeliveryReceipt>>;
 
 pub(super) fn spawn_batcher(pool: PgPool, limits: Limits) -> AcceptBatcher {
+    let ids = Arc::new(Mutex::new(JobIds::default()));
     Batcher::spawn(MAX_BATCH, MAX_BATCH, move |batch| {
-        let pool = pool.clone();
-        async move { write_batch(&pool, limits.acquire_timeout, batch).await }
+        let (pool, ids) = (pool.clone(), ids.clone());
+        async move { write_batch(&pool, &ids, limits.acquire_timeout, batch).await }
     })
+}
+
+/// Job ids taken from the sequence ahead of the batches that number their jobs with them
+/// (`accept::fresh`): one round trip per `TAKE_IDS` jobs rather than one per batch.
+#[derive(Default)]
+struct JobIds {
+    ids: VecDeque<JobId>,
+    taken_at: Option<Instant>,
+}
+
+/// How many ids are taken at once.
+const TAKE_IDS: i64 = 256;
+
+/// How long ids are kept. A job numbered with an id taken earlier sorts before the jobs
+/// other writers created meanwhile, as one whose transaction ran that long would; kept
+/// briefly, ids follow creation as closely as the sequence itself does.
+const KEEP_IDS: Duration = Duration::from_millis(250);
+
+impl JobIds {
+    /// `n` ids, in ascending order.
+    async fn take(&mut self, conn: &mut PgConnection, n: usize) -> Result<Vec<JobId>, sqlx::Error> {
+        if self.taken_at.is_none_or(|at| at.elapsed() > KEEP_IDS) {
+            self.ids.clear();
+        }
+        if self.ids.len() < n {
+            let more: Vec<JobId> = sqlx::query_scalar(
+                "SELECT nextval(pg_get_serial_sequence('jobs', 'id')) \
+                 FROM generate_series(1, $1)",
+            )
+            .bind(TAKE_IDS.max(n as i64))
+            .fetch_all(&mut *conn)
+            .await?;
+            self.ids.clear();
+            self.ids.extend(more);
+            self.taken_at = Some(Instant::now());
+        }
+        Ok(self.ids.drain(..n).collect())
+    }
 }
 
 /// Accepts one delivery that does not go into a batch, by `deadline`.
@@ -90,6 +132,7 @@ pub(super) async fn accept_alone(
 /// Writes one batch; an answer per delivery, in order.
 async fn write_batch(
     pool: &PgPool,
+    ids: &Mutex<JobIds>,
     acquire_timeout: Duration,
     batch: Vec<NewDelivery>,
 ) -> Vec<StoreResult<DeliveryReceipt>> {
@@ -105,7 +148,11 @@ async fn write_batch(
         }
     };
     let deliveries: Vec<&NewDelivery> = batch.iter().collect();
-    let together = in_transaction(&mut conn, &deliveries).await;
+    let together = match as_fresh(&mut conn, ids, &deliveries).await {
+        Ok(Some(receipts)) => Ok(receipts),
+        Ok(None) => in_transaction(&mut conn, &deliveries).await,
+        Err(e) => Err(e),
+    };
     // What follows takes connections of its own, and the pool may have only this one.
     drop(conn);
     match together {
@@ -144,6 +191,174 @@ async fn write_batch(
                 .collect()
         }
     }
+}
+
+/// Records the batch in one statement as new (`accept::fresh`) where it may be; `None`
+/// where it may not, or where the statement found what `fresh` assumed absent (a copy of
+/// a delivery, a live job of a key): `accept` then records it.
+async fn as_fresh(
+    conn: &mut PgConnection,
+    ids: &Mutex<JobIds>,
+    deliveries: &[&NewDelivery],
+) -> StoreResult<Option<Vec<DeliveryReceipt>>> {
+    let Some(needed) = accept::fresh_ids(deliveries) else {
+        return Ok(None);
+    };
+    let ids = ids.lock().await.take(conn, needed).await?;
+    let Some(fresh) = accept::fresh(deliveries, &ids, Utc::now()) else {
+        return Ok(None);
+    };
+    match write_fresh(conn, &fresh).await {
+        Ok(()) => Ok(Some(fresh.receipts)),
+        Err(sqlx::Error::Database(e)) if !server_gave_up(e.as_ref()) => {
+            tracing::debug!(code = ?e.code(), "a delivery batch is not all new; recording it in a transaction");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes a batch planned as new in one statement, which is one transaction: its jobs,
+/// their creation events, the people, and the deliveries with their answers. It fails,
+/// writing nothing, where a live job holds a job's key or a delivery's key is taken (the
+/// unique indexes), and where any delivery of the source was recorded under the same id
+/// (the `recorded` guard: the dedupe lookup of a signed id matches a copy stored under any
+/// key).
+async fn write_fresh(
+    conn: &mut PgConnection,
+    fresh: &accept::Fresh<'_>,
+) -> Result<(), sqlx::Error> {
+    let jobs = &fresh.jobs;
+    let job_ids: Vec<JobId> = jobs.iter().map(|(id, _)| *id).collect();
+    let actions: Vec<&str> = jobs.iter().map(|(_, r)| r.action.as_str()).collect();
+    let params: Vec<&str> = jobs.iter().map(|(_, r)| r.params.as_str()).collect();
+    let targets: Vec<&str> = jobs.iter().map(|(_, r)| r.target.as_str()).collect();
+    let states: Vec<&str> = jobs.iter().map(|(_, r)| r.state.as_str()).collect();
+    let emails: Vec<&str> = jobs.iter().map(|(_, r)| r.email).collect();
+    let account_ids: Vec<Option<&str>> = jobs.iter().map(|(_, r)| r.account_id).collect();
+    let account_types: Vec<Option<&str>> = jobs.iter().map(|(_, r)| r.account_type).collect();
+    let depends_on: Vec<Option<JobId>> = jobs.iter().map(|(_, r)| r.depends_on).collect();
+    let run_at: Vec<DateTime<Utc>> = jobs.iter().map(|(_, r)| r.run_at).collect();
+    let max_attempts: Vec<i32> = jobs.iter().map(|(_, r)| r.max_attempts).collect();
+    let sources: Vec<&str> = jobs.iter().map(|(_, r)| r.source).collect();
+    let rules: Vec<&str> = jobs.iter().map(|(_, r)| r.rule).collect();
+    let delivery_ids: Vec<&str> = jobs.iter().map(|(_, r)| r.delivery_id).collect();
+    let lanes: Vec<&str> = jobs.iter().map(|(_, r)| r.lane.as_str()).collect();
+
+    let events = &fresh.events;
+    let event_jobs: Vec<JobId> = events.iter().map(|e| e.job_id).collect();
+    let event_states: Vec<&str> = events.iter().map(|e| e.to.as_str()).collect();
+    let actors: Vec<&str> = events.iter().map(|e| e.actor.as_str()).collect();
+    let details: Vec<&str> = events.iter().map(|e| e.detail.as_str()).collect();
+
+    let people = &fresh.people;
+    let people_emails: Vec<&str> = people.iter().map(|p| p.email).collect();
+    let first_seen: Vec<DateTime<Utc>> = people.iter().map(|p| p.first_seen).collect();
+    let effective_at: Vec<DateTime<Utc>> = people.iter().map(|p| p.effective_at).collect();
+
+    let rows = &fresh.deliveries;
+    let d_sources: Vec<&str> = rows.iter().map(|r| r.delivery.source.as_str()).collect();
+    let d_ids: Vec<&str> = rows
+        .iter()
+        .map(|r| r.delivery.delivery_id.as_str())
+        .collect();
+    let received: Vec<DateTime<Utc>> = rows.iter().map(|r| r.delivery.received_at).collect();
+    let bodies: Vec<&str> = rows
+        .iter()
+        .map(|r| r.delivery.body_sha256.as_str())
+        .collect();
+    let keys: Vec<&str> = rows.iter().map(|r| r.delivery.key_body_sha256()).collect();
+    let statuses: Vec<&str> = rows.iter().map(|r| r.status.as_str()).collect();
+    let errors: Vec<Option<&str>> = rows.iter().map(|r| r.error).collect();
+    let named: Vec<&str> = rows.iter().map(|r| r.job_ids.as_str()).collect();
+    let responses: Vec<&str> = rows.iter().map(|r| r.response.as_str()).collect();
+    let approvals: Vec<Option<&str>> = rows
+        .iter()
+        .map(|r| r.delivery.approval_required())
+        .collect();
+
+    // Data-modifying CTEs all run, and the statement is one transaction: it commits whole
+    // or not at all. A taken key fails it with a unique violation; a copy recorded under
+    // another key fails it with the cast of `repeat`, which is evaluated (and fails) only
+    // for a delivery that has such a copy.
+    sqlx::query(
+        "WITH new_jobs AS ( \
+             INSERT INTO jobs (id, action, params, target, state, email, account_id, \
+             account_type, depends_on, run_at, max_attempts, source, rule, delivery_id, lane, \
+             created_at, updated_at) \
+             SELECT u.id, u.action, u.params, u.target, u.state, u.email, u.account_id, \
+                 u.account_type, u.depends_on, u.run_at, u.max_attempts, u.source, u.rule, \
+                 u.delivery_id, u.lane, $16, $16 \
+             FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                 $6::text[], $7::text[], $8::text[], $9::int8[], $10::timestamptz[], \
+                 $11::int4[], $12::text[], $13::text[], $14::text[], $15::text[]) \
+                 WITH ORDINALITY AS u (id, action, params, target, state, email, account_id, \
+                 account_type, depends_on, run_at, max_attempts, source, rule, delivery_id, \
+                 lane, n) \
+             ORDER BY u.n), \
+         creation_events AS ( \
+             INSERT INTO job_events (job_id, at, from_state, to_state, actor, detail) \
+             SELECT u.job_id, $16, NULL, u.to_state, u.actor, u.detail \
+             FROM unnest($17::int8[], $18::text[], $19::text[], $20::text[]) \
+                 WITH ORDINALITY AS u (job_id, to_state, actor, detail, n) \
+             ORDER BY u.n), \
+         people_named AS ( \
+             INSERT INTO people (email, first_seen, effective_at) \
+             SELECT * FROM unnest($21::text[], $22::timestamptz[], $23::timestamptz[]) \
+             ON CONFLICT (email) DO UPDATE SET \
+                 first_seen = least(people.first_seen, excluded.first_seen), \
+                 effective_at = least(people.effective_at, excluded.effective_at)), \
+         new_deliveries AS ( \
+             SELECT u.*, CASE WHEN EXISTS ( \
+                     SELECT 1 FROM deliveries d \
+                     WHERE d.source = u.source AND d.delivery_id = u.delivery_id) \
+                 THEN ('recorded before: ' || u.delivery_id)::int END AS repeat \
+             FROM unnest($24::text[], $25::text[], $26::timestamptz[], $27::text[], \
+                 $28::text[], $29::text[], $30::text[], $31::text[], $32::text[], \
+                 $33::text[]) AS u (source, delivery_id, received_at, body_sha256, \
+                 key_body_sha256, status, error, job_ids, response, approval_required)) \
+         INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, \
+             key_body_sha256, status, error, job_ids, response, approval_required) \
+         SELECT source, delivery_id, received_at, body_sha256, key_body_sha256, status, \
+             error, job_ids, response, approval_required \
+         FROM new_deliveries WHERE repeat IS NULL",
+    )
+    .bind(&job_ids)
+    .bind(&actions)
+    .bind(&params)
+    .bind(&targets)
+    .bind(&states)
+    .bind(&emails)
+    .bind(&account_ids)
+    .bind(&account_types)
+    .bind(&depends_on)
+    .bind(&run_at)
+    .bind(&max_attempts)
+    .bind(&sources)
+    .bind(&rules)
+    .bind(&delivery_ids)
+    .bind(&lanes)
+    .bind(fresh.created_at)
+    .bind(&event_jobs)
+    .bind(&event_states)
+    .bind(&actors)
+    .bind(&details)
+    .bind(&people_emails)
+    .bind(&first_seen)
+    .bind(&effective_at)
+    .bind(&d_sources)
+    .bind(&d_ids)
+    .bind(&received)
+    .bind(&bodies)
+    .bind(&keys)
+    .bind(&statuses)
+    .bind(&errors)
+    .bind(&named)
+    .bind(&responses)
+    .bind(&approvals)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Whether recording a batch's deliveries one by one may succeed where the batch failed.
