@@ -72,11 +72,18 @@ pub(super) async fn record_in_chunks(
         tokio::time::sleep(PAUSE).await;
     }
     // The answer names every job: it is written out before the last transaction, which only
-    // stores it, so that the write lock is not held while thousands of jobs are serialized.
-    let answer = delivery.answer(&jobs, &[]);
-    let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
-    let job_ids = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
-    let response = serde_json::to_string(&answer).unwrap_or_default();
+    // stores it, so that the write lock is not held while thousands of jobs are serialized;
+    // and off the runtime's threads, which answer webhooks meanwhile.
+    let asked = delivery.with_chains(&[]);
+    let (answer, job_ids, response) = tokio::task::spawn_blocking(move || {
+        let answer = asked.answer(&jobs, &[]);
+        let ids: Vec<String> = jobs.iter().map(|j| j.id.to_string()).collect();
+        let job_ids = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+        let response = serde_json::to_string(&answer).unwrap_or_default();
+        (answer, job_ids, response)
+    })
+    .await
+    .map_err(|e| StoreError::Batch(format!("writing out the answer failed: {e}")))?;
     if Instant::now() >= deadline {
         return Err(StoreError::Overdue { in_doubt: true });
     }
