@@ -2,11 +2,12 @@
 //! `../accept.rs` written for Postgres (arrays bound whole and `unnest`ed, rows held with
 //! `FOR UPDATE`, advisory locks for what has no row yet).
 //!
-//! Ingestion is bound by the database's CPU, and most of what a delivery costs there is per
-//! statement and per commit, not per row. So deliveries that arrive together are gathered
-//! into one batch and recorded by the one algorithm in one transaction; each waits for its
-//! batch to commit before it is answered. A batch that raced another transaction is recorded
-//! again one delivery at a time.
+//! Most of what a delivery costs is per round trip and per commit, not per row. So
+//! deliveries that arrive together are gathered into one batch; each waits for its batch to
+//! commit before it is answered. A batch of new deliveries naming only new jobs is written in
+//! one statement (`accept::fresh`, `write_fresh`); any other, or one that statement refused,
+//! is recorded by the one algorithm in one transaction. A batch that raced another
+//! transaction is recorded again one delivery at a time.
 
 use std::collections::VecDeque;
 use std::sync::Arc;

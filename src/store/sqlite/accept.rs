@@ -1,6 +1,7 @@
 //! Accepting deliveries on SQLite: the writer that gathers them, and the statements of
-//! `../accept.rs` written for SQLite (rows bound as one JSON array and read with `json_each`;
-//! nothing to lock, since the immediate transaction holds the database's write lock).
+//! `../accept.rs` written for SQLite (rows bound as one JSON array and read with `json_each`,
+//! but deliveries a row at a time; nothing to lock, since the immediate transaction holds the
+//! database's write lock).
 
 use async_trait::async_trait;
 use serde_json::json;
