@@ -223,66 +223,28 @@ async fn as_fresh(
 /// their creation events, the people, and the deliveries with their answers. It fails,
 /// writing nothing, where a live job holds a job's key or a delivery's key is taken (the
 /// unique indexes), and where any delivery of the source was recorded under the same id
-/// (the `recorded` guard: the dedupe lookup of a signed id matches a copy stored under any
+/// (the `repeat` column: the dedupe lookup of a signed id matches a copy stored under any
 /// key).
 async fn write_fresh(
     conn: &mut PgConnection,
     fresh: &accept::Fresh<'_>,
 ) -> Result<(), sqlx::Error> {
-    let jobs = &fresh.jobs;
-    let job_ids: Vec<JobId> = jobs.iter().map(|(id, _)| *id).collect();
-    let actions: Vec<&str> = jobs.iter().map(|(_, r)| r.action.as_str()).collect();
-    let params: Vec<&str> = jobs.iter().map(|(_, r)| r.params.as_str()).collect();
-    let targets: Vec<&str> = jobs.iter().map(|(_, r)| r.target.as_str()).collect();
-    let states: Vec<&str> = jobs.iter().map(|(_, r)| r.state.as_str()).collect();
-    let emails: Vec<&str> = jobs.iter().map(|(_, r)| r.email).collect();
-    let account_ids: Vec<Option<&str>> = jobs.iter().map(|(_, r)| r.account_id).collect();
-    let account_types: Vec<Option<&str>> = jobs.iter().map(|(_, r)| r.account_type).collect();
-    let depends_on: Vec<Option<JobId>> = jobs.iter().map(|(_, r)| r.depends_on).collect();
-    let run_at: Vec<DateTime<Utc>> = jobs.iter().map(|(_, r)| r.run_at).collect();
-    let max_attempts: Vec<i32> = jobs.iter().map(|(_, r)| r.max_attempts).collect();
-    let sources: Vec<&str> = jobs.iter().map(|(_, r)| r.source).collect();
-    let rules: Vec<&str> = jobs.iter().map(|(_, r)| r.rule).collect();
-    let delivery_ids: Vec<&str> = jobs.iter().map(|(_, r)| r.delivery_id).collect();
-    let lanes: Vec<&str> = jobs.iter().map(|(_, r)| r.lane.as_str()).collect();
-
+    let job_ids: Vec<JobId> = fresh.jobs.iter().map(|(id, _)| *id).collect();
+    let jobs = JobArrays::of(fresh.jobs.iter().map(|(_, row)| row));
     let events = &fresh.events;
     let event_jobs: Vec<JobId> = events.iter().map(|e| e.job_id).collect();
     let event_states: Vec<&str> = events.iter().map(|e| e.to.as_str()).collect();
     let actors: Vec<&str> = events.iter().map(|e| e.actor.as_str()).collect();
     let details: Vec<&str> = events.iter().map(|e| e.detail.as_str()).collect();
 
-    let people = &fresh.people;
-    let people_emails: Vec<&str> = people.iter().map(|p| p.email).collect();
-    let first_seen: Vec<DateTime<Utc>> = people.iter().map(|p| p.first_seen).collect();
-    let effective_at: Vec<DateTime<Utc>> = people.iter().map(|p| p.effective_at).collect();
-
-    let rows = &fresh.deliveries;
-    let d_sources: Vec<&str> = rows.iter().map(|r| r.delivery.source.as_str()).collect();
-    let d_ids: Vec<&str> = rows
-        .iter()
-        .map(|r| r.delivery.delivery_id.as_str())
-        .collect();
-    let received: Vec<DateTime<Utc>> = rows.iter().map(|r| r.delivery.received_at).collect();
-    let bodies: Vec<&str> = rows
-        .iter()
-        .map(|r| r.delivery.body_sha256.as_str())
-        .collect();
-    let keys: Vec<&str> = rows.iter().map(|r| r.delivery.key_body_sha256()).collect();
-    let statuses: Vec<&str> = rows.iter().map(|r| r.status.as_str()).collect();
-    let errors: Vec<Option<&str>> = rows.iter().map(|r| r.error).collect();
-    let named: Vec<&str> = rows.iter().map(|r| r.job_ids.as_str()).collect();
-    let responses: Vec<&str> = rows.iter().map(|r| r.response.as_str()).collect();
-    let approvals: Vec<Option<&str>> = rows
-        .iter()
-        .map(|r| r.delivery.approval_required())
-        .collect();
+    let people = PersonArrays::of(&fresh.people);
+    let deliveries = DeliveryArrays::of(&fresh.deliveries);
 
     // Data-modifying CTEs all run, and the statement is one transaction: it commits whole
     // or not at all. A taken key fails it with a unique violation; a copy recorded under
     // another key fails it with the cast of `repeat`, which is evaluated (and fails) only
     // for a delivery that has such a copy.
-    sqlx::query(
+    let query = sqlx::query(
         "WITH new_jobs AS ( \
              INSERT INTO jobs (id, action, params, target, state, email, account_id, \
              account_type, depends_on, run_at, max_attempts, source, rule, delivery_id, lane, \
@@ -324,41 +286,18 @@ async fn write_fresh(
              error, job_ids, response, approval_required \
          FROM new_deliveries WHERE repeat IS NULL",
     )
-    .bind(&job_ids)
-    .bind(&actions)
-    .bind(&params)
-    .bind(&targets)
-    .bind(&states)
-    .bind(&emails)
-    .bind(&account_ids)
-    .bind(&account_types)
-    .bind(&depends_on)
-    .bind(&run_at)
-    .bind(&max_attempts)
-    .bind(&sources)
-    .bind(&rules)
-    .bind(&delivery_ids)
-    .bind(&lanes)
-    .bind(fresh.created_at)
-    .bind(&event_jobs)
-    .bind(&event_states)
-    .bind(&actors)
-    .bind(&details)
-    .bind(&people_emails)
-    .bind(&first_seen)
-    .bind(&effective_at)
-    .bind(&d_sources)
-    .bind(&d_ids)
-    .bind(&received)
-    .bind(&bodies)
-    .bind(&keys)
-    .bind(&statuses)
-    .bind(&errors)
-    .bind(&named)
-    .bind(&responses)
-    .bind(&approvals)
-    .execute(&mut *conn)
-    .await?;
+    .bind(&job_ids);
+    let query = jobs
+        .bind(query)
+        .bind(fresh.created_at)
+        .bind(&event_jobs)
+        .bind(&event_states)
+        .bind(&actors)
+        .bind(&details);
+    deliveries
+        .bind(people.bind(query))
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -525,23 +464,10 @@ impl Writes for Transaction<'_, Postgres> {
     }
 
     async fn insert_jobs(&mut self, rows: &[JobRow<'_>]) -> StoreResult<Vec<Job>> {
-        let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
-        let params: Vec<&str> = rows.iter().map(|r| r.params.as_str()).collect();
-        let targets: Vec<&str> = rows.iter().map(|r| r.target.as_str()).collect();
-        let states: Vec<&str> = rows.iter().map(|r| r.state.as_str()).collect();
-        let emails: Vec<&str> = rows.iter().map(|r| r.email).collect();
-        let account_ids: Vec<Option<&str>> = rows.iter().map(|r| r.account_id).collect();
-        let account_types: Vec<Option<&str>> = rows.iter().map(|r| r.account_type).collect();
-        let depends_on: Vec<Option<JobId>> = rows.iter().map(|r| r.depends_on).collect();
-        let run_at: Vec<DateTime<Utc>> = rows.iter().map(|r| r.run_at).collect();
-        let max_attempts: Vec<i32> = rows.iter().map(|r| r.max_attempts).collect();
-        let sources: Vec<&str> = rows.iter().map(|r| r.source).collect();
-        let rules: Vec<&str> = rows.iter().map(|r| r.rule).collect();
-        let delivery_ids: Vec<&str> = rows.iter().map(|r| r.delivery_id).collect();
-        let lanes: Vec<&str> = rows.iter().map(|r| r.lane.as_str()).collect();
+        let jobs = JobArrays::of(rows.iter());
         // The arbiter repeats the predicate of the unique index on the live key; the rows
         // arrive in key order, so that concurrent batches lock alike.
-        let rows = sqlx::query(concat!(
+        let query = sqlx::query(concat!(
             "INSERT INTO jobs (action, params, target, state, email, account_id, account_type, \
              depends_on, run_at, max_attempts, source, rule, delivery_id, lane, created_at, \
              updated_at) \
@@ -558,23 +484,8 @@ impl Writes for Transaction<'_, Postgres> {
             live_states!(),
             ") DO NOTHING RETURNING ",
             job_columns!()
-        ))
-        .bind(&actions)
-        .bind(&params)
-        .bind(&targets)
-        .bind(&states)
-        .bind(&emails)
-        .bind(&account_ids)
-        .bind(&account_types)
-        .bind(&depends_on)
-        .bind(&run_at)
-        .bind(&max_attempts)
-        .bind(&sources)
-        .bind(&rules)
-        .bind(&delivery_ids)
-        .bind(&lanes)
-        .fetch_all(&mut **self)
-        .await?;
+        ));
+        let rows = jobs.bind(query).fetch_all(&mut **self).await?;
         rows.iter().map(job_from_row).collect()
     }
 
@@ -626,31 +537,11 @@ impl Writes for Transaction<'_, Postgres> {
         rows: &[DeliveryRow<'_>],
         people: &[PersonRow<'_>],
     ) -> StoreResult<u64> {
-        let sources: Vec<&str> = rows.iter().map(|r| r.delivery.source.as_str()).collect();
-        let ids: Vec<&str> = rows
-            .iter()
-            .map(|r| r.delivery.delivery_id.as_str())
-            .collect();
-        let received: Vec<DateTime<Utc>> = rows.iter().map(|r| r.delivery.received_at).collect();
-        let bodies: Vec<&str> = rows
-            .iter()
-            .map(|r| r.delivery.body_sha256.as_str())
-            .collect();
-        let keys: Vec<&str> = rows.iter().map(|r| r.delivery.key_body_sha256()).collect();
-        let statuses: Vec<&str> = rows.iter().map(|r| r.status.as_str()).collect();
-        let errors: Vec<Option<&str>> = rows.iter().map(|r| r.error).collect();
-        let job_ids: Vec<&str> = rows.iter().map(|r| r.job_ids.as_str()).collect();
-        let responses: Vec<&str> = rows.iter().map(|r| r.response.as_str()).collect();
-        let approvals: Vec<Option<&str>> = rows
-            .iter()
-            .map(|r| r.delivery.approval_required())
-            .collect();
-        let emails: Vec<&str> = people.iter().map(|p| p.email).collect();
-        let first_seen: Vec<DateTime<Utc>> = people.iter().map(|p| p.first_seen).collect();
-        let effective_at: Vec<DateTime<Utc>> = people.iter().map(|p| p.effective_at).collect();
+        let deliveries = DeliveryArrays::of(rows);
+        let people = PersonArrays::of(people);
         // The people ride along in a data-modifying CTE: one round trip fewer per batch,
         // where round trips are what a batch costs. The count is the deliveries'.
-        let inserted = sqlx::query(
+        let query = sqlx::query(
             "WITH people_named AS ( \
                  INSERT INTO people (email, first_seen, effective_at) \
                  SELECT * FROM unnest($11::text[], $12::timestamptz[], $13::timestamptz[]) \
@@ -662,22 +553,152 @@ impl Writes for Transaction<'_, Postgres> {
              SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], \
              $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[]) \
              ON CONFLICT (source, delivery_id, key_body_sha256) DO NOTHING",
-        )
-        .bind(&sources)
-        .bind(&ids)
-        .bind(&received)
-        .bind(&bodies)
-        .bind(&keys)
-        .bind(&statuses)
-        .bind(&errors)
-        .bind(&job_ids)
-        .bind(&responses)
-        .bind(&approvals)
-        .bind(&emails)
-        .bind(&first_seen)
-        .bind(&effective_at)
-        .execute(&mut **self)
-        .await?;
+        );
+        let inserted = people
+            .bind(deliveries.bind(query))
+            .execute(&mut **self)
+            .await?;
         Ok(inserted.rows_affected())
+    }
+}
+
+type Query<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+/// Job rows as the arrays the statements `unnest`, bound in this order: action, params,
+/// target, state, email, account_id, account_type, depends_on, run_at, max_attempts, source,
+/// rule, delivery_id, lane.
+struct JobArrays<'r> {
+    action: Vec<&'r str>,
+    params: Vec<&'r str>,
+    target: Vec<&'r str>,
+    state: Vec<&'r str>,
+    email: Vec<&'r str>,
+    account_id: Vec<Option<&'r str>>,
+    account_type: Vec<Option<&'r str>>,
+    depends_on: Vec<Option<JobId>>,
+    run_at: Vec<DateTime<Utc>>,
+    max_attempts: Vec<i32>,
+    source: Vec<&'r str>,
+    rule: Vec<&'r str>,
+    delivery_id: Vec<&'r str>,
+    lane: Vec<&'r str>,
+}
+
+impl<'r> JobArrays<'r> {
+    fn of<'a: 'r>(rows: impl Iterator<Item = &'r JobRow<'a>> + Clone) -> Self {
+        let column = |f: fn(&'r JobRow<'a>) -> &'r str| rows.clone().map(f).collect();
+        JobArrays {
+            action: column(|r| r.action.as_str()),
+            params: column(|r| r.params.as_str()),
+            target: column(|r| r.target.as_str()),
+            state: column(|r| r.state.as_str()),
+            email: column(|r| r.email),
+            account_id: rows.clone().map(|r| r.account_id).collect(),
+            account_type: rows.clone().map(|r| r.account_type).collect(),
+            depends_on: rows.clone().map(|r| r.depends_on).collect(),
+            run_at: rows.clone().map(|r| r.run_at).collect(),
+            max_attempts: rows.clone().map(|r| r.max_attempts).collect(),
+            source: column(|r| r.source),
+            rule: column(|r| r.rule),
+            delivery_id: column(|r| r.delivery_id),
+            lane: column(|r| r.lane.as_str()),
+        }
+    }
+
+    fn bind<'q>(&'q self, query: Query<'q>) -> Query<'q> {
+        query
+            .bind(&self.action)
+            .bind(&self.params)
+            .bind(&self.target)
+            .bind(&self.state)
+            .bind(&self.email)
+            .bind(&self.account_id)
+            .bind(&self.account_type)
+            .bind(&self.depends_on)
+            .bind(&self.run_at)
+            .bind(&self.max_attempts)
+            .bind(&self.source)
+            .bind(&self.rule)
+            .bind(&self.delivery_id)
+            .bind(&self.lane)
+    }
+}
+
+/// Delivery rows as arrays, bound in this order: source, delivery_id, received_at,
+/// body_sha256, key_body_sha256, status, error, job_ids, response, approval_required.
+struct DeliveryArrays<'r> {
+    source: Vec<&'r str>,
+    delivery_id: Vec<&'r str>,
+    received_at: Vec<DateTime<Utc>>,
+    body_sha256: Vec<&'r str>,
+    key_body_sha256: Vec<&'r str>,
+    status: Vec<&'r str>,
+    error: Vec<Option<&'r str>>,
+    job_ids: Vec<&'r str>,
+    response: Vec<&'r str>,
+    approval_required: Vec<Option<&'r str>>,
+}
+
+impl<'r> DeliveryArrays<'r> {
+    fn of(rows: &'r [DeliveryRow<'_>]) -> Self {
+        DeliveryArrays {
+            source: rows.iter().map(|r| r.delivery.source.as_str()).collect(),
+            delivery_id: rows
+                .iter()
+                .map(|r| r.delivery.delivery_id.as_str())
+                .collect(),
+            received_at: rows.iter().map(|r| r.delivery.received_at).collect(),
+            body_sha256: rows
+                .iter()
+                .map(|r| r.delivery.body_sha256.as_str())
+                .collect(),
+            key_body_sha256: rows.iter().map(|r| r.delivery.key_body_sha256()).collect(),
+            status: rows.iter().map(|r| r.status.as_str()).collect(),
+            error: rows.iter().map(|r| r.error).collect(),
+            job_ids: rows.iter().map(|r| r.job_ids.as_str()).collect(),
+            response: rows.iter().map(|r| r.response.as_str()).collect(),
+            approval_required: rows
+                .iter()
+                .map(|r| r.delivery.approval_required())
+                .collect(),
+        }
+    }
+
+    fn bind<'q>(&'q self, query: Query<'q>) -> Query<'q> {
+        query
+            .bind(&self.source)
+            .bind(&self.delivery_id)
+            .bind(&self.received_at)
+            .bind(&self.body_sha256)
+            .bind(&self.key_body_sha256)
+            .bind(&self.status)
+            .bind(&self.error)
+            .bind(&self.job_ids)
+            .bind(&self.response)
+            .bind(&self.approval_required)
+    }
+}
+
+/// People as arrays, bound in this order: email, first_seen, effective_at.
+struct PersonArrays<'r> {
+    email: Vec<&'r str>,
+    first_seen: Vec<DateTime<Utc>>,
+    effective_at: Vec<DateTime<Utc>>,
+}
+
+impl<'r> PersonArrays<'r> {
+    fn of(people: &'r [PersonRow<'_>]) -> Self {
+        PersonArrays {
+            email: people.iter().map(|p| p.email).collect(),
+            first_seen: people.iter().map(|p| p.first_seen).collect(),
+            effective_at: people.iter().map(|p| p.effective_at).collect(),
+        }
+    }
+
+    fn bind<'q>(&'q self, query: Query<'q>) -> Query<'q> {
+        query
+            .bind(&self.email)
+            .bind(&self.first_seen)
+            .bind(&self.effective_at)
     }
 }
