@@ -75,15 +75,19 @@ pub(super) fn spawn_batcher(pool: PgPool, limits: Limits) -> AcceptBatcher {
 }
 
 /// Job ids taken from the sequence ahead of the batches that number their jobs with them
-/// (`accept::fresh`): one round trip per `TAKE_IDS` jobs rather than one per batch.
+/// (`accept::fresh`). A busy writer takes up to `TAKE_IDS` more than it needs, one round trip
+/// for many batches; an idle one takes only what it needs, so that a quiet store's job ids
+/// do not jump by hundreds.
 #[derive(Default)]
 struct JobIds {
     ids: VecDeque<JobId>,
     taken_at: Option<Instant>,
+    /// How many more than needed the next take asks for.
+    ahead: usize,
 }
 
-/// How many ids are taken at once.
-const TAKE_IDS: i64 = 256;
+/// The most ids taken ahead.
+const TAKE_IDS: usize = 256;
 
 /// How long ids are kept. A job numbered with an id taken earlier sorts before the jobs
 /// other writers created meanwhile, as one whose transaction ran that long would; kept
@@ -91,22 +95,39 @@ const TAKE_IDS: i64 = 256;
 const KEEP_IDS: Duration = Duration::from_millis(250);
 
 impl JobIds {
+    /// How many ids to take from the sequence, at `now`, before `n` can be handed out (what
+    /// is missing, and what is taken ahead).
+    fn shortfall(&mut self, n: usize, now: Instant) -> usize {
+        if self
+            .taken_at
+            .is_none_or(|at| now.duration_since(at) > KEEP_IDS)
+        {
+            // Idle since the last take: what is left goes unused.
+            self.ids.clear();
+            self.ahead = 0;
+        }
+        if self.ids.len() >= n {
+            return 0;
+        }
+        let take = n - self.ids.len() + self.ahead;
+        self.ahead = (self.ahead * 2).max(n).min(TAKE_IDS);
+        take
+    }
+
     /// `n` ids, in ascending order.
     async fn take(&mut self, conn: &mut PgConnection, n: usize) -> Result<Vec<JobId>, sqlx::Error> {
-        if self.taken_at.is_none_or(|at| at.elapsed() > KEEP_IDS) {
-            self.ids.clear();
-        }
-        if self.ids.len() < n {
+        let now = Instant::now();
+        let take = self.shortfall(n, now);
+        if take > 0 {
             let more: Vec<JobId> = sqlx::query_scalar(
                 "SELECT nextval(pg_get_serial_sequence('jobs', 'id')) \
                  FROM generate_series(1, $1)",
             )
-            .bind(TAKE_IDS.max(n as i64))
+            .bind(take as i64)
             .fetch_all(&mut *conn)
             .await?;
-            self.ids.clear();
             self.ids.extend(more);
-            self.taken_at = Some(Instant::now());
+            self.taken_at = Some(now);
         }
         Ok(self.ids.drain(..n).collect())
     }
@@ -700,5 +721,46 @@ impl<'r> PersonArrays<'r> {
             .bind(&self.email)
             .bind(&self.first_seen)
             .bind(&self.effective_at)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_writer_takes_only_the_ids_it_needs() {
+        let mut taken = JobIds::default();
+        let start = Instant::now();
+        assert_eq!(taken.shortfall(3, start), 3);
+        taken.taken_at = Some(start);
+        // A second later: idle, exactly what is needed again.
+        assert_eq!(taken.shortfall(2, start + Duration::from_secs(1)), 2);
+    }
+
+    #[test]
+    fn a_busy_writer_takes_ever_more_ahead_up_to_the_limit() {
+        let mut taken = JobIds::default();
+        let mut now = Instant::now();
+        let mut takes = Vec::new();
+        let mut next = 1;
+        for _ in 0..40 {
+            let take = taken.shortfall(16, now);
+            if take > 0 {
+                taken.ids.extend((next..next + take as i64).map(JobId));
+                next += take as i64;
+                taken.taken_at = Some(now);
+                takes.push(take);
+            }
+            let batch: Vec<JobId> = taken.ids.drain(..16).collect();
+            assert!(batch.windows(2).all(|w| w[0] < w[1]), "{batch:?}");
+            now += Duration::from_millis(2);
+        }
+        assert_eq!(takes[0], 16);
+        assert!(takes.iter().all(|&t| t <= 16 + TAKE_IDS), "{takes:?}");
+        assert!(takes.len() < 10, "one take serves many batches: {takes:?}");
+        // Left unused past `KEEP_IDS`: discarded, and the next take is exact again.
+        assert_eq!(taken.shortfall(16, now + KEEP_IDS * 2), 16);
+        assert!(taken.ids.is_empty());
     }
 }
