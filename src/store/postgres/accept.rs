@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::{Acquire, Postgres, Row, Transaction};
@@ -84,6 +84,10 @@ struct JobIds {
     taken_at: Option<Instant>,
     /// How many more than needed the next take asks for.
     ahead: usize,
+    /// The database's clock less this process's, as of the last take: the jobs and events
+    /// of a batch written in one statement are timed by the database's clock, as those
+    /// written in a transaction are (`now()`), though the time is chosen here.
+    clock_offset: TimeDelta,
 }
 
 /// The most ids taken ahead.
@@ -114,22 +118,32 @@ impl JobIds {
         take
     }
 
-    /// `n` ids, in ascending order.
-    async fn take(&mut self, conn: &mut PgConnection, n: usize) -> Result<Vec<JobId>, sqlx::Error> {
+    /// `n` ids, in ascending order, and the time now by the database's clock.
+    async fn take(
+        &mut self,
+        conn: &mut PgConnection,
+        n: usize,
+    ) -> Result<(Vec<JobId>, DateTime<Utc>), sqlx::Error> {
         let now = Instant::now();
         let take = self.shortfall(n, now);
         if take > 0 {
-            let more: Vec<JobId> = sqlx::query_scalar(
-                "SELECT nextval(pg_get_serial_sequence('jobs', 'id')) \
+            let more: Vec<(JobId, DateTime<Utc>)> = sqlx::query_as(
+                "SELECT nextval(pg_get_serial_sequence('jobs', 'id')), clock_timestamp() \
                  FROM generate_series(1, $1)",
             )
             .bind(take as i64)
             .fetch_all(&mut *conn)
             .await?;
-            self.ids.extend(more);
+            if let Some((_, database_now)) = more.last() {
+                self.clock_offset = *database_now - Utc::now();
+            }
+            self.ids.extend(more.into_iter().map(|(id, _)| id));
             self.taken_at = Some(now);
         }
-        Ok(self.ids.drain(..n).collect())
+        Ok((
+            self.ids.drain(..n).collect(),
+            Utc::now() + self.clock_offset,
+        ))
     }
 }
 
@@ -226,8 +240,8 @@ async fn as_fresh(
     let Some(needed) = accept::fresh_ids(deliveries) else {
         return Ok(None);
     };
-    let ids = ids.lock().await.take(conn, needed).await?;
-    let Some(fresh) = accept::fresh(deliveries, &ids, Utc::now()) else {
+    let (ids, now) = ids.lock().await.take(conn, needed).await?;
+    let Some(fresh) = accept::fresh(deliveries, &ids, now) else {
         return Ok(None);
     };
     match write_fresh(conn, &fresh).await {
