@@ -29,7 +29,7 @@ use offboard::config::{Config, ConfigOrigin};
 use offboard::domain::{Action, Email, Lane, NewChain, NewStep};
 use offboard::http::server::Limits;
 use offboard::serve::{Role, Service};
-use offboard::store::{self, Dedupe, DeliveryContent, NewDelivery, Store, StoreOptions};
+use offboard::store::{self, NewDelivery, Store, StoreOptions};
 use sqlx::{Connection, PgConnection};
 
 /// Replicas sharing one budget, or each pacing itself, against a fake that enforces it.
@@ -142,19 +142,12 @@ async fn enqueue(store: &dyn Store, n: usize, prefix: &str, lane: Lane) {
             .collect();
         store
             .accept_delivery(NewDelivery {
-                source: "bench".into(),
-                delivery_id: format!("{prefix}-{batch}-{}", rand::random::<u64>()),
-                body_sha256: "0".repeat(64),
-                dedupe: Dedupe::SignedId,
-                received_at: Utc::now(),
                 max_attempts: 8,
-                content: DeliveryContent::Accepted {
-                    cancels: Vec::new(),
+                ..NewDelivery::signed(
+                    "bench",
+                    &format!("{prefix}-{batch}-{}", rand::random::<u64>()),
                     chains,
-                    refused: Vec::new(),
-                    approval_required: None,
-                    undo: None,
-                },
+                )
             })
             .await
             .expect("enqueue");

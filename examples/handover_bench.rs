@@ -24,7 +24,7 @@ use fake_atlassian::FakeAtlassian;
 use offboard::config::{Config, ConfigOrigin};
 use offboard::domain::{Action, Email, JobState, NewChain, NewStep};
 use offboard::serve::{Role, Service};
-use offboard::store::{self, Dedupe, DeliveryContent, NewDelivery, StoreOptions};
+use offboard::store::{self, NewDelivery, StoreOptions};
 
 /// Atlassian requests per hand-over of N items of each kind.
 #[derive(Parser)]
@@ -115,15 +115,11 @@ async fn hand_over(action: Action, n: usize) -> (usize, usize, usize, Duration) 
     let params = [("successor_email".to_owned(), "successor@example.com".into())];
     store
         .accept_delivery(NewDelivery {
-            source: "bench".into(),
-            delivery_id: format!("d-{}", rand::random::<u64>()),
-            body_sha256: "0".repeat(64),
-            dedupe: Dedupe::SignedId,
-            received_at: Utc::now(),
             max_attempts: 8,
-            content: DeliveryContent::Accepted {
-                cancels: Vec::new(),
-                chains: vec![NewChain {
+            ..NewDelivery::signed(
+                "bench",
+                &format!("d-{}", rand::random::<u64>()),
+                vec![NewChain {
                     email: Email::parse("leaver@example.com").expect("email"),
                     account_id: None,
                     account_type: None,
@@ -136,10 +132,7 @@ async fn hand_over(action: Action, n: usize) -> (usize, usize, usize, Duration) 
                         lane: offboard::domain::Lane::Bulk,
                     }],
                 }],
-                refused: Vec::new(),
-                approval_required: None,
-                undo: None,
-            },
+            )
         })
         .await
         .expect("enqueue");

@@ -26,7 +26,7 @@ use offboard::config::{Config, ConfigOrigin};
 use offboard::domain::Email;
 use offboard::domain::{Action, JobState, NewChain, NewStep};
 use offboard::serve::{Role, Service};
-use offboard::store::{self, Dedupe, DeliveryContent, NewDelivery, Store, StoreOptions};
+use offboard::store::{self, NewDelivery, Store, StoreOptions};
 use sqlx::{Connection, PgConnection};
 
 /// The worker on PostgreSQL against the in-process fake Atlassian: throughput, pickup
@@ -190,19 +190,12 @@ async fn enqueue_chains(
             .collect();
         store
             .accept_delivery(NewDelivery {
-                source: "bench".into(),
-                delivery_id: format!("d-{}-{}", batch[0], rand::random::<u64>()),
-                body_sha256: "0".repeat(64),
-                dedupe: Dedupe::SignedId,
-                received_at: Utc::now(),
                 max_attempts: 8,
-                content: DeliveryContent::Accepted {
-                    cancels: Vec::new(),
+                ..NewDelivery::signed(
+                    "bench",
+                    &format!("d-{}-{}", batch[0], rand::random::<u64>()),
                     chains,
-                    refused: Vec::new(),
-                    approval_required: None,
-                    undo: None,
-                },
+                )
             })
             .await
             .expect("enqueue");

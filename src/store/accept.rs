@@ -759,21 +759,7 @@ mod tests {
     }
 
     fn delivery(id: &str, chains: Vec<NewChain>) -> NewDelivery {
-        NewDelivery {
-            source: "hr".into(),
-            delivery_id: id.into(),
-            body_sha256: "ab".repeat(32),
-            dedupe: Dedupe::SignedId,
-            received_at: Utc::now(),
-            max_attempts: 3,
-            content: DeliveryContent::Accepted {
-                cancels: Vec::new(),
-                chains,
-                refused: Vec::new(),
-                approval_required: None,
-                undo: None,
-            },
-        }
+        NewDelivery::signed("hr", id, chains)
     }
 
     const TWO: [Action; 2] = [Action::SuspendAccess, Action::DeactivateAccount];

@@ -79,6 +79,27 @@ pub enum Dedupe {
 }
 
 impl NewDelivery {
+    /// A delivery with a signed id, received now, asking for `chains` and nothing else (no
+    /// cancel, refusal, approval or undo), its jobs tried three times: what benchmarks and
+    /// tests hand the store directly. A field set otherwise is set with `..`.
+    pub fn signed(source: &str, delivery_id: &str, chains: Vec<NewChain>) -> NewDelivery {
+        NewDelivery {
+            source: source.to_owned(),
+            delivery_id: delivery_id.to_owned(),
+            body_sha256: "0".repeat(64),
+            dedupe: Dedupe::SignedId,
+            received_at: Utc::now(),
+            max_attempts: 3,
+            content: DeliveryContent::Accepted {
+                cancels: Vec::new(),
+                chains,
+                refused: Vec::new(),
+                approval_required: None,
+                undo: None,
+            },
+        }
+    }
+
     /// The body part of the stored dedupe key `(source, delivery_id, key_body_sha256)`:
     /// empty where the id alone is the key.
     pub(crate) fn key_body_sha256(&self) -> &str {

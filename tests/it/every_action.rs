@@ -5,7 +5,7 @@
 
 use chrono::Utc;
 use offboard::domain::{Action, Email, NewChain, NewStep};
-use offboard::store::{Dedupe, DeliveryContent, JobFilter, NewDelivery};
+use offboard::store::{JobFilter, NewDelivery};
 use serde_json::{Map, Value, json};
 use sqlx::sqlite::SqliteConnection;
 use sqlx::{Connection, PgConnection};
@@ -65,19 +65,8 @@ async fn every_action_is_enqueued_and_read_back(db: TestDb) {
         .collect();
     let receipt = store
         .accept_delivery(NewDelivery {
-            source: "hr".to_owned(),
-            delivery_id: "every-action".to_owned(),
-            body_sha256: "ab".repeat(32),
-            dedupe: Dedupe::SignedId,
             received_at: run_at,
-            max_attempts: 3,
-            content: DeliveryContent::Accepted {
-                cancels: Vec::new(),
-                chains,
-                refused: Vec::new(),
-                approval_required: None,
-                undo: None,
-            },
+            ..NewDelivery::signed("hr", "every-action", chains)
         })
         .await
         .expect("accept every action");

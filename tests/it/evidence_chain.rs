@@ -11,7 +11,7 @@ use chrono::{TimeDelta, Utc};
 use offboard::domain::{AccountId, Action, Email, JobId, NewChain, NewStep, Outcome};
 use offboard::evidence::{self, pseudonym::Pseudonyms};
 use offboard::serve::Role;
-use offboard::store::{Dedupe, DeliveryContent, NewDelivery, Store};
+use offboard::store::{NewDelivery, Store};
 use secrecy::SecretString;
 use serde_json::Map;
 use sqlx::{Connection, PgConnection, SqliteConnection};
@@ -49,21 +49,11 @@ fn chain(email: &str, account_id: Option<&str>, actions: &[Action]) -> NewChain 
 
 async fn accept(store: &dyn Store, chains: Vec<NewChain>) -> Vec<JobId> {
     let receipt = store
-        .accept_delivery(NewDelivery {
-            source: "hr".to_owned(),
-            delivery_id: format!("ev-{}", NEXT_DELIVERY.fetch_add(1, Ordering::Relaxed)),
-            body_sha256: "ab".repeat(32),
-            dedupe: Dedupe::SignedId,
-            received_at: Utc::now(),
-            max_attempts: 3,
-            content: DeliveryContent::Accepted {
-                cancels: vec![],
-                chains,
-                refused: vec![],
-                approval_required: None,
-                undo: None,
-            },
-        })
+        .accept_delivery(NewDelivery::signed(
+            "hr",
+            &format!("ev-{}", NEXT_DELIVERY.fetch_add(1, Ordering::Relaxed)),
+            chains,
+        ))
         .await
         .expect("accept delivery");
     receipt

@@ -14,7 +14,7 @@ use crate::support::db::{Backend, TestDb};
 use crate::support::fake_atlassian::{FakeAtlassian, Fault, FaultKind, Matcher};
 use offboard::domain::{Action, Email, JobState, Lane, NewChain, NewStep};
 use offboard::serve::Role;
-use offboard::store::{Dedupe, DeliveryContent, NewDelivery, Store};
+use offboard::store::{NewDelivery, Store};
 
 const SOURCE: &str = "hr";
 const TOKEN: &str = "fleet-token";
@@ -70,19 +70,8 @@ async fn enqueue_bulk(store: &dyn Store, n: usize, prefix: &str) {
             .collect();
         store
             .accept_delivery(NewDelivery {
-                source: "api".into(),
-                delivery_id: format!("{prefix}-{batch}"),
-                body_sha256: "0".repeat(64),
-                dedupe: Dedupe::SignedId,
-                received_at: Utc::now(),
                 max_attempts: 8,
-                content: DeliveryContent::Accepted {
-                    cancels: Vec::new(),
-                    chains,
-                    refused: Vec::new(),
-                    approval_required: None,
-                    undo: None,
-                },
+                ..NewDelivery::signed("api", &format!("{prefix}-{batch}"), chains)
             })
             .await
             .expect("enqueue");

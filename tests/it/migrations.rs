@@ -10,7 +10,7 @@ use std::path::Path;
 
 use chrono::Utc;
 use offboard::domain::{Action, Email, NewChain, NewStep};
-use offboard::store::{Dedupe, DeliveryContent, NewDelivery};
+use offboard::store::NewDelivery;
 use serde_json::json;
 use sha2::{Digest, Sha384};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -478,34 +478,24 @@ async fn existing_jobs_get_their_target_and_the_new_key(db: TestDb) {
         steps,
     };
     let receipt = store
-        .accept_delivery(NewDelivery {
-            source: "hr".to_owned(),
-            delivery_id: "after-migration".to_owned(),
-            body_sha256: "ab".repeat(32),
-            dedupe: Dedupe::SignedId,
-            received_at: Utc::now(),
-            max_attempts: 3,
-            content: DeliveryContent::Accepted {
-                cancels: Vec::new(),
-                chains: vec![
-                    chain(
-                        "ann@example.com",
-                        vec![step(Action::RemoveFromGroup, "group_id", "g-2")],
-                    ),
-                    chain(
-                        "ann@example.com",
-                        vec![step(Action::RemoveFromGroup, "group_id", "g-1")],
-                    ),
-                    chain(
-                        "cus@example.com",
-                        vec![step(Action::RemoveFromServiceDesk, "service_desk_id", "10")],
-                    ),
-                ],
-                refused: Vec::new(),
-                approval_required: None,
-                undo: None,
-            },
-        })
+        .accept_delivery(NewDelivery::signed(
+            "hr",
+            "after-migration",
+            vec![
+                chain(
+                    "ann@example.com",
+                    vec![step(Action::RemoveFromGroup, "group_id", "g-2")],
+                ),
+                chain(
+                    "ann@example.com",
+                    vec![step(Action::RemoveFromGroup, "group_id", "g-1")],
+                ),
+                chain(
+                    "cus@example.com",
+                    vec![step(Action::RemoveFromServiceDesk, "service_desk_id", "10")],
+                ),
+            ],
+        ))
         .await
         .expect("accept after the migration");
     // (Postgres spends a sequence value on each insert that conflicts: the new id is past 5.)
