@@ -67,12 +67,29 @@ const MAX_BATCH: usize = 64;
 pub(super) type AcceptBatcher = Batcher<NewDelivery, StoreResult<DeliveryReceipt>>;
 
 pub(super) fn spawn_batcher(pool: PgPool, limits: Limits) -> AcceptBatcher {
-    let ids = Arc::new(Mutex::new(JobIds::default()));
+    let writer = Arc::new(Mutex::new(Writer::default()));
     Batcher::spawn(MAX_BATCH, MAX_BATCH, move |batch| {
-        let (pool, ids) = (pool.clone(), ids.clone());
-        async move { write_batch(&pool, &ids, limits.acquire_timeout, batch).await }
+        let (pool, writer) = (pool.clone(), writer.clone());
+        async move {
+            let mut writer = writer.lock().await;
+            write_batch(&pool, &mut writer, limits.acquire_timeout, batch).await
+        }
     })
 }
+
+/// What the batch writer keeps from one batch to the next.
+#[derive(Default)]
+struct Writer {
+    ids: JobIds,
+    /// The connection of the last batch, while batches follow each other: one connection
+    /// keeps its prepared statements and their plans (a fresh connection plans each of the
+    /// first five executions anew), and is not acquired from the pool every batch.
+    held: Option<(PoolConnection<Postgres>, Instant)>,
+}
+
+/// How long the writer keeps its connection between batches; an idle writer gives it back
+/// to the pool, which looks after idle connections.
+const HOLD_CONNECTION: Duration = Duration::from_secs(1);
 
 /// Job ids taken from the sequence ahead of the batches that number their jobs with them
 /// (`accept::fresh`). A busy writer takes up to `TAKE_IDS` more than it needs, one round trip
@@ -168,11 +185,19 @@ pub(super) async fn accept_alone(
 /// Writes one batch; an answer per delivery, in order.
 async fn write_batch(
     pool: &PgPool,
-    ids: &Mutex<JobIds>,
+    writer: &mut Writer,
     acquire_timeout: Duration,
     batch: Vec<NewDelivery>,
 ) -> Vec<StoreResult<DeliveryReceipt>> {
-    let mut conn = match connection(pool, acquire_timeout).await {
+    let held = writer
+        .held
+        .take()
+        .filter(|(_, since)| since.elapsed() < HOLD_CONNECTION);
+    let conn = match held {
+        Some((conn, _)) => Ok(conn),
+        None => connection(pool, acquire_timeout).await,
+    };
+    let mut conn = match conn {
         Ok(conn) => conn,
         // No database to talk to: nothing was accepted, each sender gets a 503 and retries.
         Err(e) => {
@@ -184,13 +209,18 @@ async fn write_batch(
         }
     };
     let deliveries: Vec<&NewDelivery> = batch.iter().collect();
-    let together = match as_fresh(&mut conn, ids, &deliveries).await {
+    let together = match as_fresh(&mut conn, &mut writer.ids, &deliveries).await {
         Ok(Some(receipts)) => Ok(receipts),
         Ok(None) => in_transaction(&mut conn, &deliveries).await,
         Err(e) => Err(e),
     };
-    // What follows takes connections of its own, and the pool may have only this one.
-    drop(conn);
+    if together.is_ok() {
+        writer.held = Some((conn, Instant::now()));
+    } else {
+        // What follows takes connections of its own, and the pool may have only this one;
+        // and after an error the connection's state is not known.
+        drop(conn);
+    }
     match together {
         Ok(receipts) => receipts.into_iter().map(Ok).collect(),
         // The database answered but refused the batch (a race with a copy or a finishing
@@ -234,13 +264,13 @@ async fn write_batch(
 /// a delivery, a live job of a key): `accept` then records it.
 async fn as_fresh(
     conn: &mut PgConnection,
-    ids: &Mutex<JobIds>,
+    ids: &mut JobIds,
     deliveries: &[&NewDelivery],
 ) -> StoreResult<Option<Vec<DeliveryReceipt>>> {
     let Some(needed) = accept::fresh_ids(deliveries) else {
         return Ok(None);
     };
-    let (ids, now) = ids.lock().await.take(conn, needed).await?;
+    let (ids, now) = ids.take(conn, needed).await?;
     let Some(fresh) = accept::fresh(deliveries, &ids, now) else {
         return Ok(None);
     };
