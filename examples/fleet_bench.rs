@@ -80,15 +80,7 @@ listen = "127.0.0.1:0"
 database_url = "{url}"
 dry_run = false
 
-[atlassian]
-site_url = "{fake}"
-site_email = "{email}"
-site_api_token = "{token}"
-admin_url = "{fake}"
-admin_api_key = "{key}"
-org_id = "{org}"
-directory_id = "{dir}"
-
+{atlassian}
 [worker]
 concurrency = 8
 requests_per_second = {rps:?}
@@ -110,12 +102,7 @@ secrets = ["fleet-bench-token"]
   email = "/email"
   actions = ["suspend_access"]
 "#,
-        fake = fake.url,
-        email = fake_atlassian::SITE_EMAIL,
-        token = fake_atlassian::SITE_TOKEN,
-        key = fake_atlassian::ADMIN_KEY,
-        org = fake_atlassian::ORG_ID,
-        dir = fake_atlassian::DIRECTORY_ID,
+        atlassian = fake.atlassian_toml(),
     );
     Config::from_toml(&text, ConfigOrigin::Defaults, &|_| None).expect("bench config")
 }

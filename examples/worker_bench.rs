@@ -108,15 +108,7 @@ listen = "127.0.0.1:0"
 database_url = "{db}"
 dry_run = false
 
-[atlassian]
-site_url = "{url}"
-site_email = "{email}"
-site_api_token = "{token}"
-admin_url = "{url}"
-admin_api_key = "{key}"
-org_id = "{org}"
-directory_id = "{dir}"
-
+{atlassian}
 [worker]
 concurrency = {concurrency}
 requests_per_second = {rps}
@@ -127,12 +119,7 @@ backoff_max_seconds = 2
 max_actions_per_hour = 1000000
 "#,
         db = db.url,
-        url = fake.url,
-        email = fake_atlassian::SITE_EMAIL,
-        token = fake_atlassian::SITE_TOKEN,
-        key = fake_atlassian::ADMIN_KEY,
-        org = fake_atlassian::ORG_ID,
-        dir = fake_atlassian::DIRECTORY_ID,
+        atlassian = fake.atlassian_toml(),
     );
     Config::from_toml(&text, ConfigOrigin::Defaults, &|_| None).expect("bench config")
 }

@@ -13,30 +13,13 @@ use offboard::store::Store;
 use serde_json::Value;
 
 use super::db::TestDb;
-use super::fake_atlassian::{self, FakeAtlassian};
+use super::fake_atlassian::FakeAtlassian;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 /// The `[atlassian]` section that points at `fake`.
 pub fn atlassian_toml(fake: &FakeAtlassian) -> String {
-    format!(
-        r#"
-[atlassian]
-site_url = "{url}"
-site_email = "{email}"
-site_api_token = "{token}"
-admin_url = "{url}"
-admin_api_key = "{key}"
-org_id = "{org}"
-directory_id = "{dir}"
-"#,
-        url = fake.url,
-        email = fake_atlassian::SITE_EMAIL,
-        token = fake_atlassian::SITE_TOKEN,
-        key = fake_atlassian::ADMIN_KEY,
-        org = fake_atlassian::ORG_ID,
-        dir = fake_atlassian::DIRECTORY_ID,
-    )
+    fake.atlassian_toml()
 }
 
 /// Builds a config: the test's listen address, store and admin token, then `toml` (which may

@@ -99,6 +99,23 @@ impl Drop for FakeAtlassian {
 }
 
 impl FakeAtlassian {
+    /// The `[atlassian]` section of a config that points at this fake, with its credentials.
+    pub fn atlassian_toml(&self) -> String {
+        format!(
+            r#"
+[atlassian]
+site_url = "{url}"
+site_email = "{SITE_EMAIL}"
+site_api_token = "{SITE_TOKEN}"
+admin_url = "{url}"
+admin_api_key = "{ADMIN_KEY}"
+org_id = "{ORG_ID}"
+directory_id = "{DIRECTORY_ID}"
+"#,
+            url = self.url,
+        )
+    }
+
     /// Serves on `127.0.0.1:0` in the current tokio runtime until dropped.
     pub async fn start() -> FakeAtlassian {
         let shared = Arc::new(Shared::default());
