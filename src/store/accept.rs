@@ -299,10 +299,10 @@ fn delivery_rows<'a>(
     (rows, receipts)
 }
 
-/// A batch planned whole as new (`fresh`), for a store that writes it in one statement
+/// A batch planned whole as new (`AllNew::numbered`), for a store that writes it in one statement
 /// (Postgres, where round trips are what a batch costs). Its jobs carry ids the store took
 /// beforehand, so every answer is written with its delivery. The store writes it only if
-/// what `fresh` assumed still holds when it does (no copy of a delivery recorded, no live
+/// what the plan assumed still holds when it does (no copy of a delivery recorded, no live
 /// job of a key), and otherwise fails the statement, so that the batch is recorded by
 /// `accept` after all.
 pub(super) struct Fresh<'a> {
@@ -324,11 +324,18 @@ pub(super) struct CreationEvent {
     pub detail: String,
 }
 
-/// How many job ids `fresh` numbers these deliveries' jobs with; `None` where the batch
-/// needs what only `accept` does: a dedupe lookup beyond the stored key (an unsigned id's
-/// replay window), a cancel rule or an undo, or two deliveries or two steps of one key (the
-/// later resolves to the earlier).
-pub(super) fn fresh_ids(deliveries: &[&NewDelivery]) -> Option<usize> {
+/// A batch that may be written as new (`all_new`), its steps laid out, waiting for the
+/// ids its jobs are numbered with (`numbered`).
+pub(super) struct AllNew<'a, 'b> {
+    deliveries: &'b [&'a NewDelivery],
+    requests: Vec<Request<'a>>,
+}
+
+/// The batch, when it may be written as new; `None` where it needs what only `accept`
+/// does: a dedupe lookup beyond the stored key (an unsigned id's replay window), a cancel
+/// rule or an undo, or two deliveries or two steps of one key (the later resolves to the
+/// earlier).
+pub(super) fn all_new<'a, 'b>(deliveries: &'b [&'a NewDelivery]) -> Option<AllNew<'a, 'b>> {
     let mut keys = HashSet::new();
     for delivery in deliveries {
         let plain = match &delivery.content {
@@ -347,74 +354,81 @@ pub(super) fn fresh_ids(deliveries: &[&NewDelivery]) -> Option<usize> {
     requests
         .iter()
         .all(|r| steps.insert(key_of(r)))
-        .then_some(requests.len())
+        .then_some(AllNew {
+            deliveries,
+            requests,
+        })
 }
 
-/// `deliveries` planned as new, exactly as `accept` would record them were none recorded
-/// before and no live job in the way, their jobs numbered from `ids` and created `now`;
-/// `None` unless `fresh_ids` gives `ids.len()`.
-pub(super) fn fresh<'a>(
-    deliveries: &[&'a NewDelivery],
-    ids: &[JobId],
-    now: DateTime<Utc>,
-) -> Option<Fresh<'a>> {
-    if fresh_ids(deliveries) != Some(ids.len()) {
-        return None;
+impl<'a> AllNew<'a, '_> {
+    /// How many job ids `numbered` takes: one per step.
+    pub(super) fn steps(&self) -> usize {
+        self.requests.len()
     }
-    let requests = requests(deliveries);
-    // As Postgres keeps a time (sqlx binds whole microseconds), so that an answer shows
-    // what a later read of its job shows.
-    let created_at = now.trunc_subsecs(6);
-    let mut jobs = Vec::with_capacity(requests.len());
-    let mut events = Vec::with_capacity(requests.len());
-    let mut named: Vec<Vec<Job>> = deliveries.iter().map(|_| Vec::new()).collect();
-    for (r, &id) in requests.iter().zip(ids) {
-        let delivery = deliveries[r.delivery];
-        let row = job_row(r, delivery, r.previous.map(|p| ids[p]));
-        named[r.delivery].push(Job {
-            id,
-            action: row.action,
-            params: r.step.params.clone(),
-            state: row.state,
-            email: r.chain.email.clone(),
-            account_id: r.chain.account_id.clone(),
-            depends_on: row.depends_on,
-            run_at: row.run_at.trunc_subsecs(6),
-            lane: row.lane,
-            attempts: 0,
-            max_attempts: row.max_attempts,
-            last_error: None,
-            outcome: None,
-            source: Some(row.source.to_owned()),
-            rule: Some(row.rule.to_owned()),
-            delivery_id: Some(row.delivery_id.to_owned()),
+
+    /// The batch planned as new, exactly as `accept` would record it were none of it
+    /// recorded before and no live job in the way, its jobs numbered from `ids` (`steps` of
+    /// them) and created `now`.
+    pub(super) fn numbered(self, ids: &[JobId], now: DateTime<Utc>) -> Fresh<'a> {
+        debug_assert_eq!(ids.len(), self.requests.len(), "one id per step");
+        let AllNew {
+            deliveries,
+            requests,
+        } = self;
+        // As Postgres keeps a time (sqlx binds whole microseconds), so that an answer shows
+        // what a later read of its job shows.
+        let created_at = now.trunc_subsecs(6);
+        let mut jobs = Vec::with_capacity(requests.len());
+        let mut events = Vec::with_capacity(requests.len());
+        let mut named: Vec<Vec<Job>> = deliveries.iter().map(|_| Vec::new()).collect();
+        for (r, &id) in requests.iter().zip(ids) {
+            let delivery = deliveries[r.delivery];
+            let row = job_row(r, delivery, r.previous.map(|p| ids[p]));
+            named[r.delivery].push(Job {
+                id,
+                action: row.action,
+                params: r.step.params.clone(),
+                state: row.state,
+                email: r.chain.email.clone(),
+                account_id: r.chain.account_id.clone(),
+                depends_on: row.depends_on,
+                run_at: row.run_at.trunc_subsecs(6),
+                lane: row.lane,
+                attempts: 0,
+                max_attempts: row.max_attempts,
+                last_error: None,
+                outcome: None,
+                source: Some(row.source.to_owned()),
+                rule: Some(row.rule.to_owned()),
+                delivery_id: Some(row.delivery_id.to_owned()),
+                created_at,
+                updated_at: created_at,
+                claim_seq: 0,
+                lease_owner: None,
+                account_type: r.chain.account_type.clone(),
+                successor_account_id: None,
+                handover: None,
+            });
+            events.push(CreationEvent {
+                job_id: id,
+                to: row.state,
+                actor: delivery.actor(),
+                detail: r.chain.creation_detail(delivery),
+            });
+            jobs.push((id, row));
+        }
+        jobs.sort_by(|(_, a), (_, b)| a.key().cmp_key(&b.key()));
+        let none: Vec<Vec<JobId>> = deliveries.iter().map(|_| Vec::new()).collect();
+        let (rows, receipts) = delivery_rows(deliveries, &named, &none);
+        Fresh {
+            jobs,
             created_at,
-            updated_at: created_at,
-            claim_seq: 0,
-            lease_owner: None,
-            account_type: r.chain.account_type.clone(),
-            successor_account_id: None,
-            handover: None,
-        });
-        events.push(CreationEvent {
-            job_id: id,
-            to: row.state,
-            actor: delivery.actor(),
-            detail: r.chain.creation_detail(delivery),
-        });
-        jobs.push((id, row));
+            events,
+            deliveries: rows,
+            people: people_named(deliveries.iter().copied()),
+            receipts,
+        }
     }
-    jobs.sort_by(|(_, a), (_, b)| a.key().cmp_key(&b.key()));
-    let none: Vec<Vec<JobId>> = deliveries.iter().map(|_| Vec::new()).collect();
-    let (rows, receipts) = delivery_rows(deliveries, &named, &none);
-    Some(Fresh {
-        jobs,
-        created_at,
-        events,
-        deliveries: rows,
-        people: people_named(deliveries.iter().copied()),
-        receipts,
-    })
 }
 
 /// The delivery with the undo it asks for planned from the people's jobs as this transaction
@@ -769,9 +783,10 @@ mod tests {
         let a = delivery("a", vec![chain("a@example.com", &TWO)]);
         let b = delivery("b", vec![chain("b@example.com", &TWO[..1])]);
         let batch = [&a, &b];
-        assert_eq!(fresh_ids(&batch), Some(3));
+        let all_new = all_new(&batch).expect("all new");
+        assert_eq!(all_new.steps(), 3);
         let ids = [JobId(7), JobId(8), JobId(9)];
-        let fresh = fresh(&batch, &ids, Utc::now()).expect("all new");
+        let fresh = all_new.numbered(&ids, Utc::now());
         let answered: Vec<Vec<(JobId, Option<JobId>)>> = fresh
             .receipts
             .iter()
@@ -794,23 +809,19 @@ mod tests {
         assert_eq!(fresh.events.len(), 3);
         assert_eq!(fresh.deliveries.len(), 2);
         assert_eq!(fresh.people.len(), 2);
-        // Too few or too many ids: not planned.
-        assert!(super::fresh(&batch, &ids[..2], Utc::now()).is_none());
     }
 
     #[test]
     fn what_needs_the_transaction_is_not_planned_whole() {
         let plain = delivery("a", vec![chain("a@example.com", &TWO)]);
         let copy = delivery("a", vec![chain("c@example.com", &TWO)]);
-        assert_eq!(
-            fresh_ids(&[&plain, &copy]),
-            None,
+        assert!(
+            all_new(&[&plain, &copy]).is_none(),
             "two deliveries of one key"
         );
         let same_person = delivery("b", vec![chain("a@example.com", &TWO[..1])]);
-        assert_eq!(
-            fresh_ids(&[&plain, &same_person]),
-            None,
+        assert!(
+            all_new(&[&plain, &same_person]).is_none(),
             "two steps of one key"
         );
         let unsigned = NewDelivery {
@@ -819,7 +830,7 @@ mod tests {
             },
             ..delivery("u", vec![chain("u@example.com", &TWO)])
         };
-        assert_eq!(fresh_ids(&[&unsigned]), None, "a replay window");
+        assert!(all_new(&[&unsigned]).is_none(), "a replay window");
         let mut cancelling = delivery("c", Vec::new());
         if let DeliveryContent::Accepted { cancels, .. } = &mut cancelling.content {
             cancels.push(NewCancel {
@@ -827,13 +838,13 @@ mod tests {
                 rule: "rehired".into(),
             });
         }
-        assert_eq!(fresh_ids(&[&cancelling]), None, "a cancel rule");
+        assert!(all_new(&[&cancelling]).is_none(), "a cancel rule");
         let unmappable = NewDelivery {
             content: DeliveryContent::Unmappable {
                 error: "no rule".into(),
             },
             ..delivery("x", Vec::new())
         };
-        assert_eq!(fresh_ids(&[&plain, &unmappable]), Some(2));
+        assert_eq!(all_new(&[&plain, &unmappable]).map(|b| b.steps()), Some(2));
     }
 }

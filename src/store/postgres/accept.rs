@@ -5,7 +5,7 @@
 //! Most of what a delivery costs is per round trip and per commit, not per row. So
 //! deliveries that arrive together are gathered into one batch; each waits for its batch to
 //! commit before it is answered. A batch of new deliveries naming only new jobs is written in
-//! one statement (`accept::fresh`, `write_fresh`); any other, or one that statement refused,
+//! one statement (`accept::all_new`, `write_fresh`); any other, or one that statement refused,
 //! is recorded by the one algorithm in one transaction. A batch that raced another
 //! transaction is recorded again one delivery at a time.
 
@@ -92,7 +92,7 @@ struct Writer {
 const HOLD_CONNECTION: Duration = Duration::from_secs(1);
 
 /// Job ids taken from the sequence ahead of the batches that number their jobs with them
-/// (`accept::fresh`). A busy writer takes up to `TAKE_IDS` more than it needs, one round trip
+/// (`accept::all_new`). A busy writer takes up to `TAKE_IDS` more than it needs, one round trip
 /// for many batches; an idle one takes only what it needs, so that a quiet store's job ids
 /// do not jump by hundreds.
 #[derive(Default)]
@@ -259,21 +259,19 @@ async fn write_batch(
     }
 }
 
-/// Records the batch in one statement as new (`accept::fresh`) where it may be; `None`
-/// where it may not, or where the statement found what `fresh` assumed absent (a copy of
+/// Records the batch in one statement as new (`accept::all_new`) where it may be; `None`
+/// where it may not, or where the statement found what the plan assumed absent (a copy of
 /// a delivery, a live job of a key): `accept` then records it.
 async fn as_fresh(
     conn: &mut PgConnection,
     ids: &mut JobIds,
     deliveries: &[&NewDelivery],
 ) -> StoreResult<Option<Vec<DeliveryReceipt>>> {
-    let Some(needed) = accept::fresh_ids(deliveries) else {
+    let Some(batch) = accept::all_new(deliveries) else {
         return Ok(None);
     };
-    let (ids, now) = ids.take(conn, needed).await?;
-    let Some(fresh) = accept::fresh(deliveries, &ids, now) else {
-        return Ok(None);
-    };
+    let (ids, now) = ids.take(conn, batch.steps()).await?;
+    let fresh = batch.numbered(&ids, now);
     match write_fresh(conn, &fresh).await {
         Ok(()) => Ok(Some(fresh.receipts)),
         Err(sqlx::Error::Database(e)) if !server_gave_up(e.as_ref()) => {
