@@ -299,12 +299,12 @@ fn delivery_rows<'a>(
     (rows, receipts)
 }
 
-/// A batch planned whole as new (`AllNew::numbered`), for a store that writes it in one statement
-/// (Postgres, where round trips are what a batch costs). Its jobs carry ids the store took
-/// beforehand, so every answer is written with its delivery. The store writes it only if
-/// what the plan assumed still holds when it does (no copy of a delivery recorded, no live
-/// job of a key), and otherwise fails the statement, so that the batch is recorded by
-/// `accept` after all.
+/// A batch planned whole as new (`AllNew::numbered`), for a store that writes it in one
+/// statement (Postgres, where round trips are what a batch costs). Its jobs carry ids the
+/// store took beforehand, so every answer is written with its delivery. The store writes it
+/// only if what the plan assumed still holds when it does (no copy of a delivery recorded,
+/// no live job of a key), and otherwise fails the statement, so that the batch is recorded
+/// by `accept` after all.
 pub(super) struct Fresh<'a> {
     /// In key order, so that concurrent writers lock alike.
     pub jobs: Vec<(JobId, JobRow<'a>)>,
