@@ -25,24 +25,35 @@ impl FleetBudget for PgBudget {
         burst: f64,
     ) -> Result<Lease, String> {
         let mut tx = self.pool.begin().await.map_err(|e| e.to_string())?;
-        sqlx::query(
-            "INSERT INTO rate_budget (family, tokens, refilled_at) VALUES ($1, $2, now()) \
-             ON CONFLICT (family) DO NOTHING",
-        )
-        .bind(family.as_str())
-        .bind(burst)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| e.to_string())?;
-        let (tokens, elapsed, held_for): (f64, f64, f64) = sqlx::query_as(
-            "SELECT tokens, extract(epoch FROM now() - refilled_at)::float8, \
+        let read = "SELECT tokens, extract(epoch FROM now() - refilled_at)::float8, \
                coalesce(greatest(extract(epoch FROM paused_until - now()), 0), 0)::float8 \
-             FROM rate_budget WHERE family = $1 FOR UPDATE",
-        )
-        .bind(family.as_str())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| e.to_string())?;
+             FROM rate_budget WHERE family = $1 FOR UPDATE";
+        let row: Option<(f64, f64, f64)> = sqlx::query_as(read)
+            .bind(family.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (tokens, elapsed, held_for) = match row {
+            Some(row) => row,
+            None => {
+                // The family's first lease on this store: its bucket starts full. Another
+                // replica may be adding it too; the read after waits for that one's row.
+                sqlx::query(
+                    "INSERT INTO rate_budget (family, tokens, refilled_at) VALUES ($1, $2, now()) \
+                 ON CONFLICT (family) DO NOTHING",
+                )
+                .bind(family.as_str())
+                .bind(burst)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| e.to_string())?;
+                sqlx::query_as(read)
+                    .bind(family.as_str())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| e.to_string())?
+            }
+        };
         let refilled = if held_for > 0.0 {
             tokens
         } else {
