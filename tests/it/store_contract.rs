@@ -756,6 +756,80 @@ both_stores!(
     a_signed_id_repeats_a_copy_recorded_unsigned
 );
 
+/// On a new store, with no statistics yet, batches look for earlier copies through the
+/// dedupe key, one probe per delivery, both in one statement and in a transaction. Plans
+/// made for the empty table once read every delivery for each batch (or every delivery of
+/// the source, through another index), and the connection kept them as the table grew.
+/// Postgres only: SQLite's probe is a statement of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_store_looks_for_copies_through_the_dedupe_key() {
+    let Some(db) = TestDb::postgres().await else {
+        return;
+    };
+    let store = db.store().await;
+    let (rounds, together) = (10, 16);
+    for round in 0..rounds {
+        let mut tasks = tokio::task::JoinSet::new();
+        // The first round sends one delivery twice: a batch holding both, or the second,
+        // goes through the transaction, whose lookup is then planned on the empty table.
+        let copy = usize::from(round == 0);
+        for i in 0..together + copy {
+            let new = delivery(
+                "hr",
+                &format!("r{round}-{}", i % together),
+                accepted(
+                    vec![],
+                    vec![chain(
+                        &format!("p{round}-{}@example.com", i % together),
+                        &[Action::SuspendAccess],
+                        due(),
+                    )],
+                ),
+            );
+            let store = store.clone();
+            tasks.spawn(async move { store.accept_delivery(new).await.expect("accept") });
+        }
+        let receipts = tasks.join_all().await;
+        assert_eq!(receipts.iter().filter(|r| r.duplicate).count(), copy);
+    }
+    let delivered = (rounds * together) as i64;
+
+    // A session's counts reach the statistics views once it has been idle for a moment.
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (scans, seq_scans) = loop {
+        let scans: HashMap<String, i64> = sqlx::query_as(
+            "SELECT indexrelname::text, idx_scan FROM pg_stat_user_indexes \
+             WHERE schemaname = current_schema() AND relname = 'deliveries'",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+        let (seq_scans,): (i64,) = sqlx::query_as(
+            "SELECT seq_scan FROM pg_stat_user_tables \
+             WHERE schemaname = current_schema() AND relname = 'deliveries'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if scans["deliveries_dedupe_key"] >= delivered || std::time::Instant::now() > deadline {
+            break (scans, seq_scans);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(scans["deliveries_dedupe_key"] >= delivered, "{scans:?}");
+    assert_eq!(scans["deliveries_source_body_idx"], 0, "{scans:?}");
+    assert_eq!(scans["deliveries_source_id_idx"], 0, "{scans:?}");
+    // Every batch reading the table would make one scan a batch, and there were at least
+    // as many batches as rounds; the migrations' few scans of the empty table stay below.
+    assert!(
+        seq_scans < rounds as i64,
+        "{seq_scans} sequential scans of deliveries"
+    );
+}
+
 async fn unmappable_delivery_is_recorded_and_replayed(db: TestDb) {
     let store = db.store().await;
     let unmappable = || {

@@ -144,8 +144,11 @@ impl JobIds {
         let now = Instant::now();
         let take = self.shortfall(n, now);
         if take > 0 {
+            // The sequence is looked up once (an uncorrelated subquery), not for each id:
+            // `pg_get_serial_sequence` reads the catalogue on every call.
             let more: Vec<(JobId, DateTime<Utc>)> = sqlx::query_as(
-                "SELECT nextval(pg_get_serial_sequence('jobs', 'id')), clock_timestamp() \
+                "SELECT nextval((SELECT pg_get_serial_sequence('jobs', 'id'))::regclass), \
+                     clock_timestamp() \
                  FROM generate_series(1, $1)",
             )
             .bind(take as i64)
@@ -306,7 +309,11 @@ async fn write_fresh(
     // Data-modifying CTEs all run, and the statement is one transaction: it commits whole
     // or not at all. A taken key fails it with a unique violation; a copy recorded under
     // another key fails it with the cast of `repeat`, which is evaluated (and fails) only
-    // for a delivery that has such a copy.
+    // for a delivery that has such a copy. `repeat` is a scalar subquery ordered as the
+    // dedupe key is: an index probe per delivery whatever the planner knows of the table.
+    // (An EXISTS was planned on a new store as one hashed scan of every delivery per batch,
+    // and the plan was kept for the life of the connection; without the order, a plan made
+    // without statistics could walk every delivery of the source in `deliveries_source_body_idx`.)
     let query = sqlx::query(
         "WITH new_jobs AS ( \
              INSERT INTO jobs (id, action, params, target, state, email, account_id, \
@@ -335,10 +342,10 @@ async fn write_fresh(
                  first_seen = least(people.first_seen, excluded.first_seen), \
                  effective_at = least(people.effective_at, excluded.effective_at)), \
          new_deliveries AS ( \
-             SELECT u.*, CASE WHEN EXISTS ( \
-                     SELECT 1 FROM deliveries d \
-                     WHERE d.source = u.source AND d.delivery_id = u.delivery_id) \
-                 THEN ('recorded before: ' || u.delivery_id)::int END AS repeat \
+             SELECT u.*, ( \
+                     SELECT ('recorded before: ' || d.delivery_id)::int FROM deliveries d \
+                     WHERE d.source = u.source AND d.delivery_id = u.delivery_id \
+                     ORDER BY d.source, d.delivery_id, d.key_body_sha256 LIMIT 1) AS repeat \
              FROM unnest($24::text[], $25::text[], $26::timestamptz[], $27::text[], \
                  $28::text[], $29::text[], $30::text[], $31::text[], $32::text[], \
                  $33::text[]) AS u (source, delivery_id, received_at, body_sha256, \
@@ -425,17 +432,22 @@ impl Writes for Transaction<'_, Postgres> {
         let keys: Vec<&str> = deliveries.iter().map(|d| d.key_body_sha256()).collect();
         let since: Vec<Option<DateTime<Utc>>> =
             deliveries.iter().map(|d| d.replay_since()).collect();
-        // LATERAL with LIMIT 1: one index probe per delivery.
+        // LATERAL with LIMIT 1: one index probe per delivery. The copies of an id are read
+        // in the dedupe key's order, which only that index gives, before the oldest is taken:
+        // ordered by id alone, a plan made without statistics walked every delivery of the
+        // source backwards through `deliveries_source_id_idx`.
         let rows = sqlx::query(
             "SELECT i.k, d.status, d.response \
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[]) \
                  WITH ORDINALITY AS i (source, delivery_id, body_sha256, key_body_sha256, since, k) \
              CROSS JOIN LATERAL ( \
                  SELECT m.status, m.response FROM ( \
-                     (SELECT d.status, d.response, 1 AS rank FROM deliveries d \
-                      WHERE d.source = i.source AND d.delivery_id = i.delivery_id \
-                        AND (i.key_body_sha256 = '' OR d.body_sha256 = i.key_body_sha256) \
-                      ORDER BY d.id LIMIT 1) \
+                     (SELECT c.status, c.response, 1 AS rank FROM ( \
+                          SELECT d.id, d.status, d.response FROM deliveries d \
+                          WHERE d.source = i.source AND d.delivery_id = i.delivery_id \
+                            AND (i.key_body_sha256 = '' OR d.body_sha256 = i.key_body_sha256) \
+                          ORDER BY d.source, d.delivery_id, d.key_body_sha256) c \
+                      ORDER BY c.id LIMIT 1) \
                      UNION ALL \
                      (SELECT d.status, d.response, 2 FROM deliveries d \
                       WHERE i.since IS NOT NULL AND d.source = i.source \
