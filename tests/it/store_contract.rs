@@ -2945,6 +2945,48 @@ impl RawConn {
     }
 }
 
+/// A burst of commits is announced to other replicas in notifications at least 25 ms apart
+/// (README, "wake other replicas"), each a transaction of the database's, and the burst's
+/// end is still announced. A database of its own: `NOTIFY` reaches every schema's listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_commits_is_announced_in_spaced_notifications_on_postgres() {
+    let Some(db) = TestDb::postgres_database().await else {
+        return;
+    };
+    let store = db.store().await;
+    let mut listener = sqlx::postgres::PgListener::connect(&db.url).await.unwrap();
+    listener.listen("offboard_jobs").await.unwrap();
+
+    let started = std::time::Instant::now();
+    let mut senders = tokio::task::JoinSet::new();
+    for sender in 0..8 {
+        let store = store.clone();
+        senders.spawn(async move {
+            for i in 0..25 {
+                let email = format!("s{sender}-{i}@example.com");
+                enqueue(&*store, &email, Action::SuspendAccess, due()).await;
+            }
+        });
+    }
+    senders.join_all().await;
+    let elapsed = started.elapsed();
+
+    let mut received = 0u128;
+    while let Ok(notification) =
+        tokio::time::timeout(Duration::from_millis(500), listener.recv()).await
+    {
+        notification.unwrap();
+        received += 1;
+    }
+    assert!(received >= 1, "the burst was not announced");
+    // One at the start, one every 25 ms, one for what the last spacing gathered.
+    let most = elapsed.as_millis() / 25 + 2;
+    assert!(
+        received <= most,
+        "{received} notifications for 200 commits in {elapsed:?}; at most {most}"
+    );
+}
+
 /// Another replica (a second store on the same database) is woken through LISTEN/NOTIFY by
 /// new jobs, approvals, retries and a resume; the notification is sent after the commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

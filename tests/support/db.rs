@@ -21,8 +21,15 @@ pub struct TestDb {
     pub url: String,
     /// Keeps the SQLite file's directory alive.
     _dir: Option<tempfile::TempDir>,
-    /// For Postgres: the server URL and the schema to drop.
-    cleanup: Option<(String, String)>,
+    /// For Postgres: the server URL and what to drop.
+    cleanup: Option<(String, String, Dropped)>,
+}
+
+/// What a Postgres test database is, and is dropped as.
+#[derive(Clone, Copy)]
+enum Dropped {
+    Schema,
+    Database,
 }
 
 static SKIP_NOTICE: Once = Once::new();
@@ -51,24 +58,7 @@ impl TestDb {
 
     /// A fresh, empty schema in the database `TEST_DATABASE_URL` names.
     pub async fn postgres() -> Option<TestDb> {
-        let Some(server) = std::env::var("TEST_DATABASE_URL")
-            .ok()
-            .filter(|u| !u.is_empty())
-        else {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!(
-                    "CI=true but TEST_DATABASE_URL is not set: the Postgres store suite must run in CI"
-                );
-            }
-            SKIP_NOTICE.call_once(|| {
-                // Written past the test harness's capture so the skip is visible.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "notice: TEST_DATABASE_URL is not set; skipping the Postgres half of the store tests"
-                );
-            });
-            return None;
-        };
+        let server = Self::test_server()?;
         // A schema per test, not a database: CREATE DATABASE takes about a second and queues
         // behind the others, a schema takes milliseconds. The store finds its tables through
         // the connection's search_path.
@@ -87,8 +77,59 @@ impl TestDb {
             backend: Backend::Postgres,
             url,
             _dir: None,
-            cleanup: Some((server, name)),
+            cleanup: Some((server, name, Dropped::Schema)),
         })
+    }
+
+    /// A fresh database of its own on the server `TEST_DATABASE_URL` names, for what a
+    /// schema does not keep apart: `NOTIFY` reaches every listener of the database. It takes
+    /// about a second to create.
+    pub async fn postgres_database() -> Option<TestDb> {
+        let server = Self::test_server()?;
+        let name = format!("offboard_test_{:016x}", rand::random::<u64>());
+        let mut conn = PgConnection::connect(&server)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to TEST_DATABASE_URL: {e}"));
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        conn.close().await.ok();
+        let (base, query) = server.split_once('?').unwrap_or((server.as_str(), ""));
+        let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+        let url = match query {
+            "" => format!("{base}/{name}"),
+            query => format!("{base}/{name}?{query}"),
+        };
+        Some(TestDb {
+            backend: Backend::Postgres,
+            url,
+            _dir: None,
+            cleanup: Some((server, name, Dropped::Database)),
+        })
+    }
+
+    /// The server `TEST_DATABASE_URL` names; `None` (with a notice) where it is not set.
+    fn test_server() -> Option<String> {
+        let Some(server) = std::env::var("TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        else {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!(
+                    "CI=true but TEST_DATABASE_URL is not set: the Postgres store suite must run in CI"
+                );
+            }
+            SKIP_NOTICE.call_once(|| {
+                // Written past the test harness's capture so the skip is visible.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "notice: TEST_DATABASE_URL is not set; skipping the Postgres half of the store tests"
+                );
+            });
+            return None;
+        };
+        Some(server)
     }
 
     pub async fn store(&self) -> Arc<dyn Store> {
@@ -100,7 +141,7 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let Some((server, name)) = self.cleanup.take() else {
+        let Some((server, name, dropped)) = self.cleanup.take() else {
             return;
         };
         // Drop runs outside any runtime guarantee; use a small one of our own.
@@ -111,9 +152,11 @@ impl Drop for TestDb {
                 .expect("runtime");
             rt.block_on(async move {
                 if let Ok(mut conn) = PgConnection::connect(&server).await {
-                    let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
-                        .execute(&mut conn)
-                        .await;
+                    let drop = match dropped {
+                        Dropped::Schema => format!("DROP SCHEMA IF EXISTS {name} CASCADE"),
+                        Dropped::Database => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                    };
+                    let _ = sqlx::query(&drop).execute(&mut conn).await;
                 }
             });
         })
