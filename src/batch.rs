@@ -70,36 +70,35 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     /// Starts the writer. `write` gets each batch in arrival order and returns one answer
     /// per request, in the same order. At most `queued` requests wait; more wait to be
     /// queued. The writer ends once the `Batcher` is dropped and its queue is drained.
-    pub fn spawn<F, Fut>(queued: usize, max_batch: usize, mut write: F) -> Self
+    pub fn spawn<F, Fut>(queued: usize, max_batch: usize, write: F) -> Self
     where
         F: FnMut(Vec<T>) -> Fut + Send + 'static,
-        Fut: Future<Output = Vec<R>> + Send,
+        Fut: Future<Output = Vec<R>> + Send + 'static,
     {
-        let (queue, mut pending) = mpsc::channel::<Pending<T, R>>(queued.max(1));
-        tokio::spawn(async move {
-            while let Some(first) = pending.recv().await {
-                let mut items = Vec::new();
-                let mut replies = Vec::new();
-                let mut next = Some(first);
-                while let Some(request) = next.take() {
-                    if request.turn.settle(TAKEN) {
-                        items.push(request.item);
-                        replies.push(request.reply);
-                    }
-                    if items.len() < max_batch {
-                        next = pending.try_recv().ok();
-                    }
-                }
-                if items.is_empty() {
-                    continue;
-                }
-                let answers = write(items);
-                for (reply, answer) in replies.into_iter().zip(answers.await) {
-                    // The requester may have gone away (e.g. its HTTP client hung up).
-                    let _ = reply.send(answer);
-                }
-            }
-        });
+        let (queue, pending) = mpsc::channel::<Pending<T, R>>(queued.max(1));
+        tokio::spawn(write_batches(pending, max_batch, write));
+        Batcher { queue }
+    }
+
+    /// As `spawn`, with the writer on a thread of its own, named `name`, which ends with it.
+    ///
+    /// A writer task shares the runtime's threads with every request it answers: under load
+    /// it waits behind them to be polled, each time its statement returns, while the
+    /// requests wait for it. On its own thread it is run as soon as the answer arrives.
+    pub fn spawn_on_thread<F, Fut>(name: &str, queued: usize, max_batch: usize, write: F) -> Self
+    where
+        F: FnMut(Vec<T>) -> Fut + Send + 'static,
+        Fut: Future<Output = Vec<R>> + 'static,
+    {
+        let (queue, pending) = mpsc::channel::<Pending<T, R>>(queued.max(1));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the batch writer");
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || runtime.block_on(write_batches(pending, max_batch, write)))
+            .expect("a thread for the batch writer");
         Batcher { queue }
     }
 
@@ -139,6 +138,40 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     }
 }
 
+/// The writer: takes whatever is waiting as one batch, writes it, answers each request of
+/// it, and takes the next, until every `Batcher` is gone and the queue is drained.
+async fn write_batches<T, R, F, Fut>(
+    mut pending: mpsc::Receiver<Pending<T, R>>,
+    max_batch: usize,
+    mut write: F,
+) where
+    F: FnMut(Vec<T>) -> Fut,
+    Fut: Future<Output = Vec<R>>,
+{
+    while let Some(first) = pending.recv().await {
+        let mut items = Vec::new();
+        let mut replies = Vec::new();
+        let mut next = Some(first);
+        while let Some(request) = next.take() {
+            if request.turn.settle(TAKEN) {
+                items.push(request.item);
+                replies.push(request.reply);
+            }
+            if items.len() < max_batch {
+                next = pending.try_recv().ok();
+            }
+        }
+        if items.is_empty() {
+            continue;
+        }
+        let answers = write(items);
+        for (reply, answer) in replies.into_iter().zip(answers.await) {
+            // The requester may have gone away (e.g. its HTTP client hung up).
+            let _ = reply.send(answer);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
@@ -170,6 +203,30 @@ mod tests {
         assert_eq!(sizes.iter().sum::<usize>(), 30);
         assert!(sizes.iter().all(|&n| n <= 8), "{sizes:?}");
         assert!(sizes.len() < 30, "requests were batched: {sizes:?}");
+    }
+
+    #[tokio::test]
+    async fn a_writer_on_its_own_thread_answers_and_ends_with_its_batcher() {
+        /// Says when the writer, which owns it, is gone.
+        struct Owned(std::sync::mpsc::Sender<()>);
+        impl Drop for Owned {
+            fn drop(&mut self) {
+                let _ = self.0.send(());
+            }
+        }
+        let (gone, writer_gone) = std::sync::mpsc::channel();
+        let owned = Owned(gone);
+        let batcher = Batcher::spawn_on_thread("test-writer", 4, 8, move |items: Vec<u32>| {
+            let _owned = &owned;
+            let thread = std::thread::current().name().map(str::to_owned);
+            async move { items.into_iter().map(|i| (i, thread.clone())).collect() }
+        });
+        let answer = batcher.submit(7).await.unwrap();
+        assert_eq!(answer, (7, Some("test-writer".to_owned())));
+        drop(batcher);
+        writer_gone
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the writer ends once its batcher is dropped");
     }
 
     #[tokio::test]

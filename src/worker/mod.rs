@@ -509,7 +509,7 @@ fn write_in_batches<T, F, Fut>(store: Arc<dyn Store>, write: F) -> Batcher<T, Re
 where
     T: Send + 'static,
     F: Fn(Arc<dyn Store>, Vec<T>) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<Vec<bool>, StoreError>> + Send,
+    Fut: Future<Output = Result<Vec<bool>, StoreError>> + Send + 'static,
 {
     Batcher::spawn(
         COMPLETION_QUEUE,
