@@ -1,7 +1,7 @@
 //! Group commit: requests made concurrently are written together by one writer task.
 //!
 //! The writer takes whatever is waiting (up to a limit) as one batch, writes it, answers
-//! every request of it, and takes the next. An idle system thus writes each request at once,
+//! every request of it, and takes the next (started before the answers go out). An idle system thus writes each request at once,
 //! with no added delay, and a busy one pays one commit for many requests. Used for
 //! recording deliveries and job results, where the commit, not the rows, is what costs.
 //!
@@ -13,6 +13,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::task::Poll;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -140,6 +141,10 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
 
 /// The writer: takes whatever is waiting as one batch, writes it, answers each request of
 /// it, and takes the next, until every `Batcher` is gone and the queue is drained.
+///
+/// Where requests wait when a batch is written, the next batch is started (its `write`
+/// polled up to its first wait, e.g. its statement sent) before the last one is answered:
+/// the answers then go out while the database works, not in the writer's turn.
 async fn write_batches<T, R, F, Fut>(
     mut pending: mpsc::Receiver<Pending<T, R>>,
     max_batch: usize,
@@ -148,27 +153,59 @@ async fn write_batches<T, R, F, Fut>(
     F: FnMut(Vec<T>) -> Fut,
     Fut: Future<Output = Vec<R>>,
 {
-    while let Some(first) = pending.recv().await {
-        let mut items = Vec::new();
-        let mut replies = Vec::new();
-        let mut next = Some(first);
-        while let Some(request) = next.take() {
-            if request.turn.settle(TAKEN) {
-                items.push(request.item);
-                replies.push(request.reply);
+    let mut unanswered: Option<(Vec<oneshot::Sender<R>>, Vec<R>)> = None;
+    loop {
+        let (items, replies) = if unanswered.is_some() {
+            take_waiting(None, &mut pending, max_batch)
+        } else {
+            match pending.recv().await {
+                Some(first) => take_waiting(Some(first), &mut pending, max_batch),
+                None => return,
             }
-            if items.len() < max_batch {
-                next = pending.try_recv().ok();
-            }
-        }
+        };
         if items.is_empty() {
+            if let Some((replies, answers)) = unanswered.take() {
+                answer(replies, answers);
+            }
             continue;
         }
-        let answers = write(items);
-        for (reply, answer) in replies.into_iter().zip(answers.await) {
-            // The requester may have gone away (e.g. its HTTP client hung up).
-            let _ = reply.send(answer);
+        let mut writing = std::pin::pin!(write(items));
+        let started = std::future::poll_fn(|cx| Poll::Ready(writing.as_mut().poll(cx))).await;
+        if let Some((replies, answers)) = unanswered.take() {
+            answer(replies, answers);
         }
+        let answers = match started {
+            Poll::Ready(answers) => answers,
+            Poll::Pending => writing.await,
+        };
+        unanswered = Some((replies, answers));
+    }
+}
+
+/// The requests waiting now, after `first`, up to `max_batch` not withdrawn.
+fn take_waiting<T, R>(
+    first: Option<Pending<T, R>>,
+    pending: &mut mpsc::Receiver<Pending<T, R>>,
+    max_batch: usize,
+) -> (Vec<T>, Vec<oneshot::Sender<R>>) {
+    let (mut items, mut replies) = (Vec::new(), Vec::new());
+    let mut next = first.or_else(|| pending.try_recv().ok());
+    while let Some(request) = next.take() {
+        if request.turn.settle(TAKEN) {
+            items.push(request.item);
+            replies.push(request.reply);
+        }
+        if items.len() < max_batch {
+            next = pending.try_recv().ok();
+        }
+    }
+    (items, replies)
+}
+
+fn answer<R>(replies: Vec<oneshot::Sender<R>>, answers: Vec<R>) {
+    for (reply, answer) in replies.into_iter().zip(answers) {
+        // The requester may have gone away (e.g. its HTTP client hung up).
+        let _ = reply.send(answer);
     }
 }
 
@@ -227,6 +264,57 @@ mod tests {
         writer_gone
             .recv_timeout(Duration::from_secs(5))
             .expect("the writer ends once its batcher is dropped");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_next_batch_is_started_before_the_last_is_answered() {
+        let (started, next_started) = std::sync::mpsc::channel::<u32>();
+        let (go_on, held) = std::sync::mpsc::channel::<()>();
+        let held = Mutex::new(held);
+        let batcher = Arc::new(Batcher::spawn_on_thread(
+            "test-writer",
+            8,
+            8,
+            move |items: Vec<u32>| {
+                let first = items[0];
+                let started = started.clone();
+                // The second batch holds the writer's thread on its first poll until the
+                // test lets it go: whatever is answered meanwhile was answered before.
+                let hold = (first == 2).then(|| held.lock().unwrap().recv().unwrap());
+                let _ = hold;
+                async move {
+                    started.send(first).unwrap();
+                    if first == 1 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    items
+                }
+            },
+        ));
+        let first = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.submit(1).await.unwrap() }
+        });
+        assert_eq!(
+            next_started.recv_timeout(Duration::from_secs(5)).unwrap(),
+            1
+        );
+        let second = tokio::spawn({
+            let batcher = batcher.clone();
+            async move { batcher.submit(2).await.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !first.is_finished(),
+            "the first batch was answered before the second was started"
+        );
+        go_on.send(()).unwrap();
+        assert_eq!(first.await.unwrap(), 1);
+        assert_eq!(second.await.unwrap(), 2);
+        assert_eq!(
+            next_started.recv_timeout(Duration::from_secs(5)).unwrap(),
+            2
+        );
     }
 
     #[tokio::test]
