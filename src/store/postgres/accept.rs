@@ -147,20 +147,19 @@ impl JobIds {
         let now = Instant::now();
         let take = self.shortfall(n, now);
         if take > 0 {
-            // The sequence is looked up once (an uncorrelated subquery), not for each id:
+            // One row, the ids in an array: a row each cost more to decode than to make. The
+            // sequence is looked up once (an uncorrelated subquery), not for each id:
             // `pg_get_serial_sequence` reads the catalogue on every call.
-            let more: Vec<(JobId, DateTime<Utc>)> = sqlx::query_as(
-                "SELECT nextval((SELECT pg_get_serial_sequence('jobs', 'id'))::regclass), \
-                     clock_timestamp() \
-                 FROM generate_series(1, $1)",
+            let (more, database_now): (Vec<JobId>, DateTime<Utc>) = sqlx::query_as(
+                "SELECT array_agg(id ORDER BY id), clock_timestamp() FROM ( \
+                     SELECT nextval((SELECT pg_get_serial_sequence('jobs', 'id'))::regclass) \
+                     FROM generate_series(1, $1)) AS taken (id)",
             )
             .bind(take as i64)
-            .fetch_all(&mut *conn)
+            .fetch_one(&mut *conn)
             .await?;
-            if let Some((_, database_now)) = more.last() {
-                self.clock_offset = *database_now - Utc::now();
-            }
-            self.ids.extend(more.into_iter().map(|(id, _)| id));
+            self.clock_offset = database_now - Utc::now();
+            self.ids.extend(more);
             self.taken_at = Some(now);
         }
         Ok((
