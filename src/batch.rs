@@ -1,9 +1,10 @@
-//! Group commit: requests made concurrently are written together by one writer task.
+//! Group commit: requests made concurrently are written together by one writer.
 //!
 //! The writer takes whatever is waiting (up to a limit) as one batch, writes it, answers
-//! every request of it, and takes the next (started before the answers go out). An idle system thus writes each request at once,
-//! with no added delay, and a busy one pays one commit for many requests. Used for
-//! recording deliveries and job results, where the commit, not the rows, is what costs.
+//! every request of it, and takes the next (started before the answers go out). An idle
+//! system thus writes each request at once, with no added delay, and a busy one pays one
+//! commit for many requests. Used for recording deliveries and job results, where the
+//! commit, not the rows, is what costs.
 //!
 //! A request made with a deadline (`submit_by`) that is still waiting when the deadline
 //! passes is withdrawn: the writer skips it, so its requester can say for certain that
@@ -278,10 +279,11 @@ mod tests {
             move |items: Vec<u32>| {
                 let first = items[0];
                 let started = started.clone();
-                // The second batch holds the writer's thread on its first poll until the
+                // The second batch holds the writer's thread as it is started, until the
                 // test lets it go: whatever is answered meanwhile was answered before.
-                let hold = (first == 2).then(|| held.lock().unwrap().recv().unwrap());
-                let _ = hold;
+                if first == 2 {
+                    held.lock().unwrap().recv().unwrap();
+                }
                 async move {
                     started.send(first).unwrap();
                     if first == 1 {

@@ -19,14 +19,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// The least time from one notification to the next.
-pub(super) const SPACING: Duration = Duration::from_millis(25);
+const SPACING: Duration = Duration::from_millis(25);
 
 pub(super) struct Notifier {
     shared: Arc<Shared>,
