@@ -63,14 +63,7 @@ impl TestDb {
         // behind the others, a schema takes milliseconds. The store finds its tables through
         // the connection's search_path.
         let name = format!("offboard_test_{:016x}", rand::random::<u64>());
-        let mut conn = PgConnection::connect(&server)
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to TEST_DATABASE_URL: {e}"));
-        sqlx::query(&format!("CREATE SCHEMA {name}"))
-            .execute(&mut conn)
-            .await
-            .expect("create test schema");
-        conn.close().await.ok();
+        on_server(&server, &format!("CREATE SCHEMA {name}")).await;
         let separator = if server.contains('?') { '&' } else { '?' };
         let url = format!("{server}{separator}options=-c%20search_path%3D{name}");
         Some(TestDb {
@@ -87,14 +80,7 @@ impl TestDb {
     pub async fn postgres_database() -> Option<TestDb> {
         let server = Self::test_server()?;
         let name = format!("offboard_test_{:016x}", rand::random::<u64>());
-        let mut conn = PgConnection::connect(&server)
-            .await
-            .unwrap_or_else(|e| panic!("cannot connect to TEST_DATABASE_URL: {e}"));
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .expect("create test database");
-        conn.close().await.ok();
+        on_server(&server, &format!("CREATE DATABASE {name}")).await;
         let (base, query) = server.split_once('?').unwrap_or((server.as_str(), ""));
         let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
         let url = match query {
@@ -137,6 +123,18 @@ impl TestDb {
             .await
             .expect("open and migrate the test store")
     }
+}
+
+/// Runs one statement on the test server, to make what a test works in.
+async fn on_server(server: &str, statement: &str) {
+    let mut conn = PgConnection::connect(server)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to TEST_DATABASE_URL: {e}"));
+    sqlx::query(statement)
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    conn.close().await.ok();
 }
 
 impl Drop for TestDb {
