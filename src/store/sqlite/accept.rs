@@ -132,6 +132,44 @@ impl Writes for Transaction<'_, Sqlite> {
         Ok(found)
     }
 
+    // Beside `recorded`, out of the trait's order: on SQLite both go a delivery at a time.
+    async fn insert_deliveries(
+        &mut self,
+        rows: &[DeliveryRow<'_>],
+        people: &[PersonRow<'_>],
+    ) -> StoreResult<u64> {
+        // In-process: a second statement costs no round trip.
+        if !people.is_empty() {
+            record_people(self, people).await?;
+        }
+        // A row at a time, its answer bound as it is: a bulk request's answer names every
+        // job (megabytes), and written into one JSON array it would be escaped, then parsed
+        // again by `json_each`, while this transaction holds the write lock that webhooks
+        // wait for (README, "Bulk requests and webhooks").
+        let mut inserted = 0;
+        for r in rows {
+            inserted += sqlx::query(
+                "INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, \
+                 key_body_sha256, status, error, job_ids, response, approval_required) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
+            )
+            .bind(&r.delivery.source)
+            .bind(&r.delivery.delivery_id)
+            .bind(micros(r.delivery.received_at))
+            .bind(&r.delivery.body_sha256)
+            .bind(r.delivery.key_body_sha256())
+            .bind(r.status.as_str())
+            .bind(r.error)
+            .bind(&r.job_ids)
+            .bind(&r.response)
+            .bind(r.delivery.approval_required())
+            .execute(&mut **self)
+            .await?
+            .rows_affected();
+        }
+        Ok(inserted)
+    }
+
     async fn lock_bodies(&mut self, _bodies: &[(&str, &str)]) -> StoreResult<()> {
         Ok(())
     }
@@ -264,43 +302,6 @@ impl Writes for Transaction<'_, Sqlite> {
         .execute(&mut **self)
         .await?;
         Ok(())
-    }
-
-    async fn insert_deliveries(
-        &mut self,
-        rows: &[DeliveryRow<'_>],
-        people: &[PersonRow<'_>],
-    ) -> StoreResult<u64> {
-        // In-process: a second statement costs no round trip.
-        if !people.is_empty() {
-            record_people(self, people).await?;
-        }
-        // A row at a time, its answer bound as it is: a bulk request's answer names every
-        // job (megabytes), and written into one JSON array it would be escaped, then parsed
-        // again by `json_each`, while this transaction holds the write lock that webhooks
-        // wait for (README, "Bulk requests and webhooks").
-        let mut inserted = 0;
-        for r in rows {
-            inserted += sqlx::query(
-                "INSERT INTO deliveries (source, delivery_id, received_at, body_sha256, \
-                 key_body_sha256, status, error, job_ids, response, approval_required) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT DO NOTHING",
-            )
-            .bind(&r.delivery.source)
-            .bind(&r.delivery.delivery_id)
-            .bind(micros(r.delivery.received_at))
-            .bind(&r.delivery.body_sha256)
-            .bind(r.delivery.key_body_sha256())
-            .bind(r.status.as_str())
-            .bind(r.error)
-            .bind(&r.job_ids)
-            .bind(&r.response)
-            .bind(r.delivery.approval_required())
-            .execute(&mut **self)
-            .await?
-            .rows_affected();
-        }
-        Ok(inserted)
     }
 }
 
