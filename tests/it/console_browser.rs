@@ -421,6 +421,20 @@ async fn scenario(browser: Client) {
         .await
         .expect("jobs page");
     save_screenshot(&browser, "console-jobs.png").await;
+    // Every column, the outcome or error last, is seen without scrolling sideways on a
+    // laptop's screen.
+    let overflow = browser
+        .execute(
+            "const s = document.querySelector('main .scroll'); return s.scrollWidth - s.clientWidth;",
+            vec![],
+        )
+        .await
+        .expect("measure the jobs table");
+    assert_eq!(
+        overflow.as_i64(),
+        Some(0),
+        "the jobs table overflows its page by {overflow}px"
+    );
     app.stop().await;
 }
 

@@ -165,7 +165,7 @@ fn jobs_table(jobs: &[Job], now: DateTime<Utc>) -> Markup {
                     }
                 }
                 @if jobs.is_empty() {
-                    tr { td.empty colspan="8" { "No jobs here." } }
+                    tr { td.empty colspan="9" { "No jobs here." } }
                 }
             }
         } }
