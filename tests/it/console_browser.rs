@@ -149,6 +149,19 @@ async fn bulk_scenario(browser: Client) {
     .expect("write leavers.csv");
     upload(&browser, &app, &good).await;
     save_screenshot(&browser, "console-import-checked.png").await;
+    let gap = browser
+        .execute(
+            "const f = document.querySelector(\"form[action='/console/import/confirm']\"); \
+             return f.querySelector('a.back').getBoundingClientRect().left \
+                 - f.querySelector('button').getBoundingClientRect().right;",
+            vec![],
+        )
+        .await
+        .expect("measure the confirmation");
+    assert!(
+        gap.as_f64().is_some_and(|gap| gap >= 8.0),
+        "the way back touches the import button: {gap}px apart"
+    );
     click(
         &browser,
         "form[action='/console/import/confirm'] button[type='submit']",
