@@ -200,17 +200,23 @@ async fn evidence_report(
     if !csv {
         return Ok(Json(report).into_response());
     }
+    Ok(csv_attachment(&report))
+}
+
+/// The report as the CSV file the API and the console's Evidence link both download, named
+/// after its period.
+pub(super) fn csv_attachment(report: &Report) -> Response {
     let name = format!(
         "attachment; filename=\"offboard-evidence-{}-{}.csv\"",
-        period.from.format("%Y%m%d"),
-        period.to.format("%Y%m%d")
+        report.from.format("%Y%m%d"),
+        report.to.format("%Y%m%d")
     );
-    Ok((
+    (
         [
             (CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
             (CONTENT_DISPOSITION, name),
         ],
         report.csv(),
     )
-        .into_response())
+        .into_response()
 }

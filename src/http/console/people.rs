@@ -5,8 +5,7 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::Uri;
-use axum::http::header::{CONTENT_DISPOSITION, CONTENT_TYPE};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{Html, Response};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -380,17 +379,5 @@ pub(super) async fn evidence_csv(
         Utc::now(),
     )
     .await?;
-    let name = format!(
-        "attachment; filename=\"offboard-evidence-{}-{}.csv\"",
-        period.from.format("%Y%m%d"),
-        period.to.format("%Y%m%d")
-    );
-    Ok((
-        [
-            (CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
-            (CONTENT_DISPOSITION, name),
-        ],
-        report.csv(),
-    )
-        .into_response())
+    Ok(crate::http::people::csv_attachment(&report))
 }
