@@ -220,7 +220,6 @@ pub fn evidence_table(report: &crate::evidence::report::Report) -> String {
 #[cfg(test)]
 mod tests {
     use chrono::DateTime;
-    use serde_json::Map;
 
     use super::*;
     use crate::domain::{Action, JobEvent, JobState};
@@ -333,29 +332,15 @@ mod tests {
 
         let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         let job = Job {
-            id: crate::domain::JobId(1),
-            action: Action::DeletePortalCustomer,
-            params: Map::new(),
             state: JobState::Failed,
             email: crate::domain::Email::stored(hostile().into()),
             account_id: Some(crate::domain::AccountId::stored(hostile().into())),
-            depends_on: None,
-            run_at: at,
-            lane: crate::domain::Lane::Scheduled,
-            attempts: 1,
-            max_attempts: 8,
             last_error: Some(hostile().into()),
             outcome: None,
             source: Some(hostile().into()),
             rule: Some(hostile().into()),
             delivery_id: Some(hostile().into()),
-            created_at: at,
-            updated_at: at,
-            claim_seq: 0,
-            lease_owner: None,
-            account_type: None,
-            successor_account_id: None,
-            handover: None,
+            ..Job::example(1, Action::DeletePortalCustomer, at)
         };
         assert_no_raw_controls(&jobs_table(std::slice::from_ref(&job)));
         let details = job_details(&JobWithEvents {

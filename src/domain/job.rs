@@ -396,6 +396,40 @@ impl fmt::Display for Transition {
     }
 }
 
+/// A job for unit tests to adjust with `..`: step `id` of a chain for ann@example.com, from
+/// rule `leaver` of source `hr`, succeeded `done` on its first attempt at `at`, its account
+/// not yet recorded.
+#[cfg(test)]
+impl Job {
+    pub(crate) fn example(id: i64, action: Action, at: DateTime<Utc>) -> Job {
+        Job {
+            id: JobId(id),
+            action,
+            params: Map::new(),
+            state: JobState::Succeeded,
+            email: Email::parse("ann@example.com").expect("an email"),
+            account_id: None,
+            depends_on: None,
+            run_at: at,
+            lane: super::Lane::Scheduled,
+            attempts: 1,
+            max_attempts: 8,
+            last_error: None,
+            outcome: Some(Outcome::Done),
+            source: Some("hr".into()),
+            rule: Some("leaver".into()),
+            delivery_id: None,
+            created_at: at,
+            updated_at: at,
+            claim_seq: 1,
+            lease_owner: None,
+            account_type: None,
+            successor_account_id: None,
+            handover: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

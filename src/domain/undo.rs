@@ -287,29 +287,10 @@ mod tests {
             crate::domain::TargetAccount::Managed => ("acc-1", "atlassian"),
         };
         Job {
-            id: crate::domain::JobId(id),
-            action,
             params,
-            state: JobState::Succeeded,
-            email: Email::parse("ann@example.com").unwrap(),
             account_id: Some(crate::domain::AccountId::stored(account.0.into())),
-            depends_on: None,
-            run_at: at(done_on),
-            lane: crate::domain::Lane::Scheduled,
-            attempts: 1,
-            max_attempts: 8,
-            last_error: None,
-            outcome: Some(Outcome::Done),
-            source: Some("hr".into()),
-            rule: Some("leaver".into()),
-            delivery_id: None,
-            created_at: at(done_on),
-            updated_at: at(done_on),
-            claim_seq: 1,
-            lease_owner: None,
             account_type: Some(account.1.into()),
-            successor_account_id: None,
-            handover: None,
+            ..Job::example(id, action, at(done_on))
         }
     }
 

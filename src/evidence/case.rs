@@ -429,29 +429,8 @@ mod tests {
 
     fn job(id: i64, action: Action, params: serde_json::Value, hour: i64) -> crate::domain::Job {
         crate::domain::Job {
-            id: JobId(id),
-            action,
             params: params.as_object().cloned().unwrap_or_default(),
-            state: JobState::Succeeded,
-            email: crate::domain::Email::parse("ann@example.com").unwrap(),
-            account_id: None,
-            depends_on: None,
-            run_at: at(hour),
-            lane: crate::domain::Lane::Scheduled,
-            attempts: 1,
-            max_attempts: 8,
-            last_error: None,
-            outcome: Some(Outcome::Done),
-            source: Some("hr".into()),
-            rule: Some("leaver".into()),
-            delivery_id: None,
-            created_at: at(hour),
-            updated_at: at(hour),
-            claim_seq: 1,
-            lease_owner: None,
-            account_type: None,
-            successor_account_id: None,
-            handover: None,
+            ..crate::domain::Job::example(id, action, at(hour))
         }
     }
 
