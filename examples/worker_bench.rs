@@ -10,8 +10,9 @@
 //! replica would) to the job's first request at the fake, on an idle worker; and the request
 //! rate the worker keeps with `requests_per_second = 10`; and Atlassian requests per
 //! completed job for chains of 1, 2 and 3 steps (one lookup per chain, then one call per
-//! step, and two counting reads before `delete_account`: (steps + 1 + 2 deletions) / steps). Each run gets a fresh database, dropped afterwards.
-//! `--only chains` runs the last measurement alone.
+//! step, and two counting reads before `delete_account`: (steps + 1 + 2 deletions) /
+//! steps). Each run gets a fresh database, dropped afterwards. `--only chains` runs the last
+//! measurement alone.
 
 #[path = "../tests/support/fake_atlassian/mod.rs"]
 mod fake_atlassian;

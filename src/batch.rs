@@ -3,8 +3,8 @@
 //! The writer takes whatever is waiting (up to a limit) as one batch, writes it, answers
 //! every request of it, and takes the next (a writer on its own thread starts the next
 //! before the answers go out). An idle system thus writes each request at once, with no
-//! added delay, and a busy one pays one commit for many requests. Used for recording deliveries and job results, where the
-//! commit, not the rows, is what costs.
+//! added delay, and a busy one pays one commit for many requests. Used for recording
+//! deliveries and job results, where the commit, not the rows, is what costs.
 //!
 //! A request made with a deadline (`submit_by`) that is still waiting when the deadline
 //! passes is withdrawn: the writer skips it, so its requester can say for certain that

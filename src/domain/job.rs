@@ -1,8 +1,8 @@
 //! A job and its state machine: states, outcomes, operator transitions, the audit trail and
 //! the worker's shared pause flag.
 //!
-//! A job is one action against one person. States (README, "Jobs: states and outcomes") and who moves a job out of
-//! each:
+//! A job is one action against one person. States (README, "Jobs: states and outcomes")
+//! and who moves a job out of each:
 //! - `pending`: due at `run_at`; the worker claims it (→ running) or an operator cancels it.
 //! - `awaiting_approval`: an operator approves (→ pending) or cancels it.
 //! - `running`: held by a worker under a lease; the worker finishes it (→ succeeded/failed),

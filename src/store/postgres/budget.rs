@@ -40,7 +40,7 @@ impl FleetBudget for PgBudget {
                 // replica may be adding it too; the read after waits for that one's row.
                 sqlx::query(
                     "INSERT INTO rate_budget (family, tokens, refilled_at) VALUES ($1, $2, now()) \
-                 ON CONFLICT (family) DO NOTHING",
+                     ON CONFLICT (family) DO NOTHING",
                 )
                 .bind(family.as_str())
                 .bind(burst)
